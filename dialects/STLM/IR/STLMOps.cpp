@@ -1,0 +1,692 @@
+//===- STLMOps.cpp - stlm operations: verifiers, folds --------------------===//
+//
+// Every shape, dtype and attribute invariant of the dialect is checked here
+// (or by ODS type constraints); passes may assume verified IR.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/STLM/IR/STLMOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::stlm;
+
+#define GET_OP_CLASSES
+#include "dialects/STLM/IR/STLMOps.cpp.inc"
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+static RankedTensorType tensorTy(Value v) {
+  return llvm::cast<RankedTensorType>(v.getType());
+}
+
+/// Prints a shape as `[a, b, c]` for diagnostics.
+static std::string shapeStr(ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  llvm::raw_string_ostream os(s);
+  llvm::interleaveComma(shape, os);
+  os << "]";
+  return os.str();
+}
+
+/// Checks `x: [..., In]` against `w: [Out, In]` → result `[..., Out]`; shared
+/// by `stlm.linear` and `stlm.logits`. `wName` names the weight operand.
+static LogicalResult verifyRowMajorProduct(Operation *op, Value x, Value w,
+                                           Value result, StringRef wName) {
+  ArrayRef<int64_t> xs = tensorTy(x).getShape();
+  ArrayRef<int64_t> ws = tensorTy(w).getShape();
+  ArrayRef<int64_t> rs = tensorTy(result).getShape();
+  if (xs.empty())
+    return op->emitOpError("input must have rank >= 1");
+  if (ws.size() != 2)
+    return op->emitOpError() << wName << " must have rank 2 ([out, in]), got "
+                             << shapeStr(ws);
+  if (ws[1] != xs.back())
+    return op->emitOpError()
+           << wName << " input width " << ws[1]
+           << " does not match the input's last dimension " << xs.back();
+  SmallVector<int64_t> expected(xs.drop_back());
+  expected.push_back(ws[0]);
+  if (rs != ArrayRef<int64_t>(expected))
+    return op->emitOpError() << "result shape " << shapeStr(rs)
+                             << " must be " << shapeStr(expected);
+  return success();
+}
+
+/// Checks a per-position cross-entropy pair: `logits: [P..., V]` and
+/// `targets: [P...]`.
+static LogicalResult verifyLogitsTargets(Operation *op, Value logits,
+                                         Value targets, StringRef tName,
+                                         int64_t rank) {
+  ArrayRef<int64_t> ls = tensorTy(logits).getShape();
+  ArrayRef<int64_t> ts = tensorTy(targets).getShape();
+  if (static_cast<int64_t>(ls.size()) != rank)
+    return op->emitOpError() << "logits must have rank " << rank << ", got "
+                             << shapeStr(ls);
+  if (ts != ls.drop_back())
+    return op->emitOpError() << tName << " shape " << shapeStr(ts)
+                             << " must be the logits shape without the "
+                                "vocabulary dimension, "
+                             << shapeStr(ls.drop_back());
+  return success();
+}
+
+/// Chunk objectives: `logits: [B, C, L, 258]`, `chunks: [B, C, L]`.
+static LogicalResult verifyChunkLogits(Operation *op, Value logits,
+                                       Value chunks) {
+  if (failed(verifyLogitsTargets(op, logits, chunks, "chunks", 4)))
+    return failure();
+  int64_t v = tensorTy(logits).getShape().back();
+  if (v != ChunkOp::kByteVocab)
+    return op->emitOpError() << "byte logits must have "
+                             << ChunkOp::kByteVocab
+                             << " classes (256 bytes, pad, end), got " << v;
+  return success();
+}
+
+static bool isFinite(double x) { return std::isfinite(x); }
+
+//===----------------------------------------------------------------------===//
+// ModelOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ModelOp::verify() {
+  for (Operation &op : getBody().front()) {
+    if (isa<ParamOp>(op) || isa<FunctionOpInterface>(op))
+      continue;
+    return op.emitOpError()
+           << "is not allowed in the body of 'stlm.model', which holds only "
+              "'stlm.param' and functions";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ParamOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult ParamOp::verify() {
+  FloatAttr std = getStdAttr();
+  if (getInit() == InitKind::normal) {
+    if (!std)
+      return emitOpError("'normal' initialisation needs a standard deviation");
+    double s = std.getValueAsDouble();
+    if (!(s > 0.0) || !isFinite(s))
+      return emitOpError() << "standard deviation must be finite and > 0, got "
+                           << s;
+  } else if (std) {
+    return emitOpError() << "'" << stringifyInitKind(getInit())
+                         << "' initialisation takes no standard deviation";
+  }
+  if (getTensorType().getNumElements() == 0)
+    return emitOpError("parameter has no elements");
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// ParamRefOp / LayerParamRefOp
+//===----------------------------------------------------------------------===//
+
+/// Resolves `name` as a parameter of the model enclosing `op` and checks
+/// that it has type `type`. `what` describes the reference for diagnostics.
+static LogicalResult checkParamUse(Operation *op, ModelOp model,
+                                   StringRef name, Type type,
+                                   SymbolTableCollection *symbolTable) {
+  StringAttr nameAttr = StringAttr::get(op->getContext(), name);
+  Operation *sym =
+      symbolTable ? symbolTable->lookupSymbolIn(model, nameAttr)
+                  : SymbolTable::lookupSymbolIn(model, nameAttr);
+  if (!sym)
+    return op->emitOpError() << "'@" << name
+                             << "' is not a parameter of model '@"
+                             << model.getSymName() << "'";
+  auto param = dyn_cast<ParamOp>(sym);
+  if (!param)
+    return op->emitOpError() << "'@" << name << "' is a '"
+                             << sym->getName() << "', not a 'stlm.param'";
+  if (param.getType() != type)
+    return op->emitOpError()
+           << "type " << type << " does not match parameter '@" << name
+           << "' declared as " << param.getType();
+  return success();
+}
+
+LogicalResult
+ParamRefOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  auto model = (*this)->getParentOfType<ModelOp>();
+  if (!model)
+    return emitOpError("must be nested in a 'stlm.model'");
+  return checkParamUse(*this, model, getName(), getType(), &symbolTable);
+}
+
+std::string LayerParamRefOp::getNameForLayer(int64_t index) {
+  std::string name = getPattern().str();
+  size_t pos = name.find("{}");
+  if (pos != std::string::npos)
+    name.replace(pos, 2, std::to_string(index));
+  return name;
+}
+
+LogicalResult LayerParamRefOp::verify() {
+  StringRef pattern = getPattern();
+  size_t first = pattern.find("{}");
+  if (first == StringRef::npos || pattern.find("{}", first + 1) != StringRef::npos)
+    return emitOpError() << "pattern '" << pattern
+                         << "' must contain exactly one '{}' (the layer index)";
+  auto arg = llvm::dyn_cast<BlockArgument>(getLayer());
+  auto repeat =
+      arg ? dyn_cast<RepeatOp>(arg.getOwner()->getParentOp()) : RepeatOp();
+  if (!repeat || arg.getArgNumber() != 0)
+    return emitOpError("layer index must be the induction variable of an "
+                       "enclosing 'stlm.repeat'");
+  auto model = (*this)->getParentOfType<ModelOp>();
+  if (!model)
+    return emitOpError("must be nested in a 'stlm.model'");
+  for (int64_t l = repeat.getLower(); l < repeat.getUpper(); ++l) {
+    if (failed(checkParamUse(*this, model, getNameForLayer(l), getType(),
+                             /*symbolTable=*/nullptr)))
+      return emitOpError() << "instance for layer " << l << " of '" << pattern
+                           << "' is missing or mistyped (see above)";
+  }
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// RepeatOp / YieldOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RepeatOp::verify() {
+  if (getLower() < 0 || getUpper() <= getLower())
+    return emitOpError() << "layer range [" << getLower() << ", "
+                         << getUpper() << ") must be non-empty and start at "
+                                          ">= 0";
+  Block &body = getBody().front();
+  if (body.getNumArguments() != 2 ||
+      !body.getArgument(0).getType().isIndex() ||
+      body.getArgument(1).getType() != getInit().getType())
+    return emitOpError() << "body must take (index, " << getInit().getType()
+                         << ") arguments: the layer index and the hidden "
+                            "state";
+  if (body.empty() || !isa<YieldOp>(body.back()))
+    return emitOpError("body must end in 'stlm.yield'");
+  return success();
+}
+
+namespace {
+/// A run of one layer that does not use its layer index is just that layer:
+/// inline the body.
+struct InlineSingleLayerRepeat : OpRewritePattern<RepeatOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(RepeatOp op,
+                                PatternRewriter &rewriter) const override {
+    if (op.getNumLayers() != 1)
+      return failure();
+    Block &body = op.getBody().front();
+    // Per-layer references need the induction variable to stay a block
+    // argument of a repeat; keep those runs as they are.
+    if (!op.getLayerIndex().use_empty())
+      return failure();
+    auto yield = cast<YieldOp>(body.getTerminator());
+    Value next = yield.getValue();
+    rewriter.inlineBlockBefore(&body, op, {Value(), op.getInit()});
+    rewriter.replaceOp(op, next);
+    rewriter.eraseOp(yield);
+    return success();
+  }
+};
+} // namespace
+
+void RepeatOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                           MLIRContext *context) {
+  results.add<InlineSingleLayerRepeat>(context);
+}
+
+LogicalResult YieldOp::verify() {
+  auto repeat = cast<RepeatOp>((*this)->getParentOp());
+  if (getValue().getType() != repeat.getInit().getType())
+    return emitOpError() << "yields " << getValue().getType()
+                         << " but the hidden state is "
+                         << repeat.getInit().getType();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Embedders
+//===----------------------------------------------------------------------===//
+
+LogicalResult EmbedOp::verify() {
+  ArrayRef<int64_t> ts = tensorTy(getTable()).getShape();
+  if (ts.size() != 2)
+    return emitOpError() << "table must have rank 2 ([V, D]), got "
+                         << shapeStr(ts);
+  SmallVector<int64_t> expected(tensorTy(getIds()).getShape());
+  expected.push_back(ts[1]);
+  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  if (rs != ArrayRef<int64_t>(expected))
+    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
+                         << shapeStr(expected) << " (ids shape + [D])";
+  return success();
+}
+
+LogicalResult ChunkOp::verify() {
+  ArrayRef<int64_t> bs = tensorTy(getBytes()).getShape();
+  ArrayRef<int64_t> cs = tensorTy(getChunks()).getShape();
+  ArrayRef<int64_t> ns = tensorTy(getCount()).getShape();
+  if (bs.size() != 2)
+    return emitOpError() << "bytes must have rank 2 ([B, N]), got "
+                         << shapeStr(bs);
+  if (cs.size() != 3 || cs[0] != bs[0])
+    return emitOpError() << "chunks must be [B, C, L] with B = " << bs[0]
+                         << ", got " << shapeStr(cs);
+  if (ns.size() != 1 || ns[0] != bs[0])
+    return emitOpError() << "count must be [B] with B = " << bs[0]
+                         << ", got " << shapeStr(ns);
+  int64_t n = bs[1], c = cs[1], l = cs[2];
+  if (l < 1)
+    return emitOpError("chunks must hold at least one byte (L >= 1)");
+
+  bool isFixed = getMode() == ChunkMode::fixed;
+  bool isGiven = getMode() == ChunkMode::given;
+  if (isFixed != getStride().has_value())
+    return emitOpError(isFixed ? "'fixed' chunking needs a 'stride'"
+                               : "'stride' is only for 'fixed' chunking");
+  if (isGiven != static_cast<bool>(getBoundaries()))
+    return emitOpError(isGiven ? "'given' chunking needs a boundaries operand"
+                               : "boundaries are only for 'given' chunking");
+  if (isFixed) {
+    int64_t p = *getStride();
+    if (p < 1 || p > l)
+      return emitOpError() << "stride " << p << " must be in [1, L = " << l
+                           << "]";
+    int64_t expected = (n + p - 1) / p;
+    if (c != expected)
+      return emitOpError() << "'fixed' chunking of " << n
+                           << " bytes with stride " << p << " gives "
+                           << expected << " chunks, but C = " << c;
+    return success();
+  }
+  if (isGiven && tensorTy(getBoundaries()).getShape() != bs)
+    return emitOpError() << "boundaries shape "
+                         << shapeStr(tensorTy(getBoundaries()).getShape())
+                         << " must match bytes " << shapeStr(bs);
+  if (c < 1 || c > n)
+    return emitOpError() << "chunk capacity C = " << c
+                         << " must be in [1, N = " << n << "]";
+  return success();
+}
+
+LogicalResult PoolOp::verify() {
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  if (xs.size() < 3)
+    return emitOpError() << "input must be [..., C, L, D], got "
+                         << shapeStr(xs);
+  SmallVector<int64_t> expected(xs.drop_back(2));
+  expected.push_back(xs.back());
+  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  if (rs != ArrayRef<int64_t>(expected))
+    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
+                         << shapeStr(expected);
+  bool needsIds = getKind() == PoolKind::masked_mean;
+  if (needsIds != static_cast<bool>(getIds()))
+    return emitOpError(needsIds ? "'masked_mean' needs the chunk ids"
+                                : "chunk ids are only for 'masked_mean'");
+  if (needsIds && tensorTy(getIds()).getShape() != xs.drop_back())
+    return emitOpError() << "ids shape "
+                         << shapeStr(tensorTy(getIds()).getShape())
+                         << " must be " << shapeStr(xs.drop_back());
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Core layers
+//===----------------------------------------------------------------------===//
+
+LogicalResult RMSNormOp::verify() {
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  ArrayRef<int64_t> ws = tensorTy(getWeight()).getShape();
+  if (xs.empty())
+    return emitOpError("input must have rank >= 1");
+  if (ws.size() != 1 || ws[0] != xs.back())
+    return emitOpError() << "weight must be [" << xs.back() << "], got "
+                         << shapeStr(ws);
+  double eps = getEps().convertToDouble();
+  if (!(eps > 0.0) || !isFinite(eps))
+    return emitOpError() << "eps must be finite and > 0, got " << eps;
+  return success();
+}
+
+LogicalResult LinearOp::verify() {
+  return verifyRowMajorProduct(*this, getX(), getWeight(), getResult(),
+                               "weight");
+}
+
+LogicalResult LowRankOp::verify() {
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  ArrayRef<int64_t> as = tensorTy(getA()).getShape();
+  ArrayRef<int64_t> bs = tensorTy(getB()).getShape();
+  if (xs.empty())
+    return emitOpError("input must have rank >= 1");
+  if (as.size() != 2 || as[1] != xs.back())
+    return emitOpError() << "a must be [R, " << xs.back() << "], got "
+                         << shapeStr(as);
+  if (bs.size() != 2 || bs[1] != as[0])
+    return emitOpError() << "b must be [Out, R] with R = " << as[0]
+                         << ", got " << shapeStr(bs);
+  SmallVector<int64_t> expected(xs.drop_back());
+  expected.push_back(bs[0]);
+  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  if (rs != ArrayRef<int64_t>(expected))
+    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
+                         << shapeStr(expected);
+  return success();
+}
+
+LogicalResult RoPEOp::verify() {
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  int64_t hd = getHeadDim();
+  if (xs.size() < 2)
+    return emitOpError() << "input must be [..., T, H*hd], got "
+                         << shapeStr(xs);
+  if (hd < 2 || hd % 2 != 0)
+    return emitOpError() << "head_dim " << hd
+                         << " must be even and >= 2 (RoPE rotates pairs)";
+  if (xs.back() % hd != 0)
+    return emitOpError() << "width " << xs.back()
+                         << " is not a multiple of head_dim " << hd;
+  double theta = getTheta().convertToDouble();
+  if (!(theta > 1.0) || !isFinite(theta))
+    return emitOpError() << "theta must be finite and > 1, got " << theta;
+  return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  ArrayRef<int64_t> qs = tensorTy(getQ()).getShape();
+  ArrayRef<int64_t> ks = tensorTy(getK()).getShape();
+  ArrayRef<int64_t> vs = tensorTy(getV()).getShape();
+  int64_t h = getHeads(), kv = getKvHeads();
+  if (qs.size() < 2)
+    return emitOpError() << "q must be [..., T, H*hd], got " << shapeStr(qs);
+  if (h < 1 || kv < 1)
+    return emitOpError() << "heads (" << h << ") and kv_heads (" << kv
+                         << ") must be >= 1";
+  if (h % kv != 0)
+    return emitOpError() << "kv_heads " << kv << " must divide heads " << h;
+  if (qs.back() % h != 0)
+    return emitOpError() << "heads " << h << " must divide the width "
+                         << qs.back();
+  int64_t hd = qs.back() / h;
+  if (ks.size() != qs.size() || ks.drop_back(2) != qs.drop_back(2))
+    return emitOpError() << "k shape " << shapeStr(ks)
+                         << " must have the leading dimensions of q "
+                         << shapeStr(qs);
+  if (ks.back() != kv * hd)
+    return emitOpError() << "k width " << ks.back() << " must be kv_heads * "
+                         << "head_dim = " << kv * hd;
+  if (vs != ks)
+    return emitOpError() << "v shape " << shapeStr(vs)
+                         << " must equal k shape " << shapeStr(ks);
+  int64_t t = qs[qs.size() - 2], s = ks[ks.size() - 2];
+  if (getMask() == MaskKind::causal && s < t)
+    return emitOpError() << "causal attention needs at least as many keys ("
+                         << s << ") as queries (" << t << ")";
+  if (tensorTy(getResult()) != tensorTy(getQ()))
+    return emitOpError() << "result type " << getResult().getType()
+                         << " must equal q's type " << getQ().getType();
+  return success();
+}
+
+LogicalResult AddOp::verify() {
+  ArrayRef<int64_t> ls = tensorTy(getLhs()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(getRhs()).getShape();
+  if (rs.size() > ls.size() || ls.take_back(rs.size()) != rs)
+    return emitOpError() << "rhs shape " << shapeStr(rs)
+                         << " must be a suffix of lhs shape " << shapeStr(ls);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Chunk decoder and head
+//===----------------------------------------------------------------------===//
+
+LogicalResult SplitSlotsOp::verify() {
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  if (xs.empty() || rs.size() != xs.size() + 1 ||
+      rs.drop_back(2) != xs.drop_back() ||
+      rs[rs.size() - 2] * rs.back() != xs.back())
+    return emitOpError() << "result shape " << shapeStr(rs)
+                         << " must be [..., L, E] with L * E = " << xs.back()
+                         << " and the input's leading dimensions";
+  return success();
+}
+
+LogicalResult LogitsOp::verify() {
+  return verifyRowMajorProduct(*this, getX(), getTable(), getResult(),
+                               "table");
+}
+
+LogicalResult MaskTokensOp::verify() {
+  if (tensorTy(getIds()).getShape() != tensorTy(getMask()).getShape())
+    return emitOpError("mask shape must match ids shape");
+  double p = getProb().convertToDouble();
+  if (!(p > 0.0 && p < 1.0))
+    return emitOpError() << "prob must be in (0, 1), got " << p;
+  if (getMaskId() < 0)
+    return emitOpError() << "mask_id must be >= 0, got " << getMaskId();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Objectives
+//===----------------------------------------------------------------------===//
+
+LogicalResult NextTokenLossOp::verify() {
+  return verifyLogitsTargets(*this, getLogits(), getTargets(), "targets", 3);
+}
+
+LogicalResult ChunkBytesLossOp::verify() {
+  if (failed(verifyChunkLogits(*this, getLogits(), getChunks())))
+    return failure();
+  if (tensorTy(getChunks()).getShape()[1] < 2)
+    return emitOpError("next-chunk prediction needs at least 2 chunks");
+  return success();
+}
+
+LogicalResult ReconstructionLossOp::verify() {
+  return verifyChunkLogits(*this, getLogits(), getChunks());
+}
+
+LogicalResult MaskedNextTokenLossOp::verify() {
+  if (failed(
+          verifyLogitsTargets(*this, getLogits(), getTargets(), "targets", 3)))
+    return failure();
+  if (tensorTy(getMask()).getShape() != tensorTy(getTargets()).getShape())
+    return emitOpError("mask shape must match targets shape");
+  return success();
+}
+
+LogicalResult DistillLossOp::verify() {
+  if (failed(
+          verifyLogitsTargets(*this, getLogits(), getTargets(), "targets", 3)))
+    return failure();
+  if (getTeacher().getType() != getLogits().getType())
+    return emitOpError() << "teacher logits " << getTeacher().getType()
+                         << " must have the student's type "
+                         << getLogits().getType();
+  double t = getTemperature().convertToDouble();
+  double a = getAlpha().convertToDouble();
+  if (!(t > 0.0) || !isFinite(t))
+    return emitOpError() << "temperature must be finite and > 0, got " << t;
+  if (!(a >= 0.0 && a <= 1.0))
+    return emitOpError() << "alpha must be in [0, 1], got " << a;
+  return success();
+}
+
+LogicalResult WeightedSumOp::verify() {
+  if (getTerms().empty())
+    return emitOpError("needs at least one term");
+  if (getWeights().size() != getTerms().size())
+    return emitOpError() << "has " << getTerms().size() << " terms but "
+                         << getWeights().size() << " weights";
+  for (auto [i, w] : llvm::enumerate(getWeights().getAsValueRange<FloatAttr>())) {
+    double x = w.convertToDouble();
+    if (!(x >= 0.0) || !isFinite(x))
+      return emitOpError() << "weight " << i << " must be finite and >= 0, got "
+                           << x;
+  }
+  return success();
+}
+
+OpFoldResult WeightedSumOp::fold(FoldAdaptor) {
+  if (getTerms().size() == 1 &&
+      llvm::cast<FloatAttr>(getWeights()[0]).getValueAsDouble() == 1.0)
+    return getTerms()[0];
+  return {};
+}
+
+namespace {
+/// Removes terms with weight 0 (keeping at least one term).
+struct DropZeroWeightTerms : OpRewritePattern<WeightedSumOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(WeightedSumOp op,
+                                PatternRewriter &rewriter) const override {
+    SmallVector<Value> terms;
+    SmallVector<Attribute> weights;
+    for (auto [t, w] : llvm::zip(op.getTerms(), op.getWeights())) {
+      if (llvm::cast<FloatAttr>(w).getValueAsDouble() == 0.0)
+        continue;
+      terms.push_back(t);
+      weights.push_back(w);
+    }
+    if (terms.size() == op.getTerms().size())
+      return failure();
+    if (terms.empty()) {
+      // Every weight is zero: the loss is 0 · first term.
+      terms.push_back(op.getTerms()[0]);
+      weights.push_back(op.getWeights()[0]);
+      if (op.getTerms().size() == 1)
+        return failure();
+    }
+    rewriter.replaceOpWithNewOp<WeightedSumOp>(
+        op, op.getType(), terms, rewriter.getArrayAttr(weights));
+    return success();
+  }
+};
+} // namespace
+
+void WeightedSumOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                                MLIRContext *context) {
+  results.add<DropZeroWeightTerms>(context);
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+LogicalResult AdamWOp::verify() {
+  double b1 = getBeta1().convertToDouble(), b2 = getBeta2().convertToDouble();
+  double eps = getEps().convertToDouble();
+  double wd = getWeightDecay().convertToDouble();
+  if (!(b1 >= 0.0 && b1 < 1.0) || !(b2 >= 0.0 && b2 < 1.0))
+    return emitOpError() << "betas must be in [0, 1), got (" << b1 << ", "
+                         << b2 << ")";
+  if (!(eps > 0.0) || !isFinite(eps))
+    return emitOpError() << "eps must be finite and > 0, got " << eps;
+  if (!(wd >= 0.0) || !isFinite(wd))
+    return emitOpError() << "weight_decay must be finite and >= 0, got " << wd;
+  if (wd != 0.0 && tensorTy(getParam()).getRank() < 2)
+    return emitOpError() << "weight decay applies to matrices only, but the "
+                            "parameter has rank "
+                         << tensorTy(getParam()).getRank();
+  return success();
+}
+
+LogicalResult ClipGradNormOp::verify() {
+  if (getGrads().empty())
+    return emitOpError("needs at least one gradient");
+  double m = getMaxNorm().convertToDouble();
+  if (!(m >= 0.0) || !isFinite(m))
+    return emitOpError() << "max_norm must be finite and >= 0 (0 disables), "
+                            "got "
+                         << m;
+  return success();
+}
+
+namespace {
+/// `max_norm = 0` disables clipping: forward the gradients unchanged.
+struct ForwardUnclippedGradients : OpRewritePattern<ClipGradNormOp> {
+  using OpRewritePattern::OpRewritePattern;
+  LogicalResult matchAndRewrite(ClipGradNormOp op,
+                                PatternRewriter &rewriter) const override {
+    if (op.getMaxNorm().convertToDouble() != 0.0)
+      return failure();
+    bool changed = false;
+    for (auto [c, g] : llvm::zip(op.getClipped(), op.getGrads())) {
+      if (c.use_empty())
+        continue;
+      rewriter.replaceAllUsesWith(c, g);
+      changed = true;
+    }
+    if (op.getNorm().use_empty()) {
+      rewriter.eraseOp(op);
+      return success();
+    }
+    return success(changed);
+  }
+};
+} // namespace
+
+void ClipGradNormOp::getCanonicalizationPatterns(RewritePatternSet &results,
+                                                 MLIRContext *context) {
+  results.add<ForwardUnclippedGradients>(context);
+}
+
+LogicalResult LRScheduleOp::verify() {
+  double lr = getLr().convertToDouble(), minLr = getMinLr().convertToDouble();
+  if (!(lr > 0.0) || !isFinite(lr))
+    return emitOpError() << "lr must be finite and > 0, got " << lr;
+  if (!(minLr >= 0.0 && minLr <= lr))
+    return emitOpError() << "min_lr must be in [0, lr], got " << minLr;
+  if (getTotal() <= 0)
+    return emitOpError() << "total must be > 0, got " << getTotal();
+  if (getWarmup() < 0 || getWarmup() > getTotal())
+    return emitOpError() << "warmup " << getWarmup() << " must be in [0, total = "
+                         << getTotal() << "]";
+  return success();
+}
+
+double LRScheduleOp::valueAt(int64_t step) {
+  double lr = getLr().convertToDouble(), minLr = getMinLr().convertToDouble();
+  int64_t w = getWarmup(), n = getTotal();
+  if (step < w)
+    return lr * static_cast<double>(step + 1) / static_cast<double>(w);
+  if (getKind() == ScheduleKind::constant)
+    return lr;
+  double progress = static_cast<double>(step - w) /
+                    static_cast<double>(std::max<int64_t>(1, n - w));
+  progress = std::min(1.0, progress);
+  return minLr + 0.5 * (lr - minLr) * (1.0 + std::cos(M_PI * progress));
+}
+
+OpFoldResult LRScheduleOp::fold(FoldAdaptor adaptor) {
+  auto resultType = llvm::cast<ShapedType>(getType());
+  auto splat = [&](double v) -> OpFoldResult {
+    return DenseElementsAttr::get(resultType, static_cast<float>(v));
+  };
+  if (getKind() == ScheduleKind::constant && getWarmup() == 0)
+    return splat(getLr().convertToDouble());
+  auto step = llvm::dyn_cast_or_null<DenseIntElementsAttr>(adaptor.getStep());
+  if (!step)
+    return {};
+  return splat(valueAt((*step.value_begin<APInt>()).getSExtValue()));
+}

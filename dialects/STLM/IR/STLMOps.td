@@ -1,0 +1,753 @@
+//===- STLMOps.td - stlm operations -------------------------*- tablegen -*-===//
+//
+// Every op states its exact math and shapes. Dimension letters: B batch,
+// T time, S key positions, C chunks, L bytes per chunk, D width, H heads,
+// K kv heads, V vocabulary, F FFN width, R LoRA rank; `...` is any number of
+// leading (batch) dimensions.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_OPS_TD
+#define STLM_OPS_TD
+
+include "dialects/STLM/IR/STLMDialect.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/IR/OpAsmInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "mlir/Interfaces/InferTypeOpInterface.td"
+
+//===----------------------------------------------------------------------===//
+// Model structure
+//===----------------------------------------------------------------------===//
+
+def STLM_ModelOp : STLM_Op<"model", [
+    Symbol, SymbolTable, IsolatedFromAbove, NoTerminator, SingleBlock,
+    NoRegionArguments]> {
+  let summary = "a model: its parameters and the functions that use them";
+  let description = [{
+    Owns the model's parameters (`stlm.param`) and the functions
+    (`func.func`) that compute with them. The body holds nothing else. The
+    model is a symbol table, so parameter and function names are unique
+    within it and `stlm.param_ref` resolves against it.
+
+    Attributes other than the name (for example the model spec the frontend
+    built it from) are kept in the attribute dictionary.
+
+    ```mlir
+    stlm.model @tiny {
+      stlm.param @embed.tok : tensor<256x64xf32> = normal(2.000000e-02)
+      func.func @logits(%ids: tensor<2x8xi32>) -> tensor<2x8x256xf32> {
+        %e = stlm.param_ref @embed.tok : tensor<256x64xf32>
+        %x = stlm.embed %e[%ids] : tensor<256x64xf32>, tensor<2x8xi32> -> tensor<2x8x64xf32>
+        %l = stlm.logits %x, %e : tensor<2x8x64xf32>, tensor<256x64xf32> -> tensor<2x8x256xf32>
+        return %l : tensor<2x8x256xf32>
+      }
+    }
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = "$sym_name attr-dict-with-keyword $body";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The parameters of the model, in declaration order.
+    auto getParams() { return getBody().front().getOps<ParamOp>(); }
+  }];
+}
+
+def STLM_ParamOp : STLM_Op<"param", [Symbol, HasParent<"ModelOp">]> {
+  let summary = "declares one trainable tensor of the model";
+  let description = [{
+    Declares a parameter: its name (the checkpoint tensor name, e.g.
+    `layers.3.wq`), its shape and element type, and its initialisation:
+
+    - `normal(s)`: every element drawn from `N(0, s²)`, `s > 0`;
+    - `zeros`: all 0 (LoRA `b`);
+    - `ones`: all 1 (norm gains).
+
+    A parameter is stored once, whatever the number of its uses; the gradient
+    of a parameter is the sum of the gradients of all its uses. Weight decay
+    applies to parameters of rank ≥ 2 only.
+
+    ```mlir
+    stlm.param @layers.0.wq : tensor<128x128xf32> = normal(2.000000e-02)
+    stlm.param @norm : tensor<128xf32> = ones
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                       TypeAttrOf<STLM_Tensor>:$type,
+                       STLM_InitKind:$init,
+                       OptionalAttr<F64Attr>:$std);
+  let assemblyFormat = [{
+    $sym_name `:` $type `=` $init (`(` $std^ `)`)? attr-dict
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    RankedTensorType getTensorType() {
+      return ::llvm::cast<RankedTensorType>(getType());
+    }
+    /// Number of scalar elements.
+    int64_t getNumElements() { return getTensorType().getNumElements(); }
+  }];
+}
+
+def STLM_ParamRefOp : STLM_Op<"param_ref", [
+    Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "reads a parameter of the enclosing model";
+  let description = [{
+    The value of parameter `@name` of the enclosing `stlm.model`. The result
+    type must equal the declared type. Every use of a tied parameter is one
+    `stlm.param_ref` of the same symbol.
+
+    ```mlir
+    %w = stlm.param_ref @shared.w1 : tensor<512x128xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def STLM_LayerParamRefOp : STLM_Op<"layer_param_ref", [Pure]> {
+  let summary = "reads the current layer's instance of a per-layer parameter";
+  let description = [{
+    Inside the body of a `stlm.repeat`, reads the parameter whose name is
+    `pattern` with its single `{}` replaced by the decimal layer index
+    `layer` (the repeat's induction variable). For a repeat over layers
+    `[lo, hi)` every instance `pattern[lo] … pattern[hi-1]` must be declared
+    in the enclosing model with the result type, so the body is well typed
+    in every iteration.
+
+    ```mlir
+    %a = stlm.layer_param_ref "layers.{}.lora.w1.a"[%l] : tensor<8x128xf32>
+    ```
+  }];
+  let arguments = (ins StrAttr:$pattern, Index:$layer);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$pattern `[` $layer `]` attr-dict `:` type($result)";
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The parameter name for layer `index` (pattern with `{}` replaced).
+    std::string getNameForLayer(int64_t index);
+  }];
+}
+
+def STLM_RepeatOp : STLM_Op<"repeat", [
+    SingleBlock, RecursiveMemoryEffects,
+    AllTypesMatch<["init", "result"]>]> {
+  let summary = "a run of layers sharing one block body";
+  let description = [{
+    Applies the body once per layer `l = lower, …, upper-1`, threading the
+    hidden state: `h_lower = init`, `h_{l+1} = body(l, h_l)`, result
+    `h_upper`. The body's arguments are the layer index (`index`) and the
+    hidden state; it ends in `stlm.yield` of the next state.
+
+    Parameters read with `stlm.param_ref` in the body are shared by all the
+    layers of the run (one copy in memory, gradients summed over the
+    iterations); parameters read with `stlm.layer_param_ref` are per layer.
+    A run with no per-layer parameters lowers to a loop over one block body.
+
+    ```mlir
+    %y = stlm.repeat 1 to 3 (%x) : tensor<2x8x64xf32> {
+    ^bb0(%l: index, %h: tensor<2x8x64xf32>):
+      %w = stlm.param_ref @shared.w1 : tensor<64x64xf32>
+      %f = stlm.linear %h, %w : tensor<2x8x64xf32>, tensor<64x64xf32> -> tensor<2x8x64xf32>
+      %n = stlm.add %h, %f : tensor<2x8x64xf32>, tensor<2x8x64xf32>
+      stlm.yield %n : tensor<2x8x64xf32>
+    }
+    ```
+  }];
+  let arguments = (ins STLM_I64Attr:$lower, STLM_I64Attr:$upper, STLM_Tensor:$init);
+  let results = (outs STLM_Tensor:$result);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    $lower `to` $upper ` ` `(` $init `)` attr-dict `:` type($init) $body
+  }];
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumLayers() { return getUpper() - getLower(); }
+    Value getLayerIndex() { return getBody().front().getArgument(0); }
+    Value getHidden() { return getBody().front().getArgument(1); }
+  }];
+}
+
+def STLM_YieldOp : STLM_Op<"yield", [
+    Pure, Terminator, ReturnLike, HasParent<"RepeatOp">]> {
+  let summary = "ends a `stlm.repeat` body with the next hidden state";
+  let description = [{
+    Returns the hidden state after one layer; its type is the repeat's
+    hidden-state type.
+  }];
+  let arguments = (ins STLM_Tensor:$value);
+  let assemblyFormat = "$value attr-dict `:` type($value)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Embedders
+//===----------------------------------------------------------------------===//
+
+def STLM_EmbedOp : STLM_Op<"embed", [Pure]> {
+  let summary = "table lookup: token or byte embedding";
+  let description = [{
+    `table: [V, D]`, `ids: [...] i32` → `result: [..., D]` with
+    `result[i…, d] = table[ids[i…], d]`. Ids must lie in `[0, V)` (checked
+    by the runtime; out-of-range ids are an error, not a clamp). The
+    gradient scatters-adds into the rows of `table`.
+
+    Used for the token embedder (`embed.tok`, ids `[B, T]`) and for the
+    bytes of chunks (`embed.bytes`, V = 258, ids `[B, C, L]`).
+
+    ```mlir
+    %x = stlm.embed %table[%ids] : tensor<256x128xf32>, tensor<12x64xi32> -> tensor<12x64x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$table, STLM_IdTensor:$ids);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $table `[` $ids `]` attr-dict `:` type($table) `,` type($ids) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_ChunkOp : STLM_Op<"chunk", [Pure]> {
+  let summary = "groups a byte sequence into chunks of at most L bytes";
+  let description = [{
+    `bytes: [B, N] i32` (values 0–255) → `chunks: [B, C, L] i32`,
+    `count: [B] i32`. Each row of `bytes` is cut into consecutive chunks;
+    chunk `c` of row `b` holds its bytes in slots `0 …` and the pad byte
+    256 in the slots after them. `count[b]` is the number of chunks filled;
+    chunks `count[b] … C-1` are all pad. A new chunk starts at byte `i` when
+    `i = 0`, when the current chunk already holds L bytes, or when the mode
+    says so:
+
+    - `fixed` (attribute `stride` = P, `1 ≤ P ≤ L`): every P bytes, so
+      `C = ceil(N / P)` exactly;
+    - `words`: before every ASCII whitespace or punctuation byte (space,
+      `\t \n \v \f \r`, and ``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``); so a word
+      keeps its leading space and long words are cut at L;
+    - `given`: where `boundaries[b, i]` (`[B, N] i1`) is true, so an
+      external tokenizer drives the chunks.
+
+    For `words` and `given`, C (≤ N) is a capacity: bytes after the C-th
+    chunk are not used. Byte 257 (end of text) is never produced here.
+
+    ```mlir
+    %c, %n = stlm.chunk words %bytes : tensor<4x256xi32> -> tensor<4x64x12xi32>, tensor<4xi32>
+    %c2, %n2 = stlm.chunk fixed %bytes {stride = 4 : i64} : tensor<4x256xi32> -> tensor<4x64x4xi32>, tensor<4xi32>
+    %c3, %n3 = stlm.chunk given %bytes boundaries(%starts) : tensor<4x256xi32>, tensor<4x256xi1> -> tensor<4x64x12xi32>, tensor<4xi32>
+    ```
+  }];
+  let arguments = (ins STLM_ChunkMode:$mode, STLM_IdTensor:$bytes,
+                       Optional<STLM_MaskTensor>:$boundaries,
+                       OptionalAttr<STLM_I64Attr>:$stride);
+  let results = (outs STLM_IdTensor:$chunks, STLM_IdTensor:$count);
+  let assemblyFormat = [{
+    $mode $bytes (`boundaries` `(` $boundaries^ `)`)? attr-dict `:`
+    type($bytes) (`,` type($boundaries)^)? `->` type($chunks) `,` type($count)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    /// The pad byte that fills unused chunk slots.
+    static constexpr int32_t kPadByte = 256;
+    /// The end-of-text byte.
+    static constexpr int32_t kEndByte = 257;
+    /// Size of the byte vocabulary of chunked models (256 bytes, pad, end).
+    static constexpr int64_t kByteVocab = 258;
+  }];
+}
+
+def STLM_PoolOp : STLM_Op<"pool", [Pure]> {
+  let summary = "pools the L slots of each chunk to one vector";
+  let description = [{
+    `x: [..., C, L, D]` → `result: [..., C, D]`, over the slot axis:
+
+    - `mean`: `result[c] = (1/L) Σ_s x[c, s]` (all slots, pad included);
+    - `masked_mean`: the mean over the slots whose byte in `ids`
+      (`[..., C, L] i32`) is not the pad byte 256; a chunk with no byte
+      gives 0;
+    - `max`: `result[c, d] = max_s x[c, s, d]` (the gradient goes to the
+      first maximal slot).
+
+    `ids` is required by `masked_mean` and not allowed otherwise.
+
+    ```mlir
+    %p = stlm.pool mean %x : tensor<4x64x12x128xf32> -> tensor<4x64x128xf32>
+    %q = stlm.pool masked_mean %x ids(%chunks) : tensor<4x64x12x128xf32>, tensor<4x64x12xi32> -> tensor<4x64x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_PoolKind:$kind, STLM_Tensor:$x,
+                       Optional<STLM_IdTensor>:$ids);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $kind $x (`ids` `(` $ids^ `)`)? attr-dict `:` type($x) (`,` type($ids)^)?
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Core layers
+//===----------------------------------------------------------------------===//
+
+def STLM_RMSNormOp : STLM_Op<"rmsnorm", [Pure, AllTypesMatch<["x", "result"]>]> {
+  let summary = "RMS normalisation over the last dimension, with a gain";
+  let description = [{
+    `x: [..., D]`, `weight: [D]` → `[..., D]`:
+    `y = x / sqrt(mean_d(x²) + eps) · weight`, computed in f32. `eps > 0`.
+
+    ```mlir
+    %y = stlm.rmsnorm %x, %g {eps = 1.000000e-06 : f64} : tensor<12x64x128xf32>, tensor<128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$eps);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$x `,` $weight attr-dict `:` type($x) `,` type($weight)";
+  let hasVerifier = 1;
+}
+
+def STLM_LinearOp : STLM_Op<"linear", [Pure]> {
+  let summary = "linear map without bias (PyTorch nn.Linear layout)";
+  let description = [{
+    `x: [..., In]`, `weight: [Out, In]` → `[..., Out]`:
+    `y[…, o] = Σ_i x[…, i] · weight[o, i]`, i.e. `y = x · weightᵀ`.
+
+    ```mlir
+    %q = stlm.linear %x, %wq : tensor<12x64x128xf32>, tensor<128x128xf32> -> tensor<12x64x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $x `,` $weight attr-dict `:` type($x) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_LowRankOp : STLM_Op<"lowrank", [Pure]> {
+  let summary = "low-rank (LoRA) delta of a linear map";
+  let description = [{
+    `x: [..., In]`, `a: [R, In]`, `b: [Out, R]` → `[..., Out]`:
+    `y = (x · aᵀ) · bᵀ`. Added (`stlm.add`) to the output of the shared
+    weight it corrects, so an interior layer `l` computes
+    `x · wᵀ + x · a_lᵀ · b_lᵀ` while `w` is stored once.
+
+    ```mlir
+    %d = stlm.lowrank %x, %a, %b : tensor<12x64x128xf32>, tensor<8x128xf32>, tensor<512x8xf32> -> tensor<12x64x512xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$a, STLM_Tensor:$b);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $x `,` $a `,` $b attr-dict `:` type($x) `,` type($a) `,` type($b) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_RoPEOp : STLM_Op<"rope", [Pure, AllTypesMatch<["x", "result"]>]> {
+  let summary = "rotary position embedding on adjacent pairs";
+  let description = [{
+    `x: [..., T, H·hd]` (heads side by side, `hd = head_dim`, even) →
+    same shape. For each head, row `t` (absolute position
+    `p = t + offset`, `offset` the optional 0-d `i32` operand, default 0)
+    and pair `i < hd/2`, with `θ_i = theta^(-2i/hd)`:
+
+    ```
+    (a, b) = (x[t, 2i], x[t, 2i+1])
+    y[t, 2i]   = a·cos(p·θ_i) − b·sin(p·θ_i)
+    y[t, 2i+1] = a·sin(p·θ_i) + b·cos(p·θ_i)
+    ```
+
+    ```mlir
+    %r = stlm.rope %q {head_dim = 32 : i64, theta = 1.000000e+04 : f64} : tensor<12x64x128xf32>
+    %s = stlm.rope %q offset(%pos) {head_dim = 32 : i64} : tensor<1x1x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, Optional<STLM_IntScalar>:$offset,
+                       STLM_I64Attr:$head_dim,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $x (`offset` `(` $offset^ `)`)? attr-dict `:` type($x)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_AttentionOp : STLM_Op<"attention", [Pure]> {
+  let summary = "multi-head scaled dot-product attention with grouped KV heads";
+  let description = [{
+    `q: [..., T, H·hd]`, `k, v: [..., S, K·hd]` → `[..., T, H·hd]`, with
+    `H = heads`, `K = kv_heads`, `K` dividing `H`, and the same leading
+    dimensions on all three. Query head `h` uses kv head
+    `j = h / (H/K)`. For each head:
+
+    ```
+    s[t, u] = q_h[t] · k_j[u] / sqrt(hd) + m[t, u]
+    y_h[t]  = Σ_u softmax_u(s[t, :])[u] · v_j[u]
+    ```
+
+    `mask = causal`: `m[t, u] = 0` if `u ≤ t + (S − T)` else −∞ (so with
+    `S = T` a token sees itself and the past; with `S > T` the queries are
+    the last T positions of a KV cache); requires `S ≥ T`.
+    `mask = none`: `m = 0` (bidirectional, used inside chunks).
+
+    ```mlir
+    %o = stlm.attention causal %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<12x64x128xf32>, tensor<12x64x64xf32>, tensor<12x64x64xf32> -> tensor<12x64x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_MaskKind:$mask, STLM_Tensor:$q, STLM_Tensor:$k,
+                       STLM_Tensor:$v, STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $mask $q `,` $k `,` $v attr-dict `:` type($q) `,` type($k) `,` type($v)
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_SwiGLUOp : STLM_Op<"swiglu", [Pure, SameOperandsAndResultType]> {
+  let summary = "SwiGLU gate: silu(gate) ⊙ up";
+  let description = [{
+    Elementwise `y = silu(gate) · up` with `silu(z) = z / (1 + e^{−z})`;
+    the FFN is `w2(swiglu(w1 x, w3 x))`.
+
+    ```mlir
+    %h = stlm.swiglu %g, %u : tensor<12x64x512xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$gate, STLM_Tensor:$up);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$gate `,` $up attr-dict `:` type($result)";
+}
+
+def STLM_GELUOp : STLM_Op<"gelu", [Pure, SameOperandsAndResultType]> {
+  let summary = "GELU, exact erf form";
+  let description = [{
+    Elementwise `y = x · ½ · (1 + erf(x / √2))`; the FFN is
+    `w2(gelu(w1 x))`.
+
+    ```mlir
+    %h = stlm.gelu %x : tensor<16x256x1024xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($result)";
+}
+
+def STLM_AddOp : STLM_Op<"add", [Pure, AllTypesMatch<["lhs", "result"]>]> {
+  let summary = "elementwise add with trailing broadcast (residuals, positions)";
+  let description = [{
+    `lhs: [..., X]`, `rhs: X` where the shape of `rhs` is a suffix of the
+    shape of `lhs` → `[..., X]`: `y[i…, j…] = lhs[i…, j…] + rhs[j…]`.
+    With equal shapes it is the residual add; with `rhs: [L, D]` on
+    `lhs: [B, C, L, D]` it adds learned slot positions.
+
+    ```mlir
+    %y = stlm.add %x, %f : tensor<12x64x128xf32>, tensor<12x64x128xf32>
+    %z = stlm.add %e, %slots : tensor<4x64x12x128xf32>, tensor<12x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$lhs, STLM_Tensor:$rhs);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Chunk decoder and head
+//===----------------------------------------------------------------------===//
+
+def STLM_SplitSlotsOp : STLM_Op<"split_slots", [Pure]> {
+  let summary = "reshapes a projected chunk vector into L slot vectors";
+  let description = [{
+    `x: [..., L·E]` → `[..., L, E]` (row-major: slot `s` is elements
+    `s·E … s·E+E−1`). The chunk decoder projects the core output with
+    `head.proj` (`[L·d_b, D]`) and splits it into the L byte slots of the
+    next chunk before adding `head.slots`.
+
+    ```mlir
+    %s = stlm.split_slots %p : tensor<4x64x1536xf32> -> tensor<4x64x12x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def STLM_LogitsOp : STLM_Op<"logits", [Pure]> {
+  let summary = "output head: scores over the vocabulary";
+  let description = [{
+    `x: [..., D]`, `table: [V, D]` → `[..., V]`:
+    `logits[…, v] = Σ_d x[…, d] · table[v, d]`. `table` is `head`, or
+    `embed.tok` when the head is tied to the embedding (the same symbol,
+    read twice), or `head.out` (V = 258) in the chunk decoder.
+
+    ```mlir
+    %l = stlm.logits %x, %e : tensor<12x64x128xf32>, tensor<256x128xf32> -> tensor<12x64x256xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$table);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $x `,` $table attr-dict `:` type($x) `,` type($table) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_MaskTokensOp : STLM_Op<"mask_tokens", [
+    Pure, AllTypesMatch<["ids", "masked"]>]> {
+  let summary = "masks a random fraction of input ids (masked prediction)";
+  let description = [{
+    `ids: [B, T] i32`, `seed: i32` → `masked: [B, T] i32`,
+    `mask: [B, T] i1`. With `n = b·T + t` and the uniform variate
+    `u(seed, n) = (splitmix64(seed · 2³² + n) >> 40) / 2²⁴` in `[0, 1)`:
+    `mask[b, t] = u < prob`, `masked[b, t] = mask ? mask_id : ids[b, t]`.
+    `0 < prob < 1`, `mask_id ≥ 0`.
+
+    ```mlir
+    %m, %k = stlm.mask_tokens %ids, %seed {prob = 1.500000e-01 : f64, mask_id = 0 : i64}
+        : tensor<12x64xi32> -> tensor<12x64xi1>
+    ```
+  }];
+  let arguments = (ins STLM_IdTensor:$ids, STLM_IntScalar:$seed,
+                       F64Attr:$prob, STLM_I64Attr:$mask_id);
+  let results = (outs STLM_IdTensor:$masked, STLM_MaskTensor:$mask);
+  let assemblyFormat = [{
+    $ids `,` $seed attr-dict `:` type($ids) `->` type($mask)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Objectives
+//===----------------------------------------------------------------------===//
+
+def STLM_NextTokenLossOp : STLM_Op<"next_token_loss", [Pure]> {
+  let summary = "next-token cross-entropy, mean in nats";
+  let description = [{
+    `logits: [B, T, V]`, `targets: [B, T] i32` (already shifted: the target
+    of position `t` is input `t+1`) → `f32`:
+    `loss = −(1/(B·T)) Σ_{b,t} log softmax(logits[b, t])[targets[b, t]]`.
+
+    ```mlir
+    %loss = stlm.next_token_loss %l, %y : tensor<12x64x256xf32>, tensor<12x64xi32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$targets);
+  let results = (outs STLM_Scalar:$loss);
+  let assemblyFormat = "$logits `,` $targets attr-dict `:` type($logits) `,` type($targets)";
+  let hasVerifier = 1;
+}
+
+def STLM_ChunkBytesLossOp : STLM_Op<"chunk_bytes_loss", [Pure]> {
+  let summary = "next-chunk byte cross-entropy, mean in nats";
+  let description = [{
+    `logits: [B, C, L, 258]` (the decoder output at chunk `c` predicts the
+    L bytes of chunk `c+1`), `chunks: [B, C, L] i32` → `f32`. The counted
+    targets are `(b, c, s)` with `c < C−1`, excluding those whose target
+    `chunks[b, c+1, s]` is the pad byte 256 when `mask_pad` is set:
+    `loss = −mean over counted (b,c,s) of
+    log softmax(logits[b, c, s])[chunks[b, c+1, s]]`; 0 if none is counted.
+
+    ```mlir
+    %loss = stlm.chunk_bytes_loss %l, %c {mask_pad = true} : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$chunks,
+                       DefaultValuedAttr<BoolAttr, "false">:$mask_pad);
+  let results = (outs STLM_Scalar:$loss);
+  let assemblyFormat = "$logits `,` $chunks attr-dict `:` type($logits) `,` type($chunks)";
+  let hasVerifier = 1;
+}
+
+def STLM_ReconstructionLossOp : STLM_Op<"reconstruction_loss", [Pure]> {
+  let summary = "reconstruction cross-entropy of the current chunk, mean in nats";
+  let description = [{
+    `logits: [B, C, L, 258]` (decoded from the encoder output of chunk `c`
+    itself), `chunks: [B, C, L] i32` → `f32`: like `stlm.chunk_bytes_loss`
+    but the target of `(b, c, s)` is `chunks[b, c, s]` and every chunk
+    `c < C` is counted (pad targets excluded when `mask_pad`).
+
+    ```mlir
+    %loss = stlm.reconstruction_loss %l, %c : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$chunks,
+                       DefaultValuedAttr<BoolAttr, "false">:$mask_pad);
+  let results = (outs STLM_Scalar:$loss);
+  let assemblyFormat = "$logits `,` $chunks attr-dict `:` type($logits) `,` type($chunks)";
+  let hasVerifier = 1;
+}
+
+def STLM_MaskedNextTokenLossOp : STLM_Op<"masked_next_token_loss", [Pure]> {
+  let summary = "cross-entropy on masked positions only, mean in nats";
+  let description = [{
+    `logits: [B, T, V]`, `targets: [B, T] i32`, `mask: [B, T] i1` → `f32`:
+    the mean of `−log softmax(logits[b, t])[targets[b, t]]` over the
+    positions where `mask[b, t]` is true; 0 when no position is masked.
+    The mask comes from `stlm.mask_tokens`.
+
+    ```mlir
+    %loss = stlm.masked_next_token_loss %l, %y, %m : tensor<12x64x256xf32>, tensor<12x64xi32>, tensor<12x64xi1>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$targets,
+                       STLM_MaskTensor:$mask);
+  let results = (outs STLM_Scalar:$loss);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $mask attr-dict `:` type($logits) `,` type($targets) `,` type($mask)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_DistillLossOp : STLM_Op<"distill_loss", [Pure]> {
+  let summary = "distillation: temperature-scaled KL to a teacher mixed with hard CE";
+  let description = [{
+    `logits, teacher: [B, T, V]`, `targets: [B, T] i32` → `f32`. With
+    `τ = temperature > 0`, `α = alpha ∈ [0, 1]`, `p = softmax(teacher/τ)`,
+    `q = softmax(logits/τ)`, means over the B·T positions:
+
+    ```
+    loss = α · τ² · mean KL(p ‖ q) + (1 − α) · mean CE(logits, targets)
+    KL(p ‖ q) = Σ_v p_v (log p_v − log q_v)
+    ```
+
+    ```mlir
+    %loss = stlm.distill_loss %l, %t, %y {temperature = 2.000000e+00 : f64, alpha = 5.000000e-01 : f64}
+        : tensor<12x64x256xf32>, tensor<12x64x256xf32>, tensor<12x64xi32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_Tensor:$teacher,
+                       STLM_IdTensor:$targets, F64Attr:$temperature,
+                       F64Attr:$alpha);
+  let results = (outs STLM_Scalar:$loss);
+  let assemblyFormat = [{
+    $logits `,` $teacher `,` $targets attr-dict `:` type($logits) `,` type($teacher) `,` type($targets)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_WeightedSumOp : STLM_Op<"weighted_sum", [Pure]> {
+  let summary = "one loss from several objectives";
+  let description = [{
+    `terms: f32…` → `f32`: `loss = Σ_i weights[i] · terms[i]`. One weight
+    per term, each finite and ≥ 0. Canonicalization drops zero-weight terms
+    and folds a single term of weight 1 to the term itself.
+
+    ```mlir
+    %loss = stlm.weighted_sum %a, %b {weights = [1.000000e+00, 5.000000e-01]} : tensor<f32>, tensor<f32>
+    ```
+  }];
+  let arguments = (ins Variadic<STLM_Scalar>:$terms, F64ArrayAttr:$weights);
+  let results = (outs STLM_Scalar:$loss);
+  let assemblyFormat = "$terms attr-dict `:` type($terms)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+  let hasCanonicalizer = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Training
+//===----------------------------------------------------------------------===//
+
+def STLM_AdamWOp : STLM_Op<"adamw", [
+    Pure, AllTypesMatch<["param", "grad", "m", "v", "new_param", "new_m", "new_v"]>]> {
+  let summary = "one AdamW update of a parameter and its moments";
+  let description = [{
+    `param, grad, m, v: X`, `lr: f32`, `step: i32` (1-based count of this
+    update) → `new_param, new_m, new_v: X`. With `β1, β2 ∈ [0, 1)`,
+    `eps > 0`, `wd = weight_decay ≥ 0`, `t = step`:
+
+    ```
+    m' = β1·m + (1 − β1)·g
+    v' = β2·v + (1 − β2)·g²
+    p' = p·(1 − lr·wd) − lr · (m' / (1 − β1^t)) / (sqrt(v' / (1 − β2^t)) + eps)
+    ```
+
+    (decoupled decay, as PyTorch's AdamW). Weight decay applies to matrices
+    only: `weight_decay` must be 0 for a parameter of rank < 2.
+
+    ```mlir
+    %p2, %m2, %v2 = stlm.adamw %p, %g, %m, %v, %lr, %t
+        {beta1 = 9.000000e-01 : f64, beta2 = 9.900000e-01 : f64, eps = 1.000000e-08 : f64, weight_decay = 1.000000e-01 : f64}
+        : tensor<128x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$param, STLM_Tensor:$grad, STLM_Tensor:$m,
+                       STLM_Tensor:$v, STLM_Scalar:$lr, STLM_IntScalar:$step,
+                       F64Attr:$beta1, F64Attr:$beta2, F64Attr:$eps,
+                       F64Attr:$weight_decay);
+  let results = (outs STLM_Tensor:$new_param, STLM_Tensor:$new_m,
+                      STLM_Tensor:$new_v);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $m `,` $v `,` $lr `,` $step attr-dict `:` type($param)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_ClipGradNormOp : STLM_Op<"clip_grad_norm", [
+    Pure, RangedTypesMatchWith<"clipped gradients have the gradients' types",
+                               "grads", "clipped", "$_self">]> {
+  let summary = "global L2-norm gradient clipping";
+  let description = [{
+    `grads: X_i…` → `clipped: X_i…`, `norm: f32`:
+
+    ```
+    norm      = sqrt(Σ_i Σ_j grads_i[j]²)
+    scale     = min(1, max_norm / (norm + 1e-6))
+    clipped_i = scale · grads_i
+    ```
+
+    (PyTorch's `clip_grad_norm_`). `max_norm = 0` disables clipping:
+    `clipped_i = grads_i`, and canonicalization forwards the gradients and
+    removes the op when its norm is unused.
+
+    ```mlir
+    %c:2, %n = stlm.clip_grad_norm %g0, %g1 {max_norm = 1.000000e+00 : f64} : tensor<128x128xf32>, tensor<128xf32>
+    ```
+  }];
+  let arguments = (ins Variadic<STLM_Tensor>:$grads, F64Attr:$max_norm);
+  let results = (outs Variadic<STLM_Tensor>:$clipped, STLM_Scalar:$norm);
+  let assemblyFormat = "$grads attr-dict `:` type($grads)";
+  let hasVerifier = 1;
+  let hasCanonicalizer = 1;
+}
+
+def STLM_LRScheduleOp : STLM_Op<"lr_schedule", [Pure]> {
+  let summary = "learning rate at a step: linear warmup then cosine or constant";
+  let description = [{
+    `step: i32` (0-based) → `f32`. With `W = warmup`, `N = total`:
+
+    ```
+    step < W : lr · (step + 1) / W
+    constant : lr
+    cosine   : min_lr + ½ (lr − min_lr) (1 + cos(π · min(1, (step − W) / max(1, N − W))))
+    ```
+
+    Requires `0 < lr`, `0 ≤ min_lr ≤ lr`, `0 ≤ W ≤ N`, `N > 0`. Folds to a
+    constant when `step` is constant, and for `constant` without warmup.
+
+    ```mlir
+    %lr = stlm.lr_schedule cosine %step {lr = 1.000000e-03 : f64, min_lr = 1.000000e-04 : f64, warmup = 100 : i64, total = 2000 : i64}
+    ```
+  }];
+  let arguments = (ins STLM_ScheduleKind:$kind, STLM_IntScalar:$step,
+                       F64Attr:$lr, F64Attr:$min_lr, STLM_I64Attr:$warmup,
+                       STLM_I64Attr:$total);
+  let results = (outs STLM_Scalar:$result);
+  let assemblyFormat = "$kind $step attr-dict";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+  let extraClassDeclaration = [{
+    /// The schedule's value at `step` (the math above, in double).
+    double valueAt(int64_t step);
+  }];
+}
+
+#endif // STLM_OPS_TD

@@ -1,0 +1,162 @@
+// RUN: stlm-opt %s | FileCheck %s
+// Custom form is a fixed point: print, parse, print again.
+// RUN: stlm-opt %s | stlm-opt | FileCheck %s
+// Generic form parses back to the same IR.
+// RUN: stlm-opt %s --mlir-print-op-generic | stlm-opt | FileCheck %s
+
+// Tests that the structural ops, with a tied head, a shared weight and
+// per-layer parameters inside a repeat, round-trip.
+// CHECK-LABEL: stlm.model @structure
+// CHECK: stlm.param @embed.tok : tensor<16x8xf32> = normal(2.000000e-02)
+// CHECK: stlm.param @norm : tensor<8xf32> = ones
+// CHECK: stlm.param @layers.1.lora.a : tensor<2x8xf32> = normal(2.000000e-02)
+// CHECK: stlm.param @layers.2.lora.a : tensor<2x8xf32> = normal(2.000000e-02)
+// CHECK: stlm.param @layers.1.lora.b : tensor<8x2xf32> = zeros
+// CHECK: stlm.param @layers.2.lora.b : tensor<8x2xf32> = zeros
+// CHECK: stlm.param @shared.w : tensor<8x8xf32> = normal(1.000000e-02)
+stlm.model @structure {
+  stlm.param @embed.tok : tensor<16x8xf32> = normal(2.0e-2)
+  stlm.param @norm : tensor<8xf32> = ones
+  stlm.param @layers.1.lora.a : tensor<2x8xf32> = normal(2.0e-2)
+  stlm.param @layers.2.lora.a : tensor<2x8xf32> = normal(2.0e-2)
+  stlm.param @layers.1.lora.b : tensor<8x2xf32> = zeros
+  stlm.param @layers.2.lora.b : tensor<8x2xf32> = zeros
+  stlm.param @shared.w : tensor<8x8xf32> = normal(1.0e-2)
+  // CHECK: func.func @logits(%[[IDS:.*]]: tensor<2x4xi32>)
+  func.func @logits(%ids: tensor<2x4xi32>) -> tensor<2x4x16xf32> {
+    // CHECK: %[[E:.*]] = stlm.param_ref @embed.tok : tensor<16x8xf32>
+    // CHECK: %[[X:.*]] = stlm.embed %[[E]][%[[IDS]]] : tensor<16x8xf32>, tensor<2x4xi32> -> tensor<2x4x8xf32>
+    %e = stlm.param_ref @embed.tok : tensor<16x8xf32>
+    %x = stlm.embed %e[%ids] : tensor<16x8xf32>, tensor<2x4xi32> -> tensor<2x4x8xf32>
+    // CHECK: %[[Y:.*]] = stlm.repeat 1 to 3 (%[[X]]) : tensor<2x4x8xf32> {
+    // CHECK: ^bb0(%[[L:.*]]: index, %[[H:.*]]: tensor<2x4x8xf32>):
+    // CHECK:   %[[W:.*]] = stlm.param_ref @shared.w : tensor<8x8xf32>
+    // CHECK:   %[[A:.*]] = stlm.layer_param_ref "layers.{}.lora.a"[%[[L]]] : tensor<2x8xf32>
+    // CHECK:   %[[B:.*]] = stlm.layer_param_ref "layers.{}.lora.b"[%[[L]]] : tensor<8x2xf32>
+    // CHECK:   %[[F:.*]] = stlm.linear %[[H]], %[[W]] : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+    // CHECK:   %[[D:.*]] = stlm.lowrank %[[H]], %[[A]], %[[B]] : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32> -> tensor<2x4x8xf32>
+    // CHECK:   %[[S:.*]] = stlm.add %[[F]], %[[D]] : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+    // CHECK:   stlm.yield %[[S]] : tensor<2x4x8xf32>
+    // CHECK: }
+    %y = stlm.repeat 1 to 3 (%x) : tensor<2x4x8xf32> {
+    ^bb0(%l: index, %h: tensor<2x4x8xf32>):
+      %w = stlm.param_ref @shared.w : tensor<8x8xf32>
+      %a = stlm.layer_param_ref "layers.{}.lora.a"[%l] : tensor<2x8xf32>
+      %b = stlm.layer_param_ref "layers.{}.lora.b"[%l] : tensor<8x2xf32>
+      %f = stlm.linear %h, %w : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+      %d = stlm.lowrank %h, %a, %b : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32> -> tensor<2x4x8xf32>
+      %s = stlm.add %f, %d : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+      stlm.yield %s : tensor<2x4x8xf32>
+    }
+    // CHECK: %[[G:.*]] = stlm.param_ref @norm : tensor<8xf32>
+    // The default eps (1e-6) is not printed.
+    // CHECK: %[[N:.*]] = stlm.rmsnorm %[[Y]], %[[G]] : tensor<2x4x8xf32>, tensor<8xf32>
+    // CHECK: stlm.rmsnorm %[[Y]], %[[G]] {eps = 1.000000e-05 : f64} : tensor<2x4x8xf32>, tensor<8xf32>
+    // CHECK: %[[E2:.*]] = stlm.param_ref @embed.tok : tensor<16x8xf32>
+    // CHECK: stlm.logits %[[N]], %[[E2]] : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+    %g = stlm.param_ref @norm : tensor<8xf32>
+    %n = stlm.rmsnorm %y, %g {eps = 1.0e-6} : tensor<2x4x8xf32>, tensor<8xf32>
+    %n5 = stlm.rmsnorm %y, %g {eps = 1.0e-5} : tensor<2x4x8xf32>, tensor<8xf32>
+    %e2 = stlm.param_ref @embed.tok : tensor<16x8xf32>
+    %logits = stlm.logits %n, %e2 : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+    return %logits : tensor<2x4x16xf32>
+  }
+}
+
+// Tests that the core layer ops round-trip, including grouped KV heads,
+// RoPE with a position offset and both FFN activations.
+// CHECK-LABEL: stlm.model @layers
+stlm.model @layers {
+  // CHECK: func.func @block
+  func.func @block(%x: tensor<2x4x8xf32>, %k: tensor<2x6x4xf32>, %pos: tensor<i32>) -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>) {
+    // CHECK: stlm.rope %{{.*}} {head_dim = 4 : i64, theta = 5.000000e+05 : f64} : tensor<2x4x8xf32>
+    %r = stlm.rope %x {head_dim = 4, theta = 5.0e5} : tensor<2x4x8xf32>
+    // CHECK: stlm.rope %{{.*}} offset(%{{.*}}) {head_dim = 4 : i64} : tensor<2x6x4xf32>
+    %rk = stlm.rope %k offset(%pos) {head_dim = 4} : tensor<2x6x4xf32>
+    // CHECK: stlm.attention causal %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x4x8xf32>
+    %a = stlm.attention causal %r, %rk, %k {heads = 2, kv_heads = 1} : tensor<2x4x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x4x8xf32>
+    // CHECK: stlm.swiglu %{{.*}}, %{{.*}} : tensor<2x4x8xf32>
+    %s = stlm.swiglu %a, %x : tensor<2x4x8xf32>
+    // CHECK: stlm.gelu %{{.*}} : tensor<2x4x8xf32>
+    %g = stlm.gelu %x : tensor<2x4x8xf32>
+    return %a, %s, %g : tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  }
+}
+
+// Tests that the byte-pool pieces round-trip: every chunking mode, every
+// pooling kind, attention inside chunks and the chunk decoder reshape.
+// CHECK-LABEL: stlm.model @bytes
+stlm.model @bytes {
+  // CHECK: func.func @chunks
+  func.func @chunks(%bytes: tensor<2x16xi32>, %starts: tensor<2x16xi1>) -> (tensor<2x4x4xi32>, tensor<2x8x6xi32>, tensor<2x8x6xi32>) {
+    // CHECK: %{{.*}}, %{{.*}} = stlm.chunk fixed %{{.*}} {stride = 4 : i64} : tensor<2x16xi32> -> tensor<2x4x4xi32>, tensor<2xi32>
+    %f, %nf = stlm.chunk fixed %bytes {stride = 4} : tensor<2x16xi32> -> tensor<2x4x4xi32>, tensor<2xi32>
+    // CHECK: stlm.chunk words %{{.*}} : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
+    %w, %nw = stlm.chunk words %bytes : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
+    // CHECK: stlm.chunk given %{{.*}} boundaries(%{{.*}}) : tensor<2x16xi32>, tensor<2x16xi1> -> tensor<2x8x6xi32>, tensor<2xi32>
+    %g, %ng = stlm.chunk given %bytes boundaries(%starts) : tensor<2x16xi32>, tensor<2x16xi1> -> tensor<2x8x6xi32>, tensor<2xi32>
+    return %f, %w, %g : tensor<2x4x4xi32>, tensor<2x8x6xi32>, tensor<2x8x6xi32>
+  }
+  // CHECK: func.func @encode
+  func.func @encode(%e: tensor<2x8x6x4xf32>, %ids: tensor<2x8x6xi32>, %slots: tensor<6x4xf32>) -> (tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8x4xf32>) {
+    // CHECK: stlm.add %{{.*}}, %{{.*}} : tensor<2x8x6x4xf32>, tensor<6x4xf32>
+    %x = stlm.add %e, %slots : tensor<2x8x6x4xf32>, tensor<6x4xf32>
+    // CHECK: stlm.attention none %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 2 : i64} : tensor<2x8x6x4xf32>, tensor<2x8x6x4xf32>, tensor<2x8x6x4xf32> -> tensor<2x8x6x4xf32>
+    %a = stlm.attention none %x, %x, %x {heads = 2, kv_heads = 2} : tensor<2x8x6x4xf32>, tensor<2x8x6x4xf32>, tensor<2x8x6x4xf32> -> tensor<2x8x6x4xf32>
+    // CHECK: stlm.pool mean %{{.*}} : tensor<2x8x6x4xf32> -> tensor<2x8x4xf32>
+    %m = stlm.pool mean %a : tensor<2x8x6x4xf32> -> tensor<2x8x4xf32>
+    // CHECK: stlm.pool masked_mean %{{.*}} ids(%{{.*}}) : tensor<2x8x6x4xf32>, tensor<2x8x6xi32> -> tensor<2x8x4xf32>
+    %mm = stlm.pool masked_mean %a ids(%ids) : tensor<2x8x6x4xf32>, tensor<2x8x6xi32> -> tensor<2x8x4xf32>
+    // CHECK: stlm.pool max %{{.*}} : tensor<2x8x6x4xf32> -> tensor<2x8x4xf32>
+    %mx = stlm.pool max %a : tensor<2x8x6x4xf32> -> tensor<2x8x4xf32>
+    return %m, %mm, %mx : tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x8x4xf32>
+  }
+  // CHECK: func.func @decode
+  func.func @decode(%p: tensor<2x8x24xf32>) -> tensor<2x8x6x4xf32> {
+    // CHECK: stlm.split_slots %{{.*}} : tensor<2x8x24xf32> -> tensor<2x8x6x4xf32>
+    %s = stlm.split_slots %p : tensor<2x8x24xf32> -> tensor<2x8x6x4xf32>
+    return %s : tensor<2x8x6x4xf32>
+  }
+}
+
+// Tests that every objective and the weighted sum round-trip.
+// CHECK-LABEL: stlm.model @objectives
+stlm.model @objectives {
+  // CHECK: func.func @losses
+  func.func @losses(%l: tensor<2x4x16xf32>, %t: tensor<2x4x16xf32>, %y: tensor<2x4xi32>,
+                    %seed: tensor<i32>, %bl: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>) -> tensor<f32> {
+    // CHECK: stlm.next_token_loss %{{.*}}, %{{.*}} : tensor<2x4x16xf32>, tensor<2x4xi32>
+    %a = stlm.next_token_loss %l, %y : tensor<2x4x16xf32>, tensor<2x4xi32>
+    // CHECK: stlm.mask_tokens %{{.*}}, %{{.*}} {mask_id = 0 : i64, prob = 1.500000e-01 : f64} : tensor<2x4xi32> -> tensor<2x4xi1>
+    %masked, %mask = stlm.mask_tokens %y, %seed {prob = 0.15, mask_id = 0} : tensor<2x4xi32> -> tensor<2x4xi1>
+    // CHECK: stlm.masked_next_token_loss %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x4x16xf32>, tensor<2x4xi32>, tensor<2x4xi1>
+    %b = stlm.masked_next_token_loss %l, %y, %mask : tensor<2x4x16xf32>, tensor<2x4xi32>, tensor<2x4xi1>
+    // CHECK: stlm.distill_loss %{{.*}}, %{{.*}}, %{{.*}} {alpha = 5.000000e-01 : f64, temperature = 2.000000e+00 : f64} : tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4xi32>
+    %d = stlm.distill_loss %l, %t, %y {temperature = 2.0, alpha = 0.5} : tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4xi32>
+    // CHECK: stlm.chunk_bytes_loss %{{.*}}, %{{.*}} {mask_pad = true} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
+    %cb = stlm.chunk_bytes_loss %bl, %c {mask_pad = true} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
+    // CHECK: stlm.reconstruction_loss %{{.*}}, %{{.*}} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
+    %r = stlm.reconstruction_loss %bl, %c : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
+    // CHECK: stlm.weighted_sum %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {weights = [1.000000e+00, 5.000000e-01, 2.500000e-01, 1.000000e+00, 1.000000e-01]} : tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>
+    %s = stlm.weighted_sum %a, %b, %d, %cb, %r {weights = [1.0, 0.5, 0.25, 1.0, 0.1]} : tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>
+    return %s : tensor<f32>
+  }
+}
+
+// Tests that the training ops round-trip.
+// CHECK-LABEL: stlm.model @training
+stlm.model @training {
+  // CHECK: func.func @update
+  func.func @update(%p: tensor<4x8xf32>, %g: tensor<4x8xf32>, %m: tensor<4x8xf32>, %v: tensor<4x8xf32>,
+                    %gn: tensor<8xf32>, %step: tensor<i32>) -> (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<f32>) {
+    // CHECK: %[[C:[a-z_0-9]+]]:2, %[[NORM:[a-z_0-9]+]] = stlm.clip_grad_norm %{{.*}}, %{{.*}} {max_norm = 1.000000e+00 : f64} : tensor<4x8xf32>, tensor<8xf32>
+    %c:2, %norm = stlm.clip_grad_norm %g, %gn {max_norm = 1.0} : tensor<4x8xf32>, tensor<8xf32>
+    // CHECK: %[[LR:.*]] = stlm.lr_schedule cosine %{{.*}} {lr = 1.000000e-03 : f64, min_lr = 1.000000e-04 : f64, total = 2000 : i64, warmup = 100 : i64}
+    %lr = stlm.lr_schedule cosine %step {lr = 1.0e-3, min_lr = 1.0e-4, warmup = 100, total = 2000}
+    // CHECK: stlm.lr_schedule constant %{{.*}} {lr = 1.000000e-03 : f64, min_lr = 0.000000e+00 : f64, total = 10 : i64, warmup = 2 : i64}
+    %lr2 = stlm.lr_schedule constant %step {lr = 1.0e-3, min_lr = 0.0, warmup = 2, total = 10}
+    // CHECK: stlm.adamw %{{.*}}, %[[C]]#0, %{{.*}}, %{{.*}}, %[[LR]], %{{.*}} {beta1 = 9.000000e-01 : f64, beta2 = 0.98999999999999999 : f64, eps = 1.000000e-08 : f64, weight_decay = 1.000000e-01 : f64} : tensor<4x8xf32>
+    %p2, %m2, %v2 = stlm.adamw %p, %c#0, %m, %v, %lr, %step {beta1 = 0.9, beta2 = 0.99, eps = 1.0e-8, weight_decay = 0.1} : tensor<4x8xf32>
+    return %p2, %m2, %v2, %c#1, %norm : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<f32>
+  }
+}

@@ -1,0 +1,24 @@
+# lit configuration for the stlm regression tests (IR in, FileCheck out).
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+from lit.llvm.subst import ToolSubst
+
+config.name = "STLM"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".test"]
+# Example models live outside test/ and are found through %stlm_src_root.
+config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py", "unit"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.stlm_obj_root, "test")
+
+config.substitutions.append(("%stlm_src_root", config.stlm_src_root))
+config.substitutions.append(("%shared_dir", config.stlm_shared_dir))
+# Undefined FileCheck variables from an earlier CHECK-LABEL block are errors.
+config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
+
+llvm_config.use_default_substitutions()
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+llvm_config.add_tool_substitutions(
+    [ToolSubst("stlm-opt", unresolved="fatal")], [config.stlm_tools_dir])

@@ -1,0 +1,11 @@
+# lit configuration that runs every GoogleTest binary (*Tests) in test/unit.
+import os
+
+import lit.formats
+
+config.name = "STLM-Unit"
+config.suffixes = []
+config.test_source_root = os.path.join(config.stlm_obj_root, "test", "unit")
+config.test_exec_root = config.test_source_root
+config.test_format = lit.formats.GoogleTest(".", "Tests")
+config.environment["STLM_SHARED_DIR"] = config.stlm_shared_dir

@@ -1,0 +1,23 @@
+//===- InitAll.cpp - the one registration point for stlm tools ------------===//
+
+#include "tools/common/InitAll.h"
+
+#include "dialects/STLM/IR/STLMDialect.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+void mlir::stlm::registerAllDialects(DialectRegistry &registry) {
+  registry.insert<STLMDialect, func::FuncDialect, arith::ArithDialect,
+                  tensor::TensorDialect>();
+}
+
+void mlir::stlm::registerAllPasses() {
+  // Upstream passes that are useful on stlm IR.
+  mlir::registerCanonicalizerPass();
+  mlir::registerCSEPass();
+  mlir::registerInlinerPass();
+  mlir::registerSymbolDCEPass();
+}
