@@ -14,6 +14,7 @@ config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.stlm_obj_root, "test")
 
 config.substitutions.append(("%stlm_src_root", config.stlm_src_root))
+config.substitutions.append(("%stlm_obj_root", config.stlm_obj_root))
 config.substitutions.append(("%shared_dir", config.stlm_shared_dir))
 # Undefined FileCheck variables from an earlier CHECK-LABEL block are errors.
 config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
