@@ -137,28 +137,34 @@ LogicalResult ParamOp::verify() {
 // ParamRefOp / LayerParamRefOp
 //===----------------------------------------------------------------------===//
 
-/// Resolves `name` as a parameter of the model enclosing `op` and checks
-/// that it has type `type`. `what` describes the reference for diagnostics.
-static LogicalResult checkParamUse(Operation *op, ModelOp model,
-                                   StringRef name, Type type,
-                                   SymbolTableCollection *symbolTable) {
-  StringAttr nameAttr = StringAttr::get(op->getContext(), name);
+/// Resolves `name` as a parameter of `model` and checks that it has type
+/// `type`. Returns what is wrong, or nothing when the use is valid.
+static std::optional<std::string>
+paramUseError(ModelOp model, StringRef name, Type type,
+              SymbolTableCollection *symbolTable) {
+  StringAttr nameAttr = StringAttr::get(model.getContext(), name);
   Operation *sym =
       symbolTable ? symbolTable->lookupSymbolIn(model, nameAttr)
                   : SymbolTable::lookupSymbolIn(model, nameAttr);
-  if (!sym)
-    return op->emitOpError() << "'@" << name
-                             << "' is not a parameter of model '@"
-                             << model.getSymName() << "'";
+  std::string msg;
+  llvm::raw_string_ostream os(msg);
+  if (!sym) {
+    os << "'@" << name << "' is not a parameter of model '@"
+       << model.getSymName() << "'";
+    return os.str();
+  }
   auto param = dyn_cast<ParamOp>(sym);
-  if (!param)
-    return op->emitOpError() << "'@" << name << "' is a '"
-                             << sym->getName() << "', not a 'stlm.param'";
-  if (param.getType() != type)
-    return op->emitOpError()
-           << "type " << type << " does not match parameter '@" << name
-           << "' declared as " << param.getType();
-  return success();
+  if (!param) {
+    os << "'@" << name << "' is a '" << sym->getName()
+       << "', not a 'stlm.param'";
+    return os.str();
+  }
+  if (param.getType() != type) {
+    os << "type '" << type << "' does not match parameter '@" << name
+       << "' declared as '" << param.getType() << "'";
+    return os.str();
+  }
+  return std::nullopt;
 }
 
 LogicalResult
@@ -166,7 +172,9 @@ ParamRefOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   auto model = (*this)->getParentOfType<ModelOp>();
   if (!model)
     return emitOpError("must be nested in a 'stlm.model'");
-  return checkParamUse(*this, model, getName(), getType(), &symbolTable);
+  if (auto error = paramUseError(model, getName(), getType(), &symbolTable))
+    return emitOpError() << *error;
+  return success();
 }
 
 std::string LayerParamRefOp::getNameForLayer(int64_t index) {
@@ -193,10 +201,10 @@ LogicalResult LayerParamRefOp::verify() {
   if (!model)
     return emitOpError("must be nested in a 'stlm.model'");
   for (int64_t l = repeat.getLower(); l < repeat.getUpper(); ++l) {
-    if (failed(checkParamUse(*this, model, getNameForLayer(l), getType(),
-                             /*symbolTable=*/nullptr)))
-      return emitOpError() << "instance for layer " << l << " of '" << pattern
-                           << "' is missing or mistyped (see above)";
+    if (auto error = paramUseError(model, getNameForLayer(l), getType(),
+                                   /*symbolTable=*/nullptr))
+      return emitOpError() << "layer " << l << " of '" << pattern
+                           << "': " << *error;
   }
   return success();
 }
@@ -214,9 +222,9 @@ LogicalResult RepeatOp::verify() {
   if (body.getNumArguments() != 2 ||
       !body.getArgument(0).getType().isIndex() ||
       body.getArgument(1).getType() != getInit().getType())
-    return emitOpError() << "body must take (index, " << getInit().getType()
-                         << ") arguments: the layer index and the hidden "
-                            "state";
+    return emitOpError() << "body must take two arguments: the layer index "
+                            "(index) and the hidden state ("
+                         << getInit().getType() << ")";
   if (body.empty() || !isa<YieldOp>(body.back()))
     return emitOpError("body must end in 'stlm.yield'");
   return success();
@@ -461,7 +469,9 @@ LogicalResult AddOp::verify() {
 LogicalResult SplitSlotsOp::verify() {
   ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
   ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
-  if (xs.empty() || rs.size() != xs.size() + 1 ||
+  if (xs.empty())
+    return emitOpError("input must have rank >= 1");
+  if (rs.size() != xs.size() + 1 ||
       rs.drop_back(2) != xs.drop_back() ||
       rs[rs.size() - 2] * rs.back() != xs.back())
     return emitOpError() << "result shape " << shapeStr(rs)

@@ -1,18 +1,10 @@
 // RUN: stlm-opt %s -split-input-file -verify-diagnostics
 
-//===----------------------------------------------------------------------===//
-// stlm.model
-//===----------------------------------------------------------------------===//
-
 // Tests that the model body rejects ops other than params and functions.
 stlm.model @m {
   // expected-error @+1 {{is not allowed in the body of 'stlm.model', which holds only 'stlm.param' and functions}}
   %c = arith.constant dense<0.0> : tensor<f32>
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.param
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -71,10 +63,6 @@ stlm.model @m {
   stlm.param @w : tensor<4x4xf16> = ones
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.param_ref
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that stlm.param_ref rejects a symbol the model does not declare.
@@ -120,10 +108,6 @@ func.func @f() {
   %w = stlm.param_ref @w : tensor<4x4xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.layer_param_ref
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -190,8 +174,7 @@ stlm.model @m {
   func.func @f(%x: tensor<2x4xf32>) {
     %y = stlm.repeat 1 to 3 (%x) : tensor<2x4xf32> {
     ^bb0(%l: index, %h: tensor<2x4xf32>):
-      // expected-error @+2 {{'@layers.2.w' is not a parameter of model '@m'}}
-      // expected-error @+1 {{instance for layer 2 of 'layers.{}.w' is missing or mistyped (see above)}}
+      // expected-error @+1 {{layer 2 of 'layers.{}.w': '@layers.2.w' is not a parameter of model '@m'}}
       %w = stlm.layer_param_ref "layers.{}.w"[%l] : tensor<4xf32>
       stlm.yield %h : tensor<2x4xf32>
     }
@@ -208,18 +191,13 @@ stlm.model @m {
   func.func @f(%x: tensor<2x4xf32>) {
     %y = stlm.repeat 0 to 2 (%x) : tensor<2x4xf32> {
     ^bb0(%l: index, %h: tensor<2x4xf32>):
-      // expected-error @+2 {{type 'tensor<4xf32>' does not match parameter '@layers.1.w' declared as 'tensor<8xf32>'}}
-      // expected-error @+1 {{instance for layer 1 of 'layers.{}.w' is missing or mistyped (see above)}}
+      // expected-error @+1 {{layer 1 of 'layers.{}.w': type 'tensor<4xf32>' does not match parameter '@layers.1.w' declared as 'tensor<8xf32>'}}
       %w = stlm.layer_param_ref "layers.{}.w"[%l] : tensor<4xf32>
       stlm.yield %h : tensor<2x4xf32>
     }
     return
   }
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.repeat / stlm.yield
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -249,7 +227,7 @@ func.func @f(%x: tensor<2x4xf32>) {
 
 // Tests that the repeat body must take exactly two arguments.
 func.func @f(%x: tensor<2x4xf32>) {
-  // expected-error @+1 {{body must take (index, 'tensor<2x4xf32>') arguments}}
+  // expected-error @+1 {{body must take two arguments: the layer index (index) and the hidden state}}
   %y = stlm.repeat 0 to 2 (%x) : tensor<2x4xf32> {
   ^bb0(%h: tensor<2x4xf32>):
     stlm.yield %h : tensor<2x4xf32>
@@ -261,7 +239,7 @@ func.func @f(%x: tensor<2x4xf32>) {
 
 // Tests that the first repeat body argument must be an index.
 func.func @f(%x: tensor<2x4xf32>) {
-  // expected-error @+1 {{body must take (index, 'tensor<2x4xf32>') arguments: the layer index and the hidden state}}
+  // expected-error @+1 {{body must take two arguments: the layer index (index) and the hidden state ('tensor<2x4xf32>')}}
   %y = stlm.repeat 0 to 2 (%x) : tensor<2x4xf32> {
   ^bb0(%l: i64, %h: tensor<2x4xf32>):
     stlm.yield %h : tensor<2x4xf32>
@@ -273,7 +251,7 @@ func.func @f(%x: tensor<2x4xf32>) {
 
 // Tests that the second repeat body argument must have the hidden-state type.
 func.func @f(%x: tensor<2x4xf32>) {
-  // expected-error @+1 {{body must take (index, 'tensor<2x4xf32>') arguments}}
+  // expected-error @+1 {{body must take two arguments: the layer index (index) and the hidden state}}
   %y = stlm.repeat 0 to 2 (%x) : tensor<2x4xf32> {
   ^bb0(%l: index, %h: tensor<2x8xf32>):
     %z = stlm.add %x, %x : tensor<2x4xf32>, tensor<2x4xf32>
@@ -314,10 +292,6 @@ func.func @f(%x: tensor<2x4xf32>) {
   stlm.yield %x : tensor<2x4xf32>
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.embed
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that the embedding table must have rank 2.
@@ -344,10 +318,6 @@ func.func @f(%t: tensor<16x8xf32>, %ids: tensor<2x4xi64>) {
   %x = stlm.embed %t[%ids] : tensor<16x8xf32>, tensor<2x4xi64> -> tensor<2x4x8xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.chunk
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -475,10 +445,6 @@ func.func @f(%b: tensor<2x16xi32>) {
   return
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.pool
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that pooling needs an input of rank >= 3.
@@ -524,10 +490,6 @@ func.func @f(%x: tensor<2x8x6x4xf32>, %ids: tensor<2x8x4xi32>) {
   return
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.rmsnorm
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that rmsnorm needs an input of rank >= 1.
@@ -554,10 +516,6 @@ func.func @f(%x: tensor<2x4x8xf32>, %g: tensor<8xf32>) {
   %y = stlm.rmsnorm %x, %g {eps = 0.0} : tensor<2x4x8xf32>, tensor<8xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.linear
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -613,10 +571,6 @@ func.func @f(%x: tensor<2x4x8xf32>, %w: tensor<?x8xf32>) {
   return
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.lowrank
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that lowrank needs an input of rank >= 1.
@@ -652,10 +606,6 @@ func.func @f(%x: tensor<2x4x8xf32>, %a: tensor<2x8xf32>, %b: tensor<16x2xf32>) {
   %y = stlm.lowrank %x, %a, %b : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<16x2xf32> -> tensor<2x4x8xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.rope
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -711,10 +661,6 @@ func.func @f(%x: tensor<2x4x8xf32>, %pos: tensor<1xi32>) {
   %r = "stlm.rope"(%x, %pos) <{head_dim = 4 : i64}> : (tensor<2x4x8xf32>, tensor<1xi32>) -> tensor<2x4x8xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.attention
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -797,10 +743,6 @@ func.func @f(%q: tensor<2x4x8xf32>) {
   return
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.add
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that the add rhs shape must be a suffix of the lhs shape.
@@ -819,9 +761,14 @@ func.func @f(%x: tensor<6x4xf32>, %s: tensor<2x6x4xf32>) {
   return
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.split_slots
-//===----------------------------------------------------------------------===//
+// -----
+
+// Tests that split_slots rejects a scalar input.
+func.func @f(%p: tensor<f32>) {
+  // expected-error @+1 {{input must have rank >= 1}}
+  %s = stlm.split_slots %p : tensor<f32> -> tensor<1x1xf32>
+  return
+}
 
 // -----
 
@@ -841,10 +788,6 @@ func.func @f(%p: tensor<2x8x24xf32>) {
   return
 }
 
-//===----------------------------------------------------------------------===//
-// stlm.logits
-//===----------------------------------------------------------------------===//
-
 // -----
 
 // Tests that the logits table's width must match the input (named 'table').
@@ -853,10 +796,6 @@ func.func @f(%x: tensor<2x4x8xf32>, %e: tensor<16x4xf32>) {
   %l = stlm.logits %x, %e : tensor<2x4x8xf32>, tensor<16x4xf32> -> tensor<2x4x16xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// stlm.mask_tokens
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -884,10 +823,6 @@ func.func @f(%ids: tensor<2x4xi32>, %seed: tensor<i32>) {
   %m, %k = stlm.mask_tokens %ids, %seed {prob = 0.15, mask_id = -1} : tensor<2x4xi32> -> tensor<2x4xi1>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// Objectives
-//===----------------------------------------------------------------------===//
 
 // -----
 
@@ -1050,10 +985,6 @@ func.func @f(%a: tensor<1xf32>) {
   %s = stlm.weighted_sum %a {weights = [1.0]} : tensor<1xf32>
   return
 }
-
-//===----------------------------------------------------------------------===//
-// Training
-//===----------------------------------------------------------------------===//
 
 // -----
 
