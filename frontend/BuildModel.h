@@ -1,0 +1,38 @@
+//===- BuildModel.h - model spec → stlm IR ----------------------*- C++ -*-===//
+//
+// Builds the `stlm.model` of a validated spec: one `stlm.param` per entry of
+// its ParamTable (same names, shapes, inits) and the functions
+//
+//   token models:     @logits(tokens [B,T] i32) -> [B,T,V]
+//                     @loss(tokens, targets [B,T] i32
+//                           [, seed i32]            (masked_next_token)
+//                           [, teacher [B,T,V] f32] (distill)) -> f32
+//   byte_pool models: @encode(chunks [B,T,L] i32) -> [B,T,D]
+//                     @core(x [B,T,D]) -> [B,T,D]
+//                     @decode(x [B,T,D]) -> [B,T,L,258]
+//                     @logits(bytes [B,N] i32 [, boundaries [B,N] i1])
+//                     @loss(bytes [, boundaries]) -> f32
+//
+// with B = train.batch, T = core.context, N = ModelSpec::windowBytes().
+// Consecutive layers that share the same weights form one `stlm.repeat`.
+// The model carries the training settings as the `stlm.train` dictionary.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_FRONTEND_BUILDMODEL_H
+#define STLM_FRONTEND_BUILDMODEL_H
+
+#include "frontend/Spec.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+namespace stlm {
+
+/// The module holding the model of `spec` (which must be valid). The
+/// stlm, func and arith dialects must be loadable in `context`.
+mlir::OwningOpRef<mlir::ModuleOp> buildModel(mlir::MLIRContext &context,
+                                             const ModelSpec &spec);
+
+} // namespace stlm
+
+#endif // STLM_FRONTEND_BUILDMODEL_H

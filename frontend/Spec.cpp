@@ -1,0 +1,751 @@
+//===- Spec.cpp - YAML model specs ----------------------------------------===//
+//
+// Reading is in two passes: a structural pass that checks every key's
+// presence, type and range where it stands, and a semantic pass over the
+// filled struct for rules that relate several keys (heads dividing width,
+// head kind matching the embedder, ...). Both report at the YAML position
+// of the key concerned.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontend/Spec.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace stlm {
+
+std::string SpecDiagnostic::str() const {
+  std::ostringstream os;
+  os << file;
+  if (line > 0)
+    os << ":" << line << ":" << column;
+  os << ": error: " << message;
+  return os.str();
+}
+
+//===----------------------------------------------------------------------===//
+// Enum names
+//===----------------------------------------------------------------------===//
+
+const char *toString(EmbedderKind k) {
+  return k == EmbedderKind::Token ? "token" : "byte_pool";
+}
+const char *toString(Chunking c) {
+  switch (c) {
+  case Chunking::Fixed: return "fixed";
+  case Chunking::Words: return "words";
+  case Chunking::Given: return "given";
+  }
+  return "?";
+}
+const char *toString(Pool p) {
+  switch (p) {
+  case Pool::Mean: return "mean";
+  case Pool::MaskedMean: return "masked_mean";
+  case Pool::Max: return "max";
+  }
+  return "?";
+}
+const char *toString(Ffn f) { return f == Ffn::SwiGLU ? "swiglu" : "gelu"; }
+const char *toString(Share s) {
+  switch (s) {
+  case Share::None: return "none";
+  case Share::All: return "all";
+  case Share::Interior: return "interior";
+  }
+  return "?";
+}
+const char *toString(HeadKind k) {
+  return k == HeadKind::Token ? "token" : "byte_chunk";
+}
+const char *toString(ObjectiveKind k) {
+  switch (k) {
+  case ObjectiveKind::NextToken: return "next_token";
+  case ObjectiveKind::ChunkBytes: return "chunk_bytes";
+  case ObjectiveKind::Reconstruction: return "reconstruction";
+  case ObjectiveKind::MaskedNextToken: return "masked_next_token";
+  case ObjectiveKind::Distill: return "distill";
+  }
+  return "?";
+}
+const char *toString(Schedule s) {
+  return s == Schedule::Cosine ? "cosine" : "constant";
+}
+const char *toString(Precision p) {
+  return p == Precision::FP32 ? "fp32" : "bf16";
+}
+
+//===----------------------------------------------------------------------===//
+// ModelSpec helpers
+//===----------------------------------------------------------------------===//
+
+std::string ModelSpec::symbolName() const {
+  std::string s = name;
+  for (char &c : s)
+    if (c == '-')
+      c = '_';
+  return s;
+}
+
+int64_t ModelSpec::windowBytes() const {
+  if (embedder.kind == EmbedderKind::Token)
+    return core.context;
+  if (embedder.chunking == Chunking::Fixed)
+    return core.context * embedder.stride;
+  return core.context * embedder.chunkBytes;
+}
+
+static bool isInterior(const ModelSpec &s, int64_t layer) {
+  int64_t k = s.tying.interiorKeep;
+  return layer >= k && layer < s.core.layers - k;
+}
+
+bool ModelSpec::sharesFfn(int64_t layer) const {
+  return tying.ffn == Share::All ||
+         (tying.ffn == Share::Interior && isInterior(*this, layer));
+}
+
+bool ModelSpec::sharesAttnOut(int64_t layer) const {
+  return tying.attnOut == Share::All ||
+         (tying.attnOut == Share::Interior && isInterior(*this, layer));
+}
+
+int64_t ModelSpec::headVocab() const {
+  return head.kind == HeadKind::Token ? embedder.vocabSize : 258;
+}
+
+//===----------------------------------------------------------------------===//
+// Structural pass
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// Reads typed values out of YAML maps, reporting at the right position.
+class Reader {
+public:
+  Reader(std::string file, std::vector<SpecDiagnostic> &diags)
+      : file(std::move(file)), diags(diags) {}
+
+  void error(const YAML::Mark &mark, const std::string &key,
+             const std::string &msg) {
+    SpecDiagnostic d;
+    d.file = file;
+    if (mark.line >= 0) {
+      d.line = mark.line + 1;
+      d.column = mark.column + 1;
+    }
+    d.message = key.empty() ? msg : key + ": " + msg;
+    diags.push_back(std::move(d));
+  }
+
+  /// Where `key` was written (or its section, if it was not).
+  YAML::Mark markOf(const std::string &key) const {
+    auto it = marks.find(key);
+    return it == marks.end() ? YAML::Mark() : it->second;
+  }
+  bool has(const std::string &key) const { return marks.count(key) != 0; }
+  void error(const std::string &key, const std::string &msg) {
+    error(markOf(key), key, msg);
+  }
+
+  /// Checks that `node` (at `path`) is a map whose keys are all in
+  /// `allowed`, and records where each key is.
+  bool checkMap(const YAML::Node &node, const std::string &path,
+                const std::set<std::string> &allowed) {
+    if (!node.IsMap()) {
+      error(node.Mark(), path, "expected a mapping of keys");
+      return false;
+    }
+    for (const auto &kv : node) {
+      std::string key = kv.first.Scalar();
+      std::string full = path.empty() ? key : path + "." + key;
+      if (!allowed.count(key)) {
+        std::string known;
+        for (const std::string &a : allowed)
+          known += (known.empty() ? "" : ", ") + a;
+        error(kv.first.Mark(), full,
+              "unknown key (known keys here: " + known + ")");
+        continue;
+      }
+      if (marks.count(full)) {
+        error(kv.first.Mark(), full, "key appears twice");
+        continue;
+      }
+      marks[full] = kv.first.Mark();
+    }
+    return true;
+  }
+
+  /// The value of `key` in `map`, or a null node when absent. Reports
+  /// `required` keys that are missing.
+  YAML::Node get(const YAML::Node &map, const std::string &path,
+                 const char *key, bool required) {
+    YAML::Node v = map[key];
+    if (!v && required)
+      error(map.Mark(), join(path, key), "required key is missing");
+    return v;
+  }
+
+  bool getInt(const YAML::Node &map, const std::string &path, const char *key,
+              int64_t &out, bool required = false, int64_t min = INT64_MIN) {
+    YAML::Node v = get(map, path, key, required);
+    if (!v)
+      return false;
+    std::string full = join(path, key);
+    int64_t x;
+    if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, x)) {
+      error(v.Mark(), full, "expected an integer, got " + describe(v));
+      return false;
+    }
+    if (x < min) {
+      error(v.Mark(), full,
+            "must be >= " + std::to_string(min) + ", got " + std::to_string(x));
+      return false;
+    }
+    out = x;
+    return true;
+  }
+
+  bool getDouble(const YAML::Node &map, const std::string &path,
+                 const char *key, double &out, bool required = false) {
+    YAML::Node v = get(map, path, key, required);
+    if (!v)
+      return false;
+    double x;
+    if (!v.IsScalar() || !YAML::convert<double>::decode(v, x) ||
+        !std::isfinite(x)) {
+      error(v.Mark(), join(path, key),
+            "expected a finite number, got " + describe(v));
+      return false;
+    }
+    out = x;
+    return true;
+  }
+
+  bool getBool(const YAML::Node &map, const std::string &path, const char *key,
+               bool &out) {
+    YAML::Node v = get(map, path, key, false);
+    if (!v)
+      return false;
+    bool x;
+    if (!v.IsScalar() || !YAML::convert<bool>::decode(v, x)) {
+      error(v.Mark(), join(path, key),
+            "expected true or false, got " + describe(v));
+      return false;
+    }
+    out = x;
+    return true;
+  }
+
+  bool getString(const YAML::Node &map, const std::string &path,
+                 const char *key, std::string &out, bool required = false) {
+    YAML::Node v = get(map, path, key, required);
+    if (!v)
+      return false;
+    if (!v.IsScalar()) {
+      error(v.Mark(), join(path, key), "expected a string, got " + describe(v));
+      return false;
+    }
+    out = v.Scalar();
+    return true;
+  }
+
+  template <typename E>
+  bool getEnum(const YAML::Node &map, const std::string &path, const char *key,
+               E &out, const std::vector<E> &values, bool required = false) {
+    std::string s;
+    if (!getString(map, path, key, s, required))
+      return false;
+    std::string names;
+    for (E e : values) {
+      if (s == toString(e)) {
+        out = e;
+        return true;
+      }
+      names += (names.empty() ? "" : " | ") + std::string(toString(e));
+    }
+    error(map[key].Mark(), join(path, key),
+          "unknown value '" + s + "' (expected " + names + ")");
+    return false;
+  }
+
+  static std::string join(const std::string &path, const char *key) {
+    return path.empty() ? std::string(key) : path + "." + key;
+  }
+
+  static std::string describe(const YAML::Node &v) {
+    if (v.IsMap())
+      return "a mapping";
+    if (v.IsSequence())
+      return "a list";
+    if (v.IsNull())
+      return "nothing";
+    return "'" + v.Scalar() + "'";
+  }
+
+  std::string file;
+  std::vector<SpecDiagnostic> &diags;
+  std::map<std::string, YAML::Mark> marks;
+};
+
+void readEmbedder(Reader &r, const YAML::Node &n, EmbedderSpec &e) {
+  if (!r.checkMap(n, "embedder",
+                  {"kind", "vocab_size", "chunking", "stride", "chunk_bytes",
+                   "byte_width", "encoder_layers", "encoder_heads", "pool"}))
+    return;
+  r.getEnum(n, "embedder", "kind", e.kind,
+            {EmbedderKind::Token, EmbedderKind::BytePool}, true);
+  r.getInt(n, "embedder", "vocab_size", e.vocabSize, false, 2);
+  r.getEnum(n, "embedder", "chunking", e.chunking,
+            {Chunking::Fixed, Chunking::Words, Chunking::Given});
+  r.getInt(n, "embedder", "stride", e.stride, false, 1);
+  r.getInt(n, "embedder", "chunk_bytes", e.chunkBytes, false, 1);
+  r.getInt(n, "embedder", "byte_width", e.byteWidth, false, 1);
+  r.getInt(n, "embedder", "encoder_layers", e.encoderLayers, false, 0);
+  r.getInt(n, "embedder", "encoder_heads", e.encoderHeads, false, 1);
+  r.getEnum(n, "embedder", "pool", e.pool,
+            {Pool::Mean, Pool::MaskedMean, Pool::Max});
+}
+
+void readCore(Reader &r, const YAML::Node &n, CoreSpec &c) {
+  if (!r.checkMap(n, "core",
+                  {"layers", "width", "heads", "kv_heads", "ffn", "ffn_width",
+                   "context", "rope_theta", "norm_eps"}))
+    return;
+  r.getInt(n, "core", "layers", c.layers, true, 1);
+  r.getInt(n, "core", "width", c.width, true, 1);
+  r.getInt(n, "core", "heads", c.heads, true, 1);
+  c.kvHeads = c.heads;
+  r.getInt(n, "core", "kv_heads", c.kvHeads, false, 1);
+  r.getEnum(n, "core", "ffn", c.ffn, {Ffn::SwiGLU, Ffn::GELU}, true);
+  r.getInt(n, "core", "ffn_width", c.ffnWidth, true, 1);
+  r.getInt(n, "core", "context", c.context, true, 1);
+  r.getDouble(n, "core", "rope_theta", c.ropeTheta);
+  r.getDouble(n, "core", "norm_eps", c.normEps);
+}
+
+void readTying(Reader &r, const YAML::Node &n, TyingSpec &t) {
+  if (!r.checkMap(n, "tying",
+                  {"embed_head", "ffn", "attn_out", "interior_keep",
+                   "lora_rank"}))
+    return;
+  r.getBool(n, "tying", "embed_head", t.embedHead);
+  r.getEnum(n, "tying", "ffn", t.ffn,
+            {Share::None, Share::All, Share::Interior});
+  r.getEnum(n, "tying", "attn_out", t.attnOut,
+            {Share::None, Share::All, Share::Interior});
+  r.getInt(n, "tying", "interior_keep", t.interiorKeep, false, 0);
+  r.getInt(n, "tying", "lora_rank", t.loraRank, false, 0);
+}
+
+void readHead(Reader &r, const YAML::Node &n, HeadSpec &h) {
+  if (!r.checkMap(n, "head", {"kind", "decoder_layers", "decoder_heads"}))
+    return;
+  r.getEnum(n, "head", "kind", h.kind, {HeadKind::Token, HeadKind::ByteChunk},
+            true);
+  r.getInt(n, "head", "decoder_layers", h.decoderLayers, false, 0);
+  r.getInt(n, "head", "decoder_heads", h.decoderHeads, false, 1);
+}
+
+void readObjectives(Reader &r, const YAML::Node &n,
+                    std::vector<ObjectiveSpec> &out) {
+  if (!n.IsSequence() || n.size() == 0) {
+    r.error(n.Mark(), "objectives", "expected a non-empty list of objectives");
+    return;
+  }
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string path = "objectives." + std::to_string(i);
+    const YAML::Node o = n[i];
+    ObjectiveSpec obj;
+    if (!r.checkMap(o, path,
+                    {"kind", "weight", "mask_pad", "mask_prob", "mask_id",
+                     "teacher", "temperature", "alpha"}))
+      continue;
+    if (!r.getEnum(o, path, "kind", obj.kind,
+                   {ObjectiveKind::NextToken, ObjectiveKind::ChunkBytes,
+                    ObjectiveKind::Reconstruction,
+                    ObjectiveKind::MaskedNextToken, ObjectiveKind::Distill},
+                   true))
+      continue;
+    r.getDouble(o, path, "weight", obj.weight);
+    r.getBool(o, path, "mask_pad", obj.maskPad);
+    r.getDouble(o, path, "mask_prob", obj.maskProb);
+    r.getInt(o, path, "mask_id", obj.maskId, false, 0);
+    r.getString(o, path, "teacher", obj.teacher);
+    r.getDouble(o, path, "temperature", obj.temperature);
+    r.getDouble(o, path, "alpha", obj.alpha);
+    out.push_back(obj);
+  }
+}
+
+void readTrain(Reader &r, const YAML::Node &n, TrainSpec &t) {
+  if (!r.checkMap(n, "train",
+                  {"batch", "steps", "lr", "min_lr", "warmup", "schedule",
+                   "betas", "eps", "weight_decay", "grad_clip", "accumulate",
+                   "seed", "precision"}))
+    return;
+  r.getInt(n, "train", "batch", t.batch, false, 1);
+  r.getInt(n, "train", "steps", t.steps, false, 1);
+  r.getDouble(n, "train", "lr", t.lr);
+  r.getDouble(n, "train", "min_lr", t.minLr);
+  r.getInt(n, "train", "warmup", t.warmup, false, 0);
+  r.getEnum(n, "train", "schedule", t.schedule,
+            {Schedule::Cosine, Schedule::Constant});
+  if (YAML::Node b = n["betas"]) {
+    double b1, b2;
+    if (!b.IsSequence() || b.size() != 2 ||
+        !YAML::convert<double>::decode(b[0], b1) ||
+        !YAML::convert<double>::decode(b[1], b2))
+      r.error(b.Mark(), "train.betas", "expected a list of two numbers");
+    else {
+      t.beta1 = b1;
+      t.beta2 = b2;
+    }
+  }
+  r.getDouble(n, "train", "eps", t.eps);
+  r.getDouble(n, "train", "weight_decay", t.weightDecay);
+  r.getDouble(n, "train", "grad_clip", t.gradClip);
+  r.getInt(n, "train", "accumulate", t.accumulate, false, 1);
+  r.getInt(n, "train", "seed", t.seed, false, 0);
+  r.getEnum(n, "train", "precision", t.precision,
+            {Precision::FP32, Precision::BF16});
+}
+
+//===----------------------------------------------------------------------===//
+// Semantic pass
+//===----------------------------------------------------------------------===//
+
+void checkSemantics(Reader &r, ModelSpec &s) {
+  auto str = [](auto x) { return std::to_string(x); };
+
+  // name
+  if (s.name.empty())
+    r.error("name", "must not be empty");
+  for (char c : s.name)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+          c == '-')) {
+      r.error("name", "'" + s.name +
+                          "' may only contain a-z, 0-9, '_' and '-' (it "
+                          "becomes a C symbol prefix)");
+      break;
+    }
+
+  // embedder
+  EmbedderSpec &e = s.embedder;
+  static const char *bytePoolKeys[] = {"chunking",      "stride",
+                                       "chunk_bytes",   "byte_width",
+                                       "encoder_layers", "encoder_heads",
+                                       "pool"};
+  if (e.kind == EmbedderKind::Token) {
+    for (const char *k : bytePoolKeys)
+      if (r.has(std::string("embedder.") + k))
+        r.error(std::string("embedder.") + k,
+                "only applies to the byte_pool embedder");
+  } else {
+    e.vocabSize = 258;
+    if (r.has("embedder.vocab_size"))
+      r.error("embedder.vocab_size",
+              "only applies to the token embedder (byte_pool uses 258 = 256 "
+              "bytes + pad + end)");
+    if (e.chunking == Chunking::Fixed && !r.has("embedder.stride"))
+      r.error(r.markOf("embedder.chunking"), "embedder.stride",
+              "required by 'fixed' chunking");
+    if (e.chunking != Chunking::Fixed && r.has("embedder.stride"))
+      r.error("embedder.stride", "only applies to 'fixed' chunking");
+    if (e.chunking == Chunking::Fixed && e.stride > e.chunkBytes)
+      r.error("embedder.stride", "stride " + str(e.stride) +
+                                     " must not exceed chunk_bytes " +
+                                     str(e.chunkBytes));
+    if (e.byteWidth % e.encoderHeads != 0)
+      r.error("embedder.encoder_heads",
+              "encoder_heads " + str(e.encoderHeads) +
+                  " must divide byte_width " + str(e.byteWidth));
+  }
+
+  // core
+  CoreSpec &c = s.core;
+  if (c.heads > 0 && c.width % c.heads != 0)
+    r.error("core.heads", "heads " + str(c.heads) + " must divide width " +
+                              str(c.width));
+  else if (c.heads > 0 && c.headDim() % 2 != 0)
+    r.error("core.heads", "head dim width/heads = " + str(c.headDim()) +
+                              " must be even for rotary positions");
+  if (c.kvHeads > 0 && c.heads % c.kvHeads != 0)
+    r.error(r.has("core.kv_heads") ? "core.kv_heads" : "core.heads",
+            "kv_heads " + str(c.kvHeads) + " must divide heads " +
+                str(c.heads));
+  if (!(c.ropeTheta > 1.0))
+    r.error("core.rope_theta", "must be > 1");
+  if (!(c.normEps > 0.0))
+    r.error("core.norm_eps", "must be > 0");
+
+  // tying
+  TyingSpec &t = s.tying;
+  if (t.embedHead && (e.kind != EmbedderKind::Token ||
+                      s.head.kind != HeadKind::Token))
+    r.error("tying.embed_head",
+            "tying the head to the embedding needs a token embedder and a "
+            "token head");
+  bool interior = t.ffn == Share::Interior || t.attnOut == Share::Interior;
+  if (interior && c.layers - 2 * t.interiorKeep < 1)
+    r.error(r.has("tying.interior_keep") ? "tying.interior_keep"
+                                         : (t.ffn == Share::Interior
+                                                ? "tying.ffn"
+                                                : "tying.attn_out"),
+            "interior_keep " + str(t.interiorKeep) + " leaves no interior "
+            "layer in " + str(c.layers) + " layers (need layers - 2k >= 1)");
+  if (t.loraRank > 0 && t.ffn == Share::None && t.attnOut == Share::None)
+    r.error("tying.lora_rank",
+            "a low-rank delta corrects a shared weight, but neither ffn nor "
+            "attn_out is shared");
+
+  // head
+  HeadSpec &h = s.head;
+  if (h.kind == HeadKind::ByteChunk && e.kind != EmbedderKind::BytePool)
+    r.error("head.kind", "the byte_chunk head needs the byte_pool embedder");
+  if (h.kind == HeadKind::Token && e.kind == EmbedderKind::BytePool)
+    r.error("head.kind", "the byte_pool embedder needs the byte_chunk head "
+                         "(the core runs over chunks)");
+  if (h.kind == HeadKind::Token) {
+    for (const char *k : {"decoder_layers", "decoder_heads"})
+      if (r.has(std::string("head.") + k))
+        r.error(std::string("head.") + k,
+                "only applies to the byte_chunk head");
+  } else if (e.byteWidth % h.decoderHeads != 0) {
+    r.error("head.decoder_heads", "decoder_heads " + str(h.decoderHeads) +
+                                      " must divide byte_width " +
+                                      str(e.byteWidth));
+  }
+
+  // objectives
+  bool anyWeight = false;
+  std::set<ObjectiveKind> seen;
+  for (size_t i = 0; i < s.objectives.size(); ++i) {
+    ObjectiveSpec &o = s.objectives[i];
+    std::string p = "objectives." + std::to_string(i);
+    if (!seen.insert(o.kind).second)
+      r.error(p + ".kind", std::string("objective '") + toString(o.kind) +
+                               "' appears twice");
+    bool chunkObjective = o.kind == ObjectiveKind::ChunkBytes ||
+                          o.kind == ObjectiveKind::Reconstruction;
+    if (chunkObjective != (h.kind == HeadKind::ByteChunk))
+      r.error(p + ".kind",
+              std::string("objective '") + toString(o.kind) + "' needs " +
+                  (chunkObjective ? "the byte_chunk head" : "a token head"));
+    if (!(o.weight >= 0.0))
+      r.error(p + ".weight", "must be >= 0");
+    anyWeight |= o.weight > 0.0;
+    auto onlyFor = [&](const char *key, bool applies, const char *kinds) {
+      if (!applies && r.has(p + "." + key))
+        r.error(p + "." + key, std::string("only applies to ") + kinds);
+    };
+    onlyFor("mask_pad", chunkObjective, "chunk_bytes and reconstruction");
+    bool masked = o.kind == ObjectiveKind::MaskedNextToken;
+    bool distill = o.kind == ObjectiveKind::Distill;
+    onlyFor("mask_prob", masked, "masked_next_token");
+    onlyFor("mask_id", masked, "masked_next_token");
+    onlyFor("teacher", distill, "distill");
+    onlyFor("temperature", distill, "distill");
+    onlyFor("alpha", distill, "distill");
+    if (masked && !(o.maskProb > 0.0 && o.maskProb < 1.0))
+      r.error(p + ".mask_prob", "must be in (0, 1)");
+    if (masked && o.maskId >= e.vocabSize)
+      r.error(p + ".mask_id", "must be below vocab_size " +
+                                  str(e.vocabSize));
+    if (distill && o.teacher.empty())
+      r.error(r.has(p + ".teacher") ? p + ".teacher" : p + ".kind",
+              "distill needs a teacher checkpoint (key 'teacher')");
+    if (distill && !(o.temperature > 0.0))
+      r.error(p + ".temperature", "must be > 0");
+    if (distill && !(o.alpha >= 0.0 && o.alpha <= 1.0))
+      r.error(p + ".alpha", "must be in [0, 1]");
+  }
+  if (!s.objectives.empty() && !anyWeight)
+    r.error("objectives", "at least one objective needs a weight > 0");
+  if (h.kind == HeadKind::ByteChunk && c.context < 2 &&
+      seen.count(ObjectiveKind::ChunkBytes))
+    r.error("core.context", "next-chunk prediction needs a context of at "
+                            "least 2 chunks");
+
+  // train
+  TrainSpec &tr = s.train;
+  if (!(tr.lr > 0.0))
+    r.error("train.lr", "must be > 0");
+  if (!(tr.minLr >= 0.0 && tr.minLr <= tr.lr))
+    r.error("train.min_lr", "must be in [0, lr]");
+  if (tr.warmup > tr.steps)
+    r.error("train.warmup", "warmup " + str(tr.warmup) +
+                                " must not exceed steps " + str(tr.steps));
+  if (!(tr.beta1 >= 0.0 && tr.beta1 < 1.0 && tr.beta2 >= 0.0 &&
+        tr.beta2 < 1.0))
+    r.error("train.betas", "both betas must be in [0, 1)");
+  if (!(tr.eps > 0.0))
+    r.error("train.eps", "must be > 0");
+  if (!(tr.weightDecay >= 0.0))
+    r.error("train.weight_decay", "must be >= 0");
+  if (!(tr.gradClip >= 0.0))
+    r.error("train.grad_clip", "must be >= 0 (0 disables clipping)");
+}
+
+} // namespace
+
+SpecResult parseSpec(const std::string &text, const std::string &file) {
+  SpecResult result;
+  Reader r(file, result.diagnostics);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception &ex) {
+    r.error(ex.mark, "", "invalid YAML: " + ex.msg);
+    return result;
+  }
+  if (!root || root.IsNull()) {
+    r.error(YAML::Mark(), "", "the spec is empty");
+    return result;
+  }
+
+  ModelSpec spec;
+  try {
+    if (!r.checkMap(root, "",
+                    {"name", "embedder", "core", "tying", "head",
+                     "objectives", "train"}))
+      return result;
+    r.getString(root, "", "name", spec.name, true);
+    if (YAML::Node n = r.get(root, "", "embedder", true))
+      readEmbedder(r, n, spec.embedder);
+    if (YAML::Node n = r.get(root, "", "core", true))
+      readCore(r, n, spec.core);
+    if (YAML::Node n = root["tying"])
+      readTying(r, n, spec.tying);
+    // The head follows the embedder unless given.
+    spec.head.kind = spec.embedder.kind == EmbedderKind::BytePool
+                         ? HeadKind::ByteChunk
+                         : HeadKind::Token;
+    if (YAML::Node n = root["head"])
+      readHead(r, n, spec.head);
+    if (YAML::Node n = root["objectives"])
+      readObjectives(r, n, spec.objectives);
+    else {
+      ObjectiveSpec o;
+      o.kind = spec.head.kind == HeadKind::Token ? ObjectiveKind::NextToken
+                                                 : ObjectiveKind::ChunkBytes;
+      spec.objectives.push_back(o);
+    }
+    if (YAML::Node n = root["train"])
+      readTrain(r, n, spec.train);
+  } catch (const YAML::Exception &ex) {
+    r.error(ex.mark, "", "invalid spec: " + ex.msg);
+  }
+  if (result.diagnostics.empty())
+    checkSemantics(r, spec);
+  if (result.diagnostics.empty())
+    result.spec = std::move(spec);
+  return result;
+}
+
+SpecResult readSpecFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    SpecResult result;
+    result.diagnostics.push_back({path, 0, 0, "cannot open the spec file"});
+    return result;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parseSpec(ss.str(), path);
+}
+
+SpecResult parseSpecJson(const std::string &json, const std::string &origin) {
+  // JSON is YAML; one validating reader serves both.
+  return parseSpec(json, origin);
+}
+
+std::string specToJson(const ModelSpec &s) {
+  using nlohmann::ordered_json;
+  ordered_json j;
+  j["name"] = s.name;
+  ordered_json e;
+  e["kind"] = toString(s.embedder.kind);
+  if (s.embedder.kind == EmbedderKind::Token) {
+    e["vocab_size"] = s.embedder.vocabSize;
+  } else {
+    e["chunking"] = toString(s.embedder.chunking);
+    if (s.embedder.chunking == Chunking::Fixed)
+      e["stride"] = s.embedder.stride;
+    e["chunk_bytes"] = s.embedder.chunkBytes;
+    e["byte_width"] = s.embedder.byteWidth;
+    e["encoder_layers"] = s.embedder.encoderLayers;
+    e["encoder_heads"] = s.embedder.encoderHeads;
+    e["pool"] = toString(s.embedder.pool);
+  }
+  j["embedder"] = e;
+  const CoreSpec &c = s.core;
+  j["core"] = {{"layers", c.layers},       {"width", c.width},
+               {"heads", c.heads},         {"kv_heads", c.kvHeads},
+               {"ffn", toString(c.ffn)},   {"ffn_width", c.ffnWidth},
+               {"context", c.context},     {"rope_theta", c.ropeTheta},
+               {"norm_eps", c.normEps}};
+  const TyingSpec &t = s.tying;
+  j["tying"] = {{"embed_head", t.embedHead},
+                {"ffn", toString(t.ffn)},
+                {"attn_out", toString(t.attnOut)},
+                {"interior_keep", t.interiorKeep},
+                {"lora_rank", t.loraRank}};
+  ordered_json h;
+  h["kind"] = toString(s.head.kind);
+  if (s.head.kind == HeadKind::ByteChunk) {
+    h["decoder_layers"] = s.head.decoderLayers;
+    h["decoder_heads"] = s.head.decoderHeads;
+  }
+  j["head"] = h;
+  ordered_json objs = ordered_json::array();
+  for (const ObjectiveSpec &o : s.objectives) {
+    ordered_json oj;
+    oj["kind"] = toString(o.kind);
+    oj["weight"] = o.weight;
+    switch (o.kind) {
+    case ObjectiveKind::ChunkBytes:
+    case ObjectiveKind::Reconstruction:
+      oj["mask_pad"] = o.maskPad;
+      break;
+    case ObjectiveKind::MaskedNextToken:
+      oj["mask_prob"] = o.maskProb;
+      oj["mask_id"] = o.maskId;
+      break;
+    case ObjectiveKind::Distill:
+      oj["teacher"] = o.teacher;
+      oj["temperature"] = o.temperature;
+      oj["alpha"] = o.alpha;
+      break;
+    case ObjectiveKind::NextToken:
+      break;
+    }
+    objs.push_back(oj);
+  }
+  j["objectives"] = objs;
+  const TrainSpec &tr = s.train;
+  j["train"] = {{"batch", tr.batch},
+                {"steps", tr.steps},
+                {"lr", tr.lr},
+                {"min_lr", tr.minLr},
+                {"warmup", tr.warmup},
+                {"schedule", toString(tr.schedule)},
+                {"betas", {tr.beta1, tr.beta2}},
+                {"eps", tr.eps},
+                {"weight_decay", tr.weightDecay},
+                {"grad_clip", tr.gradClip},
+                {"accumulate", tr.accumulate},
+                {"seed", tr.seed},
+                {"precision", toString(tr.precision)}};
+  return j.dump();
+}
+
+} // namespace stlm

@@ -1,0 +1,185 @@
+//===- stlm-run.cpp - train, evaluate, generate, initialise ---------------===//
+//
+//   stlm-run init SPEC.yaml -o W.safetensors [--seed N]
+//       MODEL_SPEC's initialisation, deterministic in N (default: the
+//       spec's train.seed); the spec is stored in __metadata__.
+//   stlm-run check W.safetensors [--spec SPEC.yaml]
+//       validates the file and its tensors against the spec (by default the
+//       one stored in the file), listing every mismatch.
+//
+// Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
+// bad input, 2 for bad usage.
+//
+//===----------------------------------------------------------------------===//
+
+#include "frontend/Params.h"
+#include "frontend/SafeTensors.h"
+#include "frontend/Spec.h"
+#include "frontend/Weights.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr const char *kUsage =
+    "usage: stlm-run init SPEC.yaml -o W.safetensors [--seed N]\n"
+    "       stlm-run check W.safetensors [--spec SPEC.yaml]\n";
+
+int usage(const std::string &msg) {
+  std::fprintf(stderr, "stlm-run: error: %s\n%s", msg.c_str(), kUsage);
+  return 2;
+}
+
+int fail(const std::string &msg) {
+  std::fprintf(stderr, "stlm-run: error: %s\n", msg.c_str());
+  return 1;
+}
+
+/// Command-line arguments: positionals and `--key value` / `-o value`.
+struct Args {
+  std::vector<std::string> positional;
+  std::vector<std::pair<std::string, std::string>> options;
+  std::string error;
+
+  static Args parse(int argc, char **argv, int first,
+                    const std::vector<std::string> &known) {
+    Args a;
+    for (int i = first; i < argc; ++i) {
+      std::string arg = argv[i];
+      if (arg.size() > 1 && arg[0] == '-') {
+        bool ok = false;
+        for (const std::string &k : known)
+          ok |= arg == k;
+        if (!ok) {
+          a.error = "unknown option '" + arg + "'";
+          return a;
+        }
+        if (i + 1 >= argc) {
+          a.error = "option '" + arg + "' needs a value";
+          return a;
+        }
+        a.options.emplace_back(arg, argv[++i]);
+      } else {
+        a.positional.push_back(arg);
+      }
+    }
+    return a;
+  }
+  const std::string *get(const std::string &key) const {
+    for (const auto &kv : options)
+      if (kv.first == key)
+        return &kv.second;
+    return nullptr;
+  }
+};
+
+bool loadSpec(const std::string &path, stlm::ModelSpec &spec) {
+  stlm::SpecResult r = stlm::readSpecFile(path);
+  for (const stlm::SpecDiagnostic &d : r.diagnostics)
+    std::fprintf(stderr, "%s\n", d.str().c_str());
+  if (!r.spec)
+    return false;
+  spec = *r.spec;
+  return true;
+}
+
+int runInit(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2, {"-o", "--seed"});
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("init takes exactly one spec file");
+  const std::string *out = a.get("-o");
+  if (!out)
+    return usage("init needs an output file (-o W.safetensors)");
+  stlm::ModelSpec spec;
+  if (!loadSpec(a.positional[0], spec))
+    return 1;
+  uint64_t seed = static_cast<uint64_t>(spec.train.seed);
+  if (const std::string *s = a.get("--seed")) {
+    char *end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(s->c_str(), &end, 10);
+    if (s->empty() || *end != '\0' || errno != 0 || (*s)[0] == '-')
+      return usage("--seed needs a non-negative integer, got '" + *s + "'");
+    seed = v;
+  }
+  std::string error;
+  if (!stlm::writeInitialWeights(spec, seed, *out, error))
+    return fail(error);
+  stlm::ParamTable table = stlm::buildParamTable(spec);
+  std::printf("%s: %zu tensors, %lld parameters of '%s' (seed %llu)\n",
+              out->c_str(), table.params.size(),
+              static_cast<long long>(table.uniqueCount()), spec.name.c_str(),
+              static_cast<unsigned long long>(seed));
+  return 0;
+}
+
+int runCheck(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2, {"--spec"});
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("check takes exactly one safetensors file");
+  const std::string &path = a.positional[0];
+  std::string error;
+  std::unique_ptr<stlm::SafeTensorsFile> file =
+      stlm::SafeTensorsFile::open(path, error);
+  if (!file)
+    return fail(error);
+
+  stlm::ModelSpec spec;
+  if (const std::string *specPath = a.get("--spec")) {
+    if (!loadSpec(*specPath, spec))
+      return 1;
+  } else {
+    auto it = file->metadata().find(stlm::kSpecKey);
+    if (it == file->metadata().end())
+      return fail(path + ": no model spec in __metadata__." +
+                  stlm::kSpecKey + "; pass --spec SPEC.yaml");
+    stlm::SpecResult r = stlm::parseSpecJson(
+        it->second, path + ": __metadata__." + stlm::kSpecKey);
+    if (!r.spec) {
+      for (const stlm::SpecDiagnostic &d : r.diagnostics)
+        std::fprintf(stderr, "%s\n", d.str().c_str());
+      return 1;
+    }
+    spec = *r.spec;
+  }
+
+  stlm::ParamTable table = stlm::buildParamTable(spec);
+  std::vector<std::string> problems = stlm::checkWeights(table, *file);
+  if (!problems.empty()) {
+    std::string msg = path + " does not match model '" + spec.name + "' (" +
+                      std::to_string(problems.size()) + " problems):";
+    for (const std::string &p : problems)
+      msg += "\n  " + p;
+    return fail(msg);
+  }
+  std::printf("%s: OK: %zu tensors, %lld parameters match '%s'\n",
+              path.c_str(), file->tensors().size(),
+              static_cast<long long>(table.uniqueCount()), spec.name.c_str());
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage("no command given");
+  std::string cmd = argv[1];
+  if (cmd == "init")
+    return runInit(argc, argv);
+  if (cmd == "check")
+    return runCheck(argc, argv);
+  if (cmd == "-h" || cmd == "--help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  return usage("unknown command '" + cmd + "'");
+}
