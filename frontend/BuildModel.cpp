@@ -123,7 +123,8 @@ Value ModelBuilder::block(Value x, const BlockConfig &cfg, const Access &w,
     k = rope(k);
   }
   Value a = b.create<mlir::stlm::AttentionOp>(
-      loc, q.getType(), cfg.mask, q, k, v, cfg.heads, cfg.kvHeads);
+      loc, q.getType(), cfg.mask, q, k, v, /*offset=*/Value(), cfg.heads,
+      cfg.kvHeads);
   Value x1 = add(x, proj(a, "wo"));
   // x += ffn(rmsnorm(x))
   Value n2 = rmsnorm(x1, w("ffn_norm"));
@@ -384,19 +385,19 @@ void ModelBuilder::buildBytePoolFunctions() {
         given ? fn.getArgument(1) : Value(),
         e.chunking == Chunking::Fixed ? b.getI64IntegerAttr(e.stride)
                                       : IntegerAttr());
-    return op.getChunks();
+    return std::make_pair(op.getChunks(), op.getCount());
   };
   auto call = [&](func::FuncOp fn, Value arg) {
     return b.create<func::CallOp>(loc, fn, ValueRange{arg}).getResult(0);
   };
 
   func::FuncOp logitsFn = beginFunction("logits", inputs, {logitsTy});
-  Value c = chunk(logitsFn);
+  Value c = chunk(logitsFn).first;
   b.create<func::ReturnOp>(loc, call(decode, call(core, call(encode, c))));
 
   func::FuncOp lossFn = beginFunction("loss", inputs, {f32({})});
-  c = chunk(lossFn);
-  Value encoded = call(encode, c);
+  auto [lc, count] = chunk(lossFn);
+  Value encoded = call(encode, lc);
   SmallVector<Value> terms;
   SmallVector<double> weights;
   for (const ObjectiveSpec &o : s.objectives) {
@@ -404,12 +405,12 @@ void ModelBuilder::buildBytePoolFunctions() {
     if (o.kind == ObjectiveKind::ChunkBytes) {
       Value next = call(decode, call(core, encoded));
       term = b.create<mlir::stlm::ChunkBytesLossOp>(
-          loc, f32({}), next, c, b.getBoolAttr(o.maskPad));
+          loc, f32({}), next, lc, count, b.getBoolAttr(o.maskPad));
     } else {
       assert(o.kind == ObjectiveKind::Reconstruction);
       Value same = call(decode, encoded);
       term = b.create<mlir::stlm::ReconstructionLossOp>(
-          loc, f32({}), same, c, b.getBoolAttr(o.maskPad));
+          loc, f32({}), same, lc, count, b.getBoolAttr(o.maskPad));
     }
     terms.push_back(term);
     weights.push_back(o.weight);

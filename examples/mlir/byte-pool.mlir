@@ -1,7 +1,8 @@
 // byte-pool: a byte-level model that runs its core over word chunks,
 // written in the stlm dialect by hand.
 //
-//   bytes [B=4, N=256] --chunk words--> chunks [4, C=32, L=12] (pad 256)
+//   bytes [B=4, N=256] --chunk words--> chunks [4, C=32, L=12] (pad 256;
+//            bytes after the 32nd chunk are left for other windows)
 //   encoder: embed.bytes + embed.slots -> 1 block, attention inside each
 //            chunk (d_b = 64, 4 heads) -> mean pool -> embed.proj -> [4, 32, 128]
 //   core:    2 causal layers over chunks, D = 128, 4 heads / 2 kv heads
@@ -197,8 +198,9 @@ stlm.model @byte_pool {
     %h = call @core(%x) : (tensor<4x32x128xf32>) -> tensor<4x32x128xf32>
     %next = call @decode(%h) : (tensor<4x32x128xf32>) -> tensor<4x32x12x258xf32>
     %same = call @decode(%x) : (tensor<4x32x128xf32>) -> tensor<4x32x12x258xf32>
-    %l0 = stlm.chunk_bytes_loss %next, %chunks {mask_pad = true} : tensor<4x32x12x258xf32>, tensor<4x32x12xi32>
-    %l1 = stlm.reconstruction_loss %same, %chunks {mask_pad = true} : tensor<4x32x12x258xf32>, tensor<4x32x12xi32>
+    // Only real chunks are targets: %count chunks were filled in each row.
+    %l0 = stlm.chunk_bytes_loss %next, %chunks count(%count) {mask_pad = true} : tensor<4x32x12x258xf32>, tensor<4x32x12xi32>, tensor<4xi32>
+    %l1 = stlm.reconstruction_loss %same, %chunks count(%count) {mask_pad = true} : tensor<4x32x12x258xf32>, tensor<4x32x12xi32>, tensor<4xi32>
     %loss = stlm.weighted_sum %l0, %l1 {weights = [1.0, 0.5]} : tensor<f32>, tensor<f32>
     return %loss : tensor<f32>
   }

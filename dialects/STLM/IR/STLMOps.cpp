@@ -81,11 +81,16 @@ static LogicalResult verifyLogitsTargets(Operation *op, Value logits,
   return success();
 }
 
-/// Chunk objectives: `logits: [B, C, L, 258]`, `chunks: [B, C, L]`.
+/// Chunk objectives: `logits: [B, C, L, 258]`, `chunks: [B, C, L]`,
+/// optional `count: [B]`.
 static LogicalResult verifyChunkLogits(Operation *op, Value logits,
-                                       Value chunks) {
+                                       Value chunks, Value count) {
   if (failed(verifyLogitsTargets(op, logits, chunks, "chunks", 4)))
     return failure();
+  int64_t batch = tensorTy(chunks).getShape()[0];
+  if (count && tensorTy(count).getShape() != ArrayRef<int64_t>{batch})
+    return op->emitOpError() << "count must be [" << batch << "], got "
+                             << shapeStr(tensorTy(count).getShape());
   int64_t v = tensorTy(logits).getShape().back();
   if (v != ChunkOp::kByteVocab)
     return op->emitOpError() << "byte logits must have "
@@ -444,7 +449,9 @@ LogicalResult AttentionOp::verify() {
     return emitOpError() << "v shape " << shapeStr(vs)
                          << " must equal k shape " << shapeStr(ks);
   int64_t t = qs[qs.size() - 2], s = ks[ks.size() - 2];
-  if (getMask() == MaskKind::causal && s < t)
+  if (getOffset() && getMask() != MaskKind::causal)
+    return emitOpError("an offset only applies to causal attention");
+  if (getMask() == MaskKind::causal && !getOffset() && s < t)
     return emitOpError() << "causal attention needs at least as many keys ("
                          << s << ") as queries (" << t << ")";
   if (tensorTy(getResult()) != tensorTy(getQ()))
@@ -486,6 +493,9 @@ LogicalResult LogitsOp::verify() {
 }
 
 LogicalResult MaskTokensOp::verify() {
+  if (tensorTy(getIds()).getRank() != 2)
+    return emitOpError() << "ids must be [B, T], got "
+                         << shapeStr(tensorTy(getIds()).getShape());
   if (tensorTy(getIds()).getShape() != tensorTy(getMask()).getShape())
     return emitOpError("mask shape must match ids shape");
   double p = getProb().convertToDouble();
@@ -505,7 +515,7 @@ LogicalResult NextTokenLossOp::verify() {
 }
 
 LogicalResult ChunkBytesLossOp::verify() {
-  if (failed(verifyChunkLogits(*this, getLogits(), getChunks())))
+  if (failed(verifyChunkLogits(*this, getLogits(), getChunks(), getCount())))
     return failure();
   if (tensorTy(getChunks()).getShape()[1] < 2)
     return emitOpError("next-chunk prediction needs at least 2 chunks");
@@ -513,7 +523,7 @@ LogicalResult ChunkBytesLossOp::verify() {
 }
 
 LogicalResult ReconstructionLossOp::verify() {
-  return verifyChunkLogits(*this, getLogits(), getChunks());
+  return verifyChunkLogits(*this, getLogits(), getChunks(), getCount());
 }
 
 LogicalResult MaskedNextTokenLossOp::verify() {

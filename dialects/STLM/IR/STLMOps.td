@@ -62,7 +62,9 @@ def STLM_ParamOp : STLM_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     Declares a parameter: its name (the checkpoint tensor name, e.g.
     `layers.3.wq`), its shape and element type, and its initialisation:
 
-    - `normal(s)`: every element drawn from `N(0, s²)`, `s > 0`;
+    - `normal(s)`: every element drawn from `N(0, s²)`, `s > 0`, with the
+      deterministic per-tensor generator of `frontend/Weights.h` (keyed by
+      the seed and the parameter name);
     - `zeros`: all 0 (LoRA `b`);
     - `ones`: all 1 (norm gains).
 
@@ -389,22 +391,30 @@ def STLM_AttentionOp : STLM_Op<"attention", [Pure]> {
     y_h[t]  = Σ_u softmax_u(s[t, :])[u] · v_j[u]
     ```
 
-    `mask = causal`: `m[t, u] = 0` if `u ≤ t + (S − T)` else −∞ (so with
-    `S = T` a token sees itself and the past; with `S > T` the queries are
-    the last T positions of a KV cache); requires `S ≥ T`.
-    `mask = none`: `m = 0` (bidirectional, used inside chunks).
+    `mask = causal`: `m[t, u] = 0` if `u ≤ t + o` else −∞, where `o` is
+    the optional 0-d `offset` operand (the position of the first query
+    among the keys) and defaults to `S − T`. So with `S = T` a token sees
+    itself and the past; with a KV cache of capacity S holding `o + T`
+    filled positions, the T new queries see exactly the filled ones.
+    Without `offset`, `S ≥ T` is required.
+    `mask = none`: `m = 0` (bidirectional, used inside chunks); takes no
+    `offset`.
 
     ```mlir
     %o = stlm.attention causal %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
         : tensor<12x64x128xf32>, tensor<12x64x64xf32>, tensor<12x64x64xf32> -> tensor<12x64x128xf32>
+    // One new token against a 256-slot KV cache of which %pos + 1 are filled.
+    %g = stlm.attention causal %q1, %kc, %vc offset(%pos) {heads = 4 : i64, kv_heads = 2 : i64}
+        : tensor<1x1x128xf32>, tensor<1x256x64xf32>, tensor<1x256x64xf32> -> tensor<1x1x128xf32>
     ```
   }];
   let arguments = (ins STLM_MaskKind:$mask, STLM_Tensor:$q, STLM_Tensor:$k,
-                       STLM_Tensor:$v, STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads);
+                       STLM_Tensor:$v, Optional<STLM_IntScalar>:$offset,
+                       STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads);
   let results = (outs STLM_Tensor:$result);
   let assemblyFormat = [{
-    $mask $q `,` $k `,` $v attr-dict `:` type($q) `,` type($k) `,` type($v)
-    `->` type($result)
+    $mask $q `,` $k `,` $v (`offset` `(` $offset^ `)`)? attr-dict `:`
+    type($q) `,` type($k) `,` type($v) `->` type($result)
   }];
   let hasVerifier = 1;
 }
@@ -505,10 +515,19 @@ def STLM_MaskTokensOp : STLM_Op<"mask_tokens", [
   let summary = "masks a random fraction of input ids (masked prediction)";
   let description = [{
     `ids: [B, T] i32`, `seed: i32` → `masked: [B, T] i32`,
-    `mask: [B, T] i1`. With `n = b·T + t` and the uniform variate
-    `u(seed, n) = (splitmix64(seed · 2³² + n) >> 40) / 2²⁴` in `[0, 1)`:
+    `mask: [B, T] i1`. With `n = b·T + t`, the seed read as an unsigned
+    32-bit value `s`, and the uniform variate in `[0, 1)`
+
+    ```
+    u(s, n)       = (splitmix64(s · 2³² + n) >> 40) · 2⁻²⁴      (64-bit unsigned)
+    splitmix64(x) = z ^ (z >> 31), where x' = x + 0x9e3779b97f4a7c15,
+                    y = (x' ^ (x' >> 30)) · 0xbf58476d1ce4e5b9,
+                    z = (y ^ (y >> 27)) · 0x94d049bb133111eb
+    ```
+
     `mask[b, t] = u < prob`, `masked[b, t] = mask ? mask_id : ids[b, t]`.
-    `0 < prob < 1`, `mask_id ≥ 0`.
+    `0 < prob < 1`, `mask_id ≥ 0` (and below the vocabulary of the table
+    the masked ids are looked up in). Not differentiable.
 
     ```mlir
     %m, %k = stlm.mask_tokens %ids, %seed {prob = 1.500000e-01 : f64, mask_id = 0 : i64}
@@ -549,20 +568,28 @@ def STLM_ChunkBytesLossOp : STLM_Op<"chunk_bytes_loss", [Pure]> {
   let summary = "next-chunk byte cross-entropy, mean in nats";
   let description = [{
     `logits: [B, C, L, 258]` (the decoder output at chunk `c` predicts the
-    L bytes of chunk `c+1`), `chunks: [B, C, L] i32` → `f32`. The counted
-    targets are `(b, c, s)` with `c < C−1`, excluding those whose target
-    `chunks[b, c+1, s]` is the pad byte 256 when `mask_pad` is set:
+    L bytes of chunk `c+1`), `chunks: [B, C, L] i32`, optional
+    `count: [B] i32` (from `stlm.chunk`) → `f32`. The counted targets are
+    `(b, c, s)` with `c + 1 < count[b]` (`c < C − 1` without `count`),
+    excluding those whose target `chunks[b, c+1, s]` is the pad byte 256
+    when `mask_pad` is set:
     `loss = −mean over counted (b,c,s) of
-    log softmax(logits[b, c, s])[chunks[b, c+1, s]]`; 0 if none is counted.
+    log softmax(logits[b, c, s])[chunks[b, c+1, s]]`; 0 (with gradient 0)
+    if none is counted. Pass `count` so that the all-pad chunks after the
+    last real one are not targets.
 
     ```mlir
-    %loss = stlm.chunk_bytes_loss %l, %c {mask_pad = true} : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>
+    %loss = stlm.chunk_bytes_loss %l, %c count(%n) {mask_pad = true} : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>, tensor<4xi32>
     ```
   }];
   let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$chunks,
+                       Optional<STLM_IdTensor>:$count,
                        DefaultValuedAttr<BoolAttr, "false">:$mask_pad);
   let results = (outs STLM_Scalar:$loss);
-  let assemblyFormat = "$logits `,` $chunks attr-dict `:` type($logits) `,` type($chunks)";
+  let assemblyFormat = [{
+    $logits `,` $chunks (`count` `(` $count^ `)`)? attr-dict `:`
+    type($logits) `,` type($chunks) (`,` type($count)^)?
+  }];
   let hasVerifier = 1;
 }
 
@@ -570,18 +597,23 @@ def STLM_ReconstructionLossOp : STLM_Op<"reconstruction_loss", [Pure]> {
   let summary = "reconstruction cross-entropy of the current chunk, mean in nats";
   let description = [{
     `logits: [B, C, L, 258]` (decoded from the encoder output of chunk `c`
-    itself), `chunks: [B, C, L] i32` → `f32`: like `stlm.chunk_bytes_loss`
-    but the target of `(b, c, s)` is `chunks[b, c, s]` and every chunk
-    `c < C` is counted (pad targets excluded when `mask_pad`).
+    itself), `chunks: [B, C, L] i32`, optional `count: [B] i32` → `f32`:
+    like `stlm.chunk_bytes_loss` but the target of `(b, c, s)` is
+    `chunks[b, c, s]` and the counted chunks are `c < count[b]` (all `C`
+    without `count`), pad targets excluded when `mask_pad`.
 
     ```mlir
-    %loss = stlm.reconstruction_loss %l, %c : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>
+    %loss = stlm.reconstruction_loss %l, %c count(%n) : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>, tensor<4xi32>
     ```
   }];
   let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$chunks,
+                       Optional<STLM_IdTensor>:$count,
                        DefaultValuedAttr<BoolAttr, "false">:$mask_pad);
   let results = (outs STLM_Scalar:$loss);
-  let assemblyFormat = "$logits `,` $chunks attr-dict `:` type($logits) `,` type($chunks)";
+  let assemblyFormat = [{
+    $logits `,` $chunks (`count` `(` $count^ `)`)? attr-dict `:`
+    type($logits) `,` type($chunks) (`,` type($count)^)?
+  }];
   let hasVerifier = 1;
 }
 
@@ -615,8 +647,11 @@ def STLM_DistillLossOp : STLM_Op<"distill_loss", [Pure]> {
 
     ```
     loss = α · τ² · mean KL(p ‖ q) + (1 − α) · mean CE(logits, targets)
-    KL(p ‖ q) = Σ_v p_v (log p_v − log q_v)
+    KL(p ‖ q) = Σ_v p_v (log p_v − log q_v)      (terms with p_v = 0 are 0)
     ```
+
+    The teacher logits are an input (computed beforehand from the teacher
+    checkpoint) and receive no gradient.
 
     ```mlir
     %loss = stlm.distill_loss %l, %t, %y {temperature = 2.000000e+00 : f64, alpha = 5.000000e-01 : f64}

@@ -1094,3 +1094,39 @@ func.func @f(%t: tensor<i64>) {
   %lr = "stlm.lr_schedule"(%t) <{kind = 0 : i32, lr = 1.0e-3 : f64, min_lr = 0.0 : f64, warmup = 0 : i64, total = 10 : i64}> : (tensor<i64>) -> tensor<f32>
   return
 }
+
+// -----
+
+// Tests that an offset is only for causal attention.
+func.func @f(%q: tensor<2x4x8xf32>, %pos: tensor<i32>) {
+  // expected-error @+1 {{an offset only applies to causal attention}}
+  %a = stlm.attention none %q, %q, %q offset(%pos) {heads = 2, kv_heads = 2} : tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32> -> tensor<2x4x8xf32>
+  return
+}
+
+// -----
+
+// Tests that masking needs [B, T] ids.
+func.func @f(%ids: tensor<2x4x3xi32>, %seed: tensor<i32>) {
+  // expected-error @+1 {{ids must be [B, T], got [2, 4, 3]}}
+  %m, %k = stlm.mask_tokens %ids, %seed {prob = 0.15, mask_id = 0} : tensor<2x4x3xi32> -> tensor<2x4x3xi1>
+  return
+}
+
+// -----
+
+// Tests that the chunk count of a chunk objective is one value per row.
+func.func @f(%l: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>, %n: tensor<3xi32>) {
+  // expected-error @+1 {{count must be [2], got [3]}}
+  %loss = stlm.chunk_bytes_loss %l, %c count(%n) : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<3xi32>
+  return
+}
+
+// -----
+
+// Tests that the reconstruction objective checks its chunk count too.
+func.func @f(%l: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>, %n: tensor<2x1xi32>) {
+  // expected-error @+1 {{count must be [2], got [2, 1]}}
+  %loss = stlm.reconstruction_loss %l, %c count(%n) : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<2x1xi32>
+  return
+}

@@ -9,19 +9,19 @@
 // CHECK-LABEL: stlm.model @structure
 // CHECK: stlm.param @embed.tok : tensor<16x8xf32> = normal(2.000000e-02)
 // CHECK: stlm.param @norm : tensor<8xf32> = ones
-// CHECK: stlm.param @layers.1.lora.a : tensor<2x8xf32> = normal(2.000000e-02)
-// CHECK: stlm.param @layers.2.lora.a : tensor<2x8xf32> = normal(2.000000e-02)
-// CHECK: stlm.param @layers.1.lora.b : tensor<8x2xf32> = zeros
-// CHECK: stlm.param @layers.2.lora.b : tensor<8x2xf32> = zeros
-// CHECK: stlm.param @shared.w : tensor<8x8xf32> = normal(1.000000e-02)
+// CHECK: stlm.param @layers.1.lora.w1.a : tensor<2x8xf32> = normal(2.000000e-02)
+// CHECK: stlm.param @layers.2.lora.w1.a : tensor<2x8xf32> = normal(2.000000e-02)
+// CHECK: stlm.param @layers.1.lora.w1.b : tensor<8x2xf32> = zeros
+// CHECK: stlm.param @layers.2.lora.w1.b : tensor<8x2xf32> = zeros
+// CHECK: stlm.param @shared.w1 : tensor<8x8xf32> = normal(1.000000e-02)
 stlm.model @structure {
   stlm.param @embed.tok : tensor<16x8xf32> = normal(2.0e-2)
   stlm.param @norm : tensor<8xf32> = ones
-  stlm.param @layers.1.lora.a : tensor<2x8xf32> = normal(2.0e-2)
-  stlm.param @layers.2.lora.a : tensor<2x8xf32> = normal(2.0e-2)
-  stlm.param @layers.1.lora.b : tensor<8x2xf32> = zeros
-  stlm.param @layers.2.lora.b : tensor<8x2xf32> = zeros
-  stlm.param @shared.w : tensor<8x8xf32> = normal(1.0e-2)
+  stlm.param @layers.1.lora.w1.a : tensor<2x8xf32> = normal(2.0e-2)
+  stlm.param @layers.2.lora.w1.a : tensor<2x8xf32> = normal(2.0e-2)
+  stlm.param @layers.1.lora.w1.b : tensor<8x2xf32> = zeros
+  stlm.param @layers.2.lora.w1.b : tensor<8x2xf32> = zeros
+  stlm.param @shared.w1 : tensor<8x8xf32> = normal(1.0e-2)
   // CHECK: func.func @logits(%[[IDS:.*]]: tensor<2x4xi32>)
   func.func @logits(%ids: tensor<2x4xi32>) -> tensor<2x4x16xf32> {
     // CHECK: %[[E:.*]] = stlm.param_ref @embed.tok : tensor<16x8xf32>
@@ -30,9 +30,9 @@ stlm.model @structure {
     %x = stlm.embed %e[%ids] : tensor<16x8xf32>, tensor<2x4xi32> -> tensor<2x4x8xf32>
     // CHECK: %[[Y:.*]] = stlm.repeat 1 to 3 (%[[X]]) : tensor<2x4x8xf32> {
     // CHECK: ^bb0(%[[L:.*]]: index, %[[H:.*]]: tensor<2x4x8xf32>):
-    // CHECK:   %[[W:.*]] = stlm.param_ref @shared.w : tensor<8x8xf32>
-    // CHECK:   %[[A:.*]] = stlm.layer_param_ref "layers.{}.lora.a"[%[[L]]] : tensor<2x8xf32>
-    // CHECK:   %[[B:.*]] = stlm.layer_param_ref "layers.{}.lora.b"[%[[L]]] : tensor<8x2xf32>
+    // CHECK:   %[[W:.*]] = stlm.param_ref @shared.w1 : tensor<8x8xf32>
+    // CHECK:   %[[A:.*]] = stlm.layer_param_ref "layers.{}.lora.w1.a"[%[[L]]] : tensor<2x8xf32>
+    // CHECK:   %[[B:.*]] = stlm.layer_param_ref "layers.{}.lora.w1.b"[%[[L]]] : tensor<8x2xf32>
     // CHECK:   %[[F:.*]] = stlm.linear %[[H]], %[[W]] : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
     // CHECK:   %[[D:.*]] = stlm.lowrank %[[H]], %[[A]], %[[B]] : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32> -> tensor<2x4x8xf32>
     // CHECK:   %[[S:.*]] = stlm.add %[[F]], %[[D]] : tensor<2x4x8xf32>, tensor<2x4x8xf32>
@@ -40,9 +40,9 @@ stlm.model @structure {
     // CHECK: }
     %y = stlm.repeat 1 to 3 (%x) : tensor<2x4x8xf32> {
     ^bb0(%l: index, %h: tensor<2x4x8xf32>):
-      %w = stlm.param_ref @shared.w : tensor<8x8xf32>
-      %a = stlm.layer_param_ref "layers.{}.lora.a"[%l] : tensor<2x8xf32>
-      %b = stlm.layer_param_ref "layers.{}.lora.b"[%l] : tensor<8x2xf32>
+      %w = stlm.param_ref @shared.w1 : tensor<8x8xf32>
+      %a = stlm.layer_param_ref "layers.{}.lora.w1.a"[%l] : tensor<2x8xf32>
+      %b = stlm.layer_param_ref "layers.{}.lora.w1.b"[%l] : tensor<8x2xf32>
       %f = stlm.linear %h, %w : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
       %d = stlm.lowrank %h, %a, %b : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<8x2xf32> -> tensor<2x4x8xf32>
       %s = stlm.add %f, %d : tensor<2x4x8xf32>, tensor<2x4x8xf32>
@@ -68,13 +68,16 @@ stlm.model @structure {
 // CHECK-LABEL: stlm.model @layers
 stlm.model @layers {
   // CHECK: func.func @block
-  func.func @block(%x: tensor<2x4x8xf32>, %k: tensor<2x6x4xf32>, %pos: tensor<i32>) -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>) {
+  func.func @block(%x: tensor<2x4x8xf32>, %k: tensor<2x6x4xf32>, %pos: tensor<i32>, %x1: tensor<2x8xf32>) -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>) {
     // CHECK: stlm.rope %{{.*}} {head_dim = 4 : i64, theta = 5.000000e+05 : f64} : tensor<2x4x8xf32>
     %r = stlm.rope %x {head_dim = 4, theta = 5.0e5} : tensor<2x4x8xf32>
     // CHECK: stlm.rope %{{.*}} offset(%{{.*}}) {head_dim = 4 : i64} : tensor<2x6x4xf32>
     %rk = stlm.rope %k offset(%pos) {head_dim = 4} : tensor<2x6x4xf32>
     // CHECK: stlm.attention causal %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x4x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x4x8xf32>
     %a = stlm.attention causal %r, %rk, %k {heads = 2, kv_heads = 1} : tensor<2x4x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x4x8xf32>
+    // CHECK: stlm.attention causal %{{.*}}, %{{.*}}, %{{.*}} offset(%{{.*}}) {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x1x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x1x8xf32>
+    %q1 = stlm.split_slots %x1 : tensor<2x8xf32> -> tensor<2x1x8xf32>
+    %g1 = stlm.attention causal %q1, %rk, %k offset(%pos) {heads = 2, kv_heads = 1} : tensor<2x1x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x1x8xf32>
     // CHECK: stlm.swiglu %{{.*}}, %{{.*}} : tensor<2x4x8xf32>
     %s = stlm.swiglu %a, %x : tensor<2x4x8xf32>
     // CHECK: stlm.gelu %{{.*}} : tensor<2x4x8xf32>
@@ -124,7 +127,7 @@ stlm.model @bytes {
 stlm.model @objectives {
   // CHECK: func.func @losses
   func.func @losses(%l: tensor<2x4x16xf32>, %t: tensor<2x4x16xf32>, %y: tensor<2x4xi32>,
-                    %seed: tensor<i32>, %bl: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>) -> tensor<f32> {
+                    %seed: tensor<i32>, %bl: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>, %n: tensor<2xi32>) -> tensor<f32> {
     // CHECK: stlm.next_token_loss %{{.*}}, %{{.*}} : tensor<2x4x16xf32>, tensor<2x4xi32>
     %a = stlm.next_token_loss %l, %y : tensor<2x4x16xf32>, tensor<2x4xi32>
     // CHECK: stlm.mask_tokens %{{.*}}, %{{.*}} {mask_id = 0 : i64, prob = 1.500000e-01 : f64} : tensor<2x4xi32> -> tensor<2x4xi1>
@@ -135,8 +138,12 @@ stlm.model @objectives {
     %d = stlm.distill_loss %l, %t, %y {temperature = 2.0, alpha = 0.5} : tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4xi32>
     // CHECK: stlm.chunk_bytes_loss %{{.*}}, %{{.*}} {mask_pad = true} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
     %cb = stlm.chunk_bytes_loss %bl, %c {mask_pad = true} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
+    // CHECK: stlm.chunk_bytes_loss %{{.*}}, %{{.*}} count(%{{.*}}) : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<2xi32>
+    %cb2 = stlm.chunk_bytes_loss %bl, %c count(%n) : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<2xi32>
     // CHECK: stlm.reconstruction_loss %{{.*}}, %{{.*}} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
     %r = stlm.reconstruction_loss %bl, %c : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>
+    // CHECK: stlm.reconstruction_loss %{{.*}}, %{{.*}} count(%{{.*}}) {mask_pad = true} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<2xi32>
+    %r2 = stlm.reconstruction_loss %bl, %c count(%n) {mask_pad = true} : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<2xi32>
     // CHECK: stlm.weighted_sum %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {weights = [1.000000e+00, 5.000000e-01, 2.500000e-01, 1.000000e+00, 1.000000e-01]} : tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>
     %s = stlm.weighted_sum %a, %b, %d, %cb, %r {weights = [1.0, 0.5, 0.25, 1.0, 0.1]} : tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>
     return %s : tensor<f32>
