@@ -22,4 +22,6 @@ config.environment["FILECHECK_OPTS"] = "--enable-var-scope"
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
-    [ToolSubst("stlm-opt", unresolved="fatal")], [config.stlm_tools_dir])
+    [ToolSubst(t, unresolved="fatal")
+     for t in ["stlm-opt", "stlm-compile", "stlm-run"]],
+    [config.stlm_tools_dir])
