@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -146,14 +147,26 @@ public:
     diags.push_back(std::move(d));
   }
 
-  /// Where `key` was written (or its section, if it was not).
-  YAML::Mark markOf(const std::string &key) const {
-    auto it = marks.find(key);
-    return it == marks.end() ? YAML::Mark() : it->second;
+  /// Where `key` was written; for a key left to its default, where its
+  /// nearest enclosing section was written (or the first key of the file).
+  YAML::Mark markOf(std::string key) const {
+    while (true) {
+      auto it = marks.find(key);
+      if (it != marks.end())
+        return it->second;
+      size_t dot = key.rfind('.');
+      if (dot == std::string::npos)
+        return firstMark;
+      key.resize(dot);
+    }
   }
   bool has(const std::string &key) const { return marks.count(key) != 0; }
+  /// A semantic error about `key`; when the key was not written, says that
+  /// its default is what conflicts.
   void error(const std::string &key, const std::string &msg) {
-    error(markOf(key), key, msg);
+    error(markOf(key), key,
+          has(key) ? msg : msg + " (" + key + " is not given; that is its "
+                                     "default)");
   }
 
   /// Checks that `node` (at `path`) is a map whose keys are all in
@@ -161,10 +174,16 @@ public:
   bool checkMap(const YAML::Node &node, const std::string &path,
                 const std::set<std::string> &allowed) {
     if (!node.IsMap()) {
-      error(node.Mark(), path, "expected a mapping of keys");
+      error(path.empty() ? node.Mark() : valueMark(node, path), path,
+            "expected a mapping of keys, got " + describe(node));
       return false;
     }
     for (const auto &kv : node) {
+      if (!kv.first.IsScalar()) {
+        error(kv.first.Mark(), path, "keys must be plain names, got " +
+                                         describe(kv.first));
+        continue;
+      }
       std::string key = kv.first.Scalar();
       std::string full = path.empty() ? key : path + "." + key;
       if (!allowed.count(key)) {
@@ -194,20 +213,41 @@ public:
     return v;
   }
 
+  /// Where to report a problem with value `v` of `key`: at the value, or at
+  /// the key when the value is empty (yaml-cpp places empty values on the
+  /// next line).
+  YAML::Mark valueMark(const YAML::Node &v, const std::string &key) const {
+    return v.IsNull() ? markOf(key) : v.Mark();
+  }
+
+  /// Largest accepted size or index (2^20): far beyond any model this
+  /// toolchain targets, small enough that with at most kMaxLayers layers no
+  /// parameter count can overflow.
+  static constexpr int64_t kMaxInt = int64_t(1) << 20;
+  static constexpr int64_t kMaxLayers = 4096;
+
   bool getInt(const YAML::Node &map, const std::string &path, const char *key,
-              int64_t &out, bool required = false, int64_t min = INT64_MIN) {
+              int64_t &out, bool required = false, int64_t min = INT64_MIN,
+              int64_t max = kMaxInt) {
     YAML::Node v = get(map, path, key, required);
     if (!v)
       return false;
     std::string full = join(path, key);
     int64_t x;
     if (!v.IsScalar() || !YAML::convert<int64_t>::decode(v, x)) {
-      error(v.Mark(), full, "expected an integer, got " + describe(v));
+      bool digits = v.IsScalar() && !v.Scalar().empty() &&
+                    v.Scalar().find_first_not_of("-+0123456789") ==
+                        std::string::npos;
+      error(valueMark(v, full), full,
+            digits ? "integer " + v.Scalar() + " is out of range"
+                   : "expected an integer, got " + describe(v));
       return false;
     }
-    if (x < min) {
+    if (x < min || x > max) {
       error(v.Mark(), full,
-            "must be >= " + std::to_string(min) + ", got " + std::to_string(x));
+            (x < min ? "must be >= " + std::to_string(min)
+                     : "must be <= " + std::to_string(max)) +
+                ", got " + std::to_string(x));
       return false;
     }
     out = x;
@@ -222,7 +262,7 @@ public:
     double x;
     if (!v.IsScalar() || !YAML::convert<double>::decode(v, x) ||
         !std::isfinite(x)) {
-      error(v.Mark(), join(path, key),
+      error(valueMark(v, join(path, key)), join(path, key),
             "expected a finite number, got " + describe(v));
       return false;
     }
@@ -237,7 +277,7 @@ public:
       return false;
     bool x;
     if (!v.IsScalar() || !YAML::convert<bool>::decode(v, x)) {
-      error(v.Mark(), join(path, key),
+      error(valueMark(v, join(path, key)), join(path, key),
             "expected true or false, got " + describe(v));
       return false;
     }
@@ -251,7 +291,8 @@ public:
     if (!v)
       return false;
     if (!v.IsScalar()) {
-      error(v.Mark(), join(path, key), "expected a string, got " + describe(v));
+      error(valueMark(v, join(path, key)), join(path, key),
+            "expected a string, got " + describe(v));
       return false;
     }
     out = v.Scalar();
@@ -294,6 +335,7 @@ public:
   std::string file;
   std::vector<SpecDiagnostic> &diags;
   std::map<std::string, YAML::Mark> marks;
+  YAML::Mark firstMark; // position of the file's first key
 };
 
 void readEmbedder(Reader &r, const YAML::Node &n, EmbedderSpec &e) {
@@ -309,7 +351,8 @@ void readEmbedder(Reader &r, const YAML::Node &n, EmbedderSpec &e) {
   r.getInt(n, "embedder", "stride", e.stride, false, 1);
   r.getInt(n, "embedder", "chunk_bytes", e.chunkBytes, false, 1);
   r.getInt(n, "embedder", "byte_width", e.byteWidth, false, 1);
-  r.getInt(n, "embedder", "encoder_layers", e.encoderLayers, false, 0);
+  r.getInt(n, "embedder", "encoder_layers", e.encoderLayers, false, 0,
+           Reader::kMaxLayers);
   r.getInt(n, "embedder", "encoder_heads", e.encoderHeads, false, 1);
   r.getEnum(n, "embedder", "pool", e.pool,
             {Pool::Mean, Pool::MaskedMean, Pool::Max});
@@ -320,7 +363,7 @@ void readCore(Reader &r, const YAML::Node &n, CoreSpec &c) {
                   {"layers", "width", "heads", "kv_heads", "ffn", "ffn_width",
                    "context", "rope_theta", "norm_eps"}))
     return;
-  r.getInt(n, "core", "layers", c.layers, true, 1);
+  r.getInt(n, "core", "layers", c.layers, true, 1, Reader::kMaxLayers);
   r.getInt(n, "core", "width", c.width, true, 1);
   r.getInt(n, "core", "heads", c.heads, true, 1);
   c.kvHeads = c.heads;
@@ -351,14 +394,16 @@ void readHead(Reader &r, const YAML::Node &n, HeadSpec &h) {
     return;
   r.getEnum(n, "head", "kind", h.kind, {HeadKind::Token, HeadKind::ByteChunk},
             true);
-  r.getInt(n, "head", "decoder_layers", h.decoderLayers, false, 0);
+  r.getInt(n, "head", "decoder_layers", h.decoderLayers, false, 0,
+           Reader::kMaxLayers);
   r.getInt(n, "head", "decoder_heads", h.decoderHeads, false, 1);
 }
 
 void readObjectives(Reader &r, const YAML::Node &n,
                     std::vector<ObjectiveSpec> &out) {
   if (!n.IsSequence() || n.size() == 0) {
-    r.error(n.Mark(), "objectives", "expected a non-empty list of objectives");
+    r.error(r.valueMark(n, "objectives"), "objectives",
+            "expected a non-empty list of objectives");
     return;
   }
   for (size_t i = 0; i < n.size(); ++i) {
@@ -393,18 +438,20 @@ void readTrain(Reader &r, const YAML::Node &n, TrainSpec &t) {
                    "seed", "precision"}))
     return;
   r.getInt(n, "train", "batch", t.batch, false, 1);
-  r.getInt(n, "train", "steps", t.steps, false, 1);
+  r.getInt(n, "train", "steps", t.steps, false, 1, int64_t(1) << 40);
   r.getDouble(n, "train", "lr", t.lr);
   r.getDouble(n, "train", "min_lr", t.minLr);
-  r.getInt(n, "train", "warmup", t.warmup, false, 0);
+  r.getInt(n, "train", "warmup", t.warmup, false, 0, int64_t(1) << 40);
   r.getEnum(n, "train", "schedule", t.schedule,
             {Schedule::Cosine, Schedule::Constant});
   if (YAML::Node b = n["betas"]) {
     double b1, b2;
     if (!b.IsSequence() || b.size() != 2 ||
         !YAML::convert<double>::decode(b[0], b1) ||
-        !YAML::convert<double>::decode(b[1], b2))
-      r.error(b.Mark(), "train.betas", "expected a list of two numbers");
+        !YAML::convert<double>::decode(b[1], b2) || !std::isfinite(b1) ||
+        !std::isfinite(b2))
+      r.error(r.valueMark(b, "train.betas"), "train.betas",
+              "expected a list of two finite numbers");
     else {
       t.beta1 = b1;
       t.beta2 = b2;
@@ -414,7 +461,7 @@ void readTrain(Reader &r, const YAML::Node &n, TrainSpec &t) {
   r.getDouble(n, "train", "weight_decay", t.weightDecay);
   r.getDouble(n, "train", "grad_clip", t.gradClip);
   r.getInt(n, "train", "accumulate", t.accumulate, false, 1);
-  r.getInt(n, "train", "seed", t.seed, false, 0);
+  r.getInt(n, "train", "seed", t.seed, false, 0, int64_t(1) << 62);
   r.getEnum(n, "train", "precision", t.precision,
             {Precision::FP32, Precision::BF16});
 }
@@ -495,7 +542,7 @@ void checkSemantics(Reader &r, ModelSpec &s) {
             "tying the head to the embedding needs a token embedder and a "
             "token head");
   bool interior = t.ffn == Share::Interior || t.attnOut == Share::Interior;
-  if (interior && c.layers - 2 * t.interiorKeep < 1)
+  if (interior && t.interiorKeep > (c.layers - 1) / 2)
     r.error(r.has("tying.interior_keep") ? "tying.interior_keep"
                                          : (t.ffn == Share::Interior
                                                 ? "tying.ffn"
@@ -602,11 +649,21 @@ SpecResult parseSpec(const std::string &text, const std::string &file) {
   Reader r(file, result.diagnostics);
   YAML::Node root;
   try {
-    root = YAML::Load(text);
+    std::vector<YAML::Node> docs = YAML::LoadAll(text);
+    if (docs.size() > 1) {
+      r.error(docs[1].Mark(), "",
+              "a spec is one YAML document, but the file holds " +
+                  std::to_string(docs.size()));
+      return result;
+    }
+    if (!docs.empty())
+      root = docs[0];
   } catch (const YAML::Exception &ex) {
     r.error(ex.mark, "", "invalid YAML: " + ex.msg);
     return result;
   }
+  if (root && root.IsMap() && root.begin() != root.end())
+    r.firstMark = root.begin()->first.Mark();
   if (!root || root.IsNull()) {
     r.error(YAML::Mark(), "", "the spec is empty");
     return result;
@@ -652,6 +709,13 @@ SpecResult parseSpec(const std::string &text, const std::string &file) {
 }
 
 SpecResult readSpecFile(const std::string &path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    SpecResult result;
+    result.diagnostics.push_back(
+        {path, 0, 0, "is a directory, not a spec file"});
+    return result;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     SpecResult result;

@@ -107,6 +107,9 @@ def STLM_Tensor : StaticShapeTensorOf<[F32]>;
 def STLM_IdTensor : StaticShapeTensorOf<[I32]>;
 // Boolean masks.
 def STLM_MaskTensor : StaticShapeTensorOf<[I1]>;
+// Persistent training state: f32 tensors (optimizer moments) or i32 (the
+// step counter).
+def STLM_StateTensor : StaticShapeTensorOf<[F32, I32]>;
 // Scalars: a loss, a learning rate, a norm.
 def STLM_Scalar : 0DTensorOf<[F32]> {
   let builderCall = "::mlir::RankedTensorType::get({}, $_builder.getF32Type())";

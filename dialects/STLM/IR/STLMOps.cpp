@@ -107,11 +107,11 @@ static bool isFinite(double x) { return std::isfinite(x); }
 
 LogicalResult ModelOp::verify() {
   for (Operation &op : getBody().front()) {
-    if (isa<ParamOp>(op) || isa<FunctionOpInterface>(op))
+    if (isa<ParamOp, StateOp>(op) || isa<FunctionOpInterface>(op))
       continue;
     return op.emitOpError()
            << "is not allowed in the body of 'stlm.model', which holds only "
-              "'stlm.param' and functions";
+              "'stlm.param', 'stlm.state' and functions";
   }
   return success();
 }
@@ -180,6 +180,46 @@ ParamRefOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   if (auto error = paramUseError(model, getName(), getType(), &symbolTable))
     return emitOpError() << *error;
   return success();
+}
+
+/// Resolves `name` as a `stlm.state` (or, when `allowParam`, also a
+/// `stlm.param`) of the model around `op` with type `type`.
+static LogicalResult verifyVariableUse(Operation *op, StringRef name,
+                                       Type type, bool allowParam,
+                                       SymbolTableCollection &symbolTable) {
+  auto model = op->getParentOfType<ModelOp>();
+  if (!model)
+    return op->emitOpError("must be nested in a 'stlm.model'");
+  Operation *sym = symbolTable.lookupSymbolIn(
+      model, StringAttr::get(op->getContext(), name));
+  const char *expected =
+      allowParam ? "a 'stlm.param' or 'stlm.state'" : "a 'stlm.state'";
+  if (!sym)
+    return op->emitOpError() << "'@" << name << "' is not " << expected
+                             << " of model '@" << model.getSymName() << "'";
+  Type declared;
+  if (auto state = dyn_cast<StateOp>(sym))
+    declared = state.getType();
+  else if (auto param = dyn_cast<ParamOp>(sym); param && allowParam)
+    declared = param.getType();
+  else
+    return op->emitOpError() << "'@" << name << "' is a '" << sym->getName()
+                             << "', not " << expected;
+  if (declared != type)
+    return op->emitOpError() << "type " << type << " does not match '@" << name
+                             << "' declared as " << declared;
+  return success();
+}
+
+LogicalResult
+StateRefOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  return verifyVariableUse(*this, getName(), getType(), /*allowParam=*/false,
+                           symbolTable);
+}
+
+LogicalResult AssignOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  return verifyVariableUse(*this, getName(), getValue().getType(),
+                           /*allowParam=*/true, symbolTable);
 }
 
 std::string LayerParamRefOp::getNameForLayer(int64_t index) {
@@ -277,18 +317,29 @@ LogicalResult YieldOp::verify() {
 // Embedders
 //===----------------------------------------------------------------------===//
 
-LogicalResult EmbedOp::verify() {
-  ArrayRef<int64_t> ts = tensorTy(getTable()).getShape();
+/// `table: [V, D]`, `ids: [...]`, `rows: [..., D]` (the result, or its
+/// gradient).
+static LogicalResult verifyEmbed(Operation *op, Value table, Value ids,
+                                 Value rows) {
+  ArrayRef<int64_t> ts = tensorTy(table).getShape();
   if (ts.size() != 2)
-    return emitOpError() << "table must have rank 2 ([V, D]), got "
-                         << shapeStr(ts);
-  SmallVector<int64_t> expected(tensorTy(getIds()).getShape());
+    return op->emitOpError() << "table must have rank 2 ([V, D]), got "
+                             << shapeStr(ts);
+  SmallVector<int64_t> expected(tensorTy(ids).getShape());
   expected.push_back(ts[1]);
-  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(rows).getShape();
   if (rs != ArrayRef<int64_t>(expected))
-    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
-                         << shapeStr(expected) << " (ids shape + [D])";
+    return op->emitOpError() << "result shape " << shapeStr(rs) << " must be "
+                             << shapeStr(expected) << " (ids shape + [D])";
   return success();
+}
+
+LogicalResult EmbedOp::verify() {
+  return verifyEmbed(*this, getTable(), getIds(), getResult());
+}
+
+LogicalResult EmbedGradOp::verify() {
+  return verifyEmbed(*this, getDtable(), getIds(), getDy());
 }
 
 LogicalResult ChunkOp::verify() {
@@ -338,44 +389,64 @@ LogicalResult ChunkOp::verify() {
   return success();
 }
 
-LogicalResult PoolOp::verify() {
-  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+/// `x: [..., C, L, D]`, `pooled: [..., C, D]`, `ids` iff masked_mean.
+static LogicalResult verifyPool(Operation *op, PoolKind kind, Value x,
+                                Value pooled, Value ids) {
+  ArrayRef<int64_t> xs = tensorTy(x).getShape();
   if (xs.size() < 3)
-    return emitOpError() << "input must be [..., C, L, D], got "
-                         << shapeStr(xs);
+    return op->emitOpError() << "input must be [..., C, L, D], got "
+                             << shapeStr(xs);
   SmallVector<int64_t> expected(xs.drop_back(2));
   expected.push_back(xs.back());
-  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(pooled).getShape();
   if (rs != ArrayRef<int64_t>(expected))
-    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
-                         << shapeStr(expected);
-  bool needsIds = getKind() == PoolKind::masked_mean;
-  if (needsIds != static_cast<bool>(getIds()))
-    return emitOpError(needsIds ? "'masked_mean' needs the chunk ids"
-                                : "chunk ids are only for 'masked_mean'");
-  if (needsIds && tensorTy(getIds()).getShape() != xs.drop_back())
-    return emitOpError() << "ids shape "
-                         << shapeStr(tensorTy(getIds()).getShape())
-                         << " must be " << shapeStr(xs.drop_back());
+    return op->emitOpError() << "result shape " << shapeStr(rs)
+                             << " must be " << shapeStr(expected);
+  bool needsIds = kind == PoolKind::masked_mean;
+  if (needsIds != static_cast<bool>(ids))
+    return op->emitOpError(needsIds ? "'masked_mean' needs the chunk ids"
+                                    : "chunk ids are only for 'masked_mean'");
+  if (needsIds && tensorTy(ids).getShape() != xs.drop_back())
+    return op->emitOpError() << "ids shape "
+                             << shapeStr(tensorTy(ids).getShape())
+                             << " must be " << shapeStr(xs.drop_back());
   return success();
+}
+
+LogicalResult PoolOp::verify() {
+  return verifyPool(*this, getKind(), getX(), getResult(), getIds());
+}
+
+LogicalResult PoolGradOp::verify() {
+  return verifyPool(*this, getKind(), getX(), getDy(), getIds());
 }
 
 //===----------------------------------------------------------------------===//
 // Core layers
 //===----------------------------------------------------------------------===//
 
-LogicalResult RMSNormOp::verify() {
-  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
-  ArrayRef<int64_t> ws = tensorTy(getWeight()).getShape();
+static LogicalResult verifyRMSNorm(Operation *op, Value x, Value weight,
+                                   double eps) {
+  ArrayRef<int64_t> xs = tensorTy(x).getShape();
+  ArrayRef<int64_t> ws = tensorTy(weight).getShape();
   if (xs.empty())
-    return emitOpError("input must have rank >= 1");
+    return op->emitOpError("input must have rank >= 1");
   if (ws.size() != 1 || ws[0] != xs.back())
-    return emitOpError() << "weight must be [" << xs.back() << "], got "
-                         << shapeStr(ws);
-  double eps = getEps().convertToDouble();
+    return op->emitOpError() << "weight must be [" << xs.back() << "], got "
+                             << shapeStr(ws);
   if (!(eps > 0.0) || !isFinite(eps))
-    return emitOpError() << "eps must be finite and > 0, got " << eps;
+    return op->emitOpError() << "eps must be finite and > 0, got " << eps;
   return success();
+}
+
+LogicalResult RMSNormOp::verify() {
+  return verifyRMSNorm(*this, getX(), getWeight(),
+                       getEps().convertToDouble());
+}
+
+LogicalResult RMSNormGradOp::verify() {
+  return verifyRMSNorm(*this, getX(), getWeight(),
+                       getEps().convertToDouble());
 }
 
 LogicalResult LinearOp::verify() {
@@ -383,25 +454,39 @@ LogicalResult LinearOp::verify() {
                                "weight");
 }
 
-LogicalResult LowRankOp::verify() {
-  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
-  ArrayRef<int64_t> as = tensorTy(getA()).getShape();
-  ArrayRef<int64_t> bs = tensorTy(getB()).getShape();
+LogicalResult LinearGradOp::verify() {
+  return verifyRowMajorProduct(*this, getX(), getWeight(), getDy(), "weight");
+}
+
+/// `x: [..., In]`, `a: [R, In]`, `b: [Out, R]` → `result: [..., Out]`.
+static LogicalResult verifyLowRank(Operation *op, Value x, Value a, Value b,
+                                   Value result) {
+  ArrayRef<int64_t> xs = tensorTy(x).getShape();
+  ArrayRef<int64_t> as = tensorTy(a).getShape();
+  ArrayRef<int64_t> bs = tensorTy(b).getShape();
   if (xs.empty())
-    return emitOpError("input must have rank >= 1");
+    return op->emitOpError("input must have rank >= 1");
   if (as.size() != 2 || as[1] != xs.back())
-    return emitOpError() << "a must be [R, " << xs.back() << "], got "
-                         << shapeStr(as);
+    return op->emitOpError() << "a must be [R, " << xs.back() << "], got "
+                             << shapeStr(as);
   if (bs.size() != 2 || bs[1] != as[0])
-    return emitOpError() << "b must be [Out, R] with R = " << as[0]
-                         << ", got " << shapeStr(bs);
+    return op->emitOpError() << "b must be [Out, R] with R = " << as[0]
+                             << ", got " << shapeStr(bs);
   SmallVector<int64_t> expected(xs.drop_back());
   expected.push_back(bs[0]);
-  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(result).getShape();
   if (rs != ArrayRef<int64_t>(expected))
-    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
-                         << shapeStr(expected);
+    return op->emitOpError() << "result shape " << shapeStr(rs)
+                             << " must be " << shapeStr(expected);
   return success();
+}
+
+LogicalResult LowRankOp::verify() {
+  return verifyLowRank(*this, getX(), getA(), getB(), getResult());
+}
+
+LogicalResult LowRankGradOp::verify() {
+  return verifyLowRank(*this, getX(), getA(), getB(), getDy());
 }
 
 LogicalResult RoPEOp::verify() {
@@ -422,42 +507,58 @@ LogicalResult RoPEOp::verify() {
   return success();
 }
 
-LogicalResult AttentionOp::verify() {
-  ArrayRef<int64_t> qs = tensorTy(getQ()).getShape();
-  ArrayRef<int64_t> ks = tensorTy(getK()).getShape();
-  ArrayRef<int64_t> vs = tensorTy(getV()).getShape();
-  int64_t h = getHeads(), kv = getKvHeads();
+/// The shape and attribute rules of attention; `result` is the forward
+/// result (or the gradient flowing into it).
+static LogicalResult verifyAttention(Operation *op, MaskKind mask, Value q,
+                                     Value k, Value v, Value offset,
+                                     int64_t h, int64_t kv, Value result) {
+  ArrayRef<int64_t> qs = tensorTy(q).getShape();
+  ArrayRef<int64_t> ks = tensorTy(k).getShape();
+  ArrayRef<int64_t> vs = tensorTy(v).getShape();
   if (qs.size() < 2)
-    return emitOpError() << "q must be [..., T, H*hd], got " << shapeStr(qs);
+    return op->emitOpError() << "q must be [..., T, H*hd], got "
+                             << shapeStr(qs);
   if (h < 1 || kv < 1)
-    return emitOpError() << "heads (" << h << ") and kv_heads (" << kv
-                         << ") must be >= 1";
+    return op->emitOpError() << "heads (" << h << ") and kv_heads (" << kv
+                             << ") must be >= 1";
   if (h % kv != 0)
-    return emitOpError() << "kv_heads " << kv << " must divide heads " << h;
+    return op->emitOpError() << "kv_heads " << kv << " must divide heads "
+                             << h;
   if (qs.back() % h != 0)
-    return emitOpError() << "heads " << h << " must divide the width "
-                         << qs.back();
+    return op->emitOpError() << "heads " << h << " must divide the width "
+                             << qs.back();
   int64_t hd = qs.back() / h;
   if (ks.size() != qs.size() || ks.drop_back(2) != qs.drop_back(2))
-    return emitOpError() << "k shape " << shapeStr(ks)
-                         << " must have the leading dimensions of q "
-                         << shapeStr(qs);
+    return op->emitOpError() << "k shape " << shapeStr(ks)
+                             << " must have the leading dimensions of q "
+                             << shapeStr(qs);
   if (ks.back() != kv * hd)
-    return emitOpError() << "k width " << ks.back() << " must be kv_heads * "
-                         << "head_dim = " << kv * hd;
+    return op->emitOpError() << "k width " << ks.back()
+                             << " must be kv_heads * head_dim = " << kv * hd;
   if (vs != ks)
-    return emitOpError() << "v shape " << shapeStr(vs)
-                         << " must equal k shape " << shapeStr(ks);
+    return op->emitOpError() << "v shape " << shapeStr(vs)
+                             << " must equal k shape " << shapeStr(ks);
   int64_t t = qs[qs.size() - 2], s = ks[ks.size() - 2];
-  if (getOffset() && getMask() != MaskKind::causal)
-    return emitOpError("an offset only applies to causal attention");
-  if (getMask() == MaskKind::causal && !getOffset() && s < t)
-    return emitOpError() << "causal attention needs at least as many keys ("
-                         << s << ") as queries (" << t << ")";
-  if (tensorTy(getResult()) != tensorTy(getQ()))
-    return emitOpError() << "result type " << getResult().getType()
-                         << " must equal q's type " << getQ().getType();
+  if (offset && mask != MaskKind::causal)
+    return op->emitOpError("an offset only applies to causal attention");
+  if (mask == MaskKind::causal && !offset && s < t)
+    return op->emitOpError()
+           << "causal attention needs at least as many keys (" << s
+           << ") as queries (" << t << ")";
+  if (tensorTy(result) != tensorTy(q))
+    return op->emitOpError() << "result type " << result.getType()
+                             << " must equal q's type " << q.getType();
   return success();
+}
+
+LogicalResult AttentionOp::verify() {
+  return verifyAttention(*this, getMask(), getQ(), getK(), getV(),
+                         getOffset(), getHeads(), getKvHeads(), getResult());
+}
+
+LogicalResult AttentionGradOp::verify() {
+  return verifyAttention(*this, getMask(), getQ(), getK(), getV(),
+                         getOffset(), getHeads(), getKvHeads(), getDy());
 }
 
 LogicalResult AddOp::verify() {
@@ -469,22 +570,50 @@ LogicalResult AddOp::verify() {
   return success();
 }
 
+LogicalResult SumLeadingOp::verify() {
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  if (rs.size() > xs.size() || xs.take_back(rs.size()) != rs)
+    return emitOpError() << "result shape " << shapeStr(rs)
+                         << " must be a suffix of the input shape "
+                         << shapeStr(xs);
+  return success();
+}
+
+OpFoldResult SumLeadingOp::fold(FoldAdaptor) {
+  // Nothing to sum: the identity.
+  if (getX().getType() == getResult().getType())
+    return getX();
+  return {};
+}
+
 //===----------------------------------------------------------------------===//
 // Chunk decoder and head
 //===----------------------------------------------------------------------===//
 
-LogicalResult SplitSlotsOp::verify() {
-  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
-  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+/// `flat: [..., L·E]` and `slots: [..., L, E]`.
+static LogicalResult verifySlots(Operation *op, Value flat, Value slots) {
+  ArrayRef<int64_t> xs = tensorTy(flat).getShape();
+  ArrayRef<int64_t> rs = tensorTy(slots).getShape();
   if (xs.empty())
-    return emitOpError("input must have rank >= 1");
-  if (rs.size() != xs.size() + 1 ||
-      rs.drop_back(2) != xs.drop_back() ||
+    return op->emitOpError("input must have rank >= 1");
+  if (rs.size() != xs.size() + 1 || rs.drop_back(2) != xs.drop_back() ||
       rs[rs.size() - 2] * rs.back() != xs.back())
-    return emitOpError() << "result shape " << shapeStr(rs)
-                         << " must be [..., L, E] with L * E = " << xs.back()
-                         << " and the input's leading dimensions";
+    return op->emitOpError() << "slot shape " << shapeStr(rs)
+                             << " must be [..., L, E] with L * E = "
+                             << xs.back()
+                             << " and the flat shape's leading dimensions";
   return success();
+}
+
+LogicalResult SplitSlotsOp::verify() {
+  return verifySlots(*this, getX(), getResult());
+}
+
+LogicalResult MergeSlotsOp::verify() {
+  if (tensorTy(getX()).getRank() < 2)
+    return emitOpError("input must be [..., L, E]");
+  return verifySlots(*this, getResult(), getX());
 }
 
 LogicalResult LogitsOp::verify() {
@@ -535,20 +664,52 @@ LogicalResult MaskedNextTokenLossOp::verify() {
   return success();
 }
 
+static LogicalResult verifyDistill(Operation *op, Value logits, Value teacher,
+                                   Value targets, double t, double a) {
+  if (failed(verifyLogitsTargets(op, logits, targets, "targets", 3)))
+    return failure();
+  if (teacher.getType() != logits.getType())
+    return op->emitOpError() << "teacher logits " << teacher.getType()
+                             << " must have the student's type "
+                             << logits.getType();
+  if (!(t > 0.0) || !isFinite(t))
+    return op->emitOpError() << "temperature must be finite and > 0, got "
+                             << t;
+  if (!(a >= 0.0 && a <= 1.0))
+    return op->emitOpError() << "alpha must be in [0, 1], got " << a;
+  return success();
+}
+
 LogicalResult DistillLossOp::verify() {
+  return verifyDistill(*this, getLogits(), getTeacher(), getTargets(),
+                       getTemperature().convertToDouble(),
+                       getAlpha().convertToDouble());
+}
+
+LogicalResult DistillLossGradOp::verify() {
+  return verifyDistill(*this, getLogits(), getTeacher(), getTargets(),
+                       getTemperature().convertToDouble(),
+                       getAlpha().convertToDouble());
+}
+
+LogicalResult NextTokenLossGradOp::verify() {
+  return verifyLogitsTargets(*this, getLogits(), getTargets(), "targets", 3);
+}
+
+LogicalResult ChunkBytesLossGradOp::verify() {
+  return verifyChunkLogits(*this, getLogits(), getChunks(), getCount());
+}
+
+LogicalResult ReconstructionLossGradOp::verify() {
+  return verifyChunkLogits(*this, getLogits(), getChunks(), getCount());
+}
+
+LogicalResult MaskedNextTokenLossGradOp::verify() {
   if (failed(
           verifyLogitsTargets(*this, getLogits(), getTargets(), "targets", 3)))
     return failure();
-  if (getTeacher().getType() != getLogits().getType())
-    return emitOpError() << "teacher logits " << getTeacher().getType()
-                         << " must have the student's type "
-                         << getLogits().getType();
-  double t = getTemperature().convertToDouble();
-  double a = getAlpha().convertToDouble();
-  if (!(t > 0.0) || !isFinite(t))
-    return emitOpError() << "temperature must be finite and > 0, got " << t;
-  if (!(a >= 0.0 && a <= 1.0))
-    return emitOpError() << "alpha must be in [0, 1], got " << a;
+  if (tensorTy(getMask()).getShape() != tensorTy(getTargets()).getShape())
+    return emitOpError("mask shape must match targets shape");
   return success();
 }
 

@@ -95,12 +95,14 @@ def STLM_ParamOp : STLM_Op<"param", [Symbol, HasParent<"ModelOp">]> {
 }
 
 def STLM_ParamRefOp : STLM_Op<"param_ref", [
-    Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+    MemoryEffects<[MemRead]>, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "reads a parameter of the enclosing model";
   let description = [{
-    The value of parameter `@name` of the enclosing `stlm.model`. The result
-    type must equal the declared type. Every use of a tied parameter is one
-    `stlm.param_ref` of the same symbol.
+    The current value of parameter `@name` of the enclosing `stlm.model`.
+    The result type must equal the declared type. Every use of a tied
+    parameter is one `stlm.param_ref` of the same symbol. It reads memory
+    (a later `stlm.assign` may change the parameter), so two reads are only
+    merged when no write lies between them.
 
     ```mlir
     %w = stlm.param_ref @shared.w1 : tensor<512x128xf32>
@@ -109,6 +111,56 @@ def STLM_ParamRefOp : STLM_Op<"param_ref", [
   let arguments = (ins FlatSymbolRefAttr:$name);
   let results = (outs STLM_Tensor:$result);
   let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def STLM_StateOp : STLM_Op<"state", [Symbol, HasParent<"ModelOp">]> {
+  let summary = "declares a persistent, non-trainable tensor of the model";
+  let description = [{
+    Training state that lives beside the parameters but is not trained:
+    the AdamW moments `opt.m.<param>` / `opt.v.<param>` and the update
+    counter `step`. Starts at zero. Read with `stlm.state_ref`, written
+    with `stlm.assign`; checkpoints store it next to the parameters.
+
+    ```mlir
+    stlm.state @opt.m.embed.tok : tensor<256x128xf32>
+    stlm.state @step : tensor<i32>
+    ```
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name,
+                       TypeAttrOf<STLM_StateTensor>:$type);
+  let assemblyFormat = "$sym_name `:` $type attr-dict";
+}
+
+def STLM_StateRefOp : STLM_Op<"state_ref", [
+    MemoryEffects<[MemRead]>, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "reads a state tensor of the enclosing model";
+  let description = [{
+    The current value of `stlm.state @name`; the result type must equal
+    the declared type. Not differentiated.
+
+    ```mlir
+    %t = stlm.state_ref @step : tensor<i32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name);
+  let results = (outs STLM_StateTensor:$result);
+  let assemblyFormat = "$name attr-dict `:` type($result)";
+}
+
+def STLM_AssignOp : STLM_Op<"assign", [
+    MemoryEffects<[MemWrite]>, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "writes a new value to a parameter or state tensor";
+  let description = [{
+    Replaces the value of `stlm.param` or `stlm.state` `@name` with
+    `value` (of the declared type). Later reads see the new value. This is
+    how a training step commits its update.
+
+    ```mlir
+    stlm.assign @layers.0.wq, %new : tensor<128x128xf32>
+    ```
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$name, STLM_StateTensor:$value);
+  let assemblyFormat = "$name `,` $value attr-dict `:` type($value)";
 }
 
 def STLM_LayerParamRefOp : STLM_Op<"layer_param_ref", [Pure]> {
@@ -783,6 +835,276 @@ def STLM_LRScheduleOp : STLM_Op<"lr_schedule", [Pure]> {
     /// The schedule's value at `step` (the math above, in double).
     double valueAt(int64_t step);
   }];
+}
+
+//===----------------------------------------------------------------------===//
+// Gradients
+//
+// One op per differentiable op, emitted by `stlm-autodiff`. Each takes the
+// forward op's inputs and the gradient `dy` of its result and returns the
+// gradients of its differentiable inputs, with the inputs' types. The math is
+// the exact derivative of the forward op's.
+//===----------------------------------------------------------------------===//
+
+def STLM_EmbedGradOp : STLM_Op<"embed_grad", [Pure]> {
+  let summary = "gradient of `stlm.embed` with respect to the table";
+  let description = [{
+    `ids: [...] i32`, `dy: [..., D]` → `dtable: [V, D]`:
+    `dtable = 0; dtable[ids[i…], :] += dy[i…, :]` (scatter-add; a row read
+    k times receives k contributions).
+  }];
+  let arguments = (ins STLM_IdTensor:$ids, STLM_Tensor:$dy);
+  let results = (outs STLM_Tensor:$dtable);
+  let assemblyFormat = [{
+    $ids `,` $dy attr-dict `:` type($ids) `,` type($dy) `->` type($dtable)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_PoolGradOp : STLM_Op<"pool_grad", [Pure, AllTypesMatch<["x", "dx"]>]> {
+  let summary = "gradient of `stlm.pool`";
+  let description = [{
+    `x: [..., C, L, D]`, `dy: [..., C, D]` (and `ids` for `masked_mean`) →
+    `dx`: `mean`: `dy / L` to every slot; `masked_mean`: `dy / n` to each of
+    the n non-pad slots (0 when n = 0); `max`: `dy` to the first maximal
+    slot of each feature, 0 elsewhere.
+  }];
+  let arguments = (ins STLM_PoolKind:$kind, STLM_Tensor:$x, STLM_Tensor:$dy,
+                       Optional<STLM_IdTensor>:$ids);
+  let results = (outs STLM_Tensor:$dx);
+  let assemblyFormat = [{
+    $kind $x `,` $dy (`ids` `(` $ids^ `)`)? attr-dict `:` type($x) `,` type($dy)
+    (`,` type($ids)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_RMSNormGradOp : STLM_Op<"rmsnorm_grad", [
+    Pure, AllTypesMatch<["x", "dy", "dx"]>, AllTypesMatch<["weight", "dweight"]>]> {
+  let summary = "gradient of `stlm.rmsnorm`";
+  let description = [{
+    With `r = 1/sqrt(mean(x²) + eps)`, `n = x·r` per row of width D:
+    `dweight = Σ_rows dy ⊙ n`,
+    `dx = r · (dy⊙w − n · mean_d(dy⊙w⊙n))`.
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight, STLM_Tensor:$dy,
+                       DefaultValuedAttr<F64Attr, "1.0e-6">:$eps);
+  let results = (outs STLM_Tensor:$dx, STLM_Tensor:$dweight);
+  let assemblyFormat = [{
+    $x `,` $weight `,` $dy attr-dict `:` type($x) `,` type($weight)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_LinearGradOp : STLM_Op<"linear_grad", [
+    Pure, AllTypesMatch<["x", "dx"]>, AllTypesMatch<["weight", "dweight"]>]> {
+  let summary = "gradient of `stlm.linear` and `stlm.logits`";
+  let description = [{
+    `x: [..., In]`, `weight: [Out, In]`, `dy: [..., Out]` →
+    `dx = dy · weight` (`[..., In]`), `dweight = Σ_rows dyᵀ · x`
+    (`[Out, In]`).
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight, STLM_Tensor:$dy);
+  let results = (outs STLM_Tensor:$dx, STLM_Tensor:$dweight);
+  let assemblyFormat = [{
+    $x `,` $weight `,` $dy attr-dict `:` type($x) `,` type($weight) `,` type($dy)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_LowRankGradOp : STLM_Op<"lowrank_grad", [
+    Pure, AllTypesMatch<["x", "dx"]>, AllTypesMatch<["a", "da"]>,
+    AllTypesMatch<["b", "db"]>]> {
+  let summary = "gradient of `stlm.lowrank`";
+  let description = [{
+    With `h = x · aᵀ` (`[..., R]`): `db = Σ_rows dyᵀ · h`,
+    `dh = dy · b`, `da = Σ_rows dhᵀ · x`, `dx = dh · a`.
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$a, STLM_Tensor:$b,
+                       STLM_Tensor:$dy);
+  let results = (outs STLM_Tensor:$dx, STLM_Tensor:$da, STLM_Tensor:$db);
+  let assemblyFormat = [{
+    $x `,` $a `,` $b `,` $dy attr-dict `:` type($x) `,` type($a) `,` type($b)
+    `,` type($dy)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_RoPEGradOp : STLM_Op<"rope_grad", [Pure, AllTypesMatch<["dy", "dx"]>]> {
+  let summary = "gradient of `stlm.rope`: the inverse rotation";
+  let description = [{
+    `dx` is `dy` rotated by `−p·θ_i` in each pair (the rotation is
+    orthogonal), with the same `head_dim`, `theta` and `offset`.
+  }];
+  let arguments = (ins STLM_Tensor:$dy, Optional<STLM_IntScalar>:$offset,
+                       STLM_I64Attr:$head_dim,
+                       DefaultValuedAttr<F64Attr, "10000.0">:$theta);
+  let results = (outs STLM_Tensor:$dx);
+  let assemblyFormat = [{
+    $dy (`offset` `(` $offset^ `)`)? attr-dict `:` type($dy)
+  }];
+}
+
+def STLM_AttentionGradOp : STLM_Op<"attention_grad", [
+    Pure, AllTypesMatch<["q", "dq"]>, AllTypesMatch<["k", "dk"]>,
+    AllTypesMatch<["v", "dv"]>]> {
+  let summary = "gradient of `stlm.attention`";
+  let description = [{
+    With `P = softmax(s)` per query row as in the forward op:
+    `dv_j[u] += Σ_t P[t,u] · dy_h[t]`, `dP[t,u] = dy_h[t] · v_j[u]`,
+    `ds = P ⊙ (dP − Σ_u P ⊙ dP)`, `dq_h[t] = Σ_u ds[t,u] k_j[u] / sqrt(hd)`,
+    `dk_j[u] += Σ_t ds[t,u] q_h[t] / sqrt(hd)`, summed over the query heads
+    h that share kv head j. Same mask, heads and offset as the forward op.
+  }];
+  let arguments = (ins STLM_MaskKind:$mask, STLM_Tensor:$q, STLM_Tensor:$k,
+                       STLM_Tensor:$v, STLM_Tensor:$dy,
+                       Optional<STLM_IntScalar>:$offset,
+                       STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads);
+  let results = (outs STLM_Tensor:$dq, STLM_Tensor:$dk, STLM_Tensor:$dv);
+  let assemblyFormat = [{
+    $mask $q `,` $k `,` $v `,` $dy (`offset` `(` $offset^ `)`)? attr-dict `:`
+    type($q) `,` type($k) `,` type($v) `,` type($dy)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_SwiGLUGradOp : STLM_Op<"swiglu_grad", [
+    Pure, AllTypesMatch<["gate", "up", "dy", "dgate", "dup"]>]> {
+  let summary = "gradient of `stlm.swiglu`";
+  let description = [{
+    With `σ = 1/(1+e^{−g})`: `dup = dy · g·σ`,
+    `dgate = dy · up · σ · (1 + g·(1 − σ))`.
+  }];
+  let arguments = (ins STLM_Tensor:$gate, STLM_Tensor:$up, STLM_Tensor:$dy);
+  let results = (outs STLM_Tensor:$dgate, STLM_Tensor:$dup);
+  let assemblyFormat = "$gate `,` $up `,` $dy attr-dict `:` type($gate)";
+}
+
+def STLM_GELUGradOp : STLM_Op<"gelu_grad", [Pure, AllTypesMatch<["x", "dy", "dx"]>]> {
+  let summary = "gradient of `stlm.gelu`";
+  let description = [{
+    `dx = dy · (Φ(x) + x·φ(x))` with `Φ` the standard normal CDF and `φ`
+    its density.
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$dy);
+  let results = (outs STLM_Tensor:$dx);
+  let assemblyFormat = "$x `,` $dy attr-dict `:` type($x)";
+}
+
+def STLM_SumLeadingOp : STLM_Op<"sum_leading", [Pure]> {
+  let summary = "sums the leading dimensions away (gradient of a broadcast add)";
+  let description = [{
+    `x: [..., X]` → `X` (a suffix of x's shape):
+    `y[j…] = Σ_{i…} x[i…, j…]`. The gradient of `stlm.add`'s broadcast
+    operand.
+
+    ```mlir
+    %d = stlm.sum_leading %dy : tensor<4x64x12x128xf32> -> tensor<12x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def STLM_MergeSlotsOp : STLM_Op<"merge_slots", [Pure]> {
+  let summary = "inverse of `stlm.split_slots` (its gradient)";
+  let description = [{
+    `x: [..., L, E]` → `[..., L·E]`, row-major.
+  }];
+  let arguments = (ins STLM_Tensor:$x);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = "$x attr-dict `:` type($x) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def STLM_NextTokenLossGradOp : STLM_Op<"next_token_loss_grad", [
+    Pure, AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "gradient of `stlm.next_token_loss`";
+  let description = [{
+    `dlogits[b,t] = dloss · (softmax(logits[b,t]) − onehot(targets[b,t])) / (B·T)`.
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$targets,
+                       STLM_Scalar:$dloss);
+  let results = (outs STLM_Tensor:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $dloss attr-dict `:` type($logits) `,` type($targets)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_ChunkBytesLossGradOp : STLM_Op<"chunk_bytes_loss_grad", [
+    Pure, AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "gradient of `stlm.chunk_bytes_loss`";
+  let description = [{
+    `dloss · (softmax − onehot(target)) / n` on each counted `(b, c, s)`
+    (n of them; the counting rule of the forward op), 0 elsewhere.
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$chunks,
+                       Optional<STLM_IdTensor>:$count, STLM_Scalar:$dloss,
+                       DefaultValuedAttr<BoolAttr, "false">:$mask_pad);
+  let results = (outs STLM_Tensor:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $chunks (`count` `(` $count^ `)`)? `,` $dloss attr-dict `:`
+    type($logits) `,` type($chunks) (`,` type($count)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_ReconstructionLossGradOp : STLM_Op<"reconstruction_loss_grad", [
+    Pure, AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "gradient of `stlm.reconstruction_loss`";
+  let description = [{
+    As `stlm.chunk_bytes_loss_grad` with the forward op's targets and
+    counting rule.
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$chunks,
+                       Optional<STLM_IdTensor>:$count, STLM_Scalar:$dloss,
+                       DefaultValuedAttr<BoolAttr, "false">:$mask_pad);
+  let results = (outs STLM_Tensor:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $chunks (`count` `(` $count^ `)`)? `,` $dloss attr-dict `:`
+    type($logits) `,` type($chunks) (`,` type($count)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_MaskedNextTokenLossGradOp : STLM_Op<"masked_next_token_loss_grad", [
+    Pure, AllTypesMatch<["logits", "dlogits"]>]> {
+  let summary = "gradient of `stlm.masked_next_token_loss`";
+  let description = [{
+    `dloss · (softmax − onehot(target)) / n` on the n masked positions, 0
+    elsewhere (all 0 when n = 0).
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_IdTensor:$targets,
+                       STLM_MaskTensor:$mask, STLM_Scalar:$dloss);
+  let results = (outs STLM_Tensor:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $mask `,` $dloss attr-dict `:` type($logits) `,`
+    type($targets) `,` type($mask)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_DistillLossGradOp : STLM_Op<"distill_loss_grad", [
+    Pure, AllTypesMatch<["logits", "teacher", "dlogits"]>]> {
+  let summary = "gradient of `stlm.distill_loss` (student logits only)";
+  let description = [{
+    Per position, with `p = softmax(teacher/τ)`, `q = softmax(logits/τ)`,
+    `s = softmax(logits)`, P positions:
+    `dlogits = dloss · (α·τ·(q − p) + (1 − α)·(s − onehot(target))) / P`.
+  }];
+  let arguments = (ins STLM_Tensor:$logits, STLM_Tensor:$teacher,
+                       STLM_IdTensor:$targets, STLM_Scalar:$dloss,
+                       F64Attr:$temperature, F64Attr:$alpha);
+  let results = (outs STLM_Tensor:$dlogits);
+  let assemblyFormat = [{
+    $logits `,` $teacher `,` $targets `,` $dloss attr-dict `:` type($logits)
+    `,` type($targets)
+  }];
+  let hasVerifier = 1;
 }
 
 #endif // STLM_OPS_TD

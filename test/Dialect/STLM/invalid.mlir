@@ -2,7 +2,7 @@
 
 // Tests that the model body rejects ops other than params and functions.
 stlm.model @m {
-  // expected-error @+1 {{is not allowed in the body of 'stlm.model', which holds only 'stlm.param' and functions}}
+  // expected-error @+1 {{is not allowed in the body of 'stlm.model', which holds only 'stlm.param', 'stlm.state' and functions}}
   %c = arith.constant dense<0.0> : tensor<f32>
 }
 
@@ -774,7 +774,7 @@ func.func @f(%p: tensor<f32>) {
 
 // Tests that split_slots needs L * E to equal the input width.
 func.func @f(%p: tensor<2x8x24xf32>) {
-  // expected-error @+1 {{result shape [2, 8, 5, 4] must be [..., L, E] with L * E = 24 and the input's leading dimensions}}
+  // expected-error @+1 {{slot shape [2, 8, 5, 4] must be [..., L, E] with L * E = 24 and the flat shape's leading dimensions}}
   %s = stlm.split_slots %p : tensor<2x8x24xf32> -> tensor<2x8x5x4xf32>
   return
 }
@@ -783,7 +783,7 @@ func.func @f(%p: tensor<2x8x24xf32>) {
 
 // Tests that split_slots keeps the input's leading dimensions.
 func.func @f(%p: tensor<2x8x24xf32>) {
-  // expected-error @+1 {{result shape [2, 6, 4] must be [..., L, E] with L * E = 24}}
+  // expected-error @+1 {{slot shape [2, 6, 4] must be [..., L, E] with L * E = 24}}
   %s = stlm.split_slots %p : tensor<2x8x24xf32> -> tensor<2x6x4xf32>
   return
 }
@@ -1128,5 +1128,116 @@ func.func @f(%l: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>, %n: tensor<3xi32>
 func.func @f(%l: tensor<2x8x6x258xf32>, %c: tensor<2x8x6xi32>, %n: tensor<2x1xi32>) {
   // expected-error @+1 {{count must be [2], got [2, 1]}}
   %loss = stlm.reconstruction_loss %l, %c count(%n) : tensor<2x8x6x258xf32>, tensor<2x8x6xi32>, tensor<2x1xi32>
+  return
+}
+
+// -----
+
+// Tests that state_ref reads a state, not a parameter.
+stlm.model @m {
+  stlm.param @w : tensor<4xf32> = ones
+  func.func @f() {
+    // expected-error @+1 {{'@w' is a 'stlm.param', not a 'stlm.state'}}
+    %w = stlm.state_ref @w : tensor<4xf32>
+    return
+  }
+}
+
+// -----
+
+// Tests that state_ref needs a declared state.
+stlm.model @m {
+  func.func @f() {
+    // expected-error @+1 {{'@step' is not a 'stlm.state' of model '@m'}}
+    %s = stlm.state_ref @step : tensor<i32>
+    return
+  }
+}
+
+// -----
+
+// Tests that an assigned value has the declared type.
+stlm.model @m {
+  stlm.state @step : tensor<i32>
+  func.func @f(%x: tensor<4xf32>) {
+    // expected-error @+1 {{type 'tensor<4xf32>' does not match '@step' declared as 'tensor<i32>'}}
+    stlm.assign @step, %x : tensor<4xf32>
+    return
+  }
+}
+
+// -----
+
+// Tests that assign targets only parameters and states.
+stlm.model @m {
+  func.func @g() {
+    return
+  }
+  func.func @f(%x: tensor<4xf32>) {
+    // expected-error @+1 {{'@g' is a 'func.func', not a 'stlm.param' or 'stlm.state'}}
+    stlm.assign @g, %x : tensor<4xf32>
+    return
+  }
+}
+
+// -----
+
+// Tests that assign must be inside a model.
+func.func @f(%x: tensor<4xf32>) {
+  // expected-error @+1 {{must be nested in a 'stlm.model'}}
+  stlm.assign @w, %x : tensor<4xf32>
+  return
+}
+
+// -----
+
+// Tests that state is only f32 or i32.
+stlm.model @m {
+  // expected-error @+1 {{attribute 'type' failed to satisfy constraint}}
+  stlm.state @s : tensor<4xf16>
+}
+
+// -----
+
+// Tests that sum_leading produces a suffix of its input's shape.
+func.func @f(%x: tensor<2x3x4xf32>) {
+  // expected-error @+1 {{result shape [2, 4] must be a suffix of the input shape [2, 3, 4]}}
+  %s = stlm.sum_leading %x : tensor<2x3x4xf32> -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
+// Tests that merge_slots needs slots to merge.
+func.func @f(%x: tensor<4xf32>) {
+  // expected-error @+1 {{input must be [..., L, E]}}
+  %s = stlm.merge_slots %x : tensor<4xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+// Tests that merge_slots keeps the element count.
+func.func @f(%x: tensor<2x6x4xf32>) {
+  // expected-error @+1 {{slot shape [2, 6, 4] must be [..., L, E] with L * E = 20}}
+  %s = stlm.merge_slots %x : tensor<2x6x4xf32> -> tensor<2x20xf32>
+  return
+}
+
+// -----
+
+// Tests that an embedding gradient matches the ids and rows it scatters.
+func.func @f(%ids: tensor<2x3xi32>, %dy: tensor<2x3x4xf32>) {
+  // expected-error @+1 {{result shape [2, 3, 4] must be [2, 3, 5] (ids shape + [D])}}
+  %d = stlm.embed_grad %ids, %dy : tensor<2x3xi32>, tensor<2x3x4xf32> -> tensor<16x5xf32>
+  return
+}
+
+// -----
+
+// Tests that gradient ops check their operands like their forward ops.
+func.func @f(%x: tensor<2x3x4xf32>, %w: tensor<8x5xf32>, %dy: tensor<2x3x8xf32>) {
+  // expected-error @+1 {{weight input width 5 does not match the input's last dimension 4}}
+  %dx, %dw = stlm.linear_grad %x, %w, %dy : tensor<2x3x4xf32>, tensor<8x5xf32>, tensor<2x3x8xf32>
   return
 }

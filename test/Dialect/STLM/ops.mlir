@@ -167,3 +167,70 @@ stlm.model @training {
     return %p2, %m2, %v2, %c#1, %norm : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<8xf32>, tensor<f32>
   }
 }
+
+// Tests that state, its reads and writes, and every gradient op round-trip.
+// CHECK-LABEL: stlm.model @gradients
+// CHECK: stlm.param @w : tensor<8x4xf32> = normal(2.000000e-02)
+// CHECK: stlm.state @opt.m.w : tensor<8x4xf32>
+// CHECK: stlm.state @step : tensor<i32>
+stlm.model @gradients {
+  stlm.param @w : tensor<8x4xf32> = normal(0.02)
+  stlm.state @opt.m.w : tensor<8x4xf32>
+  stlm.state @step : tensor<i32>
+  // CHECK: func.func @update
+  func.func @update(%g: tensor<8x4xf32>) {
+    // CHECK: %[[S:.*]] = stlm.state_ref @step : tensor<i32>
+    // CHECK: %[[M:.*]] = stlm.state_ref @opt.m.w : tensor<8x4xf32>
+    // CHECK: stlm.assign @opt.m.w, %{{.*}} : tensor<8x4xf32>
+    // CHECK: stlm.assign @w, %{{.*}} : tensor<8x4xf32>
+    // CHECK: stlm.assign @step, %[[S]] : tensor<i32>
+    %s = stlm.state_ref @step : tensor<i32>
+    %m = stlm.state_ref @opt.m.w : tensor<8x4xf32>
+    %m2 = stlm.add %m, %g : tensor<8x4xf32>, tensor<8x4xf32>
+    stlm.assign @opt.m.w, %m2 : tensor<8x4xf32>
+    stlm.assign @w, %m2 : tensor<8x4xf32>
+    stlm.assign @step, %s : tensor<i32>
+    return
+  }
+  // CHECK: func.func @grads
+  func.func @grads(%ids: tensor<2x3xi32>, %x: tensor<2x3x4xf32>, %w: tensor<8x4xf32>, %dy8: tensor<2x3x8xf32>,
+                   %g4: tensor<4xf32>, %a: tensor<2x4xf32>, %b: tensor<8x2xf32>, %pos: tensor<i32>,
+                   %p: tensor<2x3x6x4xf32>, %pids: tensor<2x3x6xi32>, %dp: tensor<2x3x4xf32>,
+                   %l: tensor<2x3x8xf32>, %y: tensor<2x3xi32>, %mk: tensor<2x3xi1>, %dl: tensor<f32>,
+                   %cl: tensor<2x3x6x258xf32>, %n: tensor<2xi32>) {
+    // CHECK: stlm.embed_grad %{{.*}}, %{{.*}} : tensor<2x3xi32>, tensor<2x3x4xf32> -> tensor<16x4xf32>
+    %de = stlm.embed_grad %ids, %x : tensor<2x3xi32>, tensor<2x3x4xf32> -> tensor<16x4xf32>
+    // CHECK: stlm.pool_grad masked_mean %{{.*}}, %{{.*}} ids(%{{.*}}) : tensor<2x3x6x4xf32>, tensor<2x3x4xf32>, tensor<2x3x6xi32>
+    %dpool = stlm.pool_grad masked_mean %p, %dp ids(%pids) : tensor<2x3x6x4xf32>, tensor<2x3x4xf32>, tensor<2x3x6xi32>
+    // CHECK: stlm.rmsnorm_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x4xf32>, tensor<4xf32>
+    %dx1, %dg = stlm.rmsnorm_grad %x, %g4, %x : tensor<2x3x4xf32>, tensor<4xf32>
+    // CHECK: stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x4xf32>, tensor<8x4xf32>, tensor<2x3x8xf32>
+    %dx2, %dw = stlm.linear_grad %x, %w, %dy8 : tensor<2x3x4xf32>, tensor<8x4xf32>, tensor<2x3x8xf32>
+    // CHECK: stlm.lowrank_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>, tensor<2x3x8xf32>
+    %dx3, %da, %db = stlm.lowrank_grad %x, %a, %b, %dy8 : tensor<2x3x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>, tensor<2x3x8xf32>
+    // CHECK: stlm.rope_grad %{{.*}} offset(%{{.*}}) {head_dim = 2 : i64} : tensor<2x3x4xf32>
+    %dr = stlm.rope_grad %x offset(%pos) {head_dim = 2} : tensor<2x3x4xf32>
+    // CHECK: stlm.attention_grad causal %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x3x4xf32>, tensor<2x3x2xf32>, tensor<2x3x2xf32>, tensor<2x3x4xf32>
+    %kv = stlm.linear %x, %a : tensor<2x3x4xf32>, tensor<2x4xf32> -> tensor<2x3x2xf32>
+    %dq, %dk, %dv = stlm.attention_grad causal %x, %kv, %kv, %x {heads = 2, kv_heads = 1} : tensor<2x3x4xf32>, tensor<2x3x2xf32>, tensor<2x3x2xf32>, tensor<2x3x4xf32>
+    // CHECK: stlm.swiglu_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x4xf32>
+    %dga, %dup = stlm.swiglu_grad %x, %x, %x : tensor<2x3x4xf32>
+    // CHECK: stlm.gelu_grad %{{.*}}, %{{.*}} : tensor<2x3x4xf32>
+    %dgl = stlm.gelu_grad %x, %x : tensor<2x3x4xf32>
+    // CHECK: stlm.sum_leading %{{.*}} : tensor<2x3x4xf32> -> tensor<3x4xf32>
+    %sl = stlm.sum_leading %x : tensor<2x3x4xf32> -> tensor<3x4xf32>
+    // CHECK: stlm.merge_slots %{{.*}} : tensor<2x3x6x4xf32> -> tensor<2x3x24xf32>
+    %ms = stlm.merge_slots %p : tensor<2x3x6x4xf32> -> tensor<2x3x24xf32>
+    // CHECK: stlm.next_token_loss_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x8xf32>, tensor<2x3xi32>
+    %d1 = stlm.next_token_loss_grad %l, %y, %dl : tensor<2x3x8xf32>, tensor<2x3xi32>
+    // CHECK: stlm.masked_next_token_loss_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x8xf32>, tensor<2x3xi32>, tensor<2x3xi1>
+    %d2 = stlm.masked_next_token_loss_grad %l, %y, %mk, %dl : tensor<2x3x8xf32>, tensor<2x3xi32>, tensor<2x3xi1>
+    // CHECK: stlm.distill_loss_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {alpha = 5.000000e-01 : f64, temperature = 2.000000e+00 : f64} : tensor<2x3x8xf32>, tensor<2x3xi32>
+    %d3 = stlm.distill_loss_grad %l, %l, %y, %dl {temperature = 2.0, alpha = 0.5} : tensor<2x3x8xf32>, tensor<2x3xi32>
+    // CHECK: stlm.chunk_bytes_loss_grad %{{.*}}, %{{.*}} count(%{{.*}}), %{{.*}} {mask_pad = true} : tensor<2x3x6x258xf32>, tensor<2x3x6xi32>, tensor<2xi32>
+    %d4 = stlm.chunk_bytes_loss_grad %cl, %pids count(%n), %dl {mask_pad = true} : tensor<2x3x6x258xf32>, tensor<2x3x6xi32>, tensor<2xi32>
+    // CHECK: stlm.reconstruction_loss_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x6x258xf32>, tensor<2x3x6xi32>
+    %d5 = stlm.reconstruction_loss_grad %cl, %pids, %dl : tensor<2x3x6x258xf32>, tensor<2x3x6xi32>
+    return
+  }
+}
