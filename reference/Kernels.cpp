@@ -278,8 +278,9 @@ void poolBackward(PoolKind kind, const T *x, const int32_t *ids, int64_t R,
     }
     case PoolKind::Max:
       for (int64_t d = 0; d < D; ++d) {
-        int64_t best = 0; // The first maximal slot: only a strictly larger
-        for (int64_t s = 1; s < L; ++s) // value moves it.
+        // The first maximal slot: only a strictly larger value moves it.
+        int64_t best = 0;
+        for (int64_t s = 1; s < L; ++s)
           if (xr[s * D + d] > xr[best * D + d])
             best = s;
         dxr[best * D + d] = dout[r * D + d];

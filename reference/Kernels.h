@@ -3,8 +3,8 @@
 // The oracle every fast path is tested against: one obviously-correct
 // function per stlm op and per gradient, as plain C++ loops over row-major
 // contiguous arrays. Clarity beats speed. Each function is instantiated for
-// T = float (fp32) and T = double (fp64, for gradient checks); accumulation
-// happens in T, except where a comment says otherwise.
+// T = float (fp32) and T = double (fp64, for gradient checks); sums and dot
+// products are carried in double in both, and results rounded to T once.
 //
 // Shapes use the dialect's letters; a leading `R` is the product of all
 // leading (batch) dimensions. Outputs are written, never accumulated into,

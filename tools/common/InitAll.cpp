@@ -8,6 +8,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Transforms/Passes.h"
+#include "passes/Passes.h"
 
 void mlir::stlm::registerAllDialects(DialectRegistry &registry) {
   registry.insert<STLMDialect, func::FuncDialect, arith::ArithDialect,
@@ -15,6 +16,7 @@ void mlir::stlm::registerAllDialects(DialectRegistry &registry) {
 }
 
 void mlir::stlm::registerAllPasses() {
+  registerSTLMPasses();
   // Upstream passes that are useful on stlm IR.
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();

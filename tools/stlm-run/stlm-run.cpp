@@ -6,6 +6,12 @@
 //   stlm-run check W.safetensors [--spec SPEC.yaml]
 //       validates the file and its tensors against the spec (by default the
 //       one stored in the file), listing every mismatch.
+//   stlm-run train SPEC.yaml --data FILE [--backend reference] [--steps N]
+//       [--eval-every K] [--eval-windows N] [--log F.jsonl]
+//       [--resume W.safetensors] [--save W.safetensors] [--save-every N]
+//       [--seed N] [--quiet]
+//       trains on a text file (90/10 split, seeded windows) with a progress
+//       line and an optional JSON-lines log; see docs/training.md.
 //
 // Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
 // bad input, 2 for bad usage.
@@ -16,6 +22,7 @@
 #include "frontend/SafeTensors.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
+#include "reference/Trainer.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -28,7 +35,11 @@ namespace {
 
 constexpr const char *kUsage =
     "usage: stlm-run init SPEC.yaml -o W.safetensors [--seed N]\n"
-    "       stlm-run check W.safetensors [--spec SPEC.yaml]\n";
+    "       stlm-run check W.safetensors [--spec SPEC.yaml]\n"
+    "       stlm-run train SPEC.yaml --data FILE [--backend reference]\n"
+    "                [--steps N] [--eval-every K] [--eval-windows N]\n"
+    "                [--log F.jsonl] [--resume W] [--save W] [--save-every N]\n"
+    "                [--seed N] [--quiet]\n";
 
 int usage(const std::string &msg) {
   std::fprintf(stderr, "stlm-run: error: %s\n%s", msg.c_str(), kUsage);
@@ -46,24 +57,45 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> options;
   std::string error;
 
+  /// `known` options take a value (`--key value` or `--key=value`);
+  /// `flags` take none.
   static Args parse(int argc, char **argv, int first,
-                    const std::vector<std::string> &known) {
+                    const std::vector<std::string> &known,
+                    const std::vector<std::string> &flags = {}) {
     Args a;
     for (int i = first; i < argc; ++i) {
       std::string arg = argv[i];
       if (arg.size() > 1 && arg[0] == '-') {
-        bool ok = false;
-        for (const std::string &k : known)
-          ok |= arg == k;
-        if (!ok) {
+        std::string value;
+        bool inlineValue = false;
+        size_t eq = arg.find('=');
+        if (eq != std::string::npos && arg.compare(0, 2, "--") == 0) {
+          value = arg.substr(eq + 1);
+          arg.resize(eq);
+          inlineValue = true;
+        }
+        auto in = [&](const std::vector<std::string> &set) {
+          for (const std::string &k : set)
+            if (arg == k)
+              return true;
+          return false;
+        };
+        if (in(flags) && !inlineValue) {
+          a.options.emplace_back(arg, "");
+          continue;
+        }
+        if (!in(known)) {
           a.error = "unknown option '" + arg + "'";
           return a;
         }
-        if (i + 1 >= argc) {
-          a.error = "option '" + arg + "' needs a value";
-          return a;
+        if (!inlineValue) {
+          if (i + 1 >= argc) {
+            a.error = "option '" + arg + "' needs a value";
+            return a;
+          }
+          value = argv[++i];
         }
-        a.options.emplace_back(arg, argv[++i]);
+        a.options.emplace_back(arg, value);
       } else {
         a.positional.push_back(arg);
       }
@@ -77,6 +109,19 @@ struct Args {
     return nullptr;
   }
 };
+
+/// A non-negative decimal integer.
+bool parseCount(const std::string &s, int64_t &out) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  errno = 0;
+  char *end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0')
+    return false;
+  out = v;
+  return true;
+}
 
 bool loadSpec(const std::string &path, stlm::ModelSpec &spec) {
   stlm::SpecResult r = stlm::readSpecFile(path);
@@ -102,12 +147,10 @@ int runInit(int argc, char **argv) {
     return 1;
   uint64_t seed = static_cast<uint64_t>(spec.train.seed);
   if (const std::string *s = a.get("--seed")) {
-    char *end = nullptr;
-    errno = 0;
-    unsigned long long v = std::strtoull(s->c_str(), &end, 10);
-    if (s->empty() || *end != '\0' || errno != 0 || (*s)[0] == '-')
+    int64_t v;
+    if (!parseCount(*s, v))
       return usage("--seed needs a non-negative integer, got '" + *s + "'");
-    seed = v;
+    seed = static_cast<uint64_t>(v);
   }
   std::string error;
   if (!stlm::writeInitialWeights(spec, seed, *out, error))
@@ -167,6 +210,60 @@ int runCheck(int argc, char **argv) {
   return 0;
 }
 
+int runTrain(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2,
+                       {"--data", "--backend", "--steps", "--eval-every",
+                        "--eval-windows", "--log", "--resume", "--save",
+                        "--save-every", "--seed"},
+                       {"--quiet"});
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("train takes exactly one spec file");
+  const std::string *data = a.get("--data");
+  if (!data)
+    return usage("train needs a text file (--data FILE)");
+  std::string backend = a.get("--backend") ? *a.get("--backend") : "reference";
+  if (backend != "reference")
+    return usage("unknown backend '" + backend +
+                 "' (available: reference; the compiled native backend is "
+                 "not built yet)");
+  stlm::TrainOptions opt;
+  opt.dataPath = *data;
+  struct Count {
+    const char *flag;
+    int64_t *out;
+  };
+  int64_t seed = 0;
+  for (Count c : {Count{"--steps", &opt.steps},
+                  Count{"--eval-every", &opt.evalEvery},
+                  Count{"--eval-windows", &opt.evalWindows},
+                  Count{"--save-every", &opt.saveEvery},
+                  Count{"--seed", &seed}})
+    if (const std::string *v = a.get(c.flag))
+      if (!parseCount(*v, *c.out))
+        return usage(std::string(c.flag) +
+                     " needs a non-negative integer, got '" + *v + "'");
+  if (a.get("--seed")) {
+    opt.seed = static_cast<uint64_t>(seed);
+    opt.seedGiven = true;
+  }
+  if (const std::string *v = a.get("--log"))
+    opt.logPath = *v;
+  if (const std::string *v = a.get("--resume"))
+    opt.resumePath = *v;
+  if (const std::string *v = a.get("--save"))
+    opt.savePath = *v;
+  if (opt.saveEvery > 0 && opt.savePath.empty())
+    return usage("--save-every needs --save PATH");
+  if (a.get("--quiet"))
+    opt.progress = nullptr;
+  stlm::ModelSpec spec;
+  if (!loadSpec(a.positional[0], spec))
+    return 1;
+  return stlm::trainWithReference(spec, opt, stderr);
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -177,6 +274,8 @@ int main(int argc, char **argv) {
     return runInit(argc, argv);
   if (cmd == "check")
     return runCheck(argc, argv);
+  if (cmd == "train")
+    return runTrain(argc, argv);
   if (cmd == "-h" || cmd == "--help") {
     std::fputs(kUsage, stdout);
     return 0;

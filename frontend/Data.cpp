@@ -1,0 +1,61 @@
+//===- Data.cpp - training and validation windows from a text file --------===//
+
+#include "frontend/Data.h"
+
+#include "frontend/Weights.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+namespace stlm {
+
+bool TextData::load(const std::string &path, int64_t window,
+                    std::string &error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = path + ": cannot open the data file: " + std::strerror(errno);
+    return false;
+  }
+  bytes.assign(std::istreambuf_iterator<char>(in),
+               std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    error = path + ": read error";
+    return false;
+  }
+  if (bytes.empty()) {
+    error = path + ": the data file is empty";
+    return false;
+  }
+  width = window;
+  split = static_cast<int64_t>(bytes.size()) * 9 / 10;
+  if (split < window || validationBytes() < window) {
+    error = path + ": " + std::to_string(bytes.size()) +
+            " bytes is too short: the 90/10 split needs a window of " +
+            std::to_string(window) + " bytes in each part (at least " +
+            std::to_string(window * 10) + " bytes)";
+    return false;
+  }
+  return true;
+}
+
+void TextData::trainBatch(uint64_t seed, int64_t step, int64_t batch,
+                          std::vector<int32_t> &out) const {
+  out.resize(batch * width);
+  uint64_t starts = static_cast<uint64_t>(split - width + 1);
+  for (int64_t b = 0; b < batch; ++b) {
+    uint64_t r = splitmix64((seed << 32) + static_cast<uint64_t>(step * batch + b));
+    int64_t off = static_cast<int64_t>(r % starts);
+    for (int64_t k = 0; k < width; ++k)
+      out[b * width + k] = bytes[off + k];
+  }
+}
+
+void TextData::validationWindow(int64_t index, int32_t *out) const {
+  int64_t off = split + index * width;
+  for (int64_t k = 0; k < width; ++k)
+    out[k] = bytes[off + k];
+}
+
+} // namespace stlm

@@ -1,0 +1,53 @@
+//===- Data.h - training and validation windows from a text file -*- C++ -*-===//
+//
+// MODEL_SPEC's data rules: a file's bytes split into train (first 90 %) and
+// validation (last 10 %); training windows of W bytes start at seeded
+// random offsets, window b of step s at
+//   splitmix64(seed · 2^32 + s · B + b) mod (train bytes − W + 1);
+// validation is every consecutive non-overlapping W-byte window of the
+// validation split, in order. W is T + 1 for token models (inputs and
+// shifted targets) and the window bytes for byte_pool models.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_FRONTEND_DATA_H
+#define STLM_FRONTEND_DATA_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace stlm {
+
+class TextData {
+public:
+  /// Reads `path`. Fails (returns false, sets `error`) when the file is
+  /// missing, unreadable, or too short to give both splits a window of
+  /// `window` bytes.
+  bool load(const std::string &path, int64_t window, std::string &error);
+
+  int64_t trainBytes() const { return split; }
+  int64_t validationBytes() const {
+    return static_cast<int64_t>(bytes.size()) - split;
+  }
+  int64_t window() const { return width; }
+
+  /// Fills `out` ([B, W] row-major) with the B training windows of `step`.
+  void trainBatch(uint64_t seed, int64_t step, int64_t batch,
+                  std::vector<int32_t> &out) const;
+  /// Number of validation windows.
+  int64_t validationWindows() const {
+    return validationBytes() / width;
+  }
+  /// Window `index` of the validation split into `out` (W bytes).
+  void validationWindow(int64_t index, int32_t *out) const;
+
+private:
+  std::vector<uint8_t> bytes;
+  int64_t split = 0;
+  int64_t width = 0;
+};
+
+} // namespace stlm
+
+#endif // STLM_FRONTEND_DATA_H

@@ -1,0 +1,33 @@
+//===- Passes.h - stlm passes -----------------------------------*- C++ -*-===//
+//
+// Declares every stlm pass (see Passes.td) and their registration.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_PASSES_PASSES_H
+#define STLM_PASSES_PASSES_H
+
+#include "dialects/STLM/IR/STLMOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir {
+class RewriterBase;
+namespace stlm {
+
+#define GEN_PASS_DECL
+#include "passes/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "passes/Passes.h.inc"
+
+/// Expands `repeat` in place into one copy of its body per layer (see
+/// `stlm-unroll-layers`); returns the value that replaced its result.
+Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
+
+} // namespace stlm
+} // namespace mlir
+
+#endif // STLM_PASSES_PASSES_H

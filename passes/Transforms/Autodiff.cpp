@@ -1,0 +1,481 @@
+//===- Autodiff.cpp - derive @grad, @train_step and @eval from @loss ------===//
+//
+// Reverse mode on straight-line code: @loss is cloned into @grad with every
+// call inlined and every stlm.repeat unrolled, then each op, last to first,
+// turns the gradients of its results into gradients of its operands with
+// its `*_grad` op. Gradients reaching the same value (a tied or shared
+// parameter, a residual stream) are summed with stlm.add.
+//
+//===----------------------------------------------------------------------===//
+
+#include "passes/Passes.h"
+
+#include "mlir/IR/IRMapping.h"
+#include "mlir/IR/PatternMatch.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <map>
+
+namespace mlir::stlm {
+#define GEN_PASS_DEF_AUTODIFFPASS
+#include "passes/Passes.h.inc"
+} // namespace mlir::stlm
+
+using namespace mlir;
+using namespace mlir::stlm;
+
+namespace {
+
+/// The optimizer settings of a model (its `stlm.train` dictionary, with
+/// MODEL_SPEC's defaults for what is missing).
+struct TrainSettings {
+  double lr = 1e-3, minLr = 1e-4, beta1 = 0.9, beta2 = 0.99, eps = 1e-8,
+         weightDecay = 0.1, gradClip = 1.0;
+  int64_t warmup = 100, steps = 2000;
+  ScheduleKind schedule = ScheduleKind::cosine;
+
+  static FailureOr<TrainSettings> read(ModelOp model) {
+    TrainSettings t;
+    auto dict = model->getAttrOfType<DictionaryAttr>("stlm.train");
+    if (!dict)
+      return t;
+    auto f = [&](StringRef key, double &out) {
+      if (auto a = dict.getAs<FloatAttr>(key))
+        out = a.getValueAsDouble();
+    };
+    auto i = [&](StringRef key, int64_t &out) {
+      if (auto a = dict.getAs<IntegerAttr>(key))
+        out = a.getInt();
+    };
+    f("lr", t.lr);
+    f("min_lr", t.minLr);
+    f("beta1", t.beta1);
+    f("beta2", t.beta2);
+    f("eps", t.eps);
+    f("weight_decay", t.weightDecay);
+    f("grad_clip", t.gradClip);
+    i("warmup", t.warmup);
+    i("steps", t.steps);
+    if (auto s = dict.getAs<StringAttr>("schedule")) {
+      std::optional<ScheduleKind> k = symbolizeScheduleKind(s.getValue());
+      if (!k)
+        return model.emitOpError()
+               << "stlm.train: unknown schedule '" << s.getValue() << "'";
+      t.schedule = *k;
+    }
+    return t;
+  }
+};
+
+class Differentiator {
+public:
+  Differentiator(ModelOp model, OpBuilder &b) : model(model), b(b) {}
+
+  /// Builds @grad from @loss. Fails with a diagnostic.
+  FailureOr<func::FuncOp> buildGrad(func::FuncOp loss);
+
+private:
+  LogicalResult inlineCalls(func::FuncOp fn);
+  LogicalResult backward(Operation *op);
+  /// Adds `g` to the gradient of `v`.
+  void accumulate(Value v, Value g);
+  Value gradOf(Value v) const {
+    auto it = grads.find(v);
+    return it == grads.end() ? Value() : it->second;
+  }
+  static bool isFloatTensor(Value v) {
+    auto t = llvm::dyn_cast<RankedTensorType>(v.getType());
+    return t && t.getElementType().isF32();
+  }
+
+  ModelOp model;
+  OpBuilder &b;
+  llvm::DenseMap<Value, Value> grads;
+  std::map<std::string, Value> paramGrads;
+};
+
+void Differentiator::accumulate(Value v, Value g) {
+  auto it = grads.find(v);
+  if (it == grads.end()) {
+    grads[v] = g;
+    return;
+  }
+  it->second = b.create<AddOp>(g.getLoc(), v.getType(), it->second, g);
+}
+
+LogicalResult Differentiator::inlineCalls(func::FuncOp fn) {
+  // Inline until no call is left; a call chain deeper than the number of
+  // functions in the model is a recursion.
+  int64_t limit = 1;
+  for (Operation &op : model.getBody().front())
+    limit += isa<func::FuncOp>(op);
+  for (int64_t depth = 0;; ++depth) {
+    SmallVector<func::CallOp> calls;
+    fn.walk([&](func::CallOp c) { calls.push_back(c); });
+    if (calls.empty())
+      return success();
+    if (depth > limit)
+      return fn.emitOpError("calls recurse; @loss must be differentiable "
+                            "as straight-line code");
+    for (func::CallOp call : calls) {
+      auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+          call, call.getCalleeAttr());
+      if (!callee || callee.isExternal())
+        return call.emitOpError()
+               << "calls '@" << call.getCallee()
+               << "', which is not a function with a body in the model";
+      IRMapping map;
+      Block &entry = callee.getBody().front();
+      for (auto [arg, operand] :
+           llvm::zip(entry.getArguments(), call.getOperands()))
+        map.map(arg, operand);
+      b.setInsertionPoint(call);
+      for (Operation &op : entry) {
+        if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+          for (auto [res, v] : llvm::zip(call.getResults(), ret.getOperands()))
+            res.replaceAllUsesWith(map.lookup(v));
+          continue;
+        }
+        b.clone(op, map);
+      }
+      call.erase();
+    }
+  }
+}
+
+LogicalResult Differentiator::backward(Operation *op) {
+  // Gradients of the op's float results; skip ops nothing depends on.
+  SmallVector<Value> dys;
+  bool any = false;
+  for (Value r : op->getResults()) {
+    dys.push_back(gradOf(r));
+    any |= static_cast<bool>(dys.back());
+  }
+  if (!any)
+    return success();
+  Location loc = op->getLoc();
+  b.setInsertionPoint(op->getBlock()->getTerminator());
+  Value dy = dys.empty() ? Value() : dys[0];
+
+  return TypeSwitch<Operation *, LogicalResult>(op)
+      .Case([&](ParamRefOp o) {
+        std::string name = o.getName().str();
+        Value &slot = paramGrads[name];
+        slot = slot ? b.create<AddOp>(loc, dy.getType(), slot, dy).getResult()
+                    : dy;
+        return success();
+      })
+      .Case([&](EmbedOp o) {
+        accumulate(o.getTable(), b.create<EmbedGradOp>(loc, o.getTable().getType(),
+                                                       o.getIds(), dy));
+        return success();
+      })
+      .Case([&](PoolOp o) {
+        accumulate(o.getX(), b.create<PoolGradOp>(loc, o.getX().getType(),
+                                                  o.getKind(), o.getX(), dy,
+                                                  o.getIds()));
+        return success();
+      })
+      .Case([&](RMSNormOp o) {
+        auto g = b.create<RMSNormGradOp>(loc, o.getX().getType(),
+                                         o.getWeight().getType(), o.getX(),
+                                         o.getWeight(), dy, o.getEpsAttr());
+        accumulate(o.getX(), g.getDx());
+        accumulate(o.getWeight(), g.getDweight());
+        return success();
+      })
+      .Case<LinearOp, LogitsOp>([&](auto o) {
+        Value w = o->getOperand(1);
+        auto g = b.create<LinearGradOp>(loc, o.getX().getType(), w.getType(),
+                                        o.getX(), w, dy);
+        accumulate(o.getX(), g.getDx());
+        accumulate(w, g.getDweight());
+        return success();
+      })
+      .Case([&](LowRankOp o) {
+        auto g = b.create<LowRankGradOp>(
+            loc, o.getX().getType(), o.getA().getType(), o.getB().getType(),
+            o.getX(), o.getA(), o.getB(), dy);
+        accumulate(o.getX(), g.getDx());
+        accumulate(o.getA(), g.getDa());
+        accumulate(o.getB(), g.getDb());
+        return success();
+      })
+      .Case([&](RoPEOp o) {
+        accumulate(o.getX(),
+                   b.create<RoPEGradOp>(loc, dy.getType(), dy, o.getOffset(),
+                                        o.getHeadDimAttr(), o.getThetaAttr()));
+        return success();
+      })
+      .Case([&](AttentionOp o) {
+        auto g = b.create<AttentionGradOp>(
+            loc, o.getQ().getType(), o.getK().getType(), o.getV().getType(),
+            o.getMaskAttr(), o.getQ(), o.getK(), o.getV(), dy, o.getOffset(),
+            o.getHeadsAttr(), o.getKvHeadsAttr());
+        accumulate(o.getQ(), g.getDq());
+        accumulate(o.getK(), g.getDk());
+        accumulate(o.getV(), g.getDv());
+        return success();
+      })
+      .Case([&](SwiGLUOp o) {
+        auto g = b.create<SwiGLUGradOp>(loc, dy.getType(), dy.getType(),
+                                        o.getGate(), o.getUp(), dy);
+        accumulate(o.getGate(), g.getDgate());
+        accumulate(o.getUp(), g.getDup());
+        return success();
+      })
+      .Case([&](GELUOp o) {
+        accumulate(o.getX(),
+                   b.create<GELUGradOp>(loc, dy.getType(), o.getX(), dy));
+        return success();
+      })
+      .Case([&](AddOp o) {
+        accumulate(o.getLhs(), dy);
+        Value r = o.getRhs();
+        accumulate(r, r.getType() == dy.getType()
+                          ? dy
+                          : b.create<SumLeadingOp>(loc, r.getType(), dy)
+                                .getResult());
+        return success();
+      })
+      .Case([&](SplitSlotsOp o) {
+        accumulate(o.getX(),
+                   b.create<MergeSlotsOp>(loc, o.getX().getType(), dy));
+        return success();
+      })
+      .Case([&](NextTokenLossOp o) {
+        accumulate(o.getLogits(),
+                   b.create<NextTokenLossGradOp>(loc, o.getLogits().getType(),
+                                                 o.getLogits(), o.getTargets(),
+                                                 dy));
+        return success();
+      })
+      .Case([&](ChunkBytesLossOp o) {
+        accumulate(o.getLogits(), b.create<ChunkBytesLossGradOp>(
+                                      loc, o.getLogits().getType(),
+                                      o.getLogits(), o.getChunks(),
+                                      o.getCount(), dy, o.getMaskPadAttr()));
+        return success();
+      })
+      .Case([&](ReconstructionLossOp o) {
+        accumulate(o.getLogits(), b.create<ReconstructionLossGradOp>(
+                                      loc, o.getLogits().getType(),
+                                      o.getLogits(), o.getChunks(),
+                                      o.getCount(), dy, o.getMaskPadAttr()));
+        return success();
+      })
+      .Case([&](MaskedNextTokenLossOp o) {
+        accumulate(o.getLogits(), b.create<MaskedNextTokenLossGradOp>(
+                                      loc, o.getLogits().getType(),
+                                      o.getLogits(), o.getTargets(),
+                                      o.getMask(), dy));
+        return success();
+      })
+      .Case([&](DistillLossOp o) {
+        // The teacher's logits are data: no gradient.
+        accumulate(o.getLogits(), b.create<DistillLossGradOp>(
+                                      loc, o.getLogits().getType(),
+                                      o.getLogits(), o.getTeacher(),
+                                      o.getTargets(), dy,
+                                      o.getTemperatureAttr(),
+                                      o.getAlphaAttr()));
+        return success();
+      })
+      .Case([&](WeightedSumOp o) {
+        for (auto [term, w] : llvm::zip(o.getTerms(), o.getWeights())) {
+          auto c = b.create<arith::ConstantOp>(
+              loc, DenseElementsAttr::get(
+                       llvm::cast<ShapedType>(dy.getType()),
+                       static_cast<float>(
+                           llvm::cast<FloatAttr>(w).getValueAsDouble())));
+          accumulate(term, b.create<arith::MulFOp>(loc, dy, c));
+        }
+        return success();
+      })
+      .Default([&](Operation *other) -> LogicalResult {
+        return other->emitOpError()
+               << "has no gradient rule; @loss must be built from stlm ops";
+      });
+}
+
+FailureOr<func::FuncOp> Differentiator::buildGrad(func::FuncOp loss) {
+  FunctionType lossType = loss.getFunctionType();
+  auto scalar = RankedTensorType::get({}, b.getF32Type());
+  if (lossType.getNumResults() != 1 || lossType.getResult(0) != scalar)
+    return loss.emitOpError(
+        "must return exactly one 'tensor<f32>' (the loss) to be "
+        "differentiated");
+
+  // @grad starts as a copy of @loss, flattened to straight-line code.
+  b.setInsertionPointAfter(loss);
+  auto grad = cast<func::FuncOp>(b.clone(*loss));
+  grad.setSymName("grad");
+  if (failed(inlineCalls(grad))) {
+    grad.erase();
+    return failure();
+  }
+  IRRewriter rewriter(b.getContext());
+  SmallVector<RepeatOp> repeats;
+  grad.walk([&](RepeatOp r) { repeats.push_back(r); });
+  for (RepeatOp r : repeats)
+    unrollRepeat(r, rewriter);
+
+  Block &body = grad.getBody().front();
+  auto ret = cast<func::ReturnOp>(body.getTerminator());
+  Value lossValue = ret.getOperand(0);
+
+  // Seed: d loss / d loss = 1; then every op, last to first.
+  b.setInsertionPoint(ret);
+  grads[lossValue] = b.create<arith::ConstantOp>(
+      loss.getLoc(), DenseElementsAttr::get(scalar, 1.0f));
+  SmallVector<Operation *> forward;
+  for (Operation &op : body.without_terminator())
+    forward.push_back(&op);
+  for (Operation *op : llvm::reverse(forward))
+    if (failed(backward(op))) {
+      grad.erase();
+      return failure();
+    }
+
+  // Return the loss and every parameter's gradient in declaration order.
+  b.setInsertionPoint(ret);
+  SmallVector<Value> results = {lossValue};
+  SmallVector<Attribute> names;
+  for (ParamOp p : model.getParams()) {
+    auto it = paramGrads.find(p.getSymName().str());
+    Value g = it != paramGrads.end() ? it->second : Value();
+    if (!g)
+      g = b.create<arith::ConstantOp>(
+          p.getLoc(), DenseElementsAttr::get(p.getTensorType(), 0.0f));
+    results.push_back(g);
+    names.push_back(FlatSymbolRefAttr::get(p.getSymNameAttr()));
+  }
+  b.create<func::ReturnOp>(ret.getLoc(), results);
+  ret.erase();
+  grad.setFunctionType(b.getFunctionType(lossType.getInputs(),
+                                         ValueRange(results).getTypes()));
+  grad->setAttr("stlm.grad_params", b.getArrayAttr(names));
+  return grad;
+}
+
+/// Declares `stlm.state @name : type` unless the model already has it.
+LogicalResult declareState(ModelOp model, OpBuilder &b, StringRef name,
+                           Type type) {
+  if (Operation *existing = SymbolTable::lookupSymbolIn(model, name)) {
+    auto state = dyn_cast<StateOp>(existing);
+    if (state && state.getType() == type)
+      return success();
+    return existing->emitOpError()
+           << "'@" << name << "' is reserved for training state of type "
+           << type;
+  }
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToEnd(&model.getBody().front());
+  // Keep declarations before the functions.
+  for (Operation &op : model.getBody().front())
+    if (isa<FunctionOpInterface>(op)) {
+      b.setInsertionPoint(&op);
+      break;
+    }
+  b.create<StateOp>(model.getLoc(), b.getStringAttr(name), TypeAttr::get(type));
+  return success();
+}
+
+LogicalResult buildTraining(ModelOp model) {
+  auto loss = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+      model.getBody().front().getParentOp(),
+      StringAttr::get(model.getContext(), "loss"));
+  if (!loss)
+    return model.emitOpError(
+        "has no @loss function to differentiate (stlm-autodiff needs one)");
+  for (StringRef taken : {"grad", "train_step", "eval"})
+    if (SymbolTable::lookupSymbolIn(model, taken))
+      return model.emitOpError()
+             << "already has a '@" << taken
+             << "' function; stlm-autodiff adds @grad, @train_step and @eval";
+  FailureOr<TrainSettings> settings = TrainSettings::read(model);
+  if (failed(settings))
+    return failure();
+
+  OpBuilder b(model.getContext());
+  Differentiator diff(model, b);
+  FailureOr<func::FuncOp> grad = diff.buildGrad(loss);
+  if (failed(grad))
+    return failure();
+
+  // State: the step counter and the AdamW moments of every parameter.
+  auto i32 = RankedTensorType::get({}, b.getIntegerType(32));
+  auto f32 = RankedTensorType::get({}, b.getF32Type());
+  SmallVector<ParamOp> params(model.getParams());
+  if (failed(declareState(model, b, "step", i32)))
+    return failure();
+  for (ParamOp p : params)
+    for (const char *prefix : {"opt.m.", "opt.v."})
+      if (failed(declareState(model, b, (prefix + p.getSymName()).str(),
+                              p.getType())))
+        return failure();
+
+  Location loc = loss.getLoc();
+  TypeRange inputs = loss.getFunctionType().getInputs();
+
+  // @train_step
+  b.setInsertionPointAfter(*grad);
+  auto step = b.create<func::FuncOp>(
+      loc, "train_step", b.getFunctionType(inputs, {f32, f32, f32}));
+  Block *entry = step.addEntryBlock();
+  b.setInsertionPointToStart(entry);
+  Value step0 = b.create<StateRefOp>(loc, i32, "step");
+  Value lr = b.create<LRScheduleOp>(
+      loc, f32, ScheduleKindAttr::get(b.getContext(), settings->schedule),
+      step0, b.getF64FloatAttr(settings->lr),
+      b.getF64FloatAttr(settings->minLr), b.getI64IntegerAttr(settings->warmup),
+      b.getI64IntegerAttr(settings->steps));
+  auto call = b.create<func::CallOp>(loc, *grad, entry->getArguments());
+  SmallVector<Value> gradients(call.getResults().drop_front());
+  SmallVector<Type> gradTypes(ValueRange(gradients).getTypes());
+  auto clip = b.create<ClipGradNormOp>(loc, gradTypes, f32, gradients,
+                                       b.getF64FloatAttr(settings->gradClip));
+  Value one = b.create<arith::ConstantOp>(loc, DenseElementsAttr::get(i32, 1));
+  Value t = b.create<arith::AddIOp>(loc, step0, one);
+  for (auto [p, g] : llvm::zip(params, clip.getClipped())) {
+    std::string name = p.getSymName().str();
+    Value pv = b.create<ParamRefOp>(loc, p.getType(), name);
+    Value m = b.create<StateRefOp>(loc, p.getType(), "opt.m." + name);
+    Value v = b.create<StateRefOp>(loc, p.getType(), "opt.v." + name);
+    double wd = p.getTensorType().getRank() >= 2 ? settings->weightDecay : 0.0;
+    auto upd = b.create<AdamWOp>(
+        loc, p.getType(), p.getType(), p.getType(), pv, g, m, v, lr, t,
+        b.getF64FloatAttr(settings->beta1), b.getF64FloatAttr(settings->beta2),
+        b.getF64FloatAttr(settings->eps), b.getF64FloatAttr(wd));
+    b.create<AssignOp>(loc, name, upd.getNewParam());
+    b.create<AssignOp>(loc, "opt.m." + name, upd.getNewM());
+    b.create<AssignOp>(loc, "opt.v." + name, upd.getNewV());
+  }
+  b.create<AssignOp>(loc, "step", t);
+  b.create<func::ReturnOp>(
+      loc, ValueRange{call.getResult(0), clip.getNorm(), lr});
+
+  // @eval
+  b.setInsertionPointAfter(step);
+  auto eval = b.create<func::FuncOp>(loc, "eval",
+                                     b.getFunctionType(inputs, {f32}));
+  Block *evalEntry = eval.addEntryBlock();
+  b.setInsertionPointToStart(evalEntry);
+  auto lossCall = b.create<func::CallOp>(loc, loss, evalEntry->getArguments());
+  b.create<func::ReturnOp>(loc, lossCall.getResults());
+  return success();
+}
+
+struct AutodiffPass : public mlir::stlm::impl::AutodiffPassBase<AutodiffPass> {
+  void runOnOperation() override {
+    SmallVector<ModelOp> models;
+    getOperation().walk([&](ModelOp m) { models.push_back(m); });
+    bool failedAny = false;
+    for (ModelOp m : models)
+      failedAny |= failed(buildTraining(m));
+    if (failedAny)
+      signalPassFailure();
+  }
+};
+
+} // namespace

@@ -1,0 +1,348 @@
+//===- Trainer.cpp - train a spec with the reference evaluator ------------===//
+
+#include "reference/Trainer.h"
+
+#include "frontend/BuildModel.h"
+#include "frontend/Data.h"
+#include "frontend/Params.h"
+#include "frontend/SafeTensors.h"
+#include "frontend/Weights.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Pass/PassManager.h"
+#include "passes/Passes.h"
+#include "reference/Interpreter.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+
+namespace stlm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Tensor = ref::Tensor<float>;
+
+std::string formatDuration(double seconds) {
+  int64_t s = static_cast<int64_t>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%lld:%02lld:%02lld",
+                  static_cast<long long>(s / 3600),
+                  static_cast<long long>(s / 60 % 60),
+                  static_cast<long long>(s % 60));
+  else
+    std::snprintf(buf, sizeof buf, "%lld:%02lld",
+                  static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  return buf;
+}
+
+std::string formatRate(double bytesPerSecond) {
+  char buf[32];
+  if (bytesPerSecond >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2f MB/s", bytesPerSecond / 1e6);
+  else if (bytesPerSecond >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1f kB/s", bytesPerSecond / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f B/s", bytesPerSecond);
+  return buf;
+}
+
+/// How the training functions take a batch.
+struct Feed {
+  bool token = true;  // (tokens, targets [, seed]) vs (bytes)
+  bool seed = false;  // masked_next_token: a per-step seed
+  int64_t batch = 0, context = 0, window = 0;
+
+  /// Arguments of @train_step / @eval for windows `w` ([B, window]).
+  std::vector<Tensor> args(const std::vector<int32_t> &w,
+                           int32_t stepSeed) const {
+    std::vector<Tensor> a;
+    if (!token) {
+      a.push_back(Tensor::ints({batch, window}, w));
+      return a;
+    }
+    std::vector<int32_t> in(batch * context), tg(batch * context);
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t < context; ++t) {
+        in[b * context + t] = w[b * window + t];
+        tg[b * context + t] = w[b * window + t + 1];
+      }
+    a.push_back(Tensor::ints({batch, context}, std::move(in)));
+    a.push_back(Tensor::ints({batch, context}, std::move(tg)));
+    if (seed)
+      a.push_back(Tensor::ints({}, {stepSeed}));
+    return a;
+  }
+};
+
+class Session {
+public:
+  Session(const ModelSpec &spec, const TrainOptions &opt, FILE *err)
+      : spec(spec), opt(opt), err(err), table(buildParamTable(spec)) {}
+  int run();
+
+private:
+  int fail(const std::string &msg) {
+    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
+    return 1;
+  }
+  bool initialise(std::string &error);
+  bool resume(std::string &error);
+  bool save(const std::string &path, int64_t step, std::string &error);
+  /// Mean validation loss over the evaluated windows (NaN on error).
+  double evaluate(int64_t &windows, std::string &error);
+  void log(const std::string &json) {
+    if (logFile.is_open())
+      logFile << json << "\n" << std::flush;
+  }
+
+  const ModelSpec &spec;
+  const TrainOptions &opt;
+  FILE *err;
+  ParamTable table;
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::unique_ptr<ref::Interpreter<float>> interp;
+  TextData data;
+  Feed feed;
+  uint64_t seed = 0;
+  int64_t startStep = 0;
+  std::ofstream logFile;
+};
+
+bool Session::initialise(std::string &error) {
+  for (const InitTensor &w : initWeights(table, seed))
+    if (!interp->setVariable(w.param->name,
+                             Tensor::floats(w.param->shape, w.values), error))
+      return false;
+  return true;
+}
+
+bool Session::resume(std::string &error) {
+  std::unique_ptr<SafeTensorsFile> file =
+      SafeTensorsFile::open(opt.resumePath, error);
+  if (!file)
+    return false;
+  std::vector<std::string> problems = checkWeights(table, *file);
+  if (!problems.empty()) {
+    error = opt.resumePath + " is not a checkpoint of model '" + spec.name +
+            "' (" + std::to_string(problems.size()) + " problems):";
+    for (const std::string &p : problems)
+      error += "\n  " + p;
+    return false;
+  }
+  for (const TensorView &t : file->tensors()) {
+    std::vector<float> values(t.numel());
+    std::memcpy(values.data(), t.data, t.size);
+    if (!interp->setVariable(t.name, Tensor::floats(t.shape, values), error))
+      return false;
+  }
+  auto step = file->metadata().find("step");
+  if (step != file->metadata().end()) {
+    char *end = nullptr;
+    long long s = std::strtoll(step->second.c_str(), &end, 10);
+    if (step->second.empty() || *end != '\0' || s < 0) {
+      error = opt.resumePath + ": __metadata__.step '" + step->second +
+              "' is not a step count";
+      return false;
+    }
+    startStep = s;
+  }
+  return interp->setVariable(
+      "step", ref::Tensor<float>::ints({}, {static_cast<int32_t>(startStep)}),
+      error);
+}
+
+bool Session::save(const std::string &path, int64_t step, std::string &error) {
+  std::vector<TensorToWrite> tensors;
+  for (const ParamInfo &p : table.params)
+    for (const std::string &name :
+         {p.name, "opt.m." + p.name, "opt.v." + p.name}) {
+      const Tensor *t = interp->variable(name);
+      tensors.push_back({name, DType::F32, t->shape, t->f.data(),
+                         t->f.size() * sizeof(float)});
+    }
+  std::map<std::string, std::string> meta = checkpointMetadata(spec);
+  meta["step"] = std::to_string(step);
+  return writeSafeTensors(path, tensors, meta, error);
+}
+
+double Session::evaluate(int64_t &windows, std::string &error) {
+  int64_t total = data.validationWindows();
+  if (opt.evalWindows > 0)
+    total = std::min(total, opt.evalWindows);
+  total -= total % feed.batch; // whole batches only
+  if (total == 0)
+    total = std::min<int64_t>(feed.batch, data.validationWindows());
+  double sum = 0;
+  int64_t batches = 0;
+  std::vector<int32_t> w(feed.batch * feed.window);
+  for (int64_t first = 0; first + feed.batch <= total; first += feed.batch) {
+    for (int64_t b = 0; b < feed.batch; ++b)
+      data.validationWindow(first + b, w.data() + b * feed.window);
+    std::vector<Tensor> results;
+    if (!interp->call("eval", feed.args(w, 0), results, error))
+      return NAN;
+    sum += results[0].scalar();
+    ++batches;
+  }
+  windows = batches * feed.batch;
+  return batches ? sum / batches : NAN;
+}
+
+int Session::run() {
+  // The model and its training step.
+  context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
+                      mlir::arith::ArithDialect>();
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+    diagnostics += d.str() + "\n";
+    return mlir::success();
+  });
+  module = buildModel(context, spec);
+  mlir::PassManager pm(&context);
+  pm.addPass(mlir::stlm::createAutodiffPass());
+  if (mlir::failed(pm.run(*module)))
+    return fail("cannot derive the training step of '" + spec.name +
+                "': " + diagnostics);
+  mlir::stlm::ModelOp model;
+  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+
+  // How batches are fed.
+  feed.token = spec.embedder.kind == EmbedderKind::Token;
+  feed.batch = spec.train.batch;
+  feed.context = spec.core.context;
+  feed.window = feed.token ? spec.core.context + 1 : spec.windowBytes();
+  for (const ObjectiveSpec &o : spec.objectives) {
+    if (o.kind == ObjectiveKind::Distill)
+      return fail("objective 'distill' needs the teacher's logits for every "
+                  "batch; the reference trainer does not run teachers");
+    feed.seed |= o.kind == ObjectiveKind::MaskedNextToken;
+  }
+  if (!feed.token && spec.embedder.chunking == Chunking::Given)
+    return fail("'given' chunking needs chunk boundaries supplied with the "
+                "data; the reference trainer reads plain text only");
+
+  std::string error;
+  if (!data.load(opt.dataPath, feed.window, error))
+    return fail(error);
+  seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
+  interp = std::make_unique<ref::Interpreter<float>>(model);
+  if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
+    return fail(error);
+  if (!opt.logPath.empty()) {
+    logFile.open(opt.logPath, std::ios::app);
+    if (!logFile)
+      return fail(opt.logPath + ": cannot open the log file");
+  }
+
+  int64_t steps = opt.steps >= 0 ? opt.steps : spec.train.steps;
+  int64_t bytesPerStep = feed.batch * (feed.token ? feed.context : feed.window);
+  if (opt.progress)
+    std::fprintf(opt.progress,
+                 "training '%s' (%lld parameters) with the reference "
+                 "evaluator: steps %lld..%lld, batch %lld, %lld train / %lld "
+                 "validation bytes\n",
+                 spec.name.c_str(),
+                 static_cast<long long>(table.uniqueCount()),
+                 static_cast<long long>(startStep),
+                 static_cast<long long>(steps),
+                 static_cast<long long>(feed.batch),
+                 static_cast<long long>(data.trainBytes()),
+                 static_cast<long long>(data.validationBytes()));
+
+  auto runEval = [&](int64_t step) -> bool {
+    int64_t windows = 0;
+    double loss = evaluate(windows, error);
+    if (std::isnan(loss))
+      return false;
+    double bpb = loss / std::log(2.0);
+    if (opt.progress)
+      std::fprintf(opt.progress,
+                   "eval  step %lld | val loss %.4f | %.3f bits/byte | %lld "
+                   "windows\n",
+                   static_cast<long long>(step), loss, bpb,
+                   static_cast<long long>(windows));
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "{\"event\":\"eval\",\"step\":%lld,\"val_loss\":%.6f,"
+                  "\"bits_per_byte\":%.6f,\"windows\":%lld}",
+                  static_cast<long long>(step), loss, bpb,
+                  static_cast<long long>(windows));
+    log(buf);
+    return true;
+  };
+
+  if (!runEval(startStep))
+    return fail(error);
+  Clock::time_point start = Clock::now();
+  int64_t every = std::max<int64_t>(1, (steps - startStep) / 50);
+  std::vector<int32_t> windows;
+  for (int64_t step = startStep; step < steps; ++step) {
+    data.trainBatch(seed, step, feed.batch, windows);
+    std::vector<Tensor> results;
+    int32_t stepSeed = static_cast<int32_t>(
+        splitmix64(seed ^ static_cast<uint64_t>(step)) & 0x7fffffff);
+    if (!interp->call("train_step", feed.args(windows, stepSeed), results,
+                      error))
+      return fail("step " + std::to_string(step) + ": " + error);
+    float loss = results[0].scalar(), norm = results[1].scalar(),
+          lr = results[2].scalar();
+    if (!std::isfinite(loss))
+      return fail("step " + std::to_string(step) + ": the loss is " +
+                  std::to_string(loss) + "; training diverged");
+    double elapsed =
+        std::chrono::duration<double>(Clock::now() - start).count();
+    int64_t done = step + 1 - startStep;
+    double rate = elapsed > 0 ? done * bytesPerStep / elapsed : 0;
+    double eta = done > 0 ? elapsed / done * (steps - step - 1) : 0;
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  "{\"event\":\"train\",\"step\":%lld,\"loss\":%.6f,"
+                  "\"lr\":%.6g,\"grad_norm\":%.6f,\"bytes_per_s\":%.1f,"
+                  "\"elapsed_s\":%.3f}",
+                  static_cast<long long>(step + 1), loss, lr, norm, rate,
+                  elapsed);
+    log(buf);
+    if (opt.progress && ((step + 1 - startStep) % every == 0 ||
+                         step + 1 == steps))
+      std::fprintf(opt.progress,
+                   "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %s | "
+                   "ETA %s\n",
+                   static_cast<long long>(step + 1),
+                   static_cast<long long>(steps), loss, lr, norm,
+                   formatRate(rate).c_str(), formatDuration(eta).c_str());
+    if (opt.evalEvery > 0 && (step + 1) % opt.evalEvery == 0 &&
+        step + 1 != steps && !runEval(step + 1))
+      return fail(error);
+    if (!opt.savePath.empty() && opt.saveEvery > 0 &&
+        (step + 1) % opt.saveEvery == 0 && step + 1 != steps &&
+        !save(opt.savePath, step + 1, error))
+      return fail(error);
+  }
+  if (steps > startStep && !runEval(steps))
+    return fail(error);
+  if (!opt.savePath.empty()) {
+    if (!save(opt.savePath, std::max(steps, startStep), error))
+      return fail(error);
+    if (opt.progress)
+      std::fprintf(opt.progress, "saved %s (step %lld)\n",
+                   opt.savePath.c_str(),
+                   static_cast<long long>(std::max(steps, startStep)));
+  }
+  return 0;
+}
+
+} // namespace
+
+int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
+                       FILE *err) {
+  Session session(spec, options, err);
+  return session.run();
+}
+
+} // namespace stlm

@@ -1,0 +1,46 @@
+//===- Trainer.h - train a spec with the reference evaluator ----*- C++ -*-===//
+//
+// `stlm-run train --backend=reference`: builds the model of a spec, derives
+// its training step (stlm-autodiff), and runs it in the reference
+// interpreter (fp32) on a text file with MODEL_SPEC's data rules. Prints a
+// progress line (step, loss, lr, grad norm, bytes/s, ETA) and can write
+// every step and evaluation as JSON lines. Checkpoints hold the parameters,
+// the AdamW moments (`opt.m.*`, `opt.v.*`) and `__metadata__.step`, written
+// atomically.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_REFERENCE_TRAINER_H
+#define STLM_REFERENCE_TRAINER_H
+
+#include "frontend/Spec.h"
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace stlm {
+
+struct TrainOptions {
+  std::string dataPath;
+  int64_t steps = -1;        // -1: the spec's train.steps
+  int64_t evalEvery = 0;     // 0: only at the start and the end
+  int64_t evalWindows = 256; // validation windows per evaluation; 0: all
+  std::string logPath;       // JSON lines; "" for none
+  std::string resumePath;    // checkpoint to continue from; "" to initialise
+  std::string savePath;      // checkpoint to write at the end; "" for none
+  int64_t saveEvery = 0;     // also save every N steps (needs savePath)
+  uint64_t seed = 0;         // initialisation and data order
+  bool seedGiven = false;    // false: the spec's train.seed
+  FILE *progress = stderr;   // progress lines; null for quiet
+};
+
+/// Trains; returns 0 on success, 1 with a message on `err` on bad input
+/// (missing or short data, bad checkpoint, a spec the reference trainer
+/// cannot feed).
+int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
+                       FILE *err);
+
+} // namespace stlm
+
+#endif // STLM_REFERENCE_TRAINER_H
