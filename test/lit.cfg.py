@@ -25,3 +25,14 @@ llvm_config.add_tool_substitutions(
     [ToolSubst(t, unresolved="fatal")
      for t in ["stlm-opt", "stlm-compile", "stlm-run"]],
     [config.stlm_tools_dir])
+
+# Tests that train on real text need ../shared/data/tinyshakespeare.txt; they
+# declare `REQUIRES: tinyshakespeare` and are reported UNSUPPORTED without it.
+tinyshakespeare = os.path.join(config.stlm_shared_dir, "data",
+                               "tinyshakespeare.txt")
+if os.path.exists(tinyshakespeare):
+    config.available_features.add("tinyshakespeare")
+    config.substitutions.append(("%tinyshakespeare", tinyshakespeare))
+else:
+    lit_config.note("%s not found: tests that train on it are skipped"
+                    % tinyshakespeare)
