@@ -391,9 +391,13 @@ void lowrankBackward(const T *x, const T *a, const T *b, int64_t R,
   linearBackward(x, a, R, In, K, dh.data(), dx, da);
 }
 
+/// Rotates each adjacent pair (2i, 2i+1) of every head of every row by
+/// sign · p · θ_i, p the row's absolute position: RoPE for sign = +1, its
+/// transpose (the gradient) for sign = −1.
 template <typename T>
-void rope(const T *x, int64_t Bt, int64_t Tn, int64_t W, int64_t hd,
-          double theta, int64_t offset, T *y) {
+static void rotatePairs(const T *x, int64_t Bt, int64_t Tn, int64_t W,
+                        int64_t hd, double theta, int64_t offset, double sign,
+                        T *y) {
   assert(hd > 0 && hd % 2 == 0 && W % hd == 0);
   for (int64_t b = 0; b < Bt; ++b)
     for (int64_t t = 0; t < Tn; ++t) {
@@ -402,7 +406,7 @@ void rope(const T *x, int64_t Bt, int64_t Tn, int64_t W, int64_t hd,
       T *yr = y + (b * Tn + t) * W;
       for (int64_t h = 0; h < W / hd; ++h)
         for (int64_t i = 0; i < hd / 2; ++i) {
-          double angle = p * std::pow(theta, -2.0 * i / hd);
+          double angle = sign * p * std::pow(theta, -2.0 * i / hd);
           double c = std::cos(angle), s = std::sin(angle);
           double xa = xr[h * hd + 2 * i], xb = xr[h * hd + 2 * i + 1];
           yr[h * hd + 2 * i] = static_cast<T>(xa * c - xb * s);
@@ -412,25 +416,17 @@ void rope(const T *x, int64_t Bt, int64_t Tn, int64_t W, int64_t hd,
 }
 
 template <typename T>
+void rope(const T *x, int64_t Bt, int64_t Tn, int64_t W, int64_t hd,
+          double theta, int64_t offset, T *y) {
+  rotatePairs(x, Bt, Tn, W, hd, theta, offset, +1.0, y);
+}
+
+template <typename T>
 void ropeBackward(const T *dy, int64_t Bt, int64_t Tn, int64_t W, int64_t hd,
                   double theta, int64_t offset, T *dx) {
   // The forward map is a rotation by +angle; its transpose is the rotation
   // by −angle.
-  assert(hd > 0 && hd % 2 == 0 && W % hd == 0);
-  for (int64_t b = 0; b < Bt; ++b)
-    for (int64_t t = 0; t < Tn; ++t) {
-      double p = static_cast<double>(t + offset);
-      const T *dyr = dy + (b * Tn + t) * W;
-      T *dxr = dx + (b * Tn + t) * W;
-      for (int64_t h = 0; h < W / hd; ++h)
-        for (int64_t i = 0; i < hd / 2; ++i) {
-          double angle = p * std::pow(theta, -2.0 * i / hd);
-          double c = std::cos(angle), s = std::sin(angle);
-          double ga = dyr[h * hd + 2 * i], gb = dyr[h * hd + 2 * i + 1];
-          dxr[h * hd + 2 * i] = static_cast<T>(ga * c + gb * s);
-          dxr[h * hd + 2 * i + 1] = static_cast<T>(-ga * s + gb * c);
-        }
-    }
+  rotatePairs(dy, Bt, Tn, W, hd, theta, offset, -1.0, dx);
 }
 
 // A query that sees no key (causal with t + offset < 0) has an empty softmax;

@@ -250,18 +250,14 @@ LogicalResult Differentiator::backward(Operation *op) {
                                                  dy));
         return success();
       })
-      .Case([&](ChunkBytesLossOp o) {
-        accumulate(o.getLogits(), b.create<ChunkBytesLossGradOp>(
-                                      loc, o.getLogits().getType(),
-                                      o.getLogits(), o.getChunks(),
-                                      o.getCount(), dy, o.getMaskPadAttr()));
-        return success();
-      })
-      .Case([&](ReconstructionLossOp o) {
-        accumulate(o.getLogits(), b.create<ReconstructionLossGradOp>(
-                                      loc, o.getLogits().getType(),
-                                      o.getLogits(), o.getChunks(),
-                                      o.getCount(), dy, o.getMaskPadAttr()));
+      .Case<ChunkBytesLossOp, ReconstructionLossOp>([&](auto o) {
+        using GradOp =
+            std::conditional_t<std::is_same_v<decltype(o), ChunkBytesLossOp>,
+                               ChunkBytesLossGradOp, ReconstructionLossGradOp>;
+        accumulate(o.getLogits(),
+                   b.create<GradOp>(loc, o.getLogits().getType(),
+                                    o.getLogits(), o.getChunks(), o.getCount(),
+                                    dy, o.getMaskPadAttr()));
         return success();
       })
       .Case([&](MaskedNextTokenLossOp o) {
