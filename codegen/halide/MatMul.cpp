@@ -1,0 +1,137 @@
+//===- MatMul.cpp - Halide generator: the three matmul forms --------------===//
+//
+// One generator, specialised per shape and form through GeneratorParams
+// (`stlm-kernelgen -g stlm_matmul form=nt m=4096 n=1024 k=256 ...`). Buffers
+// are row-major [rows, cols]; in Halide's coordinates dimension 0 is the
+// column (contiguous) and dimension 1 the row.
+//
+//   form nt:  c[M, N] = a[M, K] · b[N, K]ᵀ   (stlm.linear: x · Wᵀ)
+//   form nn:  c[M, N] = a[M, K] · b[K, N]    (linear_grad: dx = dy · W)
+//   form tn:  c[M, N] = a[K, M]ᵀ · b[K, N]   (linear_grad: dW = dyᵀ · x)
+//
+// Schedule (avx512 / avx2): B is packed once into panels of P = 2 vectors of
+// columns, [N/P][K][P], so the micro-kernel reads it contiguously. Each task
+// owns a block of rows; for every panel it keeps an 8 × P tile of C in
+// registers (16 accumulators on avx512) and runs over K doing, per k, two
+// vector loads of the panel, eight broadcasts of A and sixteen FMAs. Row
+// blocks run in parallel. M must be a multiple of 8 and N of P (the
+// compiler pads shapes that are not).
+//
+// Only this file and GenGen.cpp make up stlm-kernelgen; no LLVM/MLIR header
+// may be included here (Halide links its own LLVM).
+//
+//===----------------------------------------------------------------------===//
+
+#include "Halide.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+namespace {
+
+using namespace Halide;
+
+/// Rejects generator parameters this generator cannot serve.
+[[noreturn]] void fail(const std::string &msg) {
+  std::fprintf(stderr, "stlm-kernelgen: error: stlm_matmul: %s\n",
+               msg.c_str());
+  std::exit(1);
+}
+
+class MatMul : public Generator<MatMul> {
+public:
+  GeneratorParam<std::string> form{"form", "nt"};
+  GeneratorParam<int> m{"m", 64}; // rows of c
+  GeneratorParam<int> n{"n", 64}; // columns of c
+  GeneratorParam<int> k{"k", 64}; // reduction length
+
+  Input<Buffer<float>> a{"a", 2};
+  Input<Buffer<float>> b{"b", 2};
+  Output<Buffer<float>> c{"c", 2};
+
+  void generate() {
+    const std::string f = form;
+    if (f != "nt" && f != "nn" && f != "tn")
+      fail("form must be nt, nn or tn, got '" + f + "'");
+    if (int(m) < 1 || int(n) < 1 || int(k) < 1)
+      fail("m, n and k must be positive");
+    // A_(kk, i) = A[i, kk] and B_(j, kk) = B[kk, j] for every form.
+    if (f == "tn")
+      A_(kk, i) = a(i, kk);
+    else
+      A_(kk, i) = a(kk, i);
+    if (f == "nt")
+      B_(j, kk) = b(kk, j);
+    else
+      B_(j, kk) = b(j, kk);
+
+    vec = natural_vector_size<float>();
+    panel = 2 * vec;
+    // Packed panels: packed(jj, kk, jo) = B_(jo * P + jj, kk).
+    packed(jj, kk, jo) = B_(jo * panel + jj, kk);
+
+    // The accumulator in panel coordinates: prod(jj, i, jo) is
+    // c(jo * P + jj, i).
+    RDom r(0, k, "r");
+    prod(jj, i, jo) = 0.0f;
+    prod(jj, i, jo) += A_(r, i) * packed(jj, r, jo);
+    c(j, i) = prod(j % panel, i, j / panel);
+    rk = r.x;
+  }
+
+  void schedule() {
+    const int M = m, N = n, K = k;
+    if (M % kTileRows != 0 || N % panel != 0)
+      fail("m must be a multiple of " + std::to_string(kTileRows) +
+           " and n of " + std::to_string(panel) + " (got m=" +
+           std::to_string(M) + ", n=" + std::to_string(N) + ")");
+
+    // Shapes are part of the kernel: say so, so bounds checks fold away.
+    const std::string f = form;
+    int aCols = f == "tn" ? M : K, aRows = f == "tn" ? K : M;
+    int bCols = f == "nt" ? K : N, bRows = f == "nt" ? N : K;
+    a.dim(0).set_bounds(0, aCols).dim(1).set_bounds(0, aRows).set_stride(aCols);
+    b.dim(0).set_bounds(0, bCols).dim(1).set_bounds(0, bRows).set_stride(bCols);
+    c.dim(0).set_bounds(0, N).dim(1).set_bounds(0, M).set_stride(N);
+
+    // Rows per parallel task: enough tasks for every core, a few tiles each.
+    int rowsPerTask = kTileRows;
+    while (rowsPerTask * 2 <= 64 && M / (rowsPerTask * 2) >= 16)
+      rowsPerTask *= 2;
+
+    Var cjo("cjo"), ji("ji"), io("io"), ii("ii"), it("it"), iti("iti");
+    c.split(i, io, ii, rowsPerTask)
+        .split(ii, it, iti, kTileRows)
+        .split(j, cjo, ji, panel)
+        .reorder(ji, iti, cjo, it, io)
+        .vectorize(ji, vec)
+        .unroll(iti)
+        .parallel(io);
+
+    // The 8 × P accumulator tile lives in registers for one panel.
+    prod.compute_at(c, cjo).vectorize(jj, vec).unroll(jj).unroll(i);
+    prod.update()
+        .reorder(jj, i, jo, rk)
+        .vectorize(jj, vec)
+        .unroll(jj)
+        .unroll(i);
+
+    // Pack B once, in parallel over panels.
+    packed.compute_root()
+        .reorder(jj, kk, jo)
+        .vectorize(jj, vec)
+        .parallel(jo);
+    (void)K;
+  }
+
+private:
+  static constexpr int kTileRows = 8;
+  Var i{"i"}, j{"j"}, kk{"kk"}, jj{"jj"}, jo{"jo"};
+  Func A_{"A_"}, B_{"B_"}, packed{"packed"}, prod{"prod"};
+  RVar rk;
+  int vec = 16, panel = 32;
+};
+
+} // namespace
+
+HALIDE_REGISTER_GENERATOR(MatMul, stlm_matmul)
