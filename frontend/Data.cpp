@@ -44,8 +44,9 @@ void TextData::trainBatch(uint64_t seed, int64_t step, int64_t batch,
                           std::vector<int32_t> &out) const {
   out.resize(batch * width);
   uint64_t starts = static_cast<uint64_t>(split - width + 1);
+  uint64_t key = splitmix64(seed);
   for (int64_t b = 0; b < batch; ++b) {
-    uint64_t r = splitmix64((seed << 32) + static_cast<uint64_t>(step * batch + b));
+    uint64_t r = splitmix64(key + static_cast<uint64_t>(step * batch + b));
     int64_t off = static_cast<int64_t>(r % starts);
     for (int64_t k = 0; k < width; ++k)
       out[b * width + k] = bytes[off + k];

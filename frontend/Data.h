@@ -3,7 +3,7 @@
 // MODEL_SPEC's data rules: a file's bytes split into train (first 90 %) and
 // validation (last 10 %); training windows of W bytes start at seeded
 // random offsets, window b of step s at
-//   splitmix64(seed · 2^32 + s · B + b) mod (train bytes − W + 1);
+//   splitmix64(splitmix64(seed) + s · B + b) mod (train bytes − W + 1);
 // validation is every consecutive non-overlapping W-byte window of the
 // validation split, in order. W is T + 1 for token models (inputs and
 // shifted targets) and the window bytes for byte_pool models.

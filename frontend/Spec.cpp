@@ -10,10 +10,13 @@
 
 #include "frontend/Spec.h"
 
+#include "frontend/Params.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -295,6 +298,10 @@ public:
             "expected a string, got " + describe(v));
       return false;
     }
+    if (!isUtf8(v.Scalar())) {
+      error(v.Mark(), join(path, key), "is not valid UTF-8");
+      return false;
+    }
     out = v.Scalar();
     return true;
   }
@@ -316,6 +323,22 @@ public:
     error(map[key].Mark(), join(path, key),
           "unknown value '" + s + "' (expected " + names + ")");
     return false;
+  }
+
+  static bool isUtf8(const std::string &s) {
+    size_t i = 0;
+    while (i < s.size()) {
+      unsigned char c = static_cast<unsigned char>(s[i]);
+      int extra = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2
+                : (c >> 3) == 30 ? 3 : -1;
+      if (extra < 0 || (extra > 0 && i + extra >= s.size()))
+        return false;
+      for (int k = 1; k <= extra; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2)
+          return false;
+      i += extra + 1;
+    }
+    return true;
   }
 
   static std::string join(const std::string &path, const char *key) {
@@ -438,10 +461,11 @@ void readTrain(Reader &r, const YAML::Node &n, TrainSpec &t) {
                    "seed", "precision"}))
     return;
   r.getInt(n, "train", "batch", t.batch, false, 1);
-  r.getInt(n, "train", "steps", t.steps, false, 1, int64_t(1) << 40);
+  // The step counter is an i32 (the last step must fit).
+  r.getInt(n, "train", "steps", t.steps, false, 1, (int64_t(1) << 31) - 2);
   r.getDouble(n, "train", "lr", t.lr);
   r.getDouble(n, "train", "min_lr", t.minLr);
-  r.getInt(n, "train", "warmup", t.warmup, false, 0, int64_t(1) << 40);
+  r.getInt(n, "train", "warmup", t.warmup, false, 0, (int64_t(1) << 31) - 2);
   r.getEnum(n, "train", "schedule", t.schedule,
             {Schedule::Cosine, Schedule::Constant});
   if (YAML::Node b = n["betas"]) {
@@ -640,6 +664,26 @@ void checkSemantics(Reader &r, ModelSpec &s) {
     r.error("train.weight_decay", "must be >= 0");
   if (!(tr.gradClip >= 0.0))
     r.error("train.grad_clip", "must be >= 0 (0 disables clipping)");
+
+  // Sizes a machine can hold: parameters, and the largest activation of a
+  // training batch (logits, FFN hidden states, byte logits).
+  if (r.diags.empty()) {
+    const int64_t kMaxElements = int64_t(1) << 32;
+    int64_t params = buildParamTable(s).uniqueCount();
+    if (params > kMaxElements)
+      r.error("core", "the model has " + str(params) +
+                          " parameters, more than the limit 2^32");
+    int64_t B = tr.batch, T = c.context;
+    int64_t widest = std::max({c.ffnWidth, c.width, s.headVocab(),
+                               c.heads * c.headDim()});
+    int64_t act = B * T * widest;
+    if (e.kind == EmbedderKind::BytePool)
+      act = std::max(act, B * T * e.chunkBytes *
+                              std::max<int64_t>(258, 4 * e.byteWidth));
+    if (act > kMaxElements)
+      r.error("train.batch", "a batch's largest activation has " + str(act) +
+                                 " elements, more than the limit 2^32");
+  }
 }
 
 } // namespace
@@ -809,7 +853,7 @@ std::string specToJson(const ModelSpec &s) {
                 {"accumulate", tr.accumulate},
                 {"seed", tr.seed},
                 {"precision", toString(tr.precision)}};
-  return j.dump();
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 } // namespace stlm

@@ -298,21 +298,28 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
       .Case([&](ir::RepeatOp o) {
         Block &body = o.getBody().front();
         TT hidden = in(o.getInit());
+        // The body sees the enclosing values; its own values are dropped
+        // after each layer.
         for (int64_t l = o.getLower(); l < o.getUpper(); ++l) {
-          Frame inner = frame;
-          inner.values[o.getHidden()] = hidden;
-          for (Operation &bop : body.without_terminator()) {
-            if (auto ref = dyn_cast<ir::LayerParamRefOp>(bop)) {
-              inner.values[ref.getResult()] =
-                  variables.at(ref.getNameForLayer(l));
-              continue;
-            }
-            if (!runOp(bop, inner, error))
-              return false;
-          }
-          hidden = inner.get(cast<ir::YieldOp>(body.getTerminator()).getValue());
+          frame.values[o.getLayerIndex()] =
+              TT::ints({}, {static_cast<int32_t>(l)});
+          frame.values[o.getHidden()] = std::move(hidden);
+          if (!runBlock(body, frame, error))
+            return false;
+          hidden = in(cast<ir::YieldOp>(body.getTerminator()).getValue());
+          for (Operation &bop : body.without_terminator())
+            for (Value r : bop.getResults())
+              frame.values.erase(r);
         }
+        frame.values.erase(o.getLayerIndex());
+        frame.values.erase(o.getHidden());
         set(o.getResult(), std::move(hidden));
+        return true;
+      })
+      .Case([&](ir::LayerParamRefOp o) {
+        // The index of the run this reference belongs to.
+        set(o.getResult(),
+            variables.at(o.getNameForLayer(in(o.getLayer()).i[0])));
         return true;
       })
       .Case([&](func::CallOp o) {
@@ -321,8 +328,11 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         std::vector<TT> args, results;
         for (Value v : o.getOperands())
           args.push_back(in(v));
-        if (!callee || !runFunction(callee, args, results, error))
-          return callee ? false : fail("unknown callee");
+        if (!callee || callee.isExternal())
+          return fail("'@" + o.getCallee().str() +
+                      "' is not a function with a body in the model");
+        if (!runFunction(callee, args, results, error))
+          return false;
         for (auto [r, t] : llvm::zip(o.getResults(), results))
           set(r, std::move(t));
         return true;

@@ -16,13 +16,19 @@
 
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
+
+#include <nlohmann/json.hpp>
 
 namespace stlm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+/// The step counter is an i32 state; the last step must still fit.
+constexpr int64_t kMaxSteps = std::numeric_limits<int32_t>::max() - 1;
 using Tensor = ref::Tensor<float>;
 
 std::string formatDuration(double seconds) {
@@ -38,6 +44,22 @@ std::string formatDuration(double seconds) {
                   static_cast<long long>(s / 60),
                   static_cast<long long>(s % 60));
   return buf;
+}
+
+/// A JSON number, or null when it is not finite.
+std::string jsonNumber(double x, const char *fmt = "%.6f") {
+  if (!std::isfinite(x))
+    return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, x);
+  return buf;
+}
+
+/// The spec as JSON without its `train` section: what defines the model.
+nlohmann::json modelPart(const ModelSpec &spec) {
+  nlohmann::json j = nlohmann::json::parse(specToJson(spec));
+  j.erase("train");
+  return j;
 }
 
 std::string formatRate(double bytesPerSecond) {
@@ -127,7 +149,45 @@ bool Session::resume(std::string &error) {
       SafeTensorsFile::open(opt.resumePath, error);
   if (!file)
     return false;
+  // The checkpoint's own spec must describe the same model (training
+  // settings may differ).
+  auto stored = file->metadata().find(kSpecKey);
+  if (stored != file->metadata().end()) {
+    SpecResult theirs = parseSpecJson(stored->second,
+                                      opt.resumePath + ": __metadata__." +
+                                          kSpecKey);
+    if (!theirs.spec) {
+      error = theirs.diagnostics.empty() ? opt.resumePath + ": bad spec"
+                                         : theirs.diagnostics[0].str();
+      return false;
+    }
+    nlohmann::json a = modelPart(spec), b = modelPart(*theirs.spec);
+    if (a != b) {
+      std::string keys;
+      for (auto it = a.begin(); it != a.end(); ++it)
+        if (!b.contains(it.key()) || b[it.key()] != it.value())
+          keys += (keys.empty() ? "" : ", ") + it.key();
+      error = opt.resumePath + " is a checkpoint of model '" +
+              theirs.spec->name + "', which differs from '" + spec.name +
+              "' in: " + keys;
+      return false;
+    }
+  }
   std::vector<std::string> problems = checkWeights(table, *file);
+  // Optimizer state is all there or all absent (a plain `init` file).
+  bool anyState = false, allState = true;
+  for (const ParamInfo &p : table.params)
+    for (const char *prefix : {"opt.m.", "opt.v."}) {
+      bool has = file->find(prefix + p.name) != nullptr;
+      anyState |= has;
+      allState &= has;
+    }
+  if (anyState && !allState)
+    for (const ParamInfo &p : table.params)
+      for (const char *prefix : {"opt.m.", "opt.v."})
+        if (!file->find(prefix + p.name))
+          problems.push_back("missing optimizer state '" +
+                             (prefix + p.name) + "'");
   if (!problems.empty()) {
     error = opt.resumePath + " is not a checkpoint of model '" + spec.name +
             "' (" + std::to_string(problems.size()) + " problems):";
@@ -144,13 +204,28 @@ bool Session::resume(std::string &error) {
   auto step = file->metadata().find("step");
   if (step != file->metadata().end()) {
     char *end = nullptr;
+    errno = 0;
     long long s = std::strtoll(step->second.c_str(), &end, 10);
-    if (step->second.empty() || *end != '\0' || s < 0) {
+    if (step->second.empty() || *end != '\0' || errno != 0 || s < 0 ||
+        s > kMaxSteps) {
       error = opt.resumePath + ": __metadata__.step '" + step->second +
-              "' is not a step count";
+              "' is not a step count in [0, " + std::to_string(kMaxSteps) +
+              "]";
       return false;
     }
     startStep = s;
+  }
+  auto storedSeed = file->metadata().find("seed");
+  if (storedSeed != file->metadata().end() && !opt.seedGiven) {
+    char *end = nullptr;
+    errno = 0;
+    unsigned long long v = std::strtoull(storedSeed->second.c_str(), &end, 10);
+    if (storedSeed->second.empty() || *end != '\0' || errno != 0) {
+      error = opt.resumePath + ": __metadata__.seed '" + storedSeed->second +
+              "' is not a seed";
+      return false;
+    }
+    seed = v;
   }
   return interp->setVariable(
       "step", ref::Tensor<float>::ints({}, {static_cast<int32_t>(startStep)}),
@@ -168,6 +243,7 @@ bool Session::save(const std::string &path, int64_t step, std::string &error) {
     }
   std::map<std::string, std::string> meta = checkpointMetadata(spec);
   meta["step"] = std::to_string(step);
+  meta["seed"] = std::to_string(seed);
   return writeSafeTensors(path, tensors, meta, error);
 }
 
@@ -175,9 +251,7 @@ double Session::evaluate(int64_t &windows, std::string &error) {
   int64_t total = data.validationWindows();
   if (opt.evalWindows > 0)
     total = std::min(total, opt.evalWindows);
-  total -= total % feed.batch; // whole batches only
-  if (total == 0)
-    total = std::min<int64_t>(feed.batch, data.validationWindows());
+  total -= total % feed.batch; // whole batches (checked: at least one)
   double sum = 0;
   int64_t batches = 0;
   std::vector<int32_t> w(feed.batch * feed.window);
@@ -191,7 +265,13 @@ double Session::evaluate(int64_t &windows, std::string &error) {
     ++batches;
   }
   windows = batches * feed.batch;
-  return batches ? sum / batches : NAN;
+  double mean = sum / batches;
+  if (!std::isfinite(mean)) {
+    error = "the validation loss is " + std::to_string(mean) +
+            "; training diverged";
+    return NAN;
+  }
+  return mean;
 }
 
 int Session::run() {
@@ -227,9 +307,26 @@ int Session::run() {
     return fail("'given' chunking needs chunk boundaries supplied with the "
                 "data; the reference trainer reads plain text only");
 
+  if (spec.train.accumulate != 1)
+    return fail("train.accumulate = " +
+                std::to_string(spec.train.accumulate) +
+                ": gradient accumulation is not implemented by the reference "
+                "trainer (use accumulate: 1)");
+  int64_t steps = opt.steps >= 0 ? opt.steps : spec.train.steps;
+  if (steps > kMaxSteps)
+    return fail("--steps " + std::to_string(steps) + " exceeds the step "
+                "counter's limit " + std::to_string(kMaxSteps));
+
   std::string error;
   if (!data.load(opt.dataPath, feed.window, error))
     return fail(error);
+  if (data.validationWindows() < feed.batch)
+    return fail(opt.dataPath + ": the validation split (last 10 %, " +
+                std::to_string(data.validationBytes()) + " bytes) holds " +
+                std::to_string(data.validationWindows()) + " windows of " +
+                std::to_string(feed.window) + " bytes, fewer than one batch (" +
+                std::to_string(feed.batch) + "); the file needs about " +
+                std::to_string(10 * feed.batch * feed.window) + " bytes");
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
   interp = std::make_unique<ref::Interpreter<float>>(model);
   if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
@@ -240,7 +337,6 @@ int Session::run() {
       return fail(opt.logPath + ": cannot open the log file");
   }
 
-  int64_t steps = opt.steps >= 0 ? opt.steps : spec.train.steps;
   int64_t bytesPerStep = feed.batch * (feed.token ? feed.context : feed.window);
   if (opt.progress)
     std::fprintf(opt.progress,
@@ -254,26 +350,43 @@ int Session::run() {
                  static_cast<long long>(feed.batch),
                  static_cast<long long>(data.trainBytes()),
                  static_cast<long long>(data.validationBytes()));
+  if (opt.progress && spec.train.precision == Precision::BF16)
+    std::fprintf(opt.progress,
+                 "note: precision bf16 applies to compiled matmuls; the "
+                 "reference evaluator computes in fp32\n");
 
+  // Bits per byte only where the loss is a mean over predicted bytes: a
+  // lone next-token objective on a byte vocabulary, or next-chunk bytes
+  // with pads masked.
+  const ObjectiveSpec &o0 = spec.objectives[0];
+  bool perByte = spec.objectives.size() == 1 && o0.weight == 1.0 &&
+                 ((o0.kind == ObjectiveKind::NextToken &&
+                   spec.embedder.vocabSize == 256) ||
+                  (o0.kind == ObjectiveKind::ChunkBytes && o0.maskPad));
   auto runEval = [&](int64_t step) -> bool {
     int64_t windows = 0;
     double loss = evaluate(windows, error);
-    if (std::isnan(loss))
+    if (std::isnan(loss)) {
+      error = "evaluation at step " + std::to_string(step) + ": " + error;
       return false;
+    }
     double bpb = loss / std::log(2.0);
-    if (opt.progress)
-      std::fprintf(opt.progress,
-                   "eval  step %lld | val loss %.4f | %.3f bits/byte | %lld "
+    if (opt.progress) {
+      std::string perByteText;
+      if (perByte) {
+        char buf[48];
+        std::snprintf(buf, sizeof buf, " | %.3f bits/byte", bpb);
+        perByteText = buf;
+      }
+      std::fprintf(opt.progress, "eval  step %lld | val loss %.4f%s | %lld "
                    "windows\n",
-                   static_cast<long long>(step), loss, bpb,
+                   static_cast<long long>(step), loss, perByteText.c_str(),
                    static_cast<long long>(windows));
-    char buf[256];
-    std::snprintf(buf, sizeof buf,
-                  "{\"event\":\"eval\",\"step\":%lld,\"val_loss\":%.6f,"
-                  "\"bits_per_byte\":%.6f,\"windows\":%lld}",
-                  static_cast<long long>(step), loss, bpb,
-                  static_cast<long long>(windows));
-    log(buf);
+    }
+    log("{\"event\":\"eval\",\"step\":" + std::to_string(step) +
+        ",\"val_loss\":" + jsonNumber(loss) + ",\"bits_per_byte\":" +
+        (perByte ? jsonNumber(bpb) : "null") + ",\"windows\":" +
+        std::to_string(windows) + "}");
     return true;
   };
 
@@ -300,14 +413,11 @@ int Session::run() {
     int64_t done = step + 1 - startStep;
     double rate = elapsed > 0 ? done * bytesPerStep / elapsed : 0;
     double eta = done > 0 ? elapsed / done * (steps - step - 1) : 0;
-    char buf[320];
-    std::snprintf(buf, sizeof buf,
-                  "{\"event\":\"train\",\"step\":%lld,\"loss\":%.6f,"
-                  "\"lr\":%.6g,\"grad_norm\":%.6f,\"bytes_per_s\":%.1f,"
-                  "\"elapsed_s\":%.3f}",
-                  static_cast<long long>(step + 1), loss, lr, norm, rate,
-                  elapsed);
-    log(buf);
+    log("{\"event\":\"train\",\"step\":" + std::to_string(step + 1) +
+        ",\"loss\":" + jsonNumber(loss) + ",\"lr\":" +
+        jsonNumber(lr, "%.6g") + ",\"grad_norm\":" + jsonNumber(norm) +
+        ",\"bytes_per_s\":" + jsonNumber(rate, "%.1f") +
+        ",\"elapsed_s\":" + jsonNumber(elapsed, "%.3f") + "}");
     if (opt.progress && ((step + 1 - startStep) % every == 0 ||
                          step + 1 == steps))
       std::fprintf(opt.progress,

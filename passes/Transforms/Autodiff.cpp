@@ -39,13 +39,33 @@ struct TrainSettings {
     auto dict = model->getAttrOfType<DictionaryAttr>("stlm.train");
     if (!dict)
       return t;
+    // A present key of the wrong kind is an error, not a silent default.
+    bool bad = false;
     auto f = [&](StringRef key, double &out) {
-      if (auto a = dict.getAs<FloatAttr>(key))
-        out = a.getValueAsDouble();
+      Attribute a = dict.get(key);
+      if (!a)
+        return;
+      if (auto fa = llvm::dyn_cast<FloatAttr>(a))
+        out = fa.getValueAsDouble();
+      else if (auto ia = llvm::dyn_cast<IntegerAttr>(a))
+        out = static_cast<double>(ia.getInt());
+      else {
+        model.emitOpError() << "stlm.train: '" << key
+                            << "' must be a number, got " << a;
+        bad = true;
+      }
     };
     auto i = [&](StringRef key, int64_t &out) {
-      if (auto a = dict.getAs<IntegerAttr>(key))
-        out = a.getInt();
+      Attribute a = dict.get(key);
+      if (!a)
+        return;
+      if (auto ia = llvm::dyn_cast<IntegerAttr>(a))
+        out = ia.getInt();
+      else {
+        model.emitOpError() << "stlm.train: '" << key
+                            << "' must be an integer, got " << a;
+        bad = true;
+      }
     };
     f("lr", t.lr);
     f("min_lr", t.minLr);
@@ -56,13 +76,19 @@ struct TrainSettings {
     f("grad_clip", t.gradClip);
     i("warmup", t.warmup);
     i("steps", t.steps);
-    if (auto s = dict.getAs<StringAttr>("schedule")) {
-      std::optional<ScheduleKind> k = symbolizeScheduleKind(s.getValue());
+    if (Attribute a = dict.get("schedule")) {
+      auto s = llvm::dyn_cast<StringAttr>(a);
+      std::optional<ScheduleKind> k =
+          s ? symbolizeScheduleKind(s.getValue()) : std::nullopt;
       if (!k)
         return model.emitOpError()
-               << "stlm.train: unknown schedule '" << s.getValue() << "'";
+               << "stlm.train: 'schedule' must be \"cosine\" or "
+                  "\"constant\", got "
+               << a;
       t.schedule = *k;
     }
+    if (bad)
+      return failure();
     return t;
   }
 };
@@ -120,7 +146,7 @@ LogicalResult Differentiator::inlineCalls(func::FuncOp fn) {
     for (func::CallOp call : calls) {
       auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
           call, call.getCalleeAttr());
-      if (!callee || callee.isExternal())
+      if (!callee || callee.isExternal() || callee->getParentOp() != model)
         return call.emitOpError()
                << "calls '@" << call.getCallee()
                << "', which is not a function with a body in the model";
@@ -289,6 +315,11 @@ LogicalResult Differentiator::backward(Operation *op) {
         return success();
       })
       .Default([&](Operation *other) -> LogicalResult {
+        // Leaves: ops that read no differentiable value (constants, state)
+        // just absorb their gradient.
+        if (llvm::none_of(other->getOperands(), isFloatTensor) &&
+            other->getNumRegions() == 0)
+          return success();
         return other->emitOpError()
                << "has no gradient rule; @loss must be built from stlm ops";
       });
@@ -384,6 +415,8 @@ LogicalResult buildTraining(ModelOp model) {
   if (!loss)
     return model.emitOpError(
         "has no @loss function to differentiate (stlm-autodiff needs one)");
+  if (loss.isExternal())
+    return loss.emitOpError("is only declared; stlm-autodiff needs its body");
   for (StringRef taken : {"grad", "train_step", "eval"})
     if (SymbolTable::lookupSymbolIn(model, taken))
       return model.emitOpError()

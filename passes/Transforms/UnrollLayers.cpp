@@ -23,19 +23,22 @@ Value mlir::stlm::unrollRepeat(RepeatOp repeat, RewriterBase &rewriter) {
     map.map(repeat.getHidden(), hidden);
     // The index as a value, for uses other than the per-layer references
     // (which become plain param_refs).
-    bool indexUsed = llvm::any_of(repeat.getLayerIndex().getUsers(),
-                                  [](Operation *user) {
-                                    return !isa<LayerParamRefOp>(user);
-                                  });
+    Value index = repeat.getLayerIndex();
+    bool indexUsed = llvm::any_of(index.getUsers(), [](Operation *user) {
+      return !isa<LayerParamRefOp>(user);
+    });
     if (indexUsed)
-      map.map(repeat.getLayerIndex(),
+      map.map(index,
               rewriter.create<arith::ConstantIndexOp>(loc, l).getResult());
     for (Operation &op : body) {
       if (auto yield = dyn_cast<YieldOp>(op)) {
         hidden = map.lookup(yield.getValue());
         continue;
       }
-      if (auto ref = dyn_cast<LayerParamRefOp>(op)) {
+      // Per-layer references of this run (an enclosing run's references
+      // are left for the enclosing run).
+      auto ref = dyn_cast<LayerParamRefOp>(op);
+      if (ref && ref.getLayer() == index) {
         Value p = rewriter.create<ParamRefOp>(ref.getLoc(), ref.getType(),
                                               ref.getNameForLayer(l));
         map.map(ref.getResult(), p);

@@ -86,3 +86,33 @@ stlm.model @m {
     return %loss : tensor<f32>
   }
 }
+
+// -----
+
+// Tests that a declared-only @loss is refused, not dereferenced.
+stlm.model @m {
+  // expected-error @+1 {{is only declared; stlm-autodiff needs its body}}
+  func.func private @loss(tensor<1x2xi32>) -> tensor<f32>
+}
+
+// -----
+
+// Tests that optimizer settings of the wrong kind are errors, not defaults.
+// expected-error @+1 {{stlm.train: 'warmup' must be an integer, got 1.000000e+01 : f64}}
+stlm.model @m attributes {stlm.train = {warmup = 10.0}} {
+  func.func @loss(%l: tensor<1x2x4xf32>, %y: tensor<1x2xi32>) -> tensor<f32> {
+    %loss = stlm.next_token_loss %l, %y : tensor<1x2x4xf32>, tensor<1x2xi32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// Tests that the schedule must be one autodiff knows.
+// expected-error @+1 {{stlm.train: 'schedule' must be "cosine" or "constant", got "linear"}}
+stlm.model @m attributes {stlm.train = {schedule = "linear"}} {
+  func.func @loss(%l: tensor<1x2x4xf32>, %y: tensor<1x2xi32>) -> tensor<f32> {
+    %loss = stlm.next_token_loss %l, %y : tensor<1x2x4xf32>, tensor<1x2xi32>
+    return %loss : tensor<f32>
+  }
+}

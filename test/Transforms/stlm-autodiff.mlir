@@ -174,3 +174,27 @@ stlm.model @layers {
     return %loss : tensor<f32>
   }
 }
+
+// -----
+
+// Tests that values with no differentiable inputs (a constant gain, a state
+// read) are leaves: their gradient is dropped, the model differentiates.
+// CHECK-LABEL: stlm.model @leaves
+// CHECK:       func.func @grad
+// CHECK-SAME:    stlm.grad_params = [@w]
+// CHECK:         stlm.rmsnorm_grad
+// CHECK:         return
+stlm.model @leaves {
+  stlm.param @w : tensor<8x4xf32> = normal(0.02)
+  stlm.state @bias : tensor<2x3x8xf32>
+  func.func @loss(%x: tensor<2x3x4xf32>, %y: tensor<2x3xi32>) -> tensor<f32> {
+    %g = arith.constant dense<1.5> : tensor<4xf32>
+    %n = stlm.rmsnorm %x, %g : tensor<2x3x4xf32>, tensor<4xf32>
+    %w = stlm.param_ref @w : tensor<8x4xf32>
+    %l = stlm.linear %n, %w : tensor<2x3x4xf32>, tensor<8x4xf32> -> tensor<2x3x8xf32>
+    %b = stlm.state_ref @bias : tensor<2x3x8xf32>
+    %lb = stlm.add %l, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32>
+    %loss = stlm.next_token_loss %lb, %y : tensor<2x3x8xf32>, tensor<2x3xi32>
+    return %loss : tensor<f32>
+  }
+}

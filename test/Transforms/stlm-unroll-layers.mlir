@@ -57,3 +57,29 @@ func.func @nested(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
   }
   return %w : tensor<2x4xf32>
 }
+
+// -----
+
+// Tests that a per-layer reference inside a nested run keeps the index of
+// the run it names: the outer layer here, not the inner one.
+// CHECK-LABEL: stlm.model @nested_refs
+// CHECK:       stlm.param_ref @layers.0.w
+// CHECK:       stlm.param_ref @layers.1.w
+// CHECK-NOT:   stlm.param_ref @layers.0.w
+stlm.model @nested_refs {
+  stlm.param @layers.0.w : tensor<4x4xf32> = normal(0.02)
+  stlm.param @layers.1.w : tensor<4x4xf32> = normal(0.02)
+  func.func @f(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
+    %y = stlm.repeat 0 to 2 (%x) : tensor<2x4xf32> {
+    ^bb0(%lo: index, %h: tensor<2x4xf32>):
+      %z = stlm.repeat 0 to 1 (%h) : tensor<2x4xf32> {
+      ^bb0(%li: index, %g: tensor<2x4xf32>):
+        %w = stlm.layer_param_ref "layers.{}.w"[%lo] : tensor<4x4xf32>
+        %a = stlm.linear %g, %w : tensor<2x4xf32>, tensor<4x4xf32> -> tensor<2x4xf32>
+        stlm.yield %a : tensor<2x4xf32>
+      }
+      stlm.yield %z : tensor<2x4xf32>
+    }
+    return %y : tensor<2x4xf32>
+  }
+}

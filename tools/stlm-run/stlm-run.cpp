@@ -80,7 +80,16 @@ struct Args {
               return true;
           return false;
         };
-        if (in(flags) && !inlineValue) {
+        for (const auto &kv : a.options)
+          if (kv.first == arg) {
+            a.error = "option '" + arg + "' is given twice";
+            return a;
+          }
+        if (in(flags)) {
+          if (inlineValue) {
+            a.error = "option '" + arg + "' takes no value";
+            return a;
+          }
           a.options.emplace_back(arg, "");
           continue;
         }
