@@ -22,20 +22,14 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "Halide.h"
-
-#include <cstdio>
-#include <cstdlib>
+#include "codegen/halide/Common.h"
 
 namespace {
 
 using namespace Halide;
 
-/// Rejects generator parameters this generator cannot serve.
 [[noreturn]] void fail(const std::string &msg) {
-  std::fprintf(stderr, "stlm-kernelgen: error: stlm_matmul: %s\n",
-               msg.c_str());
-  std::exit(1);
+  stlm::halide::fail("stlm_matmul", msg);
 }
 
 class MatMul : public Generator<MatMul> {
@@ -86,6 +80,7 @@ public:
            " and n of " + std::to_string(panel) + " (got m=" +
            std::to_string(M) + ", n=" + std::to_string(N) + ")");
 
+    stlm::halide::requireAligned(a, b, c);
     // Shapes are part of the kernel: say so, so bounds checks fold away.
     const std::string f = form;
     int aCols = f == "tn" ? M : K, aRows = f == "tn" ? K : M;

@@ -17,10 +17,25 @@
 #include "test_mm_nt_b.h"
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
+#include "test_adamw.h"
+#include "test_ce.h"
+#include "test_ce_grad.h"
+#include "test_embed.h"
+#include "test_embed_grad.h"
+#include "test_gelu.h"
+#include "test_gelu_grad.h"
+#include "test_rmsnorm.h"
+#include "test_rmsnorm_grad.h"
+#include "test_rope.h"
+#include "test_rope_grad.h"
+#include "test_swiglu.h"
+#include "test_swiglu_grad.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <random>
 
 namespace {
@@ -88,6 +103,23 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
 
 std::string lastHalideError;
 
+TEST(HalideMatMul, RefusesMisalignedBuffers) {
+  halide_error_handler_t previous =
+      halide_set_error_handler([](void *, const char *msg) {
+        lastHalideError = msg;
+      });
+  std::vector<float> storage(64 * 40 + 1);
+  Buffer a(storage.data() + 1, 40, 64); // 4 bytes past an aligned start
+  std::mt19937 rng(2);
+  Buffer b = random(64, 40, rng), c(64, 64);
+  if (reinterpret_cast<uintptr_t>(a.data()) % 64 != 0) {
+    EXPECT_NE(test_mm_nt_a(a, b, c), 0);
+    EXPECT_NE(lastHalideError.find("aligned"), std::string::npos)
+        << lastHalideError;
+  }
+  halide_set_error_handler(previous);
+}
+
 TEST(HalideMatMul, RejectsBuffersOfTheWrongShape) {
   // Errors come back as a status and a message, not an abort.
   halide_error_handler_t previous =
@@ -101,6 +133,180 @@ TEST(HalideMatMul, RejectsBuffersOfTheWrongShape) {
   EXPECT_NE(lastHalideError.find("a.extent.0 (41) == 40"), std::string::npos)
       << lastHalideError;
   halide_set_error_handler(previous);
+}
+
+/// n uniform(lo, hi) floats.
+std::vector<float> uniform(int n, float lo, float hi, std::mt19937 &rng) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = u(rng);
+  return v;
+}
+
+/// An aligned Halide buffer (kernels require 64-byte alignment) with the
+/// given extents (dimension 0 fastest) holding `v`, row-major.
+template <typename T>
+Halide::Runtime::Buffer<T> in(const std::vector<T> &v,
+                              std::vector<int> extents) {
+  Halide::Runtime::Buffer<T> b(extents);
+  EXPECT_EQ(b.number_of_elements(), v.size());
+  std::memcpy(b.data(), v.data(), v.size() * sizeof(T));
+  return b;
+}
+template <typename T> Halide::Runtime::Buffer<T> in(const std::vector<T> &v) {
+  return in(v, {int(v.size())});
+}
+/// The contents of a dense buffer, row-major.
+std::vector<float> out(const Buffer &b) {
+  return std::vector<float>(b.data(), b.data() + b.number_of_elements());
+}
+
+/// Every |got − want| ≤ tol · (1 + |want|).
+void expectClose(const std::vector<float> &got, const std::vector<float> &want,
+                 double tol, const char *what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  double worst = 0;
+  size_t at = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    double e = std::abs(double(got[i]) - want[i]) / (1 + std::abs(want[i]));
+    if (e > worst)
+      worst = e, at = i;
+  }
+  EXPECT_LE(worst, tol) << what << ": element " << at << " is " << got[at]
+                        << ", reference " << want[at];
+}
+
+TEST(HalideElementwise, SwiGLUAndGradient) {
+  std::mt19937 rng(3);
+  const int n = 1000;
+  auto g = uniform(n, -6, 6, rng), u = uniform(n, -2, 2, rng),
+       dy = uniform(n, -1, 1, rng);
+  std::vector<float> ry(n), rdg(n), rdu(n);
+  Buffer y(n), dg(n), du(n);
+  ASSERT_EQ(test_swiglu(in(g), in(u), y), 0);
+  stlm::ref::swiglu(g.data(), u.data(), n, ry.data());
+  expectClose(out(y), ry, 1e-6, "swiglu");
+  ASSERT_EQ(test_swiglu_grad(in(g), in(u), in(dy), dg, du), 0);
+  stlm::ref::swigluBackward(g.data(), u.data(), n, dy.data(), rdg.data(),
+                            rdu.data());
+  expectClose(out(dg), rdg, 1e-6, "swiglu dgate");
+  expectClose(out(du), rdu, 1e-6, "swiglu dup");
+}
+
+TEST(HalideElementwise, GELUAndGradient) {
+  std::mt19937 rng(4);
+  const int n = 1000;
+  auto x = uniform(n, -6, 6, rng), dy = uniform(n, -1, 1, rng);
+  std::vector<float> ry(n), rdx(n);
+  Buffer y(n), dx(n);
+  ASSERT_EQ(test_gelu(in(x), y), 0);
+  stlm::ref::gelu(x.data(), n, ry.data());
+  expectClose(out(y), ry, 1e-6, "gelu"); // erf approximation: 1.5e-7
+  ASSERT_EQ(test_gelu_grad(in(x), in(dy), dx), 0);
+  stlm::ref::geluBackward(x.data(), n, dy.data(), rdx.data());
+  expectClose(out(dx), rdx, 2e-6, "gelu grad");
+}
+
+TEST(HalideElementwise, AdamWMatchesReference) {
+  std::mt19937 rng(5);
+  const int n = 1000;
+  auto p = uniform(n, -1, 1, rng), g = uniform(n, -1, 1, rng),
+       m = uniform(n, -0.1f, 0.1f, rng), v = uniform(n, 0, 0.01f, rng);
+  Buffer np(n), nm(n), nv(n);
+  for (int step : {1, 7, 1500}) {
+    ASSERT_EQ(test_adamw(in(p), in(g), in(m), in(v), 3e-3f, 0.1f, step, np,
+                         nm, nv),
+              0);
+    std::vector<float> rp = p, rm = m, rv = v;
+    stlm::ref::adamw(rp.data(), g.data(), rm.data(), rv.data(), n, 3e-3f, step,
+                     0.9, 0.95, 1e-8, 0.1);
+    expectClose(out(np), rp, 1e-6, "adamw p");
+    expectClose(out(nm), rm, 1e-6, "adamw m");
+    expectClose(out(nv), rv, 1e-6, "adamw v");
+  }
+}
+
+TEST(HalideLayers, RMSNormAndGradient) {
+  std::mt19937 rng(6);
+  const int R = 40, D = 48;
+  auto x = uniform(R * D, -2, 2, rng), g = uniform(D, 0.5f, 1.5f, rng),
+       dy = uniform(R * D, -1, 1, rng);
+  std::vector<float> ry(R * D), rdx(R * D), rdg(D);
+  Buffer y(D, R), dx(D, R), dg(D);
+  ASSERT_EQ(test_rmsnorm(in(x, {D, R}), in(g), y), 0);
+  stlm::ref::rmsnorm(x.data(), g.data(), R, D, 1e-5, ry.data());
+  expectClose(out(y), ry, 2e-6, "rmsnorm");
+  ASSERT_EQ(test_rmsnorm_grad(in(x, {D, R}), in(g), in(dy, {D, R}), dx, dg), 0);
+  stlm::ref::rmsnormBackward(x.data(), g.data(), R, D, 1e-5, dy.data(),
+                             rdx.data(), rdg.data());
+  expectClose(out(dx), rdx, 5e-6, "rmsnorm dx");
+  expectClose(out(dg), rdg, 5e-6, "rmsnorm dg");
+}
+
+TEST(HalideLayers, RoPEAndInverseAtOffsets) {
+  std::mt19937 rng(7);
+  const int B = 2, T = 5, W = 32, hd = 8;
+  auto x = uniform(B * T * W, -1, 1, rng);
+  for (int offset : {0, 3, 200}) {
+    std::vector<float> ry(x.size()), rdx(x.size());
+    Buffer y(W, T, B), dx(W, T, B);
+    ASSERT_EQ(test_rope(in(x, {W, T, B}), offset, y), 0);
+    stlm::ref::rope(x.data(), B, T, W, hd, 10000.0, offset, ry.data());
+    expectClose(out(y), ry, 1e-6, "rope");
+    ASSERT_EQ(test_rope_grad(in(x, {W, T, B}), offset, dx), 0);
+    stlm::ref::ropeBackward(x.data(), B, T, W, hd, 10000.0, offset,
+                            rdx.data());
+    expectClose(out(dx), rdx, 1e-6, "rope inverse");
+  }
+}
+
+TEST(HalideLayers, EmbeddingGatherAndScatter) {
+  std::mt19937 rng(8);
+  const int V = 20, D = 24, N = 30;
+  auto table = uniform(V * D, -1, 1, rng), dy = uniform(N * D, -1, 1, rng);
+  std::vector<int32_t> ids(N);
+  for (int32_t &i : ids)
+    i = static_cast<int32_t>(rng() % 7); // repeats: the scatter must add
+  std::vector<float> ref(N * D), rdt(V * D);
+  Buffer o(D, N), dt(D, V);
+  ASSERT_EQ(test_embed(in(table, {D, V}), in(ids), o), 0);
+  ASSERT_TRUE(stlm::ref::embed(table.data(), V, D, ids.data(), N, ref.data()));
+  expectClose(out(o), ref, 0, "embed");
+  ASSERT_EQ(test_embed_grad(in(ids), in(dy, {D, N}), dt), 0);
+  stlm::ref::embedBackward(ids.data(), N, V, D, dy.data(), rdt.data());
+  expectClose(out(dt), rdt, 1e-6, "embed scatter-add");
+}
+
+TEST(HalideLayers, CrossEntropyAndGradient) {
+  std::mt19937 rng(9);
+  const int P = 30, V = 37;
+  auto logits = uniform(P * V, -4, 4, rng);
+  std::vector<int32_t> targets(P);
+  for (int32_t &t : targets)
+    t = static_cast<int32_t>(rng() % V);
+  Buffer lb = in(logits, {V, P});
+  Halide::Runtime::Buffer<int32_t> tb = in(targets);
+  for (int pattern = 0; pattern < 3; ++pattern) {
+    // All counted; every other row; none (loss and gradient 0).
+    std::vector<uint8_t> counted(P);
+    std::unique_ptr<bool[]> c(new bool[P]);
+    for (int p = 0; p < P; ++p)
+      c[p] = counted[p] = pattern == 0 || (pattern == 1 && p % 2 == 0);
+    Halide::Runtime::Buffer<uint8_t> cb = in(counted);
+    Halide::Runtime::Buffer<float> loss = Halide::Runtime::Buffer<float>::make_scalar();
+    ASSERT_EQ(test_ce(lb, tb, cb, loss), 0);
+    float ref = 0;
+    ASSERT_TRUE(stlm::ref::crossEntropy(logits.data(), targets.data(), c.get(),
+                                        P, V, &ref));
+    expectClose({loss()}, {ref}, 1e-6, "cross-entropy");
+    std::vector<float> rd(P * V);
+    Buffer db(V, P);
+    ASSERT_EQ(test_ce_grad(lb, tb, cb, 0.75f, db), 0);
+    stlm::ref::crossEntropyBackward(logits.data(), targets.data(), c.get(), P,
+                                    V, 0.75f, rd.data());
+    expectClose(out(db), rd, 1e-6, "cross-entropy grad");
+  }
 }
 
 } // namespace

@@ -1,0 +1,135 @@
+//===- Elementwise.cpp - Halide generators: activations and AdamW ---------===//
+//
+// Flat arrays of `n` f32 values (any tensor, row-major):
+//   stlm_swiglu       y = silu(gate) · up
+//   stlm_swiglu_grad  dgate = dy · up · σ · (1 + g (1 − σ)), dup = dy · g σ
+//   stlm_gelu         y = x · ½ (1 + erf(x/√2))
+//   stlm_gelu_grad    dx = dy · (Φ(x) + x φ(x))
+//   stlm_adamw        new_p, new_m, new_v from p, g, m, v, lr, step, wd
+// The math is the ops' ODS descriptions (reference/Kernels.h twins).
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/halide/Common.h"
+
+namespace {
+
+using namespace Halide;
+using stlm::halide::erfApprox;
+using stlm::halide::scheduleElementwise;
+using stlm::halide::sigmoid;
+
+/// Shared by the elementwise generators: the element count and its bound.
+template <typename Self> class Flat : public Generator<Self> {
+public:
+  GeneratorParam<int> n{"n", 1024};
+
+protected:
+  /// Fixes a buffer's extent to n (shapes are part of the kernel).
+  template <typename B> void bound(B &b) {
+    b.dim(0).set_bounds(0, n);
+    stlm::halide::requireAligned(b);
+  }
+  int vec() { return this->template natural_vector_size<float>(); }
+  Var i{"i"};
+};
+
+class SwiGLU : public Flat<SwiGLU> {
+public:
+  Input<Buffer<float>> gate{"gate", 1}, up{"up", 1};
+  Output<Buffer<float>> y{"y", 1};
+  void generate() { y(i) = gate(i) * sigmoid(gate(i)) * up(i); }
+  void schedule() {
+    bound(gate), bound(up), bound(y);
+    scheduleElementwise(y, i, n, vec());
+  }
+};
+
+class SwiGLUGrad : public Flat<SwiGLUGrad> {
+public:
+  Input<Buffer<float>> gate{"gate", 1}, up{"up", 1}, dy{"dy", 1};
+  Output<Buffer<float>> dgate{"dgate", 1}, dup{"dup", 1};
+  void generate() {
+    Expr g = gate(i), s = sigmoid(g);
+    dgate(i) = dy(i) * up(i) * s * (1.0f + g * (1.0f - s));
+    dup(i) = dy(i) * g * s;
+  }
+  void schedule() {
+    bound(gate), bound(up), bound(dy), bound(dgate), bound(dup);
+    scheduleElementwise(dgate, i, n, vec());
+    scheduleElementwise(dup, i, n, vec());
+  }
+};
+
+class GELU : public Flat<GELU> {
+public:
+  Input<Buffer<float>> x{"x", 1};
+  Output<Buffer<float>> y{"y", 1};
+  void generate() {
+    y(i) = x(i) * 0.5f * (1.0f + erfApprox(x(i) * 0.70710678118654752f));
+  }
+  void schedule() {
+    bound(x), bound(y);
+    scheduleElementwise(y, i, n, vec());
+  }
+};
+
+class GELUGrad : public Flat<GELUGrad> {
+public:
+  Input<Buffer<float>> x{"x", 1}, dy{"dy", 1};
+  Output<Buffer<float>> dx{"dx", 1};
+  void generate() {
+    Expr v = x(i);
+    Expr cdf = 0.5f * (1.0f + erfApprox(v * 0.70710678118654752f));
+    Expr pdf = exp(-0.5f * v * v) * 0.39894228040143268f;
+    dx(i) = dy(i) * (cdf + v * pdf);
+  }
+  void schedule() {
+    bound(x), bound(dy), bound(dx);
+    scheduleElementwise(dx, i, n, vec());
+  }
+};
+
+class AdamW : public Flat<AdamW> {
+public:
+  GeneratorParam<double> beta1{"beta1", 0.9}, beta2{"beta2", 0.99},
+      eps{"eps", 1e-8};
+  Input<Buffer<float>> p{"p", 1}, g{"g", 1}, m{"m", 1}, v{"v", 1};
+  Input<float> lr{"lr"}, weightDecay{"weight_decay"};
+  Input<int32_t> step{"step"}; // 1-based
+  Output<Buffer<float>> newP{"new_p", 1}, newM{"new_m", 1}, newV{"new_v", 1};
+
+  void generate() {
+    // Scalar coefficients in double, as the reference computes them.
+    Expr one = Expr(1.0);
+    Expr t = cast<double>(step);
+    Expr bc1 = one - pow(Expr(double(beta1)), t);
+    Expr bc2 = one - pow(Expr(double(beta2)), t);
+    Expr decay =
+        cast<float>(one - cast<double>(lr) * cast<double>(weightDecay));
+    Expr stepSize = cast<float>(cast<double>(lr) / bc1);
+    Expr invBc2 = cast<float>(one / bc2);
+    float b1 = float(double(beta1)), b2 = float(double(beta2));
+    Expr mNew = b1 * m(i) + (1.0f - b1) * g(i);
+    Expr vNew = b2 * v(i) + (1.0f - b2) * g(i) * g(i);
+    newM(i) = mNew;
+    newV(i) = vNew;
+    newP(i) = p(i) * decay -
+              stepSize * mNew / (sqrt(vNew * invBc2) + float(double(eps)));
+  }
+  void schedule() {
+    bound(p), bound(g), bound(m), bound(v);
+    bound(newP), bound(newM), bound(newV);
+    scheduleElementwise(newM, i, n, vec());
+    scheduleElementwise(newV, i, n, vec());
+    scheduleElementwise(newP, i, n, vec());
+  }
+};
+
+} // namespace
+
+HALIDE_REGISTER_GENERATOR(SwiGLU, stlm_swiglu)
+HALIDE_REGISTER_GENERATOR(SwiGLUGrad, stlm_swiglu_grad)
+HALIDE_REGISTER_GENERATOR(GELU, stlm_gelu)
+HALIDE_REGISTER_GENERATOR(GELUGrad, stlm_gelu_grad)
+HALIDE_REGISTER_GENERATOR(AdamW, stlm_adamw)

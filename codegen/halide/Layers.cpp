@@ -1,0 +1,305 @@
+//===- Layers.cpp - Halide generators: norms, RoPE, embedding, CE loss ----===//
+//
+// Row-major tensors; in Halide coordinates dimension 0 is the last (width)
+// dimension. Shapes are generator parameters:
+//   stlm_rmsnorm        x [R, D], g [D] -> y [R, D]
+//   stlm_rmsnorm_grad   x, g, dy -> dx [R, D], dg [D]
+//   stlm_rope           x [B, T, W] -> y (pairs of each head of width hd
+//                       rotated by (t + offset) θ_i; `inverse` for the grad)
+//   stlm_embed          table [V, D], ids [N] -> out [N, D]
+//   stlm_embed_grad     ids [N], dy [N, D] -> dtable [V, D] (scatter-add)
+//   stlm_cross_entropy  logits [P, V], targets [P], counted [P] -> mean loss
+//   stlm_cross_entropy_grad  ... , dloss -> dlogits [P, V]
+// Ids outside the table are clamped here for memory safety; the runtime
+// rejects them before a kernel runs (an error, not a clamp).
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/halide/Common.h"
+
+namespace {
+
+using namespace Halide;
+
+class RMSNorm : public Generator<RMSNorm> {
+public:
+  GeneratorParam<int> rows{"rows", 64}, width{"width", 64};
+  GeneratorParam<double> eps{"eps", 1e-6};
+  Input<Buffer<float>> x{"x", 2}, g{"g", 1};
+  Output<Buffer<float>> y{"y", 2};
+
+  void generate() {
+    RDom rd(0, width, "rd");
+    ss(r) = 0.0f;
+    ss(r) += x(rd, r) * x(rd, r);
+    rs(r) = 1.0f / sqrt(ss(r) / float(int(width)) + float(double(eps)));
+    y(d, r) = x(d, r) * rs(r) * g(d);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(x, g, y);
+    x.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    g.dim(0).set_bounds(0, width);
+    y.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    int vec = natural_vector_size<float>();
+    Var ro("ro"), ri("ri");
+    y.split(r, ro, ri, 16, TailStrategy::GuardWithIf)
+        .vectorize(d, vec, TailStrategy::GuardWithIf)
+        .parallel(ro);
+    rs.compute_at(y, ri);
+  }
+
+private:
+  Var d{"d"}, r{"r"};
+  Func ss{"ss"}, rs{"rs"};
+};
+
+class RMSNormGrad : public Generator<RMSNormGrad> {
+public:
+  GeneratorParam<int> rows{"rows", 64}, width{"width", 64};
+  GeneratorParam<double> eps{"eps", 1e-6};
+  Input<Buffer<float>> x{"x", 2}, g{"g", 1}, dy{"dy", 2};
+  Output<Buffer<float>> dx{"dx", 2}, dg{"dg", 1};
+
+  void generate() {
+    RDom rd(0, width, "rd");
+    ss(r) = 0.0f;
+    ss(r) += x(rd, r) * x(rd, r);
+    rs(r) = 1.0f / sqrt(ss(r) / float(int(width)) + float(double(eps)));
+    n(d, r) = x(d, r) * rs(r);
+    dot(r) = 0.0f;
+    dot(r) += dy(rd, r) * g(rd) * n(rd, r);
+    dx(d, r) = rs(r) * (dy(d, r) * g(d) - n(d, r) * dot(r) / float(int(width)));
+    RDom rows_(0, rows, "rr");
+    rr = rows_.x;
+    dg(d) = 0.0f;
+    dg(d) += dy(d, rows_) * n(d, rows_);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(x, g, dy, dx, dg);
+    for (auto *b : {&x, &dy})
+      b->dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    g.dim(0).set_bounds(0, width);
+    dx.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    dg.dim(0).set_bounds(0, width);
+    int vec = natural_vector_size<float>();
+    Var ro("ro"), ri("ri"), dO("do"), di("di");
+    dx.split(r, ro, ri, 16, TailStrategy::GuardWithIf)
+        .vectorize(d, vec, TailStrategy::GuardWithIf)
+        .parallel(ro);
+    rs.compute_root().parallel(r);
+    dot.compute_at(dx, ri);
+    // dg: a column sum; columns are independent, so parallel over them.
+    dg.vectorize(d, vec, TailStrategy::GuardWithIf);
+    dg.update()
+        .split(d, dO, di, vec, TailStrategy::GuardWithIf)
+        .reorder(di, rr, dO)
+        .vectorize(di)
+        .parallel(dO);
+  }
+
+private:
+  Var d{"d"}, r{"r"};
+  RVar rr;
+  Func ss{"ss"}, rs{"rs"}, n{"n"}, dot{"dot"};
+};
+
+class RoPE : public Generator<RoPE> {
+public:
+  GeneratorParam<int> batch{"batch", 1}, time{"time", 8}, width{"width", 64},
+      headDim{"head_dim", 16};
+  GeneratorParam<double> theta{"theta", 10000.0};
+  GeneratorParam<bool> inverse{"inverse", false};
+  Input<Buffer<float>> x{"x", 3};
+  Input<int32_t> offset{"offset"};
+  Output<Buffer<float>> y{"y", 3};
+
+  void generate() {
+    int hd = headDim;
+    if (hd < 2 || hd % 2 || int(width) % hd)
+      stlm::halide::fail("stlm_rope", "head_dim must be even and divide width");
+    // Angles in double, as the reference computes them.
+    Expr p = cast<double>(t + offset);
+    Expr freq = pow(Expr(double(theta)),
+                    Expr(-2.0) * cast<double>(i) / Expr(double(hd)));
+    Expr angle = p * freq * Expr(bool(inverse) ? -1.0 : 1.0);
+    cs(i, t) = cast<float>(cos(angle));
+    sn(i, t) = cast<float>(sin(angle));
+    // w = 2 * pair + k inside each head; pair index i = (w % hd) / 2.
+    Expr pair = (w % hd) / 2, even = w - w % 2;
+    Expr a = x(even, t, b), bb = x(even + 1, t, b);
+    y(w, t, b) = select(w % 2 == 0, a * cs(pair, t) - bb * sn(pair, t),
+                        a * sn(pair, t) + bb * cs(pair, t));
+  }
+  void schedule() {
+    stlm::halide::requireAligned(x, y);
+    x.dim(0).set_bounds(0, width).dim(1).set_bounds(0, time)
+        .dim(2).set_bounds(0, batch);
+    y.dim(0).set_bounds(0, width).dim(1).set_bounds(0, time)
+        .dim(2).set_bounds(0, batch);
+    cs.compute_root();
+    sn.compute_root();
+    y.parallel(b);
+  }
+
+private:
+  Var w{"w"}, t{"t"}, b{"b"}, i{"i"};
+  Func cs{"cs"}, sn{"sn"};
+};
+
+class Embed : public Generator<Embed> {
+public:
+  GeneratorParam<int> vocab{"vocab", 256}, width{"width", 64}, count{"count", 64};
+  Input<Buffer<float>> table{"table", 2};
+  Input<Buffer<int32_t>> ids{"ids", 1};
+  Output<Buffer<float>> out{"out", 2};
+
+  void generate() {
+    out(d, n) = table(d, clamp(ids(n), 0, int(vocab) - 1));
+  }
+  void schedule() {
+    stlm::halide::requireAligned(table, ids, out);
+    table.dim(0).set_bounds(0, width).dim(1).set_bounds(0, vocab)
+        .set_stride(width);
+    ids.dim(0).set_bounds(0, count);
+    out.dim(0).set_bounds(0, width).dim(1).set_bounds(0, count)
+        .set_stride(width);
+    Var no("no"), ni("ni");
+    out.split(n, no, ni, 64, TailStrategy::GuardWithIf)
+        .vectorize(d, natural_vector_size<float>(), TailStrategy::GuardWithIf)
+        .parallel(no);
+  }
+
+private:
+  Var d{"d"}, n{"n"};
+};
+
+class EmbedGrad : public Generator<EmbedGrad> {
+public:
+  GeneratorParam<int> vocab{"vocab", 256}, width{"width", 64}, count{"count", 64};
+  Input<Buffer<int32_t>> ids{"ids", 1};
+  Input<Buffer<float>> dy{"dy", 2};
+  Output<Buffer<float>> dtable{"dtable", 2};
+
+  void generate() {
+    RDom rows(0, count, "r");
+    r = rows.x;
+    dtable(d, v) = 0.0f;
+    dtable(d, clamp(ids(rows), 0, int(vocab) - 1)) += dy(d, rows);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(ids, dy, dtable);
+    ids.dim(0).set_bounds(0, count);
+    dy.dim(0).set_bounds(0, width).dim(1).set_bounds(0, count).set_stride(width);
+    dtable.dim(0).set_bounds(0, width).dim(1).set_bounds(0, vocab)
+        .set_stride(width);
+    int vec = natural_vector_size<float>();
+    Var dO("do"), di("di");
+    dtable.vectorize(d, vec, TailStrategy::GuardWithIf).parallel(v);
+    // Rows may repeat, so the scatter runs in order; columns are disjoint,
+    // so column blocks run in parallel.
+    dtable.update()
+        .split(d, dO, di, vec, TailStrategy::GuardWithIf)
+        .reorder(di, r, dO)
+        .vectorize(di)
+        .parallel(dO);
+  }
+
+private:
+  Var d{"d"}, v{"v"};
+  RVar r;
+};
+
+/// Mean cross-entropy over counted rows; shared math for loss and gradient.
+template <typename Self> class CrossEntropyBase : public Generator<Self> {
+public:
+  GeneratorParam<int> positions{"positions", 64}, vocab{"vocab", 256};
+
+protected:
+  void define(Func logits, Func targets, Func counted) {
+    RDom rv(0, vocab, "rv");
+    mx(p) = maximum(logits(rv, p));
+    se(p) = sum(exp(logits(rv, p) - mx(p)));
+    lse(p) = mx(p) + log(se(p));
+    tgt(p) = clamp(targets(p), 0, int(vocab) - 1);
+    RDom rp(0, positions, "rp");
+    nc() = sum(cast<int32_t>(counted(rp) != 0));
+  }
+  Var v{"v"}, p{"p"};
+  Func mx{"mx"}, se{"se"}, lse{"lse"}, tgt{"tgt"}, nc{"nc"};
+};
+
+class CrossEntropy : public CrossEntropyBase<CrossEntropy> {
+public:
+  Input<Buffer<float>> logits{"logits", 2};
+  Input<Buffer<int32_t>> targets{"targets", 1};
+  Input<Buffer<uint8_t>> counted{"counted", 1};
+  Output<Buffer<float>> loss{"loss", 0};
+
+  void generate() {
+    define(logits, targets, counted);
+    rowLoss(p) = select(counted(p) != 0, lse(p) - logits(tgt(p), p), 0.0f);
+    RDom rp(0, positions, "rp2");
+    total() = sum(cast<double>(rowLoss(rp)));
+    loss() = select(nc() > 0, cast<float>(total() / cast<double>(nc())), 0.0f);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(logits, targets, counted);
+    logits.dim(0).set_bounds(0, vocab).dim(1).set_bounds(0, positions)
+        .set_stride(vocab);
+    targets.dim(0).set_bounds(0, positions);
+    counted.dim(0).set_bounds(0, positions);
+    Var po("po"), pi("pi");
+    rowLoss.compute_root()
+        .split(p, po, pi, 16, TailStrategy::GuardWithIf)
+        .parallel(po);
+    mx.compute_at(rowLoss, pi);
+    se.compute_at(rowLoss, pi);
+    nc.compute_root();
+  }
+
+private:
+  Func rowLoss{"row_loss"}, total{"total"};
+};
+
+class CrossEntropyGrad : public CrossEntropyBase<CrossEntropyGrad> {
+public:
+  Input<Buffer<float>> logits{"logits", 2};
+  Input<Buffer<int32_t>> targets{"targets", 1};
+  Input<Buffer<uint8_t>> counted{"counted", 1};
+  Input<float> dloss{"dloss"};
+  Output<Buffer<float>> dlogits{"dlogits", 2};
+
+  void generate() {
+    define(logits, targets, counted);
+    Expr scale = dloss / cast<float>(max(nc(), 1));
+    Expr soft = exp(logits(v, p) - lse(p));
+    dlogits(v, p) = select(counted(p) != 0,
+                           scale * (soft - select(v == tgt(p), 1.0f, 0.0f)),
+                           0.0f);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(logits, targets, counted, dlogits);
+    logits.dim(0).set_bounds(0, vocab).dim(1).set_bounds(0, positions)
+        .set_stride(vocab);
+    targets.dim(0).set_bounds(0, positions);
+    counted.dim(0).set_bounds(0, positions);
+    dlogits.dim(0).set_bounds(0, vocab).dim(1).set_bounds(0, positions)
+        .set_stride(vocab);
+    Var po("po"), pi("pi");
+    dlogits.split(p, po, pi, 16, TailStrategy::GuardWithIf)
+        .vectorize(v, natural_vector_size<float>(), TailStrategy::GuardWithIf)
+        .parallel(po);
+    lse.compute_at(dlogits, pi);
+    nc.compute_root();
+  }
+};
+
+} // namespace
+
+HALIDE_REGISTER_GENERATOR(RMSNorm, stlm_rmsnorm)
+HALIDE_REGISTER_GENERATOR(RMSNormGrad, stlm_rmsnorm_grad)
+HALIDE_REGISTER_GENERATOR(RoPE, stlm_rope)
+HALIDE_REGISTER_GENERATOR(Embed, stlm_embed)
+HALIDE_REGISTER_GENERATOR(EmbedGrad, stlm_embed_grad)
+HALIDE_REGISTER_GENERATOR(CrossEntropy, stlm_cross_entropy)
+HALIDE_REGISTER_GENERATOR(CrossEntropyGrad, stlm_cross_entropy_grad)
