@@ -18,6 +18,10 @@
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
 #include "test_adamw.h"
+#include "test_attn_causal.h"
+#include "test_attn_causal_grad.h"
+#include "test_attn_none.h"
+#include "test_attn_none_grad.h"
 #include "test_ce.h"
 #include "test_ce_grad.h"
 #include "test_embed.h"
@@ -307,6 +311,55 @@ TEST(HalideLayers, CrossEntropyAndGradient) {
                                     V, 0.75f, rd.data());
     expectClose(out(db), rd, 1e-6, "cross-entropy grad");
   }
+}
+
+using AttnFwd = int (*)(halide_buffer_t *, halide_buffer_t *,
+                        halide_buffer_t *, int32_t, halide_buffer_t *);
+using AttnBwd = int (*)(halide_buffer_t *, halide_buffer_t *,
+                        halide_buffer_t *, halide_buffer_t *, int32_t,
+                        halide_buffer_t *, halide_buffer_t *,
+                        halide_buffer_t *);
+
+/// Attention forward and backward against the reference at `offset`.
+void checkAttention(AttnFwd fwd, AttnBwd bwd, bool causal, int B, int T,
+                    int S, int H, int K, int hd, int offset) {
+  std::mt19937 rng(B * 100 + T * 10 + offset + 50);
+  int W = H * hd, WK = K * hd;
+  auto q = uniform(B * T * W, -1, 1, rng), k = uniform(B * S * WK, -1, 1, rng),
+       v = uniform(B * S * WK, -1, 1, rng), dy = uniform(B * T * W, -1, 1, rng);
+  std::vector<float> ry(q.size()), rdq(q.size()), rdk(k.size()),
+      rdv(v.size());
+  Buffer y(W, T, B), dq(W, T, B), dk(WK, S, B), dv(WK, S, B);
+  ASSERT_EQ(fwd(in(q, {W, T, B}), in(k, {WK, S, B}), in(v, {WK, S, B}), offset,
+                y),
+            0);
+  stlm::ref::attention(causal, q.data(), k.data(), v.data(), B, T, S, H, K,
+                       hd, offset, ry.data());
+  std::string what = std::string(causal ? "causal" : "none") + " attention, "
+                     "offset " + std::to_string(offset);
+  expectClose(out(y), ry, 2e-6, (what + ": y").c_str());
+  ASSERT_EQ(bwd(in(q, {W, T, B}), in(k, {WK, S, B}), in(v, {WK, S, B}),
+                in(dy, {W, T, B}), offset, dq, dk, dv),
+            0);
+  stlm::ref::attentionBackward(causal, q.data(), k.data(), v.data(), B, T, S,
+                               H, K, hd, offset, dy.data(), rdq.data(),
+                               rdk.data(), rdv.data());
+  expectClose(out(dq), rdq, 5e-6, (what + ": dq").c_str());
+  expectClose(out(dk), rdk, 5e-6, (what + ": dk").c_str());
+  expectClose(out(dv), rdv, 5e-6, (what + ": dv").c_str());
+}
+
+TEST(HalideAttention, CausalGroupedHeadsAtEveryOffset) {
+  // 4 query heads over 2 kv heads, 5 queries against 7 keys: the plain
+  // offset S − T, a partly filled cache, and queries that see no key.
+  for (int offset : {2, 0, -2})
+    checkAttention(test_attn_causal, test_attn_causal_grad, true, 2, 5, 7, 4,
+                   2, 8, offset);
+}
+
+TEST(HalideAttention, BidirectionalInsideChunks) {
+  checkAttention(test_attn_none, test_attn_none_grad, false, 3, 6, 6, 2, 2, 16,
+                 0);
 }
 
 } // namespace

@@ -1,0 +1,188 @@
+//===- Attention.cpp - Halide generators: attention forward and backward --===//
+//
+//   stlm_attention       q [B, T, H·hd], k, v [B, S, K·hd] -> y [B, T, H·hd]
+//   stlm_attention_grad  q, k, v, dy -> dq, dk, dv
+//
+// B is every leading dimension (batch, or batch × chunks for attention
+// inside chunks). Query head h uses kv head h / (H/K); scores are scaled by
+// 1/sqrt(hd). With `causal`, key u is visible to query t iff
+// u ≤ t + offset (offset = S − T for plain training). A query that sees no
+// key gets 0 (and passes no gradient), as in the reference.
+//
+// Forward schedule: parallel over (batch, block of 16 queries); per head,
+// the scores of the block against all S keys are computed into a 16 × S
+// scratch (never the whole T × S), then max, exponentials, the row sums
+// and the weighted sum of values. Backward recomputes the probabilities per
+// batch element ([H, T, S] scratch) and reduces them into dq, dk and dv;
+// a blocked (flash-style) backward for long contexts is future work.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/halide/Common.h"
+
+namespace {
+
+using namespace Halide;
+
+template <typename Self> class AttentionBase : public Generator<Self> {
+public:
+  GeneratorParam<int> batch{"batch", 1}, time{"time", 8}, keys{"keys", 8},
+      heads{"heads", 2}, kvHeads{"kv_heads", 2}, headDim{"head_dim", 16};
+  GeneratorParam<bool> causal{"causal", true};
+
+protected:
+  /// Scores, masking and softmax statistics shared by both directions.
+  void defineSoftmax(Func q, Func k, Expr offset) {
+    int H = heads, K = kvHeads, hd = headDim;
+    if (H < 1 || K < 1 || H % K)
+      stlm::halide::fail("stlm_attention", "kv_heads must divide heads");
+    group = H / K;
+    scale = 1.0f / std::sqrt(float(hd));
+    RDom rc(0, hd, "rc");
+    s(u, t, h, b) = 0.0f;
+    s(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
+    valid = bool(causal) ? (u <= t + offset) : (u >= 0);
+    RDom ru(0, keys, "ru");
+    Expr sv = s(ru, t, h, b) * scale;
+    Expr validR = bool(causal) ? (ru <= t + offset) : (ru >= 0);
+    mx(t, h, b) = maximum(select(validR, sv, Float(32).min()));
+    e(u, t, h, b) = select(valid, exp(s(u, t, h, b) * scale - mx(t, h, b)),
+                           0.0f);
+    l(t, h, b) = sum(e(ru, t, h, b));
+    this->ru = ru;
+  }
+
+  void boundQKV(Internal::GeneratorInput_Buffer<Buffer<float>> &q,
+                Internal::GeneratorInput_Buffer<Buffer<float>> &k,
+                Internal::GeneratorInput_Buffer<Buffer<float>> &v) {
+    int W = int(heads) * int(headDim), WK = int(kvHeads) * int(headDim);
+    q.dim(0).set_bounds(0, W).dim(1).set_bounds(0, time).dim(2).set_bounds(0,
+                                                                       batch);
+    for (auto *kv : {&k, &v})
+      kv->dim(0).set_bounds(0, WK).dim(1).set_bounds(0, keys)
+          .dim(2).set_bounds(0, batch);
+    stlm::halide::requireAligned(q, k, v);
+  }
+
+  Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
+  Func s{"s"}, mx{"mx"}, e{"e"}, l{"l"};
+  Expr valid;
+  RDom ru;
+  int group = 1;
+  float scale = 1.0f;
+};
+
+class Attention : public AttentionBase<Attention> {
+public:
+  Input<Buffer<float>> q{"q", 3}, k{"k", 3}, v{"v", 3};
+  Input<int32_t> offset{"offset"};
+  Output<Buffer<float>> y{"y", 3};
+
+  void generate() {
+    int hd = headDim;
+    defineSoftmax(q, k, offset);
+    acc(c, t, h, b) = 0.0f;
+    acc(c, t, h, b) += e(ru, t, h, b) * v((h / group) * hd + c, ru, b);
+    out(c, h, t, b) =
+        select(l(t, h, b) > 0.0f, acc(c, t, h, b) / l(t, h, b), 0.0f);
+    y(w, t, b) = out(w % hd, w / hd, t, b);
+  }
+  void schedule() {
+    boundQKV(q, k, v);
+    int hd = headDim;
+    y.dim(0).set_bounds(0, int(heads) * hd).dim(1).set_bounds(0, time)
+        .dim(2).set_bounds(0, batch);
+    stlm::halide::requireAligned(y);
+    int vec = natural_vector_size<float>();
+    Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb");
+    y.split(w, hh, cc, hd)
+        .split(t, to, ti, 16, TailStrategy::GuardWithIf)
+        .reorder(cc, ti, hh, to, b)
+        .fuse(to, b, tb)
+        .vectorize(cc, std::min(vec, hd), TailStrategy::GuardWithIf)
+        .parallel(tb);
+    // Per head and block of queries: scores against every key.
+    s.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
+    s.update().vectorize(u, vec, TailStrategy::GuardWithIf);
+    mx.compute_at(y, hh);
+    e.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
+    l.compute_at(y, hh);
+    acc.compute_at(y, hh).vectorize(c, std::min(vec, hd),
+                                    TailStrategy::GuardWithIf);
+    acc.update().vectorize(c, std::min(vec, hd), TailStrategy::GuardWithIf);
+  }
+
+private:
+  Func acc{"acc"}, out{"out"};
+};
+
+class AttentionGrad : public AttentionBase<AttentionGrad> {
+public:
+  Input<Buffer<float>> q{"q", 3}, k{"k", 3}, v{"v", 3}, dy{"dy", 3};
+  Input<int32_t> offset{"offset"};
+  Output<Buffer<float>> dq{"dq", 3}, dk{"dk", 3}, dv{"dv", 3};
+
+  void generate() {
+    int hd = headDim, T = time;
+    defineSoftmax(q, k, offset);
+    p(u, t, h, b) = select(l(t, h, b) > 0.0f, e(u, t, h, b) / l(t, h, b), 0.0f);
+    RDom rc(0, hd, "rc2");
+    dp(u, t, h, b) = 0.0f;
+    dp(u, t, h, b) += dy(h * hd + rc, t, b) * v((h / group) * hd + rc, u, b);
+    rowdot(t, h, b) = 0.0f;
+    rowdot(t, h, b) += p(ru, t, h, b) * dp(ru, t, h, b);
+    ds(u, t, h, b) = p(u, t, h, b) * (dp(u, t, h, b) - rowdot(t, h, b)) * scale;
+
+    dq4(c, h, t, b) = 0.0f;
+    dq4(c, h, t, b) += ds(ru, t, h, b) * k((h / group) * hd + c, ru, b);
+    dq(w, t, b) = dq4(w % hd, w / hd, t, b);
+
+    // kv head j collects the query heads j·group … j·group + group − 1.
+    RDom rg(0, group, 0, T, "rg");
+    Var j("j");
+    Expr hq = j * group + rg.x;
+    dk4(c, j, u, b) = 0.0f;
+    dk4(c, j, u, b) += ds(u, rg.y, hq, b) * q(hq * hd + c, rg.y, b);
+    dv4(c, j, u, b) = 0.0f;
+    dv4(c, j, u, b) += p(u, rg.y, hq, b) * dy(hq * hd + c, rg.y, b);
+    dk(w, u, b) = dk4(w % hd, w / hd, u, b);
+    dv(w, u, b) = dv4(w % hd, w / hd, u, b);
+  }
+  void schedule() {
+    boundQKV(q, k, v);
+    int hd = headDim, W = int(heads) * hd, WK = int(kvHeads) * hd;
+    dy.dim(0).set_bounds(0, W).dim(1).set_bounds(0, time).dim(2).set_bounds(0,
+                                                                        batch);
+    dq.dim(0).set_bounds(0, W).dim(1).set_bounds(0, time).dim(2).set_bounds(0,
+                                                                        batch);
+    for (auto *o : {&dk, &dv})
+      o->dim(0).set_bounds(0, WK).dim(1).set_bounds(0, keys)
+          .dim(2).set_bounds(0, batch);
+    stlm::halide::requireAligned(dy, dq, dk, dv);
+    int vec = natural_vector_size<float>();
+    // Probabilities and their gradient, per batch element, in parallel.
+    for (Func f : {p, ds}) {
+      f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
+    }
+    s.compute_at(p, b);
+    mx.compute_at(p, b);
+    e.compute_at(p, b);
+    l.compute_at(p, b);
+    dp.compute_at(ds, b);
+    rowdot.compute_at(ds, b);
+    for (Func f : {Func(dq), Func(dk), Func(dv)})
+      f.parallel(b).vectorize(w, std::min(vec, hd), TailStrategy::GuardWithIf);
+    dq4.compute_at(dq, b);
+    dk4.compute_at(dk, b);
+    dv4.compute_at(dv, b);
+  }
+
+private:
+  Func p{"p"}, dp{"dp"}, rowdot{"rowdot"}, ds{"ds"}, dq4{"dq4"}, dk4{"dk4"},
+      dv4{"dv4"};
+};
+
+} // namespace
+
+HALIDE_REGISTER_GENERATOR(Attention, stlm_attention)
+HALIDE_REGISTER_GENERATOR(AttentionGrad, stlm_attention_grad)
