@@ -69,4 +69,30 @@ def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def PlanMemoryPass : Pass<"stlm-plan-memory", "::mlir::ModuleOp"> {
+  let summary = "Places every tensor of straight-line functions in one static arena";
+  let description = [{
+    For each `stlm.model`:
+
+    - **Weights.** Every `stlm.param` and `stlm.state` gets a 64-byte
+      aligned slot in the weights region (`stlm.offset` on the declaration,
+      `stlm.weights_size` on the model). A tied or shared parameter is one
+      symbol, so it has one slot whatever the number of its uses.
+    - **Activations.** In every function whose body is straight-line code
+      (no `stlm.repeat`, no calls — e.g. `@grad` after `stlm-autodiff`),
+      every tensor an op produces gets an offset in one arena
+      (`stlm.offsets` on the op, one per result, `-1` where none is
+      needed; `stlm.arena_size` on the function). Two values share bytes
+      only if their lifetimes (definition to last use) do not overlap.
+      Reads of parameters and state alias their weight slot; reshapes
+      (`stlm.split_slots`, `stlm.merge_slots`) alias their input; function
+      arguments belong to the caller; returned values live to the end.
+      Placement is greedy by size, largest first, at the lowest 64-byte
+      aligned offset that does not collide.
+
+    Functions that are not straight-line are left without a plan (they are
+    lowered through `@grad` or unrolled first).
+  }];
+}
+
 #endif // STLM_PASSES_TD
