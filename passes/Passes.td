@@ -35,6 +35,21 @@ def UnrollLayersPass : Pass<"stlm-unroll-layers", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::arith::ArithDialect"];
 }
 
+def VerifyShapesPass : Pass<"stlm-verify-shapes", "::mlir::ModuleOp"> {
+  let summary = "Checks invariants that span several ops";
+  let description = [{
+    Op verifiers see one op; this pass checks what only the data flow
+    shows, and reports each violation at the op that breaks it:
+
+    - a `stlm.rope` result used as attention queries (keys) must rotate
+      heads of the attention's head width `q width / heads`;
+    - ids produced by `stlm.mask_tokens` and looked up with `stlm.embed`
+      must have `mask_id` inside the table;
+    - chunk ids from `stlm.chunk` (bytes and the pad byte 256) looked up
+      with `stlm.embed` need a table of at least 258 rows.
+  }];
+}
+
 def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
   let summary = "Derives the training step of every model from its @loss";
   let description = [{
@@ -56,10 +71,18 @@ def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
       updates are `stlm.assign`s.
     - `@eval(<@loss inputs>) -> loss`: the loss without an update.
 
+    With gradient accumulation (`accumulate = k > 1` in `stlm.train`),
+    `@train_step` is replaced by `@accumulate(<@loss inputs>) -> loss`, which
+    adds one micro-batch's gradients into `stlm.state @grad_acc.<p>`, and
+    `@apply() -> (grad_norm, lr)`, which averages the k sums, clips, updates
+    and clears them; a training step is k `@accumulate` calls and one
+    `@apply`, equivalent to one step on the k micro-batches together.
+
     The optimizer settings come from the model's `stlm.train` dictionary
     (as `stlm-compile --emit=stlm` writes it); missing entries take
     MODEL_SPEC's defaults (lr 1e-3, min_lr 1e-4, warmup 100, steps 2000,
-    cosine, betas 0.9/0.99, eps 1e-8, weight_decay 0.1, grad_clip 1).
+    cosine, betas 0.9/0.99, eps 1e-8, weight_decay 0.1, grad_clip 1,
+    accumulate 1).
 
     A model without `@loss`, a `@loss` that does not return one f32 scalar,
     or one that uses an op without a gradient rule is reported with the

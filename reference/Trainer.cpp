@@ -285,6 +285,7 @@ int Session::run() {
   });
   module = buildModel(context, spec);
   mlir::PassManager pm(&context);
+  pm.addPass(mlir::stlm::createVerifyShapesPass());
   pm.addPass(mlir::stlm::createAutodiffPass());
   if (mlir::failed(pm.run(*module)))
     return fail("cannot derive the training step of '" + spec.name +
@@ -307,11 +308,6 @@ int Session::run() {
     return fail("'given' chunking needs chunk boundaries supplied with the "
                 "data; the reference trainer reads plain text only");
 
-  if (spec.train.accumulate != 1)
-    return fail("train.accumulate = " +
-                std::to_string(spec.train.accumulate) +
-                ": gradient accumulation is not implemented by the reference "
-                "trainer (use accumulate: 1)");
   int64_t steps = opt.steps >= 0 ? opt.steps : spec.train.steps;
   if (steps > kMaxSteps)
     return fail("--steps " + std::to_string(steps) + " exceeds the step "
@@ -337,7 +333,9 @@ int Session::run() {
       return fail(opt.logPath + ": cannot open the log file");
   }
 
-  int64_t bytesPerStep = feed.batch * (feed.token ? feed.context : feed.window);
+  const int64_t k = spec.train.accumulate; // micro-batches per step
+  int64_t bytesPerStep =
+      k * feed.batch * (feed.token ? feed.context : feed.window);
   if (opt.progress)
     std::fprintf(opt.progress,
                  "training '%s' (%lld parameters) with the reference "
@@ -396,15 +394,34 @@ int Session::run() {
   int64_t every = std::max<int64_t>(1, (steps - startStep) / 50);
   std::vector<int32_t> windows;
   for (int64_t step = startStep; step < steps; ++step) {
-    data.trainBatch(seed, step, feed.batch, windows);
     std::vector<Tensor> results;
-    int32_t stepSeed = static_cast<int32_t>(
-        splitmix64(seed ^ static_cast<uint64_t>(step)) & 0x7fffffff);
-    if (!interp->call("train_step", feed.args(windows, stepSeed), results,
-                      error))
-      return fail("step " + std::to_string(step) + ": " + error);
-    float loss = results[0].scalar(), norm = results[1].scalar(),
-          lr = results[2].scalar();
+    float loss = 0, norm = 0, lr = 0;
+    if (k == 1) {
+      data.trainBatch(seed, step, feed.batch, windows);
+      int32_t stepSeed = static_cast<int32_t>(
+          splitmix64(seed ^ static_cast<uint64_t>(step)) & 0x7fffffff);
+      if (!interp->call("train_step", feed.args(windows, stepSeed), results,
+                        error))
+        return fail("step " + std::to_string(step) + ": " + error);
+      loss = results[0].scalar(), norm = results[1].scalar(),
+      lr = results[2].scalar();
+    } else {
+      // k micro-batches (the windows of micro-steps step·k … step·k + k − 1),
+      // then one update; the reported loss is their mean.
+      for (int64_t m = 0; m < k; ++m) {
+        int64_t micro = step * k + m;
+        data.trainBatch(seed, micro, feed.batch, windows);
+        int32_t microSeed = static_cast<int32_t>(
+            splitmix64(seed ^ static_cast<uint64_t>(micro)) & 0x7fffffff);
+        if (!interp->call("accumulate", feed.args(windows, microSeed),
+                          results, error))
+          return fail("step " + std::to_string(step) + ": " + error);
+        loss += results[0].scalar() / static_cast<float>(k);
+      }
+      if (!interp->call("apply", {}, results, error))
+        return fail("step " + std::to_string(step) + ": " + error);
+      norm = results[0].scalar(), lr = results[1].scalar();
+    }
     if (!std::isfinite(loss))
       return fail("step " + std::to_string(step) + ": the loss is " +
                   std::to_string(loss) + "; training diverged");

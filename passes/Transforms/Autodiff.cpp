@@ -31,7 +31,7 @@ namespace {
 struct TrainSettings {
   double lr = 1e-3, minLr = 1e-4, beta1 = 0.9, beta2 = 0.99, eps = 1e-8,
          weightDecay = 0.1, gradClip = 1.0;
-  int64_t warmup = 100, steps = 2000;
+  int64_t warmup = 100, steps = 2000, accumulate = 1;
   ScheduleKind schedule = ScheduleKind::cosine;
 
   static FailureOr<TrainSettings> read(ModelOp model) {
@@ -76,6 +76,12 @@ struct TrainSettings {
     f("grad_clip", t.gradClip);
     i("warmup", t.warmup);
     i("steps", t.steps);
+    i("accumulate", t.accumulate);
+    if (t.accumulate < 1) {
+      model.emitOpError() << "stlm.train: 'accumulate' must be >= 1, got "
+                          << t.accumulate;
+      bad = true;
+    }
     if (Attribute a = dict.get("schedule")) {
       auto s = llvm::dyn_cast<StringAttr>(a);
       std::optional<ScheduleKind> k =
@@ -417,11 +423,12 @@ LogicalResult buildTraining(ModelOp model) {
         "has no @loss function to differentiate (stlm-autodiff needs one)");
   if (loss.isExternal())
     return loss.emitOpError("is only declared; stlm-autodiff needs its body");
-  for (StringRef taken : {"grad", "train_step", "eval"})
+  for (StringRef taken : {"grad", "train_step", "eval", "accumulate", "apply"})
     if (SymbolTable::lookupSymbolIn(model, taken))
       return model.emitOpError()
              << "already has a '@" << taken
-             << "' function; stlm-autodiff adds @grad, @train_step and @eval";
+             << "' function; stlm-autodiff adds @grad, @train_step (or "
+                "@accumulate and @apply) and @eval";
   FailureOr<TrainSettings> settings = TrainSettings::read(model);
   if (failed(settings))
     return failure();
@@ -447,45 +454,102 @@ LogicalResult buildTraining(ModelOp model) {
   Location loc = loss.getLoc();
   TypeRange inputs = loss.getFunctionType().getInputs();
 
-  // @train_step
-  b.setInsertionPointAfter(*grad);
-  auto step = b.create<func::FuncOp>(
-      loc, "train_step", b.getFunctionType(inputs, {f32, f32, f32}));
-  Block *entry = step.addEntryBlock();
-  b.setInsertionPointToStart(entry);
-  Value step0 = b.create<StateRefOp>(loc, i32, "step");
-  Value lr = b.create<LRScheduleOp>(
-      loc, f32, ScheduleKindAttr::get(b.getContext(), settings->schedule),
-      step0, b.getF64FloatAttr(settings->lr),
-      b.getF64FloatAttr(settings->minLr), b.getI64IntegerAttr(settings->warmup),
-      b.getI64IntegerAttr(settings->steps));
-  auto call = b.create<func::CallOp>(loc, *grad, entry->getArguments());
-  SmallVector<Value> gradients(call.getResults().drop_front());
-  SmallVector<Type> gradTypes(ValueRange(gradients).getTypes());
-  auto clip = b.create<ClipGradNormOp>(loc, gradTypes, f32, gradients,
-                                       b.getF64FloatAttr(settings->gradClip));
-  Value one = b.create<arith::ConstantOp>(loc, DenseElementsAttr::get(i32, 1));
-  Value t = b.create<arith::AddIOp>(loc, step0, one);
-  for (auto [p, g] : llvm::zip(params, clip.getClipped())) {
-    std::string name = p.getSymName().str();
-    Value pv = b.create<ParamRefOp>(loc, p.getType(), name);
-    Value m = b.create<StateRefOp>(loc, p.getType(), "opt.m." + name);
-    Value v = b.create<StateRefOp>(loc, p.getType(), "opt.v." + name);
-    double wd = p.getTensorType().getRank() >= 2 ? settings->weightDecay : 0.0;
-    auto upd = b.create<AdamWOp>(
-        loc, p.getType(), p.getType(), p.getType(), pv, g, m, v, lr, t,
-        b.getF64FloatAttr(settings->beta1), b.getF64FloatAttr(settings->beta2),
-        b.getF64FloatAttr(settings->eps), b.getF64FloatAttr(wd));
-    b.create<AssignOp>(loc, name, upd.getNewParam());
-    b.create<AssignOp>(loc, "opt.m." + name, upd.getNewM());
-    b.create<AssignOp>(loc, "opt.v." + name, upd.getNewV());
+  // The update: clip, schedule, AdamW on every parameter, step + 1. Emits
+  // into the current block and returns (grad_norm, lr).
+  auto emitUpdate = [&](ValueRange gradients) -> std::pair<Value, Value> {
+    Value step0 = b.create<StateRefOp>(loc, i32, "step");
+    Value lr = b.create<LRScheduleOp>(
+        loc, f32, ScheduleKindAttr::get(b.getContext(), settings->schedule),
+        step0, b.getF64FloatAttr(settings->lr),
+        b.getF64FloatAttr(settings->minLr),
+        b.getI64IntegerAttr(settings->warmup),
+        b.getI64IntegerAttr(settings->steps));
+    SmallVector<Type> gradTypes(gradients.getTypes());
+    auto clip = b.create<ClipGradNormOp>(loc, gradTypes, f32, gradients,
+                                         b.getF64FloatAttr(settings->gradClip));
+    Value one =
+        b.create<arith::ConstantOp>(loc, DenseElementsAttr::get(i32, 1));
+    Value t = b.create<arith::AddIOp>(loc, step0, one);
+    for (auto [p, g] : llvm::zip(params, clip.getClipped())) {
+      std::string name = p.getSymName().str();
+      Value pv = b.create<ParamRefOp>(loc, p.getType(), name);
+      Value m = b.create<StateRefOp>(loc, p.getType(), "opt.m." + name);
+      Value v = b.create<StateRefOp>(loc, p.getType(), "opt.v." + name);
+      double wd =
+          p.getTensorType().getRank() >= 2 ? settings->weightDecay : 0.0;
+      auto upd = b.create<AdamWOp>(
+          loc, p.getType(), p.getType(), p.getType(), pv, g, m, v, lr, t,
+          b.getF64FloatAttr(settings->beta1),
+          b.getF64FloatAttr(settings->beta2), b.getF64FloatAttr(settings->eps),
+          b.getF64FloatAttr(wd));
+      b.create<AssignOp>(loc, name, upd.getNewParam());
+      b.create<AssignOp>(loc, "opt.m." + name, upd.getNewM());
+      b.create<AssignOp>(loc, "opt.v." + name, upd.getNewV());
+    }
+    b.create<AssignOp>(loc, "step", t);
+    return {clip.getNorm(), lr};
+  };
+
+  Operation *last = *grad;
+  if (settings->accumulate == 1) {
+    // @train_step: one batch, one update.
+    b.setInsertionPointAfter(*grad);
+    auto step = b.create<func::FuncOp>(
+        loc, "train_step", b.getFunctionType(inputs, {f32, f32, f32}));
+    Block *entry = step.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    auto call = b.create<func::CallOp>(loc, *grad, entry->getArguments());
+    auto [norm, lr] = emitUpdate(call.getResults().drop_front());
+    b.create<func::ReturnOp>(loc, ValueRange{call.getResult(0), norm, lr});
+    last = step;
+  } else {
+    // Gradient accumulation over k micro-batches: @accumulate adds one
+    // micro-batch's gradients into `grad_acc.*`; @apply averages them,
+    // updates, and clears the sums.
+    for (ParamOp p : params)
+      if (failed(declareState(model, b, ("grad_acc." + p.getSymName()).str(),
+                              p.getType())))
+        return failure();
+    b.setInsertionPointAfter(*grad);
+    auto acc = b.create<func::FuncOp>(loc, "accumulate",
+                                      b.getFunctionType(inputs, {f32}));
+    Block *entry = acc.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    auto call = b.create<func::CallOp>(loc, *grad, entry->getArguments());
+    for (auto [p, g] : llvm::zip(params, call.getResults().drop_front())) {
+      std::string name = "grad_acc." + p.getSymName().str();
+      Value sum = b.create<StateRefOp>(loc, p.getType(), name);
+      b.create<AssignOp>(loc, name,
+                         b.create<AddOp>(loc, p.getType(), sum, g).getResult());
+    }
+    b.create<func::ReturnOp>(loc, call.getResult(0));
+
+    b.setInsertionPointAfter(acc);
+    auto apply =
+        b.create<func::FuncOp>(loc, "apply", b.getFunctionType({}, {f32, f32}));
+    b.setInsertionPointToStart(apply.addEntryBlock());
+    SmallVector<Value> means;
+    for (ParamOp p : params) {
+      std::string name = "grad_acc." + p.getSymName().str();
+      Value sum = b.create<StateRefOp>(loc, p.getType(), name);
+      Value inv = b.create<arith::ConstantOp>(
+          loc, DenseElementsAttr::get(
+                   p.getTensorType(),
+                   static_cast<float>(1.0 / double(settings->accumulate))));
+      means.push_back(b.create<arith::MulFOp>(loc, sum, inv));
+    }
+    auto [norm, lr] = emitUpdate(means);
+    for (ParamOp p : params) {
+      Value zero = b.create<arith::ConstantOp>(
+          loc, DenseElementsAttr::get(p.getTensorType(), 0.0f));
+      b.create<AssignOp>(loc, "grad_acc." + p.getSymName().str(), zero);
+    }
+    b.create<func::ReturnOp>(loc, ValueRange{norm, lr});
+    last = apply;
   }
-  b.create<AssignOp>(loc, "step", t);
-  b.create<func::ReturnOp>(
-      loc, ValueRange{call.getResult(0), clip.getNorm(), lr});
 
   // @eval
-  b.setInsertionPointAfter(step);
+  b.setInsertionPointAfter(last);
   auto eval = b.create<func::FuncOp>(loc, "eval",
                                      b.getFunctionType(inputs, {f32}));
   Block *evalEntry = eval.addEntryBlock();

@@ -33,7 +33,7 @@ stlm.model @m {
 // -----
 
 // Tests that the functions autodiff adds must not exist already.
-// expected-error @+1 {{already has a '@grad' function; stlm-autodiff adds @grad, @train_step and @eval}}
+// expected-error @+1 {{already has a '@grad' function; stlm-autodiff adds @grad, @train_step (or @accumulate and @apply) and @eval}}
 stlm.model @m {
   func.func @grad() {
     return

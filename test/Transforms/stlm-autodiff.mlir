@@ -26,9 +26,9 @@
 // CHECK:         %[[DE:.*]] = stlm.add %[[DHEAD]], %[[DTABLE]]
 // CHECK:         return %[[LOSS]], %[[DE]], %[[DG]]
 // CHECK:       func.func @train_step(%[[A0:.*]]: tensor<2x4xi32>, %[[A1:.*]]: tensor<2x4xi32>) -> (tensor<f32>, tensor<f32>, tensor<f32>)
+// CHECK:         %[[R:.*]]:3 = call @grad(%[[A0]], %[[A1]])
 // CHECK:         %[[S:.*]] = stlm.state_ref @step : tensor<i32>
 // CHECK:         %[[LR:.*]] = stlm.lr_schedule constant %[[S]] {lr = 5.000000e-03 : f64, min_lr = 0.000000e+00 : f64, total = 10 : i64, warmup = 0 : i64}
-// CHECK:         %[[R:.*]]:3 = call @grad(%[[A0]], %[[A1]])
 // CHECK:         %[[C:.*]]:2, %[[NORM:.*]] = stlm.clip_grad_norm %[[R]]#1, %[[R]]#2 {max_norm = 5.000000e-01 : f64}
 // CHECK:         %[[STEP:.*]] = arith.addi %[[S]], %{{.*}} : tensor<i32>
 // CHECK:         stlm.adamw %{{.*}}, %[[C]]#0, %{{.*}}, %{{.*}}, %[[LR]], %[[STEP]] {beta1 = 8.000000e-01 : f64, beta2 = 0.98999999999999999 : f64, eps = 1.000000e-08 : f64, weight_decay = 2.500000e-01 : f64} : tensor<16x8xf32>
@@ -195,6 +195,39 @@ stlm.model @leaves {
     %b = stlm.state_ref @bias : tensor<2x3x8xf32>
     %lb = stlm.add %l, %b : tensor<2x3x8xf32>, tensor<2x3x8xf32>
     %loss = stlm.next_token_loss %lb, %y : tensor<2x3x8xf32>, tensor<2x3xi32>
+    return %loss : tensor<f32>
+  }
+}
+
+// -----
+
+// Tests gradient accumulation: @accumulate adds a micro-batch's gradients
+// into grad_acc state; @apply averages them (1/k), updates and clears them.
+// CHECK-LABEL: stlm.model @accumulated
+// CHECK:       stlm.state @grad_acc.w : tensor<8x4xf32>
+// CHECK-NOT:   func.func @train_step
+// CHECK:       func.func @accumulate(%{{.*}}: tensor<2x3x4xf32>, %{{.*}}: tensor<2x3xi32>) -> tensor<f32>
+// CHECK:         %[[R:.*]]:2 = call @grad
+// CHECK:         %[[S:.*]] = stlm.state_ref @grad_acc.w
+// CHECK:         %[[N:.*]] = stlm.add %[[S]], %[[R]]#1
+// CHECK:         stlm.assign @grad_acc.w, %[[N]]
+// CHECK:         return %[[R]]#0
+// CHECK:       func.func @apply() -> (tensor<f32>, tensor<f32>)
+// CHECK:         %[[SUM:.*]] = stlm.state_ref @grad_acc.w
+// CHECK:         %[[INV:.*]] = arith.constant dense<2.500000e-01> : tensor<8x4xf32>
+// CHECK:         %[[MEAN:.*]] = arith.mulf %[[SUM]], %[[INV]]
+// CHECK:         stlm.clip_grad_norm %[[MEAN]]
+// CHECK:         stlm.adamw
+// CHECK:         stlm.assign @step
+// CHECK:         %[[Z:.*]] = arith.constant dense<0.000000e+00> : tensor<8x4xf32>
+// CHECK:         stlm.assign @grad_acc.w, %[[Z]]
+// CHECK:       func.func @eval
+stlm.model @accumulated attributes {stlm.train = {accumulate = 4}} {
+  stlm.param @w : tensor<8x4xf32> = normal(0.02)
+  func.func @loss(%x: tensor<2x3x4xf32>, %y: tensor<2x3xi32>) -> tensor<f32> {
+    %w = stlm.param_ref @w : tensor<8x4xf32>
+    %l = stlm.linear %x, %w : tensor<2x3x4xf32>, tensor<8x4xf32> -> tensor<2x3x8xf32>
+    %loss = stlm.next_token_loss %l, %y : tensor<2x3x8xf32>, tensor<2x3xi32>
     return %loss : tensor<f32>
   }
 }

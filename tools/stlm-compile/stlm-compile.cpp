@@ -13,7 +13,9 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "passes/Passes.h"
 #include "tools/common/InitAll.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -96,7 +98,9 @@ int main(int argc, char **argv) {
   mlir::MLIRContext context(registry);
   mlir::OwningOpRef<mlir::ModuleOp> module =
       stlm::buildModel(context, *parsed.spec);
-  if (failed(mlir::verify(*module))) {
+  mlir::PassManager pm(&context);
+  pm.addPass(mlir::stlm::createVerifyShapesPass());
+  if (failed(mlir::verify(*module)) || failed(pm.run(*module))) {
     errs() << "stlm-compile: internal error: the IR built for '"
            << parsed.spec->name << "' does not verify (diagnostics above)\n";
     return 2;
