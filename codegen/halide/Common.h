@@ -46,6 +46,12 @@ template <typename... Buffers> void requireAligned(Buffers &...buffers) {
   (buffers.set_host_alignment(kHostAlignment), ...);
 }
 
+/// Fixes a row-major [rows, cols] buffer's shape: dimension 0 (the column)
+/// is dense, dimension 1 strides by `cols`. Shapes are part of a kernel.
+template <typename B> void boundRowMajor(B &b, int cols, int rows) {
+  b.dim(0).set_bounds(0, cols).dim(1).set_bounds(0, rows).set_stride(cols);
+}
+
 /// 1 / (1 + e^-x).
 inline Halide::Expr sigmoid(Halide::Expr x) {
   return 1.0f / (1.0f + Halide::exp(-x));

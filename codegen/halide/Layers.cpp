@@ -37,9 +37,9 @@ public:
   }
   void schedule() {
     stlm::halide::requireAligned(x, g, y);
-    x.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    stlm::halide::boundRowMajor(x, width, rows);
     g.dim(0).set_bounds(0, width);
-    y.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    stlm::halide::boundRowMajor(y, width, rows);
     int vec = natural_vector_size<float>();
     Var ro("ro"), ri("ri");
     y.split(r, ro, ri, 16, TailStrategy::GuardWithIf)
@@ -77,9 +77,9 @@ public:
   void schedule() {
     stlm::halide::requireAligned(x, g, dy, dx, dg);
     for (auto *b : {&x, &dy})
-      b->dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+      stlm::halide::boundRowMajor(*b, width, rows);
     g.dim(0).set_bounds(0, width);
-    dx.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width);
+    stlm::halide::boundRowMajor(dx, width, rows);
     dg.dim(0).set_bounds(0, width);
     int vec = natural_vector_size<float>();
     Var ro("ro"), ri("ri"), dO("do"), di("di");
@@ -158,11 +158,9 @@ public:
   }
   void schedule() {
     stlm::halide::requireAligned(table, ids, out);
-    table.dim(0).set_bounds(0, width).dim(1).set_bounds(0, vocab)
-        .set_stride(width);
+    stlm::halide::boundRowMajor(table, width, vocab);
     ids.dim(0).set_bounds(0, count);
-    out.dim(0).set_bounds(0, width).dim(1).set_bounds(0, count)
-        .set_stride(width);
+    stlm::halide::boundRowMajor(out, width, count);
     Var no("no"), ni("ni");
     out.split(n, no, ni, 64, TailStrategy::GuardWithIf)
         .vectorize(d, natural_vector_size<float>(), TailStrategy::GuardWithIf)
@@ -189,9 +187,8 @@ public:
   void schedule() {
     stlm::halide::requireAligned(ids, dy, dtable);
     ids.dim(0).set_bounds(0, count);
-    dy.dim(0).set_bounds(0, width).dim(1).set_bounds(0, count).set_stride(width);
-    dtable.dim(0).set_bounds(0, width).dim(1).set_bounds(0, vocab)
-        .set_stride(width);
+    stlm::halide::boundRowMajor(dy, width, count);
+    stlm::halide::boundRowMajor(dtable, width, vocab);
     int vec = natural_vector_size<float>();
     Var dO("do"), di("di");
     dtable.vectorize(d, vec, TailStrategy::GuardWithIf).parallel(v);
@@ -244,8 +241,7 @@ public:
   }
   void schedule() {
     stlm::halide::requireAligned(logits, targets, counted);
-    logits.dim(0).set_bounds(0, vocab).dim(1).set_bounds(0, positions)
-        .set_stride(vocab);
+    stlm::halide::boundRowMajor(logits, vocab, positions);
     targets.dim(0).set_bounds(0, positions);
     counted.dim(0).set_bounds(0, positions);
     Var po("po"), pi("pi");
@@ -279,12 +275,10 @@ public:
   }
   void schedule() {
     stlm::halide::requireAligned(logits, targets, counted, dlogits);
-    logits.dim(0).set_bounds(0, vocab).dim(1).set_bounds(0, positions)
-        .set_stride(vocab);
+    stlm::halide::boundRowMajor(logits, vocab, positions);
     targets.dim(0).set_bounds(0, positions);
     counted.dim(0).set_bounds(0, positions);
-    dlogits.dim(0).set_bounds(0, vocab).dim(1).set_bounds(0, positions)
-        .set_stride(vocab);
+    stlm::halide::boundRowMajor(dlogits, vocab, positions);
     Var po("po"), pi("pi");
     dlogits.split(p, po, pi, 16, TailStrategy::GuardWithIf)
         .vectorize(v, natural_vector_size<float>(), TailStrategy::GuardWithIf)

@@ -85,9 +85,9 @@ public:
     const std::string f = form;
     int aCols = f == "tn" ? M : K, aRows = f == "tn" ? K : M;
     int bCols = f == "nt" ? K : N, bRows = f == "nt" ? N : K;
-    a.dim(0).set_bounds(0, aCols).dim(1).set_bounds(0, aRows).set_stride(aCols);
-    b.dim(0).set_bounds(0, bCols).dim(1).set_bounds(0, bRows).set_stride(bCols);
-    c.dim(0).set_bounds(0, N).dim(1).set_bounds(0, M).set_stride(N);
+    stlm::halide::boundRowMajor(a, aCols, aRows);
+    stlm::halide::boundRowMajor(b, bCols, bRows);
+    stlm::halide::boundRowMajor(c, N, M);
 
     // Rows per parallel task: enough tasks for every core, a few tiles each.
     int rowsPerTask = kTileRows;
