@@ -107,14 +107,18 @@ def PlanMemoryPass : Pass<"stlm-plan-memory", "::mlir::ModuleOp"> {
       (`stlm.offsets` on the op, one per result, `-1` where none is
       needed; `stlm.arena_size` on the function). Two values share bytes
       only if their lifetimes (definition to last use) do not overlap.
-      Reads of parameters and state alias their weight slot; reshapes
+      Reads of parameters and state alias their weight slot — unless the
+      symbol is assigned while the read is still in use, in which case the
+      read gets bytes of its own and the `stlm.snapshot` mark (the lowering
+      copies the weight there); reshapes
       (`stlm.split_slots`, `stlm.merge_slots`) alias their input; function
       arguments belong to the caller; returned values live to the end.
       Placement is greedy by size, largest first, at the lowest 64-byte
       aligned offset that does not collide.
 
-    Functions that are not straight-line are left without a plan (they are
-    lowered through `@grad` or unrolled first).
+    Functions that are not straight-line (with calls or `stlm.repeat`:
+    `@train_step`, `@accumulate`, `@eval`, `@logits`) are left without a
+    plan; the lowering inlines or unrolls them first.
   }];
 }
 

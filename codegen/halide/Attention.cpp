@@ -12,9 +12,10 @@
 // Forward schedule: parallel over (batch, block of 16 queries); per head,
 // the scores of the block against all S keys are computed into a 16 × S
 // scratch (never the whole T × S), then max, exponentials, the row sums
-// and the weighted sum of values. Backward recomputes the probabilities per
-// batch element ([H, T, S] scratch) and reduces them into dq, dk and dv;
-// a blocked (flash-style) backward for long contexts is future work.
+// and the weighted sum of values. Backward recomputes the probabilities and
+// their gradient for the whole batch ([B, H, T, S] scratch each, computed in
+// parallel over B) and reduces them into dq, dk and dv; a blocked
+// (flash-style) backward for long contexts is future work.
 //
 //===----------------------------------------------------------------------===//
 

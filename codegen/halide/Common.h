@@ -25,17 +25,25 @@ namespace stlm::halide {
   std::exit(1);
 }
 
-/// erf(x) to within 1.5e-7 (Abramowitz & Stegun 7.1.26); Halide has no erf.
-inline Halide::Expr erfApprox(Halide::Expr x) {
+/// erfc(z) for z ≥ 0 as P(t)·e^{−z²} (Abramowitz & Stegun 7.1.26, erf
+/// error ≤ 1.5e-7); Halide has no erf.
+inline Halide::Expr erfcNonNegative(Halide::Expr z) {
   using namespace Halide;
-  Expr ax = abs(x);
-  Expr t = 1.0f / (1.0f + 0.3275911f * ax);
+  Expr t = 1.0f / (1.0f + 0.3275911f * z);
   Expr poly =
       t * (0.254829592f +
            t * (-0.284496736f +
                 t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-  Expr y = 1.0f - poly * exp(-ax * ax);
-  return select(x < 0.0f, -y, y);
+  return poly * exp(-z * z);
+}
+
+/// The standard normal CDF Φ(x). For x < 0 it is ½·erfc(|x|/√2) computed
+/// directly, so the tail keeps its relative accuracy instead of cancelling
+/// in 1 − erf.
+inline Halide::Expr normalCdf(Halide::Expr x) {
+  using namespace Halide;
+  Expr half = 0.5f * erfcNonNegative(abs(x) * 0.70710678118654752f);
+  return select(x < 0.0f, half, 1.0f - half);
 }
 
 /// Every kernel buffer's host pointer must be 64-byte aligned (the runtime's

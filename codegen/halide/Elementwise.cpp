@@ -15,7 +15,7 @@
 namespace {
 
 using namespace Halide;
-using stlm::halide::erfApprox;
+using stlm::halide::normalCdf;
 using stlm::halide::scheduleElementwise;
 using stlm::halide::sigmoid;
 
@@ -66,7 +66,7 @@ public:
   Input<Buffer<float>> x{"x", 1};
   Output<Buffer<float>> y{"y", 1};
   void generate() {
-    y(i) = x(i) * 0.5f * (1.0f + erfApprox(x(i) * 0.70710678118654752f));
+    y(i) = x(i) * normalCdf(x(i));
   }
   void schedule() {
     bound(x), bound(y);
@@ -80,7 +80,7 @@ public:
   Output<Buffer<float>> dx{"dx", 1};
   void generate() {
     Expr v = x(i);
-    Expr cdf = 0.5f * (1.0f + erfApprox(v * 0.70710678118654752f));
+    Expr cdf = normalCdf(v);
     Expr pdf = exp(-0.5f * v * v) * 0.39894228040143268f;
     dx(i) = dy(i) * (cdf + v * pdf);
   }

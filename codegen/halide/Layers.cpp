@@ -10,8 +10,8 @@
 //   stlm_embed_grad     ids [N], dy [N, D] -> dtable [V, D] (scatter-add)
 //   stlm_cross_entropy  logits [P, V], targets [P], counted [P] -> mean loss
 //   stlm_cross_entropy_grad  ... , dloss -> dlogits [P, V]
-// Ids outside the table are clamped here for memory safety; the runtime
-// rejects them before a kernel runs (an error, not a clamp).
+// Ids outside the table are clamped here for memory safety, not reported:
+// callers must check ids before a kernel runs (an error, not a clamp).
 //
 //===----------------------------------------------------------------------===//
 

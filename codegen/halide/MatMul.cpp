@@ -14,11 +14,11 @@
 // owns a block of rows; for every panel it keeps an 8 × P tile of C in
 // registers (16 accumulators on avx512) and runs over K doing, per k, two
 // vector loads of the panel, eight broadcasts of A and sixteen FMAs. Row
-// blocks run in parallel. M must be a multiple of 8 and N of P (the
-// compiler pads shapes that are not).
+// blocks run in parallel. M must be a multiple of 8 and N of P; other
+// shapes are refused at generation (callers pad).
 //
-// Only this file and GenGen.cpp make up stlm-kernelgen; no LLVM/MLIR header
-// may be included here (Halide links its own LLVM).
+// Generator sources are compiled only into stlm-kernelgen; no LLVM/MLIR
+// header may be included here (Halide links its own LLVM).
 //
 //===----------------------------------------------------------------------===//
 

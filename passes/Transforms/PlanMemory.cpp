@@ -10,6 +10,8 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/StringMap.h"
 
 namespace mlir::stlm {
 #define GEN_PASS_DEF_PLANMEMORYPASS
@@ -49,14 +51,59 @@ bool isStraightLine(func::FuncOp fn) {
   return ok;
 }
 
+/// Weight reads that must be copied: read, then the symbol is assigned, then
+/// the read value (or a reshape of it) is still used. Reading the weight
+/// slot in place would see the new value.
+llvm::DenseSet<Value> snapshotsNeeded(Block &body) {
+  llvm::DenseMap<Operation *, int64_t> position;
+  int64_t n = 0;
+  for (Operation &op : body)
+    position[&op] = n++;
+  llvm::StringMap<SmallVector<int64_t>> assigns;
+  for (Operation &op : body)
+    if (auto a = dyn_cast<AssignOp>(op))
+      assigns[a.getName()].push_back(position[&op]);
+  llvm::DenseSet<Value> snapshots;
+  for (Operation &op : body) {
+    StringRef name;
+    if (auto r = dyn_cast<ParamRefOp>(op))
+      name = r.getName();
+    else if (auto r = dyn_cast<StateRefOp>(op))
+      name = r.getName();
+    else
+      continue;
+    auto it = assigns.find(name);
+    if (it == assigns.end())
+      continue;
+    // Last use of the read, through reshapes (a return counts as the end).
+    int64_t lastUse = -1;
+    SmallVector<Value> work = {op.getResult(0)};
+    while (!work.empty()) {
+      Value v = work.pop_back_val();
+      for (Operation *user : v.getUsers()) {
+        lastUse = std::max(lastUse, isa<func::ReturnOp>(user)
+                                        ? n
+                                        : position[user]);
+        if (isa<SplitSlotsOp, MergeSlotsOp>(user))
+          work.push_back(user->getResult(0));
+      }
+    }
+    for (int64_t at : it->second)
+      if (at > position[&op] && at < lastUse)
+        snapshots.insert(op.getResult(0));
+  }
+  return snapshots;
+}
+
 /// The value whose storage `v` uses (itself, or the input of a reshape
-/// chain); null when `v` lives in the weights or with the caller.
-Value storageOf(Value v) {
+/// chain); null when `v` lives in the weights (a read not overwritten
+/// while in use) or with the caller.
+Value storageOf(Value v, const llvm::DenseSet<Value> &snapshots) {
   while (true) {
     Operation *def = v.getDefiningOp();
     if (!def)
       return Value(); // a function argument
-    if (isa<ParamRefOp, StateRefOp>(def))
+    if (isa<ParamRefOp, StateRefOp>(def) && !snapshots.count(v))
       return Value(); // the weight slot
     if (isa<SplitSlotsOp, MergeSlotsOp>(def)) {
       v = def->getOperand(0);
@@ -68,6 +115,8 @@ Value storageOf(Value v) {
 
 void planFunction(func::FuncOp fn, OpBuilder &b) {
   Block &body = fn.getBody().front();
+  llvm::DenseSet<Value> snapshots = snapshotsNeeded(body);
+  auto storageOf = [&](Value v) { return ::storageOf(v, snapshots); };
   llvm::DenseMap<Value, size_t> index; // storage value -> interval
   std::vector<Interval> intervals;
   int64_t position = 0;
@@ -89,8 +138,10 @@ void planFunction(func::FuncOp fn, OpBuilder &b) {
   }
   // Returned values stay alive to the end.
   for (Value v : body.getTerminator()->getOperands())
-    if (Value s = storageOf(v))
-      intervals[index[s]].end = position;
+    if (Value s = llvm::isa<RankedTensorType>(v.getType()) ? storageOf(v)
+                                                          : Value())
+      if (auto it = index.find(s); it != index.end())
+        intervals[it->second].end = position;
 
   // Largest first; each at the lowest offset clear of every placed value
   // alive at the same time.
@@ -123,7 +174,8 @@ void planFunction(func::FuncOp fn, OpBuilder &b) {
   }
 
   // Record: per op, one offset per result (-1: no arena bytes of its own;
-  // a reshape reports its input's offset).
+  // a reshape reports its input's offset). A weight read with bytes of its
+  // own is a snapshot: the lowering copies the weight there.
   for (Operation &op : body) {
     if (op.getNumResults() == 0)
       continue;
@@ -134,6 +186,8 @@ void planFunction(func::FuncOp fn, OpBuilder &b) {
       offsets.push_back(s ? intervals[index[s]].offset : -1);
     }
     op.setAttr("stlm.offsets", b.getDenseI64ArrayAttr(offsets));
+    if (op.getNumResults() == 1 && snapshots.count(op.getResult(0)))
+      op.setAttr("stlm.snapshot", b.getUnitAttr());
   }
   fn->setAttr("stlm.arena_size", b.getI64IntegerAttr(arena));
 }

@@ -57,3 +57,34 @@ stlm.model @loops {
     return %y : tensor<2x4xf32>
   }
 }
+
+// -----
+
+// Tests that a weight read still in use after the weight is overwritten is a
+// snapshot with bytes of its own, while a read used up before the write
+// stays in the weight slot; and that non-tensor results are no trouble.
+// CHECK-LABEL: stlm.model @snapshots
+// CHECK:       %[[P:.*]] = stlm.param_ref @w {stlm.offsets = array<i64: {{[0-9]+}}>, stlm.snapshot}
+// CHECK:       stlm.param_ref @v {stlm.offsets = array<i64: -1>}
+// CHECK:       stlm.assign @w
+// CHECK:       stlm.gelu %[[P]]
+// CHECK:       func.func @scalar
+// CHECK-SAME:    stlm.arena_size = 0
+stlm.model @snapshots {
+  stlm.param @w : tensor<4xf32> = ones
+  stlm.param @v : tensor<4xf32> = ones
+  func.func @f() -> tensor<4xf32> {
+    %p = stlm.param_ref @w : tensor<4xf32>
+    %v = stlm.param_ref @v : tensor<4xf32>
+    %n = stlm.gelu %p : tensor<4xf32>
+    %m = stlm.gelu %v : tensor<4xf32>
+    stlm.assign @w, %n : tensor<4xf32>
+    stlm.assign @v, %m : tensor<4xf32>
+    %q = stlm.gelu %p : tensor<4xf32>
+    return %q : tensor<4xf32>
+  }
+  func.func @scalar() -> f32 {
+    %c = arith.constant 1.0 : f32
+    return %c : f32
+  }
+}
