@@ -1,6 +1,8 @@
 //===- stlm-compile.cpp - compile a model spec ----------------------------===//
 //
 //   stlm-compile SPEC.yaml --emit=stlm [-o FILE]   the model in the dialect
+//   stlm-compile SPEC.yaml --emit=train            + @grad, @train_step, @eval
+//   stlm-compile SPEC.yaml --emit=plan             + the static memory plan
 //   stlm-compile SPEC.yaml --print-params          every tensor and totals
 //
 // Spec errors are printed as `file:line:col: error: key: ...` and exit 1.
@@ -27,13 +29,19 @@
 using namespace llvm;
 
 namespace {
-enum class Emit { STLM };
+enum class Emit { STLM, Train, Plan };
 
 cl::opt<std::string> specPath(cl::Positional, cl::desc("<model spec .yaml>"),
                               cl::Required);
 cl::opt<Emit> emit("emit", cl::desc("Stage to stop after and print"),
                    cl::values(clEnumValN(Emit::STLM, "stlm",
-                                         "the model in the stlm dialect")),
+                                         "the model in the stlm dialect"),
+                              clEnumValN(Emit::Train, "train",
+                                         "after stlm-autodiff: the training "
+                                         "step"),
+                              clEnumValN(Emit::Plan, "plan",
+                                         "after stlm-plan-memory: weights "
+                                         "and arena offsets")),
                    cl::init(Emit::STLM));
 cl::opt<bool> printParams("print-params",
                           cl::desc("List every parameter tensor with shape, "
@@ -105,11 +113,18 @@ int main(int argc, char **argv) {
            << parsed.spec->name << "' does not verify (diagnostics above)\n";
     return 2;
   }
-  switch (emit) {
-  case Emit::STLM:
-    module->print(out->os());
-    break;
+  // Each stage adds its passes to the one before.
+  mlir::PassManager stages(&context);
+  if (emit == Emit::Train || emit == Emit::Plan)
+    stages.addPass(mlir::stlm::createAutodiffPass());
+  if (emit == Emit::Plan)
+    stages.addPass(mlir::stlm::createPlanMemoryPass());
+  if (failed(stages.run(*module))) {
+    errs() << "stlm-compile: error: cannot lower '" << parsed.spec->name
+           << "' (diagnostics above)\n";
+    return 1;
   }
+  module->print(out->os());
   out->keep();
   return 0;
 }
