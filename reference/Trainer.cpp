@@ -12,6 +12,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
 #include "passes/Passes.h"
+#include "reference/Batches.h"
 #include "reference/Interpreter.h"
 
 #include <chrono>
@@ -73,33 +74,6 @@ std::string formatRate(double bytesPerSecond) {
   return buf;
 }
 
-/// How the training functions take a batch.
-struct Feed {
-  bool token = true;  // (tokens, targets [, seed]) vs (bytes)
-  bool seed = false;  // masked_next_token: a per-step seed
-  int64_t batch = 0, context = 0, window = 0;
-
-  /// Arguments of @train_step / @eval for windows `w` ([B, window]).
-  std::vector<Tensor> args(const std::vector<int32_t> &w,
-                           int32_t stepSeed) const {
-    std::vector<Tensor> a;
-    if (!token) {
-      a.push_back(Tensor::ints({batch, window}, w));
-      return a;
-    }
-    std::vector<int32_t> in(batch * context), tg(batch * context);
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t t = 0; t < context; ++t) {
-        in[b * context + t] = w[b * window + t];
-        tg[b * context + t] = w[b * window + t + 1];
-      }
-    a.push_back(Tensor::ints({batch, context}, std::move(in)));
-    a.push_back(Tensor::ints({batch, context}, std::move(tg)));
-    if (seed)
-      a.push_back(Tensor::ints({}, {stepSeed}));
-    return a;
-  }
-};
 
 class Session {
 public:
@@ -115,8 +89,6 @@ private:
   bool initialise(std::string &error);
   bool resume(std::string &error);
   bool save(const std::string &path, int64_t step, std::string &error);
-  /// Mean validation loss over the evaluated windows (NaN on error).
-  double evaluate(int64_t &windows, std::string &error);
   void log(const std::string &json) {
     if (logFile.is_open())
       logFile << json << "\n" << std::flush;
@@ -247,32 +219,6 @@ bool Session::save(const std::string &path, int64_t step, std::string &error) {
   return writeSafeTensors(path, tensors, meta, error);
 }
 
-double Session::evaluate(int64_t &windows, std::string &error) {
-  int64_t total = data.validationWindows();
-  if (opt.evalWindows > 0)
-    total = std::min(total, opt.evalWindows);
-  total -= total % feed.batch; // whole batches (checked: at least one)
-  double sum = 0;
-  int64_t batches = 0;
-  std::vector<int32_t> w(feed.batch * feed.window);
-  for (int64_t first = 0; first + feed.batch <= total; first += feed.batch) {
-    for (int64_t b = 0; b < feed.batch; ++b)
-      data.validationWindow(first + b, w.data() + b * feed.window);
-    std::vector<Tensor> results;
-    if (!interp->call("eval", feed.args(w, 0), results, error))
-      return NAN;
-    sum += results[0].scalar();
-    ++batches;
-  }
-  windows = batches * feed.batch;
-  double mean = sum / batches;
-  if (!std::isfinite(mean)) {
-    error = "the validation loss is " + std::to_string(mean) +
-            "; training diverged";
-    return NAN;
-  }
-  return mean;
-}
 
 int Session::run() {
   // The model and its training step.
@@ -294,19 +240,9 @@ int Session::run() {
   module->walk([&](mlir::stlm::ModelOp m) { model = m; });
 
   // How batches are fed.
-  feed.token = spec.embedder.kind == EmbedderKind::Token;
-  feed.batch = spec.train.batch;
-  feed.context = spec.core.context;
-  feed.window = feed.token ? spec.core.context + 1 : spec.windowBytes();
-  for (const ObjectiveSpec &o : spec.objectives) {
-    if (o.kind == ObjectiveKind::Distill)
-      return fail("objective 'distill' needs the teacher's logits for every "
-                  "batch; the reference trainer does not run teachers");
-    feed.seed |= o.kind == ObjectiveKind::MaskedNextToken;
-  }
-  if (!feed.token && spec.embedder.chunking == Chunking::Given)
-    return fail("'given' chunking needs chunk boundaries supplied with the "
-                "data; the reference trainer reads plain text only");
+  feed = Feed::forSpec(spec);
+  if (std::optional<std::string> why = unsupportedFeed(spec))
+    return fail(*why);
 
   int64_t steps = opt.steps >= 0 ? opt.steps : spec.train.steps;
   if (steps > kMaxSteps)
@@ -353,17 +289,11 @@ int Session::run() {
                  "note: precision bf16 applies to compiled matmuls; the "
                  "reference evaluator computes in fp32\n");
 
-  // Bits per byte only where the loss is a mean over predicted bytes: a
-  // lone next-token objective on a byte vocabulary, or next-chunk bytes
-  // with pads masked.
-  const ObjectiveSpec &o0 = spec.objectives[0];
-  bool perByte = spec.objectives.size() == 1 && o0.weight == 1.0 &&
-                 ((o0.kind == ObjectiveKind::NextToken &&
-                   spec.embedder.vocabSize == 256) ||
-                  (o0.kind == ObjectiveKind::ChunkBytes && o0.maskPad));
+  bool perByte = lossIsPerByte(spec);
   auto runEval = [&](int64_t step) -> bool {
     int64_t windows = 0;
-    double loss = evaluate(windows, error);
+    double loss = validationLoss(*interp, "eval", data, feed, opt.evalWindows,
+                                 windows, error);
     if (std::isnan(loss)) {
       error = "evaluation at step " + std::to_string(step) + ": " + error;
       return false;

@@ -12,6 +12,11 @@
 //       [--seed N] [--quiet]
 //       trains on a text file (90/10 split, seeded windows) with a progress
 //       line and an optional JSON-lines log; see docs/training.md.
+//   stlm-run eval W.safetensors --data FILE [--eval-windows N]
+//       the validation loss of a checkpoint on a text file.
+//   stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]
+//       [--temperature T] [--top-k K] [--top-p P] [--seed N]
+//       continues the prompt, streaming bytes to stdout.
 //
 // Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
 // bad input, 2 for bad usage.
@@ -22,9 +27,11 @@
 #include "frontend/SafeTensors.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
+#include "reference/Inference.h"
 #include "reference/Trainer.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -39,7 +46,10 @@ constexpr const char *kUsage =
     "       stlm-run train SPEC.yaml --data FILE [--backend reference]\n"
     "                [--steps N] [--eval-every K] [--eval-windows N]\n"
     "                [--log F.jsonl] [--resume W] [--save W] [--save-every N]\n"
-    "                [--seed N] [--quiet]\n";
+    "                [--seed N] [--quiet]\n"
+    "       stlm-run eval W.safetensors --data FILE [--eval-windows N]\n"
+    "       stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]\n"
+    "                [--temperature T] [--top-k K] [--top-p P] [--seed N]\n";
 
 int usage(const std::string &msg) {
   std::fprintf(stderr, "stlm-run: error: %s\n%s", msg.c_str(), kUsage);
@@ -127,6 +137,19 @@ bool parseCount(const std::string &s, int64_t &out) {
   char *end = nullptr;
   long long v = std::strtoll(s.c_str(), &end, 10);
   if (errno != 0 || *end != '\0')
+    return false;
+  out = v;
+  return true;
+}
+
+/// A finite decimal number.
+bool parseNumber(const std::string &s, double &out) {
+  if (s.empty())
+    return false;
+  char *end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || *end != '\0' || !std::isfinite(v))
     return false;
   out = v;
   return true;
@@ -273,6 +296,54 @@ int runTrain(int argc, char **argv) {
   return stlm::trainWithReference(spec, opt, stderr);
 }
 
+int runEval(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2, {"--data", "--eval-windows"});
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("eval takes exactly one checkpoint");
+  const std::string *data = a.get("--data");
+  if (!data)
+    return usage("eval needs a text file (--data FILE)");
+  int64_t windows = 0;
+  if (const std::string *v = a.get("--eval-windows"))
+    if (!parseCount(*v, windows))
+      return usage("--eval-windows needs a non-negative integer, got '" + *v +
+                   "'");
+  return stlm::evaluateWithReference(a.positional[0], *data, windows, stdout,
+                                     stderr);
+}
+
+int runGenerate(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2,
+                       {"--prompt", "--tokens", "--temperature", "--top-k",
+                        "--top-p", "--seed"});
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("generate takes exactly one checkpoint");
+  stlm::GenerateOptions o;
+  if (const std::string *v = a.get("--prompt"))
+    o.prompt = *v;
+  int64_t seed = 0;
+  for (auto [flag, out] : {std::pair<const char *, int64_t *>{"--tokens",
+                                                              &o.tokens},
+                           {"--top-k", &o.sampling.topK},
+                           {"--seed", &seed}})
+    if (const std::string *v = a.get(flag))
+      if (!parseCount(*v, *out))
+        return usage(std::string(flag) +
+                     " needs a non-negative integer, got '" + *v + "'");
+  o.seed = static_cast<uint64_t>(seed);
+  for (auto [flag, out] : {std::pair<const char *, double *>{
+                               "--temperature", &o.sampling.temperature},
+                           {"--top-p", &o.sampling.topP}})
+    if (const std::string *v = a.get(flag))
+      if (!parseNumber(*v, *out))
+        return usage(std::string(flag) + " needs a number, got '" + *v + "'");
+  return stlm::generateWithReference(a.positional[0], o, stdout, stderr);
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -285,6 +356,10 @@ int main(int argc, char **argv) {
     return runCheck(argc, argv);
   if (cmd == "train")
     return runTrain(argc, argv);
+  if (cmd == "eval")
+    return runEval(argc, argv);
+  if (cmd == "generate")
+    return runGenerate(argc, argv);
   if (cmd == "-h" || cmd == "--help") {
     std::fputs(kUsage, stdout);
     return 0;

@@ -1,0 +1,165 @@
+//===- Inference.cpp - eval and generate with the reference evaluator -----===//
+
+#include "reference/Inference.h"
+
+#include "frontend/BuildModel.h"
+#include "frontend/Params.h"
+#include "frontend/SafeTensors.h"
+#include "frontend/Weights.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "passes/Passes.h"
+#include "reference/Batches.h"
+#include "reference/Interpreter.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+
+namespace stlm {
+namespace {
+
+/// A checkpoint's model, ready to run.
+struct Loaded {
+  ModelSpec spec;
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::unique_ptr<ref::Interpreter<float>> interp;
+};
+
+bool load(const std::string &path, Loaded &m, std::string &error) {
+  std::unique_ptr<SafeTensorsFile> file = SafeTensorsFile::open(path, error);
+  if (!file)
+    return false;
+  auto stored = file->metadata().find(kSpecKey);
+  if (stored == file->metadata().end()) {
+    error = path + ": no model spec in __metadata__." + kSpecKey +
+            " (is it an stlm checkpoint?)";
+    return false;
+  }
+  SpecResult parsed =
+      parseSpecJson(stored->second, path + ": __metadata__." + kSpecKey);
+  if (!parsed.spec) {
+    error = parsed.diagnostics.empty() ? path + ": bad spec"
+                                       : parsed.diagnostics[0].str();
+    return false;
+  }
+  m.spec = *parsed.spec;
+  ParamTable table = buildParamTable(m.spec);
+  std::vector<std::string> problems = checkWeights(table, *file);
+  if (!problems.empty()) {
+    error = path + " does not match its own spec (" +
+            std::to_string(problems.size()) + " problems):";
+    for (const std::string &p : problems)
+      error += "\n  " + p;
+    return false;
+  }
+  m.context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
+                        mlir::arith::ArithDialect>();
+  m.module = buildModel(m.context, m.spec);
+  mlir::stlm::ModelOp model;
+  m.module->walk([&](mlir::stlm::ModelOp op) { model = op; });
+  m.interp = std::make_unique<ref::Interpreter<float>>(model);
+  for (const ParamInfo &p : table.params) {
+    const TensorView *t = file->find(p.name);
+    std::vector<float> values(t->numel());
+    std::memcpy(values.data(), t->data, t->size);
+    if (!m.interp->setVariable(
+            p.name, ref::Tensor<float>::floats(t->shape, std::move(values)),
+            error))
+      return false;
+  }
+  return true;
+}
+
+} // namespace
+
+int evaluateWithReference(const std::string &checkpoint,
+                          const std::string &dataPath, int64_t windows,
+                          FILE *out, FILE *err) {
+  auto fail = [&](const std::string &msg) {
+    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
+    return 1;
+  };
+  Loaded m;
+  std::string error;
+  if (!load(checkpoint, m, error))
+    return fail(error);
+  if (std::optional<std::string> why = unsupportedFeed(m.spec))
+    return fail(*why);
+  Feed feed = Feed::forSpec(m.spec);
+  TextData data;
+  if (!data.load(dataPath, feed.window, error))
+    return fail(error);
+  int64_t used = 0;
+  double loss =
+      validationLoss(*m.interp, "loss", data, feed, windows, used, error);
+  if (std::isnan(loss))
+    return fail(error);
+  std::fprintf(out, "%s on %s: val loss %.4f", m.spec.name.c_str(),
+               dataPath.c_str(), loss);
+  if (lossIsPerByte(m.spec))
+    std::fprintf(out, " | %.3f bits/byte", loss / std::log(2.0));
+  std::fprintf(out, " | %lld windows\n", static_cast<long long>(used));
+  return 0;
+}
+
+int generateWithReference(const std::string &checkpoint,
+                          const GenerateOptions &o, FILE *out, FILE *err) {
+  auto fail = [&](const std::string &msg) {
+    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
+    return 1;
+  };
+  std::string bad = runtime::validate(o.sampling);
+  if (!bad.empty())
+    return fail(bad);
+  if (o.prompt.empty())
+    return fail("the prompt is empty; generation needs at least one byte to "
+                "continue");
+  Loaded m;
+  std::string error;
+  if (!load(checkpoint, m, error))
+    return fail(error);
+  if (m.spec.embedder.kind != EmbedderKind::Token)
+    return fail("generation from byte_pool models (a chunk at a time) is not "
+                "supported by the reference backend yet");
+  const int64_t B = m.spec.train.batch, T = m.spec.core.context,
+                V = m.spec.embedder.vocabSize;
+  std::vector<int32_t> context;
+  for (unsigned char c : o.prompt) {
+    if (c >= V)
+      return fail("the prompt has byte " + std::to_string(c) +
+                  ", outside the model's vocabulary of " + std::to_string(V));
+    context.push_back(c);
+  }
+
+  uint64_t state = o.seed;
+  auto start = std::chrono::steady_clock::now();
+  for (int64_t n = 0; n < o.tokens; ++n) {
+    // Row 0 holds the last T tokens from position 0; later positions do
+    // not affect earlier ones (causal), so their content is irrelevant.
+    int64_t len = std::min<int64_t>(T, context.size());
+    std::vector<int32_t> tokens(B * T, 0);
+    std::copy(context.end() - len, context.end(), tokens.begin());
+    std::vector<ref::Tensor<float>> results;
+    if (!m.interp->call("logits", {ref::Tensor<float>::ints({B, T}, tokens)},
+                        results, error))
+      return fail(error);
+    const float *row = results[0].f.data() + (len - 1) * V;
+    int32_t next = runtime::sample(row, static_cast<int32_t>(V), o.sampling,
+                                   state);
+    context.push_back(next);
+    unsigned char byte = static_cast<unsigned char>(next);
+    std::fwrite(&byte, 1, 1, out);
+    std::fflush(out);
+  }
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                           start)
+                 .count();
+  std::fprintf(err, "\ngenerated %lld bytes in %.2f s (%.1f bytes/s)\n",
+               static_cast<long long>(o.tokens), s, s > 0 ? o.tokens / s : 0);
+  return 0;
+}
+
+} // namespace stlm

@@ -1,0 +1,72 @@
+//===- Sampling.cpp - choosing the next token from logits -----------------===//
+
+#include "runtime/src/Sampling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace stlm::runtime {
+
+std::string validate(const SamplingOptions &o) {
+  if (!std::isfinite(o.temperature))
+    return "temperature must be a finite number";
+  if (o.topK < 0)
+    return "top-k must be >= 0 (0 keeps every token)";
+  if (!(o.topP > 0.0 && o.topP <= 1.0))
+    return "top-p must be in (0, 1] (1 keeps every token)";
+  return "";
+}
+
+int32_t sample(const float *logits, int32_t vocab, const SamplingOptions &o,
+               uint64_t &state) {
+  int32_t best = 0;
+  for (int32_t v = 1; v < vocab; ++v)
+    if (logits[v] > logits[best])
+      best = v;
+  if (o.temperature <= 0.0 || o.topK == 1)
+    return best;
+
+  // Probabilities at the temperature, most likely first (ties by id).
+  std::vector<double> p(vocab);
+  double sum = 0;
+  for (int32_t v = 0; v < vocab; ++v)
+    sum += p[v] = std::exp((double(logits[v]) - logits[best]) / o.temperature);
+  std::vector<int32_t> order(vocab);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int32_t a, int32_t b) { return p[a] > p[b]; });
+  size_t keep = vocab;
+  if (o.topK > 0)
+    keep = std::min<size_t>(keep, o.topK);
+  if (o.topP < 1.0) {
+    double mass = 0;
+    for (size_t i = 0; i < keep; ++i) {
+      mass += p[order[i]] / sum;
+      if (mass >= o.topP) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  double kept = 0;
+  for (size_t i = 0; i < keep; ++i)
+    kept += p[order[i]];
+
+  // splitmix64 → uniform in [0, 1).
+  state += 0x9e3779b97f4a7c15ull;
+  uint64_t z = state;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  double u = static_cast<double>(z >> 11) * 0x1.0p-53 * kept;
+  for (size_t i = 0; i < keep; ++i) {
+    u -= p[order[i]];
+    if (u < 0)
+      return order[i];
+  }
+  return order[keep - 1];
+}
+
+} // namespace stlm::runtime

@@ -1,0 +1,35 @@
+//===- Sampling.h - choosing the next token from logits ---------*- C++ -*-===//
+//
+// Greedy, temperature, top-k and top-p (nucleus) sampling over one row of
+// logits, deterministic in a 64-bit generator state the caller owns (so a
+// seed reproduces a generation). No globals; thread-safe for distinct
+// states.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_RUNTIME_SRC_SAMPLING_H
+#define STLM_RUNTIME_SRC_SAMPLING_H
+
+#include <cstdint>
+#include <string>
+
+namespace stlm::runtime {
+
+struct SamplingOptions {
+  double temperature = 1.0; // <= 0: greedy (the first maximum)
+  int64_t topK = 0;         // keep the k most likely tokens; 0: all
+  double topP = 1.0;        // keep the smallest set with mass >= p; 1: all
+};
+
+/// Why `options` are invalid (temperature not finite, topK < 0, topP not in
+/// (0, 1]), or empty.
+std::string validate(const SamplingOptions &options);
+
+/// The next token for `logits` ([vocab]). Draws one uniform number from
+/// `state` (splitmix64) unless the choice is greedy.
+int32_t sample(const float *logits, int32_t vocab,
+               const SamplingOptions &options, uint64_t &state);
+
+} // namespace stlm::runtime
+
+#endif // STLM_RUNTIME_SRC_SAMPLING_H
