@@ -6,6 +6,10 @@
 //   stlm_gelu         y = x · ½ (1 + erf(x/√2))
 //   stlm_gelu_grad    dx = dy · (Φ(x) + x φ(x))
 //   stlm_adamw        new_p, new_m, new_v from p, g, m, v, lr, step, wd
+//   stlm_add          y = x + r, r repeated over x (r has m elements, m | n)
+//   stlm_scale        y = factor · x
+//   stlm_sum_squares  s = Σ x² (f64 accumulation; for global-norm clipping)
+//   stlm_sum_leading  y[j] = Σ_i x[i, j], x: [n / m, m] (broadcast gradient)
 // The math is the ops' ODS descriptions (reference/Kernels.h twins).
 //
 //===----------------------------------------------------------------------===//
@@ -126,6 +130,78 @@ public:
   }
 };
 
+class Add : public Flat<Add> {
+public:
+  GeneratorParam<int> m{"m", 1024}; // elements of the repeated operand
+  Input<Buffer<float>> x{"x", 1}, r{"r", 1};
+  Output<Buffer<float>> y{"y", 1};
+  void generate() {
+    if (int(m) < 1 || int(n) % int(m))
+      stlm::halide::fail("stlm_add", "m must divide n");
+    y(i) = x(i) + r(i % int(m));
+  }
+  void schedule() {
+    bound(x), bound(y);
+    r.dim(0).set_bounds(0, m);
+    stlm::halide::requireAligned(r);
+    scheduleElementwise(y, i, n, vec());
+  }
+};
+
+class Scale : public Flat<Scale> {
+public:
+  Input<Buffer<float>> x{"x", 1};
+  Input<float> factor{"factor"};
+  Output<Buffer<float>> y{"y", 1};
+  void generate() { y(i) = factor * x(i); }
+  void schedule() {
+    bound(x), bound(y);
+    scheduleElementwise(y, i, n, vec());
+  }
+};
+
+class SumSquares : public Flat<SumSquares> {
+public:
+  Input<Buffer<float>> x{"x", 1};
+  Output<Buffer<double>> s{"s", 0};
+  void generate() {
+    RDom r(0, n, "r");
+    Expr v = cast<double>(x(r));
+    s() = sum(v * v);
+  }
+  void schedule() { bound(x); }
+};
+
+class SumLeading : public Generator<SumLeading> {
+public:
+  GeneratorParam<int> rows{"rows", 16}, width{"width", 64};
+  Input<Buffer<float>> x{"x", 2};
+  Output<Buffer<float>> y{"y", 1};
+  void generate() {
+    RDom r(0, rows, "r");
+    y(j) = 0.0f;
+    y(j) += x(j, r);
+    rr = r.x;
+  }
+  void schedule() {
+    stlm::halide::requireAligned(x, y);
+    stlm::halide::boundRowMajor(x, width, rows);
+    y.dim(0).set_bounds(0, width);
+    int vec = natural_vector_size<float>();
+    Var jo("jo"), ji("ji");
+    y.vectorize(j, vec, TailStrategy::GuardWithIf);
+    y.update()
+        .split(j, jo, ji, vec, TailStrategy::GuardWithIf)
+        .reorder(ji, rr, jo)
+        .vectorize(ji)
+        .parallel(jo);
+  }
+
+private:
+  Var j{"j"};
+  RVar rr;
+};
+
 } // namespace
 
 HALIDE_REGISTER_GENERATOR(SwiGLU, stlm_swiglu)
@@ -133,3 +209,7 @@ HALIDE_REGISTER_GENERATOR(SwiGLUGrad, stlm_swiglu_grad)
 HALIDE_REGISTER_GENERATOR(GELU, stlm_gelu)
 HALIDE_REGISTER_GENERATOR(GELUGrad, stlm_gelu_grad)
 HALIDE_REGISTER_GENERATOR(AdamW, stlm_adamw)
+HALIDE_REGISTER_GENERATOR(Add, stlm_add)
+HALIDE_REGISTER_GENERATOR(Scale, stlm_scale)
+HALIDE_REGISTER_GENERATOR(SumSquares, stlm_sum_squares)
+HALIDE_REGISTER_GENERATOR(SumLeading, stlm_sum_leading)

@@ -18,6 +18,10 @@
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
 #include "test_adamw.h"
+#include "test_add.h"
+#include "test_scale.h"
+#include "test_sum_leading.h"
+#include "test_sum_squares.h"
 #include "test_attn_causal.h"
 #include "test_attn_causal_grad.h"
 #include "test_attn_none.h"
@@ -241,6 +245,40 @@ TEST(HalideElementwise, AdamWMatchesReference) {
     expectClose(out(nm), rm, 1e-6, "adamw m");
     expectClose(out(nv), rv, 1e-6, "adamw v");
   }
+}
+
+TEST(HalideElementwise, AddScaleAndReductions) {
+  std::mt19937 rng(10);
+  const int n = 40000, m = 20;
+  auto x = uniform(n, -1, 1, rng), r = uniform(m, -1, 1, rng);
+  Buffer y(n);
+  ASSERT_EQ(test_add(in(x), in(r), y), 0);
+  std::vector<float> want(n);
+  for (int i = 0; i < n; ++i)
+    want[i] = x[i] + r[i % m];
+  expectClose(out(y), want, 0, "add with a repeated operand");
+
+  auto z = uniform(40001, -1, 1, rng);
+  Buffer zs(40001);
+  ASSERT_EQ(test_scale(in(z), -0.25f, zs), 0);
+  for (size_t i = 0; i < z.size(); ++i)
+    z[i] *= -0.25f;
+  expectClose(out(zs), z, 0, "scale");
+
+  Halide::Runtime::Buffer<double> sq = Halide::Runtime::Buffer<double>::make_scalar();
+  ASSERT_EQ(test_sum_squares(in(z), sq), 0);
+  double wantSq = 0;
+  for (float v : z)
+    wantSq += double(v) * v;
+  EXPECT_NEAR(sq(), wantSq, 1e-9 * wantSq);
+
+  const int R = 37, W = 20;
+  auto g = uniform(R * W, -1, 1, rng);
+  Buffer s(W);
+  ASSERT_EQ(test_sum_leading(in(g, {W, R}), s), 0);
+  std::vector<float> ws(W);
+  stlm::ref::sumLeading(g.data(), R, W, ws.data());
+  expectClose(out(s), ws, 1e-6, "sum_leading");
 }
 
 TEST(HalideLayers, RMSNormAndGradient) {
