@@ -1,0 +1,241 @@
+//===- KernelPlan.cpp - which kernel runs each op of a training step ------===//
+
+#include "codegen/artifact/KernelPlan.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <cstdio>
+
+using namespace mlir;
+namespace ir = mlir::stlm;
+
+namespace stlm::codegen {
+
+std::string KernelSpec::key() const {
+  std::string k = generator;
+  for (const auto &[name, value] : params)
+    k += " " + name + "=" + value;
+  return k;
+}
+
+namespace {
+
+std::vector<int64_t> shapeOf(Value v) {
+  auto t = llvm::cast<RankedTensorType>(v.getType());
+  return {t.getShape().begin(), t.getShape().end()};
+}
+int64_t numel(Value v) {
+  return llvm::cast<RankedTensorType>(v.getType()).getNumElements();
+}
+/// Product of all dimensions but the last `keep`.
+int64_t leading(Value v, size_t keep) {
+  std::vector<int64_t> s = shapeOf(v);
+  int64_t n = 1;
+  for (size_t i = 0; i + keep < s.size(); ++i)
+    n *= s[i];
+  return n;
+}
+std::string num(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.9g", x);
+  return buf;
+}
+std::string num(int64_t x) { return std::to_string(x); }
+
+using Specs = std::vector<KernelSpec>;
+
+struct Planner {
+  int panel;
+  std::string why; // set when an op has no kernel
+
+  /// c[M, N] = … with reduction K; empty when the shape needs padding.
+  Specs matmul(const char *form, int64_t m, int64_t n, int64_t k) {
+    if (m % 8 != 0 || n % panel != 0) {
+      why = std::string("matmul ") + form + " " + num(m) + "x" + num(n) +
+            " needs padding to multiples of 8 x " + num(int64_t(panel));
+      return {};
+    }
+    return {{"stlm_matmul",
+             {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
+  }
+  Specs attention(const char *gen, ir::MaskKind mask, Value q, Value k,
+                  int64_t heads, int64_t kv) {
+    std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
+    return {{gen,
+             {{"batch", num(leading(q, 2))},
+              {"time", num(qs[qs.size() - 2])},
+              {"keys", num(ks[ks.size() - 2])},
+              {"heads", num(heads)},
+              {"kv_heads", num(kv)},
+              {"head_dim", num(qs.back() / heads)},
+              {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}}};
+  }
+
+  /// The kernels of `op`: an empty list for driver work; `why` set (and an
+  /// empty list) when there is no kernel.
+  Specs plan(Operation *op) {
+    why.clear();
+    return llvm::TypeSwitch<Operation *, Specs>(op)
+        .Case<ir::ParamRefOp, ir::StateRefOp, ir::AssignOp, ir::SplitSlotsOp,
+              ir::MergeSlotsOp, ir::LRScheduleOp, ir::WeightedSumOp,
+              arith::ConstantOp, arith::AddIOp, func::ReturnOp, func::CallOp>(
+            [](Operation *) { return Specs{}; })
+        .Case([&](arith::MulFOp o) -> Specs {
+          if (numel(o.getResult()) == 1)
+            return {};
+          return {{"stlm_scale", {{"n", num(numel(o.getResult()))}}}};
+        })
+        .Case([&](ir::EmbedOp o) -> Specs {
+          std::vector<int64_t> t = shapeOf(o.getTable());
+          return {{"stlm_embed",
+                   {{"vocab", num(t[0])},
+                    {"width", num(t[1])},
+                    {"count", num(numel(o.getIds()))}}}};
+        })
+        .Case([&](ir::EmbedGradOp o) -> Specs {
+          std::vector<int64_t> t = shapeOf(o.getDtable());
+          return {{"stlm_embed_grad",
+                   {{"vocab", num(t[0])},
+                    {"width", num(t[1])},
+                    {"count", num(numel(o.getIds()))}}}};
+        })
+        .Case<ir::RMSNormOp, ir::RMSNormGradOp>([&](auto o) -> Specs {
+          bool grad = isa<ir::RMSNormGradOp>(op);
+          return {{grad ? "stlm_rmsnorm_grad" : "stlm_rmsnorm",
+                   {{"rows", num(leading(o.getX(), 1))},
+                    {"width", num(shapeOf(o.getX()).back())},
+                    {"eps", num(o.getEps().convertToDouble())}}}};
+        })
+        .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) -> Specs {
+          Value x = o->getOperand(0), w = o->getOperand(1);
+          return matmul("nt", leading(x, 1), shapeOf(w)[0], shapeOf(w)[1]);
+        })
+        .Case([&](ir::LinearGradOp o) -> Specs {
+          int64_t rows = leading(o.getX(), 1);
+          std::vector<int64_t> w = shapeOf(o.getWeight()); // [out, in]
+          Specs dx = matmul("nn", rows, w[1], w[0]);
+          if (dx.empty())
+            return {};
+          Specs dw = matmul("tn", w[0], w[1], rows);
+          if (dw.empty())
+            return {};
+          return {dx[0], dw[0]};
+        })
+        .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> Specs {
+          Value x = op->getOperand(0);
+          std::vector<int64_t> s = shapeOf(x);
+          return {{"stlm_rope",
+                   {{"batch", num(leading(x, 2))},
+                    {"time", num(s[s.size() - 2])},
+                    {"width", num(s.back())},
+                    {"head_dim", num(int64_t(o.getHeadDim()))},
+                    {"theta", num(o.getTheta().convertToDouble())},
+                    {"inverse", isa<ir::RoPEGradOp>(op) ? "true" : "false"}}}};
+        })
+        .Case([&](ir::AttentionOp o) {
+          return attention("stlm_attention", o.getMask(), o.getQ(), o.getK(),
+                           o.getHeads(), o.getKvHeads());
+        })
+        .Case([&](ir::AttentionGradOp o) {
+          return attention("stlm_attention_grad", o.getMask(), o.getQ(),
+                           o.getK(), o.getHeads(), o.getKvHeads());
+        })
+        .Case([&](ir::SwiGLUOp o) -> Specs {
+          return {{"stlm_swiglu", {{"n", num(numel(o.getResult()))}}}};
+        })
+        .Case([&](ir::SwiGLUGradOp o) -> Specs {
+          return {{"stlm_swiglu_grad", {{"n", num(numel(o.getDy()))}}}};
+        })
+        .Case([&](ir::GELUOp o) -> Specs {
+          return {{"stlm_gelu", {{"n", num(numel(o.getResult()))}}}};
+        })
+        .Case([&](ir::GELUGradOp o) -> Specs {
+          return {{"stlm_gelu_grad", {{"n", num(numel(o.getDy()))}}}};
+        })
+        .Case([&](ir::AddOp o) -> Specs {
+          return {{"stlm_add",
+                   {{"n", num(numel(o.getLhs()))},
+                    {"m", num(numel(o.getRhs()))}}}};
+        })
+        .Case([&](ir::SumLeadingOp o) -> Specs {
+          int64_t width = numel(o.getResult());
+          return {{"stlm_sum_leading",
+                   {{"rows", num(numel(o.getX()) / width)},
+                    {"width", num(width)}}}};
+        })
+        .Case<ir::NextTokenLossOp, ir::MaskedNextTokenLossOp>(
+            [&](auto o) -> Specs {
+              return {{"stlm_cross_entropy",
+                       {{"positions", num(numel(o.getTargets()))},
+                        {"vocab", num(shapeOf(o.getLogits()).back())}}}};
+            })
+        .Case<ir::NextTokenLossGradOp, ir::MaskedNextTokenLossGradOp>(
+            [&](auto o) -> Specs {
+              return {{"stlm_cross_entropy_grad",
+                       {{"positions", num(numel(o.getTargets()))},
+                        {"vocab", num(shapeOf(o.getLogits()).back())}}}};
+            })
+        .Case([&](ir::ClipGradNormOp o) -> Specs {
+          Specs s;
+          for (Value g : o.getGrads()) {
+            s.push_back({"stlm_sum_squares", {{"n", num(numel(g))}}});
+            s.push_back({"stlm_scale", {{"n", num(numel(g))}}});
+          }
+          return s;
+        })
+        .Case([&](ir::AdamWOp o) -> Specs {
+          return {{"stlm_adamw",
+                   {{"n", num(numel(o.getParam()))},
+                    {"beta1", num(o.getBeta1().convertToDouble())},
+                    {"beta2", num(o.getBeta2().convertToDouble())},
+                    {"eps", num(o.getEps().convertToDouble())}}}};
+        })
+        .Default([&](Operation *) -> Specs {
+          why = "no kernel yet";
+          return {};
+        });
+  }
+};
+
+} // namespace
+
+KernelPlan planKernels(ir::ModelOp model, int panel) {
+  KernelPlan plan;
+  std::map<std::string, size_t> index;
+  Planner planner{panel, {}};
+  for (StringRef fn : {"grad", "train_step", "accumulate", "apply"}) {
+    auto f = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+        model.getBody().front().getParentOp(),
+        StringAttr::get(model.getContext(), fn));
+    if (!f || f.isExternal())
+      continue;
+    f.walk([&](Operation *op) {
+      if (op == f.getOperation())
+        return;
+      Specs specs = planner.plan(op);
+      if (!planner.why.empty()) {
+        ++plan.unsupported[op->getName().getStringRef().str() + ": " +
+                           planner.why];
+        return;
+      }
+      if (specs.empty()) {
+        ++plan.driverOps;
+        return;
+      }
+      ++plan.kernelOps;
+      for (KernelSpec &k : specs) {
+        auto [it, inserted] = index.emplace(k.key(), plan.kernels.size());
+        if (inserted) {
+          plan.kernels.push_back(std::move(k));
+          plan.uses.push_back(0);
+        }
+        ++plan.uses[it->second];
+      }
+    });
+  }
+  return plan;
+}
+
+} // namespace stlm::codegen

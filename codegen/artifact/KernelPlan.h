@@ -1,0 +1,49 @@
+//===- KernelPlan.h - which kernel runs each op of a training step -*- C++ -*-===//
+//
+// Maps every op of a planned training step (@grad, @train_step, or
+// @accumulate / @apply) to the Halide kernel specialisations that compute
+// it — a generator of stlm-kernelgen and its shape parameters — or marks it
+// as driver work (scalars, parameter reads and writes, reshapes). Ops with
+// no kernel yet are reported, not skipped.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_CODEGEN_ARTIFACT_KERNELPLAN_H
+#define STLM_CODEGEN_ARTIFACT_KERNELPLAN_H
+
+#include "dialects/STLM/IR/STLMOps.h"
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace stlm::codegen {
+
+/// One kernel specialisation: `stlm-kernelgen -g generator key=value ...`.
+struct KernelSpec {
+  std::string generator;
+  std::vector<std::pair<std::string, std::string>> params;
+
+  /// "generator k1=v1 k2=v2": equal keys are the same kernel.
+  std::string key() const;
+};
+
+struct KernelPlan {
+  /// Unique kernels in first-use order, and how many ops use each.
+  std::vector<KernelSpec> kernels;
+  std::vector<int64_t> uses;
+  int64_t kernelOps = 0, driverOps = 0;
+  /// "<op name>: <why>" for every op with no kernel, counted.
+  std::map<std::string, int64_t> unsupported;
+};
+
+/// Plans the training functions of `model` (after stlm-autodiff). `panel`
+/// is the matmul panel width of the target (2 vectors of floats: 32 with
+/// AVX-512, 16 with AVX2); matmuls whose shapes do not fit it are reported
+/// until the lowering pads them.
+KernelPlan planKernels(mlir::stlm::ModelOp model, int panel);
+
+} // namespace stlm::codegen
+
+#endif // STLM_CODEGEN_ARTIFACT_KERNELPLAN_H
