@@ -30,7 +30,6 @@ public:
   int64_t validationBytes() const {
     return static_cast<int64_t>(bytes.size()) - split;
   }
-  int64_t window() const { return width; }
 
   /// Fills `out` ([B, W] row-major) with the B training windows of `step`.
   void trainBatch(uint64_t seed, int64_t step, int64_t batch,

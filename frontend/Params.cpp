@@ -7,6 +7,13 @@
 
 namespace stlm {
 
+std::string shapeString(const std::vector<int64_t> &shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
 int64_t ParamInfo::numel() const {
   int64_t n = 1;
   for (int64_t d : shape)

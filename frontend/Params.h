@@ -33,7 +33,6 @@ struct ParamInfo {
   std::string sharing;
 
   int64_t numel() const;
-  bool isMatrix() const { return shape.size() >= 2; }
 };
 
 struct ParamTable {
@@ -45,6 +44,9 @@ struct ParamTable {
   int64_t untiedCount() const;
   const ParamInfo *find(const std::string &name) const;
 };
+
+/// "[a, b, c]": how diagnostics print a shape.
+std::string shapeString(const std::vector<int64_t> &shape);
 
 /// The parameters of `spec` (which must be valid).
 ParamTable buildParamTable(const ModelSpec &spec);

@@ -76,13 +76,13 @@ bool writeInitialWeights(const ModelSpec &spec, uint64_t seed,
   return writeSafeTensors(path, tensors, checkpointMetadata(spec), error);
 }
 
-static std::string shapeString(const std::vector<int64_t> &shape) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    os << (i ? ", " : "") << shape[i];
-  os << "]";
-  return os.str();
+std::optional<SpecResult> storedSpec(const SafeTensorsFile &file,
+                                     const std::string &path) {
+  auto it = file.metadata().find(kSpecKey);
+  if (it == file.metadata().end())
+    return std::nullopt;
+  return parseSpecJson(it->second,
+                       path + ": __metadata__." + std::string(kSpecKey));
 }
 
 std::vector<std::string> checkWeights(const ParamTable &table,

@@ -22,6 +22,7 @@
 #include "frontend/SafeTensors.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,11 @@ bool writeInitialWeights(const ModelSpec &spec, uint64_t seed,
 /// Optimizer state (`opt.m.*`, `opt.v.*`) is checked against its parameter.
 std::vector<std::string> checkWeights(const ParamTable &table,
                                       const SafeTensorsFile &file);
+
+/// The model spec stored in `file`'s __metadata__ (validated, diagnostics
+/// naming `path`), or nothing when the file holds none.
+std::optional<SpecResult> storedSpec(const SafeTensorsFile &file,
+                                     const std::string &path);
 
 /// splitmix64 and FNV-1a, as used by the initialiser.
 uint64_t splitmix64(uint64_t x);

@@ -32,20 +32,17 @@ bool load(const std::string &path, Loaded &m, std::string &error) {
   std::unique_ptr<SafeTensorsFile> file = SafeTensorsFile::open(path, error);
   if (!file)
     return false;
-  auto stored = file->metadata().find(kSpecKey);
-  if (stored == file->metadata().end()) {
-    error = path + ": no model spec in __metadata__." + kSpecKey +
+  std::optional<SpecResult> parsed = storedSpec(*file, path);
+  if (!parsed) {
+    error = path + ": no model spec in __metadata__." + std::string(kSpecKey) +
             " (is it an stlm checkpoint?)";
     return false;
   }
-  SpecResult parsed =
-      parseSpecJson(stored->second, path + ": __metadata__." + kSpecKey);
-  if (!parsed.spec) {
-    error = parsed.diagnostics.empty() ? path + ": bad spec"
-                                       : parsed.diagnostics[0].str();
+  if (!parsed->spec) {
+    error = parsed->diagnostics.front().str();
     return false;
   }
-  m.spec = *parsed.spec;
+  m.spec = *parsed->spec;
   ParamTable table = buildParamTable(m.spec);
   std::vector<std::string> problems = checkWeights(table, *file);
   if (!problems.empty()) {

@@ -2,6 +2,8 @@
 
 #include "reference/Interpreter.h"
 
+#include "frontend/Params.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "reference/Kernels.h"
@@ -71,13 +73,6 @@ template <typename T> Tensor<T> zerosOf(Type type) {
     break;
   }
   return Tensor<T>::floats(shape);
-}
-
-std::string shapeStr(const std::vector<int64_t> &s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
 }
 
 /// Product of the dimensions before the last `keep`.
@@ -157,8 +152,8 @@ bool Interpreter<T>::setVariable(const std::string &name, Tensor<T> value,
                                             : value.kind == Tensor<T>::Kind::Int
                                                 ? value.i.size()
                                                 : value.b.size())) {
-    error = "'" + name + "' needs shape " + shapeStr(it->second.shape) +
-            ", got " + shapeStr(value.shape);
+    error = "'" + name + "' needs shape " + shapeString(it->second.shape) +
+            ", got " + shapeString(value.shape);
     return false;
   }
   it->second = std::move(value);
@@ -204,8 +199,8 @@ bool Interpreter<T>::runFunction(func::FuncOp fn,
     if (args[i].shape != shapeOf(arg.getType()) ||
         args[i].kind != kindOf<T>(arg.getType())) {
       error = "@" + fn.getSymName().str() + " argument " + std::to_string(i) +
-              " must be " + shapeStr(shapeOf(arg.getType())) +
-              " of the declared element type, got " + shapeStr(args[i].shape);
+              " must be " + shapeString(shapeOf(arg.getType())) +
+              " of the declared element type, got " + shapeString(args[i].shape);
       return false;
     }
     frame.values[arg] = args[i];

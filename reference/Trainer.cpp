@@ -123,24 +123,19 @@ bool Session::resume(std::string &error) {
     return false;
   // The checkpoint's own spec must describe the same model (training
   // settings may differ).
-  auto stored = file->metadata().find(kSpecKey);
-  if (stored != file->metadata().end()) {
-    SpecResult theirs = parseSpecJson(stored->second,
-                                      opt.resumePath + ": __metadata__." +
-                                          kSpecKey);
-    if (!theirs.spec) {
-      error = theirs.diagnostics.empty() ? opt.resumePath + ": bad spec"
-                                         : theirs.diagnostics[0].str();
+  if (std::optional<SpecResult> theirs = storedSpec(*file, opt.resumePath)) {
+    if (!theirs->spec) {
+      error = theirs->diagnostics.front().str();
       return false;
     }
-    nlohmann::json a = modelPart(spec), b = modelPart(*theirs.spec);
+    nlohmann::json a = modelPart(spec), b = modelPart(*theirs->spec);
     if (a != b) {
       std::string keys;
       for (auto it = a.begin(); it != a.end(); ++it)
         if (!b.contains(it.key()) || b[it.key()] != it.value())
           keys += (keys.empty() ? "" : ", ") + it.key();
       error = opt.resumePath + " is a checkpoint of model '" +
-              theirs.spec->name + "', which differs from '" + spec.name +
+              theirs->spec->name + "', which differs from '" + spec.name +
               "' in: " + keys;
       return false;
     }
@@ -323,14 +318,18 @@ int Session::run() {
   Clock::time_point start = Clock::now();
   int64_t every = std::max<int64_t>(1, (steps - startStep) / 50);
   std::vector<int32_t> windows;
+  // The seed of masked objectives for the batch drawn at data step `i`.
+  auto batchSeed = [&](int64_t i) {
+    return static_cast<int32_t>(splitmix64(seed ^ static_cast<uint64_t>(i)) &
+                                0x7fffffff);
+  };
   for (int64_t step = startStep; step < steps; ++step) {
     std::vector<Tensor> results;
     float loss = 0, norm = 0, lr = 0;
     if (k == 1) {
       data.trainBatch(seed, step, feed.batch, windows);
-      int32_t stepSeed = static_cast<int32_t>(
-          splitmix64(seed ^ static_cast<uint64_t>(step)) & 0x7fffffff);
-      if (!interp->call("train_step", feed.args(windows, stepSeed), results,
+      if (!interp->call("train_step", feed.args(windows, batchSeed(step)),
+                        results,
                         error))
         return fail("step " + std::to_string(step) + ": " + error);
       loss = results[0].scalar(), norm = results[1].scalar(),
@@ -341,9 +340,7 @@ int Session::run() {
       for (int64_t m = 0; m < k; ++m) {
         int64_t micro = step * k + m;
         data.trainBatch(seed, micro, feed.batch, windows);
-        int32_t microSeed = static_cast<int32_t>(
-            splitmix64(seed ^ static_cast<uint64_t>(micro)) & 0x7fffffff);
-        if (!interp->call("accumulate", feed.args(windows, microSeed),
+        if (!interp->call("accumulate", feed.args(windows, batchSeed(micro)),
                           results, error))
           return fail("step " + std::to_string(step) + ": " + error);
         loss += results[0].scalar() / static_cast<float>(k);

@@ -64,13 +64,6 @@ cl::opt<std::string> kernelgenPath(
                           "stlm-compile)"),
     cl::value_desc("path"));
 
-std::string shapeStr(const std::vector<int64_t> &shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 void printParamTable(const stlm::ModelSpec &spec, raw_ostream &os) {
   stlm::ParamTable table = stlm::buildParamTable(spec);
   size_t width = 4;
@@ -81,7 +74,7 @@ void printParamTable(const stlm::ModelSpec &spec, raw_ostream &os) {
      << "  " << right_justify("count", 11) << "  sharing\n";
   for (const stlm::ParamInfo &p : table.params) {
     os << left_justify(p.name, width) << "  "
-       << left_justify(shapeStr(p.shape), 14) << "  "
+       << left_justify(stlm::shapeString(p.shape), 14) << "  "
        << right_justify(std::to_string(p.numel()), 11);
     if (!p.sharing.empty())
       os << "  " << p.sharing << " (" << p.uses << " uses)";

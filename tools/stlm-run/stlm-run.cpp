@@ -213,18 +213,16 @@ int runCheck(int argc, char **argv) {
     if (!loadSpec(*specPath, spec))
       return 1;
   } else {
-    auto it = file->metadata().find(stlm::kSpecKey);
-    if (it == file->metadata().end())
+    std::optional<stlm::SpecResult> r = stlm::storedSpec(*file, path);
+    if (!r)
       return fail(path + ": no model spec in __metadata__." +
                   stlm::kSpecKey + "; pass --spec SPEC.yaml");
-    stlm::SpecResult r = stlm::parseSpecJson(
-        it->second, path + ": __metadata__." + stlm::kSpecKey);
-    if (!r.spec) {
-      for (const stlm::SpecDiagnostic &d : r.diagnostics)
+    if (!r->spec) {
+      for (const stlm::SpecDiagnostic &d : r->diagnostics)
         std::fprintf(stderr, "%s\n", d.str().c_str());
       return 1;
     }
-    spec = *r.spec;
+    spec = *r->spec;
   }
 
   stlm::ParamTable table = stlm::buildParamTable(spec);
