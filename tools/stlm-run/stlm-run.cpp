@@ -61,6 +61,32 @@ int fail(const std::string &msg) {
   return 1;
 }
 
+/// A non-negative decimal integer.
+bool parseCount(const std::string &s, int64_t &out) {
+  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
+    return false;
+  errno = 0;
+  char *end = nullptr;
+  long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0')
+    return false;
+  out = v;
+  return true;
+}
+
+/// A finite decimal number.
+bool parseNumber(const std::string &s, double &out) {
+  if (s.empty())
+    return false;
+  char *end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || *end != '\0' || !std::isfinite(v))
+    return false;
+  out = v;
+  return true;
+}
+
 /// Command-line arguments: positionals and `--key value` / `-o value`.
 struct Args {
   std::vector<std::string> positional;
@@ -127,33 +153,26 @@ struct Args {
         return &kv.second;
     return nullptr;
   }
+  /// Reads option `key` as a non-negative integer into `out` when given.
+  /// False, with `error` set, when it is given but malformed.
+  bool count(const std::string &key, int64_t &out) {
+    const std::string *v = get(key);
+    if (v && !parseCount(*v, out)) {
+      error = key + " needs a non-negative integer, got '" + *v + "'";
+      return false;
+    }
+    return true;
+  }
+  /// The same for a finite number.
+  bool number(const std::string &key, double &out) {
+    const std::string *v = get(key);
+    if (v && !parseNumber(*v, out)) {
+      error = key + " needs a number, got '" + *v + "'";
+      return false;
+    }
+    return true;
+  }
 };
-
-/// A non-negative decimal integer.
-bool parseCount(const std::string &s, int64_t &out) {
-  if (s.empty() || s.find_first_not_of("0123456789") != std::string::npos)
-    return false;
-  errno = 0;
-  char *end = nullptr;
-  long long v = std::strtoll(s.c_str(), &end, 10);
-  if (errno != 0 || *end != '\0')
-    return false;
-  out = v;
-  return true;
-}
-
-/// A finite decimal number.
-bool parseNumber(const std::string &s, double &out) {
-  if (s.empty())
-    return false;
-  char *end = nullptr;
-  errno = 0;
-  double v = std::strtod(s.c_str(), &end);
-  if (errno != 0 || *end != '\0' || !std::isfinite(v))
-    return false;
-  out = v;
-  return true;
-}
 
 bool loadSpec(const std::string &path, stlm::ModelSpec &spec) {
   stlm::SpecResult r = stlm::readSpecFile(path);
@@ -177,15 +196,12 @@ int runInit(int argc, char **argv) {
   stlm::ModelSpec spec;
   if (!loadSpec(a.positional[0], spec))
     return 1;
-  uint64_t seed = static_cast<uint64_t>(spec.train.seed);
-  if (const std::string *s = a.get("--seed")) {
-    int64_t v;
-    if (!parseCount(*s, v))
-      return usage("--seed needs a non-negative integer, got '" + *s + "'");
-    seed = static_cast<uint64_t>(v);
-  }
+  int64_t seed = spec.train.seed;
+  if (!a.count("--seed", seed))
+    return usage(a.error);
   std::string error;
-  if (!stlm::writeInitialWeights(spec, seed, *out, error))
+  if (!stlm::writeInitialWeights(spec, static_cast<uint64_t>(seed), *out,
+                                 error))
     return fail(error);
   stlm::ParamTable table = stlm::buildParamTable(spec);
   std::printf("%s: %zu tensors, %lld parameters of '%s' (seed %llu)\n",
@@ -260,20 +276,12 @@ int runTrain(int argc, char **argv) {
                  "not built yet)");
   stlm::TrainOptions opt;
   opt.dataPath = *data;
-  struct Count {
-    const char *flag;
-    int64_t *out;
-  };
   int64_t seed = 0;
-  for (Count c : {Count{"--steps", &opt.steps},
-                  Count{"--eval-every", &opt.evalEvery},
-                  Count{"--eval-windows", &opt.evalWindows},
-                  Count{"--save-every", &opt.saveEvery},
-                  Count{"--seed", &seed}})
-    if (const std::string *v = a.get(c.flag))
-      if (!parseCount(*v, *c.out))
-        return usage(std::string(c.flag) +
-                     " needs a non-negative integer, got '" + *v + "'");
+  if (!a.count("--steps", opt.steps) ||
+      !a.count("--eval-every", opt.evalEvery) ||
+      !a.count("--eval-windows", opt.evalWindows) ||
+      !a.count("--save-every", opt.saveEvery) || !a.count("--seed", seed))
+    return usage(a.error);
   if (a.get("--seed")) {
     opt.seed = static_cast<uint64_t>(seed);
     opt.seedGiven = true;
@@ -304,10 +312,8 @@ int runEval(int argc, char **argv) {
   if (!data)
     return usage("eval needs a text file (--data FILE)");
   int64_t windows = 0;
-  if (const std::string *v = a.get("--eval-windows"))
-    if (!parseCount(*v, windows))
-      return usage("--eval-windows needs a non-negative integer, got '" + *v +
-                   "'");
+  if (!a.count("--eval-windows", windows))
+    return usage(a.error);
   return stlm::evaluateWithReference(a.positional[0], *data, windows, stdout,
                                      stderr);
 }
@@ -324,21 +330,12 @@ int runGenerate(int argc, char **argv) {
   if (const std::string *v = a.get("--prompt"))
     o.prompt = *v;
   int64_t seed = 0;
-  for (auto [flag, out] : {std::pair<const char *, int64_t *>{"--tokens",
-                                                              &o.tokens},
-                           {"--top-k", &o.sampling.topK},
-                           {"--seed", &seed}})
-    if (const std::string *v = a.get(flag))
-      if (!parseCount(*v, *out))
-        return usage(std::string(flag) +
-                     " needs a non-negative integer, got '" + *v + "'");
+  if (!a.count("--tokens", o.tokens) || !a.count("--top-k", o.sampling.topK) ||
+      !a.count("--seed", seed) ||
+      !a.number("--temperature", o.sampling.temperature) ||
+      !a.number("--top-p", o.sampling.topP))
+    return usage(a.error);
   o.seed = static_cast<uint64_t>(seed);
-  for (auto [flag, out] : {std::pair<const char *, double *>{
-                               "--temperature", &o.sampling.temperature},
-                           {"--top-p", &o.sampling.topP}})
-    if (const std::string *v = a.get(flag))
-      if (!parseNumber(*v, *out))
-        return usage(std::string(flag) + " needs a number, got '" + *v + "'");
   return stlm::generateWithReference(a.positional[0], o, stdout, stderr);
 }
 
