@@ -52,9 +52,12 @@ __attribute__((target("avx512f"))) double fmaLoop512(long iters) {
   for (long i = 0; i < iters; ++i)
     for (__m512 &v : acc)
       v = _mm512_fmadd_ps(a, v, b);
+  float out[16];
   float s = 0;
-  for (__m512 &v : acc)
-    s += _mm512_reduce_add_ps(v);
+  for (__m512 &v : acc) {
+    _mm512_storeu_ps(out, v);
+    s += out[0];
+  }
   return s;
 }
 
