@@ -63,6 +63,20 @@ bool lossIsPerByte(const ModelSpec &spec) {
 double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
                       const TextData &data, const Feed &feed, int64_t limit,
                       int64_t &windows, std::string &error) {
+  BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
+                       std::string &e) {
+    std::vector<ref::Tensor<float>> results;
+    if (!interp.call(fn, args, results, e))
+      return false;
+    l = results[0].scalar();
+    return true;
+  };
+  return validationLoss(loss, data, feed, limit, windows, error);
+}
+
+double validationLoss(const BatchLoss &batchLoss, const TextData &data,
+                      const Feed &feed, int64_t limit, int64_t &windows,
+                      std::string &error) {
   int64_t total = data.validationWindows();
   if (limit > 0)
     total = std::min(total, limit);
@@ -78,10 +92,10 @@ double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
   for (int64_t first = 0; first + feed.batch <= total; first += feed.batch) {
     for (int64_t b = 0; b < feed.batch; ++b)
       data.validationWindow(first + b, w.data() + b * feed.window);
-    std::vector<ref::Tensor<float>> results;
-    if (!interp.call(fn, feed.args(w, 0), results, error))
+    float l = 0;
+    if (!batchLoss(feed.args(w, 0), l, error))
       return NAN;
-    sum += results[0].scalar();
+    sum += l;
     ++batches;
   }
   windows = batches * feed.batch;

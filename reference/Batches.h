@@ -13,6 +13,7 @@
 #include "frontend/Spec.h"
 #include "reference/Interpreter.h"
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +42,16 @@ bool lossIsPerByte(const ModelSpec &spec);
 
 /// Mean of `fn`'s loss over whole batches of the first `limit` validation
 /// windows (0: all). NaN with `error` set on failure or a non-finite loss.
+/// The loss of one batch given its arguments; false with `error` set.
+using BatchLoss = std::function<bool(const std::vector<ref::Tensor<float>> &,
+                                     float &, std::string &)>;
+
+/// Mean loss over the first `limit` validation windows (0: all), in whole
+/// batches; NaN with `error` set on failure or divergence.
+double validationLoss(const BatchLoss &loss, const TextData &data,
+                      const Feed &feed, int64_t limit, int64_t &windows,
+                      std::string &error);
+/// The same with function `fn` of the reference interpreter.
 double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
                       const TextData &data, const Feed &feed, int64_t limit,
                       int64_t &windows, std::string &error);

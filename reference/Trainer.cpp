@@ -77,8 +77,10 @@ std::string formatRate(double bytesPerSecond) {
 
 class Session {
 public:
-  Session(const ModelSpec &spec, const TrainOptions &opt, FILE *err)
-      : spec(spec), opt(opt), err(err), table(buildParamTable(spec)) {}
+  Session(const ModelSpec &spec, const TrainOptions &opt, TrainEngine &engine,
+          FILE *err)
+      : spec(spec), opt(opt), engine(engine), err(err),
+        table(buildParamTable(spec)) {}
   int run();
 
 private:
@@ -96,11 +98,9 @@ private:
 
   const ModelSpec &spec;
   const TrainOptions &opt;
+  TrainEngine &engine;
   FILE *err;
   ParamTable table;
-  mlir::MLIRContext context;
-  mlir::OwningOpRef<mlir::ModuleOp> module;
-  std::unique_ptr<ref::Interpreter<float>> interp;
   TextData data;
   Feed feed;
   uint64_t seed = 0;
@@ -110,10 +110,15 @@ private:
 
 bool Session::initialise(std::string &error) {
   for (const InitTensor &w : initWeights(table, seed))
-    if (!interp->setVariable(w.param->name,
-                             Tensor::floats(w.param->shape, w.values), error))
+    if (!engine.setTensor(w.param->name, w.param->shape, w.values, error))
       return false;
-  return true;
+  // Fresh AdamW moments.
+  for (const ParamInfo &p : table.params)
+    for (const char *prefix : {"opt.m.", "opt.v."})
+      if (!engine.setTensor(prefix + p.name, p.shape,
+                            std::vector<float>(p.numel(), 0.0f), error))
+        return false;
+  return engine.setStep(0, error);
 }
 
 bool Session::resume(std::string &error) {
@@ -165,9 +170,15 @@ bool Session::resume(std::string &error) {
   for (const TensorView &t : file->tensors()) {
     std::vector<float> values(t.numel());
     std::memcpy(values.data(), t.data, t.size);
-    if (!interp->setVariable(t.name, Tensor::floats(t.shape, values), error))
+    if (!engine.setTensor(t.name, t.shape, values, error))
       return false;
   }
+  if (!anyState)
+    for (const ParamInfo &p : table.params)
+      for (const char *prefix : {"opt.m.", "opt.v."})
+        if (!engine.setTensor(prefix + p.name, p.shape,
+                              std::vector<float>(p.numel(), 0.0f), error))
+          return false;
   auto step = file->metadata().find("step");
   if (step != file->metadata().end()) {
     char *end = nullptr;
@@ -194,19 +205,21 @@ bool Session::resume(std::string &error) {
     }
     seed = v;
   }
-  return interp->setVariable(
-      "step", ref::Tensor<float>::ints({}, {static_cast<int32_t>(startStep)}),
-      error);
+  return engine.setStep(startStep, error);
 }
 
 bool Session::save(const std::string &path, int64_t step, std::string &error) {
   std::vector<TensorToWrite> tensors;
+  std::vector<std::vector<float>> values;
+  values.reserve(3 * table.params.size());
   for (const ParamInfo &p : table.params)
     for (const std::string &name :
          {p.name, "opt.m." + p.name, "opt.v." + p.name}) {
-      const Tensor *t = interp->variable(name);
-      tensors.push_back({name, DType::F32, t->shape, t->f.data(),
-                         t->f.size() * sizeof(float)});
+      values.emplace_back();
+      if (!engine.getTensor(name, values.back(), error))
+        return false;
+      tensors.push_back({name, DType::F32, p.shape, values.back().data(),
+                         values.back().size() * sizeof(float)});
     }
   std::map<std::string, std::string> meta = checkpointMetadata(spec);
   meta["step"] = std::to_string(step);
@@ -216,24 +229,7 @@ bool Session::save(const std::string &path, int64_t step, std::string &error) {
 
 
 int Session::run() {
-  // The model and its training step.
-  context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
-                      mlir::arith::ArithDialect>();
-  std::string diagnostics;
-  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
-    diagnostics += d.str() + "\n";
-    return mlir::success();
-  });
-  module = buildModel(context, spec);
-  mlir::PassManager pm(&context);
-  pm.addPass(mlir::stlm::createVerifyShapesPass());
-  pm.addPass(mlir::stlm::createAutodiffPass());
-  if (mlir::failed(pm.run(*module)))
-    return fail("cannot derive the training step of '" + spec.name +
-                "': " + diagnostics);
-  mlir::stlm::ModelOp model;
-  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
-
+  std::string error;
   // How batches are fed.
   feed = Feed::forSpec(spec);
   if (std::optional<std::string> why = unsupportedFeed(spec))
@@ -244,7 +240,6 @@ int Session::run() {
     return fail("--steps " + std::to_string(steps) + " exceeds the step "
                 "counter's limit " + std::to_string(kMaxSteps));
 
-  std::string error;
   if (!data.load(opt.dataPath, feed.window, error))
     return fail(error);
   if (data.validationWindows() < feed.batch)
@@ -254,8 +249,11 @@ int Session::run() {
                 std::to_string(feed.window) + " bytes, fewer than one batch (" +
                 std::to_string(feed.batch) + "); the file needs about " +
                 std::to_string(10 * feed.batch * feed.window) + " bytes");
+  // The model and its training step (after the cheap checks: a native
+  // engine may compile).
+  if (!engine.prepare(spec, error))
+    return fail(error);
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
-  interp = std::make_unique<ref::Interpreter<float>>(model);
   if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
     return fail(error);
   if (!opt.logPath.empty()) {
@@ -269,12 +267,11 @@ int Session::run() {
       k * feed.batch * (feed.token ? feed.context : feed.window);
   if (opt.progress)
     std::fprintf(opt.progress,
-                 "training '%s' (%lld parameters) with the reference "
-                 "evaluator: steps %lld..%lld, batch %lld, %lld train / %lld "
-                 "validation bytes\n",
+                 "training '%s' (%lld parameters) with %s: steps %lld..%lld, "
+                 "batch %lld, %lld train / %lld validation bytes\n",
                  spec.name.c_str(),
                  static_cast<long long>(table.uniqueCount()),
-                 static_cast<long long>(startStep),
+                 engine.describe().c_str(), static_cast<long long>(startStep),
                  static_cast<long long>(steps),
                  static_cast<long long>(feed.batch),
                  static_cast<long long>(data.trainBytes()),
@@ -287,7 +284,11 @@ int Session::run() {
   bool perByte = lossIsPerByte(spec);
   auto runEval = [&](int64_t step) -> bool {
     int64_t windows = 0;
-    double loss = validationLoss(*interp, "eval", data, feed, opt.evalWindows,
+    BatchLoss batchLoss = [&](const std::vector<Tensor> &args, float &l,
+                              std::string &e) {
+      return engine.evalLoss(args, l, e);
+    };
+    double loss = validationLoss(batchLoss, data, feed, opt.evalWindows,
                                  windows, error);
     if (std::isnan(loss)) {
       error = "evaluation at step " + std::to_string(step) + ": " + error;
@@ -324,31 +325,17 @@ int Session::run() {
                                 0x7fffffff);
   };
   for (int64_t step = startStep; step < steps; ++step) {
-    std::vector<Tensor> results;
-    float loss = 0, norm = 0, lr = 0;
-    if (k == 1) {
-      data.trainBatch(seed, step, feed.batch, windows);
-      if (!interp->call("train_step", feed.args(windows, batchSeed(step)),
-                        results,
-                        error))
-        return fail("step " + std::to_string(step) + ": " + error);
-      loss = results[0].scalar(), norm = results[1].scalar(),
-      lr = results[2].scalar();
-    } else {
-      // k micro-batches (the windows of micro-steps step·k … step·k + k − 1),
-      // then one update; the reported loss is their mean.
-      for (int64_t m = 0; m < k; ++m) {
-        int64_t micro = step * k + m;
-        data.trainBatch(seed, micro, feed.batch, windows);
-        if (!interp->call("accumulate", feed.args(windows, batchSeed(micro)),
-                          results, error))
-          return fail("step " + std::to_string(step) + ": " + error);
-        loss += results[0].scalar() / static_cast<float>(k);
-      }
-      if (!interp->call("apply", {}, results, error))
-        return fail("step " + std::to_string(step) + ": " + error);
-      norm = results[0].scalar(), lr = results[1].scalar();
+    // k micro-batches (the windows of micro-steps step·k … step·k + k − 1),
+    // then one update; the reported loss is their mean.
+    std::vector<std::vector<Tensor>> micro;
+    for (int64_t m = 0; m < k; ++m) {
+      int64_t i = step * k + m;
+      data.trainBatch(seed, i, feed.batch, windows);
+      micro.push_back(feed.args(windows, batchSeed(i)));
     }
+    float loss = 0, norm = 0, lr = 0;
+    if (!engine.trainStep(micro, loss, norm, lr, error))
+      return fail("step " + std::to_string(step) + ": " + error);
     if (!std::isfinite(loss))
       return fail("step " + std::to_string(step) + ": the loss is " +
                   std::to_string(loss) + "; training diverged");
@@ -391,12 +378,104 @@ int Session::run() {
   return 0;
 }
 
+
+/// The reference evaluator: the spec's IR after stlm-autodiff, interpreted.
+class ReferenceEngine : public TrainEngine {
+public:
+  std::string describe() const override { return "the reference evaluator"; }
+  bool prepare(const ModelSpec &spec, std::string &error) override {
+    context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
+                        mlir::arith::ArithDialect>();
+    std::string diagnostics;
+    mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+      diagnostics += d.str() + "\n";
+      return mlir::success();
+    });
+    module = buildModel(context, spec);
+    mlir::PassManager pm(&context);
+    pm.addPass(mlir::stlm::createVerifyShapesPass());
+    pm.addPass(mlir::stlm::createAutodiffPass());
+    if (mlir::failed(pm.run(*module))) {
+      error = "cannot derive the training step of '" + spec.name +
+              "': " + diagnostics;
+      return false;
+    }
+    mlir::stlm::ModelOp model;
+    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+    interp = std::make_unique<ref::Interpreter<float>>(model);
+    return true;
+  }
+  bool setTensor(const std::string &name, const std::vector<int64_t> &shape,
+                 const std::vector<float> &values,
+                 std::string &error) override {
+    return interp->setVariable(name, Tensor::floats(shape, values), error);
+  }
+  bool getTensor(const std::string &name, std::vector<float> &values,
+                 std::string &error) override {
+    const Tensor *t = interp->variable(name);
+    if (!t) {
+      error = "no tensor '" + name + "'";
+      return false;
+    }
+    values = t->f;
+    return true;
+  }
+  bool setStep(int64_t step, std::string &error) override {
+    return interp->setVariable(
+        "step", Tensor::ints({}, {static_cast<int32_t>(step)}), error);
+  }
+  bool trainStep(const std::vector<std::vector<Tensor>> &micro, float &loss,
+                 float &norm, float &lr, std::string &error) override {
+    std::vector<Tensor> results;
+    if (micro.size() == 1) {
+      if (!interp->call("train_step", micro[0], results, error))
+        return false;
+      loss = results[0].scalar(), norm = results[1].scalar(),
+      lr = results[2].scalar();
+      return true;
+    }
+    loss = 0;
+    for (const std::vector<Tensor> &args : micro) {
+      if (!interp->call("accumulate", args, results, error))
+        return false;
+      loss += results[0].scalar() / static_cast<float>(micro.size());
+    }
+    if (!interp->call("apply", {}, results, error))
+      return false;
+    norm = results[0].scalar(), lr = results[1].scalar();
+    return true;
+  }
+  bool evalLoss(const std::vector<Tensor> &args, float &loss,
+                std::string &error) override {
+    std::vector<Tensor> results;
+    if (!interp->call("eval", args, results, error))
+      return false;
+    loss = results[0].scalar();
+    return true;
+  }
+
+private:
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::unique_ptr<ref::Interpreter<float>> interp;
+};
+
 } // namespace
+
+std::unique_ptr<TrainEngine> referenceEngine() {
+  return std::make_unique<ReferenceEngine>();
+}
+
+int train(const ModelSpec &spec, const TrainOptions &options,
+          TrainEngine &engine, FILE *err) {
+  Session session(spec, options, engine, err);
+  return session.run();
+}
 
 int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
                        FILE *err) {
-  Session session(spec, options, err);
-  return session.run();
+  std::unique_ptr<TrainEngine> engine = referenceEngine();
+  return train(spec, options, *engine, err);
 }
 
 } // namespace stlm

@@ -14,10 +14,13 @@
 #define STLM_REFERENCE_TRAINER_H
 
 #include "frontend/Spec.h"
+#include "reference/Interpreter.h"
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace stlm {
 
@@ -35,9 +38,43 @@ struct TrainOptions {
   FILE *progress = stderr;   // progress lines; null for quiet
 };
 
-/// Trains; returns 0 on success, 1 with a message on `err` on bad input
-/// (missing or short data, bad checkpoint, a spec the reference trainer
-/// cannot feed).
+/// What computes a training run: the reference evaluator, or a compiled
+/// artifact (tools/stlm-run). Tensors are named as in checkpoints
+/// (parameters, `opt.m.*`, `opt.v.*`).
+class TrainEngine {
+public:
+  virtual ~TrainEngine() = default;
+  /// "the reference evaluator", "the native artifact in DIR", ...
+  virtual std::string describe() const = 0;
+  /// Derives or loads the training step of `spec`.
+  virtual bool prepare(const ModelSpec &spec, std::string &error) = 0;
+  virtual bool setTensor(const std::string &name,
+                         const std::vector<int64_t> &shape,
+                         const std::vector<float> &values,
+                         std::string &error) = 0;
+  virtual bool getTensor(const std::string &name, std::vector<float> &values,
+                         std::string &error) = 0;
+  virtual bool setStep(int64_t step, std::string &error) = 0;
+  /// One optimizer step over `micro` (the arguments of each micro-batch);
+  /// `loss` is their mean.
+  virtual bool
+  trainStep(const std::vector<std::vector<ref::Tensor<float>>> &micro,
+            float &loss, float &norm, float &lr, std::string &error) = 0;
+  /// The loss of one batch, without updating anything.
+  virtual bool evalLoss(const std::vector<ref::Tensor<float>> &args,
+                        float &loss, std::string &error) = 0;
+};
+
+/// The reference evaluator as a TrainEngine (fp32 interpreter).
+std::unique_ptr<TrainEngine> referenceEngine();
+
+/// Trains with `engine`; returns 0 on success, 1 with a message on `err` on
+/// bad input (missing or short data, bad checkpoint, a spec the engine
+/// cannot run).
+int train(const ModelSpec &spec, const TrainOptions &options,
+          TrainEngine &engine, FILE *err);
+
+/// train() with referenceEngine().
 int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
                        FILE *err);
 

@@ -201,23 +201,33 @@ struct Planner {
 
 } // namespace
 
+std::vector<KernelSpec> kernelsFor(Operation *op, int panel,
+                                   std::string &why) {
+  Planner planner{panel, {}};
+  Specs specs = planner.plan(op);
+  why = planner.why;
+  return specs;
+}
+
+std::vector<func::FuncOp> compiledFunctions(ir::ModelOp model) {
+  std::vector<func::FuncOp> fns;
+  for (StringRef name : {"grad", "train_step", "accumulate", "apply", "eval"})
+    for (auto f : model.getBody().front().getOps<func::FuncOp>())
+      if (f.getSymName() == name && !f.isExternal())
+        fns.push_back(f);
+  return fns;
+}
+
 KernelPlan planKernels(ir::ModelOp model, int panel) {
   KernelPlan plan;
-  std::map<std::string, size_t> index;
-  Planner planner{panel, {}};
-  for (StringRef fn : {"grad", "train_step", "accumulate", "apply"}) {
-    auto f = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
-        model.getBody().front().getParentOp(),
-        StringAttr::get(model.getContext(), fn));
-    if (!f || f.isExternal())
-      continue;
+  for (func::FuncOp f : compiledFunctions(model)) {
     f.walk([&](Operation *op) {
       if (op == f.getOperation())
         return;
-      Specs specs = planner.plan(op);
-      if (!planner.why.empty()) {
-        ++plan.unsupported[op->getName().getStringRef().str() + ": " +
-                           planner.why];
+      std::string why;
+      Specs specs = kernelsFor(op, panel, why);
+      if (!why.empty()) {
+        ++plan.unsupported[op->getName().getStringRef().str() + ": " + why];
         return;
       }
       if (specs.empty()) {
@@ -226,7 +236,7 @@ KernelPlan planKernels(ir::ModelOp model, int panel) {
       }
       ++plan.kernelOps;
       for (KernelSpec &k : specs) {
-        auto [it, inserted] = index.emplace(k.key(), plan.kernels.size());
+        auto [it, inserted] = plan.index.emplace(k.key(), plan.kernels.size());
         if (inserted) {
           plan.kernels.push_back(std::move(k));
           plan.uses.push_back(0);

@@ -12,6 +12,7 @@
 #define STLM_CODEGEN_ARTIFACT_KERNELPLAN_H
 
 #include "dialects/STLM/IR/STLMOps.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 
 #include <map>
 #include <string>
@@ -36,9 +37,20 @@ struct KernelPlan {
   int64_t kernelOps = 0, driverOps = 0;
   /// "<op name>: <why>" for every op with no kernel, counted.
   std::map<std::string, int64_t> unsupported;
+  /// KernelSpec::key() -> position in `kernels`.
+  std::map<std::string, size_t> index;
 };
 
-/// Plans the training functions of `model` (after stlm-autodiff). `panel`
+/// The kernels of one op, in the order the lowering calls them: empty for
+/// driver work, empty with `why` set when no kernel computes it yet.
+std::vector<KernelSpec> kernelsFor(mlir::Operation *op, int panel,
+                                   std::string &why);
+
+/// The functions of a model the native path compiles, in planning order:
+/// @grad, @train_step (or @accumulate, @apply) and @eval.
+std::vector<mlir::func::FuncOp> compiledFunctions(mlir::stlm::ModelOp model);
+
+/// Plans the compiled functions of `model` (after stlm-autodiff). `panel`
 /// is the matmul panel width of the target (2 vectors of floats: 32 with
 /// AVX-512, 16 with AVX2); matmuls whose shapes do not fit it are reported
 /// until the lowering pads them.

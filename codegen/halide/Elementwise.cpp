@@ -118,8 +118,11 @@ public:
     Expr vNew = b2 * v(i) + (1.0f - b2) * g(i) * g(i);
     newM(i) = mNew;
     newV(i) = vNew;
+    // new_p reads the new moments back from their outputs, so the update
+    // may run in place (new_p, new_m, new_v aliasing p, m, v): every loop
+    // reads only the inputs it has not yet overwritten.
     newP(i) = p(i) * decay -
-              stepSize * mNew / (sqrt(vNew * invBc2) + float(double(eps)));
+              stepSize * newM(i) / (sqrt(newV(i) * invBc2) + float(double(eps)));
   }
   void schedule() {
     bound(p), bound(g), bound(m), bound(v);

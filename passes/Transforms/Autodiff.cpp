@@ -105,6 +105,8 @@ public:
 
   /// Builds @grad from @loss. Fails with a diagnostic.
   FailureOr<func::FuncOp> buildGrad(func::FuncOp loss);
+  /// Inlines every call of `fn` and unrolls its stlm.repeat ops.
+  LogicalResult flatten(func::FuncOp fn);
 
 private:
   LogicalResult inlineCalls(func::FuncOp fn);
@@ -173,6 +175,17 @@ LogicalResult Differentiator::inlineCalls(func::FuncOp fn) {
       call.erase();
     }
   }
+}
+
+LogicalResult Differentiator::flatten(func::FuncOp fn) {
+  if (failed(inlineCalls(fn)))
+    return failure();
+  IRRewriter rewriter(b.getContext());
+  SmallVector<RepeatOp> repeats;
+  fn.walk([&](RepeatOp r) { repeats.push_back(r); });
+  for (RepeatOp r : repeats)
+    unrollRepeat(r, rewriter);
+  return success();
 }
 
 LogicalResult Differentiator::backward(Operation *op) {
@@ -343,15 +356,10 @@ FailureOr<func::FuncOp> Differentiator::buildGrad(func::FuncOp loss) {
   b.setInsertionPointAfter(loss);
   auto grad = cast<func::FuncOp>(b.clone(*loss));
   grad.setSymName("grad");
-  if (failed(inlineCalls(grad))) {
+  if (failed(flatten(grad))) {
     grad.erase();
     return failure();
   }
-  IRRewriter rewriter(b.getContext());
-  SmallVector<RepeatOp> repeats;
-  grad.walk([&](RepeatOp r) { repeats.push_back(r); });
-  for (RepeatOp r : repeats)
-    unrollRepeat(r, rewriter);
 
   Block &body = grad.getBody().front();
   auto ret = cast<func::ReturnOp>(body.getTerminator());
@@ -556,6 +564,10 @@ LogicalResult buildTraining(ModelOp model) {
   b.setInsertionPointToStart(evalEntry);
   auto lossCall = b.create<func::CallOp>(loc, loss, evalEntry->getArguments());
   b.create<func::ReturnOp>(loc, lossCall.getResults());
+  // Straight-line like @grad, so stlm-plan-memory can give it an arena and
+  // the native path can compile it.
+  if (failed(diff.flatten(eval)))
+    return failure();
   return success();
 }
 

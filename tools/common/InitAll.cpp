@@ -2,7 +2,9 @@
 
 #include "tools/common/InitAll.h"
 
+#include "codegen/driver/LowerToLLVM.h"
 #include "dialects/STLM/IR/STLMDialect.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -12,11 +14,12 @@
 
 void mlir::stlm::registerAllDialects(DialectRegistry &registry) {
   registry.insert<STLMDialect, func::FuncDialect, arith::ArithDialect,
-                  tensor::TensorDialect>();
+                  tensor::TensorDialect, LLVM::LLVMDialect>();
 }
 
 void mlir::stlm::registerAllPasses() {
   registerSTLMPasses();
+  ::stlm::codegen::registerLowerToLLVMPass();
   // Upstream passes that are useful on stlm IR.
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();

@@ -6,12 +6,17 @@
 //   stlm-run check W.safetensors [--spec SPEC.yaml]
 //       validates the file and its tensors against the spec (by default the
 //       one stored in the file), listing every mismatch.
-//   stlm-run train SPEC.yaml --data FILE [--backend reference] [--steps N]
+//   stlm-run train SPEC.yaml --data FILE [--backend auto|native|reference]
+//       [--artifact DIR] [--threads N] [--steps N]
 //       [--eval-every K] [--eval-windows N] [--log F.jsonl]
 //       [--resume W.safetensors] [--save W.safetensors] [--save-every N]
 //       [--seed N] [--quiet]
 //       trains on a text file (90/10 split, seeded windows) with a progress
-//       line and an optional JSON-lines log; see docs/training.md.
+//       line and an optional JSON-lines log; see docs/training.md. The
+//       native backend compiles the spec with stlm-compile into DIR or a
+//       cache and runs the artifact; auto (the default) uses it when the
+//       native path supports the spec and the reference evaluator (with a
+//       note saying why) when not.
 //   stlm-run eval W.safetensors --data FILE [--eval-windows N]
 //       the validation loss of a checkpoint on a text file.
 //   stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]
@@ -29,6 +34,10 @@
 #include "frontend/Weights.h"
 #include "reference/Inference.h"
 #include "reference/Trainer.h"
+#include "tools/stlm-run/NativeEngine.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
 
 #include <cerrno>
 #include <cmath>
@@ -43,13 +52,23 @@ namespace {
 constexpr const char *kUsage =
     "usage: stlm-run init SPEC.yaml -o W.safetensors [--seed N]\n"
     "       stlm-run check W.safetensors [--spec SPEC.yaml]\n"
-    "       stlm-run train SPEC.yaml --data FILE [--backend reference]\n"
-    "                [--steps N] [--eval-every K] [--eval-windows N]\n"
+    "       stlm-run train SPEC.yaml --data FILE\n"
+    "                [--backend auto|native|reference]\n"
+    "                [--artifact DIR] [--threads N] [--steps N] [--eval-every K] [--eval-windows N]\n"
     "                [--log F.jsonl] [--resume W] [--save W] [--save-every N]\n"
     "                [--seed N] [--quiet]\n"
     "       stlm-run eval W.safetensors --data FILE [--eval-windows N]\n"
     "       stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]\n"
     "                [--temperature T] [--top-k K] [--top-p P] [--seed N]\n";
+
+/// The path of tool `name` installed beside this stlm-run.
+std::string besideMe(const char *argv0, const char *name) {
+  std::string self =
+      llvm::sys::fs::getMainExecutable(argv0, reinterpret_cast<void *>(&besideMe));
+  llvm::SmallString<256> p(llvm::sys::path::parent_path(self));
+  llvm::sys::path::append(p, name);
+  return std::string(p);
+}
 
 int usage(const std::string &msg) {
   std::fprintf(stderr, "stlm-run: error: %s\n%s", msg.c_str(), kUsage);
@@ -258,7 +277,8 @@ int runCheck(int argc, char **argv) {
 
 int runTrain(int argc, char **argv) {
   Args a = Args::parse(argc, argv, 2,
-                       {"--data", "--backend", "--steps", "--eval-every",
+                       {"--data", "--backend", "--artifact", "--threads",
+                        "--steps", "--eval-every",
                         "--eval-windows", "--log", "--resume", "--save",
                         "--save-every", "--seed"},
                        {"--quiet"});
@@ -269,18 +289,21 @@ int runTrain(int argc, char **argv) {
   const std::string *data = a.get("--data");
   if (!data)
     return usage("train needs a text file (--data FILE)");
-  std::string backend = a.get("--backend") ? *a.get("--backend") : "reference";
-  if (backend != "reference")
+  std::string backend = a.get("--backend") ? *a.get("--backend") : "auto";
+  if (backend != "reference" && backend != "native" && backend != "auto")
     return usage("unknown backend '" + backend +
-                 "' (available: reference; the compiled native backend is "
-                 "not built yet)");
+                 "' (available: auto, native, reference)");
+  if (backend == "reference" && (a.get("--artifact") || a.get("--threads")))
+    return usage("--artifact and --threads are options of the native "
+                 "backend");
   stlm::TrainOptions opt;
   opt.dataPath = *data;
-  int64_t seed = 0;
+  int64_t seed = 0, threads = 0;
   if (!a.count("--steps", opt.steps) ||
       !a.count("--eval-every", opt.evalEvery) ||
       !a.count("--eval-windows", opt.evalWindows) ||
-      !a.count("--save-every", opt.saveEvery) || !a.count("--seed", seed))
+      !a.count("--save-every", opt.saveEvery) || !a.count("--seed", seed) ||
+      !a.count("--threads", threads))
     return usage(a.error);
   if (a.get("--seed")) {
     opt.seed = static_cast<uint64_t>(seed);
@@ -299,7 +322,26 @@ int runTrain(int argc, char **argv) {
   stlm::ModelSpec spec;
   if (!loadSpec(a.positional[0], spec))
     return 1;
-  return stlm::trainWithReference(spec, opt, stderr);
+  if (backend == "auto") {
+    std::string why = stlm::nativeUnsupported(spec);
+    backend = why.empty() ? "native" : "reference";
+    if (!why.empty() && opt.progress)
+      std::fprintf(opt.progress,
+                   "note: the native path cannot compile '%s' yet (%s); "
+                   "training with the reference evaluator\n",
+                   spec.name.c_str(), why.c_str());
+  }
+  if (backend == "reference")
+    return stlm::trainWithReference(spec, opt, stderr);
+  stlm::NativeOptions native;
+  native.specPath = a.positional[0];
+  if (const std::string *v = a.get("--artifact"))
+    native.artifactDir = *v;
+  native.threads = static_cast<int>(std::min<int64_t>(threads, 1024));
+  native.compiler = besideMe(argv[0], "stlm-compile");
+  native.progress = opt.progress;
+  std::unique_ptr<stlm::TrainEngine> engine = stlm::nativeEngine(native);
+  return stlm::train(spec, opt, *engine, stderr);
 }
 
 int runEval(int argc, char **argv) {

@@ -1,0 +1,826 @@
+//===- LowerToLLVM.cpp - the driver of a compiled model, in LLVM IR -------===//
+//
+// Every tensor of a planned function lives at a fixed place: parameters and
+// optimizer state at their `stlm.offset` in the weights blob, op results at
+// their `stlm.offsets` in the arena, function arguments where the caller
+// points. A kernel call passes halide_buffer_t descriptors built on the
+// stack (host pointer, type, and a constant table of dimensions); scalars
+// (learning rate, clip scale, step count, loss seeds) are plain LLVM values.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/driver/LowerToLLVM.h"
+
+#include "dialects/STLM/IR/STLMOps.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+#include <cmath>
+#include <map>
+
+using namespace mlir;
+namespace ir = mlir::stlm;
+
+namespace stlm::codegen {
+
+int hostPanel() { return __builtin_cpu_supports("avx512f") ? 32 : 16; }
+
+std::string symbolPrefix(ir::ModelOp model) {
+  std::string s = model.getSymName().str();
+  for (char &c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)))
+      c = '_';
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0])))
+    s = "m_" + s;
+  return s;
+}
+
+namespace {
+
+/// halide_type_code_t
+enum TypeCode : int { kInt = 0, kUInt = 1, kFloat = 2 };
+
+/// Where a value of the function being lowered lives.
+struct Place {
+  Value ptr;           // tensors (and scalars that live in memory)
+  Value scalar;        // scalars computed by the driver
+  std::string symbol;  // set when `ptr` is a parameter/state slot
+  int64_t arena = -1;  // arena offset when `ptr` is in the arena
+};
+
+class Lowering {
+public:
+  Lowering(ModuleOp module, ir::ModelOp model, const KernelPlan &plan,
+           int panel)
+      : module(module), model(model), plan(plan), panel(panel),
+        ctx(module.getContext()), b(ctx), prefix(symbolPrefix(model)) {
+    ptrTy = LLVM::LLVMPointerType::get(ctx);
+    i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type(),
+    i64 = b.getI64Type(), f32 = b.getF32Type(), f64 = b.getF64Type();
+    // struct halide_buffer_t (64-bit): device, device_interface, host,
+    // flags, type {code, bits, lanes}, dimensions, dim, padding.
+    bufTy = LLVM::LLVMStructType::getLiteral(
+        ctx, {i64, ptrTy, ptrTy, i64, i8, i8, i16, i32, ptrTy, ptrTy});
+    for (Operation &op : model.getBody().front()) {
+      auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
+      if (!off)
+        continue;
+      if (auto p = dyn_cast<ir::ParamOp>(op))
+        slots[p.getSymName().str()] = off.getInt();
+      else if (auto s = dyn_cast<ir::StateOp>(op))
+        slots[s.getSymName().str()] = off.getInt();
+    }
+  }
+
+  FailureOr<DriverLayout> run();
+
+private:
+  // --- helpers ------------------------------------------------------------
+  Value constI32(int64_t v) {
+    return b.create<LLVM::ConstantOp>(loc, i32, b.getI32IntegerAttr(v));
+  }
+  Value constI64(int64_t v) {
+    return b.create<LLVM::ConstantOp>(loc, i64, b.getI64IntegerAttr(v));
+  }
+  Value constF32(double v) {
+    return b.create<LLVM::ConstantOp>(loc, f32, b.getF32FloatAttr(v));
+  }
+  Value constF64(double v) {
+    return b.create<LLVM::ConstantOp>(loc, f64, b.getF64FloatAttr(v));
+  }
+  Value offsetPtr(Value base, int64_t bytes) {
+    if (bytes == 0)
+      return base;
+    return b.create<LLVM::GEPOp>(loc, ptrTy, i8, base,
+                                 ArrayRef<LLVM::GEPArg>{constI64(bytes)});
+  }
+  static RankedTensorType tensorType(Value v) {
+    return llvm::dyn_cast<RankedTensorType>(v.getType());
+  }
+
+  /// The kernel function `<m>_k<i>` for `spec`, declared on first use with
+  /// the argument types `args` (all calls of one kernel agree).
+  LLVM::LLVMFuncOp kernel(const KernelSpec &spec, ValueRange args);
+  /// A constant table of halide_dimension_t for a dense row-major tensor of
+  /// `shape`, collapsed to `rank` dimensions (innermost first).
+  Value dims(ArrayRef<int64_t> shape, int rank);
+  /// A halide_buffer_t for `host` holding a tensor of type `t` as `rank`
+  /// dimensions, in buffer slot `slot` of the current function.
+  Value buffer(Value host, RankedTensorType t, int rank, int slot);
+  /// Calls a kernel; on a non-zero status returns it from the function.
+  void call(const KernelSpec &spec, ArrayRef<Value> args);
+
+  Value ptrOf(Value v) {
+    Place &p = places[v];
+    if (!p.ptr) {
+      // A driver scalar a kernel wants as a buffer: spill it.
+      Value slot = b.create<LLVM::AllocaOp>(loc, ptrTy, p.scalar.getType(),
+                                            constI64(1), 64);
+      b.create<LLVM::StoreOp>(loc, p.scalar, slot);
+      p.ptr = slot;
+    }
+    return p.ptr;
+  }
+  Value scalarOf(Value v) {
+    Place &p = places[v];
+    if (!p.scalar) {
+      Type t = tensorType(v).getElementType().isF32() ? Type(f32) : Type(i32);
+      return b.create<LLVM::LoadOp>(loc, t, p.ptr);
+    }
+    return p.scalar;
+  }
+
+  // --- functions ----------------------------------------------------------
+  /// Starts `<m>_<name>` with one pointer per argument of `fn` plus `extra`
+  /// pointers; returns the entry block's arguments.
+  LLVM::LLVMFuncOp begin(StringRef name, func::FuncOp fn, int extra);
+  void finish();
+  LogicalResult lowerPlanned(func::FuncOp fn, bool isGrad);
+  LogicalResult lowerTrainStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn);
+  LogicalResult lowerOp(Operation *op);
+  LogicalResult unsupported(Operation *op, const Twine &why) {
+    return op->emitOpError("cannot be compiled by the native path: ") << why;
+  }
+
+  ModuleOp module;
+  ir::ModelOp model;
+  const KernelPlan &plan;
+  int panel;
+  MLIRContext *ctx;
+  OpBuilder b;
+  Location loc = UnknownLoc::get(ctx);
+  std::string prefix;
+  Type ptrTy, i8, i16, i32, i64, f32, f64;
+  LLVM::LLVMStructType bufTy;
+  std::map<std::string, int64_t> slots; // param/state -> weights offset
+  std::map<std::string, LLVM::LLVMFuncOp> kernels;
+  std::map<std::string, LLVM::GlobalOp> globals;
+
+  // The function being lowered.
+  LLVM::LLVMFuncOp current;
+  Value weights, arena, buffers;
+  Block *exit = nullptr;
+  llvm::DenseMap<Value, Place> places;
+  DriverLayout layout;
+};
+
+LLVM::LLVMFuncOp Lowering::kernel(const KernelSpec &spec, ValueRange args) {
+  auto it = plan.index.find(spec.key());
+  assert(it != plan.index.end() && "the kernel plan covers every op");
+  std::string name = prefix + "_k" + std::to_string(it->second);
+  auto found = kernels.find(name);
+  if (found != kernels.end())
+    return found->second;
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(module.getBody());
+  SmallVector<Type> types;
+  for (Value a : args)
+    types.push_back(a.getType());
+  auto fn = b.create<LLVM::LLVMFuncOp>(
+      loc, name, LLVM::LLVMFunctionType::get(i32, types));
+  kernels[name] = fn;
+  return fn;
+}
+
+Value Lowering::dims(ArrayRef<int64_t> shape, int rank) {
+  // Collapse the leading dimensions into the first of `rank` (pad with
+  // unit dimensions when the tensor has fewer).
+  SmallVector<int64_t> collapsed;
+  size_t n = shape.size(), keep = std::min<size_t>(rank, n);
+  if (keep > 0) {
+    int64_t lead = 1;
+    for (size_t i = 0; i <= n - keep; ++i)
+      lead *= shape[i];
+    collapsed.push_back(lead);
+    for (size_t i = n - keep + 1; i < n; ++i)
+      collapsed.push_back(shape[i]);
+  }
+  while (static_cast<int>(collapsed.size()) < rank)
+    collapsed.insert(collapsed.begin(), 1);
+  // halide_dimension_t {min, extent, stride, flags}, innermost first.
+  SmallVector<int32_t> table;
+  int64_t stride = 1;
+  for (int64_t extent : llvm::reverse(collapsed)) {
+    table.append({0, static_cast<int32_t>(extent),
+                  static_cast<int32_t>(stride), 0});
+    stride *= extent;
+  }
+  std::string key = "__" + prefix + "_dims";
+  for (int32_t x : table)
+    key += "_" + std::to_string(x);
+  LLVM::GlobalOp &g = globals[key];
+  if (!g) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(module.getBody());
+    auto type = LLVM::LLVMArrayType::get(i32, table.size());
+    g = b.create<LLVM::GlobalOp>(
+        loc, type, /*isConstant=*/true, LLVM::Linkage::Private, key,
+        DenseElementsAttr::get(
+            RankedTensorType::get({static_cast<int64_t>(table.size())}, i32),
+            ArrayRef<int32_t>(table)),
+        /*alignment=*/16);
+  }
+  return b.create<LLVM::AddressOfOp>(loc, g);
+}
+
+Value Lowering::buffer(Value host, RankedTensorType t, int rank, int slot) {
+  Type et = t.getElementType();
+  int code = et.isF32() || et.isF64() ? kFloat : (et.isInteger(8) ? kUInt : kInt);
+  int bits = et.getIntOrFloatBitWidth();
+  Value v = b.create<LLVM::UndefOp>(loc, bufTy);
+  Value null = b.create<LLVM::ZeroOp>(loc, ptrTy);
+  auto set = [&](int64_t field, Value x) {
+    v = b.create<LLVM::InsertValueOp>(loc, v, x, field);
+  };
+  set(0, constI64(0));
+  set(1, null);
+  set(2, host);
+  set(3, constI64(0));
+  set(4, b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(code)));
+  set(5, b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(bits)));
+  set(6, b.create<LLVM::ConstantOp>(loc, i16, b.getI16IntegerAttr(1)));
+  set(7, constI32(rank));
+  set(8, rank == 0 ? null : dims(t.getShape(), rank));
+  set(9, null);
+  Value p = b.create<LLVM::GEPOp>(loc, ptrTy, bufTy, buffers,
+                                  ArrayRef<LLVM::GEPArg>{slot});
+  b.create<LLVM::StoreOp>(loc, v, p);
+  return p;
+}
+
+void Lowering::call(const KernelSpec &spec, ArrayRef<Value> args) {
+  LLVM::LLVMFuncOp fn = kernel(spec, args);
+  Value rc = b.create<LLVM::CallOp>(loc, fn, args).getResult();
+  Value bad = b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::ne, rc,
+                                     constI32(0));
+  Block *next = b.createBlock(&current.getBody());
+  b.setInsertionPointToEnd(next->getPrevNode());
+  b.create<LLVM::CondBrOp>(loc, bad, exit, ValueRange{rc}, next, ValueRange{});
+  b.setInsertionPointToStart(next);
+}
+
+LLVM::LLVMFuncOp Lowering::begin(StringRef name, func::FuncOp fn, int extra) {
+  b.setInsertionPointToEnd(module.getBody());
+  SmallVector<Type> params(2 + fn.getNumArguments() + extra, ptrTy);
+  current = b.create<LLVM::LLVMFuncOp>(
+      loc, prefix + "_" + name.str(), LLVM::LLVMFunctionType::get(i32, params));
+  Block *entry = current.addEntryBlock(b);
+  exit = new Block();
+  exit->addArgument(i32, loc);
+  b.setInsertionPointToStart(exit);
+  b.create<LLVM::ReturnOp>(loc, exit->getArgument(0));
+  b.setInsertionPointToStart(entry);
+  weights = entry->getArgument(0);
+  arena = entry->getArgument(1);
+  places.clear();
+  for (auto [i, a] : llvm::enumerate(fn.getArguments()))
+    places[a].ptr = entry->getArgument(2 + i);
+  // Descriptor slots for the most buffers one kernel takes.
+  buffers = b.create<LLVM::AllocaOp>(loc, ptrTy, bufTy, constI64(8), 16);
+  return current;
+}
+
+void Lowering::finish() {
+  b.create<LLVM::BrOp>(loc, ValueRange{constI32(0)}, exit);
+  current.getBody().push_back(exit);
+}
+
+LogicalResult Lowering::lowerOp(Operation *op) {
+  loc = op->getLoc();
+  auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
+  auto result = [&](unsigned i) -> Place & {
+    Place &p = places[op->getResult(i)];
+    if (offsets && i < offsets.size() && offsets[i] >= 0) {
+      p.ptr = offsetPtr(arena, offsets[i]);
+      p.arena = offsets[i];
+    }
+    return p;
+  };
+  auto needsArena = [&]() -> bool {
+    return offsets && static_cast<int64_t>(offsets.size()) ==
+                          static_cast<int64_t>(op->getNumResults());
+  };
+  auto buf = [&](Value v, int rank, int slot) {
+    return buffer(ptrOf(v), tensorType(v), rank, slot);
+  };
+  auto out = [&](unsigned i, int rank, int slot) {
+    Value r = op->getResult(i);
+    return buffer(places[r].ptr, tensorType(r), rank, slot);
+  };
+  std::string why;
+  std::vector<KernelSpec> specs = kernelsFor(op, panel, why);
+  if (!why.empty())
+    return unsupported(op, why);
+  if (!specs.empty()) {
+    if (!needsArena())
+      return unsupported(op, "it has no planned arena offsets (run "
+                             "stlm-plan-memory first)");
+    if (op->hasAttr("stlm.snapshot"))
+      return unsupported(op, "write-after-read snapshots are not lowered yet");
+    for (unsigned i = 0; i < op->getNumResults(); ++i)
+      result(i);
+  }
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<ir::ParamRefOp, ir::StateRefOp>([&](auto o) -> LogicalResult {
+        std::string name = o.getName().str();
+        auto it = slots.find(name);
+        if (it == slots.end())
+          return unsupported(op, "'@" + name + "' has no weights slot");
+        Place &p = places[o.getResult()];
+        p.ptr = offsetPtr(weights, it->second);
+        p.symbol = name;
+        return success();
+      })
+      .Case([&](arith::ConstantOp o) -> LogicalResult {
+        auto t = tensorType(o.getResult());
+        auto attr = llvm::dyn_cast<DenseElementsAttr>(o.getValue());
+        if (!t || !attr || !attr.isSplat())
+          return unsupported(op, "only splat tensor constants are lowered");
+        if (t.getRank() == 0) {
+          places[o.getResult()].scalar =
+              t.getElementType().isF32()
+                  ? constF32(attr.getSplatValue<APFloat>().convertToDouble())
+                  : constI32(attr.getSplatValue<APInt>().getSExtValue());
+          return success();
+        }
+        bool zero = t.getElementType().isF32()
+                        ? attr.getSplatValue<APFloat>().isZero()
+                        : attr.getSplatValue<APInt>().isZero();
+        if (!zero || !needsArena())
+          return unsupported(op, "only zero tensors with an arena slot are "
+                                 "lowered");
+        Place &p = result(0);
+        b.create<LLVM::MemsetOp>(
+            loc, p.ptr,
+            b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(0)),
+            constI64(t.getNumElements() *
+                     (t.getElementType().getIntOrFloatBitWidth() / 8)),
+            false);
+        return success();
+      })
+      .Case([&](arith::MulFOp o) -> LogicalResult {
+        if (tensorType(o.getResult()).getRank() != 0)
+          return unsupported(op, "tensor products are not lowered");
+        places[o.getResult()].scalar = b.create<LLVM::FMulOp>(
+            loc, scalarOf(o.getLhs()), scalarOf(o.getRhs()));
+        return success();
+      })
+      .Case([&](arith::AddIOp o) -> LogicalResult {
+        if (tensorType(o.getResult()).getRank() != 0)
+          return unsupported(op, "tensor sums are not lowered");
+        places[o.getResult()].scalar = b.create<LLVM::AddOp>(
+            loc, scalarOf(o.getLhs()), scalarOf(o.getRhs()));
+        return success();
+      })
+      .Case([&](ir::WeightedSumOp o) -> LogicalResult {
+        Value sum = constF32(0);
+        for (auto [t, w] : llvm::zip(o.getTerms(), o.getWeights()))
+          sum = b.create<LLVM::FAddOp>(
+              loc, sum,
+              b.create<LLVM::FMulOp>(
+                  loc,
+                  constF32(llvm::cast<FloatAttr>(w).getValueAsDouble()),
+                  scalarOf(t)));
+        places[o.getLoss()].scalar = sum;
+        return success();
+      })
+      .Case([&](ir::EmbedOp o) {
+        call(specs[0], {buf(o.getTable(), 2, 0), buf(o.getIds(), 1, 1),
+                        out(0, 2, 2)});
+        return success();
+      })
+      .Case([&](ir::EmbedGradOp o) {
+        call(specs[0],
+             {buf(o.getIds(), 1, 0), buf(o.getDy(), 2, 1), out(0, 2, 2)});
+        return success();
+      })
+      .Case([&](ir::RMSNormOp o) {
+        call(specs[0],
+             {buf(o.getX(), 2, 0), buf(o.getWeight(), 1, 1), out(0, 2, 2)});
+        return success();
+      })
+      .Case([&](ir::RMSNormGradOp o) {
+        call(specs[0], {buf(o.getX(), 2, 0), buf(o.getWeight(), 1, 1),
+                        buf(o.getDy(), 2, 2), out(0, 2, 3), out(1, 1, 4)});
+        return success();
+      })
+      .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) {
+        call(specs[0], {buf(op->getOperand(0), 2, 0),
+                        buf(op->getOperand(1), 2, 1), out(0, 2, 2)});
+        return success();
+      })
+      .Case([&](ir::LinearGradOp o) {
+        // dx = dy · W (nn); dW = dyᵀ · x (tn).
+        call(specs[0],
+             {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1), out(0, 2, 2)});
+        call(specs[1],
+             {buf(o.getDy(), 2, 0), buf(o.getX(), 2, 1), out(1, 2, 2)});
+        return success();
+      })
+      .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) {
+        call(specs[0], {buf(op->getOperand(0), 3, 0), constI32(0),
+                        out(0, 3, 1)});
+        return success();
+      })
+      .Case([&](ir::AttentionOp o) {
+        call(specs[0], {buf(o.getQ(), 3, 0), buf(o.getK(), 3, 1),
+                        buf(o.getV(), 3, 2), constI32(0), out(0, 3, 3)});
+        return success();
+      })
+      .Case([&](ir::AttentionGradOp o) {
+        call(specs[0],
+             {buf(o.getQ(), 3, 0), buf(o.getK(), 3, 1), buf(o.getV(), 3, 2),
+              buf(o.getDy(), 3, 3), constI32(0), out(0, 3, 4), out(1, 3, 5),
+              out(2, 3, 6)});
+        return success();
+      })
+      .Case([&](ir::SwiGLUOp o) {
+        call(specs[0],
+             {buf(o.getGate(), 1, 0), buf(o.getUp(), 1, 1), out(0, 1, 2)});
+        return success();
+      })
+      .Case([&](ir::SwiGLUGradOp o) {
+        call(specs[0], {buf(o.getGate(), 1, 0), buf(o.getUp(), 1, 1),
+                        buf(o.getDy(), 1, 2), out(0, 1, 3), out(1, 1, 4)});
+        return success();
+      })
+      .Case([&](ir::GELUOp o) {
+        call(specs[0], {buf(o.getX(), 1, 0), out(0, 1, 1)});
+        return success();
+      })
+      .Case([&](ir::GELUGradOp o) {
+        call(specs[0],
+             {buf(o.getX(), 1, 0), buf(o.getDy(), 1, 1), out(0, 1, 2)});
+        return success();
+      })
+      .Case([&](ir::AddOp o) {
+        call(specs[0],
+             {buf(o.getLhs(), 1, 0), buf(o.getRhs(), 1, 1), out(0, 1, 2)});
+        return success();
+      })
+      .Case([&](ir::SumLeadingOp o) {
+        call(specs[0], {buf(o.getX(), 2, 0), out(0, 1, 1)});
+        return success();
+      })
+      .Case<ir::NextTokenLossOp, ir::NextTokenLossGradOp>(
+          [&](auto o) -> LogicalResult {
+            // Every position counts: a constant row of ones.
+            auto targets = tensorType(o.getTargets());
+            int64_t n = targets.getNumElements();
+            std::string key = "__" + prefix + "_ones_" + std::to_string(n);
+            LLVM::GlobalOp &g = globals[key];
+            if (!g) {
+              OpBuilder::InsertionGuard guard(b);
+              b.setInsertionPointToStart(module.getBody());
+              g = b.create<LLVM::GlobalOp>(
+                  loc, LLVM::LLVMArrayType::get(i8, n), true,
+                  LLVM::Linkage::Private, key,
+                  DenseElementsAttr::get(RankedTensorType::get({n}, i8),
+                                         b.getI8IntegerAttr(1)),
+                  64);
+            }
+            Value ones = b.create<LLVM::AddressOfOp>(loc, g);
+            auto countedTy = RankedTensorType::get({n}, i8);
+            SmallVector<Value> args = {buf(o.getLogits(), 2, 0),
+                                       buf(o.getTargets(), 1, 1),
+                                       buffer(ones, countedTy, 1, 2)};
+            if constexpr (std::is_same_v<decltype(o), ir::NextTokenLossGradOp>)
+              args.push_back(scalarOf(o.getDloss()));
+            args.push_back(
+                out(0, std::is_same_v<decltype(o), ir::NextTokenLossOp> ? 0 : 2,
+                    3));
+            call(specs[0], args);
+            return success();
+          })
+      .Case([&](func::ReturnOp) { return success(); })
+      .Default([&](Operation *) {
+        return unsupported(op, "the driver has no rule for it");
+      });
+}
+
+LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
+  auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size");
+  if (!arenaSize)
+    return fn.emitOpError("has no memory plan (run stlm-plan-memory first)");
+  layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
+  begin(fn.getSymName(), fn, 1);
+  Value lossOut = current.getArgument(current.getNumArguments() - 1);
+  for (Operation &op : fn.getBody().front())
+    if (failed(lowerOp(&op)))
+      return failure();
+  auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
+  loc = ret.getLoc();
+  b.create<LLVM::StoreOp>(loc, scalarOf(ret.getOperand(0)), lossOut);
+  if (isGrad) {
+    auto names = fn->getAttrOfType<ArrayAttr>("stlm.grad_params");
+    for (auto [i, v] : llvm::enumerate(ret.getOperands().drop_front())) {
+      const Place &p = places[v];
+      if (p.arena < 0)
+        return fn.emitOpError("gradient ") << i << " is not in the arena";
+      layout.gradParams.push_back(
+          llvm::cast<FlatSymbolRefAttr>(names[i]).getValue().str());
+      layout.gradOffsets.push_back(p.arena);
+    }
+  }
+  finish();
+  return success();
+}
+
+LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
+                                       LLVM::LLVMFuncOp gradFn) {
+  begin("train_step", fn, 1);
+  Value resultsOut = current.getArgument(current.getNumArguments() - 1);
+  for (Operation &op : fn.getBody().front()) {
+    loc = op.getLoc();
+    LogicalResult ok =
+        llvm::TypeSwitch<Operation *, LogicalResult>(&op)
+            .Case([&](func::CallOp c) -> LogicalResult {
+              if (c.getCallee() != "grad")
+                return unsupported(&op, "only a call of @grad is lowered");
+              Value loss =
+                  b.create<LLVM::AllocaOp>(loc, ptrTy, f32, constI64(1), 4);
+              SmallVector<Value> args = {weights, arena};
+              for (Value a : c.getOperands())
+                args.push_back(ptrOf(a));
+              args.push_back(loss);
+              Value rc = b.create<LLVM::CallOp>(loc, gradFn, args).getResult();
+              Value bad = b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::ne,
+                                                 rc, constI32(0));
+              Block *next = b.createBlock(&current.getBody());
+              b.setInsertionPointToEnd(next->getPrevNode());
+              b.create<LLVM::CondBrOp>(loc, bad, exit, ValueRange{rc}, next,
+                                       ValueRange{});
+              b.setInsertionPointToStart(next);
+              places[c.getResult(0)].scalar =
+                  b.create<LLVM::LoadOp>(loc, f32, loss);
+              for (auto [i, off] : llvm::enumerate(layout.gradOffsets)) {
+                Place &p = places[c.getResult(i + 1)];
+                p.ptr = offsetPtr(arena, off);
+                p.arena = off;
+              }
+              return success();
+            })
+            .Case([&](ir::LRScheduleOp o) -> LogicalResult {
+              // The math of LRScheduleOp::valueAt, in double.
+              Value step = b.create<LLVM::SIToFPOp>(loc, f64,
+                                                    scalarOf(o.getStep()));
+              double lr = o.getLr().convertToDouble(),
+                     minLr = o.getMinLr().convertToDouble();
+              int64_t w = o.getWarmup(), n = o.getTotal();
+              Value warm = b.create<LLVM::FDivOp>(
+                  loc,
+                  b.create<LLVM::FMulOp>(
+                      loc, constF64(lr),
+                      b.create<LLVM::FAddOp>(loc, step, constF64(1))),
+                  constF64(std::max<int64_t>(w, 1)));
+              Value after = constF64(lr);
+              if (o.getKind() == ir::ScheduleKind::cosine) {
+                Value frac = b.create<LLVM::FDivOp>(
+                    loc, b.create<LLVM::FSubOp>(loc, step, constF64(w)),
+                    constF64(std::max<int64_t>(1, n - w)));
+                frac = b.create<LLVM::MinNumOp>(loc, frac, constF64(1));
+                Value c = b.create<LLVM::CosOp>(
+                    loc, b.create<LLVM::FMulOp>(loc, constF64(M_PI), frac));
+                after = b.create<LLVM::FAddOp>(
+                    loc, constF64(minLr),
+                    b.create<LLVM::FMulOp>(
+                        loc, constF64(0.5 * (lr - minLr)),
+                        b.create<LLVM::FAddOp>(loc, constF64(1), c)));
+              }
+              Value inWarmup = b.create<LLVM::FCmpOp>(
+                  loc, LLVM::FCmpPredicate::olt, step, constF64(w));
+              Value v = b.create<LLVM::SelectOp>(loc, inWarmup, warm, after);
+              places[o.getResult()].scalar =
+                  b.create<LLVM::FPTruncOp>(loc, f32, v);
+              return success();
+            })
+            .Case([&](ir::ClipGradNormOp o) -> LogicalResult {
+              auto scalarF64 = RankedTensorType::get({}, f64);
+              Value slot =
+                  b.create<LLVM::AllocaOp>(loc, ptrTy, f64, constI64(1), 64);
+              Value sq = constF64(0);
+              for (Value g : o.getGrads()) {
+                int64_t n = tensorType(g).getNumElements();
+                call({"stlm_sum_squares", {{"n", std::to_string(n)}}},
+                     {buffer(ptrOf(g), tensorType(g), 1, 0),
+                      buffer(slot, scalarF64, 0, 1)});
+                sq = b.create<LLVM::FAddOp>(
+                    loc, sq, b.create<LLVM::LoadOp>(loc, f64, slot));
+              }
+              Value norm = b.create<LLVM::SqrtOp>(loc, sq);
+              double maxNorm = o.getMaxNorm().convertToDouble();
+              for (auto [g, c] : llvm::zip(o.getGrads(), o.getClipped()))
+                places[c] = places[g];
+              places[o.getNorm()].scalar =
+                  b.create<LLVM::FPTruncOp>(loc, f32, norm);
+              if (maxNorm <= 0)
+                return success();
+              Value scale = b.create<LLVM::MinNumOp>(
+                  loc, constF64(1),
+                  b.create<LLVM::FDivOp>(
+                      loc, constF64(maxNorm),
+                      b.create<LLVM::FAddOp>(loc, norm, constF64(1e-6))));
+              Value factor = b.create<LLVM::FPTruncOp>(loc, f32, scale);
+              // In place: the gradients are dead after clipping.
+              for (Value g : o.getGrads()) {
+                int64_t n = tensorType(g).getNumElements();
+                Value gb = buffer(ptrOf(g), tensorType(g), 1, 0);
+                call({"stlm_scale", {{"n", std::to_string(n)}}},
+                     {gb, factor, gb});
+              }
+              return success();
+            })
+            .Case([&](ir::AdamWOp o) -> LogicalResult {
+              // In place on the parameter and its moments, which must be
+              // weights slots assigned right after.
+              for (Value v : {o.getParam(), o.getM(), o.getV()})
+                if (places[v].symbol.empty())
+                  return unsupported(&op, "AdamW operands must be parameter "
+                                          "or state slots");
+              std::string why;
+              std::vector<KernelSpec> specs = kernelsFor(&op, panel, why);
+              Value p = buffer(ptrOf(o.getParam()), tensorType(o.getParam()),
+                               1, 0);
+              Value g = buffer(ptrOf(o.getGrad()), tensorType(o.getGrad()), 1,
+                               1);
+              Value m = buffer(ptrOf(o.getM()), tensorType(o.getM()), 1, 2);
+              Value v = buffer(ptrOf(o.getV()), tensorType(o.getV()), 1, 3);
+              call(specs[0],
+                   {p, g, m, v, scalarOf(o.getLr()),
+                    constF32(o.getWeightDecay().convertToDouble()),
+                    scalarOf(o.getStep()), p, m, v});
+              places[o.getNewParam()] = places[o.getParam()];
+              places[o.getNewM()] = places[o.getM()];
+              places[o.getNewV()] = places[o.getV()];
+              return success();
+            })
+            .Case([&](ir::AssignOp o) -> LogicalResult {
+              std::string name = o.getName().str();
+              const Place &src = places[o.getValue()];
+              if (src.symbol == name)
+                return success(); // updated in place
+              auto it = slots.find(name);
+              if (it == slots.end())
+                return unsupported(&op, "'@" + name + "' has no weights slot");
+              Value dst = offsetPtr(weights, it->second);
+              auto t = tensorType(o.getValue());
+              if (src.scalar) {
+                b.create<LLVM::StoreOp>(loc, src.scalar, dst);
+                return success();
+              }
+              b.create<LLVM::MemcpyOp>(
+                  loc, dst, src.ptr,
+                  constI64(t.getNumElements() *
+                           (t.getElementType().getIntOrFloatBitWidth() / 8)),
+                  false);
+              return success();
+            })
+            .Case([&](func::ReturnOp r) -> LogicalResult {
+              for (auto [i, v] : llvm::enumerate(r.getOperands()))
+                b.create<LLVM::StoreOp>(
+                    loc, scalarOf(v),
+                    offsetPtr(resultsOut, static_cast<int64_t>(4 * i)));
+              return success();
+            })
+            .Default([&](Operation *other) { return lowerOp(other); });
+    if (failed(ok))
+      return failure();
+  }
+  finish();
+  return success();
+}
+
+FailureOr<DriverLayout> Lowering::run() {
+  auto weightsSize = model->getAttrOfType<IntegerAttr>("stlm.weights_size");
+  if (!weightsSize)
+    return model.emitOpError("has no weights layout (run stlm-plan-memory "
+                             "first)");
+  layout.weightsSize = weightsSize.getInt();
+  func::FuncOp grad, trainStep, eval;
+  for (func::FuncOp f : compiledFunctions(model)) {
+    if (f.getSymName() == "grad")
+      grad = f;
+    else if (f.getSymName() == "train_step")
+      trainStep = f;
+    else if (f.getSymName() == "eval")
+      eval = f;
+    else
+      return f.emitOpError("cannot be compiled by the native path yet "
+                           "(gradient accumulation)");
+  }
+  if (!grad || !trainStep || !eval)
+    return model.emitOpError("needs @grad, @train_step and @eval (run "
+                             "stlm-autodiff first)");
+  if (failed(lowerPlanned(grad, /*isGrad=*/true)))
+    return failure();
+  LLVM::LLVMFuncOp gradFn = current;
+  if (failed(lowerTrainStep(trainStep, gradFn)) ||
+      failed(lowerPlanned(eval, /*isGrad=*/false)))
+    return failure();
+  return layout;
+}
+
+} // namespace
+
+FailureOr<DriverLayout> lowerToLLVM(ModuleOp module, ir::ModelOp model,
+                                    const KernelPlan &plan, int panel) {
+  module.getContext()->loadDialect<LLVM::LLVMDialect>();
+  if (!plan.unsupported.empty())
+    return model.emitOpError("has ops with no kernel: ")
+           << plan.unsupported.begin()->first;
+  Lowering lowering(module, model, plan, panel);
+  FailureOr<DriverLayout> layout = lowering.run();
+  if (succeeded(layout))
+    model.erase();
+  return layout;
+}
+
+namespace {
+struct LowerToLLVMPass
+    : public PassWrapper<LowerToLLVMPass, OperationPass<ModuleOp>> {
+  MLIR_DEFINE_EXPLICIT_INTERNAL_INLINE_TYPE_ID(LowerToLLVMPass)
+  StringRef getArgument() const final { return "stlm-lower-to-llvm"; }
+  StringRef getDescription() const final {
+    return "Lower planned stlm models to LLVM-dialect driver functions that "
+           "call the model's Halide kernels";
+  }
+  void getDependentDialects(DialectRegistry &registry) const override {
+    registry.insert<LLVM::LLVMDialect>();
+  }
+  void runOnOperation() override {
+    SmallVector<ir::ModelOp> models;
+    getOperation().walk([&](ir::ModelOp m) { models.push_back(m); });
+    for (ir::ModelOp m : models) {
+      KernelPlan plan = planKernels(m, hostPanel());
+      if (failed(lowerToLLVM(getOperation(), m, plan, hostPanel())))
+        return signalPassFailure();
+    }
+  }
+};
+} // namespace
+
+std::unique_ptr<Pass> createLowerToLLVMPass() {
+  return std::make_unique<LowerToLLVMPass>();
+}
+void registerLowerToLLVMPass() { PassRegistration<LowerToLLVMPass>(); }
+
+LogicalResult emitObjectFile(ModuleOp module, const std::string &path,
+                             std::string &error) {
+  DialectRegistry registry;
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  module.getContext()->appendDialectRegistry(registry);
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> m =
+      translateModuleToLLVMIR(module, llvmContext, "stlm_driver");
+  if (!m) {
+    error = "cannot translate the driver to LLVM IR";
+    return failure();
+  }
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  std::string triple = llvm::sys::getProcessTriple();
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return failure();
+  llvm::TargetOptions options;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      triple, llvm::sys::getHostCPUName(), "", options, llvm::Reloc::PIC_));
+  m->setTargetTriple(triple);
+  m->setDataLayout(tm->createDataLayout());
+  std::error_code ec;
+  llvm::raw_fd_ostream out(path, ec, llvm::sys::fs::OF_None);
+  if (ec) {
+    error = "cannot write '" + path + "': " + ec.message();
+    return failure();
+  }
+  llvm::legacy::PassManager pm;
+  if (tm->addPassesToEmitFile(pm, out, nullptr,
+                              llvm::CodeGenFileType::ObjectFile)) {
+    error = "the host target cannot emit object files";
+    return failure();
+  }
+  pm.run(*m);
+  out.flush();
+  return success();
+}
+
+} // namespace stlm::codegen

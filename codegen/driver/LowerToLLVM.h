@@ -1,0 +1,65 @@
+//===- LowerToLLVM.h - the driver of a compiled model, in LLVM IR -*- C++ -*-===//
+//
+// Lowers the planned functions of a model (after stlm-autodiff and
+// stlm-plan-memory) to LLVM-dialect functions that call the model's Halide
+// kernels on one weights blob and one arena:
+//
+//   int32_t <m>_grad(void *weights, void *arena, const int32_t *arg0, ...,
+//                    float *loss)
+//   int32_t <m>_train_step(void *weights, void *arena, const int32_t *arg0,
+//                          ..., float out[3])  // loss, grad norm, lr
+//   int32_t <m>_eval(void *weights, void *arena, const int32_t *arg0, ...,
+//                    float *loss)
+//
+// Each returns 0 or the first failing kernel's Halide error code. Every
+// buffer is 64-byte aligned: the weights and the arena by the caller, the
+// offsets by the plan. Kernel `i` of the plan is `<m>_k<i>`.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_CODEGEN_DRIVER_LOWERTOLLVM_H
+#define STLM_CODEGEN_DRIVER_LOWERTOLLVM_H
+
+#include "codegen/artifact/KernelPlan.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace stlm::codegen {
+
+/// Where @grad leaves each parameter's gradient: an arena offset.
+struct DriverLayout {
+  std::vector<std::string> gradParams;
+  std::vector<int64_t> gradOffsets;
+  int64_t arenaSize = 0;   // the largest arena of the compiled functions
+  int64_t weightsSize = 0; // parameters and optimizer state
+};
+
+/// The C symbol prefix of `model`: its symbol name (already an identifier).
+std::string symbolPrefix(mlir::stlm::ModelOp model);
+
+/// Adds the driver functions of `model` to `module` (top level) and erases
+/// the model. Fails with a diagnostic on an op the driver cannot lower.
+mlir::FailureOr<DriverLayout> lowerToLLVM(mlir::ModuleOp module,
+                                          mlir::stlm::ModelOp model,
+                                          const KernelPlan &plan, int panel);
+
+/// `stlm-lower-to-llvm`: plans the kernels for the host and lowers every
+/// model of the module (for stlm-opt and lit tests).
+std::unique_ptr<mlir::Pass> createLowerToLLVMPass();
+void registerLowerToLLVMPass();
+
+/// Writes `module` (LLVM dialect only) as a host object file.
+mlir::LogicalResult emitObjectFile(mlir::ModuleOp module,
+                                   const std::string &path,
+                                   std::string &error);
+
+/// Matmul panel width of the host (two vectors of floats).
+int hostPanel();
+
+} // namespace stlm::codegen
+
+#endif // STLM_CODEGEN_DRIVER_LOWERTOLLVM_H

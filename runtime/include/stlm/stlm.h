@@ -1,0 +1,127 @@
+/*===- stlm.h - the C API of compiled stlm models ------------------------===*
+ *
+ * A model compiled by `stlm-compile SPEC.yaml -o DIR` exports one
+ * `stlm_artifact` (`<name>_artifact`, declared in DIR/<name>.h). This
+ * runtime opens it -- linked statically or from lib<name>.so by dlopen --
+ * owns its weights blob and arena, loads and saves safetensors checkpoints,
+ * and runs training steps and evaluations.
+ *
+ *   stlm_model *m = NULL;
+ *   if (stlm_open(&char_tiny_artifact, &m) != STLM_OK ||
+ *       stlm_load(m, "init.safetensors") != STLM_OK)
+ *     fprintf(stderr, "%s\n", stlm_error_message(m));
+ *   stlm_step_result r;
+ *   stlm_train_step(m, tokens, targets, &r);   // int32 [batch, context] each
+ *   stlm_save(m, "ckpt.safetensors");          // atomic: temp file + rename
+ *   stlm_close(m);
+ *
+ * Every call returns a status; on failure, stlm_error_message(m) says why.
+ * A failed open still returns a handle (in the error state) when memory
+ * allows, so the message can be read; close it as usual. The core has no
+ * global state of its own and never prints. One model is used by one
+ * thread at a time; kernels run on the Halide thread pool of the artifact.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef STLM_STLM_H
+#define STLM_STLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define STLM_ABI_VERSION 1
+
+typedef enum stlm_status {
+  STLM_OK = 0,
+  STLM_ERROR_ARGUMENT = 1, /* a null pointer, unknown name, wrong size */
+  STLM_ERROR_IO = 2,       /* a file cannot be read or written */
+  STLM_ERROR_FORMAT = 3,   /* a corrupt artifact, manifest or checkpoint */
+  STLM_ERROR_MISMATCH = 4, /* a checkpoint of another model */
+  STLM_ERROR_KERNEL = 5,   /* a kernel failed (Halide error) */
+  STLM_ERROR_MEMORY = 6    /* out of memory */
+} stlm_status;
+
+/* What a compiled model exports (filled in by stlm-compile). Entry points
+ * take 64-byte aligned pointers: the weights blob, the arena, and int32
+ * token and target batches; each returns 0 or a Halide error code. */
+typedef struct stlm_artifact {
+  uint32_t abi_version; /* STLM_ABI_VERSION */
+  const char *manifest; /* JSON: layout, parameters, inputs, the spec */
+  int32_t (*train_step)(void *weights, void *arena, const int32_t *tokens,
+                        const int32_t *targets, float out[3]);
+  int32_t (*grad)(void *weights, void *arena, const int32_t *tokens,
+                  const int32_t *targets, float *loss);
+  int32_t (*eval)(void *weights, void *arena, const int32_t *tokens,
+                  const int32_t *targets, float *loss);
+  void *(*set_error_handler)(void *handler); /* halide_set_error_handler */
+  int (*set_num_threads)(int threads);       /* halide_set_num_threads */
+} stlm_artifact;
+
+typedef struct stlm_model stlm_model;
+
+typedef struct stlm_step_result {
+  float loss;      /* mean cross-entropy of the batch, nats */
+  float grad_norm; /* global L2 norm before clipping */
+  float lr;        /* learning rate of this step */
+  int64_t step;    /* optimizer steps taken, after this one */
+} stlm_step_result;
+
+/* Opening and closing. */
+stlm_status stlm_open(const stlm_artifact *artifact, stlm_model **model);
+/* dlopen()s `path` (lib<name>.so) and opens `<symbol>_artifact`; `symbol`
+ * may be NULL to derive it from the file name (libchar-tiny.so ->
+ * char_tiny). */
+stlm_status stlm_open_library(const char *path, const char *symbol,
+                              stlm_model **model);
+void stlm_close(stlm_model *model);
+/* Why the last failing call on `model` failed ("" when none did). */
+const char *stlm_error_message(const stlm_model *model);
+
+/* The model. */
+const char *stlm_model_name(const stlm_model *model);
+int64_t stlm_batch(const stlm_model *model);   /* rows of a batch */
+int64_t stlm_context(const stlm_model *model); /* tokens per row */
+/* The spec the model was compiled from, as JSON. */
+const char *stlm_spec_json(const stlm_model *model);
+/* Kernel threads (the artifact's Halide thread pool); 0: all cores. */
+stlm_status stlm_set_threads(stlm_model *model, int threads);
+
+/* Weights and checkpoints (safetensors). stlm_load reads every parameter
+ * (read-only mmap) and, when present, the AdamW moments (opt.m.*,
+ * opt.v.*) and __metadata__.step; it refuses a file of another model and
+ * leaves the model unchanged when it does. stlm_save writes parameters,
+ * moments and step (plus stlm_set_metadata's entries) atomically. */
+stlm_status stlm_load(stlm_model *model, const char *path);
+stlm_status stlm_save(const stlm_model *model, const char *path);
+stlm_status stlm_set_metadata(stlm_model *model, const char *key,
+                              const char *value);
+int64_t stlm_step(const stlm_model *model);
+stlm_status stlm_set_step(stlm_model *model, int64_t step);
+
+/* Tensors by name: a parameter ("layers.0.wq"), optimizer state
+ * ("opt.m.layers.0.wq"), or, after stlm_grad, a gradient ("grad.<param>").
+ * `count` must be the tensor's element count. */
+/* Element count of a tensor named as above; -1 when there is none. */
+int64_t stlm_tensor_size(const stlm_model *model, const char *name);
+stlm_status stlm_read(const stlm_model *model, const char *name, float *out,
+                      size_t count);
+stlm_status stlm_write(stlm_model *model, const char *name,
+                       const float *values, size_t count);
+
+/* Compute. tokens and targets are int32 [batch, context], any alignment. */
+stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
+                            const int32_t *targets, stlm_step_result *out);
+stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
+                      const int32_t *targets, float *loss);
+stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
+                      const int32_t *targets, float *loss);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* STLM_STLM_H */

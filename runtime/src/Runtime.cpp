@@ -1,0 +1,529 @@
+//===- Runtime.cpp - the C API of compiled stlm models --------------------===//
+//
+// A model is its artifact (entry points and manifest), a 64-byte aligned
+// weights blob laid out by the manifest, an arena, and aligned staging
+// buffers for the token batches. Halide reports kernel errors through a
+// process-wide handler; it is pointed at a thread-local message that the
+// failing call copies into its model.
+//
+//===----------------------------------------------------------------------===//
+
+#include "stlm/stlm.h"
+
+#include "frontend/SafeTensors.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <map>
+#include <memory>
+#include <new>
+#include <string>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace {
+
+/// The last Halide error message of this thread.
+thread_local std::string halideMessage;
+
+extern "C" void stlmHalideError(void *, const char *msg) {
+  halideMessage = msg ? msg : "unknown Halide error";
+  while (!halideMessage.empty() && halideMessage.back() == '\n')
+    halideMessage.pop_back();
+}
+
+struct Slot {
+  std::vector<int64_t> shape;
+  int64_t offset = 0;
+  int64_t gradOffset = -1;
+  bool isInt = false;
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : shape)
+      n *= d;
+    return n;
+  }
+};
+
+struct AlignedFree {
+  void operator()(void *p) const { std::free(p); }
+};
+using Aligned = std::unique_ptr<void, AlignedFree>;
+
+Aligned allocate(size_t bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  return Aligned(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
+}
+
+} // namespace
+
+struct stlm_model {
+  std::string error;
+  const stlm_artifact *artifact = nullptr;
+  void *library = nullptr;
+  std::string name, specJson;
+  int64_t batch = 0, context = 0, weightsSize = 0, arenaSize = 0;
+  std::map<std::string, Slot> slots; // params and state
+  std::vector<std::string> params;   // declaration order
+  Aligned weights, arena, tokens, targets;
+  std::map<std::string, std::string> metadata;
+
+  stlm_status fail(stlm_status s, std::string msg) {
+    error = std::move(msg);
+    return s;
+  }
+  stlm_status ok() {
+    error.clear();
+    return STLM_OK;
+  }
+  uint8_t *at(int64_t offset) const {
+    return static_cast<uint8_t *>(weights.get()) + offset;
+  }
+  const Slot *find(const std::string &n) const {
+    auto it = slots.find(n);
+    return it == slots.end() ? nullptr : &it->second;
+  }
+  stlm_status init(const stlm_artifact *a);
+  stlm_status run(int32_t (*fn)(void *, void *, const int32_t *,
+                                const int32_t *, float *),
+                  const int32_t *tok, const int32_t *tgt, float *out,
+                  const char *what);
+};
+
+stlm_status stlm_model::init(const stlm_artifact *a) {
+  if (!a)
+    return fail(STLM_ERROR_ARGUMENT, "stlm_open: the artifact is null");
+  if (a->abi_version != STLM_ABI_VERSION)
+    return fail(STLM_ERROR_FORMAT,
+                "the artifact has ABI version " +
+                    std::to_string(a->abi_version) + "; this runtime reads " +
+                    std::to_string(STLM_ABI_VERSION) +
+                    " (recompile it with this stlm-compile)");
+  if (!a->manifest || !a->train_step || !a->grad || !a->eval ||
+      !a->set_error_handler || !a->set_num_threads)
+    return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
+  artifact = a;
+  try {
+    nlohmann::json m = nlohmann::json::parse(a->manifest);
+    if (m.at("format") != "stlm-artifact" || m.at("version") != 1)
+      return fail(STLM_ERROR_FORMAT, "the artifact's manifest is not an "
+                                     "stlm-artifact version 1 manifest");
+    name = m.at("model").get<std::string>();
+    specJson = m.at("spec").get<std::string>();
+    weightsSize = m.at("weights_size").get<int64_t>();
+    arenaSize = m.at("arena_size").get<int64_t>();
+    const auto &inputs = m.at("inputs");
+    if (inputs.size() != 2 || inputs[0].size() != 2)
+      return fail(STLM_ERROR_FORMAT, "the artifact's inputs are not "
+                                     "[batch, context] tokens and targets");
+    batch = inputs[0][0].get<int64_t>();
+    context = inputs[0][1].get<int64_t>();
+    for (const char *section : {"params", "state"})
+      for (const auto &p : m.at(section)) {
+        Slot s;
+        s.shape = p.at("shape").get<std::vector<int64_t>>();
+        s.offset = p.at("offset").get<int64_t>();
+        s.isInt = p.at("dtype") == "I32";
+        if (p.contains("grad_offset"))
+          s.gradOffset = p.at("grad_offset").get<int64_t>();
+        if (s.offset < 0 || s.offset + 4 * s.numel() > weightsSize ||
+            s.gradOffset + 4 * s.numel() > arenaSize)
+          return fail(STLM_ERROR_FORMAT, "the artifact's manifest places '" +
+                                             p.at("name").get<std::string>() +
+                                             "' outside its buffers");
+        std::string n = p.at("name").get<std::string>();
+        if (std::string(section) == "params")
+          params.push_back(n);
+        slots[n] = s;
+      }
+  } catch (const std::exception &e) {
+    return fail(STLM_ERROR_FORMAT,
+                std::string("the artifact's manifest is corrupt: ") + e.what());
+  }
+  weights = allocate(weightsSize);
+  arena = allocate(arenaSize);
+  tokens = allocate(batch * context * 4);
+  targets = allocate(batch * context * 4);
+  if (!weights || !arena || !tokens || !targets)
+    return fail(STLM_ERROR_MEMORY, "cannot allocate " +
+                                       std::to_string(weightsSize + arenaSize) +
+                                       " bytes for '" + name + "'");
+  std::memset(weights.get(), 0, weightsSize);
+  a->set_error_handler(reinterpret_cast<void *>(&stlmHalideError));
+  return ok();
+}
+
+stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
+                                          const int32_t *, float *),
+                            const int32_t *tok, const int32_t *tgt, float *out,
+                            const char *what) {
+  if (!tok || !tgt || !out)
+    return fail(STLM_ERROR_ARGUMENT,
+                std::string(what) + ": tokens, targets and the result must "
+                                    "not be null");
+  size_t bytes = static_cast<size_t>(batch * context) * 4;
+  std::memcpy(tokens.get(), tok, bytes);
+  std::memcpy(targets.get(), tgt, bytes);
+  halideMessage.clear();
+  int32_t rc = fn(weights.get(), arena.get(),
+                  static_cast<const int32_t *>(tokens.get()),
+                  static_cast<const int32_t *>(targets.get()), out);
+  if (rc != 0)
+    return fail(STLM_ERROR_KERNEL,
+                std::string(what) + ": a kernel failed (Halide error " +
+                    std::to_string(rc) + ")" +
+                    (halideMessage.empty() ? "" : ": " + halideMessage));
+  return ok();
+}
+
+namespace {
+const char *kStepName = "step";
+
+stlm_status badModel() { return STLM_ERROR_ARGUMENT; }
+} // namespace
+
+extern "C" {
+
+stlm_status stlm_open(const stlm_artifact *artifact, stlm_model **model) {
+  if (!model)
+    return STLM_ERROR_ARGUMENT;
+  *model = new (std::nothrow) stlm_model();
+  if (!*model)
+    return STLM_ERROR_MEMORY;
+  return (*model)->init(artifact);
+}
+
+stlm_status stlm_open_library(const char *path, const char *symbol,
+                              stlm_model **model) {
+  if (!model)
+    return STLM_ERROR_ARGUMENT;
+  *model = new (std::nothrow) stlm_model();
+  if (!*model)
+    return STLM_ERROR_MEMORY;
+  stlm_model *m = *model;
+  if (!path)
+    return m->fail(STLM_ERROR_ARGUMENT, "stlm_open_library: the path is null");
+  std::string sym;
+  if (symbol) {
+    sym = symbol;
+  } else {
+    // lib<name>.so -> <name> with non-identifier characters as '_'.
+    std::string file = path;
+    size_t slash = file.find_last_of('/');
+    if (slash != std::string::npos)
+      file = file.substr(slash + 1);
+    if (file.rfind("lib", 0) == 0)
+      file = file.substr(3);
+    size_t dot = file.find(".so");
+    if (dot != std::string::npos)
+      file = file.substr(0, dot);
+    for (char &c : file)
+      if (!std::isalnum(static_cast<unsigned char>(c)))
+        c = '_';
+    sym = file;
+  }
+  m->library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!m->library) {
+    const char *why = dlerror();
+    return m->fail(STLM_ERROR_IO, std::string("cannot load '") + path +
+                                      "': " + (why ? why : "dlopen failed"));
+  }
+  auto *a = static_cast<const stlm_artifact *>(
+      dlsym(m->library, (sym + "_artifact").c_str()));
+  if (!a)
+    return m->fail(STLM_ERROR_FORMAT, std::string("'") + path +
+                                          "' is not an stlm artifact (no "
+                                          "symbol '" +
+                                          sym + "_artifact')");
+  return m->init(a);
+}
+
+void stlm_close(stlm_model *model) {
+  if (!model)
+    return;
+  void *lib = model->library;
+  delete model;
+  if (lib)
+    dlclose(lib);
+}
+
+const char *stlm_error_message(const stlm_model *model) {
+  return model ? model->error.c_str() : "no model (out of memory?)";
+}
+
+const char *stlm_model_name(const stlm_model *model) {
+  return model ? model->name.c_str() : "";
+}
+int64_t stlm_batch(const stlm_model *model) { return model ? model->batch : 0; }
+int64_t stlm_context(const stlm_model *model) {
+  return model ? model->context : 0;
+}
+const char *stlm_spec_json(const stlm_model *model) {
+  return model ? model->specJson.c_str() : "";
+}
+
+stlm_status stlm_set_threads(stlm_model *model, int threads) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (threads < 0)
+    return model->fail(STLM_ERROR_ARGUMENT, "threads must be >= 0");
+  if (threads == 0)
+    threads = static_cast<int>(std::thread::hardware_concurrency());
+  model->artifact->set_num_threads(threads);
+  return model->ok();
+}
+
+stlm_status stlm_set_metadata(stlm_model *model, const char *key,
+                              const char *value) {
+  if (!model)
+    return badModel();
+  if (!key || !value)
+    return model->fail(STLM_ERROR_ARGUMENT, "metadata key and value must "
+                                            "not be null");
+  model->metadata[key] = value;
+  return model->ok();
+}
+
+int64_t stlm_step(const stlm_model *model) {
+  if (!model || !model->artifact)
+    return 0;
+  const Slot *s = model->find(kStepName);
+  if (!s)
+    return 0;
+  int32_t v;
+  std::memcpy(&v, model->at(s->offset), 4);
+  return v;
+}
+
+stlm_status stlm_set_step(stlm_model *model, int64_t step) {
+  if (!model || !model->artifact)
+    return badModel();
+  const Slot *s = model->find(kStepName);
+  if (!s)
+    return model->fail(STLM_ERROR_ARGUMENT, "the model has no step counter");
+  if (step < 0 || step > INT32_MAX - 1)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "step " + std::to_string(step) + " is out of range");
+  int32_t v = static_cast<int32_t>(step);
+  std::memcpy(model->at(s->offset), &v, 4);
+  return model->ok();
+}
+
+int64_t stlm_tensor_size(const stlm_model *model, const char *name) {
+  if (!model || !model->artifact || !name)
+    return -1;
+  std::string n = name;
+  bool grad = n.rfind("grad.", 0) == 0;
+  const Slot *s = model->find(grad ? n.substr(5) : n);
+  if (!s || s->isInt || (grad && s->gradOffset < 0))
+    return -1;
+  return s->numel();
+}
+
+stlm_status stlm_read(const stlm_model *cmodel, const char *name, float *out,
+                      size_t count) {
+  auto *model = const_cast<stlm_model *>(cmodel);
+  if (!model || !model->artifact)
+    return badModel();
+  if (!name || !out)
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_read: null argument");
+  std::string n = name;
+  bool grad = n.rfind("grad.", 0) == 0;
+  const Slot *s = model->find(grad ? n.substr(5) : n);
+  if (!s || s->isInt || (grad && s->gradOffset < 0))
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "'" + n + "' is not a float tensor of '" + model->name +
+                           "'");
+  if (count != static_cast<size_t>(s->numel()))
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "'" + n + "' has " + std::to_string(s->numel()) +
+                           " elements, not " + std::to_string(count));
+  const uint8_t *src =
+      grad ? static_cast<uint8_t *>(model->arena.get()) + s->gradOffset
+           : model->at(s->offset);
+  std::memcpy(out, src, count * 4);
+  return model->ok();
+}
+
+stlm_status stlm_write(stlm_model *model, const char *name,
+                       const float *values, size_t count) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!name || !values)
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_write: null argument");
+  const Slot *s = model->find(name);
+  if (!s || s->isInt)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       std::string("'") + name +
+                           "' is not a float tensor of '" + model->name + "'");
+  if (count != static_cast<size_t>(s->numel()))
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       std::string("'") + name + "' has " +
+                           std::to_string(s->numel()) + " elements, not " +
+                           std::to_string(count));
+  std::memcpy(model->at(s->offset), values, count * 4);
+  return model->ok();
+}
+
+stlm_status stlm_load(stlm_model *model, const char *path) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!path)
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_load: the path is null");
+  std::string error;
+  std::unique_ptr<stlm::SafeTensorsFile> file =
+      stlm::SafeTensorsFile::open(path, error);
+  if (!file)
+    return model->fail(access(path, R_OK) != 0 ? STLM_ERROR_IO
+                                               : STLM_ERROR_FORMAT,
+                       error);
+  // Same model: the stored spec without its training section.
+  auto stored = file->metadata().find("stlm_spec");
+  if (stored != file->metadata().end()) {
+    try {
+      nlohmann::json a = nlohmann::json::parse(model->specJson),
+                     b = nlohmann::json::parse(stored->second);
+      a.erase("train");
+      b.erase("train");
+      if (a != b)
+        return model->fail(
+            STLM_ERROR_MISMATCH,
+            std::string(path) + " holds weights of model '" +
+                b.value("name", std::string("?")) + "', not of '" +
+                model->name + "' (their specs differ)");
+    } catch (const std::exception &e) {
+      return model->fail(STLM_ERROR_FORMAT,
+                         std::string(path) +
+                             ": __metadata__.stlm_spec is not JSON: " +
+                             e.what());
+    }
+  }
+  // Check everything before changing anything.
+  std::vector<std::string> problems;
+  auto check = [&](const std::string &n, bool required) {
+    const stlm::TensorView *t = file->find(n);
+    const Slot &s = model->slots.at(n);
+    if (!t) {
+      if (required)
+        problems.push_back("missing tensor '" + n + "'");
+      return;
+    }
+    if (t->dtype != stlm::DType::F32 || t->shape != s.shape)
+      problems.push_back("'" + n + "' is " + stlm::dtypeName(t->dtype) +
+                         " of another shape than the model's F32 tensor");
+  };
+  bool anyState = false;
+  for (const std::string &p : model->params) {
+    check(p, true);
+    for (const char *prefix : {"opt.m.", "opt.v."}) {
+      bool has = file->find(prefix + p) != nullptr;
+      anyState |= has;
+    }
+  }
+  for (const stlm::TensorView &t : file->tensors())
+    if (!model->slots.count(t.name) || t.name == kStepName)
+      problems.push_back("unexpected tensor '" + t.name + "'");
+  if (anyState)
+    for (const std::string &p : model->params)
+      for (const char *prefix : {"opt.m.", "opt.v."})
+        check(prefix + p, true); // all moments or none
+  int64_t step = 0;
+  auto st = file->metadata().find("step");
+  if (st != file->metadata().end()) {
+    char *end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(st->second.c_str(), &end, 10);
+    if (st->second.empty() || *end != '\0' || errno != 0 || v < 0 ||
+        v > INT32_MAX - 1)
+      problems.push_back("__metadata__.step '" + st->second +
+                         "' is not a step count");
+    step = v;
+  }
+  if (!problems.empty()) {
+    std::string msg = std::string(path) + " is not a checkpoint of model '" +
+                      model->name + "' (" + std::to_string(problems.size()) +
+                      " problems):";
+    for (const std::string &p : problems)
+      msg += "\n  " + p;
+    return model->fail(STLM_ERROR_MISMATCH, msg);
+  }
+  // Parameters; moments (zero when the file has none); the step.
+  for (const std::string &p : model->params)
+    for (const std::string &n :
+         {p, std::string("opt.m.") + p, std::string("opt.v.") + p}) {
+      const Slot &s = model->slots.at(n);
+      const stlm::TensorView *t = file->find(n);
+      if (t)
+        std::memcpy(model->at(s.offset), t->data, t->size);
+      else
+        std::memset(model->at(s.offset), 0, s.numel() * 4);
+    }
+  for (const auto &[key, value] : file->metadata())
+    if (key == "seed")
+      model->metadata[key] = value;
+  return stlm_set_step(model, step);
+}
+
+stlm_status stlm_save(const stlm_model *cmodel, const char *path) {
+  auto *model = const_cast<stlm_model *>(cmodel);
+  if (!model || !model->artifact)
+    return badModel();
+  if (!path)
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_save: the path is null");
+  std::vector<stlm::TensorToWrite> tensors;
+  for (const std::string &p : model->params)
+    for (const std::string &n :
+         {p, std::string("opt.m.") + p, std::string("opt.v.") + p}) {
+      const Slot &s = model->slots.at(n);
+      tensors.push_back({n, stlm::DType::F32, s.shape, model->at(s.offset),
+                         static_cast<size_t>(s.numel()) * 4});
+    }
+  std::map<std::string, std::string> meta = model->metadata;
+  meta["stlm_spec"] = model->specJson;
+  meta["stlm_format"] = "1";
+  meta["step"] = std::to_string(stlm_step(model));
+  std::string error;
+  if (!stlm::writeSafeTensors(path, tensors, meta, error))
+    return model->fail(STLM_ERROR_IO, error);
+  return model->ok();
+}
+
+stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
+                            const int32_t *targets, stlm_step_result *out) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!out)
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_train_step: null result");
+  float r[3];
+  stlm_status s = model->run(model->artifact->train_step, tokens, targets, r,
+                             "train step");
+  if (s != STLM_OK)
+    return s;
+  out->loss = r[0], out->grad_norm = r[1], out->lr = r[2];
+  out->step = stlm_step(model);
+  return STLM_OK;
+}
+
+stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
+                      const int32_t *targets, float *loss) {
+  if (!model || !model->artifact)
+    return badModel();
+  return model->run(model->artifact->grad, tokens, targets, loss, "gradient");
+}
+
+stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
+                      const int32_t *targets, float *loss) {
+  if (!model || !model->artifact)
+    return badModel();
+  return model->run(model->artifact->eval, tokens, targets, loss,
+                    "evaluation");
+}
+
+} // extern "C"
