@@ -1,0 +1,92 @@
+//===- model.cpp - time a compiled model's training step and forward ------===//
+//
+//   stlm-bench-model lib<name>.so WEIGHTS.safetensors [--steps N]
+//       [--threads T]
+//
+// Opens the artifact through the C runtime, loads the weights, and times N
+// training steps and N forward passes (stlm_eval: loss without gradients)
+// on fixed pseudo-random byte batches after 3 warm-up calls each. Prints
+// one JSON object: median milliseconds and bytes/s of each.
+//
+//===----------------------------------------------------------------------===//
+
+#include "stlm/stlm.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+int die(stlm_model *m, const char *what) {
+  std::fprintf(stderr, "stlm-bench-model: error: %s: %s\n", what,
+               stlm_error_message(m));
+  return 1;
+}
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: stlm-bench-model lib<name>.so W.safetensors "
+                         "[--steps N] [--threads T]\n");
+    return 2;
+  }
+  int steps = 20, threads = 0;
+  for (int i = 3; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--steps"))
+      steps = std::max(1, std::atoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--threads"))
+      threads = std::max(0, std::atoi(argv[i + 1]));
+  }
+  stlm_model *m = nullptr;
+  if (stlm_open_library(argv[1], nullptr, &m) != STLM_OK)
+    return die(m, "open");
+  if (stlm_load(m, argv[2]) != STLM_OK)
+    return die(m, "load");
+  if (stlm_set_threads(m, threads) != STLM_OK)
+    return die(m, "threads");
+  int64_t n = stlm_batch(m) * stlm_context(m);
+  std::vector<int32_t> tokens(n), targets(n);
+  uint32_t s = 1;
+  for (int64_t i = 0; i < n; ++i) {
+    s = s * 1664525u + 1013904223u;
+    tokens[i] = (s >> 24) & 255;
+    targets[i] = (s >> 16) & 255;
+  }
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> train, forward;
+  for (int i = 0; i < steps + 3; ++i) {
+    stlm_step_result r;
+    auto t0 = Clock::now();
+    if (stlm_train_step(m, tokens.data(), targets.data(), &r) != STLM_OK)
+      return die(m, "train step");
+    if (i >= 3)
+      train.push_back(
+          std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  for (int i = 0; i < steps + 3; ++i) {
+    float loss;
+    auto t0 = Clock::now();
+    if (stlm_eval(m, tokens.data(), targets.data(), &loss) != STLM_OK)
+      return die(m, "eval");
+    if (i >= 3)
+      forward.push_back(
+          std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  double tm = median(train), fm = median(forward);
+  std::printf("{\"model\": \"%s\", \"batch\": %lld, \"context\": %lld, "
+              "\"train_ms\": %.3f, \"train_bytes_per_s\": %.1f, "
+              "\"forward_ms\": %.3f, \"forward_bytes_per_s\": %.1f}\n",
+              stlm_model_name(m), static_cast<long long>(stlm_batch(m)),
+              static_cast<long long>(stlm_context(m)), tm, n / tm * 1e3, fm,
+              n / fm * 1e3);
+  stlm_close(m);
+  return 0;
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Compiled stlm vs PyTorch on one model, in one run: training step, forward
+# (loss) and KV-cached generation, as bytes/s and ratios.
+#
+#   bench/ref3m.sh [SPEC.yaml] [--threads N] [--steps N]
+#
+# Default spec: examples/models/ref-3m.yaml; 2 threads; 20 timed calls
+# (medians). Needs a build (scripts/build.sh) and PyTorch
+# (scripts/install-deps.sh --bench). For a fair peer it unsets
+# OPENBLAS_CORETYPE, sets OMP_WAIT_POLICY=passive and the thread count on
+# both sides.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/build/bin"
+spec="$root/examples/models/ref-3m.yaml"
+threads=2
+steps=20
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --threads) threads="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    -*) echo "ref3m.sh: unknown option $1" >&2; exit 2 ;;
+    *) spec="$1"; shift ;;
+  esac
+done
+for tool in stlm-compile stlm-run stlm-bench-model; do
+  [[ -x "$bin/$tool" ]] || { echo "ref3m.sh: build first ($bin/$tool is missing)" >&2; exit 1; }
+done
+/usr/bin/python3 -c 'import torch' 2>/dev/null || {
+  echo "ref3m.sh: PyTorch is missing; run scripts/install-deps.sh --bench" >&2; exit 1; }
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$bin/stlm-compile" "$spec" -o "$work/art" > /dev/null
+"$bin/stlm-run" init "$spec" -o "$work/w.safetensors" > /dev/null
+manifest="$(ls "$work"/art/*.manifest.json)"
+name="$(basename "$manifest" .manifest.json)"
+/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["spec"])' \
+  "$manifest" > "$work/spec.json"
+
+unset OPENBLAS_CORETYPE
+export OMP_WAIT_POLICY=passive OMP_NUM_THREADS="$threads"
+ours="$("$bin/stlm-bench-model" "$work/art/lib$name.so" "$work/w.safetensors" \
+  --steps "$steps" --threads "$threads")"
+peer="$(/usr/bin/python3 "$root/bench/torch_model.py" "$work/spec.json" \
+  --threads "$threads" --steps "$steps")"
+/usr/bin/python3 - "$ours" "$peer" <<'PY'
+import json, sys
+o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+print(f"model {o['model']}: batch {o['batch']} x context {o['context']}, "
+      f"{p['threads']} threads, peer {p['peer']} (fp32)")
+print(f"{'':10} {'stlm B/s':>12} {'PyTorch B/s':>12} {'ratio':>7}")
+for k in ("train", "forward"):
+    a, b = o[k + "_bytes_per_s"], p[k + "_bytes_per_s"]
+    print(f"{k:10} {a:12.0f} {b:12.0f} {a / b:6.2f}x")
+print(f"{'generate':10} {'n/a':>12} {p['generate_bytes_per_s']:12.0f}"
+      "  (stlm: no native generation entry yet)")
+print(json.dumps({"stlm": o, "pytorch": p}))
+PY

@@ -1,0 +1,163 @@
+#!/usr/bin/python3
+"""The PyTorch peer of bench/ref3m.sh: the same model as an stlm spec
+(token embedding tied to the head, RMSNorm, RoPE, causal multi-head
+attention, GELU or SwiGLU FFN), the same batch, AdamW with decay on matrices
+and global-norm clipping. Times training steps, forward passes (loss only,
+no_grad) and KV-cached generation; prints one JSON object.
+
+    /usr/bin/python3 bench/torch_model.py SPEC.json --threads 2 --steps 20
+
+Run it through bench/ref3m.sh, which sets the environment a fair
+comparison needs (OPENBLAS_CORETYPE unset, OMP_WAIT_POLICY=passive).
+"""
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        w, h, kv = c["width"], c["heads"], c.get("kv_heads", c["heads"])
+        self.h, self.kv, self.hd = h, kv, w // h
+        self.attn_norm = torch.nn.Parameter(torch.ones(w))
+        self.wq = torch.nn.Linear(w, w, bias=False)
+        self.wk = torch.nn.Linear(w, kv * self.hd, bias=False)
+        self.wv = torch.nn.Linear(w, kv * self.hd, bias=False)
+        self.wo = torch.nn.Linear(w, w, bias=False)
+        self.ffn_norm = torch.nn.Parameter(torch.ones(w))
+        self.swiglu = c["ffn"] == "swiglu"
+        self.w1 = torch.nn.Linear(w, c["ffn_width"], bias=False)
+        if self.swiglu:
+            self.w3 = torch.nn.Linear(w, c["ffn_width"], bias=False)
+        self.w2 = torch.nn.Linear(c["ffn_width"], w, bias=False)
+
+    def forward(self, x, cos, sin, cache=None, pos=0):
+        b, t, w = x.shape
+        h = rmsnorm(x, self.attn_norm)
+        q = self.wq(h).view(b, t, self.h, self.hd).transpose(1, 2)
+        k = self.wk(h).view(b, t, self.kv, self.hd).transpose(1, 2)
+        v = self.wv(h).view(b, t, self.kv, self.hd).transpose(1, 2)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
+        if cache is not None:
+            cache[0][:, :, pos:pos + t], cache[1][:, :, pos:pos + t] = k, v
+            k, v = cache[0][:, :, :pos + t], cache[1][:, :, :pos + t]
+        if self.kv != self.h:
+            k = k.repeat_interleave(self.h // self.kv, dim=1)
+            v = v.repeat_interleave(self.h // self.kv, dim=1)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(self.hd)
+        n = k.shape[2]
+        mask = torch.ones(t, n, dtype=torch.bool).tril(diagonal=n - t)
+        s = s.masked_fill(~mask, float("-inf"))
+        y = (s.softmax(-1) @ v).transpose(1, 2).reshape(b, t, w)
+        x = x + self.wo(y)
+        h = rmsnorm(x, self.ffn_norm)
+        a = F.silu(self.w1(h)) * self.w3(h) if self.swiglu else F.gelu(self.w1(h))
+        return x + self.w2(a)
+
+
+def rmsnorm(x, g, eps=1e-6):
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * g
+
+
+def rope(x, cos, sin):
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), -1).flatten(-2)
+
+
+class Model(torch.nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        c = spec["core"]
+        self.c = c
+        self.embed = torch.nn.Embedding(spec["embedder"].get("vocab_size", 256), c["width"])
+        self.layers = torch.nn.ModuleList(Block(c) for _ in range(c["layers"]))
+        self.norm = torch.nn.Parameter(torch.ones(c["width"]))
+        hd = c["width"] // c["heads"]
+        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        ang = torch.arange(c["context"]).float()[:, None] * inv[None, :]
+        self.cos, self.sin = ang.cos(), ang.sin()
+
+    def forward(self, ids, caches=None, pos=0):
+        t = ids.shape[1]
+        cos, sin = self.cos[pos:pos + t], self.sin[pos:pos + t]
+        x = self.embed(ids)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, None if caches is None else caches[i], pos)
+        return rmsnorm(x, self.norm) @ self.embed.weight.t()
+
+
+def median_ms(fn, steps):
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("spec")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--generate", type=int, default=128)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    spec = json.load(open(a.spec))
+    tr = spec.get("train", {})
+    model = Model(spec)
+    b, t = tr.get("batch", 16), spec["core"]["context"]
+    ids = torch.randint(0, 256, (b, t))
+    tgt = torch.randint(0, 256, (b, t))
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tr.get("weight_decay", 0.1)},
+         {"params": other, "weight_decay": 0.0}],
+        lr=tr.get("lr", 1e-3), betas=tuple(tr.get("betas", [0.9, 0.99])), eps=1e-8)
+
+    def train_step():
+        loss = F.cross_entropy(model(ids).view(-1, 256), tgt.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tr.get("grad_clip", 1.0))
+        opt.step()
+
+    def forward():
+        with torch.no_grad():
+            F.cross_entropy(model(ids).view(-1, 256), tgt.view(-1))
+
+    train_ms = median_ms(train_step, a.steps)
+    forward_ms = median_ms(forward, a.steps)
+
+    # Greedy generation with a KV cache, one sequence, from a 1-byte prompt.
+    c = spec["core"]
+    kv, hd = c.get("kv_heads", c["heads"]), c["width"] // c["heads"]
+    n = min(a.generate, t)
+    with torch.no_grad():
+        caches = [(torch.zeros(1, kv, t, hd), torch.zeros(1, kv, t, hd))
+                  for _ in range(c["layers"])]
+        tok = torch.tensor([[10]])
+        t0 = time.perf_counter()
+        for pos in range(n):
+            tok = model(tok, caches, pos)[:, -1].argmax(-1, keepdim=True)
+        gen_s = time.perf_counter() - t0
+    print(json.dumps({
+        "peer": "pytorch " + torch.__version__, "threads": a.threads,
+        "batch": b, "context": t,
+        "train_ms": train_ms, "train_bytes_per_s": b * t / train_ms * 1e3,
+        "forward_ms": forward_ms, "forward_bytes_per_s": b * t / forward_ms * 1e3,
+        "generate_bytes_per_s": n / gen_s}))
+
+
+if __name__ == "__main__":
+    main()
