@@ -89,6 +89,8 @@ private:
     return 1;
   }
   bool initialise(std::string &error);
+  /// Fresh AdamW moments for every parameter.
+  bool zeroMoments(std::string &error);
   bool resume(std::string &error);
   bool save(const std::string &path, int64_t step, std::string &error);
   void log(const std::string &json) {
@@ -108,17 +110,20 @@ private:
   std::ofstream logFile;
 };
 
-bool Session::initialise(std::string &error) {
-  for (const InitTensor &w : initWeights(table, seed))
-    if (!engine.setTensor(w.param->name, w.param->shape, w.values, error))
-      return false;
-  // Fresh AdamW moments.
+bool Session::zeroMoments(std::string &error) {
   for (const ParamInfo &p : table.params)
     for (const char *prefix : {"opt.m.", "opt.v."})
       if (!engine.setTensor(prefix + p.name, p.shape,
                             std::vector<float>(p.numel(), 0.0f), error))
         return false;
-  return engine.setStep(0, error);
+  return true;
+}
+
+bool Session::initialise(std::string &error) {
+  for (const InitTensor &w : initWeights(table, seed))
+    if (!engine.setTensor(w.param->name, w.param->shape, w.values, error))
+      return false;
+  return zeroMoments(error) && engine.setStep(0, error);
 }
 
 bool Session::resume(std::string &error) {
@@ -173,12 +178,8 @@ bool Session::resume(std::string &error) {
     if (!engine.setTensor(t.name, t.shape, values, error))
       return false;
   }
-  if (!anyState)
-    for (const ParamInfo &p : table.params)
-      for (const char *prefix : {"opt.m.", "opt.v."})
-        if (!engine.setTensor(prefix + p.name, p.shape,
-                              std::vector<float>(p.numel(), 0.0f), error))
-          return false;
+  if (!anyState && !zeroMoments(error))
+    return false;
   auto step = file->metadata().find("step");
   if (step != file->metadata().end()) {
     char *end = nullptr;

@@ -126,6 +126,8 @@ private:
   Value buffer(Value host, RankedTensorType t, int rank, int slot);
   /// Calls a kernel; on a non-zero status returns it from the function.
   void call(const KernelSpec &spec, ArrayRef<Value> args);
+  /// Returns `rc` from the function when it is not 0, else goes on.
+  void returnOnError(Value rc);
 
   Value ptrOf(Value v) {
     Place &p = places[v];
@@ -267,7 +269,10 @@ Value Lowering::buffer(Value host, RankedTensorType t, int rank, int slot) {
 
 void Lowering::call(const KernelSpec &spec, ArrayRef<Value> args) {
   LLVM::LLVMFuncOp fn = kernel(spec, args);
-  Value rc = b.create<LLVM::CallOp>(loc, fn, args).getResult();
+  returnOnError(b.create<LLVM::CallOp>(loc, fn, args).getResult());
+}
+
+void Lowering::returnOnError(Value rc) {
   Value bad = b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::ne, rc,
                                      constI32(0));
   Block *next = b.createBlock(&current.getBody());
@@ -560,14 +565,8 @@ LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
               for (Value a : c.getOperands())
                 args.push_back(ptrOf(a));
               args.push_back(loss);
-              Value rc = b.create<LLVM::CallOp>(loc, gradFn, args).getResult();
-              Value bad = b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::ne,
-                                                 rc, constI32(0));
-              Block *next = b.createBlock(&current.getBody());
-              b.setInsertionPointToEnd(next->getPrevNode());
-              b.create<LLVM::CondBrOp>(loc, bad, exit, ValueRange{rc}, next,
-                                       ValueRange{});
-              b.setInsertionPointToStart(next);
+              returnOnError(
+                  b.create<LLVM::CallOp>(loc, gradFn, args).getResult());
               places[c.getResult(0)].scalar =
                   b.create<LLVM::LoadOp>(loc, f32, loss);
               for (auto [i, off] : llvm::enumerate(layout.gradOffsets)) {
@@ -746,10 +745,7 @@ FailureOr<DriverLayout> lowerToLLVM(ModuleOp module, ir::ModelOp model,
     return model.emitOpError("has ops with no kernel: ")
            << plan.unsupported.begin()->first;
   Lowering lowering(module, model, plan, panel);
-  FailureOr<DriverLayout> layout = lowering.run();
-  if (succeeded(layout))
-    model.erase();
-  return layout;
+  return lowering.run();
 }
 
 namespace {
@@ -771,6 +767,7 @@ struct LowerToLLVMPass
       KernelPlan plan = planKernels(m, hostPanel());
       if (failed(lowerToLLVM(getOperation(), m, plan, hostPanel())))
         return signalPassFailure();
+      m.erase();
     }
   }
 };

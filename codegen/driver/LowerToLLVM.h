@@ -41,8 +41,9 @@ struct DriverLayout {
 /// The C symbol prefix of `model`: its symbol name (already an identifier).
 std::string symbolPrefix(mlir::stlm::ModelOp model);
 
-/// Adds the driver functions of `model` to `module` (top level) and erases
-/// the model. Fails with a diagnostic on an op the driver cannot lower.
+/// Adds the driver functions of `model` to `module` (top level); the model
+/// stays for the caller to describe, and must be erased before
+/// translation. Fails with a diagnostic on an op the driver cannot lower.
 mlir::FailureOr<DriverLayout> lowerToLLVM(mlir::ModuleOp module,
                                           mlir::stlm::ModelOp model,
                                           const KernelPlan &plan, int panel);

@@ -90,6 +90,14 @@ struct stlm_model {
     auto it = slots.find(n);
     return it == slots.end() ? nullptr : &it->second;
   }
+  /// A float tensor by API name: a slot, or `grad.<param>` (sets `grad`).
+  const Slot *floatTensor(const std::string &n, bool &grad) const {
+    grad = n.rfind("grad.", 0) == 0;
+    const Slot *s = find(grad ? n.substr(5) : n);
+    if (!s || s->isInt || (grad && s->gradOffset < 0))
+      return nullptr;
+    return s;
+  }
   stlm_status init(const stlm_artifact *a);
   stlm_status run(int32_t (*fn)(void *, void *, const int32_t *,
                                 const int32_t *, float *),
@@ -319,12 +327,9 @@ stlm_status stlm_set_step(stlm_model *model, int64_t step) {
 int64_t stlm_tensor_size(const stlm_model *model, const char *name) {
   if (!model || !model->artifact || !name)
     return -1;
-  std::string n = name;
-  bool grad = n.rfind("grad.", 0) == 0;
-  const Slot *s = model->find(grad ? n.substr(5) : n);
-  if (!s || s->isInt || (grad && s->gradOffset < 0))
-    return -1;
-  return s->numel();
+  bool grad;
+  const Slot *s = model->floatTensor(name, grad);
+  return s ? s->numel() : -1;
 }
 
 stlm_status stlm_read(const stlm_model *cmodel, const char *name, float *out,
@@ -335,9 +340,9 @@ stlm_status stlm_read(const stlm_model *cmodel, const char *name, float *out,
   if (!name || !out)
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_read: null argument");
   std::string n = name;
-  bool grad = n.rfind("grad.", 0) == 0;
-  const Slot *s = model->find(grad ? n.substr(5) : n);
-  if (!s || s->isInt || (grad && s->gradOffset < 0))
+  bool grad;
+  const Slot *s = model->floatTensor(n, grad);
+  if (!s)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "'" + n + "' is not a float tensor of '" + model->name +
                            "'");

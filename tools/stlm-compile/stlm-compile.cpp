@@ -465,41 +465,34 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
   if (std::error_code ec = sys::fs::create_directories(objDir))
     return failWith("cannot create '" + objDir + "': " + ec.message());
 
-  // The manifest needs the planned model, which lowering consumes: lower a
-  // clone for the layout first.
+  // Lower once; the manifest reads the planned model (still there after
+  // lowering) and the layout, then the model goes before translation.
+  std::vector<int64_t> input;
+  for (auto f : model.getBody().front().getOps<mlir::func::FuncOp>())
+    if (f.getSymName() == "grad")
+      for (int64_t d :
+           llvm::cast<mlir::RankedTensorType>(f.getArgumentTypes()[0])
+               .getShape())
+        input.push_back(d);
   stlm::codegen::KernelPlan plan;
+  auto layout = lowerDriver(module, model, spec.name, plan);
+  if (failed(layout))
+    return 1;
+  if (input.size() != 2)
+    return failWith("'" + spec.name + "' does not take [batch, context] "
+                    "tokens; the native path compiles token models only");
   std::string manifest;
   raw_string_ostream ms(manifest);
   json::OStream j(ms, 2);
   std::vector<std::string> archives;
-  std::vector<int64_t> input;
-  {
-    mlir::OwningOpRef<mlir::ModuleOp> copy = module.clone();
-    mlir::stlm::ModelOp copyModel = theModel(*copy);
-    for (auto f : copyModel.getBody().front().getOps<mlir::func::FuncOp>())
-      if (f.getSymName() == "grad")
-        for (int64_t d : llvm::cast<mlir::RankedTensorType>(
-                             f.getArgumentTypes()[0])
-                             .getShape())
-          input.push_back(d);
-    stlm::codegen::KernelPlan copyPlan;
-    auto layout = lowerDriver(*copy, copyModel, spec.name, copyPlan);
-    if (failed(layout))
-      return 1;
-    if (input.size() != 2)
-      return failWith("'" + spec.name + "' does not take [batch, context] "
-                      "tokens; the native path compiles token models only");
-    bool ok = true;
-    j.object([&] {
-      describeLayout(model, spec, *layout, j);
-      ok = generateKernels(copyPlan, prefix, objDir, exe, j, archives, error);
-    });
-    if (!ok)
-      return failWith(error);
-  }
-  auto layout = lowerDriver(module, model, spec.name, plan);
-  if (failed(layout))
-    return 1;
+  bool ok = true;
+  j.object([&] {
+    describeLayout(model, spec, *layout, j);
+    ok = generateKernels(plan, prefix, objDir, exe, j, archives, error);
+  });
+  if (!ok)
+    return failWith(error);
+  model.erase();
   addArtifactDescriptor(module, prefix, ms.str());
   std::string driverObj = objDir + "/" + prefix + "_driver.o";
   if (failed(stlm::codegen::emitObjectFile(module, driverObj, error)))
@@ -507,10 +500,13 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
 
   // Unpack the kernels' archives (one object each) and pack one library.
   std::vector<std::string> objects = {driverObj};
+  auto ar = sys::findProgramByName("ar");
+  if (!ar)
+    return failWith("cannot find 'ar' (binutils) to pack lib" + spec.name +
+                    ".a");
   for (const std::string &a : archives) {
     std::string member = sys::path::filename(a).str() + ".o";
-    std::string ar = "/usr/bin/ar";
-    if (!runTool(ar, {"x", "--output=" + objDir, a, member}, error))
+    if (!runTool(*ar, {"x", "--output=" + objDir, a, member}, error))
       return failWith(error);
     objects.push_back(objDir + "/" + member);
   }
@@ -518,7 +514,7 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
   sys::fs::remove(lib);
   std::vector<std::string> arArgs = {"rcs", lib};
   arArgs.insert(arArgs.end(), objects.begin(), objects.end());
-  if (!runTool("/usr/bin/ar", arArgs, error))
+  if (!runTool(*ar, arArgs, error))
     return failWith(error);
   std::vector<std::string> ccArgs = {"-shared", "-o",
                                      dir + "/lib" + spec.name + ".so"};
@@ -608,9 +604,10 @@ int main(int argc, char **argv) {
     return emitArtifact(*module, *parsed.spec, outputPath, argv[0]);
   if (emit == Emit::LLVM) {
     stlm::codegen::KernelPlan plan;
-    if (failed(lowerDriver(*module, theModel(*module), parsed.spec->name,
-                           plan)))
+    mlir::stlm::ModelOp model = theModel(*module);
+    if (failed(lowerDriver(*module, model, parsed.spec->name, plan)))
       return 1;
+    model.erase();
   }
   module->print(out->os());
   out->keep();

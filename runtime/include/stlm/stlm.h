@@ -103,7 +103,8 @@ int64_t stlm_step(const stlm_model *model);
 stlm_status stlm_set_step(stlm_model *model, int64_t step);
 
 /* Tensors by name: a parameter ("layers.0.wq"), optimizer state
- * ("opt.m.layers.0.wq"), or, after stlm_grad, a gradient ("grad.<param>").
+ * ("opt.m.layers.0.wq"), or, after stlm_grad and until the next compute
+ * call (evaluation reuses the arena), a gradient ("grad.<param>").
  * `count` must be the tensor's element count. */
 /* Element count of a tensor named as above; -1 when there is none. */
 int64_t stlm_tensor_size(const stlm_model *model, const char *name);
