@@ -14,6 +14,7 @@
 #include "mlir/Pass/Pass.h"
 
 namespace mlir {
+class OpPassManager;
 class RewriterBase;
 namespace stlm {
 
@@ -26,6 +27,11 @@ namespace stlm {
 /// Expands `repeat` in place into one copy of its body per layer (see
 /// `stlm-unroll-layers`); returns the value that replaced its result.
 Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
+
+/// What the native path runs after stlm-autodiff to place every tensor:
+/// stlm-add-decode (inference functions, KV caches), then stlm-plan-memory.
+/// `stlm-compile --emit=plan` and stlm-run's native check both use it.
+void addPlanPasses(OpPassManager &pm);
 
 } // namespace stlm
 } // namespace mlir

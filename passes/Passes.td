@@ -92,6 +92,38 @@ def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
+  let summary = "Derives KV-cached generation functions from @logits";
+  let description = [{
+    For each `stlm.model` with `@logits(ids: [B, T] i32) -> [B, T, V]`,
+    adds two functions for one sequence and a KV cache per attention layer:
+
+    - `stlm.state @kv.<l>.k`, `@kv.<l>.v : [1, T, K·hd]` for the l-th
+      attention of the unrolled model (keys after RoPE, values);
+    - `@prefill(ids: [1, T]) -> [1, T, V]`: the logits of a sequence from
+      position 0 (equal to row 0 of `@logits` on the same ids), writing
+      cache rows `0 … T−1`;
+    - `@decode_step(id: [1, 1], pos: i32) -> [1, 1, V]`: the logits after
+      one new token at position `pos`, which sees cache rows `0 … pos`
+      after writing row `pos`.
+
+    Both are copies of `@logits` with layers unrolled and every
+    activation `[B, T, …]` retyped to `[1, N, …]`; `stlm.rope` and
+    `stlm.attention` take the first new position as `offset`, and each
+    attention reads its caches after `stlm.write_rows` put the new rows in
+    (assigned back with `stlm.assign`). `@logits` itself is unrolled too,
+    so the memory planner can place all three. Padding a prefill beyond the
+    real tokens is harmless: a row is always rewritten before a query at
+    or after its position reads it.
+
+    A `@logits` with calls, bidirectional attention or position offsets is
+    reported and the pass fails; models without `@logits` (byte-pool
+    models) are left alone.
+  }];
+  let dependentDialects = ["::mlir::arith::ArithDialect",
+                           "::mlir::func::FuncDialect"];
+}
+
 def PlanMemoryPass : Pass<"stlm-plan-memory", "::mlir::ModuleOp"> {
   let summary = "Places every tensor of straight-line functions in one static arena";
   let description = [{

@@ -583,6 +583,24 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         set(o.getResult(), std::move(y));
         return true;
       })
+      .Case([&](ir::WriteRowsOp o) {
+        TT y = in(o.getCache());
+        const TT &rows = in(o.getRows());
+        size_t r = y.shape.size();
+        int64_t S = y.shape[r - 2], N = rows.shape[r - 2], W = y.shape[r - 1];
+        int64_t at = in(o.getOffset()).i[0];
+        if (at < 0 || at + N > S)
+          return fail("rows " + std::to_string(at) + " to " +
+                      std::to_string(at + N - 1) +
+                      " are outside the cache of " + std::to_string(S) +
+                      " rows");
+        for (int64_t b = 0, lead = leading(y.shape, 2); b < lead; ++b)
+          std::copy(rows.f.begin() + b * N * W,
+                    rows.f.begin() + (b + 1) * N * W,
+                    y.f.begin() + (b * S + at) * W);
+        set(o.getResult(), std::move(y));
+        return true;
+      })
       .Case([&](ir::SumLeadingOp o) {
         const TT &x = in(o.getX());
         TT y = out(o.getResult());

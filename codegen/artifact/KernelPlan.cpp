@@ -52,6 +52,9 @@ struct Planner {
 
   /// c[M, N] = … with reduction K; empty when the shape needs padding.
   Specs matmul(const char *form, int64_t m, int64_t n, int64_t k) {
+    // The few rows of generation: a matvec that streams the weights once.
+    if (std::string(form) == "nt" && m < 8 && n % 4 == 0)
+      return {{"stlm_matvec", {{"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
     if (m % 8 != 0 || n % panel != 0) {
       why = std::string("matmul ") + form + " " + num(m) + "x" + num(n) +
             " needs padding to multiples of 8 x " + num(int64_t(panel));
@@ -80,8 +83,13 @@ struct Planner {
     return llvm::TypeSwitch<Operation *, Specs>(op)
         .Case<ir::ParamRefOp, ir::StateRefOp, ir::AssignOp, ir::SplitSlotsOp,
               ir::MergeSlotsOp, ir::LRScheduleOp, ir::WeightedSumOp,
-              arith::ConstantOp, arith::AddIOp, func::ReturnOp, func::CallOp>(
-            [](Operation *) { return Specs{}; })
+              arith::ConstantOp, arith::AddIOp, func::ReturnOp, func::CallOp,
+              ir::WriteRowsOp>([](Operation *) { return Specs{}; })
+        .Case([&](ir::RepeatOp) -> Specs {
+          why = "layers must be unrolled first (stlm-add-decode unrolls "
+                "@logits)";
+          return {};
+        })
         .Case([&](arith::MulFOp o) -> Specs {
           if (numel(o.getResult()) == 1)
             return {};
@@ -211,7 +219,8 @@ std::vector<KernelSpec> kernelsFor(Operation *op, int panel,
 
 std::vector<func::FuncOp> compiledFunctions(ir::ModelOp model) {
   std::vector<func::FuncOp> fns;
-  for (StringRef name : {"grad", "train_step", "accumulate", "apply", "eval"})
+  for (StringRef name : {"grad", "train_step", "accumulate", "apply", "eval",
+                         "logits", "prefill", "decode_step"})
     for (auto f : model.getBody().front().getOps<func::FuncOp>())
       if (f.getSymName() == name && !f.isExternal())
         fns.push_back(f);

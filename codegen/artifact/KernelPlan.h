@@ -1,7 +1,7 @@
 //===- KernelPlan.h - which kernel runs each op of a training step -*- C++ -*-===//
 //
-// Maps every op of a planned training step (@grad, @train_step, or
-// @accumulate / @apply) to the Halide kernel specialisations that compute
+// Maps every op of the planned functions of a model (training step,
+// evaluation, inference) to the Halide kernel specialisations that compute
 // it — a generator of stlm-kernelgen and its shape parameters — or marks it
 // as driver work (scalars, parameter reads and writes, reshapes). Ops with
 // no kernel yet are reported, not skipped.
@@ -47,7 +47,8 @@ std::vector<KernelSpec> kernelsFor(mlir::Operation *op, int panel,
                                    std::string &why);
 
 /// The functions of a model the native path compiles, in planning order:
-/// @grad, @train_step (or @accumulate, @apply) and @eval.
+/// @grad, @train_step (or @accumulate, @apply), @eval, and the inference
+/// functions @logits, @prefill and @decode_step (see stlm-add-decode).
 std::vector<mlir::func::FuncOp> compiledFunctions(mlir::stlm::ModelOp model);
 
 /// Plans the compiled functions of `model` (after stlm-autodiff). `panel`

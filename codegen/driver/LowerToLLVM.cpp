@@ -140,6 +140,16 @@ private:
     }
     return p.ptr;
   }
+  /// The position offset of a RoPE or attention op: its operand, or
+  /// `dflt` without one.
+  template <typename Op> Value offsetOf(Op o, int64_t dflt) {
+    return o.getOffset() ? scalarOf(o.getOffset()) : constI32(dflt);
+  }
+  /// Attention's default offset S − T (queries are the last T keys).
+  template <typename Op> static int64_t keysAfter(Op o) {
+    auto q = tensorType(o.getQ()), k = tensorType(o.getK());
+    return k.getDimSize(k.getRank() - 2) - q.getDimSize(q.getRank() - 2);
+  }
   Value scalarOf(Value v) {
     Place &p = places[v];
     if (!p.scalar) {
@@ -156,6 +166,9 @@ private:
   void finish();
   LogicalResult lowerPlanned(func::FuncOp fn, bool isGrad);
   LogicalResult lowerTrainStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn);
+  /// An inference function: its one tensor result is copied to the extra
+  /// last argument.
+  LogicalResult lowerInference(func::FuncOp fn);
   LogicalResult lowerOp(Operation *op);
   LogicalResult unsupported(Operation *op, const Twine &why) {
     return op->emitOpError("cannot be compiled by the native path: ") << why;
@@ -440,20 +453,75 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         return success();
       })
       .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) {
-        call(specs[0], {buf(op->getOperand(0), 3, 0), constI32(0),
+        call(specs[0], {buf(op->getOperand(0), 3, 0), offsetOf(o, 0),
                         out(0, 3, 1)});
         return success();
       })
       .Case([&](ir::AttentionOp o) {
         call(specs[0], {buf(o.getQ(), 3, 0), buf(o.getK(), 3, 1),
-                        buf(o.getV(), 3, 2), constI32(0), out(0, 3, 3)});
+                        buf(o.getV(), 3, 2), offsetOf(o, keysAfter(o)),
+                        out(0, 3, 3)});
         return success();
       })
       .Case([&](ir::AttentionGradOp o) {
         call(specs[0],
              {buf(o.getQ(), 3, 0), buf(o.getK(), 3, 1), buf(o.getV(), 3, 2),
-              buf(o.getDy(), 3, 3), constI32(0), out(0, 3, 4), out(1, 3, 5),
-              out(2, 3, 6)});
+              buf(o.getDy(), 3, 3), offsetOf(o, keysAfter(o)), out(0, 3, 4),
+              out(1, 3, 5), out(2, 3, 6)});
+        return success();
+      })
+      .Case([&](ir::WriteRowsOp o) -> LogicalResult {
+        // In place in the cache's weights slot: the result is assigned
+        // back to the same state right after.
+        const Place cache = places[o.getCache()];
+        if (cache.symbol.empty())
+          return unsupported(op, "the cache must be a stlm.state read");
+        auto ct = tensorType(o.getCache());
+        int64_t r = ct.getRank(), S = ct.getDimSize(r - 2),
+                W = ct.getDimSize(r - 1),
+                N = tensorType(o.getRows()).getDimSize(r - 2);
+        int64_t lead = ct.getNumElements() / (S * W);
+        Value pos = scalarOf(o.getOffset());
+        Value bad = b.create<LLVM::OrOp>(
+            loc,
+            b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::slt, pos,
+                                   constI32(0)),
+            b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::sgt, pos,
+                                   constI32(S - N)));
+        returnOnError(b.create<LLVM::SelectOp>(
+            loc, bad, constI32(kPositionOutOfRange), constI32(0)));
+        Value first = b.create<LLVM::MulOp>(
+            loc, b.create<LLVM::SExtOp>(loc, i64, pos), constI64(W * 4));
+        Value rows = ptrOf(o.getRows());
+        for (int64_t l = 0; l < lead; ++l) {
+          Value dst = b.create<LLVM::GEPOp>(
+              loc, ptrTy, i8, offsetPtr(cache.ptr, l * S * W * 4),
+              ArrayRef<LLVM::GEPArg>{first});
+          b.create<LLVM::MemcpyOp>(loc, dst, offsetPtr(rows, l * N * W * 4),
+                                   constI64(N * W * 4), false);
+        }
+        places[o.getResult()] = cache;
+        return success();
+      })
+      .Case([&](ir::AssignOp o) -> LogicalResult {
+        std::string name = o.getName().str();
+        const Place &src = places[o.getValue()];
+        if (src.symbol == name)
+          return success(); // updated in place
+        auto it = slots.find(name);
+        if (it == slots.end())
+          return unsupported(op, "'@" + name + "' has no weights slot");
+        Value dst = offsetPtr(weights, it->second);
+        auto t = tensorType(o.getValue());
+        if (src.scalar) {
+          b.create<LLVM::StoreOp>(loc, src.scalar, dst);
+          return success();
+        }
+        b.create<LLVM::MemcpyOp>(
+            loc, dst, src.ptr,
+            constI64(t.getNumElements() *
+                     (t.getElementType().getIntOrFloatBitWidth() / 8)),
+            false);
         return success();
       })
       .Case([&](ir::SwiGLUOp o) {
@@ -670,27 +738,6 @@ LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
               places[o.getNewV()] = places[o.getV()];
               return success();
             })
-            .Case([&](ir::AssignOp o) -> LogicalResult {
-              std::string name = o.getName().str();
-              const Place &src = places[o.getValue()];
-              if (src.symbol == name)
-                return success(); // updated in place
-              auto it = slots.find(name);
-              if (it == slots.end())
-                return unsupported(&op, "'@" + name + "' has no weights slot");
-              Value dst = offsetPtr(weights, it->second);
-              auto t = tensorType(o.getValue());
-              if (src.scalar) {
-                b.create<LLVM::StoreOp>(loc, src.scalar, dst);
-                return success();
-              }
-              b.create<LLVM::MemcpyOp>(
-                  loc, dst, src.ptr,
-                  constI64(t.getNumElements() *
-                           (t.getElementType().getIntOrFloatBitWidth() / 8)),
-                  false);
-              return success();
-            })
             .Case([&](func::ReturnOp r) -> LogicalResult {
               for (auto [i, v] : llvm::enumerate(r.getOperands()))
                 b.create<LLVM::StoreOp>(
@@ -706,6 +753,28 @@ LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
   return success();
 }
 
+LogicalResult Lowering::lowerInference(func::FuncOp fn) {
+  auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size");
+  if (!arenaSize)
+    return fn.emitOpError("has no memory plan (run stlm-plan-memory first)");
+  layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
+  begin(fn.getSymName(), fn, 1);
+  Value resultOut = current.getArgument(current.getNumArguments() - 1);
+  for (Operation &op : fn.getBody().front())
+    if (failed(lowerOp(&op)))
+      return failure();
+  auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
+  loc = ret.getLoc();
+  if (ret.getNumOperands() != 1)
+    return fn.emitOpError("must return one tensor to be compiled");
+  auto t = tensorType(ret.getOperand(0));
+  b.create<LLVM::MemcpyOp>(loc, resultOut, ptrOf(ret.getOperand(0)),
+                           constI64(t.getNumElements() * 4), false);
+  finish();
+  layout.inference.push_back(fn.getSymName().str());
+  return success();
+}
+
 FailureOr<DriverLayout> Lowering::run() {
   auto weightsSize = model->getAttrOfType<IntegerAttr>("stlm.weights_size");
   if (!weightsSize)
@@ -713,6 +782,7 @@ FailureOr<DriverLayout> Lowering::run() {
                              "first)");
   layout.weightsSize = weightsSize.getInt();
   func::FuncOp grad, trainStep, eval;
+  SmallVector<func::FuncOp> inference;
   for (func::FuncOp f : compiledFunctions(model)) {
     if (f.getSymName() == "grad")
       grad = f;
@@ -720,6 +790,9 @@ FailureOr<DriverLayout> Lowering::run() {
       trainStep = f;
     else if (f.getSymName() == "eval")
       eval = f;
+    else if (f.getSymName() == "logits" || f.getSymName() == "prefill" ||
+             f.getSymName() == "decode_step")
+      inference.push_back(f);
     else
       return f.emitOpError("cannot be compiled by the native path yet "
                            "(gradient accumulation)");
@@ -733,6 +806,9 @@ FailureOr<DriverLayout> Lowering::run() {
   if (failed(lowerTrainStep(trainStep, gradFn)) ||
       failed(lowerPlanned(eval, /*isGrad=*/false)))
     return failure();
+  for (func::FuncOp f : inference)
+    if (failed(lowerInference(f)))
+      return failure();
   return layout;
 }
 

@@ -11,9 +11,21 @@
 //   int32_t <m>_eval(void *weights, void *arena, const int32_t *arg0, ...,
 //                    float *loss)
 //
-// Each returns 0 or the first failing kernel's Halide error code. Every
-// buffer is 64-byte aligned: the weights and the arena by the caller, the
-// offsets by the plan. Kernel `i` of the plan is `<m>_k<i>`.
+// and, for the inference functions stlm-add-decode adds (KV caches in the
+// weights blob, written in place):
+//
+//   int32_t <m>_logits(void *weights, void *arena, const int32_t *tokens,
+//                      float *logits)                 // [B, T, V]
+//   int32_t <m>_prefill(void *weights, void *arena, const int32_t *tokens,
+//                       float *logits)                // [1, T] -> [1, T, V]
+//   int32_t <m>_decode_step(void *weights, void *arena,
+//                           const int32_t *token, const int32_t *pos,
+//                           float *logits)            // [V]
+//
+// Each returns 0 or the first failing kernel's Halide error code
+// (negative); a decode position outside the cache returns
+// kPositionOutOfRange. Every buffer is 64-byte aligned: the weights and the
+// arena by the caller, the offsets by the plan. Kernel `i` of the plan is `<m>_k<i>`.
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,7 +48,13 @@ struct DriverLayout {
   std::vector<int64_t> gradOffsets;
   int64_t arenaSize = 0;   // the largest arena of the compiled functions
   int64_t weightsSize = 0; // parameters and optimizer state
+  /// The inference entry points lowered ("logits", "prefill",
+  /// "decode_step"), in order.
+  std::vector<std::string> inference;
 };
+
+/// What a driver returns when a decode position does not fit the cache.
+constexpr int32_t kPositionOutOfRange = 1;
 
 /// The C symbol prefix of `model`: its symbol name (already an identifier).
 std::string symbolPrefix(mlir::stlm::ModelOp model);

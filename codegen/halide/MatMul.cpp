@@ -17,6 +17,11 @@
 // blocks run in parallel. M must be a multiple of 8 and N of P; other
 // shapes are refused at generation (callers pad).
 //
+// stlm_matvec computes form nt for the few rows of generation (m < 8, one
+// token at a time): it is bound by reading b once, so each parallel task
+// owns a block of b's rows and, for four of them at a time, keeps vector
+// partial sums over K in registers, then reduces the lanes.
+//
 // Generator sources are compiled only into stlm-kernelgen; no LLVM/MLIR
 // header may be included here (Halide links its own LLVM).
 //
@@ -127,6 +132,73 @@ private:
   int vec = 16, panel = 32;
 };
 
+class MatVec : public Generator<MatVec> {
+public:
+  GeneratorParam<int> m{"m", 1}; // rows of a and c
+  GeneratorParam<int> n{"n", 64}; // rows of b, columns of c
+  GeneratorParam<int> k{"k", 64}; // reduction length
+
+  Input<Buffer<float>> a{"a", 2}; // [m, k]
+  Input<Buffer<float>> b{"b", 2}; // [n, k]
+  Output<Buffer<float>> c{"c", 2}; // [m, n] = a · bᵀ
+
+  void generate() {
+    const int M = m, N = n, K = k;
+    if (M < 1 || N < 1 || K < 1)
+      stlm::halide::fail("stlm_matvec", "m, n and k must be positive");
+    if (N % kBlock != 0)
+      stlm::halide::fail("stlm_matvec", "n must be a multiple of " +
+                                            std::to_string(kBlock) +
+                                            " (got n=" + std::to_string(N) +
+                                            ")");
+    vec = natural_vector_size<float>();
+    const int chunks = K / vec, tail = K - chunks * vec;
+    Expr sumAll = 0.0f;
+    if (chunks > 0) {
+      RDom rv(0, chunks, "rv");
+      partial(lane, j, i) = 0.0f;
+      partial(lane, j, i) += a(rv * vec + lane, i) * b(rv * vec + lane, j);
+      rk = rv.x;
+      RDom rl(0, vec, "rl");
+      sumAll = sum(partial(rl, j, i));
+    }
+    if (tail > 0) {
+      RDom rt(chunks * vec, tail, "rt");
+      sumAll += sum(a(rt, i) * b(rt, j));
+    }
+    c(j, i) = sumAll;
+  }
+
+  void schedule() {
+    const int M = m, N = n, K = k;
+    stlm::halide::requireAligned(a, b, c);
+    stlm::halide::boundRowMajor(a, K, M);
+    stlm::halide::boundRowMajor(b, K, N);
+    stlm::halide::boundRowMajor(c, N, M);
+    int rowsPerTask = kBlock;
+    while (rowsPerTask * 2 <= 64 && N / (rowsPerTask * 2) >= 8)
+      rowsPerTask *= 2;
+    Var jt("jt"), jr("jr"), jo("jo"), ji("ji");
+    c.split(j, jt, jr, rowsPerTask, TailStrategy::GuardWithIf)
+        .split(jr, jo, ji, kBlock)
+        .reorder(ji, jo, i, jt)
+        .unroll(ji)
+        .parallel(jt);
+    if (K / vec > 0) {
+      partial.compute_at(c, jo).vectorize(lane).unroll(j);
+      partial.update().reorder(lane, j, i, rk).vectorize(lane).unroll(j);
+    }
+  }
+
+private:
+  static constexpr int kBlock = 4;
+  Var i{"i"}, j{"j"}, lane{"lane"};
+  Func partial{"partial"};
+  RVar rk;
+  int vec = 16;
+};
+
 } // namespace
 
 HALIDE_REGISTER_GENERATOR(MatMul, stlm_matmul)
+HALIDE_REGISTER_GENERATOR(MatVec, stlm_matvec)

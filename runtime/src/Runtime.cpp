@@ -11,9 +11,11 @@
 #include "stlm/stlm.h"
 
 #include "frontend/SafeTensors.h"
+#include "runtime/src/Sampling.h"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
@@ -29,6 +31,10 @@
 #include <vector>
 
 namespace {
+
+/// What a driver returns for a decode position outside the cache
+/// (codegen/driver/LowerToLLVM.h).
+constexpr int32_t kPositionOutOfRange = 1;
 
 /// The last Halide error message of this thread.
 thread_local std::string halideMessage;
@@ -69,10 +75,11 @@ struct stlm_model {
   const stlm_artifact *artifact = nullptr;
   void *library = nullptr;
   std::string name, specJson;
-  int64_t batch = 0, context = 0, weightsSize = 0, arenaSize = 0;
+  int64_t batch = 0, context = 0, vocab = 0, weightsSize = 0, arenaSize = 0;
   std::map<std::string, Slot> slots; // params and state
   std::vector<std::string> params;   // declaration order
   Aligned weights, arena, tokens, targets;
+  Aligned step; // generation's token and position (int32 each)
   std::map<std::string, std::string> metadata;
 
   stlm_status fail(stlm_status s, std::string msg) {
@@ -99,6 +106,14 @@ struct stlm_model {
     return s;
   }
   stlm_status init(const stlm_artifact *a);
+  /// OK for 0, else the error of a driver's status `rc`.
+  stlm_status kernelStatus(int32_t rc, const char *what);
+  /// Logits after the token history `h` (its window `w`): a prefill of
+  /// the window when `refill`, else one decode step. Points `row` at the
+  /// last position's logits.
+  stlm_status nextLogits(const std::vector<int32_t> &h, size_t start,
+                         bool refill, std::vector<float> &buffer,
+                         const float *&row);
   stlm_status run(int32_t (*fn)(void *, void *, const int32_t *,
                                 const int32_t *, float *),
                   const int32_t *tok, const int32_t *tgt, float *out,
@@ -115,14 +130,16 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     std::to_string(STLM_ABI_VERSION) +
                     " (recompile it with this stlm-compile)");
   if (!a->manifest || !a->train_step || !a->grad || !a->eval ||
+      !a->logits || !a->prefill || !a->decode_step ||
       !a->set_error_handler || !a->set_num_threads)
     return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
   artifact = a;
   try {
     nlohmann::json m = nlohmann::json::parse(a->manifest);
-    if (m.at("format") != "stlm-artifact" || m.at("version") != 1)
+    if (m.at("format") != "stlm-artifact" || m.at("version") != 2)
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest is not an "
-                                     "stlm-artifact version 1 manifest");
+                                     "stlm-artifact version 2 manifest");
+    vocab = m.at("vocab").get<int64_t>();
     name = m.at("model").get<std::string>();
     specJson = m.at("spec").get<std::string>();
     weightsSize = m.at("weights_size").get<int64_t>();
@@ -159,13 +176,26 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
   arena = allocate(arenaSize);
   tokens = allocate(batch * context * 4);
   targets = allocate(batch * context * 4);
-  if (!weights || !arena || !tokens || !targets)
+  step = allocate(128);
+  if (!weights || !arena || !tokens || !targets || !step)
     return fail(STLM_ERROR_MEMORY, "cannot allocate " +
                                        std::to_string(weightsSize + arenaSize) +
                                        " bytes for '" + name + "'");
   std::memset(weights.get(), 0, weightsSize);
   a->set_error_handler(reinterpret_cast<void *>(&stlmHalideError));
   return ok();
+}
+
+stlm_status stlm_model::kernelStatus(int32_t rc, const char *what) {
+  if (rc == 0)
+    return ok();
+  if (rc == kPositionOutOfRange)
+    return fail(STLM_ERROR_ARGUMENT,
+                std::string(what) + ": the position is outside the KV cache");
+  return fail(STLM_ERROR_KERNEL,
+              std::string(what) + ": a kernel failed (Halide error " +
+                  std::to_string(rc) + ")" +
+                  (halideMessage.empty() ? "" : ": " + halideMessage));
 }
 
 stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
@@ -180,15 +210,10 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
   std::memcpy(tokens.get(), tok, bytes);
   std::memcpy(targets.get(), tgt, bytes);
   halideMessage.clear();
-  int32_t rc = fn(weights.get(), arena.get(),
-                  static_cast<const int32_t *>(tokens.get()),
-                  static_cast<const int32_t *>(targets.get()), out);
-  if (rc != 0)
-    return fail(STLM_ERROR_KERNEL,
-                std::string(what) + ": a kernel failed (Halide error " +
-                    std::to_string(rc) + ")" +
-                    (halideMessage.empty() ? "" : ": " + halideMessage));
-  return ok();
+  return kernelStatus(fn(weights.get(), arena.get(),
+                          static_cast<const int32_t *>(tokens.get()),
+                          static_cast<const int32_t *>(targets.get()), out),
+                       what);
 }
 
 namespace {
@@ -272,6 +297,9 @@ const char *stlm_model_name(const stlm_model *model) {
 int64_t stlm_batch(const stlm_model *model) { return model ? model->batch : 0; }
 int64_t stlm_context(const stlm_model *model) {
   return model ? model->context : 0;
+}
+int64_t stlm_vocab(const stlm_model *model) {
+  return model ? model->vocab : 0;
 }
 const char *stlm_spec_json(const stlm_model *model) {
   return model ? model->specJson.c_str() : "";
@@ -531,4 +559,111 @@ stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
                     "evaluation");
 }
 
+stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
+                        float *logits) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!tokens || !logits)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_logits: tokens and logits must not be null");
+  std::memcpy(model->tokens.get(), tokens,
+              static_cast<size_t>(model->batch * model->context) * 4);
+  halideMessage.clear();
+  return model->kernelStatus(
+      model->artifact->logits(model->weights.get(), model->arena.get(),
+                              static_cast<const int32_t *>(
+                                  model->tokens.get()),
+                              logits),
+      "logits");
+}
+
+stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
+                          size_t prompt_len, size_t max_tokens,
+                          const stlm_sampling *sampling,
+                          stlm_token_fn on_token, void *user,
+                          size_t *generated) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (generated)
+    *generated = 0;
+  if (!prompt || prompt_len == 0)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_generate: the prompt is empty; generation needs "
+                       "at least one token to continue");
+  stlm::runtime::SamplingOptions options;
+  uint64_t state = 0;
+  if (sampling) {
+    options.temperature = sampling->temperature;
+    options.topK = sampling->top_k;
+    options.topP = sampling->top_p;
+    state = sampling->seed;
+  } else {
+    options.temperature = 0;
+  }
+  std::string bad = stlm::runtime::validate(options);
+  if (!bad.empty())
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: " + bad);
+  for (size_t i = 0; i < prompt_len; ++i)
+    if (prompt[i] < 0 || prompt[i] >= model->vocab)
+      return model->fail(STLM_ERROR_ARGUMENT,
+                         "stlm_generate: prompt token " +
+                             std::to_string(prompt[i]) + " at " +
+                             std::to_string(i) +
+                             " is outside the vocabulary of " +
+                             std::to_string(model->vocab));
+  std::vector<int32_t> history(prompt, prompt + prompt_len);
+  stlm::runtime::ContextWindow window{model->context, 0};
+  window.fit(history.size());
+  bool refill = true;
+  std::vector<float> buffer;
+  for (size_t n = 0; n < max_tokens; ++n) {
+    refill |= window.fit(history.size());
+    const float *row = nullptr;
+    stlm_status s =
+        model->nextLogits(history, window.start, refill, buffer, row);
+    if (s != STLM_OK)
+      return s;
+    refill = false;
+    int32_t next = stlm::runtime::sample(
+        row, static_cast<int32_t>(model->vocab), options, state);
+    history.push_back(next);
+    if (generated)
+      *generated = n + 1;
+    if (on_token && on_token(next, user) != 0)
+      break;
+  }
+  return model->ok();
+}
+
 } // extern "C"
+
+stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
+                                   size_t start, bool refill,
+                                   std::vector<float> &buffer,
+                                   const float *&row) {
+  size_t len = h.size() - start;
+  int32_t *staged = static_cast<int32_t *>(tokens.get());
+  halideMessage.clear();
+  if (refill) {
+    // The window from position 0, padded: rows past it are rewritten
+    // before any later query reads them.
+    std::fill(staged, staged + context, 0);
+    std::copy(h.begin() + start, h.end(), staged);
+    buffer.resize(static_cast<size_t>(context * vocab));
+    stlm_status s = kernelStatus(
+        artifact->prefill(weights.get(), arena.get(), staged, buffer.data()),
+        "generation (prefill)");
+    row = buffer.data() + (len - 1) * vocab;
+    return s;
+  }
+  buffer.resize(static_cast<size_t>(vocab));
+  int32_t *io = static_cast<int32_t *>(step.get());
+  io[0] = h.back();
+  io[16] = static_cast<int32_t>(len - 1); // its own 64-byte line
+  stlm_status s = kernelStatus(
+      artifact->decode_step(weights.get(), arena.get(), io, io + 16,
+                            buffer.data()),
+      "generation (decode step)");
+  row = buffer.data();
+  return s;
+}

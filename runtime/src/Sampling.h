@@ -10,6 +10,8 @@
 #ifndef STLM_RUNTIME_SRC_SAMPLING_H
 #define STLM_RUNTIME_SRC_SAMPLING_H
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +31,25 @@ std::string validate(const SamplingOptions &options);
 /// `state` (splitmix64) unless the choice is greedy.
 int32_t sample(const float *logits, int32_t vocab,
                const SamplingOptions &options, uint64_t &state);
+
+/// The part of a growing token history a model of `context` positions
+/// sees: everything until it would exceed the context, then the last
+/// context/2 tokens (at least 1), and so on. Both backends generate with
+/// it, so a KV cache is refilled once per context/2 tokens and the
+/// reference (which recomputes the view) chooses the same tokens.
+struct ContextWindow {
+  int64_t context = 1;
+  size_t start = 0;
+
+  /// Moves `start` for a history of `length` tokens; true when it moved
+  /// (a cache must be refilled from `start`).
+  bool fit(size_t length) {
+    if (static_cast<int64_t>(length - start) <= context)
+      return false;
+    start = length - static_cast<size_t>(std::max<int64_t>(1, context / 2));
+    return true;
+  }
+};
 
 } // namespace stlm::runtime
 

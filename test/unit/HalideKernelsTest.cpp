@@ -17,6 +17,8 @@
 #include "test_mm_nt_b.h"
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
+#include "test_mv_a.h"
+#include "test_mv_b.h"
 #include "test_adamw.h"
 #include "test_add.h"
 #include "test_scale.h"
@@ -107,6 +109,11 @@ TEST(HalideMatMul, NNMatchesReferenceInputGradient) {
 TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_a, 64, 64, 40);
   check("tn", test_mm_tn_b, 24, 96, 203);
+}
+
+TEST(HalideMatVec, MatchesReferenceLinear) {
+  check("nt", test_mv_a, 1, 96, 64);
+  check("nt", test_mv_b, 3, 100, 203);
 }
 
 std::string lastHalideError;

@@ -6,7 +6,12 @@
 //     the reference interpreter's @grad;
 //   - one full training step (clipping, schedule, AdamW): the reported
 //     loss, gradient norm and learning rate, and every updated parameter
-//     and moment.
+//     and moment;
+//   - inference: the logits of a batch; the reference's own KV-cached
+//     @prefill/@decode_step against recomputing every prefix; and native
+//     generation (prefill, decode steps against the cache, refills when
+//     the context is full) against the reference choosing every token
+//     from a full recompute of the same window, with the same sampler.
 // Models: char-tiny as shipped, ref-3m's architecture at batch 2, and a
 // tied/shared model with grouped KV heads.
 //
@@ -14,7 +19,11 @@
 // softmax), so values agree to float rounding, not bit for bit: the loss to
 // 2e-5 relative, each gradient tensor to 2e-3 of its largest magnitude
 // (+1e-7); the step's norm to 1e-3 relative; the update to AdamW applied
-// to the step's own clipped gradients, within 1e-3 of the learning rate.
+// to the step's own clipped gradients, within 1e-3 of the learning rate;
+// logits to 1e-4 of their largest magnitude. Generation samples at
+// temperature 1 (one uniform draw per token), so a token differs only if
+// rounding moves a cumulative probability across the draw: the sequences
+// must be equal.
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,6 +36,7 @@
 #include "passes/Passes.h"
 #include "reference/Interpreter.h"
 #include "reference/Kernels.h"
+#include "runtime/src/Sampling.h"
 #include "stlm/stlm.h"
 #include "tools/common/InitAll.h"
 
@@ -97,6 +107,7 @@ protected:
     module = stlm::buildModel(*context, spec);
     mlir::PassManager pm(context.get());
     pm.addPass(mlir::stlm::createAutodiffPass());
+    pm.addPass(mlir::stlm::createAddDecodePass());
     ASSERT_TRUE(mlir::succeeded(pm.run(*module)));
     mlir::stlm::ModelOp model;
     module->walk([&](mlir::stlm::ModelOp m) { model = m; });
@@ -213,6 +224,109 @@ protected:
     }
   }
 
+  /// Logits [n, V] of `ids` from position 0 by the reference @prefill
+  /// (one sequence; rows past the ids are padding).
+  std::vector<float> referencePrefill(const std::vector<int32_t> &ids) {
+    int64_t t = stlm_context(native);
+    std::vector<int32_t> padded(t, 0);
+    std::copy(ids.begin(), ids.end(), padded.begin());
+    std::vector<Tensor> results;
+    std::string error;
+    EXPECT_TRUE(reference->call("prefill", {Tensor::ints({1, t}, padded)},
+                                results, error))
+        << error;
+    return results.empty() ? std::vector<float>() : results[0].f;
+  }
+
+  void compareInference() {
+    int64_t b = stlm_batch(native), t = stlm_context(native),
+            V = stlm_vocab(native);
+    ASSERT_EQ(V, spec.embedder.vocabSize);
+    // Logits of the batch.
+    std::vector<float> logits(b * t * V);
+    ASSERT_EQ(stlm_logits(native, tokens.data(), logits.data()), STLM_OK)
+        << stlm_error_message(native);
+    std::vector<Tensor> results;
+    std::string error;
+    ASSERT_TRUE(reference->call("logits", {args[0]}, results, error)) << error;
+    double scale = maxAbs(results[0].f);
+    EXPECT_LE(maxDiff(logits, results[0].f), 1e-4 * scale) << "logits";
+
+    // The reference's cache: prefill half a row, then decode the rest one
+    // token at a time; each step's logits are those of the whole prefix.
+    std::vector<int32_t> row(tokens.begin(), tokens.begin() + t);
+    std::vector<float> full = referencePrefill(row);
+    ASSERT_EQ(full.size(), static_cast<size_t>(t * V));
+    std::vector<float> head(logits.begin(), logits.begin() + t * V);
+    EXPECT_LE(maxDiff(full, head), 1e-4 * scale) << "prefill vs batch row 0";
+    int64_t half = t / 2;
+    referencePrefill({row.begin(), row.begin() + half});
+    for (int64_t pos = half; pos < t; ++pos) {
+      ASSERT_TRUE(reference->call(
+          "decode_step",
+          {Tensor::ints({1, 1}, {row[pos]}),
+           Tensor::ints({}, {static_cast<int32_t>(pos)})},
+          results, error))
+          << error;
+      std::vector<float> want(full.begin() + pos * V,
+                              full.begin() + (pos + 1) * V);
+      ASSERT_LE(maxDiff(results[0].f, want), 1e-4 * scale)
+          << "reference decode step at position " << pos;
+    }
+
+    // Native generation past two refills against the reference choosing
+    // each token from a recompute of the same window.
+    std::vector<int32_t> prompt(row.begin(), row.begin() + 5);
+    size_t n = static_cast<size_t>(2 * t + 10), produced = 0;
+    stlm_sampling sampling = {1.0f, 0, 1.0f, 99};
+    std::vector<int32_t> got;
+    auto collect = [](int32_t token, void *user) {
+      static_cast<std::vector<int32_t> *>(user)->push_back(token);
+      return 0;
+    };
+    ASSERT_EQ(stlm_generate(native, prompt.data(), prompt.size(), n,
+                            &sampling, collect, &got, &produced),
+              STLM_OK)
+        << stlm_error_message(native);
+    EXPECT_EQ(produced, n);
+    std::vector<int32_t> history = prompt, want;
+    stlm::runtime::ContextWindow window{t, 0};
+    stlm::runtime::SamplingOptions options; // temperature 1, all tokens
+    uint64_t state = 99;
+    for (size_t i = 0; i < n; ++i) {
+      window.fit(history.size());
+      std::vector<int32_t> view(history.begin() + window.start, history.end());
+      std::vector<float> l = referencePrefill(view);
+      int32_t next = stlm::runtime::sample(l.data() + (view.size() - 1) * V,
+                                           static_cast<int32_t>(V), options,
+                                           state);
+      history.push_back(next);
+      want.push_back(next);
+    }
+    EXPECT_EQ(got, want);
+
+    // A callback stops generation; a bad prompt is refused.
+    got.clear();
+    auto stopAfter3 = [](int32_t token, void *user) {
+      auto *v = static_cast<std::vector<int32_t> *>(user);
+      v->push_back(token);
+      return v->size() >= 3 ? 1 : 0;
+    };
+    ASSERT_EQ(stlm_generate(native, prompt.data(), prompt.size(), 50,
+                            &sampling, stopAfter3, &got, &produced),
+              STLM_OK);
+    EXPECT_EQ(produced, 3u);
+    int32_t bad = static_cast<int32_t>(V);
+    EXPECT_EQ(stlm_generate(native, &bad, 1, 5, &sampling, nullptr, nullptr,
+                            nullptr),
+              STLM_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(stlm_error_message(native)).find("vocabulary"),
+              std::string::npos);
+    EXPECT_EQ(stlm_generate(native, prompt.data(), 0, 5, nullptr, nullptr,
+                            nullptr, nullptr),
+              STLM_ERROR_ARGUMENT);
+  }
+
   stlm::ModelSpec spec;
   stlm::ParamTable table;
   stlm_model *native = nullptr;
@@ -230,6 +344,7 @@ TEST_F(NativeVsReference, CharTiny) {
         "char-tiny");
   compareGradients();
   compareTrainStep();
+  compareInference();
 }
 
 TEST_F(NativeVsReference, Ref3mArchitectureAtBatch2) {
@@ -254,6 +369,7 @@ TEST_F(NativeVsReference, TiedSharedGroupedKV) {
         "shared-tiny");
   compareGradients();
   compareTrainStep();
+  compareInference();
 }
 
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {

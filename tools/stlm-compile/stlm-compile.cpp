@@ -30,6 +30,7 @@
 #include "mlir/Support/FileUtilities.h"
 #include "passes/Passes.h"
 #include "tools/common/InitAll.h"
+#include "runtime/include/stlm/stlm.h"
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Format.h"
@@ -287,8 +288,9 @@ void describeLayout(mlir::stlm::ModelOp model, const stlm::ModelSpec &spec,
                     const stlm::codegen::DriverLayout &layout,
                     json::OStream &j) {
   j.attribute("format", "stlm-artifact");
-  j.attribute("version", 1);
+  j.attribute("version", 2);
   j.attribute("model", spec.name);
+  j.attribute("vocab", spec.embedder.vocabSize);
   j.attribute("symbol", stlm::codegen::symbolPrefix(model));
   j.attribute("target", "host");
   j.attribute("weights_size", layout.weightsSize);
@@ -328,11 +330,20 @@ void describeLayout(mlir::stlm::ModelOp model, const stlm::ModelSpec &spec,
       if (auto p = llvm::dyn_cast<mlir::stlm::ParamOp>(op))
         slot(op, p.getSymName(), p.getTensorType());
   });
-  j.attributeArray("state", [&] {
+  // Optimizer state goes into checkpoints; the KV caches of generation
+  // (stlm-add-decode's @kv.*) do not.
+  auto states = [&](bool cache) {
     for (mlir::Operation &op : model.getBody().front())
       if (auto s = llvm::dyn_cast<mlir::stlm::StateOp>(op))
-        slot(op, s.getSymName(),
-             llvm::cast<mlir::RankedTensorType>(s.getType()));
+        if (s.getSymName().starts_with("kv.") == cache)
+          slot(op, s.getSymName(),
+               llvm::cast<mlir::RankedTensorType>(s.getType()));
+  };
+  j.attributeArray("state", [&] { states(false); });
+  j.attributeArray("cache", [&] { states(true); });
+  j.attributeArray("entry_points", [&] {
+    for (const std::string &f : layout.inference)
+      j.value(f);
   });
   j.attribute("spec", stlm::specToJson(spec));
 }
@@ -362,7 +373,8 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
   };
   mlir::LLVM::LLVMFuncOp handler = declare("halide_set_error_handler", ptr, {ptr});
   mlir::LLVM::LLVMFuncOp threads = declare("halide_set_num_threads", i32, {i32});
-  auto fields = llvm::SmallVector<mlir::Type>{i32, ptr, ptr, ptr, ptr, ptr, ptr};
+  auto fields = llvm::SmallVector<mlir::Type>{i32, ptr, ptr, ptr, ptr,
+                                              ptr, ptr, ptr, ptr, ptr};
   auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
   auto desc = b.create<mlir::LLVM::GlobalOp>(loc, descTy, true,
                                        mlir::LLVM::Linkage::External,
@@ -371,16 +383,21 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
   b.setInsertionPointToStart(init);
   mlir::Value v = b.create<mlir::LLVM::UndefOp>(loc, descTy);
   v = b.create<mlir::LLVM::InsertValueOp>(
-      loc, v, b.create<mlir::LLVM::ConstantOp>(loc, i32, b.getI32IntegerAttr(1)), 0);
+      loc, v,
+      b.create<mlir::LLVM::ConstantOp>(loc, i32,
+                                       b.getI32IntegerAttr(STLM_ABI_VERSION)),
+      0);
   v = b.create<mlir::LLVM::InsertValueOp>(loc, v,
                                     b.create<mlir::LLVM::AddressOfOp>(loc, str), 1);
   int64_t field = 2;
-  for (const char *fn : {"train_step", "grad", "eval"})
-    v = b.create<mlir::LLVM::InsertValueOp>(
-        loc, v,
-        b.create<mlir::LLVM::AddressOfOp>(
-            loc, module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(prefix + "_" + fn)),
-        field++);
+  // Entry points in stlm_artifact's order; null where the model has none.
+  for (const char *fn :
+       {"train_step", "grad", "eval", "logits", "prefill", "decode_step"}) {
+    auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(prefix + "_" + fn);
+    mlir::Value p = f ? mlir::Value(b.create<mlir::LLVM::AddressOfOp>(loc, f))
+                      : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr));
+    v = b.create<mlir::LLVM::InsertValueOp>(loc, v, p, field++);
+  }
   v = b.create<mlir::LLVM::InsertValueOp>(loc, v,
                                     b.create<mlir::LLVM::AddressOfOp>(loc, handler),
                                     field++);
@@ -419,7 +436,8 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
   os << "#define " << up << "_WEIGHTS_SIZE " << layout.weightsSize << "LL\n"
      << "#define " << up << "_ARENA_SIZE " << layout.arenaSize << "LL\n"
      << "#define " << up << "_BATCH " << input[0] << "\n"
-     << "#define " << up << "_CONTEXT " << input[1] << "\n\n";
+     << "#define " << up << "_CONTEXT " << input[1] << "\n"
+     << "#define " << up << "_VOCAB " << spec.embedder.vocabSize << "\n\n";
   os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
      << "extern const struct stlm_artifact " << prefix << "_artifact;\n\n";
   os << "/* One optimizer step: forward, backward, clipping, AdamW; "
@@ -432,7 +450,21 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
      << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n"
      << "/* The loss of one batch, without gradients. */\n"
      << "int32_t " << prefix << "_eval(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n\n"
+     << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n";
+  if (!layout.inference.empty())
+    os << "/* Logits [BATCH, CONTEXT, VOCAB] of a batch. */\n"
+       << "int32_t " << prefix << "_logits(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    float *logits);\n"
+       << "/* Generation with the KV cache (in `weights`): the logits [CONTEXT, "
+          "VOCAB] of\n * one sequence of CONTEXT tokens from position 0, "
+          "filling the cache; then\n * the logits [VOCAB] after one more token "
+          "at position *pos (0 <= *pos <\n * CONTEXT; rows before *pos must "
+          "hold the sequence so far). */\n"
+       << "int32_t " << prefix << "_prefill(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    float *logits);\n"
+       << "int32_t " << prefix << "_decode_step(void *weights, void *arena, "
+       << "const int32_t *token,\n    const int32_t *pos, float *logits);\n";
+  os << "\n"
      << "#ifdef __cplusplus\n}\n#endif\n\n#endif\n";
   return os.str();
 }
@@ -591,7 +623,7 @@ int main(int argc, char **argv) {
   if (emit != Emit::STLM)
     stages.addPass(mlir::stlm::createAutodiffPass());
   if (emit != Emit::STLM && emit != Emit::Train)
-    stages.addPass(mlir::stlm::createPlanMemoryPass());
+    mlir::stlm::addPlanPasses(stages);
   if (failed(stages.run(*module))) {
     errs() << "stlm-compile: error: cannot lower '" << parsed.spec->name
            << "' (diagnostics above)\n";

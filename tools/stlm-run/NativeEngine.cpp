@@ -217,7 +217,7 @@ std::string nativeUnsupported(const ModelSpec &spec) {
   mlir::PassManager pm(&context);
   pm.addPass(mlir::stlm::createVerifyShapesPass());
   pm.addPass(mlir::stlm::createAutodiffPass());
-  pm.addPass(mlir::stlm::createPlanMemoryPass());
+  mlir::stlm::addPlanPasses(pm);
   if (mlir::failed(pm.run(*module)))
     return diagnostics.empty() ? "its training step cannot be derived"
                                : diagnostics;

@@ -570,6 +570,27 @@ LogicalResult AddOp::verify() {
   return success();
 }
 
+LogicalResult WriteRowsOp::verify() {
+  ArrayRef<int64_t> cs = tensorTy(getCache()).getShape();
+  ArrayRef<int64_t> rs = tensorTy(getRows()).getShape();
+  if (cs.size() < 2 || rs.size() != cs.size())
+    return emitOpError() << "cache [..., S, W] and rows [..., N, W] must have "
+                            "the same rank >= 2, got "
+                         << shapeStr(cs) << " and " << shapeStr(rs);
+  size_t r = cs.size();
+  if (cs.take_front(r - 2) != rs.take_front(r - 2) || cs[r - 1] != rs[r - 1])
+    return emitOpError() << "rows " << shapeStr(rs)
+                         << " must match the cache " << shapeStr(cs)
+                         << " in every dimension but the second-to-last";
+  if (rs[r - 2] > cs[r - 2])
+    return emitOpError() << rs[r - 2] << " rows do not fit a cache of "
+                         << cs[r - 2];
+  if (tensorTy(getCache()).getElementType() !=
+      tensorTy(getRows()).getElementType())
+    return emitOpError() << "rows and cache must have one element type";
+  return success();
+}
+
 LogicalResult SumLeadingOp::verify() {
   ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
   ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();

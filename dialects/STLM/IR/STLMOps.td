@@ -520,6 +520,32 @@ def STLM_AddOp : STLM_Op<"add", [Pure, AllTypesMatch<["lhs", "result"]>]> {
   let hasVerifier = 1;
 }
 
+def STLM_WriteRowsOp : STLM_Op<"write_rows", [Pure, AllTypesMatch<["cache", "result"]>]> {
+  let summary = "a KV cache with some rows replaced (generation)";
+  let description = [{
+    `cache: [..., S, W]`, `rows: [..., N, W]` (same leading dimensions,
+    `N ≤ S`), `offset`: 0-d `i32` → `[..., S, W]`: the cache with rows
+    `offset … offset + N − 1` of its second-to-last dimension replaced by
+    `rows`, the others unchanged. `offset + N > S` or a negative offset is
+    an error at run time. `stlm-add-decode` uses it to append the keys and
+    values of new tokens to the per-layer caches (`stlm.state @kv.*`),
+    assigning the result back; compiled, the write happens in place.
+
+    ```mlir
+    %kc = stlm.state_ref @kv.0.k : tensor<1x64x128xf32>
+    %k2 = stlm.write_rows %kc, %k offset(%pos) : tensor<1x64x128xf32>, tensor<1x1x128xf32>
+    stlm.assign @kv.0.k, %k2 : tensor<1x64x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$cache, STLM_Tensor:$rows,
+                       STLM_IntScalar:$offset);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $cache `,` $rows `offset` `(` $offset `)` attr-dict `:` type($cache) `,` type($rows)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // Chunk decoder and head
 //===----------------------------------------------------------------------===//

@@ -4,7 +4,7 @@
  * `stlm_artifact` (`<name>_artifact`, declared in DIR/<name>.h). This
  * runtime opens it -- linked statically or from lib<name>.so by dlopen --
  * owns its weights blob and arena, loads and saves safetensors checkpoints,
- * and runs training steps and evaluations.
+ * and runs training steps, evaluations and generation (KV-cached).
  *
  *   stlm_model *m = NULL;
  *   if (stlm_open(&char_tiny_artifact, &m) != STLM_OK ||
@@ -33,7 +33,7 @@
 extern "C" {
 #endif
 
-#define STLM_ABI_VERSION 1
+#define STLM_ABI_VERSION 2
 
 typedef enum stlm_status {
   STLM_OK = 0,
@@ -57,6 +57,14 @@ typedef struct stlm_artifact {
                   const int32_t *targets, float *loss);
   int32_t (*eval)(void *weights, void *arena, const int32_t *tokens,
                   const int32_t *targets, float *loss);
+  /* Inference (see <name>.h): logits of a batch; of one sequence from
+   * position 0, filling the KV cache; of one more token at *pos. */
+  int32_t (*logits)(void *weights, void *arena, const int32_t *tokens,
+                    float *logits);
+  int32_t (*prefill)(void *weights, void *arena, const int32_t *tokens,
+                     float *logits);
+  int32_t (*decode_step)(void *weights, void *arena, const int32_t *token,
+                         const int32_t *pos, float *logits);
   void *(*set_error_handler)(void *handler); /* halide_set_error_handler */
   int (*set_num_threads)(int threads);       /* halide_set_num_threads */
 } stlm_artifact;
@@ -85,6 +93,7 @@ const char *stlm_error_message(const stlm_model *model);
 const char *stlm_model_name(const stlm_model *model);
 int64_t stlm_batch(const stlm_model *model);   /* rows of a batch */
 int64_t stlm_context(const stlm_model *model); /* tokens per row */
+int64_t stlm_vocab(const stlm_model *model);   /* logits per position */
 /* The spec the model was compiled from, as JSON. */
 const char *stlm_spec_json(const stlm_model *model);
 /* Kernel threads (the artifact's Halide thread pool); 0: all cores. */
@@ -120,6 +129,37 @@ stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss);
 stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss);
+
+/* Logits of a batch: tokens int32 [batch, context] -> logits float
+ * [batch, context, vocab]. */
+stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
+                        float *logits);
+
+/* Generation with the model's KV cache. */
+typedef struct stlm_sampling {
+  float temperature; /* <= 0: greedy (the first most likely token) */
+  int32_t top_k;     /* keep the k most likely tokens; 0: all */
+  float top_p;       /* keep the smallest set with mass >= p; 1: all */
+  uint64_t seed;     /* the same seed, prompt and model give the same text */
+} stlm_sampling;
+
+/* Greedy decoding: {0, 0, 1, 0}. */
+#define STLM_SAMPLING_GREEDY {0.0f, 0, 1.0f, 0}
+
+/* Called with each generated token; return non-zero to stop. */
+typedef int (*stlm_token_fn)(int32_t token, void *user);
+
+/* Continues `prompt` (prompt_len >= 1 token ids below stlm_vocab) by up to
+ * `max_tokens` tokens, calling `on_token` (may be NULL) with each as soon
+ * as it is chosen; `*generated` (may be NULL) is the number produced. The
+ * model sees the last stlm_context tokens: the prompt (or its end) is run
+ * at once, then one token per step against the cache; when the context is
+ * full, the cache is refilled from the last context/2 tokens. */
+stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
+                          size_t prompt_len, size_t max_tokens,
+                          const stlm_sampling *sampling,
+                          stlm_token_fn on_token, void *user,
+                          size_t *generated);
 
 #ifdef __cplusplus
 }

@@ -1241,3 +1241,21 @@ func.func @f(%x: tensor<2x3x4xf32>, %w: tensor<8x5xf32>, %dy: tensor<2x3x8xf32>)
   %dx, %dw = stlm.linear_grad %x, %w, %dy : tensor<2x3x4xf32>, tensor<8x5xf32>, tensor<2x3x8xf32>
   return
 }
+
+// -----
+
+// Tests that write_rows keeps the cache's other dimensions.
+func.func @f(%c: tensor<1x8x4xf32>, %r: tensor<1x1x6xf32>, %pos: tensor<i32>) {
+  // expected-error @+1 {{rows [1, 1, 6] must match the cache [1, 8, 4] in every dimension but the second-to-last}}
+  %w = stlm.write_rows %c, %r offset(%pos) : tensor<1x8x4xf32>, tensor<1x1x6xf32>
+  return
+}
+
+// -----
+
+// Tests that write_rows refuses more rows than the cache holds.
+func.func @f(%c: tensor<1x2x4xf32>, %r: tensor<1x3x4xf32>, %pos: tensor<i32>) {
+  // expected-error @+1 {{3 rows do not fit a cache of 2}}
+  %w = stlm.write_rows %c, %r offset(%pos) : tensor<1x2x4xf32>, tensor<1x3x4xf32>
+  return
+}

@@ -78,6 +78,9 @@ stlm.model @layers {
     // CHECK: stlm.attention causal %{{.*}}, %{{.*}}, %{{.*}} offset(%{{.*}}) {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x1x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x1x8xf32>
     %q1 = stlm.split_slots %x1 : tensor<2x8xf32> -> tensor<2x1x8xf32>
     %g1 = stlm.attention causal %q1, %rk, %k offset(%pos) {heads = 2, kv_heads = 1} : tensor<2x1x8xf32>, tensor<2x6x4xf32>, tensor<2x6x4xf32> -> tensor<2x1x8xf32>
+    // CHECK: stlm.write_rows %{{.*}}, %{{.*}} offset(%{{.*}}) : tensor<2x6x4xf32>, tensor<2x2x4xf32>
+    %k1 = stlm.split_slots %x1 : tensor<2x8xf32> -> tensor<2x2x4xf32>
+    %kw = stlm.write_rows %k, %k1 offset(%pos) : tensor<2x6x4xf32>, tensor<2x2x4xf32>
     // CHECK: stlm.swiglu %{{.*}}, %{{.*}} : tensor<2x4x8xf32>
     %s = stlm.swiglu %a, %x : tensor<2x4x8xf32>
     // CHECK: stlm.gelu %{{.*}} : tensor<2x4x8xf32>

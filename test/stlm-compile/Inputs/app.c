@@ -1,7 +1,7 @@
 /* An app linked statically against a compiled model (lib<name>.a), the
  * stlm runtime and the model's header: loads weights, trains three steps
- * on one batch, evaluates, saves a checkpoint. Usage: app W.safetensors
- * OUT.safetensors. */
+ * on one batch, evaluates, generates with the KV cache, saves a
+ * checkpoint. Usage: app W.safetensors OUT.safetensors. */
 #include "char-tiny.h"
 #include "stlm/stlm.h"
 
@@ -9,6 +9,14 @@
 
 static int32_t tokens[CHAR_TINY_BATCH * CHAR_TINY_CONTEXT];
 static int32_t targets[CHAR_TINY_BATCH * CHAR_TINY_CONTEXT];
+
+/* Counts the generated tokens and checks each is a byte. */
+static int on_token(int32_t token, void *user) {
+  int *count = (int *)user;
+  if (token >= 0 && token < CHAR_TINY_VOCAB)
+    ++*count;
+  return 0;
+}
 
 int main(int argc, char **argv) {
   stlm_model *m = NULL;
@@ -40,6 +48,15 @@ int main(int argc, char **argv) {
   if (stlm_eval(m, tokens, targets, &loss) != STLM_OK)
     return 1;
   printf("eval loss %s the first step's\n", loss < first ? "below" : "NOT below");
+  stlm_sampling sampling = {0.8f, 40, 0.95f, 7};
+  int count = 0;
+  size_t produced = 0;
+  if (stlm_generate(m, tokens, 10, 100, &sampling, on_token, &count,
+                    &produced) != STLM_OK) {
+    fprintf(stderr, "app: %s\n", stlm_error_message(m));
+    return 1;
+  }
+  printf("generated %d of %zu tokens\n", count, produced);
   if (stlm_save(m, argv[2]) != STLM_OK) {
     fprintf(stderr, "app: %s\n", stlm_error_message(m));
     return 1;

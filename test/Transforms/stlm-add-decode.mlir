@@ -1,0 +1,76 @@
+// RUN: stlm-opt %s -split-input-file -stlm-add-decode | FileCheck %s
+// RUN: stlm-opt %s -split-input-file -stlm-add-decode -stlm-plan-memory | FileCheck %s --check-prefix=PLAN
+
+// Tests that a two-layer run with grouped KV heads gets one pair of caches
+// per layer ([1, T, K*hd], T = 8), a prefill over [1, T] starting at
+// position 0 and a one-token step at %pos; rope and attention take the
+// position as offset and read the caches after the new rows are written.
+// CHECK-LABEL: stlm.model @m
+// CHECK:      stlm.state @kv.0.k : tensor<1x8x4xf32>
+// CHECK-NEXT: stlm.state @kv.0.v : tensor<1x8x4xf32>
+// CHECK-NEXT: stlm.state @kv.1.k : tensor<1x8x4xf32>
+// CHECK-NEXT: stlm.state @kv.1.v : tensor<1x8x4xf32>
+// CHECK:      func.func @logits
+// CHECK-NOT:  stlm.repeat
+// CHECK:      func.func @decode_step(%[[ID:.*]]: tensor<1x1xi32>, %[[POS:.*]]: tensor<i32>) -> tensor<1x1x16xf32>
+// CHECK:      stlm.embed %{{.*}}[%[[ID]]] : tensor<16x8xf32>, tensor<1x1xi32> -> tensor<1x1x8xf32>
+// CHECK:      %[[Q:.*]] = stlm.rope %{{.*}} offset(%[[POS]]) {head_dim = 4 : i64} : tensor<1x1x8xf32>
+// CHECK:      %[[K:.*]] = stlm.rope %{{.*}} offset(%[[POS]]) {head_dim = 4 : i64} : tensor<1x1x4xf32>
+// CHECK:      %[[KC:.*]] = stlm.state_ref @kv.0.k : tensor<1x8x4xf32>
+// CHECK:      %[[KW:.*]] = stlm.write_rows %[[KC]], %[[K]] offset(%[[POS]]) : tensor<1x8x4xf32>, tensor<1x1x4xf32>
+// CHECK:      stlm.assign @kv.0.k, %[[KW]]
+// CHECK:      %[[VC:.*]] = stlm.state_ref @kv.0.v
+// CHECK:      %[[VW:.*]] = stlm.write_rows %[[VC]]
+// CHECK:      stlm.assign @kv.0.v, %[[VW]]
+// CHECK:      stlm.attention causal %[[Q]], %[[KW]], %[[VW]] offset(%[[POS]]) {heads = 2 : i64, kv_heads = 1 : i64} : tensor<1x1x8xf32>, tensor<1x8x4xf32>, tensor<1x8x4xf32> -> tensor<1x1x8xf32>
+// CHECK:      stlm.state_ref @kv.1.k
+// CHECK:      stlm.logits %{{.*}}, %{{.*}} : tensor<1x1x8xf32>, tensor<16x8xf32> -> tensor<1x1x16xf32>
+// CHECK:      func.func @prefill(%[[IDS:.*]]: tensor<1x8xi32>) -> tensor<1x8x16xf32>
+// CHECK:      %[[ZERO:.*]] = arith.constant dense<0> : tensor<i32>
+// CHECK:      stlm.rope %{{.*}} offset(%[[ZERO]])
+// CHECK:      stlm.write_rows %{{.*}}, %{{.*}} offset(%[[ZERO]]) : tensor<1x8x4xf32>, tensor<1x8x4xf32>
+// CHECK:      stlm.attention causal {{.*}} offset(%[[ZERO]]) {{.*}} : tensor<1x8x8xf32>, tensor<1x8x4xf32>, tensor<1x8x4xf32> -> tensor<1x8x8xf32>
+
+// All three are straight-line code the memory planner places.
+// PLAN-LABEL: stlm.model @m
+// PLAN:       func.func @logits{{.*}} attributes {stlm.arena_size
+// PLAN:       func.func @decode_step{{.*}} attributes {stlm.arena_size
+// PLAN:       func.func @prefill{{.*}} attributes {stlm.arena_size
+stlm.model @m {
+  stlm.param @embed.tok : tensor<16x8xf32> = normal(0.02)
+  stlm.param @layers.0.wq : tensor<8x8xf32> = normal(0.02)
+  stlm.param @layers.0.wk : tensor<4x8xf32> = normal(0.02)
+  stlm.param @layers.1.wq : tensor<8x8xf32> = normal(0.02)
+  stlm.param @layers.1.wk : tensor<4x8xf32> = normal(0.02)
+  func.func @logits(%ids: tensor<3x8xi32>) -> tensor<3x8x16xf32> {
+    %e = stlm.param_ref @embed.tok : tensor<16x8xf32>
+    %x = stlm.embed %e[%ids] : tensor<16x8xf32>, tensor<3x8xi32> -> tensor<3x8x8xf32>
+    %y = stlm.repeat 0 to 2 (%x) : tensor<3x8x8xf32> {
+    ^bb0(%l: index, %h: tensor<3x8x8xf32>):
+      %wq = stlm.layer_param_ref "layers.{}.wq"[%l] : tensor<8x8xf32>
+      %wk = stlm.layer_param_ref "layers.{}.wk"[%l] : tensor<4x8xf32>
+      %q0 = stlm.linear %h, %wq : tensor<3x8x8xf32>, tensor<8x8xf32> -> tensor<3x8x8xf32>
+      %k0 = stlm.linear %h, %wk : tensor<3x8x8xf32>, tensor<4x8xf32> -> tensor<3x8x4xf32>
+      %q = stlm.rope %q0 {head_dim = 4} : tensor<3x8x8xf32>
+      %k = stlm.rope %k0 {head_dim = 4} : tensor<3x8x4xf32>
+      %a = stlm.attention causal %q, %k, %k0 {heads = 2, kv_heads = 1} : tensor<3x8x8xf32>, tensor<3x8x4xf32>, tensor<3x8x4xf32> -> tensor<3x8x8xf32>
+      %r = stlm.add %h, %a : tensor<3x8x8xf32>, tensor<3x8x8xf32>
+      stlm.yield %r : tensor<3x8x8xf32>
+    }
+    %logits = stlm.logits %y, %e : tensor<3x8x8xf32>, tensor<16x8xf32> -> tensor<3x8x16xf32>
+    return %logits : tensor<3x8x16xf32>
+  }
+}
+
+// -----
+
+// Tests that a model without @logits (a byte-pool model) is left alone.
+// CHECK-LABEL: stlm.model @bytes
+// CHECK-NOT:   stlm.state
+// CHECK-NOT:   @decode_step
+stlm.model @bytes {
+  stlm.param @w : tensor<4xf32> = ones
+  func.func @encode(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
+    return %x : tensor<2x4xf32>
+  }
+}
