@@ -117,8 +117,9 @@ def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
     or after its position reads it.
 
     A `@logits` with calls, bidirectional attention or position offsets is
-    reported and the pass fails; models without `@logits` (byte-pool
-    models) are left alone.
+    reported and the pass fails. Models without a `@logits` of that
+    signature (byte-pool models, whose `@logits` predicts chunks) are left
+    alone.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect"];

@@ -30,7 +30,10 @@ public:
   DecodeBuilder(ModelOp model, func::FuncOp logits)
       : model(model), logits(logits), b(model.getContext()) {}
 
-  /// Checks @logits and reads B, T; fails with a diagnostic.
+  /// Whether @logits maps token ids [B, T] to logits [B, T, V] (reads B
+  /// and T); other models (byte-pool) have nothing to decode.
+  bool tokenSignature();
+  /// Checks that @logits can be decoded; fails with a diagnostic.
   LogicalResult analyse();
   /// Adds `name` for `n` new tokens; `withPos` adds the position argument
   /// (otherwise the tokens start at position 0).
@@ -48,7 +51,7 @@ private:
   int64_t batch = 0, context = 0;
 };
 
-LogicalResult DecodeBuilder::analyse() {
+bool DecodeBuilder::tokenSignature() {
   FunctionType ft = logits.getFunctionType();
   auto ids = ft.getNumInputs() == 1
                  ? llvm::dyn_cast<RankedTensorType>(ft.getInput(0))
@@ -57,12 +60,15 @@ LogicalResult DecodeBuilder::analyse() {
                  ? llvm::dyn_cast<RankedTensorType>(ft.getResult(0))
                  : RankedTensorType();
   if (!ids || ids.getRank() != 2 || !ids.getElementType().isInteger(32) ||
-      !out || out.getRank() != 3)
-    return logits.emitOpError(
-        "must map token ids [B, T] (i32) to logits [B, T, V] to be decoded "
-        "with a KV cache");
+      !out || out.getRank() != 3 ||
+      out.getShape().take_front(2) != ids.getShape())
+    return false;
   batch = ids.getDimSize(0);
   context = ids.getDimSize(1);
+  return true;
+}
+
+LogicalResult DecodeBuilder::analyse() {
   WalkResult walk = logits.walk([&](Operation *op) {
     if (isa<func::CallOp>(op)) {
       op->emitOpError("in @logits cannot be decoded with a KV cache (inline "
@@ -206,8 +212,10 @@ struct AddDecodePass
       auto logits = dyn_cast_or_null<func::FuncOp>(
           SymbolTable::lookupSymbolIn(model, "logits"));
       if (!logits || logits.isExternal())
-        continue; // nothing to decode (byte-pool models)
+        continue; // nothing to decode
       DecodeBuilder builder(model, logits);
+      if (!builder.tokenSignature())
+        continue; // not a token model (byte-pool @logits)
       if (failed(builder.analyse()) ||
           failed(builder.derive("prefill", contextOf(logits), false)) ||
           failed(builder.derive("decode_step", 1, true)))

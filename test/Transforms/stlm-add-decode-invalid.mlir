@@ -1,15 +1,5 @@
 // RUN: stlm-opt %s -split-input-file -stlm-add-decode -verify-diagnostics
 
-// Tests that @logits must map [B, T] ids to [B, T, V] logits.
-stlm.model @m {
-  // expected-error @+1 {{must map token ids [B, T] (i32) to logits [B, T, V] to be decoded with a KV cache}}
-  func.func @logits(%x: tensor<1x4x8xf32>) -> tensor<1x4x8xf32> {
-    return %x : tensor<1x4x8xf32>
-  }
-}
-
-// -----
-
 // Tests that bidirectional attention cannot be decoded with a cache.
 stlm.model @m {
   stlm.param @embed.tok : tensor<16x8xf32> = normal(0.02)

@@ -64,7 +64,8 @@ stlm.model @m {
 
 // -----
 
-// Tests that a model without @logits (a byte-pool model) is left alone.
+// Tests that a model without @logits, or whose @logits does not map
+// token ids [B, T] to logits [B, T, V] (a byte-pool model), is left alone.
 // CHECK-LABEL: stlm.model @bytes
 // CHECK-NOT:   stlm.state
 // CHECK-NOT:   @decode_step
@@ -72,5 +73,16 @@ stlm.model @bytes {
   stlm.param @w : tensor<4xf32> = ones
   func.func @encode(%x: tensor<2x4xf32>) -> tensor<2x4xf32> {
     return %x : tensor<2x4xf32>
+  }
+}
+
+// -----
+
+// CHECK-LABEL: stlm.model @chunks
+// CHECK-NOT:   stlm.state
+// CHECK-NOT:   @decode_step
+stlm.model @chunks {
+  func.func @logits(%x: tensor<2x4x8xf32>) -> tensor<2x4x8xf32> {
+    return %x : tensor<2x4x8xf32>
   }
 }
