@@ -28,30 +28,40 @@ struct Loaded {
   std::unique_ptr<ref::Interpreter<float>> interp;
 };
 
-bool load(const std::string &path, Loaded &m, std::string &error) {
+/// The checkpoint's spec, checked against its tensors; the open file.
+std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
+                                                ModelSpec &spec,
+                                                std::string &error) {
   std::unique_ptr<SafeTensorsFile> file = SafeTensorsFile::open(path, error);
   if (!file)
-    return false;
+    return nullptr;
   std::optional<SpecResult> parsed = storedSpec(*file, path);
   if (!parsed) {
     error = path + ": no model spec in __metadata__." + std::string(kSpecKey) +
             " (is it an stlm checkpoint?)";
-    return false;
+    return nullptr;
   }
   if (!parsed->spec) {
     error = parsed->diagnostics.front().str();
-    return false;
+    return nullptr;
   }
-  m.spec = *parsed->spec;
-  ParamTable table = buildParamTable(m.spec);
-  std::vector<std::string> problems = checkWeights(table, *file);
+  spec = *parsed->spec;
+  std::vector<std::string> problems = checkWeights(buildParamTable(spec), *file);
   if (!problems.empty()) {
     error = path + " does not match its own spec (" +
             std::to_string(problems.size()) + " problems):";
     for (const std::string &p : problems)
       error += "\n  " + p;
-    return false;
+    return nullptr;
   }
+  return file;
+}
+
+bool load(const std::string &path, Loaded &m, std::string &error) {
+  std::unique_ptr<SafeTensorsFile> file = openCheckpoint(path, m.spec, error);
+  if (!file)
+    return false;
+  ParamTable table = buildParamTable(m.spec);
   m.context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
                         mlir::arith::ArithDialect>();
   m.module = buildModel(m.context, m.spec);
@@ -71,6 +81,47 @@ bool load(const std::string &path, Loaded &m, std::string &error) {
 }
 
 } // namespace
+
+bool checkpointSpec(const std::string &path, ModelSpec &spec,
+                    std::string &error) {
+  return openCheckpoint(path, spec, error) != nullptr;
+}
+
+void printValidation(const ModelSpec &spec, const std::string &dataPath,
+                     double loss, int64_t windows, FILE *out) {
+  std::fprintf(out, "%s on %s: val loss %.4f", spec.name.c_str(),
+               dataPath.c_str(), loss);
+  if (lossIsPerByte(spec))
+    std::fprintf(out, " | %.3f bits/byte", loss / std::log(2.0));
+  std::fprintf(out, " | %lld windows\n", static_cast<long long>(windows));
+}
+
+std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
+                              std::vector<int32_t> &prompt) {
+  std::string bad = runtime::validate(o.sampling);
+  if (!bad.empty())
+    return bad;
+  if (o.prompt.empty())
+    return "the prompt is empty; generation needs at least one byte to "
+           "continue";
+  if (spec.embedder.kind != EmbedderKind::Token)
+    return "generation from byte_pool models (a chunk at a time) is not "
+           "supported yet";
+  prompt.clear();
+  for (unsigned char c : o.prompt) {
+    if (c >= spec.embedder.vocabSize)
+      return "the prompt has byte " + std::to_string(c) +
+             ", outside the model's vocabulary of " +
+             std::to_string(spec.embedder.vocabSize);
+    prompt.push_back(c);
+  }
+  return "";
+}
+
+void printGenerated(int64_t bytes, double s, FILE *err) {
+  std::fprintf(err, "\ngenerated %lld bytes in %.2f s (%.1f bytes/s)\n",
+               static_cast<long long>(bytes), s, s > 0 ? bytes / s : 0);
+}
 
 int evaluateWithReference(const std::string &checkpoint,
                           const std::string &dataPath, int64_t windows,
@@ -94,11 +145,7 @@ int evaluateWithReference(const std::string &checkpoint,
       validationLoss(*m.interp, "loss", data, feed, windows, used, error);
   if (std::isnan(loss))
     return fail(error);
-  std::fprintf(out, "%s on %s: val loss %.4f", m.spec.name.c_str(),
-               dataPath.c_str(), loss);
-  if (lossIsPerByte(m.spec))
-    std::fprintf(out, " | %.3f bits/byte", loss / std::log(2.0));
-  std::fprintf(out, " | %lld windows\n", static_cast<long long>(used));
+  printValidation(m.spec, dataPath, loss, used, out);
   return 0;
 }
 
@@ -108,37 +155,26 @@ int generateWithReference(const std::string &checkpoint,
     std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
     return 1;
   };
-  std::string bad = runtime::validate(o.sampling);
-  if (!bad.empty())
-    return fail(bad);
-  if (o.prompt.empty())
-    return fail("the prompt is empty; generation needs at least one byte to "
-                "continue");
   Loaded m;
   std::string error;
   if (!load(checkpoint, m, error))
     return fail(error);
-  if (m.spec.embedder.kind != EmbedderKind::Token)
-    return fail("generation from byte_pool models (a chunk at a time) is not "
-                "supported by the reference backend yet");
+  std::vector<int32_t> history;
+  std::string problem = generationProblem(m.spec, o, history);
+  if (!problem.empty())
+    return fail(problem);
   const int64_t B = m.spec.train.batch, T = m.spec.core.context,
                 V = m.spec.embedder.vocabSize;
-  std::vector<int32_t> context;
-  for (unsigned char c : o.prompt) {
-    if (c >= V)
-      return fail("the prompt has byte " + std::to_string(c) +
-                  ", outside the model's vocabulary of " + std::to_string(V));
-    context.push_back(c);
-  }
-
+  runtime::ContextWindow window{T, 0};
   uint64_t state = o.seed;
   auto start = std::chrono::steady_clock::now();
   for (int64_t n = 0; n < o.tokens; ++n) {
-    // Row 0 holds the last T tokens from position 0; later positions do
-    // not affect earlier ones (causal), so their content is irrelevant.
-    int64_t len = std::min<int64_t>(T, context.size());
+    // Row 0 holds the window from position 0; later positions do not
+    // affect earlier ones (causal), so their content is irrelevant.
+    window.fit(history.size());
+    int64_t len = static_cast<int64_t>(history.size() - window.start);
     std::vector<int32_t> tokens(B * T, 0);
-    std::copy(context.end() - len, context.end(), tokens.begin());
+    std::copy(history.begin() + window.start, history.end(), tokens.begin());
     std::vector<ref::Tensor<float>> results;
     if (!m.interp->call("logits", {ref::Tensor<float>::ints({B, T}, tokens)},
                         results, error))
@@ -146,16 +182,16 @@ int generateWithReference(const std::string &checkpoint,
     const float *row = results[0].f.data() + (len - 1) * V;
     int32_t next = runtime::sample(row, static_cast<int32_t>(V), o.sampling,
                                    state);
-    context.push_back(next);
+    history.push_back(next);
     unsigned char byte = static_cast<unsigned char>(next);
     std::fwrite(&byte, 1, 1, out);
     std::fflush(out);
   }
-  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                           start)
-                 .count();
-  std::fprintf(err, "\ngenerated %lld bytes in %.2f s (%.1f bytes/s)\n",
-               static_cast<long long>(o.tokens), s, s > 0 ? o.tokens / s : 0);
+  printGenerated(o.tokens,
+                 std::chrono::duration<double>(
+                     std::chrono::steady_clock::now() - start)
+                     .count(),
+                 err);
   return 0;
 }
 

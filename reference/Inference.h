@@ -2,27 +2,37 @@
 //
 // `stlm-run eval` and `stlm-run generate` on a checkpoint (its model spec
 // comes from the file's metadata), run by the reference interpreter.
-// Generation recomputes the whole context for every token (no KV cache; the
-// native path will keep one) and streams the sampled bytes.
+// Generation recomputes the model's window for every token (no KV cache;
+// the native path keeps one) and streams the sampled bytes.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef STLM_REFERENCE_INFERENCE_H
 #define STLM_REFERENCE_INFERENCE_H
 
+#include "frontend/Spec.h"
 #include "runtime/src/Sampling.h"
 
 #include <cstdint>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace stlm {
+
+/// The model spec stored in a checkpoint, checked against the checkpoint's
+/// own tensors; false with `error` set.
+bool checkpointSpec(const std::string &path, ModelSpec &spec,
+                    std::string &error);
 
 /// Prints the validation loss (and bits per byte where meaningful) of the
 /// checkpoint on `dataPath`'s validation split; 0, or 1 with a message.
 int evaluateWithReference(const std::string &checkpoint,
                           const std::string &dataPath, int64_t windows,
                           FILE *out, FILE *err);
+/// The line `stlm-run eval` prints for a validation loss.
+void printValidation(const ModelSpec &spec, const std::string &dataPath,
+                     double loss, int64_t windows, FILE *out);
 
 struct GenerateOptions {
   std::string prompt = "\n";
@@ -31,8 +41,20 @@ struct GenerateOptions {
   uint64_t seed = 0;
 };
 
+/// Why `spec` cannot continue `options.prompt` as asked (bad sampling
+/// options, an empty prompt, a byte outside the vocabulary, a byte-pool
+/// model), or "" with the prompt's token ids in `prompt`. Both backends
+/// check with it.
+std::string generationProblem(const ModelSpec &spec,
+                              const GenerateOptions &options,
+                              std::vector<int32_t> &prompt);
+/// The summary line of a generation, on `err`.
+void printGenerated(int64_t bytes, double seconds, FILE *err);
+
 /// Writes the prompt's continuation, token by token, to `out`; a summary
-/// line to `err`. 0, or 1 with a message.
+/// line to `err`. The model sees the window of runtime::ContextWindow (as
+/// the native KV cache does) and recomputes it for every token. 0, or 1
+/// with a message.
 int generateWithReference(const std::string &checkpoint,
                           const GenerateOptions &options, FILE *out,
                           FILE *err);

@@ -7,6 +7,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
 #include "passes/Passes.h"
+#include "reference/Batches.h"
 #include "stlm/stlm.h"
 #include "tools/common/InitAll.h"
 
@@ -17,6 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <climits>
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -41,16 +44,13 @@ std::string readFile(const std::string &path) {
   return ss.str();
 }
 
-class NativeEngine : public TrainEngine {
+/// Finds (in --artifact DIR or the cache) or compiles the artifact of a
+/// spec, and opens it.
+class ArtifactOpener {
 public:
-  explicit NativeEngine(const NativeOptions &o) : opt(o) {}
-  ~NativeEngine() override { stlm_close(model); }
+  explicit ArtifactOpener(const NativeOptions &o) : opt(o) {}
 
-  std::string describe() const override {
-    return "the native artifact in " + dir;
-  }
-
-  bool prepare(const ModelSpec &spec, std::string &error) override {
+  stlm_model *open(const ModelSpec &spec, std::string &error) {
     std::string json = specToJson(spec);
     dir = opt.artifactDir;
     if (dir.empty()) {
@@ -73,20 +73,109 @@ public:
                     static_cast<unsigned long long>(key));
       dir = base + "/stlm/" + spec.name + "-" + hex;
     }
+    llvm::SmallString<256> absolute(dir);
+    llvm::sys::fs::make_absolute(absolute);
+    dir = std::string(absolute);
     std::string lib = dir + "/lib" + spec.name + ".so";
     if (!upToDate(dir + "/" + spec.name + ".manifest.json", json) &&
-        !compile(spec, error))
-      return false;
-    if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK) {
+        !compile(spec, json, error))
+      return nullptr;
+    stlm_model *model = nullptr;
+    if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK ||
+        stlm_set_threads(model, opt.threads) != STLM_OK) {
       error = std::string("cannot open the compiled model: ") +
               stlm_error_message(model);
+      stlm_close(model);
+      return nullptr;
+    }
+    return model;
+  }
+  const std::string &directory() const { return dir; }
+
+private:
+  /// The artifact in `dir` was compiled from exactly this spec.
+  static bool upToDate(const std::string &manifest, const std::string &json) {
+    if (!llvm::sys::fs::exists(manifest))
+      return false;
+    try {
+      nlohmann::json m = nlohmann::json::parse(readFile(manifest));
+      return m.at("spec").get<std::string>() == json;
+    } catch (const std::exception &) {
       return false;
     }
-    if (stlm_set_threads(model, opt.threads) != STLM_OK) {
-      error = stlm_error_message(model);
+  }
+
+  /// stlm-compile into a fresh directory, then renamed into place, so a
+  /// concurrent or interrupted compile never leaves a half artifact. Specs
+  /// that come from a checkpoint are written out as JSON (which is YAML).
+  bool compile(const ModelSpec &spec, const std::string &json,
+               std::string &error) {
+    if (!llvm::sys::fs::can_execute(opt.compiler)) {
+      error = "cannot run stlm-compile at '" + opt.compiler + "'";
       return false;
     }
+    std::string parent = llvm::sys::path::parent_path(dir).str();
+    if (std::error_code ec = llvm::sys::fs::create_directories(parent)) {
+      error = "cannot create '" + parent + "': " + ec.message();
+      return false;
+    }
+    std::string tmp = dir + ".tmp." + std::to_string(getpid());
+    llvm::sys::fs::remove_directories(tmp);
+    std::string specPath = opt.specPath;
+    if (specPath.empty()) {
+      specPath = tmp + ".spec.yaml";
+      std::ofstream(specPath) << json << "\n";
+    }
+    if (opt.progress)
+      std::fprintf(opt.progress, "compiling '%s' into %s\n", spec.name.c_str(),
+                   dir.c_str());
+    auto start = std::chrono::steady_clock::now();
+    llvm::StringRef argv[] = {opt.compiler, specPath, "-o", tmp};
+    std::optional<llvm::StringRef> redirects[] = {std::nullopt, "",
+                                                  std::nullopt};
+    std::string message;
+    int rc = llvm::sys::ExecuteAndWait(opt.compiler, argv, std::nullopt,
+                                       redirects, 0, 0, &message);
+    if (opt.specPath.empty())
+      llvm::sys::fs::remove(specPath);
+    if (rc != 0) {
+      llvm::sys::fs::remove_directories(tmp);
+      error = "stlm-compile could not compile '" + spec.name + "' (" +
+              (message.empty() ? "exit status " + std::to_string(rc)
+                               : message) +
+              ", diagnostics above); --backend reference runs every spec";
+      return false;
+    }
+    llvm::sys::fs::remove_directories(dir);
+    if (std::error_code ec = llvm::sys::fs::rename(tmp, dir)) {
+      error = "cannot move the artifact to '" + dir + "': " + ec.message();
+      return false;
+    }
+    if (opt.progress)
+      std::fprintf(
+          opt.progress, "compiled in %.1f s\n",
+          std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                        start)
+              .count());
     return true;
+  }
+
+  NativeOptions opt;
+  std::string dir;
+};
+
+class NativeEngine : public TrainEngine {
+public:
+  explicit NativeEngine(const NativeOptions &o) : opener(o) {}
+  ~NativeEngine() override { stlm_close(model); }
+
+  std::string describe() const override {
+    return "the native artifact in " + opener.directory();
+  }
+
+  bool prepare(const ModelSpec &spec, std::string &error) override {
+    model = opener.open(spec, error);
+    return model != nullptr;
   }
 
   bool setTensor(const std::string &name, const std::vector<int64_t> &,
@@ -138,67 +227,27 @@ private:
     return false;
   }
 
-  /// The artifact in `dir` was compiled from exactly this spec.
-  static bool upToDate(const std::string &manifest, const std::string &json) {
-    if (!llvm::sys::fs::exists(manifest))
-      return false;
-    try {
-      nlohmann::json m = nlohmann::json::parse(readFile(manifest));
-      return m.at("spec").get<std::string>() == json;
-    } catch (const std::exception &) {
-      return false;
-    }
-  }
+  ArtifactOpener opener;
+  stlm_model *model = nullptr;
+};
 
-  /// stlm-compile into a fresh directory, then renamed into place, so a
-  /// concurrent or interrupted compile never leaves a half artifact.
-  bool compile(const ModelSpec &spec, std::string &error) {
-    if (!llvm::sys::fs::can_execute(opt.compiler)) {
-      error = "cannot run stlm-compile at '" + opt.compiler + "'";
+/// The compiled model of a checkpoint, its weights loaded; closes itself.
+struct LoadedNative {
+  stlm_model *model = nullptr;
+  ~LoadedNative() { stlm_close(model); }
+
+  bool open(const std::string &checkpoint, const ModelSpec &spec,
+            const NativeOptions &options, std::string &error) {
+    ArtifactOpener opener(options);
+    model = opener.open(spec, error);
+    if (!model)
+      return false;
+    if (stlm_load(model, checkpoint.c_str()) != STLM_OK) {
+      error = stlm_error_message(model);
       return false;
     }
-    std::string parent = llvm::sys::path::parent_path(dir).str();
-    if (std::error_code ec = llvm::sys::fs::create_directories(parent)) {
-      error = "cannot create '" + parent + "': " + ec.message();
-      return false;
-    }
-    std::string tmp = dir + ".tmp." + std::to_string(getpid());
-    llvm::sys::fs::remove_directories(tmp);
-    if (opt.progress)
-      std::fprintf(opt.progress, "compiling '%s' into %s\n", spec.name.c_str(),
-                   dir.c_str());
-    auto start = std::chrono::steady_clock::now();
-    llvm::StringRef argv[] = {opt.compiler, opt.specPath, "-o", tmp};
-    std::optional<llvm::StringRef> redirects[] = {std::nullopt, "",
-                                                  std::nullopt};
-    std::string message;
-    int rc = llvm::sys::ExecuteAndWait(opt.compiler, argv, std::nullopt,
-                                       redirects, 0, 0, &message);
-    if (rc != 0) {
-      llvm::sys::fs::remove_directories(tmp);
-      error = "stlm-compile could not compile '" + spec.name + "' (" +
-              (message.empty() ? "exit status " + std::to_string(rc)
-                               : message) +
-              ", diagnostics above); --backend reference runs every spec";
-      return false;
-    }
-    llvm::sys::fs::remove_directories(dir);
-    if (std::error_code ec = llvm::sys::fs::rename(tmp, dir)) {
-      error = "cannot move the artifact to '" + dir + "': " + ec.message();
-      return false;
-    }
-    if (opt.progress)
-      std::fprintf(
-          opt.progress, "compiled in %.1f s\n",
-          std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                        start)
-              .count());
     return true;
   }
-
-  NativeOptions opt;
-  std::string dir;
-  stlm_model *model = nullptr;
 };
 
 } // namespace
@@ -234,6 +283,77 @@ std::string nativeUnsupported(const ModelSpec &spec) {
 
 std::unique_ptr<TrainEngine> nativeEngine(const NativeOptions &options) {
   return std::make_unique<NativeEngine>(options);
+}
+
+int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
+                   const std::string &dataPath, int64_t windows,
+                   const NativeOptions &options, FILE *out, FILE *err) {
+  auto fail = [&](const std::string &msg) {
+    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
+    return 1;
+  };
+  std::string error;
+  if (std::optional<std::string> why = unsupportedFeed(spec))
+    return fail(*why);
+  Feed feed = Feed::forSpec(spec);
+  TextData data;
+  if (!data.load(dataPath, feed.window, error))
+    return fail(error);
+  LoadedNative m;
+  if (!m.open(checkpoint, spec, options, error))
+    return fail(error);
+  BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
+                       std::string &e) {
+    if (stlm_eval(m.model, args[0].i.data(), args[1].i.data(), &l) == STLM_OK)
+      return true;
+    e = stlm_error_message(m.model);
+    return false;
+  };
+  int64_t used = 0;
+  double value = validationLoss(loss, data, feed, windows, used, error);
+  if (std::isnan(value))
+    return fail(error);
+  printValidation(spec, dataPath, value, used, out);
+  return 0;
+}
+
+int generateNative(const std::string &checkpoint, const ModelSpec &spec,
+                   const GenerateOptions &o, const NativeOptions &options,
+                   FILE *out, FILE *err) {
+  auto fail = [&](const std::string &msg) {
+    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
+    return 1;
+  };
+  std::vector<int32_t> prompt;
+  std::string problem = generationProblem(spec, o, prompt);
+  if (!problem.empty())
+    return fail(problem);
+  std::string error;
+  LoadedNative m;
+  if (!m.open(checkpoint, spec, options, error))
+    return fail(error);
+  stlm_sampling sampling = {static_cast<float>(o.sampling.temperature),
+                            static_cast<int32_t>(std::min<int64_t>(
+                                o.sampling.topK, INT32_MAX)),
+                            static_cast<float>(o.sampling.topP), o.seed};
+  auto write = [](int32_t token, void *file) {
+    unsigned char byte = static_cast<unsigned char>(token);
+    std::fwrite(&byte, 1, 1, static_cast<FILE *>(file));
+    std::fflush(static_cast<FILE *>(file));
+    return 0;
+  };
+  size_t produced = 0;
+  auto start = std::chrono::steady_clock::now();
+  if (stlm_generate(m.model, prompt.data(), prompt.size(),
+                    static_cast<size_t>(o.tokens), &sampling, write, out,
+                    &produced) != STLM_OK)
+    return fail(stlm_error_message(m.model));
+  printGenerated(static_cast<int64_t>(produced),
+                 std::chrono::duration<double>(
+                     std::chrono::steady_clock::now() - start)
+                     .count(),
+                 err);
+  return 0;
 }
 
 } // namespace stlm

@@ -17,11 +17,15 @@
 //       cache and runs the artifact; auto (the default) uses it when the
 //       native path supports the spec and the reference evaluator (with a
 //       note saying why) when not.
-//   stlm-run eval W.safetensors --data FILE [--eval-windows N]
+//   stlm-run eval W.safetensors --data FILE [--eval-windows N] [BACKEND]
 //       the validation loss of a checkpoint on a text file.
 //   stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]
-//       [--temperature T] [--top-k K] [--top-p P] [--seed N]
-//       continues the prompt, streaming bytes to stdout.
+//       [--temperature T] [--top-k K] [--top-p P] [--seed N] [BACKEND]
+//       continues the prompt, streaming bytes to stdout; natively with the
+//       artifact's KV cache.
+//   BACKEND is --backend auto|native|reference [--artifact DIR]
+//   [--threads N], as for train; eval and generate compile the spec stored
+//   in the checkpoint.
 //
 // Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
 // bad input, 2 for bad usage.
@@ -58,8 +62,10 @@ constexpr const char *kUsage =
     "                [--log F.jsonl] [--resume W] [--save W] [--save-every N]\n"
     "                [--seed N] [--quiet]\n"
     "       stlm-run eval W.safetensors --data FILE [--eval-windows N]\n"
+    "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n"
     "       stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]\n"
-    "                [--temperature T] [--top-k K] [--top-p P] [--seed N]\n";
+    "                [--temperature T] [--top-k K] [--top-p P] [--seed N]\n"
+    "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n";
 
 /// The path of tool `name` installed beside this stlm-run.
 std::string besideMe(const char *argv0, const char *name) {
@@ -275,12 +281,62 @@ int runCheck(int argc, char **argv) {
   return 0;
 }
 
+/// The backend options every compute command takes.
+const std::vector<std::string> kBackendOptions = {"--backend", "--artifact",
+                                                  "--threads"};
+std::vector<std::string> withBackend(std::vector<std::string> options) {
+  options.insert(options.end(), kBackendOptions.begin(),
+                 kBackendOptions.end());
+  return options;
+}
+
+/// Reads --backend, --artifact and --threads; false after a usage error.
+bool backendOptions(Args &a, const char *argv0, std::string &backend,
+                    stlm::NativeOptions &native, int &status) {
+  backend = a.get("--backend") ? *a.get("--backend") : "auto";
+  if (backend != "reference" && backend != "native" && backend != "auto") {
+    status = usage("unknown backend '" + backend +
+                   "' (available: auto, native, reference)");
+    return false;
+  }
+  if (backend == "reference" && (a.get("--artifact") || a.get("--threads"))) {
+    status = usage("--artifact and --threads are options of the native "
+                   "backend");
+    return false;
+  }
+  int64_t threads = 0;
+  if (!a.count("--threads", threads)) {
+    status = usage(a.error);
+    return false;
+  }
+  if (const std::string *v = a.get("--artifact"))
+    native.artifactDir = *v;
+  native.threads = static_cast<int>(std::min<int64_t>(threads, 1024));
+  native.compiler = besideMe(argv0, "stlm-compile");
+  return true;
+}
+
+/// `auto` becomes native when the native path compiles `spec`, else
+/// reference with a note (on `notes`, unless null) saying why.
+std::string resolveBackend(const std::string &backend,
+                           const stlm::ModelSpec &spec, const char *doing,
+                           FILE *notes) {
+  if (backend != "auto")
+    return backend;
+  std::string why = stlm::nativeUnsupported(spec);
+  if (!why.empty() && notes)
+    std::fprintf(notes,
+                 "note: the native path cannot compile '%s' yet (%s); %s "
+                 "with the reference evaluator\n",
+                 spec.name.c_str(), why.c_str(), doing);
+  return why.empty() ? "native" : "reference";
+}
+
 int runTrain(int argc, char **argv) {
   Args a = Args::parse(argc, argv, 2,
-                       {"--data", "--backend", "--artifact", "--threads",
-                        "--steps", "--eval-every",
-                        "--eval-windows", "--log", "--resume", "--save",
-                        "--save-every", "--seed"},
+                       withBackend({"--data", "--steps", "--eval-every",
+                                    "--eval-windows", "--log", "--resume",
+                                    "--save", "--save-every", "--seed"}),
                        {"--quiet"});
   if (!a.error.empty())
     return usage(a.error);
@@ -289,21 +345,18 @@ int runTrain(int argc, char **argv) {
   const std::string *data = a.get("--data");
   if (!data)
     return usage("train needs a text file (--data FILE)");
-  std::string backend = a.get("--backend") ? *a.get("--backend") : "auto";
-  if (backend != "reference" && backend != "native" && backend != "auto")
-    return usage("unknown backend '" + backend +
-                 "' (available: auto, native, reference)");
-  if (backend == "reference" && (a.get("--artifact") || a.get("--threads")))
-    return usage("--artifact and --threads are options of the native "
-                 "backend");
+  std::string backend;
+  stlm::NativeOptions native;
+  int status = 0;
+  if (!backendOptions(a, argv[0], backend, native, status))
+    return status;
   stlm::TrainOptions opt;
   opt.dataPath = *data;
-  int64_t seed = 0, threads = 0;
+  int64_t seed = 0;
   if (!a.count("--steps", opt.steps) ||
       !a.count("--eval-every", opt.evalEvery) ||
       !a.count("--eval-windows", opt.evalWindows) ||
-      !a.count("--save-every", opt.saveEvery) || !a.count("--seed", seed) ||
-      !a.count("--threads", threads))
+      !a.count("--save-every", opt.saveEvery) || !a.count("--seed", seed))
     return usage(a.error);
   if (a.get("--seed")) {
     opt.seed = static_cast<uint64_t>(seed);
@@ -322,30 +375,17 @@ int runTrain(int argc, char **argv) {
   stlm::ModelSpec spec;
   if (!loadSpec(a.positional[0], spec))
     return 1;
-  if (backend == "auto") {
-    std::string why = stlm::nativeUnsupported(spec);
-    backend = why.empty() ? "native" : "reference";
-    if (!why.empty() && opt.progress)
-      std::fprintf(opt.progress,
-                   "note: the native path cannot compile '%s' yet (%s); "
-                   "training with the reference evaluator\n",
-                   spec.name.c_str(), why.c_str());
-  }
-  if (backend == "reference")
+  if (resolveBackend(backend, spec, "training", opt.progress) == "reference")
     return stlm::trainWithReference(spec, opt, stderr);
-  stlm::NativeOptions native;
   native.specPath = a.positional[0];
-  if (const std::string *v = a.get("--artifact"))
-    native.artifactDir = *v;
-  native.threads = static_cast<int>(std::min<int64_t>(threads, 1024));
-  native.compiler = besideMe(argv[0], "stlm-compile");
   native.progress = opt.progress;
   std::unique_ptr<stlm::TrainEngine> engine = stlm::nativeEngine(native);
   return stlm::train(spec, opt, *engine, stderr);
 }
 
 int runEval(int argc, char **argv) {
-  Args a = Args::parse(argc, argv, 2, {"--data", "--eval-windows"});
+  Args a = Args::parse(argc, argv, 2,
+                       withBackend({"--data", "--eval-windows"}));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -356,14 +396,27 @@ int runEval(int argc, char **argv) {
   int64_t windows = 0;
   if (!a.count("--eval-windows", windows))
     return usage(a.error);
-  return stlm::evaluateWithReference(a.positional[0], *data, windows, stdout,
-                                     stderr);
+  std::string backend;
+  stlm::NativeOptions native;
+  int status = 0;
+  if (!backendOptions(a, argv[0], backend, native, status))
+    return status;
+  const std::string &checkpoint = a.positional[0];
+  stlm::ModelSpec spec;
+  std::string error;
+  if (!stlm::checkpointSpec(checkpoint, spec, error))
+    return fail(error);
+  if (resolveBackend(backend, spec, "evaluating", stderr) == "reference")
+    return stlm::evaluateWithReference(checkpoint, *data, windows, stdout,
+                                       stderr);
+  return stlm::evaluateNative(checkpoint, spec, *data, windows, native,
+                              stdout, stderr);
 }
 
 int runGenerate(int argc, char **argv) {
   Args a = Args::parse(argc, argv, 2,
-                       {"--prompt", "--tokens", "--temperature", "--top-k",
-                        "--top-p", "--seed"});
+                       withBackend({"--prompt", "--tokens", "--temperature",
+                                    "--top-k", "--top-p", "--seed"}));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -378,7 +431,24 @@ int runGenerate(int argc, char **argv) {
       !a.number("--top-p", o.sampling.topP))
     return usage(a.error);
   o.seed = static_cast<uint64_t>(seed);
-  return stlm::generateWithReference(a.positional[0], o, stdout, stderr);
+  std::string backend;
+  stlm::NativeOptions native;
+  int status = 0;
+  if (!backendOptions(a, argv[0], backend, native, status))
+    return status;
+  const std::string &checkpoint = a.positional[0];
+  stlm::ModelSpec spec;
+  std::string error;
+  if (!stlm::checkpointSpec(checkpoint, spec, error))
+    return fail(error);
+  // Bad requests are refused before anything is compiled.
+  std::vector<int32_t> prompt;
+  std::string problem = stlm::generationProblem(spec, o, prompt);
+  if (!problem.empty())
+    return fail(problem);
+  if (resolveBackend(backend, spec, "generating", stderr) == "reference")
+    return stlm::generateWithReference(checkpoint, o, stdout, stderr);
+  return stlm::generateNative(checkpoint, spec, o, native, stdout, stderr);
 }
 
 } // namespace
