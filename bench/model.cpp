@@ -1,12 +1,14 @@
-//===- model.cpp - time a compiled model's training step and forward ------===//
+//===- model.cpp - time a compiled model: train, forward, generate ---------===//
 //
 //   stlm-bench-model lib<name>.so WEIGHTS.safetensors [--steps N]
-//       [--threads T]
+//       [--threads T] [--generate G]
 //
 // Opens the artifact through the C runtime, loads the weights, and times N
 // training steps and N forward passes (stlm_eval: loss without gradients)
-// on fixed pseudo-random byte batches after 3 warm-up calls each. Prints
-// one JSON object: median milliseconds and bytes/s of each.
+// on fixed pseudo-random byte batches after 3 warm-up calls each, then
+// greedy generation (stlm_generate, KV cache) of min(G, context) tokens
+// from a one-byte prompt, 5 times after one warm-up. Prints one JSON
+// object: median milliseconds and bytes/s of each.
 //
 //===----------------------------------------------------------------------===//
 
@@ -35,15 +37,17 @@ double median(std::vector<double> v) {
 int main(int argc, char **argv) {
   if (argc < 3) {
     std::fprintf(stderr, "usage: stlm-bench-model lib<name>.so W.safetensors "
-                         "[--steps N] [--threads T]\n");
+                         "[--steps N] [--threads T] [--generate G]\n");
     return 2;
   }
-  int steps = 20, threads = 0;
+  int steps = 20, threads = 0, generate = 128;
   for (int i = 3; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps"))
       steps = std::max(1, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--threads"))
       threads = std::max(0, std::atoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--generate"))
+      generate = std::max(1, std::atoi(argv[i + 1]));
   }
   stlm_model *m = nullptr;
   if (stlm_open_library(argv[1], nullptr, &m) != STLM_OK)
@@ -80,13 +84,30 @@ int main(int argc, char **argv) {
       forward.push_back(
           std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  double tm = median(train), fm = median(forward);
+  size_t tokensOut = static_cast<size_t>(
+      std::min<int64_t>(generate, stlm_context(m)));
+  std::vector<double> gen;
+  stlm_sampling greedy = STLM_SAMPLING_GREEDY;
+  int32_t prompt = 10;
+  for (int i = 0; i < 6; ++i) {
+    size_t produced = 0;
+    auto t0 = Clock::now();
+    if (stlm_generate(m, &prompt, 1, tokensOut, &greedy, nullptr, nullptr,
+                      &produced) != STLM_OK)
+      return die(m, "generate");
+    if (i >= 1)
+      gen.push_back(
+          std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  double tm = median(train), fm = median(forward), gm = median(gen);
   std::printf("{\"model\": \"%s\", \"batch\": %lld, \"context\": %lld, "
               "\"train_ms\": %.3f, \"train_bytes_per_s\": %.1f, "
-              "\"forward_ms\": %.3f, \"forward_bytes_per_s\": %.1f}\n",
+              "\"forward_ms\": %.3f, \"forward_bytes_per_s\": %.1f, "
+              "\"generate_tokens\": %zu, \"generate_ms\": %.3f, "
+              "\"generate_bytes_per_s\": %.1f}\n",
               stlm_model_name(m), static_cast<long long>(stlm_batch(m)),
               static_cast<long long>(stlm_context(m)), tm, n / tm * 1e3, fm,
-              n / fm * 1e3);
+              n / fm * 1e3, tokensOut, gm, tokensOut / gm * 1e3);
   stlm_close(m);
   return 0;
 }

@@ -41,19 +41,23 @@ name="$(basename "$manifest" .manifest.json)"
 unset OPENBLAS_CORETYPE
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS="$threads"
 ours="$("$bin/stlm-bench-model" "$work/art/lib$name.so" "$work/w.safetensors" \
-  --steps "$steps" --threads "$threads")"
+  --steps "$steps" --threads "$threads" --generate 128)"
 peer="$(/usr/bin/python3 "$root/bench/torch_model.py" "$work/spec.json" \
-  --threads "$threads" --steps "$steps")"
+  --threads "$threads" --steps "$steps" --generate 128)"
 /usr/bin/python3 - "$ours" "$peer" <<'PY'
 import json, sys
 o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"model {o['model']}: batch {o['batch']} x context {o['context']}, "
-      f"{p['threads']} threads, peer {p['peer']} (fp32)")
+      f"{p['threads']} threads, peer {p['peer']} (fp32, its BLAS at "
+      f"{p['matmul_gflops']:.0f} GFLOP/s on a 1024x256x1024 matmul)")
+if p["matmul_gflops"] < 30:
+    print("warning: the peer's BLAS is slow (the reference BLAS?); "
+          "scripts/install-deps.sh --bench installs OpenBLAS")
 print(f"{'':10} {'stlm B/s':>12} {'PyTorch B/s':>12} {'ratio':>7}")
-for k in ("train", "forward"):
+for k in ("train", "forward", "generate"):
     a, b = o[k + "_bytes_per_s"], p[k + "_bytes_per_s"]
     print(f"{k:10} {a:12.0f} {b:12.0f} {a / b:6.2f}x")
-print(f"{'generate':10} {'n/a':>12} {p['generate_bytes_per_s']:12.0f}"
-      "  (stlm: no native generation entry yet)")
+print(f"(generate: greedy, KV cache, {o['generate_tokens']} tokens from a "
+      "one-byte prompt, one sequence)")
 print(json.dumps({"stlm": o, "pytorch": p}))
 PY

@@ -92,6 +92,12 @@ class Model(torch.nn.Module):
         return rmsnorm(x, self.norm) @ self.embed.weight.t()
 
 
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def median_ms(fn, steps):
     for _ in range(3):
         fn()
@@ -139,24 +145,35 @@ def main():
     train_ms = median_ms(train_step, a.steps)
     forward_ms = median_ms(forward, a.steps)
 
-    # Greedy generation with a KV cache, one sequence, from a 1-byte prompt.
+    # Greedy generation with a KV cache, one sequence, from a 1-byte prompt
+    # (median of 5 after one warm-up).
     c = spec["core"]
     kv, hd = c.get("kv_heads", c["heads"]), c["width"] // c["heads"]
     n = min(a.generate, t)
-    with torch.no_grad():
-        caches = [(torch.zeros(1, kv, t, hd), torch.zeros(1, kv, t, hd))
-                  for _ in range(c["layers"])]
-        tok = torch.tensor([[10]])
-        t0 = time.perf_counter()
-        for pos in range(n):
-            tok = model(tok, caches, pos)[:, -1].argmax(-1, keepdim=True)
-        gen_s = time.perf_counter() - t0
+
+    def generate():
+        with torch.no_grad():
+            caches = [(torch.zeros(1, kv, t, hd), torch.zeros(1, kv, t, hd))
+                      for _ in range(c["layers"])]
+            tok = torch.tensor([[10]])
+            for pos in range(n):
+                tok = model(tok, caches, pos)[:, -1].argmax(-1, keepdim=True)
+
+    generate()
+    gen_ms = statistics.median(
+        [timed(generate) for _ in range(5)])
+
+    # Sanity of the peer's BLAS: a [1024, 256] x [256, 1024] matmul.
+    x, y = torch.randn(1024, 256), torch.randn(256, 1024)
+    mm_ms = median_ms(lambda: x @ y, 20)
     print(json.dumps({
         "peer": "pytorch " + torch.__version__, "threads": a.threads,
         "batch": b, "context": t,
         "train_ms": train_ms, "train_bytes_per_s": b * t / train_ms * 1e3,
         "forward_ms": forward_ms, "forward_bytes_per_s": b * t / forward_ms * 1e3,
-        "generate_bytes_per_s": n / gen_s}))
+        "generate_tokens": n, "generate_ms": gen_ms,
+        "generate_bytes_per_s": n / gen_ms * 1e3,
+        "matmul_gflops": 2 * 1024 * 256 * 1024 / mm_ms / 1e6}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 # Installs every Debian package stlm needs to build and test. Idempotent: when all
 # packages are present it prints nothing and returns in well under a second.
 # Usage: scripts/install-deps.sh [--bench]   (--bench adds python3-torch, the
-# benchmark peer; never needed to build or test).
+# benchmark peer, and OpenBLAS, without which Debian's torch falls back to
+# the reference BLAS at a few GFLOP/s; never needed to build or test).
 set -euo pipefail
 
 packages=(
@@ -14,7 +15,7 @@ packages=(
   zlib1g-dev libzstd-dev libedit-dev libcurl4-openssl-dev libxml2-dev
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  packages+=(python3-torch)
+  packages+=(python3-torch libopenblas0-pthread)
 fi
 
 missing=()
