@@ -139,8 +139,7 @@ public:
     dq(w, t, b) = dq4(w % hd, w / hd, t, b);
 
     // kv head j collects the query heads j·group … j·group + group − 1.
-    RDom rg(0, group, 0, T, "rg");
-    Var j("j");
+    rg = RDom(0, group, 0, T, "rg");
     Expr hq = j * group + rg.x;
     dk4(c, j, u, b) = 0.0f;
     dk4(c, j, u, b) += ds(u, rg.y, hq, b) * q(hq * hd + c, rg.y, b);
@@ -171,16 +170,44 @@ public:
     l.compute_at(p, b);
     dp.compute_at(ds, b);
     rowdot.compute_at(ds, b);
-    for (Func f : {Func(dq), Func(dk), Func(dv)})
-      f.parallel(b).vectorize(w, std::min(vec, hd), TailStrategy::GuardWithIf);
-    dq4.compute_at(dq, b);
-    dk4.compute_at(dk, b);
-    dv4.compute_at(dv, b);
+    // dq = ds · k, dk = dsᵀ · q, dv = pᵀ · dy per head: register tiles of
+    // R rows (queries for dq, keys for dk and dv) × one head's hd columns
+    // (hd / vec vectors), accumulated over the reduction with one
+    // broadcast of ds or p per row, like the matmul micro-kernel.
+    int lanes = std::min(vec, hd);
+    int vectors = std::max(1, hd / lanes);
+    int rows = std::max(1, 16 / vectors);
+    auto tile = [&](Func out, Func acc, Var row,
+                    const std::vector<VarOrRVar> &reduction) {
+      Var hh("hh"), cc("cc"), ro("ro"), ri("ri"), rb("rb");
+      out.split(w, hh, cc, hd)
+          .split(row, ro, ri, rows, TailStrategy::GuardWithIf)
+          .reorder(cc, ri, hh, ro, b)
+          .vectorize(cc, lanes, TailStrategy::GuardWithIf)
+          .fuse(ro, b, rb)
+          .parallel(rb);
+      acc.compute_at(out, hh)
+          .vectorize(c, lanes, TailStrategy::GuardWithIf)
+          .unroll(c)
+          .unroll(row);
+      std::vector<VarOrRVar> order = {c, row};
+      order.insert(order.end(), reduction.begin(), reduction.end());
+      acc.update()
+          .reorder(order)
+          .vectorize(c, lanes, TailStrategy::GuardWithIf)
+          .unroll(c)
+          .unroll(row);
+    };
+    tile(dq, dq4, t, {ru.x});
+    tile(dk, dk4, u, {rg.x, rg.y});
+    tile(dv, dv4, u, {rg.x, rg.y});
   }
 
 private:
   Func p{"p"}, dp{"dp"}, rowdot{"rowdot"}, ds{"ds"}, dq4{"dq4"}, dk4{"dk4"},
       dv4{"dv4"};
+  Var j{"j"};
+  RDom rg;
 };
 
 } // namespace
