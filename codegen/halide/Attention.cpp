@@ -39,7 +39,7 @@ protected:
       stlm::halide::fail("stlm_attention", "kv_heads must divide heads");
     group = H / K;
     scale = 1.0f / std::sqrt(float(hd));
-    RDom rc(0, hd, "rc");
+    rc = RDom(0, hd, "rc");
     s(u, t, h, b) = 0.0f;
     s(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
     valid = bool(causal) ? (u <= t + offset) : (u >= 0);
@@ -51,6 +51,17 @@ protected:
                            0.0f);
     l(t, h, b) = sum(e(ru, t, h, b));
     this->ru = ru;
+  }
+
+  /// `x` (a k or v buffer, [.., S, K·hd]) as a Func of the same
+  /// coordinates stored transposed (keys innermost), so that scores and
+  /// value products vectorize over keys with dense loads; `store` is the
+  /// transposed copy to schedule.
+  Func keysInner(Func x, Func &store) {
+    store(u, w, b) = x(w, u, b);
+    Func view(store.name() + "_view");
+    view(w, u, b) = store(u, w, b);
+    return view;
   }
 
   void boundQKV(Internal::GeneratorInput_Buffer<Buffer<float>> &q,
@@ -68,7 +79,7 @@ protected:
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
   Func s{"s"}, mx{"mx"}, e{"e"}, l{"l"};
   Expr valid;
-  RDom ru;
+  RDom ru, rc;
   int group = 1;
   float scale = 1.0f;
 };
@@ -81,7 +92,7 @@ public:
 
   void generate() {
     int hd = headDim;
-    defineSoftmax(q, k, offset);
+    defineSoftmax(q, keysInner(k, kt), offset);
     acc(c, t, h, b) = 0.0f;
     acc(c, t, h, b) += e(ru, t, h, b) * v((h / group) * hd + c, ru, b);
     out(c, h, t, b) =
@@ -95,26 +106,51 @@ public:
         .dim(2).set_bounds(0, batch);
     stlm::halide::requireAligned(y);
     int vec = natural_vector_size<float>();
-    Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb");
+    // Blocks of queries: 16, or the whole (short) time of a decode step.
+    int block = std::min(16, int(time));
+    bool whole = int(time) % block == 0;
+    Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb"), uo("uo"), ui("ui");
     y.split(w, hh, cc, hd)
-        .split(t, to, ti, 16, TailStrategy::GuardWithIf)
+        .split(t, to, ti, block, TailStrategy::GuardWithIf)
         .reorder(cc, ti, hh, to, b)
         .fuse(to, b, tb)
         .vectorize(cc, std::min(vec, hd), TailStrategy::GuardWithIf)
         .parallel(tb);
-    // Per head and block of queries: scores against every key.
+    // Keys transposed once per call, then per head and block of queries
+    // the scores against every key: a register tile of the block's
+    // queries × one vector of keys, one broadcast of q per query and
+    // channel.
+    kt.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
     s.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
-    s.update().vectorize(u, vec, TailStrategy::GuardWithIf);
+    Stage scores = s.update();
+    scores.split(u, uo, ui, vec, TailStrategy::GuardWithIf)
+        .reorder(ui, t, rc, uo)
+        .vectorize(ui);
+    if (whole)
+      scores.unroll(t);
     mx.compute_at(y, hh);
     e.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
     l.compute_at(y, hh);
     acc.compute_at(y, hh).vectorize(c, std::min(vec, hd),
                                     TailStrategy::GuardWithIf);
-    acc.update().vectorize(c, std::min(vec, hd), TailStrategy::GuardWithIf);
+    // The weighted sum of values: a tile of 4 queries × the head's
+    // channels, one broadcast of e per query and key.
+    Stage sum = acc.update();
+    if (whole && block % 4 == 0) {
+      Var t4("t4"), ti4("ti4");
+      sum.split(t, t4, ti4, 4)
+          .reorder(c, ti4, ru, t4)
+          .vectorize(c, std::min(vec, hd), TailStrategy::GuardWithIf)
+          .unroll(c)
+          .unroll(ti4);
+    } else {
+      sum.reorder(c, ru, t).vectorize(c, std::min(vec, hd),
+                                      TailStrategy::GuardWithIf);
+    }
   }
 
 private:
-  Func acc{"acc"}, out{"out"};
+  Func acc{"acc"}, out{"out"}, kt{"kt"};
 };
 
 class AttentionGrad : public AttentionBase<AttentionGrad> {
@@ -125,11 +161,13 @@ public:
 
   void generate() {
     int hd = headDim, T = time;
-    defineSoftmax(q, k, offset);
+    defineSoftmax(q, keysInner(k, kt), offset);
+    Func vview = keysInner(v, vt);
     p(u, t, h, b) = select(l(t, h, b) > 0.0f, e(u, t, h, b) / l(t, h, b), 0.0f);
-    RDom rc(0, hd, "rc2");
+    rc2 = RDom(0, hd, "rc2");
     dp(u, t, h, b) = 0.0f;
-    dp(u, t, h, b) += dy(h * hd + rc, t, b) * v((h / group) * hd + rc, u, b);
+    dp(u, t, h, b) +=
+        dy(h * hd + rc2, t, b) * vview((h / group) * hd + rc2, u, b);
     rowdot(t, h, b) = 0.0f;
     rowdot(t, h, b) += p(ru, t, h, b) * dp(ru, t, h, b);
     ds(u, t, h, b) = p(u, t, h, b) * (dp(u, t, h, b) - rowdot(t, h, b)) * scale;
@@ -164,11 +202,30 @@ public:
     for (Func f : {p, ds}) {
       f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
     }
-    s.compute_at(p, b);
+    // Keys and values transposed once; scores and dp as dot products over
+    // the head's channels, one vector of keys at a time.
+    for (Func f : {kt, vt})
+      f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
+    // Register tiles of 16 queries × one vector of keys (when the time
+    // divides), one broadcast per query and channel.
+    bool tiles = int(time) % 16 == 0;
+    auto dots = [&](Func f, RDom r) {
+      Var uo("uo"), ui("ui"), to("to"), ti("ti");
+      Stage st = f.update();
+      st.split(u, uo, ui, vec, TailStrategy::GuardWithIf);
+      if (tiles)
+        st.split(t, to, ti, 16).reorder(ui, ti, r.x, uo, to).unroll(ti);
+      else
+        st.reorder(ui, r.x, uo);
+      st.vectorize(ui);
+    };
+    s.compute_at(p, b).vectorize(u, vec, TailStrategy::GuardWithIf);
+    dots(s, rc);
     mx.compute_at(p, b);
     e.compute_at(p, b);
     l.compute_at(p, b);
-    dp.compute_at(ds, b);
+    dp.compute_at(ds, b).vectorize(u, vec, TailStrategy::GuardWithIf);
+    dots(dp, rc2);
     rowdot.compute_at(ds, b);
     // dq = ds · k, dk = dsᵀ · q, dv = pᵀ · dy per head: register tiles of
     // R rows (queries for dq, keys for dk and dv) × one head's hd columns
@@ -205,7 +262,8 @@ public:
 
 private:
   Func p{"p"}, dp{"dp"}, rowdot{"rowdot"}, ds{"ds"}, dq4{"dq4"}, dk4{"dk4"},
-      dv4{"dv4"};
+      dv4{"dv4"}, kt{"kt"}, vt{"vt"};
+  RDom rc2;
   Var j{"j"};
   RDom rg;
 };
