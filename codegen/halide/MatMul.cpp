@@ -71,9 +71,18 @@ public:
 
     // The accumulator in panel coordinates: prod(jj, i, jo) is
     // c(jo * P + jj, i).
+    // tn reads A down columns (a stride of M floats per k): pack each
+    // task's rows as [M/8][K][8] so the micro-kernel's eight broadcasts
+    // per k come from one cache line.
+    Func A = A_;
+    if (f == "tn") {
+      packedA(pi, pk, po) = A_(pk, po * kTileRows + pi);
+      A = Func("A_packed");
+      A(kk, i) = packedA(i % kTileRows, kk, i / kTileRows);
+    }
     RDom r(0, k, "r");
     prod(jj, i, jo) = 0.0f;
-    prod(jj, i, jo) += A_(r, i) * packed(jj, r, jo);
+    prod(jj, i, jo) += A(r, i) * packed(jj, r, jo);
     c(j, i) = prod(j % panel, i, j / panel);
     rk = r.x;
   }
@@ -116,6 +125,9 @@ public:
         .unroll(jj)
         .unroll(i);
 
+    if (f == "tn")
+      packedA.compute_at(c, io).reorder(pi, pk, po).vectorize(pi, kTileRows);
+
     // Pack B once, in parallel over panels.
     packed.compute_root()
         .reorder(jj, kk, jo)
@@ -126,8 +138,9 @@ public:
 
 private:
   static constexpr int kTileRows = 8;
-  Var i{"i"}, j{"j"}, kk{"kk"}, jj{"jj"}, jo{"jo"};
-  Func A_{"A_"}, B_{"B_"}, packed{"packed"}, prod{"prod"};
+  Var i{"i"}, j{"j"}, kk{"kk"}, jj{"jj"}, jo{"jo"}, pi{"pi"}, pk{"pk"},
+      po{"po"};
+  Func A_{"A_"}, B_{"B_"}, packed{"packed"}, packedA{"packedA"}, prod{"prod"};
   RVar rk;
   int vec = 16, panel = 32;
 };
