@@ -43,14 +43,20 @@ protected:
     s(u, t, h, b) = 0.0f;
     s(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
     valid = bool(causal) ? (u <= t + offset) : (u >= 0);
-    RDom ru(0, keys, "ru");
-    Expr sv = s(ru, t, h, b) * scale;
-    Expr validR = bool(causal) ? (ru <= t + offset) : (ru >= 0);
+    // Row statistics over every key (masked ones select out); the
+    // products with values and gradients (`ru`) stop at the last visible
+    // key when causal.
+    RDom all(0, keys, "ra");
+    Expr sv = s(all, t, h, b) * scale;
+    Expr validR = bool(causal) ? (all <= t + offset) : (all >= 0);
     mx(t, h, b) = maximum(select(validR, sv, Float(32).min()));
     e(u, t, h, b) = select(valid, exp(s(u, t, h, b) * scale - mx(t, h, b)),
                            0.0f);
-    l(t, h, b) = sum(e(ru, t, h, b));
-    this->ru = ru;
+    l(t, h, b) = sum(e(all, t, h, b));
+    ru = RDom(0, keys, "ru");
+    if (bool(causal))
+      ru.where(ru <= t + offset);
+    this->all = all;
   }
 
   /// `x` (a k or v buffer, [.., S, K·hd]) as a Func of the same
@@ -79,7 +85,7 @@ protected:
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
   Func s{"s"}, mx{"mx"}, e{"e"}, l{"l"};
   Expr valid;
-  RDom ru, rc;
+  RDom ru, rc, all;
   int group = 1;
   float scale = 1.0f;
 };
@@ -169,7 +175,7 @@ public:
     dp(u, t, h, b) +=
         dy(h * hd + rc2, t, b) * vview((h / group) * hd + rc2, u, b);
     rowdot(t, h, b) = 0.0f;
-    rowdot(t, h, b) += p(ru, t, h, b) * dp(ru, t, h, b);
+    rowdot(t, h, b) += p(all, t, h, b) * dp(all, t, h, b);
     ds(u, t, h, b) = p(u, t, h, b) * (dp(u, t, h, b) - rowdot(t, h, b)) * scale;
 
     dq4(c, h, t, b) = 0.0f;
@@ -178,6 +184,8 @@ public:
 
     // kv head j collects the query heads j·group … j·group + group − 1.
     rg = RDom(0, group, 0, T, "rg");
+    if (bool(causal))
+      rg.where(rg.y >= u - offset);
     Expr hq = j * group + rg.x;
     dk4(c, j, u, b) = 0.0f;
     dk4(c, j, u, b) += ds(u, rg.y, hq, b) * q(hq * hd + c, rg.y, b);
