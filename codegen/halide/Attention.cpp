@@ -40,8 +40,9 @@ protected:
     group = H / K;
     scale = 1.0f / std::sqrt(float(hd));
     rc = RDom(0, hd, "rc");
-    s(u, t, h, b) = 0.0f;
-    s(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
+    sAcc(u, t, h, b) = 0.0f;
+    sAcc(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
+    s(u, t, h, b) = sAcc(u, t, h, b);
     valid = bool(causal) ? (u <= t + offset) : (u >= 0);
     // Row statistics over every key (masked ones select out); the
     // products with values and gradients (`ru`) stop at the last visible
@@ -57,6 +58,39 @@ protected:
     if (bool(causal))
       ru.where(ru <= t + offset);
     this->all = all;
+  }
+
+  /// Schedules `f(u, t, ...)`, a copy of the dot products `accum`, in
+  /// tiles of 8 queries × 2 vectors of keys, each tile's `accum` computed
+  /// in registers over the reduction: 2 loads and 8 broadcasts per 16
+  /// FMAs, as in the matmul micro-kernel. Needs keys % (2 vectors) == 0
+  /// and the computed queries % 8 == 0 (the tiles round up); otherwise
+  /// plain vectors of keys.
+  void tileDots(Func f, Func accum, bool tiled) {
+    int vec = this->template natural_vector_size<float>();
+    Var uo("tile_uo"), ui("tile_ui"), to("tile_to"), ti("tile_ti");
+    if (!tiled) {
+      f.vectorize(u, vec, TailStrategy::GuardWithIf);
+      accum.compute_at(f, u).vectorize(u, vec, TailStrategy::GuardWithIf);
+      accum.update().reorder(u, rc).vectorize(u, vec,
+                                              TailStrategy::GuardWithIf);
+      return;
+    }
+    f.split(u, uo, ui, 2 * vec, TailStrategy::RoundUp)
+        .split(t, to, ti, 8, TailStrategy::RoundUp)
+        .reorder(ui, ti, uo, to)
+        .vectorize(ui, vec)
+        .unroll(ui)
+        .unroll(ti);
+    accum.compute_at(f, uo).vectorize(u, vec).unroll(u).unroll(t);
+    accum.update()
+        .reorder(u, t, rc)
+        .vectorize(u, vec)
+        .unroll(u)
+        .unroll(t);
+  }
+  bool keysTile() const {
+    return int(keys) % (2 * this->template natural_vector_size<float>()) == 0;
   }
 
   /// `x` (a k or v buffer, [.., S, K·hd]) as a Func of the same
@@ -83,7 +117,7 @@ protected:
   }
 
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
-  Func s{"s"}, mx{"mx"}, e{"e"}, l{"l"};
+  Func s{"s"}, sAcc{"sAcc"}, mx{"mx"}, e{"e"}, l{"l"};
   Expr valid;
   RDom ru, rc, all;
   int group = 1;
@@ -100,7 +134,9 @@ public:
     int hd = headDim;
     defineSoftmax(q, keysInner(k, kt), offset);
     acc(c, t, h, b) = 0.0f;
-    acc(c, t, h, b) += e(ru, t, h, b) * v((h / group) * hd + c, ru, b);
+    // Over every key (e is 0 where masked): a predicate here would reach
+    // the scores' bounds through e and defeat their register tiles.
+    acc(c, t, h, b) += e(all, t, h, b) * v((h / group) * hd + c, all, b);
     out(c, h, t, b) =
         select(l(t, h, b) > 0.0f, acc(c, t, h, b) / l(t, h, b), 0.0f);
     y(w, t, b) = out(w % hd, w / hd, t, b);
@@ -115,43 +151,40 @@ public:
     // Blocks of queries: 16, or the whole (short) time of a decode step.
     int block = std::min(16, int(time));
     bool whole = int(time) % block == 0;
-    Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb"), uo("uo"), ui("ui");
+    Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb");
     y.split(w, hh, cc, hd)
         .split(t, to, ti, block, TailStrategy::GuardWithIf)
         .reorder(cc, ti, hh, to, b)
         .fuse(to, b, tb)
         .vectorize(cc, std::min(vec, hd), TailStrategy::GuardWithIf)
         .parallel(tb);
-    // Keys transposed once per call, then per head and block of queries
-    // the scores against every key: a register tile of the block's
-    // queries × one vector of keys, one broadcast of q per query and
-    // channel.
+    // Keys transposed once per call; per head and block of queries the
+    // scores against the keys it sees (register tiles), the softmax, then
+    // per 4 queries the weighted sum of values in registers (4 × hd/vec
+    // vectors, one broadcast of e per query and key).
     kt.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
-    s.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
-    Stage scores = s.update();
-    scores.split(u, uo, ui, vec, TailStrategy::GuardWithIf)
-        .reorder(ui, t, rc, uo)
-        .vectorize(ui);
-    if (whole)
-      scores.unroll(t);
+    s.compute_at(y, hh);
+    bool tiled = whole && block % 8 == 0 && keysTile();
+    if (tiled) // the block's queries exactly (the select bounds are loose)
+      s.bound_extent(t, block);
+    tileDots(s, sAcc, tiled);
     mx.compute_at(y, hh);
     e.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
     l.compute_at(y, hh);
-    acc.compute_at(y, hh).vectorize(c, std::min(vec, hd),
-                                    TailStrategy::GuardWithIf);
-    // The weighted sum of values: a tile of 4 queries × the head's
-    // channels, one broadcast of e per query and key.
-    Stage sum = acc.update();
-    if (whole && block % 4 == 0) {
+    int lanes = std::min(vec, hd);
+    if (whole && block % 4 == 0 && hd % lanes == 0 && hd / lanes <= 4) {
       Var t4("t4"), ti4("ti4");
-      sum.split(t, t4, ti4, 4)
-          .reorder(c, ti4, ru, t4)
-          .vectorize(c, std::min(vec, hd), TailStrategy::GuardWithIf)
+      y.split(ti, t4, ti4, 4).reorder(cc, ti4, t4);
+      acc.compute_at(y, t4).vectorize(c, lanes).unroll(c).unroll(t);
+      acc.update()
+          .reorder(c, t, all)
+          .vectorize(c, lanes)
           .unroll(c)
-          .unroll(ti4);
+          .unroll(t);
     } else {
-      sum.reorder(c, ru, t).vectorize(c, std::min(vec, hd),
-                                      TailStrategy::GuardWithIf);
+      acc.compute_at(y, hh).vectorize(c, lanes, TailStrategy::GuardWithIf);
+      acc.update().reorder(c, all, t).vectorize(c, lanes,
+                                               TailStrategy::GuardWithIf);
     }
   }
 
@@ -170,27 +203,30 @@ public:
     defineSoftmax(q, keysInner(k, kt), offset);
     Func vview = keysInner(v, vt);
     p(u, t, h, b) = select(l(t, h, b) > 0.0f, e(u, t, h, b) / l(t, h, b), 0.0f);
-    rc2 = RDom(0, hd, "rc2");
-    dp(u, t, h, b) = 0.0f;
-    dp(u, t, h, b) +=
-        dy(h * hd + rc2, t, b) * vview((h / group) * hd + rc2, u, b);
+    dpAcc(u, t, h, b) = 0.0f;
+    dpAcc(u, t, h, b) +=
+        dy(h * hd + rc, t, b) * vview((h / group) * hd + rc, u, b);
+    dp(u, t, h, b) = dpAcc(u, t, h, b);
     rowdot(t, h, b) = 0.0f;
     rowdot(t, h, b) += p(all, t, h, b) * dp(all, t, h, b);
     ds(u, t, h, b) = p(u, t, h, b) * (dp(u, t, h, b) - rowdot(t, h, b)) * scale;
 
+    // The causal predicates trim the loops; the clamps (no-ops inside
+    // them) keep bounds inference from widening what it computes.
+    Expr key = clamp(ru, 0, int(keys) - 1);
     dq4(c, h, t, b) = 0.0f;
-    dq4(c, h, t, b) += ds(ru, t, h, b) * k((h / group) * hd + c, ru, b);
+    dq4(c, h, t, b) += ds(key, t, h, b) * k((h / group) * hd + c, key, b);
     dq(w, t, b) = dq4(w % hd, w / hd, t, b);
 
     // kv head j collects the query heads j·group … j·group + group − 1.
     rg = RDom(0, group, 0, T, "rg");
     if (bool(causal))
       rg.where(rg.y >= u - offset);
-    Expr hq = j * group + rg.x;
+    Expr hq = j * group + rg.x, query = clamp(rg.y, 0, T - 1);
     dk4(c, j, u, b) = 0.0f;
-    dk4(c, j, u, b) += ds(u, rg.y, hq, b) * q(hq * hd + c, rg.y, b);
+    dk4(c, j, u, b) += ds(u, query, hq, b) * q(hq * hd + c, query, b);
     dv4(c, j, u, b) = 0.0f;
-    dv4(c, j, u, b) += p(u, rg.y, hq, b) * dy(hq * hd + c, rg.y, b);
+    dv4(c, j, u, b) += p(u, query, hq, b) * dy(hq * hd + c, query, b);
     dk(w, u, b) = dk4(w % hd, w / hd, u, b);
     dv(w, u, b) = dv4(w % hd, w / hd, u, b);
   }
@@ -214,26 +250,15 @@ public:
     // the head's channels, one vector of keys at a time.
     for (Func f : {kt, vt})
       f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
-    // Register tiles of 16 queries × one vector of keys (when the time
-    // divides), one broadcast per query and channel.
-    bool tiles = int(time) % 16 == 0;
-    auto dots = [&](Func f, RDom r) {
-      Var uo("uo"), ui("ui"), to("to"), ti("ti");
-      Stage st = f.update();
-      st.split(u, uo, ui, vec, TailStrategy::GuardWithIf);
-      if (tiles)
-        st.split(t, to, ti, 16).reorder(ui, ti, r.x, uo, to).unroll(ti);
-      else
-        st.reorder(ui, r.x, uo);
-      st.vectorize(ui);
-    };
-    s.compute_at(p, b).vectorize(u, vec, TailStrategy::GuardWithIf);
-    dots(s, rc);
+    // Scores and dp: register tiles (see tileDots).
+    bool tiles = int(time) % 8 == 0 && keysTile();
+    s.compute_at(p, b);
+    tileDots(s, sAcc, tiles);
     mx.compute_at(p, b);
     e.compute_at(p, b);
     l.compute_at(p, b);
-    dp.compute_at(ds, b).vectorize(u, vec, TailStrategy::GuardWithIf);
-    dots(dp, rc2);
+    dp.compute_at(ds, b);
+    tileDots(dp, dpAcc, tiles);
     rowdot.compute_at(ds, b);
     // dq = ds · k, dk = dsᵀ · q, dv = pᵀ · dy per head: register tiles of
     // R rows (queries for dq, keys for dk and dv) × one head's hd columns
@@ -270,8 +295,7 @@ public:
 
 private:
   Func p{"p"}, dp{"dp"}, rowdot{"rowdot"}, ds{"ds"}, dq4{"dq4"}, dk4{"dk4"},
-      dv4{"dv4"}, kt{"kt"}, vt{"vt"};
-  RDom rc2;
+      dv4{"dv4"}, kt{"kt"}, vt{"vt"}, dpAcc{"dpAcc"};
   Var j{"j"};
   RDom rg;
 };

@@ -28,6 +28,8 @@
 #include "test_attn_causal_grad.h"
 #include "test_attn_none.h"
 #include "test_attn_none_grad.h"
+#include "test_attn_tiled.h"
+#include "test_attn_tiled_grad.h"
 #include "test_ce.h"
 #include "test_ce_grad.h"
 #include "test_embed.h"
@@ -413,6 +415,14 @@ TEST(HalideAttention, CausalGroupedHeadsAtEveryOffset) {
   for (int offset : {2, 0, -5})
     checkAttention(test_attn_causal, test_attn_causal_grad, true, 2, 21, 23, 4,
                    2, 8, offset);
+}
+
+TEST(HalideAttention, RegisterTiledBlocks) {
+  // Whole blocks of 16 queries and keys in tiles of 32 (the schedule of
+  // training shapes), with a cache offset and the plain S − T.
+  for (int offset : {32, 7, 0})
+    checkAttention(test_attn_tiled, test_attn_tiled_grad, true, 2, 32, 64, 2,
+                   1, 32, offset);
 }
 
 TEST(HalideAttention, BidirectionalInsideChunks) {
