@@ -50,6 +50,7 @@ protected:
     RDom all(0, keys, "ra");
     Expr sv = s(all, t, h, b) * scale;
     Expr validR = bool(causal) ? (all <= t + offset) : (all >= 0);
+    validAll = validR;
     mx(t, h, b) = maximum(select(validR, sv, Float(32).min()));
     e(u, t, h, b) = select(valid, exp(s(u, t, h, b) * scale - mx(t, h, b)),
                            0.0f);
@@ -118,7 +119,7 @@ protected:
 
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
   Func s{"s"}, sAcc{"sAcc"}, mx{"mx"}, e{"e"}, l{"l"};
-  Expr valid;
+  Expr valid, validAll; // key u (all) visible from query t
   RDom ru, rc, all;
   int group = 1;
   float scale = 1.0f;
@@ -208,8 +209,11 @@ public:
         dy(h * hd + rc, t, b) * vview((h / group) * hd + rc, u, b);
     dp(u, t, h, b) = dpAcc(u, t, h, b);
     rowdot(t, h, b) = 0.0f;
-    rowdot(t, h, b) += p(all, t, h, b) * dp(all, t, h, b);
-    ds(u, t, h, b) = p(u, t, h, b) * (dp(u, t, h, b) - rowdot(t, h, b)) * scale;
+    rowdot(t, h, b) +=
+        select(validAll, p(all, t, h, b) * dp(all, t, h, b), 0.0f);
+    ds(u, t, h, b) = select(valid, p(u, t, h, b) * (dp(u, t, h, b) -
+                                                     rowdot(t, h, b)) * scale,
+                            0.0f);
 
     // The causal predicates trim the loops; the clamps (no-ops inside
     // them) keep bounds inference from widening what it computes.
@@ -242,24 +246,34 @@ public:
           .dim(2).set_bounds(0, batch);
     stlm::halide::requireAligned(dy, dq, dk, dv);
     int vec = natural_vector_size<float>();
-    // Probabilities and their gradient, per batch element, in parallel.
-    for (Func f : {p, ds}) {
-      f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
-    }
-    // Keys and values transposed once; scores and dp as dot products over
-    // the head's channels, one vector of keys at a time.
+    // Keys and values transposed once.
     for (Func f : {kt, vt})
       f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
-    // Scores and dp: register tiles (see tileDots).
-    bool tiles = int(time) % 8 == 0 && keysTile();
-    s.compute_at(p, b);
-    tileDots(s, sAcc, tiles);
-    mx.compute_at(p, b);
-    e.compute_at(p, b);
-    l.compute_at(p, b);
-    dp.compute_at(ds, b);
-    tileDots(dp, dpAcc, tiles);
-    rowdot.compute_at(ds, b);
+    // Probabilities and their gradient for every batch element (in
+    // parallel), head and block of 16 queries: the block's scores and dp
+    // in register tiles (see tileDots), only up to the last key the block
+    // sees (the selects on `valid` bound them).
+    int block = std::min(16, int(time));
+    bool tiles = int(time) % block == 0 && block % 8 == 0 && keysTile();
+    auto perBlock = [&](Func f, Func dots, Func accum) {
+      Var to("to"), ti("ti");
+      f.compute_root()
+          .split(t, to, ti, block, TailStrategy::GuardWithIf)
+          .reorder(u, ti, to, h, b)
+          .vectorize(u, vec, TailStrategy::GuardWithIf)
+          .parallel(b);
+      dots.compute_at(f, to);
+      if (tiles)
+        dots.bound_extent(t, block);
+      tileDots(dots, accum, tiles);
+      return to;
+    };
+    Var pto = perBlock(p, s, sAcc);
+    mx.compute_at(p, pto);
+    e.compute_at(p, pto).vectorize(u, vec, TailStrategy::GuardWithIf);
+    l.compute_at(p, pto);
+    Var dto = perBlock(ds, dp, dpAcc);
+    rowdot.compute_at(ds, dto);
     // dq = ds · k, dk = dsᵀ · q, dv = pᵀ · dy per head: register tiles of
     // R rows (queries for dq, keys for dk and dv) × one head's hd columns
     // (hd / vec vectors), accumulated over the reduction with one
