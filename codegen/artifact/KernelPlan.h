@@ -53,8 +53,7 @@ std::vector<mlir::func::FuncOp> compiledFunctions(mlir::stlm::ModelOp model);
 
 /// Plans the compiled functions of `model` (after stlm-autodiff). `panel`
 /// is the matmul panel width of the target (2 vectors of floats: 32 with
-/// AVX-512, 16 with AVX2); matmuls whose shapes do not fit it are reported
-/// until the lowering pads them.
+/// AVX-512, 16 with AVX2).
 KernelPlan planKernels(mlir::stlm::ModelOp model, int panel);
 
 } // namespace stlm::codegen

@@ -150,6 +150,12 @@ private:
     auto q = tensorType(o.getQ()), k = tensorType(o.getK());
     return k.getDimSize(k.getRank() - 2) - q.getDimSize(q.getRank() - 2);
   }
+  /// `to` lives where `from` does. (Copied first: inserting `to` may
+  /// rehash `places` under a reference to `from`.)
+  void alias(Value to, Value from) {
+    Place p = places[from];
+    places[to] = p;
+  }
   Value scalarOf(Value v) {
     Place &p = places[v];
     if (!p.scalar) {
@@ -694,7 +700,7 @@ LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
               Value norm = b.create<LLVM::SqrtOp>(loc, sq);
               double maxNorm = o.getMaxNorm().convertToDouble();
               for (auto [g, c] : llvm::zip(o.getGrads(), o.getClipped()))
-                places[c] = places[g];
+                alias(c, g);
               places[o.getNorm()].scalar =
                   b.create<LLVM::FPTruncOp>(loc, f32, norm);
               if (maxNorm <= 0)
@@ -733,9 +739,9 @@ LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
                    {p, g, m, v, scalarOf(o.getLr()),
                     constF32(o.getWeightDecay().convertToDouble()),
                     scalarOf(o.getStep()), p, m, v});
-              places[o.getNewParam()] = places[o.getParam()];
-              places[o.getNewM()] = places[o.getM()];
-              places[o.getNewV()] = places[o.getV()];
+              alias(o.getNewParam(), o.getParam());
+              alias(o.getNewM(), o.getM());
+              alias(o.getNewV(), o.getV());
               return success();
             })
             .Case([&](func::ReturnOp r) -> LogicalResult {

@@ -14,8 +14,9 @@
 // owns a block of rows; for every panel it keeps an 8 × P tile of C in
 // registers (16 accumulators on avx512) and runs over K doing, per k, two
 // vector loads of the panel, eight broadcasts of A and sixteen FMAs. Row
-// blocks run in parallel. M must be a multiple of 8 and N of P; other
-// shapes are refused at generation (callers pad).
+// blocks run in parallel. Shapes off the 8 × P grid run the same tiles:
+// reads past the edge are clamped to the last row or column, and the
+// stores of the last tiles are guarded.
 //
 // stlm_matvec computes form nt for the few rows of generation (m < 8, one
 // token at a time): it is bound by reading b once, so each parallel task
@@ -54,18 +55,23 @@ public:
       fail("form must be nt, nn or tn, got '" + f + "'");
     if (int(m) < 1 || int(n) < 1 || int(k) < 1)
       fail("m, n and k must be positive");
-    // A_(kk, i) = A[i, kk] and B_(j, kk) = B[kk, j] for every form.
-    if (f == "tn")
-      A_(kk, i) = a(i, kk);
-    else
-      A_(kk, i) = a(kk, i);
-    if (f == "nt")
-      B_(j, kk) = b(kk, j);
-    else
-      B_(j, kk) = b(j, kk);
-
     vec = natural_vector_size<float>();
     panel = 2 * vec;
+    // Shapes off the tile grid run the same tiles: rows and columns past
+    // the edge read the last real one (clamped) and are never stored.
+    const int M = m, N = n;
+    ragged = M % kTileRows != 0 || N % panel != 0;
+    Expr row = ragged ? min(i, M - 1) : Expr(i);
+    Expr col = ragged ? min(j, N - 1) : Expr(j);
+    // A_(kk, i) = A[i, kk] and B_(j, kk) = B[kk, j] for every form.
+    if (f == "tn")
+      A_(kk, i) = a(row, kk);
+    else
+      A_(kk, i) = a(kk, row);
+    if (f == "nt")
+      B_(j, kk) = b(kk, col);
+    else
+      B_(j, kk) = b(col, kk);
     // Packed panels: packed(jj, kk, jo) = B_(jo * P + jj, kk).
     packed(jj, kk, jo) = B_(jo * panel + jj, kk);
 
@@ -89,10 +95,6 @@ public:
 
   void schedule() {
     const int M = m, N = n, K = k;
-    if (M % kTileRows != 0 || N % panel != 0)
-      fail("m must be a multiple of " + std::to_string(kTileRows) +
-           " and n of " + std::to_string(panel) + " (got m=" +
-           std::to_string(M) + ", n=" + std::to_string(N) + ")");
 
     stlm::halide::requireAligned(a, b, c);
     // Shapes are part of the kernel: say so, so bounds checks fold away.
@@ -108,16 +110,22 @@ public:
     while (rowsPerTask * 2 <= 64 && M / (rowsPerTask * 2) >= 16)
       rowsPerTask *= 2;
 
+    // Ragged shapes: the last tiles are guarded (nothing is stored past
+    // the edge) but computed whole.
+    TailStrategy tail =
+        ragged ? TailStrategy::GuardWithIf : TailStrategy::Auto;
     Var cjo("cjo"), ji("ji"), io("io"), ii("ii"), it("it"), iti("iti");
-    c.split(i, io, ii, rowsPerTask)
-        .split(ii, it, iti, kTileRows)
-        .split(j, cjo, ji, panel)
+    c.split(i, io, ii, rowsPerTask, tail)
+        .split(ii, it, iti, kTileRows, tail)
+        .split(j, cjo, ji, panel, tail)
         .reorder(ji, iti, cjo, it, io)
-        .vectorize(ji, vec)
+        .vectorize(ji, vec, tail)
         .unroll(iti)
         .parallel(io);
 
     // The 8 × P accumulator tile lives in registers for one panel.
+    if (ragged)
+      prod.bound_extent(jj, panel).bound_extent(i, kTileRows);
     prod.compute_at(c, cjo).vectorize(jj, vec).unroll(jj).unroll(i);
     prod.update()
         .reorder(jj, i, jo, rk)
@@ -143,6 +151,7 @@ private:
   Func A_{"A_"}, B_{"B_"}, packed{"packed"}, packedA{"packedA"}, prod{"prod"};
   RVar rk;
   int vec = 16, panel = 32;
+  bool ragged = false;
 };
 
 class MatVec : public Generator<MatVec> {

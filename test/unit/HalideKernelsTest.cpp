@@ -13,10 +13,13 @@
 #include "reference/Kernels.h"
 #include "test_mm_nn_a.h"
 #include "test_mm_nn_b.h"
+#include "test_mm_nn_c.h"
 #include "test_mm_nt_a.h"
 #include "test_mm_nt_b.h"
+#include "test_mm_nt_c.h"
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
+#include "test_mm_tn_c.h"
 #include "test_mv_a.h"
 #include "test_mv_b.h"
 #include "test_adamw.h"
@@ -101,16 +104,19 @@ void check(const char *form, Kernel kernel, int M, int N, int K) {
 TEST(HalideMatMul, NTMatchesReferenceLinear) {
   check("nt", test_mm_nt_a, 64, 64, 40);
   check("nt", test_mm_nt_b, 24, 96, 203);
+  check("nt", test_mm_nt_c, 21, 50, 37); // off the tile grid
 }
 
 TEST(HalideMatMul, NNMatchesReferenceInputGradient) {
   check("nn", test_mm_nn_a, 64, 64, 40);
   check("nn", test_mm_nn_b, 24, 96, 203);
+  check("nn", test_mm_nn_c, 21, 50, 37); // off the tile grid
 }
 
 TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_a, 64, 64, 40);
   check("tn", test_mm_tn_b, 24, 96, 203);
+  check("tn", test_mm_tn_c, 21, 50, 37); // off the tile grid
 }
 
 TEST(HalideMatVec, MatchesReferenceLinear) {
