@@ -29,7 +29,8 @@ namespace stlm {
 Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
 
 /// What the native path runs after stlm-autodiff to place every tensor:
-/// stlm-add-decode (inference functions, KV caches), then stlm-plan-memory.
+/// stlm-add-decode (inference functions, KV caches), stlm-decompose
+/// (composite ops as kernel ops), then stlm-plan-memory.
 /// `stlm-compile --emit=plan` and stlm-run's native check both use it.
 void addPlanPasses(OpPassManager &pm);
 

@@ -125,6 +125,29 @@ def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
+  let summary = "Rewrites composite ops into the ops the native kernels compute";
+  let description = [{
+    - `stlm.lowrank %x, %a, %b` (a LoRA delta) becomes
+      `stlm.linear (stlm.linear %x, %a), %b`: the rank-R bottleneck
+      `h = x · aᵀ` is an ordinary value (planned like any other).
+    - `stlm.lowrank_grad %x, %a, %b, %dy` recomputes `h`, then
+      `stlm.linear_grad %h, %b, %dy` gives `dh` and `db` and
+      `stlm.linear_grad %x, %a, %dh` gives `dx` and `da`.
+
+    The results are the same math (up to float rounding: `lowrank` is
+    already computed through `h`). Run before `stlm-plan-memory`; part of
+    the native pipeline.
+
+    ```mlir
+    %d = stlm.lowrank %x, %a, %b : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<2x4x6xf32>
+    // becomes
+    %h = stlm.linear %x, %a : tensor<2x4x8xf32>, tensor<2x8xf32> -> tensor<2x4x2xf32>
+    %d = stlm.linear %h, %b : tensor<2x4x2xf32>, tensor<6x2xf32> -> tensor<2x4x6xf32>
+    ```
+  }];
+}
+
 def PlanMemoryPass : Pass<"stlm-plan-memory", "::mlir::ModuleOp"> {
   let summary = "Places every tensor of straight-line functions in one static arena";
   let description = [{

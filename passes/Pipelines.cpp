@@ -6,5 +6,6 @@
 
 void mlir::stlm::addPlanPasses(OpPassManager &pm) {
   pm.addPass(createAddDecodePass());
+  pm.addPass(createDecomposePass());
   pm.addPass(createPlanMemoryPass());
 }

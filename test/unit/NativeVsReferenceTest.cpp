@@ -12,8 +12,9 @@
 //     generation (prefill, decode steps against the cache, refills when
 //     the context is full) against the reference choosing every token
 //     from a full recompute of the same window, with the same sampler.
-// Models: char-tiny as shipped, ref-3m's architecture at batch 2, and a
-// tied/shared model with grouped KV heads.
+// Models: char-tiny as shipped, ref-3m's architecture at batch 2, a
+// tied/shared model with grouped KV heads, and a LoRA model with shared
+// interior layers and widths off the matmul tile grid.
 //
 // Tolerances: fp32 kernels reassociate sums (blocked matmuls, fused
 // softmax), so values agree to float rounding, not bit for bit: the loss to
@@ -367,6 +368,24 @@ TEST_F(NativeVsReference, TiedSharedGroupedKV) {
         "train: {batch: 4, steps: 10, warmup: 0, schedule: constant,\n"
         "        grad_clip: 0.5}\n",
         "shared-tiny");
+  compareGradients();
+  compareTrainStep();
+  compareInference();
+}
+
+TEST_F(NativeVsReference, LoRADeltasOnSharedInterior) {
+  // stlm-10m's structure, small: interior layers share the FFN and the
+  // attention output and add their own rank-4 deltas (stlm.lowrank,
+  // decomposed into two matmuls by stlm-decompose), odd widths off the
+  // matmul tile grid.
+  setUp("name: lora-tiny\n"
+        "embedder: {kind: token, vocab_size: 256}\n"
+        "core: {layers: 4, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
+        "       ffn_width: 72, context: 24}\n"
+        "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
+        "        interior_keep: 1, lora_rank: 4}\n"
+        "train: {batch: 3, steps: 10, warmup: 2}\n",
+        "lora-tiny");
   compareGradients();
   compareTrainStep();
   compareInference();
