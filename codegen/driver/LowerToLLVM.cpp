@@ -16,6 +16,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
@@ -171,7 +172,10 @@ private:
   LLVM::LLVMFuncOp begin(StringRef name, func::FuncOp fn, int extra);
   void finish();
   LogicalResult lowerPlanned(func::FuncOp fn, bool isGrad);
-  LogicalResult lowerTrainStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn);
+  /// @train_step, @accumulate or @apply: calls of @grad, the schedule,
+  /// clipping and AdamW in place, assignments; scalar results stored to
+  /// the extra last argument.
+  LogicalResult lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn);
   /// An inference function: its one tensor result is copied to the extra
   /// last argument.
   LogicalResult lowerInference(func::FuncOp fn);
@@ -387,6 +391,14 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         bool zero = t.getElementType().isF32()
                         ? attr.getSplatValue<APFloat>().isZero()
                         : attr.getSplatValue<APInt>().isZero();
+        // A factor of tensor products (the 1/k of gradient accumulation)
+        // is never materialised: the product reads the splat.
+        bool factorOnly = !o->use_empty() &&
+                          llvm::all_of(o->getUsers(), [](Operation *u) {
+                            return isa<arith::MulFOp>(u);
+                          });
+        if (factorOnly && t.getElementType().isF32())
+          return success();
         if (!zero || !needsArena())
           return unsupported(op, "only zero tensors with an arena slot are "
                                  "lowered");
@@ -400,10 +412,28 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         return success();
       })
       .Case([&](arith::MulFOp o) -> LogicalResult {
-        if (tensorType(o.getResult()).getRank() != 0)
-          return unsupported(op, "tensor products are not lowered");
-        places[o.getResult()].scalar = b.create<LLVM::FMulOp>(
-            loc, scalarOf(o.getLhs()), scalarOf(o.getRhs()));
+        if (tensorType(o.getResult()).getRank() == 0) {
+          places[o.getResult()].scalar = b.create<LLVM::FMulOp>(
+              loc, scalarOf(o.getLhs()), scalarOf(o.getRhs()));
+          return success();
+        }
+        // x · c for a splat constant c: stlm_scale.
+        auto splatOf = [](Value v) -> std::optional<double> {
+          DenseElementsAttr attr;
+          if (matchPattern(v, m_Constant(&attr)) && attr.isSplat())
+            return attr.getSplatValue<APFloat>().convertToDouble();
+          return std::nullopt;
+        };
+        Value x = o.getLhs();
+        std::optional<double> factor = splatOf(o.getRhs());
+        if (!factor) {
+          x = o.getRhs();
+          factor = splatOf(o.getLhs());
+        }
+        if (!factor)
+          return unsupported(op, "only products with a splat constant are "
+                                 "lowered");
+        call(specs[0], {buf(x, 1, 0), constF32(*factor), out(0, 1, 1)});
         return success();
       })
       .Case([&](arith::AddIOp o) -> LogicalResult {
@@ -622,9 +652,10 @@ LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
   return success();
 }
 
-LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
-                                       LLVM::LLVMFuncOp gradFn) {
-  begin("train_step", fn, 1);
+LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
+  if (auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size"))
+    layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
+  begin(fn.getSymName(), fn, 1);
   Value resultsOut = current.getArgument(current.getNumArguments() - 1);
   for (Operation &op : fn.getBody().front()) {
     loc = op.getLoc();
@@ -648,6 +679,29 @@ LogicalResult Lowering::lowerTrainStep(func::FuncOp fn,
                 p.ptr = offsetPtr(arena, off);
                 p.arena = off;
               }
+              return success();
+            })
+            .Case([&](ir::AddOp o) -> LogicalResult {
+              // @accumulate: grad_acc.p += grad, in the state's slot (the
+              // sum is only assigned back to the state it was read from).
+              if (op.hasAttr("stlm.offsets"))
+                return lowerOp(&op);
+              const Place acc = places[o.getLhs()];
+              auto assign = o->hasOneUse()
+                                ? dyn_cast<ir::AssignOp>(*o->user_begin())
+                                : ir::AssignOp();
+              if (acc.symbol.empty() || !assign ||
+                  assign.getName() != acc.symbol)
+                return unsupported(&op, "outside planned functions only "
+                                        "accumulation into a state is "
+                                        "lowered");
+              std::string why;
+              std::vector<KernelSpec> specs = kernelsFor(&op, panel, why);
+              Value lhs = buffer(acc.ptr, tensorType(o.getLhs()), 1, 0);
+              call(specs[0], {lhs, buffer(ptrOf(o.getRhs()),
+                                          tensorType(o.getRhs()), 1, 1),
+                              lhs});
+              places[o.getResult()] = acc;
               return success();
             })
             .Case([&](ir::LRScheduleOp o) -> LogicalResult {
@@ -787,30 +841,34 @@ FailureOr<DriverLayout> Lowering::run() {
     return model.emitOpError("has no weights layout (run stlm-plan-memory "
                              "first)");
   layout.weightsSize = weightsSize.getInt();
-  func::FuncOp grad, trainStep, eval;
-  SmallVector<func::FuncOp> inference;
+  func::FuncOp grad, eval;
+  SmallVector<func::FuncOp> steps, inference;
   for (func::FuncOp f : compiledFunctions(model)) {
-    if (f.getSymName() == "grad")
+    StringRef name = f.getSymName();
+    if (name == "grad")
       grad = f;
-    else if (f.getSymName() == "train_step")
-      trainStep = f;
-    else if (f.getSymName() == "eval")
+    else if (name == "eval")
       eval = f;
-    else if (f.getSymName() == "logits" || f.getSymName() == "prefill" ||
-             f.getSymName() == "decode_step")
-      inference.push_back(f);
+    else if (name == "train_step" || name == "accumulate" || name == "apply")
+      steps.push_back(f);
     else
-      return f.emitOpError("cannot be compiled by the native path yet "
-                           "(gradient accumulation)");
+      inference.push_back(f);
   }
-  if (!grad || !trainStep || !eval)
-    return model.emitOpError("needs @grad, @train_step and @eval (run "
-                             "stlm-autodiff first)");
+  bool oneStep = steps.size() == 1 && steps[0].getSymName() == "train_step";
+  bool accumulation = steps.size() == 2 &&
+                      steps[0].getSymName() == "accumulate" &&
+                      steps[1].getSymName() == "apply";
+  if (!grad || !eval || !(oneStep || accumulation))
+    return model.emitOpError("needs @grad, @eval and @train_step (or "
+                             "@accumulate and @apply): run stlm-autodiff "
+                             "first");
   if (failed(lowerPlanned(grad, /*isGrad=*/true)))
     return failure();
   LLVM::LLVMFuncOp gradFn = current;
-  if (failed(lowerTrainStep(trainStep, gradFn)) ||
-      failed(lowerPlanned(eval, /*isGrad=*/false)))
+  for (func::FuncOp f : steps)
+    if (failed(lowerStep(f, gradFn)))
+      return failure();
+  if (failed(lowerPlanned(eval, /*isGrad=*/false)))
     return failure();
   for (func::FuncOp f : inference)
     if (failed(lowerInference(f)))

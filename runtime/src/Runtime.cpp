@@ -75,7 +75,8 @@ struct stlm_model {
   const stlm_artifact *artifact = nullptr;
   void *library = nullptr;
   std::string name, specJson;
-  int64_t batch = 0, context = 0, vocab = 0, weightsSize = 0, arenaSize = 0;
+  int64_t batch = 0, context = 0, vocab = 0, accumulate = 1, weightsSize = 0,
+          arenaSize = 0;
   std::map<std::string, Slot> slots; // params and state
   std::vector<std::string> params;   // declaration order
   Aligned weights, arena, tokens, targets;
@@ -129,8 +130,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     std::to_string(a->abi_version) + "; this runtime reads " +
                     std::to_string(STLM_ABI_VERSION) +
                     " (recompile it with this stlm-compile)");
-  if (!a->manifest || !a->train_step || !a->grad || !a->eval ||
-      !a->logits || !a->prefill || !a->decode_step ||
+  if (!a->manifest || !(a->train_step || (a->accumulate && a->apply)) ||
+      !a->grad || !a->eval || !a->logits || !a->prefill || !a->decode_step ||
       !a->set_error_handler || !a->set_num_threads)
     return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
   artifact = a;
@@ -140,6 +141,10 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest is not an "
                                      "stlm-artifact version 2 manifest");
     vocab = m.at("vocab").get<int64_t>();
+    accumulate = m.at("accumulate").get<int64_t>();
+    if (accumulate < 1 || (accumulate == 1) != (a->train_step != nullptr))
+      return fail(STLM_ERROR_FORMAT, "the artifact's manifest does not match "
+                                     "its training entry points");
     name = m.at("model").get<std::string>();
     specJson = m.at("spec").get<std::string>();
     weightsSize = m.at("weights_size").get<int64_t>();
@@ -300,6 +305,9 @@ int64_t stlm_context(const stlm_model *model) {
 }
 int64_t stlm_vocab(const stlm_model *model) {
   return model ? model->vocab : 0;
+}
+int64_t stlm_accumulate(const stlm_model *model) {
+  return model ? model->accumulate : 1;
 }
 const char *stlm_spec_json(const stlm_model *model) {
   return model ? model->specJson.c_str() : "";
@@ -535,10 +543,35 @@ stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
   if (!out)
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_train_step: null result");
   float r[3];
-  stlm_status s = model->run(model->artifact->train_step, tokens, targets, r,
-                             "train step");
-  if (s != STLM_OK)
-    return s;
+  if (model->accumulate == 1) {
+    stlm_status s = model->run(model->artifact->train_step, tokens, targets,
+                               r, "train step");
+    if (s != STLM_OK)
+      return s;
+  } else {
+    // k micro-batches into the gradient sums, then the update.
+    size_t rows = static_cast<size_t>(model->batch * model->context);
+    if (!tokens || !targets)
+      return model->fail(STLM_ERROR_ARGUMENT,
+                         "train step: tokens and targets must not be null");
+    r[0] = 0;
+    for (int64_t i = 0; i < model->accumulate; ++i) {
+      float loss = 0;
+      stlm_status s =
+          model->run(model->artifact->accumulate, tokens + i * rows,
+                     targets + i * rows, &loss, "train step (accumulate)");
+      if (s != STLM_OK)
+        return s;
+      r[0] += loss / static_cast<float>(model->accumulate);
+    }
+    halideMessage.clear();
+    stlm_status s = model->kernelStatus(
+        model->artifact->apply(model->weights.get(), model->arena.get(),
+                               r + 1),
+        "train step (apply)");
+    if (s != STLM_OK)
+      return s;
+  }
   out->loss = r[0], out->grad_norm = r[1], out->lr = r[2];
   out->step = stlm_step(model);
   return STLM_OK;

@@ -391,6 +391,89 @@ TEST_F(NativeVsReference, LoRADeltasOnSharedInterior) {
   compareInference();
 }
 
+TEST_F(NativeVsReference, GradientAccumulation) {
+  // Two micro-batches per step (@accumulate twice, then @apply): the loss
+  // is their mean, the norm and learning rate those of the reference's
+  // @apply, and the update AdamW on the clipped mean of the two
+  // micro-batches' own gradients (native @grad, reference AdamW).
+  setUp("name: acc-tiny\n"
+        "embedder: {kind: token, vocab_size: 256}\n"
+        "core: {layers: 2, width: 32, heads: 2, ffn: gelu, ffn_width: 48,\n"
+        "       context: 16}\n"
+        "train: {batch: 2, accumulate: 2, warmup: 0, schedule: constant,\n"
+        "        grad_clip: 0.5}\n",
+        "acc-tiny");
+  ASSERT_EQ(stlm_accumulate(native), 2);
+  std::vector<int32_t> tokens2(tokens.rbegin(), tokens.rend()),
+      targets2(targets.rbegin(), targets.rend());
+  std::vector<std::vector<float>> before, mean;
+  float loss1 = 0, loss2 = 0;
+  for (const stlm::ParamInfo &p : table.params)
+    before.push_back(nativeTensor(p.name));
+  ASSERT_EQ(stlm_grad(native, tokens.data(), targets.data(), &loss1), STLM_OK);
+  for (const stlm::ParamInfo &p : table.params)
+    mean.push_back(nativeTensor("grad." + p.name));
+  ASSERT_EQ(stlm_grad(native, tokens2.data(), targets2.data(), &loss2),
+            STLM_OK);
+  double sq = 0;
+  for (size_t i = 0; i < table.params.size(); ++i) {
+    std::vector<float> g = nativeTensor("grad." + table.params[i].name);
+    for (size_t j = 0; j < g.size(); ++j) {
+      mean[i][j] = (mean[i][j] + g[j]) / 2;
+      sq += double(mean[i][j]) * mean[i][j];
+    }
+  }
+  std::vector<int32_t> allTokens = tokens, allTargets = targets;
+  allTokens.insert(allTokens.end(), tokens2.begin(), tokens2.end());
+  allTargets.insert(allTargets.end(), targets2.begin(), targets2.end());
+  stlm_step_result r;
+  ASSERT_EQ(stlm_train_step(native, allTokens.data(), allTargets.data(), &r),
+            STLM_OK)
+      << stlm_error_message(native);
+
+  std::vector<Tensor> results;
+  std::string error;
+  Tensor t2 = Tensor::ints(args[0].shape, tokens2),
+         y2 = Tensor::ints(args[1].shape, targets2);
+  ASSERT_TRUE(reference->call("accumulate", args, results, error)) << error;
+  float refLoss = results[0].scalar() / 2;
+  ASSERT_TRUE(reference->call("accumulate", {t2, y2}, results, error))
+      << error;
+  refLoss += results[0].scalar() / 2;
+  ASSERT_TRUE(reference->call("apply", {}, results, error)) << error;
+  EXPECT_NEAR(r.loss, refLoss, 2e-5 * refLoss);
+  EXPECT_NEAR(r.loss, (loss1 + loss2) / 2, 2e-5 * refLoss);
+  EXPECT_NEAR(r.grad_norm, results[0].scalar(), 1e-3 * results[0].scalar());
+  EXPECT_NEAR(r.grad_norm, std::sqrt(sq), 1e-3 * std::sqrt(sq));
+  EXPECT_FLOAT_EQ(r.lr, results[1].scalar());
+  EXPECT_EQ(r.step, 1);
+  double clip = std::min(1.0, 0.5 / (std::sqrt(sq) + 1e-6));
+  ASSERT_LT(clip, 1.0) << "the test means to exercise clipping";
+  for (size_t i = 0; i < table.params.size(); ++i) {
+    const stlm::ParamInfo &info = table.params[i];
+    std::vector<float> p = before[i], g = mean[i];
+    for (float &x : g)
+      x = static_cast<float>(x * clip);
+    std::vector<float> m(p.size(), 0.0f), v(p.size(), 0.0f);
+    double wd = info.shape.size() >= 2 ? spec.train.weightDecay : 0.0;
+    stlm::ref::adamw(p.data(), g.data(), m.data(), v.data(),
+                     static_cast<int64_t>(p.size()), r.lr, 1,
+                     spec.train.beta1, spec.train.beta2, spec.train.eps, wd);
+    EXPECT_LE(maxDiff(nativeTensor(info.name), p),
+              1e-3 * r.lr + 1e-7 * maxAbs(p))
+        << "updated " << info.name;
+  }
+  // The sums were cleared: a second step's norm is that of its own
+  // micro-batches (as in the reference), not of four.
+  ASSERT_EQ(stlm_train_step(native, allTokens.data(), allTargets.data(), &r),
+            STLM_OK);
+  EXPECT_EQ(r.step, 2);
+  ASSERT_TRUE(reference->call("accumulate", args, results, error)) << error;
+  ASSERT_TRUE(reference->call("accumulate", {t2, y2}, results, error));
+  ASSERT_TRUE(reference->call("apply", {}, results, error)) << error;
+  EXPECT_NEAR(r.grad_norm, results[0].scalar(), 2e-2 * results[0].scalar());
+}
+
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {
   setUp(readText(std::string(STLM_SOURCE_DIR) +
                  "/examples/models/char-tiny.yaml"),

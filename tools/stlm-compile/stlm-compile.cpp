@@ -291,6 +291,7 @@ void describeLayout(mlir::stlm::ModelOp model, const stlm::ModelSpec &spec,
   j.attribute("version", 2);
   j.attribute("model", spec.name);
   j.attribute("vocab", spec.embedder.vocabSize);
+  j.attribute("accumulate", std::max<int64_t>(1, spec.train.accumulate));
   j.attribute("symbol", stlm::codegen::symbolPrefix(model));
   j.attribute("target", "host");
   j.attribute("weights_size", layout.weightsSize);
@@ -373,8 +374,8 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
   };
   mlir::LLVM::LLVMFuncOp handler = declare("halide_set_error_handler", ptr, {ptr});
   mlir::LLVM::LLVMFuncOp threads = declare("halide_set_num_threads", i32, {i32});
-  auto fields = llvm::SmallVector<mlir::Type>{i32, ptr, ptr, ptr, ptr,
-                                              ptr, ptr, ptr, ptr, ptr};
+  auto fields = llvm::SmallVector<mlir::Type>{i32, ptr, ptr, ptr, ptr, ptr,
+                                              ptr, ptr, ptr, ptr, ptr, ptr};
   auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
   auto desc = b.create<mlir::LLVM::GlobalOp>(loc, descTy, true,
                                        mlir::LLVM::Linkage::External,
@@ -392,7 +393,8 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
   int64_t field = 2;
   // Entry points in stlm_artifact's order; null where the model has none.
   for (const char *fn :
-       {"train_step", "grad", "eval", "logits", "prefill", "decode_step"}) {
+       {"train_step", "grad", "eval", "logits", "prefill", "decode_step",
+        "accumulate", "apply"}) {
     auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(prefix + "_" + fn);
     mlir::Value p = f ? mlir::Value(b.create<mlir::LLVM::AddressOfOp>(loc, f))
                       : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr));
@@ -440,11 +442,22 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
      << "#define " << up << "_VOCAB " << spec.embedder.vocabSize << "\n\n";
   os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
      << "extern const struct stlm_artifact " << prefix << "_artifact;\n\n";
-  os << "/* One optimizer step: forward, backward, clipping, AdamW; "
-        "out = {loss, grad norm, lr}. */\n"
-     << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, float out[3]);\n"
-     << "/* Loss and every parameter gradient (in the arena at the "
+  if (spec.train.accumulate <= 1)
+    os << "/* One optimizer step: forward, backward, clipping, AdamW; "
+          "out = {loss, grad norm, lr}. */\n"
+       << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    const int32_t *targets, float out[3]);\n";
+  else
+    os << "/* A step is " << up << "_ACCUMULATE calls of _accumulate (one "
+          "micro-batch each:\n * its loss; its gradients summed in the "
+          "weights blob), then _apply (mean,\n * clipping, AdamW; out = "
+          "{grad norm, lr}). */\n"
+       << "#define " << up << "_ACCUMULATE " << spec.train.accumulate << "\n"
+       << "int32_t " << prefix << "_accumulate(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n"
+       << "int32_t " << prefix << "_apply(void *weights, void *arena, "
+       << "float out[2]);\n";
+  os << "/* Loss and every parameter gradient (in the arena at the "
         "manifest's grad_offset). */\n"
      << "int32_t " << prefix << "_grad(void *weights, void *arena, "
      << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n"

@@ -200,14 +200,24 @@ public:
   bool trainStep(const std::vector<std::vector<ref::Tensor<float>>> &micro,
                  float &loss, float &norm, float &lr,
                  std::string &error) override {
-    if (micro.size() != 1 || micro[0].size() != 2) {
-      error = "the native backend compiles one token batch per step (no "
-              "gradient accumulation yet); use --backend reference";
+    if (static_cast<int64_t>(micro.size()) != stlm_accumulate(model)) {
+      error = "the compiled model takes " +
+              std::to_string(stlm_accumulate(model)) +
+              " micro-batches per step, not " + std::to_string(micro.size());
       return false;
     }
+    // The step's micro-batches one after the other.
+    std::vector<int32_t> tokens, targets;
+    for (const std::vector<ref::Tensor<float>> &m : micro) {
+      if (m.size() != 2) {
+        error = "the native backend trains on (tokens, targets) batches";
+        return false;
+      }
+      tokens.insert(tokens.end(), m[0].i.begin(), m[0].i.end());
+      targets.insert(targets.end(), m[1].i.begin(), m[1].i.end());
+    }
     stlm_step_result r;
-    if (!check(stlm_train_step(model, micro[0][0].i.data(),
-                               micro[0][1].i.data(), &r),
+    if (!check(stlm_train_step(model, tokens.data(), targets.data(), &r),
                error))
       return false;
     loss = r.loss, norm = r.grad_norm, lr = r.lr;

@@ -52,7 +52,7 @@ typedef struct stlm_artifact {
   uint32_t abi_version; /* STLM_ABI_VERSION */
   const char *manifest; /* JSON: layout, parameters, inputs, the spec */
   int32_t (*train_step)(void *weights, void *arena, const int32_t *tokens,
-                        const int32_t *targets, float out[3]);
+                        const int32_t *targets, float out[3]); /* or null */
   int32_t (*grad)(void *weights, void *arena, const int32_t *tokens,
                   const int32_t *targets, float *loss);
   int32_t (*eval)(void *weights, void *arena, const int32_t *tokens,
@@ -65,6 +65,12 @@ typedef struct stlm_artifact {
                      float *logits);
   int32_t (*decode_step)(void *weights, void *arena, const int32_t *token,
                          const int32_t *pos, float *logits);
+  /* With gradient accumulation (train_step is then null): one micro-batch's
+   * loss, its gradients added to the blob's sums; then the update,
+   * out = {grad norm, lr}. Null without accumulation. */
+  int32_t (*accumulate)(void *weights, void *arena, const int32_t *tokens,
+                        const int32_t *targets, float *loss);
+  int32_t (*apply)(void *weights, void *arena, float out[2]);
   void *(*set_error_handler)(void *handler); /* halide_set_error_handler */
   int (*set_num_threads)(int threads);       /* halide_set_num_threads */
 } stlm_artifact;
@@ -94,6 +100,8 @@ const char *stlm_model_name(const stlm_model *model);
 int64_t stlm_batch(const stlm_model *model);   /* rows of a batch */
 int64_t stlm_context(const stlm_model *model); /* tokens per row */
 int64_t stlm_vocab(const stlm_model *model);   /* logits per position */
+/* Micro-batches per training step (gradient accumulation; 1 without). */
+int64_t stlm_accumulate(const stlm_model *model);
 /* The spec the model was compiled from, as JSON. */
 const char *stlm_spec_json(const stlm_model *model);
 /* Kernel threads (the artifact's Halide thread pool); 0: all cores. */
@@ -122,7 +130,9 @@ stlm_status stlm_read(const stlm_model *model, const char *name, float *out,
 stlm_status stlm_write(stlm_model *model, const char *name,
                        const float *values, size_t count);
 
-/* Compute. tokens and targets are int32 [batch, context], any alignment. */
+/* Compute. tokens and targets are int32 [batch, context], any alignment;
+ * for stlm_train_step, [accumulate × batch, context]: the step's
+ * micro-batches one after the other (its loss is their mean). */
 stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
                             const int32_t *targets, stlm_step_result *out);
 stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
