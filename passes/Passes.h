@@ -30,7 +30,8 @@ Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
 
 /// What the native path runs after stlm-autodiff to place every tensor:
 /// stlm-add-decode (inference functions, KV caches), stlm-decompose
-/// (composite ops as kernel ops), then stlm-plan-memory.
+/// (composite ops as kernel ops), stlm-fuse (matmul epilogues), then
+/// stlm-plan-memory.
 /// `stlm-compile --emit=plan` and stlm-run's native check both use it.
 void addPlanPasses(OpPassManager &pm);
 

@@ -148,6 +148,27 @@ def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
   }];
 }
 
+def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
+  let summary = "Folds a linear's GELU or residual add into the matmul";
+  let description = [{
+    A `stlm.linear` whose only use is a `stlm.gelu` becomes
+    `stlm.linear_fused {activation = "gelu"}`; one (plain or with an
+    activation) whose only use is a same-shape `stlm.add` becomes
+    `stlm.linear_fused ... residual(%other)`. The kernel then applies the
+    epilogue to its register tiles. Run after `stlm-autodiff` (the fused op
+    has no gradient rule): in `@grad` a GELU's input is also read by its
+    gradient, so there only residual adds fuse. Linears of fewer than 8 rows
+    (one token of generation, computed by a matvec) are left alone.
+
+    ```mlir
+    %o = stlm.linear %a, %wo : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+    %y = stlm.add %x, %o : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+    // becomes
+    %y = stlm.linear_fused %a, %wo residual(%x : tensor<2x4x8xf32>) : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+    ```
+  }];
+}
+
 def PlanMemoryPass : Pass<"stlm-plan-memory", "::mlir::ModuleOp"> {
   let summary = "Places every tensor of straight-line functions in one static arena";
   let description = [{

@@ -7,5 +7,6 @@
 void mlir::stlm::addPlanPasses(OpPassManager &pm) {
   pm.addPass(createAddDecodePass());
   pm.addPass(createDecomposePass());
+  pm.addPass(createFusePass());
   pm.addPass(createPlanMemoryPass());
 }

@@ -461,6 +461,24 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         set(o.getResult(), std::move(y));
         return true;
       })
+      .Case([&](ir::LinearFusedOp o) {
+        const TT &x = in(o.getX());
+        const TT &w = in(o.getWeight());
+        TT y = out(o.getResult());
+        linear(x.f.data(), w.f.data(), leading(x.shape, 1), x.shape.back(),
+               w.shape[0], y.f.data());
+        if (o.getActivation() == "gelu") {
+          auto h = y.f;
+          gelu(h.data(), y.numel(), y.f.data());
+        }
+        if (o.getResidual()) {
+          const TT &r = in(o.getResidual());
+          for (int64_t k = 0; k < y.numel(); ++k)
+            y.f[k] += r.f[k];
+        }
+        set(o.getResult(), std::move(y));
+        return true;
+      })
       .Case([&](ir::LinearGradOp o) {
         const TT &x = in(o.getX());
         const TT &w = in(o.getWeight());

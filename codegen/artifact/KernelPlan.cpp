@@ -116,6 +116,19 @@ struct Planner {
           Value x = o->getOperand(0), w = o->getOperand(1);
           return matmul("nt", leading(x, 1), shapeOf(w)[0], shapeOf(w)[1]);
         })
+        .Case([&](ir::LinearFusedOp o) -> Specs {
+          std::vector<int64_t> w = shapeOf(o.getWeight());
+          int64_t rows = leading(o.getX(), 1);
+          if (rows < 8) {
+            why = "fused epilogues are for matmuls of 8 rows or more";
+            return {};
+          }
+          Specs s = matmul("nt", rows, w[0], w[1]);
+          if (o.getResidual())
+            s[0].generator = "stlm_matmul_residual";
+          s[0].params.push_back({"epilogue", o.getActivation().str()});
+          return s;
+        })
         .Case([&](ir::LinearGradOp o) -> Specs {
           int64_t rows = leading(o.getX(), 1);
           std::vector<int64_t> w = shapeOf(o.getWeight()); // [out, in]

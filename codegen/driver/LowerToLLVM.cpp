@@ -480,6 +480,15 @@ LogicalResult Lowering::lowerOp(Operation *op) {
                         buf(op->getOperand(1), 2, 1), out(0, 2, 2)});
         return success();
       })
+      .Case([&](ir::LinearFusedOp o) {
+        SmallVector<Value> args = {buf(o.getX(), 2, 0),
+                                   buf(o.getWeight(), 2, 1)};
+        if (o.getResidual())
+          args.push_back(buf(o.getResidual(), 2, 2));
+        args.push_back(out(0, 2, 3));
+        call(specs[0], args);
+        return success();
+      })
       .Case([&](ir::LinearGradOp o) {
         // dx = dy · W (nn); dW = dyᵀ · x (tn).
         call(specs[0],

@@ -38,16 +38,30 @@ using namespace Halide;
   stlm::halide::fail("stlm_matmul", msg);
 }
 
-class MatMul : public Generator<MatMul> {
-public:
-  GeneratorParam<std::string> form{"form", "nt"};
-  GeneratorParam<int> m{"m", 64}; // rows of c
-  GeneratorParam<int> n{"n", 64}; // columns of c
-  GeneratorParam<int> k{"k", 64}; // reduction length
+/// Stands in for the residual input of the plain matmul.
+struct NoInput {
+  NoInput(const char *, int) {}
+};
 
-  Input<Buffer<float>> a{"a", 2};
-  Input<Buffer<float>> b{"b", 2};
-  Output<Buffer<float>> c{"c", 2};
+/// `Residual`: stlm_matmul_residual, which adds a residual [M, N] input to
+/// its result in the epilogue (after the activation).
+template <bool Residual> class MatMulT : public Generator<MatMulT<Residual>> {
+public:
+  template <typename T> using Param = GeneratorParam<T>;
+  template <typename T> using In = GeneratorInput<T>;
+  Param<std::string> form{"form", "nt"};
+  Param<int> m{"m", 64}; // rows of c
+  Param<int> n{"n", 64}; // columns of c
+  Param<int> k{"k", 64}; // reduction length
+  // Applied to each result in registers: none, or gelu (x·Φ(x), as
+  // stlm_gelu).
+  Param<std::string> epilogue{"epilogue", "none"};
+
+  In<Buffer<float>> a{"a", 2};
+  In<Buffer<float>> b{"b", 2};
+  std::conditional_t<Residual, In<Buffer<float>>, NoInput> residual{
+      "residual", 2};
+  GeneratorOutput<Buffer<float>> c{"c", 2};
 
   void generate() {
     const std::string f = form;
@@ -55,7 +69,7 @@ public:
       fail("form must be nt, nn or tn, got '" + f + "'");
     if (int(m) < 1 || int(n) < 1 || int(k) < 1)
       fail("m, n and k must be positive");
-    vec = natural_vector_size<float>();
+    vec = this->template natural_vector_size<float>();
     panel = 2 * vec;
     // Shapes off the tile grid run the same tiles: rows and columns past
     // the edge read the last real one (clamped) and are never stored.
@@ -89,7 +103,15 @@ public:
     RDom r(0, k, "r");
     prod(jj, i, jo) = 0.0f;
     prod(jj, i, jo) += A(r, i) * packed(jj, r, jo);
-    c(j, i) = prod(j % panel, i, j / panel);
+    const std::string epi = epilogue;
+    if (epi != "none" && epi != "gelu")
+      fail("epilogue must be none or gelu, got '" + epi + "'");
+    Expr y = prod(j % panel, i, j / panel);
+    if (epi == "gelu")
+      y = y * stlm::halide::normalCdf(y);
+    if constexpr (Residual)
+      y = y + residual(j, i);
+    c(j, i) = y;
     rk = r.x;
   }
 
@@ -97,6 +119,10 @@ public:
     const int M = m, N = n, K = k;
 
     stlm::halide::requireAligned(a, b, c);
+    if constexpr (Residual) {
+      stlm::halide::requireAligned(residual);
+      stlm::halide::boundRowMajor(residual, N, M);
+    }
     // Shapes are part of the kernel: say so, so bounds checks fold away.
     const std::string f = form;
     int aCols = f == "tn" ? M : K, aRows = f == "tn" ? K : M;
@@ -222,5 +248,8 @@ private:
 
 } // namespace
 
+using MatMul = MatMulT<false>;
+using MatMulResidual = MatMulT<true>;
 HALIDE_REGISTER_GENERATOR(MatMul, stlm_matmul)
+HALIDE_REGISTER_GENERATOR(MatMulResidual, stlm_matmul_residual)
 HALIDE_REGISTER_GENERATOR(MatVec, stlm_matvec)

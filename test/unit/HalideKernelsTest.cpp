@@ -20,6 +20,7 @@
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
+#include "test_mm_fused.h"
 #include "test_mv_a.h"
 #include "test_mv_b.h"
 #include "test_adamw.h"
@@ -117,6 +118,25 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_a, 64, 64, 40);
   check("tn", test_mm_tn_b, 24, 96, 203);
   check("tn", test_mm_tn_c, 21, 50, 37); // off the tile grid
+}
+
+TEST(HalideMatMul, FusedGeluAndResidualEpilogue) {
+  // c = gelu(a · bᵀ) + r, off the tile grid (guarded edge tiles).
+  const int M = 21, N = 50, K = 37;
+  std::mt19937 rng(5);
+  Buffer a = random(M, K, rng), b = random(N, K, rng), r = random(M, N, rng);
+  Buffer c(N, M);
+  ASSERT_EQ(test_mm_fused(a, b, r, c), 0);
+  std::vector<float> h(M * N), g(M * N);
+  stlm::ref::linear(a.data(), b.data(), M, K, N, h.data());
+  stlm::ref::gelu(h.data(), M * N, g.data());
+  double worst = 0;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j)
+      worst = std::max(worst, std::abs(double(c(j, i)) -
+                                       (double(g[i * N + j]) + r(j, i))));
+  // The dot product's rounding (as above) plus the erfc approximation.
+  EXPECT_LE(worst, 4.0 * K * std::ldexp(1.0, -24) + 1e-6);
 }
 
 TEST(HalideMatVec, MatchesReferenceLinear) {

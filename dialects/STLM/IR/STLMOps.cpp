@@ -454,6 +454,20 @@ LogicalResult LinearOp::verify() {
                                "weight");
 }
 
+LogicalResult LinearFusedOp::verify() {
+  if (failed(verifyRowMajorProduct(*this, getX(), getWeight(), getResult(),
+                                   "weight")))
+    return failure();
+  if (getActivation() != "none" && getActivation() != "gelu")
+    return emitOpError() << "activation must be \"none\" or \"gelu\", got \""
+                         << getActivation() << "\"";
+  if (getResidual() && getResidual().getType() != getResult().getType())
+    return emitOpError() << "residual " << getResidual().getType()
+                         << " must have the result's type "
+                         << getResult().getType();
+  return success();
+}
+
 LogicalResult LinearGradOp::verify() {
   return verifyRowMajorProduct(*this, getX(), getWeight(), getDy(), "weight");
 }

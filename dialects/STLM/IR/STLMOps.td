@@ -381,6 +381,33 @@ def STLM_LinearOp : STLM_Op<"linear", [Pure]> {
   let hasVerifier = 1;
 }
 
+def STLM_LinearFusedOp : STLM_Op<"linear_fused", [Pure]> {
+  let summary = "a linear map with its epilogue: activation, then residual add";
+  let description = [{
+    `x: [..., In]`, `weight: [Out, In]`, optional `residual: [..., Out]` →
+    `[..., Out]`: `y = act(x · weightᵀ) + residual`, with `act` the
+    `activation` (`none` or `gelu`) and no add without a residual. Made by
+    `stlm-fuse` from a `stlm.linear` whose only use is a `stlm.gelu` or a
+    residual `stlm.add`, after differentiation (it has no gradient rule),
+    so that the matmul kernel applies the epilogue to its register tiles
+    instead of another pass over memory.
+
+    ```mlir
+    %x1 = stlm.linear_fused %a, %wo residual(%x : tensor<12x64x128xf32>) : tensor<12x64x128xf32>, tensor<128x128xf32> -> tensor<12x64x128xf32>
+    %h = stlm.linear_fused %n, %w1 {activation = "gelu"} : tensor<12x64x128xf32>, tensor<512x128xf32> -> tensor<12x64x512xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight,
+                       Optional<STLM_Tensor>:$residual,
+                       DefaultValuedAttr<StrAttr, "\"none\"">:$activation);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $x `,` $weight (`residual` `(` $residual^ `:` type($residual) `)`)?
+    attr-dict `:` type($x) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def STLM_LowRankOp : STLM_Op<"lowrank", [Pure]> {
   let summary = "low-rank (LoRA) delta of a linear map";
   let description = [{

@@ -1259,3 +1259,21 @@ func.func @f(%c: tensor<1x2x4xf32>, %r: tensor<1x3x4xf32>, %pos: tensor<i32>) {
   %w = stlm.write_rows %c, %r offset(%pos) : tensor<1x2x4xf32>, tensor<1x3x4xf32>
   return
 }
+
+// -----
+
+// Tests that the fused matmul knows its activations.
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>) {
+  // expected-error @+1 {{activation must be "none" or "gelu", got "relu"}}
+  %y = stlm.linear_fused %x, %w {activation = "relu"} : tensor<2x8xf32>, tensor<4x8xf32> -> tensor<2x4xf32>
+  return
+}
+
+// -----
+
+// Tests that the residual has the result's type.
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %r: tensor<2x8xf32>) {
+  // expected-error @+1 {{residual 'tensor<2x8xf32>' must have the result's type 'tensor<2x4xf32>'}}
+  %y = stlm.linear_fused %x, %w residual(%r : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32> -> tensor<2x4xf32>
+  return
+}

@@ -237,3 +237,13 @@ stlm.model @gradients {
     return
   }
 }
+
+// Tests that the fused matmul round-trips with and without its epilogues.
+// CHECK-LABEL: func.func @fused
+func.func @fused(%x: tensor<2x4x8xf32>, %w: tensor<8x8xf32>) -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>) {
+  // CHECK: stlm.linear_fused %{{.*}}, %{{.*}} residual(%{{.*}} : tensor<2x4x8xf32>) {activation = "gelu"} : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+  %a = stlm.linear_fused %x, %w residual(%x : tensor<2x4x8xf32>) {activation = "gelu"} : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+  // CHECK: stlm.linear_fused %{{.*}}, %{{.*}} : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+  %b = stlm.linear_fused %x, %w : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
+  return %a, %b : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+}

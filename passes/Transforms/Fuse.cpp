@@ -1,0 +1,82 @@
+//===- Fuse.cpp - matmul epilogues ----------------------------------------===//
+//
+// A linear whose only use is a GELU or a residual add becomes one
+// stlm.linear_fused, so the matmul kernel applies the activation and the
+// add to its register tiles instead of another pass over memory. Runs
+// after stlm-autodiff: in @grad, a GELU's input is also read by its
+// gradient, so only residual adds fuse there; inference functions fuse
+// both. Matmuls of fewer than 8 rows (generation's matvecs) stay apart.
+//
+//===----------------------------------------------------------------------===//
+
+#include "passes/Passes.h"
+
+namespace mlir::stlm {
+#define GEN_PASS_DEF_FUSEPASS
+#include "passes/Passes.h.inc"
+} // namespace mlir::stlm
+
+using namespace mlir;
+using namespace mlir::stlm;
+
+namespace {
+
+/// The matmul a fusion can extend: a plain linear, or a fused one with no
+/// residual yet; null otherwise or when `v` has another use.
+Operation *fusable(Value v, bool forActivation) {
+  Operation *def = v.getDefiningOp();
+  if (!def || !v.hasOneUse())
+    return nullptr;
+  // The few rows of generation go to a matvec, which has no epilogue.
+  auto t = llvm::cast<RankedTensorType>(v.getType());
+  if (t.getNumElements() / t.getShape().back() < 8)
+    return nullptr;
+  if (isa<LinearOp>(def))
+    return def;
+  auto f = dyn_cast<LinearFusedOp>(def);
+  if (f && !f.getResidual() && !forActivation)
+    return def;
+  return nullptr;
+}
+
+struct FusePass : public mlir::stlm::impl::FusePassBase<FusePass> {
+  void runOnOperation() override {
+    OpBuilder b(&getContext());
+    auto fused = [&](Operation *at, Operation *mm, Value residual,
+                     StringRef activation) {
+      b.setInsertionPoint(at);
+      auto f = b.create<LinearFusedOp>(
+          at->getLoc(), at->getResult(0).getType(), mm->getOperand(0),
+          mm->getOperand(1), residual,
+          activation == "none" ? StringAttr() : b.getStringAttr(activation));
+      at->getResult(0).replaceAllUsesWith(f.getResult());
+      at->erase();
+      mm->erase();
+    };
+    // Activations first, then the adds that may follow them.
+    SmallVector<GELUOp> gelus;
+    getOperation().walk([&](GELUOp g) { gelus.push_back(g); });
+    for (GELUOp g : gelus)
+      if (Operation *mm = fusable(g.getX(), /*forActivation=*/true))
+        fused(g, mm, Value(), "gelu");
+    SmallVector<AddOp> adds;
+    getOperation().walk([&](AddOp a) { adds.push_back(a); });
+    for (AddOp a : adds) {
+      if (a.getLhs().getType() != a.getRhs().getType())
+        continue; // a broadcast add (positions), not a residual
+      for (auto [mine, other] : {std::pair(a.getRhs(), a.getLhs()),
+                                 std::pair(a.getLhs(), a.getRhs())}) {
+        Operation *mm = fusable(mine, /*forActivation=*/false);
+        if (!mm || other == mine)
+          continue;
+        StringRef act = "none";
+        if (auto f = dyn_cast<LinearFusedOp>(mm))
+          act = f.getActivation();
+        fused(a, mm, other, act);
+        break;
+      }
+    }
+  }
+};
+
+} // namespace

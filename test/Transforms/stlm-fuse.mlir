@@ -1,0 +1,48 @@
+// RUN: stlm-opt %s -split-input-file -stlm-fuse | FileCheck %s
+
+// Tests that a linear feeding only a GELU, then a residual add, becomes one
+// fused op with both epilogues, and that a linear feeding a residual add
+// fuses whichever side of the add it is on.
+// CHECK-LABEL: func.func @ffn
+// CHECK-SAME:  (%[[X:.*]]: tensor<2x4x8xf32>, %[[W1:.*]]: tensor<16x8xf32>, %[[W2:.*]]: tensor<8x16xf32>)
+// CHECK:       %[[H:.*]] = stlm.linear_fused %[[X]], %[[W1]] {activation = "gelu"} : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+// CHECK:       %[[Y:.*]] = stlm.linear_fused %[[H]], %[[W2]] residual(%[[X]] : tensor<2x4x8xf32>) : tensor<2x4x16xf32>, tensor<8x16xf32> -> tensor<2x4x8xf32>
+// CHECK:       %[[Z:.*]] = stlm.linear_fused %[[Y]], %[[W1]] {activation = "gelu"}
+// CHECK:       %[[U:.*]] = stlm.linear_fused %[[Z]], %[[W2]] residual(%[[Y]] : tensor<2x4x8xf32>) : tensor<2x4x16xf32>
+// CHECK:       return %[[U]]
+func.func @ffn(%x: tensor<2x4x8xf32>, %w1: tensor<16x8xf32>, %w2: tensor<8x16xf32>) -> tensor<2x4x8xf32> {
+  %h0 = stlm.linear %x, %w1 : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+  %h = stlm.gelu %h0 : tensor<2x4x16xf32>
+  %o = stlm.linear %h, %w2 : tensor<2x4x16xf32>, tensor<8x16xf32> -> tensor<2x4x8xf32>
+  %y = stlm.add %x, %o : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  %z0 = stlm.linear %y, %w1 : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+  %z = stlm.gelu %z0 : tensor<2x4x16xf32>
+  %p = stlm.linear %z, %w2 : tensor<2x4x16xf32>, tensor<8x16xf32> -> tensor<2x4x8xf32>
+  %u = stlm.add %p, %y : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  return %u : tensor<2x4x8xf32>
+}
+
+// -----
+
+// Tests what does not fuse: a pre-activation read again (by its gradient,
+// as in @grad), a broadcast add, and the one-token rows of a decode step.
+// CHECK-LABEL: func.func @kept
+// CHECK:       %[[H:.*]] = stlm.linear
+// CHECK:       stlm.gelu %[[H]]
+// CHECK:       stlm.gelu_grad %[[H]]
+// CHECK:       %[[P:.*]] = stlm.linear
+// CHECK:       stlm.add %[[P]], %{{.*}} : tensor<2x4x8xf32>, tensor<8xf32>
+// CHECK:       %[[T:.*]] = stlm.linear
+// CHECK:       stlm.gelu %[[T]] : tensor<1x1x16xf32>
+// CHECK-NOT:   stlm.linear_fused
+func.func @kept(%x: tensor<2x4x8xf32>, %w1: tensor<16x8xf32>, %w2: tensor<8x16xf32>, %b: tensor<8xf32>, %t: tensor<1x1x8xf32>)
+    -> (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x8xf32>, tensor<1x1x16xf32>) {
+  %h = stlm.linear %x, %w1 : tensor<2x4x8xf32>, tensor<16x8xf32> -> tensor<2x4x16xf32>
+  %g = stlm.gelu %h : tensor<2x4x16xf32>
+  %dg = stlm.gelu_grad %h, %g : tensor<2x4x16xf32>
+  %p = stlm.linear %g, %w2 : tensor<2x4x16xf32>, tensor<8x16xf32> -> tensor<2x4x8xf32>
+  %q = stlm.add %p, %b : tensor<2x4x8xf32>, tensor<8xf32>
+  %t1 = stlm.linear %t, %w1 : tensor<1x1x8xf32>, tensor<16x8xf32> -> tensor<1x1x16xf32>
+  %t2 = stlm.gelu %t1 : tensor<1x1x16xf32>
+  return %g, %dg, %q, %t2 : tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x8xf32>, tensor<1x1x16xf32>
+}
