@@ -131,9 +131,10 @@ public:
     stlm::halide::boundRowMajor(b, bCols, bRows);
     stlm::halide::boundRowMajor(c, N, M);
 
-    // Rows per parallel task: enough tasks for every core, a few tiles each.
+    // Rows per parallel task: every task streams all of packed B, so
+    // blocks as large as still leave 8 tasks to balance over the cores.
     int rowsPerTask = kTileRows;
-    while (rowsPerTask * 2 <= 64 && M / (rowsPerTask * 2) >= 16)
+    while (rowsPerTask * 2 <= 256 && M / (rowsPerTask * 2) >= 8)
       rowsPerTask *= 2;
 
     // Ragged shapes: the last tiles are guarded (nothing is stored past
