@@ -24,6 +24,7 @@
 #include <dlfcn.h>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -43,6 +44,93 @@ extern "C" void stlmHalideError(void *, const char *msg) {
   halideMessage = msg ? msg : "unknown Halide error";
   while (!halideMessage.empty() && halideMessage.back() == '\n')
     halideMessage.pop_back();
+}
+
+/// Kernel scratch: Halide frees a kernel's large temporaries at the end of
+/// each call and the next call asks for the same sizes again, so freed
+/// blocks of kMinCached bytes or more are kept (up to kMaxCached in all)
+/// and handed out again; smaller ones go straight to the C heap. Shared by
+/// every open model (Halide's allocator hook is process-wide), emptied
+/// when the last one closes.
+class ScratchCache {
+public:
+  static ScratchCache &get() {
+    static ScratchCache cache;
+    return cache;
+  }
+  void *allocate(size_t size) {
+    size = (size + kAlign - 1) / kAlign * kAlign;
+    if (size >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mutex);
+      // The smallest free block that fits without wasting half of it.
+      auto best = free.end();
+      for (auto it = free.begin(); it != free.end(); ++it)
+        if (it->second >= size && it->second <= 2 * size &&
+            (best == free.end() || it->second < best->second))
+          best = it;
+      if (best != free.end()) {
+        void *p = best->first;
+        cached -= best->second;
+        live[p] = best->second;
+        free.erase(best);
+        return p;
+      }
+    }
+    void *p = std::aligned_alloc(kAlign, size);
+    if (p && size >= kMinCached) {
+      std::lock_guard<std::mutex> lock(mutex);
+      live[p] = size;
+    }
+    return p;
+  }
+  void release(void *p) {
+    if (!p)
+      return;
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      auto it = live.find(p);
+      if (it != live.end()) {
+        size_t size = it->second;
+        live.erase(it);
+        if (cached + size <= kMaxCached) {
+          free.push_back({p, size});
+          cached += size;
+          return;
+        }
+      }
+    }
+    std::free(p);
+  }
+  void opened() {
+    std::lock_guard<std::mutex> lock(mutex);
+    ++models;
+  }
+  void closed() {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (--models > 0)
+      return;
+    for (auto &[p, size] : free)
+      std::free(p);
+    free.clear();
+    cached = 0;
+  }
+
+private:
+  static constexpr size_t kAlign = 128; // >= halide_malloc_alignment()
+  static constexpr size_t kMinCached = 256 << 10;
+  static constexpr size_t kMaxCached = size_t(1) << 30;
+  std::mutex mutex;
+  std::vector<std::pair<void *, size_t>> free;
+  std::map<void *, size_t> live; // cacheable blocks handed out
+  size_t cached = 0;
+  int64_t models = 0;
+};
+
+extern "C" void *stlmHalideMalloc(void *, size_t size) {
+  return ScratchCache::get().allocate(size);
+}
+extern "C" void stlmHalideFree(void *, void *p) {
+  ScratchCache::get().release(p);
 }
 
 struct Slot {
@@ -82,6 +170,7 @@ struct stlm_model {
   Aligned weights, arena, tokens, targets;
   Aligned step; // generation's token and position (int32 each)
   std::map<std::string, std::string> metadata;
+  bool cacheUser = false; // counted in ScratchCache's open models
 
   stlm_status fail(stlm_status s, std::string msg) {
     error = std::move(msg);
@@ -132,7 +221,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     " (recompile it with this stlm-compile)");
   if (!a->manifest || !(a->train_step || (a->accumulate && a->apply)) ||
       !a->grad || !a->eval || !a->logits || !a->prefill || !a->decode_step ||
-      !a->set_error_handler || !a->set_num_threads)
+      !a->set_error_handler || !a->set_num_threads ||
+      !a->set_custom_malloc || !a->set_custom_free)
     return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
   artifact = a;
   try {
@@ -188,6 +278,10 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                                        " bytes for '" + name + "'");
   std::memset(weights.get(), 0, weightsSize);
   a->set_error_handler(reinterpret_cast<void *>(&stlmHalideError));
+  a->set_custom_malloc(reinterpret_cast<void *>(&stlmHalideMalloc));
+  a->set_custom_free(reinterpret_cast<void *>(&stlmHalideFree));
+  ScratchCache::get().opened();
+  cacheUser = true;
   return ok();
 }
 
@@ -287,6 +381,8 @@ void stlm_close(stlm_model *model) {
   if (!model)
     return;
   void *lib = model->library;
+  if (model->cacheUser)
+    ScratchCache::get().closed();
   delete model;
   if (lib)
     dlclose(lib);

@@ -372,10 +372,14 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
     return b.create<mlir::LLVM::LLVMFuncOp>(
         loc, name, mlir::LLVM::LLVMFunctionType::get(result, params));
   };
-  mlir::LLVM::LLVMFuncOp handler = declare("halide_set_error_handler", ptr, {ptr});
-  mlir::LLVM::LLVMFuncOp threads = declare("halide_set_num_threads", i32, {i32});
-  auto fields = llvm::SmallVector<mlir::Type>{i32, ptr, ptr, ptr, ptr, ptr,
-                                              ptr, ptr, ptr, ptr, ptr, ptr};
+  // The Halide runtime's setters, after the entry points.
+  llvm::SmallVector<mlir::LLVM::LLVMFuncOp> setters = {
+      declare("halide_set_error_handler", ptr, {ptr}),
+      declare("halide_set_num_threads", i32, {i32}),
+      declare("halide_set_custom_malloc", ptr, {ptr}),
+      declare("halide_set_custom_free", ptr, {ptr})};
+  llvm::SmallVector<mlir::Type> fields(2 + 8 + setters.size(), ptr);
+  fields[0] = i32;
   auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
   auto desc = b.create<mlir::LLVM::GlobalOp>(loc, descTy, true,
                                        mlir::LLVM::Linkage::External,
@@ -400,12 +404,9 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
                       : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr));
     v = b.create<mlir::LLVM::InsertValueOp>(loc, v, p, field++);
   }
-  v = b.create<mlir::LLVM::InsertValueOp>(loc, v,
-                                    b.create<mlir::LLVM::AddressOfOp>(loc, handler),
-                                    field++);
-  v = b.create<mlir::LLVM::InsertValueOp>(loc, v,
-                                    b.create<mlir::LLVM::AddressOfOp>(loc, threads),
-                                    field++);
+  for (mlir::LLVM::LLVMFuncOp f : setters)
+    v = b.create<mlir::LLVM::InsertValueOp>(
+        loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, f), field++);
   b.create<mlir::LLVM::ReturnOp>(loc, v);
 }
 

@@ -17,9 +17,13 @@
  *
  * Every call returns a status; on failure, stlm_error_message(m) says why.
  * A failed open still returns a handle (in the error state) when memory
- * allows, so the message can be read; close it as usual. The core has no
- * global state of its own and never prints. One model is used by one
- * thread at a time; kernels run on the Halide thread pool of the artifact.
+ * allows, so the message can be read; close it as usual. The core never
+ * prints. One model is used by one thread at a time; kernels run on the
+ * Halide thread pool of the artifact. Its one piece of process-wide state
+ * is a cache of kernel scratch: blocks of 256 KiB and more that kernels
+ * free are kept (mutex-protected, up to 1 GiB) for the next kernel, so a
+ * training step does not map and fault in fresh pages for what the
+ * previous one freed; the cache is emptied when the last model closes.
  *
  *===----------------------------------------------------------------------===*/
 
@@ -73,6 +77,8 @@ typedef struct stlm_artifact {
   int32_t (*apply)(void *weights, void *arena, float out[2]);
   void *(*set_error_handler)(void *handler); /* halide_set_error_handler */
   int (*set_num_threads)(int threads);       /* halide_set_num_threads */
+  void *(*set_custom_malloc)(void *fn);      /* halide_set_custom_malloc */
+  void *(*set_custom_free)(void *fn);        /* halide_set_custom_free */
 } stlm_artifact;
 
 typedef struct stlm_model stlm_model;
