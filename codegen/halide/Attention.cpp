@@ -21,6 +21,8 @@
 
 #include "codegen/halide/Common.h"
 
+#include <functional>
+
 namespace {
 
 using namespace Halide;
@@ -48,17 +50,54 @@ protected:
     // products with values and gradients (`ru`) stop at the last visible
     // key when causal.
     RDom all(0, keys, "ra");
-    Expr sv = s(all, t, h, b) * scale;
     Expr validR = bool(causal) ? (all <= t + offset) : (all >= 0);
     validAll = validR;
-    mx(t, h, b) = maximum(select(validR, sv, Float(32).min()));
+    this->offset = offset;
+    mx(t, h, b) = rowReduce(
+        "mx", [&](Expr key) {
+          Expr visible = bool(causal) ? (key <= t + offset) : (key >= 0);
+          return select(visible, s(key, t, h, b) * scale, Float(32).min());
+        },
+        /*isMax=*/true);
     e(u, t, h, b) = select(valid, exp(s(u, t, h, b) * scale - mx(t, h, b)),
                            0.0f);
-    l(t, h, b) = sum(e(all, t, h, b));
+    l(t, h, b) = rowReduce(
+        "l", [&](Expr key) { return e(key, t, h, b); }, /*isMax=*/false);
     ru = RDom(0, keys, "ru");
     if (bool(causal))
       ru.where(ru <= t + offset);
     this->all = all;
+  }
+
+  /// max or sum over every key of `term(key)` for row (t, h, b): with keys
+  /// a multiple of the vector width, first one vector of partial results
+  /// per row (dense loads along the keys), then its lanes; `partials`
+  /// keeps those stages for the schedule.
+  Expr rowReduce(const std::string &name,
+                 const std::function<Expr(Expr)> &term, bool isMax) {
+    int vec = this->template natural_vector_size<float>();
+    Expr init = isMax ? Expr(Float(32).min()) : Expr(0.0f);
+    if (int(keys) % vec != 0) {
+      RDom r(0, keys, name + "_r");
+      return isMax ? maximum(term(r)) : sum(term(r));
+    }
+    Func part(name + "_lanes");
+    RDom rv(0, int(keys) / vec, name + "_rv");
+    Expr x = term(rv * vec + lane);
+    part(lane, t, h, b) = init;
+    part(lane, t, h, b) = isMax ? max(part(lane, t, h, b), x)
+                                : part(lane, t, h, b) + x;
+    partials.push_back(part);
+    RDom rl(0, vec, name + "_rl");
+    return isMax ? maximum(part(rl, t, h, b)) : sum(part(rl, t, h, b));
+  }
+  /// Computes rowReduce's partials [first, last) where their rows are.
+  void schedulePartials(Func at, Var loop, size_t first, size_t last) {
+    int vec = this->template natural_vector_size<float>();
+    for (size_t i = first; i < std::min(last, partials.size()); ++i) {
+      partials[i].compute_at(at, loop).vectorize(lane, vec);
+      partials[i].update().vectorize(lane, vec);
+    }
   }
 
   /// Schedules `f(u, t, ...)`, a copy of the dot products `accum`, in
@@ -120,6 +159,9 @@ protected:
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
   Func s{"s"}, sAcc{"sAcc"}, mx{"mx"}, e{"e"}, l{"l"};
   Expr valid, validAll; // key u (all) visible from query t
+  Expr offset;
+  Var lane{"lane"};
+  std::vector<Func> partials;
   RDom ru, rc, all;
   int group = 1;
   float scale = 1.0f;
@@ -170,6 +212,7 @@ public:
       s.bound_extent(t, block);
     tileDots(s, sAcc, tiled);
     mx.compute_at(y, hh);
+    schedulePartials(y, hh, 0, 2); // mx, l
     e.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
     l.compute_at(y, hh);
     int lanes = std::min(vec, hd);
@@ -208,9 +251,13 @@ public:
     dpAcc(u, t, h, b) +=
         dy(h * hd + rc, t, b) * vview((h / group) * hd + rc, u, b);
     dp(u, t, h, b) = dpAcc(u, t, h, b);
-    rowdot(t, h, b) = 0.0f;
-    rowdot(t, h, b) +=
-        select(validAll, p(all, t, h, b) * dp(all, t, h, b), 0.0f);
+    rowdot(t, h, b) = rowReduce(
+        "rowdot",
+        [&](Expr key) {
+          Expr visible = bool(causal) ? (key <= t + this->offset) : (key >= 0);
+          return select(visible, p(key, t, h, b) * dp(key, t, h, b), 0.0f);
+        },
+        /*isMax=*/false);
     ds(u, t, h, b) = select(valid, p(u, t, h, b) * (dp(u, t, h, b) -
                                                      rowdot(t, h, b)) * scale,
                             0.0f);
@@ -274,6 +321,8 @@ public:
     l.compute_at(p, pto);
     Var dto = perBlock(ds, dp, dpAcc);
     rowdot.compute_at(ds, dto);
+    schedulePartials(p, pto, 0, 2); // mx, l
+    schedulePartials(ds, dto, 2, 3); // rowdot
     // dq = ds · k, dk = dsᵀ · q, dv = pᵀ · dy per head: register tiles of
     // R rows (queries for dq, keys for dk and dv) × one head's hd columns
     // (hd / vec vectors), accumulated over the reduction with one
