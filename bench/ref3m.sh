@@ -2,11 +2,12 @@
 # Compiled stlm vs PyTorch on one model, in one run: training step, forward
 # (loss) and KV-cached generation, as bytes/s and ratios.
 #
-#   bench/ref3m.sh [SPEC.yaml] [--threads N] [--steps N]
+#   bench/ref3m.sh [SPEC.yaml] [--threads N] [--steps N] [--rounds R]
 #
 # Default spec: examples/models/ref-3m.yaml; 2 threads; 20 timed calls
-# (medians). Needs a build (scripts/build.sh) and PyTorch
-# (scripts/install-deps.sh --bench). For a fair peer it unsets
+# (medians) per round; 3 rounds alternating stlm and PyTorch (medians of
+# the rounds, and each round's ratio). Needs a build (scripts/build.sh) and
+# PyTorch (scripts/install-deps.sh --bench). For a fair peer it unsets
 # OPENBLAS_CORETYPE, sets OMP_WAIT_POLICY=passive and the thread count on
 # both sides.
 set -euo pipefail
@@ -15,10 +16,12 @@ bin="$root/build/bin"
 spec="$root/examples/models/ref-3m.yaml"
 threads=2
 steps=20
+rounds=3
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
     -*) echo "ref3m.sh: unknown option $1" >&2; exit 2 ;;
     *) spec="$1"; shift ;;
   esac
@@ -40,24 +43,37 @@ name="$(basename "$manifest" .manifest.json)"
 
 unset OPENBLAS_CORETYPE
 export OMP_WAIT_POLICY=passive OMP_NUM_THREADS="$threads"
-ours="$("$bin/stlm-bench-model" "$work/art/lib$name.so" "$work/w.safetensors" \
-  --steps "$steps" --threads "$threads" --generate 128)"
-peer="$(/usr/bin/python3 "$root/bench/torch_model.py" "$work/spec.json" \
-  --threads "$threads" --steps "$steps" --generate 128)"
-/usr/bin/python3 - "$ours" "$peer" <<'PY'
-import json, sys
-o, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+# Alternate the two, `rounds` times each, so a noisy stretch of the
+# machine hits both; report the median of each figure.
+ours=() peer=()
+for ((r = 0; r < rounds; r++)); do
+  ours+=("$("$bin/stlm-bench-model" "$work/art/lib$name.so" "$work/w.safetensors" \
+    --steps "$steps" --threads "$threads" --generate 128)")
+  peer+=("$(/usr/bin/python3 "$root/bench/torch_model.py" "$work/spec.json" \
+    --threads "$threads" --steps "$steps" --generate 128)")
+done
+/usr/bin/python3 - "${#ours[@]}" "${ours[@]}" "${peer[@]}" <<'PY'
+import json, statistics, sys
+n = int(sys.argv[1])
+ours = [json.loads(x) for x in sys.argv[2:2 + n]]
+peer = [json.loads(x) for x in sys.argv[2 + n:]]
+def med(runs, key):
+    return statistics.median(r[key] for r in runs)
+o, p = ours[0], peer[0]
 print(f"model {o['model']}: batch {o['batch']} x context {o['context']}, "
       f"{p['threads']} threads, peer {p['peer']} (fp32, its BLAS at "
-      f"{p['matmul_gflops']:.0f} GFLOP/s on a 1024x256x1024 matmul)")
-if p["matmul_gflops"] < 30:
+      f"{med(peer, 'matmul_gflops'):.0f} GFLOP/s on a 1024x256x1024 matmul); "
+      f"medians of {n} alternating rounds")
+if med(peer, "matmul_gflops") < 30:
     print("warning: the peer's BLAS is slow (the reference BLAS?); "
           "scripts/install-deps.sh --bench installs OpenBLAS")
-print(f"{'':10} {'stlm B/s':>12} {'PyTorch B/s':>12} {'ratio':>7}")
+print(f"{'':10} {'stlm B/s':>12} {'PyTorch B/s':>12} {'ratio':>7}   per round")
 for k in ("train", "forward", "generate"):
-    a, b = o[k + "_bytes_per_s"], p[k + "_bytes_per_s"]
-    print(f"{k:10} {a:12.0f} {b:12.0f} {a / b:6.2f}x")
+    a, b = med(ours, k + "_bytes_per_s"), med(peer, k + "_bytes_per_s")
+    rounds = " ".join(f"{x[k + '_bytes_per_s'] / y[k + '_bytes_per_s']:.2f}"
+                      for x, y in zip(ours, peer))
+    print(f"{k:10} {a:12.0f} {b:12.0f} {a / b:6.2f}x   {rounds}")
 print(f"(generate: greedy, KV cache, {o['generate_tokens']} tokens from a "
       "one-byte prompt, one sequence)")
-print(json.dumps({"stlm": o, "pytorch": p}))
+print(json.dumps({"stlm": ours, "pytorch": peer}))
 PY
