@@ -21,6 +21,13 @@
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
 #include "test_mm_fused.h"
+#include "test_avx2_attn.h"
+#include "test_avx2_attn_grad.h"
+#include "test_avx2_mm_fused.h"
+#include "test_avx2_mm_nn.h"
+#include "test_avx2_mm_nt.h"
+#include "test_avx2_mm_tn.h"
+#include "test_avx2_mv.h"
 #include "test_mv_a.h"
 #include "test_mv_b.h"
 #include "test_adamw.h"
@@ -120,13 +127,16 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_c, 21, 50, 37); // off the tile grid
 }
 
-TEST(HalideMatMul, FusedGeluAndResidualEpilogue) {
-  // c = gelu(a · bᵀ) + r, off the tile grid (guarded edge tiles).
+using FusedKernel = int (*)(halide_buffer_t *, halide_buffer_t *,
+                            halide_buffer_t *, halide_buffer_t *);
+
+/// c = gelu(a · bᵀ) + r, off the tile grid (guarded edge tiles).
+void checkFused(FusedKernel kernel) {
   const int M = 21, N = 50, K = 37;
   std::mt19937 rng(5);
   Buffer a = random(M, K, rng), b = random(N, K, rng), r = random(M, N, rng);
   Buffer c(N, M);
-  ASSERT_EQ(test_mm_fused(a, b, r, c), 0);
+  ASSERT_EQ(kernel(a, b, r, c), 0);
   std::vector<float> h(M * N), g(M * N);
   stlm::ref::linear(a.data(), b.data(), M, K, N, h.data());
   stlm::ref::gelu(h.data(), M * N, g.data());
@@ -137,6 +147,19 @@ TEST(HalideMatMul, FusedGeluAndResidualEpilogue) {
                                        (double(g[i * N + j]) + r(j, i))));
   // The dot product's rounding (as above) plus the erfc approximation.
   EXPECT_LE(worst, 4.0 * K * std::ldexp(1.0, -24) + 1e-6);
+}
+
+TEST(HalideMatMul, FusedGeluAndResidualEpilogue) { checkFused(test_mm_fused); }
+
+TEST(HalideAVX2, MatMulFormsEpilogueAndMatVec) {
+  // The AVX2 schedules (8-float vectors, 16-wide panels), on this host.
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+    GTEST_SKIP() << "the host has no AVX2/FMA";
+  check("nt", test_avx2_mm_nt, 21, 50, 37);
+  check("nn", test_avx2_mm_nn, 24, 96, 203);
+  check("tn", test_avx2_mm_tn, 21, 50, 37);
+  checkFused(test_avx2_mm_fused);
+  check("nt", test_avx2_mv, 3, 100, 203);
 }
 
 TEST(HalideMatVec, MatchesReferenceLinear) {
@@ -449,6 +472,14 @@ TEST(HalideAttention, RegisterTiledBlocks) {
   for (int offset : {32, 7, 0})
     checkAttention(test_attn_tiled, test_attn_tiled_grad, true, 2, 32, 64, 2,
                    1, 32, offset);
+}
+
+TEST(HalideAVX2, AttentionRegisterTiles) {
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+    GTEST_SKIP() << "the host has no AVX2/FMA";
+  for (int offset : {32, 7, 0})
+    checkAttention(test_avx2_attn, test_avx2_attn_grad, true, 2, 32, 64, 2, 1,
+                   32, offset);
 }
 
 TEST(HalideAttention, BidirectionalInsideChunks) {
