@@ -47,7 +47,6 @@ std::string num(int64_t x) { return std::to_string(x); }
 using Specs = std::vector<KernelSpec>;
 
 struct Planner {
-  int panel;
   std::string why; // set when an op has no kernel
 
   /// c[M, N] = … with reduction K (any shape: the kernel guards the tiles
@@ -218,9 +217,9 @@ struct Planner {
 
 } // namespace
 
-std::vector<KernelSpec> kernelsFor(Operation *op, int panel,
+std::vector<KernelSpec> kernelsFor(Operation *op,
                                    std::string &why) {
-  Planner planner{panel, {}};
+  Planner planner;
   Specs specs = planner.plan(op);
   why = planner.why;
   return specs;
@@ -236,14 +235,14 @@ std::vector<func::FuncOp> compiledFunctions(ir::ModelOp model) {
   return fns;
 }
 
-KernelPlan planKernels(ir::ModelOp model, int panel) {
+KernelPlan planKernels(ir::ModelOp model) {
   KernelPlan plan;
   for (func::FuncOp f : compiledFunctions(model)) {
     f.walk([&](Operation *op) {
       if (op == f.getOperation())
         return;
       std::string why;
-      Specs specs = kernelsFor(op, panel, why);
+      Specs specs = kernelsFor(op, why);
       if (!why.empty()) {
         ++plan.unsupported[op->getName().getStringRef().str() + ": " + why];
         return;

@@ -43,7 +43,7 @@ struct KernelPlan {
 
 /// The kernels of one op, in the order the lowering calls them: empty for
 /// driver work, empty with `why` set when no kernel computes it yet.
-std::vector<KernelSpec> kernelsFor(mlir::Operation *op, int panel,
+std::vector<KernelSpec> kernelsFor(mlir::Operation *op,
                                    std::string &why);
 
 /// The functions of a model the native path compiles, in planning order:
@@ -51,10 +51,9 @@ std::vector<KernelSpec> kernelsFor(mlir::Operation *op, int panel,
 /// functions @logits, @prefill and @decode_step (see stlm-add-decode).
 std::vector<mlir::func::FuncOp> compiledFunctions(mlir::stlm::ModelOp model);
 
-/// Plans the compiled functions of `model` (after stlm-autodiff). `panel`
-/// is the matmul panel width of the target (2 vectors of floats: 32 with
-/// AVX-512, 16 with AVX2).
-KernelPlan planKernels(mlir::stlm::ModelOp model, int panel);
+/// Plans the compiled functions of `model` (after stlm-autodiff and the
+/// plan passes). Kernels are generated for the host; they take any shape.
+KernelPlan planKernels(mlir::stlm::ModelOp model);
 
 } // namespace stlm::codegen
 

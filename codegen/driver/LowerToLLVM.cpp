@@ -41,8 +41,6 @@ namespace ir = mlir::stlm;
 
 namespace stlm::codegen {
 
-int hostPanel() { return __builtin_cpu_supports("avx512f") ? 32 : 16; }
-
 std::string symbolPrefix(ir::ModelOp model) {
   std::string s = model.getSymName().str();
   for (char &c : s)
@@ -68,9 +66,8 @@ struct Place {
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, ir::ModelOp model, const KernelPlan &plan,
-           int panel)
-      : module(module), model(model), plan(plan), panel(panel),
+  Lowering(ModuleOp module, ir::ModelOp model, const KernelPlan &plan)
+      : module(module), model(model), plan(plan),
         ctx(module.getContext()), b(ctx), prefix(symbolPrefix(model)) {
     ptrTy = LLVM::LLVMPointerType::get(ctx);
     i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type(),
@@ -187,7 +184,6 @@ private:
   ModuleOp module;
   ir::ModelOp model;
   const KernelPlan &plan;
-  int panel;
   MLIRContext *ctx;
   OpBuilder b;
   Location loc = UnknownLoc::get(ctx);
@@ -353,7 +349,7 @@ LogicalResult Lowering::lowerOp(Operation *op) {
     return buffer(places[r].ptr, tensorType(r), rank, slot);
   };
   std::string why;
-  std::vector<KernelSpec> specs = kernelsFor(op, panel, why);
+  std::vector<KernelSpec> specs = kernelsFor(op, why);
   if (!why.empty())
     return unsupported(op, why);
   if (!specs.empty()) {
@@ -705,7 +701,7 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
                                         "accumulation into a state is "
                                         "lowered");
               std::string why;
-              std::vector<KernelSpec> specs = kernelsFor(&op, panel, why);
+              std::vector<KernelSpec> specs = kernelsFor(&op, why);
               Value lhs = buffer(acc.ptr, tensorType(o.getLhs()), 1, 0);
               call(specs[0], {lhs, buffer(ptrOf(o.getRhs()),
                                           tensorType(o.getRhs()), 1, 1),
@@ -791,7 +787,7 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
                   return unsupported(&op, "AdamW operands must be parameter "
                                           "or state slots");
               std::string why;
-              std::vector<KernelSpec> specs = kernelsFor(&op, panel, why);
+              std::vector<KernelSpec> specs = kernelsFor(&op, why);
               Value p = buffer(ptrOf(o.getParam()), tensorType(o.getParam()),
                                1, 0);
               Value g = buffer(ptrOf(o.getGrad()), tensorType(o.getGrad()), 1,
@@ -888,12 +884,12 @@ FailureOr<DriverLayout> Lowering::run() {
 } // namespace
 
 FailureOr<DriverLayout> lowerToLLVM(ModuleOp module, ir::ModelOp model,
-                                    const KernelPlan &plan, int panel) {
+                                    const KernelPlan &plan) {
   module.getContext()->loadDialect<LLVM::LLVMDialect>();
   if (!plan.unsupported.empty())
     return model.emitOpError("has ops with no kernel: ")
            << plan.unsupported.begin()->first;
-  Lowering lowering(module, model, plan, panel);
+  Lowering lowering(module, model, plan);
   return lowering.run();
 }
 
@@ -913,8 +909,8 @@ struct LowerToLLVMPass
     SmallVector<ir::ModelOp> models;
     getOperation().walk([&](ir::ModelOp m) { models.push_back(m); });
     for (ir::ModelOp m : models) {
-      KernelPlan plan = planKernels(m, hostPanel());
-      if (failed(lowerToLLVM(getOperation(), m, plan, hostPanel())))
+      KernelPlan plan = planKernels(m);
+      if (failed(lowerToLLVM(getOperation(), m, plan)))
         return signalPassFailure();
       m.erase();
     }

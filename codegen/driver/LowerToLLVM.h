@@ -64,7 +64,7 @@ std::string symbolPrefix(mlir::stlm::ModelOp model);
 /// translation. Fails with a diagnostic on an op the driver cannot lower.
 mlir::FailureOr<DriverLayout> lowerToLLVM(mlir::ModuleOp module,
                                           mlir::stlm::ModelOp model,
-                                          const KernelPlan &plan, int panel);
+                                          const KernelPlan &plan);
 
 /// `stlm-lower-to-llvm`: plans the kernels for the host and lowers every
 /// model of the module (for stlm-opt and lit tests).
@@ -76,8 +76,6 @@ mlir::LogicalResult emitObjectFile(mlir::ModuleOp module,
                                    const std::string &path,
                                    std::string &error);
 
-/// Matmul panel width of the host (two vectors of floats).
-int hostPanel();
 
 } // namespace stlm::codegen
 

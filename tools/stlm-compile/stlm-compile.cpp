@@ -98,7 +98,6 @@ void printParamTable(const stlm::ModelSpec &spec, raw_ostream &os) {
   os << "total parameters (unique): " << table.uniqueCount() << "\n";
   os << "total parameters (as if untied): " << table.untiedCount() << "\n";
 }
-using stlm::codegen::hostPanel;
 
 /// A directory-writing stage's failure: the message, exit status 1.
 int failWith(const std::string &msg) {
@@ -148,7 +147,7 @@ mlir::stlm::ModelOp theModel(mlir::ModuleOp module) {
 /// Plans the kernels of `model`; an error listing every op without one.
 bool planOrExplain(mlir::stlm::ModelOp model, const std::string &name,
                    stlm::codegen::KernelPlan &plan) {
-  plan = stlm::codegen::planKernels(model, hostPanel());
+  plan = stlm::codegen::planKernels(model);
   if (plan.unsupported.empty())
     return true;
   errs() << "stlm-compile: error: '" << name
@@ -490,7 +489,7 @@ lowerDriver(mlir::ModuleOp module, mlir::stlm::ModelOp model,
             const std::string &name, stlm::codegen::KernelPlan &plan) {
   if (!planOrExplain(model, name, plan))
     return mlir::failure();
-  auto layout = stlm::codegen::lowerToLLVM(module, model, plan, hostPanel());
+  auto layout = stlm::codegen::lowerToLLVM(module, model, plan);
   if (failed(layout))
     errs() << "stlm-compile: error: cannot lower '" << name
            << "' to the native driver (diagnostics above)\n";

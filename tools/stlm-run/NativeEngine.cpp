@@ -282,11 +282,10 @@ std::string nativeUnsupported(const ModelSpec &spec) {
                                : diagnostics;
   mlir::stlm::ModelOp model;
   module->walk([&](mlir::stlm::ModelOp m) { model = m; });
-  codegen::KernelPlan plan = codegen::planKernels(model, codegen::hostPanel());
+  codegen::KernelPlan plan = codegen::planKernels(model);
   if (!plan.unsupported.empty())
     return "no kernel for " + plan.unsupported.begin()->first;
-  if (mlir::failed(codegen::lowerToLLVM(*module, model, plan,
-                                        codegen::hostPanel())))
+  if (mlir::failed(codegen::lowerToLLVM(*module, model, plan)))
     return diagnostics;
   return "";
 }
