@@ -124,11 +124,18 @@ public:
     Expr angle = p * freq * Expr(bool(inverse) ? -1.0 : 1.0);
     cs(i, t) = cast<float>(cos(angle));
     sn(i, t) = cast<float>(sin(angle));
-    // w = 2 * pair + k inside each head; pair index i = (w % hd) / 2.
-    Expr pair = (w % hd) / 2, even = w - w % 2;
-    Expr a = x(even, t, b), bb = x(even + 1, t, b);
-    y(w, t, b) = select(w % 2 == 0, a * cs(pair, t) - bb * sn(pair, t),
-                        a * sn(pair, t) + bb * cs(pair, t));
+    // w = 2 * pair + k inside each head; pair index i = (w % hd) / 2. The
+    // angles per column (csw, snw) make every load along w dense; the
+    // partner of w is its right neighbour when w is even, its left one
+    // when odd (clamped reads, never selected past the edges).
+    Expr pair = (w % hd) / 2;
+    csw(w, t) = cs(pair, t);
+    snw(w, t) = sn(pair, t);
+    int W = width;
+    Expr a = x(w, t, b), right = x(min(w + 1, W - 1), t, b),
+         left = x(max(w - 1, 0), t, b);
+    y(w, t, b) = select(w % 2 == 0, a * csw(w, t) - right * snw(w, t),
+                        left * snw(w, t) + a * csw(w, t));
   }
   void schedule() {
     stlm::halide::requireAligned(x, y);
@@ -136,14 +143,17 @@ public:
         .dim(2).set_bounds(0, batch);
     y.dim(0).set_bounds(0, width).dim(1).set_bounds(0, time)
         .dim(2).set_bounds(0, batch);
+    int vec = natural_vector_size<float>();
     cs.compute_root();
     sn.compute_root();
-    y.parallel(b);
+    for (Func f : {csw, snw})
+      f.compute_root().vectorize(w, vec, TailStrategy::GuardWithIf);
+    y.vectorize(w, vec, TailStrategy::GuardWithIf).parallel(b);
   }
 
 private:
   Var w{"w"}, t{"t"}, b{"b"}, i{"i"};
-  Func cs{"cs"}, sn{"sn"};
+  Func cs{"cs"}, sn{"sn"}, csw{"csw"}, snw{"snw"};
 };
 
 class Embed : public Generator<Embed> {

@@ -51,6 +51,7 @@
 #include "test_rmsnorm_grad.h"
 #include "test_rope.h"
 #include "test_rope_grad.h"
+#include "test_rope_wide.h"
 #include "test_swiglu.h"
 #include "test_swiglu_grad.h"
 
@@ -371,6 +372,14 @@ TEST(HalideLayers, RoPEAndInverseAtOffsets) {
                             rdx.data());
     expectClose(out(dx), rdx, 1e-6, "rope inverse");
   }
+  // Whole vectors of columns (no tail), several heads.
+  const int W2 = 64, hd2 = 16;
+  auto x2 = uniform(B * T * W2, -1, 1, rng);
+  std::vector<float> ry2(x2.size());
+  Buffer y2(W2, T, B);
+  ASSERT_EQ(test_rope_wide(in(x2, {W2, T, B}), 5, y2), 0);
+  stlm::ref::rope(x2.data(), B, T, W2, hd2, 10000.0, 5, ry2.data());
+  expectClose(out(y2), ry2, 1e-6, "rope (whole vectors)");
 }
 
 TEST(HalideLayers, EmbeddingGatherAndScatter) {
