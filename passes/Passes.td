@@ -154,8 +154,10 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     A `stlm.linear` whose only use is a `stlm.gelu` becomes
     `stlm.linear_fused {activation = "gelu"}`; one (plain or with an
     activation) whose only use is a same-shape `stlm.add` becomes
-    `stlm.linear_fused ... residual(%other)`. The kernel then applies the
-    epilogue to its register tiles. Run after `stlm-autodiff` (the fused op
+    `stlm.linear_fused ... residual(%other)`; a same-shape `stlm.add` of a
+    `stlm.linear_grad`'s `dx` (its only use) and a gradient computed before
+    that op becomes the op's `addend` (`dx = dy · W + addend`). The kernel
+    then applies the epilogue to its register tiles. Run after `stlm-autodiff` (the fused op
     has no gradient rule): in `@grad` a GELU's input is also read by its
     gradient, so there only residual adds fuse. Linears of fewer than 8 rows
     (one token of generation, computed by a matvec) are left alone.

@@ -486,6 +486,11 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         linearBackward(x.f.data(), w.f.data(), leading(x.shape, 1),
                        x.shape.back(), w.shape[0], in(o.getDy()).f.data(),
                        dx.f.data(), dw.f.data());
+        if (o.getAddend()) {
+          const TT &a = in(o.getAddend());
+          for (int64_t k = 0; k < dx.numel(); ++k)
+            dx.f[k] += a.f[k];
+        }
         set(o.getDx(), std::move(dx));
         set(o.getDweight(), std::move(dw));
         return true;

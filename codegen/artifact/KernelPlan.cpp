@@ -134,6 +134,8 @@ struct Planner {
           Specs dx = matmul("nn", rows, w[1], w[0]);
           if (dx.empty())
             return {};
+          if (o.getAddend())
+            dx[0].generator = "stlm_matmul_residual";
           Specs dw = matmul("tn", w[0], w[1], rows);
           if (dw.empty())
             return {};

@@ -486,9 +486,13 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         return success();
       })
       .Case([&](ir::LinearGradOp o) {
-        // dx = dy · W (nn); dW = dyᵀ · x (tn).
-        call(specs[0],
-             {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1), out(0, 2, 2)});
+        // dx = dy · W (+ addend) (nn); dW = dyᵀ · x (tn).
+        if (o.getAddend())
+          call(specs[0], {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1),
+                          buf(o.getAddend(), 2, 3), out(0, 2, 2)});
+        else
+          call(specs[0], {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1),
+                          out(0, 2, 2)});
         call(specs[1],
              {buf(o.getDy(), 2, 0), buf(o.getX(), 2, 1), out(1, 2, 2)});
         return success();

@@ -51,10 +51,11 @@ struct DecomposePass
       Value h = linear(b, loc, o.getX(), o.getA());
       auto outer = b.create<LinearGradOp>(loc, h.getType(),
                                           o.getB().getType(), h, o.getB(),
-                                          o.getDy());
+                                          o.getDy(), /*addend=*/Value());
       auto inner = b.create<LinearGradOp>(loc, o.getX().getType(),
                                           o.getA().getType(), o.getX(),
-                                          o.getA(), outer.getDx());
+                                          o.getA(), outer.getDx(),
+                                          /*addend=*/Value());
       o.getDx().replaceAllUsesWith(inner.getDx());
       o.getDa().replaceAllUsesWith(inner.getDweight());
       o.getDb().replaceAllUsesWith(outer.getDweight());

@@ -6,6 +6,8 @@
 // after stlm-autodiff: in @grad, a GELU's input is also read by its
 // gradient, so only residual adds fuse there; inference functions fuse
 // both. Matmuls of fewer than 8 rows (generation's matvecs) stay apart.
+// In the backward pass, the sum of a gradient reaching a value along two
+// paths becomes the addend of the linear_grad computing the second.
 //
 //===----------------------------------------------------------------------===//
 
@@ -64,6 +66,28 @@ struct FusePass : public mlir::stlm::impl::FusePassBase<FusePass> {
     for (AddOp a : adds) {
       if (a.getLhs().getType() != a.getRhs().getType())
         continue; // a broadcast add (positions), not a residual
+      // A gradient reaching x along two paths: the other one becomes the
+      // addend of the matmul that computes this one (it must exist before
+      // that matmul).
+      bool folded = false;
+      for (auto [mine, other] : {std::pair(a.getRhs(), a.getLhs()),
+                                 std::pair(a.getLhs(), a.getRhs())}) {
+        auto lg = mine.getDefiningOp<LinearGradOp>();
+        if (!lg || mine != lg.getDx() || !mine.hasOneUse() || lg.getAddend() ||
+            other == mine)
+          continue;
+        Operation *def = other.getDefiningOp();
+        if (def && (def->getBlock() != lg->getBlock() ||
+                    !def->isBeforeInBlock(lg)))
+          continue;
+        lg.getAddendMutable().assign(other);
+        a.getResult().replaceAllUsesWith(lg.getDx());
+        a.erase();
+        folded = true;
+        break;
+      }
+      if (folded)
+        continue;
       for (auto [mine, other] : {std::pair(a.getRhs(), a.getLhs()),
                                  std::pair(a.getLhs(), a.getRhs())}) {
         Operation *mm = fusable(mine, /*forActivation=*/false);

@@ -46,3 +46,29 @@ func.func @kept(%x: tensor<2x4x8xf32>, %w1: tensor<16x8xf32>, %w2: tensor<8x16xf
   %t2 = stlm.gelu %t1 : tensor<1x1x16xf32>
   return %g, %dg, %q, %t2 : tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x8xf32>, tensor<1x1x16xf32>
 }
+
+// -----
+
+// Tests that a gradient reaching x along two paths folds into the second
+// linear_grad's dx as its addend, chained for three paths; an addend that
+// only exists after the linear_grad cannot fold.
+// CHECK-LABEL: func.func @paths
+// CHECK:       %[[DX1:.*]], %{{.*}} = stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x4x8xf32>
+// CHECK:       %[[DX2:.*]], %{{.*}} = stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} addend(%[[DX1]] : tensor<2x4x8xf32>)
+// CHECK:       %[[DX3:.*]], %{{.*}} = stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} addend(%[[DX2]] : tensor<2x4x8xf32>)
+// CHECK:       %[[L:.*]], %{{.*}} = stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x4x8xf32>
+// CHECK:       %[[LATE:.*]] = stlm.gelu
+// CHECK:       %[[S:.*]] = stlm.add %[[L]], %[[LATE]]
+// CHECK:       return %[[DX3]], %[[S]]
+func.func @paths(%x: tensor<2x4x8xf32>, %w: tensor<16x8xf32>, %d1: tensor<2x4x16xf32>, %d2: tensor<2x4x16xf32>, %d3: tensor<2x4x16xf32>)
+    -> (tensor<2x4x8xf32>, tensor<2x4x8xf32>) {
+  %dx1, %dw1 = stlm.linear_grad %x, %w, %d1 : tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<2x4x16xf32>
+  %dx2, %dw2 = stlm.linear_grad %x, %w, %d2 : tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<2x4x16xf32>
+  %s1 = stlm.add %dx1, %dx2 : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  %dx3, %dw3 = stlm.linear_grad %x, %w, %d3 : tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<2x4x16xf32>
+  %s2 = stlm.add %s1, %dx3 : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  %l, %lw = stlm.linear_grad %x, %w, %d1 : tensor<2x4x8xf32>, tensor<16x8xf32>, tensor<2x4x16xf32>
+  %late = stlm.gelu %x : tensor<2x4x8xf32>
+  %s3 = stlm.add %l, %late : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  return %s2, %s3 : tensor<2x4x8xf32>, tensor<2x4x8xf32>
+}

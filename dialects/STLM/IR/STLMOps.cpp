@@ -469,6 +469,9 @@ LogicalResult LinearFusedOp::verify() {
 }
 
 LogicalResult LinearGradOp::verify() {
+  if (getAddend() && getAddend().getType() != getX().getType())
+    return emitOpError() << "addend " << getAddend().getType()
+                         << " must have the type of x " << getX().getType();
   return verifyRowMajorProduct(*this, getX(), getWeight(), getDy(), "weight");
 }
 

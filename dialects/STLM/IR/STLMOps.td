@@ -955,12 +955,21 @@ def STLM_LinearGradOp : STLM_Op<"linear_grad", [
   let description = [{
     `x: [..., In]`, `weight: [Out, In]`, `dy: [..., Out]` →
     `dx = dy · weight` (`[..., In]`), `dweight = Σ_rows dyᵀ · x`
-    (`[Out, In]`).
+    (`[Out, In]`). With the optional `addend` (of `x`'s type),
+    `dx = dy · weight + addend`: `stlm-fuse` folds the accumulation of a
+    gradient that reaches `x` along several paths into the matmul.
+
+    ```mlir
+    %dx, %dw = stlm.linear_grad %x, %w, %dy : tensor<12x64x128xf32>, tensor<512x128xf32>, tensor<12x64x512xf32>
+    %dx2, %dw2 = stlm.linear_grad %x, %w, %dy addend(%g : tensor<12x64x128xf32>) : tensor<12x64x128xf32>, tensor<512x128xf32>, tensor<12x64x512xf32>
+    ```
   }];
-  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight, STLM_Tensor:$dy);
+  let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight, STLM_Tensor:$dy,
+                       Optional<STLM_Tensor>:$addend);
   let results = (outs STLM_Tensor:$dx, STLM_Tensor:$dweight);
   let assemblyFormat = [{
-    $x `,` $weight `,` $dy attr-dict `:` type($x) `,` type($weight) `,` type($dy)
+    $x `,` $weight `,` $dy (`addend` `(` $addend^ `:` type($addend) `)`)?
+    attr-dict `:` type($x) `,` type($weight) `,` type($dy)
   }];
   let hasVerifier = 1;
 }

@@ -1277,3 +1277,12 @@ func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %r: tensor<2x8xf32>) {
   %y = stlm.linear_fused %x, %w residual(%r : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32> -> tensor<2x4xf32>
   return
 }
+
+// -----
+
+// Tests that a linear gradient's addend has the type of x.
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>, %a: tensor<2x4xf32>) {
+  // expected-error @+1 {{addend 'tensor<2x4xf32>' must have the type of x 'tensor<2x8xf32>'}}
+  %dx, %dw = stlm.linear_grad %x, %w, %dy addend(%a : tensor<2x4xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  return
+}

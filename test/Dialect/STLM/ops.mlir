@@ -247,3 +247,11 @@ func.func @fused(%x: tensor<2x4x8xf32>, %w: tensor<8x8xf32>) -> (tensor<2x4x8xf3
   %b = stlm.linear_fused %x, %w : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
   return %a, %b : tensor<2x4x8xf32>, tensor<2x4x8xf32>
 }
+
+// Tests that a linear gradient with an addend round-trips.
+// CHECK-LABEL: func.func @grad_addend
+func.func @grad_addend(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>) -> tensor<2x8xf32> {
+  // CHECK: stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} addend(%{{.*}} : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  %dx, %dw = stlm.linear_grad %x, %w, %dy addend(%x : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  return %dx : tensor<2x8xf32>
+}
