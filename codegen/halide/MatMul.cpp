@@ -100,9 +100,32 @@ public:
       A = Func("A_packed");
       A(kk, i) = packedA(i % kTileRows, kk, i / kTileRows);
     }
-    RDom r(0, k, "r");
-    prod(jj, i, jo) = 0.0f;
-    prod(jj, i, jo) += A(r, i) * packed(jj, r, jo);
+    // Long reductions of the tn form (dW over every row of a batch): split
+    // K into chunks computed in parallel, each chunk's slice of packed B
+    // reused from cache by every row tile, then sum the chunks' partial
+    // products.
+    const int K = k;
+    chunks = 1;
+    if (f == "tn" && !ragged && K % kChunk == 0 && K / kChunk >= 2 &&
+        int64_t(M) * N * (K / kChunk) <= (int64_t(4) << 20))
+      chunks = K / kChunk;
+    if (chunks > 1) {
+      RDom rc(0, kChunk, "rc");
+      pacc(jj, i, jo, q) = 0.0f;
+      pacc(jj, i, jo, q) +=
+          A(q * kChunk + rc, i) * packed(jj, q * kChunk + rc, jo);
+      part(jj, i, jo, q) = pacc(jj, i, jo, q);
+      RDom rq(0, chunks, "rq");
+      prod(jj, i, jo) = 0.0f;
+      prod(jj, i, jo) += part(jj, i, jo, rq);
+      rk = rq.x;
+      rck = rc.x;
+    } else {
+      RDom r(0, k, "r");
+      prod(jj, i, jo) = 0.0f;
+      prod(jj, i, jo) += A(r, i) * packed(jj, r, jo);
+      rk = r.x;
+    }
     const std::string epi = epilogue;
     if (epi != "none" && epi != "gelu")
       fail("epilogue must be none or gelu, got '" + epi + "'");
@@ -112,7 +135,6 @@ public:
     if constexpr (Residual)
       y = y + residual(j, i);
     c(j, i) = y;
-    rk = r.x;
   }
 
   void schedule() {
@@ -160,8 +182,27 @@ public:
         .unroll(jj)
         .unroll(i);
 
-    if (f == "tn")
+    if (chunks > 1) {
+      // Chunks in parallel; per chunk, every 8 × P tile in registers over
+      // the chunk's K, A packed per chunk.
+      Var pt("pt"), pti("pti");
+      part.compute_root()
+          .split(i, pt, pti, kTileRows)
+          .reorder(jj, pti, jo, pt, q)
+          .vectorize(jj, vec)
+          .unroll(pti)
+          .parallel(q);
+      pacc.compute_at(part, jo).vectorize(jj, vec).unroll(jj).unroll(i);
+      pacc.update()
+          .reorder(jj, i, rck)
+          .vectorize(jj, vec)
+          .unroll(jj)
+          .unroll(i);
+      packedA.compute_at(part, q).reorder(pi, pk, po).vectorize(pi,
+                                                                kTileRows);
+    } else if (f == "tn") {
       packedA.compute_at(c, io).reorder(pi, pk, po).vectorize(pi, kTileRows);
+    }
 
     // Pack B once, in parallel over panels.
     packed.compute_root()
@@ -175,8 +216,12 @@ private:
   static constexpr int kTileRows = 8;
   Var i{"i"}, j{"j"}, kk{"kk"}, jj{"jj"}, jo{"jo"}, pi{"pi"}, pk{"pk"},
       po{"po"};
-  Func A_{"A_"}, B_{"B_"}, packed{"packed"}, packedA{"packedA"}, prod{"prod"};
-  RVar rk;
+  Func A_{"A_"}, B_{"B_"}, packed{"packed"}, packedA{"packedA"}, prod{"prod"},
+      pacc{"pacc"}, part{"part"};
+  Var q{"q"};
+  RVar rk, rck;
+  static constexpr int kChunk = 512;
+  int chunks = 1;
   int vec = 16, panel = 32;
   bool ragged = false;
 };

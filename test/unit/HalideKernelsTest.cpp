@@ -21,6 +21,7 @@
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
 #include "test_mm_fused.h"
+#include "test_mm_tn_chunks.h"
 #include "test_avx2_attn.h"
 #include "test_avx2_attn_grad.h"
 #include "test_avx2_mm_fused.h"
@@ -126,6 +127,7 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_a, 64, 64, 40);
   check("tn", test_mm_tn_b, 24, 96, 203);
   check("tn", test_mm_tn_c, 21, 50, 37); // off the tile grid
+  check("tn", test_mm_tn_chunks, 64, 96, 2048); // K in parallel chunks
 }
 
 using FusedKernel = int (*)(halide_buffer_t *, halide_buffer_t *,
