@@ -60,10 +60,9 @@ bool lossIsPerByte(const ModelSpec &spec) {
           (o.kind == ObjectiveKind::ChunkBytes && o.maskPad));
 }
 
-double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
-                      const TextData &data, const Feed &feed, int64_t limit,
-                      int64_t &windows, std::string &error) {
-  BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
+BatchLoss interpreterLoss(ref::Interpreter<float> &interp,
+                          const std::string &fn) {
+  return [&interp, fn](const std::vector<ref::Tensor<float>> &args, float &l,
                        std::string &e) {
     std::vector<ref::Tensor<float>> results;
     if (!interp.call(fn, args, results, e))
@@ -71,7 +70,13 @@ double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
     l = results[0].scalar();
     return true;
   };
-  return validationLoss(loss, data, feed, limit, windows, error);
+}
+
+double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
+                      const TextData &data, const Feed &feed, int64_t limit,
+                      int64_t &windows, std::string &error) {
+  return validationLoss(interpreterLoss(interp, fn), data, feed, limit,
+                        windows, error);
 }
 
 double validationLoss(const BatchLoss &batchLoss, const TextData &data,

@@ -51,6 +51,10 @@ using BatchLoss = std::function<bool(const std::vector<ref::Tensor<float>> &,
 double validationLoss(const BatchLoss &loss, const TextData &data,
                       const Feed &feed, int64_t limit, int64_t &windows,
                       std::string &error);
+/// The loss of a batch as function `fn` of the reference interpreter
+/// computes it (the interpreter must outlive the result).
+BatchLoss interpreterLoss(ref::Interpreter<float> &interp,
+                          const std::string &fn);
 /// The same with function `fn` of the reference interpreter.
 double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
                       const TextData &data, const Feed &feed, int64_t limit,

@@ -87,13 +87,29 @@ bool checkpointSpec(const std::string &path, ModelSpec &spec,
   return openCheckpoint(path, spec, error) != nullptr;
 }
 
-void printValidation(const ModelSpec &spec, const std::string &dataPath,
-                     double loss, int64_t windows, FILE *out) {
+bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
+                    Feed &feed, TextData &data, std::string &error) {
+  if (std::optional<std::string> why = unsupportedFeed(spec)) {
+    error = *why;
+    return false;
+  }
+  feed = Feed::forSpec(spec);
+  return data.load(dataPath, feed.window, error);
+}
+
+bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
+                      const Feed &feed, const TextData &data, int64_t windows,
+                      const BatchLoss &loss, FILE *out, std::string &error) {
+  int64_t used = 0;
+  double value = validationLoss(loss, data, feed, windows, used, error);
+  if (std::isnan(value))
+    return false;
   std::fprintf(out, "%s on %s: val loss %.4f", spec.name.c_str(),
-               dataPath.c_str(), loss);
+               dataPath.c_str(), value);
   if (lossIsPerByte(spec))
-    std::fprintf(out, " | %.3f bits/byte", loss / std::log(2.0));
-  std::fprintf(out, " | %lld windows\n", static_cast<long long>(windows));
+    std::fprintf(out, " | %.3f bits/byte", value / std::log(2.0));
+  std::fprintf(out, " | %lld windows\n", static_cast<long long>(used));
+  return true;
 }
 
 std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
@@ -132,20 +148,13 @@ int evaluateWithReference(const std::string &checkpoint,
   };
   Loaded m;
   std::string error;
-  if (!load(checkpoint, m, error))
-    return fail(error);
-  if (std::optional<std::string> why = unsupportedFeed(m.spec))
-    return fail(*why);
-  Feed feed = Feed::forSpec(m.spec);
+  Feed feed;
   TextData data;
-  if (!data.load(dataPath, feed.window, error))
+  if (!load(checkpoint, m, error) ||
+      !loadValidation(m.spec, dataPath, feed, data, error) ||
+      !reportValidation(m.spec, dataPath, feed, data, windows,
+                        interpreterLoss(*m.interp, "loss"), out, error))
     return fail(error);
-  int64_t used = 0;
-  double loss =
-      validationLoss(*m.interp, "loss", data, feed, windows, used, error);
-  if (std::isnan(loss))
-    return fail(error);
-  printValidation(m.spec, dataPath, loss, used, out);
   return 0;
 }
 

@@ -10,7 +10,9 @@
 #ifndef STLM_REFERENCE_INFERENCE_H
 #define STLM_REFERENCE_INFERENCE_H
 
+#include "frontend/Data.h"
 #include "frontend/Spec.h"
+#include "reference/Batches.h"
 #include "runtime/src/Sampling.h"
 
 #include <cstdint>
@@ -30,9 +32,16 @@ bool checkpointSpec(const std::string &path, ModelSpec &spec,
 int evaluateWithReference(const std::string &checkpoint,
                           const std::string &dataPath, int64_t windows,
                           FILE *out, FILE *err);
-/// The line `stlm-run eval` prints for a validation loss.
-void printValidation(const ModelSpec &spec, const std::string &dataPath,
-                     double loss, int64_t windows, FILE *out);
+/// The validation split of `dataPath` as `spec` reads it (checked before
+/// any model is loaded); false with `error` set.
+bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
+                    Feed &feed, TextData &data, std::string &error);
+/// The mean of `loss` over the first `windows` validation windows (0: all),
+/// printed as `stlm-run eval`'s line; false with `error` set. Both backends
+/// evaluate through it.
+bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
+                      const Feed &feed, const TextData &data, int64_t windows,
+                      const BatchLoss &loss, FILE *out, std::string &error);
 
 struct GenerateOptions {
   std::string prompt = "\n";

@@ -168,6 +168,9 @@ private:
   /// pointers; returns the entry block's arguments.
   LLVM::LLVMFuncOp begin(StringRef name, func::FuncOp fn, int extra);
   void finish();
+  /// Starts `<m>_<fn>` and lowers every op of the planned `fn`; returns
+  /// its return op (the caller stores the results).
+  FailureOr<func::ReturnOp> lowerPlannedBody(func::FuncOp fn);
   LogicalResult lowerPlanned(func::FuncOp fn, bool isGrad);
   /// @train_step, @accumulate or @apply: calls of @grad, the schedule,
   /// clipping and AdamW in place, assignments; scalar results stored to
@@ -633,22 +636,29 @@ LogicalResult Lowering::lowerOp(Operation *op) {
       });
 }
 
-LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
+FailureOr<func::ReturnOp> Lowering::lowerPlannedBody(func::FuncOp fn) {
   auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size");
   if (!arenaSize)
     return fn.emitOpError("has no memory plan (run stlm-plan-memory first)");
   layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
   begin(fn.getSymName(), fn, 1);
-  Value lossOut = current.getArgument(current.getNumArguments() - 1);
   for (Operation &op : fn.getBody().front())
     if (failed(lowerOp(&op)))
       return failure();
   auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
   loc = ret.getLoc();
-  b.create<LLVM::StoreOp>(loc, scalarOf(ret.getOperand(0)), lossOut);
+  return ret;
+}
+
+LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
+  FailureOr<func::ReturnOp> ret = lowerPlannedBody(fn);
+  if (failed(ret))
+    return failure();
+  Value lossOut = current.getArgument(current.getNumArguments() - 1);
+  b.create<LLVM::StoreOp>(loc, scalarOf(ret->getOperand(0)), lossOut);
   if (isGrad) {
     auto names = fn->getAttrOfType<ArrayAttr>("stlm.grad_params");
-    for (auto [i, v] : llvm::enumerate(ret.getOperands().drop_front())) {
+    for (auto [i, v] : llvm::enumerate(ret->getOperands().drop_front())) {
       const Place &p = places[v];
       if (p.arena < 0)
         return fn.emitOpError("gradient ") << i << " is not in the arena";
@@ -823,22 +833,16 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
 }
 
 LogicalResult Lowering::lowerInference(func::FuncOp fn) {
-  auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size");
-  if (!arenaSize)
-    return fn.emitOpError("has no memory plan (run stlm-plan-memory first)");
-  layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
-  begin(fn.getSymName(), fn, 1);
-  Value resultOut = current.getArgument(current.getNumArguments() - 1);
-  for (Operation &op : fn.getBody().front())
-    if (failed(lowerOp(&op)))
-      return failure();
-  auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
-  loc = ret.getLoc();
-  if (ret.getNumOperands() != 1)
+  FailureOr<func::ReturnOp> ret = lowerPlannedBody(fn);
+  if (failed(ret))
+    return failure();
+  if (ret->getNumOperands() != 1)
     return fn.emitOpError("must return one tensor to be compiled");
-  auto t = tensorType(ret.getOperand(0));
-  b.create<LLVM::MemcpyOp>(loc, resultOut, ptrOf(ret.getOperand(0)),
-                           constI64(t.getNumElements() * 4), false);
+  Value result = ret->getOperand(0);
+  Value resultOut = current.getArgument(current.getNumArguments() - 1);
+  b.create<LLVM::MemcpyOp>(
+      loc, resultOut, ptrOf(result),
+      constI64(tensorType(result).getNumElements() * 4), false);
   finish();
   layout.inference.push_back(fn.getSymName().str());
   return success();

@@ -302,14 +302,12 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
     return 1;
   };
   std::string error;
-  if (std::optional<std::string> why = unsupportedFeed(spec))
-    return fail(*why);
-  Feed feed = Feed::forSpec(spec);
+  Feed feed;
   TextData data;
-  if (!data.load(dataPath, feed.window, error))
-    return fail(error);
   LoadedNative m;
-  if (!m.open(checkpoint, spec, options, error))
+  // The data is checked before anything is compiled.
+  if (!loadValidation(spec, dataPath, feed, data, error) ||
+      !m.open(checkpoint, spec, options, error))
     return fail(error);
   BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
                        std::string &e) {
@@ -318,11 +316,8 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
     e = stlm_error_message(m.model);
     return false;
   };
-  int64_t used = 0;
-  double value = validationLoss(loss, data, feed, windows, used, error);
-  if (std::isnan(value))
+  if (!reportValidation(spec, dataPath, feed, data, windows, loss, out, error))
     return fail(error);
-  printValidation(spec, dataPath, value, used, out);
   return 0;
 }
 

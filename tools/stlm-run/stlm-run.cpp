@@ -332,6 +332,20 @@ std::string resolveBackend(const std::string &backend,
   return why.empty() ? "native" : "reference";
 }
 
+/// eval and generate: the backend options and the spec stored in the
+/// checkpoint (the one positional argument); false after an error.
+bool checkpointOptions(Args &a, const char *argv0, std::string &backend,
+                       stlm::NativeOptions &native, stlm::ModelSpec &spec,
+                       int &status) {
+  if (!backendOptions(a, argv0, backend, native, status))
+    return false;
+  std::string error;
+  if (stlm::checkpointSpec(a.positional[0], spec, error))
+    return true;
+  status = fail(error);
+  return false;
+}
+
 int runTrain(int argc, char **argv) {
   Args a = Args::parse(argc, argv, 2,
                        withBackend({"--data", "--steps", "--eval-every",
@@ -398,14 +412,11 @@ int runEval(int argc, char **argv) {
     return usage(a.error);
   std::string backend;
   stlm::NativeOptions native;
+  stlm::ModelSpec spec;
   int status = 0;
-  if (!backendOptions(a, argv[0], backend, native, status))
+  if (!checkpointOptions(a, argv[0], backend, native, spec, status))
     return status;
   const std::string &checkpoint = a.positional[0];
-  stlm::ModelSpec spec;
-  std::string error;
-  if (!stlm::checkpointSpec(checkpoint, spec, error))
-    return fail(error);
   if (resolveBackend(backend, spec, "evaluating", stderr) == "reference")
     return stlm::evaluateWithReference(checkpoint, *data, windows, stdout,
                                        stderr);
@@ -433,14 +444,11 @@ int runGenerate(int argc, char **argv) {
   o.seed = static_cast<uint64_t>(seed);
   std::string backend;
   stlm::NativeOptions native;
+  stlm::ModelSpec spec;
   int status = 0;
-  if (!backendOptions(a, argv[0], backend, native, status))
+  if (!checkpointOptions(a, argv[0], backend, native, spec, status))
     return status;
   const std::string &checkpoint = a.positional[0];
-  stlm::ModelSpec spec;
-  std::string error;
-  if (!stlm::checkpointSpec(checkpoint, spec, error))
-    return fail(error);
   // Bad requests are refused before anything is compiled.
   std::vector<int32_t> prompt;
   std::string problem = stlm::generationProblem(spec, o, prompt);
