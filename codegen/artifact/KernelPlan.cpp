@@ -58,17 +58,25 @@ struct Planner {
     return {{"stlm_matmul",
              {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
   }
+  /// The backward is the blocked schedule (O(T + S) scratch per thread,
+  /// no B·H·T·S probabilities; as fast as the materialised one on the
+  /// training shapes measured, see bench/attention.cpp) whenever the head
+  /// has the two channels it keeps its row statistics in.
   Specs attention(const char *gen, ir::MaskKind mask, Value q, Value k,
-                  int64_t heads, int64_t kv) {
+                  int64_t heads, int64_t kv, bool backward) {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
-    return {{gen,
-             {{"batch", num(leading(q, 2))},
-              {"time", num(qs[qs.size() - 2])},
-              {"keys", num(ks[ks.size() - 2])},
-              {"heads", num(heads)},
-              {"kv_heads", num(kv)},
-              {"head_dim", num(qs.back() / heads)},
-              {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}}};
+    int64_t headDim = qs.back() / heads;
+    KernelSpec spec{gen,
+              {{"batch", num(leading(q, 2))},
+               {"time", num(qs[qs.size() - 2])},
+               {"keys", num(ks[ks.size() - 2])},
+               {"heads", num(heads)},
+               {"kv_heads", num(kv)},
+               {"head_dim", num(headDim)},
+               {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}};
+    if (backward)
+      spec.params.push_back({"blocked", headDim >= 2 ? "true" : "false"});
+    return {spec};
   }
 
   /// The kernels of `op`: an empty list for driver work; `why` set (and an
@@ -154,11 +162,12 @@ struct Planner {
         })
         .Case([&](ir::AttentionOp o) {
           return attention("stlm_attention", o.getMask(), o.getQ(), o.getK(),
-                           o.getHeads(), o.getKvHeads());
+                           o.getHeads(), o.getKvHeads(), /*backward=*/false);
         })
         .Case([&](ir::AttentionGradOp o) {
           return attention("stlm_attention_grad", o.getMask(), o.getQ(),
-                           o.getK(), o.getHeads(), o.getKvHeads());
+                           o.getK(), o.getHeads(), o.getKvHeads(),
+                           /*backward=*/true);
         })
         .Case([&](ir::SwiGLUOp o) -> Specs {
           return {{"stlm_swiglu", {{"n", num(numel(o.getResult()))}}}};

@@ -12,16 +12,27 @@
 // Forward schedule: parallel over (batch, block of 16 queries); per head,
 // the scores of the block against all S keys are computed into a 16 × S
 // scratch (never the whole T × S), then max, exponentials, the row sums
-// and the weighted sum of values. Backward recomputes the probabilities and
-// their gradient for the whole batch ([B, H, T, S] scratch each, computed in
-// parallel over B) and reduces them into dq, dk and dv; a blocked
-// (flash-style) backward for long contexts is future work.
+// and the weighted sum of values.
+//
+// Backward, two schedules (generator parameter `blocked`):
+//  - materialised (short contexts): the probabilities and their gradient
+//    for the whole batch ([B, H, T, S] scratch each, computed in parallel
+//    per block of 16 queries), then dq, dk and dv reduced from them;
+//  - blocked (long contexts; never more than a block × T or S per thread):
+//    pass 1, parallel over blocks of 16 queries, recomputes the block's
+//    probabilities and their gradient into a 16 × S scratch, forms dq
+//    there and saves each row's statistics (max, sum, Σ p·dp); pass 2,
+//    parallel over blocks of keys, recomputes the block's probabilities
+//    and their gradient against every query from those statistics into a
+//    keys × T scratch and forms dk and dv there. It costs the scores and
+//    dp twice (7 products per element instead of 5).
 //
 //===----------------------------------------------------------------------===//
 
 #include "codegen/halide/Common.h"
 
 #include <functional>
+#include <utility>
 
 namespace {
 
@@ -62,10 +73,14 @@ protected:
     e(u, t, h, b) = select(valid, exp(s(u, t, h, b) * scale - mx(t, h, b)),
                            0.0f);
     l(t, h, b) = rowReduce(
-        "l", [&](Expr key) { return e(key, t, h, b); }, /*isMax=*/false);
+        "l",
+        [&](Expr key) {
+          // e is 0 where masked; the select trims the keys e is needed at.
+          Expr visible = bool(causal) ? (key <= t + offset) : (key >= 0);
+          return select(visible, e(key, t, h, b), 0.0f);
+        },
+        /*isMax=*/false);
     ru = RDom(0, keys, "ru");
-    if (bool(causal))
-      ru.where(ru <= t + offset);
     this->all = all;
   }
 
@@ -136,23 +151,64 @@ protected:
   /// `x` (a k or v buffer, [.., S, K·hd]) as a Func of the same
   /// coordinates stored transposed (keys innermost), so that scores and
   /// value products vectorize over keys with dense loads; `store` is the
-  /// transposed copy to schedule.
+  /// transposed copy (scheduled by scheduleTransposes).
   Func keysInner(Func x, Func &store) {
-    store(u, w, b) = x(w, u, b);
+    Func rows(store.name() + "_rows");
+    rows(w, u, b) = x(w, u, b);
+    store(u, w, b) = rows(w, u, b);
+    transposes.push_back({store, rows});
     Func view(store.name() + "_view");
     view(w, u, b) = store(u, w, b);
     return view;
+  }
+  /// Each transpose in square tiles of one vector: the tile's rows loaded
+  /// as vectors, then written as columns (register shuffles, not gathers);
+  /// parallel over the batch and blocks of keys. Every key is transposed
+  /// (whole tiles, the last one shifted back over its neighbour, keep the
+  /// staged rows a constant size, on the stack). A step of a few queries
+  /// (decoding) instead transposes only the keys it sees, a vector of keys
+  /// at a time.
+  void scheduleTransposes() {
+    int vec = this->template natural_vector_size<float>();
+    bool tiled = int(time) >= vec && int(keys) >= vec &&
+                 int(kvHeads) * int(headDim) >= vec;
+    for (auto &[store, rows] : transposes) {
+      if (!tiled) {
+        store.compute_root().parallel(b).vectorize(u, vec,
+                                                   TailStrategy::GuardWithIf);
+        continue;
+      }
+      Var uo("tr_uo"), ui("tr_ui"), wo("tr_wo"), wi("tr_wi"), ub("tr_ub");
+      store.compute_root()
+          .bound(u, 0, keys)
+          .tile(u, w, uo, wo, ui, wi, vec, vec, TailStrategy::ShiftInwards)
+          .vectorize(ui)
+          .unroll(wi)
+          .reorder(ui, wi, wo, uo, b)
+          .fuse(uo, b, ub)
+          .parallel(ub);
+      rows.compute_at(store, wo)
+          .vectorize(w, vec, TailStrategy::GuardWithIf)
+          .unroll(u)
+          .store_in(MemoryType::Stack);
+    }
+  }
+
+  /// A dense [batch, rows, width] buffer: the strides are part of the
+  /// kernel, so a row's address is a constant offset from the first's (the
+  /// register tiles' broadcast rows need no address arithmetic).
+  template <typename B> void boundDense(B &x, int width, int rows) {
+    x.dim(0).set_bounds(0, width).dim(1).set_bounds(0, rows).set_stride(width)
+        .dim(2).set_bounds(0, batch).set_stride(width * rows);
   }
 
   void boundQKV(Internal::GeneratorInput_Buffer<Buffer<float>> &q,
                 Internal::GeneratorInput_Buffer<Buffer<float>> &k,
                 Internal::GeneratorInput_Buffer<Buffer<float>> &v) {
     int W = int(heads) * int(headDim), WK = int(kvHeads) * int(headDim);
-    q.dim(0).set_bounds(0, W).dim(1).set_bounds(0, time).dim(2).set_bounds(0,
-                                                                       batch);
-    for (auto *kv : {&k, &v})
-      kv->dim(0).set_bounds(0, WK).dim(1).set_bounds(0, keys)
-          .dim(2).set_bounds(0, batch);
+    boundDense(q, W, time);
+    boundDense(k, WK, keys);
+    boundDense(v, WK, keys);
     stlm::halide::requireAligned(q, k, v);
   }
 
@@ -162,6 +218,7 @@ protected:
   Expr offset;
   Var lane{"lane"};
   std::vector<Func> partials;
+  std::vector<std::pair<Func, Func>> transposes; // (transposed, rows)
   RDom ru, rc, all;
   int group = 1;
   float scale = 1.0f;
@@ -187,8 +244,7 @@ public:
   void schedule() {
     boundQKV(q, k, v);
     int hd = headDim;
-    y.dim(0).set_bounds(0, int(heads) * hd).dim(1).set_bounds(0, time)
-        .dim(2).set_bounds(0, batch);
+    boundDense(y, int(heads) * hd, time);
     stlm::halide::requireAligned(y);
     int vec = natural_vector_size<float>();
     // Blocks of queries: 16, or the whole (short) time of a decode step.
@@ -205,7 +261,7 @@ public:
     // scores against the keys it sees (register tiles), the softmax, then
     // per 4 queries the weighted sum of values in registers (4 × hd/vec
     // vectors, one broadcast of e per query and key).
-    kt.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
+    scheduleTransposes();
     s.compute_at(y, hh);
     bool tiled = whole && block % 8 == 0 && keysTile();
     if (tiled) // the block's queries exactly (the select bounds are loose)
@@ -238,14 +294,16 @@ private:
 
 class AttentionGrad : public AttentionBase<AttentionGrad> {
 public:
+  GeneratorParam<bool> blocked{"blocked", false};
   Input<Buffer<float>> q{"q", 3}, k{"k", 3}, v{"v", 3}, dy{"dy", 3};
   Input<int32_t> offset{"offset"};
   Output<Buffer<float>> dq{"dq", 3}, dk{"dk", 3}, dv{"dv", 3};
 
   void generate() {
     int hd = headDim, T = time;
-    defineSoftmax(q, keysInner(k, kt), offset);
-    Func vview = keysInner(v, vt);
+    kview = keysInner(k, kt);
+    defineSoftmax(q, kview, offset);
+    vview = keysInner(v, vt);
     p(u, t, h, b) = select(l(t, h, b) > 0.0f, e(u, t, h, b) / l(t, h, b), 0.0f);
     dpAcc(u, t, h, b) = 0.0f;
     dpAcc(u, t, h, b) +=
@@ -263,39 +321,128 @@ public:
                             0.0f);
 
     // The causal predicates trim the loops; the clamps (no-ops inside
-    // them) keep bounds inference from widening what it computes.
-    Expr key = clamp(ru, 0, int(keys) - 1);
+    // them) keep bounds inference from widening what it computes. A
+    // predicate holds for a whole register tile of R rows (its last query,
+    // its first key): the products it lets through past a row's own bound
+    // are zeros of ds and p, and the tile's rows need no branches.
+    int R = tileRows();
+    Expr lastKey = int(keys) - 1;
+    if (bool(causal)) {
+      Expr tileLast = (t / R) * R + (R - 1) + offset;
+      ru.where(ru <= tileLast);
+      lastKey = max(0, min(tileLast, lastKey));
+    }
+    Expr key = clamp(ru, 0, lastKey);
     dq4(c, h, t, b) = 0.0f;
     dq4(c, h, t, b) += ds(key, t, h, b) * k((h / group) * hd + c, key, b);
-    dq(w, t, b) = dq4(w % hd, w / hd, t, b);
 
     // kv head j collects the query heads j·group … j·group + group − 1.
     rg = RDom(0, group, 0, T, "rg");
     if (bool(causal))
-      rg.where(rg.y >= u - offset);
-    Expr hq = j * group + rg.x, query = clamp(rg.y, 0, T - 1);
+      rg.where(rg.y >= (u / R) * R - offset);
+    Expr firstQuery = 0;
+    if (bool(causal))
+      firstQuery = max(0, min((u / R) * R - offset, T - 1));
+    Expr hq = j * group + rg.x, query = clamp(rg.y, firstQuery, T - 1);
+    Func pk = p, dsk = ds;
+    if (bool(blocked)) {
+      // Pass 1 keeps each row's statistics beside dq (one loop nest, so
+      // the block's scores are computed once for both): at channel 0 the
+      // log of the softmax denominator (max + log sum), at 1 Σ p·dp.
+      if (hd < 2)
+        stlm::halide::fail("stlm_attention_grad",
+                           "blocked needs head_dim >= 2");
+      qside(c, h, t, b) = Tuple(
+          dq4(c, h, t, b),
+          select(c == 0, mx(t, h, b) + log(l(t, h, b)), rowdot(t, h, b)));
+      dq(w, t, b) = qside(w % hd, w / hd, t, b)[0];
+      recomputeFromStatistics();
+      pk = pK;
+      dsk = dsK;
+    } else {
+      dq(w, t, b) = dq4(w % hd, w / hd, t, b);
+    }
     dk4(c, j, u, b) = 0.0f;
-    dk4(c, j, u, b) += ds(u, query, hq, b) * q(hq * hd + c, query, b);
+    dk4(c, j, u, b) += dsk(u, query, hq, b) * q(hq * hd + c, query, b);
     dv4(c, j, u, b) = 0.0f;
-    dv4(c, j, u, b) += p(u, query, hq, b) * dy(hq * hd + c, query, b);
-    dk(w, u, b) = dk4(w % hd, w / hd, u, b);
-    dv(w, u, b) = dv4(w % hd, w / hd, u, b);
+    dv4(c, j, u, b) += pk(u, query, hq, b) * dy(hq * hd + c, query, b);
+    if (bool(blocked)) {
+      kside(c, j, u, b) = Tuple(dk4(c, j, u, b), dv4(c, j, u, b));
+      dk(w, u, b) = kside(w % hd, w / hd, u, b)[0];
+      dv(w, u, b) = kside(w % hd, w / hd, u, b)[1];
+    } else {
+      dk(w, u, b) = dk4(w % hd, w / hd, u, b);
+      dv(w, u, b) = dv4(w % hd, w / hd, u, b);
+    }
   }
+
+  /// Pass 2's probabilities pK and their gradient dsK, recomputed from
+  /// pass 1's row statistics.
+  void recomputeFromStatistics() {
+    int hd = headDim;
+    // Clamped rows: the tiles' aligned regions end at T, but bounds
+    // inference cannot prove it.
+    Expr tq = clamp(t, 0, int(time) - 1), uk = u;
+    Expr lse = qside(0, h, tq, b)[1], D = qside(1, h, tq, b)[1];
+    sAccK(u, t, h, b) = 0.0f;
+    sAccK(u, t, h, b) +=
+        q(h * hd + rc, tq, b) * kview((h / group) * hd + rc, uk, b);
+    sK(u, t, h, b) = sAccK(u, t, h, b);
+    // A row that sees a key has a finite lse; one that sees none has
+    // no valid key.
+    pK(u, t, h, b) = select(valid, exp(sK(u, t, h, b) * scale - lse), 0.0f);
+    dpAccK(u, t, h, b) = 0.0f;
+    dpAccK(u, t, h, b) +=
+        dy(h * hd + rc, tq, b) * vview((h / group) * hd + rc, uk, b);
+    dpK(u, t, h, b) = dpAccK(u, t, h, b);
+    dsK(u, t, h, b) = pK(u, t, h, b) * (dpK(u, t, h, b) - D) * scale;
+  }
+
   void schedule() {
     boundQKV(q, k, v);
     int hd = headDim, W = int(heads) * hd, WK = int(kvHeads) * hd;
-    dy.dim(0).set_bounds(0, W).dim(1).set_bounds(0, time).dim(2).set_bounds(0,
-                                                                        batch);
-    dq.dim(0).set_bounds(0, W).dim(1).set_bounds(0, time).dim(2).set_bounds(0,
-                                                                        batch);
-    for (auto *o : {&dk, &dv})
-      o->dim(0).set_bounds(0, WK).dim(1).set_bounds(0, keys)
-          .dim(2).set_bounds(0, batch);
+    boundDense(dy, W, time);
+    boundDense(dq, W, time);
+    boundDense(dk, WK, keys);
+    boundDense(dv, WK, keys);
     stlm::halide::requireAligned(dy, dq, dk, dv);
     int vec = natural_vector_size<float>();
     // Keys and values transposed once.
-    for (Func f : {kt, vt})
-      f.compute_root().parallel(b).vectorize(u, vec, TailStrategy::GuardWithIf);
+    scheduleTransposes();
+    if (bool(blocked))
+      scheduleBlocked();
+    else
+      scheduleMaterialised();
+  }
+
+private:
+  /// Register tiles for dq = ds · k, dk = dsᵀ · q and dv = pᵀ · dy per
+  /// head: R rows (queries for dq, keys for dk and dv) × one head's hd
+  /// columns (hd / vec vectors), accumulated over the reduction with one
+  /// broadcast of ds or p per row, like the matmul micro-kernel.
+  int tileLanes() { return std::min(natural_vector_size<float>(), int(headDim)); }
+  int tileRows() { return std::max(1, 16 / std::max(1, int(headDim) / tileLanes())); }
+  /// `whole`: every tile has all R rows (otherwise the rows are a loop).
+  void tileAccumulator(Func acc, Var row, const std::vector<VarOrRVar> &red,
+                       Func at, Var level, bool whole = true) {
+    int lanes = tileLanes();
+    acc.compute_at(at, level)
+        .vectorize(c, lanes, TailStrategy::GuardWithIf)
+        .unroll(c);
+    std::vector<VarOrRVar> order = {c, row};
+    order.insert(order.end(), red.begin(), red.end());
+    acc.update()
+        .reorder(order)
+        .vectorize(c, lanes, TailStrategy::GuardWithIf)
+        .unroll(c);
+    if (whole) {
+      acc.unroll(row);
+      acc.update().unroll(row);
+    }
+  }
+
+  void scheduleMaterialised() {
+    int vec = natural_vector_size<float>(), hd = headDim;
     // Probabilities and their gradient for every batch element (in
     // parallel), head and block of 16 queries: the block's scores and dp
     // in register tiles (see tileDots), only up to the last key the block
@@ -304,7 +451,10 @@ public:
     bool tiles = int(time) % block == 0 && block % 8 == 0 && keysTile();
     auto perBlock = [&](Func f, Func dots, Func accum) {
       Var to("to"), ti("ti");
+      // Every query (the consumers' trimmed regions would start the
+      // blocks off the grid the tiles assume).
       f.compute_root()
+          .bound(t, 0, time)
           .split(t, to, ti, block, TailStrategy::GuardWithIf)
           .reorder(u, ti, to, h, b)
           .vectorize(u, vec, TailStrategy::GuardWithIf)
@@ -323,42 +473,99 @@ public:
     rowdot.compute_at(ds, dto);
     schedulePartials(p, pto, 0, 2); // mx, l
     schedulePartials(ds, dto, 2, 3); // rowdot
-    // dq = ds · k, dk = dsᵀ · q, dv = pᵀ · dy per head: register tiles of
-    // R rows (queries for dq, keys for dk and dv) × one head's hd columns
-    // (hd / vec vectors), accumulated over the reduction with one
-    // broadcast of ds or p per row, like the matmul micro-kernel.
-    int lanes = std::min(vec, hd);
-    int vectors = std::max(1, hd / lanes);
-    int rows = std::max(1, 16 / vectors);
     auto tile = [&](Func out, Func acc, Var row,
                     const std::vector<VarOrRVar> &reduction) {
       Var hh("hh"), cc("cc"), ro("ro"), ri("ri"), rb("rb");
       out.split(w, hh, cc, hd)
-          .split(row, ro, ri, rows, TailStrategy::GuardWithIf)
+          .split(row, ro, ri, tileRows(), TailStrategy::GuardWithIf)
           .reorder(cc, ri, hh, ro, b)
-          .vectorize(cc, lanes, TailStrategy::GuardWithIf)
+          .vectorize(cc, tileLanes(), TailStrategy::GuardWithIf)
           .fuse(ro, b, rb)
           .parallel(rb);
-      acc.compute_at(out, hh)
-          .vectorize(c, lanes, TailStrategy::GuardWithIf)
-          .unroll(c)
-          .unroll(row);
-      std::vector<VarOrRVar> order = {c, row};
-      order.insert(order.end(), reduction.begin(), reduction.end());
-      acc.update()
-          .reorder(order)
-          .vectorize(c, lanes, TailStrategy::GuardWithIf)
-          .unroll(c)
-          .unroll(row);
+      tileAccumulator(acc, row, reduction, out, hh);
     };
     tile(dq, dq4, t, {ru.x});
     tile(dk, dk4, u, {rg.x, rg.y});
     tile(dv, dv4, u, {rg.x, rg.y});
   }
 
-private:
+  void scheduleBlocked() {
+    int vec = natural_vector_size<float>(), lanes = tileLanes(),
+        rows = tileRows();
+    // Pass 1: per batch element, block of 16 queries and head (parallel
+    // over batch × blocks), the scores and dp against the keys the block
+    // sees (register tiles), the row statistics, ds, then dq in register
+    // tiles of R queries.
+    int block = std::min(16, int(time));
+    bool tiles = int(time) % block == 0 && block % 8 == 0 && keysTile();
+    Var to("to"), ti("ti"), tb("tb"), tr("tr"), tii("tii");
+    qside.compute_root()
+        .split(t, to, ti, block, TailStrategy::GuardWithIf)
+        .split(ti, tr, tii, rows, TailStrategy::GuardWithIf)
+        .reorder(c, tii, tr, h, to, b)
+        .fuse(to, b, tb)
+        .vectorize(c, lanes, TailStrategy::GuardWithIf)
+        .parallel(tb);
+    for (auto [dots, accum] : {std::pair{s, sAcc}, std::pair{dp, dpAcc}}) {
+      dots.compute_at(qside, h);
+      if (tiles)
+        dots.bound_extent(t, block);
+      tileDots(dots, accum, tiles);
+    }
+    for (Func f : {mx, l, rowdot})
+      f.compute_at(qside, h);
+    for (Func f : {e, ds})
+      f.compute_at(qside, h).vectorize(
+          u, vec, TailStrategy::GuardWithIf);
+    schedulePartials(qside, h, 0, 3); // mx, l, rowdot
+    tileAccumulator(dq4, t, {ru.x}, qside, tr, int(time) % 16 == 0);
+    copyOut(dq);
+
+    // Pass 2: per batch element, block of 2 vectors of keys and kv head
+    // (parallel over batch × blocks), the probabilities and dp of the
+    // group's query heads against every query that sees the block
+    // (register tiles, keys inner), then dk and dv in register tiles of R
+    // keys.
+    int kb = 2 * vec;
+    bool ktiles = int(keys) % kb == 0 && int(time) % 8 == 0;
+    Var uo("uo"), ui("ui"), ub("ub"), ur("ur"), uii("uii");
+    kside.compute_root()
+        .split(u, uo, ui, kb, TailStrategy::GuardWithIf)
+        .split(ui, ur, uii, rows, TailStrategy::GuardWithIf)
+        .reorder(c, uii, ur, j, uo, b)
+        .fuse(uo, b, ub)
+        .vectorize(c, lanes, TailStrategy::GuardWithIf)
+        .parallel(ub);
+    for (auto [dots, accum] : {std::pair{sK, sAccK}, std::pair{dpK, dpAccK}}) {
+      dots.compute_at(kside, j);
+      if (ktiles)
+        dots.bound_extent(u, kb).align_bounds(t, 8);
+      tileDots(dots, accum, ktiles);
+    }
+    for (Func f : {pK, dsK})
+      f.compute_at(kside, j).vectorize(
+          u, vec, TailStrategy::GuardWithIf);
+    bool wholeKeys = int(keys) % kb == 0;
+    tileAccumulator(dk4, u, {rg.x, rg.y}, kside, ur, wholeKeys);
+    tileAccumulator(dv4, u, {rg.x, rg.y}, kside, ur, wholeKeys);
+    copyOut(dk);
+    copyOut(dv);
+  }
+  /// An output copied from a pass's per-head result: per batch element
+  /// (in parallel), head and vector of channels.
+  void copyOut(Func out) {
+    Var hh("hh"), cc("cc");
+    out.split(w, hh, cc, headDim)
+        .vectorize(cc, tileLanes(), TailStrategy::GuardWithIf)
+        .parallel(b);
+  }
+
   Func p{"p"}, dp{"dp"}, rowdot{"rowdot"}, ds{"ds"}, dq4{"dq4"}, dk4{"dk4"},
       dv4{"dv4"}, kt{"kt"}, vt{"vt"}, dpAcc{"dpAcc"};
+  // The blocked backward's passes and pass 2's recomputation.
+  Func qside{"qside"}, kside{"kside"}, sAccK{"sAccK"}, sK{"sK"}, pK{"pK"},
+      dpAccK{"dpAccK"}, dpK{"dpK"}, dsK{"dsK"};
+  Func kview, vview;
   Var j{"j"};
   RDom rg;
 };

@@ -24,6 +24,7 @@
 #include "test_mm_tn_chunks.h"
 #include "test_avx2_attn.h"
 #include "test_avx2_attn_grad.h"
+#include "test_avx2_attn_grad_blocked.h"
 #include "test_avx2_mm_fused.h"
 #include "test_avx2_mm_nn.h"
 #include "test_avx2_mm_nt.h"
@@ -38,10 +39,19 @@
 #include "test_sum_squares.h"
 #include "test_attn_causal.h"
 #include "test_attn_causal_grad.h"
+#include "test_attn_causal_grad_blocked.h"
+#include "test_attn_decode.h"
+#include "test_attn_decode_grad.h"
 #include "test_attn_none.h"
 #include "test_attn_none_grad.h"
+#include "test_attn_none_grad_blocked.h"
+#include "test_attn_ragged.h"
+#include "test_attn_ragged_grad_blocked.h"
 #include "test_attn_tiled.h"
 #include "test_attn_tiled_grad.h"
+#include "test_attn_tiled_grad_blocked.h"
+#include "test_attn_wide.h"
+#include "test_attn_wide_grad_blocked.h"
 #include "test_ce.h"
 #include "test_ce_grad.h"
 #include "test_embed.h"
@@ -491,11 +501,49 @@ TEST(HalideAVX2, AttentionRegisterTiles) {
   for (int offset : {32, 7, 0})
     checkAttention(test_avx2_attn, test_avx2_attn_grad, true, 2, 32, 64, 2, 1,
                    32, offset);
+  for (int offset : {32, 7, 0})
+    checkAttention(test_avx2_attn, test_avx2_attn_grad_blocked, true, 2, 32,
+                   64, 2, 1, 32, offset);
 }
 
 TEST(HalideAttention, BidirectionalInsideChunks) {
   checkAttention(test_attn_none, test_attn_none_grad, false, 3, 6, 6, 2, 2, 16,
                  0);
+}
+
+// The blocked backward (long contexts): statistics saved by the query pass,
+// probabilities recomputed per block of keys.
+TEST(HalideAttention, BlockedBackwardRaggedGroupedHeads) {
+  for (int offset : {2, 0, -5})
+    checkAttention(test_attn_causal, test_attn_causal_grad_blocked, true, 2,
+                   21, 23, 4, 2, 8, offset);
+}
+
+TEST(HalideAttention, BlockedBackwardRegisterTiles) {
+  for (int offset : {32, 7, 0})
+    checkAttention(test_attn_tiled, test_attn_tiled_grad_blocked, true, 2, 32,
+                   64, 2, 1, 32, offset);
+  // Head width 64 (4 vectors per row, 4-row tiles), 2 query heads per kv
+  // head; key blocks on the grid and one ragged block of keys.
+  for (int offset : {48, 13, 0})
+    checkAttention(test_attn_wide, test_attn_wide_grad_blocked, true, 2, 48,
+                   96, 4, 2, 64, offset);
+  for (int offset : {32, 0})
+    checkAttention(test_attn_ragged, test_attn_ragged_grad_blocked, true, 2,
+                   48, 80, 4, 2, 64, offset);
+}
+
+TEST(HalideAttention, OneQueryAgainstACache) {
+  // A decode step: one query at every fill of a 40-key cache (the keys it
+  // sees are fewer than a vector until position 15).
+  for (int offset : {0, 5, 15, 16, 39})
+    checkAttention(test_attn_decode, test_attn_decode_grad, true, 1, 1, 40, 4,
+                   2, 16, offset);
+}
+
+TEST(HalideAttention, BlockedBackwardBidirectional) {
+  checkAttention(test_attn_none, test_attn_none_grad_blocked, false, 3, 6, 6,
+                 2, 2, 16, 0);
 }
 
 } // namespace
