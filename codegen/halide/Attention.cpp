@@ -233,10 +233,19 @@ public:
   void generate() {
     int hd = headDim;
     defineSoftmax(q, keysInner(k, kt), offset);
+    // Up to the last key a register tile of R queries sees (e is 0 past
+    // a query's own last key); the clamp shows bounds inference the trim.
+    int R = std::max(1, valueTileRows());
+    rk = RDom(0, keys, "rk");
+    Expr lastKey = int(keys) - 1;
+    if (bool(causal)) {
+      Expr tileLast = (t / R) * R + (R - 1) + offset;
+      rk.where(rk <= tileLast);
+      lastKey = max(0, min(tileLast, lastKey));
+    }
+    Expr key = clamp(rk, 0, lastKey);
     acc(c, t, h, b) = 0.0f;
-    // Over every key (e is 0 where masked): a predicate here would reach
-    // the scores' bounds through e and defeat their register tiles.
-    acc(c, t, h, b) += e(all, t, h, b) * v((h / group) * hd + c, all, b);
+    acc(c, t, h, b) += e(key, t, h, b) * v((h / group) * hd + c, key, b);
     out(c, h, t, b) =
         select(l(t, h, b) > 0.0f, acc(c, t, h, b) / l(t, h, b), 0.0f);
     y(w, t, b) = out(w % hd, w / hd, t, b);
@@ -272,24 +281,36 @@ public:
     e.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
     l.compute_at(y, hh);
     int lanes = std::min(vec, hd);
-    if (whole && block % 4 == 0 && hd % lanes == 0 && hd / lanes <= 4) {
+    if (int rows = valueTileRows()) {
       Var t4("t4"), ti4("ti4");
-      y.split(ti, t4, ti4, 4).reorder(cc, ti4, t4);
+      y.split(ti, t4, ti4, rows).reorder(cc, ti4, t4);
       acc.compute_at(y, t4).vectorize(c, lanes).unroll(c).unroll(t);
       acc.update()
-          .reorder(c, t, all)
+          .reorder(c, t, rk)
           .vectorize(c, lanes)
           .unroll(c)
           .unroll(t);
     } else {
       acc.compute_at(y, hh).vectorize(c, lanes, TailStrategy::GuardWithIf);
-      acc.update().reorder(c, all, t).vectorize(c, lanes,
-                                               TailStrategy::GuardWithIf);
+      acc.update().reorder(c, rk, t).vectorize(c, lanes,
+                                              TailStrategy::GuardWithIf);
     }
   }
 
 private:
+  /// Queries per register tile of the weighted sum of values: 4 (4 ×
+  /// hd/vec vectors) when the blocks are whole and a head is at most 4
+  /// vectors; 0 for no tiles.
+  int valueTileRows() {
+    int vec = natural_vector_size<float>(), hd = headDim;
+    int block = std::min(16, int(time)), lanes = std::min(vec, hd);
+    bool whole = int(time) % block == 0;
+    return whole && block % 4 == 0 && hd % lanes == 0 && hd / lanes <= 4 ? 4
+                                                                        : 0;
+  }
+
   Func acc{"acc"}, out{"out"}, kt{"kt"};
+  RDom rk;
 };
 
 class AttentionGrad : public AttentionBase<AttentionGrad> {

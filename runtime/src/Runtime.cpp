@@ -49,9 +49,11 @@ extern "C" void stlmHalideError(void *, const char *msg) {
 /// Kernel scratch: Halide frees a kernel's large temporaries at the end of
 /// each call and the next call asks for the same sizes again, so freed
 /// blocks of kMinCached bytes or more are kept (up to kMaxCached in all)
-/// and handed out again; smaller ones go straight to the C heap. Shared by
-/// every open model (Halide's allocator hook is process-wide), emptied
-/// when the last one closes.
+/// and handed out again; smaller ones go straight to the C heap, without
+/// a lock (kernels allocate small blocks from every thread). Each block
+/// starts with a header holding its size. Shared by every open model
+/// (Halide's allocator hook is process-wide), emptied when the last one
+/// closes.
 class ScratchCache {
 public:
   static ScratchCache &get() {
@@ -69,37 +71,32 @@ public:
             (best == free.end() || it->second < best->second))
           best = it;
       if (best != free.end()) {
-        void *p = best->first;
+        char *base = best->first;
         cached -= best->second;
-        live[p] = best->second;
         free.erase(best);
-        return p;
+        return base + kAlign;
       }
     }
-    void *p = std::aligned_alloc(kAlign, size);
-    if (p && size >= kMinCached) {
-      std::lock_guard<std::mutex> lock(mutex);
-      live[p] = size;
-    }
-    return p;
+    char *base = static_cast<char *>(std::aligned_alloc(kAlign, size + kAlign));
+    if (!base)
+      return nullptr;
+    *reinterpret_cast<size_t *>(base) = size;
+    return base + kAlign;
   }
   void release(void *p) {
     if (!p)
       return;
-    {
+    char *base = static_cast<char *>(p) - kAlign;
+    size_t size = *reinterpret_cast<size_t *>(base);
+    if (size >= kMinCached) {
       std::lock_guard<std::mutex> lock(mutex);
-      auto it = live.find(p);
-      if (it != live.end()) {
-        size_t size = it->second;
-        live.erase(it);
-        if (cached + size <= kMaxCached) {
-          free.push_back({p, size});
-          cached += size;
-          return;
-        }
+      if (cached + size <= kMaxCached) {
+        free.push_back({base, size});
+        cached += size;
+        return;
       }
     }
-    std::free(p);
+    std::free(base);
   }
   void opened() {
     std::lock_guard<std::mutex> lock(mutex);
@@ -109,8 +106,8 @@ public:
     std::lock_guard<std::mutex> lock(mutex);
     if (--models > 0)
       return;
-    for (auto &[p, size] : free)
-      std::free(p);
+    for (auto &[base, size] : free)
+      std::free(base);
     free.clear();
     cached = 0;
   }
@@ -120,8 +117,7 @@ private:
   static constexpr size_t kMinCached = 256 << 10;
   static constexpr size_t kMaxCached = size_t(1) << 30;
   std::mutex mutex;
-  std::vector<std::pair<void *, size_t>> free;
-  std::map<void *, size_t> live; // cacheable blocks handed out
+  std::vector<std::pair<char *, size_t>> free; // (block, payload size)
   size_t cached = 0;
   int64_t models = 0;
 };
