@@ -17,62 +17,19 @@
 #include "bench_attn_long_fwd.h"
 #include "bench_attn_long_grad.h"
 #include "bench_attn_long_grad_blocked.h"
+#include "scratch_heap.h"
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
-#include <unordered_map>
 #include <vector>
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using Buffer = Halide::Runtime::Buffer<float>;
-
-// Halide's heap, counted (current and peak bytes), allocated like the
-// runtime's scratch cache (runtime/src/Runtime.cpp): a size header, small
-// blocks straight from the C heap without a lock, freed blocks of 256 KiB
-// or more kept for reuse so no schedule pays page faults for fresh memory
-// on every call.
-constexpr size_t kHeader = 128, kMinCached = 256 << 10;
-std::mutex heapLock;
-std::unordered_multimap<size_t, char *> spare;
-std::atomic<size_t> current{0}, peak{0};
-
-void *countingMalloc(void *, size_t bytes) {
-  size_t size = (bytes + kHeader - 1) / kHeader * kHeader;
-  size_t now = current += size;
-  for (size_t seen = peak; now > seen && !peak.compare_exchange_weak(seen, now);)
-    ;
-  char *base = nullptr;
-  if (size >= kMinCached) {
-    std::lock_guard<std::mutex> g(heapLock);
-    if (auto it = spare.find(size); it != spare.end()) {
-      base = it->second;
-      spare.erase(it);
-    }
-  }
-  if (!base) {
-    base = static_cast<char *>(std::aligned_alloc(kHeader, size + kHeader));
-    *reinterpret_cast<size_t *>(base) = size;
-  }
-  return base + kHeader;
-}
-void countingFree(void *, void *p) {
-  char *base = static_cast<char *>(p) - kHeader;
-  size_t size = *reinterpret_cast<size_t *>(base);
-  current -= size;
-  if (size < kMinCached) {
-    std::free(base);
-    return;
-  }
-  std::lock_guard<std::mutex> g(heapLock);
-  spare.emplace(size, base);
-}
 
 template <typename F> double median(int reps, F f) {
   std::vector<double> t;
@@ -86,9 +43,9 @@ template <typename F> double median(int reps, F f) {
 }
 
 template <typename F> size_t peakBytes(F f) {
-  peak = current.load();
+  stlm::bench::heapPeak = stlm::bench::heapCurrent.load();
   f();
-  return peak;
+  return stlm::bench::heapPeak;
 }
 
 using Fwd = int (*)(halide_buffer_t *, halide_buffer_t *, halide_buffer_t *,
@@ -141,8 +98,7 @@ bool run(const char *name, Fwd fwd, Bwd materialised, Bwd blocked, int B,
 } // namespace
 
 int main() {
-  halide_set_custom_malloc(countingMalloc);
-  halide_set_custom_free(countingFree);
+  stlm::bench::useScratchHeap();
   bool ok = run("ref-3m", bench_attn_fwd, bench_attn_grad,
                 bench_attn_grad_blocked, 16, 256, 4, 64, 11);
   ok &= run("long context", bench_attn_long_fwd, bench_attn_long_grad,

@@ -1,7 +1,9 @@
 //===- matmul.cpp - Halide matmul throughput against the machine's peak ---===//
 //
 // Times the three matmul forms at M=4096, N=1024, K=256 (an FFN projection
-// of a 16 × 256-token batch) and, in the same run, the machine's fp32 FMA
+// of a 16 × 256-token batch), the tn form at M=256, N=1024, K=4096 (that
+// projection's weight gradient: the same FLOPs, the batch as the
+// reduction) and, in the same run, the machine's fp32 FMA
 // peak: every thread running independent FMA chains on the widest vectors
 // the host has, after a warm-up, best of 5, measured before and after the
 // matmuls (the higher is used; a large gap means the machine was busy).
@@ -16,6 +18,8 @@
 #include "bench_mm_nn.h"
 #include "bench_mm_nt.h"
 #include "bench_mm_tn.h"
+#include "bench_mm_tn_dw.h"
+#include "scratch_heap.h"
 
 #include <immintrin.h>
 
@@ -31,6 +35,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr int kM = 4096, kN = 1024, kK = 256;
+constexpr int kDwM = 256, kDwN = 1024, kDwK = 4096;
 
 template <typename F> double median(int reps, F f) {
   std::vector<double> t;
@@ -109,14 +114,16 @@ double bestPeak(int threads, int runs) {
 
 using Buffer = Halide::Runtime::Buffer<float>;
 
-/// c[i, j] against Σ_k A(i, k) · B(k, j) at a few entries.
+/// c[i, j] against Σ_k A(i, k) · B(k, j) at a few entries (c is M × N,
+/// the reduction K).
 template <typename A, typename B>
-bool checkEntries(const char *form, const Buffer &c, A aAt, B bAt) {
+bool checkEntries(const char *form, const Buffer &c, A aAt, B bAt, int M = kM,
+                  int N = kN, int K = kK) {
   const std::pair<int, int> probes[] = {
-      {0, 0}, {kM - 1, kN - 1}, {1234, 567}, {17, 1000}};
+      {0, 0}, {M - 1, N - 1}, {1234 % M, 567 % N}, {17, 1000 % N}};
   for (auto [i, j] : probes) {
     double want = 0;
-    for (int k = 0; k < kK; ++k)
+    for (int k = 0; k < K; ++k)
       want += double(aAt(i, k)) * bAt(k, j);
     if (std::abs(c(j, i) - want) > 1e-3 * (1 + std::abs(want))) {
       std::fprintf(stderr, "%s: wrong result at [%d, %d]: %g, expected %g\n",
@@ -130,6 +137,7 @@ bool checkEntries(const char *form, const Buffer &c, A aAt, B bAt) {
 } // namespace
 
 int main() {
+  stlm::bench::useScratchHeap();
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   // Random inputs: a [M, K] (and its transpose), b [N, K] (and [K, N]).
   Buffer a(kK, kM), bT(kK, kN), b(kN, kK), aT(kM, kK), c(kN, kM);
@@ -143,27 +151,40 @@ int main() {
   auto A = [&](int i, int k) { return a(k, i); };
   auto B = [&](int k, int j) { return b(j, k); };
 
+  // The weight gradient of the same projection: dW[N', M'] = dyᵀ · x with
+  // the batch's 4096 rows as the reduction (tn at M=256, N=1024, K=4096).
+  Buffer x(kDwM, kDwK), dy(kDwN, kDwK), dw(kDwN, kDwM);
+  x.for_each_value([&](float &v) { v = next(); });
+  dy.for_each_value([&](float &v) { v = next(); });
+
   double peakBefore = bestPeak(threads, 5);
   double flop = 2.0 * kM * kN * kK;
   struct Case {
     const char *name;
     double seconds;
     bool ok;
-  } cases[3];
+  } cases[4];
   cases[0] = {"nt  c = a·bᵀ   (linear)",
               median(21, [&] { bench_mm_nt(a, bT, c); }),
               checkEntries("nt", c, A, B)};
   cases[1] = {"nn  c = a·b    (dx)", median(21, [&] { bench_mm_nn(a, b, c); }),
               checkEntries("nn", c, A, B)};
-  cases[2] = {"tn  c = aᵀ·b   (dW)", median(21, [&] { bench_mm_tn(aT, b, c); }),
+  cases[2] = {"tn  c = aᵀ·b", median(21, [&] { bench_mm_tn(aT, b, c); }),
               checkEntries("tn", c, A, B)};
+  cases[3] = {"tn  dW = xᵀ·dy (K=4096)",
+              median(21, [&] { bench_mm_tn_dw(x, dy, dw); }),
+              checkEntries(
+                  "tn dW", dw, [&](int i, int k) { return x(i, k); },
+                  [&](int k, int j) { return dy(j, k); }, kDwM, kDwN, kDwK)};
   double peakAfter = bestPeak(threads, 5);
   double peak = std::max(peakBefore, peakAfter);
 
   std::printf("machine: %d threads, measured fp32 FMA peak %.0f GFLOP/s "
               "(before %.0f, after %.0f)\n",
               threads, peak / 1e9, peakBefore / 1e9, peakAfter / 1e9);
-  std::printf("matmul M=%d N=%d K=%d (median of 21 runs)\n", kM, kN, kK);
+  std::printf("matmul M=%d N=%d K=%d, and the tn weight gradient M=%d "
+              "N=%d K=%d (median of 21 runs)\n",
+              kM, kN, kK, kDwM, kDwN, kDwK);
   bool ok = true;
   for (const Case &k : cases) {
     double rate = flop / k.seconds;

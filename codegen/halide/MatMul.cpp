@@ -184,15 +184,25 @@ public:
 
     if (chunks > 1) {
       // Chunks in parallel; per chunk, every 8 × P tile in registers over
-      // the chunk's K, A packed per chunk.
+      // the chunk's K, A packed per chunk. The inner of the two tile loops
+      // streams the operand whose chunk is the larger (A's is M·chunk,
+      // B's N·chunk); the smaller one stays in L2 and is read again for
+      // every tile of the outer loop.
       Var pt("pt"), pti("pti");
+      bool panelsOuter = M <= N;
       part.compute_root()
           .split(i, pt, pti, kTileRows)
-          .reorder(jj, pti, jo, pt, q)
           .vectorize(jj, vec)
           .unroll(pti)
           .parallel(q);
-      pacc.compute_at(part, jo).vectorize(jj, vec).unroll(jj).unroll(i);
+      if (panelsOuter)
+        part.reorder(jj, pti, pt, jo, q);
+      else
+        part.reorder(jj, pti, jo, pt, q);
+      pacc.compute_at(part, panelsOuter ? pt : jo)
+          .vectorize(jj, vec)
+          .unroll(jj)
+          .unroll(i);
       pacc.update()
           .reorder(jj, i, rck)
           .vectorize(jj, vec)
