@@ -58,24 +58,30 @@ struct Planner {
     return {{"stlm_matmul",
              {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
   }
-  /// The backward is the blocked schedule (O(T + S) scratch per thread,
-  /// no B·H·T·S probabilities; as fast as the materialised one on the
-  /// training shapes measured, see bench/attention.cpp) whenever the head
-  /// has the two channels it keeps its row statistics in.
+  /// The backward materialises the probabilities and their gradient
+  /// (2·B·H·T·S floats) while they take at most kMaterialisedBytes: that is
+  /// about 10 % faster on short contexts (bench/attention.cpp). Longer
+  /// contexts get the blocked schedule (O(T + S) scratch per thread), which
+  /// needs a head of two channels or more for its row statistics.
+  static constexpr int64_t kMaterialisedBytes = int64_t(64) << 20;
   Specs attention(const char *gen, ir::MaskKind mask, Value q, Value k,
                   int64_t heads, int64_t kv, bool backward) {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
     int64_t headDim = qs.back() / heads;
+    int64_t batch = leading(q, 2), time = qs[qs.size() - 2],
+            keys = ks[ks.size() - 2];
+    bool blocked = headDim >= 2 && 2 * 4 * batch * heads * time * keys >
+                                       kMaterialisedBytes;
     KernelSpec spec{gen,
-              {{"batch", num(leading(q, 2))},
-               {"time", num(qs[qs.size() - 2])},
-               {"keys", num(ks[ks.size() - 2])},
+              {{"batch", num(batch)},
+               {"time", num(time)},
+               {"keys", num(keys)},
                {"heads", num(heads)},
                {"kv_heads", num(kv)},
                {"head_dim", num(headDim)},
                {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}};
     if (backward)
-      spec.params.push_back({"blocked", headDim >= 2 ? "true" : "false"});
+      spec.params.push_back({"blocked", blocked ? "true" : "false"});
     return {spec};
   }
 

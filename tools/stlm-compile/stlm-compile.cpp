@@ -47,8 +47,11 @@ using namespace llvm;
 namespace {
 enum class Emit { STLM, Train, Plan, Kernels, LLVM, Artifact };
 
+// --help lists these, not the options of the LLVM and MLIR libraries.
+cl::OptionCategory options("stlm-compile options");
+
 cl::opt<std::string> specPath(cl::Positional, cl::desc("<model spec .yaml>"),
-                              cl::Required);
+                              cl::Required, cl::cat(options));
 cl::opt<Emit> emit("emit", cl::desc("Stage to stop after and print"),
                    cl::values(clEnumValN(Emit::STLM, "stlm",
                                          "the model in the stlm dialect"),
@@ -68,16 +71,18 @@ cl::opt<Emit> emit("emit", cl::desc("Stage to stop after and print"),
                                          "the library, header and manifest, "
                                          "into the -o directory (the default "
                                          "with -o)")),
-                   cl::init(Emit::STLM));
+                   cl::init(Emit::STLM), cl::cat(options));
 cl::opt<bool> printParams("print-params",
                           cl::desc("List every parameter tensor with shape, "
-                                   "count and tying/sharing, then totals"));
+                                   "count and tying/sharing, then totals"),
+                          cl::cat(options));
 cl::opt<std::string> outputPath("o", cl::desc("Output file (default: stdout)"),
-                                cl::value_desc("file"), cl::init("-"));
+                                cl::value_desc("file"), cl::init("-"),
+                                cl::cat(options));
 cl::opt<std::string> kernelgenPath(
     "kernelgen", cl::desc("stlm-kernelgen to run (default: the one beside "
                           "stlm-compile)"),
-    cl::value_desc("path"));
+    cl::value_desc("path"), cl::cat(options));
 
 void printParamTable(const stlm::ModelSpec &spec, raw_ostream &os) {
   stlm::ParamTable table = stlm::buildParamTable(spec);
@@ -587,6 +592,7 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
+  cl::HideUnrelatedOptions(options);
   cl::ParseCommandLineOptions(argc, argv, "stlm model compiler\n");
 
   stlm::SpecResult parsed = stlm::readSpecFile(specPath);
