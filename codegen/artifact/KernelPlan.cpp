@@ -58,20 +58,23 @@ struct Planner {
     return {{"stlm_matmul",
              {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
   }
-  /// The backward materialises the probabilities and their gradient
-  /// (2·B·H·T·S floats) while they take at most kMaterialisedBytes: that is
-  /// about 10 % faster on short contexts (bench/attention.cpp). Longer
-  /// contexts get the blocked schedule (O(T + S) scratch per thread), which
-  /// needs a head of two channels or more for its row statistics.
-  static constexpr int64_t kMaterialisedBytes = int64_t(64) << 20;
+  /// The backward materialises the probabilities and their gradient while
+  /// those it holds at once take at most kMaterialisedBytes: 2·H·T·S
+  /// floats when it runs one batch element at a time (a kv head per query
+  /// head, as many keys as queries), 2·B·H·T·S otherwise. That is 10–20 %
+  /// faster on short contexts (bench/attention.cpp). Longer contexts get
+  /// the blocked schedule (O(T + S) scratch per thread), which needs a
+  /// head of two channels or more for its row statistics.
+  static constexpr int64_t kMaterialisedBytes = int64_t(16) << 20;
   Specs attention(const char *gen, ir::MaskKind mask, Value q, Value k,
                   int64_t heads, int64_t kv, bool backward) {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
     int64_t headDim = qs.back() / heads;
     int64_t batch = leading(q, 2), time = qs[qs.size() - 2],
             keys = ks[ks.size() - 2];
-    bool blocked = headDim >= 2 && 2 * 4 * batch * heads * time * keys >
-                                       kMaterialisedBytes;
+    bool batchwise = heads == kv && time == keys;
+    int64_t held = 2 * 4 * heads * time * keys * (batchwise ? 1 : batch);
+    bool blocked = headDim >= 2 && held > kMaterialisedBytes;
     KernelSpec spec{gen,
               {{"batch", num(batch)},
                {"time", num(time)},

@@ -10,18 +10,21 @@
 // key gets 0 (and passes no gradient), as in the reference.
 //
 // Forward schedule: parallel over (batch, block of 16 queries); per head,
-// the scores of the block against all S keys are computed into a 16 × S
-// scratch (never the whole T × S), then max, exponentials, the row sums
-// and the weighted sum of values.
+// the scores of the block against the keys it sees are computed into a
+// 16 × S scratch (never the whole T × S), then max, exponentials, the row
+// sums and the weighted sum of values.
 //
 // Backward, two schedules (generator parameter `blocked`):
 //  - materialised (short contexts): the probabilities and their gradient
-//    for the whole batch ([B, H, T, S] scratch each, computed in parallel
-//    per block of 16 queries), then dq, dk and dv reduced from them;
+//    ([H, T, S] scratch each, per block of 16 queries), then dq, dk and dv
+//    reduced from them in register tiles. One batch element at a time
+//    (in parallel, so the scratch stays in cache) when dq, dk and dv share
+//    coordinates (a kv head per query head, T = S); otherwise for the
+//    whole batch ([B, H, T, S]);
 //  - blocked (long contexts; never more than a block × T or S per thread):
 //    pass 1, parallel over blocks of 16 queries, recomputes the block's
 //    probabilities and their gradient into a 16 × S scratch, forms dq
-//    there and saves each row's statistics (max, sum, Σ p·dp); pass 2,
+//    there and saves each row's statistics (log-sum-exp, Σ p·dp); pass 2,
 //    parallel over blocks of keys, recomputes the block's probabilities
 //    and their gradient against every query from those statistics into a
 //    keys × T scratch and forms dk and dv there. It costs the scores and
@@ -380,8 +383,6 @@ public:
       recomputeFromStatistics();
       pk = pK;
       dsk = dsK;
-    } else {
-      dq(w, t, b) = dq4(w % hd, w / hd, t, b);
     }
     dk4(c, j, u, b) = 0.0f;
     dk4(c, j, u, b) += dsk(u, query, hq, b) * q(hq * hd + c, query, b);
@@ -391,10 +392,25 @@ public:
       kside(c, j, u, b) = Tuple(dk4(c, j, u, b), dv4(c, j, u, b));
       dk(w, u, b) = kside(w % hd, w / hd, u, b)[0];
       dv(w, u, b) = kside(w % hd, w / hd, u, b)[1];
+    } else if (perBatch()) {
+      bside(c, h, t, b) =
+          Tuple(dq4(c, h, t, b), dk4(c, h, t, b), dv4(c, h, t, b));
+      dq(w, t, b) = bside(w % hd, w / hd, t, b)[0];
+      dk(w, u, b) = bside(w % hd, w / hd, u, b)[1];
+      dv(w, u, b) = bside(w % hd, w / hd, u, b)[2];
     } else {
+      dq(w, t, b) = dq4(w % hd, w / hd, t, b);
       dk(w, u, b) = dk4(w % hd, w / hd, u, b);
       dv(w, u, b) = dv4(w % hd, w / hd, u, b);
     }
+  }
+  /// The materialised backward one batch element at a time (its
+  /// probabilities stay in cache for dq, dk and dv): when a query head is
+  /// its own kv head and queries and keys are as many, so that dq, dk and
+  /// dv share their coordinates.
+  bool perBatch() {
+    return !bool(blocked) && int(heads) == int(kvHeads) &&
+           int(time) == int(keys);
   }
 
   /// Pass 2's probabilities pK and their gradient dsK, recomputed from
@@ -470,16 +486,22 @@ private:
     // sees (the selects on `valid` bound them).
     int block = std::min(16, int(time));
     bool tiles = int(time) % block == 0 && block % 8 == 0 && keysTile();
+    bool batchwise = perBatch();
+    Var bh("bh");
+    if (batchwise)
+      bside.compute_root();
     auto perBlock = [&](Func f, Func dots, Func accum) {
       Var to("to"), ti("ti");
       // Every query (the consumers' trimmed regions would start the
       // blocks off the grid the tiles assume).
-      f.compute_root()
-          .bound(t, 0, time)
+      if (batchwise)
+        f.compute_at(bside, b);
+      else
+        f.compute_root().parallel(b);
+      f.bound(t, 0, time)
           .split(t, to, ti, block, TailStrategy::GuardWithIf)
           .reorder(u, ti, to, h, b)
-          .vectorize(u, vec, TailStrategy::GuardWithIf)
-          .parallel(b);
+          .vectorize(u, vec, TailStrategy::GuardWithIf);
       dots.compute_at(f, to);
       if (tiles)
         dots.bound_extent(t, block);
@@ -505,6 +527,23 @@ private:
           .parallel(rb);
       tileAccumulator(acc, row, reduction, out, hh);
     };
+    if (batchwise) {
+      // Per batch element (in parallel): its probabilities, then per
+      // block of R rows (queries for dq, keys for dk and dv) and head the
+      // three register tiles.
+      Var ro("ro"), ri("ri");
+      bside.split(t, ro, ri, tileRows(), TailStrategy::GuardWithIf)
+          .reorder(c, ri, h, ro, b)
+          .vectorize(c, tileLanes(), TailStrategy::GuardWithIf)
+          .parallel(b);
+      tileAccumulator(dq4, t, {ru.x}, bside, h);
+      tileAccumulator(dk4, u, {rg.x, rg.y}, bside, h);
+      tileAccumulator(dv4, u, {rg.x, rg.y}, bside, h);
+      copyOut(dq);
+      copyOut(dk);
+      copyOut(dv);
+      return;
+    }
     tile(dq, dq4, t, {ru.x});
     tile(dk, dk4, u, {rg.x, rg.y});
     tile(dv, dv4, u, {rg.x, rg.y});
@@ -584,7 +623,7 @@ private:
   Func p{"p"}, dp{"dp"}, rowdot{"rowdot"}, ds{"ds"}, dq4{"dq4"}, dk4{"dk4"},
       dv4{"dv4"}, kt{"kt"}, vt{"vt"}, dpAcc{"dpAcc"};
   // The blocked backward's passes and pass 2's recomputation.
-  Func qside{"qside"}, kside{"kside"}, sAccK{"sAccK"}, sK{"sK"}, pK{"pK"},
+  Func bside{"bside"}, qside{"qside"}, kside{"kside"}, sAccK{"sAccK"}, sK{"sK"}, pK{"pK"},
       dpAccK{"dpAccK"}, dpK{"dpK"}, dsK{"dsK"};
   Func kview, vview;
   Var j{"j"};

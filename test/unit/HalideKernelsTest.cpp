@@ -25,6 +25,7 @@
 #include "test_avx2_attn.h"
 #include "test_avx2_attn_grad.h"
 #include "test_avx2_attn_grad_blocked.h"
+#include "test_avx2_attn_square_grad.h"
 #include "test_avx2_mm_fused.h"
 #include "test_avx2_mm_nn.h"
 #include "test_avx2_mm_nt.h"
@@ -49,6 +50,8 @@
 #include "test_attn_ragged_grad_blocked.h"
 #include "test_attn_tiled.h"
 #include "test_attn_tiled_grad.h"
+#include "test_attn_square.h"
+#include "test_attn_square_grad.h"
 #include "test_attn_tiled_grad_blocked.h"
 #include "test_attn_wide.h"
 #include "test_attn_wide_grad_blocked.h"
@@ -504,6 +507,19 @@ TEST(HalideAVX2, AttentionRegisterTiles) {
   for (int offset : {32, 7, 0})
     checkAttention(test_avx2_attn, test_avx2_attn_grad_blocked, true, 2, 32,
                    64, 2, 1, 32, offset);
+}
+
+TEST(HalideAttention, BatchwiseBackward) {
+  // As many queries as keys and a kv head per query head: the materialised
+  // backward one batch element at a time (training's shape), with the
+  // plain offset and a partly visible one.
+  for (int offset : {0, 5, -3})
+    checkAttention(test_attn_square, test_attn_square_grad, true, 2, 48, 48, 2,
+                   2, 32, offset);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    for (int offset : {0, 5})
+      checkAttention(test_attn_square, test_avx2_attn_square_grad, true, 2, 48,
+                     48, 2, 2, 32, offset);
 }
 
 TEST(HalideAttention, BidirectionalInsideChunks) {

@@ -1,9 +1,11 @@
 //===- KernelPlanTest.cpp - kernel choices that depend on a model's shape -===//
 //
-// The attention backward's schedule: the materialised one (2·B·H·T·S
-// floats of probabilities and their gradient) for short contexts, the
-// blocked one (a block × T or S per thread) once that scratch would pass
-// 64 MiB. Plans char-tiny as written and with a long context.
+// The attention backward's schedule: the materialised one for short
+// contexts, the blocked one (a block × T or S per thread) once the
+// probabilities and gradients it would hold at once pass 16 MiB (2·H·T·S
+// floats when it runs one batch element at a time, 2·B·H·T·S with grouped
+// kv heads). Plans char-tiny as written and with other contexts, batches
+// and kv heads.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,8 +24,10 @@ using namespace mlir;
 namespace {
 
 /// The `blocked` parameter of every stlm_attention_grad kernel of
-/// char-tiny with `context` tokens and `batch` sequences.
-std::vector<std::string> backwardSchedules(int64_t context, int64_t batch) {
+/// char-tiny (4 heads) with `context` tokens, `batch` sequences and
+/// `kvHeads` kv heads.
+std::vector<std::string> backwardSchedules(int64_t context, int64_t batch,
+                                           int64_t kvHeads = 4) {
   std::string path =
       std::string(STLM_SOURCE_DIR) + "/examples/models/char-tiny.yaml";
   ::stlm::SpecResult spec = ::stlm::readSpecFile(path);
@@ -32,6 +36,7 @@ std::vector<std::string> backwardSchedules(int64_t context, int64_t batch) {
     return {};
   spec.spec->core.context = context;
   spec.spec->train.batch = batch;
+  spec.spec->core.kvHeads = kvHeads;
   MLIRContext ctx;
   ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
                   arith::ArithDialect>();
@@ -60,17 +65,23 @@ std::vector<std::string> backwardSchedules(int64_t context, int64_t batch) {
 }
 
 TEST(KernelPlan, ShortContextsMaterialiseTheBackward) {
-  // 12 × 4 heads × 64 × 64: 1.5 MiB of probabilities and gradients.
+  // 4 heads × 64 × 64 × 2 floats: 128 KiB per batch element.
   EXPECT_EQ(backwardSchedules(64, 12), std::vector<std::string>{"false"});
+  // 4 × 512 × 512 × 2: 8 MiB, whatever the batch.
+  EXPECT_EQ(backwardSchedules(512, 64), std::vector<std::string>{"false"});
 }
 
 TEST(KernelPlan, LongContextsBlockTheBackward) {
-  // 2 × 4 heads × 2048 × 2048: 256 MiB if materialised.
+  // 4 × 1024 × 1024 × 2 floats: 32 MiB per batch element.
+  EXPECT_EQ(backwardSchedules(1024, 1), std::vector<std::string>{"true"});
   EXPECT_EQ(backwardSchedules(2048, 2), std::vector<std::string>{"true"});
-  // Just under the 64 MiB line (1 × 4 × 1024 × 1024 × 2 floats = 32 MiB),
-  // and just over it (4 × … = 128 MiB).
-  EXPECT_EQ(backwardSchedules(1024, 1), std::vector<std::string>{"false"});
-  EXPECT_EQ(backwardSchedules(1024, 4), std::vector<std::string>{"true"});
+}
+
+TEST(KernelPlan, GroupedKvHeadsCountTheWholeBatch) {
+  // 2 kv heads: the whole batch's probabilities at once, 4 × 256 × 256 ×
+  // 2 floats per sequence: 4 sequences = 8 MiB, 16 = 32 MiB.
+  EXPECT_EQ(backwardSchedules(256, 4, 2), std::vector<std::string>{"false"});
+  EXPECT_EQ(backwardSchedules(256, 16, 2), std::vector<std::string>{"true"});
 }
 
 } // namespace
