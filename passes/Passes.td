@@ -156,7 +156,9 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     activation) whose only use is a same-shape `stlm.add` becomes
     `stlm.linear_fused ... residual(%other)`; a same-shape `stlm.add` of a
     `stlm.linear_grad`'s `dx` (its only use) and a gradient computed before
-    that op becomes the op's `addend` (`dx = dy · W + addend`). The kernel
+    that op becomes the op's `addend` (`dx = dy · W + addend`); a
+    `stlm.gelu_grad %h, %dx` of such a `dx` (its only use) becomes the op's
+    `gelu_input(%h)` (`dx = (dy · W) ⊙ GELU'(h)`). The kernel
     then applies the epilogue to its register tiles. Run after `stlm-autodiff` (the fused op
     has no gradient rule): in `@grad` a GELU's input is also read by its
     gradient, so there only residual adds fuse. Linears of fewer than 8 rows

@@ -491,6 +491,12 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
           for (int64_t k = 0; k < dx.numel(); ++k)
             dx.f[k] += a.f[k];
         }
+        if (o.getGeluInput()) {
+          const TT &h = in(o.getGeluInput());
+          TT dh = out(o.getDx());
+          geluBackward(h.f.data(), dx.numel(), dx.f.data(), dh.f.data());
+          dx = std::move(dh);
+        }
         set(o.getDx(), std::move(dx));
         set(o.getDweight(), std::move(dw));
         return true;

@@ -153,6 +153,10 @@ struct Planner {
             return {};
           if (o.getAddend())
             dx[0].generator = "stlm_matmul_residual";
+          if (o.getGeluInput()) {
+            dx[0].generator = "stlm_matmul_residual";
+            dx[0].params.push_back({"epilogue", "gelu_grad"});
+          }
           Specs dw = matmul("tn", w[0], w[1], rows);
           if (dw.empty())
             return {};

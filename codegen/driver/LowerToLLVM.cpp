@@ -489,10 +489,11 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         return success();
       })
       .Case([&](ir::LinearGradOp o) {
-        // dx = dy · W (+ addend) (nn); dW = dyᵀ · x (tn).
-        if (o.getAddend())
+        // dx = dy · W (+ addend, or ⊙ GELU'(gelu_input)) (nn); dW = dyᵀ · x
+        // (tn).
+        if (Value extra = o.getAddend() ? o.getAddend() : o.getGeluInput())
           call(specs[0], {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1),
-                          buf(o.getAddend(), 2, 3), out(0, 2, 2)});
+                          buf(extra, 2, 3), out(0, 2, 2)});
         else
           call(specs[0], {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1),
                           out(0, 2, 2)});

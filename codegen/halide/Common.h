@@ -60,6 +60,13 @@ template <typename B> void boundRowMajor(B &b, int cols, int rows) {
   b.dim(0).set_bounds(0, cols).dim(1).set_bounds(0, rows).set_stride(cols);
 }
 
+/// GELU's derivative Φ(x) + x φ(x) (stlm_gelu_grad, the matmul's
+/// gelu_grad epilogue).
+inline Halide::Expr geluDerivative(Halide::Expr x) {
+  Halide::Expr pdf = Halide::exp(-0.5f * x * x) * 0.39894228040143268f;
+  return normalCdf(x) + x * pdf;
+}
+
 /// 1 / (1 + e^-x).
 inline Halide::Expr sigmoid(Halide::Expr x) {
   return 1.0f / (1.0f + Halide::exp(-x));

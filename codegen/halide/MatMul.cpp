@@ -53,8 +53,9 @@ public:
   Param<int> m{"m", 64}; // rows of c
   Param<int> n{"n", 64}; // columns of c
   Param<int> k{"k", 64}; // reduction length
-  // Applied to each result in registers: none, or gelu (x·Φ(x), as
-  // stlm_gelu).
+  // Applied to each result in registers: none, gelu (x·Φ(x), as
+  // stlm_gelu) or, with a residual input h only, gelu_grad (the result
+  // times GELU's derivative at h, as stlm_gelu_grad; h is not added).
   Param<std::string> epilogue{"epilogue", "none"};
 
   In<Buffer<float>> a{"a", 2};
@@ -127,13 +128,20 @@ public:
       rk = r.x;
     }
     const std::string epi = epilogue;
-    if (epi != "none" && epi != "gelu")
-      fail("epilogue must be none or gelu, got '" + epi + "'");
+    if (epi != "none" && epi != "gelu" && epi != "gelu_grad")
+      fail("epilogue must be none, gelu or gelu_grad, got '" + epi + "'");
     Expr y = prod(j % panel, i, j / panel);
     if (epi == "gelu")
       y = y * stlm::halide::normalCdf(y);
-    if constexpr (Residual)
-      y = y + residual(j, i);
+    if constexpr (Residual) {
+      if (epi == "gelu_grad")
+        y = y * stlm::halide::geluDerivative(residual(j, i));
+      else
+        y = y + residual(j, i);
+    } else if (epi == "gelu_grad") {
+      fail("epilogue gelu_grad needs the residual input (h): use "
+           "stlm_matmul_residual");
+    }
     c(j, i) = y;
   }
 

@@ -232,7 +232,8 @@ LogicalResult Differentiator::backward(Operation *op) {
       .Case<LinearOp, LogitsOp>([&](auto o) {
         Value w = o->getOperand(1);
         auto g = b.create<LinearGradOp>(loc, o.getX().getType(), w.getType(),
-                                        o.getX(), w, dy, /*addend=*/Value());
+                                        o.getX(), w, dy, /*addend=*/Value(),
+                                        /*gelu_input=*/Value());
         accumulate(o.getX(), g.getDx());
         accumulate(w, g.getDweight());
         return success();

@@ -51,11 +51,13 @@ struct DecomposePass
       Value h = linear(b, loc, o.getX(), o.getA());
       auto outer = b.create<LinearGradOp>(loc, h.getType(),
                                           o.getB().getType(), h, o.getB(),
-                                          o.getDy(), /*addend=*/Value());
+                                          o.getDy(), /*addend=*/Value(),
+                                          /*gelu_input=*/Value());
       auto inner = b.create<LinearGradOp>(loc, o.getX().getType(),
                                           o.getA().getType(), o.getX(),
                                           o.getA(), outer.getDx(),
-                                          /*addend=*/Value());
+                                          /*addend=*/Value(),
+                                          /*gelu_input=*/Value());
       o.getDx().replaceAllUsesWith(inner.getDx());
       o.getDa().replaceAllUsesWith(inner.getDweight());
       o.getDb().replaceAllUsesWith(outer.getDweight());

@@ -7,7 +7,9 @@
 // gradient, so only residual adds fuse there; inference functions fuse
 // both. Matmuls of fewer than 8 rows (generation's matvecs) stay apart.
 // In the backward pass, the sum of a gradient reaching a value along two
-// paths becomes the addend of the linear_grad computing the second.
+// paths becomes the addend of the linear_grad computing the second, and a
+// GELU's gradient whose incoming gradient is a linear_grad's dx becomes
+// that linear_grad's gelu_input epilogue.
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,6 +25,12 @@ using namespace mlir::stlm;
 
 namespace {
 
+/// Rows of a row-major tensor (every dimension but the last).
+int64_t rowsOf(Value v) {
+  auto t = llvm::cast<RankedTensorType>(v.getType());
+  return t.getNumElements() / t.getShape().back();
+}
+
 /// The matmul a fusion can extend: a plain linear, or a fused one with no
 /// residual yet; null otherwise or when `v` has another use.
 Operation *fusable(Value v, bool forActivation) {
@@ -30,8 +38,7 @@ Operation *fusable(Value v, bool forActivation) {
   if (!def || !v.hasOneUse())
     return nullptr;
   // The few rows of generation go to a matvec, which has no epilogue.
-  auto t = llvm::cast<RankedTensorType>(v.getType());
-  if (t.getNumElements() / t.getShape().back() < 8)
+  if (rowsOf(v) < 8)
     return nullptr;
   if (isa<LinearOp>(def))
     return def;
@@ -61,6 +68,24 @@ struct FusePass : public mlir::stlm::impl::FusePassBase<FusePass> {
     for (GELUOp g : gelus)
       if (Operation *mm = fusable(g.getX(), /*forActivation=*/true))
         fused(g, mm, Value(), "gelu");
+    // dh = gelu_grad(h, dx of a linear_grad): the matmul multiplies its
+    // tiles by GELU's derivative at h (h exists before: it is the GELU's
+    // forward input).
+    SmallVector<GELUGradOp> geluGrads;
+    getOperation().walk([&](GELUGradOp g) { geluGrads.push_back(g); });
+    for (GELUGradOp g : geluGrads) {
+      auto lg = g.getDy().getDefiningOp<LinearGradOp>();
+      if (!lg || g.getDy() != lg.getDx() || !g.getDy().hasOneUse() ||
+          lg.getAddend() || lg.getGeluInput() || rowsOf(g.getDy()) < 8)
+        continue;
+      Operation *def = g.getX().getDefiningOp();
+      if (def && (def->getBlock() != lg->getBlock() ||
+                  !def->isBeforeInBlock(lg)))
+        continue;
+      lg.getGeluInputMutable().assign(g.getX());
+      g.getDx().replaceAllUsesWith(lg.getDx());
+      g.erase();
+    }
     SmallVector<AddOp> adds;
     getOperation().walk([&](AddOp a) { adds.push_back(a); });
     for (AddOp a : adds) {
@@ -74,7 +99,7 @@ struct FusePass : public mlir::stlm::impl::FusePassBase<FusePass> {
                                  std::pair(a.getLhs(), a.getRhs())}) {
         auto lg = mine.getDefiningOp<LinearGradOp>();
         if (!lg || mine != lg.getDx() || !mine.hasOneUse() || lg.getAddend() ||
-            other == mine)
+            lg.getGeluInput() || other == mine)
           continue;
         Operation *def = other.getDefiningOp();
         if (def && (def->getBlock() != lg->getBlock() ||

@@ -72,3 +72,31 @@ func.func @paths(%x: tensor<2x4x8xf32>, %w: tensor<16x8xf32>, %d1: tensor<2x4x16
   %s3 = stlm.add %l, %late : tensor<2x4x8xf32>, tensor<2x4x8xf32>
   return %s2, %s3 : tensor<2x4x8xf32>, tensor<2x4x8xf32>
 }
+
+// -----
+
+// Tests that a GELU's gradient of a linear_grad's dx (its only use) becomes
+// that linear_grad's gelu_input epilogue; one whose dx is also read
+// elsewhere, or of too few rows, stays apart.
+// CHECK-LABEL: func.func @gelu_grad
+// CHECK:       %[[DH:.*]], %{{.*}} = stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} gelu_input(%[[H:.*]] : tensor<2x4x16xf32>)
+// CHECK:       %[[DA2:.*]], %{{.*}} = stlm.linear_grad
+// CHECK-NOT:   gelu_input
+// CHECK:       %[[DH2:.*]] = stlm.gelu_grad %{{.*}}, %[[DA2]]
+// CHECK:       %[[DA3:.*]], %{{.*}} = stlm.linear_grad
+// CHECK-NOT:   gelu_input
+// CHECK:       stlm.gelu_grad
+// CHECK:       return %[[DH]], %[[DH2]], %[[DA2]]
+func.func @gelu_grad(%h: tensor<2x4x16xf32>, %w: tensor<8x16xf32>, %d: tensor<2x4x8xf32>,
+                     %t: tensor<1x1x16xf32>, %dt: tensor<1x1x8xf32>)
+    -> (tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<1x1x16xf32>) {
+  %a = stlm.gelu %h : tensor<2x4x16xf32>
+  %da, %dw = stlm.linear_grad %a, %w, %d : tensor<2x4x16xf32>, tensor<8x16xf32>, tensor<2x4x8xf32>
+  %dh = stlm.gelu_grad %h, %da : tensor<2x4x16xf32>
+  %da2, %dw2 = stlm.linear_grad %a, %w, %d : tensor<2x4x16xf32>, tensor<8x16xf32>, tensor<2x4x8xf32>
+  %dh2 = stlm.gelu_grad %h, %da2 : tensor<2x4x16xf32>
+  %ta = stlm.gelu %t : tensor<1x1x16xf32>
+  %da3, %dw3 = stlm.linear_grad %ta, %w, %dt : tensor<1x1x16xf32>, tensor<8x16xf32>, tensor<1x1x8xf32>
+  %dh3 = stlm.gelu_grad %t, %da3 : tensor<1x1x16xf32>
+  return %dh, %dh2, %da2, %dh3 : tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<2x4x16xf32>, tensor<1x1x16xf32>
+}

@@ -21,12 +21,14 @@
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
 #include "test_mm_fused.h"
+#include "test_mm_gelu_grad.h"
 #include "test_mm_tn_chunks.h"
 #include "test_avx2_attn.h"
 #include "test_avx2_attn_grad.h"
 #include "test_avx2_attn_grad_blocked.h"
 #include "test_avx2_attn_square_grad.h"
 #include "test_avx2_mm_fused.h"
+#include "test_avx2_mm_gelu_grad.h"
 #include "test_avx2_mm_nn.h"
 #include "test_avx2_mm_nt.h"
 #include "test_avx2_mm_tn.h"
@@ -83,9 +85,10 @@ using Kernel = int (*)(halide_buffer_t *, halide_buffer_t *,
                        halide_buffer_t *);
 
 /// A row-major [rows, cols] matrix of uniform(-1, 1) values.
-Buffer random(int rows, int cols, std::mt19937 &rng) {
+Buffer random(int rows, int cols, std::mt19937 &rng, float lo = -1.0f,
+              float hi = 1.0f) {
   Buffer m(cols, rows); // Halide: dimension 0 is the column
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::uniform_real_distribution<float> u(lo, hi);
   m.for_each_value([&](float &v) { v = u(rng); });
   return m;
 }
@@ -167,6 +170,37 @@ void checkFused(FusedKernel kernel) {
 
 TEST(HalideMatMul, FusedGeluAndResidualEpilogue) { checkFused(test_mm_fused); }
 
+/// c = (a · b) ⊙ GELU'(h) (nn: dx of a linear whose input was gelu(h)), off
+/// the tile grid.
+void checkGeluGradEpilogue(FusedKernel kernel) {
+  const int M = 21, N = 50, K = 37;
+  std::mt19937 rng(6);
+  Buffer a = random(M, K, rng), b = random(K, N, rng),
+         h = random(M, N, rng, -3, 3);
+  Buffer c(N, M);
+  ASSERT_EQ(kernel(a, b, h, c), 0);
+  std::vector<float> prod(M * N), hv(M * N), want(M * N);
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      double sum = 0;
+      for (int k = 0; k < K; ++k)
+        sum += double(a(k, i)) * b(j, k);
+      prod[i * N + j] = float(sum);
+      hv[i * N + j] = h(j, i);
+    }
+  stlm::ref::geluBackward(hv.data(), M * N, prod.data(), want.data());
+  double worst = 0;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j)
+      worst = std::max(worst, std::abs(double(c(j, i)) - want[i * N + j]));
+  EXPECT_LE(worst, 4.0 * K * std::ldexp(1.0, -24) + 1e-6);
+  EXPECT_GT(std::abs(want[0]) + std::abs(want[M * N - 1]), 1e-3);
+}
+
+TEST(HalideMatMul, GeluGradientEpilogue) {
+  checkGeluGradEpilogue(test_mm_gelu_grad);
+}
+
 TEST(HalideAVX2, MatMulFormsEpilogueAndMatVec) {
   // The AVX2 schedules (8-float vectors, 16-wide panels), on this host.
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
@@ -175,6 +209,7 @@ TEST(HalideAVX2, MatMulFormsEpilogueAndMatVec) {
   check("nn", test_avx2_mm_nn, 24, 96, 203);
   check("tn", test_avx2_mm_tn, 21, 50, 37);
   checkFused(test_avx2_mm_fused);
+  checkGeluGradEpilogue(test_avx2_mm_gelu_grad);
   check("nt", test_avx2_mv, 3, 100, 203);
 }
 

@@ -472,6 +472,11 @@ LogicalResult LinearGradOp::verify() {
   if (getAddend() && getAddend().getType() != getX().getType())
     return emitOpError() << "addend " << getAddend().getType()
                          << " must have the type of x " << getX().getType();
+  if (getGeluInput() && getGeluInput().getType() != getX().getType())
+    return emitOpError() << "gelu_input " << getGeluInput().getType()
+                         << " must have the type of x " << getX().getType();
+  if (getAddend() && getGeluInput())
+    return emitOpError() << "takes an addend or a gelu_input, not both";
   return verifyRowMajorProduct(*this, getX(), getWeight(), getDy(), "weight");
 }
 

@@ -950,25 +950,32 @@ def STLM_RMSNormGradOp : STLM_Op<"rmsnorm_grad", [
 }
 
 def STLM_LinearGradOp : STLM_Op<"linear_grad", [
-    Pure, AllTypesMatch<["x", "dx"]>, AllTypesMatch<["weight", "dweight"]>]> {
+    Pure, AttrSizedOperandSegments, AllTypesMatch<["x", "dx"]>,
+    AllTypesMatch<["weight", "dweight"]>]> {
   let summary = "gradient of `stlm.linear` and `stlm.logits`";
   let description = [{
     `x: [..., In]`, `weight: [Out, In]`, `dy: [..., Out]` →
     `dx = dy · weight` (`[..., In]`), `dweight = Σ_rows dyᵀ · x`
-    (`[Out, In]`). With the optional `addend` (of `x`'s type),
-    `dx = dy · weight + addend`: `stlm-fuse` folds the accumulation of a
-    gradient that reaches `x` along several paths into the matmul.
+    (`[Out, In]`). `stlm-fuse` folds what follows `dx` into the matmul,
+    with one of two optional operands of `x`'s type:
+    - `addend`: `dx = dy · weight + addend` (the accumulation of a
+      gradient that reaches `x` along several paths);
+    - `gelu_input` `h`: `dx = (dy · weight) ⊙ (Φ(h) + h φ(h))`, the
+      gradient of `x = gelu(h)` with respect to `h` (`stlm.gelu_grad`).
 
     ```mlir
     %dx, %dw = stlm.linear_grad %x, %w, %dy : tensor<12x64x128xf32>, tensor<512x128xf32>, tensor<12x64x512xf32>
     %dx2, %dw2 = stlm.linear_grad %x, %w, %dy addend(%g : tensor<12x64x128xf32>) : tensor<12x64x128xf32>, tensor<512x128xf32>, tensor<12x64x512xf32>
+    %dh, %dw3 = stlm.linear_grad %x, %w, %dy gelu_input(%h : tensor<12x64x128xf32>) : tensor<12x64x128xf32>, tensor<512x128xf32>, tensor<12x64x512xf32>
     ```
   }];
   let arguments = (ins STLM_Tensor:$x, STLM_Tensor:$weight, STLM_Tensor:$dy,
-                       Optional<STLM_Tensor>:$addend);
+                       Optional<STLM_Tensor>:$addend,
+                       Optional<STLM_Tensor>:$gelu_input);
   let results = (outs STLM_Tensor:$dx, STLM_Tensor:$dweight);
   let assemblyFormat = [{
     $x `,` $weight `,` $dy (`addend` `(` $addend^ `:` type($addend) `)`)?
+    (`gelu_input` `(` $gelu_input^ `:` type($gelu_input) `)`)?
     attr-dict `:` type($x) `,` type($weight) `,` type($dy)
   }];
   let hasVerifier = 1;

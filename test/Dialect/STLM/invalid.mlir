@@ -1286,3 +1286,21 @@ func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>, %a:
   %dx, %dw = stlm.linear_grad %x, %w, %dy addend(%a : tensor<2x4xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
   return
 }
+
+// -----
+
+// Tests that a linear gradient's GELU input has the type of x.
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>, %h: tensor<2x4xf32>) {
+  // expected-error @+1 {{gelu_input 'tensor<2x4xf32>' must have the type of x 'tensor<2x8xf32>'}}
+  %dx, %dw = stlm.linear_grad %x, %w, %dy gelu_input(%h : tensor<2x4xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  return
+}
+
+// -----
+
+// Tests that a linear gradient takes an addend or a GELU input, not both.
+func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>) {
+  // expected-error @+1 {{takes an addend or a gelu_input, not both}}
+  %dx, %dw = stlm.linear_grad %x, %w, %dy addend(%x : tensor<2x8xf32>) gelu_input(%x : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  return
+}

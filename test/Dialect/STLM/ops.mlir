@@ -255,3 +255,14 @@ func.func @grad_addend(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4
   %dx, %dw = stlm.linear_grad %x, %w, %dy addend(%x : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
   return %dx : tensor<2x8xf32>
 }
+
+// Tests that a linear gradient with a GELU input (its gradient epilogue)
+// round-trips, in the custom and the generic form.
+// CHECK-LABEL: func.func @grad_gelu_input
+func.func @grad_gelu_input(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>, %h: tensor<2x8xf32>) -> (tensor<2x8xf32>, tensor<2x8xf32>) {
+  // CHECK: stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} gelu_input(%{{.*}} : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  %dx, %dw = stlm.linear_grad %x, %w, %dy gelu_input(%h : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  // CHECK: stlm.linear_grad %{{.*}}, %{{.*}}, %{{.*}} gelu_input(%{{.*}} : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
+  %dx2, %dw2 = "stlm.linear_grad"(%x, %w, %dy, %h) <{operandSegmentSizes = array<i32: 1, 1, 1, 0, 1>}> : (tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>, tensor<2x8xf32>) -> (tensor<2x8xf32>, tensor<4x8xf32>)
+  return %dx, %dx2 : tensor<2x8xf32>, tensor<2x8xf32>
+}
