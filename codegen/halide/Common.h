@@ -25,16 +25,19 @@ namespace stlm::halide {
   std::exit(1);
 }
 
-/// erfc(z) for z ≥ 0 as P(t)·e^{−z²} (Abramowitz & Stegun 7.1.26, erf
-/// error ≤ 1.5e-7); Halide has no erf.
-inline Halide::Expr erfcNonNegative(Halide::Expr z) {
+/// P(t) of erfc(z) ≈ P(t)·e^{−z²} for z ≥ 0, t = 1/(1 + 0.3275911 z)
+/// (Abramowitz & Stegun 7.1.26, erf error ≤ 1.5e-7); Halide has no erf.
+inline Halide::Expr erfcPolynomial(Halide::Expr z) {
   using namespace Halide;
   Expr t = 1.0f / (1.0f + 0.3275911f * z);
-  Expr poly =
-      t * (0.254829592f +
-           t * (-0.284496736f +
-                t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
-  return poly * exp(-z * z);
+  return t * (0.254829592f +
+              t * (-0.284496736f +
+                   t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+}
+
+/// erfc(z) for z ≥ 0.
+inline Halide::Expr erfcNonNegative(Halide::Expr z) {
+  return erfcPolynomial(z) * Halide::exp(-z * z);
 }
 
 /// The standard normal CDF Φ(x). For x < 0 it is ½·erfc(|x|/√2) computed
@@ -61,10 +64,14 @@ template <typename B> void boundRowMajor(B &b, int cols, int rows) {
 }
 
 /// GELU's derivative Φ(x) + x φ(x) (stlm_gelu_grad, the matmul's
-/// gelu_grad epilogue).
+/// gelu_grad epilogue). Φ's erfc approximation and φ share their
+/// exponential e^{−x²/2}.
 inline Halide::Expr geluDerivative(Halide::Expr x) {
-  Halide::Expr pdf = Halide::exp(-0.5f * x * x) * 0.39894228040143268f;
-  return normalCdf(x) + x * pdf;
+  using namespace Halide;
+  Expr gauss = exp(-0.5f * x * x);
+  Expr half = 0.5f * erfcPolynomial(abs(x) * 0.70710678118654752f) * gauss;
+  Expr cdf = select(x < 0.0f, half, 1.0f - half);
+  return cdf + x * gauss * 0.39894228040143268f;
 }
 
 /// 1 / (1 + e^-x).
