@@ -52,7 +52,39 @@ public:
 
   stlm_model *open(const ModelSpec &spec, std::string &error) {
     std::string json = specToJson(spec);
-    dir = opt.artifactDir;
+    dir = directoryFor(spec, json, opt);
+    std::string lib = dir + "/lib" + spec.name + ".so";
+    if (!upToDate(dir + "/" + spec.name + ".manifest.json", json) &&
+        !compile(spec, json, error))
+      return nullptr;
+    stlm_model *model = nullptr;
+    if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK ||
+        stlm_set_threads(model, opt.threads) != STLM_OK) {
+      error = std::string("cannot open the compiled model: ") +
+              stlm_error_message(model);
+      stlm_close(model);
+      return nullptr;
+    }
+    return model;
+  }
+  const std::string &directory() const { return dir; }
+
+  /// The artifact of `spec` is compiled already (in --artifact DIR or the
+  /// cache).
+  static bool ready(const ModelSpec &spec, const NativeOptions &o) {
+    std::string json = specToJson(spec);
+    return upToDate(directoryFor(spec, json, o) + "/" + spec.name +
+                        ".manifest.json",
+                    json);
+  }
+
+private:
+  /// --artifact DIR, or the cache directory of (spec, compiler build),
+  /// absolute.
+  static std::string directoryFor(const ModelSpec &spec,
+                                  const std::string &json,
+                                  const NativeOptions &opt) {
+    std::string dir = opt.artifactDir;
     if (dir.empty()) {
       // The cache: one directory per (spec, compiler build).
       llvm::sys::fs::file_status st;
@@ -75,24 +107,9 @@ public:
     }
     llvm::SmallString<256> absolute(dir);
     llvm::sys::fs::make_absolute(absolute);
-    dir = std::string(absolute);
-    std::string lib = dir + "/lib" + spec.name + ".so";
-    if (!upToDate(dir + "/" + spec.name + ".manifest.json", json) &&
-        !compile(spec, json, error))
-      return nullptr;
-    stlm_model *model = nullptr;
-    if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK ||
-        stlm_set_threads(model, opt.threads) != STLM_OK) {
-      error = std::string("cannot open the compiled model: ") +
-              stlm_error_message(model);
-      stlm_close(model);
-      return nullptr;
-    }
-    return model;
+    return std::string(absolute);
   }
-  const std::string &directory() const { return dir; }
 
-private:
   /// The artifact in `dir` was compiled from exactly this spec.
   static bool upToDate(const std::string &manifest, const std::string &json) {
     if (!llvm::sys::fs::exists(manifest))
@@ -261,6 +278,10 @@ struct LoadedNative {
 };
 
 } // namespace
+
+bool nativeArtifactReady(const ModelSpec &spec, const NativeOptions &options) {
+  return ArtifactOpener::ready(spec, options);
+}
 
 std::string nativeUnsupported(const ModelSpec &spec) {
   mlir::DialectRegistry registry;

@@ -43,6 +43,10 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
 /// planning and lowering stlm-compile runs, without generating code.
 std::string nativeUnsupported(const ModelSpec &spec);
 
+/// The artifact of `spec` is compiled already (in options.artifactDir, or
+/// the cache), so the native path can run it without planning it again.
+bool nativeArtifactReady(const ModelSpec &spec, const NativeOptions &options);
+
 } // namespace stlm
 
 #endif // STLM_TOOLS_STLM_RUN_NATIVEENGINE_H

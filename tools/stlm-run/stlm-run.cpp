@@ -316,13 +316,17 @@ bool backendOptions(Args &a, const char *argv0, std::string &backend,
   return true;
 }
 
-/// `auto` becomes native when the native path compiles `spec`, else
-/// reference with a note (on `notes`, unless null) saying why.
+/// `auto` becomes native when the native path compiles `spec` (at once
+/// when its artifact is compiled already), else reference with a note (on
+/// `notes`, unless null) saying why.
 std::string resolveBackend(const std::string &backend,
-                           const stlm::ModelSpec &spec, const char *doing,
-                           FILE *notes) {
+                           const stlm::ModelSpec &spec,
+                           const stlm::NativeOptions &native,
+                           const char *doing, FILE *notes) {
   if (backend != "auto")
     return backend;
+  if (stlm::nativeArtifactReady(spec, native))
+    return "native";
   std::string why = stlm::nativeUnsupported(spec);
   if (!why.empty() && notes)
     std::fprintf(notes,
@@ -389,7 +393,7 @@ int runTrain(int argc, char **argv) {
   stlm::ModelSpec spec;
   if (!loadSpec(a.positional[0], spec))
     return 1;
-  if (resolveBackend(backend, spec, "training", opt.progress) == "reference")
+  if (resolveBackend(backend, spec, native, "training", opt.progress) == "reference")
     return stlm::trainWithReference(spec, opt, stderr);
   native.specPath = a.positional[0];
   native.progress = opt.progress;
@@ -417,7 +421,7 @@ int runEval(int argc, char **argv) {
   if (!checkpointOptions(a, argv[0], backend, native, spec, status))
     return status;
   const std::string &checkpoint = a.positional[0];
-  if (resolveBackend(backend, spec, "evaluating", stderr) == "reference")
+  if (resolveBackend(backend, spec, native, "evaluating", stderr) == "reference")
     return stlm::evaluateWithReference(checkpoint, *data, windows, stdout,
                                        stderr);
   return stlm::evaluateNative(checkpoint, spec, *data, windows, native,
@@ -454,7 +458,7 @@ int runGenerate(int argc, char **argv) {
   std::string problem = stlm::generationProblem(spec, o, prompt);
   if (!problem.empty())
     return fail(problem);
-  if (resolveBackend(backend, spec, "generating", stderr) == "reference")
+  if (resolveBackend(backend, spec, native, "generating", stderr) == "reference")
     return stlm::generateWithReference(checkpoint, o, stdout, stderr);
   return stlm::generateNative(checkpoint, spec, o, native, stdout, stderr);
 }
