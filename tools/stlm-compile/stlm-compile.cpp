@@ -429,13 +429,16 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
      << " *   stlm_model *m; stlm_open(&" << prefix << "_artifact, &m);\n"
      << " * or call the entry points directly. Every pointer they take must "
         "be\n"
-     << " * 64-byte aligned: `weights` (" << prefix
+     << " * 64-byte aligned: `weights` (" << up
      << "_WEIGHTS_SIZE bytes: parameters and\n"
      << " * optimizer state at the offsets of " << spec.name
-     << ".manifest.json), `arena` (" << prefix << "_ARENA_SIZE\n"
-     << " * bytes of scratch), `tokens` and `targets` (int32 [" << prefix
-     << "_BATCH, " << prefix << "_CONTEXT]).\n"
-     << " * Each returns 0, or the failing kernel's Halide error code.\n"
+     << ".manifest.json), `arena` (" << up << "_ARENA_SIZE\n"
+     << " * bytes of scratch), `tokens` and `targets` (int32 [" << up
+     << "_BATCH, " << up << "_CONTEXT]).\n"
+     << " * Each returns 0, " << up
+     << "_POSITION_OUT_OF_RANGE (decode_step: *pos outside\n"
+     << " * [0, " << up
+     << "_CONTEXT)), or the failing kernel's (negative) Halide error code.\n"
      << " */\n"
      << "#ifndef STLM_MODEL_" << up << "_H\n#define STLM_MODEL_" << up
      << "_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n"
@@ -444,7 +447,9 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
      << "#define " << up << "_ARENA_SIZE " << layout.arenaSize << "LL\n"
      << "#define " << up << "_BATCH " << input[0] << "\n"
      << "#define " << up << "_CONTEXT " << input[1] << "\n"
-     << "#define " << up << "_VOCAB " << spec.embedder.vocabSize << "\n\n";
+     << "#define " << up << "_VOCAB " << spec.embedder.vocabSize << "\n"
+     << "#define " << up << "_POSITION_OUT_OF_RANGE "
+     << stlm::codegen::kPositionOutOfRange << "\n\n";
   os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
      << "extern const struct stlm_artifact " << prefix << "_artifact;\n\n";
   if (spec.train.accumulate <= 1)
@@ -509,6 +514,16 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
   std::string exe = findKernelgen(argv0, error);
   if (!error.empty())
     return failWith(error);
+  // The tools that pack and link the library, found before the kernels
+  // (the slow part) are generated.
+  auto ar = sys::findProgramByName("ar");
+  if (!ar)
+    return failWith("cannot find 'ar' (binutils) on PATH to pack lib" +
+                    spec.name + ".a");
+  auto cc = sys::findProgramByName("cc");
+  if (!cc)
+    return failWith("cannot find the system C compiler 'cc' on PATH to link "
+                    "lib" + spec.name + ".so");
   mlir::stlm::ModelOp model = theModel(module);
   std::string prefix = stlm::codegen::symbolPrefix(model);
   std::string objDir = dir + "/obj";
@@ -550,10 +565,6 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
 
   // Unpack the kernels' archives (one object each) and pack one library.
   std::vector<std::string> objects = {driverObj};
-  auto ar = sys::findProgramByName("ar");
-  if (!ar)
-    return failWith("cannot find 'ar' (binutils) to pack lib" + spec.name +
-                    ".a");
   for (const std::string &a : archives) {
     std::string member = sys::path::filename(a).str() + ".o";
     if (!runTool(*ar, {"x", "--output=" + objDir, a, member}, error))
@@ -570,10 +581,6 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
                                      dir + "/lib" + spec.name + ".so"};
   ccArgs.insert(ccArgs.end(), objects.begin(), objects.end());
   ccArgs.insert(ccArgs.end(), {"-lpthread", "-ldl", "-lm"});
-  auto cc = sys::findProgramByName("cc");
-  if (!cc)
-    return failWith("cannot find the system C compiler 'cc' to link lib" +
-                    spec.name + ".so");
   if (!runTool(*cc, ccArgs, error))
     return failWith(error);
   if (!writeFile(dir + "/" + spec.name + ".h",

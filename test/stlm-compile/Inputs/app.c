@@ -6,6 +6,8 @@
 #include "stlm/stlm.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static int32_t tokens[CHAR_TINY_BATCH * CHAR_TINY_CONTEXT];
 static int32_t targets[CHAR_TINY_BATCH * CHAR_TINY_CONTEXT];
@@ -57,6 +59,30 @@ int main(int argc, char **argv) {
     return 1;
   }
   printf("generated %d of %zu tokens\n", count, produced);
+  /* Called directly, a decode step at a position outside the cache is
+   * refused with its status before it writes a row. */
+  {
+    /* Every pointer 64-byte aligned, as the header asks. */
+    static _Alignas(64) float logits[CHAR_TINY_VOCAB];
+    static _Alignas(64) int32_t token[16], pos[16];
+    void *weights = aligned_alloc(64, CHAR_TINY_WEIGHTS_SIZE);
+    void *arena = aligned_alloc(64, CHAR_TINY_ARENA_SIZE);
+    if (!weights || !arena)
+      return 1;
+    memset(weights, 0, CHAR_TINY_WEIGHTS_SIZE);
+    token[0] = 'a';
+    const int32_t at[3] = {CHAR_TINY_CONTEXT, -1, 0};
+    int32_t status[3];
+    for (int i = 0; i < 3; ++i) {
+      pos[0] = at[i];
+      status[i] = char_tiny_decode_step(weights, arena, token, pos, logits);
+    }
+    printf("decode at %d: %d, at %d: %d, at %d: %d (out of range: %d)\n",
+           at[0], status[0], at[1], status[1], at[2], status[2],
+           CHAR_TINY_POSITION_OUT_OF_RANGE);
+    free(weights);
+    free(arena);
+  }
   if (stlm_save(m, argv[2]) != STLM_OK) {
     fprintf(stderr, "app: %s\n", stlm_error_message(m));
     return 1;
