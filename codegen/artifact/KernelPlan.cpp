@@ -61,10 +61,10 @@ struct Planner {
   /// The backward materialises the probabilities and their gradient while
   /// those it holds at once take at most kMaterialisedBytes: 2·H·T·S
   /// floats when it runs one batch element at a time (a kv head per query
-  /// head, as many keys as queries), 2·B·H·T·S otherwise. That is 10–20 %
-  /// faster on short contexts (bench/attention.cpp). Longer contexts get
-  /// the blocked schedule (O(T + S) scratch per thread), which needs a
-  /// head of two channels or more for its row statistics.
+  /// head, as many keys as queries), 2·B·H·T·S otherwise. That is about a
+  /// quarter faster on ref-3m's shape (bench/attention.cpp). Longer
+  /// contexts get the blocked schedule (O(T + S) scratch per thread),
+  /// which needs a head of two channels or more for its row statistics.
   static constexpr int64_t kMaterialisedBytes = int64_t(16) << 20;
   Specs attention(const char *gen, ir::MaskKind mask, Value q, Value k,
                   int64_t heads, int64_t kv, bool backward) {

@@ -59,32 +59,29 @@ protected:
     sAcc(u, t, h, b) = 0.0f;
     sAcc(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
     s(u, t, h, b) = sAcc(u, t, h, b);
-    valid = bool(causal) ? (u <= t + offset) : (u >= 0);
-    // Row statistics over every key (masked ones select out); the
-    // products with values and gradients (`ru`) stop at the last visible
-    // key when causal.
-    RDom all(0, keys, "ra");
-    Expr validR = bool(causal) ? (all <= t + offset) : (all >= 0);
-    validAll = validR;
     this->offset = offset;
+    valid = sees(u);
+    // Row statistics over every key (masked ones select out, which also
+    // trims the keys the scores are computed at); the products with values
+    // and gradients stop at the last visible key when causal.
     mx(t, h, b) = rowReduce(
-        "mx", [&](Expr key) {
-          Expr visible = bool(causal) ? (key <= t + offset) : (key >= 0);
-          return select(visible, s(key, t, h, b) * scale, Float(32).min());
+        "mx",
+        [&](Expr key) {
+          return select(sees(key), s(key, t, h, b) * scale,
+                        Float(32).min());
         },
         /*isMax=*/true);
     e(u, t, h, b) = select(valid, exp(s(u, t, h, b) * scale - mx(t, h, b)),
                            0.0f);
     l(t, h, b) = rowReduce(
-        "l",
-        [&](Expr key) {
-          // e is 0 where masked; the select trims the keys e is needed at.
-          Expr visible = bool(causal) ? (key <= t + offset) : (key >= 0);
-          return select(visible, e(key, t, h, b), 0.0f);
-        },
+        "l", [&](Expr key) { return select(sees(key), e(key, t, h, b), 0.0f); },
         /*isMax=*/false);
     ru = RDom(0, keys, "ru");
-    this->all = all;
+  }
+
+  /// Key `key` is visible from query t.
+  Expr sees(Expr key) const {
+    return bool(causal) ? (key <= t + offset) : (key >= 0);
   }
 
   /// max or sum over every key of `term(key)` for row (t, h, b): with keys
@@ -217,12 +214,12 @@ protected:
 
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
   Func s{"s"}, sAcc{"sAcc"}, mx{"mx"}, e{"e"}, l{"l"};
-  Expr valid, validAll; // key u (all) visible from query t
+  Expr valid; // key u visible from query t
   Expr offset;
   Var lane{"lane"};
   std::vector<Func> partials;
   std::vector<std::pair<Func, Func>> transposes; // (transposed, rows)
-  RDom ru, rc, all;
+  RDom ru, rc;
   int group = 1;
   float scale = 1.0f;
 };
@@ -336,8 +333,8 @@ public:
     rowdot(t, h, b) = rowReduce(
         "rowdot",
         [&](Expr key) {
-          Expr visible = bool(causal) ? (key <= t + this->offset) : (key >= 0);
-          return select(visible, p(key, t, h, b) * dp(key, t, h, b), 0.0f);
+          return select(this->sees(key), p(key, t, h, b) * dp(key, t, h, b),
+                        0.0f);
         },
         /*isMax=*/false);
     ds(u, t, h, b) = select(valid, p(u, t, h, b) * (dp(u, t, h, b) -
@@ -362,11 +359,12 @@ public:
 
     // kv head j collects the query heads j·group … j·group + group − 1.
     rg = RDom(0, group, 0, T, "rg");
-    if (bool(causal))
-      rg.where(rg.y >= (u / R) * R - offset);
     Expr firstQuery = 0;
-    if (bool(causal))
-      firstQuery = max(0, min((u / R) * R - offset, T - 1));
+    if (bool(causal)) {
+      Expr tileFirst = (u / R) * R - offset;
+      rg.where(rg.y >= tileFirst);
+      firstQuery = max(0, min(tileFirst, T - 1));
+    }
     Expr hq = j * group + rg.x, query = clamp(rg.y, firstQuery, T - 1);
     Func pk = p, dsk = ds;
     if (bool(blocked)) {
@@ -419,18 +417,18 @@ public:
     int hd = headDim;
     // Clamped rows: the tiles' aligned regions end at T, but bounds
     // inference cannot prove it.
-    Expr tq = clamp(t, 0, int(time) - 1), uk = u;
+    Expr tq = clamp(t, 0, int(time) - 1);
     Expr lse = qside(0, h, tq, b)[1], D = qside(1, h, tq, b)[1];
     sAccK(u, t, h, b) = 0.0f;
     sAccK(u, t, h, b) +=
-        q(h * hd + rc, tq, b) * kview((h / group) * hd + rc, uk, b);
+        q(h * hd + rc, tq, b) * kview((h / group) * hd + rc, u, b);
     sK(u, t, h, b) = sAccK(u, t, h, b);
     // A row that sees a key has a finite lse; one that sees none has
     // no valid key.
     pK(u, t, h, b) = select(valid, exp(sK(u, t, h, b) * scale - lse), 0.0f);
     dpAccK(u, t, h, b) = 0.0f;
     dpAccK(u, t, h, b) +=
-        dy(h * hd + rc, tq, b) * vview((h / group) * hd + rc, uk, b);
+        dy(h * hd + rc, tq, b) * vview((h / group) * hd + rc, u, b);
     dpK(u, t, h, b) = dpAccK(u, t, h, b);
     dsK(u, t, h, b) = pK(u, t, h, b) * (dpK(u, t, h, b) - D) * scale;
   }
@@ -443,7 +441,6 @@ public:
     boundDense(dk, WK, keys);
     boundDense(dv, WK, keys);
     stlm::halide::requireAligned(dy, dq, dk, dv);
-    int vec = natural_vector_size<float>();
     // Keys and values transposed once.
     scheduleTransposes();
     if (bool(blocked))
@@ -457,8 +454,12 @@ private:
   /// head: R rows (queries for dq, keys for dk and dv) × one head's hd
   /// columns (hd / vec vectors), accumulated over the reduction with one
   /// broadcast of ds or p per row, like the matmul micro-kernel.
-  int tileLanes() { return std::min(natural_vector_size<float>(), int(headDim)); }
-  int tileRows() { return std::max(1, 16 / std::max(1, int(headDim) / tileLanes())); }
+  int tileLanes() {
+    return std::min(natural_vector_size<float>(), int(headDim));
+  }
+  int tileRows() {
+    return std::max(1, 16 / std::max(1, int(headDim) / tileLanes()));
+  }
   /// `whole`: every tile has all R rows (otherwise the rows are a loop).
   void tileAccumulator(Func acc, Var row, const std::vector<VarOrRVar> &red,
                        Func at, Var level, bool whole = true) {
@@ -487,7 +488,6 @@ private:
     int block = std::min(16, int(time));
     bool tiles = int(time) % block == 0 && block % 8 == 0 && keysTile();
     bool batchwise = perBatch();
-    Var bh("bh");
     if (batchwise)
       bside.compute_root();
     auto perBlock = [&](Func f, Func dots, Func accum) {
