@@ -373,6 +373,20 @@ TEST_F(NativeVsReference, TiedSharedGroupedKV) {
   compareInference();
 }
 
+TEST_F(NativeVsReference, LongContextBlockedAttentionBackward) {
+  // 1024 tokens, 4 heads over 2 kv heads: 2·B·H·T·S floats would be
+  // 64 MiB, so the planner picks the blocked attention backward
+  // (test/unit/KernelPlanTest.cpp); its gradients against the reference.
+  setUp("name: long-tiny\n"
+        "embedder: {kind: token, vocab_size: 256}\n"
+        "core: {layers: 1, width: 32, heads: 4, kv_heads: 2, ffn: gelu,\n"
+        "       ffn_width: 64, context: 1024}\n"
+        "train: {batch: 2, steps: 10, warmup: 0}\n",
+        "long-tiny");
+  compareGradients();
+  compareTrainStep();
+}
+
 TEST_F(NativeVsReference, LoRADeltasOnSharedInterior) {
   // stlm-10m's structure, small: interior layers share the FFN and the
   // attention output and add their own rank-4 deltas (stlm.lowrank,
