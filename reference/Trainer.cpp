@@ -279,8 +279,8 @@ int Session::run() {
                  static_cast<long long>(data.validationBytes()));
   if (opt.progress && spec.train.precision == Precision::BF16)
     std::fprintf(opt.progress,
-                 "note: precision bf16 applies to compiled matmuls; the "
-                 "reference evaluator computes in fp32\n");
+                 "note: precision bf16 is not implemented yet; the matmuls "
+                 "compute in fp32 on either backend\n");
 
   bool perByte = lossIsPerByte(spec);
   auto runEval = [&](int64_t step) -> bool {
