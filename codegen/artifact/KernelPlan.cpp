@@ -75,14 +75,15 @@ struct Planner {
     bool batchwise = heads == kv && time == keys;
     int64_t held = 2 * 4 * heads * time * keys * (batchwise ? 1 : batch);
     bool blocked = headDim >= 2 && held > kMaterialisedBytes;
-    KernelSpec spec{gen,
-              {{"batch", num(batch)},
-               {"time", num(time)},
-               {"keys", num(keys)},
-               {"heads", num(heads)},
-               {"kv_heads", num(kv)},
-               {"head_dim", num(headDim)},
-               {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}};
+    KernelSpec spec{
+        gen,
+        {{"batch", num(batch)},
+         {"time", num(time)},
+         {"keys", num(keys)},
+         {"heads", num(heads)},
+         {"kv_heads", num(kv)},
+         {"head_dim", num(headDim)},
+         {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}};
     if (backward)
       spec.params.push_back({"blocked", blocked ? "true" : "false"});
     return {spec};
