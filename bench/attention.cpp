@@ -17,10 +17,9 @@
 #include "bench_attn_long_fwd.h"
 #include "bench_attn_long_grad.h"
 #include "bench_attn_long_grad_blocked.h"
-#include "scratch_heap.h"
+#include "kernel_bench.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -28,19 +27,9 @@
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using Buffer = Halide::Runtime::Buffer<float>;
 
-template <typename F> double median(int reps, F f) {
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    Clock::time_point a = Clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using stlm::bench::median;
 
 template <typename F> size_t peakBytes(F f) {
   stlm::bench::heapPeak = stlm::bench::heapCurrent.load();

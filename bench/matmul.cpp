@@ -19,7 +19,7 @@
 #include "bench_mm_nt.h"
 #include "bench_mm_tn.h"
 #include "bench_mm_tn_dw.h"
-#include "scratch_heap.h"
+#include "kernel_bench.h"
 
 #include <immintrin.h>
 
@@ -37,16 +37,7 @@ using Clock = std::chrono::steady_clock;
 constexpr int kM = 4096, kN = 1024, kK = 256;
 constexpr int kDwM = 256, kDwN = 1024, kDwK = 4096;
 
-template <typename F> double median(int reps, F f) {
-  std::vector<double> t;
-  for (int r = 0; r < reps; ++r) {
-    Clock::time_point a = Clock::now();
-    f();
-    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
+using stlm::bench::median;
 
 // FMA chains: 16 independent accumulators hide the latency; no memory.
 __attribute__((target("avx512f"))) double fmaLoop512(long iters) {

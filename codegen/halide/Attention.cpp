@@ -516,17 +516,6 @@ private:
     rowdot.compute_at(ds, dto);
     schedulePartials(p, pto, 0, 2); // mx, l
     schedulePartials(ds, dto, 2, 3); // rowdot
-    auto tile = [&](Func out, Func acc, Var row,
-                    const std::vector<VarOrRVar> &reduction) {
-      Var hh("hh"), cc("cc"), ro("ro"), ri("ri"), rb("rb");
-      out.split(w, hh, cc, hd)
-          .split(row, ro, ri, tileRows(), TailStrategy::GuardWithIf)
-          .reorder(cc, ri, hh, ro, b)
-          .vectorize(cc, tileLanes(), TailStrategy::GuardWithIf)
-          .fuse(ro, b, rb)
-          .parallel(rb);
-      tileAccumulator(acc, row, reduction, out, hh);
-    };
     if (batchwise) {
       // Per batch element (in parallel): its probabilities, then per
       // block of R rows (queries for dq, keys for dk and dv) and head the
@@ -544,6 +533,17 @@ private:
       copyOut(dv);
       return;
     }
+    auto tile = [&](Func out, Func acc, Var row,
+                    const std::vector<VarOrRVar> &reduction) {
+      Var hh("hh"), cc("cc"), ro("ro"), ri("ri"), rb("rb");
+      out.split(w, hh, cc, hd)
+          .split(row, ro, ri, tileRows(), TailStrategy::GuardWithIf)
+          .reorder(cc, ri, hh, ro, b)
+          .vectorize(cc, tileLanes(), TailStrategy::GuardWithIf)
+          .fuse(ro, b, rb)
+          .parallel(rb);
+      tileAccumulator(acc, row, reduction, out, hh);
+    };
     tile(dq, dq4, t, {ru.x});
     tile(dk, dk4, u, {rg.x, rg.y});
     tile(dv, dv4, u, {rg.x, rg.y});

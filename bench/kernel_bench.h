@@ -1,6 +1,7 @@
-//===- scratch_heap.h - the benchmarks' Halide heap -----------------------===//
+//===- kernel_bench.h - what the kernel benchmarks share ------------------===//
 //
-// Halide's heap for the kernel benchmarks, allocated like the runtime's
+// The median of repeated timings, and Halide's heap for the kernel
+// benchmarks, allocated like the runtime's
 // scratch cache (runtime/src/Runtime.cpp) so that a kernel costs here what
 // it costs in an artifact: a size header, small blocks straight from the C
 // heap without a lock, freed blocks of 256 KiB or more kept for reuse (no
@@ -9,17 +10,33 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_BENCH_SCRATCH_HEAP_H
-#define STLM_BENCH_SCRATCH_HEAP_H
+#ifndef STLM_BENCH_KERNEL_BENCH_H
+#define STLM_BENCH_KERNEL_BENCH_H
 
 #include "HalideRuntime.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 namespace stlm::bench {
+
+/// The median wall time of `reps` calls of `f`, in seconds.
+template <typename F> double median(int reps, F f) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<double> t;
+  for (int r = 0; r < reps; ++r) {
+    Clock::time_point a = Clock::now();
+    f();
+    t.push_back(std::chrono::duration<double>(Clock::now() - a).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
 
 constexpr size_t kHeader = 128, kMinCached = 256 << 10;
 inline std::mutex heapLock;
@@ -66,4 +83,4 @@ inline void useScratchHeap() {
 
 } // namespace stlm::bench
 
-#endif // STLM_BENCH_SCRATCH_HEAP_H
+#endif // STLM_BENCH_KERNEL_BENCH_H
