@@ -40,6 +40,13 @@ bool TextData::load(const std::string &path, int64_t window,
   return true;
 }
 
+int64_t TextData::firstByteFrom(int limit) const {
+  for (size_t i = 0; i < bytes.size(); ++i)
+    if (bytes[i] >= limit)
+      return static_cast<int64_t>(i);
+  return -1;
+}
+
 void TextData::trainBatch(uint64_t seed, int64_t step, int64_t batch,
                           std::vector<int32_t> &out) const {
   out.resize(batch * width);

@@ -40,6 +40,9 @@ public:
   }
   /// Window `index` of the validation split into `out` (W bytes).
   void validationWindow(int64_t index, int32_t *out) const;
+  /// The offset of the first byte ≥ `limit`, or -1 when there is none.
+  int64_t firstByteFrom(int limit) const;
+  uint8_t byteAt(int64_t offset) const { return bytes[offset]; }
 
 private:
   std::vector<uint8_t> bytes;

@@ -2,6 +2,7 @@
 
 #include "reference/Batches.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace stlm {
@@ -36,6 +37,21 @@ std::vector<ref::Tensor<float>> Feed::args(const std::vector<int32_t> &w,
   if (seed)
     a.push_back(Tensor::ints({}, {stepSeed}));
   return a;
+}
+
+std::optional<std::string> dataOutsideVocabulary(const ModelSpec &spec,
+                                                 const std::string &path,
+                                                 const TextData &data) {
+  if (spec.embedder.kind != EmbedderKind::Token)
+    return std::nullopt;
+  int64_t at = data.firstByteFrom(static_cast<int>(
+      std::min<int64_t>(spec.embedder.vocabSize, 256)));
+  if (at < 0)
+    return std::nullopt;
+  return path + ": byte " + std::to_string(data.byteAt(at)) + " at offset " +
+         std::to_string(at) + " is outside the vocabulary of " +
+         std::to_string(spec.embedder.vocabSize) +
+         " (a token model reads the text's bytes as token ids)";
 }
 
 std::optional<std::string> unsupportedFeed(const ModelSpec &spec) {

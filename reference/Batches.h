@@ -32,6 +32,12 @@ struct Feed {
                                        int32_t stepSeed) const;
 };
 
+/// Why the bytes of `data` (read from `path`) cannot be the token ids of
+/// `spec` (a byte outside a vocabulary smaller than 256), or nothing.
+std::optional<std::string> dataOutsideVocabulary(const ModelSpec &spec,
+                                                 const std::string &path,
+                                                 const TextData &data);
+
 /// Why `spec` cannot be fed from plain text, or nothing.
 std::optional<std::string> unsupportedFeed(const ModelSpec &spec);
 

@@ -94,7 +94,14 @@ bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
     return false;
   }
   feed = Feed::forSpec(spec);
-  return data.load(dataPath, feed.window, error);
+  if (!data.load(dataPath, feed.window, error))
+    return false;
+  if (std::optional<std::string> why =
+          dataOutsideVocabulary(spec, dataPath, data)) {
+    error = *why;
+    return false;
+  }
+  return true;
 }
 
 bool reportValidation(const ModelSpec &spec, const std::string &dataPath,

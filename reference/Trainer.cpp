@@ -243,6 +243,9 @@ int Session::run() {
 
   if (!data.load(opt.dataPath, feed.window, error))
     return fail(error);
+  if (std::optional<std::string> why =
+          dataOutsideVocabulary(spec, opt.dataPath, data))
+    return fail(*why);
   if (data.validationWindows() < feed.batch)
     return fail(opt.dataPath + ": the validation split (last 10 %, " +
                 std::to_string(data.validationBytes()) + " bytes) holds " +

@@ -43,6 +43,12 @@ std::string num(double x) {
   return buf;
 }
 std::string num(int64_t x) { return std::to_string(x); }
+/// Round-trips `x` exactly (a mask probability decides masks bit-exactly).
+std::string exact(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", x);
+  return buf;
+}
 
 using Specs = std::vector<KernelSpec>;
 
@@ -218,6 +224,12 @@ struct Planner {
                        {{"positions", num(numel(o.getTargets()))},
                         {"vocab", num(shapeOf(o.getLogits()).back())}}}};
             })
+        .Case([&](ir::MaskTokensOp o) -> Specs {
+          return {{"stlm_mask_tokens",
+                   {{"count", num(numel(o.getIds()))},
+                    {"prob", exact(o.getProb().convertToDouble())},
+                    {"mask_id", num(int64_t(o.getMaskId()))}}}};
+        })
         .Case([&](ir::ClipGradNormOp o) -> Specs {
           Specs s;
           for (Value g : o.getGrads()) {

@@ -56,6 +56,11 @@ namespace {
 /// halide_type_code_t
 enum TypeCode : int { kInt = 0, kUInt = 1, kFloat = 2 };
 
+/// The batch arguments every training and evaluation entry point takes:
+/// tokens, targets and the mask seed (unused without a masked objective),
+/// so that all models share stlm_artifact's signatures.
+constexpr unsigned kBatchArgs = 3;
+
 /// Where a value of the function being lowered lives.
 struct Place {
   Value ptr;           // tensors (and scalars that live in memory)
@@ -164,13 +169,15 @@ private:
   }
 
   // --- functions ----------------------------------------------------------
-  /// Starts `<m>_<name>` with one pointer per argument of `fn` plus `extra`
-  /// pointers; returns the entry block's arguments.
-  LLVM::LLVMFuncOp begin(StringRef name, func::FuncOp fn, int extra);
+  /// Starts `<m>_<name>` with one pointer per argument of `fn`, padded
+  /// with unused pointers to `args`, then `extra` pointers.
+  LLVM::LLVMFuncOp begin(StringRef name, func::FuncOp fn, int extra,
+                         unsigned args = 0);
   void finish();
   /// Starts `<m>_<fn>` and lowers every op of the planned `fn`; returns
   /// its return op (the caller stores the results).
-  FailureOr<func::ReturnOp> lowerPlannedBody(func::FuncOp fn);
+  FailureOr<func::ReturnOp> lowerPlannedBody(func::FuncOp fn,
+                                             unsigned args = 0);
   LogicalResult lowerPlanned(func::FuncOp fn, bool isGrad);
   /// @train_step, @accumulate or @apply: calls of @grad, the schedule,
   /// clipping and AdamW in place, assignments; scalar results stored to
@@ -268,6 +275,8 @@ Value Lowering::buffer(Value host, RankedTensorType t, int rank, int slot) {
   Type et = t.getElementType();
   int code = et.isF32() || et.isF64() ? kFloat : (et.isInteger(8) ? kUInt : kInt);
   int bits = et.getIntOrFloatBitWidth();
+  if (et.isInteger(1)) // masks: one byte (0 or 1) per element
+    code = kUInt, bits = 8;
   Value v = b.create<LLVM::UndefOp>(loc, bufTy);
   Value null = b.create<LLVM::ZeroOp>(loc, ptrTy);
   auto set = [&](int64_t field, Value x) {
@@ -303,9 +312,11 @@ void Lowering::returnOnError(Value rc) {
   b.setInsertionPointToStart(next);
 }
 
-LLVM::LLVMFuncOp Lowering::begin(StringRef name, func::FuncOp fn, int extra) {
+LLVM::LLVMFuncOp Lowering::begin(StringRef name, func::FuncOp fn, int extra,
+                                 unsigned args) {
   b.setInsertionPointToEnd(module.getBody());
-  SmallVector<Type> params(2 + fn.getNumArguments() + extra, ptrTy);
+  SmallVector<Type> params(2 + std::max(fn.getNumArguments(), args) + extra,
+                           ptrTy);
   current = b.create<LLVM::LLVMFuncOp>(
       loc, prefix + "_" + name.str(), LLVM::LLVMFunctionType::get(i32, params));
   Block *entry = current.addEntryBlock(b);
@@ -601,33 +612,48 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         call(specs[0], {buf(o.getX(), 2, 0), out(0, 1, 1)});
         return success();
       })
-      .Case<ir::NextTokenLossOp, ir::NextTokenLossGradOp>(
+      .Case([&](ir::MaskTokensOp o) {
+        call(specs[0], {buf(o.getIds(), 1, 0), scalarOf(o.getSeed()),
+                        out(0, 1, 1), out(1, 1, 2)});
+        return success();
+      })
+      .Case<ir::NextTokenLossOp, ir::NextTokenLossGradOp,
+            ir::MaskedNextTokenLossOp, ir::MaskedNextTokenLossGradOp>(
           [&](auto o) -> LogicalResult {
-            // Every position counts: a constant row of ones.
-            auto targets = tensorType(o.getTargets());
-            int64_t n = targets.getNumElements();
-            std::string key = "__" + prefix + "_ones_" + std::to_string(n);
-            LLVM::GlobalOp &g = globals[key];
-            if (!g) {
-              OpBuilder::InsertionGuard guard(b);
-              b.setInsertionPointToStart(module.getBody());
-              g = b.create<LLVM::GlobalOp>(
-                  loc, LLVM::LLVMArrayType::get(i8, n), true,
-                  LLVM::Linkage::Private, key,
-                  DenseElementsAttr::get(RankedTensorType::get({n}, i8),
-                                         b.getI8IntegerAttr(1)),
-                  64);
-            }
-            Value ones = b.create<LLVM::AddressOfOp>(loc, g);
-            auto countedTy = RankedTensorType::get({n}, i8);
+            using OpTy = decltype(o);
+            constexpr bool masked =
+                std::is_same_v<OpTy, ir::MaskedNextTokenLossOp> ||
+                std::is_same_v<OpTy, ir::MaskedNextTokenLossGradOp>;
+            constexpr bool grad =
+                std::is_same_v<OpTy, ir::NextTokenLossGradOp> ||
+                std::is_same_v<OpTy, ir::MaskedNextTokenLossGradOp>;
             SmallVector<Value> args = {buf(o.getLogits(), 2, 0),
-                                       buf(o.getTargets(), 1, 1),
-                                       buffer(ones, countedTy, 1, 2)};
-            if constexpr (std::is_same_v<decltype(o), ir::NextTokenLossGradOp>)
+                                       buf(o.getTargets(), 1, 1)};
+            if constexpr (masked) {
+              // The positions stlm.mask_tokens masked count.
+              args.push_back(buf(o.getMask(), 1, 2));
+            } else {
+              // Every position counts: a constant row of ones.
+              int64_t n = tensorType(o.getTargets()).getNumElements();
+              std::string key = "__" + prefix + "_ones_" + std::to_string(n);
+              LLVM::GlobalOp &g = globals[key];
+              if (!g) {
+                OpBuilder::InsertionGuard guard(b);
+                b.setInsertionPointToStart(module.getBody());
+                g = b.create<LLVM::GlobalOp>(
+                    loc, LLVM::LLVMArrayType::get(i8, n), true,
+                    LLVM::Linkage::Private, key,
+                    DenseElementsAttr::get(RankedTensorType::get({n}, i8),
+                                           b.getI8IntegerAttr(1)),
+                    64);
+              }
+              Value ones = b.create<LLVM::AddressOfOp>(loc, g);
+              args.push_back(
+                  buffer(ones, RankedTensorType::get({n}, i8), 1, 2));
+            }
+            if constexpr (grad)
               args.push_back(scalarOf(o.getDloss()));
-            args.push_back(
-                out(0, std::is_same_v<decltype(o), ir::NextTokenLossOp> ? 0 : 2,
-                    3));
+            args.push_back(out(0, grad ? 2 : 0, 3));
             call(specs[0], args);
             return success();
           })
@@ -637,12 +663,13 @@ LogicalResult Lowering::lowerOp(Operation *op) {
       });
 }
 
-FailureOr<func::ReturnOp> Lowering::lowerPlannedBody(func::FuncOp fn) {
+FailureOr<func::ReturnOp> Lowering::lowerPlannedBody(func::FuncOp fn,
+                                                     unsigned args) {
   auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size");
   if (!arenaSize)
     return fn.emitOpError("has no memory plan (run stlm-plan-memory first)");
   layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
-  begin(fn.getSymName(), fn, 1);
+  begin(fn.getSymName(), fn, 1, args);
   for (Operation &op : fn.getBody().front())
     if (failed(lowerOp(&op)))
       return failure();
@@ -652,7 +679,7 @@ FailureOr<func::ReturnOp> Lowering::lowerPlannedBody(func::FuncOp fn) {
 }
 
 LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
-  FailureOr<func::ReturnOp> ret = lowerPlannedBody(fn);
+  FailureOr<func::ReturnOp> ret = lowerPlannedBody(fn, kBatchArgs);
   if (failed(ret))
     return failure();
   Value lossOut = current.getArgument(current.getNumArguments() - 1);
@@ -675,7 +702,8 @@ LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
 LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
   if (auto arenaSize = fn->getAttrOfType<IntegerAttr>("stlm.arena_size"))
     layout.arenaSize = std::max(layout.arenaSize, arenaSize.getInt());
-  begin(fn.getSymName(), fn, 1);
+  begin(fn.getSymName(), fn, 1,
+        fn.getSymName() == "apply" ? 0 : kBatchArgs);
   Value resultsOut = current.getArgument(current.getNumArguments() - 1);
   for (Operation &op : fn.getBody().front()) {
     loc = op.getLoc();
@@ -689,6 +717,8 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
               SmallVector<Value> args = {weights, arena};
               for (Value a : c.getOperands())
                 args.push_back(ptrOf(a));
+              while (args.size() + 1 < gradFn.getNumArguments())
+                args.push_back(b.create<LLVM::ZeroOp>(loc, ptrTy));
               args.push_back(loss);
               returnOnError(
                   b.create<LLVM::CallOp>(loc, gradFn, args).getResult());

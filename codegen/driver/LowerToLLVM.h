@@ -4,12 +4,15 @@
 // stlm-plan-memory) to LLVM-dialect functions that call the model's Halide
 // kernels on one weights blob and one arena:
 //
-//   int32_t <m>_grad(void *weights, void *arena, const int32_t *arg0, ...,
+//   int32_t <m>_grad(void *weights, void *arena, const int32_t *tokens,
+//                    const int32_t *targets, const int32_t *seed,
 //                    float *loss)
-//   int32_t <m>_train_step(void *weights, void *arena, const int32_t *arg0,
-//                          ..., float out[3])  // loss, grad norm, lr
-//   int32_t <m>_eval(void *weights, void *arena, const int32_t *arg0, ...,
-//                    float *loss)
+//   int32_t <m>_train_step(..., const int32_t *seed,
+//                          float out[3])  // loss, grad norm, lr
+//   int32_t <m>_eval(..., const int32_t *seed, float *loss)
+//
+// (and @accumulate like @grad, @apply with `out` only). `seed` is the
+// mask seed of a masked objective; models without one ignore it.
 //
 // and, for the inference functions stlm-add-decode adds (KV caches in the
 // weights blob, written in place):

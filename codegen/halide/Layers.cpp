@@ -10,12 +10,15 @@
 //   stlm_embed_grad     ids [N], dy [N, D] -> dtable [V, D] (scatter-add)
 //   stlm_cross_entropy  logits [P, V], targets [P], counted [P] -> mean loss
 //   stlm_cross_entropy_grad  ... , dloss -> dlogits [P, V]
+//   stlm_mask_tokens    ids [N], seed -> masked [N], mask [N] (u8 0/1)
 // Ids outside the table are clamped here for memory safety, not reported:
 // callers must check ids before a kernel runs (an error, not a clamp).
 //
 //===----------------------------------------------------------------------===//
 
 #include "codegen/halide/Common.h"
+
+#include <cmath>
 
 namespace {
 
@@ -298,6 +301,54 @@ public:
   }
 };
 
+/// `stlm.mask_tokens`: position n is masked when the top 24 bits of
+/// splitmix64(seed · 2³² + n), read as u · 2²⁴, fall below prob · 2²⁴. For
+/// an integer u that is u < ⌈prob · 2²⁴⌉, so the comparison is exact in
+/// 64-bit integers.
+class MaskTokens : public Generator<MaskTokens> {
+public:
+  GeneratorParam<int> count{"count", 64};
+  GeneratorParam<double> prob{"prob", 0.15};
+  GeneratorParam<int> maskId{"mask_id", 0};
+  Input<Buffer<int32_t>> ids{"ids", 1};
+  Input<int32_t> seed{"seed"};
+  Output<Buffer<int32_t>> masked{"masked", 1};
+  Output<Buffer<uint8_t>> mask{"mask", 1};
+
+  void generate() {
+    if (!(double(prob) > 0 && double(prob) < 1))
+      stlm::halide::fail("stlm_mask_tokens", "prob must lie in (0, 1)");
+    if (int(maskId) < 0)
+      stlm::halide::fail("stlm_mask_tokens", "mask_id must not be negative");
+    Type u64 = UInt(64);
+    auto k = [&](uint64_t c) { return Internal::make_const(u64, c); };
+    Expr x = (cast(u64, cast<uint32_t>(seed)) << 32) + cast(u64, n);
+    x = x + k(0x9e3779b97f4a7c15ull);
+    Expr y = (x ^ (x >> 30)) * k(0xbf58476d1ce4e5b9ull);
+    Expr z = (y ^ (y >> 27)) * k(0x94d049bb133111ebull);
+    z = z ^ (z >> 31);
+    auto threshold =
+        static_cast<uint64_t>(std::ceil(double(prob) * 16777216.0));
+    hit(n) = (z >> 40) < k(threshold);
+    mask(n) = cast<uint8_t>(hit(n));
+    masked(n) = select(hit(n), int(maskId), ids(n));
+  }
+  void schedule() {
+    stlm::halide::requireAligned(ids, masked, mask);
+    ids.dim(0).set_bounds(0, count);
+    masked.dim(0).set_bounds(0, count);
+    mask.dim(0).set_bounds(0, count);
+    // A few thousand positions per batch: one vectorised pass.
+    hit.compute_root().vectorize(n, 8, TailStrategy::GuardWithIf);
+    masked.vectorize(n, 8, TailStrategy::GuardWithIf);
+    mask.vectorize(n, 8, TailStrategy::GuardWithIf);
+  }
+
+private:
+  Var n{"n"};
+  Func hit{"hit"};
+};
+
 } // namespace
 
 HALIDE_REGISTER_GENERATOR(RMSNorm, stlm_rmsnorm)
@@ -307,3 +358,4 @@ HALIDE_REGISTER_GENERATOR(Embed, stlm_embed)
 HALIDE_REGISTER_GENERATOR(EmbedGrad, stlm_embed_grad)
 HALIDE_REGISTER_GENERATOR(CrossEntropy, stlm_cross_entropy)
 HALIDE_REGISTER_GENERATOR(CrossEntropyGrad, stlm_cross_entropy_grad)
+HALIDE_REGISTER_GENERATOR(MaskTokens, stlm_mask_tokens)

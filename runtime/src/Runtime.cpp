@@ -161,6 +161,7 @@ struct stlm_model {
   std::string name, specJson;
   int64_t batch = 0, context = 0, vocab = 0, accumulate = 1, weightsSize = 0,
           arenaSize = 0;
+  bool usesSeed = false; // a masked objective: the batch functions read it
   std::map<std::string, Slot> slots; // params and state
   std::vector<std::string> params;   // declaration order
   Aligned weights, arena, tokens, targets;
@@ -201,9 +202,14 @@ struct stlm_model {
                          bool refill, std::vector<float> &buffer,
                          const float *&row);
   stlm_status run(int32_t (*fn)(void *, void *, const int32_t *,
-                                const int32_t *, float *),
-                  const int32_t *tok, const int32_t *tgt, float *out,
-                  const char *what);
+                                const int32_t *, const int32_t *, float *),
+                  const int32_t *tok, const int32_t *tgt, int32_t seed,
+                  float *out, const char *what);
+  stlm_status trainStep(const int32_t *tokens, const int32_t *targets,
+                        const int32_t *seeds, stlm_step_result *out);
+  /// STLM_ERROR_ARGUMENT when an id of a batch is outside [0, vocab).
+  stlm_status checkIds(const int32_t *ids, const char *what,
+                       const char *kind);
 };
 
 stlm_status stlm_model::init(const stlm_artifact *a) {
@@ -223,9 +229,9 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
   artifact = a;
   try {
     nlohmann::json m = nlohmann::json::parse(a->manifest);
-    if (m.at("format") != "stlm-artifact" || m.at("version") != 2)
+    if (m.at("format") != "stlm-artifact" || m.at("version") != 3)
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest is not an "
-                                     "stlm-artifact version 2 manifest");
+                                     "stlm-artifact version 3 manifest");
     vocab = m.at("vocab").get<int64_t>();
     accumulate = m.at("accumulate").get<int64_t>();
     if (accumulate < 1 || (accumulate == 1) != (a->train_step != nullptr))
@@ -235,10 +241,15 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     specJson = m.at("spec").get<std::string>();
     weightsSize = m.at("weights_size").get<int64_t>();
     arenaSize = m.at("arena_size").get<int64_t>();
+    // Tokens and targets [batch, context], then the mask seed [] of a
+    // masked objective.
     const auto &inputs = m.at("inputs");
-    if (inputs.size() != 2 || inputs[0].size() != 2)
+    if (inputs.size() < 2 || inputs.size() > 3 || inputs[0].size() != 2 ||
+        inputs[1] != inputs[0] || (inputs.size() == 3 && !inputs[2].empty()))
       return fail(STLM_ERROR_FORMAT, "the artifact's inputs are not "
-                                     "[batch, context] tokens and targets");
+                                     "[batch, context] tokens and targets "
+                                     "(and a mask seed)");
+    usesSeed = inputs.size() == 3;
     batch = inputs[0][0].get<int64_t>();
     context = inputs[0][1].get<int64_t>();
     for (const char *section : {"params", "state"})
@@ -294,21 +305,81 @@ stlm_status stlm_model::kernelStatus(int32_t rc, const char *what) {
 }
 
 stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
-                                          const int32_t *, float *),
-                            const int32_t *tok, const int32_t *tgt, float *out,
-                            const char *what) {
+                                          const int32_t *, const int32_t *,
+                                          float *),
+                            const int32_t *tok, const int32_t *tgt,
+                            int32_t seed, float *out, const char *what) {
   if (!tok || !tgt || !out)
     return fail(STLM_ERROR_ARGUMENT,
                 std::string(what) + ": tokens, targets and the result must "
                                     "not be null");
+  if (stlm_status s = checkIds(tok, what, "token"); s != STLM_OK)
+    return s;
+  if (stlm_status s = checkIds(tgt, what, "target"); s != STLM_OK)
+    return s;
   size_t bytes = static_cast<size_t>(batch * context) * 4;
   std::memcpy(tokens.get(), tok, bytes);
   std::memcpy(targets.get(), tgt, bytes);
   halideMessage.clear();
   return kernelStatus(fn(weights.get(), arena.get(),
                           static_cast<const int32_t *>(tokens.get()),
-                          static_cast<const int32_t *>(targets.get()), out),
+                          static_cast<const int32_t *>(targets.get()), &seed,
+                          out),
                        what);
+}
+
+stlm_status stlm_model::checkIds(const int32_t *ids, const char *what,
+                                 const char *kind) {
+  // The kernels clamp ids into the table for memory safety; an id outside
+  // it is the caller's error, reported here.
+  int64_t n = batch * context;
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= vocab)
+      return fail(STLM_ERROR_ARGUMENT,
+                  std::string(what) + ": " + kind + " " +
+                      std::to_string(ids[i]) + " at position " +
+                      std::to_string(i) + " is outside the vocabulary of " +
+                      std::to_string(vocab));
+  return STLM_OK;
+}
+
+stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
+                                  const int32_t *seeds,
+                                  stlm_step_result *out) {
+  if (!out)
+    return fail(STLM_ERROR_ARGUMENT, "stlm_train_step: null result");
+  float r[3];
+  if (accumulate == 1) {
+    stlm_status s = run(artifact->train_step, tok, tgt, seeds ? seeds[0] : 0,
+                        r, "train step");
+    if (s != STLM_OK)
+      return s;
+  } else {
+    // k micro-batches into the gradient sums, then the update.
+    size_t rows = static_cast<size_t>(batch * context);
+    if (!tok || !tgt)
+      return fail(STLM_ERROR_ARGUMENT,
+                  "train step: tokens and targets must not be null");
+    r[0] = 0;
+    for (int64_t i = 0; i < accumulate; ++i) {
+      float loss = 0;
+      stlm_status s = run(artifact->accumulate, tok + i * rows,
+                          tgt + i * rows, seeds ? seeds[i] : 0, &loss,
+                          "train step (accumulate)");
+      if (s != STLM_OK)
+        return s;
+      r[0] += loss / static_cast<float>(accumulate);
+    }
+    halideMessage.clear();
+    stlm_status s = kernelStatus(
+        artifact->apply(weights.get(), arena.get(), r + 1),
+        "train step (apply)");
+    if (s != STLM_OK)
+      return s;
+  }
+  out->loss = r[0], out->grad_norm = r[1], out->lr = r[2];
+  out->step = stlm_step(this);
+  return STLM_OK;
 }
 
 namespace {
@@ -632,56 +703,51 @@ stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
                             const int32_t *targets, stlm_step_result *out) {
   if (!model || !model->artifact)
     return badModel();
-  if (!out)
-    return model->fail(STLM_ERROR_ARGUMENT, "stlm_train_step: null result");
-  float r[3];
-  if (model->accumulate == 1) {
-    stlm_status s = model->run(model->artifact->train_step, tokens, targets,
-                               r, "train step");
-    if (s != STLM_OK)
-      return s;
-  } else {
-    // k micro-batches into the gradient sums, then the update.
-    size_t rows = static_cast<size_t>(model->batch * model->context);
-    if (!tokens || !targets)
-      return model->fail(STLM_ERROR_ARGUMENT,
-                         "train step: tokens and targets must not be null");
-    r[0] = 0;
-    for (int64_t i = 0; i < model->accumulate; ++i) {
-      float loss = 0;
-      stlm_status s =
-          model->run(model->artifact->accumulate, tokens + i * rows,
-                     targets + i * rows, &loss, "train step (accumulate)");
-      if (s != STLM_OK)
-        return s;
-      r[0] += loss / static_cast<float>(model->accumulate);
-    }
-    halideMessage.clear();
-    stlm_status s = model->kernelStatus(
-        model->artifact->apply(model->weights.get(), model->arena.get(),
-                               r + 1),
-        "train step (apply)");
-    if (s != STLM_OK)
-      return s;
-  }
-  out->loss = r[0], out->grad_norm = r[1], out->lr = r[2];
-  out->step = stlm_step(model);
-  return STLM_OK;
+  return model->trainStep(tokens, targets, nullptr, out);
+}
+
+stlm_status stlm_train_step_seeded(stlm_model *model, const int32_t *tokens,
+                                   const int32_t *targets,
+                                   const int32_t *seeds,
+                                   stlm_step_result *out) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!seeds)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_train_step_seeded: the seeds are null");
+  return model->trainStep(tokens, targets, seeds, out);
 }
 
 stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss) {
+  return stlm_grad_seeded(model, tokens, targets, 0, loss);
+}
+
+stlm_status stlm_grad_seeded(stlm_model *model, const int32_t *tokens,
+                             const int32_t *targets, int32_t seed,
+                             float *loss) {
   if (!model || !model->artifact)
     return badModel();
-  return model->run(model->artifact->grad, tokens, targets, loss, "gradient");
+  return model->run(model->artifact->grad, tokens, targets, seed, loss,
+                    "gradient");
 }
 
 stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss) {
+  return stlm_eval_seeded(model, tokens, targets, 0, loss);
+}
+
+stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
+                             const int32_t *targets, int32_t seed,
+                             float *loss) {
   if (!model || !model->artifact)
     return badModel();
-  return model->run(model->artifact->eval, tokens, targets, loss,
+  return model->run(model->artifact->eval, tokens, targets, seed, loss,
                     "evaluation");
+}
+
+int stlm_uses_seed(const stlm_model *model) {
+  return model && model->artifact && model->usesSeed ? 1 : 0;
 }
 
 stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
@@ -691,6 +757,9 @@ stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
   if (!tokens || !logits)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_logits: tokens and logits must not be null");
+  if (stlm_status s = model->checkIds(tokens, "logits", "token");
+      s != STLM_OK)
+    return s;
   std::memcpy(model->tokens.get(), tokens,
               static_cast<size_t>(model->batch * model->context) * 4);
   halideMessage.clear();

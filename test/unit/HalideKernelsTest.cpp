@@ -62,6 +62,7 @@
 #include "test_embed.h"
 #include "test_embed_grad.h"
 #include "test_gelu.h"
+#include "test_mask.h"
 #include "test_gelu_grad.h"
 #include "test_rmsnorm.h"
 #include "test_rmsnorm_grad.h"
@@ -73,6 +74,7 @@
 
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -477,6 +479,33 @@ TEST(HalideLayers, CrossEntropyAndGradient) {
     stlm::ref::crossEntropyBackward(logits.data(), targets.data(), c.get(), P,
                                     V, 0.75f, rd.data());
     expectClose(out(db), rd, 1e-6, "cross-entropy grad");
+  }
+}
+
+TEST(HalideKernels, MaskTokensMatchesTheReferenceBitForBit) {
+  const int N = 1001; // not a multiple of the vector width
+  std::mt19937 rng(11);
+  std::vector<int32_t> ids(N);
+  for (int32_t &t : ids)
+    t = static_cast<int32_t>(rng() % 256);
+  Halide::Runtime::Buffer<int32_t> ib = in(ids);
+  for (int32_t seed : {0, 1, -1, 1337, INT32_MAX, INT32_MIN}) {
+    Halide::Runtime::Buffer<int32_t> mb(N);
+    Halide::Runtime::Buffer<uint8_t> kb(N);
+    ASSERT_EQ(test_mask(ib, seed, mb, kb), 0);
+    std::vector<int32_t> masked(N);
+    std::unique_ptr<bool[]> mask(new bool[N]);
+    stlm::ref::maskTokens(ids.data(), N, seed, 0.3, 7, masked.data(),
+                          mask.get());
+    int hits = 0;
+    for (int i = 0; i < N; ++i) {
+      ASSERT_EQ(kb(i), mask[i] ? 1 : 0) << "seed " << seed << " at " << i;
+      ASSERT_EQ(mb(i), masked[i]) << "seed " << seed << " at " << i;
+      hits += mask[i];
+    }
+    // About 30 % of the positions (a wrong variate is far off).
+    EXPECT_GT(hits, 240) << "seed " << seed;
+    EXPECT_LT(hits, 360) << "seed " << seed;
   }
 }
 

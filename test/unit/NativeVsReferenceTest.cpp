@@ -13,8 +13,9 @@
 //     the context is full) against the reference choosing every token
 //     from a full recompute of the same window, with the same sampler.
 // Models: char-tiny as shipped, ref-3m's architecture at batch 2, a
-// tied/shared model with grouped KV heads, and a LoRA model with shared
-// interior layers and widths off the matmul tile grid.
+// tied/shared model with grouped KV heads, a LoRA model with shared
+// interior layers and widths off the matmul tile grid, and a masked
+// objective (its seed passed to both sides).
 //
 // Tolerances: fp32 kernels reassociate sums (blocked matmuls, fused
 // softmax), so values agree to float rounding, not bit for bit: the loss to
@@ -77,6 +78,9 @@ double maxDiff(const std::vector<float> &a, const std::vector<float> &b) {
 class NativeVsReference : public ::testing::Test {
 protected:
   void TearDown() override { stlm_close(native); }
+
+  /// The mask seed of the batch (models with a masked objective).
+  int32_t seed = 0;
 
   /// Compiles `yaml` into a fresh artifact and prepares both sides with the
   /// spec's initial weights.
@@ -147,6 +151,9 @@ protected:
         targets[r * t + i] = bytes[r * (t + 1) + i + 1];
       }
     args = {Tensor::ints({b, t}, tokens), Tensor::ints({b, t}, targets)};
+    // A masked objective's seed: the reference's third argument.
+    if (stlm_uses_seed(native))
+      args.push_back(Tensor::ints({}, {seed}));
   }
 
   std::vector<float> nativeTensor(const std::string &name) {
@@ -158,7 +165,8 @@ protected:
 
   void compareGradients() {
     float nativeLoss = 0, evalLoss = 0;
-    ASSERT_EQ(stlm_grad(native, tokens.data(), targets.data(), &nativeLoss),
+    ASSERT_EQ(stlm_grad_seeded(native, tokens.data(), targets.data(), seed,
+                               &nativeLoss),
               STLM_OK)
         << stlm_error_message(native);
     std::vector<Tensor> results;
@@ -179,7 +187,8 @@ protected:
           << scale << ")";
     }
     // (Evaluation reuses the arena: after reading the gradients.)
-    ASSERT_EQ(stlm_eval(native, tokens.data(), targets.data(), &evalLoss),
+    ASSERT_EQ(stlm_eval_seeded(native, tokens.data(), targets.data(), seed,
+                               &evalLoss),
               STLM_OK);
     EXPECT_NEAR(evalLoss, refLoss, 2e-5 * std::fabs(refLoss));
   }
@@ -189,7 +198,8 @@ protected:
     for (const stlm::ParamInfo &p : table.params)
       before.push_back(nativeTensor(p.name));
     stlm_step_result r;
-    ASSERT_EQ(stlm_train_step(native, tokens.data(), targets.data(), &r),
+    ASSERT_EQ(stlm_train_step_seeded(native, tokens.data(), targets.data(),
+                                     &seed, &r),
               STLM_OK)
         << stlm_error_message(native);
     std::vector<Tensor> results;
@@ -403,6 +413,46 @@ TEST_F(NativeVsReference, LoRADeltasOnSharedInterior) {
   compareGradients();
   compareTrainStep();
   compareInference();
+}
+
+TEST_F(NativeVsReference, MaskedObjective) {
+  // next_token plus masked_next_token: the mask (stlm_mask_tokens, from
+  // the batch's seed) picks the masked positions of a second forward.
+  seed = 424242;
+  setUp("name: masked-tiny\n"
+        "embedder: {kind: token, vocab_size: 256}\n"
+        "core: {layers: 2, width: 32, heads: 2, ffn: swiglu, ffn_width: 48,\n"
+        "       context: 16}\n"
+        "objectives:\n"
+        "  - {kind: next_token, weight: 0.5}\n"
+        "  - {kind: masked_next_token, weight: 1.0, mask_prob: 0.25,\n"
+        "     mask_id: 3}\n"
+        "train: {batch: 4, steps: 10, warmup: 2}\n",
+        "masked-tiny");
+  ASSERT_EQ(stlm_uses_seed(native), 1);
+  compareGradients();
+  // Another seed masks other positions: another loss, the reference's.
+  std::vector<float> losses;
+  for (int32_t other : {seed, seed + 1, 0}) {
+    float loss = 0;
+    ASSERT_EQ(stlm_eval_seeded(native, tokens.data(), targets.data(), other,
+                               &loss),
+              STLM_OK);
+    std::vector<Tensor> results, a = {args[0], args[1],
+                                      Tensor::ints({}, {other})};
+    std::string error;
+    ASSERT_TRUE(reference->call("eval", a, results, error)) << error;
+    EXPECT_NEAR(loss, results[0].scalar(), 2e-5 * results[0].scalar())
+        << "seed " << other;
+    losses.push_back(loss);
+  }
+  EXPECT_NE(losses[0], losses[1]);
+  // The plain call is seed 0.
+  float plain = 0;
+  ASSERT_EQ(stlm_eval(native, tokens.data(), targets.data(), &plain),
+            STLM_OK);
+  EXPECT_EQ(plain, losses[2]);
+  compareTrainStep();
 }
 
 TEST_F(NativeVsReference, GradientAccumulation) {

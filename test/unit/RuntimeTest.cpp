@@ -12,10 +12,20 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 namespace {
 
-int32_t step(void *, void *, const int32_t *, const int32_t *, float *) {
+/// The seeds the batch entry points were called with, in order.
+std::vector<int32_t> seenSeeds;
+
+int32_t step(void *, void *, const int32_t *, const int32_t *,
+             const int32_t *seed, float *) {
+  seenSeeds.push_back(*seed);
+  return 0;
+}
+int32_t apply(void *, void *, float *out) {
+  out[0] = out[1] = 0;
   return 0;
 }
 int32_t infer(void *, void *, const int32_t *, float *) { return 0; }
@@ -25,7 +35,7 @@ int32_t decode(void *, void *, const int32_t *, const int32_t *, float *) {
 void *setter(void *) { return nullptr; }
 int threads(int) { return 0; }
 
-const char *kGood = R"({"format": "stlm-artifact", "version": 2,
+const char *kGood = R"({"format": "stlm-artifact", "version": 3,
   "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
   "weights_size": 64, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
   "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0}],
@@ -89,7 +99,7 @@ TEST(Runtime, RefusesCorruptManifests) {
   stlm_artifact a = artifact("{\"format\": ");
   expectRefused(a, STLM_ERROR_FORMAT, "manifest is corrupt");
   a = artifact(R"({"format": "stlm-artifact", "version": 1})");
-  expectRefused(a, STLM_ERROR_FORMAT, "version 2 manifest");
+  expectRefused(a, STLM_ERROR_FORMAT, "version 3 manifest");
   std::string outside = kGood;
   outside.replace(outside.find("\"offset\": 0"), 11, "\"offset\": 60");
   a = artifact(outside.c_str());
@@ -99,6 +109,83 @@ TEST(Runtime, RefusesCorruptManifests) {
                        "\"accumulate\": 4");
   a = artifact(accumulating.c_str());
   expectRefused(a, STLM_ERROR_FORMAT, "does not match its training entry");
+}
+
+TEST(Runtime, RefusesInputsThatAreNotABatch) {
+  for (const char *inputs :
+       {R"([[2, 4]])", R"([[2, 4], [2, 5]])", R"([[2, 4], [2, 4], [2]])",
+        R"([[2, 4], [2, 4], [], []])"}) {
+    std::string manifest = kGood;
+    manifest.replace(manifest.find("[[2, 4], [2, 4]]"), 16, inputs);
+    stlm_artifact a = artifact(manifest.c_str());
+    expectRefused(a, STLM_ERROR_FORMAT, "inputs are not [batch, context]");
+  }
+}
+
+TEST(Runtime, PassesEachMicroBatchItsMaskSeed) {
+  std::string masked = kGood;
+  masked.replace(masked.find("[[2, 4], [2, 4]]"), 16, "[[2, 4], [2, 4], []]");
+  stlm_artifact a = artifact(masked.c_str());
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_uses_seed(m), 1);
+  int32_t batch[8] = {};
+  float loss = 0;
+  stlm_step_result r;
+  seenSeeds.clear();
+  int32_t seed = 77;
+  ASSERT_EQ(stlm_train_step_seeded(m, batch, batch, &seed, &r), STLM_OK);
+  ASSERT_EQ(stlm_grad_seeded(m, batch, batch, 78, &loss), STLM_OK);
+  ASSERT_EQ(stlm_eval_seeded(m, batch, batch, 79, &loss), STLM_OK);
+  ASSERT_EQ(stlm_train_step(m, batch, batch, &r), STLM_OK);
+  ASSERT_EQ(stlm_eval(m, batch, batch, &loss), STLM_OK);
+  EXPECT_EQ(seenSeeds, (std::vector<int32_t>{77, 78, 79, 0, 0}));
+  EXPECT_EQ(stlm_train_step_seeded(m, batch, batch, nullptr, &r),
+            STLM_ERROR_ARGUMENT);
+  stlm_close(m);
+
+  // With accumulation, micro-batch i gets seeds[i].
+  std::string accumulating = masked;
+  accumulating.replace(accumulating.find("\"accumulate\": 1"), 15,
+                       "\"accumulate\": 3");
+  a = artifact(accumulating.c_str());
+  a.train_step = nullptr;
+  a.accumulate = step;
+  a.apply = apply;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  int32_t tokens[24] = {}, seeds[3] = {5, 6, 7};
+  seenSeeds.clear();
+  ASSERT_EQ(stlm_train_step_seeded(m, tokens, tokens, seeds, &r), STLM_OK);
+  EXPECT_EQ(seenSeeds, (std::vector<int32_t>{5, 6, 7}));
+  stlm_close(m);
+
+  a = artifact(kGood);
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_uses_seed(m), 0);
+  stlm_close(m);
+}
+
+TEST(Runtime, RefusesIdsOutsideTheVocabulary) {
+  stlm_artifact a = artifact(kGood);
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  int32_t good[8] = {0, 1, 2, 3, 15, 14, 13, 12};
+  int32_t high[8] = {0, 1, 2, 3, 16, 0, 0, 0};
+  int32_t negative[8] = {0, 0, -1, 0, 0, 0, 0, 0};
+  float loss = 0, logits[2 * 4 * 16];
+  stlm_step_result r;
+  seenSeeds.clear();
+  EXPECT_EQ(stlm_train_step(m, high, good, &r), STLM_ERROR_ARGUMENT);
+  EXPECT_STREQ(stlm_error_message(m), "train step: token 16 at position 4 is "
+                                      "outside the vocabulary of 16");
+  EXPECT_EQ(stlm_eval(m, good, negative, &loss), STLM_ERROR_ARGUMENT);
+  EXPECT_STREQ(stlm_error_message(m), "evaluation: target -1 at position 2 "
+                                      "is outside the vocabulary of 16");
+  EXPECT_EQ(stlm_grad(m, negative, good, &loss), STLM_ERROR_ARGUMENT);
+  EXPECT_EQ(stlm_logits(m, high, logits), STLM_ERROR_ARGUMENT);
+  EXPECT_TRUE(seenSeeds.empty()) << "no entry point ran";
+  EXPECT_EQ(stlm_eval(m, good, good, &loss), STLM_OK);
+  stlm_close(m);
 }
 
 TEST(Runtime, RefusesNullAndForeignLibraries) {

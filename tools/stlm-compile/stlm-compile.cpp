@@ -292,7 +292,7 @@ void describeLayout(mlir::stlm::ModelOp model, const stlm::ModelSpec &spec,
                     const stlm::codegen::DriverLayout &layout,
                     json::OStream &j) {
   j.attribute("format", "stlm-artifact");
-  j.attribute("version", 2);
+  j.attribute("version", 3);
   j.attribute("model", spec.name);
   j.attribute("vocab", spec.embedder.vocabSize);
   j.attribute("accumulate", std::max<int64_t>(1, spec.train.accumulate));
@@ -418,7 +418,7 @@ void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
 std::string artifactHeader(const stlm::ModelSpec &spec,
                            const std::string &prefix,
                            const stlm::codegen::DriverLayout &layout,
-                           llvm::ArrayRef<int64_t> input) {
+                           llvm::ArrayRef<int64_t> input, bool usesSeed) {
   std::string up = StringRef(prefix).upper();
   std::string h;
   raw_string_ostream os(h);
@@ -435,6 +435,11 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
      << ".manifest.json), `arena` (" << up << "_ARENA_SIZE\n"
      << " * bytes of scratch), `tokens` and `targets` (int32 [" << up
      << "_BATCH, " << up << "_CONTEXT]).\n"
+     << (usesSeed ? " * `seed` points to the batch's mask seed (the masked "
+                    "objective masks the\n * positions it picks; see "
+                    "stlm.mask_tokens).\n"
+                  : " * `seed` is for masked objectives; this model ignores "
+                    "it (it may be null).\n")
      << " * Each returns 0, " << up
      << "_POSITION_OUT_OF_RANGE (decode_step: *pos outside\n"
      << " * [0, " << up
@@ -456,7 +461,7 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
     os << "/* One optimizer step: forward, backward, clipping, AdamW; "
           "out = {loss, grad norm, lr}. */\n"
        << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
-       << "const int32_t *tokens,\n    const int32_t *targets, float out[3]);\n";
+       << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float out[3]);\n";
   else
     os << "/* A step is " << up << "_ACCUMULATE calls of _accumulate (one "
           "micro-batch each:\n * its loss; its gradients summed in the "
@@ -464,16 +469,16 @@ std::string artifactHeader(const stlm::ModelSpec &spec,
           "{grad norm, lr}). */\n"
        << "#define " << up << "_ACCUMULATE " << spec.train.accumulate << "\n"
        << "int32_t " << prefix << "_accumulate(void *weights, void *arena, "
-       << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n"
+       << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float *loss);\n"
        << "int32_t " << prefix << "_apply(void *weights, void *arena, "
        << "float out[2]);\n";
   os << "/* Loss and every parameter gradient (in the arena at the "
         "manifest's grad_offset). */\n"
      << "int32_t " << prefix << "_grad(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n"
+     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float *loss);\n"
      << "/* The loss of one batch, without gradients. */\n"
      << "int32_t " << prefix << "_eval(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, float *loss);\n";
+     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float *loss);\n";
   if (!layout.inference.empty())
     os << "/* Logits [BATCH, CONTEXT, VOCAB] of a batch. */\n"
        << "int32_t " << prefix << "_logits(void *weights, void *arena, "
@@ -533,12 +538,15 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
   // Lower once; the manifest reads the planned model (still there after
   // lowering) and the layout, then the model goes before translation.
   std::vector<int64_t> input;
+  bool usesSeed = false; // @grad's third argument: a masked objective's seed
   for (auto f : model.getBody().front().getOps<mlir::func::FuncOp>())
-    if (f.getSymName() == "grad")
+    if (f.getSymName() == "grad") {
       for (int64_t d :
            llvm::cast<mlir::RankedTensorType>(f.getArgumentTypes()[0])
                .getShape())
         input.push_back(d);
+      usesSeed = f.getNumArguments() == 3;
+    }
   stlm::codegen::KernelPlan plan;
   auto layout = lowerDriver(module, model, spec.name, plan);
   if (failed(layout))
@@ -584,7 +592,7 @@ int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
   if (!runTool(*cc, ccArgs, error))
     return failWith(error);
   if (!writeFile(dir + "/" + spec.name + ".h",
-                 artifactHeader(spec, prefix, *layout, input), error) ||
+                 artifactHeader(spec, prefix, *layout, input, usesSeed), error) ||
       !writeFile(dir + "/" + spec.name + ".manifest.json", ms.str() + "\n",
                  error))
     return failWith(error);

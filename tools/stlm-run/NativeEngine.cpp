@@ -181,6 +181,19 @@ private:
   std::string dir;
 };
 
+/// Appends the mask seed of a batch (tokens, targets[, seed]) to `seeds`:
+/// its third tensor, or 0 for objectives that do not mask.
+bool batchSeed(const std::vector<ref::Tensor<float>> &batch,
+               std::vector<int32_t> &seeds, std::string &error) {
+  if (batch.size() > 3 || (batch.size() == 3 && batch[2].i.size() != 1)) {
+    error = "the native backend takes (tokens, targets[, mask seed]) "
+            "batches";
+    return false;
+  }
+  seeds.push_back(batch.size() == 3 ? batch[2].i[0] : 0);
+  return true;
+}
+
 class NativeEngine : public TrainEngine {
 public:
   explicit NativeEngine(const NativeOptions &o) : opener(o) {}
@@ -223,18 +236,18 @@ public:
               " micro-batches per step, not " + std::to_string(micro.size());
       return false;
     }
-    // The step's micro-batches one after the other.
-    std::vector<int32_t> tokens, targets;
+    // The step's micro-batches one after the other, each with its mask
+    // seed when the objective masks.
+    std::vector<int32_t> tokens, targets, seeds;
     for (const std::vector<ref::Tensor<float>> &m : micro) {
-      if (m.size() != 2) {
-        error = "the native backend trains on (tokens, targets) batches";
+      if (m.size() < 2 || !batchSeed(m, seeds, error))
         return false;
-      }
       tokens.insert(tokens.end(), m[0].i.begin(), m[0].i.end());
       targets.insert(targets.end(), m[1].i.begin(), m[1].i.end());
     }
     stlm_step_result r;
-    if (!check(stlm_train_step(model, tokens.data(), targets.data(), &r),
+    if (!check(stlm_train_step_seeded(model, tokens.data(), targets.data(),
+                                      seeds.data(), &r),
                error))
       return false;
     loss = r.loss, norm = r.grad_norm, lr = r.lr;
@@ -242,7 +255,10 @@ public:
   }
   bool evalLoss(const std::vector<ref::Tensor<float>> &args, float &loss,
                 std::string &error) override {
-    return check(stlm_eval(model, args[0].i.data(), args[1].i.data(), &loss),
+    std::vector<int32_t> seeds;
+    return args.size() >= 2 && batchSeed(args, seeds, error) &&
+           check(stlm_eval_seeded(model, args[0].i.data(), args[1].i.data(),
+                                  seeds[0], &loss),
                  error);
   }
 
@@ -332,7 +348,11 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
     return fail(error);
   BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
                        std::string &e) {
-    if (stlm_eval(m.model, args[0].i.data(), args[1].i.data(), &l) == STLM_OK)
+    std::vector<int32_t> seeds;
+    if (!batchSeed(args, seeds, e))
+      return false;
+    if (stlm_eval_seeded(m.model, args[0].i.data(), args[1].i.data(),
+                         seeds[0], &l) == STLM_OK)
       return true;
     e = stlm_error_message(m.model);
     return false;

@@ -37,7 +37,7 @@
 extern "C" {
 #endif
 
-#define STLM_ABI_VERSION 2
+#define STLM_ABI_VERSION 3
 
 typedef enum stlm_status {
   STLM_OK = 0,
@@ -51,16 +51,19 @@ typedef enum stlm_status {
 
 /* What a compiled model exports (filled in by stlm-compile). Entry points
  * take 64-byte aligned pointers: the weights blob, the arena, and int32
- * token and target batches; each returns 0 or a Halide error code. */
+ * token and target batches; each returns 0 or a Halide error code. `seed`
+ * points to the batch's mask seed, which only models with a masked
+ * objective read (others accept any pointer, even null). */
 typedef struct stlm_artifact {
   uint32_t abi_version; /* STLM_ABI_VERSION */
   const char *manifest; /* JSON: layout, parameters, inputs, the spec */
   int32_t (*train_step)(void *weights, void *arena, const int32_t *tokens,
-                        const int32_t *targets, float out[3]); /* or null */
+                        const int32_t *targets, const int32_t *seed,
+                        float out[3]); /* or null */
   int32_t (*grad)(void *weights, void *arena, const int32_t *tokens,
-                  const int32_t *targets, float *loss);
+                  const int32_t *targets, const int32_t *seed, float *loss);
   int32_t (*eval)(void *weights, void *arena, const int32_t *tokens,
-                  const int32_t *targets, float *loss);
+                  const int32_t *targets, const int32_t *seed, float *loss);
   /* Inference (see <name>.h): logits of a batch; of one sequence from
    * position 0, filling the KV cache; of one more token at *pos. */
   int32_t (*logits)(void *weights, void *arena, const int32_t *tokens,
@@ -73,7 +76,8 @@ typedef struct stlm_artifact {
    * loss, its gradients added to the blob's sums; then the update,
    * out = {grad norm, lr}. Null without accumulation. */
   int32_t (*accumulate)(void *weights, void *arena, const int32_t *tokens,
-                        const int32_t *targets, float *loss);
+                        const int32_t *targets, const int32_t *seed,
+                        float *loss);
   int32_t (*apply)(void *weights, void *arena, float out[2]);
   void *(*set_error_handler)(void *handler); /* halide_set_error_handler */
   int (*set_num_threads)(int threads);       /* halide_set_num_threads */
@@ -136,7 +140,8 @@ stlm_status stlm_read(const stlm_model *model, const char *name, float *out,
 stlm_status stlm_write(stlm_model *model, const char *name,
                        const float *values, size_t count);
 
-/* Compute. tokens and targets are int32 [batch, context], any alignment;
+/* Compute. tokens and targets are int32 [batch, context] ids in
+ * [0, stlm_vocab) (others are STLM_ERROR_ARGUMENT), any alignment;
  * for stlm_train_step, [accumulate × batch, context]: the step's
  * micro-batches one after the other (its loss is their mean). */
 stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
@@ -145,6 +150,24 @@ stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss);
 stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss);
+
+/* Masked objectives (masked_next_token) mask the positions a seed picks
+ * (the formula of stlm.mask_tokens), so each micro-batch should have its
+ * own: the _seeded calls take one seed per micro-batch (`seeds` holds
+ * stlm_accumulate of them); the calls above use seed 0 for every one.
+ * stlm-run trains with splitmix64(run seed ^ micro-batch index) & 0x7fffffff
+ * and evaluates with seed 0. Other models ignore the seeds. */
+int stlm_uses_seed(const stlm_model *model); /* 1 with a masked objective */
+stlm_status stlm_train_step_seeded(stlm_model *model, const int32_t *tokens,
+                                   const int32_t *targets,
+                                   const int32_t *seeds,
+                                   stlm_step_result *out);
+stlm_status stlm_grad_seeded(stlm_model *model, const int32_t *tokens,
+                             const int32_t *targets, int32_t seed,
+                             float *loss);
+stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
+                             const int32_t *targets, int32_t seed,
+                             float *loss);
 
 /* Logits of a batch: tokens int32 [batch, context] -> logits float
  * [batch, context, vocab]. */
