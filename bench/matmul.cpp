@@ -19,7 +19,12 @@
 #include "bench_mm_nt.h"
 #include "bench_mm_tn.h"
 #include "bench_mm_tn_dw.h"
+#include "bench_mm_nn_bf16.h"
+#include "bench_mm_nt_bf16.h"
+#include "bench_mm_tn_bf16.h"
+#include "bench_mm_tn_dw_bf16.h"
 #include "kernel_bench.h"
+#include "reference/Kernels.h"
 
 #include <immintrin.h>
 
@@ -167,6 +172,24 @@ int main() {
               checkEntries(
                   "tn dW", dw, [&](int i, int k) { return x(i, k); },
                   [&](int k, int j) { return dy(j, k); }, kDwM, kDwN, kDwK)};
+  // bf16: the kernels round their inputs; the probes compare with sums of
+  // the rounded inputs (each product exact).
+  auto bf = [](float v) { return stlm::ref::roundBF16(v); };
+  auto Abf = [&](int i, int k) { return bf(A(i, k)); };
+  auto Bbf = [&](int k, int j) { return bf(B(k, j)); };
+  Case bf16[4];
+  bf16[0] = {"nt  bf16", median(21, [&] { bench_mm_nt_bf16(a, bT, c); }),
+             checkEntries("nt bf16", c, Abf, Bbf)};
+  bf16[1] = {"nn  bf16", median(21, [&] { bench_mm_nn_bf16(a, b, c); }),
+             checkEntries("nn bf16", c, Abf, Bbf)};
+  bf16[2] = {"tn  bf16", median(21, [&] { bench_mm_tn_bf16(aT, b, c); }),
+             checkEntries("tn bf16", c, Abf, Bbf)};
+  bf16[3] = {"tn  dW bf16 (K=4096)",
+             median(21, [&] { bench_mm_tn_dw_bf16(x, dy, dw); }),
+             checkEntries(
+                 "tn dW bf16", dw, [&](int i, int k) { return bf(x(i, k)); },
+                 [&](int k, int j) { return bf(dy(j, k)); }, kDwM, kDwN,
+                 kDwK)};
   double peakAfter = bestPeak(threads, 5);
   double peak = std::max(peakBefore, peakAfter);
 
@@ -186,6 +209,16 @@ int main() {
                 rate > peak ? "  [above the peak: the measurement is noisy]"
                             : "");
     ok &= k.ok;
+  }
+  std::printf("bf16 inputs, fp32 accumulation (vdpbf16ps: twice the FMA's "
+              "products per instruction; percentages of the fp32 peak)\n");
+  for (int i = 0; i < 4; ++i) {
+    double rate = flop / bf16[i].seconds;
+    std::printf("  %-24s %7.3f ms  %6.0f GFLOP/s  %5.1f %% of the fp32 peak"
+                "  (%4.2fx the fp32 kernel)\n",
+                bf16[i].name, bf16[i].seconds * 1e3, rate / 1e9,
+                100 * rate / peak, cases[i].seconds / bf16[i].seconds);
+    ok &= bf16[i].ok;
   }
   if (peakAfter < 0.9 * peakBefore || peakBefore < 0.9 * peakAfter)
     std::printf("warning: the peak moved by more than 10 %% during the run; "

@@ -124,7 +124,8 @@ template <typename T> struct Interpreter<T>::Frame {
 };
 
 template <typename T>
-Interpreter<T>::Interpreter(ModelOp model) : model(model) {
+Interpreter<T>::Interpreter(ModelOp model)
+    : model(model), bf16(ir::hasBF16Matmuls(model)) {
   for (Operation &op : model.getBody().front()) {
     if (auto p = dyn_cast<ir::ParamOp>(op)) {
       Tensor<T> t = Tensor<T>::floats(shapeOf(p.getType()));
@@ -228,6 +229,16 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
   auto in = [&](Value v) -> const TT & { return frame.get(v); };
   auto set = [&](Value v, TT t) { frame.values[v] = std::move(t); };
   auto out = [&](Value v) { return TT::floats(shapeOf(v.getType())); };
+  // A matmul operand: as is, or (train.precision: bf16) rounded to
+  // bfloat16 in `copy`, as the native kernels round it.
+  auto matmulInput = [&](const TT &t, std::vector<T> &copy) -> const T * {
+    if (!bf16)
+      return t.f.data();
+    copy = t.f;
+    roundBF16(copy.data(), static_cast<int64_t>(copy.size()));
+    return copy.data();
+  };
+  std::vector<T> r0, r1, r2, r3; // rounded operands
   auto fail = [&](const std::string &msg) {
     error = op.getName().getStringRef().str() + ": " + msg;
     return false;
@@ -456,8 +467,8 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         const TT &x = in(o->getOperand(0));
         const TT &w = in(o->getOperand(1));
         TT y = out(o.getResult());
-        linear(x.f.data(), w.f.data(), leading(x.shape, 1), x.shape.back(),
-               w.shape[0], y.f.data());
+        linear(matmulInput(x, r0), matmulInput(w, r1), leading(x.shape, 1),
+               x.shape.back(), w.shape[0], y.f.data());
         set(o.getResult(), std::move(y));
         return true;
       })
@@ -465,8 +476,8 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         const TT &x = in(o.getX());
         const TT &w = in(o.getWeight());
         TT y = out(o.getResult());
-        linear(x.f.data(), w.f.data(), leading(x.shape, 1), x.shape.back(),
-               w.shape[0], y.f.data());
+        linear(matmulInput(x, r0), matmulInput(w, r1), leading(x.shape, 1),
+               x.shape.back(), w.shape[0], y.f.data());
         if (o.getActivation() == "gelu") {
           auto h = y.f;
           gelu(h.data(), y.numel(), y.f.data());
@@ -483,9 +494,10 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         const TT &x = in(o.getX());
         const TT &w = in(o.getWeight());
         TT dx = out(o.getDx()), dw = out(o.getDweight());
-        linearBackward(x.f.data(), w.f.data(), leading(x.shape, 1),
-                       x.shape.back(), w.shape[0], in(o.getDy()).f.data(),
-                       dx.f.data(), dw.f.data());
+        linearBackward(matmulInput(x, r0), matmulInput(w, r1),
+                       leading(x.shape, 1), x.shape.back(), w.shape[0],
+                       matmulInput(in(o.getDy()), r2), dx.f.data(),
+                       dw.f.data());
         if (o.getAddend()) {
           const TT &a = in(o.getAddend());
           for (int64_t k = 0; k < dx.numel(); ++k)
@@ -504,18 +516,45 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
       .Case([&](ir::LowRankOp o) {
         const TT &x = in(o.getX()), &a = in(o.getA()), &b = in(o.getB());
         TT y = out(o.getResult());
-        lowrank(x.f.data(), a.f.data(), b.f.data(), leading(x.shape, 1),
-                x.shape.back(), a.shape[0], b.shape[0], y.f.data());
+        int64_t R = leading(x.shape, 1), In = x.shape.back(), K = a.shape[0],
+                Out = b.shape[0];
+        if (bf16) {
+          // Two bf16 matmuls, as stlm-decompose compiles it: h = x·aᵀ
+          // (rounded again as the second one's input), y = h·bᵀ.
+          std::vector<T> h(R * K);
+          linear(matmulInput(x, r0), matmulInput(a, r1), R, In, K, h.data());
+          roundBF16(h.data(), R * K);
+          linear(h.data(), matmulInput(b, r2), R, K, Out, y.f.data());
+        } else {
+          lowrank(x.f.data(), a.f.data(), b.f.data(), R, In, K, Out,
+                  y.f.data());
+        }
         set(o.getResult(), std::move(y));
         return true;
       })
       .Case([&](ir::LowRankGradOp o) {
         const TT &x = in(o.getX()), &a = in(o.getA()), &b = in(o.getB());
         TT dx = out(o.getDx()), da = out(o.getDa()), db = out(o.getDb());
-        lowrankBackward(x.f.data(), a.f.data(), b.f.data(),
-                        leading(x.shape, 1), x.shape.back(), a.shape[0],
-                        b.shape[0], in(o.getDy()).f.data(), dx.f.data(),
-                        da.f.data(), db.f.data());
+        int64_t R = leading(x.shape, 1), In = x.shape.back(), K = a.shape[0],
+                Out = b.shape[0];
+        if (bf16) {
+          // As stlm-decompose: h = x·aᵀ again; the gradient of h·bᵀ gives
+          // dh and db, that of x·aᵀ gives dx and da; every operand rounded.
+          const T *xr = matmulInput(x, r0), *ar = matmulInput(a, r1);
+          std::vector<T> h(R * K), dh(R * K);
+          linear(xr, ar, R, In, K, h.data());
+          roundBF16(h.data(), R * K);
+          linearBackward(h.data(), matmulInput(b, r2), R, K, Out,
+                         matmulInput(in(o.getDy()), r3), dh.data(),
+                         db.f.data());
+          roundBF16(dh.data(), R * K);
+          linearBackward(xr, ar, R, In, K, dh.data(), dx.f.data(),
+                         da.f.data());
+        } else {
+          lowrankBackward(x.f.data(), a.f.data(), b.f.data(), R, In, K, Out,
+                          in(o.getDy()).f.data(), dx.f.data(), da.f.data(),
+                          db.f.data());
+        }
         set(o.getDx(), std::move(dx));
         set(o.getDa(), std::move(da));
         set(o.getDb(), std::move(db));

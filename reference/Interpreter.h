@@ -77,6 +77,7 @@ private:
   bool runOp(mlir::Operation &op, Frame &frame, std::string &error);
 
   mlir::stlm::ModelOp model;
+  bool bf16; // matmul inputs rounded to bfloat16 (train.precision: bf16)
   std::map<std::string, Tensor<T>> variables;
   std::vector<std::string> params;
 };

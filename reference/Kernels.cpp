@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 namespace stlm::ref {
@@ -657,6 +658,26 @@ void distillBackward(const T *logits, const T *teacher,
           factor * (alpha * tau * (qs[v] - pt[v]) + (1 - alpha) * s[v]));
   }
 }
+
+float roundBF16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) // NaN: keep it quiet and NaN
+    bits |= 0x00400000u;
+  else
+    bits += 0x7fffu + ((bits >> 16) & 1u); // to nearest, ties to even
+  bits &= 0xffff0000u;
+  float y;
+  std::memcpy(&y, &bits, 4);
+  return y;
+}
+
+template <typename T> void roundBF16(T *x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = static_cast<T>(roundBF16(static_cast<float>(x[i])));
+}
+template void roundBF16<float>(float *, int64_t);
+template void roundBF16<double>(double *, int64_t);
 
 void maskTokens(const int32_t *ids, int64_t n, int32_t seed, double prob,
                 int64_t maskId, int32_t *masked, bool *mask) {

@@ -71,6 +71,13 @@ template <typename T>
 void rmsnormBackward(const T *x, const T *g, int64_t R, int64_t D, double eps,
                      const T *dy, T *dx, T *dg);
 
+/// `x` rounded to bfloat16 (8 significant bits, nearest even; NaN stays
+/// NaN), as a float: the matmul inputs of `train.precision: bf16`. Every
+/// product of two such values is exact in fp32.
+float roundBF16(float x);
+/// roundBF16 of `n` values, in place (T = double: via float).
+template <typename T> void roundBF16(T *x, int64_t n);
+
 /// y = x · wᵀ. x: [R, In], w: [Out, In], y: [R, Out].
 template <typename T>
 void linear(const T *x, const T *w, int64_t R, int64_t In, int64_t Out, T *y);

@@ -271,19 +271,18 @@ int Session::run() {
       k * feed.batch * (feed.token ? feed.context : feed.window);
   if (opt.progress)
     std::fprintf(opt.progress,
-                 "training '%s' (%lld parameters) with %s: steps %lld..%lld, "
-                 "batch %lld, %lld train / %lld validation bytes\n",
+                 "training '%s' (%lld parameters%s) with %s: steps "
+                 "%lld..%lld, batch %lld, %lld train / %lld validation "
+                 "bytes\n",
                  spec.name.c_str(),
                  static_cast<long long>(table.uniqueCount()),
+                 spec.train.precision == Precision::BF16 ? ", bf16 matmuls"
+                                                         : "",
                  engine.describe().c_str(), static_cast<long long>(startStep),
                  static_cast<long long>(steps),
                  static_cast<long long>(feed.batch),
                  static_cast<long long>(data.trainBytes()),
                  static_cast<long long>(data.validationBytes()));
-  if (opt.progress && spec.train.precision == Precision::BF16)
-    std::fprintf(opt.progress,
-                 "note: precision bf16 is not implemented yet; the matmuls "
-                 "compute in fp32 on either backend\n");
 
   bool perByte = lossIsPerByte(spec);
   auto runEval = [&](int64_t step) -> bool {

@@ -54,15 +54,21 @@ using Specs = std::vector<KernelSpec>;
 
 struct Planner {
   std::string why; // set when an op has no kernel
+  bool bf16 = false; // the model's matmuls take bfloat16 inputs
 
   /// c[M, N] = … with reduction K (any shape: the kernel guards the tiles
   /// past the edge).
   Specs matmul(const char *form, int64_t m, int64_t n, int64_t k) {
     // The few rows of generation: a matvec that streams the weights once.
+    KernelSpec spec;
     if (std::string(form) == "nt" && m < 8 && n % 4 == 0)
-      return {{"stlm_matvec", {{"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
-    return {{"stlm_matmul",
-             {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}}};
+      spec = {"stlm_matvec", {{"m", num(m)}, {"n", num(n)}, {"k", num(k)}}};
+    else
+      spec = {"stlm_matmul",
+              {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}};
+    if (bf16)
+      spec.params.push_back({"precision", "bf16"});
+    return {spec};
   }
   /// The backward materialises the probabilities and their gradient while
   /// those it holds at once take at most kMaterialisedBytes: 2·H·T·S
@@ -99,6 +105,7 @@ struct Planner {
   /// empty list) when there is no kernel.
   Specs plan(Operation *op) {
     why.clear();
+    bf16 = ir::hasBF16Matmuls(op);
     return llvm::TypeSwitch<Operation *, Specs>(op)
         .Case<ir::ParamRefOp, ir::StateRefOp, ir::AssignOp, ir::SplitSlotsOp,
               ir::MergeSlotsOp, ir::LRScheduleOp, ir::WeightedSumOp,

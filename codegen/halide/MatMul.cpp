@@ -18,10 +18,19 @@
 // reads past the edge are clamped to the last row or column, and the
 // stores of the last tiles are guarded.
 //
+// precision=bf16 (train.precision: bf16): A and B are rounded to bfloat16
+// (nearest even) as they are packed, B's panels and A's row blocks in pairs
+// along K, and each step of the micro-kernel takes a pair: one broadcast
+// of A's pair per row and one vdpbf16ps per accumulator (32 exact
+// products summed into 16 fp32 lanes), twice the fp32 FMA's work per
+// instruction. Targets without avx512_sapphirerapids widen and multiply.
+//
 // stlm_matvec computes form nt for the few rows of generation (m < 8, one
 // token at a time): it is bound by reading b once, so each parallel task
 // owns a block of b's rows and, for four of them at a time, keeps vector
-// partial sums over K in registers, then reduces the lanes.
+// partial sums over K in registers, then reduces the lanes. With
+// precision=bf16 it rounds both inputs to bfloat16 first (the products
+// are then exact in fp32, as in the matmul).
 //
 // Generator sources are compiled only into stlm-kernelgen; no LLVM/MLIR
 // header may be included here (Halide links its own LLVM).
@@ -57,6 +66,10 @@ public:
   // stlm_gelu) or, with a residual input h only, gelu_grad (the result
   // times GELU's derivative at h, as stlm_gelu_grad; h is not added).
   Param<std::string> epilogue{"epilogue", "none"};
+  // fp32, or bf16: a and b rounded to bfloat16 (nearest even) as they are
+  // packed, products accumulated in fp32 (vdpbf16ps where the target has
+  // avx512_sapphirerapids; widening multiplies elsewhere).
+  Param<std::string> precision{"precision", "fp32"};
 
   In<Buffer<float>> a{"a", 2};
   In<Buffer<float>> b{"b", 2};
@@ -70,6 +83,10 @@ public:
       fail("form must be nt, nn or tn, got '" + f + "'");
     if (int(m) < 1 || int(n) < 1 || int(k) < 1)
       fail("m, n and k must be positive");
+    const std::string p = precision;
+    if (p != "fp32" && p != "bf16")
+      fail("precision must be fp32 or bf16, got '" + p + "'");
+    bf16 = p == "bf16";
     vec = this->template natural_vector_size<float>();
     panel = 2 * vec;
     // Shapes off the tile grid run the same tiles: rows and columns past
@@ -87,6 +104,10 @@ public:
       B_(j, kk) = b(kk, col);
     else
       B_(j, kk) = b(col, kk);
+    if (bf16) {
+      defineBF16();
+      return;
+    }
     // Packed panels: packed(jj, kk, jo) = B_(jo * P + jj, kk).
     packed(jj, kk, jo) = B_(jo * panel + jj, kk);
 
@@ -127,6 +148,45 @@ public:
       prod(jj, i, jo) += A(r, i) * packed(jj, r, jo);
       rk = r.x;
     }
+    defineEpilogue();
+  }
+
+  /// bf16: A and B rounded as they are packed, in pairs along K (K padded
+  /// with a zero when odd), so that each lane of a vector of P/2… pairs
+  /// feeds one dot-product step: prod(jj, i, jo) += Σ_t A(2kp + t, i) ·
+  /// B(jo·P + jj, 2kp + t) over t ∈ {0, 1}.
+  void defineBF16() {
+    const int K = k, K2 = (K + 1) / 2;
+    const std::string f = form;
+    auto rounded = [&](Expr v, Expr kk) {
+      if (K % 2 != 0)
+        v = select(kk < K, v, 0.0f);
+      return cast(BFloat(16), v);
+    };
+    Expr ka = 2 * kp + t;
+    Expr kaIn = K % 2 != 0 ? min(ka, K - 1) : ka;
+    // A per row block: nt and nn keep A's rows ([i][kp][t], read
+    // contiguously); tn interleaves 8 rows per pair ([i/8][kp][i%8][t]),
+    // since it reads A down columns.
+    if (f == "tn") {
+      packedA(t, pi, kp, po) = rounded(A_(kaIn, po * kTileRows + pi), ka);
+      Abf(t, kp, i) = packedA(t, i % kTileRows, kp, i / kTileRows);
+    } else {
+      packedA(t, kp, i) = rounded(A_(kaIn, i), ka);
+      Abf(t, kp, i) = packedA(t, kp, i);
+    }
+    packed(t, jj, kp, jo) = rounded(B_(jo * panel + jj, kaIn), ka);
+    RDom r(0, 2, 0, K2, "r");
+    prod(jj, i, jo) = 0.0f;
+    prod(jj, i, jo) += cast<float>(Abf(r.x, r.y, i)) *
+                       cast<float>(packed(r.x, jj, r.y, jo));
+    rt = r.x;
+    rk = r.y;
+    defineEpilogue();
+  }
+
+  /// c from prod, through the epilogue.
+  void defineEpilogue() {
     const std::string epi = epilogue;
     if (epi != "none" && epi != "gelu" && epi != "gelu_grad")
       fail("epilogue must be none, gelu or gelu_grad, got '" + epi + "'");
@@ -184,6 +244,34 @@ public:
     if (ragged)
       prod.bound_extent(jj, panel).bound_extent(i, kTileRows);
     prod.compute_at(c, cjo).vectorize(jj, vec).unroll(jj).unroll(i);
+    if (bf16) {
+      // Each k step is a pair of k: 2 × P bf16 products summed pairwise
+      // into P fp32 lanes (vdpbf16ps). A is packed per row block.
+      prod.update()
+          .reorder(rt, jj, i, jo, rk)
+          .atomic()
+          .vectorize(rt)
+          .vectorize(jj, vec)
+          .unroll(jj)
+          .unroll(i);
+      Var tk("tk");
+      if (f == "tn")
+        packedA.compute_at(c, io)
+            .reorder(t, pi, kp, po)
+            .vectorize(pi)
+            .unroll(t);
+      else
+        packedA.compute_at(c, io)
+            .reorder(t, kp, i)
+            .fuse(t, kp, tk)
+            .vectorize(tk, 2 * vec, TailStrategy::GuardWithIf);
+      packed.compute_root()
+          .reorder(t, jj, kp, jo)
+          .vectorize(jj, vec)
+          .unroll(t)
+          .parallel(jo);
+      return;
+    }
     prod.update()
         .reorder(jj, i, jo, rk)
         .vectorize(jj, vec)
@@ -235,9 +323,10 @@ private:
   Var i{"i"}, j{"j"}, kk{"kk"}, jj{"jj"}, jo{"jo"}, pi{"pi"}, pk{"pk"},
       po{"po"};
   Func A_{"A_"}, B_{"B_"}, packed{"packed"}, packedA{"packedA"}, prod{"prod"},
-      pacc{"pacc"}, part{"part"};
-  Var q{"q"};
-  RVar rk, rck;
+      pacc{"pacc"}, part{"part"}, Abf{"A_bf16"};
+  Var q{"q"}, t{"t"}, kp{"kp"};
+  RVar rk, rck, rt;
+  bool bf16 = false;
   static constexpr int kChunk = 512;
   int chunks = 1;
   int vec = 16, panel = 32;
@@ -249,6 +338,7 @@ public:
   GeneratorParam<int> m{"m", 1}; // rows of a and c
   GeneratorParam<int> n{"n", 64}; // rows of b, columns of c
   GeneratorParam<int> k{"k", 64}; // reduction length
+  GeneratorParam<std::string> precision{"precision", "fp32"};
 
   Input<Buffer<float>> a{"a", 2}; // [m, k]
   Input<Buffer<float>> b{"b", 2}; // [n, k]
@@ -263,20 +353,33 @@ public:
                                             std::to_string(kBlock) +
                                             " (got n=" + std::to_string(N) +
                                             ")");
+    const std::string p = precision;
+    if (p != "fp32" && p != "bf16")
+      stlm::halide::fail("stlm_matvec",
+                         "precision must be fp32 or bf16, got '" + p + "'");
+    Func a_("a_"), b_("b_");
+    Var x("x"), y("y");
+    if (p == "bf16") {
+      a_(x, y) = cast<float>(cast(BFloat(16), a(x, y)));
+      b_(x, y) = cast<float>(cast(BFloat(16), b(x, y)));
+    } else {
+      a_(x, y) = a(x, y);
+      b_(x, y) = b(x, y);
+    }
     vec = natural_vector_size<float>();
     const int chunks = K / vec, tail = K - chunks * vec;
     Expr sumAll = 0.0f;
     if (chunks > 0) {
       RDom rv(0, chunks, "rv");
       partial(lane, j, i) = 0.0f;
-      partial(lane, j, i) += a(rv * vec + lane, i) * b(rv * vec + lane, j);
+      partial(lane, j, i) += a_(rv * vec + lane, i) * b_(rv * vec + lane, j);
       rk = rv.x;
       RDom rl(0, vec, "rl");
       sumAll = sum(partial(rl, j, i));
     }
     if (tail > 0) {
       RDom rt(chunks * vec, tail, "rt");
-      sumAll += sum(a(rt, i) * b(rt, j));
+      sumAll += sum(a_(rt, i) * b_(rt, j));
     }
     c(j, i) = sumAll;
   }

@@ -23,6 +23,14 @@
 #include "test_mm_fused.h"
 #include "test_mm_gelu_grad.h"
 #include "test_mm_tn_chunks.h"
+#include "test_avx2_bf16_nt.h"
+#include "test_avx2_bf16_tn.h"
+#include "test_bf16_fused.h"
+#include "test_bf16_mv.h"
+#include "test_bf16_nn.h"
+#include "test_bf16_nt.h"
+#include "test_bf16_tn.h"
+#include "test_bf16_tn_ragged.h"
 #include "test_avx2_attn.h"
 #include "test_avx2_attn_grad.h"
 #include "test_avx2_attn_grad_blocked.h"
@@ -95,8 +103,19 @@ Buffer random(int rows, int cols, std::mt19937 &rng, float lo = -1.0f,
   return m;
 }
 
-/// Runs `kernel` for form `form` and compares it with the reference.
-void check(const char *form, Kernel kernel, int M, int N, int K) {
+/// A copy of `m` rounded to bfloat16 (the reference side of a bf16 kernel).
+Buffer roundedBF16(const Buffer &m) {
+  Buffer r = m.copy();
+  stlm::ref::roundBF16(r.data(), static_cast<int64_t>(r.number_of_elements()));
+  return r;
+}
+
+/// Runs `kernel` for form `form` and compares it with the reference. With
+/// `bf16`, the kernel rounds its inputs to bfloat16 and the reference gets
+/// them rounded (reference/Kernels.h roundBF16): the products are then
+/// exact, and only the fp32 sums differ.
+void check(const char *form, Kernel kernel, int M, int N, int K,
+           bool bf16 = false) {
   std::mt19937 rng(M * 131 + N * 7 + K);
   std::string f = form;
   // nt: a [M,K], b [N,K]; nn: a [M,K], b [K,N]; tn: a [K,M], b [K,N].
@@ -104,6 +123,10 @@ void check(const char *form, Kernel kernel, int M, int N, int K) {
   Buffer b = f == "nt" ? random(N, K, rng) : random(K, N, rng);
   Buffer c(N, M);
   ASSERT_EQ(kernel(a, b, c), 0) << form;
+  if (bf16) {
+    a = roundedBF16(a);
+    b = roundedBF16(b);
+  }
 
   std::vector<float> ref(M * N), scratch(std::max(M, K) * std::max(N, K));
   if (f == "nt") {
@@ -148,16 +171,47 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_chunks, 64, 96, 2048); // K in parallel chunks
 }
 
+TEST(HalideMatMul, BF16MatchesTheReferenceOnRoundedInputs) {
+  check("nt", test_bf16_nt, 21, 50, 37, true); // odd K: a padded pair
+  check("nn", test_bf16_nn, 24, 96, 203, true);
+  check("tn", test_bf16_tn, 64, 64, 40, true);
+  check("tn", test_bf16_tn_ragged, 21, 50, 37, true);
+  check("nt", test_avx2_bf16_nt, 21, 50, 37, true); // no vdpbf16ps
+  check("tn", test_avx2_bf16_tn, 21, 50, 37, true);
+  check("nt", test_bf16_mv, 3, 100, 203, true);
+}
+
+TEST(HalideMatMul, BF16RoundsItsInputs) {
+  // Not vacuous: against unrounded inputs the bf16 kernel is off by far
+  // more than fp32 rounding (about 2⁻⁹ relative per product).
+  const int M = 21, N = 50, K = 37;
+  std::mt19937 rng(M * 131 + N * 7 + K);
+  Buffer a = random(M, K, rng), b = random(N, K, rng), c(N, M);
+  ASSERT_EQ(test_bf16_nt(a, b, c), 0);
+  std::vector<float> ref(M * N);
+  stlm::ref::linear(a.data(), b.data(), M, K, N, ref.data());
+  double worst = 0;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j)
+      worst = std::max(worst, std::abs(double(c(j, i)) - ref[i * N + j]));
+  EXPECT_GT(worst, 100 * 4.0 * K * std::ldexp(1.0, -24));
+  EXPECT_LT(worst, 0.05);
+}
+
 using FusedKernel = int (*)(halide_buffer_t *, halide_buffer_t *,
                             halide_buffer_t *, halide_buffer_t *);
 
 /// c = gelu(a · bᵀ) + r, off the tile grid (guarded edge tiles).
-void checkFused(FusedKernel kernel) {
+void checkFused(FusedKernel kernel, bool bf16 = false) {
   const int M = 21, N = 50, K = 37;
   std::mt19937 rng(5);
   Buffer a = random(M, K, rng), b = random(N, K, rng), r = random(M, N, rng);
   Buffer c(N, M);
   ASSERT_EQ(kernel(a, b, r, c), 0);
+  if (bf16) {
+    a = roundedBF16(a);
+    b = roundedBF16(b);
+  }
   std::vector<float> h(M * N), g(M * N);
   stlm::ref::linear(a.data(), b.data(), M, K, N, h.data());
   stlm::ref::gelu(h.data(), M * N, g.data());
@@ -170,7 +224,10 @@ void checkFused(FusedKernel kernel) {
   EXPECT_LE(worst, 4.0 * K * std::ldexp(1.0, -24) + 1e-6);
 }
 
-TEST(HalideMatMul, FusedGeluAndResidualEpilogue) { checkFused(test_mm_fused); }
+TEST(HalideMatMul, FusedGeluAndResidualEpilogue) {
+  checkFused(test_mm_fused);
+  checkFused(test_bf16_fused, /*bf16=*/true);
+}
 
 /// c = (a · b) ⊙ GELU'(h) (nn: dx of a linear whose input was gelu(h)), off
 /// the tile grid.

@@ -621,10 +621,6 @@ int main(int argc, char **argv) {
   if (emit.getNumOccurrences() == 0 && outputPath != "-" && !printParams)
     emit = Emit::Artifact;
   bool writesDir = emit == Emit::Kernels || emit == Emit::Artifact;
-  if (parsed.spec->train.precision == stlm::Precision::BF16 &&
-      (writesDir || emit == Emit::LLVM))
-    errs() << "stlm-compile: note: precision bf16 is not implemented yet; "
-              "the kernels compute in fp32\n";
   if (writesDir && (outputPath == "-" || printParams))
     return failWith(std::string("--emit=") +
                     (emit == Emit::Kernels ? "kernels" : "artifact") +

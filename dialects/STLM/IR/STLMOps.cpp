@@ -914,3 +914,14 @@ OpFoldResult LRScheduleOp::fold(FoldAdaptor adaptor) {
     return {};
   return splat(valueAt((*step.value_begin<APInt>()).getSExtValue()));
 }
+
+bool mlir::stlm::hasBF16Matmuls(Operation *op) {
+  auto model = isa<ModelOp>(op) ? cast<ModelOp>(op)
+                                : op->getParentOfType<ModelOp>();
+  if (!model)
+    return false;
+  auto train = model->getAttrOfType<DictionaryAttr>("stlm.train");
+  auto precision =
+      train ? train.getAs<StringAttr>("precision") : StringAttr();
+  return precision && precision.getValue() == "bf16";
+}

@@ -20,4 +20,14 @@
 #define GET_OP_CLASSES
 #include "dialects/STLM/IR/STLMOps.h.inc"
 
+namespace mlir::stlm {
+
+/// Whether the matmuls of `op`'s model take bfloat16 inputs (fp32
+/// accumulation): its `stlm.train` dictionary says `precision = "bf16"`.
+/// Applies to stlm.linear, linear_fused, logits, linear_grad and lowrank
+/// (and their gradients); everything else computes in fp32.
+bool hasBF16Matmuls(Operation *op);
+
+} // namespace mlir::stlm
+
 #endif // STLM_DIALECTS_STLM_IR_STLMOPS_H
