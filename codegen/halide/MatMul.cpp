@@ -152,9 +152,9 @@ public:
   }
 
   /// bf16: A and B rounded as they are packed, in pairs along K (K padded
-  /// with a zero when odd), so that each lane of a vector of P/2… pairs
-  /// feeds one dot-product step: prod(jj, i, jo) += Σ_t A(2kp + t, i) ·
-  /// B(jo·P + jj, 2kp + t) over t ∈ {0, 1}.
+  /// with a zero when odd); each step of the reduction is one pair kp:
+  /// prod(jj, i, jo) += Σ_t A(2kp + t, i) · B(jo·P + jj, 2kp + t) over
+  /// t ∈ {0, 1}, which vectorises over (t, jj) into one vdpbf16ps.
   void defineBF16() {
     const int K = k, K2 = (K + 1) / 2;
     const std::string f = form;

@@ -360,6 +360,15 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
     if (!tok || !tgt)
       return fail(STLM_ERROR_ARGUMENT,
                   "train step: tokens and targets must not be null");
+    // Every micro-batch's ids are checked before any is summed, so a bad
+    // one leaves the gradient sums as they were.
+    for (int64_t i = 0; i < accumulate; ++i) {
+      stlm_status s = checkIds(tok + i * rows, "train step", "token");
+      if (s == STLM_OK)
+        s = checkIds(tgt + i * rows, "train step", "target");
+      if (s != STLM_OK)
+        return s;
+    }
     r[0] = 0;
     for (int64_t i = 0; i < accumulate; ++i) {
       float loss = 0;

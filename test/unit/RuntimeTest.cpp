@@ -157,6 +157,12 @@ TEST(Runtime, PassesEachMicroBatchItsMaskSeed) {
   seenSeeds.clear();
   ASSERT_EQ(stlm_train_step_seeded(m, tokens, tokens, seeds, &r), STLM_OK);
   EXPECT_EQ(seenSeeds, (std::vector<int32_t>{5, 6, 7}));
+  // A bad id in the last micro-batch: refused before any is summed.
+  tokens[20] = 99;
+  seenSeeds.clear();
+  EXPECT_EQ(stlm_train_step_seeded(m, tokens, tokens, seeds, &r),
+            STLM_ERROR_ARGUMENT);
+  EXPECT_TRUE(seenSeeds.empty());
   stlm_close(m);
 
   a = artifact(kGood);
