@@ -207,9 +207,10 @@ struct stlm_model {
                   float *out, const char *what);
   stlm_status trainStep(const int32_t *tokens, const int32_t *targets,
                         const int32_t *seeds, stlm_step_result *out);
-  /// STLM_ERROR_ARGUMENT when an id of a batch is outside [0, vocab).
-  stlm_status checkIds(const int32_t *ids, const char *what,
-                       const char *kind);
+  /// STLM_ERROR_ARGUMENT when an id of tokens or targets (one batch;
+  /// targets may be null) is outside [0, vocab).
+  stlm_status checkBatch(const int32_t *tok, const int32_t *tgt,
+                         const char *what);
 };
 
 stlm_status stlm_model::init(const stlm_artifact *a) {
@@ -313,9 +314,7 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
     return fail(STLM_ERROR_ARGUMENT,
                 std::string(what) + ": tokens, targets and the result must "
                                     "not be null");
-  if (stlm_status s = checkIds(tok, what, "token"); s != STLM_OK)
-    return s;
-  if (stlm_status s = checkIds(tgt, what, "target"); s != STLM_OK)
+  if (stlm_status s = checkBatch(tok, tgt, what); s != STLM_OK)
     return s;
   size_t bytes = static_cast<size_t>(batch * context) * 4;
   std::memcpy(tokens.get(), tok, bytes);
@@ -328,18 +327,19 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
                        what);
 }
 
-stlm_status stlm_model::checkIds(const int32_t *ids, const char *what,
-                                 const char *kind) {
+stlm_status stlm_model::checkBatch(const int32_t *tok, const int32_t *tgt,
+                                   const char *what) {
   // The kernels clamp ids into the table for memory safety; an id outside
   // it is the caller's error, reported here.
   int64_t n = batch * context;
-  for (int64_t i = 0; i < n; ++i)
-    if (ids[i] < 0 || ids[i] >= vocab)
-      return fail(STLM_ERROR_ARGUMENT,
-                  std::string(what) + ": " + kind + " " +
-                      std::to_string(ids[i]) + " at position " +
-                      std::to_string(i) + " is outside the vocabulary of " +
-                      std::to_string(vocab));
+  for (const auto &[ids, kind] : {std::pair{tok, "token"}, {tgt, "target"}})
+    for (int64_t i = 0; ids && i < n; ++i)
+      if (ids[i] < 0 || ids[i] >= vocab)
+        return fail(STLM_ERROR_ARGUMENT,
+                    std::string(what) + ": " + kind + " " +
+                        std::to_string(ids[i]) + " at position " +
+                        std::to_string(i) + " is outside the vocabulary of " +
+                        std::to_string(vocab));
   return STLM_OK;
 }
 
@@ -362,13 +362,11 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
                   "train step: tokens and targets must not be null");
     // Every micro-batch's ids are checked before any is summed, so a bad
     // one leaves the gradient sums as they were.
-    for (int64_t i = 0; i < accumulate; ++i) {
-      stlm_status s = checkIds(tok + i * rows, "train step", "token");
-      if (s == STLM_OK)
-        s = checkIds(tgt + i * rows, "train step", "target");
-      if (s != STLM_OK)
+    for (int64_t i = 0; i < accumulate; ++i)
+      if (stlm_status s = checkBatch(tok + i * rows, tgt + i * rows,
+                                     "train step");
+          s != STLM_OK)
         return s;
-    }
     r[0] = 0;
     for (int64_t i = 0; i < accumulate; ++i) {
       float loss = 0;
@@ -766,7 +764,7 @@ stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
   if (!tokens || !logits)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_logits: tokens and logits must not be null");
-  if (stlm_status s = model->checkIds(tokens, "logits", "token");
+  if (stlm_status s = model->checkBatch(tokens, nullptr, "logits");
       s != STLM_OK)
     return s;
   std::memcpy(model->tokens.get(), tokens,

@@ -32,7 +32,12 @@ def STLM_ModelOp : STLM_Op<"model", [
     within it and `stlm.param_ref` resolves against it.
 
     Attributes other than the name (for example the model spec the frontend
-    built it from) are kept in the attribute dictionary.
+    built it from) are kept in the attribute dictionary. One of them
+    changes the math of its matmuls: when `stlm.train` holds
+    `precision = "bf16"`, every operand of `stlm.linear`, `linear_fused`,
+    `logits`, `linear_grad` and `lowrank` (and its gradient, as two matmuls
+    whose intermediate is rounded too) is first rounded to bfloat16 (nearest
+    even); products and sums stay fp32.
 
     ```mlir
     stlm.model @tiny {
