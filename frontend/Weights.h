@@ -19,7 +19,8 @@
 #define STLM_FRONTEND_WEIGHTS_H
 
 #include "frontend/Params.h"
-#include "frontend/SafeTensors.h"
+#include "support/Hash.h"
+#include "support/SafeTensors.h"
 
 #include <map>
 #include <optional>
@@ -59,10 +60,6 @@ std::vector<std::string> checkWeights(const ParamTable &table,
 /// naming `path`), or nothing when the file holds none.
 std::optional<SpecResult> storedSpec(const SafeTensorsFile &file,
                                      const std::string &path);
-
-/// splitmix64 and FNV-1a, as used by the initialiser.
-uint64_t splitmix64(uint64_t x);
-uint64_t fnv1a64(const std::string &s);
 
 } // namespace stlm
 

@@ -1,6 +1,7 @@
 //===- Passes.h - stlm passes -----------------------------------*- C++ -*-===//
 //
-// Declares every stlm pass (see Passes.td) and their registration.
+// Declares every stlm pass (see Passes.td) and their registration. The
+// sequences the tools run are in passes/Pipelines.h.
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,13 +28,6 @@ namespace stlm {
 /// Expands `repeat` in place into one copy of its body per layer (see
 /// `stlm-unroll-layers`); returns the value that replaced its result.
 Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
-
-/// What the native path runs after stlm-autodiff to place every tensor:
-/// stlm-add-decode (inference functions, KV caches), stlm-decompose
-/// (composite ops as kernel ops), stlm-fuse (matmul epilogues), then
-/// stlm-plan-memory.
-/// `stlm-compile --emit=plan` and stlm-run's native check both use it.
-void addPlanPasses(OpPassManager &pm);
 
 } // namespace stlm
 } // namespace mlir

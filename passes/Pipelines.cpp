@@ -1,12 +1,121 @@
-//===- Pipelines.cpp - pass sequences shared by the tools -----------------===//
+//===- Pipelines.cpp - the stages every stlm tool runs --------------------===//
 
+#include "passes/Pipelines.h"
+
+#include "codegen/driver/LowerToLLVM.h"
 #include "passes/Passes.h"
 
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
+#include "mlir/Pass/PassRegistry.h"
 
-void mlir::stlm::addPlanPasses(OpPassManager &pm) {
-  pm.addPass(createAddDecodePass());
-  pm.addPass(createDecomposePass());
-  pm.addPass(createFusePass());
-  pm.addPass(createPlanMemoryPass());
+namespace mlir::stlm {
+
+namespace {
+/// The stages in order; Kernels and Artifact run Plan's passes (their work
+/// after the passes is code generation, not IR rewriting).
+constexpr Stage kOrder[] = {Stage::STLM, Stage::Train, Stage::Plan,
+                            Stage::LLVM};
+
+/// Where `stage` ends in kOrder.
+int depth(Stage stage) {
+  switch (stage) {
+  case Stage::STLM:
+    return 0;
+  case Stage::Train:
+    return 1;
+  case Stage::Plan:
+  case Stage::Kernels:
+  case Stage::Artifact:
+    return 2;
+  case Stage::LLVM:
+    return 3;
+  }
+  return 3;
 }
+
+void addStagePasses(OpPassManager &pm, Stage stage) {
+  switch (stage) {
+  case Stage::STLM:
+    pm.addPass(createVerifyShapesPass());
+    return;
+  case Stage::Train:
+    pm.addPass(createAutodiffPass());
+    return;
+  case Stage::Plan:
+  case Stage::Kernels:
+  case Stage::Artifact:
+    pm.addPass(createAddDecodePass());
+    pm.addPass(createDecomposePass());
+    pm.addPass(createFusePass());
+    pm.addPass(createPlanMemoryPass());
+    return;
+  case Stage::LLVM:
+    pm.addPass(::stlm::codegen::createLowerToLLVMPass());
+    return;
+  }
+}
+
+struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
+  Option<Stage> stage{
+      *this, "stage",
+      llvm::cl::desc("The stlm-compile --emit stage to stop after"),
+      llvm::cl::init(Stage::LLVM),
+      llvm::cl::values(
+          clEnumValN(Stage::STLM, "stlm", "the model, shapes verified"),
+          clEnumValN(Stage::Train, "train", "+ stlm-autodiff"),
+          clEnumValN(Stage::Plan, "plan",
+                     "+ decode, decompose, fuse, plan-memory"),
+          clEnumValN(Stage::Kernels, "kernels", "the passes of plan"),
+          clEnumValN(Stage::Artifact, "artifact", "the passes of plan"),
+          clEnumValN(Stage::LLVM, "llvm", "+ stlm-lower-to-llvm"))};
+};
+} // namespace
+
+llvm::StringRef stageName(Stage stage) {
+  switch (stage) {
+  case Stage::STLM:
+    return "stlm";
+  case Stage::Train:
+    return "train";
+  case Stage::Plan:
+    return "plan";
+  case Stage::Kernels:
+    return "kernels";
+  case Stage::Artifact:
+    return "artifact";
+  case Stage::LLVM:
+    return "llvm";
+  }
+  return "";
+}
+
+std::optional<Stage> parseStage(llvm::StringRef name) {
+  for (Stage s : {Stage::STLM, Stage::Train, Stage::Plan, Stage::Kernels,
+                  Stage::Artifact, Stage::LLVM})
+    if (stageName(s) == name)
+      return s;
+  return std::nullopt;
+}
+
+void buildPipeline(OpPassManager &pm, Stage stage, std::optional<Stage> after) {
+  int first = after ? depth(*after) + 1 : 0;
+  for (int i = first; i <= depth(stage); ++i)
+    addStagePasses(pm, kOrder[i]);
+}
+
+void registerPipelines() {
+  static bool registered = false;
+  if (registered)
+    return;
+  registered = true;
+  PassPipelineRegistration<PipelineOptions>(
+      "stlm-pipeline",
+      "The passes stlm-compile runs up to the end of a stage (see "
+      "passes/Pipelines.h)",
+      [](OpPassManager &pm, const PipelineOptions &options) {
+        buildPipeline(pm, options.stage);
+      });
+}
+
+} // namespace mlir::stlm

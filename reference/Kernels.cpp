@@ -16,6 +16,8 @@
 
 #include "reference/Kernels.h"
 
+#include "support/Hash.h"
+
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -85,15 +87,6 @@ Acc sigmoid(Acc z) {
     return 1 / (1 + std::exp(-z));
   Acc e = std::exp(z);
   return e / (1 + e);
-}
-
-/// splitmix64 exactly as spelled out in the description of
-/// `stlm.mask_tokens`.
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  uint64_t y = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  uint64_t z = (y ^ (y >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
 }
 
 /// The softmax weights of one attention query (batch b, query head h, query

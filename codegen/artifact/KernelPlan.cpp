@@ -20,6 +20,14 @@ std::string KernelSpec::key() const {
   return k;
 }
 
+std::string KernelPlan::explainUnsupported(const std::string &model) const {
+  std::string text =
+      "'" + model + "' has ops the native path cannot compile yet:";
+  for (const auto &[what, count] : unsupported)
+    text += "\n  " + what + " (" + std::to_string(count) + " ops)";
+  return text;
+}
+
 namespace {
 
 std::vector<int64_t> shapeOf(Value v) {

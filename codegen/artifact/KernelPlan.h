@@ -39,6 +39,10 @@ struct KernelPlan {
   std::map<std::string, int64_t> unsupported;
   /// KernelSpec::key() -> position in `kernels`.
   std::map<std::string, size_t> index;
+
+  /// "'<model>' has ops the native path cannot compile yet:" and one line
+  /// per entry of `unsupported` ("  <op>: <why> (<n> ops)").
+  std::string explainUnsupported(const std::string &model) const;
 };
 
 /// The kernels of one op, in the order the lowering calls them: empty for

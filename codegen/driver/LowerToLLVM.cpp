@@ -12,6 +12,7 @@
 #include "codegen/driver/LowerToLLVM.h"
 
 #include "dialects/STLM/IR/STLMOps.h"
+#include "stlm/artifact_format.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -59,7 +60,7 @@ enum TypeCode : int { kInt = 0, kUInt = 1, kFloat = 2 };
 /// The batch arguments every training and evaluation entry point takes:
 /// tokens, targets and the mask seed (unused without a masked objective),
 /// so that all models share stlm_artifact's signatures.
-constexpr unsigned kBatchArgs = 3;
+constexpr unsigned kBatchArgs = format::kBatchArgs;
 
 /// Where a value of the function being lowered lives.
 struct Place {
@@ -549,7 +550,7 @@ LogicalResult Lowering::lowerOp(Operation *op) {
             b.create<LLVM::ICmpOp>(loc, LLVM::ICmpPredicate::sgt, pos,
                                    constI32(S - N)));
         returnOnError(b.create<LLVM::SelectOp>(
-            loc, bad, constI32(kPositionOutOfRange), constI32(0)));
+            loc, bad, constI32(format::kPositionOutOfRange), constI32(0)));
         Value first = b.create<LLVM::MulOp>(
             loc, b.create<LLVM::SExtOp>(loc, i64, pos), constI64(W * 4));
         Value rows = ptrOf(o.getRows());
@@ -926,8 +927,7 @@ FailureOr<DriverLayout> lowerToLLVM(ModuleOp module, ir::ModelOp model,
                                     const KernelPlan &plan) {
   module.getContext()->loadDialect<LLVM::LLVMDialect>();
   if (!plan.unsupported.empty())
-    return model.emitOpError("has ops with no kernel: ")
-           << plan.unsupported.begin()->first;
+    return model.emitError(plan.explainUnsupported(model.getSymName().str()));
   Lowering lowering(module, model, plan);
   return lowering.run();
 }

@@ -27,7 +27,8 @@
 //
 // Each returns 0 or the first failing kernel's Halide error code
 // (negative); a decode position outside the cache returns
-// kPositionOutOfRange. Every buffer is 64-byte aligned: the weights and the
+// stlm::format::kPositionOutOfRange (stlm/artifact_format.h, shared with
+// the artifact writer and the runtime). Every buffer is 64-byte aligned: the weights and the
 // arena by the caller, the offsets by the plan. Kernel `i` of the plan is `<m>_k<i>`.
 //
 //===----------------------------------------------------------------------===//
@@ -55,9 +56,6 @@ struct DriverLayout {
   /// "decode_step"), in order.
   std::vector<std::string> inference;
 };
-
-/// What a driver returns when a decode position does not fit the cache.
-constexpr int32_t kPositionOutOfRange = 1;
 
 /// The C symbol prefix of `model`: its symbol name (already an identifier).
 std::string symbolPrefix(mlir::stlm::ModelOp model);

@@ -9,9 +9,10 @@
 //===----------------------------------------------------------------------===//
 
 #include "stlm/stlm.h"
+#include "stlm/artifact_format.h"
 
-#include "frontend/SafeTensors.h"
-#include "runtime/src/Sampling.h"
+#include "support/SafeTensors.h"
+#include "support/Sampling.h"
 
 #include <nlohmann/json.hpp>
 
@@ -33,9 +34,8 @@
 
 namespace {
 
-/// What a driver returns for a decode position outside the cache
-/// (codegen/driver/LowerToLLVM.h).
-constexpr int32_t kPositionOutOfRange = 1;
+namespace format = stlm::format;
+namespace key = stlm::format::key;
 
 /// The last Halide error message of this thread.
 thread_local std::string halideMessage;
@@ -216,7 +216,7 @@ struct stlm_model {
 stlm_status stlm_model::init(const stlm_artifact *a) {
   if (!a)
     return fail(STLM_ERROR_ARGUMENT, "stlm_open: the artifact is null");
-  if (a->abi_version != STLM_ABI_VERSION)
+  if (a->abi_version != format::kAbiVersion)
     return fail(STLM_ERROR_FORMAT,
                 "the artifact has ABI version " +
                     std::to_string(a->abi_version) + "; this runtime reads " +
@@ -230,21 +230,24 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
   artifact = a;
   try {
     nlohmann::json m = nlohmann::json::parse(a->manifest);
-    if (m.at("format") != "stlm-artifact" || m.at("version") != 3)
-      return fail(STLM_ERROR_FORMAT, "the artifact's manifest is not an "
-                                     "stlm-artifact version 3 manifest");
-    vocab = m.at("vocab").get<int64_t>();
-    accumulate = m.at("accumulate").get<int64_t>();
+    if (m.at(key::kFormat) != format::kFormatName ||
+        m.at(key::kVersion) != format::kManifestVersion)
+      return fail(STLM_ERROR_FORMAT,
+                  std::string("the artifact's manifest is not an ") +
+                      format::kFormatName + " version " +
+                      std::to_string(format::kManifestVersion) + " manifest");
+    vocab = m.at(key::kVocab).get<int64_t>();
+    accumulate = m.at(key::kAccumulate).get<int64_t>();
     if (accumulate < 1 || (accumulate == 1) != (a->train_step != nullptr))
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest does not match "
                                      "its training entry points");
-    name = m.at("model").get<std::string>();
-    specJson = m.at("spec").get<std::string>();
-    weightsSize = m.at("weights_size").get<int64_t>();
-    arenaSize = m.at("arena_size").get<int64_t>();
+    name = m.at(key::kModel).get<std::string>();
+    specJson = m.at(key::kSpec).get<std::string>();
+    weightsSize = m.at(key::kWeightsSize).get<int64_t>();
+    arenaSize = m.at(key::kArenaSize).get<int64_t>();
     // Tokens and targets [batch, context], then the mask seed [] of a
     // masked objective.
-    const auto &inputs = m.at("inputs");
+    const auto &inputs = m.at(key::kInputs);
     if (inputs.size() < 2 || inputs.size() > 3 || inputs[0].size() != 2 ||
         inputs[1] != inputs[0] || (inputs.size() == 3 && !inputs[2].empty()))
       return fail(STLM_ERROR_FORMAT, "the artifact's inputs are not "
@@ -253,21 +256,21 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     usesSeed = inputs.size() == 3;
     batch = inputs[0][0].get<int64_t>();
     context = inputs[0][1].get<int64_t>();
-    for (const char *section : {"params", "state"})
+    for (const char *section : {key::kParams, key::kState})
       for (const auto &p : m.at(section)) {
         Slot s;
-        s.shape = p.at("shape").get<std::vector<int64_t>>();
-        s.offset = p.at("offset").get<int64_t>();
-        s.isInt = p.at("dtype") == "I32";
-        if (p.contains("grad_offset"))
-          s.gradOffset = p.at("grad_offset").get<int64_t>();
+        s.shape = p.at(key::kShape).get<std::vector<int64_t>>();
+        s.offset = p.at(key::kOffset).get<int64_t>();
+        s.isInt = p.at(key::kDType) == "I32";
+        if (p.contains(key::kGradOffset))
+          s.gradOffset = p.at(key::kGradOffset).get<int64_t>();
         if (s.offset < 0 || s.offset + 4 * s.numel() > weightsSize ||
             s.gradOffset + 4 * s.numel() > arenaSize)
           return fail(STLM_ERROR_FORMAT, "the artifact's manifest places '" +
-                                             p.at("name").get<std::string>() +
+                                             p.at(key::kName).get<std::string>() +
                                              "' outside its buffers");
-        std::string n = p.at("name").get<std::string>();
-        if (std::string(section) == "params")
+        std::string n = p.at(key::kName).get<std::string>();
+        if (std::string(section) == key::kParams)
           params.push_back(n);
         slots[n] = s;
       }
@@ -296,7 +299,7 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
 stlm_status stlm_model::kernelStatus(int32_t rc, const char *what) {
   if (rc == 0)
     return ok();
-  if (rc == kPositionOutOfRange)
+  if (rc == format::kPositionOutOfRange)
     return fail(STLM_ERROR_ARGUMENT,
                 std::string(what) + ": the position is outside the KV cache");
   return fail(STLM_ERROR_KERNEL,
@@ -442,7 +445,7 @@ stlm_status stlm_open_library(const char *path, const char *symbol,
                                       "': " + (why ? why : "dlopen failed"));
   }
   auto *a = static_cast<const stlm_artifact *>(
-      dlsym(m->library, (sym + "_artifact").c_str()));
+      dlsym(m->library, format::descriptorSymbol(sym).c_str()));
   if (!a)
     return m->fail(STLM_ERROR_FORMAT, std::string("'") + path +
                                           "' is not an stlm artifact (no "
@@ -791,7 +794,7 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_generate: the prompt is empty; generation needs "
                        "at least one token to continue");
-  stlm::runtime::SamplingOptions options;
+  stlm::sampling::SamplingOptions options;
   uint64_t state = 0;
   if (sampling) {
     options.temperature = sampling->temperature;
@@ -801,7 +804,7 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
   } else {
     options.temperature = 0;
   }
-  std::string bad = stlm::runtime::validate(options);
+  std::string bad = stlm::sampling::validate(options);
   if (!bad.empty())
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: " + bad);
   for (size_t i = 0; i < prompt_len; ++i)
@@ -813,7 +816,7 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
                              " is outside the vocabulary of " +
                              std::to_string(model->vocab));
   std::vector<int32_t> history(prompt, prompt + prompt_len);
-  stlm::runtime::ContextWindow window{model->context, 0};
+  stlm::sampling::ContextWindow window{model->context, 0};
   window.fit(history.size());
   bool refill = true;
   std::vector<float> buffer;
@@ -825,7 +828,7 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
     if (s != STLM_OK)
       return s;
     refill = false;
-    int32_t next = stlm::runtime::sample(
+    int32_t next = stlm::sampling::sample(
         row, static_cast<int32_t>(model->vocab), options, state);
     history.push_back(next);
     if (generated)

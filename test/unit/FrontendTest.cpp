@@ -6,7 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "frontend/Params.h"
-#include "frontend/SafeTensors.h"
+#include "support/SafeTensors.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
 

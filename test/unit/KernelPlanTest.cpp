@@ -15,7 +15,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/PassManager.h"
-#include "passes/Passes.h"
+#include "passes/Pipelines.h"
 
 #include <gtest/gtest.h>
 
@@ -42,8 +42,7 @@ std::vector<std::string> backwardSchedules(int64_t context, int64_t batch,
                   arith::ArithDialect>();
   OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, *spec.spec);
   PassManager pm(&ctx);
-  pm.addPass(mlir::stlm::createAutodiffPass());
-  mlir::stlm::addPlanPasses(pm);
+  mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan);
   EXPECT_TRUE(succeeded(pm.run(*module)));
   mlir::stlm::ModelOp model;
   module->walk([&](mlir::stlm::ModelOp m) { model = m; });

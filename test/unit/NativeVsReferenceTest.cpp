@@ -39,7 +39,7 @@
 #include "passes/Passes.h"
 #include "reference/Interpreter.h"
 #include "reference/Kernels.h"
-#include "runtime/src/Sampling.h"
+#include "support/Sampling.h"
 #include "stlm/stlm.h"
 #include "tools/common/InitAll.h"
 
@@ -305,14 +305,14 @@ protected:
         << stlm_error_message(native);
     EXPECT_EQ(produced, n);
     std::vector<int32_t> history = prompt, want;
-    stlm::runtime::ContextWindow window{t, 0};
-    stlm::runtime::SamplingOptions options; // temperature 1, all tokens
+    stlm::sampling::ContextWindow window{t, 0};
+    stlm::sampling::SamplingOptions options; // temperature 1, all tokens
     uint64_t state = 99;
     for (size_t i = 0; i < n; ++i) {
       window.fit(history.size());
       std::vector<int32_t> view(history.begin() + window.start, history.end());
       std::vector<float> l = referencePrefill(view);
-      int32_t next = stlm::runtime::sample(l.data() + (view.size() - 1) * V,
+      int32_t next = stlm::sampling::sample(l.data() + (view.size() - 1) * V,
                                            static_cast<int32_t>(V), options,
                                            state);
       history.push_back(next);

@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "frontend/SafeTensors.h"
+#include "support/SafeTensors.h"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 //===- SamplingTest.cpp - greedy, temperature, top-k, top-p ---------------===//
 
-#include "runtime/src/Sampling.h"
+#include "support/Sampling.h"
 
 #include <gtest/gtest.h>
 
@@ -8,9 +8,9 @@
 #include <map>
 #include <vector>
 
-using stlm::runtime::sample;
-using stlm::runtime::SamplingOptions;
-using stlm::runtime::validate;
+using stlm::sampling::sample;
+using stlm::sampling::SamplingOptions;
+using stlm::sampling::validate;
 
 namespace {
 

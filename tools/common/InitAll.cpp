@@ -11,6 +11,7 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Transforms/Passes.h"
 #include "passes/Passes.h"
+#include "passes/Pipelines.h"
 
 void mlir::stlm::registerAllDialects(DialectRegistry &registry) {
   registry.insert<STLMDialect, func::FuncDialect, arith::ArithDialect,
@@ -20,6 +21,7 @@ void mlir::stlm::registerAllDialects(DialectRegistry &registry) {
 void mlir::stlm::registerAllPasses() {
   registerSTLMPasses();
   ::stlm::codegen::registerLowerToLLVMPass();
+  registerPipelines();
   // Upstream passes that are useful on stlm IR.
   mlir::registerCanonicalizerPass();
   mlir::registerCSEPass();

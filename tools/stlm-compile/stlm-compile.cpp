@@ -12,66 +12,63 @@
 //       lib<name>.so, <name>.h and <name>.manifest.json
 //   stlm-compile SPEC.yaml --print-params          every tensor and totals
 //
-// Spec errors are printed as `file:line:col: error: key: ...` and exit 1.
+// The stages are passes/Pipelines.h's (`stlm-opt --stlm-pipeline=stage=S`
+// runs the same passes); kernels and the artifact are written by
+// codegen/artifact/ArtifactWriter.h. Spec errors are printed as
+// `file:line:col: error: key: ...`. Exit status: 0; 1 for bad input or a
+// failed step; 2 for an internal error; 3 when the spec is valid but a
+// stage cannot compile it yet, e.g. ops without a kernel (stlm-run's
+// `auto` backend falls back on it).
 //
 //===----------------------------------------------------------------------===//
 
-#include "codegen/artifact/KernelPlan.h"
-#include "codegen/driver/LowerToLLVM.h"
-#include "frontend/Weights.h"
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "codegen/artifact/ArtifactWriter.h"
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
 #include "frontend/Spec.h"
-#include "mlir/IR/DialectRegistry.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
-#include "passes/Passes.h"
+#include "passes/Pipelines.h"
 #include "tools/common/InitAll.h"
-#include "runtime/include/stlm/stlm.h"
 
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/Format.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
-#include "llvm/Support/JSON.h"
 #include "llvm/Support/Path.h"
-#include "llvm/Support/Program.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
 
 using namespace llvm;
+using mlir::stlm::Stage;
+namespace codegen = stlm::codegen;
 
 namespace {
-enum class Emit { STLM, Train, Plan, Kernels, LLVM, Artifact };
 
 // --help lists these, not the options of the LLVM and MLIR libraries.
 cl::OptionCategory options("stlm-compile options");
 
 cl::opt<std::string> specPath(cl::Positional, cl::desc("<model spec .yaml>"),
                               cl::Required, cl::cat(options));
-cl::opt<Emit> emit("emit", cl::desc("Stage to stop after and print"),
-                   cl::values(clEnumValN(Emit::STLM, "stlm",
-                                         "the model in the stlm dialect"),
-                              clEnumValN(Emit::Train, "train",
-                                         "after stlm-autodiff: the training "
-                                         "step"),
-                              clEnumValN(Emit::Plan, "plan",
-                                         "after stlm-plan-memory: weights "
-                                         "and arena offsets"),
-                              clEnumValN(Emit::Kernels, "kernels",
-                                         "the Halide kernels of the training "
-                                         "step, into the -o directory"),
-                              clEnumValN(Emit::LLVM, "llvm",
-                                         "the driver functions in the LLVM "
-                                         "dialect"),
-                              clEnumValN(Emit::Artifact, "artifact",
-                                         "the library, header and manifest, "
-                                         "into the -o directory (the default "
-                                         "with -o)")),
-                   cl::init(Emit::STLM), cl::cat(options));
+cl::opt<Stage> emit(
+    "emit", cl::desc("Stage to stop after and print"),
+    cl::values(
+        clEnumValN(Stage::STLM, "stlm", "the model in the stlm dialect"),
+        clEnumValN(Stage::Train, "train",
+                   "after stlm-autodiff: the training step"),
+        clEnumValN(Stage::Plan, "plan",
+                   "after stlm-plan-memory: weights and arena offsets"),
+        clEnumValN(Stage::Kernels, "kernels",
+                   "the Halide kernels of the training step, into the -o "
+                   "directory"),
+        clEnumValN(Stage::LLVM, "llvm",
+                   "the driver functions in the LLVM dialect"),
+        clEnumValN(Stage::Artifact, "artifact",
+                   "the library, header and manifest, into the -o directory "
+                   "(the default with -o)")),
+    cl::init(Stage::STLM), cl::cat(options));
 cl::opt<bool> printParams("print-params",
                           cl::desc("List every parameter tensor with shape, "
                                    "count and tying/sharing, then totals"),
@@ -104,503 +101,32 @@ void printParamTable(const stlm::ModelSpec &spec, raw_ostream &os) {
   os << "total parameters (as if untied): " << table.untiedCount() << "\n";
 }
 
-/// A directory-writing stage's failure: the message, exit status 1.
 int failWith(const std::string &msg) {
   errs() << "stlm-compile: error: " << msg << "\n";
   return 1;
 }
 
-/// Runs `exe args...`; false with `error` set when it fails.
-bool runTool(const std::string &exe, const std::vector<std::string> &args,
-             std::string &error) {
-  std::vector<StringRef> argv = {exe};
-  for (const std::string &a : args)
-    argv.push_back(a);
-  std::string message;
-  int rc = sys::ExecuteAndWait(exe, argv, std::nullopt, {}, 0, 0, &message);
-  if (rc == 0)
-    return true;
-  error = sys::path::filename(exe).str() + " failed (" +
-          (message.empty() ? "exit status " + std::to_string(rc) : message) +
-          ") for:";
-  for (const std::string &a : args)
-    error += " " + a;
-  return false;
+/// A writer's failure: its message; exit 3 when the model is valid but the
+/// native path cannot compile it yet.
+int failWith(const codegen::Status &status) {
+  failWith(status.message);
+  return status.kind == codegen::Status::Kind::Unsupported ? 3 : 1;
 }
 
-/// stlm-kernelgen beside stlm-compile unless --kernelgen names one.
-std::string findKernelgen(const char *argv0, std::string &error) {
+/// The writer's programs: stlm-kernelgen beside stlm-compile unless
+/// --kernelgen names one, and (for the artifact) ar and cc.
+codegen::Status findTools(const char *argv0, bool linker,
+                          const std::string &name,
+                          codegen::Toolchain &tools) {
   std::string exe = kernelgenPath;
   if (exe.empty()) {
-    std::string self = sys::fs::getMainExecutable(argv0, (void *)&failWith);
+    std::string self = sys::fs::getMainExecutable(
+        argv0, reinterpret_cast<void *>(&printParamTable));
     SmallString<256> p(sys::path::parent_path(self));
     sys::path::append(p, "stlm-kernelgen");
     exe = std::string(p);
   }
-  if (!sys::fs::can_execute(exe))
-    error = "cannot run stlm-kernelgen at '" + exe + "' (pass --kernelgen PATH)";
-  return exe;
-}
-
-/// The model of a module built from a spec.
-mlir::stlm::ModelOp theModel(mlir::ModuleOp module) {
-  mlir::stlm::ModelOp model;
-  module.walk([&](mlir::stlm::ModelOp m) { model = m; });
-  return model;
-}
-
-/// Plans the kernels of `model`; an error listing every op without one.
-bool planOrExplain(mlir::stlm::ModelOp model, const std::string &name,
-                   stlm::codegen::KernelPlan &plan) {
-  plan = stlm::codegen::planKernels(model);
-  if (plan.unsupported.empty())
-    return true;
-  errs() << "stlm-compile: error: '" << name
-         << "' has ops the native path cannot compile yet:\n";
-  for (const auto &[what, count] : plan.unsupported)
-    errs() << "  " << what << " (" << count << " ops)\n";
-  return false;
-}
-
-/// Generates every kernel of `plan` (kernel i is `<prefix>_k<i>`) and the
-/// Halide runtime into `dir`, two stlm-kernelgen processes at a time;
-/// returns the static libraries written and describes them in `j`.
-bool generateKernels(const stlm::codegen::KernelPlan &plan,
-                     const std::string &prefix, const std::string &dir,
-                     const std::string &exe, json::OStream &j,
-                     std::vector<std::string> &archives, std::string &error) {
-  std::vector<std::vector<std::string>> jobs = {
-      {"-r", "stlm_halide_rt", "-o", dir, "-e", "static_library",
-       "target=host"}};
-  archives = {dir + "/stlm_halide_rt.a"};
-  for (size_t i = 0; i < plan.kernels.size(); ++i) {
-    const stlm::codegen::KernelSpec &k = plan.kernels[i];
-    std::string fn = prefix + "_k" + std::to_string(i);
-    std::vector<std::string> args = {"-g", k.generator, "-f", fn, "-o", dir,
-                                     "-e", "static_library,h",
-                                     "target=host-no_runtime"};
-    for (const auto &[pn, pv] : k.params)
-      args.push_back(pn + "=" + pv);
-    jobs.push_back(args);
-    archives.push_back(dir + "/" + fn + ".a");
-  }
-  // Two at a time: kernel generation is most of a compile.
-  for (size_t i = 0; i < jobs.size(); i += 2) {
-    std::vector<std::pair<sys::ProcessInfo, size_t>> running;
-    for (size_t k = i; k < std::min(jobs.size(), i + 2); ++k) {
-      std::vector<StringRef> argv = {exe};
-      for (const std::string &a : jobs[k])
-        argv.push_back(a);
-      std::string message;
-      bool failed = false;
-      sys::ProcessInfo pi = sys::ExecuteNoWait(exe, argv, std::nullopt, {}, 0,
-                                               &message, &failed);
-      if (failed) {
-        error = "cannot run stlm-kernelgen: " + message;
-        return false;
-      }
-      running.push_back({pi, k});
-    }
-    for (auto &[pi, k] : running) {
-      std::string message;
-      sys::ProcessInfo done = sys::Wait(pi, std::nullopt, &message);
-      if (done.ReturnCode != 0 && error.empty()) {
-        error = "stlm-kernelgen failed (" +
-                (message.empty() ? "exit status " +
-                                       std::to_string(done.ReturnCode)
-                                 : message) +
-                ") for:";
-        for (const std::string &a : jobs[k])
-          error += " " + a;
-      }
-    }
-    if (!error.empty())
-      return false;
-  }
-  j.attributeArray("kernels", [&] {
-    for (size_t i = 0; i < plan.kernels.size(); ++i) {
-      const stlm::codegen::KernelSpec &k = plan.kernels[i];
-      j.object([&] {
-        j.attribute("name", prefix + "_k" + std::to_string(i));
-        j.attribute("generator", k.generator);
-        j.attributeObject("params", [&] {
-          for (const auto &[pn, pv] : k.params)
-            j.attribute(pn, pv);
-        });
-        j.attribute("uses", plan.uses[i]);
-      });
-    }
-  });
-  return true;
-}
-
-bool writeFile(const std::string &path, const std::string &text,
-               std::string &error) {
-  std::error_code ec;
-  raw_fd_ostream out(path, ec);
-  if (!ec) {
-    out << text;
-    out.close();
-    if (!out.has_error())
-      return true;
-    ec = out.error();
-    out.clear_error();
-  }
-  error = "cannot write '" + path + "': " + ec.message();
-  return false;
-}
-
-/// --emit=kernels: generates every kernel the compiled functions need.
-int emitKernels(mlir::stlm::ModelOp model, const std::string &name,
-                const std::string &dir, const char *argv0) {
-  stlm::codegen::KernelPlan plan;
-  if (!planOrExplain(model, name, plan))
-    return 1;
-  std::string error;
-  std::string exe = findKernelgen(argv0, error);
-  if (!error.empty())
-    return failWith(error);
-  if (std::error_code ec = sys::fs::create_directories(dir))
-    return failWith("cannot create '" + dir + "': " + ec.message());
-  std::string json;
-  raw_string_ostream os(json);
-  json::OStream j(os, 2);
-  std::vector<std::string> archives;
-  bool ok = true;
-  j.object([&] {
-    j.attribute("model", name);
-    j.attribute("target", "host");
-    j.attribute("runtime", "stlm_halide_rt");
-    j.attribute("kernel_ops", plan.kernelOps);
-    j.attribute("driver_ops", plan.driverOps);
-    ok = generateKernels(plan, stlm::codegen::symbolPrefix(model), dir, exe,
-                         j, archives, error);
-  });
-  if (!ok)
-    return failWith(error);
-  if (!writeFile(dir + "/kernels.json", os.str() + "\n", error))
-    return failWith(error);
-  outs() << plan.kernels.size() << " kernels for '" << name << "' ("
-         << plan.kernelOps << " kernel ops, " << plan.driverOps
-         << " driver ops) in " << dir << "\n";
-  return 0;
-}
-
-/// The artifact's description: layout of the weights blob and the arena,
-/// inputs, and the spec (read by the runtime).
-void describeLayout(mlir::stlm::ModelOp model, const stlm::ModelSpec &spec,
-                    const stlm::codegen::DriverLayout &layout,
-                    json::OStream &j) {
-  j.attribute("format", "stlm-artifact");
-  j.attribute("version", 3);
-  j.attribute("model", spec.name);
-  j.attribute("vocab", spec.embedder.vocabSize);
-  j.attribute("accumulate", std::max<int64_t>(1, spec.train.accumulate));
-  j.attribute("symbol", stlm::codegen::symbolPrefix(model));
-  j.attribute("target", "host");
-  j.attribute("weights_size", layout.weightsSize);
-  j.attribute("arena_size", layout.arenaSize);
-  mlir::func::FuncOp grad;
-  for (auto f : model.getBody().front().getOps<mlir::func::FuncOp>())
-    if (f.getSymName() == "grad")
-      grad = f;
-  j.attributeArray("inputs", [&] {
-    for (mlir::Type t : grad.getArgumentTypes())
-      j.array([&] {
-        for (int64_t d : llvm::cast<mlir::RankedTensorType>(t).getShape())
-          j.value(d);
-      });
-  });
-  std::map<std::string, int64_t> gradOffset;
-  for (size_t i = 0; i < layout.gradParams.size(); ++i)
-    gradOffset[layout.gradParams[i]] = layout.gradOffsets[i];
-  auto slot = [&](mlir::Operation &op, llvm::StringRef name,
-                  mlir::RankedTensorType t) {
-    j.object([&] {
-      j.attribute("name", name);
-      j.attribute("dtype", t.getElementType().isF32() ? "F32" : "I32");
-      j.attributeArray("shape", [&] {
-        for (int64_t d : t.getShape())
-          j.value(d);
-      });
-      j.attribute("offset",
-                  op.getAttrOfType<mlir::IntegerAttr>("stlm.offset").getInt());
-      auto g = gradOffset.find(name.str());
-      if (g != gradOffset.end())
-        j.attribute("grad_offset", g->second);
-    });
-  };
-  j.attributeArray("params", [&] {
-    for (mlir::Operation &op : model.getBody().front())
-      if (auto p = llvm::dyn_cast<mlir::stlm::ParamOp>(op))
-        slot(op, p.getSymName(), p.getTensorType());
-  });
-  // Optimizer state goes into checkpoints; the KV caches of generation
-  // (stlm-add-decode's @kv.*) do not.
-  auto states = [&](bool cache) {
-    for (mlir::Operation &op : model.getBody().front())
-      if (auto s = llvm::dyn_cast<mlir::stlm::StateOp>(op))
-        if (s.getSymName().starts_with("kv.") == cache)
-          slot(op, s.getSymName(),
-               llvm::cast<mlir::RankedTensorType>(s.getType()));
-  };
-  j.attributeArray("state", [&] { states(false); });
-  j.attributeArray("cache", [&] { states(true); });
-  j.attributeArray("entry_points", [&] {
-    for (const std::string &f : layout.inference)
-      j.value(f);
-  });
-  j.attribute("spec", stlm::specToJson(spec));
-}
-
-/// Exports `<prefix>_artifact`, the stlm_artifact of runtime/include/stlm/
-/// stlm.h: ABI version, manifest, entry points, and the Halide runtime's
-/// error-handler and thread-count setters.
-void addArtifactDescriptor(mlir::ModuleOp module, const std::string &prefix,
-                           const std::string &manifest) {
-  mlir::MLIRContext *ctx = module.getContext();
-  mlir::OpBuilder b(ctx);
-  mlir::Location loc = mlir::UnknownLoc::get(ctx);
-  b.setInsertionPointToEnd(module.getBody());
-  auto ptr = mlir::LLVM::LLVMPointerType::get(ctx);
-  auto i32 = b.getI32Type();
-  std::string text = manifest;
-  text.push_back('\0');
-  auto strTy = mlir::LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
-  auto str = b.create<mlir::LLVM::GlobalOp>(loc, strTy, true, mlir::LLVM::Linkage::Private,
-                                      "__" + prefix + "_manifest",
-                                      b.getStringAttr(text), 1);
-  auto declare = [&](llvm::StringRef name, mlir::Type result, llvm::ArrayRef<mlir::Type> params) {
-    if (auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(name))
-      return f;
-    return b.create<mlir::LLVM::LLVMFuncOp>(
-        loc, name, mlir::LLVM::LLVMFunctionType::get(result, params));
-  };
-  // The Halide runtime's setters, after the entry points.
-  llvm::SmallVector<mlir::LLVM::LLVMFuncOp> setters = {
-      declare("halide_set_error_handler", ptr, {ptr}),
-      declare("halide_set_num_threads", i32, {i32}),
-      declare("halide_set_custom_malloc", ptr, {ptr}),
-      declare("halide_set_custom_free", ptr, {ptr})};
-  llvm::SmallVector<mlir::Type> fields(2 + 8 + setters.size(), ptr);
-  fields[0] = i32;
-  auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
-  auto desc = b.create<mlir::LLVM::GlobalOp>(loc, descTy, true,
-                                       mlir::LLVM::Linkage::External,
-                                       prefix + "_artifact", mlir::Attribute(), 8);
-  mlir::Block *init = b.createBlock(&desc.getInitializerRegion());
-  b.setInsertionPointToStart(init);
-  mlir::Value v = b.create<mlir::LLVM::UndefOp>(loc, descTy);
-  v = b.create<mlir::LLVM::InsertValueOp>(
-      loc, v,
-      b.create<mlir::LLVM::ConstantOp>(loc, i32,
-                                       b.getI32IntegerAttr(STLM_ABI_VERSION)),
-      0);
-  v = b.create<mlir::LLVM::InsertValueOp>(loc, v,
-                                    b.create<mlir::LLVM::AddressOfOp>(loc, str), 1);
-  int64_t field = 2;
-  // Entry points in stlm_artifact's order; null where the model has none.
-  for (const char *fn :
-       {"train_step", "grad", "eval", "logits", "prefill", "decode_step",
-        "accumulate", "apply"}) {
-    auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(prefix + "_" + fn);
-    mlir::Value p = f ? mlir::Value(b.create<mlir::LLVM::AddressOfOp>(loc, f))
-                      : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr));
-    v = b.create<mlir::LLVM::InsertValueOp>(loc, v, p, field++);
-  }
-  for (mlir::LLVM::LLVMFuncOp f : setters)
-    v = b.create<mlir::LLVM::InsertValueOp>(
-        loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, f), field++);
-  b.create<mlir::LLVM::ReturnOp>(loc, v);
-}
-
-/// The C header of an artifact.
-std::string artifactHeader(const stlm::ModelSpec &spec,
-                           const std::string &prefix,
-                           const stlm::codegen::DriverLayout &layout,
-                           llvm::ArrayRef<int64_t> input, bool usesSeed) {
-  std::string up = StringRef(prefix).upper();
-  std::string h;
-  raw_string_ostream os(h);
-  os << "/* " << spec.name << ".h - generated by stlm-compile; do not edit.\n"
-     << " *\n"
-     << " * The compiled model '" << spec.name << "'. Open it with the stlm "
-     << "runtime:\n"
-     << " *   stlm_model *m; stlm_open(&" << prefix << "_artifact, &m);\n"
-     << " * or call the entry points directly. Every pointer they take must "
-        "be\n"
-     << " * 64-byte aligned: `weights` (" << up
-     << "_WEIGHTS_SIZE bytes: parameters and\n"
-     << " * optimizer state at the offsets of " << spec.name
-     << ".manifest.json), `arena` (" << up << "_ARENA_SIZE\n"
-     << " * bytes of scratch), `tokens` and `targets` (int32 [" << up
-     << "_BATCH, " << up << "_CONTEXT]).\n"
-     << (usesSeed ? " * `seed` points to the batch's mask seed (the masked "
-                    "objective masks the\n * positions it picks; see "
-                    "stlm.mask_tokens).\n"
-                  : " * `seed` is for masked objectives; this model ignores "
-                    "it (it may be null).\n")
-     << " * Each returns 0, " << up
-     << "_POSITION_OUT_OF_RANGE (decode_step: *pos outside\n"
-     << " * [0, " << up
-     << "_CONTEXT)), or the failing kernel's (negative) Halide error code.\n"
-     << " */\n"
-     << "#ifndef STLM_MODEL_" << up << "_H\n#define STLM_MODEL_" << up
-     << "_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n"
-     << "#endif\n\n";
-  os << "#define " << up << "_WEIGHTS_SIZE " << layout.weightsSize << "LL\n"
-     << "#define " << up << "_ARENA_SIZE " << layout.arenaSize << "LL\n"
-     << "#define " << up << "_BATCH " << input[0] << "\n"
-     << "#define " << up << "_CONTEXT " << input[1] << "\n"
-     << "#define " << up << "_VOCAB " << spec.embedder.vocabSize << "\n"
-     << "#define " << up << "_POSITION_OUT_OF_RANGE "
-     << stlm::codegen::kPositionOutOfRange << "\n\n";
-  os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
-     << "extern const struct stlm_artifact " << prefix << "_artifact;\n\n";
-  if (spec.train.accumulate <= 1)
-    os << "/* One optimizer step: forward, backward, clipping, AdamW; "
-          "out = {loss, grad norm, lr}. */\n"
-       << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
-       << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float out[3]);\n";
-  else
-    os << "/* A step is " << up << "_ACCUMULATE calls of _accumulate (one "
-          "micro-batch each:\n * its loss; its gradients summed in the "
-          "weights blob), then _apply (mean,\n * clipping, AdamW; out = "
-          "{grad norm, lr}). */\n"
-       << "#define " << up << "_ACCUMULATE " << spec.train.accumulate << "\n"
-       << "int32_t " << prefix << "_accumulate(void *weights, void *arena, "
-       << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float *loss);\n"
-       << "int32_t " << prefix << "_apply(void *weights, void *arena, "
-       << "float out[2]);\n";
-  os << "/* Loss and every parameter gradient (in the arena at the "
-        "manifest's grad_offset). */\n"
-     << "int32_t " << prefix << "_grad(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float *loss);\n"
-     << "/* The loss of one batch, without gradients. */\n"
-     << "int32_t " << prefix << "_eval(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t *seed, float *loss);\n";
-  if (!layout.inference.empty())
-    os << "/* Logits [BATCH, CONTEXT, VOCAB] of a batch. */\n"
-       << "int32_t " << prefix << "_logits(void *weights, void *arena, "
-       << "const int32_t *tokens,\n    float *logits);\n"
-       << "/* Generation with the KV cache (in `weights`): the logits [CONTEXT, "
-          "VOCAB] of\n * one sequence of CONTEXT tokens from position 0, "
-          "filling the cache; then\n * the logits [VOCAB] after one more token "
-          "at position *pos (0 <= *pos <\n * CONTEXT; rows before *pos must "
-          "hold the sequence so far). */\n"
-       << "int32_t " << prefix << "_prefill(void *weights, void *arena, "
-       << "const int32_t *tokens,\n    float *logits);\n"
-       << "int32_t " << prefix << "_decode_step(void *weights, void *arena, "
-       << "const int32_t *token,\n    const int32_t *pos, float *logits);\n";
-  os << "\n"
-     << "#ifdef __cplusplus\n}\n#endif\n\n#endif\n";
-  return os.str();
-}
-
-/// --emit=llvm and the artifact: kernels planned, the driver lowered.
-/// Returns the layout, or fails with a message printed.
-mlir::FailureOr<stlm::codegen::DriverLayout>
-lowerDriver(mlir::ModuleOp module, mlir::stlm::ModelOp model,
-            const std::string &name, stlm::codegen::KernelPlan &plan) {
-  if (!planOrExplain(model, name, plan))
-    return mlir::failure();
-  auto layout = stlm::codegen::lowerToLLVM(module, model, plan);
-  if (failed(layout))
-    errs() << "stlm-compile: error: cannot lower '" << name
-           << "' to the native driver (diagnostics above)\n";
-  return layout;
-}
-
-/// The default with -o DIR: lib<name>.a, lib<name>.so, <name>.h and
-/// <name>.manifest.json in DIR (objects under DIR/obj).
-int emitArtifact(mlir::ModuleOp module, const stlm::ModelSpec &spec,
-                 const std::string &dir, const char *argv0) {
-  std::string error;
-  std::string exe = findKernelgen(argv0, error);
-  if (!error.empty())
-    return failWith(error);
-  // The tools that pack and link the library, found before the kernels
-  // (the slow part) are generated.
-  auto ar = sys::findProgramByName("ar");
-  if (!ar)
-    return failWith("cannot find 'ar' (binutils) on PATH to pack lib" +
-                    spec.name + ".a");
-  auto cc = sys::findProgramByName("cc");
-  if (!cc)
-    return failWith("cannot find the system C compiler 'cc' on PATH to link "
-                    "lib" + spec.name + ".so");
-  mlir::stlm::ModelOp model = theModel(module);
-  std::string prefix = stlm::codegen::symbolPrefix(model);
-  std::string objDir = dir + "/obj";
-  if (std::error_code ec = sys::fs::create_directories(objDir))
-    return failWith("cannot create '" + objDir + "': " + ec.message());
-
-  // Lower once; the manifest reads the planned model (still there after
-  // lowering) and the layout, then the model goes before translation.
-  std::vector<int64_t> input;
-  bool usesSeed = false; // @grad's third argument: a masked objective's seed
-  for (auto f : model.getBody().front().getOps<mlir::func::FuncOp>())
-    if (f.getSymName() == "grad") {
-      for (int64_t d :
-           llvm::cast<mlir::RankedTensorType>(f.getArgumentTypes()[0])
-               .getShape())
-        input.push_back(d);
-      usesSeed = f.getNumArguments() == 3;
-    }
-  stlm::codegen::KernelPlan plan;
-  auto layout = lowerDriver(module, model, spec.name, plan);
-  if (failed(layout))
-    return 1;
-  if (input.size() != 2)
-    return failWith("'" + spec.name + "' does not take [batch, context] "
-                    "tokens; the native path compiles token models only");
-  std::string manifest;
-  raw_string_ostream ms(manifest);
-  json::OStream j(ms, 2);
-  std::vector<std::string> archives;
-  bool ok = true;
-  j.object([&] {
-    describeLayout(model, spec, *layout, j);
-    ok = generateKernels(plan, prefix, objDir, exe, j, archives, error);
-  });
-  if (!ok)
-    return failWith(error);
-  model.erase();
-  addArtifactDescriptor(module, prefix, ms.str());
-  std::string driverObj = objDir + "/" + prefix + "_driver.o";
-  if (failed(stlm::codegen::emitObjectFile(module, driverObj, error)))
-    return failWith(error);
-
-  // Unpack the kernels' archives (one object each) and pack one library.
-  std::vector<std::string> objects = {driverObj};
-  for (const std::string &a : archives) {
-    std::string member = sys::path::filename(a).str() + ".o";
-    if (!runTool(*ar, {"x", "--output=" + objDir, a, member}, error))
-      return failWith(error);
-    objects.push_back(objDir + "/" + member);
-  }
-  std::string lib = dir + "/lib" + spec.name + ".a";
-  sys::fs::remove(lib);
-  std::vector<std::string> arArgs = {"rcs", lib};
-  arArgs.insert(arArgs.end(), objects.begin(), objects.end());
-  if (!runTool(*ar, arArgs, error))
-    return failWith(error);
-  std::vector<std::string> ccArgs = {"-shared", "-o",
-                                     dir + "/lib" + spec.name + ".so"};
-  ccArgs.insert(ccArgs.end(), objects.begin(), objects.end());
-  ccArgs.insert(ccArgs.end(), {"-lpthread", "-ldl", "-lm"});
-  if (!runTool(*cc, ccArgs, error))
-    return failWith(error);
-  if (!writeFile(dir + "/" + spec.name + ".h",
-                 artifactHeader(spec, prefix, *layout, input, usesSeed), error) ||
-      !writeFile(dir + "/" + spec.name + ".manifest.json", ms.str() + "\n",
-                 error))
-    return failWith(error);
-  outs() << "compiled '" << spec.name << "': " << plan.kernels.size()
-         << " kernels, weights " << layout->weightsSize << " bytes, arena "
-         << layout->arenaSize << " bytes -> " << dir << "/lib" << spec.name
-         << ".{a,so}, " << spec.name << ".h\n";
-  return 0;
+  return codegen::findToolchain(exe, linker, name, tools);
 }
 
 } // namespace
@@ -616,14 +142,14 @@ int main(int argc, char **argv) {
       errs() << d.str() << "\n";
     return 1;
   }
+  const stlm::ModelSpec &spec = *parsed.spec;
 
   // With -o and no --emit, the artifact.
   if (emit.getNumOccurrences() == 0 && outputPath != "-" && !printParams)
-    emit = Emit::Artifact;
-  bool writesDir = emit == Emit::Kernels || emit == Emit::Artifact;
+    emit = Stage::Artifact;
+  bool writesDir = emit == Stage::Kernels || emit == Stage::Artifact;
   if (writesDir && (outputPath == "-" || printParams))
-    return failWith(std::string("--emit=") +
-                    (emit == Emit::Kernels ? "kernels" : "artifact") +
+    return failWith("--emit=" + mlir::stlm::stageName(emit).str() +
                     " writes a directory; give it with -o DIR");
   std::string error;
   std::unique_ptr<ToolOutputFile> out;
@@ -632,48 +158,66 @@ int main(int argc, char **argv) {
     if (!out)
       return failWith(error);
   }
-
   if (printParams) {
-    printParamTable(*parsed.spec, out->os());
+    printParamTable(spec, out->os());
     out->keep();
     return 0;
+  }
+  // The slow stages need their programs: found before any work.
+  codegen::Toolchain tools;
+  if (writesDir) {
+    if (codegen::Status s =
+            findTools(argv[0], emit == Stage::Artifact, spec.name, tools);
+        !s)
+      return failWith(s);
   }
 
   mlir::DialectRegistry registry;
   mlir::stlm::registerAllDialects(registry);
-  registry.insert<mlir::LLVM::LLVMDialect>();
   mlir::MLIRContext context(registry);
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      stlm::buildModel(context, *parsed.spec);
-  mlir::PassManager pm(&context);
-  pm.addPass(mlir::stlm::createVerifyShapesPass());
-  if (failed(mlir::verify(*module)) || failed(pm.run(*module))) {
-    errs() << "stlm-compile: internal error: the IR built for '"
-           << parsed.spec->name << "' does not verify (diagnostics above)\n";
+  mlir::OwningOpRef<mlir::ModuleOp> module = stlm::buildModel(context, spec);
+  mlir::PassManager built(&context);
+  mlir::stlm::buildPipeline(built, Stage::STLM);
+  if (failed(mlir::verify(*module)) || failed(built.run(*module))) {
+    errs() << "stlm-compile: internal error: the IR built for '" << spec.name
+           << "' does not verify (diagnostics above)\n";
     return 2;
   }
-  // Each stage adds its passes to the one before.
   mlir::PassManager stages(&context);
-  if (emit != Emit::STLM)
-    stages.addPass(mlir::stlm::createAutodiffPass());
-  if (emit != Emit::STLM && emit != Emit::Train)
-    mlir::stlm::addPlanPasses(stages);
+  mlir::stlm::buildPipeline(stages, emit, Stage::STLM);
+  // The spec is valid and its IR verifies: a stage that fails on it is a
+  // limit of the native path.
   if (failed(stages.run(*module))) {
-    errs() << "stlm-compile: error: cannot lower '" << parsed.spec->name
+    errs() << "stlm-compile: error: cannot lower '" << spec.name
            << "' (diagnostics above)\n";
-    return 1;
+    return 3;
   }
-  if (emit == Emit::Kernels)
-    return emitKernels(theModel(*module), parsed.spec->name, outputPath,
-                       argv[0]);
-  if (emit == Emit::Artifact)
-    return emitArtifact(*module, *parsed.spec, outputPath, argv[0]);
-  if (emit == Emit::LLVM) {
-    stlm::codegen::KernelPlan plan;
-    mlir::stlm::ModelOp model = theModel(*module);
-    if (failed(lowerDriver(*module, model, parsed.spec->name, plan)))
-      return 1;
-    model.erase();
+
+  if (emit == Stage::Kernels) {
+    codegen::KernelPlan plan;
+    mlir::stlm::ModelOp model = codegen::theModel(*module);
+    if (codegen::Status s =
+            codegen::writeKernels(model, spec.name, outputPath, tools, plan);
+        !s)
+      return failWith(s);
+    outs() << plan.kernels.size() << " kernels for '" << spec.name << "' ("
+           << plan.kernelOps << " kernel ops, " << plan.driverOps
+           << " driver ops) in " << outputPath << "\n";
+    return 0;
+  }
+  if (emit == Stage::Artifact) {
+    codegen::ArtifactModel info{spec.name, spec.embedder.vocabSize,
+                                spec.train.accumulate, stlm::specToJson(spec)};
+    codegen::ArtifactSummary summary;
+    if (codegen::Status s = codegen::writeArtifact(*module, info, outputPath,
+                                                   tools, summary);
+        !s)
+      return failWith(s);
+    outs() << "compiled '" << spec.name << "': " << summary.kernels
+           << " kernels, weights " << summary.weightsSize << " bytes, arena "
+           << summary.arenaSize << " bytes -> " << outputPath << "/lib"
+           << spec.name << ".{a,so}, " << spec.name << ".h\n";
+    return 0;
   }
   module->print(out->os());
   out->keep();

@@ -33,12 +33,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "frontend/Params.h"
-#include "frontend/SafeTensors.h"
+#include "support/SafeTensors.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
-#include "reference/Inference.h"
-#include "reference/Trainer.h"
-#include "tools/stlm-run/NativeEngine.h"
+#include "train/NativeEngine.h"
+#include "train/ReferenceEngine.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -313,27 +312,10 @@ bool backendOptions(Args &a, const char *argv0, std::string &backend,
     native.artifactDir = *v;
   native.threads = static_cast<int>(std::min<int64_t>(threads, 1024));
   native.compiler = besideMe(argv0, "stlm-compile");
+  // `auto`: the native engine, and the reference one (with a note saying
+  // why) for a spec stlm-compile cannot compile yet.
+  native.fallback = backend == "auto";
   return true;
-}
-
-/// `auto` becomes native when the native path compiles `spec` (at once
-/// when its artifact is compiled already), else reference with a note (on
-/// `notes`, unless null) saying why.
-std::string resolveBackend(const std::string &backend,
-                           const stlm::ModelSpec &spec,
-                           const stlm::NativeOptions &native,
-                           const char *doing, FILE *notes) {
-  if (backend != "auto")
-    return backend;
-  if (stlm::nativeArtifactReady(spec, native))
-    return "native";
-  std::string why = stlm::nativeUnsupported(spec);
-  if (!why.empty() && notes)
-    std::fprintf(notes,
-                 "note: the native path cannot compile '%s' yet (%s); %s "
-                 "with the reference evaluator\n",
-                 spec.name.c_str(), why.c_str(), doing);
-  return why.empty() ? "native" : "reference";
 }
 
 /// eval and generate: the backend options and the spec stored in the
@@ -393,10 +375,11 @@ int runTrain(int argc, char **argv) {
   stlm::ModelSpec spec;
   if (!loadSpec(a.positional[0], spec))
     return 1;
-  if (resolveBackend(backend, spec, native, "training", opt.progress) == "reference")
+  if (backend == "reference")
     return stlm::trainWithReference(spec, opt, stderr);
   native.specPath = a.positional[0];
   native.progress = opt.progress;
+  native.notes = opt.progress;
   std::unique_ptr<stlm::TrainEngine> engine = stlm::nativeEngine(native);
   return stlm::train(spec, opt, *engine, stderr);
 }
@@ -421,7 +404,7 @@ int runEval(int argc, char **argv) {
   if (!checkpointOptions(a, argv[0], backend, native, spec, status))
     return status;
   const std::string &checkpoint = a.positional[0];
-  if (resolveBackend(backend, spec, native, "evaluating", stderr) == "reference")
+  if (backend == "reference")
     return stlm::evaluateWithReference(checkpoint, *data, windows, stdout,
                                        stderr);
   return stlm::evaluateNative(checkpoint, spec, *data, windows, native,
@@ -458,7 +441,7 @@ int runGenerate(int argc, char **argv) {
   std::string problem = stlm::generationProblem(spec, o, prompt);
   if (!problem.empty())
     return fail(problem);
-  if (resolveBackend(backend, spec, native, "generating", stderr) == "reference")
+  if (backend == "reference")
     return stlm::generateWithReference(checkpoint, o, stdout, stderr);
   return stlm::generateNative(checkpoint, spec, o, native, stdout, stderr);
 }

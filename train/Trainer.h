@@ -1,17 +1,18 @@
-//===- Trainer.h - train a spec with the reference evaluator ----*- C++ -*-===//
+//===- Trainer.h - the training loop of every engine ------------*- C++ -*-===//
 //
-// `stlm-run train --backend=reference`: builds the model of a spec, derives
-// its training step (stlm-autodiff), and runs it in the reference
-// interpreter (fp32) on a text file with MODEL_SPEC's data rules. Prints a
-// progress line (step, loss, lr, grad norm, bytes/s, ETA) and can write
-// every step and evaluation as JSON lines. Checkpoints hold the parameters,
-// the AdamW moments (`opt.m.*`, `opt.v.*`) and `__metadata__.step`, written
+// `stlm-run train`: trains a spec on a text file with MODEL_SPEC's data
+// rules, through a TrainEngine that computes the steps -- the reference
+// evaluator (train/ReferenceEngine.h) or a compiled artifact
+// (train/NativeEngine.h), peers under this loop. Prints a progress line
+// (step, loss, lr, grad norm, bytes/s, ETA) and can write every step and
+// evaluation as JSON lines. Checkpoints hold the parameters, the AdamW
+// moments (`opt.m.*`, `opt.v.*`) and `__metadata__.step`, written
 // atomically.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_REFERENCE_TRAINER_H
-#define STLM_REFERENCE_TRAINER_H
+#ifndef STLM_TRAIN_TRAINER_H
+#define STLM_TRAIN_TRAINER_H
 
 #include "frontend/Spec.h"
 #include "reference/Interpreter.h"
@@ -39,7 +40,7 @@ struct TrainOptions {
 };
 
 /// What computes a training run: the reference evaluator, or a compiled
-/// artifact (tools/stlm-run). Tensors are named as in checkpoints
+/// artifact. Tensors are named as in checkpoints
 /// (parameters, `opt.m.*`, `opt.v.*`).
 class TrainEngine {
 public:
@@ -65,19 +66,12 @@ public:
                         float &loss, std::string &error) = 0;
 };
 
-/// The reference evaluator as a TrainEngine (fp32 interpreter).
-std::unique_ptr<TrainEngine> referenceEngine();
-
 /// Trains with `engine`; returns 0 on success, 1 with a message on `err` on
 /// bad input (missing or short data, bad checkpoint, a spec the engine
 /// cannot run).
 int train(const ModelSpec &spec, const TrainOptions &options,
           TrainEngine &engine, FILE *err);
 
-/// train() with referenceEngine().
-int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
-                       FILE *err);
-
 } // namespace stlm
 
-#endif // STLM_REFERENCE_TRAINER_H
+#endif // STLM_TRAIN_TRAINER_H

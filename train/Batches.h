@@ -1,13 +1,14 @@
 //===- Batches.h - feeding text windows to a model's functions -*- C++ -*-===//
 //
 // How @loss / @eval / @train_step take a batch of text windows, and the
-// validation loss over the validation split: shared by the reference
-// trainer and `stlm-run eval`.
+// validation loss over the validation split: shared by the training loop,
+// both engines and `stlm-run eval`. Batches are reference tensors
+// (reference/Interpreter.h), the oracle's plain data type.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_REFERENCE_BATCHES_H
-#define STLM_REFERENCE_BATCHES_H
+#ifndef STLM_TRAIN_BATCHES_H
+#define STLM_TRAIN_BATCHES_H
 
 #include "frontend/Data.h"
 #include "frontend/Spec.h"
@@ -68,4 +69,4 @@ double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
 
 } // namespace stlm
 
-#endif // STLM_REFERENCE_BATCHES_H
+#endif // STLM_TRAIN_BATCHES_H

@@ -1,6 +1,6 @@
 //===- Batches.cpp - feeding text windows to a model's functions ----------===//
 
-#include "reference/Batches.h"
+#include "train/Batches.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,24 +1,105 @@
-//===- Inference.cpp - eval and generate with the reference evaluator -----===//
+//===- ReferenceEngine.cpp - train, evaluate, generate with the oracle ----===//
 
-#include "reference/Inference.h"
+#include "train/ReferenceEngine.h"
 
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
-#include "frontend/SafeTensors.h"
-#include "frontend/Weights.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
-#include "passes/Passes.h"
-#include "reference/Batches.h"
+#include "passes/Pipelines.h"
 #include "reference/Interpreter.h"
+#include "support/SafeTensors.h"
+#include "train/Batches.h"
 
 #include <chrono>
-#include <cmath>
 #include <cstring>
 
 namespace stlm {
 namespace {
+
+using Tensor = ref::Tensor<float>;
+
+/// The reference evaluator: the spec's IR after stlm-autodiff, interpreted.
+class ReferenceEngine : public TrainEngine {
+public:
+  std::string describe() const override { return "the reference evaluator"; }
+  bool prepare(const ModelSpec &spec, std::string &error) override {
+    context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
+                        mlir::arith::ArithDialect>();
+    std::string diagnostics;
+    mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+      diagnostics += d.str() + "\n";
+      return mlir::success();
+    });
+    module = buildModel(context, spec);
+    mlir::PassManager pm(&context);
+    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Train);
+    if (mlir::failed(pm.run(*module))) {
+      error = "cannot derive the training step of '" + spec.name +
+              "': " + diagnostics;
+      return false;
+    }
+    mlir::stlm::ModelOp model;
+    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+    interp = std::make_unique<ref::Interpreter<float>>(model);
+    return true;
+  }
+  bool setTensor(const std::string &name, const std::vector<int64_t> &shape,
+                 const std::vector<float> &values,
+                 std::string &error) override {
+    return interp->setVariable(name, Tensor::floats(shape, values), error);
+  }
+  bool getTensor(const std::string &name, std::vector<float> &values,
+                 std::string &error) override {
+    const Tensor *t = interp->variable(name);
+    if (!t) {
+      error = "no tensor '" + name + "'";
+      return false;
+    }
+    values = t->f;
+    return true;
+  }
+  bool setStep(int64_t step, std::string &error) override {
+    return interp->setVariable(
+        "step", Tensor::ints({}, {static_cast<int32_t>(step)}), error);
+  }
+  bool trainStep(const std::vector<std::vector<Tensor>> &micro, float &loss,
+                 float &norm, float &lr, std::string &error) override {
+    std::vector<Tensor> results;
+    if (micro.size() == 1) {
+      if (!interp->call("train_step", micro[0], results, error))
+        return false;
+      loss = results[0].scalar(), norm = results[1].scalar(),
+      lr = results[2].scalar();
+      return true;
+    }
+    loss = 0;
+    for (const std::vector<Tensor> &args : micro) {
+      if (!interp->call("accumulate", args, results, error))
+        return false;
+      loss += results[0].scalar() / static_cast<float>(micro.size());
+    }
+    if (!interp->call("apply", {}, results, error))
+      return false;
+    norm = results[0].scalar(), lr = results[1].scalar();
+    return true;
+  }
+  bool evalLoss(const std::vector<Tensor> &args, float &loss,
+                std::string &error) override {
+    std::vector<Tensor> results;
+    if (!interp->call("eval", args, results, error))
+      return false;
+    loss = results[0].scalar();
+    return true;
+  }
+
+private:
+  mlir::MLIRContext context;
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::unique_ptr<ref::Interpreter<float>> interp;
+};
 
 /// A checkpoint's model, ready to run.
 struct Loaded {
@@ -27,35 +108,6 @@ struct Loaded {
   mlir::OwningOpRef<mlir::ModuleOp> module;
   std::unique_ptr<ref::Interpreter<float>> interp;
 };
-
-/// The checkpoint's spec, checked against its tensors; the open file.
-std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
-                                                ModelSpec &spec,
-                                                std::string &error) {
-  std::unique_ptr<SafeTensorsFile> file = SafeTensorsFile::open(path, error);
-  if (!file)
-    return nullptr;
-  std::optional<SpecResult> parsed = storedSpec(*file, path);
-  if (!parsed) {
-    error = path + ": no model spec in __metadata__." + std::string(kSpecKey) +
-            " (is it an stlm checkpoint?)";
-    return nullptr;
-  }
-  if (!parsed->spec) {
-    error = parsed->diagnostics.front().str();
-    return nullptr;
-  }
-  spec = *parsed->spec;
-  std::vector<std::string> problems = checkWeights(buildParamTable(spec), *file);
-  if (!problems.empty()) {
-    error = path + " does not match its own spec (" +
-            std::to_string(problems.size()) + " problems):";
-    for (const std::string &p : problems)
-      error += "\n  " + p;
-    return nullptr;
-  }
-  return file;
-}
 
 bool load(const std::string &path, Loaded &m, std::string &error) {
   std::unique_ptr<SafeTensorsFile> file = openCheckpoint(path, m.spec, error);
@@ -82,68 +134,14 @@ bool load(const std::string &path, Loaded &m, std::string &error) {
 
 } // namespace
 
-bool checkpointSpec(const std::string &path, ModelSpec &spec,
-                    std::string &error) {
-  return openCheckpoint(path, spec, error) != nullptr;
+std::unique_ptr<TrainEngine> referenceEngine() {
+  return std::make_unique<ReferenceEngine>();
 }
 
-bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
-                    Feed &feed, TextData &data, std::string &error) {
-  if (std::optional<std::string> why = unsupportedFeed(spec)) {
-    error = *why;
-    return false;
-  }
-  feed = Feed::forSpec(spec);
-  if (!data.load(dataPath, feed.window, error))
-    return false;
-  if (std::optional<std::string> why =
-          dataOutsideVocabulary(spec, dataPath, data)) {
-    error = *why;
-    return false;
-  }
-  return true;
-}
-
-bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
-                      const Feed &feed, const TextData &data, int64_t windows,
-                      const BatchLoss &loss, FILE *out, std::string &error) {
-  int64_t used = 0;
-  double value = validationLoss(loss, data, feed, windows, used, error);
-  if (std::isnan(value))
-    return false;
-  std::fprintf(out, "%s on %s: val loss %.4f", spec.name.c_str(),
-               dataPath.c_str(), value);
-  if (lossIsPerByte(spec))
-    std::fprintf(out, " | %.3f bits/byte", value / std::log(2.0));
-  std::fprintf(out, " | %lld windows\n", static_cast<long long>(used));
-  return true;
-}
-
-std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
-                              std::vector<int32_t> &prompt) {
-  std::string bad = runtime::validate(o.sampling);
-  if (!bad.empty())
-    return bad;
-  if (o.prompt.empty())
-    return "the prompt is empty; generation needs at least one byte to "
-           "continue";
-  if (spec.embedder.kind != EmbedderKind::Token)
-    return "generation from byte_pool models (a chunk at a time) is not "
-           "supported yet";
-  prompt.clear();
-  for (unsigned char c : o.prompt) {
-    if (c >= spec.embedder.vocabSize)
-      return "the prompt has byte " + std::to_string(c) +
-             ", outside the model's vocabulary of " +
-             std::to_string(spec.embedder.vocabSize);
-    prompt.push_back(c);
-  }
-  return "";
-}
-
-void printGenerated(int64_t bytes, double s, FILE *err) {
-  std::fprintf(err, "\ngenerated %lld bytes in %.2f s (%.1f bytes/s)\n",
-               static_cast<long long>(bytes), s, s > 0 ? bytes / s : 0);
+int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
+                       FILE *err) {
+  std::unique_ptr<TrainEngine> engine = referenceEngine();
+  return train(spec, options, *engine, err);
 }
 
 int evaluateWithReference(const std::string &checkpoint,
@@ -181,7 +179,7 @@ int generateWithReference(const std::string &checkpoint,
     return fail(problem);
   const int64_t B = m.spec.train.batch, T = m.spec.core.context,
                 V = m.spec.embedder.vocabSize;
-  runtime::ContextWindow window{T, 0};
+  sampling::ContextWindow window{T, 0};
   uint64_t state = o.seed;
   auto start = std::chrono::steady_clock::now();
   for (int64_t n = 0; n < o.tokens; ++n) {
@@ -196,7 +194,7 @@ int generateWithReference(const std::string &checkpoint,
                         results, error))
       return fail(error);
     const float *row = results[0].f.data() + (len - 1) * V;
-    int32_t next = runtime::sample(row, static_cast<int32_t>(V), o.sampling,
+    int32_t next = sampling::sample(row, static_cast<int32_t>(V), o.sampling,
                                    state);
     history.push_back(next);
     unsigned char byte = static_cast<unsigned char>(next);

@@ -21,8 +21,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_FRONTEND_SAFETENSORS_H
-#define STLM_FRONTEND_SAFETENSORS_H
+#ifndef STLM_SUPPORT_SAFETENSORS_H
+#define STLM_SUPPORT_SAFETENSORS_H
 
 #include <cstddef>
 #include <cstdint>
@@ -118,4 +118,4 @@ bool writeSafeTensors(const std::string &path,
 
 } // namespace stlm
 
-#endif // STLM_FRONTEND_SAFETENSORS_H
+#endif // STLM_SUPPORT_SAFETENSORS_H

@@ -1,15 +1,12 @@
 //===- NativeEngine.cpp - train with a compiled artifact ------------------===//
 
-#include "tools/stlm-run/NativeEngine.h"
+#include "train/NativeEngine.h"
 
-#include "codegen/driver/LowerToLLVM.h"
-#include "frontend/BuildModel.h"
-#include "mlir/IR/Diagnostics.h"
-#include "mlir/Pass/PassManager.h"
-#include "passes/Passes.h"
-#include "reference/Batches.h"
+#include "stlm/artifact_format.h"
 #include "stlm/stlm.h"
-#include "tools/common/InitAll.h"
+#include "support/Hash.h"
+#include "train/Batches.h"
+#include "train/ReferenceEngine.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -28,15 +25,6 @@
 namespace stlm {
 namespace {
 
-/// FNV-1a, 64 bits: a stable cache key.
-uint64_t fnv1a(const std::string &s, uint64_t h = 1469598103934665603ull) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::string readFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -44,18 +32,26 @@ std::string readFile(const std::string &path) {
   return ss.str();
 }
 
+/// stlm-compile's exit status for a valid spec it cannot compile yet.
+constexpr int kCannotCompileYet = 3;
+
 /// Finds (in --artifact DIR or the cache) or compiles the artifact of a
 /// spec, and opens it.
 class ArtifactOpener {
 public:
   explicit ArtifactOpener(const NativeOptions &o) : opt(o) {}
 
-  stlm_model *open(const ModelSpec &spec, std::string &error) {
+  /// The opened model; null with `error` set, and `unsupported` set too
+  /// when stlm-compile says it cannot compile the spec yet (then `error`
+  /// is its reason).
+  stlm_model *open(const ModelSpec &spec, std::string &error,
+                   bool &unsupported) {
     std::string json = specToJson(spec);
     dir = directoryFor(spec, json, opt);
-    std::string lib = dir + "/lib" + spec.name + ".so";
-    if (!upToDate(dir + "/" + spec.name + ".manifest.json", json) &&
-        !compile(spec, json, error))
+    std::string lib = dir + "/" + format::sharedLibrary(spec.name);
+    unsupported = false;
+    if (!upToDate(dir + "/" + format::manifest(spec.name), json) &&
+        !compile(spec, json, error, unsupported))
       return nullptr;
     stlm_model *model = nullptr;
     if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK ||
@@ -69,15 +65,6 @@ public:
   }
   const std::string &directory() const { return dir; }
 
-  /// The artifact of `spec` is compiled already (in --artifact DIR or the
-  /// cache).
-  static bool ready(const ModelSpec &spec, const NativeOptions &o) {
-    std::string json = specToJson(spec);
-    return upToDate(directoryFor(spec, json, o) + "/" + spec.name +
-                        ".manifest.json",
-                    json);
-  }
-
 private:
   /// --artifact DIR, or the cache directory of (spec, compiler build),
   /// absolute.
@@ -88,9 +75,9 @@ private:
     if (dir.empty()) {
       // The cache: one directory per (spec, compiler build).
       llvm::sys::fs::file_status st;
-      uint64_t key = fnv1a(json);
+      uint64_t key = fnv1a64(json);
       if (!llvm::sys::fs::status(opt.compiler, st))
-        key = fnv1a(std::to_string(st.getLastModificationTime()
+        key = fnv1a64(std::to_string(st.getLastModificationTime()
                                        .time_since_epoch()
                                        .count()) +
                         std::to_string(st.getSize()),
@@ -122,11 +109,33 @@ private:
     }
   }
 
+  /// The reason in stlm-compile's message for exit status 3: the first op
+  /// it lists ("  <op>: <why> (<n> ops)") as "no kernel for <op>: <why>",
+  /// or its one-line message.
+  static std::string cannotCompileReason(const std::string &text) {
+    std::string reason;
+    size_t at = text.find("error: ");
+    size_t eol = text.find('\n', at == std::string::npos ? 0 : at);
+    if (at != std::string::npos)
+      reason = text.substr(at + 7, eol == std::string::npos
+                                       ? std::string::npos
+                                       : eol - at - 7);
+    if (eol != std::string::npos && text.compare(eol + 1, 2, "  ") == 0) {
+      std::string first = text.substr(eol + 3, text.find('\n', eol + 1) -
+                                                   eol - 3);
+      size_t count = first.rfind(" (");
+      reason = "no kernel for " + first.substr(0, count);
+    }
+    return reason.empty() ? "stlm-compile gave no reason" : reason;
+  }
+
   /// stlm-compile into a fresh directory, then renamed into place, so a
   /// concurrent or interrupted compile never leaves a half artifact. Specs
   /// that come from a checkpoint are written out as JSON (which is YAML).
+  /// With a fallback, stlm-compile's messages are kept back: a spec it
+  /// cannot compile yet is the fallback's note, not an error.
   bool compile(const ModelSpec &spec, const std::string &json,
-               std::string &error) {
+               std::string &error, bool &unsupported) {
     if (!llvm::sys::fs::can_execute(opt.compiler)) {
       error = "cannot run stlm-compile at '" + opt.compiler + "'";
       return false;
@@ -148,18 +157,30 @@ private:
                    dir.c_str());
     auto start = std::chrono::steady_clock::now();
     llvm::StringRef argv[] = {opt.compiler, specPath, "-o", tmp};
-    std::optional<llvm::StringRef> redirects[] = {std::nullopt, "",
-                                                  std::nullopt};
+    std::string diagnostics = tmp + ".stderr";
+    std::optional<llvm::StringRef> redirects[] = {
+        std::nullopt, "",
+        opt.fallback ? std::optional<llvm::StringRef>(diagnostics)
+                     : std::nullopt};
     std::string message;
     int rc = llvm::sys::ExecuteAndWait(opt.compiler, argv, std::nullopt,
                                        redirects, 0, 0, &message);
     if (opt.specPath.empty())
       llvm::sys::fs::remove(specPath);
+    std::string said = opt.fallback ? readFile(diagnostics) : "";
+    llvm::sys::fs::remove(diagnostics);
     if (rc != 0) {
       llvm::sys::fs::remove_directories(tmp);
+      if (opt.fallback && rc == kCannotCompileYet) {
+        unsupported = true;
+        error = cannotCompileReason(said);
+        return false;
+      }
+      std::fputs(said.c_str(), stderr);
       error = "stlm-compile could not compile '" + spec.name + "' (" +
               (message.empty() ? "exit status " + std::to_string(rc)
                                : message) +
+              (rc == kCannotCompileYet ? ": not yet supported" : "") +
               ", diagnostics above); --backend reference runs every spec";
       return false;
     }
@@ -204,7 +225,12 @@ public:
   }
 
   bool prepare(const ModelSpec &spec, std::string &error) override {
-    model = opener.open(spec, error);
+    bool unsupported = false;
+    return open(spec, error, unsupported);
+  }
+  /// prepare(), saying whether stlm-compile cannot compile `spec` yet.
+  bool open(const ModelSpec &spec, std::string &error, bool &unsupported) {
+    model = opener.open(spec, error, unsupported);
     return model != nullptr;
   }
 
@@ -274,15 +300,78 @@ private:
   stlm_model *model = nullptr;
 };
 
+/// The fallback's note: why `spec` runs on the reference evaluator.
+void noteFallback(const NativeOptions &options, const ModelSpec &spec,
+                  const std::string &why, const char *doing) {
+  if (options.notes)
+    std::fprintf(options.notes,
+                 "note: the native path cannot compile '%s' yet (%s); %s "
+                 "with the reference evaluator\n",
+                 spec.name.c_str(), why.c_str(), doing);
+}
+
+/// The native engine, or, for a spec stlm-compile cannot compile yet, the
+/// reference engine.
+class FallbackEngine : public TrainEngine {
+public:
+  explicit FallbackEngine(const NativeOptions &o) : opt(o) {}
+
+  std::string describe() const override {
+    return inner ? inner->describe() : "the native artifact";
+  }
+  bool prepare(const ModelSpec &spec, std::string &error) override {
+    auto native = std::make_unique<NativeEngine>(opt);
+    bool unsupported = false;
+    if (native->open(spec, error, unsupported)) {
+      inner = std::move(native);
+      return true;
+    }
+    if (!unsupported)
+      return false;
+    noteFallback(opt, spec, error, "training");
+    error.clear();
+    inner = referenceEngine();
+    return inner->prepare(spec, error);
+  }
+  bool setTensor(const std::string &name, const std::vector<int64_t> &shape,
+                 const std::vector<float> &values,
+                 std::string &error) override {
+    return inner->setTensor(name, shape, values, error);
+  }
+  bool getTensor(const std::string &name, std::vector<float> &values,
+                 std::string &error) override {
+    return inner->getTensor(name, values, error);
+  }
+  bool setStep(int64_t step, std::string &error) override {
+    return inner->setStep(step, error);
+  }
+  bool trainStep(const std::vector<std::vector<ref::Tensor<float>>> &micro,
+                 float &loss, float &norm, float &lr,
+                 std::string &error) override {
+    return inner->trainStep(micro, loss, norm, lr, error);
+  }
+  bool evalLoss(const std::vector<ref::Tensor<float>> &args, float &loss,
+                std::string &error) override {
+    return inner->evalLoss(args, loss, error);
+  }
+
+private:
+  NativeOptions opt;
+  std::unique_ptr<TrainEngine> inner;
+};
+
 /// The compiled model of a checkpoint, its weights loaded; closes itself.
 struct LoadedNative {
   stlm_model *model = nullptr;
   ~LoadedNative() { stlm_close(model); }
 
+  /// False with `error` set (and `unsupported` when stlm-compile cannot
+  /// compile the spec yet).
   bool open(const std::string &checkpoint, const ModelSpec &spec,
-            const NativeOptions &options, std::string &error) {
+            const NativeOptions &options, std::string &error,
+            bool &unsupported) {
     ArtifactOpener opener(options);
-    model = opener.open(spec, error);
+    model = opener.open(spec, error, unsupported);
     if (!model)
       return false;
     if (stlm_load(model, checkpoint.c_str()) != STLM_OK) {
@@ -295,39 +384,9 @@ struct LoadedNative {
 
 } // namespace
 
-bool nativeArtifactReady(const ModelSpec &spec, const NativeOptions &options) {
-  return ArtifactOpener::ready(spec, options);
-}
-
-std::string nativeUnsupported(const ModelSpec &spec) {
-  mlir::DialectRegistry registry;
-  mlir::stlm::registerAllDialects(registry);
-  mlir::MLIRContext context(registry);
-  std::string diagnostics;
-  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
-    if (diagnostics.empty())
-      diagnostics = d.str();
-    return mlir::success();
-  });
-  mlir::OwningOpRef<mlir::ModuleOp> module = buildModel(context, spec);
-  mlir::PassManager pm(&context);
-  pm.addPass(mlir::stlm::createVerifyShapesPass());
-  pm.addPass(mlir::stlm::createAutodiffPass());
-  mlir::stlm::addPlanPasses(pm);
-  if (mlir::failed(pm.run(*module)))
-    return diagnostics.empty() ? "its training step cannot be derived"
-                               : diagnostics;
-  mlir::stlm::ModelOp model;
-  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
-  codegen::KernelPlan plan = codegen::planKernels(model);
-  if (!plan.unsupported.empty())
-    return "no kernel for " + plan.unsupported.begin()->first;
-  if (mlir::failed(codegen::lowerToLLVM(*module, model, plan)))
-    return diagnostics;
-  return "";
-}
-
 std::unique_ptr<TrainEngine> nativeEngine(const NativeOptions &options) {
+  if (options.fallback)
+    return std::make_unique<FallbackEngine>(options);
   return std::make_unique<NativeEngine>(options);
 }
 
@@ -342,10 +401,16 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
   Feed feed;
   TextData data;
   LoadedNative m;
+  bool unsupported = false;
   // The data is checked before anything is compiled.
-  if (!loadValidation(spec, dataPath, feed, data, error) ||
-      !m.open(checkpoint, spec, options, error))
+  if (!loadValidation(spec, dataPath, feed, data, error))
     return fail(error);
+  if (!m.open(checkpoint, spec, options, error, unsupported)) {
+    if (!unsupported)
+      return fail(error);
+    noteFallback(options, spec, error, "evaluating");
+    return evaluateWithReference(checkpoint, dataPath, windows, out, err);
+  }
   BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
                        std::string &e) {
     std::vector<int32_t> seeds;
@@ -375,8 +440,13 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
     return fail(problem);
   std::string error;
   LoadedNative m;
-  if (!m.open(checkpoint, spec, options, error))
-    return fail(error);
+  bool unsupported = false;
+  if (!m.open(checkpoint, spec, options, error, unsupported)) {
+    if (!unsupported)
+      return fail(error);
+    noteFallback(options, spec, error, "generating");
+    return generateWithReference(checkpoint, o, out, err);
+  }
   stlm_sampling sampling = {static_cast<float>(o.sampling.temperature),
                             static_cast<int32_t>(std::min<int64_t>(
                                 o.sampling.topK, INT32_MAX)),

@@ -7,15 +7,15 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_RUNTIME_SRC_SAMPLING_H
-#define STLM_RUNTIME_SRC_SAMPLING_H
+#ifndef STLM_SUPPORT_SAMPLING_H
+#define STLM_SUPPORT_SAMPLING_H
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-namespace stlm::runtime {
+namespace stlm::sampling {
 
 struct SamplingOptions {
   double temperature = 1.0; // <= 0: greedy (the first maximum)
@@ -51,6 +51,6 @@ struct ContextWindow {
   }
 };
 
-} // namespace stlm::runtime
+} // namespace stlm::sampling
 
-#endif // STLM_RUNTIME_SRC_SAMPLING_H
+#endif // STLM_SUPPORT_SAMPLING_H

@@ -1,13 +1,15 @@
 //===- Sampling.cpp - choosing the next token from logits -----------------===//
 
-#include "runtime/src/Sampling.h"
+#include "support/Sampling.h"
+
+#include "support/Hash.h"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
-namespace stlm::runtime {
+namespace stlm::sampling {
 
 std::string validate(const SamplingOptions &o) {
   if (!std::isfinite(o.temperature))
@@ -55,11 +57,7 @@ int32_t sample(const float *logits, int32_t vocab, const SamplingOptions &o,
     kept += p[order[i]];
 
   // splitmix64 → uniform in [0, 1).
-  state += 0x9e3779b97f4a7c15ull;
-  uint64_t z = state;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
+  uint64_t z = splitmix64Next(state);
   double u = static_cast<double>(z >> 11) * 0x1.0p-53 * kept;
   for (size_t i = 0; i < keep; ++i) {
     u -= p[order[i]];
@@ -69,4 +67,4 @@ int32_t sample(const float *logits, int32_t vocab, const SamplingOptions &o,
   return order[keep - 1];
 }
 
-} // namespace stlm::runtime
+} // namespace stlm::sampling

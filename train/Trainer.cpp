@@ -1,19 +1,12 @@
-//===- Trainer.cpp - train a spec with the reference evaluator ------------===//
+//===- Trainer.cpp - the training loop of every engine --------------------===//
 
-#include "reference/Trainer.h"
+#include "train/Trainer.h"
 
-#include "frontend/BuildModel.h"
 #include "frontend/Data.h"
 #include "frontend/Params.h"
-#include "frontend/SafeTensors.h"
+#include "support/SafeTensors.h"
 #include "frontend/Weights.h"
-#include "mlir/Dialect/Arith/IR/Arith.h"
-#include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/IR/Diagnostics.h"
-#include "mlir/Pass/PassManager.h"
-#include "passes/Passes.h"
-#include "reference/Batches.h"
-#include "reference/Interpreter.h"
+#include "train/Batches.h"
 
 #include <chrono>
 #include <cmath>
@@ -382,103 +375,12 @@ int Session::run() {
 }
 
 
-/// The reference evaluator: the spec's IR after stlm-autodiff, interpreted.
-class ReferenceEngine : public TrainEngine {
-public:
-  std::string describe() const override { return "the reference evaluator"; }
-  bool prepare(const ModelSpec &spec, std::string &error) override {
-    context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
-                        mlir::arith::ArithDialect>();
-    std::string diagnostics;
-    mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
-      diagnostics += d.str() + "\n";
-      return mlir::success();
-    });
-    module = buildModel(context, spec);
-    mlir::PassManager pm(&context);
-    pm.addPass(mlir::stlm::createVerifyShapesPass());
-    pm.addPass(mlir::stlm::createAutodiffPass());
-    if (mlir::failed(pm.run(*module))) {
-      error = "cannot derive the training step of '" + spec.name +
-              "': " + diagnostics;
-      return false;
-    }
-    mlir::stlm::ModelOp model;
-    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
-    interp = std::make_unique<ref::Interpreter<float>>(model);
-    return true;
-  }
-  bool setTensor(const std::string &name, const std::vector<int64_t> &shape,
-                 const std::vector<float> &values,
-                 std::string &error) override {
-    return interp->setVariable(name, Tensor::floats(shape, values), error);
-  }
-  bool getTensor(const std::string &name, std::vector<float> &values,
-                 std::string &error) override {
-    const Tensor *t = interp->variable(name);
-    if (!t) {
-      error = "no tensor '" + name + "'";
-      return false;
-    }
-    values = t->f;
-    return true;
-  }
-  bool setStep(int64_t step, std::string &error) override {
-    return interp->setVariable(
-        "step", Tensor::ints({}, {static_cast<int32_t>(step)}), error);
-  }
-  bool trainStep(const std::vector<std::vector<Tensor>> &micro, float &loss,
-                 float &norm, float &lr, std::string &error) override {
-    std::vector<Tensor> results;
-    if (micro.size() == 1) {
-      if (!interp->call("train_step", micro[0], results, error))
-        return false;
-      loss = results[0].scalar(), norm = results[1].scalar(),
-      lr = results[2].scalar();
-      return true;
-    }
-    loss = 0;
-    for (const std::vector<Tensor> &args : micro) {
-      if (!interp->call("accumulate", args, results, error))
-        return false;
-      loss += results[0].scalar() / static_cast<float>(micro.size());
-    }
-    if (!interp->call("apply", {}, results, error))
-      return false;
-    norm = results[0].scalar(), lr = results[1].scalar();
-    return true;
-  }
-  bool evalLoss(const std::vector<Tensor> &args, float &loss,
-                std::string &error) override {
-    std::vector<Tensor> results;
-    if (!interp->call("eval", args, results, error))
-      return false;
-    loss = results[0].scalar();
-    return true;
-  }
-
-private:
-  mlir::MLIRContext context;
-  mlir::OwningOpRef<mlir::ModuleOp> module;
-  std::unique_ptr<ref::Interpreter<float>> interp;
-};
-
 } // namespace
-
-std::unique_ptr<TrainEngine> referenceEngine() {
-  return std::make_unique<ReferenceEngine>();
-}
 
 int train(const ModelSpec &spec, const TrainOptions &options,
           TrainEngine &engine, FILE *err) {
   Session session(spec, options, engine, err);
   return session.run();
-}
-
-int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
-                       FILE *err) {
-  std::unique_ptr<TrainEngine> engine = referenceEngine();
-  return train(spec, options, *engine, err);
 }
 
 } // namespace stlm

@@ -1,37 +1,38 @@
-//===- Inference.h - eval and generate with the reference evaluator -*- C++ -*-===//
+//===- Inference.h - what eval and generate do on either engine -*- C++ -*-===//
 //
 // `stlm-run eval` and `stlm-run generate` on a checkpoint (its model spec
-// comes from the file's metadata), run by the reference interpreter.
-// Generation recomputes the model's window for every token (no KV cache;
-// the native path keeps one) and streams the sampled bytes.
+// comes from the file's metadata): the checks, the validation loop and the
+// output both engines share. The engines' own halves are in
+// train/ReferenceEngine.h and train/NativeEngine.h.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_REFERENCE_INFERENCE_H
-#define STLM_REFERENCE_INFERENCE_H
+#ifndef STLM_TRAIN_INFERENCE_H
+#define STLM_TRAIN_INFERENCE_H
 
 #include "frontend/Data.h"
 #include "frontend/Spec.h"
-#include "reference/Batches.h"
-#include "runtime/src/Sampling.h"
+#include "support/SafeTensors.h"
+#include "support/Sampling.h"
+#include "train/Batches.h"
 
 #include <cstdint>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace stlm {
 
-/// The model spec stored in a checkpoint, checked against the checkpoint's
-/// own tensors; false with `error` set.
+/// The checkpoint at `path` with its stored model spec (in `spec`),
+/// checked against its own tensors; null with `error` set.
+std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
+                                                ModelSpec &spec,
+                                                std::string &error);
+/// The same, for the spec alone.
 bool checkpointSpec(const std::string &path, ModelSpec &spec,
                     std::string &error);
 
-/// Prints the validation loss (and bits per byte where meaningful) of the
-/// checkpoint on `dataPath`'s validation split; 0, or 1 with a message.
-int evaluateWithReference(const std::string &checkpoint,
-                          const std::string &dataPath, int64_t windows,
-                          FILE *out, FILE *err);
 /// The validation split of `dataPath` as `spec` reads it (checked before
 /// any model is loaded); false with `error` set.
 bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
@@ -46,7 +47,7 @@ bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
 struct GenerateOptions {
   std::string prompt = "\n";
   int64_t tokens = 200;
-  runtime::SamplingOptions sampling;
+  sampling::SamplingOptions sampling;
   uint64_t seed = 0;
 };
 
@@ -60,14 +61,6 @@ std::string generationProblem(const ModelSpec &spec,
 /// The summary line of a generation, on `err`.
 void printGenerated(int64_t bytes, double seconds, FILE *err);
 
-/// Writes the prompt's continuation, token by token, to `out`; a summary
-/// line to `err`. The model sees the window of runtime::ContextWindow (as
-/// the native KV cache does) and recomputes it for every token. 0, or 1
-/// with a message.
-int generateWithReference(const std::string &checkpoint,
-                          const GenerateOptions &options, FILE *out,
-                          FILE *err);
-
 } // namespace stlm
 
-#endif // STLM_REFERENCE_INFERENCE_H
+#endif // STLM_TRAIN_INFERENCE_H

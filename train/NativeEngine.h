@@ -1,17 +1,20 @@
 //===- NativeEngine.h - train, evaluate, generate with an artifact -*- C++ -*-===//
 //
-// `stlm-run train|eval|generate --backend native`: compiles the spec (given,
-// or stored in the checkpoint) with stlm-compile into --artifact DIR or a
-// cache keyed by the spec and the compiler, and runs the artifact's
-// lib<name>.so through the C runtime (stlm/stlm.h).
+// `stlm-run train|eval|generate --backend native|auto`: compiles the spec
+// (given, or stored in the checkpoint) with stlm-compile, run as a
+// subprocess, into --artifact DIR or a cache keyed by the spec and the
+// compiler, and runs the artifact's lib<name>.so through the C runtime
+// (stlm/stlm.h). With `fallback` (the `auto` backend), a spec stlm-compile
+// reports it cannot compile yet (exit status 3) is run by the reference
+// engine instead, with a note saying why.
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef STLM_TOOLS_STLM_RUN_NATIVEENGINE_H
-#define STLM_TOOLS_STLM_RUN_NATIVEENGINE_H
+#ifndef STLM_TRAIN_NATIVEENGINE_H
+#define STLM_TRAIN_NATIVEENGINE_H
 
-#include "reference/Inference.h"
-#include "reference/Trainer.h"
+#include "train/Inference.h"
+#include "train/Trainer.h"
 
 #include <cstdio>
 #include <memory>
@@ -25,13 +28,18 @@ struct NativeOptions {
   std::string compiler;    // stlm-compile to run
   int threads = 0;         // 0: all cores
   FILE *progress = stderr; // "compiling ..." notes; null for quiet
+  bool fallback = false;   // the reference engine for what cannot compile
+  FILE *notes = stderr;    // the fallback's note; null for quiet
 };
 
+/// The engine of a training run: the artifact's, or (with `fallback`) the
+/// reference engine's when stlm-compile cannot compile the spec yet.
 std::unique_ptr<TrainEngine> nativeEngine(const NativeOptions &options);
 
 /// `stlm-run eval` and `generate` with the compiled model of `spec` (the
 /// checkpoint's); the same output as their reference twins in
-/// reference/Inference.h. 0, or 1 with a message.
+/// train/ReferenceEngine.h (which run instead on a fallback). 0, or 1
+/// with a message.
 int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
                    const std::string &dataPath, int64_t windows,
                    const NativeOptions &options, FILE *out, FILE *err);
@@ -39,14 +47,6 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
                    const GenerateOptions &options,
                    const NativeOptions &native, FILE *out, FILE *err);
 
-/// Why the native path cannot compile `spec` ("" when it can): the same
-/// planning and lowering stlm-compile runs, without generating code.
-std::string nativeUnsupported(const ModelSpec &spec);
-
-/// The artifact of `spec` is compiled already (in options.artifactDir, or
-/// the cache), so the native path can run it without planning it again.
-bool nativeArtifactReady(const ModelSpec &spec, const NativeOptions &options);
-
 } // namespace stlm
 
-#endif // STLM_TOOLS_STLM_RUN_NATIVEENGINE_H
+#endif // STLM_TRAIN_NATIVEENGINE_H

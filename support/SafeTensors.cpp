@@ -1,6 +1,6 @@
 //===- SafeTensors.cpp - strict safetensors reader and writer -------------===//
 
-#include "frontend/SafeTensors.h"
+#include "support/SafeTensors.h"
 
 #include <nlohmann/json.hpp>
 

@@ -1,0 +1,509 @@
+//===- ArtifactWriter.cpp - kernels, driver and artifact of a model -------===//
+
+#include "codegen/artifact/ArtifactWriter.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Diagnostics.h"
+#include "stlm/artifact_format.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <map>
+
+using namespace llvm;
+namespace ir = mlir::stlm;
+namespace key = stlm::format::key;
+
+namespace stlm::codegen {
+namespace {
+
+/// Runs `exe args...`; Failed naming the command when it does not succeed.
+Status runTool(const std::string &exe, const std::vector<std::string> &args) {
+  std::vector<StringRef> argv = {exe};
+  for (const std::string &a : args)
+    argv.push_back(a);
+  std::string message;
+  int rc = sys::ExecuteAndWait(exe, argv, std::nullopt, {}, 0, 0, &message);
+  if (rc == 0)
+    return Status::ok();
+  std::string error =
+      sys::path::filename(exe).str() + " failed (" +
+      (message.empty() ? "exit status " + std::to_string(rc) : message) +
+      ") for:";
+  for (const std::string &a : args)
+    error += " " + a;
+  return Status::failed(error);
+}
+
+/// `text` into `path`.
+Status writeFile(const std::string &path, const std::string &text) {
+  std::error_code ec;
+  raw_fd_ostream out(path, ec);
+  if (!ec) {
+    out << text;
+    out.close();
+    if (!out.has_error())
+      return Status::ok();
+    ec = out.error();
+    out.clear_error();
+  }
+  return Status::failed("cannot write '" + path + "': " + ec.message());
+}
+
+/// Generates every kernel of `plan` (kernel i is `<symbol>_k<i>`) and the
+/// Halide runtime into `dir`, two stlm-kernelgen processes at a time;
+/// returns the static libraries written and describes them in `j`.
+Status generateKernels(const KernelPlan &plan, const std::string &symbol,
+                       const std::string &dir, const std::string &exe,
+                       json::OStream &j, std::vector<std::string> &archives) {
+  std::vector<std::vector<std::string>> jobs = {
+      {"-r", "stlm_halide_rt", "-o", dir, "-e", "static_library",
+       "target=host"}};
+  archives = {dir + "/stlm_halide_rt.a"};
+  for (size_t i = 0; i < plan.kernels.size(); ++i) {
+    const KernelSpec &k = plan.kernels[i];
+    std::string fn = symbol + "_k" + std::to_string(i);
+    std::vector<std::string> args = {"-g", k.generator, "-f", fn, "-o", dir,
+                                     "-e", "static_library,h",
+                                     "target=host-no_runtime"};
+    for (const auto &[pn, pv] : k.params)
+      args.push_back(pn + "=" + pv);
+    jobs.push_back(args);
+    archives.push_back(dir + "/" + fn + ".a");
+  }
+  // Two at a time: kernel generation is most of a compile.
+  std::string error;
+  for (size_t i = 0; i < jobs.size(); i += 2) {
+    std::vector<std::pair<sys::ProcessInfo, size_t>> running;
+    for (size_t k = i; k < std::min(jobs.size(), i + 2); ++k) {
+      std::vector<StringRef> argv = {exe};
+      for (const std::string &a : jobs[k])
+        argv.push_back(a);
+      std::string message;
+      bool failed = false;
+      sys::ProcessInfo pi = sys::ExecuteNoWait(exe, argv, std::nullopt, {}, 0,
+                                               &message, &failed);
+      if (failed) {
+        error = "cannot run stlm-kernelgen: " + message;
+        break;
+      }
+      running.push_back({pi, k});
+    }
+    // Every process started is waited for, even after a failure.
+    for (auto &[pi, k] : running) {
+      std::string message;
+      sys::ProcessInfo done = sys::Wait(pi, std::nullopt, &message);
+      if (done.ReturnCode != 0 && error.empty()) {
+        error = "stlm-kernelgen failed (" +
+                (message.empty() ? "exit status " +
+                                       std::to_string(done.ReturnCode)
+                                 : message) +
+                ") for:";
+        for (const std::string &a : jobs[k])
+          error += " " + a;
+      }
+    }
+    if (!error.empty())
+      return Status::failed(error);
+  }
+  j.attributeArray(key::kKernels, [&] {
+    for (size_t i = 0; i < plan.kernels.size(); ++i) {
+      const KernelSpec &k = plan.kernels[i];
+      j.object([&] {
+        j.attribute("name", symbol + "_k" + std::to_string(i));
+        j.attribute("generator", k.generator);
+        j.attributeObject("params", [&] {
+          for (const auto &[pn, pv] : k.params)
+            j.attribute(pn, pv);
+        });
+        j.attribute("uses", plan.uses[i]);
+      });
+    }
+  });
+  return Status::ok();
+}
+
+mlir::func::FuncOp function(ir::ModelOp model, StringRef name) {
+  for (auto f : model.getBody().front().getOps<mlir::func::FuncOp>())
+    if (f.getSymName() == name)
+      return f;
+  return {};
+}
+
+/// The manifest's description of the model: layout of the weights blob and
+/// the arena, inputs, entry points and the spec (read by the runtime).
+void describeLayout(ir::ModelOp model, const ArtifactModel &info,
+                    const DriverLayout &layout, json::OStream &j) {
+  j.attribute(key::kFormat, format::kFormatName);
+  j.attribute(key::kVersion, format::kManifestVersion);
+  j.attribute(key::kModel, info.name);
+  j.attribute(key::kVocab, info.vocab);
+  j.attribute(key::kAccumulate, std::max<int64_t>(1, info.accumulate));
+  j.attribute(key::kSymbol, symbolPrefix(model));
+  j.attribute(key::kTarget, "host");
+  j.attribute(key::kWeightsSize, layout.weightsSize);
+  j.attribute(key::kArenaSize, layout.arenaSize);
+  mlir::func::FuncOp grad = function(model, "grad");
+  j.attributeArray(key::kInputs, [&] {
+    for (mlir::Type t : grad.getArgumentTypes())
+      j.array([&] {
+        for (int64_t d : cast<mlir::RankedTensorType>(t).getShape())
+          j.value(d);
+      });
+  });
+  std::map<std::string, int64_t> gradOffset;
+  for (size_t i = 0; i < layout.gradParams.size(); ++i)
+    gradOffset[layout.gradParams[i]] = layout.gradOffsets[i];
+  auto slot = [&](mlir::Operation &op, StringRef name,
+                  mlir::RankedTensorType t) {
+    j.object([&] {
+      j.attribute(key::kName, name);
+      j.attribute(key::kDType, t.getElementType().isF32() ? "F32" : "I32");
+      j.attributeArray(key::kShape, [&] {
+        for (int64_t d : t.getShape())
+          j.value(d);
+      });
+      j.attribute(key::kOffset,
+                  op.getAttrOfType<mlir::IntegerAttr>("stlm.offset").getInt());
+      auto g = gradOffset.find(name.str());
+      if (g != gradOffset.end())
+        j.attribute(key::kGradOffset, g->second);
+    });
+  };
+  j.attributeArray(key::kParams, [&] {
+    for (mlir::Operation &op : model.getBody().front())
+      if (auto p = dyn_cast<ir::ParamOp>(op))
+        slot(op, p.getSymName(), p.getTensorType());
+  });
+  // Optimizer state goes into checkpoints; the KV caches of generation
+  // (stlm-add-decode's @kv.*) do not.
+  auto states = [&](bool cache) {
+    for (mlir::Operation &op : model.getBody().front())
+      if (auto s = dyn_cast<ir::StateOp>(op))
+        if (s.getSymName().starts_with("kv.") == cache)
+          slot(op, s.getSymName(), cast<mlir::RankedTensorType>(s.getType()));
+  };
+  j.attributeArray(key::kState, [&] { states(false); });
+  j.attributeArray(key::kCache, [&] { states(true); });
+  j.attributeArray(key::kEntryPoints, [&] {
+    for (const std::string &f : layout.inference)
+      j.value(f);
+  });
+  j.attribute(key::kSpec, info.specJson);
+}
+
+/// Exports `<symbol>_artifact`, the stlm_artifact of stlm/stlm.h: ABI
+/// version, manifest, the entry points and the Halide runtime's setters in
+/// the order of stlm/artifact_format.h.
+void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
+                   const std::string &manifest) {
+  mlir::MLIRContext *ctx = module.getContext();
+  mlir::OpBuilder b(ctx);
+  mlir::Location loc = mlir::UnknownLoc::get(ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  auto ptr = mlir::LLVM::LLVMPointerType::get(ctx);
+  auto i32 = b.getI32Type();
+  std::string text = manifest;
+  text.push_back('\0');
+  auto strTy = mlir::LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
+  auto str = b.create<mlir::LLVM::GlobalOp>(
+      loc, strTy, true, mlir::LLVM::Linkage::Private,
+      "__" + symbol + "_manifest", b.getStringAttr(text), 1);
+  // The Halide runtime's setters: void *(void *), int (int), ...
+  SmallVector<mlir::LLVM::LLVMFuncOp> setters;
+  for (const char *name : format::kRuntimeSetters) {
+    bool threads = StringRef(name) == "halide_set_num_threads";
+    mlir::Type arg = threads ? mlir::Type(i32) : mlir::Type(ptr);
+    auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(name);
+    if (!f)
+      f = b.create<mlir::LLVM::LLVMFuncOp>(
+          loc, name, mlir::LLVM::LLVMFunctionType::get(arg, {arg}));
+    setters.push_back(f);
+  }
+  SmallVector<mlir::Type> fields(
+      2 + format::kNumEntryPoints + format::kNumRuntimeSetters, ptr);
+  fields[0] = i32;
+  auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
+  auto desc = b.create<mlir::LLVM::GlobalOp>(
+      loc, descTy, true, mlir::LLVM::Linkage::External,
+      format::descriptorSymbol(symbol), mlir::Attribute(), 8);
+  mlir::Block *init = b.createBlock(&desc.getInitializerRegion());
+  b.setInsertionPointToStart(init);
+  mlir::Value v = b.create<mlir::LLVM::UndefOp>(loc, descTy);
+  v = b.create<mlir::LLVM::InsertValueOp>(
+      loc, v,
+      b.create<mlir::LLVM::ConstantOp>(
+          loc, i32, b.getI32IntegerAttr(format::kAbiVersion)),
+      0);
+  v = b.create<mlir::LLVM::InsertValueOp>(
+      loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, str), 1);
+  int64_t field = 2;
+  for (const char *fn : format::kEntryPoints) {
+    auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(symbol + "_" + fn);
+    mlir::Value p =
+        f ? mlir::Value(b.create<mlir::LLVM::AddressOfOp>(loc, f))
+          : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr));
+    v = b.create<mlir::LLVM::InsertValueOp>(loc, v, p, field++);
+  }
+  for (mlir::LLVM::LLVMFuncOp f : setters)
+    v = b.create<mlir::LLVM::InsertValueOp>(
+        loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, f), field++);
+  b.create<mlir::LLVM::ReturnOp>(loc, v);
+}
+
+} // namespace
+
+Status findToolchain(const std::string &kernelgen, bool linker,
+                     const std::string &name, Toolchain &tools) {
+  if (!sys::fs::can_execute(kernelgen))
+    return Status::failed("cannot run stlm-kernelgen at '" + kernelgen +
+                          "' (pass --kernelgen PATH)");
+  tools.kernelgen = kernelgen;
+  if (!linker)
+    return Status::ok();
+  auto ar = sys::findProgramByName("ar");
+  if (!ar)
+    return Status::failed("cannot find 'ar' (binutils) on PATH to pack " +
+                          format::staticLibrary(name));
+  auto cc = sys::findProgramByName("cc");
+  if (!cc)
+    return Status::failed("cannot find the system C compiler 'cc' on PATH "
+                          "to link " + format::sharedLibrary(name));
+  tools.ar = *ar;
+  tools.cc = *cc;
+  return Status::ok();
+}
+
+ir::ModelOp theModel(mlir::ModuleOp module) {
+  ir::ModelOp model;
+  module.walk([&](ir::ModelOp m) { model = m; });
+  return model;
+}
+
+Status planModel(ir::ModelOp model, const std::string &name,
+                 KernelPlan &plan) {
+  plan = planKernels(model);
+  if (plan.unsupported.empty())
+    return Status::ok();
+  return Status::unsupported(plan.explainUnsupported(name));
+}
+
+Status writeKernels(ir::ModelOp model, const std::string &name,
+                    const std::string &dir, const Toolchain &tools,
+                    KernelPlan &plan) {
+  if (Status s = planModel(model, name, plan); !s)
+    return s;
+  if (std::error_code ec = sys::fs::create_directories(dir))
+    return Status::failed("cannot create '" + dir + "': " + ec.message());
+  std::string text;
+  raw_string_ostream os(text);
+  json::OStream j(os, 2);
+  std::vector<std::string> archives;
+  Status status;
+  j.object([&] {
+    j.attribute(key::kModel, name);
+    j.attribute(key::kTarget, "host");
+    j.attribute("runtime", "stlm_halide_rt");
+    j.attribute("kernel_ops", plan.kernelOps);
+    j.attribute("driver_ops", plan.driverOps);
+    status = generateKernels(plan, symbolPrefix(model), dir, tools.kernelgen,
+                             j, archives);
+  });
+  if (!status)
+    return status;
+  return writeFile(dir + "/kernels.json", os.str() + "\n");
+}
+
+Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
+                     const std::string &dir, const Toolchain &tools,
+                     ArtifactSummary &summary) {
+  ir::ModelOp model = theModel(module);
+  std::string symbol = symbolPrefix(model);
+  std::string objDir = dir + "/obj";
+
+  // The batch @grad takes: [batch, context] tokens and targets, and the
+  // mask seed of a masked objective.
+  std::vector<int64_t> input;
+  bool usesSeed = false;
+  if (mlir::func::FuncOp grad = function(model, "grad")) {
+    for (int64_t d :
+         cast<mlir::RankedTensorType>(grad.getArgumentTypes()[0]).getShape())
+      input.push_back(d);
+    usesSeed = grad.getNumArguments() == 3;
+  }
+  KernelPlan plan;
+  if (Status s = planModel(model, info.name, plan); !s)
+    return s;
+  if (std::error_code ec = sys::fs::create_directories(objDir))
+    return Status::failed("cannot create '" + objDir + "': " + ec.message());
+  // Lower once; the manifest reads the planned model (still there after
+  // lowering) and the layout, then the model goes before translation.
+  std::string diagnostics;
+  mlir::FailureOr<DriverLayout> layout;
+  {
+    mlir::ScopedDiagnosticHandler handler(
+        module.getContext(), [&](mlir::Diagnostic &d) {
+          diagnostics += (diagnostics.empty() ? "" : "\n") + d.str();
+          return mlir::success();
+        });
+    layout = lowerToLLVM(module, model, plan);
+  }
+  if (failed(layout))
+    return Status::failed("cannot lower '" + info.name +
+                          "' to the native driver: " + diagnostics);
+  if (input.size() != 2)
+    return Status::unsupported("'" + info.name +
+                               "' does not take [batch, context] tokens; "
+                               "the native path compiles token models only");
+  std::string manifest;
+  raw_string_ostream ms(manifest);
+  json::OStream j(ms, 2);
+  std::vector<std::string> archives;
+  Status status;
+  j.object([&] {
+    describeLayout(model, info, *layout, j);
+    status = generateKernels(plan, symbol, objDir, tools.kernelgen, j,
+                             archives);
+  });
+  if (!status)
+    return status;
+  model.erase();
+  addDescriptor(module, symbol, ms.str());
+  std::string driverObj = objDir + "/" + symbol + "_driver.o";
+  std::string error;
+  if (failed(emitObjectFile(module, driverObj, error)))
+    return Status::failed(error);
+
+  // Unpack the kernels' archives (one object each) and pack one library.
+  std::vector<std::string> objects = {driverObj};
+  for (const std::string &a : archives) {
+    std::string member = sys::path::filename(a).str() + ".o";
+    if (Status s = runTool(tools.ar, {"x", "--output=" + objDir, a, member});
+        !s)
+      return s;
+    objects.push_back(objDir + "/" + member);
+  }
+  std::string lib = dir + "/" + format::staticLibrary(info.name);
+  sys::fs::remove(lib);
+  std::vector<std::string> arArgs = {"rcs", lib};
+  arArgs.insert(arArgs.end(), objects.begin(), objects.end());
+  if (Status s = runTool(tools.ar, arArgs); !s)
+    return s;
+  std::vector<std::string> ccArgs = {
+      "-shared", "-o", dir + "/" + format::sharedLibrary(info.name)};
+  ccArgs.insert(ccArgs.end(), objects.begin(), objects.end());
+  ccArgs.insert(ccArgs.end(), {"-lpthread", "-ldl", "-lm"});
+  if (Status s = runTool(tools.cc, ccArgs); !s)
+    return s;
+  if (Status s = writeFile(dir + "/" + format::header(info.name),
+                           artifactHeader(info, symbol, *layout, input,
+                                          usesSeed));
+      !s)
+    return s;
+  if (Status s = writeFile(dir + "/" + format::manifest(info.name),
+                           ms.str() + "\n");
+      !s)
+    return s;
+  summary.kernels = plan.kernels.size();
+  summary.weightsSize = layout->weightsSize;
+  summary.arenaSize = layout->arenaSize;
+  return Status::ok();
+}
+
+std::string artifactHeader(const ArtifactModel &info,
+                           const std::string &prefix,
+                           const DriverLayout &layout,
+                           const std::vector<int64_t> &input, bool usesSeed) {
+  std::string up = StringRef(prefix).upper();
+  const std::string &name = info.name;
+  std::string h;
+  raw_string_ostream os(h);
+  os << "/* " << name << ".h - generated by stlm-compile; do not edit.\n"
+     << " *\n"
+     << " * The compiled model '" << name << "'. Open it with the stlm "
+     << "runtime:\n"
+     << " *   stlm_model *m; stlm_open(&" << prefix << "_artifact, &m);\n"
+     << " * or call the entry points directly. Every pointer they take must "
+        "be\n"
+     << " * 64-byte aligned: `weights` (" << up
+     << "_WEIGHTS_SIZE bytes: parameters and\n"
+     << " * optimizer state at the offsets of " << name
+     << ".manifest.json), `arena` (" << up << "_ARENA_SIZE\n"
+     << " * bytes of scratch), `tokens` and `targets` (int32 [" << up
+     << "_BATCH, " << up << "_CONTEXT]).\n"
+     << (usesSeed ? " * `seed` points to the batch's mask seed (the masked "
+                    "objective masks the\n * positions it picks; see "
+                    "stlm.mask_tokens).\n"
+                  : " * `seed` is for masked objectives; this model ignores "
+                    "it (it may be null).\n")
+     << " * Each returns 0, " << up
+     << "_POSITION_OUT_OF_RANGE (decode_step: *pos outside\n"
+     << " * [0, " << up
+     << "_CONTEXT)), or the failing kernel's (negative) Halide error code.\n"
+     << " */\n"
+     << "#ifndef STLM_MODEL_" << up << "_H\n#define STLM_MODEL_" << up
+     << "_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n"
+     << "#endif\n\n";
+  os << "#define " << up << "_WEIGHTS_SIZE " << layout.weightsSize << "LL\n"
+     << "#define " << up << "_ARENA_SIZE " << layout.arenaSize << "LL\n"
+     << "#define " << up << "_BATCH " << input[0] << "\n"
+     << "#define " << up << "_CONTEXT " << input[1] << "\n"
+     << "#define " << up << "_VOCAB " << info.vocab << "\n"
+     << "#define " << up << "_POSITION_OUT_OF_RANGE "
+     << format::kPositionOutOfRange << "\n\n";
+  os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
+     << "extern const struct stlm_artifact "
+     << format::descriptorSymbol(prefix) << ";\n\n";
+  if (info.accumulate <= 1)
+    os << "/* One optimizer step: forward, backward, clipping, AdamW; "
+          "out = {loss, grad norm, lr}. */\n"
+       << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
+          "*seed, float out[3]);\n";
+  else
+    os << "/* A step is " << up << "_ACCUMULATE calls of _accumulate (one "
+          "micro-batch each:\n * its loss; its gradients summed in the "
+          "weights blob), then _apply (mean,\n * clipping, AdamW; out = "
+          "{grad norm, lr}). */\n"
+       << "#define " << up << "_ACCUMULATE " << info.accumulate << "\n"
+       << "int32_t " << prefix << "_accumulate(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
+          "*seed, float *loss);\n"
+       << "int32_t " << prefix << "_apply(void *weights, void *arena, "
+       << "float out[2]);\n";
+  os << "/* Loss and every parameter gradient (in the arena at the "
+        "manifest's grad_offset). */\n"
+     << "int32_t " << prefix << "_grad(void *weights, void *arena, "
+     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
+        "*seed, float *loss);\n"
+     << "/* The loss of one batch, without gradients. */\n"
+     << "int32_t " << prefix << "_eval(void *weights, void *arena, "
+     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
+        "*seed, float *loss);\n";
+  if (!layout.inference.empty())
+    os << "/* Logits [BATCH, CONTEXT, VOCAB] of a batch. */\n"
+       << "int32_t " << prefix << "_logits(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    float *logits);\n"
+       << "/* Generation with the KV cache (in `weights`): the logits "
+          "[CONTEXT, VOCAB] of\n * one sequence of CONTEXT tokens from "
+          "position 0, filling the cache; then\n * the logits [VOCAB] after "
+          "one more token at position *pos (0 <= *pos <\n * CONTEXT; rows "
+          "before *pos must hold the sequence so far). */\n"
+       << "int32_t " << prefix << "_prefill(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    float *logits);\n"
+       << "int32_t " << prefix << "_decode_step(void *weights, void *arena, "
+       << "const int32_t *token,\n    const int32_t *pos, float *logits);\n";
+  os << "\n"
+     << "#ifdef __cplusplus\n}\n#endif\n\n#endif\n";
+  return os.str();
+}
+
+} // namespace stlm::codegen

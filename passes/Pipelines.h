@@ -1,0 +1,54 @@
+//===- Pipelines.h - the stages every stlm tool runs ------------*- C++ -*-===//
+//
+// The one definition of what happens to a model between the dialect and
+// the native driver. Its stages are `stlm-compile --emit`'s values; each
+// adds its passes to the stage before:
+//
+//   stlm      stlm-verify-shapes (the model as built or parsed, checked)
+//   train     + stlm-autodiff (@grad, @train_step or @accumulate/@apply,
+//             @eval)
+//   plan      + stlm-add-decode, stlm-decompose, stlm-fuse,
+//             stlm-plan-memory (inference functions, kernel ops, epilogues,
+//             every tensor placed)
+//   kernels   = plan; stlm-compile then generates the planned kernels
+//   artifact  = plan; stlm-compile then writes the library, header and
+//             manifest (codegen/artifact)
+//   llvm      + stlm-lower-to-llvm (the driver functions in the LLVM
+//             dialect)
+//
+// stlm-compile, stlm-run's reference engine and the tests build their pass
+// managers with buildPipeline(); stlm-opt runs the same passes as
+// `--stlm-pipeline=stage=NAME` (registered by registerPipelines()).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_PASSES_PIPELINES_H
+#define STLM_PASSES_PIPELINES_H
+
+#include "llvm/ADT/StringRef.h"
+
+#include <optional>
+
+namespace mlir {
+class OpPassManager;
+namespace stlm {
+
+enum class Stage { STLM, Train, Plan, Kernels, Artifact, LLVM };
+
+/// The stage's name as `--emit` spells it, and back.
+llvm::StringRef stageName(Stage stage);
+std::optional<Stage> parseStage(llvm::StringRef name);
+
+/// Adds the passes that take a model from the end of stage `after` (or,
+/// without it, from its built or parsed form) to the end of `stage`.
+void buildPipeline(OpPassManager &pm, Stage stage,
+                   std::optional<Stage> after = std::nullopt);
+
+/// Registers `stlm-pipeline` (option `stage`, default `llvm`) with the
+/// global pass registry.
+void registerPipelines();
+
+} // namespace stlm
+} // namespace mlir
+
+#endif // STLM_PASSES_PIPELINES_H

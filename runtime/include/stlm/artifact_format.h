@@ -1,0 +1,126 @@
+//===- artifact_format.h - what writer, driver and runtime agree on -*- C++ -*-===//
+//
+// The one description of a compiled stlm artifact that its three parties
+// share: the writer (codegen/artifact/ArtifactWriter, run by stlm-compile),
+// the driver (codegen/driver, which emits the entry points) and the reader
+// (the runtime, runtime/src/Runtime.cpp). Change the format here, and bump
+// kManifestVersion (and STLM_ABI_VERSION in stlm.h when the descriptor or an
+// entry point's signature changes).
+//
+// An artifact is a directory holding
+//   lib<name>.a, lib<name>.so  the driver and its kernels, exporting the
+//                              stlm_artifact `<symbol>_artifact`;
+//   <name>.h                   the C header of the entry points;
+//   <name>.manifest.json       the manifest, also embedded in the descriptor:
+//     format "stlm-artifact", version kManifestVersion, model, vocab,
+//     accumulate, symbol, target, weights_size, arena_size,
+//     inputs   [[batch, context], [batch, context]] (+ [] for a mask seed),
+//     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
+//                              grad_offset (params with a gradient)}],
+//     entry_points           the inference functions compiled,
+//     kernels                [{name, generator, params, uses}],
+//     spec                   the model spec as JSON (the cache key).
+//
+// C++ only (the C API is stlm.h); header-only.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef STLM_ARTIFACT_FORMAT_H
+#define STLM_ARTIFACT_FORMAT_H
+
+#include "stlm/stlm.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace stlm::format {
+
+/// The manifest's "format" and "version".
+inline constexpr const char *kFormatName = "stlm-artifact";
+inline constexpr int kManifestVersion = 3;
+/// The descriptor's abi_version.
+inline constexpr uint32_t kAbiVersion = STLM_ABI_VERSION;
+
+/// Every pointer an entry point takes is aligned to this many bytes, and
+/// the memory plan aligns every offset to it.
+inline constexpr int64_t kAlignment = 64;
+
+/// What an entry point returns, besides 0 and (negative) Halide error
+/// codes: a decode position outside the KV cache.
+inline constexpr int32_t kPositionOutOfRange = 1;
+
+/// Batch arguments of train_step, grad, eval and accumulate: tokens,
+/// targets, and the mask seed (ignored without a masked objective).
+inline constexpr unsigned kBatchArgs = 3;
+
+/// The entry points in stlm_artifact's field order, after abi_version and
+/// manifest: `<symbol>_<name>`, or null where the model has none.
+inline constexpr const char *kEntryPoints[] = {
+    "train_step", "grad", "eval", "logits", "prefill", "decode_step",
+    "accumulate", "apply"};
+inline constexpr size_t kNumEntryPoints =
+    sizeof(kEntryPoints) / sizeof(kEntryPoints[0]);
+/// Then the Halide runtime's setters, in field order.
+inline constexpr const char *kRuntimeSetters[] = {
+    "halide_set_error_handler", "halide_set_num_threads",
+    "halide_set_custom_malloc", "halide_set_custom_free"};
+inline constexpr size_t kNumRuntimeSetters =
+    sizeof(kRuntimeSetters) / sizeof(kRuntimeSetters[0]);
+
+// The descriptor the writer emits is {i32, ptr, kNumEntryPoints ptrs,
+// kNumRuntimeSetters ptrs}: the order above is stlm_artifact's.
+static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
+                  offsetof(stlm_artifact, train_step) == 2 * sizeof(void *) &&
+                  offsetof(stlm_artifact, grad) == 3 * sizeof(void *) &&
+                  offsetof(stlm_artifact, eval) == 4 * sizeof(void *) &&
+                  offsetof(stlm_artifact, logits) == 5 * sizeof(void *) &&
+                  offsetof(stlm_artifact, prefill) == 6 * sizeof(void *) &&
+                  offsetof(stlm_artifact, decode_step) ==
+                      7 * sizeof(void *) &&
+                  offsetof(stlm_artifact, accumulate) == 8 * sizeof(void *) &&
+                  offsetof(stlm_artifact, apply) == 9 * sizeof(void *) &&
+                  offsetof(stlm_artifact, set_error_handler) ==
+                      (2 + kNumEntryPoints) * sizeof(void *) &&
+                  sizeof(stlm_artifact) ==
+                      (2 + kNumEntryPoints + kNumRuntimeSetters) *
+                          sizeof(void *),
+              "kEntryPoints and kRuntimeSetters follow stlm_artifact");
+
+/// Manifest keys.
+namespace key {
+inline constexpr const char *kFormat = "format", *kVersion = "version",
+                            *kModel = "model", *kVocab = "vocab",
+                            *kAccumulate = "accumulate", *kSymbol = "symbol",
+                            *kTarget = "target",
+                            *kWeightsSize = "weights_size",
+                            *kArenaSize = "arena_size", *kInputs = "inputs",
+                            *kParams = "params", *kState = "state",
+                            *kCache = "cache",
+                            *kEntryPoints = "entry_points",
+                            *kKernels = "kernels", *kSpec = "spec";
+/// Of each params/state/cache slot.
+inline constexpr const char *kName = "name", *kDType = "dtype",
+                            *kShape = "shape", *kOffset = "offset",
+                            *kGradOffset = "grad_offset";
+} // namespace key
+
+/// The files of model `name` in an artifact directory.
+inline std::string staticLibrary(const std::string &name) {
+  return "lib" + name + ".a";
+}
+inline std::string sharedLibrary(const std::string &name) {
+  return "lib" + name + ".so";
+}
+inline std::string header(const std::string &name) { return name + ".h"; }
+inline std::string manifest(const std::string &name) {
+  return name + ".manifest.json";
+}
+/// The descriptor's symbol for C symbol prefix `symbol`.
+inline std::string descriptorSymbol(const std::string &symbol) {
+  return symbol + "_artifact";
+}
+
+} // namespace stlm::format
+
+#endif // STLM_ARTIFACT_FORMAT_H

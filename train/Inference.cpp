@@ -1,0 +1,104 @@
+//===- Inference.cpp - what eval and generate do on either engine ---------===//
+
+#include "train/Inference.h"
+
+#include "frontend/Params.h"
+#include "frontend/Weights.h"
+
+#include <cmath>
+
+namespace stlm {
+
+std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
+                                                ModelSpec &spec,
+                                                std::string &error) {
+  std::unique_ptr<SafeTensorsFile> file = SafeTensorsFile::open(path, error);
+  if (!file)
+    return nullptr;
+  std::optional<SpecResult> parsed = storedSpec(*file, path);
+  if (!parsed) {
+    error = path + ": no model spec in __metadata__." + std::string(kSpecKey) +
+            " (is it an stlm checkpoint?)";
+    return nullptr;
+  }
+  if (!parsed->spec) {
+    error = parsed->diagnostics.front().str();
+    return nullptr;
+  }
+  spec = *parsed->spec;
+  std::vector<std::string> problems = checkWeights(buildParamTable(spec), *file);
+  if (!problems.empty()) {
+    error = path + " does not match its own spec (" +
+            std::to_string(problems.size()) + " problems):";
+    for (const std::string &p : problems)
+      error += "\n  " + p;
+    return nullptr;
+  }
+  return file;
+}
+
+bool checkpointSpec(const std::string &path, ModelSpec &spec,
+                    std::string &error) {
+  return openCheckpoint(path, spec, error) != nullptr;
+}
+
+bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
+                    Feed &feed, TextData &data, std::string &error) {
+  if (std::optional<std::string> why = unsupportedFeed(spec)) {
+    error = *why;
+    return false;
+  }
+  feed = Feed::forSpec(spec);
+  if (!data.load(dataPath, feed.window, error))
+    return false;
+  if (std::optional<std::string> why =
+          dataOutsideVocabulary(spec, dataPath, data)) {
+    error = *why;
+    return false;
+  }
+  return true;
+}
+
+bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
+                      const Feed &feed, const TextData &data, int64_t windows,
+                      const BatchLoss &loss, FILE *out, std::string &error) {
+  int64_t used = 0;
+  double value = validationLoss(loss, data, feed, windows, used, error);
+  if (std::isnan(value))
+    return false;
+  std::fprintf(out, "%s on %s: val loss %.4f", spec.name.c_str(),
+               dataPath.c_str(), value);
+  if (lossIsPerByte(spec))
+    std::fprintf(out, " | %.3f bits/byte", value / std::log(2.0));
+  std::fprintf(out, " | %lld windows\n", static_cast<long long>(used));
+  return true;
+}
+
+std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
+                              std::vector<int32_t> &prompt) {
+  std::string bad = sampling::validate(o.sampling);
+  if (!bad.empty())
+    return bad;
+  if (o.prompt.empty())
+    return "the prompt is empty; generation needs at least one byte to "
+           "continue";
+  if (spec.embedder.kind != EmbedderKind::Token)
+    return "generation from byte_pool models (a chunk at a time) is not "
+           "supported yet";
+  prompt.clear();
+  for (unsigned char c : o.prompt) {
+    if (c >= spec.embedder.vocabSize)
+      return "the prompt has byte " + std::to_string(c) +
+             ", outside the model's vocabulary of " +
+             std::to_string(spec.embedder.vocabSize);
+    prompt.push_back(c);
+  }
+  return "";
+}
+
+void printGenerated(int64_t bytes, double s, FILE *err) {
+  std::fprintf(err, "\ngenerated %lld bytes in %.2f s (%.1f bytes/s)\n",
+               static_cast<long long>(bytes), s, s > 0 ? bytes / s : 0);
+}
+
+} // namespace stlm
