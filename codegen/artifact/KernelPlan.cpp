@@ -1,12 +1,14 @@
-//===- KernelPlan.cpp - which kernel runs each op of a training step ------===//
+//===- KernelPlan.cpp - which kernels compute each op, and how ------------===//
 
 #include "codegen/artifact/KernelPlan.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Matchers.h"
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <cstdio>
+#include <optional>
 
 using namespace mlir;
 namespace ir = mlir::stlm;
@@ -58,15 +60,25 @@ std::string exact(double x) {
   return buf;
 }
 
-using Specs = std::vector<KernelSpec>;
+using Calls = std::vector<KernelCall>;
+using Arg = KernelArg;
+
+/// The constant a splat tensor holds, if `v` is one.
+std::optional<double> splatOf(Value v) {
+  DenseElementsAttr attr;
+  if (matchPattern(v, m_Constant(&attr)) && attr.isSplat() &&
+      attr.getElementType().isF32())
+    return attr.getSplatValue<APFloat>().convertToDouble();
+  return std::nullopt;
+}
 
 struct Planner {
-  std::string why; // set when an op has no kernel
+  std::string why;   // set when an op has no kernel
   bool bf16 = false; // the model's matmuls take bfloat16 inputs
 
   /// c[M, N] = … with reduction K (any shape: the kernel guards the tiles
   /// past the edge).
-  Specs matmul(const char *form, int64_t m, int64_t n, int64_t k) {
+  KernelSpec matmul(const char *form, int64_t m, int64_t n, int64_t k) {
     // The few rows of generation: a matvec that streams the weights once.
     KernelSpec spec;
     if (std::string(form) == "nt" && m < 8 && n % 4 == 0)
@@ -76,7 +88,7 @@ struct Planner {
               {{"form", form}, {"m", num(m)}, {"n", num(n)}, {"k", num(k)}}};
     if (bf16)
       spec.params.push_back({"precision", "bf16"});
-    return {spec};
+    return spec;
   }
   /// The backward materialises the probabilities and their gradient while
   /// those it holds at once take at most kMaterialisedBytes: 2·H·T·S
@@ -86,8 +98,8 @@ struct Planner {
   /// contexts get the blocked schedule (O(T + S) scratch per thread),
   /// which needs a head of two channels or more for its row statistics.
   static constexpr int64_t kMaterialisedBytes = int64_t(16) << 20;
-  Specs attention(const char *gen, ir::MaskKind mask, Value q, Value k,
-                  int64_t heads, int64_t kv, bool backward) {
+  KernelSpec attention(const char *gen, ir::MaskKind mask, Value q, Value k,
+                       int64_t heads, int64_t kv, bool backward) {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
     int64_t headDim = qs.back() / heads;
     int64_t batch = leading(q, 2), time = qs[qs.size() - 2],
@@ -106,174 +118,279 @@ struct Planner {
          {"causal", mask == ir::MaskKind::causal ? "true" : "false"}}};
     if (backward)
       spec.params.push_back({"blocked", blocked ? "true" : "false"});
-    return {spec};
+    return spec;
+  }
+  /// The position offset of a RoPE or attention op: its operand, or the
+  /// constant `dflt` without one.
+  static Arg offsetOf(Value offset, int64_t dflt) {
+    return offset ? Arg::scalar(offset) : Arg::i32(dflt);
+  }
+  /// Attention's default offset S − T (queries are the last T keys).
+  static int64_t keysAfter(Value q, Value k) {
+    std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
+    return ks[ks.size() - 2] - qs[qs.size() - 2];
+  }
+  Calls none(const char *reason) {
+    why = reason;
+    return {};
   }
 
-  /// The kernels of `op`: an empty list for driver work; `why` set (and an
-  /// empty list) when there is no kernel.
-  Specs plan(Operation *op) {
+  /// The kernel calls of `op`: none for driver work; `why` set (and none)
+  /// when there is no kernel.
+  Calls plan(Operation *op) {
     why.clear();
     bf16 = ir::hasBF16Matmuls(op);
-    return llvm::TypeSwitch<Operation *, Specs>(op)
+    return llvm::TypeSwitch<Operation *, Calls>(op)
         .Case<ir::ParamRefOp, ir::StateRefOp, ir::AssignOp, ir::SplitSlotsOp,
               ir::MergeSlotsOp, ir::LRScheduleOp, ir::WeightedSumOp,
               arith::ConstantOp, arith::AddIOp, func::ReturnOp, func::CallOp,
-              ir::WriteRowsOp>([](Operation *) { return Specs{}; })
-        .Case([&](ir::RepeatOp) -> Specs {
-          why = "layers must be unrolled first (stlm-add-decode unrolls "
-                "@logits)";
-          return {};
+              ir::WriteRowsOp>([](Operation *) { return Calls{}; })
+        .Case([&](ir::RepeatOp) {
+          return none("layers must be unrolled first (stlm-add-decode "
+                      "unrolls @logits)");
         })
-        .Case([&](arith::MulFOp o) -> Specs {
-          if (numel(o.getResult()) == 1)
-            return {};
-          return {{"stlm_scale", {{"n", num(numel(o.getResult()))}}}};
+        .Case([&](arith::MulFOp o) -> Calls {
+          int64_t n = numel(o.getResult());
+          if (llvm::cast<RankedTensorType>(o.getType()).getRank() == 0)
+            return {}; // a driver scalar
+          // x · c for a splat constant c.
+          Value x = o.getLhs();
+          std::optional<double> factor = splatOf(o.getRhs());
+          if (!factor) {
+            x = o.getRhs();
+            factor = splatOf(o.getLhs());
+          }
+          if (!factor)
+            return none("only products with a splat constant are lowered");
+          return {{{"stlm_scale", {{"n", num(n)}}},
+                   {Arg::operand(x, 1), Arg::f32(*factor), Arg::result(0, 1)}}};
         })
-        .Case([&](ir::EmbedOp o) -> Specs {
+        .Case([&](ir::EmbedOp o) -> Calls {
           std::vector<int64_t> t = shapeOf(o.getTable());
-          return {{"stlm_embed",
-                   {{"vocab", num(t[0])},
-                    {"width", num(t[1])},
-                    {"count", num(numel(o.getIds()))}}}};
+          return {{{"stlm_embed",
+                    {{"vocab", num(t[0])},
+                     {"width", num(t[1])},
+                     {"count", num(numel(o.getIds()))}}},
+                   {Arg::operand(o.getTable(), 2), Arg::operand(o.getIds(), 1),
+                    Arg::result(0, 2)}}};
         })
-        .Case([&](ir::EmbedGradOp o) -> Specs {
+        .Case([&](ir::EmbedGradOp o) -> Calls {
           std::vector<int64_t> t = shapeOf(o.getDtable());
-          return {{"stlm_embed_grad",
-                   {{"vocab", num(t[0])},
-                    {"width", num(t[1])},
-                    {"count", num(numel(o.getIds()))}}}};
+          return {{{"stlm_embed_grad",
+                    {{"vocab", num(t[0])},
+                     {"width", num(t[1])},
+                     {"count", num(numel(o.getIds()))}}},
+                   {Arg::operand(o.getIds(), 1), Arg::operand(o.getDy(), 2),
+                    Arg::result(0, 2)}}};
         })
-        .Case<ir::RMSNormOp, ir::RMSNormGradOp>([&](auto o) -> Specs {
-          bool grad = isa<ir::RMSNormGradOp>(op);
-          return {{grad ? "stlm_rmsnorm_grad" : "stlm_rmsnorm",
-                   {{"rows", num(leading(o.getX(), 1))},
-                    {"width", num(shapeOf(o.getX()).back())},
-                    {"eps", num(o.getEps().convertToDouble())}}}};
+        .Case([&](ir::RMSNormOp o) -> Calls {
+          return {{{"stlm_rmsnorm",
+                    {{"rows", num(leading(o.getX(), 1))},
+                     {"width", num(shapeOf(o.getX()).back())},
+                     {"eps", num(o.getEps().convertToDouble())}}},
+                   {Arg::operand(o.getX(), 2), Arg::operand(o.getWeight(), 1),
+                    Arg::result(0, 2)}}};
         })
-        .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) -> Specs {
+        .Case([&](ir::RMSNormGradOp o) -> Calls {
+          return {{{"stlm_rmsnorm_grad",
+                    {{"rows", num(leading(o.getX(), 1))},
+                     {"width", num(shapeOf(o.getX()).back())},
+                     {"eps", num(o.getEps().convertToDouble())}}},
+                   {Arg::operand(o.getX(), 2), Arg::operand(o.getWeight(), 1),
+                    Arg::operand(o.getDy(), 2), Arg::result(0, 2),
+                    Arg::result(1, 1)}}};
+        })
+        .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) -> Calls {
           Value x = o->getOperand(0), w = o->getOperand(1);
-          return matmul("nt", leading(x, 1), shapeOf(w)[0], shapeOf(w)[1]);
+          return {{matmul("nt", leading(x, 1), shapeOf(w)[0], shapeOf(w)[1]),
+                   {Arg::operand(x, 2), Arg::operand(w, 2),
+                    Arg::result(0, 2)}}};
         })
-        .Case([&](ir::LinearFusedOp o) -> Specs {
+        .Case([&](ir::LinearFusedOp o) -> Calls {
           std::vector<int64_t> w = shapeOf(o.getWeight());
           int64_t rows = leading(o.getX(), 1);
-          if (rows < 8) {
-            why = "fused epilogues are for matmuls of 8 rows or more";
-            return {};
+          if (rows < 8)
+            return none("fused epilogues are for matmuls of 8 rows or more");
+          KernelCall c{matmul("nt", rows, w[0], w[1]),
+                       {Arg::operand(o.getX(), 2),
+                        Arg::operand(o.getWeight(), 2)}};
+          if (o.getResidual()) {
+            c.spec.generator = "stlm_matmul_residual";
+            c.args.push_back(Arg::operand(o.getResidual(), 2));
           }
-          Specs s = matmul("nt", rows, w[0], w[1]);
-          if (o.getResidual())
-            s[0].generator = "stlm_matmul_residual";
-          s[0].params.push_back({"epilogue", o.getActivation().str()});
-          return s;
+          c.spec.params.push_back({"epilogue", o.getActivation().str()});
+          c.args.push_back(Arg::result(0, 2));
+          return {c};
         })
-        .Case([&](ir::LinearGradOp o) -> Specs {
+        .Case([&](ir::LinearGradOp o) -> Calls {
+          // dx = dy · W (+ addend, or ⊙ GELU'(gelu_input)) (nn); dW = dyᵀ · x
+          // (tn).
           int64_t rows = leading(o.getX(), 1);
           std::vector<int64_t> w = shapeOf(o.getWeight()); // [out, in]
-          Specs dx = matmul("nn", rows, w[1], w[0]);
-          if (dx.empty())
-            return {};
-          if (o.getAddend())
-            dx[0].generator = "stlm_matmul_residual";
-          if (o.getGeluInput()) {
-            dx[0].generator = "stlm_matmul_residual";
-            dx[0].params.push_back({"epilogue", "gelu_grad"});
+          KernelCall dx{matmul("nn", rows, w[1], w[0]),
+                        {Arg::operand(o.getDy(), 2),
+                         Arg::operand(o.getWeight(), 2)}};
+          if (Value extra = o.getAddend() ? o.getAddend() : o.getGeluInput()) {
+            dx.spec.generator = "stlm_matmul_residual";
+            if (o.getGeluInput())
+              dx.spec.params.push_back({"epilogue", "gelu_grad"});
+            dx.args.push_back(Arg::operand(extra, 2));
           }
-          Specs dw = matmul("tn", w[0], w[1], rows);
-          if (dw.empty())
-            return {};
-          return {dx[0], dw[0]};
+          dx.args.push_back(Arg::result(0, 2));
+          KernelCall dw{matmul("tn", w[0], w[1], rows),
+                        {Arg::operand(o.getDy(), 2), Arg::operand(o.getX(), 2),
+                         Arg::result(1, 2)}};
+          return {dx, dw};
         })
-        .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> Specs {
+        .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> Calls {
           Value x = op->getOperand(0);
           std::vector<int64_t> s = shapeOf(x);
-          return {{"stlm_rope",
-                   {{"batch", num(leading(x, 2))},
-                    {"time", num(s[s.size() - 2])},
-                    {"width", num(s.back())},
-                    {"head_dim", num(int64_t(o.getHeadDim()))},
-                    {"theta", num(o.getTheta().convertToDouble())},
-                    {"inverse", isa<ir::RoPEGradOp>(op) ? "true" : "false"}}}};
+          return {{{"stlm_rope",
+                    {{"batch", num(leading(x, 2))},
+                     {"time", num(s[s.size() - 2])},
+                     {"width", num(s.back())},
+                     {"head_dim", num(int64_t(o.getHeadDim()))},
+                     {"theta", num(o.getTheta().convertToDouble())},
+                     {"inverse",
+                      isa<ir::RoPEGradOp>(op) ? "true" : "false"}}},
+                   {Arg::operand(x, 3), offsetOf(o.getOffset(), 0),
+                    Arg::result(0, 3)}}};
         })
-        .Case([&](ir::AttentionOp o) {
-          return attention("stlm_attention", o.getMask(), o.getQ(), o.getK(),
-                           o.getHeads(), o.getKvHeads(), /*backward=*/false);
+        .Case([&](ir::AttentionOp o) -> Calls {
+          return {{attention("stlm_attention", o.getMask(), o.getQ(), o.getK(),
+                             o.getHeads(), o.getKvHeads(),
+                             /*backward=*/false),
+                   {Arg::operand(o.getQ(), 3), Arg::operand(o.getK(), 3),
+                    Arg::operand(o.getV(), 3),
+                    offsetOf(o.getOffset(), keysAfter(o.getQ(), o.getK())),
+                    Arg::result(0, 3)}}};
         })
-        .Case([&](ir::AttentionGradOp o) {
-          return attention("stlm_attention_grad", o.getMask(), o.getQ(),
-                           o.getK(), o.getHeads(), o.getKvHeads(),
-                           /*backward=*/true);
+        .Case([&](ir::AttentionGradOp o) -> Calls {
+          return {{attention("stlm_attention_grad", o.getMask(), o.getQ(),
+                             o.getK(), o.getHeads(), o.getKvHeads(),
+                             /*backward=*/true),
+                   {Arg::operand(o.getQ(), 3), Arg::operand(o.getK(), 3),
+                    Arg::operand(o.getV(), 3), Arg::operand(o.getDy(), 3),
+                    offsetOf(o.getOffset(), keysAfter(o.getQ(), o.getK())),
+                    Arg::result(0, 3), Arg::result(1, 3),
+                    Arg::result(2, 3)}}};
         })
-        .Case([&](ir::SwiGLUOp o) -> Specs {
-          return {{"stlm_swiglu", {{"n", num(numel(o.getResult()))}}}};
+        .Case([&](ir::SwiGLUOp o) -> Calls {
+          return {{{"stlm_swiglu", {{"n", num(numel(o.getResult()))}}},
+                   {Arg::operand(o.getGate(), 1), Arg::operand(o.getUp(), 1),
+                    Arg::result(0, 1)}}};
         })
-        .Case([&](ir::SwiGLUGradOp o) -> Specs {
-          return {{"stlm_swiglu_grad", {{"n", num(numel(o.getDy()))}}}};
+        .Case([&](ir::SwiGLUGradOp o) -> Calls {
+          return {{{"stlm_swiglu_grad", {{"n", num(numel(o.getDy()))}}},
+                   {Arg::operand(o.getGate(), 1), Arg::operand(o.getUp(), 1),
+                    Arg::operand(o.getDy(), 1), Arg::result(0, 1),
+                    Arg::result(1, 1)}}};
         })
-        .Case([&](ir::GELUOp o) -> Specs {
-          return {{"stlm_gelu", {{"n", num(numel(o.getResult()))}}}};
+        .Case([&](ir::GELUOp o) -> Calls {
+          return {{{"stlm_gelu", {{"n", num(numel(o.getResult()))}}},
+                   {Arg::operand(o.getX(), 1), Arg::result(0, 1)}}};
         })
-        .Case([&](ir::GELUGradOp o) -> Specs {
-          return {{"stlm_gelu_grad", {{"n", num(numel(o.getDy()))}}}};
+        .Case([&](ir::GELUGradOp o) -> Calls {
+          return {{{"stlm_gelu_grad", {{"n", num(numel(o.getDy()))}}},
+                   {Arg::operand(o.getX(), 1), Arg::operand(o.getDy(), 1),
+                    Arg::result(0, 1)}}};
         })
-        .Case([&](ir::AddOp o) -> Specs {
-          return {{"stlm_add",
-                   {{"n", num(numel(o.getLhs()))},
-                    {"m", num(numel(o.getRhs()))}}}};
+        .Case([&](ir::AddOp o) -> Calls {
+          // Also @accumulate's sum into a state, in place.
+          return {{{"stlm_add",
+                    {{"n", num(numel(o.getLhs()))},
+                     {"m", num(numel(o.getRhs()))}}},
+                   {Arg::operand(o.getLhs(), 1), Arg::operand(o.getRhs(), 1),
+                    Arg::result(0, 1)}}};
         })
-        .Case([&](ir::SumLeadingOp o) -> Specs {
+        .Case([&](ir::SumLeadingOp o) -> Calls {
           int64_t width = numel(o.getResult());
-          return {{"stlm_sum_leading",
-                   {{"rows", num(numel(o.getX()) / width)},
-                    {"width", num(width)}}}};
+          return {{{"stlm_sum_leading",
+                    {{"rows", num(numel(o.getX()) / width)},
+                     {"width", num(width)}}},
+                   {Arg::operand(o.getX(), 2), Arg::result(0, 1)}}};
         })
-        .Case<ir::NextTokenLossOp, ir::MaskedNextTokenLossOp>(
-            [&](auto o) -> Specs {
-              return {{"stlm_cross_entropy",
-                       {{"positions", num(numel(o.getTargets()))},
-                        {"vocab", num(shapeOf(o.getLogits()).back())}}}};
+        .Case<ir::NextTokenLossOp, ir::MaskedNextTokenLossOp,
+              ir::NextTokenLossGradOp, ir::MaskedNextTokenLossGradOp>(
+            [&](auto o) -> Calls {
+              using OpTy = decltype(o);
+              constexpr bool masked =
+                  std::is_same_v<OpTy, ir::MaskedNextTokenLossOp> ||
+                  std::is_same_v<OpTy, ir::MaskedNextTokenLossGradOp>;
+              constexpr bool grad =
+                  std::is_same_v<OpTy, ir::NextTokenLossGradOp> ||
+                  std::is_same_v<OpTy, ir::MaskedNextTokenLossGradOp>;
+              int64_t positions = numel(o.getTargets());
+              KernelCall c{
+                  {grad ? "stlm_cross_entropy_grad" : "stlm_cross_entropy",
+                   {{"positions", num(positions)},
+                    {"vocab", num(shapeOf(o.getLogits()).back())}}},
+                  {Arg::operand(o.getLogits(), 2),
+                   Arg::operand(o.getTargets(), 1)}};
+              // The positions that count: those stlm.mask_tokens masked,
+              // or all of them.
+              if constexpr (masked)
+                c.args.push_back(Arg::operand(o.getMask(), 1));
+              else
+                c.args.push_back(Arg::ones(positions));
+              if constexpr (grad)
+                c.args.push_back(Arg::scalar(o.getDloss()));
+              c.args.push_back(Arg::result(0, grad ? 2 : 0));
+              return {c};
             })
-        .Case<ir::NextTokenLossGradOp, ir::MaskedNextTokenLossGradOp>(
-            [&](auto o) -> Specs {
-              return {{"stlm_cross_entropy_grad",
-                       {{"positions", num(numel(o.getTargets()))},
-                        {"vocab", num(shapeOf(o.getLogits()).back())}}}};
-            })
-        .Case([&](ir::MaskTokensOp o) -> Specs {
-          return {{"stlm_mask_tokens",
-                   {{"count", num(numel(o.getIds()))},
-                    {"prob", exact(o.getProb().convertToDouble())},
-                    {"mask_id", num(int64_t(o.getMaskId()))}}}};
+        .Case([&](ir::MaskTokensOp o) -> Calls {
+          return {{{"stlm_mask_tokens",
+                    {{"count", num(numel(o.getIds()))},
+                     {"prob", exact(o.getProb().convertToDouble())},
+                     {"mask_id", num(int64_t(o.getMaskId()))}}},
+                   {Arg::operand(o.getIds(), 1), Arg::scalar(o.getSeed()),
+                    Arg::result(0, 1), Arg::result(1, 1)}}};
         })
-        .Case([&](ir::ClipGradNormOp o) -> Specs {
-          Specs s;
-          for (Value g : o.getGrads()) {
-            s.push_back({"stlm_sum_squares", {{"n", num(numel(g))}}});
-            s.push_back({"stlm_scale", {{"n", num(numel(g))}}});
-          }
-          return s;
+        .Case([&](ir::ClipGradNormOp o) -> Calls {
+          // Every sum of squares, then (when it clips) every gradient
+          // scaled in place: the clipped gradients are the gradients.
+          Calls c;
+          for (Value g : o.getGrads())
+            c.push_back({{"stlm_sum_squares", {{"n", num(numel(g))}}},
+                         {Arg::operand(g, 1), Arg::driver()}});
+          if (o.getMaxNorm().convertToDouble() > 0)
+            for (auto [i, g] : llvm::enumerate(o.getGrads()))
+              c.push_back({{"stlm_scale", {{"n", num(numel(g))}}},
+                           {Arg::operand(g, 1), Arg::driver(),
+                            Arg::result(static_cast<unsigned>(i), 1)}});
+          return c;
         })
-        .Case([&](ir::AdamWOp o) -> Specs {
-          return {{"stlm_adamw",
-                   {{"n", num(numel(o.getParam()))},
-                    {"beta1", num(o.getBeta1().convertToDouble())},
-                    {"beta2", num(o.getBeta2().convertToDouble())},
-                    {"eps", num(o.getEps().convertToDouble())}}}};
+        .Case([&](ir::AdamWOp o) -> Calls {
+          // In place: new param, m and v are the slots read.
+          return {{{"stlm_adamw",
+                    {{"n", num(numel(o.getParam()))},
+                     {"beta1", num(o.getBeta1().convertToDouble())},
+                     {"beta2", num(o.getBeta2().convertToDouble())},
+                     {"eps", num(o.getEps().convertToDouble())}}},
+                   {Arg::operand(o.getParam(), 1), Arg::operand(o.getGrad(), 1),
+                    Arg::operand(o.getM(), 1), Arg::operand(o.getV(), 1),
+                    Arg::scalar(o.getLr()),
+                    Arg::f32(o.getWeightDecay().convertToDouble()),
+                    Arg::scalar(o.getStep()), Arg::result(0, 1),
+                    Arg::result(1, 1), Arg::result(2, 1)}}};
         })
-        .Default([&](Operation *) -> Specs {
-          why = "no kernel yet";
-          return {};
-        });
+        .Default([&](Operation *) { return none("no kernel yet"); });
   }
 };
 
 } // namespace
 
-std::vector<KernelSpec> kernelsFor(Operation *op,
-                                   std::string &why) {
+std::vector<KernelCall> kernelCallsFor(Operation *op, std::string &why) {
   Planner planner;
-  Specs specs = planner.plan(op);
+  Calls calls = planner.plan(op);
   why = planner.why;
+  return calls;
+}
+
+std::vector<KernelSpec> kernelsFor(Operation *op, std::string &why) {
+  std::vector<KernelSpec> specs;
+  for (KernelCall &c : kernelCallsFor(op, why))
+    specs.push_back(std::move(c.spec));
   return specs;
 }
 
@@ -294,7 +411,7 @@ KernelPlan planKernels(ir::ModelOp model) {
       if (op == f.getOperation())
         return;
       std::string why;
-      Specs specs = kernelsFor(op, why);
+      std::vector<KernelSpec> specs = kernelsFor(op, why);
       if (!why.empty()) {
         ++plan.unsupported[op->getName().getStringRef().str() + ": " + why];
         return;

@@ -144,16 +144,6 @@ private:
     }
     return p.ptr;
   }
-  /// The position offset of a RoPE or attention op: its operand, or
-  /// `dflt` without one.
-  template <typename Op> Value offsetOf(Op o, int64_t dflt) {
-    return o.getOffset() ? scalarOf(o.getOffset()) : constI32(dflt);
-  }
-  /// Attention's default offset S − T (queries are the last T keys).
-  template <typename Op> static int64_t keysAfter(Op o) {
-    auto q = tensorType(o.getQ()), k = tensorType(o.getK());
-    return k.getDimSize(k.getRank() - 2) - q.getDimSize(q.getRank() - 2);
-  }
   /// `to` lives where `from` does. (Copied first: inserting `to` may
   /// rehash `places` under a reference to `from`.)
   void alias(Value to, Value from) {
@@ -187,7 +177,35 @@ private:
   /// An inference function: its one tensor result is copied to the extra
   /// last argument.
   LogicalResult lowerInference(func::FuncOp fn);
+  /// Lowers one op of a planned function: its kernel calls, or its driver
+  /// work.
   LogicalResult lowerOp(Operation *op);
+  /// Scalars, weights slots, cache rows, assignments: ops without kernels.
+  LogicalResult lowerDriverOp(Operation *op);
+
+  // --- kernel calls (the host target) -----------------------------------
+  // An op's calls come from its rule (codegen/artifact/KernelPlan.h); here
+  // each argument becomes a halide_buffer_t on the stack or a scalar, and
+  // the call returns its status. A device target would map the same
+  // arguments to device buffers and launches.
+
+  /// Descriptor slot of the driver's own buffers (Driver arguments); the
+  /// arguments of a call take the slots before it.
+  static constexpr int kDriverSlot = 7;
+  /// The value of argument `a` of a call of `op`; buffers take descriptor
+  /// slots from `slot` on, Driver arguments the next of `driver`.
+  Value argument(Operation *op, const KernelArg &a, int &slot,
+                 ArrayRef<Value> driver, size_t &used);
+  /// Emits call `c` of `op`, its Driver arguments from `driver`.
+  void emit(Operation *op, const KernelCall &c, ArrayRef<Value> driver = {});
+  /// Every call of an op whose results the driver has already placed (in
+  /// place, in weights slots).
+  LogicalResult emitInPlace(Operation *op);
+  /// Fails, naming the op, unless its lowering emitted exactly the `done`
+  /// first of `calls`, all of them: the plan generated what the driver
+  /// calls, no more and no less.
+  LogicalResult allCalled(Operation *op, ArrayRef<KernelCall> calls,
+                          size_t done);
   LogicalResult unsupported(Operation *op, const Twine &why) {
     return op->emitOpError("cannot be compiled by the native path: ") << why;
   }
@@ -341,41 +359,133 @@ void Lowering::finish() {
   current.getBody().push_back(exit);
 }
 
-LogicalResult Lowering::lowerOp(Operation *op) {
-  loc = op->getLoc();
-  auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
-  auto result = [&](unsigned i) -> Place & {
-    Place &p = places[op->getResult(i)];
-    if (offsets && i < offsets.size() && offsets[i] >= 0) {
-      p.ptr = offsetPtr(arena, offsets[i]);
-      p.arena = offsets[i];
+Value Lowering::argument(Operation *op, const KernelArg &a, int &slot,
+                         ArrayRef<Value> driver, size_t &used) {
+  switch (a.kind) {
+  case KernelArg::Kind::Operand:
+    assert(slot < kDriverSlot && "a kernel takes at most 7 tensors");
+    return buffer(ptrOf(a.value), tensorType(a.value), a.rank, slot++);
+  case KernelArg::Kind::Result: {
+    assert(slot < kDriverSlot && "a kernel takes at most 7 tensors");
+    Value r = op->getResult(a.index);
+    return buffer(places[r].ptr, tensorType(r), a.rank, slot++);
+  }
+  case KernelArg::Kind::Scalar:
+    return scalarOf(a.value);
+  case KernelArg::Kind::F32:
+    return constF32(a.number);
+  case KernelArg::Kind::I32:
+    return constI32(static_cast<int64_t>(a.number));
+  case KernelArg::Kind::Ones: {
+    std::string key = "__" + prefix + "_ones_" + std::to_string(a.count);
+    LLVM::GlobalOp &g = globals[key];
+    if (!g) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(module.getBody());
+      g = b.create<LLVM::GlobalOp>(
+          loc, LLVM::LLVMArrayType::get(i8, a.count), true,
+          LLVM::Linkage::Private, key,
+          DenseElementsAttr::get(RankedTensorType::get({a.count}, i8),
+                                 b.getI8IntegerAttr(1)),
+          64);
     }
-    return p;
+    return buffer(b.create<LLVM::AddressOfOp>(loc, g),
+                  RankedTensorType::get({a.count}, i8), 1, slot++);
+  }
+  case KernelArg::Kind::Driver:
+    assert(used < driver.size() && "the op's rule promised a driver value");
+    return driver[used++];
+  }
+  llvm_unreachable("every argument kind is lowered");
+}
+
+void Lowering::emit(Operation *op, const KernelCall &c,
+                    ArrayRef<Value> driver) {
+  SmallVector<Value> args;
+  int slot = 0;
+  size_t used = 0;
+  // A result written in place over an operand (AdamW, clipping, an
+  // accumulated sum) passes the operand's descriptor again.
+  SmallVector<std::pair<KernelArg, Value>> buffers;
+  auto same = [&](const KernelArg &a, const KernelArg &b) {
+    auto place = [&](const KernelArg &x) -> std::pair<Value, Type> {
+      Value v = x.kind == KernelArg::Kind::Result ? op->getResult(x.index)
+                                                  : x.value;
+      return {places.lookup(v).ptr, v.getType()};
+    };
+    return a.rank == b.rank && place(a) == place(b) && place(a).first;
   };
-  auto needsArena = [&]() -> bool {
-    return offsets && static_cast<int64_t>(offsets.size()) ==
-                          static_cast<int64_t>(op->getNumResults());
-  };
-  auto buf = [&](Value v, int rank, int slot) {
-    return buffer(ptrOf(v), tensorType(v), rank, slot);
-  };
-  auto out = [&](unsigned i, int rank, int slot) {
-    Value r = op->getResult(i);
-    return buffer(places[r].ptr, tensorType(r), rank, slot);
-  };
+  for (const KernelArg &a : c.args) {
+    bool isBuffer = a.kind == KernelArg::Kind::Operand ||
+                    a.kind == KernelArg::Kind::Result;
+    auto earlier = llvm::find_if(buffers, [&](const auto &e) {
+      return isBuffer && same(e.first, a);
+    });
+    if (earlier != buffers.end()) {
+      args.push_back(earlier->second);
+      continue;
+    }
+    args.push_back(argument(op, a, slot, driver, used));
+    if (isBuffer)
+      buffers.push_back({a, args.back()});
+  }
+  call(c.spec, args);
+}
+
+LogicalResult Lowering::emitInPlace(Operation *op) {
   std::string why;
-  std::vector<KernelSpec> specs = kernelsFor(op, why);
+  std::vector<KernelCall> calls = kernelCallsFor(op, why);
   if (!why.empty())
     return unsupported(op, why);
-  if (!specs.empty()) {
-    if (!needsArena())
-      return unsupported(op, "it has no planned arena offsets (run "
-                             "stlm-plan-memory first)");
-    if (op->hasAttr("stlm.snapshot"))
-      return unsupported(op, "write-after-read snapshots are not lowered yet");
-    for (unsigned i = 0; i < op->getNumResults(); ++i)
-      result(i);
+  size_t done = 0;
+  for (; done < calls.size(); ++done)
+    emit(op, calls[done]);
+  return allCalled(op, calls, done);
+}
+
+LogicalResult Lowering::allCalled(Operation *op, ArrayRef<KernelCall> calls,
+                                  size_t done) {
+  if (done == calls.size())
+    return success();
+  return op->emitOpError("internal error: the driver called ")
+         << done << " of the " << calls.size()
+         << " kernels its rule in KernelPlan lists";
+}
+
+LogicalResult Lowering::lowerOp(Operation *op) {
+  loc = op->getLoc();
+  std::string why;
+  std::vector<KernelCall> calls = kernelCallsFor(op, why);
+  if (!why.empty())
+    return unsupported(op, why);
+  if (calls.empty())
+    return lowerDriverOp(op);
+  // Kernel work: every result at its planned arena offset, then the calls
+  // of the op's rule (codegen/artifact/KernelPlan.h), in order.
+  auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
+  if (!offsets || offsets.size() != op->getNumResults())
+    return unsupported(op, "it has no planned arena offsets (run "
+                           "stlm-plan-memory first)");
+  if (op->hasAttr("stlm.snapshot"))
+    return unsupported(op, "write-after-read snapshots are not lowered yet");
+  for (unsigned i = 0; i < op->getNumResults(); ++i) {
+    if (offsets[i] < 0)
+      continue;
+    Place &p = places[op->getResult(i)];
+    p.ptr = offsetPtr(arena, offsets[i]);
+    p.arena = offsets[i];
   }
+  for (const KernelCall &c : calls) {
+    for (const KernelArg &a : c.args)
+      if (a.kind == KernelArg::Kind::Driver)
+        return unsupported(op, "its kernels need the driver's own values "
+                               "(only in a training step)");
+    emit(op, c);
+  }
+  return success();
+}
+
+LogicalResult Lowering::lowerDriverOp(Operation *op) {
   return llvm::TypeSwitch<Operation *, LogicalResult>(op)
       .Case<ir::ParamRefOp, ir::StateRefOp>([&](auto o) -> LogicalResult {
         std::string name = o.getName().str();
@@ -403,17 +513,20 @@ LogicalResult Lowering::lowerOp(Operation *op) {
                         ? attr.getSplatValue<APFloat>().isZero()
                         : attr.getSplatValue<APInt>().isZero();
         // A factor of tensor products (the 1/k of gradient accumulation)
-        // is never materialised: the product reads the splat.
+        // is never materialised: the product's rule reads the splat.
         bool factorOnly = !o->use_empty() &&
                           llvm::all_of(o->getUsers(), [](Operation *u) {
                             return isa<arith::MulFOp>(u);
                           });
         if (factorOnly && t.getElementType().isF32())
           return success();
-        if (!zero || !needsArena())
+        auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
+        if (!zero || !offsets || offsets.size() != 1 || offsets[0] < 0)
           return unsupported(op, "only zero tensors with an arena slot are "
                                  "lowered");
-        Place &p = result(0);
+        Place &p = places[o.getResult()];
+        p.ptr = offsetPtr(arena, offsets[0]);
+        p.arena = offsets[0];
         b.create<LLVM::MemsetOp>(
             loc, p.ptr,
             b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(0)),
@@ -423,28 +536,9 @@ LogicalResult Lowering::lowerOp(Operation *op) {
         return success();
       })
       .Case([&](arith::MulFOp o) -> LogicalResult {
-        if (tensorType(o.getResult()).getRank() == 0) {
-          places[o.getResult()].scalar = b.create<LLVM::FMulOp>(
-              loc, scalarOf(o.getLhs()), scalarOf(o.getRhs()));
-          return success();
-        }
-        // x · c for a splat constant c: stlm_scale.
-        auto splatOf = [](Value v) -> std::optional<double> {
-          DenseElementsAttr attr;
-          if (matchPattern(v, m_Constant(&attr)) && attr.isSplat())
-            return attr.getSplatValue<APFloat>().convertToDouble();
-          return std::nullopt;
-        };
-        Value x = o.getLhs();
-        std::optional<double> factor = splatOf(o.getRhs());
-        if (!factor) {
-          x = o.getRhs();
-          factor = splatOf(o.getLhs());
-        }
-        if (!factor)
-          return unsupported(op, "only products with a splat constant are "
-                                 "lowered");
-        call(specs[0], {buf(x, 1, 0), constF32(*factor), out(0, 1, 1)});
+        // Scalars (tensor products are kernel work).
+        places[o.getResult()].scalar = b.create<LLVM::FMulOp>(
+            loc, scalarOf(o.getLhs()), scalarOf(o.getRhs()));
         return success();
       })
       .Case([&](arith::AddIOp o) -> LogicalResult {
@@ -464,71 +558,6 @@ LogicalResult Lowering::lowerOp(Operation *op) {
                   constF32(llvm::cast<FloatAttr>(w).getValueAsDouble()),
                   scalarOf(t)));
         places[o.getLoss()].scalar = sum;
-        return success();
-      })
-      .Case([&](ir::EmbedOp o) {
-        call(specs[0], {buf(o.getTable(), 2, 0), buf(o.getIds(), 1, 1),
-                        out(0, 2, 2)});
-        return success();
-      })
-      .Case([&](ir::EmbedGradOp o) {
-        call(specs[0],
-             {buf(o.getIds(), 1, 0), buf(o.getDy(), 2, 1), out(0, 2, 2)});
-        return success();
-      })
-      .Case([&](ir::RMSNormOp o) {
-        call(specs[0],
-             {buf(o.getX(), 2, 0), buf(o.getWeight(), 1, 1), out(0, 2, 2)});
-        return success();
-      })
-      .Case([&](ir::RMSNormGradOp o) {
-        call(specs[0], {buf(o.getX(), 2, 0), buf(o.getWeight(), 1, 1),
-                        buf(o.getDy(), 2, 2), out(0, 2, 3), out(1, 1, 4)});
-        return success();
-      })
-      .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) {
-        call(specs[0], {buf(op->getOperand(0), 2, 0),
-                        buf(op->getOperand(1), 2, 1), out(0, 2, 2)});
-        return success();
-      })
-      .Case([&](ir::LinearFusedOp o) {
-        SmallVector<Value> args = {buf(o.getX(), 2, 0),
-                                   buf(o.getWeight(), 2, 1)};
-        if (o.getResidual())
-          args.push_back(buf(o.getResidual(), 2, 2));
-        args.push_back(out(0, 2, 3));
-        call(specs[0], args);
-        return success();
-      })
-      .Case([&](ir::LinearGradOp o) {
-        // dx = dy · W (+ addend, or ⊙ GELU'(gelu_input)) (nn); dW = dyᵀ · x
-        // (tn).
-        if (Value extra = o.getAddend() ? o.getAddend() : o.getGeluInput())
-          call(specs[0], {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1),
-                          buf(extra, 2, 3), out(0, 2, 2)});
-        else
-          call(specs[0], {buf(o.getDy(), 2, 0), buf(o.getWeight(), 2, 1),
-                          out(0, 2, 2)});
-        call(specs[1],
-             {buf(o.getDy(), 2, 0), buf(o.getX(), 2, 1), out(1, 2, 2)});
-        return success();
-      })
-      .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) {
-        call(specs[0], {buf(op->getOperand(0), 3, 0), offsetOf(o, 0),
-                        out(0, 3, 1)});
-        return success();
-      })
-      .Case([&](ir::AttentionOp o) {
-        call(specs[0], {buf(o.getQ(), 3, 0), buf(o.getK(), 3, 1),
-                        buf(o.getV(), 3, 2), offsetOf(o, keysAfter(o)),
-                        out(0, 3, 3)});
-        return success();
-      })
-      .Case([&](ir::AttentionGradOp o) {
-        call(specs[0],
-             {buf(o.getQ(), 3, 0), buf(o.getK(), 3, 1), buf(o.getV(), 3, 2),
-              buf(o.getDy(), 3, 3), offsetOf(o, keysAfter(o)), out(0, 3, 4),
-              out(1, 3, 5), out(2, 3, 6)});
         return success();
       })
       .Case([&](ir::WriteRowsOp o) -> LogicalResult {
@@ -585,79 +614,6 @@ LogicalResult Lowering::lowerOp(Operation *op) {
             false);
         return success();
       })
-      .Case([&](ir::SwiGLUOp o) {
-        call(specs[0],
-             {buf(o.getGate(), 1, 0), buf(o.getUp(), 1, 1), out(0, 1, 2)});
-        return success();
-      })
-      .Case([&](ir::SwiGLUGradOp o) {
-        call(specs[0], {buf(o.getGate(), 1, 0), buf(o.getUp(), 1, 1),
-                        buf(o.getDy(), 1, 2), out(0, 1, 3), out(1, 1, 4)});
-        return success();
-      })
-      .Case([&](ir::GELUOp o) {
-        call(specs[0], {buf(o.getX(), 1, 0), out(0, 1, 1)});
-        return success();
-      })
-      .Case([&](ir::GELUGradOp o) {
-        call(specs[0],
-             {buf(o.getX(), 1, 0), buf(o.getDy(), 1, 1), out(0, 1, 2)});
-        return success();
-      })
-      .Case([&](ir::AddOp o) {
-        call(specs[0],
-             {buf(o.getLhs(), 1, 0), buf(o.getRhs(), 1, 1), out(0, 1, 2)});
-        return success();
-      })
-      .Case([&](ir::SumLeadingOp o) {
-        call(specs[0], {buf(o.getX(), 2, 0), out(0, 1, 1)});
-        return success();
-      })
-      .Case([&](ir::MaskTokensOp o) {
-        call(specs[0], {buf(o.getIds(), 1, 0), scalarOf(o.getSeed()),
-                        out(0, 1, 1), out(1, 1, 2)});
-        return success();
-      })
-      .Case<ir::NextTokenLossOp, ir::NextTokenLossGradOp,
-            ir::MaskedNextTokenLossOp, ir::MaskedNextTokenLossGradOp>(
-          [&](auto o) -> LogicalResult {
-            using OpTy = decltype(o);
-            constexpr bool masked =
-                std::is_same_v<OpTy, ir::MaskedNextTokenLossOp> ||
-                std::is_same_v<OpTy, ir::MaskedNextTokenLossGradOp>;
-            constexpr bool grad =
-                std::is_same_v<OpTy, ir::NextTokenLossGradOp> ||
-                std::is_same_v<OpTy, ir::MaskedNextTokenLossGradOp>;
-            SmallVector<Value> args = {buf(o.getLogits(), 2, 0),
-                                       buf(o.getTargets(), 1, 1)};
-            if constexpr (masked) {
-              // The positions stlm.mask_tokens masked count.
-              args.push_back(buf(o.getMask(), 1, 2));
-            } else {
-              // Every position counts: a constant row of ones.
-              int64_t n = tensorType(o.getTargets()).getNumElements();
-              std::string key = "__" + prefix + "_ones_" + std::to_string(n);
-              LLVM::GlobalOp &g = globals[key];
-              if (!g) {
-                OpBuilder::InsertionGuard guard(b);
-                b.setInsertionPointToStart(module.getBody());
-                g = b.create<LLVM::GlobalOp>(
-                    loc, LLVM::LLVMArrayType::get(i8, n), true,
-                    LLVM::Linkage::Private, key,
-                    DenseElementsAttr::get(RankedTensorType::get({n}, i8),
-                                           b.getI8IntegerAttr(1)),
-                    64);
-              }
-              Value ones = b.create<LLVM::AddressOfOp>(loc, g);
-              args.push_back(
-                  buffer(ones, RankedTensorType::get({n}, i8), 1, 2));
-            }
-            if constexpr (grad)
-              args.push_back(scalarOf(o.getDloss()));
-            args.push_back(out(0, grad ? 2 : 0, 3));
-            call(specs[0], args);
-            return success();
-          })
       .Case([&](func::ReturnOp) { return success(); })
       .Default([&](Operation *) {
         return unsupported(op, "the driver has no rule for it");
@@ -746,14 +702,8 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
                 return unsupported(&op, "outside planned functions only "
                                         "accumulation into a state is "
                                         "lowered");
-              std::string why;
-              std::vector<KernelSpec> specs = kernelsFor(&op, why);
-              Value lhs = buffer(acc.ptr, tensorType(o.getLhs()), 1, 0);
-              call(specs[0], {lhs, buffer(ptrOf(o.getRhs()),
-                                          tensorType(o.getRhs()), 1, 1),
-                              lhs});
               places[o.getResult()] = acc;
-              return success();
+              return emitInPlace(&op);
             })
             .Case([&](ir::LRScheduleOp o) -> LogicalResult {
               // The math of LRScheduleOp::valueAt, in double.
@@ -790,15 +740,17 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
               return success();
             })
             .Case([&](ir::ClipGradNormOp o) -> LogicalResult {
+              std::string why;
+              std::vector<KernelCall> calls = kernelCallsFor(&op, why);
+              size_t n = o.getGrads().size(), next = 0;
               auto scalarF64 = RankedTensorType::get({}, f64);
               Value slot =
                   b.create<LLVM::AllocaOp>(loc, ptrTy, f64, constI64(1), 64);
+              // Every sum of squares, into `slot`, added up in double.
               Value sq = constF64(0);
-              for (Value g : o.getGrads()) {
-                int64_t n = tensorType(g).getNumElements();
-                call({"stlm_sum_squares", {{"n", std::to_string(n)}}},
-                     {buffer(ptrOf(g), tensorType(g), 1, 0),
-                      buffer(slot, scalarF64, 0, 1)});
+              for (; next < n; ++next) {
+                emit(&op, calls[next],
+                     {buffer(slot, scalarF64, 0, kDriverSlot)});
                 sq = b.create<LLVM::FAddOp>(
                     loc, sq, b.create<LLVM::LoadOp>(loc, f64, slot));
               }
@@ -808,22 +760,18 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
                 alias(c, g);
               places[o.getNorm()].scalar =
                   b.create<LLVM::FPTruncOp>(loc, f32, norm);
-              if (maxNorm <= 0)
-                return success();
-              Value scale = b.create<LLVM::MinNumOp>(
-                  loc, constF64(1),
-                  b.create<LLVM::FDivOp>(
-                      loc, constF64(maxNorm),
-                      b.create<LLVM::FAddOp>(loc, norm, constF64(1e-6))));
-              Value factor = b.create<LLVM::FPTruncOp>(loc, f32, scale);
-              // In place: the gradients are dead after clipping.
-              for (Value g : o.getGrads()) {
-                int64_t n = tensorType(g).getNumElements();
-                Value gb = buffer(ptrOf(g), tensorType(g), 1, 0);
-                call({"stlm_scale", {{"n", std::to_string(n)}}},
-                     {gb, factor, gb});
+              if (maxNorm > 0) {
+                Value scale = b.create<LLVM::MinNumOp>(
+                    loc, constF64(1),
+                    b.create<LLVM::FDivOp>(
+                        loc, constF64(maxNorm),
+                        b.create<LLVM::FAddOp>(loc, norm, constF64(1e-6))));
+                Value factor = b.create<LLVM::FPTruncOp>(loc, f32, scale);
+                // In place: the gradients are dead after clipping.
+                for (; next < calls.size(); ++next)
+                  emit(&op, calls[next], {factor});
               }
-              return success();
+              return allCalled(&op, calls, next);
             })
             .Case([&](ir::AdamWOp o) -> LogicalResult {
               // In place on the parameter and its moments, which must be
@@ -832,22 +780,10 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
                 if (places[v].symbol.empty())
                   return unsupported(&op, "AdamW operands must be parameter "
                                           "or state slots");
-              std::string why;
-              std::vector<KernelSpec> specs = kernelsFor(&op, why);
-              Value p = buffer(ptrOf(o.getParam()), tensorType(o.getParam()),
-                               1, 0);
-              Value g = buffer(ptrOf(o.getGrad()), tensorType(o.getGrad()), 1,
-                               1);
-              Value m = buffer(ptrOf(o.getM()), tensorType(o.getM()), 1, 2);
-              Value v = buffer(ptrOf(o.getV()), tensorType(o.getV()), 1, 3);
-              call(specs[0],
-                   {p, g, m, v, scalarOf(o.getLr()),
-                    constF32(o.getWeightDecay().convertToDouble()),
-                    scalarOf(o.getStep()), p, m, v});
               alias(o.getNewParam(), o.getParam());
               alias(o.getNewM(), o.getM());
               alias(o.getNewV(), o.getV());
-              return success();
+              return emitInPlace(&op);
             })
             .Case([&](func::ReturnOp r) -> LogicalResult {
               for (auto [i, v] : llvm::enumerate(r.getOperands()))

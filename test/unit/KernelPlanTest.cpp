@@ -7,17 +7,25 @@
 // kv heads). Plans char-tiny as written and with other contexts, batches
 // and kv heads.
 //
+// And that the plan and the driver agree: the lowered driver of a model
+// declares and calls exactly the kernels its plan lists, with every
+// training variant (accumulation, no clipping, a masked objective, LoRA).
+//
 //===----------------------------------------------------------------------===//
 
 #include "codegen/artifact/KernelPlan.h"
+#include "codegen/driver/LowerToLLVM.h"
 #include "frontend/BuildModel.h"
 #include "frontend/Spec.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Pass/PassManager.h"
 #include "passes/Pipelines.h"
 
 #include <gtest/gtest.h>
+
+#include <set>
 
 using namespace mlir;
 
@@ -81,6 +89,71 @@ TEST(KernelPlan, GroupedKvHeadsCountTheWholeBatch) {
   // 2 floats per sequence: 4 sequences = 8 MiB, 16 = 32 MiB.
   EXPECT_EQ(backwardSchedules(256, 4, 2), std::vector<std::string>{"false"});
   EXPECT_EQ(backwardSchedules(256, 16, 2), std::vector<std::string>{"true"});
+}
+
+/// The kernels the plan of `spec` lists, and those its lowered driver
+/// declares and calls; they must be the same.
+void expectDriverCallsThePlan(const ::stlm::ModelSpec &spec) {
+  SCOPED_TRACE(spec.name);
+  MLIRContext ctx;
+  ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
+                  arith::ArithDialect, LLVM::LLVMDialect>();
+  OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, spec);
+  PassManager pm(&ctx);
+  mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan);
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+  mlir::stlm::ModelOp model;
+  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+  ::stlm::codegen::KernelPlan plan = ::stlm::codegen::planKernels(model);
+  ASSERT_TRUE(plan.unsupported.empty());
+  std::string prefix = ::stlm::codegen::symbolPrefix(model);
+  ASSERT_TRUE(succeeded(::stlm::codegen::lowerToLLVM(*module, model, plan)));
+  std::set<std::string> planned, declared, called;
+  for (size_t i = 0; i < plan.kernels.size(); ++i)
+    planned.insert(prefix + "_k" + std::to_string(i));
+  std::string kernel = prefix + "_k";
+  module->walk([&](LLVM::LLVMFuncOp f) {
+    if (f.getSymName().starts_with(kernel))
+      declared.insert(f.getSymName().str());
+  });
+  module->walk([&](LLVM::CallOp c) {
+    if (c.getCallee() && c.getCallee()->starts_with(kernel))
+      called.insert(c.getCallee()->str());
+  });
+  EXPECT_EQ(declared, planned);
+  EXPECT_EQ(called, planned);
+}
+
+::stlm::ModelSpec example(const std::string &name) {
+  ::stlm::SpecResult r = ::stlm::readSpecFile(
+      std::string(STLM_SOURCE_DIR) + "/examples/models/" + name + ".yaml");
+  EXPECT_TRUE(r.spec.has_value());
+  return r.spec ? *r.spec : ::stlm::ModelSpec{};
+}
+
+TEST(KernelPlan, TheDriverCallsExactlyThePlannedKernels) {
+  ::stlm::ModelSpec tiny = example("char-tiny");
+  expectDriverCallsThePlan(tiny);
+  // Gradient accumulation: @accumulate sums in place, @apply updates.
+  ::stlm::ModelSpec acc = tiny;
+  acc.name = "acc";
+  acc.train.accumulate = 3;
+  expectDriverCallsThePlan(acc);
+  // Without clipping no gradient is scaled, and no scale kernel is made.
+  ::stlm::ModelSpec noClip = tiny;
+  noClip.name = "no-clip";
+  noClip.train.gradClip = 0;
+  expectDriverCallsThePlan(noClip);
+  // A masked objective beside next-token: masks and masked losses.
+  ::stlm::ModelSpec masked = tiny;
+  masked.name = "masked";
+  ::stlm::ObjectiveSpec mask;
+  mask.kind = ::stlm::ObjectiveKind::MaskedNextToken;
+  mask.weight = 0.5;
+  masked.objectives.push_back(mask);
+  expectDriverCallsThePlan(masked);
+  // LoRA deltas (stlm-decompose) and shared layers.
+  expectDriverCallsThePlan(example("stlm-10m"));
 }
 
 } // namespace
