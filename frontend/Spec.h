@@ -12,6 +12,8 @@
 #ifndef STLM_FRONTEND_SPEC_H
 #define STLM_FRONTEND_SPEC_H
 
+#include "support/TrainDefaults.h"
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -87,20 +89,23 @@ struct ObjectiveSpec {
   double alpha = 0.5;        // distill
 };
 
+/// The `train` section; what a spec leaves out is support/TrainDefaults.h.
 struct TrainSpec {
-  int64_t batch = 12;
-  int64_t steps = 2000;
-  double lr = 1e-3;
-  double minLr = 1e-4;
-  int64_t warmup = 100;
-  Schedule schedule = Schedule::Cosine;
-  double beta1 = 0.9, beta2 = 0.99;
-  double eps = 1e-8;
-  double weightDecay = 0.1;
-  double gradClip = 1.0;
-  int64_t accumulate = 1;
-  int64_t seed = 1337;
-  Precision precision = Precision::FP32;
+  int64_t batch = train_defaults::kBatch;
+  int64_t steps = train_defaults::kSteps;
+  double lr = train_defaults::kLr;
+  double minLr = train_defaults::kMinLr;
+  int64_t warmup = train_defaults::kWarmup;
+  Schedule schedule = train_defaults::kCosineSchedule ? Schedule::Cosine
+                                                      : Schedule::Constant;
+  double beta1 = train_defaults::kBeta1, beta2 = train_defaults::kBeta2;
+  double eps = train_defaults::kEps;
+  double weightDecay = train_defaults::kWeightDecay;
+  double gradClip = train_defaults::kGradClip;
+  int64_t accumulate = train_defaults::kAccumulate;
+  int64_t seed = train_defaults::kSeed;
+  Precision precision =
+      train_defaults::kBF16 ? Precision::BF16 : Precision::FP32;
 };
 
 /// A whole, validated model spec. Defaults are filled in.

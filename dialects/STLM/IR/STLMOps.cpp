@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "dialects/STLM/IR/STLMOps.h"
+#include "support/TrainDefaults.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
@@ -113,7 +114,102 @@ LogicalResult ModelOp::verify() {
            << "is not allowed in the body of 'stlm.model', which holds only "
               "'stlm.param', 'stlm.state' and functions";
   }
-  return success();
+  if (Attribute train = (*this)->getAttr("stlm.train");
+      train && !isa<DictionaryAttr>(train))
+    return emitOpError() << "stlm.train must be a dictionary, got " << train;
+  return TrainSettings::read(*this);
+}
+
+//===----------------------------------------------------------------------===//
+// TrainSettings
+//===----------------------------------------------------------------------===//
+
+TrainSettings::TrainSettings() {
+  namespace d = ::stlm::train_defaults;
+  batch = d::kBatch, steps = d::kSteps, warmup = d::kWarmup,
+  accumulate = d::kAccumulate, seed = d::kSeed;
+  lr = d::kLr, minLr = d::kMinLr, beta1 = d::kBeta1, beta2 = d::kBeta2,
+  eps = d::kEps, weightDecay = d::kWeightDecay, gradClip = d::kGradClip;
+  schedule = d::kCosineSchedule ? ScheduleKind::cosine : ScheduleKind::constant;
+  bf16 = d::kBF16;
+}
+
+FailureOr<TrainSettings> TrainSettings::read(ModelOp model) {
+  TrainSettings t;
+  auto dict = model->getAttrOfType<DictionaryAttr>("stlm.train");
+  if (!dict)
+    return t;
+  // A present key of the wrong kind is an error, not a silent default.
+  auto bad = [&](NamedAttribute kv, StringRef what) {
+    model.emitOpError() << "stlm.train: '" << kv.getName().getValue()
+                        << "' must be " << what << ", got " << kv.getValue();
+    return failure();
+  };
+  auto number = [&](NamedAttribute kv, double &out) -> LogicalResult {
+    if (auto f = dyn_cast<FloatAttr>(kv.getValue()))
+      out = f.getValueAsDouble();
+    else if (auto i = dyn_cast<IntegerAttr>(kv.getValue()))
+      out = static_cast<double>(i.getInt());
+    else
+      return bad(kv, "a number");
+    return success();
+  };
+  auto integer = [&](NamedAttribute kv, int64_t &out) -> LogicalResult {
+    auto i = dyn_cast<IntegerAttr>(kv.getValue());
+    if (!i)
+      return bad(kv, "an integer");
+    out = i.getInt();
+    return success();
+  };
+  for (NamedAttribute kv : dict) {
+    StringRef key = kv.getName().getValue();
+    StringRef text;
+    if (auto s = dyn_cast<StringAttr>(kv.getValue()))
+      text = s.getValue();
+    LogicalResult ok =
+        key == "batch"          ? integer(kv, t.batch)
+        : key == "steps"        ? integer(kv, t.steps)
+        : key == "warmup"       ? integer(kv, t.warmup)
+        : key == "accumulate"   ? integer(kv, t.accumulate)
+        : key == "seed"         ? integer(kv, t.seed)
+        : key == "lr"           ? number(kv, t.lr)
+        : key == "min_lr"       ? number(kv, t.minLr)
+        : key == "beta1"        ? number(kv, t.beta1)
+        : key == "beta2"        ? number(kv, t.beta2)
+        : key == "eps"          ? number(kv, t.eps)
+        : key == "weight_decay" ? number(kv, t.weightDecay)
+        : key == "grad_clip"    ? number(kv, t.gradClip)
+        : key == "schedule" || key == "precision"
+            ? success()
+            : LogicalResult(model.emitOpError()
+                            << "stlm.train: unknown key '" << key
+                            << "' (known: batch, steps, lr, min_lr, warmup, "
+                               "schedule, beta1, beta2, eps, weight_decay, "
+                               "grad_clip, accumulate, seed, precision)");
+    if (failed(ok))
+      return failure();
+    if (key == "schedule") {
+      std::optional<ScheduleKind> k = symbolizeScheduleKind(text);
+      if (text.empty() || !k)
+        return bad(kv, "\"cosine\" or \"constant\"");
+      t.schedule = *k;
+    }
+    if (key == "precision") {
+      if (text != "fp32" && text != "bf16")
+        return bad(kv, "\"fp32\" or \"bf16\"");
+      t.bf16 = text == "bf16";
+    }
+  }
+  if (t.accumulate < 1)
+    return model.emitOpError()
+           << "stlm.train: 'accumulate' must be >= 1, got " << t.accumulate;
+  return t;
+}
+
+TrainSettings TrainSettings::of(ModelOp model) {
+  FailureOr<TrainSettings> t = read(model);
+  assert(succeeded(t) && "the model was verified");
+  return succeeded(t) ? *t : TrainSettings();
 }
 
 //===----------------------------------------------------------------------===//
@@ -920,8 +1016,5 @@ bool mlir::stlm::hasBF16Matmuls(Operation *op) {
                                 : op->getParentOfType<ModelOp>();
   if (!model)
     return false;
-  auto train = model->getAttrOfType<DictionaryAttr>("stlm.train");
-  auto precision =
-      train ? train.getAs<StringAttr>("precision") : StringAttr();
-  return precision && precision.getValue() == "bf16";
+  return TrainSettings::of(model).bf16;
 }

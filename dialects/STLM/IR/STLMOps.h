@@ -22,6 +22,28 @@
 
 namespace mlir::stlm {
 
+/// A model's training settings: its `stlm.train` dictionary, a key it
+/// leaves out read as MODEL_SPEC's default (support/TrainDefaults.h, the
+/// table the frontend fills specs from). ModelOp's verifier checks the
+/// dictionary with read(): every key known and of its kind (integers for
+/// batch, steps, warmup, accumulate >= 1 and seed; numbers for lr, min_lr,
+/// beta1, beta2, eps, weight_decay and grad_clip; schedule "cosine" or
+/// "constant"; precision "fp32" or "bf16").
+struct TrainSettings {
+  int64_t batch, steps, warmup, accumulate, seed;
+  double lr, minLr, beta1, beta2, eps, weightDecay, gradClip;
+  ScheduleKind schedule;
+  bool bf16;
+
+  /// The defaults.
+  TrainSettings();
+  /// The settings of `model`; failure (with a diagnostic on the model) when
+  /// its dictionary is malformed.
+  static FailureOr<TrainSettings> read(ModelOp model);
+  /// The settings of a verified `model`.
+  static TrainSettings of(ModelOp model);
+};
+
 /// Whether the matmuls of `op`'s model take bfloat16 inputs (fp32
 /// accumulation): its `stlm.train` dictionary says `precision = "bf16"`.
 /// Applies to stlm.linear, linear_fused, logits, linear_grad and lowrank

@@ -32,7 +32,14 @@ def STLM_ModelOp : STLM_Op<"model", [
     within it and `stlm.param_ref` resolves against it.
 
     Attributes other than the name (for example the model spec the frontend
-    built it from) are kept in the attribute dictionary. One of them
+    built it from) are kept in the attribute dictionary. `stlm.train`, when
+    present, is the training settings, checked by the verifier: a
+    dictionary whose keys are `batch`, `steps`, `warmup`, `accumulate`
+    (>= 1) and `seed` (integers), `lr`, `min_lr`, `beta1`, `beta2`, `eps`,
+    `weight_decay` and `grad_clip` (numbers), `schedule` (`"cosine"` or
+    `"constant"`) and `precision` (`"fp32"` or `"bf16"`); a key left out
+    takes MODEL_SPEC's default, as a spec's does. `stlm-autodiff` builds
+    the training step from them. One of them
     changes the math of its matmuls: when `stlm.train` holds
     `precision = "bf16"`, every operand of `stlm.linear`, `linear_fused`,
     `logits`, `linear_grad` and `lowrank` (and its gradient, as two matmuls

@@ -1304,3 +1304,36 @@ func.func @f(%x: tensor<2x8xf32>, %w: tensor<4x8xf32>, %dy: tensor<2x4xf32>) {
   %dx, %dw = stlm.linear_grad %x, %w, %dy addend(%x : tensor<2x8xf32>) gelu_input(%x : tensor<2x8xf32>) : tensor<2x8xf32>, tensor<4x8xf32>, tensor<2x4xf32>
   return
 }
+
+// -----
+
+// Tests that the training settings are checked where the model is: a key
+// of the wrong kind, an unknown key (a typo is not a default), a precision
+// the kernels do not have, and a stlm.train that is not a dictionary.
+// expected-error @+1 {{stlm.train: 'lr' must be a number, got "fast"}}
+stlm.model @m attributes {stlm.train = {lr = "fast"}} {
+}
+
+// -----
+
+// expected-error @+1 {{stlm.train: unknown key 'learning_rate' (known: batch, steps, lr, min_lr, warmup, schedule, beta1, beta2, eps, weight_decay, grad_clip, accumulate, seed, precision)}}
+stlm.model @m attributes {stlm.train = {learning_rate = 1.0e-3}} {
+}
+
+// -----
+
+// expected-error @+1 {{stlm.train: 'precision' must be "fp32" or "bf16", got "fp16"}}
+stlm.model @m attributes {stlm.train = {precision = "fp16"}} {
+}
+
+// -----
+
+// expected-error @+1 {{stlm.train: 'accumulate' must be >= 1, got 0}}
+stlm.model @m attributes {stlm.train = {accumulate = 0}} {
+}
+
+// -----
+
+// expected-error @+1 {{stlm.train must be a dictionary, got 3 : i64}}
+stlm.model @m attributes {stlm.train = 3} {
+}
