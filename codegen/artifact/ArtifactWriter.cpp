@@ -2,6 +2,8 @@
 
 #include "codegen/artifact/ArtifactWriter.h"
 
+#include "codegen/driver/KernelTarget.h"
+
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"

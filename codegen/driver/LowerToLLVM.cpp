@@ -11,6 +11,8 @@
 
 #include "codegen/driver/LowerToLLVM.h"
 
+#include "codegen/driver/KernelTarget.h"
+
 #include "dialects/STLM/IR/STLMOps.h"
 #include "stlm/artifact_format.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -18,21 +20,9 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Matchers.h"
-#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Export.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/TypeSwitch.h"
-#include "llvm/IR/LegacyPassManager.h"
-#include "llvm/IR/Module.h"
-#include "llvm/MC/TargetRegistry.h"
-#include "llvm/Support/FileSystem.h"
-#include "llvm/Support/TargetSelect.h"
-#include "llvm/Support/raw_ostream.h"
-#include "llvm/Target/TargetMachine.h"
-#include "llvm/Target/TargetOptions.h"
-#include "llvm/TargetParser/Host.h"
 
 #include <cmath>
 #include <map>
@@ -54,9 +44,6 @@ std::string symbolPrefix(ir::ModelOp model) {
 
 namespace {
 
-/// halide_type_code_t
-enum TypeCode : int { kInt = 0, kUInt = 1, kFloat = 2 };
-
 /// The batch arguments every training and evaluation entry point takes:
 /// tokens, targets and the mask seed (unused without a masked objective),
 /// so that all models share stlm_artifact's signatures.
@@ -72,16 +59,14 @@ struct Place {
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, ir::ModelOp model, const KernelPlan &plan)
+  Lowering(ModuleOp module, ir::ModelOp model, const KernelPlan &plan,
+           KernelTarget &target)
       : module(module), model(model), plan(plan),
-        ctx(module.getContext()), b(ctx), prefix(symbolPrefix(model)) {
+        ctx(module.getContext()), b(ctx), prefix(symbolPrefix(model)),
+        target(&target) {
     ptrTy = LLVM::LLVMPointerType::get(ctx);
     i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type(),
     i64 = b.getI64Type(), f32 = b.getF32Type(), f64 = b.getF64Type();
-    // struct halide_buffer_t (64-bit): device, device_interface, host,
-    // flags, type {code, bits, lanes}, dimensions, dim, padding.
-    bufTy = LLVM::LLVMStructType::getLiteral(
-        ctx, {i64, ptrTy, ptrTy, i64, i8, i8, i16, i32, ptrTy, ptrTy});
     for (Operation &op : model.getBody().front()) {
       auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
       if (!off)
@@ -119,16 +104,13 @@ private:
     return llvm::dyn_cast<RankedTensorType>(v.getType());
   }
 
-  /// The kernel function `<m>_k<i>` for `spec`, declared on first use with
-  /// the argument types `args` (all calls of one kernel agree).
-  LLVM::LLVMFuncOp kernel(const KernelSpec &spec, ValueRange args);
-  /// A constant table of halide_dimension_t for a dense row-major tensor of
-  /// `shape`, collapsed to `rank` dimensions (innermost first).
-  Value dims(ArrayRef<int64_t> shape, int rank);
-  /// A halide_buffer_t for `host` holding a tensor of type `t` as `rank`
-  /// dimensions, in buffer slot `slot` of the current function.
-  Value buffer(Value host, RankedTensorType t, int rank, int slot);
-  /// Calls a kernel; on a non-zero status returns it from the function.
+  /// A tensor argument for `host` holding a tensor of type `t` as `rank`
+  /// dimensions, in slot `slot` of the call.
+  Value buffer(Value host, RankedTensorType t, int rank, int slot) {
+    return target->tensor(b, loc, host, t, rank, slot);
+  }
+  /// Calls a kernel of the plan; on a non-zero status returns it from the
+  /// function.
   void call(const KernelSpec &spec, ArrayRef<Value> args);
   /// Returns `rc` from the function when it is not 0, else goes on.
   void returnOnError(Value rc);
@@ -183,15 +165,14 @@ private:
   /// Scalars, weights slots, cache rows, assignments: ops without kernels.
   LogicalResult lowerDriverOp(Operation *op);
 
-  // --- kernel calls (the host target) -----------------------------------
-  // An op's calls come from its rule (codegen/artifact/KernelPlan.h); here
-  // each argument becomes a halide_buffer_t on the stack or a scalar, and
-  // the call returns its status. A device target would map the same
-  // arguments to device buffers and launches.
+  // --- kernel calls --------------------------------------------------------
+  // An op's calls come from its rule (codegen/artifact/KernelPlan.h); each
+  // tensor argument becomes what `target` passes (on the host, a
+  // halide_buffer_t), scalars and constants LLVM values.
 
-  /// Descriptor slot of the driver's own buffers (Driver arguments); the
-  /// arguments of a call take the slots before it.
-  static constexpr int kDriverSlot = 7;
+  /// Slot of the driver's own tensors (Driver arguments); the tensors of a
+  /// call take the slots before it.
+  static constexpr int kDriverSlot = KernelTarget::kMaxTensors - 1;
   /// The value of argument `a` of a call of `op`; buffers take descriptor
   /// slots from `slot` on, Driver arguments the next of `driver`.
   Value argument(Operation *op, const KernelArg &a, int &slot,
@@ -217,109 +198,22 @@ private:
   OpBuilder b;
   Location loc = UnknownLoc::get(ctx);
   std::string prefix;
+  KernelTarget *target;
   Type ptrTy, i8, i16, i32, i64, f32, f64;
-  LLVM::LLVMStructType bufTy;
   std::map<std::string, int64_t> slots; // param/state -> weights offset
-  std::map<std::string, LLVM::LLVMFuncOp> kernels;
-  std::map<std::string, LLVM::GlobalOp> globals;
 
   // The function being lowered.
   LLVM::LLVMFuncOp current;
-  Value weights, arena, buffers;
+  Value weights, arena;
   Block *exit = nullptr;
   llvm::DenseMap<Value, Place> places;
   DriverLayout layout;
 };
 
-LLVM::LLVMFuncOp Lowering::kernel(const KernelSpec &spec, ValueRange args) {
+void Lowering::call(const KernelSpec &spec, ArrayRef<Value> args) {
   auto it = plan.index.find(spec.key());
   assert(it != plan.index.end() && "the kernel plan covers every op");
-  std::string name = prefix + "_k" + std::to_string(it->second);
-  auto found = kernels.find(name);
-  if (found != kernels.end())
-    return found->second;
-  OpBuilder::InsertionGuard guard(b);
-  b.setInsertionPointToStart(module.getBody());
-  SmallVector<Type> types;
-  for (Value a : args)
-    types.push_back(a.getType());
-  auto fn = b.create<LLVM::LLVMFuncOp>(
-      loc, name, LLVM::LLVMFunctionType::get(i32, types));
-  kernels[name] = fn;
-  return fn;
-}
-
-Value Lowering::dims(ArrayRef<int64_t> shape, int rank) {
-  // Collapse the leading dimensions into the first of `rank` (pad with
-  // unit dimensions when the tensor has fewer).
-  SmallVector<int64_t> collapsed;
-  size_t n = shape.size(), keep = std::min<size_t>(rank, n);
-  if (keep > 0) {
-    int64_t lead = 1;
-    for (size_t i = 0; i <= n - keep; ++i)
-      lead *= shape[i];
-    collapsed.push_back(lead);
-    for (size_t i = n - keep + 1; i < n; ++i)
-      collapsed.push_back(shape[i]);
-  }
-  while (static_cast<int>(collapsed.size()) < rank)
-    collapsed.insert(collapsed.begin(), 1);
-  // halide_dimension_t {min, extent, stride, flags}, innermost first.
-  SmallVector<int32_t> table;
-  int64_t stride = 1;
-  for (int64_t extent : llvm::reverse(collapsed)) {
-    table.append({0, static_cast<int32_t>(extent),
-                  static_cast<int32_t>(stride), 0});
-    stride *= extent;
-  }
-  std::string key = "__" + prefix + "_dims";
-  for (int32_t x : table)
-    key += "_" + std::to_string(x);
-  LLVM::GlobalOp &g = globals[key];
-  if (!g) {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(module.getBody());
-    auto type = LLVM::LLVMArrayType::get(i32, table.size());
-    g = b.create<LLVM::GlobalOp>(
-        loc, type, /*isConstant=*/true, LLVM::Linkage::Private, key,
-        DenseElementsAttr::get(
-            RankedTensorType::get({static_cast<int64_t>(table.size())}, i32),
-            ArrayRef<int32_t>(table)),
-        /*alignment=*/16);
-  }
-  return b.create<LLVM::AddressOfOp>(loc, g);
-}
-
-Value Lowering::buffer(Value host, RankedTensorType t, int rank, int slot) {
-  Type et = t.getElementType();
-  int code = et.isF32() || et.isF64() ? kFloat : (et.isInteger(8) ? kUInt : kInt);
-  int bits = et.getIntOrFloatBitWidth();
-  if (et.isInteger(1)) // masks: one byte (0 or 1) per element
-    code = kUInt, bits = 8;
-  Value v = b.create<LLVM::UndefOp>(loc, bufTy);
-  Value null = b.create<LLVM::ZeroOp>(loc, ptrTy);
-  auto set = [&](int64_t field, Value x) {
-    v = b.create<LLVM::InsertValueOp>(loc, v, x, field);
-  };
-  set(0, constI64(0));
-  set(1, null);
-  set(2, host);
-  set(3, constI64(0));
-  set(4, b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(code)));
-  set(5, b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(bits)));
-  set(6, b.create<LLVM::ConstantOp>(loc, i16, b.getI16IntegerAttr(1)));
-  set(7, constI32(rank));
-  set(8, rank == 0 ? null : dims(t.getShape(), rank));
-  set(9, null);
-  Value p = b.create<LLVM::GEPOp>(loc, ptrTy, bufTy, buffers,
-                                  ArrayRef<LLVM::GEPArg>{slot});
-  b.create<LLVM::StoreOp>(loc, v, p);
-  return p;
-}
-
-void Lowering::call(const KernelSpec &spec, ArrayRef<Value> args) {
-  LLVM::LLVMFuncOp fn = kernel(spec, args);
-  returnOnError(b.create<LLVM::CallOp>(loc, fn, args).getResult());
+  returnOnError(target->call(b, loc, it->second, spec, args));
 }
 
 void Lowering::returnOnError(Value rc) {
@@ -349,8 +243,7 @@ LLVM::LLVMFuncOp Lowering::begin(StringRef name, func::FuncOp fn, int extra,
   places.clear();
   for (auto [i, a] : llvm::enumerate(fn.getArguments()))
     places[a].ptr = entry->getArgument(2 + i);
-  // Descriptor slots for the most buffers one kernel takes.
-  buffers = b.create<LLVM::AllocaOp>(loc, ptrTy, bufTy, constI64(8), 16);
+  target->beginFunction(b, loc);
   return current;
 }
 
@@ -376,22 +269,8 @@ Value Lowering::argument(Operation *op, const KernelArg &a, int &slot,
     return constF32(a.number);
   case KernelArg::Kind::I32:
     return constI32(static_cast<int64_t>(a.number));
-  case KernelArg::Kind::Ones: {
-    std::string key = "__" + prefix + "_ones_" + std::to_string(a.count);
-    LLVM::GlobalOp &g = globals[key];
-    if (!g) {
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(module.getBody());
-      g = b.create<LLVM::GlobalOp>(
-          loc, LLVM::LLVMArrayType::get(i8, a.count), true,
-          LLVM::Linkage::Private, key,
-          DenseElementsAttr::get(RankedTensorType::get({a.count}, i8),
-                                 b.getI8IntegerAttr(1)),
-          64);
-    }
-    return buffer(b.create<LLVM::AddressOfOp>(loc, g),
-                  RankedTensorType::get({a.count}, i8), 1, slot++);
-  }
+  case KernelArg::Kind::Ones:
+    return target->ones(b, loc, a.count, slot++);
   case KernelArg::Kind::Driver:
     assert(used < driver.size() && "the op's rule promised a driver value");
     return driver[used++];
@@ -860,11 +739,17 @@ FailureOr<DriverLayout> Lowering::run() {
 } // namespace
 
 FailureOr<DriverLayout> lowerToLLVM(ModuleOp module, ir::ModelOp model,
-                                    const KernelPlan &plan) {
+                                    const KernelPlan &plan,
+                                    KernelTarget *target) {
   module.getContext()->loadDialect<LLVM::LLVMDialect>();
   if (!plan.unsupported.empty())
     return model.emitError(plan.explainUnsupported(model.getSymName().str()));
-  Lowering lowering(module, model, plan);
+  std::unique_ptr<KernelTarget> host;
+  if (!target) {
+    host = createHostTarget(module, symbolPrefix(model));
+    target = host.get();
+  }
+  Lowering lowering(module, model, plan, *target);
   return lowering.run();
 }
 
@@ -897,47 +782,5 @@ std::unique_ptr<Pass> createLowerToLLVMPass() {
   return std::make_unique<LowerToLLVMPass>();
 }
 void registerLowerToLLVMPass() { PassRegistration<LowerToLLVMPass>(); }
-
-LogicalResult emitObjectFile(ModuleOp module, const std::string &path,
-                             std::string &error) {
-  DialectRegistry registry;
-  registerBuiltinDialectTranslation(registry);
-  registerLLVMDialectTranslation(registry);
-  module.getContext()->appendDialectRegistry(registry);
-  llvm::LLVMContext llvmContext;
-  std::unique_ptr<llvm::Module> m =
-      translateModuleToLLVMIR(module, llvmContext, "stlm_driver");
-  if (!m) {
-    error = "cannot translate the driver to LLVM IR";
-    return failure();
-  }
-  llvm::InitializeNativeTarget();
-  llvm::InitializeNativeTargetAsmPrinter();
-  std::string triple = llvm::sys::getProcessTriple();
-  const llvm::Target *target =
-      llvm::TargetRegistry::lookupTarget(triple, error);
-  if (!target)
-    return failure();
-  llvm::TargetOptions options;
-  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
-      triple, llvm::sys::getHostCPUName(), "", options, llvm::Reloc::PIC_));
-  m->setTargetTriple(triple);
-  m->setDataLayout(tm->createDataLayout());
-  std::error_code ec;
-  llvm::raw_fd_ostream out(path, ec, llvm::sys::fs::OF_None);
-  if (ec) {
-    error = "cannot write '" + path + "': " + ec.message();
-    return failure();
-  }
-  llvm::legacy::PassManager pm;
-  if (tm->addPassesToEmitFile(pm, out, nullptr,
-                              llvm::CodeGenFileType::ObjectFile)) {
-    error = "the host target cannot emit object files";
-    return failure();
-  }
-  pm.run(*m);
-  out.flush();
-  return success();
-}
 
 } // namespace stlm::codegen

@@ -60,22 +60,22 @@ struct DriverLayout {
 /// The C symbol prefix of `model`: its symbol name (already an identifier).
 std::string symbolPrefix(mlir::stlm::ModelOp model);
 
-/// Adds the driver functions of `model` to `module` (top level); the model
-/// stays for the caller to describe, and must be erased before
-/// translation. Fails with a diagnostic on an op the driver cannot lower.
+class KernelTarget;
+
+/// Adds the driver functions of `model` to `module` (top level), calling
+/// kernels the way `target` does (codegen/driver/KernelTarget.h; null: the
+/// host's Halide kernels); the model stays for the caller to describe, and
+/// must be erased before translation. Fails with a diagnostic on an op the
+/// driver cannot lower.
 mlir::FailureOr<DriverLayout> lowerToLLVM(mlir::ModuleOp module,
                                           mlir::stlm::ModelOp model,
-                                          const KernelPlan &plan);
+                                          const KernelPlan &plan,
+                                          KernelTarget *target = nullptr);
 
 /// `stlm-lower-to-llvm`: plans the kernels for the host and lowers every
 /// model of the module (for stlm-opt and lit tests).
 std::unique_ptr<mlir::Pass> createLowerToLLVMPass();
 void registerLowerToLLVMPass();
-
-/// Writes `module` (LLVM dialect only) as a host object file.
-mlir::LogicalResult emitObjectFile(mlir::ModuleOp module,
-                                   const std::string &path,
-                                   std::string &error);
 
 
 } // namespace stlm::codegen
