@@ -8,11 +8,29 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <sys/stat.h>
 
 namespace stlm {
 
 bool TextData::load(const std::string &path, int64_t window,
                     std::string &error) {
+  // Only a regular file of bounded size: a directory, a device or a pipe
+  // (/dev/zero never ends) is refused before anything is read.
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    error = path + ": cannot open the data file: " + std::strerror(errno);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = path + ": the data file is not a regular file";
+    return false;
+  }
+  if (st.st_size > kMaxBytes) {
+    error = path + ": the data file has " + std::to_string(st.st_size) +
+            " bytes, more than the " + std::to_string(kMaxBytes) +
+            "-byte limit";
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     error = path + ": cannot open the data file: " + std::strerror(errno);

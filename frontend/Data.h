@@ -21,9 +21,12 @@ namespace stlm {
 
 class TextData {
 public:
+  /// The largest data file read (whole, into memory): 4 GiB.
+  static constexpr int64_t kMaxBytes = int64_t(1) << 32;
+
   /// Reads `path`. Fails (returns false, sets `error`) when the file is
-  /// missing, unreadable, or too short to give both splits a window of
-  /// `window` bytes.
+  /// missing, unreadable, not a regular file, larger than kMaxBytes, or too
+  /// short to give both splits a window of `window` bytes.
   bool load(const std::string &path, int64_t window, std::string &error);
 
   int64_t trainBytes() const { return split; }

@@ -760,10 +760,28 @@ SpecResult readSpecFile(const std::string &path) {
         {path, 0, 0, "is a directory, not a spec file"});
     return result;
   }
+  // Only a regular file of bounded size (a device such as /dev/zero never
+  // ends).
+  if (std::filesystem::exists(path, ec) &&
+      !std::filesystem::is_regular_file(path, ec)) {
+    SpecResult result;
+    result.diagnostics.push_back({path, 0, 0, "is not a regular file"});
+    return result;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     SpecResult result;
     result.diagnostics.push_back({path, 0, 0, "cannot open the spec file"});
+    return result;
+  }
+  std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size > kMaxSpecBytes) {
+    SpecResult result;
+    result.diagnostics.push_back(
+        {path, 0, 0,
+         "the spec file has " + std::to_string(size) +
+             " bytes, more than the " + std::to_string(kMaxSpecBytes) +
+             "-byte limit of a spec"});
     return result;
   }
   std::stringstream ss;

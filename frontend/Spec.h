@@ -150,7 +150,9 @@ struct SpecResult {
 
 /// Parses and validates YAML `text`; `file` names it in diagnostics.
 SpecResult parseSpec(const std::string &text, const std::string &file);
-/// Reads `path` and parses it.
+/// The largest spec file read: 1 MiB (specs are a few hundred bytes).
+inline constexpr uint64_t kMaxSpecBytes = uint64_t(1) << 20;
+/// Reads `path` (a regular file of at most kMaxSpecBytes) and parses it.
 SpecResult readSpecFile(const std::string &path);
 /// Parses a spec stored as JSON (the form `specToJson` writes, e.g. in a
 /// checkpoint's `__metadata__`). `origin` names it in diagnostics.

@@ -11,7 +11,7 @@
 //     r = sqrt(-2 ln(1 - u_{2i})), a = 2π u_{2i+1}
 //     x_{2i} = r cos a, x_{2i+1} = r sin a; element = std · x (as f32)
 // so adding or reordering tensors never changes the others, and any tool
-// can reproduce the weights.
+// can reproduce the weights (splitmix64 and fnv1a64: support/Hash.h).
 //
 //===----------------------------------------------------------------------===//
 

@@ -311,6 +311,24 @@ serializeSafeTensors(const std::vector<TensorToWrite> &tensors,
   return out;
 }
 
+bool canWriteSafeTensors(const std::string &path, std::string &error) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    error = path + ": is a directory, not a file to write";
+    return false;
+  }
+  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    error = path + ": cannot write there (creating " + tmp + ": " +
+            std::strerror(errno) + ")";
+    return false;
+  }
+  ::close(fd);
+  ::unlink(tmp.c_str());
+  return true;
+}
+
 bool writeSafeTensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
                       const std::map<std::string, std::string> &metadata,

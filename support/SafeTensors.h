@@ -109,6 +109,12 @@ serializeSafeTensors(const std::vector<TensorToWrite> &tensors,
                      const std::map<std::string, std::string> &metadata,
                      std::string &error);
 
+/// Whether writeSafeTensors could write `path` now: it is not a directory
+/// and its temporary file can be created beside it (probed, then removed).
+/// False with `error` naming the problem. Long jobs check their output up
+/// front rather than after the work.
+bool canWriteSafeTensors(const std::string &path, std::string &error);
+
 /// Writes the file atomically: to `path.tmp.<pid>`, fsync, then rename over
 /// `path`, so an existing good file is never left half-written.
 bool writeSafeTensors(const std::string &path,

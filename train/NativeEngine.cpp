@@ -129,6 +129,50 @@ private:
     return reason.empty() ? "stlm-compile gave no reason" : reason;
   }
 
+  /// Why the artifact directory `dir` must not be replaced ("" when it may
+  /// be: it does not exist, is empty, or holds exactly the files of an stlm
+  /// artifact, which a compile writes). Nothing else in it is ever deleted.
+  static std::string notReplaceable(const std::string &dir) {
+    if (!llvm::sys::fs::exists(dir))
+      return "";
+    if (!llvm::sys::fs::is_directory(dir))
+      return "'" + dir + "' is not a directory";
+    std::vector<std::string> entries;
+    std::error_code ec;
+    for (llvm::sys::fs::directory_iterator it(dir, ec), end;
+         !ec && it != end; it.increment(ec))
+      entries.push_back(llvm::sys::path::filename(it->path()).str());
+    if (ec)
+      return "cannot read '" + dir + "': " + ec.message();
+    if (entries.empty())
+      return "";
+    // The model an artifact's manifest names, and the files it consists of.
+    std::string model;
+    for (const std::string &e : entries) {
+      llvm::StringRef name(e);
+      if (!name.consume_back(".manifest.json"))
+        continue;
+      try {
+        nlohmann::json m = nlohmann::json::parse(readFile(dir + "/" + e));
+        if (m.at(format::key::kFormat) == format::kFormatName &&
+            m.at(format::key::kModel) == name.str())
+          model = name.str();
+      } catch (const std::exception &) {
+      }
+    }
+    std::string why = "'" + dir + "' holds files that are not an stlm "
+                      "artifact's; give --artifact a new or empty directory "
+                      "(nothing was deleted)";
+    if (model.empty())
+      return why;
+    for (const std::string &e : entries)
+      if (e != format::staticLibrary(model) &&
+          e != format::sharedLibrary(model) && e != format::header(model) &&
+          e != format::manifest(model) && e != "obj")
+        return why;
+    return "";
+  }
+
   /// stlm-compile into a fresh directory, then renamed into place, so a
   /// concurrent or interrupted compile never leaves a half artifact. Specs
   /// that come from a checkpoint are written out as JSON (which is YAML).
@@ -138,6 +182,10 @@ private:
                std::string &error, bool &unsupported) {
     if (!llvm::sys::fs::can_execute(opt.compiler)) {
       error = "cannot run stlm-compile at '" + opt.compiler + "'";
+      return false;
+    }
+    if (std::string why = notReplaceable(dir); !why.empty()) {
+      error = why;
       return false;
     }
     std::string parent = llvm::sys::path::parent_path(dir).str();
@@ -182,6 +230,12 @@ private:
                                : message) +
               (rc == kCannotCompileYet ? ": not yet supported" : "") +
               ", diagnostics above); --backend reference runs every spec";
+      return false;
+    }
+    // An old artifact (only its files) makes way; anything else stays.
+    if (std::string why = notReplaceable(dir); !why.empty()) {
+      llvm::sys::fs::remove_directories(tmp);
+      error = why;
       return false;
     }
     llvm::sys::fs::remove_directories(dir);
@@ -393,10 +447,7 @@ std::unique_ptr<TrainEngine> nativeEngine(const NativeOptions &options) {
 int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
                    const std::string &dataPath, int64_t windows,
                    const NativeOptions &options, FILE *out, FILE *err) {
-  auto fail = [&](const std::string &msg) {
-    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
-    return 1;
-  };
+  auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   std::string error;
   Feed feed;
   TextData data;
@@ -430,10 +481,7 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
 int generateNative(const std::string &checkpoint, const ModelSpec &spec,
                    const GenerateOptions &o, const NativeOptions &options,
                    FILE *out, FILE *err) {
-  auto fail = [&](const std::string &msg) {
-    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
-    return 1;
-  };
+  auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   std::vector<int32_t> prompt;
   std::string problem = generationProblem(spec, o, prompt);
   if (!problem.empty())

@@ -147,10 +147,7 @@ int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
 int evaluateWithReference(const std::string &checkpoint,
                           const std::string &dataPath, int64_t windows,
                           FILE *out, FILE *err) {
-  auto fail = [&](const std::string &msg) {
-    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
-    return 1;
-  };
+  auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   Loaded m;
   std::string error;
   Feed feed;
@@ -165,10 +162,7 @@ int evaluateWithReference(const std::string &checkpoint,
 
 int generateWithReference(const std::string &checkpoint,
                           const GenerateOptions &o, FILE *out, FILE *err) {
-  auto fail = [&](const std::string &msg) {
-    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
-    return 1;
-  };
+  auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   Loaded m;
   std::string error;
   if (!load(checkpoint, m, error))

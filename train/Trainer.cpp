@@ -77,10 +77,7 @@ public:
   int run();
 
 private:
-  int fail(const std::string &msg) {
-    std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
-    return 1;
-  }
+  int fail(const std::string &msg) { return reportError(err, msg); }
   bool initialise(std::string &error);
   /// Fresh AdamW moments for every parameter.
   bool zeroMoments(std::string &error);
@@ -246,6 +243,9 @@ int Session::run() {
                 std::to_string(feed.window) + " bytes, fewer than one batch (" +
                 std::to_string(feed.batch) + "); the file needs about " +
                 std::to_string(10 * feed.batch * feed.window) + " bytes");
+  // The checkpoint's place, before the work it would hold.
+  if (!opt.savePath.empty() && !canWriteSafeTensors(opt.savePath, error))
+    return fail(error);
   // The model and its training step (after the cheap checks: a native
   // engine may compile).
   if (!engine.prepare(spec, error))
@@ -258,6 +258,7 @@ int Session::run() {
     if (!logFile)
       return fail(opt.logPath + ": cannot open the log file");
   }
+
 
   const int64_t k = spec.train.accumulate; // micro-batches per step
   int64_t bytesPerStep =
@@ -376,6 +377,11 @@ int Session::run() {
 
 
 } // namespace
+
+int reportError(FILE *err, const std::string &msg) {
+  std::fprintf(err, "stlm-run: error: %s\n", msg.c_str());
+  return 1;
+}
 
 int train(const ModelSpec &spec, const TrainOptions &options,
           TrainEngine &engine, FILE *err) {

@@ -66,6 +66,10 @@ public:
                         float &loss, std::string &error) = 0;
 };
 
+/// Prints `stlm-run: error: <msg>` on `err`; returns 1, the exit status
+/// of bad input.
+int reportError(FILE *err, const std::string &msg);
+
 /// Trains with `engine`; returns 0 on success, 1 with a message on `err` on
 /// bad input (missing or short data, bad checkpoint, a spec the engine
 /// cannot run).

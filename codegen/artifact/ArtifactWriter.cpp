@@ -133,6 +133,35 @@ Status generateKernels(const KernelPlan &plan, const std::string &symbol,
   return Status::ok();
 }
 
+/// The programs a writer runs.
+struct Toolchain {
+  std::string kernelgen; // stlm-kernelgen
+  std::string ar, cc;    // binutils' ar and the system C compiler
+};
+
+/// Checks that `kernelgen` runs and, when `linker` is set, finds `ar` and
+/// `cc` on PATH (the artifact needs them to pack and link lib`name`).
+Status findToolchain(const std::string &kernelgen, bool linker,
+                     const std::string &name, Toolchain &tools) {
+  if (!sys::fs::can_execute(kernelgen))
+    return Status::failed("cannot run stlm-kernelgen at '" + kernelgen +
+                          "' (pass --kernelgen PATH)");
+  tools.kernelgen = kernelgen;
+  if (!linker)
+    return Status::ok();
+  auto ar = sys::findProgramByName("ar");
+  if (!ar)
+    return Status::failed("cannot find 'ar' (binutils) on PATH to pack " +
+                          format::staticLibrary(name));
+  auto cc = sys::findProgramByName("cc");
+  if (!cc)
+    return Status::failed("cannot find the system C compiler 'cc' on PATH "
+                          "to link " + format::sharedLibrary(name));
+  tools.ar = *ar;
+  tools.cc = *cc;
+  return Status::ok();
+}
+
 mlir::func::FuncOp function(ir::ModelOp model, StringRef name) {
   for (auto f : model.getBody().front().getOps<mlir::func::FuncOp>())
     if (f.getSymName() == name)
@@ -143,14 +172,15 @@ mlir::func::FuncOp function(ir::ModelOp model, StringRef name) {
 /// The manifest's description of the model: layout of the weights blob and
 /// the arena, inputs, entry points and the spec (read by the runtime).
 void describeLayout(ir::ModelOp model, const ArtifactModel &info,
-                    const DriverLayout &layout, json::OStream &j) {
+                    const DriverLayout &layout, StringRef target,
+                    json::OStream &j) {
   j.attribute(key::kFormat, format::kFormatName);
   j.attribute(key::kVersion, format::kManifestVersion);
   j.attribute(key::kModel, info.name);
   j.attribute(key::kVocab, info.vocab);
   j.attribute(key::kAccumulate, std::max<int64_t>(1, info.accumulate));
   j.attribute(key::kSymbol, symbolPrefix(model));
-  j.attribute(key::kTarget, "host");
+  j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);
   j.attribute(key::kArenaSize, layout.arenaSize);
   mlir::func::FuncOp grad = function(model, "grad");
@@ -263,27 +293,6 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
 
 } // namespace
 
-Status findToolchain(const std::string &kernelgen, bool linker,
-                     const std::string &name, Toolchain &tools) {
-  if (!sys::fs::can_execute(kernelgen))
-    return Status::failed("cannot run stlm-kernelgen at '" + kernelgen +
-                          "' (pass --kernelgen PATH)");
-  tools.kernelgen = kernelgen;
-  if (!linker)
-    return Status::ok();
-  auto ar = sys::findProgramByName("ar");
-  if (!ar)
-    return Status::failed("cannot find 'ar' (binutils) on PATH to pack " +
-                          format::staticLibrary(name));
-  auto cc = sys::findProgramByName("cc");
-  if (!cc)
-    return Status::failed("cannot find the system C compiler 'cc' on PATH "
-                          "to link " + format::sharedLibrary(name));
-  tools.ar = *ar;
-  tools.cc = *cc;
-  return Status::ok();
-}
-
 ir::ModelOp theModel(mlir::ModuleOp module) {
   ir::ModelOp model;
   module.walk([&](ir::ModelOp m) { model = m; });
@@ -299,9 +308,12 @@ Status planModel(ir::ModelOp model, const std::string &name,
 }
 
 Status writeKernels(ir::ModelOp model, const std::string &name,
-                    const std::string &dir, const Toolchain &tools,
+                    const std::string &dir, const std::string &kernelgen,
                     KernelPlan &plan) {
   if (Status s = planModel(model, name, plan); !s)
+    return s;
+  Toolchain tools;
+  if (Status s = findToolchain(kernelgen, /*linker=*/false, name, tools); !s)
     return s;
   if (std::error_code ec = sys::fs::create_directories(dir))
     return Status::failed("cannot create '" + dir + "': " + ec.message());
@@ -325,7 +337,7 @@ Status writeKernels(ir::ModelOp model, const std::string &name,
 }
 
 Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
-                     const std::string &dir, const Toolchain &tools,
+                     const std::string &dir, const std::string &kernelgen,
                      ArtifactSummary &summary) {
   ir::ModelOp model = theModel(module);
   std::string symbol = symbolPrefix(model);
@@ -344,34 +356,46 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   KernelPlan plan;
   if (Status s = planModel(model, info.name, plan); !s)
     return s;
-  if (std::error_code ec = sys::fs::create_directories(objDir))
-    return Status::failed("cannot create '" + objDir + "': " + ec.message());
-  // Lower once; the manifest reads the planned model (still there after
-  // lowering) and the layout, then the model goes before translation.
+  if (input.size() != 2)
+    return Status::unsupported("'" + info.name +
+                               "' does not take [batch, context] tokens; "
+                               "the native path compiles token models only");
+  // Lower once, for the host; the manifest reads the planned model (still
+  // there after lowering) and the layout, then the model goes before
+  // translation. A model the driver cannot lower is one the native path
+  // cannot compile yet.
+  std::unique_ptr<KernelTarget> target = createHostTarget(module, symbol);
   std::string diagnostics;
   mlir::FailureOr<DriverLayout> layout;
   {
     mlir::ScopedDiagnosticHandler handler(
         module.getContext(), [&](mlir::Diagnostic &d) {
-          diagnostics += (diagnostics.empty() ? "" : "\n") + d.str();
+          std::string where;
+          raw_string_ostream os(where);
+          os << d.getLocation();
+          diagnostics += (diagnostics.empty() ? "" : "\n  ") + os.str() +
+                         ": " + d.str();
           return mlir::success();
         });
-    layout = lowerToLLVM(module, model, plan);
+    layout = lowerToLLVM(module, model, plan, target.get());
   }
   if (failed(layout))
-    return Status::failed("cannot lower '" + info.name +
-                          "' to the native driver: " + diagnostics);
-  if (input.size() != 2)
-    return Status::unsupported("'" + info.name +
-                               "' does not take [batch, context] tokens; "
-                               "the native path compiles token models only");
+    return Status::unsupported("cannot lower '" + info.name +
+                               "' to the native driver:\n  " + diagnostics);
+  // The tools, before anything is written.
+  Toolchain tools;
+  if (Status s = findToolchain(kernelgen, /*linker=*/true, info.name, tools);
+      !s)
+    return s;
+  if (std::error_code ec = sys::fs::create_directories(objDir))
+    return Status::failed("cannot create '" + objDir + "': " + ec.message());
   std::string manifest;
   raw_string_ostream ms(manifest);
   json::OStream j(ms, 2);
   std::vector<std::string> archives;
   Status status;
   j.object([&] {
-    describeLayout(model, info, *layout, j);
+    describeLayout(model, info, *layout, target->name(), j);
     status = generateKernels(plan, symbol, objDir, tools.kernelgen, j,
                              archives);
   });

@@ -55,18 +55,6 @@ struct ArtifactModel {
   std::string specJson; // the spec as JSON: the runtime's and cache's key
 };
 
-/// The programs a writer runs.
-struct Toolchain {
-  std::string kernelgen; // stlm-kernelgen
-  std::string ar, cc;    // binutils' ar and the system C compiler
-};
-
-/// Checks that `kernelgen` runs and, when `linker` is set, finds `ar` and
-/// `cc` on PATH (the artifact needs them to pack and link lib`name`);
-/// before any slow step, so a missing tool fails at once.
-Status findToolchain(const std::string &kernelgen, bool linker,
-                     const std::string &name, Toolchain &tools);
-
 /// The model of `module` (built from one spec: there is one).
 mlir::stlm::ModelOp theModel(mlir::ModuleOp module);
 
@@ -75,9 +63,12 @@ mlir::stlm::ModelOp theModel(mlir::ModuleOp module);
 Status planModel(mlir::stlm::ModelOp model, const std::string &name,
                  KernelPlan &plan);
 
-/// --emit=kernels: the kernels of the planned `model` into `dir`.
+/// --emit=kernels: the kernels of the planned `model` into `dir`, generated
+/// by the stlm-kernelgen at `kernelgen`. The model is planned first (an
+/// Unsupported model fails whatever the tools), then the tools are
+/// checked, before anything is written.
 Status writeKernels(mlir::stlm::ModelOp model, const std::string &name,
-                    const std::string &dir, const Toolchain &tools,
+                    const std::string &dir, const std::string &kernelgen,
                     KernelPlan &plan);
 
 /// What writeArtifact produced.
@@ -87,10 +78,12 @@ struct ArtifactSummary {
 };
 
 /// The artifact of the planned model in `module` into `dir` (objects under
-/// `dir`/obj). The model is lowered and erased: `module` then holds the
-/// driver.
+/// `dir`/obj), for the host target. The model is planned and lowered first
+/// (Unsupported when either cannot be done), then the tools are found
+/// (`kernelgen`, and `ar` and `cc` on PATH), before anything is written.
+/// The model is erased: `module` then holds the driver.
 Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
-                     const std::string &dir, const Toolchain &tools,
+                     const std::string &dir, const std::string &kernelgen,
                      ArtifactSummary &summary);
 
 /// The C header of an artifact: sizes, the descriptor, the entry points.

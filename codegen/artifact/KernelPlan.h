@@ -97,10 +97,11 @@ struct KernelPlan {
 ///
 /// Results are written where the driver placed them (the arena offsets of
 /// stlm-plan-memory, or in place where the op updates a weights slot:
-/// stlm.adamw, and an @accumulate sum into its state). Two ops take
-/// `Driver` arguments: stlm.clip_grad_norm's calls are one stlm_sum_squares
-/// per gradient (Driver: the f64 buffer of its sum), then, when it clips,
-/// one stlm_scale per gradient in place (Driver: the f32 clip factor).
+/// stlm.adamw, and an @accumulate sum into its state). Only
+/// stlm.clip_grad_norm takes `Driver` arguments: its calls are one
+/// stlm_sum_squares per gradient (Driver: the f64 buffer of its sum), then,
+/// when it clips, one stlm_scale per gradient in place (Driver: the f32
+/// clip factor).
 std::vector<KernelCall> kernelCallsFor(mlir::Operation *op, std::string &why);
 
 /// The kernels of kernelCallsFor(), in order.

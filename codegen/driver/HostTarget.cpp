@@ -40,6 +40,7 @@ public:
   HostTarget(ModuleOp module, std::string prefix)
       : module(module), prefix(std::move(prefix)) {
     MLIRContext *ctx = module.getContext();
+    ctx->loadDialect<LLVM::LLVMDialect>();
     Builder b(ctx);
     ptrTy = LLVM::LLVMPointerType::get(ctx);
     i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type(),

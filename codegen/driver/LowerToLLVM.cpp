@@ -3,9 +3,12 @@
 // Every tensor of a planned function lives at a fixed place: parameters and
 // optimizer state at their `stlm.offset` in the weights blob, op results at
 // their `stlm.offsets` in the arena, function arguments where the caller
-// points. A kernel call passes halide_buffer_t descriptors built on the
-// stack (host pointer, type, and a constant table of dimensions); scalars
-// (learning rate, clip scale, step count, loss seeds) are plain LLVM values.
+// points. Each op makes the kernel calls of its rule
+// (codegen/artifact/KernelPlan.h), whose tensors the KernelTarget passes
+// (on the host, halide_buffer_t descriptors on the stack: HostTarget.cpp);
+// scalars (learning rate, clip scale, step count, loss seeds) are plain
+// LLVM values, and the rest (schedule, clipping's norm, cache rows,
+// assignments) is driver work in plain LLVM.
 //
 //===----------------------------------------------------------------------===//
 
@@ -19,7 +22,6 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
-#include "mlir/IR/Matchers.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/TypeSwitch.h"
@@ -65,8 +67,8 @@ public:
         ctx(module.getContext()), b(ctx), prefix(symbolPrefix(model)),
         target(&target) {
     ptrTy = LLVM::LLVMPointerType::get(ctx);
-    i8 = b.getI8Type(), i16 = b.getI16Type(), i32 = b.getI32Type(),
-    i64 = b.getI64Type(), f32 = b.getF32Type(), f64 = b.getF64Type();
+    i8 = b.getI8Type(), i32 = b.getI32Type(), i64 = b.getI64Type(),
+    f32 = b.getF32Type(), f64 = b.getF64Type();
     for (Operation &op : model.getBody().front()) {
       auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
       if (!off)
@@ -182,9 +184,9 @@ private:
   /// Every call of an op whose results the driver has already placed (in
   /// place, in weights slots).
   LogicalResult emitInPlace(Operation *op);
-  /// Fails, naming the op, unless its lowering emitted exactly the `done`
-  /// first of `calls`, all of them: the plan generated what the driver
-  /// calls, no more and no less.
+  /// Fails, naming the op, unless a lowering that picks its own way
+  /// through `calls` (clipping) emitted all of them (`done`): the plan
+  /// generated what the driver calls, no more and no less.
   LogicalResult allCalled(Operation *op, ArrayRef<KernelCall> calls,
                           size_t done);
   LogicalResult unsupported(Operation *op, const Twine &why) {
@@ -199,7 +201,7 @@ private:
   Location loc = UnknownLoc::get(ctx);
   std::string prefix;
   KernelTarget *target;
-  Type ptrTy, i8, i16, i32, i64, f32, f64;
+  Type ptrTy, i8, i32, i64, f32, f64;
   std::map<std::string, int64_t> slots; // param/state -> weights offset
 
   // The function being lowered.
@@ -316,10 +318,9 @@ LogicalResult Lowering::emitInPlace(Operation *op) {
   std::vector<KernelCall> calls = kernelCallsFor(op, why);
   if (!why.empty())
     return unsupported(op, why);
-  size_t done = 0;
-  for (; done < calls.size(); ++done)
-    emit(op, calls[done]);
-  return allCalled(op, calls, done);
+  for (const KernelCall &c : calls)
+    emit(op, c);
+  return success();
 }
 
 LogicalResult Lowering::allCalled(Operation *op, ArrayRef<KernelCall> calls,

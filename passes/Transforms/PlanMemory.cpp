@@ -10,6 +10,7 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/Builders.h"
+#include "stlm/artifact_format.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/StringMap.h"
 
@@ -23,7 +24,9 @@ using namespace mlir::stlm;
 
 namespace {
 
-constexpr int64_t kAlign = 64;
+/// Every offset is aligned as the entry points' pointers are (the artifact
+/// format's rule).
+constexpr int64_t kAlign = ::stlm::format::kAlignment;
 
 int64_t alignUp(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 

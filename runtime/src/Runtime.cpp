@@ -148,8 +148,9 @@ struct AlignedFree {
 using Aligned = std::unique_ptr<void, AlignedFree>;
 
 Aligned allocate(size_t bytes) {
-  size_t rounded = (bytes + 63) / 64 * 64;
-  return Aligned(std::aligned_alloc(64, rounded == 0 ? 64 : rounded));
+  constexpr size_t align = stlm::format::kAlignment;
+  size_t rounded = (bytes + align - 1) / align * align;
+  return Aligned(std::aligned_alloc(align, rounded == 0 ? align : rounded));
 }
 
 } // namespace

@@ -113,20 +113,15 @@ int failWith(const codegen::Status &status) {
   return status.kind == codegen::Status::Kind::Unsupported ? 3 : 1;
 }
 
-/// The writer's programs: stlm-kernelgen beside stlm-compile unless
-/// --kernelgen names one, and (for the artifact) ar and cc.
-codegen::Status findTools(const char *argv0, bool linker,
-                          const std::string &name,
-                          codegen::Toolchain &tools) {
-  std::string exe = kernelgenPath;
-  if (exe.empty()) {
-    std::string self = sys::fs::getMainExecutable(
-        argv0, reinterpret_cast<void *>(&printParamTable));
-    SmallString<256> p(sys::path::parent_path(self));
-    sys::path::append(p, "stlm-kernelgen");
-    exe = std::string(p);
-  }
-  return codegen::findToolchain(exe, linker, name, tools);
+/// stlm-kernelgen beside stlm-compile unless --kernelgen names one.
+std::string kernelgen(const char *argv0) {
+  if (!kernelgenPath.empty())
+    return kernelgenPath;
+  std::string self = sys::fs::getMainExecutable(
+      argv0, reinterpret_cast<void *>(&printParamTable));
+  SmallString<256> p(sys::path::parent_path(self));
+  sys::path::append(p, "stlm-kernelgen");
+  return std::string(p);
 }
 
 } // namespace
@@ -163,15 +158,6 @@ int main(int argc, char **argv) {
     out->keep();
     return 0;
   }
-  // The slow stages need their programs: found before any work.
-  codegen::Toolchain tools;
-  if (writesDir) {
-    if (codegen::Status s =
-            findTools(argv[0], emit == Stage::Artifact, spec.name, tools);
-        !s)
-      return failWith(s);
-  }
-
   mlir::DialectRegistry registry;
   mlir::stlm::registerAllDialects(registry);
   mlir::MLIRContext context(registry);
@@ -197,7 +183,8 @@ int main(int argc, char **argv) {
     codegen::KernelPlan plan;
     mlir::stlm::ModelOp model = codegen::theModel(*module);
     if (codegen::Status s =
-            codegen::writeKernels(model, spec.name, outputPath, tools, plan);
+            codegen::writeKernels(model, spec.name, outputPath,
+                                  kernelgen(argv[0]), plan);
         !s)
       return failWith(s);
     outs() << plan.kernels.size() << " kernels for '" << spec.name << "' ("
@@ -209,8 +196,8 @@ int main(int argc, char **argv) {
     codegen::ArtifactModel info{spec.name, spec.embedder.vocabSize,
                                 spec.train.accumulate, stlm::specToJson(spec)};
     codegen::ArtifactSummary summary;
-    if (codegen::Status s = codegen::writeArtifact(*module, info, outputPath,
-                                                   tools, summary);
+    if (codegen::Status s = codegen::writeArtifact(
+            *module, info, outputPath, kernelgen(argv[0]), summary);
         !s)
       return failWith(s);
     outs() << "compiled '" << spec.name << "': " << summary.kernels

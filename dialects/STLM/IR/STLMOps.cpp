@@ -135,14 +135,24 @@ TrainSettings::TrainSettings() {
 }
 
 FailureOr<TrainSettings> TrainSettings::read(ModelOp model) {
+  return parse(model, /*diagnose=*/true);
+}
+
+FailureOr<TrainSettings> TrainSettings::parse(ModelOp model, bool diagnose) {
   TrainSettings t;
   auto dict = model->getAttrOfType<DictionaryAttr>("stlm.train");
   if (!dict)
     return t;
+  auto error = [&]() -> InFlightDiagnostic {
+    InFlightDiagnostic d = model.emitOpError();
+    if (!diagnose)
+      d.abandon();
+    return d;
+  };
   // A present key of the wrong kind is an error, not a silent default.
   auto bad = [&](NamedAttribute kv, StringRef what) {
-    model.emitOpError() << "stlm.train: '" << kv.getName().getValue()
-                        << "' must be " << what << ", got " << kv.getValue();
+    error() << "stlm.train: '" << kv.getName().getValue() << "' must be "
+            << what << ", got " << kv.getValue();
     return failure();
   };
   auto number = [&](NamedAttribute kv, double &out) -> LogicalResult {
@@ -181,7 +191,7 @@ FailureOr<TrainSettings> TrainSettings::read(ModelOp model) {
         : key == "grad_clip"    ? number(kv, t.gradClip)
         : key == "schedule" || key == "precision"
             ? success()
-            : LogicalResult(model.emitOpError()
+            : LogicalResult(error()
                             << "stlm.train: unknown key '" << key
                             << "' (known: batch, steps, lr, min_lr, warmup, "
                                "schedule, beta1, beta2, eps, weight_decay, "
@@ -201,14 +211,13 @@ FailureOr<TrainSettings> TrainSettings::read(ModelOp model) {
     }
   }
   if (t.accumulate < 1)
-    return model.emitOpError()
-           << "stlm.train: 'accumulate' must be >= 1, got " << t.accumulate;
+    return error() << "stlm.train: 'accumulate' must be >= 1, got "
+                   << t.accumulate;
   return t;
 }
 
 TrainSettings TrainSettings::of(ModelOp model) {
-  FailureOr<TrainSettings> t = read(model);
-  assert(succeeded(t) && "the model was verified");
+  FailureOr<TrainSettings> t = parse(model, /*diagnose=*/false);
   return succeeded(t) ? *t : TrainSettings();
 }
 

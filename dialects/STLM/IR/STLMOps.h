@@ -40,8 +40,12 @@ struct TrainSettings {
   /// The settings of `model`; failure (with a diagnostic on the model) when
   /// its dictionary is malformed.
   static FailureOr<TrainSettings> read(ModelOp model);
-  /// The settings of a verified `model`.
+  /// The settings of a verified `model` (the defaults, silently, for a
+  /// malformed dictionary).
   static TrainSettings of(ModelOp model);
+
+private:
+  static FailureOr<TrainSettings> parse(ModelOp model, bool diagnose);
 };
 
 /// Whether the matmuls of `op`'s model take bfloat16 inputs (fp32

@@ -42,8 +42,8 @@ inline constexpr int kManifestVersion = 3;
 /// The descriptor's abi_version.
 inline constexpr uint32_t kAbiVersion = STLM_ABI_VERSION;
 
-/// Every pointer an entry point takes is aligned to this many bytes, and
-/// the memory plan aligns every offset to it.
+/// Every pointer an entry point takes is aligned to this many bytes: the
+/// runtime allocates so, and stlm-plan-memory aligns every offset to it.
 inline constexpr int64_t kAlignment = 64;
 
 /// What an entry point returns, besides 0 and (negative) Halide error
