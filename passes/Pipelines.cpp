@@ -8,32 +8,29 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Pass/PassOptions.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "llvm/ADT/STLExtras.h"
 
 namespace mlir::stlm {
 
 namespace {
-/// The stages in order; Kernels and Artifact run Plan's passes (their work
-/// after the passes is code generation, not IR rewriting).
+/// The stages that add passes, in order.
 constexpr Stage kOrder[] = {Stage::STLM, Stage::Train, Stage::Plan,
                             Stage::LLVM};
 
-/// Where `stage` ends in kOrder.
-int depth(Stage stage) {
-  switch (stage) {
-  case Stage::STLM:
-    return 0;
-  case Stage::Train:
-    return 1;
-  case Stage::Plan:
-  case Stage::Kernels:
-  case Stage::Artifact:
-    return 2;
-  case Stage::LLVM:
-    return 3;
-  }
-  return 3;
+/// The stage whose passes `stage` runs: kernels and artifact run plan's
+/// (their work after the passes is code generation, not IR rewriting).
+Stage passStage(Stage stage) {
+  return stage == Stage::Kernels || stage == Stage::Artifact ? Stage::Plan
+                                                             : stage;
 }
 
+/// Where `stage` ends in kOrder.
+int depth(Stage stage) {
+  return static_cast<int>(llvm::find(kOrder, passStage(stage)) -
+                          std::begin(kOrder));
+}
+
+/// The passes of `stage`, one of kOrder.
 void addStagePasses(OpPassManager &pm, Stage stage) {
   switch (stage) {
   case Stage::STLM:
@@ -43,8 +40,6 @@ void addStagePasses(OpPassManager &pm, Stage stage) {
     pm.addPass(createAutodiffPass());
     return;
   case Stage::Plan:
-  case Stage::Kernels:
-  case Stage::Artifact:
     pm.addPass(createAddDecodePass());
     pm.addPass(createDecomposePass());
     pm.addPass(createFusePass());
@@ -53,6 +48,9 @@ void addStagePasses(OpPassManager &pm, Stage stage) {
   case Stage::LLVM:
     pm.addPass(::stlm::codegen::createLowerToLLVMPass());
     return;
+  case Stage::Kernels:
+  case Stage::Artifact:
+    llvm_unreachable("not in kOrder: they run plan's passes");
   }
 }
 

@@ -96,7 +96,11 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
   return "";
 }
 
-void printGenerated(int64_t bytes, double s, FILE *err) {
+void printGenerated(int64_t bytes, std::chrono::steady_clock::time_point start,
+                    FILE *err) {
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                           start)
+                 .count();
   std::fprintf(err, "\ngenerated %lld bytes in %.2f s (%.1f bytes/s)\n",
                static_cast<long long>(bytes), s, s > 0 ? bytes / s : 0);
 }

@@ -16,6 +16,7 @@
 #include "support/Sampling.h"
 #include "train/Batches.h"
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -58,8 +59,9 @@ struct GenerateOptions {
 std::string generationProblem(const ModelSpec &spec,
                               const GenerateOptions &options,
                               std::vector<int32_t> &prompt);
-/// The summary line of a generation, on `err`.
-void printGenerated(int64_t bytes, double seconds, FILE *err);
+/// The summary line of a generation that began at `start`, on `err`.
+void printGenerated(int64_t bytes, std::chrono::steady_clock::time_point start,
+                    FILE *err);
 
 } // namespace stlm
 

@@ -511,11 +511,7 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
                     static_cast<size_t>(o.tokens), &sampling, write, out,
                     &produced) != STLM_OK)
     return fail(stlm_error_message(m.model));
-  printGenerated(static_cast<int64_t>(produced),
-                 std::chrono::duration<double>(
-                     std::chrono::steady_clock::now() - start)
-                     .count(),
-                 err);
+  printGenerated(static_cast<int64_t>(produced), start, err);
   return 0;
 }
 

@@ -195,11 +195,7 @@ int generateWithReference(const std::string &checkpoint,
     std::fwrite(&byte, 1, 1, out);
     std::fflush(out);
   }
-  printGenerated(o.tokens,
-                 std::chrono::duration<double>(
-                     std::chrono::steady_clock::now() - start)
-                     .count(),
-                 err);
+  printGenerated(o.tokens, start, err);
   return 0;
 }
 

@@ -128,6 +128,12 @@ private:
     }
     return p.ptr;
   }
+  /// `v` lives at `offset` in the arena.
+  void placeInArena(Value v, int64_t offset) {
+    Place &p = places[v];
+    p.ptr = offsetPtr(arena, offset);
+    p.arena = offset;
+  }
   /// `to` lives where `from` does. (Copied first: inserting `to` may
   /// rehash `places` under a reference to `from`.)
   void alias(Value to, Value from) {
@@ -286,29 +292,32 @@ void Lowering::emit(Operation *op, const KernelCall &c,
   int slot = 0;
   size_t used = 0;
   // A result written in place over an operand (AdamW, clipping, an
-  // accumulated sum) passes the operand's descriptor again.
-  SmallVector<std::pair<KernelArg, Value>> buffers;
-  auto same = [&](const KernelArg &a, const KernelArg &b) {
-    auto place = [&](const KernelArg &x) -> std::pair<Value, Type> {
-      Value v = x.kind == KernelArg::Kind::Result ? op->getResult(x.index)
-                                                  : x.value;
-      return {places.lookup(v).ptr, v.getType()};
-    };
-    return a.rank == b.rank && place(a) == place(b) && place(a).first;
+  // accumulated sum) passes the operand's tensor argument again.
+  struct Passed {
+    Value ptr;
+    Type type;
+    int rank;
+    Value arg;
   };
+  SmallVector<Passed> tensors;
   for (const KernelArg &a : c.args) {
-    bool isBuffer = a.kind == KernelArg::Kind::Operand ||
+    bool isTensor = a.kind == KernelArg::Kind::Operand ||
                     a.kind == KernelArg::Kind::Result;
-    auto earlier = llvm::find_if(buffers, [&](const auto &e) {
-      return isBuffer && same(e.first, a);
-    });
-    if (earlier != buffers.end()) {
-      args.push_back(earlier->second);
+    if (!isTensor) {
+      args.push_back(argument(op, a, slot, driver, used));
       continue;
     }
-    args.push_back(argument(op, a, slot, driver, used));
-    if (isBuffer)
-      buffers.push_back({a, args.back()});
+    Value v =
+        a.kind == KernelArg::Kind::Result ? op->getResult(a.index) : a.value;
+    Value ptr = places.lookup(v).ptr;
+    auto same = llvm::find_if(tensors, [&](const Passed &t) {
+      return ptr && t.ptr == ptr && t.type == v.getType() && t.rank == a.rank;
+    });
+    args.push_back(same != tensors.end()
+                       ? same->arg
+                       : argument(op, a, slot, driver, used));
+    if (same == tensors.end())
+      tensors.push_back({ptr, v.getType(), a.rank, args.back()});
   }
   call(c.spec, args);
 }
@@ -348,13 +357,9 @@ LogicalResult Lowering::lowerOp(Operation *op) {
                            "stlm-plan-memory first)");
   if (op->hasAttr("stlm.snapshot"))
     return unsupported(op, "write-after-read snapshots are not lowered yet");
-  for (unsigned i = 0; i < op->getNumResults(); ++i) {
-    if (offsets[i] < 0)
-      continue;
-    Place &p = places[op->getResult(i)];
-    p.ptr = offsetPtr(arena, offsets[i]);
-    p.arena = offsets[i];
-  }
+  for (unsigned i = 0; i < op->getNumResults(); ++i)
+    if (offsets[i] >= 0)
+      placeInArena(op->getResult(i), offsets[i]);
   for (const KernelCall &c : calls) {
     for (const KernelArg &a : c.args)
       if (a.kind == KernelArg::Kind::Driver)
@@ -404,11 +409,9 @@ LogicalResult Lowering::lowerDriverOp(Operation *op) {
         if (!zero || !offsets || offsets.size() != 1 || offsets[0] < 0)
           return unsupported(op, "only zero tensors with an arena slot are "
                                  "lowered");
-        Place &p = places[o.getResult()];
-        p.ptr = offsetPtr(arena, offsets[0]);
-        p.arena = offsets[0];
+        placeInArena(o.getResult(), offsets[0]);
         b.create<LLVM::MemsetOp>(
-            loc, p.ptr,
+            loc, places[o.getResult()].ptr,
             b.create<LLVM::ConstantOp>(loc, i8, b.getI8IntegerAttr(0)),
             constI64(t.getNumElements() *
                      (t.getElementType().getIntOrFloatBitWidth() / 8)),
@@ -561,11 +564,8 @@ LogicalResult Lowering::lowerStep(func::FuncOp fn, LLVM::LLVMFuncOp gradFn) {
                   b.create<LLVM::CallOp>(loc, gradFn, args).getResult());
               places[c.getResult(0)].scalar =
                   b.create<LLVM::LoadOp>(loc, f32, loss);
-              for (auto [i, off] : llvm::enumerate(layout.gradOffsets)) {
-                Place &p = places[c.getResult(i + 1)];
-                p.ptr = offsetPtr(arena, off);
-                p.arena = off;
-              }
+              for (auto [i, off] : llvm::enumerate(layout.gradOffsets))
+                placeInArena(c.getResult(i + 1), off);
               return success();
             })
             .Case([&](ir::AddOp o) -> LogicalResult {
