@@ -102,16 +102,123 @@ core: {layers: 1, width: 64, heads: 2, ffn: swiglu, ffn_width: 128, context: 8}
   EXPECT_EQ(s.windowBytes(), 8 * 4);
 }
 
+/// Every field of `a` equals `b`'s; listed here one by one, independently of
+/// the serializer, so that a field specToJson drops and parseSpecJson
+/// defaults shows up as a difference.
+void expectSameSpec(const ModelSpec &a, const ModelSpec &b,
+                    const std::string &what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(a.name, b.name);
+  const EmbedderSpec &e = a.embedder, &f = b.embedder;
+  EXPECT_EQ(e.kind, f.kind);
+  EXPECT_EQ(e.vocabSize, f.vocabSize);
+  EXPECT_EQ(e.chunking, f.chunking);
+  EXPECT_EQ(e.stride, f.stride);
+  EXPECT_EQ(e.chunkBytes, f.chunkBytes);
+  EXPECT_EQ(e.byteWidth, f.byteWidth);
+  EXPECT_EQ(e.encoderLayers, f.encoderLayers);
+  EXPECT_EQ(e.encoderHeads, f.encoderHeads);
+  EXPECT_EQ(e.pool, f.pool);
+  const CoreSpec &c = a.core, &d = b.core;
+  EXPECT_EQ(c.layers, d.layers);
+  EXPECT_EQ(c.width, d.width);
+  EXPECT_EQ(c.heads, d.heads);
+  EXPECT_EQ(c.kvHeads, d.kvHeads);
+  EXPECT_EQ(c.ffn, d.ffn);
+  EXPECT_EQ(c.ffnWidth, d.ffnWidth);
+  EXPECT_EQ(c.context, d.context);
+  EXPECT_EQ(c.ropeTheta, d.ropeTheta);
+  EXPECT_EQ(c.normEps, d.normEps);
+  EXPECT_EQ(a.tying.embedHead, b.tying.embedHead);
+  EXPECT_EQ(a.tying.ffn, b.tying.ffn);
+  EXPECT_EQ(a.tying.attnOut, b.tying.attnOut);
+  EXPECT_EQ(a.tying.interiorKeep, b.tying.interiorKeep);
+  EXPECT_EQ(a.tying.loraRank, b.tying.loraRank);
+  EXPECT_EQ(a.head.kind, b.head.kind);
+  EXPECT_EQ(a.head.decoderLayers, b.head.decoderLayers);
+  EXPECT_EQ(a.head.decoderHeads, b.head.decoderHeads);
+  ASSERT_EQ(a.objectives.size(), b.objectives.size());
+  for (size_t i = 0; i < a.objectives.size(); ++i) {
+    const ObjectiveSpec &o = a.objectives[i], &p = b.objectives[i];
+    SCOPED_TRACE("objective " + std::to_string(i));
+    EXPECT_EQ(o.kind, p.kind);
+    EXPECT_EQ(o.weight, p.weight);
+    EXPECT_EQ(o.maskPad, p.maskPad);
+    EXPECT_EQ(o.maskProb, p.maskProb);
+    EXPECT_EQ(o.maskId, p.maskId);
+    EXPECT_EQ(o.teacher, p.teacher);
+    EXPECT_EQ(o.temperature, p.temperature);
+    EXPECT_EQ(o.alpha, p.alpha);
+  }
+  const TrainSpec &t = a.train, &u = b.train;
+  EXPECT_EQ(t.batch, u.batch);
+  EXPECT_EQ(t.steps, u.steps);
+  EXPECT_EQ(t.lr, u.lr);
+  EXPECT_EQ(t.minLr, u.minLr);
+  EXPECT_EQ(t.warmup, u.warmup);
+  EXPECT_EQ(t.schedule, u.schedule);
+  EXPECT_EQ(t.beta1, u.beta1);
+  EXPECT_EQ(t.beta2, u.beta2);
+  EXPECT_EQ(t.eps, u.eps);
+  EXPECT_EQ(t.weightDecay, u.weightDecay);
+  EXPECT_EQ(t.gradClip, u.gradClip);
+  EXPECT_EQ(t.accumulate, u.accumulate);
+  EXPECT_EQ(t.seed, u.seed);
+  EXPECT_EQ(t.precision, u.precision);
+}
+
+/// The JSON form (what a checkpoint stores) read back equals the YAML-parsed
+/// spec field by field. Besides the examples, two specs set every field to a
+/// value other than its default, so a field lost on the way cannot hide
+/// behind the parser's default.
 TEST(Spec, JsonFormRoundTrips) {
+  std::vector<std::pair<std::string, ModelSpec>> specs;
   for (const char *name : {"char-tiny", "ref-3m", "stlm-10m", "byte-pool-50m",
-                           "stlm-100m"}) {
-    ModelSpec s = load(name);
+                           "stlm-100m"})
+    specs.push_back({name, load(name)});
+  specs.push_back({"every token field", parseOk(R"(
+name: all-token
+embedder: {kind: token, vocab_size: 300}
+core: {layers: 6, width: 64, heads: 4, kv_heads: 2, ffn: gelu, ffn_width: 96,
+       context: 24, rope_theta: 50000.0, norm_eps: 1.0e-5}
+tying: {embed_head: true, ffn: interior, attn_out: all, interior_keep: 2,
+        lora_rank: 3}
+objectives:
+  - {kind: next_token, weight: 0.5}
+  - {kind: masked_next_token, weight: 0.25, mask_prob: 0.3, mask_id: 7}
+  - {kind: distill, weight: 0.125, teacher: t.safetensors, temperature: 3.0,
+     alpha: 0.75}
+train: {batch: 5, steps: 77, lr: 1.5e-3, min_lr: 2.5e-5, warmup: 9,
+        schedule: constant, betas: [0.8, 0.95], eps: 1.0e-7,
+        weight_decay: 0.05, grad_clip: 0.5, accumulate: 3, seed: 4242,
+        precision: bf16}
+)")});
+  specs.push_back({"every byte_pool field", parseOk(R"(
+name: all-pool
+embedder: {kind: byte_pool, chunking: fixed, stride: 5, chunk_bytes: 6,
+           byte_width: 24, encoder_layers: 3, encoder_heads: 3, pool: max}
+core: {layers: 2, width: 48, heads: 3, ffn: swiglu, ffn_width: 64,
+       context: 8}
+head: {kind: byte_chunk, decoder_layers: 3, decoder_heads: 6}
+objectives:
+  - {kind: chunk_bytes, weight: 0.75, mask_pad: true}
+  - {kind: reconstruction, weight: 0.25, mask_pad: true}
+)")});
+  // The every-field specs really differ from the defaults where it counts.
+  const ModelSpec &tok = specs[specs.size() - 2].second;
+  ASSERT_EQ(tok.objectives.size(), 3u);
+  EXPECT_NE(tok.train.precision, TrainSpec().precision);
+  EXPECT_NE(tok.objectives[2].alpha, ObjectiveSpec().alpha);
+  EXPECT_NE(specs.back().second.embedder.pool, EmbedderSpec().pool);
+
+  for (const auto &[name, s] : specs) {
     std::string json = specToJson(s);
     SpecResult back = parseSpecJson(json, "json");
     ASSERT_TRUE(back.spec.has_value())
         << name << ": " << (back.diagnostics.empty()
                                 ? ""
                                 : back.diagnostics[0].str());
+    expectSameSpec(s, *back.spec, name);
     EXPECT_EQ(specToJson(*back.spec), json) << name;
   }
 }
@@ -303,14 +410,20 @@ TEST(Init, FollowsTheDistributions) {
 TEST(Init, LoRAStartsAsAZeroDelta) {
   ModelSpec s = load("stlm-10m");
   ParamTable t = buildParamTable(s);
+  int checked = 0;
   for (const InitTensor &w : initWeights(t, 3)) {
     const std::string &name = w.param->name;
     if (name.size() > 2 && name.compare(name.size() - 2, 2, ".b") == 0 &&
         name.find(".lora.") != std::string::npos) {
+      ++checked;
+      ASSERT_FALSE(w.values.empty()) << name;
       for (float v : w.values)
         ASSERT_EQ(v, 0.0f) << name;
     }
   }
+  // stlm-10m: 14 layers, interior_keep 1, so 12 interior layers, each with
+  // a LoRA pair on the shared attention output and on w1, w2 and w3.
+  EXPECT_EQ(checked, 12 * 4);
 }
 
 TEST(Init, WrittenCheckpointKnowsItsModel) {

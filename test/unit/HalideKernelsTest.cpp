@@ -23,8 +23,21 @@
 #include "test_mm_fused.h"
 #include "test_mm_gelu_grad.h"
 #include "test_mm_tn_chunks.h"
+#include "test_avx2_bf16_fused.h"
+#include "test_avx2_bf16_nn.h"
 #include "test_avx2_bf16_nt.h"
 #include "test_avx2_bf16_tn.h"
+#include "test_avx2_bf16_tn_ragged.h"
+#include "test_dpbf_bf16_fused.h"
+#include "test_dpbf_bf16_nn.h"
+#include "test_dpbf_bf16_nt.h"
+#include "test_dpbf_bf16_tn.h"
+#include "test_dpbf_bf16_tn_ragged.h"
+#include "test_wide_bf16_fused.h"
+#include "test_wide_bf16_nn.h"
+#include "test_wide_bf16_nt.h"
+#include "test_wide_bf16_tn.h"
+#include "test_wide_bf16_tn_ragged.h"
 #include "test_bf16_fused.h"
 #include "test_bf16_mv.h"
 #include "test_bf16_nn.h"
@@ -171,33 +184,6 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_chunks, 64, 96, 2048); // K in parallel chunks
 }
 
-TEST(HalideMatMul, BF16MatchesTheReferenceOnRoundedInputs) {
-  check("nt", test_bf16_nt, 21, 50, 37, true); // odd K: a padded pair
-  check("nn", test_bf16_nn, 24, 96, 203, true);
-  check("tn", test_bf16_tn, 64, 64, 40, true);
-  check("tn", test_bf16_tn_ragged, 21, 50, 37, true);
-  check("nt", test_avx2_bf16_nt, 21, 50, 37, true); // no vdpbf16ps
-  check("tn", test_avx2_bf16_tn, 21, 50, 37, true);
-  check("nt", test_bf16_mv, 3, 100, 203, true);
-}
-
-TEST(HalideMatMul, BF16RoundsItsInputs) {
-  // Not vacuous: against unrounded inputs the bf16 kernel is off by far
-  // more than fp32 rounding (about 2⁻⁹ relative per product).
-  const int M = 21, N = 50, K = 37;
-  std::mt19937 rng(M * 131 + N * 7 + K);
-  Buffer a = random(M, K, rng), b = random(N, K, rng), c(N, M);
-  ASSERT_EQ(test_bf16_nt(a, b, c), 0);
-  std::vector<float> ref(M * N);
-  stlm::ref::linear(a.data(), b.data(), M, K, N, ref.data());
-  double worst = 0;
-  for (int i = 0; i < M; ++i)
-    for (int j = 0; j < N; ++j)
-      worst = std::max(worst, std::abs(double(c(j, i)) - ref[i * N + j]));
-  EXPECT_GT(worst, 100 * 4.0 * K * std::ldexp(1.0, -24));
-  EXPECT_LT(worst, 0.05);
-}
-
 using FusedKernel = int (*)(halide_buffer_t *, halide_buffer_t *,
                             halide_buffer_t *, halide_buffer_t *);
 
@@ -226,7 +212,136 @@ void checkFused(FusedKernel kernel, bool bf16 = false) {
 
 TEST(HalideMatMul, FusedGeluAndResidualEpilogue) {
   checkFused(test_mm_fused);
-  checkFused(test_bf16_fused, /*bf16=*/true);
+}
+
+// The bf16 matmul has two code paths, chosen when the kernel is generated
+// by its Halide target (artifacts use `host`, so by the machine that
+// compiles): one vdpbf16ps per accumulator where the target has
+// avx512_sapphirerapids (avx512_bf16), else the same schedule widening the
+// bfloat16 operands to fp32 and multiplying. Each path is generated for an
+// explicit target (CMakeLists.txt) and run where the host has its
+// instructions; elsewhere its test is skipped, naming the missing feature.
+
+/// The bf16 kernels of one code path (the shapes of CMakeLists.txt).
+struct BF16Path {
+  const char *name;
+  Kernel nt, nn, tn, tnRagged;
+  FusedKernel fused;
+  const halide_filter_metadata_t *(*metadata)(); // nt's: its target
+};
+
+/// The first feature of `features` (name, present) the host lacks, or null.
+const char *
+missing(std::initializer_list<std::pair<const char *, bool>> features) {
+  for (auto [name, present] : features)
+    if (!present)
+      return name;
+  return nullptr;
+}
+
+const char *missingForVdpbf16ps() {
+  return missing({{"avx512f", __builtin_cpu_supports("avx512f")},
+                  {"avx512cd", __builtin_cpu_supports("avx512cd")},
+                  {"avx512bw", __builtin_cpu_supports("avx512bw")},
+                  {"avx512dq", __builtin_cpu_supports("avx512dq")},
+                  {"avx512vl", __builtin_cpu_supports("avx512vl")},
+                  {"avx512ifma", __builtin_cpu_supports("avx512ifma")},
+                  {"avx512vbmi", __builtin_cpu_supports("avx512vbmi")},
+                  {"avx512vnni", __builtin_cpu_supports("avx512vnni")},
+                  {"avx512_bf16", __builtin_cpu_supports("avx512bf16")}});
+}
+
+const char *missingForAVX512() {
+  return missing({{"avx512f", __builtin_cpu_supports("avx512f")},
+                  {"avx512cd", __builtin_cpu_supports("avx512cd")},
+                  {"avx512bw", __builtin_cpu_supports("avx512bw")},
+                  {"avx512dq", __builtin_cpu_supports("avx512dq")},
+                  {"avx512vl", __builtin_cpu_supports("avx512vl")}});
+}
+
+const char *missingForAVX2() {
+  return missing({{"avx2", __builtin_cpu_supports("avx2")},
+                  {"fma", __builtin_cpu_supports("fma")},
+                  {"f16c", __builtin_cpu_supports("f16c")}});
+}
+
+/// Whether `metadata`'s target is the vdpbf16ps path.
+bool usesVdpbf16ps(const halide_filter_metadata_t *metadata) {
+  return std::string(metadata->target).find("avx512_sapphirerapids") !=
+         std::string::npos;
+}
+
+/// Every form (odd K: a padded pair; off the tile grid), the epilogue, and
+/// that the kernel rounds: against unrounded inputs it is off by far more
+/// than fp32 rounding (about 2⁻⁹ relative per product).
+void checkBF16Path(const BF16Path &path, bool vdpbf16ps) {
+  SCOPED_TRACE(path.name);
+  std::string target = path.metadata()->target;
+  EXPECT_EQ(usesVdpbf16ps(path.metadata()), vdpbf16ps) << target;
+  std::printf("bf16 path run: %s (target %s)\n", path.name, target.c_str());
+  ::testing::Test::RecordProperty("bf16_path", path.name);
+  check("nt", path.nt, 21, 50, 37, true);
+  check("nn", path.nn, 24, 96, 203, true);
+  check("tn", path.tn, 64, 64, 40, true);
+  check("tn", path.tnRagged, 21, 50, 37, true);
+  checkFused(path.fused, /*bf16=*/true);
+
+  const int M = 21, N = 50, K = 37;
+  std::mt19937 rng(M * 131 + N * 7 + K);
+  Buffer a = random(M, K, rng), b = random(N, K, rng), c(N, M);
+  ASSERT_EQ(path.nt(a, b, c), 0);
+  std::vector<float> ref(M * N);
+  stlm::ref::linear(a.data(), b.data(), M, K, N, ref.data());
+  double worst = 0;
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j)
+      worst = std::max(worst, std::abs(double(c(j, i)) - ref[i * N + j]));
+  EXPECT_GT(worst, 100 * 4.0 * K * std::ldexp(1.0, -24)) << "not rounded";
+  EXPECT_LT(worst, 0.05);
+}
+
+TEST(HalideBF16, Vdpbf16psPath) {
+  if (const char *feature = missingForVdpbf16ps())
+    GTEST_SKIP() << "the host has no " << feature
+                 << ": the vdpbf16ps path (avx512_sapphirerapids) is not run";
+  checkBF16Path({"vdpbf16ps (avx512_sapphirerapids)", test_dpbf_bf16_nt,
+                 test_dpbf_bf16_nn, test_dpbf_bf16_tn, test_dpbf_bf16_tn_ragged,
+                 test_dpbf_bf16_fused, test_dpbf_bf16_nt_metadata},
+                /*vdpbf16ps=*/true);
+}
+
+TEST(HalideBF16, WideningFallbackAVX512) {
+  if (const char *feature = missingForAVX512())
+    GTEST_SKIP() << "the host has no " << feature
+                 << ": the AVX-512 widening fallback is not run";
+  checkBF16Path({"widening fallback, AVX-512 (no avx512_bf16)",
+                 test_wide_bf16_nt, test_wide_bf16_nn, test_wide_bf16_tn,
+                 test_wide_bf16_tn_ragged, test_wide_bf16_fused,
+                 test_wide_bf16_nt_metadata},
+                /*vdpbf16ps=*/false);
+}
+
+TEST(HalideBF16, WideningFallbackAVX2) {
+  if (const char *feature = missingForAVX2())
+    GTEST_SKIP() << "the host has no " << feature
+                 << ": the AVX2 widening fallback is not run";
+  checkBF16Path({"widening fallback, AVX2", test_avx2_bf16_nt,
+                 test_avx2_bf16_nn, test_avx2_bf16_tn,
+                 test_avx2_bf16_tn_ragged, test_avx2_bf16_fused,
+                 test_avx2_bf16_nt_metadata},
+                /*vdpbf16ps=*/false);
+}
+
+TEST(HalideBF16, HostTargetPath) {
+  // The kernels for `host`, as an artifact built here has them: whichever
+  // path this machine's target took (said in the output), and the matvec
+  // of generation (rounded inputs, fp32 multiplies on every target).
+  bool vdpbf16ps = usesVdpbf16ps(test_bf16_nt_metadata());
+  checkBF16Path({vdpbf16ps ? "host: vdpbf16ps" : "host: widening fallback",
+                 test_bf16_nt, test_bf16_nn, test_bf16_tn, test_bf16_tn_ragged,
+                 test_bf16_fused, test_bf16_nt_metadata},
+                vdpbf16ps);
+  check("nt", test_bf16_mv, 3, 100, 203, true);
 }
 
 /// c = (a · b) ⊙ GELU'(h) (nn: dx of a linear whose input was gelu(h)), off

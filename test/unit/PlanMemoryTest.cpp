@@ -1,26 +1,44 @@
 //===- PlanMemoryTest.cpp - the arena plan of real models is sound --------===//
 //
-// For the @grad of example models: runs stlm-autodiff and stlm-plan-memory,
-// then checks the plan with an independent pairwise test: any two tensors
-// alive at the same time (definition to last use, through reshapes; returned
-// values to the end) occupy disjoint bytes, everything fits in the arena,
-// offsets are 64-byte aligned, and reuse makes the arena smaller than the
-// sum of all tensors.
+// For example models: runs the passes stlm-compile runs before it writes an
+// artifact (buildPipeline up to `artifact`: verify-shapes, autodiff,
+// add-decode, decompose, fuse, plan-memory), then checks the plan of every
+// planned function (@grad, @prefill and @decode_step required; @logits,
+// @eval, and @apply of a model that accumulates, too) with an independent
+// pairwise test: any two tensors alive at the same time (definition to last
+// use, through reshapes; returned values to the end) occupy disjoint bytes,
+// everything fits in the arena, offsets are 64-byte aligned, and reuse
+// makes the arena smaller than the sum of all tensors. Also: every straight-line function is planned; a weight
+// read still in use after its symbol is assigned has bytes of its own (a
+// snapshot), any other weight read none; the weights and states have
+// aligned, disjoint slots inside the weights size.
 //
 //===----------------------------------------------------------------------===//
 
+#include "dialects/STLM/IR/STLMOps.h"
 #include "frontend/BuildModel.h"
 #include "frontend/Spec.h"
-#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
-#include "passes/Passes.h"
+#include "passes/Pipelines.h"
+#include "tools/common/InitAll.h"
 
 #include <gtest/gtest.h>
 
+#include <functional>
+#include <set>
+
 using namespace mlir;
+using mlir::stlm::AssignOp;
+using mlir::stlm::MergeSlotsOp;
+using mlir::stlm::ParamRefOp;
+using mlir::stlm::SplitSlotsOp;
+using mlir::stlm::StateRefOp;
 
 namespace {
+
+constexpr int64_t kAlign = 64;
 
 struct Tensor {
   Value value;
@@ -32,34 +50,25 @@ int64_t bytesOf(Type type) {
   return t.getNumElements() * std::max<int64_t>(1, t.getElementTypeBitWidth() / 8);
 }
 
-class PlanMemory : public ::testing::TestWithParam<const char *> {};
+bool isReshape(Operation *op) { return isa<SplitSlotsOp, MergeSlotsOp>(op); }
 
-TEST_P(PlanMemory, LiveTensorsNeverShareBytes) {
-  std::string path = std::string(STLM_SOURCE_DIR) + "/examples/models/" +
-                     GetParam() + ".yaml";
-  ::stlm::SpecResult spec = ::stlm::readSpecFile(path);
-  ASSERT_TRUE(spec.spec.has_value());
-  MLIRContext context;
-  context.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
-                      arith::ArithDialect>();
-  OwningOpRef<ModuleOp> module = ::stlm::buildModel(context, *spec.spec);
-  PassManager pm(&context);
-  pm.addPass(mlir::stlm::createAutodiffPass());
-  pm.addPass(mlir::stlm::createPlanMemoryPass());
-  ASSERT_TRUE(succeeded(pm.run(*module)));
+/// The value whose bytes `v` uses: through reshapes to their input.
+Value root(Value v) {
+  Operation *d = v.getDefiningOp();
+  if (d && isReshape(d))
+    return root(d->getOperand(0));
+  return v;
+}
 
-  func::FuncOp grad;
-  module->walk([&](func::FuncOp f) {
-    if (f.getSymName() == "grad")
-      grad = f;
-  });
-  ASSERT_TRUE(grad);
-  auto arenaAttr = grad->getAttrOfType<IntegerAttr>("stlm.arena_size");
-  ASSERT_TRUE(arenaAttr);
+/// Checks the arena plan of one function.
+void checkFunction(func::FuncOp fn, const std::string &model) {
+  SCOPED_TRACE(model + " @" + fn.getSymName().str());
+  auto arenaAttr = fn->getAttrOfType<IntegerAttr>("stlm.arena_size");
+  ASSERT_TRUE(arenaAttr) << "not planned";
   int64_t arena = arenaAttr.getInt();
 
   // Positions, and the tensors that own bytes (offset >= 0, not a reshape).
-  Block &body = grad.getBody().front();
+  Block &body = fn.getBody().front();
   llvm::DenseMap<Operation *, int64_t> position;
   int64_t n = 0;
   for (Operation &op : body)
@@ -69,13 +78,18 @@ TEST_P(PlanMemory, LiveTensorsNeverShareBytes) {
   int64_t naive = 0;
   for (Operation &op : body) {
     auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
-    if (op.getNumResults() && !isa<mlir::stlm::SplitSlotsOp, mlir::stlm::MergeSlotsOp>(op))
+    if (op.getNumResults() && !isReshape(&op)) {
       ASSERT_TRUE(offsets) << op.getName().getStringRef().str();
+      ASSERT_EQ(offsets.size(), static_cast<int64_t>(op.getNumResults()))
+          << op.getName().getStringRef().str();
+    }
+    if (!offsets || isReshape(&op))
+      continue;
     for (auto [i, r] : llvm::enumerate(op.getResults())) {
-      if (!offsets || offsets[i] < 0 ||
-          isa<mlir::stlm::SplitSlotsOp, mlir::stlm::MergeSlotsOp>(op))
+      if (offsets[i] < 0)
         continue;
-      EXPECT_EQ(offsets[i] % 64, 0);
+      ASSERT_TRUE(llvm::isa<RankedTensorType>(r.getType()));
+      EXPECT_EQ(offsets[i] % kAlign, 0) << op.getName().getStringRef().str();
       owner[r] = tensors.size();
       tensors.push_back({r, offsets[i], bytesOf(r.getType()), position[&op],
                          position[&op]});
@@ -83,12 +97,6 @@ TEST_P(PlanMemory, LiveTensorsNeverShareBytes) {
     }
   }
   // Last uses, following reshapes back to the tensor that owns the bytes.
-  std::function<Value(Value)> root = [&](Value v) -> Value {
-    Operation *d = v.getDefiningOp();
-    if (d && isa<mlir::stlm::SplitSlotsOp, mlir::stlm::MergeSlotsOp>(d))
-      return root(d->getOperand(0));
-    return v;
-  };
   for (Operation &op : body)
     for (Value operand : op.getOperands()) {
       auto it = owner.find(root(operand));
@@ -110,18 +118,135 @@ TEST_P(PlanMemory, LiveTensorsNeverShareBytes) {
     }
   EXPECT_EQ(overlaps, 0) << "live tensors placed on the same bytes";
   EXPECT_LT(arena, naive) << "no reuse at all";
-  std::printf("%s @grad: %zu tensors, %lld bytes without reuse, arena %lld "
+
+  // Weight reads: one whose symbol is assigned while the read (or a
+  // reshape of it) is still in use needs a copy of its own; any other is
+  // read in place.
+  for (Operation &op : body) {
+    StringRef name;
+    if (auto r = dyn_cast<ParamRefOp>(op))
+      name = r.getName();
+    else if (auto r = dyn_cast<StateRefOp>(op))
+      name = r.getName();
+    else
+      continue;
+    int64_t lastUse = position[&op];
+    std::function<void(Value)> uses = [&](Value v) {
+      for (Operation *user : v.getUsers()) {
+        lastUse = std::max(lastUse, isa<func::ReturnOp>(user) ? n
+                                                              : position[user]);
+        if (isReshape(user))
+          uses(user->getResult(0));
+      }
+    };
+    uses(op.getResult(0));
+    bool overwritten = false;
+    for (Operation &other : body)
+      if (auto a = dyn_cast<AssignOp>(other))
+        overwritten |= a.getName() == name && position[&other] > position[&op] &&
+                       position[&other] < lastUse;
+    auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
+    if (overwritten) {
+      EXPECT_GE(offsets[0], 0) << "@" << name.str()
+                               << " read, assigned, then used: no snapshot";
+    } else {
+      EXPECT_EQ(offsets[0], -1) << "@" << name.str() << " copied needlessly";
+    }
+  }
+
+  std::printf("%s @%s: %zu tensors, %lld bytes without reuse, arena %lld "
               "bytes (%.1f %%)\n",
-              GetParam(), tensors.size(), static_cast<long long>(naive),
-              static_cast<long long>(arena), 100.0 * arena / naive);
+              model.c_str(), fn.getSymName().str().c_str(), tensors.size(),
+              static_cast<long long>(naive), static_cast<long long>(arena),
+              100.0 * arena / naive);
+}
+
+class PlanMemory : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(PlanMemory, LiveTensorsNeverShareBytes) {
+  // "NAME" or "NAME+accumulate": the example, or it with two
+  // micro-batches per step (@accumulate and @apply instead of
+  // @train_step; @apply is straight-line and planned).
+  std::string param = GetParam(), name = param.substr(0, param.find('+'));
+  bool accumulate = param != name;
+  std::string path =
+      std::string(STLM_SOURCE_DIR) + "/examples/models/" + name + ".yaml";
+  ::stlm::SpecResult spec = ::stlm::readSpecFile(path);
+  ASSERT_TRUE(spec.spec.has_value());
+  if (accumulate)
+    spec.spec->train.accumulate = 2;
+  DialectRegistry registry;
+  mlir::stlm::registerAllDialects(registry);
+  MLIRContext context(registry);
+  OwningOpRef<ModuleOp> module = ::stlm::buildModel(context, *spec.spec);
+  ASSERT_TRUE(succeeded(mlir::verify(*module)));
+  // As stlm-compile -o DIR: the built model checked, then the passes of
+  // the artifact stage.
+  PassManager built(&context), stages(&context);
+  mlir::stlm::buildPipeline(built, mlir::stlm::Stage::STLM);
+  mlir::stlm::buildPipeline(stages, mlir::stlm::Stage::Artifact,
+                            mlir::stlm::Stage::STLM);
+  ASSERT_TRUE(succeeded(built.run(*module)));
+  ASSERT_TRUE(succeeded(stages.run(*module)));
+
+  mlir::stlm::ModelOp model;
+  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+  ASSERT_TRUE(model);
+
+  // Weights and states: aligned, disjoint slots within the weights size.
+  auto weightsAttr = model->getAttrOfType<IntegerAttr>("stlm.weights_size");
+  ASSERT_TRUE(weightsAttr);
+  std::vector<std::pair<int64_t, int64_t>> slots;
+  for (Operation &op : model.getBody().front()) {
+    Type type;
+    if (auto p = dyn_cast<mlir::stlm::ParamOp>(op))
+      type = p.getType();
+    else if (auto s = dyn_cast<mlir::stlm::StateOp>(op))
+      type = s.getType();
+    else
+      continue;
+    auto offset = op.getAttrOfType<IntegerAttr>("stlm.offset");
+    ASSERT_TRUE(offset);
+    EXPECT_EQ(offset.getInt() % kAlign, 0);
+    slots.push_back({offset.getInt(), offset.getInt() + bytesOf(type)});
+  }
+  std::sort(slots.begin(), slots.end());
+  for (size_t i = 0; i < slots.size(); ++i) {
+    EXPECT_GE(slots[i].first, 0);
+    EXPECT_LE(slots[i].second, weightsAttr.getInt());
+    if (i) {
+      EXPECT_LE(slots[i - 1].second, slots[i].first) << "weights overlap";
+    }
+  }
+
+  // Every straight-line function is planned and checked; the training
+  // gradient and both inference entry points must be among them.
+  std::set<std::string> checked;
+  for (auto fn : model.getBody().front().getOps<func::FuncOp>()) {
+    bool straight = !fn.isExternal() && llvm::hasSingleElement(fn.getBody());
+    fn.walk([&](Operation *op) {
+      if (isa<mlir::stlm::RepeatOp, func::CallOp>(op))
+        straight = false;
+    });
+    if (!straight)
+      continue;
+    checkFunction(fn, param);
+    checked.insert(fn.getSymName().str());
+  }
+  std::vector<std::string> required = {"grad", "prefill", "decode_step"};
+  if (accumulate)
+    required.push_back("apply");
+  for (const std::string &f : required)
+    EXPECT_TRUE(checked.count(f)) << "@" << f << " not checked";
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, PlanMemory,
-                         ::testing::Values("char-tiny", "stlm-10m", "ref-3m"),
+                         ::testing::Values("char-tiny", "stlm-10m", "ref-3m",
+                                           "char-tiny+accumulate"),
                          [](const ::testing::TestParamInfo<const char *> &i) {
                            std::string s = i.param;
                            for (char &c : s)
-                             if (c == '-')
+                             if (c == '-' || c == '+')
                                c = '_';
                            return s;
                          });
