@@ -36,20 +36,30 @@ bool TextData::load(const std::string &path, int64_t window,
     error = path + ": cannot open the data file: " + std::strerror(errno);
     return false;
   }
-  bytes.assign(std::istreambuf_iterator<char>(in),
-               std::istreambuf_iterator<char>());
+  std::vector<uint8_t> data(std::istreambuf_iterator<char>(in),
+                            (std::istreambuf_iterator<char>()));
   if (in.bad()) {
     error = path + ": read error";
     return false;
   }
+  return assign(std::move(data), window, path, error);
+}
+
+bool TextData::assign(std::vector<uint8_t> data, int64_t window,
+                      const std::string &origin, std::string &error) {
+  bytes = std::move(data);
   if (bytes.empty()) {
-    error = path + ": the data file is empty";
+    error = origin + ": the data file is empty";
+    return false;
+  }
+  if (window < 1) {
+    error = origin + ": a window needs at least one byte";
     return false;
   }
   width = window;
   split = static_cast<int64_t>(bytes.size()) * 9 / 10;
   if (split < window || validationBytes() < window) {
-    error = path + ": " + std::to_string(bytes.size()) +
+    error = origin + ": " + std::to_string(bytes.size()) +
             " bytes is too short: the 90/10 split needs a window of " +
             std::to_string(window) + " bytes in each part (at least " +
             std::to_string(window * 10) + " bytes)";

@@ -28,6 +28,10 @@ public:
   /// missing, unreadable, not a regular file, larger than kMaxBytes, or too
   /// short to give both splits a window of `window` bytes.
   bool load(const std::string &path, int64_t window, std::string &error);
+  /// Takes `data` as the text (`origin` names it in errors), with the same
+  /// checks as load() after reading.
+  bool assign(std::vector<uint8_t> data, int64_t window,
+              const std::string &origin, std::string &error);
 
   int64_t trainBytes() const { return split; }
   int64_t validationBytes() const {

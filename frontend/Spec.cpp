@@ -12,6 +12,8 @@
 
 #include "frontend/Params.h"
 
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <nlohmann/json.hpp>
@@ -20,6 +22,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -673,44 +676,89 @@ void checkSemantics(Reader &r, ModelSpec &s) {
     if (params > kMaxElements)
       r.error("core", "the model has " + str(params) +
                           " parameters, more than the limit 2^32");
+    // Each factor is at most 2^20, but four of them overflow int64_t:
+    // products saturate instead.
+    auto mul = [](std::initializer_list<int64_t> factors) {
+      int64_t p = 1;
+      for (int64_t f : factors)
+        if (__builtin_mul_overflow(p, f, &p))
+          return std::numeric_limits<int64_t>::max();
+      return p;
+    };
     int64_t B = tr.batch, T = c.context;
     int64_t widest = std::max({c.ffnWidth, c.width, s.headVocab(),
-                               c.heads * c.headDim()});
-    int64_t act = B * T * widest;
+                               mul({c.heads, c.headDim()})});
+    int64_t act = mul({B, T, widest});
     if (e.kind == EmbedderKind::BytePool)
-      act = std::max(act, B * T * e.chunkBytes *
-                              std::max<int64_t>(258, 4 * e.byteWidth));
+      act = std::max(act, mul({B, T, e.chunkBytes,
+                               std::max<int64_t>(258, mul({4, e.byteWidth}))}));
     if (act > kMaxElements)
-      r.error("train.batch", "a batch's largest activation has " + str(act) +
-                                 " elements, more than the limit 2^32");
+      r.error("train.batch",
+              "a batch's largest activation has " +
+                  (act == std::numeric_limits<int64_t>::max()
+                       ? std::string("more than 2^63")
+                       : str(act)) +
+                  " elements, more than the limit 2^32");
   }
 }
 
-} // namespace
-
-SpecResult parseSpec(const std::string &text, const std::string &file) {
-  SpecResult result;
-  Reader r(file, result.diagnostics);
-  YAML::Node root;
-  try {
-    std::vector<YAML::Node> docs = YAML::LoadAll(text);
-    if (docs.size() > 1) {
-      r.error(docs[1].Mark(), "",
-              "a spec is one YAML document, but the file holds " +
-                  std::to_string(docs.size()));
-      return result;
-    }
-    if (!docs.empty())
-      root = docs[0];
-  } catch (const YAML::Exception &ex) {
-    r.error(ex.mark, "", "invalid YAML: " + ex.msg);
-    return result;
+/// Counts the documents of a YAML stream without building them, stopping at
+/// the second. yaml-cpp's LoadAll never ends on some invalid streams (on
+/// `[],t:2` it yields an empty document at the same place forever), so a
+/// document that does not start with a `---` marker after the first is
+/// reported as text the parser could not read.
+class DocumentCounter : public YAML::EventHandler {
+public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark &mark) override {
+    starts.push_back(mark);
   }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark &, YAML::anchor_t) override {}
+  void OnAlias(const YAML::Mark &, YAML::anchor_t) override {}
+  void OnScalar(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                const std::string &) override {}
+  void OnSequenceStart(const YAML::Mark &, const std::string &,
+                       YAML::anchor_t, YAML::EmitterStyle::value) override {}
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {}
+  void OnMapEnd() override {}
+};
+
+/// The one document of `text`, or null with a diagnostic in `r`.
+/// Throws YAML::Exception on invalid YAML.
+std::optional<YAML::Node> loadOneDocument(const std::string &text,
+                                          Reader &r) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentCounter counter;
+  while (counter.starts.size() < 2 && parser.HandleNextDocument(counter)) {
+  }
+  if (counter.starts.size() > 1) {
+    const YAML::Mark &second = counter.starts[1];
+    size_t at = second.pos >= 0 ? size_t(second.pos) : text.size();
+    if (text.compare(at, 3, "---") == 0)
+      r.error(second, "", "a spec is one YAML document, but the file holds "
+                          "more than one");
+    else
+      r.error(second, "", "invalid YAML: unexpected text after the end of "
+                          "the document");
+    return std::nullopt;
+  }
+  if (counter.starts.empty())
+    return YAML::Node();
+  return YAML::Load(text);
+}
+
+/// The spec in `root` (one parsed document), read by the structural and
+/// semantic passes; nullopt when `r` reported errors.
+std::optional<ModelSpec> readSpecDocument(const YAML::Node &root, Reader &r) {
   if (root && root.IsMap() && root.begin() != root.end())
     r.firstMark = root.begin()->first.Mark();
   if (!root || root.IsNull()) {
     r.error(YAML::Mark(), "", "the spec is empty");
-    return result;
+    return std::nullopt;
   }
 
   ModelSpec spec;
@@ -718,7 +766,7 @@ SpecResult parseSpec(const std::string &text, const std::string &file) {
     if (!r.checkMap(root, "",
                     {"name", "embedder", "core", "tying", "head",
                      "objectives", "train"}))
-      return result;
+      return std::nullopt;
     r.getString(root, "", "name", spec.name, true);
     if (YAML::Node n = r.get(root, "", "embedder", true))
       readEmbedder(r, n, spec.embedder);
@@ -745,10 +793,40 @@ SpecResult parseSpec(const std::string &text, const std::string &file) {
   } catch (const YAML::Exception &ex) {
     r.error(ex.mark, "", "invalid spec: " + ex.msg);
   }
-  if (result.diagnostics.empty())
-    checkSemantics(r, spec);
-  if (result.diagnostics.empty())
-    result.spec = std::move(spec);
+  if (!r.diags.empty())
+    return std::nullopt;
+  checkSemantics(r, spec);
+  if (!r.diags.empty())
+    return std::nullopt;
+  return spec;
+}
+
+} // namespace
+
+SpecResult parseSpec(const std::string &text, const std::string &file) {
+  SpecResult result;
+  Reader r(file, result.diagnostics);
+  if (text.size() > kMaxSpecBytes) {
+    r.error(YAML::Mark::null_mark(), "",
+            "the spec has " + std::to_string(text.size()) +
+                " bytes, more than the " + std::to_string(kMaxSpecBytes) +
+                "-byte limit of a spec");
+    return result;
+  }
+  YAML::Node root;
+  try {
+    std::optional<YAML::Node> doc = loadOneDocument(text, r);
+    if (!doc)
+      return result;
+    root = *doc;
+  } catch (const YAML::DeepRecursion &ex) {
+    r.error(ex.mark, "", "invalid YAML: nested too deeply");
+    return result;
+  } catch (const YAML::Exception &ex) {
+    r.error(ex.mark, "", "invalid YAML: " + ex.msg);
+    return result;
+  }
+  result.spec = readSpecDocument(root, r);
   return result;
 }
 
@@ -789,9 +867,105 @@ SpecResult readSpecFile(const std::string &path) {
   return parseSpec(ss.str(), path);
 }
 
+namespace {
+
+/// The deepest nesting of arrays and objects in `json` (outside strings),
+/// or kMaxJsonDepth + 1 as soon as it goes past that: measured before
+/// parsing, so that no deeply nested input reaches a recursive walk.
+constexpr int kMaxJsonDepth = 16;
+int jsonDepth(const std::string &json) {
+  int depth = 0, deepest = 0;
+  bool inString = false, escaped = false;
+  for (char c : json) {
+    if (inString) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        inString = false;
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > kMaxJsonDepth)
+        return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+/// `j` as a YAML node for the spec reader: objects become maps, arrays
+/// sequences, and every other value the scalar JSON writes for it.
+YAML::Node toYaml(const nlohmann::json &j) {
+  switch (j.type()) {
+  case nlohmann::json::value_t::object: {
+    YAML::Node n(YAML::NodeType::Map);
+    for (const auto &[key, value] : j.items())
+      n[key] = toYaml(value);
+    return n;
+  }
+  case nlohmann::json::value_t::array: {
+    YAML::Node n(YAML::NodeType::Sequence);
+    for (const nlohmann::json &value : j)
+      n.push_back(toYaml(value));
+    return n;
+  }
+  case nlohmann::json::value_t::null:
+    return YAML::Node(YAML::NodeType::Null);
+  case nlohmann::json::value_t::string:
+    return YAML::Node(j.get<std::string>());
+  default:
+    return YAML::Node(j.dump());
+  }
+}
+
+} // namespace
+
 SpecResult parseSpecJson(const std::string &json, const std::string &origin) {
-  // JSON is YAML; one validating reader serves both.
-  return parseSpec(json, origin);
+  // The stored form is JSON and is read as JSON (yaml-cpp's stream reader
+  // does not end on some invalid input); the tree then goes through the
+  // same validating reader as a YAML spec.
+  SpecResult result;
+  Reader r(origin, result.diagnostics);
+  if (json.size() > kMaxSpecBytes) {
+    r.error(YAML::Mark::null_mark(), "",
+            "the stored spec has " + std::to_string(json.size()) +
+                " bytes, more than the " + std::to_string(kMaxSpecBytes) +
+                "-byte limit of a spec");
+    return result;
+  }
+  if (jsonDepth(json) > kMaxJsonDepth) {
+    r.error(YAML::Mark::null_mark(), "",
+            "invalid JSON: nested deeper than " +
+                std::to_string(kMaxJsonDepth) + " levels");
+    return result;
+  }
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(json);
+  } catch (const nlohmann::json::parse_error &ex) {
+    r.error(YAML::Mark::null_mark(), "",
+            "invalid JSON (at byte " + std::to_string(ex.byte) + ")");
+    return result;
+  } catch (const nlohmann::json::exception &ex) {
+    // Not a syntax error: a number out of double's range, for one.
+    std::string what = ex.what(); // "[json.exception.<id>] <message>"
+    size_t bracket = what.find("] ");
+    r.error(YAML::Mark::null_mark(), "",
+            "invalid JSON: " + (bracket == std::string::npos
+                                    ? what
+                                    : what.substr(bracket + 2)));
+    return result;
+  }
+  try {
+    result.spec = readSpecDocument(toYaml(j), r);
+  } catch (const YAML::Exception &ex) {
+    r.error(ex.mark, "", "invalid spec: " + ex.msg);
+  }
+  return result;
 }
 
 std::string specToJson(const ModelSpec &s) {

@@ -12,6 +12,7 @@
 #define STLM_SUPPORT_HASH_H
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 namespace stlm {
@@ -41,6 +42,16 @@ constexpr uint64_t fnv1a64(std::string_view s,
     h *= 0x100000001b3ull;
   }
   return h;
+}
+
+/// fnv1a64(s) as 16 lowercase hex digits.
+inline std::string fnv1a64Hex(std::string_view s) {
+  static const char digits[] = "0123456789abcdef";
+  uint64_t h = fnv1a64(s);
+  std::string hex(16, '0');
+  for (int i = 15; i >= 0; --i, h >>= 4)
+    hex[i] = digits[h & 15];
+  return hex;
 }
 
 static_assert(splitmix64(0) == 0xe220a8397b1dcdafull,

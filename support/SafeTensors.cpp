@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
+#include <dirent.h>
 #include <fcntl.h>
 #include <set>
 #include <sys/mman.h>
@@ -128,6 +130,12 @@ bool SafeTensorsFile::parse(const std::string &origin, std::string &error) {
   if (size_ < 8)
     return fail("truncated: " + std::to_string(size_) +
                 " bytes, shorter than the 8-byte header length");
+  // The header is a JSON object right after its length (safetensors refuses
+  // any other start too): anything else, such as a text file, is not a
+  // safetensors file at all, whatever its first 8 bytes say as a length.
+  if (size_ > 8 && bytes_[8] != '{')
+    return fail("not a safetensors file (it does not start with an 8-byte "
+                "header length followed by a JSON object)");
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i)
     n = (n << 8) | bytes_[i];
@@ -145,8 +153,7 @@ bool SafeTensorsFile::parse(const std::string &origin, std::string &error) {
                                            /*allow_exceptions=*/false);
   if (j.is_discarded())
     return fail("header is not well-formed JSON");
-  if (!j.is_object())
-    return fail("header is not a JSON object");
+  // (An object: it starts with '{'.)
 
   const uint8_t *data = bytes_ + 8 + n;
   uint64_t dataSize = size_ - 8 - n;
@@ -329,6 +336,45 @@ bool canWriteSafeTensors(const std::string &path, std::string &error) {
   return true;
 }
 
+namespace {
+
+/// Removes `path.tmp.PID` files (the temp files of writeSafeTensors) whose
+/// writer process no longer exists on this machine: a writer killed between
+/// creating its temp file and renaming it leaves one behind. Files of live
+/// processes, and anything that is not a regular file named that way, stay.
+void removeStaleTemps(const std::string &path) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  if (dir.empty())
+    dir = "/";
+  std::string prefix =
+      (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp.";
+  DIR *d = ::opendir(dir.c_str());
+  if (!d)
+    return;
+  while (const struct dirent *e = ::readdir(d)) {
+    std::string name = e->d_name;
+    if (name.compare(0, prefix.size(), prefix) != 0)
+      continue;
+    std::string digits = name.substr(prefix.size());
+    if (digits.empty() || digits.size() > 9 ||
+        !std::all_of(digits.begin(), digits.end(),
+                     [](char c) { return c >= '0' && c <= '9'; }))
+      continue;
+    pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid() || ::kill(pid, 0) == 0 ||
+        errno != ESRCH)
+      continue;
+    std::string stale = dir + "/" + name;
+    struct stat st;
+    if (::lstat(stale.c_str(), &st) == 0 && S_ISREG(st.st_mode))
+      ::unlink(stale.c_str());
+  }
+  ::closedir(d);
+}
+
+} // namespace
+
 bool writeSafeTensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
                       const std::map<std::string, std::string> &metadata,
@@ -339,6 +385,7 @@ bool writeSafeTensors(const std::string &path,
     error = path + ": " + error;
     return false;
   }
+  removeStaleTemps(path);
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {

@@ -116,7 +116,9 @@ serializeSafeTensors(const std::vector<TensorToWrite> &tensors,
 bool canWriteSafeTensors(const std::string &path, std::string &error);
 
 /// Writes the file atomically: to `path.tmp.<pid>`, fsync, then rename over
-/// `path`, so an existing good file is never left half-written.
+/// `path`, so an existing good file is never left half-written. Temp files
+/// of `path` left by writers that died (their process is gone) are removed
+/// first.
 bool writeSafeTensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
                       const std::map<std::string, std::string> &metadata,

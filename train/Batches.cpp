@@ -98,15 +98,21 @@ double validationLoss(ref::Interpreter<float> &interp, const std::string &fn,
 double validationLoss(const BatchLoss &batchLoss, const TextData &data,
                       const Feed &feed, int64_t limit, int64_t &windows,
                       std::string &error) {
-  int64_t total = data.validationWindows();
-  if (limit > 0)
-    total = std::min(total, limit);
-  total -= total % feed.batch; // whole batches
-  if (total == 0) {
-    error = "the validation split holds fewer windows than one batch (" +
-            std::to_string(feed.batch) + ")";
+  int64_t available = data.validationWindows();
+  if (limit > 0 && limit < feed.batch) {
+    error = "--eval-windows " + std::to_string(limit) +
+            " is fewer than one batch (" + std::to_string(feed.batch) +
+            "); evaluation runs whole batches";
     return NAN;
   }
+  if (available < feed.batch) {
+    error = "the validation split holds " + std::to_string(available) +
+            " windows, fewer than one batch (" + std::to_string(feed.batch) +
+            ")";
+    return NAN;
+  }
+  int64_t total = limit > 0 ? std::min(available, limit) : available;
+  total -= total % feed.batch; // whole batches
   double sum = 0;
   int64_t batches = 0;
   std::vector<int32_t> w(feed.batch * feed.window);

@@ -14,16 +14,37 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <unistd.h>
 
 namespace stlm {
 namespace {
+
+/// The C API's sampling options for `o`, which the reference backend reads
+/// as doubles: a value outside float's range saturates to the nearest float
+/// that means the same (a temperature above FLT_MAX to FLT_MAX, a positive
+/// temperature or top-p below the smallest float to that float, never to 0,
+/// which would mean greedy or be invalid), so both backends accept the same
+/// values.
+stlm_sampling toCSampling(const sampling::SamplingOptions &o, uint64_t seed) {
+  auto positiveFloat = [](double v) {
+    if (!(v > 0))
+      return static_cast<float>(v);
+    return static_cast<float>(std::clamp<double>(
+        v, std::numeric_limits<float>::denorm_min(),
+        std::numeric_limits<float>::max()));
+  };
+  return {positiveFloat(o.temperature),
+          static_cast<int32_t>(std::min<int64_t>(o.topK, INT32_MAX)),
+          positiveFloat(o.topP), seed};
+}
 
 std::string readFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
@@ -50,9 +71,14 @@ public:
     dir = directoryFor(spec, json, opt);
     std::string lib = dir + "/" + format::sharedLibrary(spec.name);
     unsupported = false;
-    if (!upToDate(dir + "/" + format::manifest(spec.name), json) &&
-        !compile(spec, json, error, unsupported))
-      return nullptr;
+    std::string damage;
+    if (!upToDate(dir, spec.name, json, damage)) {
+      if (!damage.empty() && opt.progress)
+        std::fprintf(opt.progress, "note: the artifact in %s is damaged (%s); "
+                     "compiling it again\n", dir.c_str(), damage.c_str());
+      if (!compile(spec, json, error, unsupported))
+        return nullptr;
+    }
     stlm_model *model = nullptr;
     if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK ||
         stlm_set_threads(model, opt.threads) != STLM_OK) {
@@ -97,16 +123,59 @@ private:
     return std::string(absolute);
   }
 
-  /// The artifact in `dir` was compiled from exactly this spec.
-  static bool upToDate(const std::string &manifest, const std::string &json) {
+  /// The artifact of model `name` in `dir` was compiled from exactly this
+  /// spec and its files are whole: each has the size and digest its
+  /// manifest lists (a truncated library would crash the loader with
+  /// SIGBUS). `damage` says what is wrong with an artifact of this spec.
+  static bool upToDate(const std::string &dir, const std::string &name,
+                       const std::string &json, std::string &damage) {
+    damage.clear();
+    std::string manifest = dir + "/" + format::manifest(name);
     if (!llvm::sys::fs::exists(manifest))
       return false;
+    nlohmann::json m, files;
     try {
-      nlohmann::json m = nlohmann::json::parse(readFile(manifest));
-      return m.at("spec").get<std::string>() == json;
+      m = nlohmann::json::parse(readFile(manifest));
+      if (m.at(format::key::kSpec).get<std::string>() != json)
+        return false;
     } catch (const std::exception &) {
+      damage = "its manifest is not readable";
       return false;
     }
+    if (!m.contains(format::key::kFiles)) {
+      damage = "its manifest lists no file digests: an older stlm-compile "
+               "wrote it";
+      return false;
+    }
+    files = m[format::key::kFiles];
+    for (const std::string &file :
+         {format::sharedLibrary(name), format::staticLibrary(name),
+          format::header(name)}) {
+      try {
+        const nlohmann::json &f = files.at(file);
+        uint64_t size = f.at(format::key::kSize).get<uint64_t>();
+        std::string digest = f.at(format::key::kFnv1a64).get<std::string>();
+        uint64_t actual = 0;
+        if (llvm::sys::fs::file_size(dir + "/" + file, actual)) {
+          damage = file + " is missing";
+          return false;
+        }
+        if (actual != size) {
+          damage = file + " has " + std::to_string(actual) +
+                   " bytes, the manifest says " + std::to_string(size);
+          return false;
+        }
+        if (fnv1a64Hex(readFile(dir + "/" + file)) != digest) {
+          damage = file + " differs from what was compiled (its digest "
+                          "does not match the manifest's)";
+          return false;
+        }
+      } catch (const std::exception &) {
+        damage = "its manifest does not list " + file;
+        return false;
+      }
+    }
+    return true;
   }
 
   /// The reason in stlm-compile's message for exit status 3: the first op
@@ -495,10 +564,7 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
     noteFallback(options, spec, error, "generating");
     return generateWithReference(checkpoint, o, out, err);
   }
-  stlm_sampling sampling = {static_cast<float>(o.sampling.temperature),
-                            static_cast<int32_t>(std::min<int64_t>(
-                                o.sampling.topK, INT32_MAX)),
-                            static_cast<float>(o.sampling.topP), o.seed};
+  stlm_sampling sampling = toCSampling(o.sampling, o.seed);
   auto write = [](int32_t token, void *file) {
     unsigned char byte = static_cast<unsigned char>(token);
     std::fwrite(&byte, 1, 1, static_cast<FILE *>(file));

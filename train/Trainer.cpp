@@ -8,9 +8,10 @@
 #include "frontend/Weights.h"
 #include "train/Batches.h"
 
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
-#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -188,10 +189,13 @@ bool Session::resume(std::string &error) {
   if (storedSeed != file->metadata().end() && !opt.seedGiven) {
     char *end = nullptr;
     errno = 0;
-    unsigned long long v = std::strtoull(storedSeed->second.c_str(), &end, 10);
-    if (storedSeed->second.empty() || *end != '\0' || errno != 0) {
-      error = opt.resumePath + ": __metadata__.seed '" + storedSeed->second +
-              "' is not a seed";
+    // strtoull accepts a sign ("-1" would wrap to 2^64 - 1): digits only.
+    const std::string &text = storedSeed->second;
+    unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+    if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) ||
+        *end != '\0' || errno != 0) {
+      error = opt.resumePath + ": __metadata__.seed '" + text +
+              "' is not a seed (a non-negative integer below 2^64)";
       return false;
     }
     seed = v;

@@ -9,10 +9,12 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Diagnostics.h"
 #include "stlm/artifact_format.h"
+#include "support/Hash.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
@@ -434,8 +436,30 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                                           usesSeed));
       !s)
     return s;
-  if (Status s = writeFile(dir + "/" + format::manifest(info.name),
-                           ms.str() + "\n");
+  // The manifest file also lists the files written, with their sizes and
+  // digests, so a damaged library is found before it is loaded.
+  std::string fileList;
+  for (const std::string &name :
+       {format::staticLibrary(info.name), format::sharedLibrary(info.name),
+        format::header(info.name)}) {
+    auto bytes = MemoryBuffer::getFile(dir + "/" + name, /*IsText=*/false,
+                                       /*RequiresNullTerminator=*/false);
+    if (!bytes)
+      return Status::failed("cannot read '" + dir + "/" + name +
+                            "': " + bytes.getError().message());
+    std::string_view contents((*bytes)->getBufferStart(),
+                              (*bytes)->getBufferSize());
+    fileList += std::string(fileList.empty() ? "" : ",\n") + "    \"" + name +
+                "\": {\"" + format::key::kSize + "\": " +
+                std::to_string(contents.size()) + ", \"" +
+                format::key::kFnv1a64 + "\": \"" + fnv1a64Hex(contents) +
+                "\"}";
+  }
+  std::string text = ms.str();
+  size_t close = text.rfind('}');
+  text = text.substr(0, close) + ",\n  \"" + format::key::kFiles + "\": {\n" +
+         fileList + "\n  }\n}\n";
+  if (Status s = writeFile(dir + "/" + format::manifest(info.name), text);
       !s)
     return s;
   summary.kernels = plan.kernels.size();

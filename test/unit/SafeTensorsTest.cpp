@@ -14,7 +14,10 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <random>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using namespace stlm;
@@ -95,6 +98,10 @@ struct BadCase {
   const char *expected;
 };
 
+/// A spec given where a checkpoint goes: its first 8 bytes read as a
+/// length of about 7.5e18.
+const char yamlText[] = "name: char-tiny\nembedder: {kind: token}\n";
+
 TEST(SafeTensors, RejectsEveryMalformation) {
   const std::string t1 = R"("t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   std::vector<BadCase> cases = {
@@ -105,7 +112,9 @@ TEST(SafeTensors, RejectsEveryMalformation) {
        "exceeds the 100000000-byte limit"},
       {"header past the end", image("{}", 0, 64), "runs past the end"},
       {"bad json", image("{\"t\": [", 0), "not well-formed JSON"},
-      {"json array", image("[1, 2]", 0), "not a JSON object"},
+      {"json array", image("[1, 2]", 0), "not a safetensors file"},
+      {"text", std::vector<uint8_t>(yamlText, yamlText + sizeof yamlText - 1),
+       "not a safetensors file"},
       {"entry not object", image(R"({"t": 3})", 0), "entry is not an object"},
       {"unknown field", image(R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", 8),
        "unknown field 'x'"},
@@ -192,6 +201,12 @@ TEST(SafeTensors, WriterRejectsInconsistentTensors) {
   EXPECT_NE(error.find("reserved"), std::string::npos) << error;
 }
 
+/// The bytes of the file at `path` ("" if it cannot be read).
+std::string readAll(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 TEST(SafeTensors, FilesAreWrittenAtomicallyAndMapped) {
   char dir[] = "/tmp/stlm-safetensors-XXXXXX";
   ASSERT_TRUE(mkdtemp(dir));
@@ -206,15 +221,57 @@ TEST(SafeTensors, FilesAreWrittenAtomicallyAndMapped) {
   EXPECT_EQ(file->metadata().at("k"), "v");
   ASSERT_TRUE(file->find("x"));
 
-  // A failed write (a directory in the way of the temp file's rename)
-  // leaves the good file untouched.
+  // A failed write of the good file's own path leaves it untouched: a
+  // directory where the writer's temp file goes makes the write fail before
+  // anything is renamed over the good file.
+  std::string before = readAll(path);
+  ASSERT_FALSE(before.empty());
+  std::string tmpSlot = path + ".tmp." + std::to_string(getpid());
+  ASSERT_EQ(mkdir(tmpSlot.c_str(), 0755), 0);
+  float y[3] = {5, 6, 7};
+  EXPECT_FALSE(writeSafeTensors(path, {{"y", DType::F32, {3}, y, 12}},
+                                {{"k", "other"}}, error));
+  EXPECT_NE(error.find("cannot create " + tmpSlot), std::string::npos)
+      << error;
+  EXPECT_EQ(readAll(path), before) << "the failed write changed the file";
+  auto again = SafeTensorsFile::open(path, error);
+  ASSERT_TRUE(again) << error;
+  EXPECT_EQ(again->metadata().at("k"), "v");
+  const auto *t = again->find("x");
+  ASSERT_TRUE(t);
+  ASSERT_EQ(t->size, 8u);
+  float values[2];
+  std::memcpy(values, t->data, 8);
+  EXPECT_EQ(values[1], 4.0f);
+  rmdir(tmpSlot.c_str());
+
+  // A directory in the way of the rename: the error names it.
   std::string blocked = std::string(dir) + "/blocked";
   ASSERT_EQ(mkdir(blocked.c_str(), 0755), 0);
   EXPECT_FALSE(writeSafeTensors(blocked, {{"x", DType::F32, {2}, x, 8}}, {},
                                 error));
   EXPECT_NE(error.find("cannot rename"), std::string::npos) << error;
-  auto again = SafeTensorsFile::open(path, error);
-  EXPECT_TRUE(again) << error;
+
+  // Temp files of writers that died are removed by the next write; those
+  // of live processes, and other names, are left alone.
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0)
+    _exit(0);
+  ASSERT_EQ(waitpid(child, nullptr, 0), child);
+  std::string dead = path + ".tmp." + std::to_string(child);
+  std::string live = path + ".tmp." + std::to_string(getppid());
+  std::string other = path + ".tmp.notapid";
+  for (const std::string &f : {dead, live, other})
+    std::ofstream(f) << "partial";
+  ASSERT_TRUE(writeSafeTensors(path, {{"x", DType::F32, {2}, x, 8}}, {},
+                               error))
+      << error;
+  EXPECT_NE(access(dead.c_str(), F_OK), 0) << "the dead writer's temp file";
+  EXPECT_EQ(access(live.c_str(), F_OK), 0) << "a live process's temp file";
+  EXPECT_EQ(access(other.c_str(), F_OK), 0);
+  std::remove(live.c_str());
+  std::remove(other.c_str());
 
   // Missing files and directories are reported by path.
   EXPECT_FALSE(SafeTensorsFile::open(std::string(dir) + "/nope", error));

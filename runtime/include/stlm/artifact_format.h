@@ -98,11 +98,18 @@ inline constexpr const char *kFormat = "format", *kVersion = "version",
                             *kParams = "params", *kState = "state",
                             *kCache = "cache",
                             *kEntryPoints = "entry_points",
-                            *kKernels = "kernels", *kSpec = "spec";
+                            *kKernels = "kernels", *kSpec = "spec",
+                            *kFiles = "files";
 /// Of each params/state/cache slot.
 inline constexpr const char *kName = "name", *kDType = "dtype",
                             *kShape = "shape", *kOffset = "offset",
                             *kGradOffset = "grad_offset";
+/// Of each entry of `files` (only in the manifest file beside the
+/// libraries, not the one compiled into them): the file's size in bytes
+/// and its FNV-1a 64 digest as 16 hex digits, checked before the shared
+/// library is loaded so that a truncated or damaged one is rebuilt, not
+/// mapped.
+inline constexpr const char *kSize = "size", *kFnv1a64 = "fnv1a64";
 } // namespace key
 
 /// The files of model `name` in an artifact directory.
