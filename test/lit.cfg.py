@@ -36,3 +36,18 @@ if os.path.exists(tinyshakespeare):
 else:
     lit_config.note("%s not found: tests that train on it are skipped"
                     % tinyshakespeare)
+
+# A sanitized build (STLM_SANITIZE): leaks in the uninstrumented LLVM and
+# MLIR libraries are not ours to report; every other finding aborts. A
+# process under ASan reserves terabytes of address space, so tests that cap
+# memory with `ulimit -v` (%limit_memory) leave the cap to ASan's own
+# allocator limit there.
+if config.stlm_sanitize:
+    config.available_features.add("sanitize")
+    config.environment["ASAN_OPTIONS"] = ("detect_leaks=0:abort_on_error=1:"
+                                          "max_allocation_size_mb=4000:"
+                                          "allocator_may_return_null=1")
+    config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    config.substitutions.append(("%limit_memory", "true"))
+else:
+    config.substitutions.append(("%limit_memory", "ulimit -v 4000000"))
