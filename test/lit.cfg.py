@@ -49,5 +49,9 @@ if config.stlm_sanitize:
                                           "allocator_may_return_null=1")
     config.environment["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
     config.substitutions.append(("%limit_memory", "true"))
+    # An app linking the sanitized runtime archives links the sanitizers.
+    config.substitutions.append(("%sanitize_flags",
+                                 "-fsanitize=address,undefined"))
 else:
     config.substitutions.append(("%limit_memory", "ulimit -v 4000000"))
+    config.substitutions.append(("%sanitize_flags", ""))

@@ -257,6 +257,17 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     usesSeed = inputs.size() == 3;
     batch = inputs[0][0].get<int64_t>();
     context = inputs[0][1].get<int64_t>();
+    // A spec's batch and context are at most 2^20 each (frontend limits).
+    if (batch < 1 || context < 1 || batch > (int64_t(1) << 20) ||
+        context > (int64_t(1) << 20) || batch * context > (int64_t(1) << 31))
+      return fail(STLM_ERROR_FORMAT,
+                  "the artifact's manifest gives a batch of " +
+                      std::to_string(batch) + " windows of " +
+                      std::to_string(context) +
+                      " positions, outside what a spec allows");
+    if (weightsSize < 0 || arenaSize < 0)
+      return fail(STLM_ERROR_FORMAT,
+                  "the artifact's manifest gives a negative buffer size");
     for (const char *section : {key::kParams, key::kState})
       for (const auto &p : m.at(section)) {
         Slot s;
@@ -265,8 +276,18 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
         s.isInt = p.at(key::kDType) == "I32";
         if (p.contains(key::kGradOffset))
           s.gradOffset = p.at(key::kGradOffset).get<int64_t>();
-        if (s.offset < 0 || s.offset + 4 * s.numel() > weightsSize ||
-            s.gradOffset + 4 * s.numel() > arenaSize)
+        // Each bound is checked without overflow: dimensions, element
+        // count (at most 2^40) and offsets come from the file.
+        int64_t count = 1;
+        bool shapeOk = true;
+        for (int64_t d : s.shape)
+          shapeOk = shapeOk && d >= 0 &&
+                    !__builtin_mul_overflow(count, d, &count) &&
+                    count <= (int64_t(1) << 40);
+        if (!shapeOk || s.offset < 0 || s.offset > weightsSize ||
+            4 * count > weightsSize - s.offset || s.gradOffset < -1 ||
+            (s.gradOffset >= 0 && (s.gradOffset > arenaSize ||
+                                   4 * count > arenaSize - s.gradOffset)))
           return fail(STLM_ERROR_FORMAT, "the artifact's manifest places '" +
                                              p.at(key::kName).get<std::string>() +
                                              "' outside its buffers");

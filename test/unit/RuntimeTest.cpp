@@ -109,6 +109,30 @@ TEST(Runtime, RefusesCorruptManifests) {
                        "\"accumulate\": 4");
   a = artifact(accumulating.c_str());
   expectRefused(a, STLM_ERROR_FORMAT, "does not match its training entry");
+
+  // Sizes past any spec's, and shapes and offsets whose bounds would
+  // overflow (each slipped through the old checks as a wrapped product).
+  std::string wide = kGood;
+  wide.replace(wide.find("[[2, 4], [2, 4]]"), 16,
+               "[[1099511627776, 4], [1099511627776, 4]]");
+  a = artifact(wide.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT,
+                "a batch of 1099511627776 windows of 4 positions, outside");
+  for (const char *slot :
+       {R"("shape": [4611686018427387904, 4], "offset": 0)",
+        R"("shape": [-4, -1], "offset": 0)",
+        R"("shape": [4], "offset": 9223372036854775800)"}) {
+    const std::string good = R"("shape": [4], "offset": 0)";
+    std::string bad = kGood;
+    bad.replace(bad.find(good), good.size(), slot);
+    a = artifact(bad.c_str());
+    expectRefused(a, STLM_ERROR_FORMAT, "places 'w' outside its buffers");
+  }
+  std::string negative = kGood;
+  negative.replace(negative.find("\"arena_size\": 64"), 16,
+                   "\"arena_size\": -64");
+  a = artifact(negative.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "negative buffer size");
 }
 
 TEST(Runtime, RefusesInputsThatAreNotABatch) {
