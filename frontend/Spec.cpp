@@ -702,6 +702,13 @@ void checkSemantics(Reader &r, ModelSpec &s) {
   }
 }
 
+/// "`what` has N bytes, more than the kMaxSpecBytes-byte limit of a spec":
+/// the one message for a spec file, spec text or stored spec too large.
+std::string overSizeLimit(const std::string &what, uint64_t size) {
+  return what + " has " + std::to_string(size) + " bytes, more than the " +
+         std::to_string(kMaxSpecBytes) + "-byte limit of a spec";
+}
+
 /// Counts the documents of a YAML stream without building them, stopping at
 /// the second. yaml-cpp's LoadAll never ends on some invalid streams (on
 /// `[],t:2` it yields an empty document at the same place forever), so a
@@ -808,9 +815,7 @@ SpecResult parseSpec(const std::string &text, const std::string &file) {
   Reader r(file, result.diagnostics);
   if (text.size() > kMaxSpecBytes) {
     r.error(YAML::Mark::null_mark(), "",
-            "the spec has " + std::to_string(text.size()) +
-                " bytes, more than the " + std::to_string(kMaxSpecBytes) +
-                "-byte limit of a spec");
+            overSizeLimit("the spec", text.size()));
     return result;
   }
   YAML::Node root;
@@ -856,10 +861,7 @@ SpecResult readSpecFile(const std::string &path) {
   if (!ec && size > kMaxSpecBytes) {
     SpecResult result;
     result.diagnostics.push_back(
-        {path, 0, 0,
-         "the spec file has " + std::to_string(size) +
-             " bytes, more than the " + std::to_string(kMaxSpecBytes) +
-             "-byte limit of a spec"});
+        {path, 0, 0, overSizeLimit("the spec file", size)});
     return result;
   }
   std::stringstream ss;
@@ -932,9 +934,7 @@ SpecResult parseSpecJson(const std::string &json, const std::string &origin) {
   Reader r(origin, result.diagnostics);
   if (json.size() > kMaxSpecBytes) {
     r.error(YAML::Mark::null_mark(), "",
-            "the stored spec has " + std::to_string(json.size()) +
-                " bytes, more than the " + std::to_string(kMaxSpecBytes) +
-                "-byte limit of a spec");
+            overSizeLimit("the stored spec", json.size()));
     return result;
   }
   if (jsonDepth(json) > kMaxJsonDepth) {

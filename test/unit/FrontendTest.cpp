@@ -223,6 +223,33 @@ objectives:
   }
 }
 
+/// Text past the spec size limit is refused before any parsing, as YAML
+/// and as a stored (JSON) spec, and stored JSON nested past 16 levels too.
+TEST(Spec, RefusesOversizedAndDeeplyNestedText) {
+  std::string big(kMaxSpecBytes + 1, ' ');
+  SpecResult yaml = parseSpec(big, "big.yaml");
+  ASSERT_EQ(yaml.diagnostics.size(), 1u);
+  EXPECT_EQ(yaml.diagnostics[0].str(),
+            "big.yaml: error: the spec has 1048577 bytes, more than the "
+            "1048576-byte limit of a spec");
+  SpecResult json = parseSpecJson(big, "stored");
+  ASSERT_EQ(json.diagnostics.size(), 1u);
+  EXPECT_EQ(json.diagnostics[0].str(),
+            "stored: error: the stored spec has 1048577 bytes, more than the "
+            "1048576-byte limit of a spec");
+  SpecResult deep = parseSpecJson(std::string(17, '[') + std::string(17, ']'),
+                                  "stored");
+  ASSERT_EQ(deep.diagnostics.size(), 1u);
+  EXPECT_EQ(deep.diagnostics[0].str(),
+            "stored: error: invalid JSON: nested deeper than 16 levels");
+  // 16 levels are read (and refused as a spec, not as JSON).
+  SpecResult sixteen = parseSpecJson(
+      std::string(16, '[') + std::string(16, ']'), "stored");
+  ASSERT_FALSE(sixteen.diagnostics.empty());
+  EXPECT_EQ(sixteen.diagnostics[0].str().find("invalid JSON"),
+            std::string::npos);
+}
+
 TEST(Spec, ReportsEveryErrorWithItsPosition) {
   SpecResult r = parseSpec("name: m\n"
                            "embedder: {kind: token}\n"
