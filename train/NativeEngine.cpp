@@ -72,7 +72,8 @@ public:
     std::string lib = dir + "/" + format::sharedLibrary(spec.name);
     unsupported = false;
     std::string damage;
-    if (!upToDate(dir, spec.name, json, damage)) {
+    if (!upToDate(dir, spec.name, json,
+                  opt.device == "cuda" ? "cuda" : "host", damage)) {
       if (!damage.empty() && opt.progress)
         std::fprintf(opt.progress, "note: the artifact in %s is damaged (%s); "
                      "compiling it again\n", dir.c_str(), damage.c_str());
@@ -116,7 +117,8 @@ private:
       char hex[17];
       std::snprintf(hex, sizeof hex, "%016llx",
                     static_cast<unsigned long long>(key));
-      dir = base + "/stlm/" + spec.name + "-" + hex;
+      dir = base + "/stlm/" + spec.name + "-" + hex +
+            (opt.device == "cuda" ? "-cuda" : "");
     }
     llvm::SmallString<256> absolute(dir);
     llvm::sys::fs::make_absolute(absolute);
@@ -128,7 +130,8 @@ private:
   /// manifest lists (a truncated library would crash the loader with
   /// SIGBUS). `damage` says what is wrong with an artifact of this spec.
   static bool upToDate(const std::string &dir, const std::string &name,
-                       const std::string &json, std::string &damage) {
+                       const std::string &json, const std::string &target,
+                       std::string &damage) {
     damage.clear();
     std::string manifest = dir + "/" + format::manifest(name);
     if (!llvm::sys::fs::exists(manifest))
@@ -137,6 +140,9 @@ private:
     try {
       m = nlohmann::json::parse(readFile(manifest));
       if (m.at(format::key::kSpec).get<std::string>() != json)
+        return false;
+      // An artifact for another target is compiled again, not loaded.
+      if (m.at(format::key::kTarget).get<std::string>() != target)
         return false;
     } catch (const std::exception &) {
       damage = "its manifest is not readable";
@@ -273,7 +279,9 @@ private:
       std::fprintf(opt.progress, "compiling '%s' into %s\n", spec.name.c_str(),
                    dir.c_str());
     auto start = std::chrono::steady_clock::now();
-    llvm::StringRef argv[] = {opt.compiler, specPath, "-o", tmp};
+    std::vector<llvm::StringRef> argv = {opt.compiler, specPath, "-o", tmp};
+    if (opt.device == "cuda")
+      argv.push_back("--target=cuda");
     std::string diagnostics = tmp + ".stderr";
     std::optional<llvm::StringRef> redirects[] = {
         std::nullopt, "",

@@ -26,6 +26,7 @@ struct NativeOptions {
   std::string specPath;    // what stlm-compile compiles; "": the spec as JSON
   std::string artifactDir; // "" for the cache
   std::string compiler;    // stlm-compile to run
+  std::string device = "cpu"; // "cpu" or "cuda": stlm-compile's --target
   int threads = 0;         // 0: all cores
   FILE *progress = stderr; // "compiling ..." notes; null for quiet
   bool fallback = false;   // the reference engine for what cannot compile

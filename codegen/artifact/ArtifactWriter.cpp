@@ -2,6 +2,7 @@
 
 #include "codegen/artifact/ArtifactWriter.h"
 
+#include "codegen/cuda/EmitCuda.h"
 #include "codegen/driver/KernelTarget.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -262,8 +263,9 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
           loc, name, mlir::LLVM::LLVMFunctionType::get(arg, {arg}));
     setters.push_back(f);
   }
+  // ..., then the stlm_device (null: a host artifact).
   SmallVector<mlir::Type> fields(
-      2 + format::kNumEntryPoints + format::kNumRuntimeSetters, ptr);
+      3 + format::kNumEntryPoints + format::kNumRuntimeSetters, ptr);
   fields[0] = i32;
   auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
   auto desc = b.create<mlir::LLVM::GlobalOp>(
@@ -290,7 +292,157 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
   for (mlir::LLVM::LLVMFuncOp f : setters)
     v = b.create<mlir::LLVM::InsertValueOp>(
         loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, f), field++);
+  v = b.create<mlir::LLVM::InsertValueOp>(
+      loc, v, b.create<mlir::LLVM::ZeroOp>(loc, ptr), field++);
   b.create<mlir::LLVM::ReturnOp>(loc, v);
+}
+
+/// Writes `dir`/<name>.manifest.json: `manifest` (the descriptor's) with
+/// the list of the files written, with their sizes and digests, so a
+/// damaged library is found before it is loaded.
+Status writeManifestFile(const std::string &dir, const std::string &name,
+                         const std::string &manifest) {
+  std::string fileList;
+  for (const std::string &file :
+       {format::staticLibrary(name), format::sharedLibrary(name),
+        format::header(name)}) {
+    auto bytes = MemoryBuffer::getFile(dir + "/" + file, /*IsText=*/false,
+                                       /*RequiresNullTerminator=*/false);
+    if (!bytes)
+      return Status::failed("cannot read '" + dir + "/" + file +
+                            "': " + bytes.getError().message());
+    std::string_view contents((*bytes)->getBufferStart(),
+                              (*bytes)->getBufferSize());
+    fileList += std::string(fileList.empty() ? "" : ",\n") + "    \"" + file +
+                "\": {\"" + format::key::kSize + "\": " +
+                std::to_string(contents.size()) + ", \"" +
+                format::key::kFnv1a64 + "\": \"" + fnv1a64Hex(contents) +
+                "\"}";
+  }
+  size_t close = manifest.rfind('}');
+  std::string text = manifest.substr(0, close) + ",\n  \"" +
+                     format::key::kFiles + "\": {\n" + fileList + "\n  }\n}\n";
+  return writeFile(dir + "/" + format::manifest(name), text);
+}
+
+/// The CUDA toolkit's nvcc: `given`, else on PATH, else under
+/// /usr/local/cuda.
+Status findNvcc(const std::string &given, std::string &nvcc) {
+  if (!given.empty()) {
+    if (!sys::fs::can_execute(given))
+      return Status::failed("cannot run nvcc at '" + given + "'");
+    nvcc = given;
+    return Status::ok();
+  }
+  if (auto p = sys::findProgramByName("nvcc")) {
+    nvcc = *p;
+    return Status::ok();
+  }
+  if (sys::fs::can_execute("/usr/local/cuda/bin/nvcc")) {
+    nvcc = "/usr/local/cuda/bin/nvcc";
+    return Status::ok();
+  }
+  return Status::failed("the cuda target needs the CUDA toolkit's nvcc: "
+                        "none on PATH or at /usr/local/cuda/bin/nvcc "
+                        "(pass --nvcc PATH)");
+}
+
+/// writeArtifact for the CUDA target: the model's CUDA source
+/// (codegen/cuda/EmitCuda.h) compiled by nvcc into lib<name>.a and .so.
+Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
+                         const std::string &dir, const ArtifactTarget &target,
+                         ArtifactSummary &summary) {
+  ir::ModelOp model = theModel(module);
+  std::string symbol = symbolPrefix(model);
+  std::string objDir = dir + "/obj";
+  std::vector<int64_t> input;
+  bool usesSeed = false;
+  if (mlir::func::FuncOp grad = function(model, "grad")) {
+    for (int64_t d :
+         cast<mlir::RankedTensorType>(grad.getArgumentTypes()[0]).getShape())
+      input.push_back(d);
+    usesSeed = grad.getNumArguments() == 3;
+  }
+  if (input.size() != 2)
+    return Status::unsupported("'" + info.name +
+                               "' does not take [batch, context] tokens; "
+                               "the cuda target compiles token models only");
+  std::string diagnostics;
+  mlir::FailureOr<CudaSource> source;
+  {
+    mlir::ScopedDiagnosticHandler handler(
+        module.getContext(), [&](mlir::Diagnostic &d) {
+          std::string where;
+          raw_string_ostream os(where);
+          os << d.getLocation();
+          diagnostics += (diagnostics.empty() ? "" : "\n  ") + os.str() +
+                         ": " + d.str();
+          return mlir::success();
+        });
+    source = emitCuda(model);
+  }
+  if (failed(source))
+    return Status::unsupported("cannot compile '" + info.name +
+                               "' for cuda:\n  " + diagnostics);
+  std::string nvcc;
+  if (Status s = findNvcc(target.nvcc, nvcc); !s)
+    return s;
+  auto ar = sys::findProgramByName("ar");
+  if (!ar)
+    return Status::failed("cannot find 'ar' (binutils) on PATH to pack " +
+                          format::staticLibrary(info.name));
+  if (std::error_code ec = sys::fs::create_directories(objDir + "/stlm"))
+    return Status::failed("cannot create '" + objDir + "': " + ec.message());
+  std::string manifest;
+  raw_string_ostream ms(manifest);
+  {
+    json::OStream j(ms, 2);
+    j.object([&] {
+      describeLayout(model, info, source->layout, "cuda", j);
+      j.attributeArray(key::kKernels, [] {});
+    });
+  }
+  for (const auto &[path, text] : cudaSupportFiles())
+    if (Status s = writeFile(objDir + "/" + path, text); !s)
+      return s;
+  std::string cu = objDir + "/" + symbol + "_cuda.cu";
+  std::string obj = objDir + "/" + symbol + "_cuda.o";
+  if (Status s = writeFile(cu, source->text +
+                                   cudaDescriptor(symbol, ms.str(),
+                                                  source->layout));
+      !s)
+    return s;
+  if (Status s = runTool(nvcc, {"-c", "-O3", "-std=c++17",
+                                "-arch=" + target.arch, "-Xcompiler",
+                                "-fPIC", "-I", objDir, "-o", obj, cu});
+      !s)
+    return s;
+  std::string lib = dir + "/" + format::staticLibrary(info.name);
+  sys::fs::remove(lib);
+  if (Status s = runTool(*ar, {"rcs", lib, obj}); !s)
+    return s;
+  // cudart linked in statically; cuBLASLt found at run time (rpath to the
+  // toolkit that compiled it, else LD_LIBRARY_PATH).
+  std::string cudaLib =
+      sys::path::parent_path(sys::path::parent_path(nvcc)).str() + "/lib64";
+  if (Status s = runTool(nvcc, {"-shared", "-arch=" + target.arch, "-o",
+                                dir + "/" + format::sharedLibrary(info.name),
+                                obj, "-lcublasLt", "-Xlinker",
+                                "-rpath=" + cudaLib});
+      !s)
+    return s;
+  if (Status s = writeFile(dir + "/" + format::header(info.name),
+                           artifactHeader(info, symbol, source->layout, input,
+                                          usesSeed, /*device=*/true));
+      !s)
+    return s;
+  if (Status s = writeManifestFile(dir, info.name, ms.str()); !s)
+    return s;
+  model.erase();
+  summary.kernels = 0;
+  summary.weightsSize = source->layout.weightsSize;
+  summary.arenaSize = source->layout.arenaSize;
+  return Status::ok();
 }
 
 } // namespace
@@ -340,7 +492,9 @@ Status writeKernels(ir::ModelOp model, const std::string &name,
 
 Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                      const std::string &dir, const std::string &kernelgen,
-                     ArtifactSummary &summary) {
+                     ArtifactSummary &summary, const ArtifactTarget &where) {
+  if (where.name == "cuda")
+    return writeCudaArtifact(module, info, dir, where, summary);
   ir::ModelOp model = theModel(module);
   std::string symbol = symbolPrefix(model);
   std::string objDir = dir + "/obj";
@@ -436,31 +590,7 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                                           usesSeed));
       !s)
     return s;
-  // The manifest file also lists the files written, with their sizes and
-  // digests, so a damaged library is found before it is loaded.
-  std::string fileList;
-  for (const std::string &name :
-       {format::staticLibrary(info.name), format::sharedLibrary(info.name),
-        format::header(info.name)}) {
-    auto bytes = MemoryBuffer::getFile(dir + "/" + name, /*IsText=*/false,
-                                       /*RequiresNullTerminator=*/false);
-    if (!bytes)
-      return Status::failed("cannot read '" + dir + "/" + name +
-                            "': " + bytes.getError().message());
-    std::string_view contents((*bytes)->getBufferStart(),
-                              (*bytes)->getBufferSize());
-    fileList += std::string(fileList.empty() ? "" : ",\n") + "    \"" + name +
-                "\": {\"" + format::key::kSize + "\": " +
-                std::to_string(contents.size()) + ", \"" +
-                format::key::kFnv1a64 + "\": \"" + fnv1a64Hex(contents) +
-                "\"}";
-  }
-  std::string text = ms.str();
-  size_t close = text.rfind('}');
-  text = text.substr(0, close) + ",\n  \"" + format::key::kFiles + "\": {\n" +
-         fileList + "\n  }\n}\n";
-  if (Status s = writeFile(dir + "/" + format::manifest(info.name), text);
-      !s)
+  if (Status s = writeManifestFile(dir, info.name, ms.str()); !s)
     return s;
   summary.kernels = plan.kernels.size();
   summary.weightsSize = layout->weightsSize;
@@ -471,7 +601,8 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
 std::string artifactHeader(const ArtifactModel &info,
                            const std::string &prefix,
                            const DriverLayout &layout,
-                           const std::vector<int64_t> &input, bool usesSeed) {
+                           const std::vector<int64_t> &input, bool usesSeed,
+                           bool device) {
   std::string up = StringRef(prefix).upper();
   const std::string &name = info.name;
   std::string h;
@@ -481,6 +612,14 @@ std::string artifactHeader(const ArtifactModel &info,
      << " * The compiled model '" << name << "'. Open it with the stlm "
      << "runtime:\n"
      << " *   stlm_model *m; stlm_open(&" << prefix << "_artifact, &m);\n"
+     << (device
+             ? " * This is a CUDA artifact: `weights` is the device context "
+               "that\n * " + prefix +
+                   "_artifact.device->open() returns (weights, arena and KV "
+                   "cache live\n * on the GPU) and `arena` is ignored; "
+                   "tokens, targets and results are\n * host memory. A "
+                   "failure returns -1 (device->message() says why).\n"
+             : std::string())
      << " * or call the entry points directly. Every pointer they take must "
         "be\n"
      << " * 64-byte aligned: `weights` (" << up

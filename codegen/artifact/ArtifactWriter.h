@@ -77,22 +77,34 @@ struct ArtifactSummary {
   int64_t weightsSize = 0, arenaSize = 0;
 };
 
+/// The machine an artifact runs on: the host CPU (Halide kernels, the LLVM
+/// driver) or an NVIDIA GPU (codegen/cuda: CUDA source compiled by nvcc for
+/// `arch`, cuBLASLt matmuls).
+struct ArtifactTarget {
+  std::string name = "host"; // "host" or "cuda"
+  std::string nvcc;          // cuda: empty finds it (PATH, /usr/local/cuda)
+  std::string arch = "sm_90"; // cuda: nvcc's -arch
+};
+
 /// The artifact of the planned model in `module` into `dir` (objects under
-/// `dir`/obj), for the host target. The model is planned and lowered first
+/// `dir`/obj), for `target` (the host unless given). The model is planned and lowered first
 /// (Unsupported when either cannot be done), then the tools are found
 /// (`kernelgen`, and `ar` and `cc` on PATH), before anything is written.
 /// The model is erased: `module` then holds the driver.
 Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                      const std::string &dir, const std::string &kernelgen,
-                     ArtifactSummary &summary);
+                     ArtifactSummary &summary,
+                     const ArtifactTarget &target = {});
 
 /// The C header of an artifact: sizes, the descriptor, the entry points.
 /// `input` is [batch, context]; `usesSeed` whether the model reads the
-/// mask seed.
+/// mask seed; `device` whether its entry points take a device context
+/// (stlm_device) instead of host buffers.
 std::string artifactHeader(const ArtifactModel &info,
                            const std::string &symbol,
                            const DriverLayout &layout,
-                           const std::vector<int64_t> &input, bool usesSeed);
+                           const std::vector<int64_t> &input, bool usesSeed,
+                           bool device = false);
 
 } // namespace stlm::codegen
 

@@ -169,6 +169,47 @@ struct stlm_model {
   Aligned step; // generation's token and position (int32 each)
   std::map<std::string, std::string> metadata;
   bool cacheUser = false; // counted in ScratchCache's open models
+  // A device artifact (stlm_device): its context owns the weights blob
+  // and arena on the device; `weights` here is the host's copy of the
+  // blob, kept in step lazily: a host write marks the device behind (the
+  // next compute call uploads the blob), a compute call that changes the
+  // weights marks the host behind (the next host read downloads it).
+  void *device = nullptr;
+  bool deviceBehind = true, hostBehind = false;
+
+  ~stlm_model() {
+    if (device)
+      artifact->device->close(device);
+  }
+  /// The host blob brought up to date before a host read or write.
+  stlm_status pull() {
+    if (!device || !hostBehind)
+      return STLM_OK;
+    if (artifact->device->copy(device, 0, 0, weights.get(), weightsSize, 0))
+      return fail(STLM_ERROR_DEVICE,
+                  std::string("cannot read the weights from the device: ") +
+                      artifact->device->message(device));
+    hostBehind = false;
+    return STLM_OK;
+  }
+  /// The device blob brought up to date before a compute call.
+  stlm_status push() {
+    if (!device || !deviceBehind)
+      return STLM_OK;
+    if (stlm_status s = pull(); s != STLM_OK)
+      return s;
+    if (artifact->device->copy(device, 0, 0, weights.get(), weightsSize, 1))
+      return fail(STLM_ERROR_DEVICE,
+                  std::string("cannot copy the weights to the device: ") +
+                      artifact->device->message(device));
+    deviceBehind = false;
+    return STLM_OK;
+  }
+  /// After a host write into the blob.
+  void wrote() { deviceBehind = device != nullptr; }
+  /// The entry points' `weights` and `arena` arguments.
+  void *weightsArg() const { return device ? device : weights.get(); }
+  void *arenaArg() const { return device ? nullptr : arena.get(); }
 
   stlm_status fail(stlm_status s, std::string msg) {
     error = std::move(msg);
@@ -300,8 +341,21 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     return fail(STLM_ERROR_FORMAT,
                 std::string("the artifact's manifest is corrupt: ") + e.what());
   }
+  if (a->device) {
+    if (!a->device->open || !a->device->close || !a->device->copy ||
+        !a->device->message || !a->device->name)
+      return fail(STLM_ERROR_FORMAT, "the artifact's device table is "
+                                     "incomplete");
+    char why[512] = "";
+    device = a->device->open(why, sizeof why);
+    if (!device)
+      return fail(STLM_ERROR_DEVICE,
+                  "cannot open '" + name + "' on " + a->device->name + ": " +
+                      why);
+  }
   weights = allocate(weightsSize);
-  arena = allocate(arenaSize);
+  // A device artifact's arena is on the device only.
+  arena = allocate(device ? 0 : arenaSize);
   tokens = allocate(batch * context * 4);
   targets = allocate(batch * context * 4);
   step = allocate(128);
@@ -321,6 +375,10 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
 stlm_status stlm_model::kernelStatus(int32_t rc, const char *what) {
   if (rc == 0)
     return ok();
+  if (device && rc == -1)
+    return fail(STLM_ERROR_DEVICE,
+                std::string(what) + ": " + artifact->device->name +
+                    " failed: " + artifact->device->message(device));
   if (rc == format::kPositionOutOfRange)
     return fail(STLM_ERROR_ARGUMENT,
                 std::string(what) + ": the position is outside the KV cache");
@@ -344,12 +402,17 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
   size_t bytes = static_cast<size_t>(batch * context) * 4;
   std::memcpy(tokens.get(), tok, bytes);
   std::memcpy(targets.get(), tgt, bytes);
+  if (stlm_status s = push(); s != STLM_OK)
+    return s;
   halideMessage.clear();
-  return kernelStatus(fn(weights.get(), arena.get(),
-                          static_cast<const int32_t *>(tokens.get()),
-                          static_cast<const int32_t *>(targets.get()), &seed,
-                          out),
-                       what);
+  stlm_status s = kernelStatus(
+      fn(weightsArg(), arenaArg(), static_cast<const int32_t *>(tokens.get()),
+         static_cast<const int32_t *>(targets.get()), &seed, out),
+      what);
+  // Training changes the weights (the step, and accumulation's sums).
+  if (device && (fn == artifact->train_step || fn == artifact->accumulate))
+    hostBehind = true;
+  return s;
 }
 
 stlm_status stlm_model::checkBatch(const int32_t *tok, const int32_t *tgt,
@@ -403,8 +466,11 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
       r[0] += loss / static_cast<float>(accumulate);
     }
     halideMessage.clear();
+    if (stlm_status s = push(); s != STLM_OK)
+      return s;
+    hostBehind = device != nullptr;
     stlm_status s = kernelStatus(
-        artifact->apply(weights.get(), arena.get(), r + 1),
+        artifact->apply(weightsArg(), arenaArg(), r + 1),
         "train step (apply)");
     if (s != STLM_OK)
       return s;
@@ -534,7 +600,7 @@ int64_t stlm_step(const stlm_model *model) {
   if (!model || !model->artifact)
     return 0;
   const Slot *s = model->find(kStepName);
-  if (!s)
+  if (!s || const_cast<stlm_model *>(model)->pull() != STLM_OK)
     return 0;
   int32_t v;
   std::memcpy(&v, model->at(s->offset), 4);
@@ -551,7 +617,10 @@ stlm_status stlm_set_step(stlm_model *model, int64_t step) {
     return model->fail(STLM_ERROR_ARGUMENT,
                        "step " + std::to_string(step) + " is out of range");
   int32_t v = static_cast<int32_t>(step);
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
   std::memcpy(model->at(s->offset), &v, 4);
+  model->wrote();
   return model->ok();
 }
 
@@ -581,6 +650,16 @@ stlm_status stlm_read(const stlm_model *cmodel, const char *name, float *out,
     return model->fail(STLM_ERROR_ARGUMENT,
                        "'" + n + "' has " + std::to_string(s->numel()) +
                            " elements, not " + std::to_string(count));
+  if (grad && model->device) {
+    if (model->artifact->device->copy(model->device, 1, s->gradOffset, out,
+                                      static_cast<int64_t>(count) * 4, 0))
+      return model->fail(STLM_ERROR_DEVICE,
+                         "cannot read '" + n + "' from the device: " +
+                             model->artifact->device->message(model->device));
+    return model->ok();
+  }
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
   const uint8_t *src =
       grad ? static_cast<uint8_t *>(model->arena.get()) + s->gradOffset
            : model->at(s->offset);
@@ -604,7 +683,10 @@ stlm_status stlm_write(stlm_model *model, const char *name,
                        std::string("'") + name + "' has " +
                            std::to_string(s->numel()) + " elements, not " +
                            std::to_string(count));
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
   std::memcpy(model->at(s->offset), values, count * 4);
+  model->wrote();
   return model->ok();
 }
 
@@ -691,6 +773,9 @@ stlm_status stlm_load(stlm_model *model, const char *path) {
     return model->fail(STLM_ERROR_MISMATCH, msg);
   }
   // Parameters; moments (zero when the file has none); the step.
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
+  model->wrote();
   for (const std::string &p : model->params)
     for (const std::string &n :
          {p, std::string("opt.m.") + p, std::string("opt.v.") + p}) {
@@ -713,6 +798,8 @@ stlm_status stlm_save(const stlm_model *cmodel, const char *path) {
     return badModel();
   if (!path)
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_save: the path is null");
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
   std::vector<stlm::TensorToWrite> tensors;
   for (const std::string &p : model->params)
     for (const std::string &n :
@@ -794,9 +881,11 @@ stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
     return s;
   std::memcpy(model->tokens.get(), tokens,
               static_cast<size_t>(model->batch * model->context) * 4);
+  if (stlm_status s = model->push(); s != STLM_OK)
+    return s;
   halideMessage.clear();
   return model->kernelStatus(
-      model->artifact->logits(model->weights.get(), model->arena.get(),
+      model->artifact->logits(model->weightsArg(), model->arenaArg(),
                               static_cast<const int32_t *>(
                                   model->tokens.get()),
                               logits),
@@ -869,6 +958,9 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
                                    const float *&row) {
   size_t len = h.size() - start;
   int32_t *staged = static_cast<int32_t *>(tokens.get());
+  if (stlm_status s = push(); s != STLM_OK)
+    return s;
+  hostBehind = device != nullptr; // the KV cache is in the blob
   halideMessage.clear();
   if (refill) {
     // The window from position 0, padded: rows past it are rewritten
@@ -877,7 +969,7 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
     std::copy(h.begin() + start, h.end(), staged);
     buffer.resize(static_cast<size_t>(context * vocab));
     stlm_status s = kernelStatus(
-        artifact->prefill(weights.get(), arena.get(), staged, buffer.data()),
+        artifact->prefill(weightsArg(), arenaArg(), staged, buffer.data()),
         "generation (prefill)");
     row = buffer.data() + (len - 1) * vocab;
     return s;
@@ -887,7 +979,7 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
   io[0] = h.back();
   io[16] = static_cast<int32_t>(len - 1); // its own 64-byte line
   stlm_status s = kernelStatus(
-      artifact->decode_step(weights.get(), arena.get(), io, io + 16,
+      artifact->decode_step(weightsArg(), arenaArg(), io, io + 16,
                             buffer.data()),
       "generation (decode step)");
   row = buffer.data();

@@ -76,6 +76,21 @@ cl::opt<bool> printParams("print-params",
 cl::opt<std::string> outputPath("o", cl::desc("Output file (default: stdout)"),
                                 cl::value_desc("file"), cl::init("-"),
                                 cl::cat(options));
+cl::opt<std::string> target(
+    "target",
+    cl::desc("Machine the artifact runs on: host (the CPU, Halide kernels; "
+             "the default) or cuda (an NVIDIA GPU: CUDA kernels built by "
+             "nvcc, cuBLASLt matmuls, each entry point one CUDA graph)"),
+    cl::value_desc("host|cuda"), cl::init("host"), cl::cat(options));
+cl::opt<std::string> cudaArch("cuda-arch",
+                              cl::desc("GPU architecture for --target=cuda "
+                                       "(nvcc's -arch; default sm_90)"),
+                              cl::value_desc("sm_NN"), cl::init("sm_90"),
+                              cl::cat(options));
+cl::opt<std::string> nvccPath(
+    "nvcc", cl::desc("nvcc for --target=cuda (default: on PATH, else "
+                     "/usr/local/cuda/bin/nvcc)"),
+    cl::value_desc("path"), cl::cat(options));
 cl::opt<std::string> kernelgenPath(
     "kernelgen", cl::desc("stlm-kernelgen to run (default: the one beside "
                           "stlm-compile)"),
@@ -143,6 +158,17 @@ int main(int argc, char **argv) {
   if (emit.getNumOccurrences() == 0 && outputPath != "-" && !printParams)
     emit = Stage::Artifact;
   bool writesDir = emit == Stage::Kernels || emit == Stage::Artifact;
+  if (target != "host" && target != "cuda")
+    return failWith("unknown --target '" + target +
+                    "' (expected host or cuda)");
+  if (target == "cuda" && emit != Stage::Artifact)
+    return failWith("--target=cuda writes an artifact: give -o DIR (and no "
+                    "--emit, or --emit=artifact)");
+  if (target == "cuda" &&
+      (cudaArch.size() < 4 || StringRef(cudaArch).substr(0, 3) != "sm_" ||
+       !std::all_of(cudaArch.begin() + 3, cudaArch.end(), ::isdigit)))
+    return failWith("--cuda-arch must look like sm_90, not '" + cudaArch +
+                    "'");
   if (writesDir && (outputPath == "-" || printParams))
     return failWith("--emit=" + mlir::stlm::stageName(emit).str() +
                     " writes a directory; give it with -o DIR");
@@ -196,12 +222,17 @@ int main(int argc, char **argv) {
     codegen::ArtifactModel info{spec.name, spec.embedder.vocabSize,
                                 spec.train.accumulate, stlm::specToJson(spec)};
     codegen::ArtifactSummary summary;
+    codegen::ArtifactTarget where{target, nvccPath, cudaArch};
     if (codegen::Status s = codegen::writeArtifact(
-            *module, info, outputPath, kernelgen(argv[0]), summary);
+            *module, info, outputPath, kernelgen(argv[0]), summary, where);
         !s)
       return failWith(s);
-    outs() << "compiled '" << spec.name << "': " << summary.kernels
-           << " kernels, weights " << summary.weightsSize << " bytes, arena "
+    outs() << "compiled '" << spec.name << "'";
+    if (target == "cuda")
+      outs() << " for cuda (" << cudaArch << ")";
+    else
+      outs() << ": " << summary.kernels << " kernels";
+    outs() << ", weights " << summary.weightsSize << " bytes, arena "
            << summary.arenaSize << " bytes -> " << outputPath << "/lib"
            << spec.name << ".{a,so}, " << spec.name << ".h\n";
     return 0;

@@ -7,7 +7,7 @@
 //       validates the file and its tensors against the spec (by default the
 //       one stored in the file), listing every mismatch.
 //   stlm-run train SPEC.yaml --data FILE [--backend auto|native|reference]
-//       [--artifact DIR] [--threads N] [--steps N]
+//       [--artifact DIR] [--threads N] [--device cpu|cuda] [--steps N]
 //       [--eval-every K] [--eval-windows N] [--log F.jsonl]
 //       [--resume W.safetensors] [--save W.safetensors] [--save-every N]
 //       [--seed N] [--quiet]
@@ -24,8 +24,9 @@
 //       continues the prompt, streaming bytes to stdout; natively with the
 //       artifact's KV cache.
 //   BACKEND is --backend auto|native|reference [--artifact DIR]
-//   [--threads N], as for train; eval and generate compile the spec stored
-//   in the checkpoint.
+//   [--threads N] [--device cpu|cuda], as for train; eval and generate
+//   compile the spec stored in the checkpoint. --device cuda compiles with
+//   stlm-compile --target=cuda and runs on the GPU (no fallback).
 //
 // Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
 // bad input, 2 for bad usage.
@@ -57,14 +58,16 @@ constexpr const char *kUsage =
     "       stlm-run check W.safetensors [--spec SPEC.yaml]\n"
     "       stlm-run train SPEC.yaml --data FILE\n"
     "                [--backend auto|native|reference]\n"
-    "                [--artifact DIR] [--threads N] [--steps N] [--eval-every K] [--eval-windows N]\n"
+    "                [--artifact DIR] [--threads N] [--device cpu|cuda] [--steps N] [--eval-every K] [--eval-windows N]\n"
     "                [--log F.jsonl] [--resume W] [--save W] [--save-every N]\n"
     "                [--seed N] [--quiet]\n"
     "       stlm-run eval W.safetensors --data FILE [--eval-windows N]\n"
     "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n"
+    "                [--device cpu|cuda]\n"
     "       stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]\n"
     "                [--temperature T] [--top-k K] [--top-p P] [--seed N]\n"
-    "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n";
+    "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n"
+    "                [--device cpu|cuda]\n";
 
 /// The path of tool `name` installed beside this stlm-run.
 std::string besideMe(const char *argv0, const char *name) {
@@ -282,7 +285,7 @@ int runCheck(int argc, char **argv) {
 
 /// The backend options every compute command takes.
 const std::vector<std::string> kBackendOptions = {"--backend", "--artifact",
-                                                  "--threads"};
+                                                  "--threads", "--device"};
 std::vector<std::string> withBackend(std::vector<std::string> options) {
   options.insert(options.end(), kBackendOptions.begin(),
                  kBackendOptions.end());
@@ -298,9 +301,16 @@ bool backendOptions(Args &a, const char *argv0, std::string &backend,
                    "' (available: auto, native, reference)");
     return false;
   }
-  if (backend == "reference" && (a.get("--artifact") || a.get("--threads"))) {
-    status = usage("--artifact and --threads are options of the native "
-                   "backend");
+  if (backend == "reference" &&
+      (a.get("--artifact") || a.get("--threads") || a.get("--device"))) {
+    status = usage("--artifact, --threads and --device are options of the "
+                   "native backend");
+    return false;
+  }
+  native.device = a.get("--device") ? *a.get("--device") : "cpu";
+  if (native.device != "cpu" && native.device != "cuda") {
+    status = usage("unknown device '" + native.device +
+                   "' (available: cpu, cuda)");
     return false;
   }
   int64_t threads = 0;
@@ -314,7 +324,9 @@ bool backendOptions(Args &a, const char *argv0, std::string &backend,
   native.compiler = besideMe(argv0, "stlm-compile");
   // `auto`: the native engine, and the reference one (with a note saying
   // why) for a spec stlm-compile cannot compile yet.
-  native.fallback = backend == "auto";
+  // On a GPU there is nothing to fall back to: what the cuda target
+  // cannot compile is an error.
+  native.fallback = backend == "auto" && native.device == "cpu";
   return true;
 }
 

@@ -69,7 +69,8 @@ inline constexpr size_t kNumRuntimeSetters =
     sizeof(kRuntimeSetters) / sizeof(kRuntimeSetters[0]);
 
 // The descriptor the writer emits is {i32, ptr, kNumEntryPoints ptrs,
-// kNumRuntimeSetters ptrs}: the order above is stlm_artifact's.
+// kNumRuntimeSetters ptrs, the stlm_device ptr (null on the host)}: the
+// order above is stlm_artifact's.
 static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
                   offsetof(stlm_artifact, train_step) == 2 * sizeof(void *) &&
                   offsetof(stlm_artifact, grad) == 3 * sizeof(void *) &&
@@ -82,8 +83,11 @@ static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
                   offsetof(stlm_artifact, apply) == 9 * sizeof(void *) &&
                   offsetof(stlm_artifact, set_error_handler) ==
                       (2 + kNumEntryPoints) * sizeof(void *) &&
-                  sizeof(stlm_artifact) ==
+                  offsetof(stlm_artifact, device) ==
                       (2 + kNumEntryPoints + kNumRuntimeSetters) *
+                          sizeof(void *) &&
+                  sizeof(stlm_artifact) ==
+                      (3 + kNumEntryPoints + kNumRuntimeSetters) *
                           sizeof(void *),
               "kEntryPoints and kRuntimeSetters follow stlm_artifact");
 

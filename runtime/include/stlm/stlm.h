@@ -37,7 +37,7 @@
 extern "C" {
 #endif
 
-#define STLM_ABI_VERSION 3
+#define STLM_ABI_VERSION 4
 
 typedef enum stlm_status {
   STLM_OK = 0,
@@ -46,8 +46,28 @@ typedef enum stlm_status {
   STLM_ERROR_FORMAT = 3,   /* a corrupt artifact, manifest or checkpoint */
   STLM_ERROR_MISMATCH = 4, /* a checkpoint of another model */
   STLM_ERROR_KERNEL = 5,   /* a kernel failed (Halide error) */
-  STLM_ERROR_MEMORY = 6    /* out of memory */
+  STLM_ERROR_MEMORY = 6,   /* out of memory */
+  STLM_ERROR_DEVICE = 7    /* no usable device, or a device call failed */
 } stlm_status;
+
+/* How the runtime reaches a device artifact's memory (stlm-compile
+ * --target=cuda); null in a host artifact. The device context `open`
+ * returns owns the weights blob, the arena, the stream and the captured
+ * step graphs on the device; the entry points of a device artifact take it
+ * as their `weights` argument and ignore `arena`. */
+typedef struct stlm_device {
+  const char *name; /* "cuda" */
+  /* A context, or null with the reason in `error` (no device, no memory). */
+  void *(*open)(char *error, size_t error_size);
+  void (*close)(void *context);
+  /* Copies `bytes` between `host` and the device's weights blob (buffer 0)
+   * or arena (buffer 1) at byte `offset`: to the device when `to_device`.
+   * 0, or -1 with message() saying why. */
+  int32_t (*copy)(void *context, int32_t buffer, int64_t offset, void *host,
+                  int64_t bytes, int32_t to_device);
+  /* Why the context's last call failed. */
+  const char *(*message)(const void *context);
+} stlm_device;
 
 /* What a compiled model exports (filled in by stlm-compile). Entry points
  * take 64-byte aligned pointers: the weights blob, the arena, and int32
@@ -83,6 +103,7 @@ typedef struct stlm_artifact {
   int (*set_num_threads)(int threads);       /* halide_set_num_threads */
   void *(*set_custom_malloc)(void *fn);      /* halide_set_custom_malloc */
   void *(*set_custom_free)(void *fn);        /* halide_set_custom_free */
+  const stlm_device *device; /* null: the entry points run on the host */
 } stlm_artifact;
 
 typedef struct stlm_model stlm_model;

@@ -1,0 +1,1052 @@
+//===- EmitCuda.cpp - a planned model as CUDA source ----------------------===//
+//
+// See EmitCuda.h. Every value of a planned function has a place: a weights
+// slot (parameters, state, caches), an arena offset (op results, from
+// stlm-plan-memory), the input block (the batch, a decode position), or a
+// slot of the device scalar block (rank-0 values without an arena offset:
+// constants, the learning rate, the step count, the norm). Each op becomes
+// launches on those places, written as C++ into the function's body.
+//
+//===----------------------------------------------------------------------===//
+
+#include "codegen/cuda/EmitCuda.h"
+
+#include "stlm/artifact_format.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+using namespace mlir;
+namespace ir = mlir::stlm;
+
+namespace stlm::codegen {
+
+std::vector<std::pair<std::string, std::string>> cudaSupportFiles() {
+  static const char kernels[] = {
+#include "codegen/cuda/Kernels.cuh.inc"
+      0};
+  static const char api[] = {
+#include "codegen/cuda/stlm.h.inc"
+      0};
+  return {{"Kernels.cuh", kernels}, {"stlm/stlm.h", api}};
+}
+
+namespace {
+
+/// Where a value lives: `base` 'W' weights, 'A' arena, 'I' the input
+/// block, 'S' the scalar block; `off` in bytes.
+struct Place {
+  char base = 0;
+  int64_t off = 0;
+  bool operator==(const Place &o) const {
+    return base == o.base && off == o.off;
+  }
+};
+
+RankedTensorType tensorType(Value v) {
+  return llvm::dyn_cast<RankedTensorType>(v.getType());
+}
+int64_t numel(Value v) { return tensorType(v).getNumElements(); }
+int64_t dim(Value v, int64_t fromEnd) {
+  auto t = tensorType(v);
+  return t.getDimSize(t.getRank() - fromEnd);
+}
+/// The product of all but the last `keep` dimensions.
+int64_t leading(Value v, int keep) {
+  auto t = tensorType(v);
+  int64_t n = 1;
+  for (int64_t i = 0; i + keep < t.getRank(); ++i)
+    n *= t.getDimSize(i);
+  return n;
+}
+std::string num(double x) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << llvm::format("%.17g", x);
+  os.flush();
+  // A C++ floating literal either way: "1" -> "1.0" (so "1.0f" is too).
+  if (s.find_first_of(".eEn") == std::string::npos)
+    s += ".0";
+  return s;
+}
+int threadsFor(int64_t n, int most) {
+  int64_t t = (n + 31) / 32 * 32;
+  return static_cast<int>(std::clamp<int64_t>(t, 32, most));
+}
+
+class Emitter {
+public:
+  explicit Emitter(ir::ModelOp model)
+      : model(model), prefix(symbolPrefix(model)) {
+    for (Operation &op : model.getBody().front()) {
+      auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
+      if (!off)
+        continue;
+      if (auto p = dyn_cast<ir::ParamOp>(op))
+        slots[p.getSymName().str()] = off.getInt();
+      else if (auto s = dyn_cast<ir::StateOp>(op))
+        slots[s.getSymName().str()] = off.getInt();
+    }
+  }
+
+  FailureOr<CudaSource> run();
+
+private:
+  // --- places -------------------------------------------------------------
+  std::string ptr(Place p, StringRef type = "float") const {
+    std::string base = p.base == 'W'   ? "c.weights"
+                       : p.base == 'A' ? "c.arena"
+                       : p.base == 'I' ? "(char *)c.in"
+                       : p.base == 'X' ? "c.scratch"
+                                       : "c.scalars";
+    return "(" + type.str() + " *)(" + base + " + " + std::to_string(p.off) +
+           ")";
+  }
+  std::string f(Value v) { return ptr(places.lookup(v)); }
+  std::string i(Value v) { return ptr(places.lookup(v), "int32_t"); }
+  std::string fOrNull(Value v) { return v ? f(v) : "nullptr"; }
+  std::string iOrNull(Value v) { return v ? i(v) : "nullptr"; }
+
+  /// A fresh 8-byte-aligned slot of `bytes` in the scalar block.
+  int64_t scalarSlot(int64_t bytes) {
+    int64_t at = scalarSize;
+    scalarSize += (bytes + 63) / 64 * 64;
+    return at;
+  }
+  /// Places result `i` of `op` at its arena offset.
+  LogicalResult inArena(Operation *op, unsigned i) {
+    auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
+    if (!offsets || offsets.size() <= i || offsets[i] < 0) {
+      // Rank-0 results outside planned functions live in the scalar block.
+      if (tensorType(op->getResult(i)).getRank() == 0) {
+        places[op->getResult(i)] = {'S', scalarSlot(8)};
+        return success();
+      }
+      return op->emitOpError("has no arena offset for result ")
+             << i << " (run stlm-plan-memory first)";
+    }
+    places[op->getResult(i)] = {'A', offsets[i]};
+    return success();
+  }
+  LogicalResult allInArena(Operation *op) {
+    for (unsigned k = 0; k < op->getNumResults(); ++k)
+      if (failed(inArena(op, k)))
+        return failure();
+    return success();
+  }
+  LogicalResult unsupported(Operation *op, const Twine &why) {
+    return op->emitOpError("the cuda target cannot compile this op yet: ")
+           << why;
+  }
+
+  // --- emission -------------------------------------------------------------
+  void line(const Twine &s) { body += "  " + s.str() + "\n"; }
+  void launch(StringRef kernel, const std::string &grid,
+              const std::string &block, const std::string &args,
+              StringRef what, const std::string &shared = "0") {
+    line(kernel + "<<<" + grid + ", " + block + ", " + shared +
+         ", c.stream>>>(" + args + ");");
+    line("if (!launched(c, \"" + what + "\")) return false;");
+  }
+  void zero(const std::string &p, int64_t bytes) {
+    line("if (!check(c, cudaMemsetAsync(" + p + ", 0, " +
+         std::to_string(bytes) + ", c.stream), \"memset\")) return false;");
+  }
+  void copy(const std::string &dst, const std::string &src, int64_t bytes) {
+    line("if (!check(c, cudaMemcpyAsync(" + dst + ", " + src + ", " +
+         std::to_string(bytes) +
+         ", cudaMemcpyDeviceToDevice, c.stream), \"copy\")) return false;");
+  }
+  /// D = op(A)·op(B) (+ C) in cuBLASLt's column-major terms.
+  void matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+              const std::string &a, int64_t lda, const std::string &b,
+              int64_t ldb, const std::string &cIn, const std::string &d) {
+    int site = matmulSites++;
+    if (bf16) // the operands' bfloat16 copies, in scratch
+      needScratch(((m * k + 63) / 64 * 64 + k * n) * 2);
+    line("if (!matmul(c, " + std::to_string(site) + ", " +
+         (ta ? "true" : "false") + ", " + (tb ? "true" : "false") + ", " +
+         std::to_string(m) + ", " + std::to_string(n) + ", " +
+         std::to_string(k) + ", " + a + ", " + std::to_string(lda) + ", " +
+         b + ", " + std::to_string(ldb) + ", " + cIn + ", " + d + ", " +
+         (cIn == "nullptr" ? "0.f" : "1.f") + (bf16 ? ", true" : "") +
+         ")) return false;");
+  }
+  void needScratch(int64_t bytes) { scratchSize = std::max(scratchSize, bytes); }
+  static std::string grid1(int64_t n, int threads) {
+    return "blocksFor(" + std::to_string(n) + ", " + std::to_string(threads) +
+           ")";
+  }
+
+  // --- ops ---------------------------------------------------------------------
+  LogicalResult emitOp(Operation *op);
+  LogicalResult emitAdamW(ir::AdamWOp first, Block &block);
+  LogicalResult emitFunction(func::FuncOp fn, unsigned inputs);
+  void emitEntries(const std::string &name, func::FuncOp fn);
+  std::string entryTable(const std::vector<std::string> &entries);
+
+  /// The AdamW table entries of `ops` (in the scalar block), returning its
+  /// offset and the flat quad count.
+  std::pair<int64_t, int64_t>
+  table(const std::vector<std::array<int64_t, 5>> &rows,
+        const std::vector<double> &decay);
+
+  ir::ModelOp model;
+  std::string prefix;
+  std::map<std::string, int64_t> slots;
+  llvm::DenseMap<Value, Place> places;
+  /// Clipped gradients: the clip factor's scalar slot.
+  llvm::DenseMap<Value, int64_t> clipFactor;
+  std::set<Operation *> done; // ops already emitted by a fused neighbour
+  std::string body;           // the function being emitted
+  std::string out;            // every function so far
+  std::string init;           // fills the scalar block's image
+  int64_t scalarSize = 0, scratchSize = 0;
+  int matmulSites = 0;
+  bool bf16 = false; // `precision: bf16`: matmul operands rounded
+  int64_t inputInts = 0, outputFloats = 0;
+  std::set<int64_t> headWidths;
+  DriverLayout layout;
+  /// Per emitted function: where its result is and how many floats.
+  struct Result {
+    std::string where;
+    int64_t count = 0;
+  };
+  std::map<std::string, Result> results;
+  std::vector<Place> gradReturns; // @grad's results, for @train_step's call
+  int64_t batchRows = 0, context = 0; // [batch, context] of the batch
+};
+
+std::pair<int64_t, int64_t>
+Emitter::table(const std::vector<std::array<int64_t, 5>> &rows,
+               const std::vector<double> &decay) {
+  // AdamWEntry {param, m, v, grad, n, start, weightDecay}: 7 fields.
+  int64_t at = scalarSlot(static_cast<int64_t>(rows.size()) * 64);
+  int64_t start = 0;
+  std::string name = "kTable" + std::to_string(at);
+  std::string t = "static const AdamWEntry " + name + "[] = {\n";
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const auto &x = rows[r];
+    t += "    {" + std::to_string(x[0]) + ", " + std::to_string(x[1]) + ", " +
+         std::to_string(x[2]) + ", " + std::to_string(x[3]) + ", " +
+         std::to_string(x[4]) + ", " + std::to_string(start) + ", " +
+         num(decay[r]) + "f},\n";
+    start += (x[4] + 3) / 4;
+  }
+  t += "};\n";
+  out += t;
+  init += "  std::memcpy(image + " + std::to_string(at) + ", " + name +
+          ", sizeof " + name + ");\n";
+  return {at, start};
+}
+
+LogicalResult Emitter::emitAdamW(ir::AdamWOp first, Block &block) {
+  // Every AdamW of the function that shares the hyper-parameters, rate,
+  // step and clip factor of `first` goes into one launch, when nothing
+  // between them reads what they update.
+  auto key = [&](ir::AdamWOp o) {
+    auto gi = clipFactor.find(o.getGrad());
+    return std::make_tuple(o.getLr(), o.getStep(),
+                           o.getBeta1().convertToDouble(),
+                           o.getBeta2().convertToDouble(),
+                           o.getEps().convertToDouble(),
+                           gi == clipFactor.end() ? int64_t(-1) : gi->second);
+  };
+  std::vector<ir::AdamWOp> group;
+  bool clean = true;
+  for (Operation *op = first; op; op = op->getNextNode()) {
+    if (auto a = dyn_cast<ir::AdamWOp>(op)) {
+      if (key(a) != key(first)) {
+        clean = false;
+        break;
+      }
+      group.push_back(a);
+      continue;
+    }
+    if (!isa<ir::AssignOp, ir::ParamRefOp, ir::StateRefOp, arith::ConstantOp,
+             func::ReturnOp>(op)) {
+      // Something else after the first update: keep the group to what came
+      // before it only if no later AdamW exists.
+      for (Operation *rest = op; rest; rest = rest->getNextNode())
+        if (isa<ir::AdamWOp>(rest))
+          clean = false;
+      break;
+    }
+  }
+  if (!clean)
+    group = {first};
+  std::vector<std::array<int64_t, 5>> rows;
+  std::vector<double> decay;
+  for (ir::AdamWOp a : group) {
+    Place p = places.lookup(a.getParam()), m = places.lookup(a.getM()),
+          v = places.lookup(a.getV()), g = places.lookup(a.getGrad());
+    if (p.base != 'W' || m.base != 'W' || v.base != 'W')
+      return unsupported(a, "AdamW updates weights slots only");
+    if (g.base != 'A')
+      return unsupported(a, "the gradient must be in the arena");
+    rows.push_back({p.off, m.off, v.off, g.off, numel(a.getParam())});
+    decay.push_back(a.getWeightDecay().convertToDouble());
+    places[a.getNewParam()] = p;
+    places[a.getNewM()] = m;
+    places[a.getNewV()] = v;
+    done.insert(a);
+  }
+  auto [at, quads] = table(rows, decay);
+  auto gi = clipFactor.find(first.getGrad());
+  std::string scale = gi == clipFactor.end()
+                          ? "nullptr"
+                          : ptr({'S', gi->second});
+  launch("adamw",
+         "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", 1056)",
+         "256",
+         "(const AdamWEntry *)(c.scalars + " + std::to_string(at) + "), " +
+             std::to_string(rows.size()) + ", " + std::to_string(quads) +
+             ", c.weights, c.arena, " + f(first.getLr()) + ", " +
+             i(first.getStep()) + ", " + scale + ", " +
+             num(first.getBeta1().convertToDouble()) + "f, " +
+             num(first.getBeta2().convertToDouble()) + "f, " +
+             num(first.getEps().convertToDouble()) + "f",
+         "stlm.adamw");
+  (void)block;
+  return success();
+}
+
+LogicalResult Emitter::emitOp(Operation *op) {
+  if (done.count(op))
+    return success();
+  return llvm::TypeSwitch<Operation *, LogicalResult>(op)
+      .Case<ir::ParamRefOp, ir::StateRefOp>([&](auto o) -> LogicalResult {
+        auto it = slots.find(o.getName().str());
+        if (it == slots.end())
+          return unsupported(op, "'@" + o.getName().str() +
+                                     "' has no weights slot");
+        places[o.getResult()] = {'W', it->second};
+        return success();
+      })
+      .Case([&](arith::ConstantOp o) -> LogicalResult {
+        auto t = tensorType(o.getResult());
+        auto attr = llvm::dyn_cast<DenseElementsAttr>(o.getValue());
+        if (!t || !attr || !attr.isSplat())
+          return unsupported(op, "only splat tensor constants are compiled");
+        if (t.getRank() == 0) {
+          int64_t at = scalarSlot(8);
+          places[o.getResult()] = {'S', at};
+          if (t.getElementType().isF32())
+            init += "  { float v = " +
+                    num(attr.getSplatValue<APFloat>().convertToDouble()) +
+                    "f; std::memcpy(image + " + std::to_string(at) +
+                    ", &v, 4); }\n";
+          else
+            init += "  { int32_t v = " +
+                    std::to_string(attr.getSplatValue<APInt>().getSExtValue()) +
+                    "; std::memcpy(image + " + std::to_string(at) +
+                    ", &v, 4); }\n";
+          return success();
+        }
+        bool isZero = t.getElementType().isF32()
+                          ? attr.getSplatValue<APFloat>().isZero()
+                          : attr.getSplatValue<APInt>().isZero();
+        if (!isZero)
+          return unsupported(op, "only zero tensor constants are compiled");
+        if (failed(inArena(op, 0)))
+          return failure();
+        zero(f(o.getResult()),
+             t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
+                                   8));
+        return success();
+      })
+      .Case([&](arith::AddIOp o) -> LogicalResult {
+        if (tensorType(o.getResult()).getRank() != 0)
+          return unsupported(op, "tensor sums of integers");
+        places[o.getResult()] = {'S', scalarSlot(8)};
+        launch("addI32", "1", "1",
+               i(o.getLhs()) + ", " + i(o.getRhs()) + ", " + i(o.getResult()),
+               "arith.addi");
+        return success();
+      })
+      .Case([&](arith::MulFOp o) -> LogicalResult {
+        if (tensorType(o.getResult()).getRank() != 0)
+          return unsupported(op, "tensor products (gradient accumulation)");
+        places[o.getResult()] = {'S', scalarSlot(8)};
+        launch("mulF32", "1", "1",
+               f(o.getLhs()) + ", " + f(o.getRhs()) + ", " + f(o.getResult()),
+               "arith.mulf");
+        return success();
+      })
+      .Case([&](ir::EmbedOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t V = dim(o.getTable(), 2), D = dim(o.getTable(), 1),
+                N = numel(o.getIds());
+        launch("embed", std::to_string(N), std::to_string(threadsFor(D, 256)),
+               f(o.getTable()) + ", " + i(o.getIds()) + ", " +
+                   f(o.getResult()) + ", " + std::to_string(N) + ", " +
+                   std::to_string(V) + ", " + std::to_string(D),
+               "stlm.embed");
+        return success();
+      })
+      .Case([&](ir::EmbedGradOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t V = dim(o.getDtable(), 2), D = dim(o.getDtable(), 1),
+                N = numel(o.getIds());
+        launch("embedGrad", std::to_string(V),
+               std::to_string(threadsFor(D, 256)),
+               i(o.getIds()) + ", " + f(o.getDy()) + ", " + f(o.getDtable()) +
+                   ", " + std::to_string(N) + ", " + std::to_string(V) + ", " +
+                   std::to_string(D),
+               "stlm.embed_grad");
+        return success();
+      })
+      .Case([&](ir::RMSNormOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
+        launch("rmsnorm", std::to_string(N),
+               std::to_string(threadsFor(D, 1024)),
+               f(o.getX()) + ", " + f(o.getWeight()) + ", " +
+                   f(o.getResult()) + ", " + std::to_string(D) + ", " +
+                   num(o.getEps().convertToDouble()) + "f",
+               "stlm.rmsnorm");
+        return success();
+      })
+      .Case([&](ir::RMSNormGradOp o) -> LogicalResult {
+        if (failed(allInArena(op)))
+          return failure();
+        int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
+        const int rows = 16;
+        zero(f(o.getDweight()), D * 4);
+        launch("rmsnormGrad", grid1(N, rows),
+               std::to_string(threadsFor(D, 1024)),
+               f(o.getX()) + ", " + f(o.getWeight()) + ", " + f(o.getDy()) +
+                   ", " + f(o.getDx()) + ", " + f(o.getDweight()) + ", " +
+                   std::to_string(N) + ", " + std::to_string(D) + ", " +
+                   num(o.getEps().convertToDouble()) + "f, " +
+                   std::to_string(rows),
+               "stlm.rmsnorm_grad", std::to_string(D * 4));
+        return success();
+      })
+      .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        Value x = op->getOperand(0), w = op->getOperand(1);
+        int64_t In = dim(x, 1), Out = dim(w, 2), R = leading(x, 1);
+        // y[R, Out] = x[R, In] · w[Out, In]ᵀ: column-major yᵀ = wᵀ' · xᵀ.
+        matmul(true, false, Out, R, In, f(w), In, f(x), In, "nullptr",
+               f(op->getResult(0)));
+        return success();
+      })
+      .Case([&](ir::LinearFusedOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t In = dim(o.getX(), 1), Out = dim(o.getWeight(), 2),
+                R = leading(o.getX(), 1);
+        bool gelu = o.getActivation() == "gelu";
+        if (!gelu && o.getActivation() != "none")
+          return unsupported(op, "activation '" + o.getActivation().str() +
+                                     "'");
+        matmul(true, false, Out, R, In, f(o.getWeight()), In, f(o.getX()), In,
+               gelu ? "nullptr" : fOrNull(o.getResidual()), f(o.getResult()));
+        if (gelu)
+          launch("gelu", grid1(R * Out, 256), "256",
+                 f(o.getResult()) + ", " + fOrNull(o.getResidual()) + ", " +
+                     f(o.getResult()) + ", " + std::to_string(R * Out),
+                 "stlm.linear_fused gelu");
+        return success();
+      })
+      .Case([&](ir::LinearGradOp o) -> LogicalResult {
+        if (failed(allInArena(op)))
+          return failure();
+        int64_t In = dim(o.getX(), 1), Out = dim(o.getWeight(), 2),
+                R = leading(o.getX(), 1);
+        // dx[R, In] = dy[R, Out] · w[Out, In] (+ addend).
+        matmul(false, false, In, R, Out, f(o.getWeight()), In, f(o.getDy()),
+               Out, fOrNull(o.getAddend()), f(o.getDx()));
+        if (o.getGeluInput())
+          launch("geluGrad", grid1(R * In, 256), "256",
+                 f(o.getGeluInput()) + ", " + f(o.getDx()) + ", " +
+                     f(o.getDx()) + ", " + std::to_string(R * In),
+                 "stlm.linear_grad gelu");
+        // dw[Out, In] = dy[R, Out]ᵀ · x[R, In].
+        matmul(false, true, In, Out, R, f(o.getX()), In, f(o.getDy()), Out,
+               "nullptr", f(o.getDweight()));
+        return success();
+      })
+      .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        Value x = op->getOperand(0);
+        int64_t W = dim(x, 1), T = dim(x, 2), rows = leading(x, 1);
+        bool grad = isa<ir::RoPEGradOp>(op);
+        launch("rope", grid1(rows * W / 2, 256), "256",
+               f(x) + ", " + f(op->getResult(0)) + ", " +
+                   std::to_string(rows) + ", " + std::to_string(T) + ", " +
+                   std::to_string(W) + ", " + std::to_string(o.getHeadDim()) +
+                   ", " + num(o.getTheta().convertToDouble()) + ", " +
+                   iOrNull(o.getOffset()) + ", " + (grad ? "-1.0" : "1.0"),
+               grad ? "stlm.rope_grad" : "stlm.rope");
+        return success();
+      })
+      .Case([&](ir::AttentionOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t H = o.getHeads(), K = o.getKvHeads(), W = dim(o.getQ(), 1),
+                T = dim(o.getQ(), 2), S = dim(o.getK(), 2),
+                B = leading(o.getQ(), 2), hd = W / H;
+        if (hd > 128 || hd % 2)
+          return unsupported(op, "head width " + std::to_string(hd) +
+                                     " (even, at most 128)");
+        headWidths.insert(hd);
+        std::string grid = "dim3(" + grid1(T, 4) + ", " + std::to_string(H) +
+                           ", " + std::to_string(B) + ")";
+        launch("attention<" + std::to_string(hd) + ">", grid, "128",
+               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
+                   f(o.getResult()) + ", " + std::to_string(T) + ", " +
+                   std::to_string(S) + ", " + std::to_string(H) + ", " +
+                   std::to_string(K) + ", " +
+                   (o.getMask() == ir::MaskKind::causal ? "true" : "false") +
+                   ", " + iOrNull(o.getOffset()) + ", nullptr",
+               "stlm.attention");
+        return success();
+      })
+      .Case([&](ir::AttentionGradOp o) -> LogicalResult {
+        if (failed(allInArena(op)))
+          return failure();
+        int64_t H = o.getHeads(), K = o.getKvHeads(), W = dim(o.getQ(), 1),
+                T = dim(o.getQ(), 2), S = dim(o.getK(), 2),
+                B = leading(o.getQ(), 2), hd = W / H;
+        if (hd > 128 || hd % 2)
+          return unsupported(op, "head width " + std::to_string(hd) +
+                                     " (even, at most 128)");
+        headWidths.insert(hd);
+        // Scratch: y [B, T, H·hd], lse and delta [B, H, T].
+        int64_t yBytes = B * T * W * 4, statBytes = B * H * T * 4;
+        needScratch(yBytes + 2 * statBytes);
+        std::string y = "(float *)c.scratch",
+                    lse = "(float *)(c.scratch + " + std::to_string(yBytes) +
+                          ")",
+                    delta = "(float *)(c.scratch + " +
+                            std::to_string(yBytes + statBytes) + ")";
+        std::string causal =
+            o.getMask() == ir::MaskKind::causal ? "true" : "false";
+        std::string hds = std::to_string(hd);
+        std::string shape = std::to_string(T) + ", " + std::to_string(S) +
+                            ", " + std::to_string(H) + ", " +
+                            std::to_string(K) + ", " + causal + ", " +
+                            iOrNull(o.getOffset());
+        std::string grid = "dim3(" + grid1(T, 4) + ", " + std::to_string(H) +
+                           ", " + std::to_string(B) + ")";
+        launch("attention<" + hds + ">", grid, "128",
+               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
+                   y + ", " + shape + ", " + lse,
+               "stlm.attention_grad (forward)");
+        launch("attentionDelta<" + hds + ">", grid, "128",
+               f(o.getDy()) + ", " + y + ", " + delta + ", " +
+                   std::to_string(T) + ", " + std::to_string(H),
+               "stlm.attention_grad (delta)");
+        launch("attentionGradQ<" + hds + ">", grid, "128",
+               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
+                   f(o.getDy()) + ", " + lse + ", " + delta + ", " +
+                   f(o.getDq()) + ", " + shape,
+               "stlm.attention_grad (dq)");
+        launch("attentionGradKV<" + hds + ">",
+               "dim3(" + grid1(S, 4) + ", " + std::to_string(K) + ", " +
+                   std::to_string(B) + ")",
+               "128",
+               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
+                   f(o.getDy()) + ", " + lse + ", " + delta + ", " +
+                   f(o.getDk()) + ", " + f(o.getDv()) + ", " + shape,
+               "stlm.attention_grad (dk, dv)");
+        return success();
+      })
+      .Case([&](ir::SwiGLUOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t n = numel(o.getGate());
+        launch("swiglu", grid1(n, 256), "256",
+               f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getResult()) +
+                   ", " + std::to_string(n),
+               "stlm.swiglu");
+        return success();
+      })
+      .Case([&](ir::SwiGLUGradOp o) -> LogicalResult {
+        if (failed(allInArena(op)))
+          return failure();
+        int64_t n = numel(o.getGate());
+        launch("swigluGrad", grid1(n, 256), "256",
+               f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getDy()) +
+                   ", " + f(o.getDgate()) + ", " + f(o.getDup()) + ", " +
+                   std::to_string(n),
+               "stlm.swiglu_grad");
+        return success();
+      })
+      .Case([&](ir::GELUOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t n = numel(o.getX());
+        launch("gelu", grid1(n, 256), "256",
+               f(o.getX()) + ", nullptr, " + f(o.getResult()) + ", " +
+                   std::to_string(n),
+               "stlm.gelu");
+        return success();
+      })
+      .Case([&](ir::GELUGradOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t n = numel(o.getX());
+        launch("geluGrad", grid1(n, 256), "256",
+               f(o.getX()) + ", " + f(o.getDy()) + ", " + f(o.getDx()) + ", " +
+                   std::to_string(n),
+               "stlm.gelu_grad");
+        return success();
+      })
+      .Case([&](ir::AddOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t n = numel(o.getLhs()), nb = numel(o.getRhs());
+        launch("add", grid1(n, 256), "256",
+               f(o.getLhs()) + ", " + f(o.getRhs()) + ", " + f(o.getResult()) +
+                   ", " + std::to_string(n) + ", " + std::to_string(nb),
+               "stlm.add");
+        return success();
+      })
+      .Case([&](ir::NextTokenLossOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t V = dim(o.getLogits(), 1), N = leading(o.getLogits(), 1);
+        needScratch(N * 4);
+        // The gradient in the same pass when it follows (past constants).
+        ir::NextTokenLossGradOp grad;
+        for (Operation *n = op->getNextNode(); n; n = n->getNextNode()) {
+          if (auto g = dyn_cast<ir::NextTokenLossGradOp>(n)) {
+            if (g.getLogits() == o.getLogits() &&
+                g.getTargets() == o.getTargets())
+              grad = g;
+            break;
+          }
+          if (!isa<arith::ConstantOp>(n))
+            break;
+        }
+        std::string dlogits = "nullptr", dloss = "nullptr";
+        if (grad) {
+          for (Operation *n = op->getNextNode(); n != grad;
+               n = n->getNextNode())
+            if (failed(emitOp(n)))
+              return failure();
+          if (failed(inArena(grad, 0)))
+            return failure();
+          dlogits = f(grad.getDlogits());
+          dloss = f(grad.getDloss());
+          done.insert(grad);
+        }
+        launch("crossEntropy", std::to_string(N),
+               std::to_string(threadsFor(V, 1024)),
+               f(o.getLogits()) + ", " + i(o.getTargets()) + ", " +
+                   std::to_string(V) + ", (float *)c.scratch, " + dlogits +
+                   ", " + dloss + ", " + std::to_string(N),
+               "stlm.next_token_loss");
+        launch("meanOf", "1", "1024",
+               "(const float *)c.scratch, " + std::to_string(N) + ", " +
+                   f(o.getLoss()),
+               "stlm.next_token_loss (mean)");
+        return success();
+      })
+      .Case([&](ir::NextTokenLossGradOp o) -> LogicalResult {
+        if (failed(inArena(op, 0)))
+          return failure();
+        int64_t V = dim(o.getLogits(), 1), N = leading(o.getLogits(), 1);
+        launch("crossEntropy", std::to_string(N),
+               std::to_string(threadsFor(V, 1024)),
+               f(o.getLogits()) + ", " + i(o.getTargets()) + ", " +
+                   std::to_string(V) + ", nullptr, " + f(o.getDlogits()) +
+                   ", " + f(o.getDloss()) + ", " + std::to_string(N),
+               "stlm.next_token_loss_grad");
+        return success();
+      })
+      .Case([&](ir::WriteRowsOp o) -> LogicalResult {
+        Place cache = places.lookup(o.getCache());
+        if (cache.base != 'W')
+          return unsupported(op, "the cache must be a stlm.state read");
+        int64_t S = dim(o.getCache(), 2), W = dim(o.getCache(), 1),
+                R = dim(o.getRows(), 2), lead = leading(o.getCache(), 2);
+        launch("writeRows", grid1(lead * R * W, 256), "256",
+               f(o.getCache()) + ", " + f(o.getRows()) + ", " +
+                   i(o.getOffset()) + ", " + std::to_string(lead) + ", " +
+                   std::to_string(S) + ", " + std::to_string(R) + ", " +
+                   std::to_string(W),
+               "stlm.write_rows");
+        places[o.getResult()] = cache;
+        return success();
+      })
+      .Case([&](ir::AssignOp o) -> LogicalResult {
+        auto it = slots.find(o.getName().str());
+        if (it == slots.end())
+          return unsupported(op, "'@" + o.getName().str() +
+                                     "' has no weights slot");
+        Place dst{'W', it->second}, src = places.lookup(o.getValue());
+        if (src == dst)
+          return success();
+        auto t = tensorType(o.getValue());
+        copy(ptr(dst), ptr(src),
+             t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
+                                   8));
+        return success();
+      })
+      .Case([&](ir::LRScheduleOp o) -> LogicalResult {
+        places[o.getResult()] = {'S', scalarSlot(8)};
+        launch("lrSchedule", "1", "1",
+               i(o.getStep()) + ", Schedule{" +
+                   num(o.getLr().convertToDouble()) + ", " +
+                   num(o.getMinLr().convertToDouble()) + ", " +
+                   std::to_string(o.getWarmup()) + ", " +
+                   std::to_string(o.getTotal()) + ", " +
+                   (o.getKind() == ir::ScheduleKind::cosine ? "1" : "0") +
+                   "}, " + f(o.getResult()),
+               "stlm.lr_schedule");
+        return success();
+      })
+      .Case([&](ir::ClipGradNormOp o) -> LogicalResult {
+        std::vector<std::array<int64_t, 5>> rows;
+        std::vector<double> decay;
+        for (Value g : o.getGrads()) {
+          Place p = places.lookup(g);
+          if (p.base != 'A')
+            return unsupported(op, "clipped gradients must be in the arena");
+          rows.push_back({0, 0, 0, p.off, numel(g)});
+          decay.push_back(0);
+        }
+        auto [at, quads] = table(rows, decay);
+        int64_t sum = scalarSlot(8), factor = scalarSlot(8);
+        places[o.getNorm()] = {'S', scalarSlot(8)};
+        zero(ptr({'S', sum}, "double"), 8);
+        launch("sumSquares",
+               "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", 1056)",
+               "256",
+               "(const AdamWEntry *)(c.scalars + " + std::to_string(at) +
+                   "), " + std::to_string(rows.size()) + ", " +
+                   std::to_string(quads) + ", c.arena, " +
+                   ptr({'S', sum}, "double"),
+               "stlm.clip_grad_norm (sum of squares)");
+        launch("clipScale", "1", "1",
+               ptr({'S', sum}, "double") + ", " +
+                   num(o.getMaxNorm().convertToDouble()) + ", " +
+                   f(o.getNorm()) + ", " + ptr({'S', factor}),
+               "stlm.clip_grad_norm (factor)");
+        // The clipped gradients are the gradients, scaled as AdamW reads
+        // them: nothing else may read them.
+        for (auto [g, c] : llvm::zip(o.getGrads(), o.getClipped())) {
+          for (Operation *user : c.getUsers())
+            if (!isa<ir::AdamWOp>(user) ||
+                cast<ir::AdamWOp>(user).getGrad() != c)
+              return unsupported(user, "a clipped gradient read by another "
+                                       "op than AdamW's gradient");
+          places[c] = places.lookup(g);
+          clipFactor[c] = factor;
+        }
+        return success();
+      })
+      .Case([&](ir::AdamWOp o) -> LogicalResult {
+        return emitAdamW(o, *op->getBlock());
+      })
+      .Case([&](func::CallOp c) -> LogicalResult {
+        if (c.getCallee() != "grad" || gradReturns.empty())
+          return unsupported(op, "only a call of @grad is compiled");
+        line("if (!body_grad(c)) return false;");
+        for (auto [r, p] : llvm::zip(c.getResults(), gradReturns))
+          places[r] = p;
+        return success();
+      })
+      .Case([&](func::ReturnOp) { return success(); })
+      .Default([&](Operation *) {
+        return unsupported(op, "no CUDA kernel computes it");
+      });
+}
+
+LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
+  std::string name = fn.getSymName().str();
+  body.clear();
+  if (auto a = fn->getAttrOfType<IntegerAttr>("stlm.arena_size"))
+    layout.arenaSize = std::max(layout.arenaSize, a.getInt());
+  // Arguments: consecutive in the input block.
+  int64_t at = 0;
+  for (unsigned k = 0; k < fn.getNumArguments() && k < inputs; ++k) {
+    places[fn.getArgument(k)] = {'I', at * 4};
+    at += tensorType(fn.getArgument(k)).getNumElements();
+  }
+  inputInts = std::max(inputInts, at);
+  // Weights slots and scalar constants first: they launch nothing, and a
+  // fused group (AdamW) may reach past its first op.
+  for (Operation &op : fn.getBody().front()) {
+    auto c = dyn_cast<arith::ConstantOp>(op);
+    if (isa<ir::ParamRefOp, ir::StateRefOp>(op) ||
+        (c && tensorType(c.getResult()) &&
+         tensorType(c.getResult()).getRank() == 0)) {
+      if (failed(emitOp(&op)))
+        return failure();
+      done.insert(&op);
+    }
+  }
+  for (Operation &op : fn.getBody().front())
+    if (failed(emitOp(&op)))
+      return failure();
+  auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
+  Result r;
+  if (name == "train_step") {
+    // loss, norm, lr: gathered into three floats for one download.
+    int64_t outAt = scalarSlot(16);
+    for (auto [k, v] : llvm::enumerate(ret.getOperands()))
+      copy("(char *)c.scalars + " + std::to_string(outAt + 4 * k),
+           ptr(places.lookup(v), "char"), 4);
+    r = {ptr({'S', outAt}), 3};
+  } else {
+    Value v = ret.getOperand(0);
+    r = {f(v), numel(v)};
+  }
+  results[name] = r;
+  outputFloats = std::max(outputFloats, r.count);
+  if (name == "grad") {
+    auto names = fn->getAttrOfType<ArrayAttr>("stlm.grad_params");
+    for (auto [k, v] : llvm::enumerate(ret.getOperands())) {
+      gradReturns.push_back(places.lookup(v));
+      if (k == 0)
+        continue;
+      Place p = places.lookup(v);
+      if (p.base != 'A')
+        return fn.emitOpError("gradient ") << k - 1 << " is not in the arena";
+      layout.gradParams.push_back(
+          llvm::cast<FlatSymbolRefAttr>(names[k - 1]).getValue().str());
+      layout.gradOffsets.push_back(p.off);
+    }
+  }
+  out += "static bool body_" + name + "(Context &c) {\n" + body +
+         "  return true;\n}\n\n";
+  return success();
+}
+
+void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
+  const Result &r = results[name];
+  std::string entry = name == "train_step"    ? "kTrainStep"
+                      : name == "grad"        ? "kGrad"
+                      : name == "eval"        ? "kEval"
+                      : name == "logits"      ? "kLogits"
+                      : name == "prefill"     ? "kPrefill"
+                                              : "kDecode";
+  std::string sig = "extern \"C\" int32_t " + prefix + "_" + name +
+                    "(void *context, void *";
+  std::string counts;
+  auto argCount = [&](unsigned k) {
+    return std::to_string(tensorType(fn.getArgument(k)).getNumElements());
+  };
+  if (name == "train_step" || name == "grad" || name == "eval") {
+    // The step's @train_step takes @grad's batch.
+    func::FuncOp batchFn = fn;
+    unsigned n = batchFn.getNumArguments();
+    std::string tok = argCount(0), tgt = argCount(1),
+                seed = n > 2 ? argCount(2) : "1";
+    out += sig + ", const int32_t *tokens, const int32_t *targets, const "
+                 "int32_t *seed, float *out) {\n"
+                 "  const int32_t *in[] = {tokens, targets, seed};\n"
+                 "  const size_t counts[] = {" +
+           tok + ", " + tgt + ", " + seed +
+           "};\n"
+           "  Context &c = *static_cast<Context *>(context);\n"
+           "  return run(c, " +
+           entry + ", in, counts, 3, " + r.where + ", " +
+           std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+    return;
+  }
+  if (name == "decode_step") {
+    // The position is checked here: the cache has `context` rows.
+    out += sig + ", const int32_t *token, const int32_t *pos, float *out) "
+                 "{\n"
+                 "  if (!token || !pos) return -1;\n"
+                 "  if (*pos < 0 || *pos >= " +
+           std::to_string(context) + ") return " +
+           std::to_string(format::kPositionOutOfRange) +
+           ";\n"
+           "  const int32_t *in[] = {token, pos};\n"
+           "  const size_t counts[] = {1, 1};\n"
+           "  Context &c = *static_cast<Context *>(context);\n"
+           "  return run(c, " +
+           entry + ", in, counts, 2, " + r.where + ", " +
+           std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+    return;
+  }
+  out += sig + ", const int32_t *tokens, float *out) {\n"
+               "  const int32_t *in[] = {tokens};\n"
+               "  const size_t counts[] = {" +
+         argCount(0) +
+         "};\n"
+         "  Context &c = *static_cast<Context *>(context);\n"
+         "  return run(c, " +
+         entry + ", in, counts, 1, " + r.where + ", " +
+         std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+}
+
+FailureOr<CudaSource> Emitter::run() {
+  auto weightsSize = model->getAttrOfType<IntegerAttr>("stlm.weights_size");
+  if (!weightsSize)
+    return model.emitOpError("has no weights layout (run stlm-plan-memory "
+                             "first)");
+  bf16 = hasBF16Matmuls(model);
+  layout.weightsSize = weightsSize.getInt();
+  func::FuncOp grad, eval, step;
+  std::vector<func::FuncOp> inference;
+  for (func::FuncOp f : compiledFunctions(model)) {
+    StringRef name = f.getSymName();
+    if (name == "grad")
+      grad = f;
+    else if (name == "eval")
+      eval = f;
+    else if (name == "train_step")
+      step = f;
+    else if (name == "accumulate" || name == "apply")
+      return f.emitOpError("the cuda target cannot compile gradient "
+                           "accumulation yet (train.accumulate > 1)");
+    else
+      inference.push_back(f);
+  }
+  if (!grad || !eval || !step)
+    return model.emitOpError("needs @grad, @eval and @train_step: run "
+                             "stlm-autodiff first");
+  auto input = tensorType(grad.getArgument(0));
+  if (!input || input.getRank() != 2)
+    return model.emitOpError("the cuda target compiles token models only");
+  batchRows = input.getDimSize(0);
+  context = input.getDimSize(1);
+
+  out += "// Generated by stlm-compile --target=cuda; do not edit.\n"
+         "#include \"Kernels.cuh\"\n#include \"stlm/stlm.h\"\n\n"
+         "using namespace stlm_cuda;\n\nnamespace {\n\n";
+  if (failed(emitFunction(grad, format::kBatchArgs)) ||
+      failed(emitFunction(step, format::kBatchArgs)) ||
+      failed(emitFunction(eval, format::kBatchArgs)))
+    return failure();
+  for (func::FuncOp f : inference) {
+    if (failed(emitFunction(f, f.getNumArguments())))
+      return failure();
+    layout.inference.push_back(f.getSymName().str());
+  }
+  out += "constexpr int64_t kWeightsSize = " +
+         std::to_string(layout.weightsSize) +
+         ";\nconstexpr int64_t kArenaSize = " +
+         std::to_string(layout.arenaSize) +
+         ";\nconstexpr int64_t kScratchSize = " + std::to_string(scratchSize) +
+         ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
+         ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
+         ";\nconstexpr size_t kOutputFloats = " +
+         std::to_string(outputFloats) +
+         ";\nconstexpr size_t kMatmulSites = " + std::to_string(matmulSites) +
+         ";\n\n/// The scalar block's first contents: constants and tables.\n"
+         "void initScalars(char *image) {\n" +
+         init + "}\n\n} // namespace\n\n";
+  for (const char *name : {"grad", "train_step", "eval"})
+    emitEntries(name, name == std::string("train_step") ? grad
+                      : name == std::string("grad")     ? grad
+                                                        : eval);
+  for (func::FuncOp f : inference)
+    emitEntries(f.getSymName().str(), f);
+  CudaSource s;
+  s.text = std::move(out);
+  s.layout = layout;
+  return s;
+}
+
+/// `text` as a C string literal (octal escapes for all but plain ASCII).
+std::string cString(const std::string &text) {
+  std::string s = "\"";
+  int column = 0;
+  for (unsigned char ch : text) {
+    if (ch == '\\' || ch == '"')
+      s += '\\', s += static_cast<char>(ch);
+    else if (ch >= 32 && ch < 127 && ch != '?')
+      s += static_cast<char>(ch);
+    else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\%03o", ch);
+      s += buf;
+    }
+    if (++column >= 100 && ch == ',') {
+      s += "\"\n    \"";
+      column = 0;
+    }
+  }
+  return s + "\"";
+}
+
+} // namespace
+
+FailureOr<CudaSource> emitCuda(ir::ModelOp model) {
+  Emitter e(model);
+  return e.run();
+}
+
+std::string cudaDescriptor(const std::string &symbol,
+                           const std::string &manifest,
+                           const DriverLayout &layout) {
+  auto has = [&](const char *f) {
+    return std::find(layout.inference.begin(), layout.inference.end(), f) !=
+           layout.inference.end();
+  };
+  std::string s;
+  s += "namespace {\n"
+       "const char kManifest[] =\n    " +
+       cString(manifest) +
+       ";\n\n"
+       "void *deviceOpen(char *error, size_t size) {\n"
+       "  std::vector<char> image(kScalarSize > 0 ? kScalarSize : 1, 0);\n"
+       "  initScalars(image.data());\n"
+       "  std::string why;\n"
+       "  Context *c = stlm_cuda::open(kWeightsSize, kArenaSize, "
+       "kScratchSize, kScalarSize, image.data(), kInputInts, kOutputFloats, "
+       "kMatmulSites, why);\n"
+       "  if (!c && error && size) std::snprintf(error, size, \"%s\", "
+       "why.c_str());\n"
+       "  return c;\n}\n"
+       "void deviceClose(void *c) { stlm_cuda::close(static_cast<Context "
+       "*>(c)); }\n"
+       "int32_t deviceCopy(void *context, int32_t buffer, int64_t offset, "
+       "void *host, int64_t bytes, int32_t toDevice) {\n"
+       "  Context &c = *static_cast<Context *>(context);\n"
+       "  c.error.clear();\n"
+       "  int64_t size = buffer == 0 ? kWeightsSize : kArenaSize;\n"
+       "  if (offset < 0 || bytes < 0 || offset > size || bytes > size - "
+       "offset) {\n"
+       "    c.error = \"a copy outside the device buffers\";\n"
+       "    return -1;\n  }\n"
+       "  char *dev = (buffer == 0 ? c.weights : c.arena) + offset;\n"
+       "  cudaError_t e = toDevice ? cudaMemcpy(dev, host, bytes, "
+       "cudaMemcpyHostToDevice) : cudaMemcpy(host, dev, bytes, "
+       "cudaMemcpyDeviceToHost);\n"
+       "  return check(c, e, \"cudaMemcpy\") ? 0 : -1;\n}\n"
+       "const char *deviceMessage(const void *c) {\n"
+       "  return static_cast<const Context *>(c)->error.c_str();\n}\n"
+       "void *noHandler(void *) { return nullptr; }\n"
+       "int oneThread(int) { return 1; }\n"
+       "const stlm_device kDevice = {\"cuda\", deviceOpen, deviceClose, "
+       "deviceCopy, deviceMessage};\n"
+       "} // namespace\n\n"
+       "extern \"C\" const stlm_artifact " +
+       format::descriptorSymbol(symbol) +
+       " = {\n"
+       "    STLM_ABI_VERSION, kManifest,\n    " +
+       symbol + "_train_step, " + symbol + "_grad, " + symbol + "_eval,\n    " +
+       (has("logits") ? symbol + "_logits" : "nullptr") + ", " +
+       (has("prefill") ? symbol + "_prefill" : "nullptr") + ", " +
+       (has("decode_step") ? symbol + "_decode_step" : "nullptr") +
+       ",\n    nullptr, nullptr,\n"
+       "    noHandler, oneThread, noHandler, noHandler,\n"
+       "    &kDevice};\n";
+  return s;
+}
+
+} // namespace stlm::codegen
