@@ -24,13 +24,21 @@ done
 here="$(cd "$(dirname "$0")" && pwd)"
 torch_py="$here/torch_gpu.py"
 [[ -f "$torch_py" ]] || torch_py="$here/../bench/torch_gpu.py"
+declare -A peers # one PyTorch run per model: variants share it
 for m in "$dir"/bench/*/; do
   name="$(basename "$m")"
   lib="$(ls "$m"/lib*.so)"
-  ours="$("$dir/bin/stlm-bench-model" "$lib" "$m/init.safetensors" --steps "$steps" --generate 256)" ||
+  model="$(basename "$lib" .so)"; model="${model#lib}"
+  init="$m/init.safetensors"
+  [[ -e "$init" ]] || init=random
+  ours="$("$dir/bin/stlm-bench-model" "$lib" "$init" --steps "$steps" --generate 256)" ||
     { echo "$name: stlm-bench-model failed" >&2; continue; }
-  peer="$(python3 "$torch_py" "$m"/*.manifest.json --steps "$steps" --forms "$forms" "${extra[@]}")" ||
-    { echo "$name: torch_gpu.py failed" >&2; continue; }
+  if [[ -z "${peers[$model]:-}" ]]; then
+    peers[$model]="$(python3 "$torch_py" "$m"/*.manifest.json --steps "$steps" --forms "$forms" "${extra[@]}")" ||
+      { echo "$name: torch_gpu.py failed" >&2; continue; }
+  fi
+  peer="${peers[$model]}"
+  echo "== $name"
   echo "$ours"
   echo "$peer"
   python3 - "$ours" "$peer" "$forms" <<'PY'

@@ -1,9 +1,11 @@
 //===- model.cpp - time a compiled model: train, forward, generate ---------===//
 //
-//   stlm-bench-model lib<name>.so WEIGHTS.safetensors [--steps N]
+//   stlm-bench-model lib<name>.so WEIGHTS.safetensors|random [--steps N]
 //       [--threads T] [--generate G]
 //
-// Opens the artifact through the C runtime, loads the weights, and times N
+// Opens the artifact through the C runtime, loads the weights (`random`:
+// every parameter drawn uniformly from ±0.02, norm gains from 1 ± 0.02, for
+// a model whose checkpoint is too big to carry to a GPU machine), and times N
 // training steps and N forward passes (stlm_eval: loss without gradients)
 // on fixed pseudo-random byte batches after 3 warm-up calls each, then
 // greedy generation (stlm_generate, KV cache) of min(G, context) tokens
@@ -36,7 +38,7 @@ double median(std::vector<double> v) {
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: stlm-bench-model lib<name>.so W.safetensors "
+    std::fprintf(stderr, "usage: stlm-bench-model lib<name>.so W.safetensors|random "
                          "[--steps N] [--threads T] [--generate G]\n");
     return 2;
   }
@@ -52,8 +54,22 @@ int main(int argc, char **argv) {
   stlm_model *m = nullptr;
   if (stlm_open_library(argv[1], nullptr, &m) != STLM_OK)
     return die(m, "open");
-  if (stlm_load(m, argv[2]) != STLM_OK)
+  if (!std::strcmp(argv[2], "random")) {
+    uint64_t state = 0x5eed;
+    for (int64_t p = 0; const char *name = stlm_param_name(m, p); ++p) {
+      std::vector<float> v(static_cast<size_t>(stlm_tensor_size(m, name)));
+      bool gain = std::strstr(name, "norm") != nullptr;
+      for (float &x : v) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        float u = static_cast<float>(state >> 40) / 16777216.0f; // [0, 1)
+        x = (gain ? 1.0f : 0.0f) + 0.04f * (u - 0.5f);
+      }
+      if (stlm_write(m, name, v.data(), v.size()) != STLM_OK)
+        return die(m, "random weights");
+    }
+  } else if (stlm_load(m, argv[2]) != STLM_OK) {
     return die(m, "load");
+  }
   if (stlm_set_threads(m, threads) != STLM_OK)
     return die(m, "threads");
   int64_t n = stlm_batch(m) * stlm_context(m);

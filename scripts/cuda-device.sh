@@ -28,13 +28,42 @@ cp "$root/bench/torch_gpu.py" "$root/bench/cuda.sh" "$out/"
 # The test's own cases, recorded and compiled (it skips: no GPU here).
 STLM_CUDA_PREPARE="$out/cases" "$out/bin/CudaVsReferenceTests" > "$out/prepare.log" 2>&1 || {
   cat "$out/prepare.log" >&2; exit 1; }
-for model in ${STLM_BENCH_MODELS:-char-tiny ref-3m}; do
+# Benchmark models: NAME (examples/models/NAME.yaml, as shipped), NAME:tf32
+# (compiled with --tf32), NAME:bf16 (train.precision: bf16) or NAME:random
+# (as shipped, random weights drawn there: no checkpoint to carry); a
+# variant shares its model's initial weights (a checkpoint ignores the
+# train section).
+for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m ref-3m:tf32 ref-3m:bf16 stlm-100m:random}; do
+  model="${entry%%:*}"
+  variant="${entry#"$model"}"; variant="${variant#:}"
   spec="$root/examples/models/$model.yaml"
-  "$bin/stlm-compile" --target=cuda "$spec" -o "$out/bench/$model" > /dev/null
-  "$bin/stlm-run" init "$spec" -o "$out/bench/$model/init.safetensors" > /dev/null
-  rm -rf "$out/bench/$model/obj"
+  dir="$out/bench/$model${variant:+-$variant}"
+  flags=()
+  case "$variant" in
+    ""|random) ;;
+    tf32) flags+=(--tf32) ;;
+    bf16) sed 's/^train:$/train:\n  precision: bf16/' "$spec" > "$out/$model-bf16.yaml"
+          spec="$out/$model-bf16.yaml" ;;
+    *) echo "cuda-device.sh: unknown variant '$variant' of $model" >&2; exit 2 ;;
+  esac
+  "$bin/stlm-compile" --target=cuda "${flags[@]}" "$spec" -o "$dir" > /dev/null
+  if [[ "$variant" == random ]]; then
+    : # stlm-bench-model draws them
+  elif [[ -z "$variant" && -f "$out/cases/$model/init.safetensors" ]]; then
+    # The GPU test's case of the same spec: its weights (seed 7) serve.
+    ln -s "../../cases/$model/init.safetensors" "$dir/init.safetensors"
+  elif [[ -z "$variant" ]]; then
+    "$bin/stlm-run" init "$spec" -o "$dir/init.safetensors" > /dev/null
+  else
+    [[ -f "$out/bench/$model/init.safetensors" ]] ||
+      "$bin/stlm-run" init "$spec" -o "$out/bench/$model/init.safetensors" > /dev/null
+    ln -s "../$model/init.safetensors" "$dir/init.safetensors"
+  fi
 done
-find "$out/cases" -name obj -type d -prune -exec rm -rf {} +
+rm -f "$out"/*-bf16.yaml
+# Only what runs there travels (64 MiB at most): the shared libraries.
+find "$out/cases" "$out/bench" -name obj -type d -prune -exec rm -rf {} +
+find "$out/cases" "$out/bench" -name 'lib*.a' -delete
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # On the GPU machine: the CUDA tests against the recorded reference, then
@@ -44,6 +73,15 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_6
 log="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
 STLM_CUDA_CASES="$here/cases" "$here/bin/CudaVsReferenceTests" 2>&1 | tee "$log/tests.log" | grep -v "^\[ RUN\|^\[       OK" | tail -40
+# Where a step's device time goes (STLM_CUDA_PROFILE: eager, an event
+# after every launch), for the first models.
+for m in "$here"/bench/char-tiny "$here"/bench/ref-3m-tf32; do
+  [[ -d "$m" ]] || continue
+  init="$m/init.safetensors"; [[ -e "$init" ]] || init=random
+  STLM_CUDA_PROFILE=1 "$here/bin/stlm-bench-model" "$m"/lib*.so "$init" --steps 5 --generate 8 \
+    > /dev/null 2> "$log/profile-$(basename "$m").log"
+  echo "== profile $(basename "$m")"; head -14 "$log/profile-$(basename "$m").log"
+done
 bash "$here/cuda.sh" "$here" "${@}" 2>&1 | tee "$log/bench.log"
 RUN
 chmod +x "$out/run.sh"

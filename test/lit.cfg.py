@@ -55,3 +55,22 @@ if config.stlm_sanitize:
 else:
     config.substitutions.append(("%limit_memory", "ulimit -v 4000000"))
     config.substitutions.append(("%sanitize_flags", ""))
+
+# The CUDA target: tests that compile with --target=cuda need nvcc
+# (`REQUIRES: nvcc`; on PATH or in /usr/local/cuda); a GPU (`cuda-device`,
+# nvidia-smi lists one) changes what running such an artifact does.
+import shutil
+import subprocess
+nvcc = shutil.which("nvcc") or (
+    "/usr/local/cuda/bin/nvcc"
+    if os.access("/usr/local/cuda/bin/nvcc", os.X_OK) else None)
+if nvcc:
+    config.available_features.add("nvcc")
+else:
+    lit_config.note("no nvcc: tests of the cuda target are skipped")
+try:
+    if subprocess.run(["nvidia-smi", "-L"], capture_output=True,
+                      timeout=20).returncode == 0:
+        config.available_features.add("cuda-device")
+except (OSError, subprocess.TimeoutExpired):
+    pass

@@ -320,7 +320,8 @@ Status writeManifestFile(const std::string &dir, const std::string &name,
                 "\"}";
   }
   size_t close = manifest.rfind('}');
-  std::string text = manifest.substr(0, close) + ",\n  \"" +
+  std::string text = StringRef(manifest).substr(0, close).rtrim().str() +
+                     ",\n  \"" +
                      format::key::kFiles + "\": {\n" + fileList + "\n  }\n}\n";
   return writeFile(dir + "/" + format::manifest(name), text);
 }
@@ -379,7 +380,7 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                          ": " + d.str();
           return mlir::success();
         });
-    source = emitCuda(model);
+    source = emitCuda(model, target.tf32);
   }
   if (failed(source))
     return Status::unsupported("cannot compile '" + info.name +
@@ -400,6 +401,8 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
     j.object([&] {
       describeLayout(model, info, source->layout, "cuda", j);
       j.attributeArray(key::kKernels, [] {});
+      j.attribute(key::kCudaArch, target.arch);
+      j.attribute(key::kTF32, target.tf32);
     });
   }
   for (const auto &[path, text] : cudaSupportFiles())

@@ -84,6 +84,7 @@ struct ArtifactTarget {
   std::string name = "host"; // "host" or "cuda"
   std::string nvcc;          // cuda: empty finds it (PATH, /usr/local/cuda)
   std::string arch = "sm_90"; // cuda: nvcc's -arch
+  bool tf32 = false;          // cuda: fp32 matmuls with TF32 operands
 };
 
 /// The artifact of the planned model in `module` into `dir` (objects under

@@ -85,8 +85,8 @@ int threadsFor(int64_t n, int most) {
 
 class Emitter {
 public:
-  explicit Emitter(ir::ModelOp model)
-      : model(model), prefix(symbolPrefix(model)) {
+  Emitter(ir::ModelOp model, bool tf32)
+      : model(model), prefix(symbolPrefix(model)), tf32(tf32) {
     for (Operation &op : model.getBody().front()) {
       auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
       if (!off)
@@ -143,6 +143,18 @@ private:
         return failure();
     return success();
   }
+  /// Whether the tensors `a` and `b` share bytes.
+  bool overlaps(Value a, Value b) {
+    Place pa = places.lookup(a), pb = places.lookup(b);
+    if (pa.base != pb.base)
+      return false;
+    auto bytes = [](Value v) {
+      auto t = tensorType(v);
+      return t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
+                                   8);
+    };
+    return pa.off < pb.off + bytes(b) && pb.off < pa.off + bytes(a);
+  }
   LogicalResult unsupported(Operation *op, const Twine &why) {
     return op->emitOpError("the cuda target cannot compile this op yet: ")
            << why;
@@ -178,7 +190,8 @@ private:
          std::to_string(m) + ", " + std::to_string(n) + ", " +
          std::to_string(k) + ", " + a + ", " + std::to_string(lda) + ", " +
          b + ", " + std::to_string(ldb) + ", " + cIn + ", " + d + ", " +
-         (cIn == "nullptr" ? "0.f" : "1.f") + (bf16 ? ", true" : "") +
+         (cIn == "nullptr" ? "0.f" : "1.f") +
+         (bf16 ? ", Operands::BF16" : tf32 ? ", Operands::TF32" : "") +
          ")) return false;");
   }
   void needScratch(int64_t bytes) { scratchSize = std::max(scratchSize, bytes); }
@@ -213,6 +226,7 @@ private:
   int64_t scalarSize = 0, scratchSize = 0;
   int matmulSites = 0;
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
+  bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
   int64_t inputInts = 0, outputFloats = 0;
   std::set<int64_t> headWidths;
   DriverLayout layout;
@@ -487,8 +501,35 @@ LogicalResult Emitter::emitOp(Operation *op) {
         Value x = op->getOperand(0);
         int64_t W = dim(x, 1), T = dim(x, 2), rows = leading(x, 1);
         bool grad = isa<ir::RoPEGradOp>(op);
-        launch("rope", grid1(rows * W / 2, 256), "256",
-               f(x) + ", " + f(op->getResult(0)) + ", " +
+        // The next op, when it rotates another tensor the same way (k after
+        // q), shares the launch.
+        std::string second = "nullptr, nullptr";
+        auto twin = dyn_cast_or_null<std::remove_pointer_t<decltype(o)>>(
+            op->getNextNode());
+        bool paired = twin && twin->getOperand(0).getType() == x.getType() &&
+                      twin.getHeadDim() == o.getHeadDim() &&
+                      twin.getTheta() == o.getTheta() &&
+                      twin.getOffset() == o.getOffset() &&
+                      twin->getOperand(0) != op->getResult(0);
+        if (paired) {
+          if (failed(inArena(twin, 0)))
+            return failure();
+          // One launch reads both inputs while writing both outputs: no
+          // output may overlap the other pair's tensors (the planner may
+          // reuse q's space for k's rotation once q is dead).
+          Value a = op->getOperand(0), ra = op->getResult(0),
+                b = twin->getOperand(0), rb = twin->getResult(0);
+          paired = !overlaps(rb, a) && !overlaps(rb, ra) &&
+                   !overlaps(ra, b);
+        }
+        if (paired) {
+          second = f(twin->getOperand(0)) + ", " + f(twin->getResult(0));
+          done.insert(twin);
+        }
+        launch("rope",
+               "dim3(" + grid1(rows * W / 2, 256) + (paired ? ", 2)" : ", 1)"),
+               "256",
+               f(x) + ", " + f(op->getResult(0)) + ", " + second + ", " +
                    std::to_string(rows) + ", " + std::to_string(T) + ", " +
                    std::to_string(W) + ", " + std::to_string(o.getHeadDim()) +
                    ", " + num(o.getTheta().convertToDouble()) + ", " +
@@ -528,14 +569,13 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "head width " + std::to_string(hd) +
                                      " (even, at most 128)");
         headWidths.insert(hd);
-        // Scratch: y [B, T, H·hd], lse and delta [B, H, T].
-        int64_t yBytes = B * T * W * 4, statBytes = B * H * T * 4;
-        needScratch(yBytes + 2 * statBytes);
-        std::string y = "(float *)c.scratch",
-                    lse = "(float *)(c.scratch + " + std::to_string(yBytes) +
-                          ")",
+        // Scratch: lse and delta [B, H, T] (the forward pass again, which
+        // keeps y in registers).
+        int64_t statBytes = B * H * T * 4;
+        needScratch(2 * statBytes);
+        std::string lse = "(float *)c.scratch",
                     delta = "(float *)(c.scratch + " +
-                            std::to_string(yBytes + statBytes) + ")";
+                            std::to_string(statBytes) + ")";
         std::string causal =
             o.getMask() == ir::MaskKind::causal ? "true" : "false";
         std::string hds = std::to_string(hd);
@@ -546,13 +586,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
         std::string grid = "dim3(" + grid1(T, 4) + ", " + std::to_string(H) +
                            ", " + std::to_string(B) + ")";
         launch("attention<" + hds + ">", grid, "128",
-               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
-                   y + ", " + shape + ", " + lse,
-               "stlm.attention_grad (forward)");
-        launch("attentionDelta<" + hds + ">", grid, "128",
-               f(o.getDy()) + ", " + y + ", " + delta + ", " +
-                   std::to_string(T) + ", " + std::to_string(H),
-               "stlm.attention_grad (delta)");
+               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) +
+                   ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
+                   ", " + delta,
+               "stlm.attention_grad (lse, delta)");
         launch("attentionGradQ<" + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
@@ -985,8 +1022,8 @@ std::string cString(const std::string &text) {
 
 } // namespace
 
-FailureOr<CudaSource> emitCuda(ir::ModelOp model) {
-  Emitter e(model);
+FailureOr<CudaSource> emitCuda(ir::ModelOp model, bool tf32) {
+  Emitter e(model, tf32);
   return e.run();
 }
 

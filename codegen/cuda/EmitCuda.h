@@ -52,9 +52,12 @@ struct CudaSource {
   DriverLayout layout;
 };
 
-/// The CUDA source of planned `model`. Fails with a diagnostic on the
-/// model's op that the CUDA target does not compile yet.
-mlir::FailureOr<CudaSource> emitCuda(mlir::stlm::ModelOp model);
+/// The CUDA source of planned `model`. `tf32`: the matmuls of a
+/// `precision: fp32` model run on tensor cores with TF32 operands (about
+/// 1e-3 relative error instead of fp32 rounding). Fails with a diagnostic
+/// on the model's op that the CUDA target does not compile yet.
+mlir::FailureOr<CudaSource> emitCuda(mlir::stlm::ModelOp model,
+                                     bool tf32 = false);
 
 /// The descriptor `<symbol>_artifact` holding `manifest`, to append to
 /// CudaSource::text.

@@ -32,10 +32,13 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -151,12 +154,15 @@ __global__ void rmsnormGrad(const float *__restrict__ x,
 //===----------------------------------------------------------------------===//
 // RoPE: each pair (2i, 2i+1) of every head rotated by sign · p · θ^(−2i/hd),
 // p = t + offset (offset: a device scalar, or none). Angles in double, as
-// the reference.
+// the reference. Two tensors of one shape per launch (q and k; their
+// gradients): blockIdx.y picks (x0, y0) or (x1, y1).
 //===----------------------------------------------------------------------===//
 
-__global__ void rope(const float *__restrict__ x, float *__restrict__ y,
+__global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
                      int64_t rows, int T, int W, int hd, double theta,
                      const int32_t *offset, double sign) {
+  const float *x = blockIdx.y ? x1 : x0;
+  float *y = blockIdx.y ? y1 : y0;
   int64_t pairs = rows * (W / 2);
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= pairs)
@@ -179,7 +185,9 @@ __global__ void rope(const float *__restrict__ x, float *__restrict__ y,
 // when causal (offset = S − T unless given). A query that sees no key gets
 // 0. One warp per query row; keys in tiles of 32 staged in shared memory by
 // the block, one key per lane for the scores, one head dimension per lane
-// for the output, an online softmax between tiles.
+// for the output, an online softmax between tiles. For the backward, the
+// same pass (y null) leaves each query's log-sum-exp in `lse` and
+// delta = dy · y in `delta` instead of y.
 //===----------------------------------------------------------------------===//
 
 constexpr int kAttnWarps = 4; // query rows per block
@@ -189,7 +197,9 @@ __global__ void attention(const float *__restrict__ q,
                           const float *__restrict__ k,
                           const float *__restrict__ v, float *__restrict__ y,
                           int T, int S, int H, int K, bool causal,
-                          const int32_t *offsetPtr, float *__restrict__ lse) {
+                          const int32_t *offsetPtr, float *__restrict__ lse,
+                          const float *__restrict__ dy = nullptr,
+                          float *__restrict__ delta = nullptr) {
   static_assert(HD % 2 == 0 && HD <= 256, "head width");
   constexpr int PER = (HD + kWarp - 1) / kWarp; // dims per lane
   __shared__ float ks[kWarp][HD + 1], vs[kWarp][HD + 1];
@@ -254,33 +264,25 @@ __global__ void attention(const float *__restrict__ q,
   if (!active)
     return;
   float inv = l > 0 ? 1.f / l : 0.f;
+  int64_t row = (((int64_t)b * T + t) * H + h) * HD;
+  float dot = 0;
   for (int e = 0; e < PER; ++e) {
     int d = lane + e * kWarp;
-    if (d < HD)
-      y[(((int64_t)b * T + t) * H + h) * HD + d] = acc[e] * inv;
+    if (d < HD) {
+      if (y)
+        y[row + d] = acc[e] * inv;
+      if (delta)
+        dot += dy[row + d] * acc[e] * inv;
+    }
   }
-  if (lse && lane == 0)
-    lse[((int64_t)b * H + h) * T + t] = l > 0 ? m + logf(l) : -INFINITY;
-}
-
-/// The backward's delta_t = dy_t · y_t (y from a forward pass into
-/// scratch), one warp per query row.
-template <int HD>
-__global__ void attentionDelta(const float *__restrict__ dy,
-                               const float *__restrict__ y,
-                               float *__restrict__ delta, int T, int H) {
-  int b = blockIdx.z, h = blockIdx.y;
-  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  int t = blockIdx.x * kAttnWarps + warp;
-  if (t >= T)
-    return;
-  int64_t base = (((int64_t)b * T + t) * H + h) * HD;
-  float dot = 0;
-  for (int d = lane; d < HD; d += kWarp)
-    dot += dy[base + d] * y[base + d];
-  dot = warpSum(dot);
-  if (lane == 0)
-    delta[((int64_t)b * H + h) * T + t] = dot;
+  if (delta)
+    dot = warpSum(dot);
+  if (lane == 0) {
+    if (lse)
+      lse[((int64_t)b * H + h) * T + t] = l > 0 ? m + logf(l) : -INFINITY;
+    if (delta)
+      delta[((int64_t)b * H + h) * T + t] = dot;
+  }
 }
 
 /// dq[t] = scale · Σ_u ds_tu k_u with ds_tu = p_tu (dy_t · v_u − delta_t):
@@ -719,6 +721,12 @@ struct Context {
   std::vector<Matmul> matmuls;
   std::string error;
   int device = 0;
+  // STLM_CUDA_PROFILE=1: entry points run eagerly (no graph), an event
+  // after every launch; per-op device time is printed when the context
+  // closes.
+  bool profiling = false;
+  std::vector<std::pair<cudaEvent_t, const char *>> marks;
+  std::map<std::string, std::pair<double, int64_t>> profile; // ms, count
 };
 
 inline bool check(Context &c, cudaError_t e, const char *what) {
@@ -737,6 +745,12 @@ inline bool checkLt(Context &c, cublasStatus_t s, const char *what) {
 }
 /// After a launch: the launch's own error (bad configuration).
 inline bool launched(Context &c, const char *what) {
+  if (c.profiling) {
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, c.stream);
+    c.marks.push_back({e, what});
+  }
   return check(c, cudaPeekAtLastError(), what);
 }
 
@@ -745,14 +759,22 @@ inline unsigned blocksFor(int64_t n, int threads) {
   return (unsigned)((n + threads - 1) / threads);
 }
 
+/// How a matmul treats its fp32 operands.
+enum class Operands {
+  FP32, // IEEE fp32 products (CUDA cores)
+  TF32, // rounded to TF32 inside the tensor cores (stlm-compile --tf32)
+  BF16  // rounded to bfloat16 first (`precision: bf16`; tensor cores)
+};
+
 /// D[m, n] (column-major, ldd = m) = alpha · op(A) · op(B) + beta · C, fp32
-/// out with fp32 accumulation; A and B fp32, or (`bf16`: `precision: bf16`)
-/// rounded to bfloat16 first, into the start of the scratch buffer. `site`
-/// names the call site, whose descriptors and algorithm are kept.
+/// out with fp32 accumulation; A and B as `operands` says (BF16: rounded
+/// into the start of the scratch buffer first). `site` names the call
+/// site, whose descriptors and algorithm are kept.
 inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
                    int n, int k, const float *A, int lda, const float *B,
                    int ldb, const float *C, float *D, float beta,
-                   bool bf16 = false) {
+                   Operands operands = Operands::FP32) {
+  bool bf16 = operands == Operands::BF16;
   Matmul &mm = c.matmuls[site];
   const void *a = A, *b = B;
   if (bf16) {
@@ -770,8 +792,10 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
   if (!mm.ready) {
     cublasOperation_t ta = transA ? CUBLAS_OP_T : CUBLAS_OP_N,
                       tb = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    if (!checkLt(c, cublasLtMatmulDescCreate(&mm.desc, CUBLAS_COMPUTE_32F,
-                                             CUDA_R_32F),
+    cublasComputeType_t compute = operands == Operands::TF32
+                                      ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                      : CUBLAS_COMPUTE_32F;
+    if (!checkLt(c, cublasLtMatmulDescCreate(&mm.desc, compute, CUDA_R_32F),
                  "cublasLtMatmulDescCreate") ||
         !checkLt(c, cublasLtMatmulDescSetAttribute(
                         mm.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
@@ -812,6 +836,15 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
     mm.ready = true;
   }
   float alpha = 1.f;
+  if (c.profiling) {
+    bool ok = checkLt(c,
+                      cublasLtMatmul(c.lt, mm.desc, &alpha, a, mm.a, b, mm.b,
+                                     &beta, C ? C : D, mm.c, D, mm.c,
+                                     &mm.algo, c.workspace, c.workspaceSize,
+                                     c.stream),
+                      "cublasLtMatmul");
+    return ok && launched(c, "cuBLASLt matmul");
+  }
   return checkLt(c,
                  cublasLtMatmul(c.lt, mm.desc, &alpha, a, mm.a, b, mm.b, &beta,
                                 C ? C : D, mm.c, D, mm.c, &mm.algo,
@@ -876,6 +909,8 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
                       cudaMemcpyHostToDevice)) != cudaSuccess)
     return fail("cannot upload the constants", e);
   c->matmuls.resize(matmulSites);
+  if (const char *p = std::getenv("STLM_CUDA_PROFILE"))
+    c->profiling = std::atoi(p) != 0;
   return c;
 }
 
@@ -883,6 +918,21 @@ inline void close(Context *c) {
   if (!c)
     return;
   cudaStreamSynchronize(c->stream);
+  if (c->profiling && !c->profile.empty()) {
+    std::vector<std::pair<double, std::string>> rows;
+    double total = 0;
+    for (const auto &[name, v] : c->profile) {
+      rows.push_back({v.first, name});
+      total += v.first;
+    }
+    std::sort(rows.rbegin(), rows.rend());
+    std::fprintf(stderr, "stlm cuda profile (device ms, all calls):\n");
+    for (const auto &[ms, name] : rows)
+      std::fprintf(stderr, "  %10.3f ms %5.1f%%  %8lld x  %s\n", ms,
+                   100 * ms / total,
+                   static_cast<long long>(c->profile[name].second),
+                   name.c_str());
+  }
   for (cudaGraphExec_t g : c->graphs)
     if (g)
       cudaGraphExecDestroy(g);
@@ -931,6 +981,36 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
     else
       std::memset(c.hostIn + at, 0, counts[i] * 4);
     at += counts[i];
+  }
+  if (c.profiling) {
+    // Eagerly, an event after each launch: the time between two events is
+    // the later op's.
+    c.marks.clear();
+    launched(c, "(start)");
+    bool ok = check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
+                                       cudaMemcpyHostToDevice, c.stream),
+                    "input upload") &&
+              body(c) &&
+              (nOut == 0 ||
+               check(c, cudaMemcpyAsync(c.hostOut, result, nOut * 4,
+                                        cudaMemcpyDeviceToHost, c.stream),
+                     "result download")) &&
+              check(c, cudaStreamSynchronize(c.stream), "the step");
+    for (size_t i = 1; i < c.marks.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, c.marks[i - 1].first, c.marks[i].first);
+      auto &slot = c.profile[c.marks[i].second];
+      slot.first += ms;
+      slot.second += 1;
+    }
+    for (auto &m : c.marks)
+      cudaEventDestroy(m.first);
+    c.marks.clear();
+    if (!ok)
+      return -1;
+    if (nOut)
+      std::memcpy(out, c.hostOut, nOut * 4);
+    return 0;
   }
   if (!c.graphs[entry]) {
     if (!check(c, cudaStreamBeginCapture(c.stream,

@@ -624,6 +624,13 @@ stlm_status stlm_set_step(stlm_model *model, int64_t step) {
   return model->ok();
 }
 
+const char *stlm_param_name(const stlm_model *model, int64_t index) {
+  if (!model || !model->artifact || index < 0 ||
+      index >= static_cast<int64_t>(model->params.size()))
+    return nullptr;
+  return model->params[index].c_str();
+}
+
 int64_t stlm_tensor_size(const stlm_model *model, const char *name) {
   if (!model || !model->artifact || !name)
     return -1;

@@ -11,6 +11,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -253,6 +255,167 @@ TEST(Runtime, RefusesBadGenerationRequests) {
                           nullptr),
             STLM_ERROR_ARGUMENT);
   EXPECT_EQ(stlm_logits(m, nullptr, nullptr), STLM_ERROR_ARGUMENT);
+  stlm_close(m);
+}
+
+
+//===----------------------------------------------------------------------===//
+// A device artifact (stlm_device) on a fake device: the context holds its
+// own copy of the weights blob, so these tests see what the runtime moves
+// between host and device, and when.
+//===----------------------------------------------------------------------===//
+
+struct FakeDevice {
+  std::vector<float> weights = std::vector<float>(16, 0.0f); // 64 bytes
+  std::vector<float> arena = std::vector<float>(16, 0.0f);
+  int uploads = 0, downloads = 0;
+  bool failCopies = false;
+  std::string message;
+};
+FakeDevice *lastDevice = nullptr;
+bool failOpen = false;
+
+void *fakeOpen(char *error, size_t size) {
+  if (failOpen) {
+    std::snprintf(error, size, "no fake device here");
+    return nullptr;
+  }
+  return lastDevice = new FakeDevice;
+}
+void fakeClose(void *c) {
+  if (lastDevice == c)
+    lastDevice = nullptr;
+  delete static_cast<FakeDevice *>(c);
+}
+int32_t fakeCopy(void *ctx, int32_t buffer, int64_t offset, void *host,
+                 int64_t bytes, int32_t toDevice) {
+  auto *d = static_cast<FakeDevice *>(ctx);
+  if (d->failCopies) {
+    d->message = "the fake device lost its memory";
+    return -1;
+  }
+  char *dev = reinterpret_cast<char *>(buffer == 0 ? d->weights.data()
+                                                   : d->arena.data()) +
+              offset;
+  if (toDevice) {
+    std::memcpy(dev, host, bytes);
+    ++d->uploads;
+  } else {
+    std::memcpy(host, dev, bytes);
+    ++d->downloads;
+  }
+  return 0;
+}
+const char *fakeMessage(const void *ctx) {
+  return static_cast<const FakeDevice *>(ctx)->message.c_str();
+}
+const stlm_device kFake = {"fake", fakeOpen, fakeClose, fakeCopy,
+                           fakeMessage};
+
+/// A training step on the fake device: w += 1 in the device's blob; the
+/// gradient "grad.w" (arena offset 0) is 2. Fails with -1 (a device
+/// failure) when the context is not the one opened.
+int32_t deviceStep(void *ctx, void *arena, const int32_t *, const int32_t *,
+                   const int32_t *, float *out) {
+  auto *d = static_cast<FakeDevice *>(ctx);
+  if (d != lastDevice || arena != nullptr) {
+    if (lastDevice)
+      lastDevice->message = "called with the wrong context";
+    return -1;
+  }
+  for (int i = 0; i < 4; ++i) {
+    d->weights[i] += 1;
+    d->arena[i] = 2;
+  }
+  out[0] = out[1] = out[2] = 0;
+  return 0;
+}
+
+const char *kDeviceManifest = R"({"format": "stlm-artifact", "version": 3,
+  "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
+  "weights_size": 64, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
+  "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0,
+              "grad_offset": 0}],
+  "state": []})";
+
+TEST(RuntimeDevice, MovesTheWeightsOnlyWhenNeeded) {
+  stlm_artifact a = artifact(kDeviceManifest);
+  a.train_step = deviceStep;
+  a.grad = deviceStep;
+  a.device = &kFake;
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  ASSERT_NE(lastDevice, nullptr);
+  EXPECT_STREQ(stlm_param_name(m, 0), "w");
+  EXPECT_EQ(stlm_param_name(m, 1), nullptr);
+  EXPECT_EQ(stlm_param_name(m, -1), nullptr);
+
+  // A host write reaches the device before the next step, once.
+  float w[4] = {10, 20, 30, 40};
+  ASSERT_EQ(stlm_write(m, "w", w, 4), STLM_OK);
+  EXPECT_EQ(lastDevice->uploads, 0);
+  std::vector<int32_t> ids(8, 1);
+  stlm_step_result r;
+  ASSERT_EQ(stlm_train_step(m, ids.data(), ids.data(), &r), STLM_OK)
+      << stlm_error_message(m);
+  EXPECT_EQ(lastDevice->uploads, 1);
+  EXPECT_EQ(lastDevice->weights[0], 11);
+  ASSERT_EQ(stlm_train_step(m, ids.data(), ids.data(), &r), STLM_OK);
+  EXPECT_EQ(lastDevice->uploads, 1) << "nothing changed on the host";
+
+  // A read brings the device's weights back, once; a gradient is read
+  // from the device's arena.
+  float got[4];
+  ASSERT_EQ(stlm_read(m, "w", got, 4), STLM_OK);
+  EXPECT_EQ(got[0], 12);
+  EXPECT_EQ(got[3], 42);
+  int downloads = lastDevice->downloads;
+  ASSERT_EQ(stlm_read(m, "w", got, 4), STLM_OK);
+  EXPECT_EQ(lastDevice->downloads, downloads);
+  ASSERT_EQ(stlm_read(m, "grad.w", got, 4), STLM_OK);
+  EXPECT_EQ(got[0], 2);
+
+  // A copy that fails is the device's error, with its message.
+  lastDevice->failCopies = true;
+  ASSERT_EQ(stlm_write(m, "w", w, 4), STLM_OK); // the host is current
+  EXPECT_EQ(stlm_train_step(m, ids.data(), ids.data(), &r),
+            STLM_ERROR_DEVICE);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("lost its memory"),
+            std::string::npos)
+      << stlm_error_message(m);
+  lastDevice->failCopies = false;
+  stlm_close(m);
+  EXPECT_EQ(lastDevice, nullptr) << "closing the model closes the device";
+}
+
+TEST(RuntimeDevice, ReportsADeviceThatCannotOpenOrFails) {
+  stlm_artifact a = artifact(kDeviceManifest);
+  a.train_step = deviceStep;
+  a.device = &kFake;
+  failOpen = true;
+  expectRefused(a, STLM_ERROR_DEVICE,
+                "cannot open 'fake' on fake: no fake device here");
+  failOpen = false;
+
+  stlm_device incomplete = kFake;
+  incomplete.copy = nullptr;
+  a.device = &incomplete;
+  expectRefused(a, STLM_ERROR_FORMAT, "device table is incomplete");
+
+  // An entry point's failure (-1) is the device's, with its message.
+  a.device = &kFake;
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK);
+  FakeDevice *opened = lastDevice;
+  lastDevice = nullptr; // deviceStep now sees a stranger
+  std::vector<int32_t> ids(8, 1);
+  stlm_step_result r;
+  EXPECT_EQ(stlm_train_step(m, ids.data(), ids.data(), &r),
+            STLM_ERROR_DEVICE);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("train step: fake failed"),
+            std::string::npos)
+      << stlm_error_message(m);
+  lastDevice = opened;
   stlm_close(m);
 }
 

@@ -87,6 +87,11 @@ cl::opt<std::string> cudaArch("cuda-arch",
                                        "(nvcc's -arch; default sm_90)"),
                               cl::value_desc("sm_NN"), cl::init("sm_90"),
                               cl::cat(options));
+cl::opt<bool> tf32("tf32",
+                   cl::desc("--target=cuda: run the matmuls of a `precision: "
+                            "fp32` model on tensor cores with TF32 operands "
+                            "(faster; about 1e-3 relative error)"),
+                   cl::cat(options));
 cl::opt<std::string> nvccPath(
     "nvcc", cl::desc("nvcc for --target=cuda (default: on PATH, else "
                      "/usr/local/cuda/bin/nvcc)"),
@@ -222,7 +227,9 @@ int main(int argc, char **argv) {
     codegen::ArtifactModel info{spec.name, spec.embedder.vocabSize,
                                 spec.train.accumulate, stlm::specToJson(spec)};
     codegen::ArtifactSummary summary;
-    codegen::ArtifactTarget where{target, nvccPath, cudaArch};
+    if (tf32 && target != "cuda")
+      return failWith("--tf32 is an option of --target=cuda");
+    codegen::ArtifactTarget where{target, nvccPath, cudaArch, tf32};
     if (codegen::Status s = codegen::writeArtifact(
             *module, info, outputPath, kernelgen(argv[0]), summary, where);
         !s)

@@ -18,7 +18,8 @@
 //     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
 //                              grad_offset (params with a gradient)}],
 //     entry_points           the inference functions compiled,
-//     kernels                [{name, generator, params, uses}],
+//     kernels                [{name, generator, params, uses}] (host),
+//     cuda_arch, tf32        (cuda: nvcc's -arch, TF32 matmul operands),
 //     spec                   the model spec as JSON (the cache key).
 //
 // C++ only (the C API is stlm.h); header-only.
@@ -104,6 +105,9 @@ inline constexpr const char *kFormat = "format", *kVersion = "version",
                             *kEntryPoints = "entry_points",
                             *kKernels = "kernels", *kSpec = "spec",
                             *kFiles = "files";
+/// Of a CUDA artifact only: nvcc's -arch, and whether fp32 matmuls use
+/// TF32 operands (stlm-compile --tf32).
+inline constexpr const char *kCudaArch = "cuda_arch", *kTF32 = "tf32";
 /// Of each params/state/cache slot.
 inline constexpr const char *kName = "name", *kDType = "dtype",
                             *kShape = "shape", *kOffset = "offset",

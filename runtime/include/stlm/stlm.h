@@ -154,6 +154,9 @@ stlm_status stlm_set_step(stlm_model *model, int64_t step);
  * ("opt.m.layers.0.wq"), or, after stlm_grad and until the next compute
  * call (evaluation reuses the arena), a gradient ("grad.<param>").
  * `count` must be the tensor's element count. */
+/* The name of parameter `index` (declaration order, as in a checkpoint),
+ * or NULL past the last: for (i = 0; (n = stlm_param_name(m, i)); ++i). */
+const char *stlm_param_name(const stlm_model *model, int64_t index);
 /* Element count of a tensor named as above; -1 when there is none. */
 int64_t stlm_tensor_size(const stlm_model *model, const char *name);
 stlm_status stlm_read(const stlm_model *model, const char *name, float *out,
