@@ -6,7 +6,8 @@
 #   scripts/cuda-device.sh [DIR]        (default: .device-run in the repo)
 #
 # DIR/bin        CudaVsReferenceTests and stlm-bench-model (they link only
-#                the runtime and libstdc++);
+#                the runtime and libstdc++), cuda-matmul (cuBLASLt's
+#                algorithms at the models' shapes);
 # DIR/cases      the GPU test's cases: each spec's CUDA artifact and the
 #                reference evaluator's answers (CudaVsReferenceTest.cpp);
 # DIR/bench      CUDA artifacts and initial weights of the benchmark models;
@@ -25,19 +26,30 @@ rm -rf "$out"
 mkdir -p "$out/bin" "$out/cases" "$out/bench"
 cp "$root/build/test/unit/CudaVsReferenceTests" "$bin/stlm-bench-model" "$out/bin/"
 cp "$root/bench/torch_gpu.py" "$root/bench/cuda.sh" "$out/"
+# cuBLASLt's algorithms at the models' matmul shapes (bench/cuda_matmul.cu).
+nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+"$nvcc" -O2 -std=c++17 -arch=sm_90 "$root/bench/cuda_matmul.cu" -lcublasLt -lcublas \
+  -o "$out/bin/cuda-matmul"
 # The test's own cases, recorded and compiled (it skips: no GPU here).
 STLM_CUDA_PREPARE="$out/cases" "$out/bin/CudaVsReferenceTests" > "$out/prepare.log" 2>&1 || {
   cat "$out/prepare.log" >&2; exit 1; }
 # Benchmark models: NAME (examples/models/NAME.yaml, as shipped), NAME:tf32
 # (compiled with --tf32), NAME:bf16 (train.precision: bf16) or NAME:random
-# (as shipped, random weights drawn there: no checkpoint to carry); a
-# variant shares its model's initial weights (a checkpoint ignores the
-# train section).
-for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m ref-3m:tf32 ref-3m:bf16 stlm-100m:random}; do
+# (as shipped, random weights drawn there: no checkpoint to carry). A
+# model's variants share its initial weights (bench/NAME.init.safetensors;
+# a checkpoint ignores the train section), and a model the GPU test has as
+# a case (char-tiny) uses that case's artifact and weights.
+for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m:tf32 ref-3m:bf16 stlm-100m:random}; do
   model="${entry%%:*}"
   variant="${entry#"$model"}"; variant="${variant#:}"
   spec="$root/examples/models/$model.yaml"
   dir="$out/bench/$model${variant:+-$variant}"
+  if [[ -z "$variant" && -d "$out/cases/$model/artifact" ]] &&
+     cmp -s "$spec" "$out/cases/$model/spec.yaml"; then
+    ln -s "../cases/$model/artifact" "$dir"
+    ln -s ../init.safetensors "$out/cases/$model/artifact/init.safetensors"
+    continue
+  fi
   flags=()
   case "$variant" in
     ""|random) ;;
@@ -47,17 +59,10 @@ for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m ref-3m:tf32 ref-3m:bf16 stlm-
     *) echo "cuda-device.sh: unknown variant '$variant' of $model" >&2; exit 2 ;;
   esac
   "$bin/stlm-compile" --target=cuda "${flags[@]}" "$spec" -o "$dir" > /dev/null
-  if [[ "$variant" == random ]]; then
-    : # stlm-bench-model draws them
-  elif [[ -z "$variant" && -f "$out/cases/$model/init.safetensors" ]]; then
-    # The GPU test's case of the same spec: its weights (seed 7) serve.
-    ln -s "../../cases/$model/init.safetensors" "$dir/init.safetensors"
-  elif [[ -z "$variant" ]]; then
-    "$bin/stlm-run" init "$spec" -o "$dir/init.safetensors" > /dev/null
-  else
-    [[ -f "$out/bench/$model/init.safetensors" ]] ||
-      "$bin/stlm-run" init "$spec" -o "$out/bench/$model/init.safetensors" > /dev/null
-    ln -s "../$model/init.safetensors" "$dir/init.safetensors"
+  if [[ "$variant" != random ]]; then
+    [[ -f "$out/bench/$model.init.safetensors" ]] ||
+      "$bin/stlm-run" init "$spec" -o "$out/bench/$model.init.safetensors" > /dev/null
+    ln -s "../$model.init.safetensors" "$dir/init.safetensors"
   fi
 done
 rm -f "$out"/*-bf16.yaml
@@ -73,6 +78,7 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_6
 log="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
 STLM_CUDA_CASES="$here/cases" "$here/bin/CudaVsReferenceTests" 2>&1 | tee "$log/tests.log" | grep -v "^\[ RUN\|^\[       OK" | tail -40
+"$here/bin/cuda-matmul" 2>&1 | tee "$log/matmul.log"
 # Where a step's device time goes (STLM_CUDA_PROFILE: eager, an event
 # after every launch), for the first models.
 for m in "$here"/bench/char-tiny "$here"/bench/ref-3m-tf32; do

@@ -183,6 +183,14 @@ private:
               const std::string &a, int64_t lda, const std::string &b,
               int64_t ldb, const std::string &cIn, const std::string &d) {
     int site = matmulSites++;
+    matmulShapes += "    {" + std::string(ta ? "true" : "false") + ", " +
+                    (tb ? "true" : "false") + ", " + std::to_string(m) + ", " +
+                    std::to_string(n) + ", " + std::to_string(k) + ", " +
+                    std::to_string(lda) + ", " + std::to_string(ldb) + ", " +
+                    (bf16   ? "Operands::BF16"
+                     : tf32 ? "Operands::TF32"
+                            : "Operands::FP32") +
+                    "},\n";
     if (bf16) // the operands' bfloat16 copies, in scratch
       needScratch(((m * k + 63) / 64 * 64 + k * n) * 2);
     line("if (!matmul(c, " + std::to_string(site) + ", " +
@@ -225,6 +233,7 @@ private:
   std::string init;           // fills the scalar block's image
   int64_t scalarSize = 0, scratchSize = 0;
   int matmulSites = 0;
+  std::string matmulShapes; // MatmulShape initialisers, by site
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
   int64_t inputInts = 0, outputFloats = 0;
@@ -547,8 +556,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "head width " + std::to_string(hd) +
                                      " (even, at most 128)");
         headWidths.insert(hd);
-        std::string grid = "dim3(" + grid1(T, 4) + ", " + std::to_string(H) +
-                           ", " + std::to_string(B) + ")";
+        std::string grid = "dim3(blocksFor(" + std::to_string(T) +
+                           ", attentionRows(" + std::to_string(hd) +
+                           ", false)), " + std::to_string(H) + ", " +
+                           std::to_string(B) + ")";
         launch("attention<" + std::to_string(hd) + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +
@@ -583,22 +594,22 @@ LogicalResult Emitter::emitOp(Operation *op) {
                             ", " + std::to_string(H) + ", " +
                             std::to_string(K) + ", " + causal + ", " +
                             iOrNull(o.getOffset());
-        std::string grid = "dim3(" + grid1(T, 4) + ", " + std::to_string(H) +
-                           ", " + std::to_string(B) + ")";
-        launch("attention<" + hds + ">", grid, "128",
+        auto grid = [&](int64_t n, int64_t heads, bool backward) {
+          return "dim3(blocksFor(" + std::to_string(n) + ", attentionRows(" +
+                 hds + (backward ? ", true)), " : ", false)), ") +
+                 std::to_string(heads) + ", " + std::to_string(B) + ")";
+        };
+        launch("attention<" + hds + ">", grid(T, H, false), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) +
                    ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
                    ", " + delta,
                "stlm.attention_grad (lse, delta)");
-        launch("attentionGradQ<" + hds + ">", grid, "128",
+        launch("attentionGradQ<" + hds + ">", grid(T, H, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDq()) + ", " + shape,
                "stlm.attention_grad (dq)");
-        launch("attentionGradKV<" + hds + ">",
-               "dim3(" + grid1(S, 4) + ", " + std::to_string(K) + ", " +
-                   std::to_string(B) + ")",
-               "128",
+        launch("attentionGradKV<" + hds + ">", grid(S, K, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDk()) + ", " + f(o.getDv()) + ", " + shape,
@@ -983,7 +994,10 @@ FailureOr<CudaSource> Emitter::run() {
          ";\nconstexpr size_t kOutputFloats = " +
          std::to_string(outputFloats) +
          ";\nconstexpr size_t kMatmulSites = " + std::to_string(matmulSites) +
-         ";\n\n/// The scalar block's first contents: constants and tables.\n"
+         ";\n\n/// Every matmul site, planned (timed) when a context opens.\n"
+         "const MatmulShape kMatmulShapes[kMatmulSites + 1] = {\n" +
+         matmulShapes +
+         "    {}};\n\n/// The scalar block's first contents: constants and tables.\n"
          "void initScalars(char *image) {\n" +
          init + "}\n\n} // namespace\n\n";
   for (const char *name : {"grad", "train_step", "eval"})
@@ -1045,7 +1059,7 @@ std::string cudaDescriptor(const std::string &symbol,
        "  std::string why;\n"
        "  Context *c = stlm_cuda::open(kWeightsSize, kArenaSize, "
        "kScratchSize, kScalarSize, image.data(), kInputInts, kOutputFloats, "
-       "kMatmulSites, why);\n"
+       "kMatmulSites, kMatmulShapes, why);\n"
        "  if (!c && error && size) std::snprintf(error, size, \"%s\", "
        "why.c_str());\n"
        "  return c;\n}\n"

@@ -40,6 +40,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace stlm_cuda {
@@ -183,245 +184,311 @@ __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
 // Attention (flash-style: no score matrix in memory). q [B, T, H·hd],
 // k and v [B, S, K·hd], y [B, T, H·hd]; query t sees keys u ≤ t + offset
 // when causal (offset = S − T unless given). A query that sees no key gets
-// 0. One warp per query row; keys in tiles of 32 staged in shared memory by
-// the block, one key per lane for the scores, one head dimension per lane
-// for the output, an online softmax between tiles. For the backward, the
+// 0. Blocks of 4 warps; a block takes attentionRows(hd) queries (rows per
+// warp in turn) and stages them and tiles of 32 keys in shared memory
+// (rows padded by one float: lanes reading one column each of 32 rows hit
+// 32 banks); one key per lane for the scores, one head dimension per lane
+// for the sums, an online softmax between tiles. For the backward, the
 // same pass (y null) leaves each query's log-sum-exp in `lse` and
-// delta = dy · y in `delta` instead of y.
+// delta = dy · y in `delta` instead of y; then attentionGradQ (blocks of
+// queries over key tiles) and attentionGradKV (blocks of keys over query
+// tiles of every head sharing them) recompute the probabilities, with no
+// atomics.
 //===----------------------------------------------------------------------===//
 
-constexpr int kAttnWarps = 4; // query rows per block
+constexpr int kAttnWarps = 4;
+constexpr int kTile = 32; // keys (or queries) per staged tile
+
+/// Rows (queries, or keys for attentionGradKV) per block: shared memory
+/// stays under the 48 KiB of a static allocation for every head width.
+__host__ __device__ constexpr int attentionRows(int hd, bool backward) {
+  return backward ? (hd > 64 ? 8 : 32) : (hd > 64 ? 16 : 32);
+}
+
+/// Copies rows [first, first + n) of a [rows, stride] tensor's columns
+/// [col, col + HD) into tile[n][HD + 1], zero past `limit`; all threads.
+template <int HD>
+__device__ __forceinline__ void stage(float (*tile)[HD + 1], int n,
+                                      const float *__restrict__ src,
+                                      int64_t first, int limit,
+                                      int64_t stride, int64_t col,
+                                      float scale = 1.f) {
+  for (int idx = threadIdx.x; idx < n * HD; idx += blockDim.x) {
+    int r = idx / HD, d = idx % HD;
+    tile[r][d] = first + r < limit
+                     ? src[(first + r) * stride + col + d] * scale
+                     : 0.f;
+  }
+}
 
 template <int HD>
-__global__ void attention(const float *__restrict__ q,
-                          const float *__restrict__ k,
-                          const float *__restrict__ v, float *__restrict__ y,
-                          int T, int S, int H, int K, bool causal,
-                          const int32_t *offsetPtr, float *__restrict__ lse,
-                          const float *__restrict__ dy = nullptr,
-                          float *__restrict__ delta = nullptr) {
-  static_assert(HD % 2 == 0 && HD <= 256, "head width");
+__global__ void __launch_bounds__(128)
+    attention(const float *__restrict__ q, const float *__restrict__ k,
+              const float *__restrict__ v, float *__restrict__ y, int T,
+              int S, int H, int K, bool causal, const int32_t *offsetPtr,
+              float *__restrict__ lse, const float *__restrict__ dy = nullptr,
+              float *__restrict__ delta = nullptr) {
+  static_assert(HD % 2 == 0 && HD <= 128, "head width");
   constexpr int PER = (HD + kWarp - 1) / kWarp; // dims per lane
-  __shared__ float ks[kWarp][HD + 1], vs[kWarp][HD + 1];
-  __shared__ float qs[kAttnWarps][HD];
+  constexpr int QT = attentionRows(HD, false), QW = QT / kAttnWarps;
+  __shared__ float ks[kTile][HD + 1], vs[kTile][HD + 1], qs[QT][HD + 1];
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  int t = blockIdx.x * kAttnWarps + warp;
+  int t0 = blockIdx.x * QT;
   int offset = offsetPtr ? *offsetPtr : S - T;
-  bool active = t < T;
   const float scale = rsqrtf((float)HD);
-  if (active)
-    for (int d = lane; d < HD; d += kWarp)
-      qs[warp][d] = q[(((int64_t)b * T + t) * H + h) * HD + d] * scale;
-  float m = -INFINITY, l = 0, acc[PER];
-  for (int e = 0; e < PER; ++e)
-    acc[e] = 0;
-  // Keys this block needs: up to the last query's horizon.
-  int tLast = min(T - 1, (int)(blockIdx.x * kAttnWarps + kAttnWarps - 1));
-  int horizon = causal ? min(S, tLast + offset + 1) : S;
-  int mine = causal ? min(S, t + offset + 1) : S; // keys [0, mine)
-  for (int u0 = 0; u0 < horizon; u0 += kWarp) {
-    __syncthreads();
-    for (int idx = threadIdx.x; idx < kWarp * HD; idx += blockDim.x) {
-      int uu = idx / HD, d = idx % HD, u = u0 + uu;
-      float kv = 0, vv = 0;
-      if (u < S) {
-        int64_t base = (((int64_t)b * S + u) * K + j) * HD + d;
-        kv = k[base];
-        vv = v[base];
-      }
-      ks[uu][d] = kv;
-      vs[uu][d] = vv;
-    }
-    __syncthreads();
-    if (!active || u0 >= mine)
-      continue;
-    int u = u0 + lane;
-    float s = -INFINITY;
-    if (u < mine) {
-      s = 0;
-#pragma unroll 8
-      for (int d = 0; d < HD; ++d)
-        s += qs[warp][d] * ks[lane][d];
-    }
-    float mNew = fmaxf(m, warpMax(s));
-    float p = u < mine ? __expf(s - mNew) : 0.f;
-    float corr = m == -INFINITY ? 0.f : __expf(m - mNew);
-    l = l * corr + warpSum(p);
+  // q rows of this block, pre-scaled: row t of [B·T, H·HD] at column h·HD.
+  stage<HD>(qs, QT, q + (int64_t)b * T * H * HD, t0, T, (int64_t)H * HD,
+            (int64_t)h * HD, scale);
+  float m[QW], l[QW], acc[QW][PER];
+  for (int i = 0; i < QW; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0;
     for (int e = 0; e < PER; ++e)
-      acc[e] *= corr;
-    int count = min(kWarp, mine - u0);
-    for (int uu = 0; uu < count; ++uu) {
-      float pu = __shfl_sync(0xffffffffu, p, uu);
-      for (int e = 0; e < PER; ++e) {
-        int d = lane + e * kWarp;
-        if (d < HD)
-          acc[e] += pu * vs[uu][d];
+      acc[i][e] = 0;
+  }
+  int tLast = min(T - 1, t0 + QT - 1);
+  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  for (int u0 = 0; u0 < horizon; u0 += kTile) {
+    __syncthreads();
+    int64_t kvBase = (int64_t)b * S * K * HD;
+    stage<HD>(ks, kTile, k + kvBase, u0, S, (int64_t)K * HD, (int64_t)j * HD);
+    stage<HD>(vs, kTile, v + kvBase, u0, S, (int64_t)K * HD, (int64_t)j * HD);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < QW; ++i) {
+      int r = warp * QW + i, t = t0 + r;
+      int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+      if (u0 >= mine) // warp-uniform
+        continue;
+      int u = u0 + lane;
+      float s = -INFINITY;
+      if (u < mine) {
+        s = 0;
+#pragma unroll 16
+        for (int d = 0; d < HD; ++d)
+          s += qs[r][d] * ks[lane][d];
+      }
+      float mNew = fmaxf(m[i], warpMax(s));
+      float p = u < mine ? __expf(s - mNew) : 0.f;
+      float corr = m[i] == -INFINITY ? 0.f : __expf(m[i] - mNew);
+      l[i] = l[i] * corr + warpSum(p);
+      int count = min(kTile, mine - u0);
+      for (int e = 0; e < PER; ++e)
+        acc[i][e] *= corr;
+      for (int uu = 0; uu < count; ++uu) {
+        float pu = __shfl_sync(0xffffffffu, p, uu);
+#pragma unroll
+        for (int e = 0; e < PER; ++e) {
+          int d = lane + e * kWarp;
+          if (d < HD)
+            acc[i][e] += pu * vs[uu][d];
+        }
+      }
+      m[i] = mNew;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < QW; ++i) {
+    int t = t0 + warp * QW + i;
+    if (t >= T)
+      break;
+    float inv = l[i] > 0 ? 1.f / l[i] : 0.f;
+    int64_t row = (((int64_t)b * T + t) * H + h) * HD;
+    float dot = 0;
+    for (int e = 0; e < PER; ++e) {
+      int d = lane + e * kWarp;
+      if (d < HD) {
+        if (y)
+          y[row + d] = acc[i][e] * inv;
+        if (delta)
+          dot += dy[row + d] * acc[i][e] * inv;
       }
     }
-    m = mNew;
-  }
-  if (!active)
-    return;
-  float inv = l > 0 ? 1.f / l : 0.f;
-  int64_t row = (((int64_t)b * T + t) * H + h) * HD;
-  float dot = 0;
-  for (int e = 0; e < PER; ++e) {
-    int d = lane + e * kWarp;
-    if (d < HD) {
-      if (y)
-        y[row + d] = acc[e] * inv;
-      if (delta)
-        dot += dy[row + d] * acc[e] * inv;
-    }
-  }
-  if (delta)
-    dot = warpSum(dot);
-  if (lane == 0) {
-    if (lse)
-      lse[((int64_t)b * H + h) * T + t] = l > 0 ? m + logf(l) : -INFINITY;
     if (delta)
-      delta[((int64_t)b * H + h) * T + t] = dot;
+      dot = warpSum(dot);
+    if (lane == 0) {
+      if (lse)
+        lse[((int64_t)b * H + h) * T + t] =
+            l[i] > 0 ? m[i] + logf(l[i]) : -INFINITY;
+      if (delta)
+        delta[((int64_t)b * H + h) * T + t] = dot;
+    }
   }
 }
 
 /// dq[t] = scale · Σ_u ds_tu k_u with ds_tu = p_tu (dy_t · v_u − delta_t):
-/// one warp per query row, keys one per lane.
+/// a block of queries over tiles of keys, one key per lane.
 template <int HD>
-__global__ void attentionGradQ(const float *__restrict__ q,
-                               const float *__restrict__ k,
-                               const float *__restrict__ v,
-                               const float *__restrict__ dy,
-                               const float *__restrict__ lse,
-                               const float *__restrict__ delta,
-                               float *__restrict__ dq, int T, int S, int H,
-                               int K, bool causal, const int32_t *offsetPtr) {
+__global__ void __launch_bounds__(128)
+    attentionGradQ(const float *__restrict__ q, const float *__restrict__ k,
+                   const float *__restrict__ v, const float *__restrict__ dy,
+                   const float *__restrict__ lse,
+                   const float *__restrict__ delta, float *__restrict__ dq,
+                   int T, int S, int H, int K, bool causal,
+                   const int32_t *offsetPtr) {
   constexpr int PER = (HD + kWarp - 1) / kWarp;
-  __shared__ float qs[kAttnWarps][HD], dys[kAttnWarps][HD];
+  constexpr int QT = attentionRows(HD, true), QW = QT / kAttnWarps;
+  __shared__ float ks[kTile][HD + 1], vs[kTile][HD + 1], qs[QT][HD + 1],
+      dys[QT][HD + 1];
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  int t = blockIdx.x * kAttnWarps + warp;
-  if (t >= T)
-    return;
+  int t0 = blockIdx.x * QT;
   int offset = offsetPtr ? *offsetPtr : S - T;
   const float scale = rsqrtf((float)HD);
-  int64_t base = (((int64_t)b * T + t) * H + h) * HD;
-  for (int d = lane; d < HD; d += kWarp) {
-    qs[warp][d] = q[base + d] * scale;
-    dys[warp][d] = dy[base + d];
+  stage<HD>(qs, QT, q + (int64_t)b * T * H * HD, t0, T, (int64_t)H * HD,
+            (int64_t)h * HD, scale);
+  stage<HD>(dys, QT, dy + (int64_t)b * T * H * HD, t0, T, (int64_t)H * HD,
+            (int64_t)h * HD);
+  float L[QW], dl[QW], acc[QW][PER];
+  for (int i = 0; i < QW; ++i) {
+    int t = min(t0 + warp * QW + i, T - 1);
+    L[i] = lse[((int64_t)b * H + h) * T + t];
+    dl[i] = delta[((int64_t)b * H + h) * T + t];
+    for (int e = 0; e < PER; ++e)
+      acc[i][e] = 0;
   }
-  __syncwarp();
-  float L = lse[((int64_t)b * H + h) * T + t];
-  float dl = delta[((int64_t)b * H + h) * T + t];
-  int mine = causal ? min(S, t + offset + 1) : S;
-  float acc[PER];
-  for (int e = 0; e < PER; ++e)
-    acc[e] = 0;
-  for (int u0 = 0; u0 < mine; u0 += kWarp) {
-    int u = u0 + lane;
-    float ds = 0;
-    if (u < mine) {
-      const float *ku = k + (((int64_t)b * S + u) * K + j) * HD;
-      const float *vu = v + (((int64_t)b * S + u) * K + j) * HD;
-      float s = 0, dp = 0;
-#pragma unroll 8
-      for (int d = 0; d < HD; ++d) {
-        s += qs[warp][d] * ku[d];
-        dp += dys[warp][d] * vu[d];
+  int tLast = min(T - 1, t0 + QT - 1);
+  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  for (int u0 = 0; u0 < horizon; u0 += kTile) {
+    __syncthreads();
+    int64_t kvBase = (int64_t)b * S * K * HD;
+    stage<HD>(ks, kTile, k + kvBase, u0, S, (int64_t)K * HD, (int64_t)j * HD);
+    stage<HD>(vs, kTile, v + kvBase, u0, S, (int64_t)K * HD, (int64_t)j * HD);
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < QW; ++i) {
+      int r = warp * QW + i, t = t0 + r;
+      int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+      if (u0 >= mine)
+        continue;
+      int u = u0 + lane;
+      float ds = 0;
+      if (u < mine) {
+        float s = 0, dp = 0;
+#pragma unroll 16
+        for (int d = 0; d < HD; ++d) {
+          s += qs[r][d] * ks[lane][d];
+          dp += dys[r][d] * vs[lane][d];
+        }
+        ds = __expf(s - L[i]) * (dp - dl[i]);
       }
-      float p = __expf(s - L);
-      ds = p * (dp - dl);
-    }
-    int count = min(kWarp, mine - u0);
-    for (int uu = 0; uu < count; ++uu) {
-      float dsu = __shfl_sync(0xffffffffu, ds, uu);
-      const float *ku = k + (((int64_t)b * S + u0 + uu) * K + j) * HD;
-      for (int e = 0; e < PER; ++e) {
-        int d = lane + e * kWarp;
-        if (d < HD)
-          acc[e] += dsu * ku[d];
+      int count = min(kTile, mine - u0);
+      for (int uu = 0; uu < count; ++uu) {
+        float dsu = __shfl_sync(0xffffffffu, ds, uu);
+#pragma unroll
+        for (int e = 0; e < PER; ++e) {
+          int d = lane + e * kWarp;
+          if (d < HD)
+            acc[i][e] += dsu * ks[uu][d];
+        }
       }
     }
   }
-  for (int e = 0; e < PER; ++e) {
-    int d = lane + e * kWarp;
-    if (d < HD)
-      dq[base + d] = acc[e] * scale;
+#pragma unroll
+  for (int i = 0; i < QW; ++i) {
+    int t = t0 + warp * QW + i;
+    if (t >= T)
+      break;
+    int64_t row = (((int64_t)b * T + t) * H + h) * HD;
+    for (int e = 0; e < PER; ++e) {
+      int d = lane + e * kWarp;
+      if (d < HD)
+        dq[row + d] = acc[i][e] * scale;
+    }
   }
 }
 
-/// dk[u] = scale · Σ_{h in group, t} ds_tu q_t, dv[u] = Σ p_tu dy_t: one
-/// warp per key row of one kv head, queries one per lane (no atomics).
+/// dk[u] = scale · Σ_{h in group, t} ds_tu q_t, dv[u] = Σ p_tu dy_t: a
+/// block of keys of one kv head over tiles of queries of every head that
+/// shares it, one query per lane (no atomics).
 template <int HD>
-__global__ void attentionGradKV(const float *__restrict__ q,
-                                const float *__restrict__ k,
-                                const float *__restrict__ v,
-                                const float *__restrict__ dy,
-                                const float *__restrict__ lse,
-                                const float *__restrict__ delta,
-                                float *__restrict__ dk, float *__restrict__ dv,
-                                int T, int S, int H, int K, bool causal,
-                                const int32_t *offsetPtr) {
+__global__ void __launch_bounds__(128)
+    attentionGradKV(const float *__restrict__ q, const float *__restrict__ k,
+                    const float *__restrict__ v, const float *__restrict__ dy,
+                    const float *__restrict__ lse,
+                    const float *__restrict__ delta, float *__restrict__ dk,
+                    float *__restrict__ dv, int T, int S, int H, int K,
+                    bool causal, const int32_t *offsetPtr) {
   constexpr int PER = (HD + kWarp - 1) / kWarp;
-  __shared__ float ks[kAttnWarps][HD], vs[kAttnWarps][HD];
+  constexpr int KT = attentionRows(HD, true), KW = KT / kAttnWarps;
+  __shared__ float qs[kTile][HD + 1], dys[kTile][HD + 1], ks[KT][HD + 1],
+      vs[KT][HD + 1], Ls[kTile], dls[kTile];
   int b = blockIdx.z, j = blockIdx.y;
   int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  int u = blockIdx.x * kAttnWarps + warp;
-  if (u >= S)
-    return;
+  int u0 = blockIdx.x * KT;
   int offset = offsetPtr ? *offsetPtr : S - T;
   const float scale = rsqrtf((float)HD);
-  int64_t kvBase = (((int64_t)b * S + u) * K + j) * HD;
-  for (int d = lane; d < HD; d += kWarp) {
-    ks[warp][d] = k[kvBase + d];
-    vs[warp][d] = v[kvBase + d];
-  }
-  __syncwarp();
-  float dkAcc[PER], dvAcc[PER];
-  for (int e = 0; e < PER; ++e)
-    dkAcc[e] = dvAcc[e] = 0;
-  // Query t sees key u when u <= t + offset: t >= u - offset.
-  int tFirst = causal ? max(0, u - offset) : 0;
+  int64_t kvBase = (int64_t)b * S * K * HD;
+  stage<HD>(ks, KT, k + kvBase, u0, S, (int64_t)K * HD, (int64_t)j * HD);
+  stage<HD>(vs, KT, v + kvBase, u0, S, (int64_t)K * HD, (int64_t)j * HD);
+  float dkAcc[KW][PER], dvAcc[KW][PER];
+  for (int i = 0; i < KW; ++i)
+    for (int e = 0; e < PER; ++e)
+      dkAcc[i][e] = dvAcc[i][e] = 0;
+  // The first query that sees this block's first key.
+  int tFirst = causal ? max(0, u0 - offset) : 0;
   int group = H / K;
   for (int hh = 0; hh < group; ++hh) {
     int h = j * group + hh;
-    for (int t0 = tFirst; t0 < T; t0 += kWarp) {
-      int t = t0 + lane;
-      float p = 0, ds = 0;
-      if (t < T) {
-        const float *qt = q + (((int64_t)b * T + t) * H + h) * HD;
-        const float *dyt = dy + (((int64_t)b * T + t) * H + h) * HD;
-        float s = 0, dp = 0;
-#pragma unroll 8
-        for (int d = 0; d < HD; ++d) {
-          s += qt[d] * ks[warp][d];
-          dp += dyt[d] * vs[warp][d];
-        }
-        s *= scale;
-        p = __expf(s - lse[((int64_t)b * H + h) * T + t]);
-        ds = p * (dp - delta[((int64_t)b * H + h) * T + t]);
+    for (int t0 = tFirst; t0 < T; t0 += kTile) {
+      __syncthreads();
+      stage<HD>(qs, kTile, q + (int64_t)b * T * H * HD, t0, T,
+                (int64_t)H * HD, (int64_t)h * HD, scale);
+      stage<HD>(dys, kTile, dy + (int64_t)b * T * H * HD, t0, T,
+                (int64_t)H * HD, (int64_t)h * HD);
+      if (threadIdx.x < kTile) {
+        int t = min(t0 + (int)threadIdx.x, T - 1);
+        Ls[threadIdx.x] = lse[((int64_t)b * H + h) * T + t];
+        dls[threadIdx.x] = delta[((int64_t)b * H + h) * T + t];
       }
-      int count = min(kWarp, T - t0);
-      for (int tt = 0; tt < count; ++tt) {
-        float pt = __shfl_sync(0xffffffffu, p, tt);
-        float dst = __shfl_sync(0xffffffffu, ds, tt);
-        const float *qt = q + (((int64_t)b * T + t0 + tt) * H + h) * HD;
-        const float *dyt = dy + (((int64_t)b * T + t0 + tt) * H + h) * HD;
-        for (int e = 0; e < PER; ++e) {
-          int d = lane + e * kWarp;
-          if (d < HD) {
-            dkAcc[e] += dst * qt[d];
-            dvAcc[e] += pt * dyt[d];
+      __syncthreads();
+      int t = t0 + lane;
+      int count = min(kTile, T - t0);
+#pragma unroll
+      for (int i = 0; i < KW; ++i) {
+        int r = warp * KW + i, u = u0 + r;
+        if (u >= S)
+          break;
+        bool visible = t < T && (!causal || u <= t + offset);
+        float p = 0, ds = 0;
+        if (visible) {
+          float s = 0, dp = 0;
+#pragma unroll 16
+          for (int d = 0; d < HD; ++d) {
+            s += ks[r][d] * qs[lane][d];
+            dp += vs[r][d] * dys[lane][d];
+          }
+          p = __expf(s - Ls[lane]);
+          ds = p * (dp - dls[lane]);
+        }
+        for (int tt = 0; tt < count; ++tt) {
+          float pt = __shfl_sync(0xffffffffu, p, tt);
+          float dst = __shfl_sync(0xffffffffu, ds, tt);
+#pragma unroll
+          for (int e = 0; e < PER; ++e) {
+            int d = lane + e * kWarp;
+            if (d < HD) {
+              dkAcc[i][e] += dst * qs[tt][d];
+              dvAcc[i][e] += pt * dys[tt][d];
+            }
           }
         }
       }
     }
   }
-  for (int e = 0; e < PER; ++e) {
-    int d = lane + e * kWarp;
-    if (d < HD) {
-      dk[kvBase + d] = dkAcc[e] * scale;
-      dv[kvBase + d] = dvAcc[e];
+  // qs held q·scale: dk = Σ ds (q·scale).
+  for (int i = 0; i < KW; ++i) {
+    int u = u0 + warp * KW + i;
+    if (u >= S)
+      break;
+    int64_t row = (((int64_t)b * S + u) * K + j) * HD;
+    for (int e = 0; e < PER; ++e) {
+      int d = lane + e * kWarp;
+      if (d < HD) {
+        dk[row + d] = dkAcc[i][e];
+        dv[row + d] = dvAcc[i][e];
+      }
     }
   }
 }
@@ -766,10 +833,160 @@ enum class Operands {
   BF16  // rounded to bfloat16 first (`precision: bf16`; tensor cores)
 };
 
+/// One matmul call site of a model: D[m, n] (column-major, ldd = m) =
+/// op(A) · op(B) (+ C), op(A) [m, k] with leading dimension lda, op(B)
+/// [k, n] with ldb.
+struct MatmulShape {
+  bool transA, transB;
+  int m, n, k, lda, ldb;
+  Operands operands;
+};
+
+/// Fills `x` with a deterministic pattern in [-1, 1) (timing never runs on
+/// zeros).
+__global__ void pattern(float *x, int64_t n) {
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) {
+    uint32_t h = (uint32_t)i * 2654435761u;
+    h ^= h >> 15;
+    x[i] = (float)(h & 0xffff) / 32768.f - 1.f;
+  }
+}
+
+/// Makes the descriptors of `mm` for `s` and picks its algorithm: the
+/// fastest of cuBLASLt's first candidates, each timed on `a`, `b`, `d`
+/// (device buffers large enough) when `a` is given, else the heuristic's
+/// first. Not while a stream is being captured.
+inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
+                       const void *a, const void *b, float *d) {
+  cublasOperation_t ta = s.transA ? CUBLAS_OP_T : CUBLAS_OP_N,
+                    tb = s.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  cublasComputeType_t compute = s.operands == Operands::TF32
+                                    ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                    : CUBLAS_COMPUTE_32F;
+  cudaDataType_t in = s.operands == Operands::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+  if (!checkLt(c, cublasLtMatmulDescCreate(&mm.desc, compute, CUDA_R_32F),
+               "cublasLtMatmulDescCreate") ||
+      !checkLt(c, cublasLtMatmulDescSetAttribute(
+                      mm.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+               "transa") ||
+      !checkLt(c, cublasLtMatmulDescSetAttribute(
+                      mm.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+               "transb") ||
+      !checkLt(c, cublasLtMatrixLayoutCreate(&mm.a, in, s.transA ? s.k : s.m,
+                                             s.transA ? s.m : s.k, s.lda),
+               "layout A") ||
+      !checkLt(c, cublasLtMatrixLayoutCreate(&mm.b, in, s.transB ? s.n : s.k,
+                                             s.transB ? s.k : s.n, s.ldb),
+               "layout B") ||
+      !checkLt(c, cublasLtMatrixLayoutCreate(&mm.c, CUDA_R_32F, s.m, s.n, s.m),
+               "layout C"))
+    return false;
+  cublasLtMatmulPreference_t pref;
+  if (!checkLt(c, cublasLtMatmulPreferenceCreate(&pref), "preference"))
+    return false;
+  cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c.workspaceSize,
+      sizeof c.workspaceSize);
+  constexpr int kCandidates = 8;
+  cublasLtMatmulHeuristicResult_t results[kCandidates];
+  int found = 0;
+  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      c.lt, mm.desc, mm.a, mm.b, mm.c, mm.c, pref, a ? kCandidates : 1,
+      results, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  if (!checkLt(c, st, "cublasLtMatmulAlgoGetHeuristic"))
+    return false;
+  if (found == 0) {
+    c.error = "cuBLASLt has no algorithm for a " + std::to_string(s.m) + "x" +
+              std::to_string(s.n) + "x" + std::to_string(s.k) + " matmul";
+    return false;
+  }
+  int best = 0;
+  if (a && found > 1) {
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    float bestMs = INFINITY, alpha = 1.f, beta = 0.f;
+    for (int i = 0; i < found; ++i) {
+      float ms = INFINITY;
+      for (int rep = 0; rep < 4; ++rep) { // the first warms up
+        cudaEventRecord(e0, c.stream);
+        cublasStatus_t r = cublasLtMatmul(
+            c.lt, mm.desc, &alpha, a, mm.a, b, mm.b, &beta, d, mm.c, d, mm.c,
+            &results[i].algo, c.workspace, c.workspaceSize, c.stream);
+        cudaEventRecord(e1, c.stream);
+        if (r != CUBLAS_STATUS_SUCCESS ||
+            cudaEventSynchronize(e1) != cudaSuccess) {
+          ms = INFINITY;
+          break;
+        }
+        float t = 0;
+        cudaEventElapsedTime(&t, e0, e1);
+        if (rep > 0)
+          ms = std::min(ms, t);
+      }
+      if (ms < bestMs) {
+        bestMs = ms;
+        best = i;
+      }
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGetLastError(); // a candidate that failed is simply not chosen
+  }
+  mm.algo = results[best].algo;
+  mm.ready = true;
+  return true;
+}
+
+/// Plans every matmul site of the model at open, timing cuBLASLt's
+/// candidates for each on pattern data (outside any capture).
+inline bool planMatmuls(Context &c, const MatmulShape *shapes, size_t n) {
+  size_t ab = 0, dd = 0;
+  for (size_t i = 0; i < n; ++i) {
+    ab = std::max(ab, (size_t)shapes[i].m * shapes[i].k +
+                          (size_t)shapes[i].k * shapes[i].n);
+    dd = std::max(dd, (size_t)shapes[i].m * shapes[i].n);
+  }
+  // Pattern operands, fp32 and rounded to bfloat16, and an output.
+  float *buf = nullptr;
+  if (!check(c, cudaMalloc(&buf, (ab + dd) * sizeof(float) + ab * 2 + 256),
+             "matmul planning buffers"))
+    return false;
+  auto *buf16 = reinterpret_cast<__nv_bfloat16 *>(buf + ab + dd);
+  pattern<<<blocksFor(ab, 256), 256, 0, c.stream>>>(buf, ab);
+  toBF16<<<blocksFor(ab, 256), 256, 0, c.stream>>>(buf, buf16, ab);
+  bool ok = true;
+  // Sites of one shape share the first one's timing.
+  std::map<std::tuple<bool, bool, int, int, int, int, int, int>, size_t> seen;
+  for (size_t i = 0; ok && i < n; ++i) {
+    const MatmulShape &s = shapes[i];
+    auto key = std::make_tuple(s.transA, s.transB, s.m, s.n, s.k, s.lda,
+                               s.ldb, (int)s.operands);
+    auto it = seen.find(key);
+    if (it != seen.end()) {
+      ok = planMatmul(c, c.matmuls[i], s, nullptr, nullptr, nullptr);
+      c.matmuls[i].algo = c.matmuls[it->second].algo;
+      continue;
+    }
+    seen[key] = i;
+    size_t na = (size_t)s.m * s.k;
+    bool bf16 = s.operands == Operands::BF16;
+    const void *a = bf16 ? (const void *)buf16 : (const void *)buf;
+    const void *b = bf16 ? (const void *)(buf16 + na) : (const void *)(buf + na);
+    ok = planMatmul(c, c.matmuls[i], s, a, b, buf + ab);
+  }
+  cudaStreamSynchronize(c.stream);
+  cudaFree(buf);
+  return ok;
+}
+
 /// D[m, n] (column-major, ldd = m) = alpha · op(A) · op(B) + beta · C, fp32
 /// out with fp32 accumulation; A and B as `operands` says (BF16: rounded
 /// into the start of the scratch buffer first). `site` names the call
-/// site, whose descriptors and algorithm are kept.
+/// site, planned when the context opened (else here, the heuristic's
+/// first algorithm).
 inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
                    int n, int k, const float *A, int lda, const float *B,
                    int ldb, const float *C, float *D, float beta,
@@ -788,53 +1005,10 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
     a = a16;
     b = b16;
   }
-  cudaDataType_t in = bf16 ? CUDA_R_16BF : CUDA_R_32F;
-  if (!mm.ready) {
-    cublasOperation_t ta = transA ? CUBLAS_OP_T : CUBLAS_OP_N,
-                      tb = transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-    cublasComputeType_t compute = operands == Operands::TF32
-                                      ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                      : CUBLAS_COMPUTE_32F;
-    if (!checkLt(c, cublasLtMatmulDescCreate(&mm.desc, compute, CUDA_R_32F),
-                 "cublasLtMatmulDescCreate") ||
-        !checkLt(c, cublasLtMatmulDescSetAttribute(
-                        mm.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
-                 "transa") ||
-        !checkLt(c, cublasLtMatmulDescSetAttribute(
-                        mm.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
-                 "transb") ||
-        !checkLt(c, cublasLtMatrixLayoutCreate(&mm.a, in,
-                                               transA ? k : m, transA ? m : k,
-                                               lda),
-                 "layout A") ||
-        !checkLt(c, cublasLtMatrixLayoutCreate(&mm.b, in,
-                                               transB ? n : k, transB ? k : n,
-                                               ldb),
-                 "layout B") ||
-        !checkLt(c, cublasLtMatrixLayoutCreate(&mm.c, CUDA_R_32F, m, n, m),
-                 "layout C"))
-      return false;
-    cublasLtMatmulPreference_t pref;
-    if (!checkLt(c, cublasLtMatmulPreferenceCreate(&pref), "preference"))
-      return false;
-    cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c.workspaceSize,
-        sizeof c.workspaceSize);
-    cublasLtMatmulHeuristicResult_t result;
-    int found = 0;
-    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(
-        c.lt, mm.desc, mm.a, mm.b, mm.c, mm.c, pref, 1, &result, &found);
-    cublasLtMatmulPreferenceDestroy(pref);
-    if (!checkLt(c, s, "cublasLtMatmulAlgoGetHeuristic"))
-      return false;
-    if (found == 0) {
-      c.error = "cuBLASLt has no algorithm for a " + std::to_string(m) + "x" +
-                std::to_string(n) + "x" + std::to_string(k) + " matmul";
-      return false;
-    }
-    mm.algo = result.algo;
-    mm.ready = true;
-  }
+  if (!mm.ready &&
+      !planMatmul(c, mm, {transA, transB, m, n, k, lda, ldb, operands},
+                  nullptr, nullptr, nullptr))
+    return false;
   float alpha = 1.f;
   if (c.profiling) {
     bool ok = checkLt(c,
@@ -853,12 +1027,14 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
 }
 
 /// Opens a context: the device (STLM_CUDA_DEVICE or 0), a stream, cuBLASLt,
-/// and zeroed device memory for weights, arena, scratch and scalars, with
-/// the constant scalars uploaded. Returns null with `error` set on failure.
+/// zeroed device memory for weights, arena, scratch and scalars, the
+/// constant scalars uploaded, and every matmul site of `shapes` planned
+/// (planMatmuls). Returns null with `error` set on failure.
 inline Context *open(int64_t weightsSize, int64_t arenaSize,
                      int64_t scratchSize, int64_t scalarSize,
                      const void *scalarInit, size_t inCount, size_t outCount,
-                     size_t matmulSites, std::string &error) {
+                     size_t matmulSites, const MatmulShape *shapes,
+                     std::string &error) {
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
@@ -909,6 +1085,11 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
                       cudaMemcpyHostToDevice)) != cudaSuccess)
     return fail("cannot upload the constants", e);
   c->matmuls.resize(matmulSites);
+  if (shapes && !planMatmuls(*c, shapes, matmulSites)) {
+    error = "cannot plan the matmuls: " + c->error;
+    delete c; // the device memory goes with the process's context
+    return nullptr;
+  }
   if (const char *p = std::getenv("STLM_CUDA_PROFILE"))
     c->profiling = std::atoi(p) != 0;
   return c;

@@ -600,9 +600,16 @@ int64_t stlm_step(const stlm_model *model) {
   if (!model || !model->artifact)
     return 0;
   const Slot *s = model->find(kStepName);
-  if (!s || const_cast<stlm_model *>(model)->pull() != STLM_OK)
+  if (!s)
     return 0;
   int32_t v;
+  if (model->device && model->hostBehind) {
+    // Four bytes from the device, not the whole blob: a training loop asks
+    // after every step.
+    if (model->artifact->device->copy(model->device, 0, s->offset, &v, 4, 0))
+      return 0;
+    return v;
+  }
   std::memcpy(&v, model->at(s->offset), 4);
   return v;
 }
