@@ -9,9 +9,10 @@
 // The host target: a halide_buffer_t descriptor on the stack per tensor
 // (host pointer, type, a constant table of dimensions) and a direct call of
 // the Halide kernel `<m>_k<i>`, returning its status; the module becomes a
-// host object (emitObjectFile). A GPU target would pass device pointers,
-// launch its kernels (or a library matmul for stlm_matmul) and keep the
-// weights blob and arena in device memory, under the same driver.
+// host object (emitObjectFile). The CUDA target (codegen/cuda) is not a
+// KernelTarget: this driver computes scalars on the host between calls,
+// which a step captured as one CUDA graph cannot do (docs/structure.md,
+// "A second target").
 //
 //===----------------------------------------------------------------------===//
 
