@@ -78,6 +78,11 @@ std::string num(double x) {
     s += ".0";
   return s;
 }
+/// Blocks of 256 threads for the grid-stride kernels (sums of squares,
+/// AdamW): 8 per multiprocessor of a 132-SM H200; the loops cover the rest
+/// on any GPU.
+constexpr int kGridStrideBlocks = 132 * 8;
+
 int threadsFor(int64_t n, int most) {
   int64_t t = (n + 31) / 32 * 32;
   return static_cast<int>(std::clamp<int64_t>(t, 32, most));
@@ -210,10 +215,9 @@ private:
 
   // --- ops ---------------------------------------------------------------------
   LogicalResult emitOp(Operation *op);
-  LogicalResult emitAdamW(ir::AdamWOp first, Block &block);
+  LogicalResult emitAdamW(ir::AdamWOp first);
   LogicalResult emitFunction(func::FuncOp fn, unsigned inputs);
   void emitEntries(const std::string &name, func::FuncOp fn);
-  std::string entryTable(const std::vector<std::string> &entries);
 
   /// The AdamW table entries of `ops` (in the scalar block), returning its
   /// offset and the flat quad count.
@@ -272,7 +276,7 @@ Emitter::table(const std::vector<std::array<int64_t, 5>> &rows,
   return {at, start};
 }
 
-LogicalResult Emitter::emitAdamW(ir::AdamWOp first, Block &block) {
+LogicalResult Emitter::emitAdamW(ir::AdamWOp first) {
   // Every AdamW of the function that shares the hyper-parameters, rate,
   // step and clip factor of `first` goes into one launch, when nothing
   // between them reads what they update.
@@ -329,7 +333,8 @@ LogicalResult Emitter::emitAdamW(ir::AdamWOp first, Block &block) {
                           ? "nullptr"
                           : ptr({'S', gi->second});
   launch("adamw",
-         "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", 1056)",
+         "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", " +
+             std::to_string(kGridStrideBlocks) + ")",
          "256",
          "(const AdamWEntry *)(c.scalars + " + std::to_string(at) + "), " +
              std::to_string(rows.size()) + ", " + std::to_string(quads) +
@@ -339,7 +344,6 @@ LogicalResult Emitter::emitAdamW(ir::AdamWOp first, Block &block) {
              num(first.getBeta2().convertToDouble()) + "f, " +
              num(first.getEps().convertToDouble()) + "f",
          "stlm.adamw");
-  (void)block;
   return success();
 }
 
@@ -777,7 +781,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
         places[o.getNorm()] = {'S', scalarSlot(8)};
         zero(ptr({'S', sum}, "double"), 8);
         launch("sumSquares",
-               "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", 1056)",
+               "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", " +
+             std::to_string(kGridStrideBlocks) + ")",
                "256",
                "(const AdamWEntry *)(c.scalars + " + std::to_string(at) +
                    "), " + std::to_string(rows.size()) + ", " +
@@ -803,7 +808,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         return success();
       })
       .Case([&](ir::AdamWOp o) -> LogicalResult {
-        return emitAdamW(o, *op->getBlock());
+        return emitAdamW(o);
       })
       .Case([&](func::CallOp c) -> LogicalResult {
         if (c.getCallee() != "grad" || gradReturns.empty())
