@@ -172,6 +172,36 @@ mlir::func::FuncOp function(ir::ModelOp model, StringRef name) {
   return {};
 }
 
+/// Runs `f`, collecting the diagnostics it emits on `module`'s context as
+/// "loc: message" lines in `diagnostics`; returns what `f` returns.
+template <typename F>
+auto collectDiagnostics(mlir::ModuleOp module, std::string &diagnostics,
+                        F f) {
+    mlir::ScopedDiagnosticHandler handler(
+        module.getContext(), [&](mlir::Diagnostic &d) {
+          std::string where;
+          raw_string_ostream os(where);
+          os << d.getLocation();
+          diagnostics += (diagnostics.empty() ? "" : "\n  ") + os.str() +
+                         ": " + d.str();
+          return mlir::success();
+        });
+  return f();
+}
+
+/// The batch @grad takes: [batch, context] tokens and targets, and the mask
+/// seed of a masked objective (returns whether it takes one). `input` stays
+/// empty without @grad.
+bool batchInput(ir::ModelOp model, std::vector<int64_t> &input) {
+  mlir::func::FuncOp grad = function(model, "grad");
+  if (!grad)
+    return false;
+  for (int64_t d :
+       cast<mlir::RankedTensorType>(grad.getArgumentTypes()[0]).getShape())
+    input.push_back(d);
+  return grad.getNumArguments() == 3;
+}
+
 /// The manifest's description of the model: layout of the weights blob and
 /// the arena, inputs, entry points and the spec (read by the runtime).
 void describeLayout(ir::ModelOp model, const ArtifactModel &info,
@@ -357,31 +387,14 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   std::string symbol = symbolPrefix(model);
   std::string objDir = dir + "/obj";
   std::vector<int64_t> input;
-  bool usesSeed = false;
-  if (mlir::func::FuncOp grad = function(model, "grad")) {
-    for (int64_t d :
-         cast<mlir::RankedTensorType>(grad.getArgumentTypes()[0]).getShape())
-      input.push_back(d);
-    usesSeed = grad.getNumArguments() == 3;
-  }
+  bool usesSeed = batchInput(model, input);
   if (input.size() != 2)
     return Status::unsupported("'" + info.name +
                                "' does not take [batch, context] tokens; "
                                "the cuda target compiles token models only");
   std::string diagnostics;
-  mlir::FailureOr<CudaSource> source;
-  {
-    mlir::ScopedDiagnosticHandler handler(
-        module.getContext(), [&](mlir::Diagnostic &d) {
-          std::string where;
-          raw_string_ostream os(where);
-          os << d.getLocation();
-          diagnostics += (diagnostics.empty() ? "" : "\n  ") + os.str() +
-                         ": " + d.str();
-          return mlir::success();
-        });
-    source = emitCuda(model, target.tf32);
-  }
+  mlir::FailureOr<CudaSource> source = collectDiagnostics(
+      module, diagnostics, [&] { return emitCuda(model, target.tf32); });
   if (failed(source))
     return Status::unsupported("cannot compile '" + info.name +
                                "' for cuda:\n  " + diagnostics);
@@ -502,16 +515,8 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   std::string symbol = symbolPrefix(model);
   std::string objDir = dir + "/obj";
 
-  // The batch @grad takes: [batch, context] tokens and targets, and the
-  // mask seed of a masked objective.
   std::vector<int64_t> input;
-  bool usesSeed = false;
-  if (mlir::func::FuncOp grad = function(model, "grad")) {
-    for (int64_t d :
-         cast<mlir::RankedTensorType>(grad.getArgumentTypes()[0]).getShape())
-      input.push_back(d);
-    usesSeed = grad.getNumArguments() == 3;
-  }
+  bool usesSeed = batchInput(model, input);
   KernelPlan plan;
   if (Status s = planModel(model, info.name, plan); !s)
     return s;
@@ -525,19 +530,10 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   // cannot compile yet.
   std::unique_ptr<KernelTarget> target = createHostTarget(module, symbol);
   std::string diagnostics;
-  mlir::FailureOr<DriverLayout> layout;
-  {
-    mlir::ScopedDiagnosticHandler handler(
-        module.getContext(), [&](mlir::Diagnostic &d) {
-          std::string where;
-          raw_string_ostream os(where);
-          os << d.getLocation();
-          diagnostics += (diagnostics.empty() ? "" : "\n  ") + os.str() +
-                         ": " + d.str();
-          return mlir::success();
-        });
-    layout = lowerToLLVM(module, model, plan, target.get());
-  }
+  mlir::FailureOr<DriverLayout> layout =
+      collectDiagnostics(module, diagnostics, [&] {
+        return lowerToLLVM(module, model, plan, target.get());
+      });
   if (failed(layout))
     return Status::unsupported("cannot lower '" + info.name +
                                "' to the native driver:\n  " + diagnostics);
