@@ -7,7 +7,7 @@
 set -euo pipefail
 
 packages=(
-  cmake ninja-build ccache g++ python3
+  cmake ninja-build ccache g++ python3 pkg-config
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
   libhalide14-0-dev
   libgtest-dev

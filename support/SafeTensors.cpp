@@ -115,6 +115,17 @@ SafeTensorsFile::fromBuffer(std::vector<uint8_t> bytes,
   return file;
 }
 
+std::unique_ptr<SafeTensorsFile>
+SafeTensorsFile::view(const uint8_t *data, size_t size,
+                      const std::string &origin, std::string &error) {
+  std::unique_ptr<SafeTensorsFile> file(new SafeTensorsFile());
+  file->bytes_ = data;
+  file->size_ = data ? size : 0;
+  if (!file->parse(origin, error))
+    return nullptr;
+  return file;
+}
+
 const TensorView *SafeTensorsFile::find(const std::string &name) const {
   for (const TensorView &t : tensors_)
     if (t.name == name)

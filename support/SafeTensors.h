@@ -68,6 +68,12 @@ public:
   static std::unique_ptr<SafeTensorsFile>
   fromBuffer(std::vector<uint8_t> bytes, const std::string &origin,
              std::string &error);
+  /// Validates `size` bytes at `data` that outlive the file object (a
+  /// checkpoint compiled into a program) without copying them.
+  static std::unique_ptr<SafeTensorsFile> view(const uint8_t *data,
+                                               size_t size,
+                                               const std::string &origin,
+                                               std::string &error);
 
   ~SafeTensorsFile();
   SafeTensorsFile(const SafeTensorsFile &) = delete;
@@ -86,7 +92,8 @@ private:
 
   const uint8_t *bytes_ = nullptr;
   size_t size_ = 0;
-  void *mapping_ = nullptr; // mmap base, or null when buffer_ owns
+  void *mapping_ = nullptr; // mmap base, or null when buffer_ owns (or
+                            // nobody: a view)
   std::vector<uint8_t> buffer_;
   std::vector<TensorView> tensors_;
   std::map<std::string, std::string> metadata_;

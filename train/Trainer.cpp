@@ -257,6 +257,15 @@ int Session::run() {
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
   if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
     return fail(error);
+  if (startStep > 0 && startStep >= steps)
+    return fail(opt.resumePath + " has taken " + std::to_string(startStep) +
+                " steps already, and " +
+                (opt.steps >= 0 ? "--steps " + std::to_string(steps)
+                                : "the spec's train.steps (" +
+                                      std::to_string(steps) + ")") +
+                " counts every step of the run, those included: nothing "
+                "is left to train (give --steps N with N > " +
+                std::to_string(startStep) + ")");
   if (!opt.logPath.empty()) {
     logFile.open(opt.logPath, std::ios::app);
     if (!logFile)
@@ -325,6 +334,7 @@ int Session::run() {
     return static_cast<int32_t>(splitmix64(seed ^ static_cast<uint64_t>(i)) &
                                 0x7fffffff);
   };
+  int64_t last = steps; // the step training ends at (--max-time: earlier)
   for (int64_t step = startStep; step < steps; ++step) {
     // k micro-batches (the windows of micro-steps step·k … step·k + k − 1),
     // then one update; the reported loss is their mean.
@@ -345,19 +355,36 @@ int Session::run() {
     int64_t done = step + 1 - startStep;
     double rate = elapsed > 0 ? done * bytesPerStep / elapsed : 0;
     double eta = done > 0 ? elapsed / done * (steps - step - 1) : 0;
+    bool timeUp = opt.maxSeconds > 0 && elapsed >= opt.maxSeconds &&
+                  step + 1 < steps;
+    if (opt.maxSeconds > 0)
+      eta = std::min(eta, std::max(0.0, opt.maxSeconds - elapsed));
     log("{\"event\":\"train\",\"step\":" + std::to_string(step + 1) +
         ",\"loss\":" + jsonNumber(loss) + ",\"lr\":" +
         jsonNumber(lr, "%.6g") + ",\"grad_norm\":" + jsonNumber(norm) +
         ",\"bytes_per_s\":" + jsonNumber(rate, "%.1f") +
         ",\"elapsed_s\":" + jsonNumber(elapsed, "%.3f") + "}");
     if (opt.progress && ((step + 1 - startStep) % every == 0 ||
-                         step + 1 == steps))
+                         step + 1 == steps || timeUp))
       std::fprintf(opt.progress,
                    "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %s | "
                    "ETA %s\n",
                    static_cast<long long>(step + 1),
                    static_cast<long long>(steps), loss, lr, norm,
                    formatRate(rate).c_str(), formatDuration(eta).c_str());
+    if (timeUp) {
+      last = step + 1;
+      log("{\"event\":\"stop\",\"step\":" + std::to_string(last) +
+          ",\"reason\":\"max_time\",\"elapsed_s\":" +
+          jsonNumber(elapsed, "%.3f") + "}");
+      if (opt.progress)
+        std::fprintf(opt.progress,
+                     "stopping at step %lld of %lld: --max-time %g s "
+                     "reached\n",
+                     static_cast<long long>(last),
+                     static_cast<long long>(steps), opt.maxSeconds);
+      break;
+    }
     if (opt.evalEvery > 0 && (step + 1) % opt.evalEvery == 0 &&
         step + 1 != steps && !runEval(step + 1))
       return fail(error);
@@ -366,15 +393,15 @@ int Session::run() {
         !save(opt.savePath, step + 1, error))
       return fail(error);
   }
-  if (steps > startStep && !runEval(steps))
+  if (last > startStep && !runEval(last))
     return fail(error);
   if (!opt.savePath.empty()) {
-    if (!save(opt.savePath, std::max(steps, startStep), error))
+    if (!save(opt.savePath, std::max(last, startStep), error))
       return fail(error);
     if (opt.progress)
       std::fprintf(opt.progress, "saved %s (step %lld)\n",
                    opt.savePath.c_str(),
-                   static_cast<long long>(std::max(steps, startStep)));
+                   static_cast<long long>(std::max(last, startStep)));
   }
   return 0;
 }

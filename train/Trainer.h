@@ -34,6 +34,8 @@ struct TrainOptions {
   std::string resumePath;    // checkpoint to continue from; "" to initialise
   std::string savePath;      // checkpoint to write at the end; "" for none
   int64_t saveEvery = 0;     // also save every N steps (needs savePath)
+  double maxSeconds = 0;     // > 0: stop after the step that passes this
+                             // many seconds of training (then evaluate, save)
   uint64_t seed = 0;         // initialisation and data order
   bool seedGiven = false;    // false: the spec's train.seed
   FILE *progress = stderr;   // progress lines; null for quiet

@@ -269,7 +269,7 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
 /// version, manifest, the entry points and the Halide runtime's setters in
 /// the order of stlm/artifact_format.h.
 void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
-                   const std::string &manifest) {
+                   const std::string &manifest, int64_t embeddedSize) {
   mlir::MLIRContext *ctx = module.getContext();
   mlir::OpBuilder b(ctx);
   mlir::Location loc = mlir::UnknownLoc::get(ctx);
@@ -293,10 +293,19 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
           loc, name, mlir::LLVM::LLVMFunctionType::get(arg, {arg}));
     setters.push_back(f);
   }
-  // ..., then the stlm_device (null: a host artifact).
+  // ..., then the stlm_device (null: a host artifact) and the embedded
+  // checkpoint's bytes and size.
+  auto i64 = b.getI64Type();
   SmallVector<mlir::Type> fields(
-      3 + format::kNumEntryPoints + format::kNumRuntimeSetters, ptr);
+      4 + format::kNumEntryPoints + format::kNumRuntimeSetters, ptr);
   fields[0] = i32;
+  fields.push_back(i64);
+  mlir::LLVM::GlobalOp embedded;
+  if (embeddedSize > 0)
+    embedded = b.create<mlir::LLVM::GlobalOp>(
+        loc, mlir::LLVM::LLVMArrayType::get(b.getI8Type(), embeddedSize),
+        true, mlir::LLVM::Linkage::External,
+        format::embeddedWeightsSymbol(symbol), mlir::Attribute(), 64);
   auto descTy = mlir::LLVM::LLVMStructType::getLiteral(ctx, fields);
   auto desc = b.create<mlir::LLVM::GlobalOp>(
       loc, descTy, true, mlir::LLVM::Linkage::External,
@@ -324,7 +333,128 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
         loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, f), field++);
   v = b.create<mlir::LLVM::InsertValueOp>(
       loc, v, b.create<mlir::LLVM::ZeroOp>(loc, ptr), field++);
+  v = b.create<mlir::LLVM::InsertValueOp>(
+      loc, v,
+      embedded ? mlir::Value(b.create<mlir::LLVM::AddressOfOp>(loc, embedded))
+               : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr)),
+      field++);
+  v = b.create<mlir::LLVM::InsertValueOp>(
+      loc, v,
+      b.create<mlir::LLVM::ConstantOp>(loc, i64,
+                                       b.getI64IntegerAttr(embeddedSize)),
+      field++);
   b.create<mlir::LLVM::ReturnOp>(loc, v);
+}
+
+/// Halide's own error handler prints and aborts the process; an app that
+/// calls the entry points directly (without stlm_open, which installs the
+/// runtime's handler) must get their documented error code instead. A
+/// constructor in the driver installs a handler that writes the message
+/// and a newline to stderr (Halide's halide_print writes to stdout) and
+/// returns, so the failing kernel's error code comes back through the entry
+/// point.
+void addErrorHandler(mlir::ModuleOp module, const std::string &symbol) {
+  mlir::MLIRContext *ctx = module.getContext();
+  mlir::OpBuilder b(ctx);
+  mlir::Location loc = mlir::UnknownLoc::get(ctx);
+  b.setInsertionPointToEnd(module.getBody());
+  auto ptr = mlir::LLVM::LLVMPointerType::get(ctx);
+  auto voidTy = mlir::LLVM::LLVMVoidType::get(ctx);
+  auto declare = [&](StringRef name, mlir::Type result,
+                     ArrayRef<mlir::Type> args) {
+    auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(name);
+    if (!f)
+      f = b.create<mlir::LLVM::LLVMFuncOp>(
+          loc, name, mlir::LLVM::LLVMFunctionType::get(result, args));
+    return f;
+  };
+  auto i32 = b.getI32Type();
+  auto i64 = b.getI64Type();
+  auto strlenFn = declare("strlen", i64, {ptr});
+  auto writeFn = declare("write", i64, {i32, ptr, i64});
+  auto set = declare("halide_set_error_handler", ptr, {ptr});
+  auto eol = b.create<mlir::LLVM::GlobalOp>(
+      loc, mlir::LLVM::LLVMArrayType::get(b.getI8Type(), 1), true,
+      mlir::LLVM::Linkage::Private, "__" + symbol + "_newline",
+      b.getStringAttr("\n"), 1);
+  auto handler = b.create<mlir::LLVM::LLVMFuncOp>(
+      loc, symbol + "_print_error",
+      mlir::LLVM::LLVMFunctionType::get(voidTy, {ptr, ptr}),
+      mlir::LLVM::Linkage::Internal);
+  {
+    // write(2, msg, strlen(msg)); write(2, "\n", 1)
+    mlir::OpBuilder::InsertionGuard guard(b);
+    mlir::Block *body = handler.addEntryBlock(b);
+    b.setInsertionPointToStart(body);
+    mlir::Value fd = b.create<mlir::LLVM::ConstantOp>(
+        loc, i32, b.getI32IntegerAttr(2));
+    mlir::Value msg = body->getArgument(1);
+    mlir::Value len =
+        b.create<mlir::LLVM::CallOp>(loc, strlenFn, mlir::ValueRange{msg})
+            .getResult();
+    b.create<mlir::LLVM::CallOp>(loc, writeFn,
+                                 mlir::ValueRange{fd, msg, len});
+    mlir::Value newline = b.create<mlir::LLVM::AddressOfOp>(loc, eol);
+    mlir::Value one = b.create<mlir::LLVM::ConstantOp>(
+        loc, i64, b.getI64IntegerAttr(1));
+    b.create<mlir::LLVM::CallOp>(loc, writeFn,
+                                 mlir::ValueRange{fd, newline, one});
+    b.create<mlir::LLVM::ReturnOp>(loc, mlir::ValueRange());
+  }
+  auto install = b.create<mlir::LLVM::LLVMFuncOp>(
+      loc, symbol + "_install_error_handler",
+      mlir::LLVM::LLVMFunctionType::get(voidTy, {}),
+      mlir::LLVM::Linkage::Internal);
+  {
+    mlir::OpBuilder::InsertionGuard guard(b);
+    mlir::Block *body = install.addEntryBlock(b);
+    b.setInsertionPointToStart(body);
+    mlir::Value fn = b.create<mlir::LLVM::AddressOfOp>(loc, handler);
+    b.create<mlir::LLVM::CallOp>(loc, set, mlir::ValueRange{fn});
+    b.create<mlir::LLVM::ReturnOp>(loc, mlir::ValueRange());
+  }
+  b.create<mlir::LLVM::GlobalCtorsOp>(
+      loc, b.getArrayAttr({mlir::FlatSymbolRefAttr::get(install)}),
+      b.getI32ArrayAttr({65535}));
+}
+
+/// stlm-compile --embed-weights: an object defining
+/// <symbol>_embedded_weights, the checkpoint's bytes (64-byte aligned,
+/// read-only), assembled by `cc` from an .incbin. `size` is the file's.
+Status embedWeightsObject(const std::string &checkpoint,
+                          const std::string &symbol, const std::string &objDir,
+                          const std::string &cc, std::string &object,
+                          int64_t &size) {
+  uint64_t bytes = 0;
+  if (std::error_code ec = sys::fs::file_size(checkpoint, bytes))
+    return Status::failed("cannot read '" + checkpoint + "': " +
+                          ec.message());
+  SmallString<256> absolute(checkpoint);
+  sys::fs::make_absolute(absolute);
+  if (StringRef(absolute).find_first_of("\"\n\\") != StringRef::npos)
+    return Status::failed("--embed-weights: the path '" + checkpoint +
+                          "' holds a quote, backslash or newline, which the "
+                          "assembler's .incbin cannot name");
+  std::string name = format::embeddedWeightsSymbol(symbol);
+  std::string source = objDir + "/" + name + ".S";
+  object = objDir + "/" + name + ".o";
+  if (Status s = writeFile(
+          source,
+          "/* " + checkpoint + ", embedded by stlm-compile --embed-weights */\n"
+          "  .section .rodata." + name + ",\"a\"\n"
+          "  .balign 64\n"
+          "  .globl " + name + "\n"
+          "  .type " + name + ", @object\n" +
+          name + ":\n"
+          "  .incbin \"" + std::string(absolute) + "\"\n"
+          "  .size " + name + ", " + std::to_string(bytes) + "\n"
+          "  .section .note.GNU-stack,\"\",@progbits\n");
+      !s)
+    return s;
+  if (Status s = runTool(cc, {"-c", "-o", object, source}); !s)
+    return s;
+  size = static_cast<int64_t>(bytes);
+  return Status::ok();
 }
 
 /// Writes `dir`/<name>.manifest.json: `manifest` (the descriptor's) with
@@ -421,11 +551,27 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   for (const auto &[path, text] : cudaSupportFiles())
     if (Status s = writeFile(objDir + "/" + path, text); !s)
       return s;
+  std::vector<std::string> objects;
+  int64_t embeddedSize = 0;
+  if (!info.embeddedWeights.empty()) {
+    auto cc = sys::findProgramByName("cc");
+    if (!cc)
+      return Status::failed("cannot find the system C compiler 'cc' on PATH "
+                            "to assemble the embedded weights");
+    std::string weightsObj;
+    if (Status s = embedWeightsObject(info.embeddedWeights, symbol, objDir,
+                                      *cc, weightsObj, embeddedSize);
+        !s)
+      return s;
+    objects.push_back(weightsObj);
+  }
   std::string cu = objDir + "/" + symbol + "_cuda.cu";
   std::string obj = objDir + "/" + symbol + "_cuda.o";
+  objects.insert(objects.begin(), obj);
   if (Status s = writeFile(cu, source->text +
                                    cudaDescriptor(symbol, ms.str(),
-                                                  source->layout));
+                                                  source->layout,
+                                                  embeddedSize));
       !s)
     return s;
   if (Status s = runTool(nvcc, {"-c", "-O3", "-std=c++17",
@@ -435,17 +581,21 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
     return s;
   std::string lib = dir + "/" + format::staticLibrary(info.name);
   sys::fs::remove(lib);
-  if (Status s = runTool(*ar, {"rcs", lib, obj}); !s)
+  std::vector<std::string> arArgs = {"rcs", lib};
+  arArgs.insert(arArgs.end(), objects.begin(), objects.end());
+  if (Status s = runTool(*ar, arArgs); !s)
     return s;
   // cudart linked in statically; cuBLASLt found at run time (rpath to the
   // toolkit that compiled it, else LD_LIBRARY_PATH).
   std::string cudaLib =
       sys::path::parent_path(sys::path::parent_path(nvcc)).str() + "/lib64";
-  if (Status s = runTool(nvcc, {"-shared", "-arch=" + target.arch, "-o",
-                                dir + "/" + format::sharedLibrary(info.name),
-                                obj, "-lcublasLt", "-Xlinker",
-                                "-rpath=" + cudaLib});
-      !s)
+  std::vector<std::string> linkArgs = {
+      "-shared", "-arch=" + target.arch, "-o",
+      dir + "/" + format::sharedLibrary(info.name)};
+  linkArgs.insert(linkArgs.end(), objects.begin(), objects.end());
+  linkArgs.insert(linkArgs.end(),
+                  {"-lcublasLt", "-Xlinker", "-rpath=" + cudaLib});
+  if (Status s = runTool(nvcc, linkArgs); !s)
     return s;
   if (Status s = writeFile(dir + "/" + format::header(info.name),
                            artifactHeader(info, symbol, source->layout, input,
@@ -557,7 +707,15 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   if (!status)
     return status;
   model.erase();
-  addDescriptor(module, symbol, ms.str());
+  std::string weightsObj;
+  int64_t embeddedSize = 0;
+  if (!info.embeddedWeights.empty())
+    if (Status s = embedWeightsObject(info.embeddedWeights, symbol, objDir,
+                                      tools.cc, weightsObj, embeddedSize);
+        !s)
+      return s;
+  addDescriptor(module, symbol, ms.str(), embeddedSize);
+  addErrorHandler(module, symbol);
   std::string driverObj = objDir + "/" + symbol + "_driver.o";
   std::string error;
   if (failed(emitObjectFile(module, driverObj, error)))
@@ -565,6 +723,8 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
 
   // Unpack the kernels' archives (one object each) and pack one library.
   std::vector<std::string> objects = {driverObj};
+  if (!weightsObj.empty())
+    objects.push_back(weightsObj);
   for (const std::string &a : archives) {
     std::string member = sys::path::filename(a).str() + ".o";
     if (Status s = runTool(tools.ar, {"x", "--output=" + objDir, a, member});
@@ -636,6 +796,9 @@ std::string artifactHeader(const ArtifactModel &info,
      << "_POSITION_OUT_OF_RANGE (decode_step: *pos outside\n"
      << " * [0, " << up
      << "_CONTEXT)), or the failing kernel's (negative) Halide error code.\n"
+     << (device ? std::string()
+                : " * Called without the runtime (no stlm_open), a failing "
+                  "kernel's message\n * goes to stderr; the process goes on.\n")
      << " */\n"
      << "#ifndef STLM_MODEL_" << up << "_H\n#define STLM_MODEL_" << up
      << "_H\n\n#include <stdint.h>\n\n#ifdef __cplusplus\nextern \"C\" {\n"

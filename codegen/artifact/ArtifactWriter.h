@@ -52,7 +52,9 @@ struct ArtifactModel {
   std::string name;     // the spec's name: file names, the header's text
   int64_t vocab = 0;    // token ids are in [0, vocab)
   int64_t accumulate = 1;
-  std::string specJson; // the spec as JSON: the runtime's and cache's key
+  std::string specJson; // the spec as JSON: the runtime's and cache's key;
+                        // "" for a model written in the dialect
+  std::string embeddedWeights; // a checkpoint to compile in; "" for none
 };
 
 /// The model of `module` (built from one spec: there is one).

@@ -1048,12 +1048,15 @@ FailureOr<CudaSource> emitCuda(ir::ModelOp model, bool tf32) {
 
 std::string cudaDescriptor(const std::string &symbol,
                            const std::string &manifest,
-                           const DriverLayout &layout) {
+                           const DriverLayout &layout, int64_t embeddedSize) {
+  std::string weights = format::embeddedWeightsSymbol(symbol);
   auto has = [&](const char *f) {
     return std::find(layout.inference.begin(), layout.inference.end(), f) !=
            layout.inference.end();
   };
   std::string s;
+  if (embeddedSize > 0)
+    s += "extern \"C\" const unsigned char " + weights + "[];\n";
   s += "namespace {\n"
        "const char kManifest[] =\n    " +
        cString(manifest) +
@@ -1101,7 +1104,9 @@ std::string cudaDescriptor(const std::string &symbol,
        (has("decode_step") ? symbol + "_decode_step" : "nullptr") +
        ",\n    nullptr, nullptr,\n"
        "    noHandler, oneThread, noHandler, noHandler,\n"
-       "    &kDevice};\n";
+       "    &kDevice, " +
+       (embeddedSize > 0 ? weights : std::string("nullptr")) + ", " +
+       std::to_string(embeddedSize) + "};\n";
   return s;
 }
 

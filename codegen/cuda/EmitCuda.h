@@ -60,10 +60,13 @@ mlir::FailureOr<CudaSource> emitCuda(mlir::stlm::ModelOp model,
                                      bool tf32 = false);
 
 /// The descriptor `<symbol>_artifact` holding `manifest`, to append to
-/// CudaSource::text.
+/// CudaSource::text; with `embeddedSize` > 0 it points to
+/// `<symbol>_embedded_weights`, an embedded checkpoint of that many bytes
+/// defined in another object.
 std::string cudaDescriptor(const std::string &symbol,
                            const std::string &manifest,
-                           const DriverLayout &layout);
+                           const DriverLayout &layout,
+                           int64_t embeddedSize = 0);
 
 /// The headers the generated source includes, carried by the compiler and
 /// written beside it: (path relative to the source, text) of

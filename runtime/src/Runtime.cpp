@@ -13,6 +13,7 @@
 
 #include "support/SafeTensors.h"
 #include "support/Sampling.h"
+#include "support/Version.h"
 
 #include <nlohmann/json.hpp>
 
@@ -488,13 +489,43 @@ stlm_status badModel() { return STLM_ERROR_ARGUMENT; }
 
 extern "C" {
 
+namespace {
+stlm_status loadCheckpoint(stlm_model *model,
+                           const stlm::SafeTensorsFile *file,
+                           const std::string &path);
+
+/// init, then the artifact's embedded checkpoint when it has one.
+stlm_status openArtifact(stlm_model *m, const stlm_artifact *a) {
+  if (stlm_status s = m->init(a); s != STLM_OK)
+    return s;
+  if (!a->weights_file && a->weights_file_size == 0)
+    return STLM_OK;
+  std::string origin = "the checkpoint embedded in '" + m->name + "'";
+  if (!a->weights_file || a->weights_file_size < 0)
+    return m->fail(STLM_ERROR_FORMAT, origin + " has no bytes");
+  std::string error;
+  std::unique_ptr<stlm::SafeTensorsFile> file = stlm::SafeTensorsFile::view(
+      a->weights_file, static_cast<size_t>(a->weights_file_size), origin,
+      error);
+  if (!file)
+    return m->fail(STLM_ERROR_FORMAT, error);
+  return loadCheckpoint(m, file.get(), origin);
+}
+} // namespace
+
+const char *stlm_version(void) {
+  static const std::string line =
+      std::string(stlm::version()) + " (commit " + stlm::commit() + ")";
+  return line.c_str();
+}
+
 stlm_status stlm_open(const stlm_artifact *artifact, stlm_model **model) {
   if (!model)
     return STLM_ERROR_ARGUMENT;
   *model = new (std::nothrow) stlm_model();
   if (!*model)
     return STLM_ERROR_MEMORY;
-  return (*model)->init(artifact);
+  return openArtifact(*model, artifact);
 }
 
 stlm_status stlm_open_library(const char *path, const char *symbol,
@@ -526,11 +557,43 @@ stlm_status stlm_open_library(const char *path, const char *symbol,
         c = '_';
     sym = file;
   }
-  m->library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  // The search rule (stlm.h): a path with a '/' as given; a bare file
+  // name in $STLM_LIBRARY_PATH's directories, then the current directory,
+  // then wherever dlopen looks.
+  std::string file = path;
+  std::string searched;
+  if (file.find('/') == std::string::npos) {
+    std::vector<std::string> dirs;
+    if (const char *env = std::getenv("STLM_LIBRARY_PATH")) {
+      std::string list = env;
+      for (size_t at = 0; at <= list.size();) {
+        size_t colon = list.find(':', at);
+        if (colon == std::string::npos)
+          colon = list.size();
+        if (colon > at)
+          dirs.push_back(list.substr(at, colon - at));
+        at = colon + 1;
+      }
+    }
+    dirs.push_back(".");
+    for (const std::string &d : dirs) {
+      std::string candidate = d + "/" + path;
+      searched += (searched.empty() ? "" : ", ") + d;
+      if (access(candidate.c_str(), F_OK) == 0) {
+        file = candidate;
+        break;
+      }
+    }
+  }
+  m->library = dlopen(file.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!m->library) {
     const char *why = dlerror();
-    return m->fail(STLM_ERROR_IO, std::string("cannot load '") + path +
-                                      "': " + (why ? why : "dlopen failed"));
+    std::string msg = std::string("cannot load '") + path + "': " +
+                      (why ? why : "dlopen failed");
+    if (file == path && !searched.empty())
+      msg += " (looked in $STLM_LIBRARY_PATH and the current directory (" +
+             searched + "), then where dlopen looks)";
+    return m->fail(STLM_ERROR_IO, msg);
   }
   auto *a = static_cast<const stlm_artifact *>(
       dlsym(m->library, format::descriptorSymbol(sym).c_str()));
@@ -539,7 +602,7 @@ stlm_status stlm_open_library(const char *path, const char *symbol,
                                           "' is not an stlm artifact (no "
                                           "symbol '" +
                                           sym + "_artifact')");
-  return m->init(a);
+  return openArtifact(m, a);
 }
 
 void stlm_close(stlm_model *model) {
@@ -704,21 +767,17 @@ stlm_status stlm_write(stlm_model *model, const char *name,
   return model->ok();
 }
 
-stlm_status stlm_load(stlm_model *model, const char *path) {
-  if (!model || !model->artifact)
-    return badModel();
-  if (!path)
-    return model->fail(STLM_ERROR_ARGUMENT, "stlm_load: the path is null");
-  std::string error;
-  std::unique_ptr<stlm::SafeTensorsFile> file =
-      stlm::SafeTensorsFile::open(path, error);
-  if (!file)
-    return model->fail(access(path, R_OK) != 0 ? STLM_ERROR_IO
-                                               : STLM_ERROR_FORMAT,
-                       error);
-  // Same model: the stored spec without its training section.
+namespace {
+
+/// stlm_load's work on an opened checkpoint, which `path` names in
+/// messages.
+stlm_status loadCheckpoint(stlm_model *model,
+                           const stlm::SafeTensorsFile *file,
+                           const std::string &path) {
+  // Same model: the stored spec without its training section (a model
+  // compiled from the dialect has no spec to compare).
   auto stored = file->metadata().find("stlm_spec");
-  if (stored != file->metadata().end()) {
+  if (stored != file->metadata().end() && !model->specJson.empty()) {
     try {
       nlohmann::json a = nlohmann::json::parse(model->specJson),
                      b = nlohmann::json::parse(stored->second);
@@ -806,6 +865,23 @@ stlm_status stlm_load(stlm_model *model, const char *path) {
   return stlm_set_step(model, step);
 }
 
+} // namespace
+
+stlm_status stlm_load(stlm_model *model, const char *path) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!path)
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_load: the path is null");
+  std::string error;
+  std::unique_ptr<stlm::SafeTensorsFile> file =
+      stlm::SafeTensorsFile::open(path, error);
+  if (!file)
+    return model->fail(access(path, R_OK) != 0 ? STLM_ERROR_IO
+                                               : STLM_ERROR_FORMAT,
+                       error);
+  return loadCheckpoint(model, file.get(), path);
+}
+
 stlm_status stlm_save(const stlm_model *cmodel, const char *path) {
   auto *model = const_cast<stlm_model *>(cmodel);
   if (!model || !model->artifact)
@@ -823,7 +899,8 @@ stlm_status stlm_save(const stlm_model *cmodel, const char *path) {
                          static_cast<size_t>(s.numel()) * 4});
     }
   std::map<std::string, std::string> meta = model->metadata;
-  meta["stlm_spec"] = model->specJson;
+  if (!model->specJson.empty())
+    meta["stlm_spec"] = model->specJson;
   meta["stlm_format"] = "1";
   meta["step"] = std::to_string(stlm_step(model));
   std::string error;

@@ -11,6 +11,13 @@
 //   stlm-compile SPEC.yaml -o DIR                  the artifact: lib<name>.a,
 //       lib<name>.so, <name>.h and <name>.manifest.json
 //   stlm-compile SPEC.yaml --print-params          every tensor and totals
+//   stlm-compile SPEC.yaml --print-name            the model's name (what
+//       names its files: lib<name>.a; stlm_add_model asks for it)
+//   stlm-compile MODEL.mlir ...                    the same stages for a
+//       model written in the dialect (one stlm.model; no spec, so no
+//       --print-params and no spec in the artifact's manifest)
+//   --embed-weights=W.safetensors puts a checkpoint inside the artifact:
+//       stlm_open loads it, so an app ships as one file.
 //
 // The stages are passes/Pipelines.h's (`stlm-opt --stlm-pipeline=stage=S`
 // runs the same passes); kernels and the artifact are written by
@@ -26,6 +33,12 @@
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
 #include "frontend/Spec.h"
+#include "frontend/Weights.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/Parser/Parser.h"
+#include "support/SafeTensors.h"
+#include "support/Version.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
@@ -37,6 +50,8 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
@@ -50,7 +65,8 @@ namespace {
 // --help lists these, not the options of the LLVM and MLIR libraries.
 cl::OptionCategory options("stlm-compile options");
 
-cl::opt<std::string> specPath(cl::Positional, cl::desc("<model spec .yaml>"),
+cl::opt<std::string> specPath(cl::Positional,
+                              cl::desc("<model spec .yaml, or .mlir>"),
                               cl::Required, cl::cat(options));
 cl::opt<Stage> emit(
     "emit", cl::desc("Stage to stop after and print"),
@@ -73,6 +89,15 @@ cl::opt<bool> printParams("print-params",
                           cl::desc("List every parameter tensor with shape, "
                                    "count and tying/sharing, then totals"),
                           cl::cat(options));
+cl::opt<bool> printName("print-name",
+                        cl::desc("Print the model's name (lib<name>.a, "
+                                 "<name>.h) and stop"),
+                        cl::cat(options));
+cl::opt<std::string> embedWeights(
+    "embed-weights",
+    cl::desc("Put this checkpoint inside the artifact; stlm_open loads it "
+             "(an app then ships as one file)"),
+    cl::value_desc("W.safetensors"), cl::cat(options));
 cl::opt<std::string> outputPath("o", cl::desc("Output file (default: stdout)"),
                                 cl::value_desc("file"), cl::init("-"),
                                 cl::cat(options));
@@ -144,20 +169,120 @@ std::string kernelgen(const char *argv0) {
   return std::string(p);
 }
 
+/// The model to compile: built from a YAML spec, or parsed from a .mlir
+/// file that holds one stlm.model.
+struct Input {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::optional<stlm::ModelSpec> spec; // none for .mlir
+  codegen::ArtifactModel info;
+};
+
+/// The vocabulary of a model written in the dialect: the last dimension of
+/// @logits' result; 0 when it has none.
+int64_t vocabOf(mlir::stlm::ModelOp model) {
+  auto logits = model.lookupSymbol<mlir::func::FuncOp>("logits");
+  if (!logits || logits.getNumResults() != 1)
+    return 0;
+  auto type = dyn_cast<mlir::RankedTensorType>(logits.getResultTypes()[0]);
+  return type && type.getRank() > 0 ? type.getShape().back() : 0;
+}
+
+/// Reads the .mlir at `path`; false after printing why.
+bool readMlir(mlir::MLIRContext &context, llvm::SourceMgr &sources,
+              const std::string &path, Input &in) {
+  auto buffer = MemoryBuffer::getFileOrSTDIN(path);
+  if (!buffer) {
+    errs() << "stlm-compile: error: cannot read '" << path
+           << "': " << buffer.getError().message() << "\n";
+    return false;
+  }
+  sources.AddNewSourceBuffer(std::move(*buffer), SMLoc());
+  in.module = mlir::parseSourceFile<mlir::ModuleOp>(sources, &context);
+  if (!in.module)
+    return false; // the parser printed file:line:col
+  SmallVector<mlir::stlm::ModelOp> models;
+  in.module->walk([&](mlir::stlm::ModelOp m) { models.push_back(m); });
+  if (models.size() != 1) {
+    errs() << "stlm-compile: error: " << path << " holds " << models.size()
+           << " stlm.model ops; it must hold exactly one\n";
+    return false;
+  }
+  mlir::stlm::ModelOp model = models.front();
+  in.info.name = model.getSymName().str();
+  in.info.vocab = vocabOf(model);
+  in.info.accumulate = mlir::stlm::TrainSettings::of(model).accumulate;
+  if (in.info.vocab <= 0) {
+    errs() << "stlm-compile: error: " << path << ": model '" << in.info.name
+           << "' has no @logits function returning [..., vocab] logits\n";
+    return false;
+  }
+  return true;
+}
+
+/// A checkpoint to embed must be a valid safetensors file of this model.
+bool checkEmbeddedWeights(const Input &in) {
+  std::string error;
+  std::unique_ptr<stlm::SafeTensorsFile> file =
+      stlm::SafeTensorsFile::open(embedWeights, error);
+  if (!file) {
+    failWith(error);
+    return false;
+  }
+  if (!in.spec)
+    return true; // the runtime checks names and shapes when it loads it
+  std::vector<std::string> problems =
+      stlm::checkWeights(stlm::buildParamTable(*in.spec), *file);
+  if (problems.empty())
+    return true;
+  std::string msg = "--embed-weights: " + embedWeights +
+                    " does not match model '" + in.spec->name + "':";
+  for (const std::string &p : problems)
+    msg += "\n  " + p;
+  failWith(msg);
+  return false;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   InitLLVM init(argc, argv);
   cl::HideUnrelatedOptions(options);
+  cl::SetVersionPrinter([](raw_ostream &os) {
+    os << stlm::versionLine("stlm-compile") << "\n";
+  });
   cl::ParseCommandLineOptions(argc, argv, "stlm model compiler\n");
 
-  stlm::SpecResult parsed = stlm::readSpecFile(specPath);
-  if (!parsed.spec) {
-    for (const stlm::SpecDiagnostic &d : parsed.diagnostics)
-      errs() << d.str() << "\n";
-    return 1;
+  mlir::DialectRegistry registry;
+  mlir::stlm::registerAllDialects(registry);
+  mlir::MLIRContext context(registry);
+  Input in;
+  bool fromMlir = StringRef(specPath).ends_with(".mlir");
+  // Diagnostics on a .mlir input as file:line:col with the line quoted.
+  llvm::SourceMgr sources;
+  mlir::SourceMgrDiagnosticHandler diagnostics(sources, &context);
+  if (fromMlir) {
+    if (printParams)
+      return failWith("--print-params lists a YAML spec's parameters; " +
+                      specPath + " is a model in the dialect (stlm-compile " +
+                      specPath + " --emit=plan shows its tensors)");
+    if (!readMlir(context, sources, specPath, in))
+      return 1;
+  } else {
+    stlm::SpecResult parsed = stlm::readSpecFile(specPath);
+    if (!parsed.spec) {
+      for (const stlm::SpecDiagnostic &d : parsed.diagnostics)
+        errs() << d.str() << "\n";
+      return 1;
+    }
+    in.spec = *parsed.spec;
+    in.info = {in.spec->name, in.spec->embedder.vocabSize,
+               in.spec->train.accumulate, stlm::specToJson(*in.spec)};
   }
-  const stlm::ModelSpec &spec = *parsed.spec;
+  if (printName) {
+    outs() << in.info.name << "\n";
+    return 0;
+  }
+  const std::string &name = in.info.name;
 
   // With -o and no --emit, the artifact.
   if (emit.getNumOccurrences() == 0 && outputPath != "-" && !printParams)
@@ -177,6 +302,13 @@ int main(int argc, char **argv) {
   if (writesDir && (outputPath == "-" || printParams))
     return failWith("--emit=" + mlir::stlm::stageName(emit).str() +
                     " writes a directory; give it with -o DIR");
+  if (!embedWeights.empty() && emit != Stage::Artifact)
+    return failWith("--embed-weights puts a checkpoint inside an artifact: "
+                    "give -o DIR (and no --emit, or --emit=artifact)");
+  if (tf32 && target != "cuda")
+    return failWith("--tf32 is an option of --target=cuda");
+  if (!embedWeights.empty() && !checkEmbeddedWeights(in))
+    return 1;
   std::string error;
   std::unique_ptr<ToolOutputFile> out;
   if (!writesDir) {
@@ -185,63 +317,67 @@ int main(int argc, char **argv) {
       return failWith(error);
   }
   if (printParams) {
-    printParamTable(spec, out->os());
+    printParamTable(*in.spec, out->os());
     out->keep();
     return 0;
   }
-  mlir::DialectRegistry registry;
-  mlir::stlm::registerAllDialects(registry);
-  mlir::MLIRContext context(registry);
-  mlir::OwningOpRef<mlir::ModuleOp> module = stlm::buildModel(context, spec);
-  mlir::PassManager built(&context);
-  mlir::stlm::buildPipeline(built, Stage::STLM);
-  if (failed(mlir::verify(*module)) || failed(built.run(*module))) {
-    errs() << "stlm-compile: internal error: the IR built for '" << spec.name
-           << "' does not verify (diagnostics above)\n";
-    return 2;
+  if (!fromMlir) {
+    in.module = stlm::buildModel(context, *in.spec);
+    mlir::PassManager built(&context);
+    mlir::stlm::buildPipeline(built, Stage::STLM);
+    if (failed(mlir::verify(*in.module)) || failed(built.run(*in.module))) {
+      errs() << "stlm-compile: internal error: the IR built for '" << name
+             << "' does not verify (diagnostics above)\n";
+      return 2;
+    }
   }
+  mlir::ModuleOp module = *in.module;
   mlir::PassManager stages(&context);
-  mlir::stlm::buildPipeline(stages, emit, Stage::STLM);
+  // A model read from .mlir goes through every stage from the start (its
+  // parse verified it); a built one has passed Stage::STLM already.
+  if (fromMlir)
+    mlir::stlm::buildPipeline(stages, emit);
+  else
+    mlir::stlm::buildPipeline(stages, emit, Stage::STLM);
   // The spec is valid and its IR verifies: a stage that fails on it is a
   // limit of the native path.
-  if (failed(stages.run(*module))) {
-    errs() << "stlm-compile: error: cannot lower '" << spec.name
+  if (failed(stages.run(module))) {
+    errs() << "stlm-compile: error: cannot lower '" << name
            << "' (diagnostics above)\n";
     return 3;
   }
 
   if (emit == Stage::Kernels) {
     codegen::KernelPlan plan;
-    mlir::stlm::ModelOp model = codegen::theModel(*module);
-    if (codegen::Status s =
-            codegen::writeKernels(model, spec.name, outputPath,
-                                  kernelgen(argv[0]), plan);
+    mlir::stlm::ModelOp model = codegen::theModel(module);
+    if (codegen::Status s = codegen::writeKernels(model, name, outputPath,
+                                                  kernelgen(argv[0]), plan);
         !s)
       return failWith(s);
-    outs() << plan.kernels.size() << " kernels for '" << spec.name << "' ("
+    outs() << plan.kernels.size() << " kernels for '" << name << "' ("
            << plan.kernelOps << " kernel ops, " << plan.driverOps
            << " driver ops) in " << outputPath << "\n";
     return 0;
   }
   if (emit == Stage::Artifact) {
-    codegen::ArtifactModel info{spec.name, spec.embedder.vocabSize,
-                                spec.train.accumulate, stlm::specToJson(spec)};
     codegen::ArtifactSummary summary;
-    if (tf32 && target != "cuda")
-      return failWith("--tf32 is an option of --target=cuda");
+    in.info.embeddedWeights = embedWeights;
     codegen::ArtifactTarget where{target, nvccPath, cudaArch, tf32};
     if (codegen::Status s = codegen::writeArtifact(
-            *module, info, outputPath, kernelgen(argv[0]), summary, where);
+            module, in.info, outputPath, kernelgen(argv[0]), summary, where);
         !s)
       return failWith(s);
-    outs() << "compiled '" << spec.name << "'";
+    outs() << "compiled '" << name << "'";
     if (target == "cuda")
       outs() << " for cuda (" << cudaArch << ")";
     else
       outs() << ": " << summary.kernels << " kernels";
     outs() << ", weights " << summary.weightsSize << " bytes, arena "
-           << summary.arenaSize << " bytes -> " << outputPath << "/lib"
-           << spec.name << ".{a,so}, " << spec.name << ".h\n";
+           << summary.arenaSize << " bytes";
+    if (!embedWeights.empty())
+      outs() << ", " << embedWeights << " embedded";
+    outs() << " -> " << outputPath << "/lib" << name << ".{a,so}, " << name
+           << ".h\n";
     return 0;
   }
   module->print(out->os());

@@ -1,32 +1,10 @@
 //===- stlm-run.cpp - train, evaluate, generate, initialise ---------------===//
 //
-//   stlm-run init SPEC.yaml -o W.safetensors [--seed N]
-//       MODEL_SPEC's initialisation, deterministic in N (default: the
-//       spec's train.seed); the spec is stored in __metadata__.
-//   stlm-run check W.safetensors [--spec SPEC.yaml]
-//       validates the file and its tensors against the spec (by default the
-//       one stored in the file), listing every mismatch.
-//   stlm-run train SPEC.yaml --data FILE [--backend auto|native|reference]
-//       [--artifact DIR] [--threads N] [--device cpu|cuda] [--steps N]
-//       [--eval-every K] [--eval-windows N] [--log F.jsonl]
-//       [--resume W.safetensors] [--save W.safetensors] [--save-every N]
-//       [--seed N] [--quiet]
-//       trains on a text file (90/10 split, seeded windows) with a progress
-//       line and an optional JSON-lines log; see docs/training.md. The
-//       native backend compiles the spec with stlm-compile into DIR or a
-//       cache and runs the artifact; auto (the default) uses it when the
-//       native path supports the spec and the reference evaluator (with a
-//       note saying why) when not.
-//   stlm-run eval W.safetensors --data FILE [--eval-windows N] [BACKEND]
-//       the validation loss of a checkpoint on a text file.
-//   stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]
-//       [--temperature T] [--top-k K] [--top-p P] [--seed N] [BACKEND]
-//       continues the prompt, streaming bytes to stdout; natively with the
-//       artifact's KV cache.
-//   BACKEND is --backend auto|native|reference [--artifact DIR]
-//   [--threads N] [--device cpu|cuda], as for train; eval and generate
-//   compile the spec stored in the checkpoint. --device cuda compiles with
-//   stlm-compile --target=cuda and runs on the GPU (no fallback).
+// stlm-run COMMAND ...: init, check, train, eval, generate. Each command,
+// its options and their defaults are in kCommands below, which is also
+// what `stlm-run --help` and `stlm-run COMMAND --help` print; training is
+// described in docs/training.md. eval and generate compile the spec stored
+// in the checkpoint.
 //
 // Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
 // bad input, 2 for bad usage.
@@ -39,6 +17,7 @@
 #include "frontend/Weights.h"
 #include "train/NativeEngine.h"
 #include "train/ReferenceEngine.h"
+#include "support/Version.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -53,21 +32,184 @@
 
 namespace {
 
-constexpr const char *kUsage =
-    "usage: stlm-run init SPEC.yaml -o W.safetensors [--seed N]\n"
-    "       stlm-run check W.safetensors [--spec SPEC.yaml]\n"
-    "       stlm-run train SPEC.yaml --data FILE\n"
-    "                [--backend auto|native|reference]\n"
-    "                [--artifact DIR] [--threads N] [--device cpu|cuda] [--steps N] [--eval-every K] [--eval-windows N]\n"
-    "                [--log F.jsonl] [--resume W] [--save W] [--save-every N]\n"
-    "                [--seed N] [--quiet]\n"
-    "       stlm-run eval W.safetensors --data FILE [--eval-windows N]\n"
-    "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n"
-    "                [--device cpu|cuda]\n"
-    "       stlm-run generate W.safetensors [--prompt TEXT] [--tokens N]\n"
-    "                [--temperature T] [--top-k K] [--top-p P] [--seed N]\n"
-    "                [--backend auto|native|reference] [--artifact DIR] [--threads N]\n"
-    "                [--device cpu|cuda]\n";
+/// One option of a command: `--name VALUE` (or `--name=VALUE`), or a flag
+/// when `value` is null. `help` says what it does and its default.
+struct Option {
+  const char *name;
+  const char *value;
+  const char *help;
+};
+
+/// The options every compute command takes (train, eval, generate).
+const Option kBackend[] = {
+    {"--backend", "auto|native|reference",
+     "what computes: native (the model compiled by stlm-compile), reference "
+     "(the plain reference evaluator, slow, the oracle), or auto: native "
+     "when stlm-compile can compile the spec, else reference with a note "
+     "saying why. Default: auto"},
+    {"--artifact", "DIR",
+     "compile the native artifact into DIR, or reuse the one there. "
+     "Default: a cache directory per spec and compiler, under "
+     "$XDG_CACHE_HOME/stlm (else ~/.cache/stlm)"},
+    {"--threads", "N", "kernel threads of the native artifact. Default: 0, "
+                       "every core"},
+    {"--device", "cpu|cuda",
+     "where the native artifact runs: cpu, or cuda (compiled with "
+     "stlm-compile --target=cuda, run on the first NVIDIA GPU; never falls "
+     "back). Default: cpu"},
+};
+
+/// A command: its synopsis, what it does, its options.
+struct Command {
+  const char *name;
+  const char *synopsis; // after "stlm-run "
+  const char *summary;
+  std::vector<Option> options;
+  bool backend; // takes kBackend too
+};
+
+const Command kCommands[] = {
+    {"init", "init SPEC.yaml -o W.safetensors [--seed N]",
+     "Writes a model's initial weights (MODEL_SPEC's initialisation, "
+     "deterministic in the seed) with the spec in the file's metadata.",
+     {{"-o", "W.safetensors", "the checkpoint to write (required)"},
+      {"--seed", "N", "initialisation seed. Default: the spec's train.seed"}},
+     false},
+    {"check", "check W.safetensors [--spec SPEC.yaml]",
+     "Validates a checkpoint and its tensors against a spec, listing every "
+     "mismatch.",
+     {{"--spec", "SPEC.yaml",
+       "the spec to check against. Default: the one stored in the file"}},
+     false},
+    {"train", "train SPEC.yaml --data FILE [options]",
+     "Trains a model on a text file, its bytes the tokens: windows drawn "
+     "with a seed from the first 90 %, validation on the last 10 %. Shows a "
+     "progress line (step, loss, bytes/s, ETA); see docs/training.md.",
+     {{"--data", "FILE", "the text to train on (required)"},
+      {"--steps", "N",
+       "optimizer steps in all, counting those a --resume checkpoint has "
+       "taken. Default: the spec's train.steps"},
+      {"--eval-every", "K",
+       "validate every K steps. Default: 0, at the start and the end only"},
+      {"--eval-windows", "N",
+       "validation windows per evaluation, whole batches. Default: 256; 0: "
+       "the whole validation split"},
+      {"--log", "F.jsonl",
+       "append a JSON line per step and per evaluation (scripts/plot draws "
+       "them). Default: none"},
+      {"--resume", "W.safetensors",
+       "continue from a checkpoint: weights, AdamW moments, step and seed"},
+      {"--save", "W.safetensors",
+       "write a checkpoint at the end (atomically: a temporary file, then "
+       "a rename). Default: none"},
+      {"--save-every", "N", "also save every N steps (needs --save)"},
+      {"--max-time", "SECONDS",
+       "stop after the step that passes this much training time, then "
+       "evaluate and save as at the last step (the schedule stays that of "
+       "--steps). Default: 0, no limit"},
+      {"--seed", "N",
+       "initialisation and data-order seed. Default: the spec's train.seed"},
+      {"--quiet", nullptr, "no progress line and no notes"}},
+     true},
+    {"eval", "eval W.safetensors --data FILE [options]",
+     "Prints a checkpoint's validation loss (nats; with bits per byte where "
+     "the objective defines them) on the last 10 % of a text file; the "
+     "model is the spec stored in the checkpoint.",
+     {{"--data", "FILE", "the text (required)"},
+      {"--eval-windows", "N",
+       "validation windows, whole batches. Default: 0, the whole "
+       "validation split"}},
+     true},
+    {"generate", "generate W.safetensors [options]",
+     "Continues a prompt with a checkpoint's model, streaming bytes to "
+     "stdout (natively with the KV cache).",
+     {{"--prompt", "TEXT", "the text to continue. Default: a newline"},
+      {"--tokens", "N", "bytes to generate. Default: 200"},
+      {"--temperature", "T",
+       "sampling temperature; 0 or less: greedy. Default: 1"},
+      {"--top-k", "K", "sample among the K most likely bytes. Default: 0, "
+                       "all"},
+      {"--top-p", "P",
+       "sample among the smallest set with probability mass >= P, in "
+       "(0, 1]. Default: 1, all"},
+      {"--seed", "N", "sampling seed: the same seed, prompt and checkpoint "
+                      "give the same text. Default: 0"}},
+     true},
+};
+
+const Command *findCommand(const std::string &name) {
+  for (const Command &c : kCommands)
+    if (name == c.name)
+      return &c;
+  return nullptr;
+}
+
+/// Every option of `c`.
+std::vector<Option> optionsOf(const Command &c) {
+  std::vector<Option> all = c.options;
+  if (c.backend)
+    all.insert(all.end(), std::begin(kBackend), std::end(kBackend));
+  return all;
+}
+
+/// `text` wrapped at 78 columns, each line indented by `indent` spaces.
+std::string wrap(const std::string &text, size_t indent) {
+  std::string out, line(indent, ' ');
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t space = text.find(' ', at);
+    std::string word =
+        text.substr(at, space == std::string::npos ? std::string::npos
+                                                   : space - at);
+    at = space == std::string::npos ? text.size() : space + 1;
+    if (line.size() > indent && line.size() + 1 + word.size() > 78) {
+      out += line + "\n";
+      line.assign(indent, ' ');
+    }
+    if (line.size() > indent)
+      line += ' ';
+    line += word;
+  }
+  return out + line + "\n";
+}
+
+std::string usageText() {
+  std::string u = "usage:";
+  for (const Command &c : kCommands)
+    u += std::string(u == "usage:" ? " " : "       ") + "stlm-run " +
+         c.synopsis + "\n";
+  return u;
+}
+
+std::string helpText() {
+  std::string h =
+      "stlm-run: train, evaluate and generate with stlm models.\n\n" +
+      usageText() +
+      "\n`stlm-run COMMAND --help` describes each option of a command and "
+      "its default.\n`stlm-run --version` prints the stlm version.\n\n"
+      "commands:\n";
+  for (const Command &c : kCommands) {
+    h += "  " + std::string(c.name) + "\n" + wrap(c.summary, 4);
+  }
+  return h;
+}
+
+std::string commandHelp(const Command &c) {
+  std::string h = std::string("usage: stlm-run ") + c.synopsis + "\n\n" +
+                  wrap(c.summary, 0) + "\noptions:\n";
+  for (const Option &o : optionsOf(c)) {
+    h += "  " + std::string(o.name) +
+         (o.value ? " " + std::string(o.value) : std::string()) + "\n";
+    // The default on a line of its own.
+    std::string help = o.help;
+    size_t d = help.find(" Default: ");
+    h += wrap(help.substr(0, d), 6);
+    if (d != std::string::npos)
+      h += wrap(help.substr(d + 1), 6);
+  }
+  h += "  --help\n" + wrap("print this help", 6);
+  return h;
+}
 
 /// The path of tool `name` installed beside this stlm-run.
 std::string besideMe(const char *argv0, const char *name) {
@@ -79,7 +221,8 @@ std::string besideMe(const char *argv0, const char *name) {
 }
 
 int usage(const std::string &msg) {
-  std::fprintf(stderr, "stlm-run: error: %s\n%s", msg.c_str(), kUsage);
+  std::fprintf(stderr, "stlm-run: error: %s\n%s", msg.c_str(),
+               usageText().c_str());
   return 2;
 }
 
@@ -120,11 +263,10 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> options;
   std::string error;
 
-  /// `known` options take a value (`--key value` or `--key=value`);
-  /// `flags` take none.
+  /// `options` are those of the command: with a value (`--key value` or
+  /// `--key=value`) or flags.
   static Args parse(int argc, char **argv, int first,
-                    const std::vector<std::string> &known,
-                    const std::vector<std::string> &flags = {}) {
+                    const std::vector<Option> &options) {
     Args a;
     for (int i = first; i < argc; ++i) {
       std::string arg = argv[i];
@@ -137,18 +279,16 @@ struct Args {
           arg.resize(eq);
           inlineValue = true;
         }
-        auto in = [&](const std::vector<std::string> &set) {
-          for (const std::string &k : set)
-            if (arg == k)
-              return true;
-          return false;
-        };
+        const Option *known = nullptr;
+        for (const Option &o : options)
+          if (arg == o.name)
+            known = &o;
         for (const auto &kv : a.options)
           if (kv.first == arg) {
             a.error = "option '" + arg + "' is given twice";
             return a;
           }
-        if (in(flags)) {
+        if (known && !known->value) {
           if (inlineValue) {
             a.error = "option '" + arg + "' takes no value";
             return a;
@@ -156,7 +296,7 @@ struct Args {
           a.options.emplace_back(arg, "");
           continue;
         }
-        if (!in(known)) {
+        if (!known) {
           a.error = "unknown option '" + arg + "'";
           return a;
         }
@@ -212,7 +352,7 @@ bool loadSpec(const std::string &path, stlm::ModelSpec &spec) {
 }
 
 int runInit(int argc, char **argv) {
-  Args a = Args::parse(argc, argv, 2, {"-o", "--seed"});
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("init")));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -239,7 +379,7 @@ int runInit(int argc, char **argv) {
 }
 
 int runCheck(int argc, char **argv) {
-  Args a = Args::parse(argc, argv, 2, {"--spec"});
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("check")));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -281,15 +421,6 @@ int runCheck(int argc, char **argv) {
               path.c_str(), file->tensors().size(),
               static_cast<long long>(table.uniqueCount()), spec.name.c_str());
   return 0;
-}
-
-/// The backend options every compute command takes.
-const std::vector<std::string> kBackendOptions = {"--backend", "--artifact",
-                                                  "--threads", "--device"};
-std::vector<std::string> withBackend(std::vector<std::string> options) {
-  options.insert(options.end(), kBackendOptions.begin(),
-                 kBackendOptions.end());
-  return options;
 }
 
 /// Reads --backend, --artifact and --threads; false after a usage error.
@@ -345,11 +476,7 @@ bool checkpointOptions(Args &a, const char *argv0, std::string &backend,
 }
 
 int runTrain(int argc, char **argv) {
-  Args a = Args::parse(argc, argv, 2,
-                       withBackend({"--data", "--steps", "--eval-every",
-                                    "--eval-windows", "--log", "--resume",
-                                    "--save", "--save-every", "--seed"}),
-                       {"--quiet"});
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("train")));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -370,6 +497,10 @@ int runTrain(int argc, char **argv) {
       !a.count("--eval-windows", opt.evalWindows) ||
       !a.count("--save-every", opt.saveEvery) || !a.count("--seed", seed))
     return usage(a.error);
+  if (!a.number("--max-time", opt.maxSeconds))
+    return usage(a.error);
+  if (opt.maxSeconds < 0)
+    return usage("--max-time needs a non-negative number of seconds");
   if (a.get("--seed")) {
     opt.seed = static_cast<uint64_t>(seed);
     opt.seedGiven = true;
@@ -397,8 +528,7 @@ int runTrain(int argc, char **argv) {
 }
 
 int runEval(int argc, char **argv) {
-  Args a = Args::parse(argc, argv, 2,
-                       withBackend({"--data", "--eval-windows"}));
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("eval")));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -424,9 +554,7 @@ int runEval(int argc, char **argv) {
 }
 
 int runGenerate(int argc, char **argv) {
-  Args a = Args::parse(argc, argv, 2,
-                       withBackend({"--prompt", "--tokens", "--temperature",
-                                    "--top-k", "--top-p", "--seed"}));
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("generate")));
   if (!a.error.empty())
     return usage(a.error);
   if (a.positional.size() != 1)
@@ -464,6 +592,30 @@ int main(int argc, char **argv) {
   if (argc < 2)
     return usage("no command given");
   std::string cmd = argv[1];
+  if (cmd == "-h" || cmd == "--help") {
+    std::fputs(helpText().c_str(), stdout);
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::printf("%s\n", stlm::versionLine("stlm-run").c_str());
+    return 0;
+  }
+  const Command *command = findCommand(cmd);
+  if (!command)
+    return usage("unknown command '" + cmd + "'");
+  // `--help` anywhere among a command's arguments (not as an option's
+  // value) prints its help.
+  std::vector<Option> options = optionsOf(*command);
+  for (int i = 2; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(commandHelp(*command).c_str(), stdout);
+      return 0;
+    }
+    for (const Option &o : options)
+      if (o.value && arg == o.name)
+        ++i; // skip its value
+  }
   if (cmd == "init")
     return runInit(argc, argv);
   if (cmd == "check")
@@ -472,11 +624,5 @@ int main(int argc, char **argv) {
     return runTrain(argc, argv);
   if (cmd == "eval")
     return runEval(argc, argv);
-  if (cmd == "generate")
-    return runGenerate(argc, argv);
-  if (cmd == "-h" || cmd == "--help") {
-    std::fputs(kUsage, stdout);
-    return 0;
-  }
-  return usage("unknown command '" + cmd + "'");
+  return runGenerate(argc, argv);
 }

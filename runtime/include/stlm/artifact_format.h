@@ -70,8 +70,9 @@ inline constexpr size_t kNumRuntimeSetters =
     sizeof(kRuntimeSetters) / sizeof(kRuntimeSetters[0]);
 
 // The descriptor the writer emits is {i32, ptr, kNumEntryPoints ptrs,
-// kNumRuntimeSetters ptrs, the stlm_device ptr (null on the host)}: the
-// order above is stlm_artifact's.
+// kNumRuntimeSetters ptrs, the stlm_device ptr (null on the host), the
+// embedded checkpoint's ptr and its i64 size (null, 0 without)}: the order
+// above is stlm_artifact's.
 static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
                   offsetof(stlm_artifact, train_step) == 2 * sizeof(void *) &&
                   offsetof(stlm_artifact, grad) == 3 * sizeof(void *) &&
@@ -87,8 +88,11 @@ static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
                   offsetof(stlm_artifact, device) ==
                       (2 + kNumEntryPoints + kNumRuntimeSetters) *
                           sizeof(void *) &&
-                  sizeof(stlm_artifact) ==
+                  offsetof(stlm_artifact, weights_file) ==
                       (3 + kNumEntryPoints + kNumRuntimeSetters) *
+                          sizeof(void *) &&
+                  sizeof(stlm_artifact) ==
+                      (5 + kNumEntryPoints + kNumRuntimeSetters) *
                           sizeof(void *),
               "kEntryPoints and kRuntimeSetters follow stlm_artifact");
 
@@ -134,6 +138,10 @@ inline std::string manifest(const std::string &name) {
 /// The descriptor's symbol for C symbol prefix `symbol`.
 inline std::string descriptorSymbol(const std::string &symbol) {
   return symbol + "_artifact";
+}
+/// The bytes of an embedded checkpoint (stlm-compile --embed-weights).
+inline std::string embeddedWeightsSymbol(const std::string &symbol) {
+  return symbol + "_embedded_weights";
 }
 
 } // namespace stlm::format

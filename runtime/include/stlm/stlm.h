@@ -37,7 +37,7 @@
 extern "C" {
 #endif
 
-#define STLM_ABI_VERSION 4
+#define STLM_ABI_VERSION 5
 
 typedef enum stlm_status {
   STLM_OK = 0,
@@ -104,6 +104,11 @@ typedef struct stlm_artifact {
   void *(*set_custom_malloc)(void *fn);      /* halide_set_custom_malloc */
   void *(*set_custom_free)(void *fn);        /* halide_set_custom_free */
   const stlm_device *device; /* null: the entry points run on the host */
+  /* A checkpoint compiled into the artifact (stlm-compile --embed-weights
+   * W.safetensors): the file's bytes, which stlm_open loads. Null and 0
+   * without one. */
+  const unsigned char *weights_file;
+  int64_t weights_file_size;
 } stlm_artifact;
 
 typedef struct stlm_model stlm_model;
@@ -115,11 +120,22 @@ typedef struct stlm_step_result {
   int64_t step;    /* optimizer steps taken, after this one */
 } stlm_step_result;
 
-/* Opening and closing. */
+/* The stlm release this runtime belongs to and its commit:
+ * "0.5.0 (commit 06ef74c96cb9)". */
+const char *stlm_version(void);
+
+/* Opening and closing. An artifact with an embedded checkpoint
+ * (stlm-compile --embed-weights) opens with its weights, moments and step
+ * loaded from it; others open with every tensor zero (load a checkpoint). */
 stlm_status stlm_open(const stlm_artifact *artifact, stlm_model **model);
 /* dlopen()s `path` (lib<name>.so) and opens `<symbol>_artifact`; `symbol`
  * may be NULL to derive it from the file name (libchar-tiny.so ->
- * char_tiny). */
+ * char_tiny). Where it looks: a path with a '/' is used as given (relative
+ * to the current directory); a bare file name is looked for in each
+ * directory of the environment variable STLM_LIBRARY_PATH (':'-separated),
+ * then in the current directory, and when none holds it, wherever dlopen
+ * looks (LD_LIBRARY_PATH, the program's run path, the system's
+ * directories). */
 stlm_status stlm_open_library(const char *path, const char *symbol,
                               stlm_model **model);
 void stlm_close(stlm_model *model);
