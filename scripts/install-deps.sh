@@ -8,6 +8,7 @@ set -euo pipefail
 
 packages=(
   cmake ninja-build ccache g++ python3 pkg-config
+  python3-numpy python3-matplotlib
   libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
   libhalide14-0-dev
   libgtest-dev

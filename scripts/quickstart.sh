@@ -9,8 +9,9 @@
 #                              [--prompt TEXT] [--out DIR] [--no-build]
 #   --data FILE    train on FILE instead of the default corpus
 #   --seconds S    stop training after S seconds (default 120)
-#   --steps N      the schedule's length (default 4000; training stops at
-#                  whichever of N steps and S seconds comes first)
+#   --steps N      training steps (default 4000; training stops at whichever
+#                  of N steps and S seconds comes first; the learning rate
+#                  follows the spec's schedule over its train.steps)
 #   --prompt TEXT  what generation continues (default "The ")
 #   --out DIR      where to write (default build/quickstart)
 #   --no-build     use the build as it is (tests run the script this way)

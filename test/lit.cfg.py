@@ -74,3 +74,20 @@ try:
         config.available_features.add("cuda-device")
 except (OSError, subprocess.TimeoutExpired):
     pass
+
+# Tests that read what we write with an independent NumPy implementation
+# (the export formats) need python3-numpy, and the plot test Debian's
+# python3-matplotlib (scripts/install-deps.sh installs both). They belong
+# to Debian's /usr/bin/python3, which may not be the python3 on PATH:
+# %debian_python names it.
+debian_python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) \
+    else "python3"
+config.substitutions.append(("%debian_python", debian_python))
+for module, feature, what in [("numpy", "numpy", "the export checks"),
+                              ("matplotlib", "matplotlib", "the plot test")]:
+    if subprocess.run([debian_python, "-c", "import " + module],
+                      capture_output=True).returncode == 0:
+        config.available_features.add(feature)
+    else:
+        lit_config.note("no %s for %s: %s are skipped"
+                        % (module, debian_python, what))

@@ -11,13 +11,15 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "export/Export.h"
 #include "frontend/Params.h"
-#include "support/SafeTensors.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
+#include "support/SafeTensors.h"
+#include "support/Version.h"
+#include "train/Inference.h"
 #include "train/NativeEngine.h"
 #include "train/ReferenceEngine.h"
-#include "support/Version.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -105,8 +107,8 @@ const Command kCommands[] = {
       {"--save-every", "N", "also save every N steps (needs --save)"},
       {"--max-time", "SECONDS",
        "stop after the step that passes this much training time, then "
-       "evaluate and save as at the last step (the schedule stays that of "
-       "--steps). Default: 0, no limit"},
+       "evaluate and save as at the last step (the learning rate follows "
+       "the spec's schedule either way). Default: 0, no limit"},
       {"--seed", "N",
        "initialisation and data-order seed. Default: the spec's train.seed"},
       {"--quiet", nullptr, "no progress line and no notes"}},
@@ -135,6 +137,21 @@ const Command kCommands[] = {
       {"--seed", "N", "sampling seed: the same seed, prompt and checkpoint "
                       "give the same text. Default: 0"}},
      true},
+    {"export", "export W.safetensors --format gguf|hf -o OUT [options]",
+     "Writes a token model's checkpoint as a llama model: one GGUF file "
+     "for llama.cpp, or a directory (config.json, model.safetensors) that "
+     "transformers' LlamaForCausalLM loads. Shared layers are written per "
+     "layer; byte-pool models, GELU FFNs and (without --merge-lora) LoRA "
+     "deltas are refused. See docs/export.md.",
+     {{"--format", "gguf|hf", "what to write (required)"},
+      {"-o", "OUT", "the GGUF file, or the transformers directory (created "
+                    "when missing) (required)"},
+      {"--type", "f32|f16|q8_0",
+       "gguf: the matrices' type; norms stay f32, and a matrix whose rows "
+       "are not a multiple of 32 stays f32 under q8_0. Default: f32"},
+      {"--merge-lora", nullptr,
+       "write each LoRA layer's merged weights (shared + b·a)"}},
+     false},
 };
 
 const Command *findCommand(const std::string &name) {
@@ -588,6 +605,63 @@ int runGenerate(int argc, char **argv) {
 
 } // namespace
 
+int runExport(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("export")));
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("export takes exactly one checkpoint");
+  stlm::ExportOptions o;
+  const std::string *format = a.get("--format");
+  if (!format)
+    return usage("export needs --format gguf or --format hf");
+  if (*format != "gguf" && *format != "hf")
+    return usage("unknown export format '" + *format +
+                 "' (available: gguf, hf)");
+  o.format = *format == "gguf" ? stlm::ExportFormat::GGUF
+                               : stlm::ExportFormat::HF;
+  const std::string *out = a.get("-o");
+  if (!out)
+    return usage("export needs an output (-o OUT)");
+  o.out = *out;
+  if (const std::string *type = a.get("--type")) {
+    if (o.format != stlm::ExportFormat::GGUF)
+      return usage("--type is an option of --format gguf");
+    if (*type == "f32")
+      o.type = stlm::GgufType::F32;
+    else if (*type == "f16")
+      o.type = stlm::GgufType::F16;
+    else if (*type == "q8_0")
+      o.type = stlm::GgufType::Q8_0;
+    else
+      return usage("unknown GGUF type '" + *type +
+                   "' (available: f32, f16, q8_0)");
+  }
+  o.mergeLora = a.get("--merge-lora") != nullptr;
+  const std::string &path = a.positional[0];
+  stlm::ModelSpec spec;
+  std::string error;
+  if (!stlm::checkpointSpec(path, spec, error))
+    return fail(error);
+  std::string problem = stlm::exportProblem(spec, o);
+  if (!problem.empty())
+    return fail(problem);
+  std::unique_ptr<stlm::SafeTensorsFile> file =
+      stlm::SafeTensorsFile::open(path, error);
+  if (!file)
+    return fail(error);
+  std::vector<std::string> problems =
+      stlm::checkWeights(stlm::buildParamTable(spec), *file);
+  if (!problems.empty())
+    return fail(path + " does not match its model '" + spec.name + "': " +
+                problems.front());
+  std::string summary;
+  if (!stlm::exportCheckpoint(spec, *file, o, summary, error))
+    return fail(error);
+  std::printf("%s\n", summary.c_str());
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2)
     return usage("no command given");
@@ -624,5 +698,7 @@ int main(int argc, char **argv) {
     return runTrain(argc, argv);
   if (cmd == "eval")
     return runEval(argc, argv);
+  if (cmd == "export")
+    return runExport(argc, argv);
   return runGenerate(argc, argv);
 }
