@@ -91,3 +91,16 @@ for module, feature, what in [("numpy", "numpy", "the export checks"),
     else:
         lit_config.note("no %s for %s: %s are skipped"
                         % (module, debian_python, what))
+
+# llama.cpp's llama-simple (greedy generation), when the machine has one
+# (STLM_LLAMA_SIMPLE=PATH, or on PATH): the GGUF export is then also run by
+# llama.cpp itself (stlm-run/export-llama-cpp.test). It is not a Debian
+# package, so the suite does not need it.
+llama_simple = os.environ.get("STLM_LLAMA_SIMPLE") or shutil.which(
+    "llama-simple")
+if llama_simple and os.access(llama_simple, os.X_OK):
+    config.available_features.add("llama-cpp")
+    config.substitutions.append(("%llama_simple", llama_simple))
+else:
+    lit_config.note("no llama-simple (STLM_LLAMA_SIMPLE): the GGUF export "
+                    "is not run by llama.cpp")
