@@ -3,13 +3,15 @@
 # (loss) and KV-cached generation, as bytes/s and ratios.
 #
 #   bench/ref3m.sh [SPEC.yaml] [--threads N] [--steps N] [--rounds R]
+#                  [--plot DIR]
 #
 # Default spec: examples/models/ref-3m.yaml; 2 threads; 20 timed calls
 # (medians) per round; 3 rounds alternating stlm and PyTorch (medians of
 # the rounds, and each round's ratio). Needs a build (scripts/build.sh) and
 # PyTorch (scripts/install-deps.sh --bench). For a fair peer it unsets
 # OPENBLAS_CORETYPE, sets OMP_WAIT_POLICY=passive and the thread count on
-# both sides.
+# both sides. --plot DIR keeps the results (DIR/<model>.txt) and draws them
+# (bench/plot_bench.py: DIR/<model>-vs-pytorch.png).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/build/bin"
@@ -17,11 +19,13 @@ spec="$root/examples/models/ref-3m.yaml"
 threads=2
 steps=20
 rounds=3
+plot=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
+    --plot) plot="$2"; shift 2 ;;
     -*) echo "ref3m.sh: unknown option $1" >&2; exit 2 ;;
     *) spec="$1"; shift ;;
   esac
@@ -52,6 +56,7 @@ for ((r = 0; r < rounds; r++)); do
   peer+=("$(/usr/bin/python3 "$root/bench/torch_model.py" "$work/spec.json" \
     --threads "$threads" --steps "$steps" --generate 128)")
 done
+report() {
 /usr/bin/python3 - "${#ours[@]}" "${ours[@]}" "${peer[@]}" <<'PY'
 import json, statistics, sys
 n = int(sys.argv[1])
@@ -77,3 +82,11 @@ print(f"(generate: greedy, KV cache, {o['generate_tokens']} tokens from a "
       "one-byte prompt, one sequence)")
 print(json.dumps({"stlm": ours, "pytorch": peer}))
 PY
+}
+if [[ -n "$plot" ]]; then
+  mkdir -p "$plot"
+  report | tee "$plot/$name.txt"
+  /usr/bin/python3 "$root/bench/plot_bench.py" "$plot/$name.txt" -o "$plot"
+else
+  report
+fi
