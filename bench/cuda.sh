@@ -8,6 +8,9 @@
 # ms/step, tokens/s and our ratio to each.
 #
 #   bench/cuda.sh DIR [--steps N] [--forms eager,compile,graph] [--fp32]
+#
+# bench/plot_bench.py draws its output (run it where matplotlib is, e.g.
+# on the log scripts/cuda-device.sh's run.sh brings back as bench.log).
 set -uo pipefail
 dir="$1"; shift
 steps=30
