@@ -156,6 +156,9 @@ Aligned allocate(size_t bytes) {
 
 } // namespace
 
+/// The weights blob's step counter (I32 []), a state slot.
+static const char *const kStepName = "step";
+
 struct stlm_model {
   std::string error;
   const stlm_artifact *artifact = nullptr;
@@ -342,6 +345,19 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     return fail(STLM_ERROR_FORMAT,
                 std::string("the artifact's manifest is corrupt: ") + e.what());
   }
+  // What loading, saving and training rely on: AdamW's two moments of
+  // every parameter, and the step counter.
+  for (const std::string &p : params)
+    for (const char *prefix : {"opt.m.", "opt.v."}) {
+      const Slot *m = find(prefix + p);
+      if (!m || m->isInt || m->shape != slots.at(p).shape)
+        return fail(STLM_ERROR_FORMAT,
+                    "the artifact's manifest lacks the optimizer state '" +
+                        std::string(prefix) + p + "'");
+    }
+  if (const Slot *s = find(kStepName); !s || !s->isInt || !s->shape.empty())
+    return fail(STLM_ERROR_FORMAT,
+                "the artifact's manifest lacks the step counter");
   if (a->device) {
     if (!a->device->open || !a->device->close || !a->device->copy ||
         !a->device->message || !a->device->name)
@@ -482,8 +498,6 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
 }
 
 namespace {
-const char *kStepName = "step";
-
 stlm_status badModel() { return STLM_ERROR_ARGUMENT; }
 } // namespace
 

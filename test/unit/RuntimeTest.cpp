@@ -41,7 +41,9 @@ const char *kGood = R"({"format": "stlm-artifact", "version": 3,
   "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
   "weights_size": 64, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
   "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0}],
-  "state": []})";
+  "state": [{"name": "opt.m.w", "dtype": "F32", "shape": [4], "offset": 16},
+            {"name": "opt.v.w", "dtype": "F32", "shape": [4], "offset": 32},
+            {"name": "step", "dtype": "I32", "shape": [], "offset": 48}]})";
 
 stlm_artifact artifact(const char *manifest) {
   stlm_artifact a{};
@@ -80,6 +82,69 @@ TEST(Runtime, OpensAGoodArtifact) {
   EXPECT_EQ(stlm_context(m), 4);
   EXPECT_EQ(stlm_accumulate(m), 1);
   stlm_close(m);
+}
+
+/// A safetensors file in memory: tensor "w" of `shape` (values 1, 2, ...)
+/// and __metadata__.step.
+std::vector<unsigned char> checkpointBytes(int64_t n, const char *step) {
+  std::string header = "{\"w\":{\"dtype\":\"F32\",\"shape\":[" +
+                       std::to_string(n) + "],\"data_offsets\":[0," +
+                       std::to_string(4 * n) +
+                       "]},\"__metadata__\":{\"step\":\"" + step + "\"}}";
+  std::vector<unsigned char> bytes(8);
+  uint64_t length = header.size();
+  std::memcpy(bytes.data(), &length, 8);
+  bytes.insert(bytes.end(), header.begin(), header.end());
+  for (int64_t i = 0; i < n; ++i) {
+    float v = static_cast<float>(i + 1);
+    unsigned char b[4];
+    std::memcpy(b, &v, 4);
+    bytes.insert(bytes.end(), b, b + 4);
+  }
+  return bytes;
+}
+
+TEST(Runtime, OpensWithItsEmbeddedCheckpoint) {
+  std::vector<unsigned char> file = checkpointBytes(4, "7");
+  stlm_artifact a = artifact(kGood);
+  a.weights_file = file.data();
+  a.weights_file_size = static_cast<int64_t>(file.size());
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  float w[4] = {};
+  ASSERT_EQ(stlm_read(m, "w", w, 4), STLM_OK);
+  EXPECT_EQ(w[0], 1.0f);
+  EXPECT_EQ(w[3], 4.0f);
+  EXPECT_EQ(stlm_step(m), 7);
+  stlm_close(m);
+}
+
+TEST(Runtime, RefusesABadEmbeddedCheckpoint) {
+  stlm_artifact a = artifact(kGood);
+  std::vector<unsigned char> garbage(100, 'x');
+  a.weights_file = garbage.data();
+  a.weights_file_size = static_cast<int64_t>(garbage.size());
+  expectRefused(a, STLM_ERROR_FORMAT,
+                "the checkpoint embedded in 'fake': not a safetensors file");
+  std::vector<unsigned char> other = checkpointBytes(3, "0");
+  a.weights_file = other.data();
+  a.weights_file_size = static_cast<int64_t>(other.size());
+  expectRefused(a, STLM_ERROR_MISMATCH, "'w' is F32 of another shape");
+  a.weights_file = nullptr;
+  a.weights_file_size = 16;
+  expectRefused(a, STLM_ERROR_FORMAT, "embedded in 'fake' has no bytes");
+}
+
+TEST(Runtime, RefusesAManifestWithoutOptimizerStateOrStep) {
+  std::string noMoment = kGood;
+  noMoment.replace(noMoment.find("opt.v.w"), 7, "opt.x.w");
+  stlm_artifact a = artifact(noMoment.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT,
+                "lacks the optimizer state 'opt.v.w'");
+  std::string noStep = kGood;
+  noStep.replace(noStep.find("\"step\""), 6, "\"stop\"");
+  a = artifact(noStep.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "lacks the step counter");
 }
 
 TEST(Runtime, RefusesAnotherAbiVersion) {
@@ -336,7 +401,9 @@ const char *kDeviceManifest = R"({"format": "stlm-artifact", "version": 3,
   "weights_size": 64, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
   "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0,
               "grad_offset": 0}],
-  "state": []})";
+  "state": [{"name": "opt.m.w", "dtype": "F32", "shape": [4], "offset": 16},
+            {"name": "opt.v.w", "dtype": "F32", "shape": [4], "offset": 32},
+            {"name": "step", "dtype": "I32", "shape": [], "offset": 48}]})";
 
 TEST(RuntimeDevice, MovesTheWeightsOnlyWhenNeeded) {
   stlm_artifact a = artifact(kDeviceManifest);
