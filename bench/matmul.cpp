@@ -11,6 +11,12 @@
 // 480 GFLOP/s the design notes quote for this machine type). Each form's
 // result is checked against dot products computed here, on random inputs.
 //
+//   stlm-bench-matmul [--peak] [--threads N]
+//
+// --peak measures only the FMA peak (best of 5 after a warm-up) and prints
+// {"fma_peak_gflops": G, "threads": N}: the yardstick bench/ref3m.sh holds
+// the PyTorch peer's matmul speed against.
+//
 //===----------------------------------------------------------------------===//
 
 #include "HalideBuffer.h"
@@ -27,6 +33,8 @@
 #include "reference/Kernels.h"
 
 #include <immintrin.h>
+#include <cstdlib>
+#include <string>
 
 #include <algorithm>
 #include <cmath>
@@ -132,9 +140,26 @@ bool checkEntries(const char *form, const Buffer &c, A aAt, B bAt, int M = kM,
 
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   stlm::bench::useScratchHeap();
   int threads = static_cast<int>(std::thread::hardware_concurrency());
+  bool peakOnly = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--peak") {
+      peakOnly = true;
+    } else if (arg == "--threads" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
+      threads = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "usage: stlm-bench-matmul [--peak] [--threads N]\n");
+      return 2;
+    }
+  }
+  if (peakOnly) {
+    std::printf("{\"fma_peak_gflops\": %.1f, \"threads\": %d}\n",
+                bestPeak(threads, 5) / 1e9, threads);
+    return 0;
+  }
   // Random inputs: a [M, K] (and its transpose), b [N, K] (and [K, N]).
   Buffer a(kK, kM), bT(kK, kN), b(kN, kK), aT(kM, kK), c(kN, kM);
   uint32_t state = 12345;

@@ -147,12 +147,18 @@ def main():
             ax.plot([i] * len(runs), [x[k] / 1e3 for x in runs], "k.",
                     markersize=5)
         ax.set_xticks([0, 1], [name for name, _, _ in sides])
-        ax.set_title("%s: %.2fx" % (title, meds[0] / meds[1]))
+        ax.set_title("%s: %.2fx" % (title, meds[0] / meds[1])
+                     if r.get("fair", True) else
+                     "%s: no ratio (the peer's matmuls run under half the "
+                     "FMA peak)" % title, fontsize=10)
         ax.set_ylabel("kB/s (bar: median; dots: rounds)")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle("%s, batch %s x %s, %s threads; peer %s" % (
+    config = r.get("peer_config", {}).get("env", {})
+    fig.suptitle("%s, batch %s x %s, %s threads; peer %s%s" % (
         o.get("model", "?"), o.get("batch", "?"), o.get("context", "?"),
-        p.get("threads", "?"), p.get("peer", "PyTorch")))
+        p.get("threads", "?"), p.get("peer", "PyTorch"),
+        ", OPENBLAS_CORETYPE=%s" % (config.get("OPENBLAS_CORETYPE") or
+                                    "unset") if config else ""))
     fig.tight_layout()
     path = os.path.join(out, "%s-vs-pytorch.png" % o.get("model", "model"))
     fig.savefig(path, dpi=110)

@@ -8,9 +8,13 @@
 # Default spec: examples/models/ref-3m.yaml; 2 threads; 20 timed calls
 # (medians) per round; 3 rounds alternating stlm and PyTorch (medians of
 # the rounds, and each round's ratio). Needs a build (scripts/build.sh) and
-# PyTorch (scripts/install-deps.sh --bench). For a fair peer it unsets
-# OPENBLAS_CORETYPE, sets OMP_WAIT_POLICY=passive and the thread count on
-# both sides. --plot DIR keeps the results (DIR/<model>.txt) and draws them
+# PyTorch (scripts/install-deps.sh --bench). A fair peer: bench/fair_peer.py
+# times PyTorch's matmuls on the model's own shapes under each OpenBLAS
+# core type the CPU allows and the fastest is used; OMP_WAIT_POLICY=passive
+# and the thread count are set on both sides. The report names the choice,
+# its GFLOP/s and the machine's measured FMA peak (stlm-bench-matmul
+# --peak), and prints no ratio when the peer's matmuls run under half of
+# that peak. --plot DIR keeps the results (DIR/<model>.txt) and draws them
 # (bench/plot_bench.py: DIR/<model>-vs-pytorch.png).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,7 +34,7 @@ while [[ $# -gt 0 ]]; do
     *) spec="$1"; shift ;;
   esac
 done
-for tool in stlm-compile stlm-run stlm-bench-model; do
+for tool in stlm-compile stlm-run stlm-bench-model stlm-bench-matmul; do
   [[ -x "$bin/$tool" ]] || { echo "ref3m.sh: build first ($bin/$tool is missing)" >&2; exit 1; }
 done
 /usr/bin/python3 -c 'import torch' 2>/dev/null || {
@@ -45,8 +49,13 @@ name="$(basename "$manifest" .manifest.json)"
 /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["spec"])' \
   "$manifest" > "$work/spec.json"
 
+# The peer at its best on this machine, and the yardstick.
+fair="$(/usr/bin/python3 "$root/bench/fair_peer.py" "$work/spec.json" --threads "$threads")"
+coretype="$(/usr/bin/python3 -c 'import json,sys; print(json.loads(sys.argv[1])["env"]["OPENBLAS_CORETYPE"] or "")' "$fair")"
+peak="$("$bin/stlm-bench-matmul" --peak --threads "$threads")"
 unset OPENBLAS_CORETYPE
-export OMP_WAIT_POLICY=passive OMP_NUM_THREADS="$threads"
+[[ -n "$coretype" ]] && export OPENBLAS_CORETYPE="$coretype"
+export OMP_WAIT_POLICY=passive OMP_NUM_THREADS="$threads" OPENBLAS_NUM_THREADS="$threads"
 # Alternate the two, `rounds` times each, so a noisy stretch of the
 # machine hits both; report the median of each figure.
 ours=() peer=()
@@ -57,11 +66,12 @@ for ((r = 0; r < rounds; r++)); do
     --threads "$threads" --steps "$steps" --generate 128)")
 done
 report() {
-/usr/bin/python3 - "${#ours[@]}" "${ours[@]}" "${peer[@]}" <<'PY'
+/usr/bin/python3 - "$fair" "$peak" "${#ours[@]}" "${ours[@]}" "${peer[@]}" <<'PY'
 import json, statistics, sys
-n = int(sys.argv[1])
-ours = [json.loads(x) for x in sys.argv[2:2 + n]]
-peer = [json.loads(x) for x in sys.argv[2 + n:]]
+fair, peak = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+n = int(sys.argv[3])
+ours = [json.loads(x) for x in sys.argv[4:4 + n]]
+peer = [json.loads(x) for x in sys.argv[4 + n:]]
 def med(runs, key):
     return statistics.median(r[key] for r in runs)
 o, p = ours[0], peer[0]
@@ -69,18 +79,32 @@ print(f"model {o['model']}: batch {o['batch']} x context {o['context']}, "
       f"{p['threads']} threads, peer {p['peer']} (fp32, its BLAS at "
       f"{med(peer, 'matmul_gflops'):.0f} GFLOP/s on a 1024x256x1024 matmul); "
       f"medians of {n} alternating rounds")
-if med(peer, "matmul_gflops") < 30:
-    print("warning: the peer's BLAS is slow (the reference BLAS?); "
-          "scripts/install-deps.sh --bench installs OpenBLAS")
+tried = ", ".join(f"{c['OPENBLAS_CORETYPE'] or 'unset'} "
+                  + (f"{c['gflops']:.0f}" if c["gflops"] else "failed")
+                  for c in fair["candidates"])
+chosen = fair["env"]["OPENBLAS_CORETYPE"] or "unset"
+print(f"peer configuration: OPENBLAS_CORETYPE={chosen}, "
+      f"{fair['gflops']:.0f} GFLOP/s on the model's {fair['shapes']} matmuls "
+      f"(tried: {tried}); this machine's measured fp32 FMA peak "
+      f"{peak['fma_peak_gflops']:.0f} GFLOP/s on {peak['threads']} threads")
+fair_enough = fair["gflops"] >= 0.5 * peak["fma_peak_gflops"]
+if not fair_enough:
+    print(f"no ratio: the peer's matmuls run at {fair['gflops']:.0f} GFLOP/s, "
+          f"under half of the FMA peak ({peak['fma_peak_gflops']:.0f}); "
+          "its figures are shown, a ratio against them would not be fair")
 print(f"{'':10} {'stlm B/s':>12} {'PyTorch B/s':>12} {'ratio':>7}   per round")
 for k in ("train", "forward", "generate"):
     a, b = med(ours, k + "_bytes_per_s"), med(peer, k + "_bytes_per_s")
     rounds = " ".join(f"{x[k + '_bytes_per_s'] / y[k + '_bytes_per_s']:.2f}"
                       for x, y in zip(ours, peer))
-    print(f"{k:10} {a:12.0f} {b:12.0f} {a / b:6.2f}x   {rounds}")
+    if fair_enough:
+        print(f"{k:10} {a:12.0f} {b:12.0f} {a / b:6.2f}x   {rounds}")
+    else:
+        print(f"{k:10} {a:12.0f} {b:12.0f} {'n/a':>7}")
 print(f"(generate: greedy, KV cache, {o['generate_tokens']} tokens from a "
       "one-byte prompt, one sequence)")
-print(json.dumps({"stlm": ours, "pytorch": peer}))
+print(json.dumps({"stlm": ours, "pytorch": peer, "peer_config": fair,
+                  "fma_peak": peak, "fair": fair_enough}))
 PY
 }
 if [[ -n "$plot" ]]; then

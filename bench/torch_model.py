@@ -20,22 +20,45 @@ import torch
 import torch.nn.functional as F
 
 
-class Block(torch.nn.Module):
-    def __init__(self, c):
+class LoRA(torch.nn.Module):
+    """A shared linear layer plus this layer's own rank-r delta x·aᵀ·bᵀ
+    (MODEL_SPEC's tying.lora_rank)."""
+
+    def __init__(self, shared, r):
         super().__init__()
+        self.shared = shared
+        self.a = torch.nn.Linear(shared.in_features, r, bias=False)
+        self.b = torch.nn.Linear(r, shared.out_features, bias=False)
+
+    def forward(self, x):
+        return self.shared(x) + self.b(self.a(x))
+
+
+class Block(torch.nn.Module):
+    def __init__(self, c, shared=None, lora=0):
+        """`shared`: {"wo", "w1", "w3", "w2"} -> a Linear shared with other
+        layers (MODEL_SPEC's tying); `lora` > 0 adds this layer's deltas."""
+        super().__init__()
+        shared = shared or {}
         w, h, kv = c["width"], c["heads"], c.get("kv_heads", c["heads"])
         self.h, self.kv, self.hd = h, kv, w // h
         self.attn_norm = torch.nn.Parameter(torch.ones(w))
         self.wq = torch.nn.Linear(w, w, bias=False)
         self.wk = torch.nn.Linear(w, kv * self.hd, bias=False)
         self.wv = torch.nn.Linear(w, kv * self.hd, bias=False)
-        self.wo = torch.nn.Linear(w, w, bias=False)
         self.ffn_norm = torch.nn.Parameter(torch.ones(w))
         self.swiglu = c["ffn"] == "swiglu"
-        self.w1 = torch.nn.Linear(w, c["ffn_width"], bias=False)
+
+        def linear(name, i, o):
+            if name in shared:
+                return LoRA(shared[name], lora) if lora else shared[name]
+            return torch.nn.Linear(i, o, bias=False)
+
+        self.wo = linear("wo", w, w)
+        self.w1 = linear("w1", w, c["ffn_width"])
         if self.swiglu:
-            self.w3 = torch.nn.Linear(w, c["ffn_width"], bias=False)
-        self.w2 = torch.nn.Linear(c["ffn_width"], w, bias=False)
+            self.w3 = linear("w3", w, c["ffn_width"])
+        self.w2 = linear("w2", c["ffn_width"], w)
 
     def forward(self, x, cos, sin, cache=None, pos=0):
         b, t, w = x.shape
@@ -75,11 +98,43 @@ class Model(torch.nn.Module):
         super().__init__()
         c = spec["core"]
         self.c = c
-        self.embed = torch.nn.Embedding(spec["embedder"].get("vocab_size", 256), c["width"])
-        self.layers = torch.nn.ModuleList(Block(c) for _ in range(c["layers"]))
-        self.norm = torch.nn.Parameter(torch.ones(c["width"]))
-        hd = c["width"] // c["heads"]
-        inv = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        vocab, w, f = spec["embedder"].get("vocab_size", 256), c["width"], c["ffn_width"]
+        self.embed = torch.nn.Embedding(vocab, w)
+        # Tying (MODEL_SPEC): FFN and/or attention output weights shared by
+        # all layers or the interior ones [k, L - k), each with its own
+        # LoRA delta when lora_rank > 0; the head tied to the embedding or
+        # its own.
+        ty, n = spec.get("tying", {}), c["layers"]
+        keep, lora = ty.get("interior_keep", 1), ty.get("lora_rank", 0)
+        shares = {
+            "attn_out": lambda l: ty.get("attn_out", "none") == "all" or (
+                ty.get("attn_out") == "interior" and keep <= l < n - keep),
+            "ffn": lambda l: ty.get("ffn", "none") == "all" or (
+                ty.get("ffn") == "interior" and keep <= l < n - keep)}
+        self.shared = torch.nn.ModuleDict()
+        if ty.get("attn_out", "none") != "none":
+            self.shared["wo"] = torch.nn.Linear(w, w, bias=False)
+        if ty.get("ffn", "none") != "none":
+            self.shared["w1"] = torch.nn.Linear(w, f, bias=False)
+            if c["ffn"] == "swiglu":
+                self.shared["w3"] = torch.nn.Linear(w, f, bias=False)
+            self.shared["w2"] = torch.nn.Linear(f, w, bias=False)
+        layers = []
+        for l in range(n):
+            mine = {}
+            if shares["attn_out"](l):
+                mine["wo"] = self.shared["wo"]
+            if shares["ffn"](l):
+                mine.update({k: self.shared[k] for k in ("w1", "w3", "w2")
+                             if k in self.shared})
+            layers.append(Block(c, mine, lora if mine else 0))
+        self.layers = torch.nn.ModuleList(layers)
+        self.norm = torch.nn.Parameter(torch.ones(w))
+        self.head = None if ty.get("embed_head", False) else \
+            torch.nn.Linear(w, vocab, bias=False)
+        hd = w // c["heads"]
+        theta = c.get("rope_theta", 10000.0)
+        inv = 1.0 / (theta ** (torch.arange(0, hd, 2).float() / hd))
         ang = torch.arange(c["context"]).float()[:, None] * inv[None, :]
         self.cos, self.sin = ang.cos(), ang.sin()
 
@@ -89,7 +144,8 @@ class Model(torch.nn.Module):
         x = self.embed(ids)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, None if caches is None else caches[i], pos)
-        return rmsnorm(x, self.norm) @ self.embed.weight.t()
+        x = rmsnorm(x, self.norm)
+        return self.head(x) if self.head is not None else x @ self.embed.weight.t()
 
 
 def timed(fn):

@@ -84,7 +84,8 @@ debian_python = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) \
     else "python3"
 config.substitutions.append(("%debian_python", debian_python))
 for module, feature, what in [("numpy", "numpy", "the export checks"),
-                              ("matplotlib", "matplotlib", "the plot test")]:
+                              ("matplotlib", "matplotlib", "the plot test"),
+                              ("torch", "torch", "the benchmark peer's checks")]:
     if subprocess.run([debian_python, "-c", "import " + module],
                       capture_output=True).returncode == 0:
         config.available_features.add(feature)
