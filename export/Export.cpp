@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <sys/stat.h>
+#include <string_view>
 #include <unistd.h>
 #include <vector>
 
@@ -101,13 +102,16 @@ bool llamaTensors(const ModelSpec &spec, const SafeTensorsFile &file,
   return true;
 }
 
-/// `path` written through a temporary file beside it and a rename.
-bool writeAtomically(const std::string &path, const std::string &bytes,
+/// `path` written, `pieces` one after the other, through a temporary file
+/// beside it and a rename.
+bool writeAtomically(const std::string &path,
+                     const std::vector<std::string_view> &pieces,
                      std::string &error) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    for (std::string_view piece : pieces)
+      f.write(piece.data(), static_cast<std::streamsize>(piece.size()));
     f.flush();
     if (!f) {
       error = "cannot write '" + tmp + "': " + std::strerror(errno);
@@ -138,7 +142,7 @@ constexpr uint64_t kAlignment = 32;
 constexpr int64_t kQ8Block = 32;
 
 struct Gguf {
-  std::string header, data;
+  std::string data;
   uint64_t kvCount = 0, tensorCount = 0;
   std::string kv, infos;
 
@@ -203,7 +207,9 @@ struct Gguf {
     data += bytes;
     ++tensorCount;
   }
-  std::string file() const {
+  /// Everything before the tensor data (which follows it in the file):
+  /// magic, version, counts, metadata, tensor infos, padding.
+  std::string head() const {
     std::string f = "GGUF";
     put<uint32_t>(f, 3);
     put<uint64_t>(f, tensorCount);
@@ -212,7 +218,7 @@ struct Gguf {
     f += infos;
     while (f.size() % kAlignment)
       f.push_back('\0');
-    return f + data;
+    return f;
   }
 };
 
@@ -336,8 +342,8 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
     }
     g.tensor(exportedName(t.name, /*gguf=*/true), t.shape, type, bytes);
   }
-  std::string file = g.file();
-  if (!writeAtomically(options.out, file, error))
+  std::string head = g.head();
+  if (!writeAtomically(options.out, {head, g.data}, error))
     return false;
   summary = options.out + ": GGUF v3, llama, " +
             std::to_string(g.tensorCount) + " tensors (" +
@@ -348,7 +354,7 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
                  ? ", " + std::to_string(f32Kept) +
                        " matrices f32: rows not a multiple of 32"
                  : std::string()) +
-            "), " + std::to_string(file.size()) + " bytes";
+            "), " + std::to_string(head.size() + g.data.size()) + " bytes";
   return true;
 }
 
@@ -414,8 +420,8 @@ bool writeHf(const ModelSpec &spec, std::vector<Dense> &tensors,
                           commit() + ", model '" + spec.name + "'"}};
   std::string weights = options.out + "/model.safetensors";
   if (!writeSafeTensors(weights, out, {{"format", "pt"}}, error) ||
-      !writeAtomically(options.out + "/config.json", config.dump(2) + "\n",
-                       error))
+      !writeAtomically(options.out + "/config.json",
+                       {config.dump(2) + "\n"}, error))
     return false;
   summary = options.out + ": config.json and model.safetensors (" +
             std::to_string(out.size()) +
