@@ -77,6 +77,12 @@ def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
     `@apply() -> (grad_norm, lr)`, which averages the k sums, clips, updates
     and clears them; a training step is k `@accumulate` calls and one
     `@apply`, equivalent to one step on the k micro-batches together.
+    With `split-step` (stlm-compile --data-parallel) a model with
+    `accumulate = 1` gets them too, in place of `@train_step`: data-parallel
+    training all-reduces the sums between the two. Both forms then declare
+    a scalar `stlm.state @loss_acc` right after the sums, which no function
+    uses: the runtime puts a step's loss sum there, so that the sums and
+    the loss make one contiguous buffer to all-reduce.
 
     The optimizer settings come from the model's `stlm.train` dictionary
     (as `stlm-compile --emit=stlm` writes it); missing entries take
@@ -88,6 +94,11 @@ def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
     or one that uses an op without a gradient rule is reported with the
     reason, and the model is left unchanged.
   }];
+  let options = [
+    Option<"splitStep", "split-step", "bool", /*default=*/"false",
+           "Emit @accumulate and @apply instead of @train_step even with "
+           "accumulate = 1 (for data-parallel training)">
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect"];
 }

@@ -31,13 +31,14 @@ int depth(Stage stage) {
 }
 
 /// The passes of `stage`, one of kOrder.
-void addStagePasses(OpPassManager &pm, Stage stage) {
+void addStagePasses(OpPassManager &pm, Stage stage,
+                    const PipelineChoices &choices) {
   switch (stage) {
   case Stage::STLM:
     pm.addPass(createVerifyShapesPass());
     return;
   case Stage::Train:
-    pm.addPass(createAutodiffPass());
+    pm.addPass(createAutodiffPass({choices.splitStep}));
     return;
   case Stage::Plan:
     pm.addPass(createAddDecodePass());
@@ -67,6 +68,11 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
           clEnumValN(Stage::Kernels, "kernels", "the passes of plan"),
           clEnumValN(Stage::Artifact, "artifact", "the passes of plan"),
           clEnumValN(Stage::LLVM, "llvm", "+ stlm-lower-to-llvm"))};
+  Option<bool> splitStep{
+      *this, "split-step",
+      llvm::cl::desc("stlm-autodiff emits @accumulate and @apply even "
+                     "without gradient accumulation (data-parallel)"),
+      llvm::cl::init(false)};
 };
 } // namespace
 
@@ -96,10 +102,11 @@ std::optional<Stage> parseStage(llvm::StringRef name) {
   return std::nullopt;
 }
 
-void buildPipeline(OpPassManager &pm, Stage stage, std::optional<Stage> after) {
+void buildPipeline(OpPassManager &pm, Stage stage, std::optional<Stage> after,
+                   const PipelineChoices &choices) {
   int first = after ? depth(*after) + 1 : 0;
   for (int i = first; i <= depth(stage); ++i)
-    addStagePasses(pm, kOrder[i]);
+    addStagePasses(pm, kOrder[i], choices);
 }
 
 void registerPipelines() {
@@ -112,7 +119,8 @@ void registerPipelines() {
       "The passes stlm-compile runs up to the end of a stage (see "
       "passes/Pipelines.h)",
       [](OpPassManager &pm, const PipelineOptions &options) {
-        buildPipeline(pm, options.stage);
+        buildPipeline(pm, options.stage, std::nullopt,
+                      PipelineChoices{options.splitStep});
       });
 }
 

@@ -39,12 +39,21 @@ enum class Stage { STLM, Train, Plan, Kernels, Artifact, LLVM };
 llvm::StringRef stageName(Stage stage);
 std::optional<Stage> parseStage(llvm::StringRef name);
 
+/// Choices that change what a stage emits.
+struct PipelineChoices {
+  /// stlm-autodiff's split-step: @accumulate and @apply even without
+  /// gradient accumulation (stlm-compile --data-parallel).
+  bool splitStep = false;
+};
+
 /// Adds the passes that take a model from the end of stage `after` (or,
 /// without it, from its built or parsed form) to the end of `stage`.
 void buildPipeline(OpPassManager &pm, Stage stage,
-                   std::optional<Stage> after = std::nullopt);
+                   std::optional<Stage> after = std::nullopt,
+                   const PipelineChoices &choices = {});
 
-/// Registers `stlm-pipeline` (option `stage`, default `llvm`) with the
+/// Registers `stlm-pipeline` (options `stage`, default `llvm`, and
+/// `split-step`) with the
 /// global pass registry.
 void registerPipelines();
 

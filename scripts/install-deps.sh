@@ -14,6 +14,7 @@ packages=(
   libgtest-dev
   libyaml-cpp-dev nlohmann-json3-dev
   zlib1g-dev libzstd-dev libedit-dev libcurl4-openssl-dev libxml2-dev
+  libopenmpi-dev openmpi-bin
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch libopenblas0-pthread)

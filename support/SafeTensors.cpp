@@ -384,7 +384,38 @@ void removeStaleTemps(const std::string &path) {
   ::closedir(d);
 }
 
+/// The temp file a writeSafeTensors of this process may be writing, for
+/// the termination handler: a fixed buffer (a handler may not touch a
+/// std::string) that holds a path while `tempInFlight` is 1.
+char tempPath[4096];
+volatile std::sig_atomic_t tempInFlight = 0;
+
+void onTermination(int sig) {
+  if (tempInFlight)
+    ::unlink(tempPath);
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
+}
+
+/// Marks `tmp` as being written (when the path fits the buffer).
+void markTemp(const std::string &tmp) {
+  tempInFlight = 0;
+  if (tmp.size() >= sizeof tempPath)
+    return;
+  std::memcpy(tempPath, tmp.c_str(), tmp.size() + 1);
+  tempInFlight = 1;
+}
+
 } // namespace
+
+void removeTempFileOnTermination() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = onTermination;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP})
+    ::sigaction(sig, &sa, nullptr);
+}
 
 bool writeSafeTensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
@@ -398,6 +429,12 @@ bool writeSafeTensors(const std::string &path,
   }
   removeStaleTemps(path);
   std::string tmp = path + ".tmp." + std::to_string(getpid());
+  // Marked before it exists and until it is renamed or removed: a
+  // termination handler unlinking a name that is not there is harmless.
+  markTemp(tmp);
+  struct Unmark {
+    ~Unmark() { tempInFlight = 0; }
+  } unmark;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     error = path + ": cannot create " + tmp + ": " + std::strerror(errno);

@@ -131,6 +131,13 @@ bool writeSafeTensors(const std::string &path,
                       const std::map<std::string, std::string> &metadata,
                       std::string &error);
 
+/// Makes SIGTERM, SIGINT and SIGHUP remove the temporary file of a
+/// writeSafeTensors in progress before the signal ends the process as it
+/// would have (a program's choice, so a library never installs it: stlm-run
+/// does, so that mpirun ending a job, or Ctrl-C, leaves nothing
+/// half-written).
+void removeTempFileOnTermination();
+
 } // namespace stlm
 
 #endif // STLM_SUPPORT_SAFETENSORS_H

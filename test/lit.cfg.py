@@ -105,3 +105,20 @@ if llama_simple and os.access(llama_simple, os.X_OK):
 else:
     lit_config.note("no llama-simple (STLM_LLAMA_SIMPLE): the GGUF export "
                     "is not run by llama.cpp")
+
+# Data-parallel training (stlm-run under mpirun, `REQUIRES: mpi`): needs an
+# stlm-run built with MPI and OpenMPI's mpirun (scripts/install-deps.sh
+# installs both). %mpirun starts N ranks on this machine, however many
+# cores it has, as root too (a container's user), without the kernel's
+# cross-memory attach (which containers often forbid).
+mpirun = shutil.which("mpirun")
+if config.stlm_have_mpi and mpirun:
+    config.available_features.add("mpi")
+    flags = ["--oversubscribe", "--mca", "btl_vader_single_copy_mechanism",
+             "none"]
+    if os.geteuid() == 0:
+        flags.append("--allow-run-as-root")
+    config.substitutions.append(("%mpirun", " ".join([mpirun] + flags)))
+else:
+    lit_config.note("no MPI (stlm-run built without it, or no mpirun): the "
+                    "data-parallel tests are skipped")

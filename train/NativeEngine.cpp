@@ -73,7 +73,8 @@ public:
     unsupported = false;
     std::string damage;
     if (!upToDate(dir, spec.name, json,
-                  opt.device == "cuda" ? "cuda" : "host", damage)) {
+                  opt.device == "cuda" ? "cuda" : "host",
+                  opt.dataParallel || spec.train.accumulate > 1, damage)) {
       if (!damage.empty() && opt.progress)
         std::fprintf(opt.progress, "note: the artifact in %s is damaged (%s); "
                      "compiling it again\n", dir.c_str(), damage.c_str());
@@ -118,7 +119,8 @@ private:
       std::snprintf(hex, sizeof hex, "%016llx",
                     static_cast<unsigned long long>(key));
       dir = base + "/stlm/" + spec.name + "-" + hex +
-            (opt.device == "cuda" ? "-cuda" : "");
+            (opt.device == "cuda" ? "-cuda" : "") +
+            (opt.dataParallel ? "-dp" : "");
     }
     llvm::SmallString<256> absolute(dir);
     llvm::sys::fs::make_absolute(absolute);
@@ -131,7 +133,7 @@ private:
   /// SIGBUS). `damage` says what is wrong with an artifact of this spec.
   static bool upToDate(const std::string &dir, const std::string &name,
                        const std::string &json, const std::string &target,
-                       std::string &damage) {
+                       bool splitStep, std::string &damage) {
     damage.clear();
     std::string manifest = dir + "/" + format::manifest(name);
     if (!llvm::sys::fs::exists(manifest))
@@ -143,6 +145,9 @@ private:
         return false;
       // An artifact for another target is compiled again, not loaded.
       if (m.at(format::key::kTarget).get<std::string>() != target)
+        return false;
+      // So is one whose step is split otherwise (--data-parallel).
+      if (m.value(format::key::kSplitStep, false) != splitStep)
         return false;
     } catch (const std::exception &) {
       damage = "its manifest is not readable";
@@ -282,6 +287,8 @@ private:
     std::vector<llvm::StringRef> argv = {opt.compiler, specPath, "-o", tmp};
     if (opt.device == "cuda")
       argv.push_back("--target=cuda");
+    if (opt.dataParallel)
+      argv.push_back("--data-parallel");
     std::string diagnostics = tmp + ".stderr";
     std::optional<llvm::StringRef> redirects[] = {
         std::nullopt, "",
@@ -418,8 +425,24 @@ public:
                                   seeds[0], &loss),
                  error);
   }
+  bool joinRanks(Collective &ranks, std::string &error) override {
+    return check(stlm_set_allreduce(model, ranks.size(), &allreduceHook,
+                                    &ranks),
+                 error);
+  }
 
 private:
+  /// The runtime's all-reduce hook: the ranks' in-place sum. An MPI
+  /// failure's message goes to stderr here (the runtime's error says only
+  /// that the hook failed).
+  static int allreduceHook(float *data, size_t count, void *user) {
+    std::string error;
+    if (static_cast<Collective *>(user)->allreduceSum(data, count, error))
+      return 0;
+    std::fprintf(stderr, "stlm-run: all-reduce: %s\n", error.c_str());
+    return 1;
+  }
+
   bool check(stlm_status s, std::string &error) {
     if (s == STLM_OK)
       return true;
@@ -484,6 +507,9 @@ public:
   bool evalLoss(const std::vector<ref::Tensor<float>> &args, float &loss,
                 std::string &error) override {
     return inner->evalLoss(args, loss, error);
+  }
+  bool joinRanks(Collective &ranks, std::string &error) override {
+    return inner->joinRanks(ranks, error);
   }
 
 private:

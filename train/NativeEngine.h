@@ -31,6 +31,8 @@ struct NativeOptions {
   FILE *progress = stderr; // "compiling ..." notes; null for quiet
   bool fallback = false;   // the reference engine for what cannot compile
   FILE *notes = stderr;    // the fallback's note; null for quiet
+  bool dataParallel = false; // stlm-compile --data-parallel (the step split
+                             // into accumulate and apply), for joinRanks
 };
 
 /// The engine of a training run: the artifact's, or (with `fallback`) the

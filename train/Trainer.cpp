@@ -15,6 +15,7 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -74,11 +75,40 @@ public:
   Session(const ModelSpec &spec, const TrainOptions &opt, TrainEngine &engine,
           FILE *err)
       : spec(spec), opt(opt), engine(engine), err(err),
-        table(buildParamTable(spec)) {}
+        table(buildParamTable(spec)), ranks(opt.collective),
+        rank(ranks ? ranks->rank() : 0), size(ranks ? ranks->size() : 1),
+        lead(rank == 0), progress(lead ? opt.progress : nullptr) {}
   int run();
 
 private:
-  int fail(const std::string &msg) { return reportError(err, msg); }
+  /// Reports `msg`; in a data-parallel run, naming this rank, and ending
+  /// every rank of the job.
+  int fail(const std::string &msg) {
+    if (size == 1)
+      return reportError(err, msg);
+    reportError(err, "rank " + std::to_string(rank) + " of " +
+                         std::to_string(size) + ": " + msg);
+    std::fflush(err);
+    ranks->abort(1);
+    return 1; // not reached
+  }
+  /// A failure every rank found at once: rank 0 reports it and ends the
+  /// job; the others give its message time to come out first.
+  int failTogether(const std::string &msg) {
+    if (size == 1 || lead)
+      return fail(msg);
+    std::this_thread::sleep_for(std::chrono::seconds(5));
+    ranks->abort(1);
+    return 1; // not reached
+  }
+  /// Every rank was started with the same spec and the options that decide
+  /// which steps all ranks take together.
+  bool sameOptions(std::string &error);
+  /// A digest of the parameters, moments and step.
+  bool stateDigest(int64_t step, uint64_t &digest, std::string &error);
+  /// Every rank holds the same weights (`when` says at which point, for
+  /// the message); "" or why not.
+  std::string sameWeights(int64_t step, const std::string &when);
   bool initialise(std::string &error);
   /// Fresh AdamW moments for every parameter.
   bool zeroMoments(std::string &error);
@@ -99,7 +129,89 @@ private:
   uint64_t seed = 0;
   int64_t startStep = 0;
   std::ofstream logFile;
+  // The ranks of a data-parallel run (null alone), this one's place, and
+  // whether it is rank 0, which prints, logs, evaluates and saves.
+  Collective *ranks;
+  int rank, size;
+  bool lead;
+  FILE *progress;
 };
+
+/// 64-bit FNV-1a over 8-byte words (and the tail bytes): a digest for
+/// comparing states across ranks, not stored anywhere.
+uint64_t wordDigest(const void *data, size_t bytes, uint64_t h) {
+  const auto *p = static_cast<const unsigned char *>(data);
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+  }
+  for (; i < bytes; ++i)
+    h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+bool Session::sameOptions(std::string &error) {
+  std::string key = specToJson(spec) + "|" + std::to_string(opt.steps) +
+                    "|" + std::to_string(opt.seedGiven) + ":" +
+                    std::to_string(opt.seed) + "|" +
+                    std::to_string(opt.evalEvery) + "|" +
+                    std::to_string(opt.saveEvery) + "|" +
+                    std::to_string(opt.savePath.empty()) + "|" +
+                    std::to_string(opt.maxSeconds > 0) + "|" +
+                    std::to_string(opt.resumePath.empty());
+  std::vector<uint64_t> all;
+  if (!ranks->allgather(wordDigest(key.data(), key.size(),
+                                   0xcbf29ce484222325ull),
+                        all, error))
+    return false;
+  for (int r = 1; r < size; ++r)
+    if (all[r] != all[0]) {
+      error = "rank " + std::to_string(r) + " was started with another "
+              "spec or other options than rank 0: every rank must train the "
+              "same spec with the same --steps, --seed, --eval-every, "
+              "--save-every, --max-time, and --save and --resume given or "
+              "not";
+      return false;
+    }
+  return true;
+}
+
+bool Session::stateDigest(int64_t step, uint64_t &digest,
+                          std::string &error) {
+  uint64_t h = wordDigest(&step, sizeof step, 0xcbf29ce484222325ull);
+  std::vector<float> values;
+  for (const ParamInfo &p : table.params)
+    for (const std::string &name :
+         {p.name, "opt.m." + p.name, "opt.v." + p.name}) {
+      if (!engine.getTensor(name, values, error))
+        return false;
+      h = wordDigest(values.data(), values.size() * sizeof(float), h);
+    }
+  digest = h;
+  return true;
+}
+
+std::string Session::sameWeights(int64_t step, const std::string &when) {
+  std::string error;
+  uint64_t digest = 0;
+  std::vector<uint64_t> all;
+  if (!stateDigest(step, digest, error) ||
+      !ranks->allgather(digest, all, error))
+    return error;
+  for (int r = 1; r < size; ++r)
+    if (all[r] != all[0]) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    "rank %d's weights and optimizer state (digest %016llx) "
+                    "differ from rank 0's (%016llx) ",
+                    r, static_cast<unsigned long long>(all[r]),
+                    static_cast<unsigned long long>(all[0]));
+      return buf + when;
+    }
+  return "";
+}
 
 bool Session::zeroMoments(std::string &error) {
   for (const ParamInfo &p : table.params)
@@ -248,15 +360,40 @@ int Session::run() {
                 std::to_string(feed.batch) + "); the file needs about " +
                 std::to_string(10 * feed.batch * feed.window) + " bytes");
   // The checkpoint's place, before the work it would hold.
-  if (!opt.savePath.empty() && !canWriteSafeTensors(opt.savePath, error))
+  if (lead && !opt.savePath.empty() &&
+      !canWriteSafeTensors(opt.savePath, error))
     return fail(error);
+  if (size > 1 && !sameOptions(error))
+    return failTogether(error);
   // The model and its training step (after the cheap checks: a native
-  // engine may compile).
-  if (!engine.prepare(spec, error))
+  // engine may compile). In a data-parallel run, the first rank of each
+  // host compiles while the others wait, then they find it compiled.
+  if (size > 1 && ranks->localRank() != 0 && !ranks->localBarrier(error))
+    return fail(error);
+  bool prepared = engine.prepare(spec, error);
+  if (size > 1 && ranks->localRank() == 0) {
+    std::string barrierError;
+    if (!prepared)
+      return fail(error);
+    if (!ranks->localBarrier(barrierError))
+      return fail(barrierError);
+  }
+  if (!prepared)
+    return fail(error);
+  if (size > 1 && !engine.joinRanks(*ranks, error))
     return fail(error);
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
   if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
     return fail(error);
+  if (size > 1) {
+    std::string differ = sameWeights(
+        startStep, opt.resumePath.empty()
+                       ? "after initialisation"
+                       : "after --resume: every rank must start from the "
+                         "same checkpoint");
+    if (!differ.empty())
+      return failTogether(differ);
+  }
   if (startStep > 0 && startStep >= steps)
     return fail(opt.resumePath + " has taken " + std::to_string(startStep) +
                 " steps already, and " +
@@ -266,33 +403,43 @@ int Session::run() {
                 " counts every step of the run, those included: nothing "
                 "is left to train (give --steps N with N > " +
                 std::to_string(startStep) + ")");
-  if (!opt.logPath.empty()) {
+  if (lead && !opt.logPath.empty()) {
     logFile.open(opt.logPath, std::ios::app);
     if (!logFile)
       return fail(opt.logPath + ": cannot open the log file");
   }
 
 
-  const int64_t k = spec.train.accumulate; // micro-batches per step
+  const int64_t k = spec.train.accumulate; // micro-batches per step (rank)
   int64_t bytesPerStep =
-      k * feed.batch * (feed.token ? feed.context : feed.window);
-  if (opt.progress)
-    std::fprintf(opt.progress,
-                 "training '%s' (%lld parameters%s) with %s: steps "
-                 "%lld..%lld, batch %lld, %lld train / %lld validation "
+      size * k * feed.batch * (feed.token ? feed.context : feed.window);
+  if (progress)
+    std::fprintf(progress,
+                 "training '%s' (%lld parameters%s) with %s%s: steps "
+                 "%lld..%lld, batch %lld%s, %lld train / %lld validation "
                  "bytes\n",
                  spec.name.c_str(),
                  static_cast<long long>(table.uniqueCount()),
                  spec.train.precision == Precision::BF16 ? ", bf16 matmuls"
                                                          : "",
-                 engine.describe().c_str(), static_cast<long long>(startStep),
+                 engine.describe().c_str(),
+                 size > 1 ? (" on " + std::to_string(size) + " ranks").c_str()
+                          : "",
+                 static_cast<long long>(startStep),
                  static_cast<long long>(steps),
                  static_cast<long long>(feed.batch),
+                 size > 1 ? (" per rank (" + std::to_string(size * k *
+                                                            feed.batch) +
+                             " windows a step)")
+                                .c_str()
+                          : "",
                  static_cast<long long>(data.trainBytes()),
                  static_cast<long long>(data.validationBytes()));
 
   bool perByte = lossIsPerByte(spec);
   auto runEval = [&](int64_t step) -> bool {
+    if (!lead)
+      return true; // rank 0 evaluates
     int64_t windows = 0;
     BatchLoss batchLoss = [&](const std::vector<Tensor> &args, float &l,
                               std::string &e) {
@@ -305,14 +452,14 @@ int Session::run() {
       return false;
     }
     double bpb = loss / std::log(2.0);
-    if (opt.progress) {
+    if (progress) {
       std::string perByteText;
       if (perByte) {
         char buf[48];
         std::snprintf(buf, sizeof buf, " | %.3f bits/byte", bpb);
         perByteText = buf;
       }
-      std::fprintf(opt.progress, "eval  step %lld | val loss %.4f%s | %lld "
+      std::fprintf(progress, "eval  step %lld | val loss %.4f%s | %lld "
                    "windows\n",
                    static_cast<long long>(step), loss, perByteText.c_str(),
                    static_cast<long long>(windows));
@@ -335,12 +482,22 @@ int Session::run() {
                                 0x7fffffff);
   };
   int64_t last = steps; // the step training ends at (--max-time: earlier)
+  // Before each checkpoint (and at the end) the ranks compare their
+  // weights; "" when they agree (or there is one).
+  auto checkRanks = [&](int64_t step) -> std::string {
+    if (size == 1)
+      return "";
+    return sameWeights(step, "at step " + std::to_string(step) +
+                                 "; no checkpoint was written");
+  };
   for (int64_t step = startStep; step < steps; ++step) {
     // k micro-batches (the windows of micro-steps step·k … step·k + k − 1),
-    // then one update; the reported loss is their mean.
+    // then one update; the reported loss is their mean. In a data-parallel
+    // run a step has size·k micro-batches, this rank's the k from
+    // rank·k: the same windows, however the global batch is split.
     std::vector<std::vector<Tensor>> micro;
     for (int64_t m = 0; m < k; ++m) {
-      int64_t i = step * k + m;
+      int64_t i = (step * size + rank) * k + m;
       data.trainBatch(seed, i, feed.batch, windows);
       micro.push_back(feed.args(windows, batchSeed(i)));
     }
@@ -357,16 +514,27 @@ int Session::run() {
     double eta = done > 0 ? elapsed / done * (steps - step - 1) : 0;
     bool timeUp = opt.maxSeconds > 0 && elapsed >= opt.maxSeconds &&
                   step + 1 < steps;
+    if (size > 1 && opt.maxSeconds > 0) {
+      // Rank 0's clock decides, so that every rank stops at the same step.
+      int64_t up = timeUp;
+      if (!ranks->broadcast(up, error))
+        return fail(error);
+      timeUp = up != 0;
+    }
+    std::string reduceTime;
+    if (size > 1)
+      reduceTime = ",\"allreduce_s\":" +
+                   jsonNumber(ranks->takeReduceSeconds(), "%.6f");
     if (opt.maxSeconds > 0)
       eta = std::min(eta, std::max(0.0, opt.maxSeconds - elapsed));
     log("{\"event\":\"train\",\"step\":" + std::to_string(step + 1) +
         ",\"loss\":" + jsonNumber(loss) + ",\"lr\":" +
         jsonNumber(lr, "%.6g") + ",\"grad_norm\":" + jsonNumber(norm) +
         ",\"bytes_per_s\":" + jsonNumber(rate, "%.1f") +
-        ",\"elapsed_s\":" + jsonNumber(elapsed, "%.3f") + "}");
-    if (opt.progress && ((step + 1 - startStep) % every == 0 ||
+        ",\"elapsed_s\":" + jsonNumber(elapsed, "%.3f") + reduceTime + "}");
+    if (progress && ((step + 1 - startStep) % every == 0 ||
                          step + 1 == steps || timeUp))
-      std::fprintf(opt.progress,
+      std::fprintf(progress,
                    "step %lld/%lld | loss %.4f | lr %.2e | norm %.3f | %s | "
                    "ETA %s\n",
                    static_cast<long long>(step + 1),
@@ -377,8 +545,8 @@ int Session::run() {
       log("{\"event\":\"stop\",\"step\":" + std::to_string(last) +
           ",\"reason\":\"max_time\",\"elapsed_s\":" +
           jsonNumber(elapsed, "%.3f") + "}");
-      if (opt.progress)
-        std::fprintf(opt.progress,
+      if (progress)
+        std::fprintf(progress,
                      "stopping at step %lld of %lld: --max-time %g s "
                      "reached\n",
                      static_cast<long long>(last),
@@ -389,17 +557,23 @@ int Session::run() {
         step + 1 != steps && !runEval(step + 1))
       return fail(error);
     if (!opt.savePath.empty() && opt.saveEvery > 0 &&
-        (step + 1) % opt.saveEvery == 0 && step + 1 != steps &&
-        !save(opt.savePath, step + 1, error))
-      return fail(error);
+        (step + 1) % opt.saveEvery == 0 && step + 1 != steps) {
+      if (std::string differ = checkRanks(step + 1); !differ.empty())
+        return failTogether(differ);
+      if (lead && !save(opt.savePath, step + 1, error))
+        return fail(error);
+    }
   }
   if (last > startStep && !runEval(last))
     return fail(error);
+  if (std::string differ = checkRanks(std::max(last, startStep));
+      !differ.empty())
+    return failTogether(differ);
   if (!opt.savePath.empty()) {
-    if (!save(opt.savePath, std::max(last, startStep), error))
+    if (lead && !save(opt.savePath, std::max(last, startStep), error))
       return fail(error);
-    if (opt.progress)
-      std::fprintf(opt.progress, "saved %s (step %lld)\n",
+    if (progress)
+      std::fprintf(progress, "saved %s (step %lld)\n",
                    opt.savePath.c_str(),
                    static_cast<long long>(std::max(last, startStep)));
   }

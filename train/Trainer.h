@@ -15,6 +15,7 @@
 #define STLM_TRAIN_TRAINER_H
 
 #include "frontend/Spec.h"
+#include "train/Collective.h"
 #include "reference/Interpreter.h"
 
 #include <cstdint>
@@ -39,6 +40,10 @@ struct TrainOptions {
   uint64_t seed = 0;         // initialisation and data order
   bool seedGiven = false;    // false: the spec's train.seed
   FILE *progress = stderr;   // progress lines; null for quiet
+  // The ranks of a data-parallel run (null: this process alone). Each
+  // rank trains on its share of every step's micro-batches; rank 0 alone
+  // prints progress, logs, evaluates and saves.
+  Collective *collective = nullptr;
 };
 
 /// What computes a training run: the reference evaluator, or a compiled
@@ -66,6 +71,14 @@ public:
   /// The loss of one batch, without updating anything.
   virtual bool evalLoss(const std::vector<ref::Tensor<float>> &args,
                         float &loss, std::string &error) = 0;
+  /// Makes trainStep all-reduce its gradients over `ranks` (after
+  /// prepare); false with `error` when this engine cannot.
+  virtual bool joinRanks(Collective &ranks, std::string &error) {
+    (void)ranks;
+    error = "data-parallel training runs compiled artifacts; " + describe() +
+            " trains in one process (use --backend native)";
+    return false;
+  }
 };
 
 /// Prints `stlm-run: error: <msg>` on `err`; returns 1, the exit status

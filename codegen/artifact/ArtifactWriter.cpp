@@ -212,6 +212,7 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
   j.attribute(key::kModel, info.name);
   j.attribute(key::kVocab, info.vocab);
   j.attribute(key::kAccumulate, std::max<int64_t>(1, info.accumulate));
+  j.attribute(key::kSplitStep, info.splitStep);
   j.attribute(key::kSymbol, symbolPrefix(model));
   j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);
@@ -813,7 +814,7 @@ std::string artifactHeader(const ArtifactModel &info,
   os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
      << "extern const struct stlm_artifact "
      << format::descriptorSymbol(prefix) << ";\n\n";
-  if (info.accumulate <= 1)
+  if (!info.splitStep)
     os << "/* One optimizer step: forward, backward, clipping, AdamW; "
           "out = {loss, grad norm, lr}. */\n"
        << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
@@ -823,7 +824,9 @@ std::string artifactHeader(const ArtifactModel &info,
     os << "/* A step is " << up << "_ACCUMULATE calls of _accumulate (one "
           "micro-batch each:\n * its loss; its gradients summed in the "
           "weights blob), then _apply (mean,\n * clipping, AdamW; out = "
-          "{grad norm, lr}). */\n"
+          "{grad norm, lr}). Data-parallel training sums the grad_acc.*\n"
+          " * tensors and loss_acc (one contiguous range of the blob) over "
+          "the ranks\n * before _apply and scales them by 1 / ranks. */\n"
        << "#define " << up << "_ACCUMULATE " << info.accumulate << "\n"
        << "int32_t " << prefix << "_accumulate(void *weights, void *arena, "
        << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "

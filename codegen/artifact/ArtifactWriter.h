@@ -55,6 +55,9 @@ struct ArtifactModel {
   std::string specJson; // the spec as JSON: the runtime's and cache's key;
                         // "" for a model written in the dialect
   std::string embeddedWeights; // a checkpoint to compile in; "" for none
+  /// The step is @accumulate + @apply (accumulate > 1, or stlm-compile
+  /// --data-parallel), not @train_step.
+  bool splitStep = false;
 };
 
 /// The model of `module` (built from one spec: there is one).

@@ -350,7 +350,7 @@ LogicalResult declareState(ModelOp model, OpBuilder &b, StringRef name,
   return success();
 }
 
-LogicalResult buildTraining(ModelOp model) {
+LogicalResult buildTraining(ModelOp model, bool splitStep) {
   auto loss = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
       model.getBody().front().getParentOp(),
       StringAttr::get(model.getContext(), "loss"));
@@ -427,7 +427,7 @@ LogicalResult buildTraining(ModelOp model) {
   };
 
   Operation *last = *grad;
-  if (settings->accumulate == 1) {
+  if (settings->accumulate == 1 && !splitStep) {
     // @train_step: one batch, one update.
     b.setInsertionPointAfter(*grad);
     auto step = b.create<func::FuncOp>(
@@ -439,13 +439,17 @@ LogicalResult buildTraining(ModelOp model) {
     b.create<func::ReturnOp>(loc, ValueRange{call.getResult(0), norm, lr});
     last = step;
   } else {
-    // Gradient accumulation over k micro-batches: @accumulate adds one
-    // micro-batch's gradients into `grad_acc.*`; @apply averages them,
-    // updates, and clears the sums.
+    // Gradient accumulation over k micro-batches (or, split for
+    // data-parallel training, over the ranks' batches): @accumulate adds
+    // one micro-batch's gradients into `grad_acc.*`; @apply averages them,
+    // updates, and clears the sums. `loss_acc`, declared right after the
+    // sums, is the runtime's: a step's loss sum, all-reduced with them.
     for (ParamOp p : params)
       if (failed(declareState(model, b, ("grad_acc." + p.getSymName()).str(),
                               p.getType())))
         return failure();
+    if (failed(declareState(model, b, "loss_acc", f32)))
+      return failure();
     b.setInsertionPointAfter(*grad);
     auto acc = b.create<func::FuncOp>(loc, "accumulate",
                                       b.getFunctionType(inputs, {f32}));
@@ -500,12 +504,13 @@ LogicalResult buildTraining(ModelOp model) {
 }
 
 struct AutodiffPass : public mlir::stlm::impl::AutodiffPassBase<AutodiffPass> {
+  using AutodiffPassBase::AutodiffPassBase;
   void runOnOperation() override {
     SmallVector<ModelOp> models;
     getOperation().walk([&](ModelOp m) { models.push_back(m); });
     bool failedAny = false;
     for (ModelOp m : models)
-      failedAny |= failed(buildTraining(m));
+      failedAny |= failed(buildTraining(m, splitStep));
     if (failedAny)
       signalPassFailure();
   }

@@ -167,6 +167,16 @@ struct stlm_model {
   int64_t batch = 0, context = 0, vocab = 0, accumulate = 1, weightsSize = 0,
           arenaSize = 0;
   bool usesSeed = false; // a masked objective: the batch functions read it
+  bool split = false;    // the step is accumulate + apply (no train_step)
+  // Data-parallel training (stlm_set_allreduce): the hook that sums the
+  // gradient sums and loss_acc over the ranks, and the blob's range that
+  // holds them (bytes [reduceBegin, reduceEnd); loss_acc at lossOffset).
+  stlm_allreduce_fn allreduce = nullptr;
+  void *allreduceUser = nullptr;
+  int32_t ranks = 1;
+  int64_t reduceBegin = 0, reduceEnd = 0, lossOffset = -1;
+  // Byte ranges of the KV caches, which the reduced range must not touch.
+  std::vector<std::pair<int64_t, int64_t>> cacheRanges;
   std::map<std::string, Slot> slots; // params and state
   std::vector<std::string> params;   // declaration order
   Aligned weights, arena, tokens, targets;
@@ -253,6 +263,13 @@ struct stlm_model {
                   float *out, const char *what);
   stlm_status trainStep(const int32_t *tokens, const int32_t *targets,
                         const int32_t *seeds, stlm_step_result *out);
+  /// The gradient sums and loss_acc summed over the ranks by the hook,
+  /// then scaled by 1 / ranks; `loss` is the local loss sum in, the mean
+  /// over every rank's micro-batches out.
+  stlm_status reduceAcrossRanks(float &loss);
+  /// Where the gradient sums and loss_acc lie; false (with the error set)
+  /// when they are not one range the hook can take.
+  bool findReducedRange();
   /// STLM_ERROR_ARGUMENT when an id of tokens or targets (one batch;
   /// targets may be null) is outside [0, vocab).
   stlm_status checkBatch(const int32_t *tok, const int32_t *tgt,
@@ -284,7 +301,13 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                       std::to_string(format::kManifestVersion) + " manifest");
     vocab = m.at(key::kVocab).get<int64_t>();
     accumulate = m.at(key::kAccumulate).get<int64_t>();
-    if (accumulate < 1 || (accumulate == 1) != (a->train_step != nullptr))
+    // Older manifests have no split_step: the step was split exactly when
+    // it accumulated.
+    split = m.contains(key::kSplitStep) ? m.at(key::kSplitStep).get<bool>()
+                                        : accumulate > 1;
+    if (accumulate < 1 || (accumulate > 1 && !split) ||
+        split != (a->train_step == nullptr) ||
+        (split && !(a->accumulate && a->apply)))
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest does not match "
                                      "its training entry points");
     name = m.at(key::kModel).get<std::string>();
@@ -340,6 +363,18 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
         if (std::string(section) == key::kParams)
           params.push_back(n);
         slots[n] = s;
+      }
+    if (m.contains(key::kCache))
+      for (const auto &c : m.at(key::kCache)) {
+        int64_t count = 1;
+        for (int64_t d : c.at(key::kShape).get<std::vector<int64_t>>())
+          if (d < 0 || __builtin_mul_overflow(count, d, &count) ||
+              count > (int64_t(1) << 40))
+            return fail(STLM_ERROR_FORMAT,
+                        "the artifact's manifest gives a cache of a bad "
+                        "shape");
+        int64_t at = c.at(key::kOffset).get<int64_t>();
+        cacheRanges.push_back({at, at + 4 * count});
       }
   } catch (const std::exception &e) {
     return fail(STLM_ERROR_FORMAT,
@@ -454,7 +489,7 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
   if (!out)
     return fail(STLM_ERROR_ARGUMENT, "stlm_train_step: null result");
   float r[3];
-  if (accumulate == 1) {
+  if (!split) {
     stlm_status s = run(artifact->train_step, tok, tgt, seeds ? seeds[0] : 0,
                         r, "train step");
     if (s != STLM_OK)
@@ -473,6 +508,7 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
           s != STLM_OK)
         return s;
     r[0] = 0;
+    float lossSum = 0;
     for (int64_t i = 0; i < accumulate; ++i) {
       float loss = 0;
       stlm_status s = run(artifact->accumulate, tok + i * rows,
@@ -481,6 +517,12 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
       if (s != STLM_OK)
         return s;
       r[0] += loss / static_cast<float>(accumulate);
+      lossSum += loss;
+    }
+    if (allreduce) {
+      if (stlm_status s = reduceAcrossRanks(lossSum); s != STLM_OK)
+        return s;
+      r[0] = lossSum;
     }
     halideMessage.clear();
     if (stlm_status s = push(); s != STLM_OK)
@@ -494,6 +536,69 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
   }
   out->loss = r[0], out->grad_norm = r[1], out->lr = r[2];
   out->step = stlm_step(this);
+  return STLM_OK;
+}
+
+bool stlm_model::findReducedRange() {
+  int64_t begin = INT64_MAX, end = -1;
+  lossOffset = -1;
+  for (const auto &[n, slot] : slots)
+    if (n.rfind("grad_acc.", 0) == 0 || n == "loss_acc") {
+      if (slot.isInt) {
+        error = "the artifact's '" + n + "' is not a float tensor";
+        return false;
+      }
+      begin = std::min(begin, slot.offset);
+      end = std::max(end, slot.offset + 4 * slot.numel());
+      if (n == "loss_acc" && slot.shape.empty())
+        lossOffset = slot.offset;
+    }
+  if (lossOffset < 0) {
+    error = "'" + name + "' has no loss_acc slot: compile it again with this "
+            "stlm-compile (--data-parallel)";
+    return false;
+  }
+  // Only the sums and loss_acc (and the alignment padding between them,
+  // which stays zero) may lie in the range the hook sums.
+  auto overlaps = [&](int64_t b, int64_t e) { return b < end && begin < e; };
+  for (const auto &[n, slot] : slots)
+    if (n.rfind("grad_acc.", 0) != 0 && n != "loss_acc" &&
+        overlaps(slot.offset, slot.offset + 4 * slot.numel())) {
+      error = "the gradient sums of '" + name + "' are not one range of its "
+              "weights blob ('" + n + "' lies between them)";
+      return false;
+    }
+  for (const auto &[b, e] : cacheRanges)
+    if (overlaps(b, e)) {
+      error = "the gradient sums of '" + name + "' are not one range of its "
+              "weights blob (a KV cache lies between them)";
+      return false;
+    }
+  reduceBegin = begin;
+  reduceEnd = end;
+  return true;
+}
+
+stlm_status stlm_model::reduceAcrossRanks(float &loss) {
+  float *data = reinterpret_cast<float *>(at(reduceBegin));
+  size_t count = static_cast<size_t>((reduceEnd - reduceBegin) / 4);
+  std::memcpy(at(lossOffset), &loss, 4);
+  if (int rc = allreduce(data, count, allreduceUser); rc != 0) {
+    // The sums start again from zero at the next step.
+    std::memset(data, 0, count * 4);
+    return fail(STLM_ERROR_COLLECTIVE,
+                "train step: the all-reduce hook failed (it returned " +
+                    std::to_string(rc) + "); no update was applied");
+  }
+  // Sums over the ranks -> means (exact for a power-of-two rank count).
+  if (ranks > 1) {
+    const float inv = 1.0f / static_cast<float>(ranks);
+    for (size_t i = 0; i < count; ++i)
+      data[i] *= inv;
+  }
+  float mean;
+  std::memcpy(&mean, at(lossOffset), 4);
+  loss = mean / static_cast<float>(accumulate);
   return STLM_OK;
 }
 
@@ -659,6 +764,39 @@ stlm_status stlm_set_threads(stlm_model *model, int threads) {
   if (threads == 0)
     threads = static_cast<int>(std::thread::hardware_concurrency());
   model->artifact->set_num_threads(threads);
+  return model->ok();
+}
+
+stlm_status stlm_set_allreduce(stlm_model *model, int32_t ranks,
+                               stlm_allreduce_fn allreduce, void *user) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!allreduce) {
+    model->allreduce = nullptr;
+    model->allreduceUser = nullptr;
+    model->ranks = 1;
+    return model->ok();
+  }
+  if (ranks < 1)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_set_allreduce: ranks must be at least 1, not " +
+                           std::to_string(ranks));
+  if (model->device)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_set_allreduce: '" + model->name + "' runs on " +
+                           model->artifact->device->name +
+                           "; data-parallel training runs host artifacts");
+  if (!model->split)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_set_allreduce: '" + model->name +
+                           "' was compiled with a fused train_step; "
+                           "data-parallel training needs its accumulate and "
+                           "apply entry points (stlm-compile --data-parallel)");
+  if (!model->findReducedRange())
+    return STLM_ERROR_FORMAT;
+  model->allreduce = allreduce;
+  model->allreduceUser = user;
+  model->ranks = ranks;
   return model->ok();
 }
 

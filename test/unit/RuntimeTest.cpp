@@ -285,6 +285,168 @@ TEST(Runtime, RefusesIdsOutsideTheVocabulary) {
   stlm_close(m);
 }
 
+/// A data-parallel artifact (split_step, accumulate 1): grad_acc.w and
+/// loss_acc right after the optimizer state. Its accumulate adds 1, 2, 3, 4
+/// to the sums and returns a loss of 2.5; its apply records the sums it
+/// finds, then clears them, as the compiled one does.
+const char *kSplit = R"({"format": "stlm-artifact", "version": 3,
+  "model": "fake", "vocab": 16, "accumulate": 1, "split_step": true,
+  "spec": "{}", "weights_size": 128, "arena_size": 64,
+  "inputs": [[2, 4], [2, 4]],
+  "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0}],
+  "state": [{"name": "opt.m.w", "dtype": "F32", "shape": [4], "offset": 16},
+            {"name": "opt.v.w", "dtype": "F32", "shape": [4], "offset": 32},
+            {"name": "step", "dtype": "I32", "shape": [], "offset": 48},
+            {"name": "grad_acc.w", "dtype": "F32", "shape": [4],
+             "offset": 64},
+            {"name": "loss_acc", "dtype": "F32", "shape": [], "offset": 80}]})";
+
+std::vector<float> appliedSums;
+int32_t splitAccumulate(void *weights, void *, const int32_t *,
+                        const int32_t *, const int32_t *, float *loss) {
+  float *sums = reinterpret_cast<float *>(static_cast<char *>(weights) + 64);
+  for (int i = 0; i < 4; ++i)
+    sums[i] += static_cast<float>(i + 1);
+  *loss = 2.5f;
+  return 0;
+}
+int32_t splitApply(void *weights, void *, float *out) {
+  float *sums = reinterpret_cast<float *>(static_cast<char *>(weights) + 64);
+  appliedSums.assign(sums, sums + 4);
+  std::memset(sums, 0, 16);
+  out[0] = 0.5f, out[1] = 0.25f;
+  return 0;
+}
+
+stlm_artifact splitArtifact(const char *manifest) {
+  stlm_artifact a = artifact(manifest);
+  a.train_step = nullptr;
+  a.accumulate = splitAccumulate;
+  a.apply = splitApply;
+  return a;
+}
+
+/// What the hook saw, and the other rank it pretends to be.
+struct FakeRanks {
+  std::vector<std::vector<float>> calls;
+  std::vector<float> other; // the other rank's buffer, added in
+  int result = 0;
+};
+int fakeAllreduce(float *data, size_t count, void *user) {
+  auto *f = static_cast<FakeRanks *>(user);
+  f->calls.emplace_back(data, data + count);
+  for (size_t i = 0; i < count && i < f->other.size(); ++i)
+    data[i] += f->other[i];
+  return f->result;
+}
+
+TEST(Runtime, AllReducesTheGradientSumsAndLossAsOneBuffer) {
+  stlm_artifact a = splitArtifact(kSplit);
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  int32_t batch[8] = {};
+  stlm_step_result r;
+  // Alone, a split step is the plain accumulate + apply.
+  appliedSums.clear();
+  ASSERT_EQ(stlm_train_step(m, batch, batch, &r), STLM_OK)
+      << stlm_error_message(m);
+  EXPECT_EQ(appliedSums, (std::vector<float>{1, 2, 3, 4}));
+  EXPECT_EQ(r.loss, 2.5f);
+
+  // Two ranks: one hook call over grad_acc.w and loss_acc (5 floats), the
+  // other rank's sums added, then the mean over the ranks applied.
+  FakeRanks ranks;
+  ranks.other = {3, 4, 5, 6, 0.5f};
+  ASSERT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks), STLM_OK)
+      << stlm_error_message(m);
+  ASSERT_EQ(stlm_train_step(m, batch, batch, &r), STLM_OK)
+      << stlm_error_message(m);
+  ASSERT_EQ(ranks.calls.size(), 1u);
+  EXPECT_EQ(ranks.calls[0], (std::vector<float>{1, 2, 3, 4, 2.5f}));
+  EXPECT_EQ(appliedSums, (std::vector<float>{2, 3, 4, 5}));
+  EXPECT_EQ(r.loss, 1.5f); // (2.5 + 0.5) / 2 ranks
+  EXPECT_EQ(r.grad_norm, 0.5f);
+  EXPECT_EQ(r.lr, 0.25f);
+
+  // A failing hook: no update, and the sums start from zero again.
+  ranks.result = 3;
+  appliedSums.clear();
+  EXPECT_EQ(stlm_train_step(m, batch, batch, &r), STLM_ERROR_COLLECTIVE);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("all-reduce hook failed"),
+            std::string::npos)
+      << stlm_error_message(m);
+  EXPECT_TRUE(appliedSums.empty());
+  ranks.result = 0;
+  ranks.other.clear();
+  ASSERT_EQ(stlm_set_allreduce(m, 1, fakeAllreduce, &ranks), STLM_OK);
+  ASSERT_EQ(stlm_train_step(m, batch, batch, &r), STLM_OK);
+  EXPECT_EQ(appliedSums, (std::vector<float>{1, 2, 3, 4}));
+
+  // A null hook turns it off; a bad rank count is refused.
+  ranks.calls.clear();
+  ASSERT_EQ(stlm_set_allreduce(m, 0, nullptr, nullptr), STLM_OK);
+  ASSERT_EQ(stlm_train_step(m, batch, batch, &r), STLM_OK);
+  EXPECT_TRUE(ranks.calls.empty());
+  EXPECT_EQ(stlm_set_allreduce(m, 0, fakeAllreduce, &ranks),
+            STLM_ERROR_ARGUMENT);
+  stlm_close(m);
+}
+
+TEST(Runtime, RefusesDataParallelWithoutASplitStep) {
+  FakeRanks ranks;
+  // A fused train_step.
+  stlm_artifact a = artifact(kGood);
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks),
+            STLM_ERROR_ARGUMENT);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("stlm-compile "
+                                                    "--data-parallel"),
+            std::string::npos)
+      << stlm_error_message(m);
+  stlm_close(m);
+
+  // split_step with a train_step, or without accumulate and apply.
+  a = artifact(kSplit);
+  expectRefused(a, STLM_ERROR_FORMAT, "does not match its training entry");
+  a = splitArtifact(kSplit);
+  a.apply = nullptr;
+  expectRefused(a, STLM_ERROR_FORMAT, "lacks entry points");
+
+  // No loss_acc (an artifact of an older compiler).
+  std::string noLoss = kSplit;
+  noLoss.replace(noLoss.find(R"(,
+            {"name": "loss_acc")"),
+                 std::string(R"(,
+            {"name": "loss_acc", "dtype": "F32", "shape": [], "offset": 80})")
+                     .size(),
+                 "");
+  a = splitArtifact(noLoss.c_str());
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks),
+            STLM_ERROR_FORMAT);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("no loss_acc"),
+            std::string::npos)
+      << stlm_error_message(m);
+  stlm_close(m);
+
+  // Something else between the sums and loss_acc.
+  std::string apart = kSplit;
+  apart.replace(apart.find(R"("offset": 80})"), 13, R"("offset": 96})");
+  apart.replace(apart.find(R"("name": "step", "dtype": "I32", "shape": [], "offset": 48)"),
+                std::string(R"("name": "step", "dtype": "I32", "shape": [], "offset": 48)").size(),
+                R"("name": "step", "dtype": "I32", "shape": [], "offset": 84)");
+  a = splitArtifact(apart.c_str());
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks),
+            STLM_ERROR_FORMAT);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("'step' lies between"),
+            std::string::npos)
+      << stlm_error_message(m);
+  stlm_close(m);
+  EXPECT_TRUE(ranks.calls.empty());
+}
+
 TEST(Runtime, RefusesNullAndForeignLibraries) {
   stlm_model *m = nullptr;
   EXPECT_EQ(stlm_open(nullptr, &m), STLM_ERROR_ARGUMENT);

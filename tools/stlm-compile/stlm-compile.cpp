@@ -18,6 +18,8 @@
 //       --print-params and no spec in the artifact's manifest)
 //   --embed-weights=W.safetensors puts a checkpoint inside the artifact:
 //       stlm_open loads it, so an app ships as one file.
+//   --data-parallel splits the training step into accumulate and apply
+//       (stlm-autodiff's split-step), for data-parallel training.
 //
 // The stages are passes/Pipelines.h's (`stlm-opt --stlm-pipeline=stage=S`
 // runs the same passes); kernels and the artifact are written by
@@ -117,6 +119,13 @@ cl::opt<bool> tf32("tf32",
                             "fp32` model on tensor cores with TF32 operands "
                             "(faster; about 1e-3 relative error)"),
                    cl::cat(options));
+cl::opt<bool> dataParallel(
+    "data-parallel",
+    cl::desc("Split the training step into accumulate and apply even "
+             "without gradient accumulation, so that data-parallel training "
+             "(stlm-run under mpirun, stlm_set_allreduce) can all-reduce the "
+             "gradient sums between them"),
+    cl::cat(options));
 cl::opt<std::string> nvccPath(
     "nvcc", cl::desc("nvcc for --target=cuda (default: on PATH, else "
                      "/usr/local/cuda/bin/nvcc)"),
@@ -307,6 +316,11 @@ int main(int argc, char **argv) {
                     "give -o DIR (and no --emit, or --emit=artifact)");
   if (tf32 && target != "cuda")
     return failWith("--tf32 is an option of --target=cuda");
+  if (dataParallel && target == "cuda")
+    return failWith("--data-parallel is for the host target: CUDA artifacts "
+                    "have no accumulate/apply split yet (GPUs will all-reduce "
+                    "through NCCL)");
+  in.info.splitStep = dataParallel || in.info.accumulate > 1;
   if (!embedWeights.empty() && !checkEmbeddedWeights(in))
     return 1;
   std::string error;
@@ -335,10 +349,11 @@ int main(int argc, char **argv) {
   mlir::PassManager stages(&context);
   // A model read from .mlir goes through every stage from the start (its
   // parse verified it); a built one has passed Stage::STLM already.
+  mlir::stlm::PipelineChoices choices{dataParallel};
   if (fromMlir)
-    mlir::stlm::buildPipeline(stages, emit);
+    mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else
-    mlir::stlm::buildPipeline(stages, emit, Stage::STLM);
+    mlir::stlm::buildPipeline(stages, emit, Stage::STLM, choices);
   // The spec is valid and its IR verifies: a stage that fails on it is a
   // limit of the native path.
   if (failed(stages.run(module))) {

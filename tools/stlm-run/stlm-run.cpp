@@ -18,6 +18,7 @@
 #include "support/SafeTensors.h"
 #include "support/Version.h"
 #include "train/Inference.h"
+#include "train/MpiCollective.h"
 #include "train/NativeEngine.h"
 #include "train/ReferenceEngine.h"
 
@@ -535,6 +536,33 @@ int runTrain(int argc, char **argv) {
   stlm::ModelSpec spec;
   if (!loadSpec(a.positional[0], spec))
     return 1;
+  // Launched by mpirun with several ranks: data-parallel training, each
+  // rank one process of this command (docs/data-parallel.md).
+  std::string error;
+  int ranks = stlm::launchedRanks(error);
+  if (ranks < 0)
+    return fail(error);
+  std::unique_ptr<stlm::Collective> collective;
+  if (ranks > 1) {
+    if (backend == "reference")
+      return fail("data-parallel training (" + std::to_string(ranks) +
+                  " ranks) runs compiled artifacts; the reference backend "
+                  "trains in one process");
+    if (native.device != "cpu")
+      return fail("data-parallel training runs on the CPU; --device " +
+                  native.device + " trains in one process (multi-GPU "
+                  "training is not there yet)");
+    collective = stlm::startMpi(error);
+    if (!collective)
+      return fail(error);
+    opt.collective = collective.get();
+    native.dataParallel = true;
+    // Rank 0 alone prints and logs.
+    if (collective->rank() != 0) {
+      opt.progress = nullptr;
+      opt.logPath.clear();
+    }
+  }
   if (backend == "reference")
     return stlm::trainWithReference(spec, opt, stderr);
   native.specPath = a.positional[0];
@@ -663,6 +691,9 @@ int runExport(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  // A checkpoint being written when mpirun ends the job, or at Ctrl-C,
+  // leaves no temp file (the checkpoint itself is replaced atomically).
+  stlm::removeTempFileOnTermination();
   if (argc < 2)
     return usage("no command given");
   std::string cmd = argv[1];
@@ -690,6 +721,16 @@ int main(int argc, char **argv) {
       if (o.value && arg == o.name)
         ++i; // skip its value
   }
+  // Only training spreads over ranks; N copies of another command would
+  // each do the same work (and race on its output).
+  std::string launchError;
+  int ranks = stlm::launchedRanks(launchError);
+  if (ranks != 1 && cmd != "train")
+    return fail(ranks < 0 ? launchError
+                          : "'" + cmd + "' runs in one process; only train "
+                            "runs data-parallel (this job has " +
+                                std::to_string(ranks) +
+                                " ranks): run it without mpirun");
   if (cmd == "init")
     return runInit(argc, argv);
   if (cmd == "check")

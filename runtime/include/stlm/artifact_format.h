@@ -13,7 +13,8 @@
 //   <name>.h                   the C header of the entry points;
 //   <name>.manifest.json       the manifest, also embedded in the descriptor:
 //     format "stlm-artifact", version kManifestVersion, model, vocab,
-//     accumulate, symbol, target, weights_size, arena_size,
+//     accumulate, split_step (the step is accumulate + apply, not
+//     train_step), symbol, target, weights_size, arena_size,
 //     inputs   [[batch, context], [batch, context]] (+ [] for a mask seed),
 //     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
 //                              grad_offset (params with a gradient)}],
@@ -100,7 +101,8 @@ static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
 namespace key {
 inline constexpr const char *kFormat = "format", *kVersion = "version",
                             *kModel = "model", *kVocab = "vocab",
-                            *kAccumulate = "accumulate", *kSymbol = "symbol",
+                            *kAccumulate = "accumulate",
+                            *kSplitStep = "split_step", *kSymbol = "symbol",
                             *kTarget = "target",
                             *kWeightsSize = "weights_size",
                             *kArenaSize = "arena_size", *kInputs = "inputs",

@@ -47,7 +47,8 @@ typedef enum stlm_status {
   STLM_ERROR_MISMATCH = 4, /* a checkpoint of another model */
   STLM_ERROR_KERNEL = 5,   /* a kernel failed (Halide error) */
   STLM_ERROR_MEMORY = 6,   /* out of memory */
-  STLM_ERROR_DEVICE = 7    /* no usable device, or a device call failed */
+  STLM_ERROR_DEVICE = 7,   /* no usable device, or a device call failed */
+  STLM_ERROR_COLLECTIVE = 8 /* the all-reduce hook failed */
 } stlm_status;
 
 /* How the runtime reaches a device artifact's memory (stlm-compile
@@ -190,6 +191,26 @@ stlm_status stlm_grad(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss);
 stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
                       const int32_t *targets, float *loss);
+
+/* Data-parallel training: N processes (ranks) each run stlm_train_step
+ * on their own micro-batches of one global batch; the hook sums, in place
+ * and over every rank, the `count` floats at `data` (MPI_Allreduce with
+ * MPI_IN_PLACE and MPI_SUM, or an equivalent) and returns 0, or non-zero
+ * when it failed. A step then runs stlm_accumulate micro-batches into the
+ * model's gradient sums, calls the hook once over one contiguous buffer
+ * (the sums and the step's loss sum), scales it by 1 / ranks and applies
+ * the same AdamW update on every rank; `loss` is the mean over all ranks'
+ * micro-batches. N ranks of batch B equal one process with N times the
+ * accumulation on the same windows, to fp32 summation order (exactly, for
+ * two ranks). Needs an artifact whose step is split into accumulate and
+ * apply: `stlm-compile --data-parallel` (or train.accumulate > 1); others
+ * are STLM_ERROR_ARGUMENT, as are device artifacts. A null hook turns it
+ * off. A failing hook makes the step STLM_ERROR_COLLECTIVE, with no update
+ * applied. Every rank must start from the same weights (load the same
+ * checkpoint) and call stlm_train_step the same number of times. */
+typedef int (*stlm_allreduce_fn)(float *data, size_t count, void *user);
+stlm_status stlm_set_allreduce(stlm_model *model, int32_t ranks,
+                               stlm_allreduce_fn allreduce, void *user);
 
 /* Masked objectives (masked_next_token) mask the positions a seed picks
  * (the formula of stlm.mask_tokens), so each micro-batch should have its
