@@ -50,6 +50,8 @@ public:
   /// The offset of the first byte ≥ `limit`, or -1 when there is none.
   int64_t firstByteFrom(int limit) const;
   uint8_t byteAt(int64_t offset) const { return bytes[offset]; }
+  /// The whole text, both splits.
+  const std::vector<uint8_t> &contents() const { return bytes; }
 
 private:
   std::vector<uint8_t> bytes;

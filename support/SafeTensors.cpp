@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -386,9 +387,13 @@ void removeStaleTemps(const std::string &path) {
 
 /// The temp file a writeSafeTensors of this process may be writing, for
 /// the termination handler: a fixed buffer (a handler may not touch a
-/// std::string) that holds a path while `tempInFlight` is 1.
+/// std::string) that holds a path while `tempInFlight` is 1. Marked only
+/// once a program has installed the handler (`tempTracking`): the library
+/// never uses this state otherwise, so concurrent saves of an app's
+/// models share nothing.
 char tempPath[4096];
 volatile std::sig_atomic_t tempInFlight = 0;
+bool tempTracking = false;
 
 void onTermination(int sig) {
   if (tempInFlight)
@@ -397,12 +402,14 @@ void onTermination(int sig) {
   std::raise(sig);
 }
 
-/// Marks `tmp` as being written (when the path fits the buffer).
+/// Marks `tmp` as being written (when tracking, and the path fits).
 void markTemp(const std::string &tmp) {
   tempInFlight = 0;
-  if (tmp.size() >= sizeof tempPath)
+  if (!tempTracking || tmp.size() >= sizeof tempPath)
     return;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   std::memcpy(tempPath, tmp.c_str(), tmp.size() + 1);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
   tempInFlight = 1;
 }
 
@@ -413,8 +420,15 @@ void removeTempFileOnTermination() {
   std::memset(&sa, 0, sizeof sa);
   sa.sa_handler = onTermination;
   sigemptyset(&sa.sa_mask);
-  for (int sig : {SIGTERM, SIGINT, SIGHUP})
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    // A signal the process was started ignoring (nohup's SIGHUP, a
+    // background job's SIGINT) stays ignored.
+    struct sigaction old;
+    if (::sigaction(sig, nullptr, &old) == 0 && old.sa_handler == SIG_IGN)
+      continue;
     ::sigaction(sig, &sa, nullptr);
+  }
+  tempTracking = true;
 }
 
 bool writeSafeTensors(const std::string &path,

@@ -133,9 +133,10 @@ bool writeSafeTensors(const std::string &path,
 
 /// Makes SIGTERM, SIGINT and SIGHUP remove the temporary file of a
 /// writeSafeTensors in progress before the signal ends the process as it
-/// would have (a program's choice, so a library never installs it: stlm-run
-/// does, so that mpirun ending a job, or Ctrl-C, leaves nothing
-/// half-written).
+/// would have; signals the process ignores stay ignored (nohup). A
+/// program's choice, so a library never calls it: `stlm-run train` does,
+/// so that mpirun ending a job, or Ctrl-C, leaves nothing half-written.
+/// Until it is called, writeSafeTensors keeps no process-wide state.
 void removeTempFileOnTermination();
 
 } // namespace stlm

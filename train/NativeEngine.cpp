@@ -72,15 +72,20 @@ public:
     std::string lib = dir + "/" + format::sharedLibrary(spec.name);
     unsupported = false;
     std::string damage;
+    // stlm-compile's own notes reach stderr unless a fallback keeps them.
+    bool compilerNoted = false;
     if (!upToDate(dir, spec.name, json,
-                  opt.device == "cuda" ? "cuda" : "host",
-                  opt.dataParallel || spec.train.accumulate > 1, damage)) {
+                  opt.device == "cuda" ? "cuda" : "host", opt.dataParallel,
+                  damage)) {
       if (!damage.empty() && opt.progress)
         std::fprintf(opt.progress, "note: the artifact in %s is damaged (%s); "
                      "compiling it again\n", dir.c_str(), damage.c_str());
       if (!compile(spec, json, error, unsupported))
         return nullptr;
+      compilerNoted = !opt.fallback;
     }
+    if (!compilerNoted)
+      noteBF16(spec);
     stlm_model *model = nullptr;
     if (stlm_open_library(lib.c_str(), nullptr, &model) != STLM_OK ||
         stlm_set_threads(model, opt.threads) != STLM_OK) {
@@ -94,6 +99,26 @@ public:
   const std::string &directory() const { return dir; }
 
 private:
+  /// A `precision: bf16` spec whose artifact computes its matmuls in fp32
+  /// (stlm-compile found bf16 slower on this CPU) is noted.
+  void noteBF16(const ModelSpec &spec) const {
+    if (spec.train.precision != Precision::BF16 || !opt.progress)
+      return;
+    try {
+      nlohmann::json m = nlohmann::json::parse(
+          readFile(dir + "/" + format::manifest(spec.name)));
+      if (m.value(format::key::kBF16Compute, true))
+        return;
+    } catch (const std::exception &) {
+      return;
+    }
+    std::fprintf(opt.progress,
+                 "note: '%s' asks for bf16 matmuls; they run in fp32, which "
+                 "stlm-compile measured to be faster on this CPU "
+                 "(docs/kernels.md)\n",
+                 spec.name.c_str());
+  }
+
   /// --artifact DIR, or the cache directory of (spec, compiler build),
   /// absolute.
   static std::string directoryFor(const ModelSpec &spec,
@@ -133,7 +158,7 @@ private:
   /// SIGBUS). `damage` says what is wrong with an artifact of this spec.
   static bool upToDate(const std::string &dir, const std::string &name,
                        const std::string &json, const std::string &target,
-                       bool splitStep, std::string &damage) {
+                       bool dataParallel, std::string &damage) {
     damage.clear();
     std::string manifest = dir + "/" + format::manifest(name);
     if (!llvm::sys::fs::exists(manifest))
@@ -146,8 +171,12 @@ private:
       // An artifact for another target is compiled again, not loaded.
       if (m.at(format::key::kTarget).get<std::string>() != target)
         return false;
-      // So is one whose step is split otherwise (--data-parallel).
-      if (m.value(format::key::kSplitStep, false) != splitStep)
+      // A data-parallel run needs the step split (--data-parallel); others
+      // train alike with either form. Older manifests have no split_step:
+      // theirs was split exactly when it accumulated.
+      bool split = m.value(format::key::kSplitStep,
+                           m.value(format::key::kAccumulate, 1) > 1);
+      if (dataParallel && !split)
         return false;
     } catch (const std::exception &) {
       damage = "its manifest is not readable";
@@ -273,7 +302,13 @@ private:
       error = "cannot create '" + parent + "': " + ec.message();
       return false;
     }
-    std::string tmp = dir + ".tmp." + std::to_string(getpid());
+    // Host and process: ranks on several hosts may share a cache on
+    // network storage.
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0)
+      host[0] = '\0';
+    std::string tmp =
+        dir + ".tmp." + host + "." + std::to_string(getpid());
     llvm::sys::fs::remove_directories(tmp);
     std::string specPath = opt.specPath;
     if (specPath.empty()) {

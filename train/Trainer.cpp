@@ -101,14 +101,24 @@ private:
     ranks->abort(1);
     return 1; // not reached
   }
-  /// Every rank was started with the same spec and the options that decide
-  /// which steps all ranks take together.
-  bool sameOptions(std::string &error);
+  /// Whether every rank was started with the same spec, data and the
+  /// options that decide which steps all ranks take together: `differ`
+  /// "" or why not. false with `error` when this rank could not tell.
+  bool sameOptions(std::string &differ, std::string &error);
   /// A digest of the parameters, moments and step.
   bool stateDigest(int64_t step, uint64_t &digest, std::string &error);
-  /// Every rank holds the same weights (`when` says at which point, for
-  /// the message); "" or why not.
-  std::string sameWeights(int64_t step, const std::string &when);
+  /// Whether every rank holds the same weights (`when` says at which point,
+  /// for the message), as sameOptions.
+  bool sameWeights(int64_t step, const std::string &when, std::string &differ,
+                   std::string &error);
+  /// fail() for a local error, failTogether() for ranks that differ (or
+  /// 0 when they agree): after sameOptions or sameWeights returned `ok`.
+  int agreeOrFail(bool ok, const std::string &differ,
+                  const std::string &error) {
+    if (!ok)
+      return fail(error);
+    return differ.empty() ? 0 : failTogether(differ);
+  }
   bool initialise(std::string &error);
   /// Fresh AdamW moments for every parameter.
   bool zeroMoments(std::string &error);
@@ -152,8 +162,12 @@ uint64_t wordDigest(const void *data, size_t bytes, uint64_t h) {
   return h;
 }
 
-bool Session::sameOptions(std::string &error) {
-  std::string key = specToJson(spec) + "|" + std::to_string(opt.steps) +
+bool Session::sameOptions(std::string &differ, std::string &error) {
+  const std::vector<uint8_t> &text = data.contents();
+  std::string key = specToJson(spec) + "|" +
+                    std::to_string(wordDigest(text.data(), text.size(),
+                                              0xcbf29ce484222325ull)) +
+                    "|" + std::to_string(opt.steps) +
                     "|" + std::to_string(opt.seedGiven) + ":" +
                     std::to_string(opt.seed) + "|" +
                     std::to_string(opt.evalEvery) + "|" +
@@ -166,15 +180,14 @@ bool Session::sameOptions(std::string &error) {
                                    0xcbf29ce484222325ull),
                         all, error))
     return false;
-  for (int r = 1; r < size; ++r)
-    if (all[r] != all[0]) {
-      error = "rank " + std::to_string(r) + " was started with another "
-              "spec or other options than rank 0: every rank must train the "
-              "same spec with the same --steps, --seed, --eval-every, "
-              "--save-every, --max-time, and --save and --resume given or "
-              "not";
-      return false;
-    }
+  differ.clear();
+  for (int r = 1; r < size && differ.empty(); ++r)
+    if (all[r] != all[0])
+      differ = "rank " + std::to_string(r) + " was started with another "
+               "spec, data or options than rank 0: every rank must train the "
+               "same spec on the same text with the same --steps, --seed, "
+               "--eval-every, --save-every, --max-time, and --save and "
+               "--resume given or not";
   return true;
 }
 
@@ -193,14 +206,15 @@ bool Session::stateDigest(int64_t step, uint64_t &digest,
   return true;
 }
 
-std::string Session::sameWeights(int64_t step, const std::string &when) {
-  std::string error;
+bool Session::sameWeights(int64_t step, const std::string &when,
+                          std::string &differ, std::string &error) {
   uint64_t digest = 0;
   std::vector<uint64_t> all;
   if (!stateDigest(step, digest, error) ||
       !ranks->allgather(digest, all, error))
-    return error;
-  for (int r = 1; r < size; ++r)
+    return false;
+  differ.clear();
+  for (int r = 1; r < size && differ.empty(); ++r)
     if (all[r] != all[0]) {
       char buf[160];
       std::snprintf(buf, sizeof buf,
@@ -208,9 +222,9 @@ std::string Session::sameWeights(int64_t step, const std::string &when) {
                     "differ from rank 0's (%016llx) ",
                     r, static_cast<unsigned long long>(all[r]),
                     static_cast<unsigned long long>(all[0]));
-      return buf + when;
+      differ = buf + when;
     }
-  return "";
+  return true;
 }
 
 bool Session::zeroMoments(std::string &error) {
@@ -363,8 +377,10 @@ int Session::run() {
   if (lead && !opt.savePath.empty() &&
       !canWriteSafeTensors(opt.savePath, error))
     return fail(error);
-  if (size > 1 && !sameOptions(error))
-    return failTogether(error);
+  std::string differ;
+  if (size > 1)
+    if (int status = agreeOrFail(sameOptions(differ, error), differ, error))
+      return status;
   // The model and its training step (after the cheap checks: a native
   // engine may compile). In a data-parallel run, the first rank of each
   // host compiles while the others wait, then they find it compiled.
@@ -380,22 +396,25 @@ int Session::run() {
   }
   if (!prepared)
     return fail(error);
+  // Every rank's engine refuses alike.
   if (size > 1 && !engine.joinRanks(*ranks, error))
-    return fail(error);
+    return failTogether(error);
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
   if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
     return fail(error);
   if (size > 1) {
-    std::string differ = sameWeights(
-        startStep, opt.resumePath.empty()
-                       ? "after initialisation"
-                       : "after --resume: every rank must start from the "
-                         "same checkpoint");
-    if (!differ.empty())
-      return failTogether(differ);
+    bool ok = sameWeights(startStep,
+                          opt.resumePath.empty()
+                              ? "after initialisation"
+                              : "after --resume: every rank must start from "
+                                "the same checkpoint",
+                          differ, error);
+    if (int status = agreeOrFail(ok, differ, error))
+      return status;
   }
   if (startStep > 0 && startStep >= steps)
-    return fail(opt.resumePath + " has taken " + std::to_string(startStep) +
+    return failTogether(opt.resumePath + " has taken " +
+                        std::to_string(startStep) +
                 " steps already, and " +
                 (opt.steps >= 0 ? "--steps " + std::to_string(steps)
                                 : "the spec's train.steps (" +
@@ -483,12 +502,15 @@ int Session::run() {
   };
   int64_t last = steps; // the step training ends at (--max-time: earlier)
   // Before each checkpoint (and at the end) the ranks compare their
-  // weights; "" when they agree (or there is one).
-  auto checkRanks = [&](int64_t step) -> std::string {
+  // weights: 0 when they agree (or there is one rank).
+  auto checkRanks = [&](int64_t step) -> int {
     if (size == 1)
-      return "";
-    return sameWeights(step, "at step " + std::to_string(step) +
-                                 "; no checkpoint was written");
+      return 0;
+    bool ok = sameWeights(step,
+                          "at step " + std::to_string(step) +
+                              "; no checkpoint was written",
+                          differ, error);
+    return agreeOrFail(ok, differ, error);
   };
   for (int64_t step = startStep; step < steps; ++step) {
     // k micro-batches (the windows of micro-steps step·k … step·k + k − 1),
@@ -505,8 +527,8 @@ int Session::run() {
     if (!engine.trainStep(micro, loss, norm, lr, error))
       return fail("step " + std::to_string(step) + ": " + error);
     if (!std::isfinite(loss))
-      return fail("step " + std::to_string(step) + ": the loss is " +
-                  std::to_string(loss) + "; training diverged");
+      return failTogether("step " + std::to_string(step) + ": the loss is " +
+                          std::to_string(loss) + "; training diverged");
     double elapsed =
         std::chrono::duration<double>(Clock::now() - start).count();
     int64_t done = step + 1 - startStep;
@@ -558,17 +580,16 @@ int Session::run() {
       return fail(error);
     if (!opt.savePath.empty() && opt.saveEvery > 0 &&
         (step + 1) % opt.saveEvery == 0 && step + 1 != steps) {
-      if (std::string differ = checkRanks(step + 1); !differ.empty())
-        return failTogether(differ);
+      if (int status = checkRanks(step + 1))
+        return status;
       if (lead && !save(opt.savePath, step + 1, error))
         return fail(error);
     }
   }
   if (last > startStep && !runEval(last))
     return fail(error);
-  if (std::string differ = checkRanks(std::max(last, startStep));
-      !differ.empty())
-    return failTogether(differ);
+  if (int status = checkRanks(std::max(last, startStep)))
+    return status;
   if (!opt.savePath.empty()) {
     if (lead && !save(opt.savePath, std::max(last, startStep), error))
       return fail(error);

@@ -65,20 +65,24 @@ Status writeFile(const std::string &path, const std::string &text) {
 
 /// Generates every kernel of `plan` (kernel i is `<symbol>_k<i>`) and the
 /// Halide runtime into `dir`, two stlm-kernelgen processes at a time;
-/// returns the static libraries written and describes them in `j`.
+/// returns the static libraries written and describes them in `j`. With
+/// `profile`, Halide's sampling profiler is built in (its report, per
+/// kernel, is printed when the program exits).
 Status generateKernels(const KernelPlan &plan, const std::string &symbol,
                        const std::string &dir, const std::string &exe,
-                       json::OStream &j, std::vector<std::string> &archives) {
+                       json::OStream &j, std::vector<std::string> &archives,
+                       bool profile = false) {
+  std::string features = profile ? "-profile" : "";
   std::vector<std::vector<std::string>> jobs = {
       {"-r", "stlm_halide_rt", "-o", dir, "-e", "static_library",
-       "target=host"}};
+       "target=host" + features}};
   archives = {dir + "/stlm_halide_rt.a"};
   for (size_t i = 0; i < plan.kernels.size(); ++i) {
     const KernelSpec &k = plan.kernels[i];
     std::string fn = symbol + "_k" + std::to_string(i);
     std::vector<std::string> args = {"-g", k.generator, "-f", fn, "-o", dir,
                                      "-e", "static_library,h",
-                                     "target=host-no_runtime"};
+                                     "target=host-no_runtime" + features};
     for (const auto &[pn, pv] : k.params)
       args.push_back(pn + "=" + pv);
     jobs.push_back(args);
@@ -213,6 +217,7 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
   j.attribute(key::kVocab, info.vocab);
   j.attribute(key::kAccumulate, std::max<int64_t>(1, info.accumulate));
   j.attribute(key::kSplitStep, info.splitStep);
+  j.attribute(key::kBF16Compute, info.bf16Compute);
   j.attribute(key::kSymbol, symbolPrefix(model));
   j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);
@@ -702,8 +707,10 @@ Status writeArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   Status status;
   j.object([&] {
     describeLayout(model, info, *layout, target->name(), j);
+    if (where.profile)
+      j.attribute(key::kProfile, true);
     status = generateKernels(plan, symbol, objDir, tools.kernelgen, j,
-                             archives);
+                             archives, where.profile);
   });
   if (!status)
     return status;

@@ -58,6 +58,9 @@ struct ArtifactModel {
   /// The step is @accumulate + @apply (accumulate > 1, or stlm-compile
   /// --data-parallel), not @train_step.
   bool splitStep = false;
+  /// The matmuls compute with bf16 inputs (precision: bf16, and on the
+  /// host where stlm-compile found that they pay).
+  bool bf16Compute = false;
 };
 
 /// The model of `module` (built from one spec: there is one).
@@ -90,6 +93,7 @@ struct ArtifactTarget {
   std::string nvcc;          // cuda: empty finds it (PATH, /usr/local/cuda)
   std::string arch = "sm_90"; // cuda: nvcc's -arch
   bool tf32 = false;          // cuda: fp32 matmuls with TF32 operands
+  bool profile = false;       // host: kernels built with Halide's profiler
 };
 
 /// The artifact of the planned model in `module` into `dir` (objects under

@@ -444,6 +444,36 @@ TEST(Runtime, RefusesDataParallelWithoutASplitStep) {
             std::string::npos)
       << stlm_error_message(m);
   stlm_close(m);
+
+  // Integer sums, or a KV cache inside the range.
+  std::string ints = kSplit;
+  ints.replace(ints.find(R"("grad_acc.w", "dtype": "F32")"),
+               std::string(R"("grad_acc.w", "dtype": "F32")").size(),
+               R"("grad_acc.w", "dtype": "I32")");
+  a = splitArtifact(ints.c_str());
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks),
+            STLM_ERROR_FORMAT);
+  EXPECT_NE(std::string(stlm_error_message(m))
+                .find("'grad_acc.w' is not a float tensor"),
+            std::string::npos)
+      << stlm_error_message(m);
+  stlm_close(m);
+  std::string cached = apart; // loss_acc at 96: a cache at 84 lies between
+  cached.replace(cached.find(R"("name": "step", "dtype": "I32", "shape": [], "offset": 84)"),
+                 std::string(R"("name": "step", "dtype": "I32", "shape": [], "offset": 84)").size(),
+                 R"("name": "step", "dtype": "I32", "shape": [], "offset": 48)");
+  cached.replace(cached.rfind('}'), 1,
+                 R"(, "cache": [{"name": "kv.0.k", "dtype": "F32", "shape": [2], "offset": 84}]})");
+  a = splitArtifact(cached.c_str());
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks),
+            STLM_ERROR_FORMAT);
+  EXPECT_NE(std::string(stlm_error_message(m)).find("a KV cache lies "
+                                                    "between them"),
+            std::string::npos)
+      << stlm_error_message(m);
+  stlm_close(m);
   EXPECT_TRUE(ranks.calls.empty());
 }
 
@@ -645,6 +675,24 @@ TEST(RuntimeDevice, ReportsADeviceThatCannotOpenOrFails) {
             std::string::npos)
       << stlm_error_message(m);
   lastDevice = opened;
+  stlm_close(m);
+}
+
+TEST(RuntimeDevice, RefusesDataParallelTraining) {
+  // A split device artifact (the fake device's 64-byte blob is enough for
+  // the layout up to `step`; no step runs).
+  stlm_artifact a = splitArtifact(kSplit);
+  a.device = &kFake;
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  FakeRanks ranks;
+  EXPECT_EQ(stlm_set_allreduce(m, 2, fakeAllreduce, &ranks),
+            STLM_ERROR_ARGUMENT);
+  EXPECT_NE(std::string(stlm_error_message(m))
+                .find("runs on fake; data-parallel training runs host "
+                      "artifacts"),
+            std::string::npos)
+      << stlm_error_message(m);
   stlm_close(m);
 }
 

@@ -11,11 +11,13 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -283,6 +285,55 @@ TEST(SafeTensors, FilesAreWrittenAtomicallyAndMapped) {
   std::remove(path.c_str());
   rmdir(blocked.c_str());
   EXPECT_EQ(rmdir(dir), 0) << "directory not empty after the writes";
+}
+
+TEST(SafeTensors, TerminationRemovesTheTempFileBeingWritten) {
+  char dir[] = "/tmp/stlm-safetensors-signal-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/ck.safetensors";
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // As under nohup: SIGHUP ignored, and it must stay so.
+    std::signal(SIGHUP, SIG_IGN);
+    char c;
+    if (read(go[0], &c, 1) != 1)
+      _exit(2);
+    removeTempFileOnTermination();
+    struct sigaction hup, term;
+    sigaction(SIGHUP, nullptr, &hup);
+    sigaction(SIGTERM, nullptr, &term);
+    if (hup.sa_handler != SIG_IGN || term.sa_handler == SIG_DFL)
+      _exit(4);
+    // 4 MiB: more than a pipe holds, so the write blocks half done.
+    std::vector<float> x(1 << 20, 1.0f);
+    std::string error;
+    writeSafeTensors(path, {{"x", DType::F32, {1 << 20}, x.data(),
+                             x.size() * sizeof(float)}},
+                     {}, error);
+    _exit(3); // not reached: the write blocks until the signal
+  }
+  // The child's temp file is a FIFO we read a little of, so that it is
+  // stuck inside writeSafeTensors when SIGTERM comes.
+  std::string temp = path + ".tmp." + std::to_string(child);
+  ASSERT_EQ(mkfifo(temp.c_str(), 0600), 0);
+  ASSERT_EQ(write(go[1], "g", 1), 1);
+  int fd = open(temp.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  char buf[4096];
+  ASSERT_GT(read(fd, buf, sizeof buf), 0);
+  kill(child, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  close(fd);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM)
+      << "the child ended otherwise: status " << status;
+  EXPECT_NE(access(temp.c_str(), F_OK), 0) << "the temp file is left";
+  EXPECT_NE(access(path.c_str(), F_OK), 0) << "a checkpoint appeared";
+  std::remove(temp.c_str());
+  EXPECT_EQ(rmdir(dir), 0);
 }
 
 } // namespace

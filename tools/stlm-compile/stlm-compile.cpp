@@ -39,6 +39,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Parser/Parser.h"
+#include "support/CpuBF16.h"
 #include "support/SafeTensors.h"
 #include "support/Version.h"
 #include "mlir/IR/MLIRContext.h"
@@ -125,6 +126,19 @@ cl::opt<bool> dataParallel(
              "without gradient accumulation, so that data-parallel training "
              "(stlm-run under mpirun, stlm_set_allreduce) can all-reduce the "
              "gradient sums between them"),
+    cl::cat(options));
+cl::opt<std::string> bf16Compute(
+    "bf16-compute",
+    cl::desc("For a `precision: bf16` spec on the host target: auto (the "
+             "default) compiles bf16 matmuls where this CPU's bf16 dot "
+             "product is measured to pay and fp32 matmuls elsewhere, with a "
+             "note; on always compiles bf16 ones; off fp32 ones"),
+    cl::value_desc("auto|on|off"), cl::init("auto"), cl::cat(options));
+cl::opt<bool> profile(
+    "profile",
+    cl::desc("Build the host kernels with Halide's sampling profiler: a "
+             "program using the artifact prints, when it exits, the time "
+             "each kernel took (bench/profile.py sums it by kind)"),
     cl::cat(options));
 cl::opt<std::string> nvccPath(
     "nvcc", cl::desc("nvcc for --target=cuda (default: on PATH, else "
@@ -251,6 +265,39 @@ bool checkEmbeddedWeights(const Input &in) {
   return false;
 }
 
+/// `precision: bf16` on the host: bf16 matmuls where they pay (or as
+/// --bf16-compute says), else the model's matmuls are compiled in fp32 and
+/// a note says why. Records the choice in `info`.
+void applyBF16Choice(mlir::ModuleOp module, codegen::ArtifactModel &info) {
+  mlir::stlm::ModelOp model = codegen::theModel(module);
+  info.bf16Compute = mlir::stlm::hasBF16Matmuls(model);
+  // The IR stages describe the model, not a target: left as written.
+  bool forTarget = emit == Stage::Kernels || emit == Stage::Artifact ||
+                   emit == Stage::LLVM;
+  if (!info.bf16Compute || !forTarget || target != "host" ||
+      bf16Compute == "on")
+    return;
+  std::string why;
+  if (bf16Compute == "auto" && stlm::bf16Pays(stlm::probeBF16(), why))
+    return;
+  auto dict = model->getAttrOfType<mlir::DictionaryAttr>("stlm.train");
+  llvm::SmallVector<mlir::NamedAttribute> entries;
+  mlir::Builder b(model.getContext());
+  for (mlir::NamedAttribute e : dict)
+    entries.push_back(e.getName() == "precision"
+                          ? b.getNamedAttr("precision",
+                                           b.getStringAttr("fp32"))
+                          : e);
+  model->setAttr("stlm.train", b.getDictionaryAttr(entries));
+  info.bf16Compute = false;
+  if (bf16Compute == "auto")
+    errs() << "stlm-compile: note: '" << info.name
+           << "' asks for bf16 matmuls; they are compiled in fp32, which is "
+              "faster here: "
+           << why << " (--bf16-compute=on forces bf16)\n";
+  return;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
@@ -316,11 +363,18 @@ int main(int argc, char **argv) {
                     "give -o DIR (and no --emit, or --emit=artifact)");
   if (tf32 && target != "cuda")
     return failWith("--tf32 is an option of --target=cuda");
+  if (profile && (target != "host" || emit != Stage::Artifact))
+    return failWith("--profile builds a host artifact's kernels with "
+                    "Halide's profiler: give -o DIR (no --target=cuda; "
+                    "STLM_CUDA_PROFILE=1 profiles CUDA artifacts)");
   if (dataParallel && target == "cuda")
     return failWith("--data-parallel is for the host target: CUDA artifacts "
                     "have no accumulate/apply split yet (GPUs will all-reduce "
                     "through NCCL)");
   in.info.splitStep = dataParallel || in.info.accumulate > 1;
+  if (bf16Compute != "auto" && bf16Compute != "on" && bf16Compute != "off")
+    return failWith("--bf16-compute must be auto, on or off, not '" +
+                    bf16Compute + "'");
   if (!embedWeights.empty() && !checkEmbeddedWeights(in))
     return 1;
   std::string error;
@@ -346,6 +400,7 @@ int main(int argc, char **argv) {
     }
   }
   mlir::ModuleOp module = *in.module;
+  applyBF16Choice(module, in.info);
   mlir::PassManager stages(&context);
   // A model read from .mlir goes through every stage from the start (its
   // parse verified it); a built one has passed Stage::STLM already.
@@ -377,7 +432,7 @@ int main(int argc, char **argv) {
   if (emit == Stage::Artifact) {
     codegen::ArtifactSummary summary;
     in.info.embeddedWeights = embedWeights;
-    codegen::ArtifactTarget where{target, nvccPath, cudaArch, tf32};
+    codegen::ArtifactTarget where{target, nvccPath, cudaArch, tf32, profile};
     if (codegen::Status s = codegen::writeArtifact(
             module, in.info, outputPath, kernelgen(argv[0]), summary, where);
         !s)

@@ -691,9 +691,6 @@ int runExport(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  // A checkpoint being written when mpirun ends the job, or at Ctrl-C,
-  // leaves no temp file (the checkpoint itself is replaced atomically).
-  stlm::removeTempFileOnTermination();
   if (argc < 2)
     return usage("no command given");
   std::string cmd = argv[1];
@@ -735,8 +732,12 @@ int main(int argc, char **argv) {
     return runInit(argc, argv);
   if (cmd == "check")
     return runCheck(argc, argv);
-  if (cmd == "train")
+  if (cmd == "train") {
+    // A checkpoint being written when mpirun ends the job, or at Ctrl-C,
+    // leaves no temp file (the checkpoint itself is replaced atomically).
+    stlm::removeTempFileOnTermination();
     return runTrain(argc, argv);
+  }
   if (cmd == "eval")
     return runEval(argc, argv);
   if (cmd == "export")

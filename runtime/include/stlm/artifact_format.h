@@ -14,7 +14,9 @@
 //   <name>.manifest.json       the manifest, also embedded in the descriptor:
 //     format "stlm-artifact", version kManifestVersion, model, vocab,
 //     accumulate, split_step (the step is accumulate + apply, not
-//     train_step), symbol, target, weights_size, arena_size,
+//     train_step), bf16_compute (matmuls with bf16 inputs: precision bf16
+//     where the target's bf16 pays), symbol, target, weights_size,
+//     arena_size,
 //     inputs   [[batch, context], [batch, context]] (+ [] for a mask seed),
 //     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
 //                              grad_offset (params with a gradient)}],
@@ -102,7 +104,9 @@ namespace key {
 inline constexpr const char *kFormat = "format", *kVersion = "version",
                             *kModel = "model", *kVocab = "vocab",
                             *kAccumulate = "accumulate",
-                            *kSplitStep = "split_step", *kSymbol = "symbol",
+                            *kSplitStep = "split_step",
+                            *kBF16Compute = "bf16_compute",
+                            *kSymbol = "symbol",
                             *kTarget = "target",
                             *kWeightsSize = "weights_size",
                             *kArenaSize = "arena_size", *kInputs = "inputs",
@@ -114,6 +118,8 @@ inline constexpr const char *kFormat = "format", *kVersion = "version",
 /// Of a CUDA artifact only: nvcc's -arch, and whether fp32 matmuls use
 /// TF32 operands (stlm-compile --tf32).
 inline constexpr const char *kCudaArch = "cuda_arch", *kTF32 = "tf32";
+/// Of a host artifact built with stlm-compile --profile: true.
+inline constexpr const char *kProfile = "profile";
 /// Of each params/state/cache slot.
 inline constexpr const char *kName = "name", *kDType = "dtype",
                             *kShape = "shape", *kOffset = "offset",

@@ -202,12 +202,14 @@ stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
  * the same AdamW update on every rank; `loss` is the mean over all ranks'
  * micro-batches. N ranks of batch B equal one process with N times the
  * accumulation on the same windows, to fp32 summation order (exactly, for
- * two ranks). Needs an artifact whose step is split into accumulate and
+ * two ranks without accumulation). Needs an artifact whose step is split into accumulate and
  * apply: `stlm-compile --data-parallel` (or train.accumulate > 1); others
  * are STLM_ERROR_ARGUMENT, as are device artifacts. A null hook turns it
  * off. A failing hook makes the step STLM_ERROR_COLLECTIVE, with no update
  * applied. Every rank must start from the same weights (load the same
- * checkpoint) and call stlm_train_step the same number of times. */
+ * checkpoint) and call stlm_train_step the same number of times; a step
+ * that fails on one rank leaves the others waiting in the hook, so the app
+ * must then end the job (MPI_Abort). */
 typedef int (*stlm_allreduce_fn)(float *data, size_t count, void *user);
 stlm_status stlm_set_allreduce(stlm_model *model, int32_t ranks,
                                stlm_allreduce_fn allreduce, void *user);
