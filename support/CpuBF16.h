@@ -6,8 +6,9 @@
 // kernels run about 1.9x the fp32 ones; on Intel Xeons without AMX (family
 // 6, model 207 measured) it issues at half an FMA's rate, so the bf16
 // kernels, which also round their inputs, run at about 0.5x. stlm-compile
-// measures it (a few milliseconds: independent dependency chains of each
-// instruction on one core) and compiles bf16 matmuls only where they pay.
+// measures it (about 15 ms: independent dependency chains of each
+// instruction on one core, runs of each kind alternating) and compiles
+// bf16 matmuls only where they pay.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,14 +23,25 @@ namespace stlm {
 struct BF16Probe {
   std::string cpu;          // "GenuineIntel family 6 model 207"
   bool avx512 = false;      // AVX-512F (the fp32 kernels' widest vectors)
-  bool dotInstruction = false; // AVX512_BF16: vdpbf16ps
+  bool dotInstruction = false; // vdpbf16ps as the kernels use it: the
+                               // features Halide's host target needs for
+                               // avx512_sapphirerapids (AVX512_BF16 and
+                               // the rest: missingForDot names the gap)
+  std::string missingForDot;   // "" or the first feature that is absent
   bool amx = false;         // AMX-BF16 reported (not used by the kernels)
   double fmaGflops = 0;     // fp32 FMAs on the widest vectors
   double dotGflops = 0;     // vdpbf16ps (0 without it)
 };
 
-/// Measures this CPU (about 10 ms).
+/// The first CPU feature the kernels' vdpbf16ps path (Halide's
+/// avx512_sapphirerapids) needs that this CPU lacks; "" when it has all.
+std::string missingForBF16Dot();
+
+/// Measures this CPU (about 15 ms).
 BF16Probe probeBF16();
+
+/// The probe as one line of JSON (the artifact's manifest keeps it).
+std::string probeJson(const BF16Probe &probe);
 
 /// Whether bf16 matmuls pay: the dot instruction exists and its measured
 /// throughput is at least kBF16MinSpeedup times the fp32 FMAs' (in

@@ -404,8 +404,10 @@ void onTermination(int sig) {
 
 /// Marks `tmp` as being written (when tracking, and the path fits).
 void markTemp(const std::string &tmp) {
+  if (!tempTracking)
+    return;
   tempInFlight = 0;
-  if (!tempTracking || tmp.size() >= sizeof tempPath)
+  if (tmp.size() >= sizeof tempPath)
     return;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   std::memcpy(tempPath, tmp.c_str(), tmp.size() + 1);
@@ -447,7 +449,10 @@ bool writeSafeTensors(const std::string &path,
   // termination handler unlinking a name that is not there is harmless.
   markTemp(tmp);
   struct Unmark {
-    ~Unmark() { tempInFlight = 0; }
+    ~Unmark() {
+      if (tempTracking)
+        tempInFlight = 0;
+    }
   } unmark;
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {

@@ -69,6 +69,7 @@ public:
                    bool &unsupported) {
     std::string json = specToJson(spec);
     dir = directoryFor(spec, json, opt);
+    manifestName = format::manifest(spec.name);
     std::string lib = dir + "/" + format::sharedLibrary(spec.name);
     unsupported = false;
     std::string damage;
@@ -97,6 +98,16 @@ public:
     return model;
   }
   const std::string &directory() const { return dir; }
+  /// "bf16 matmuls" or "fp32 matmuls": what the opened artifact computes.
+  std::string computeSignature() const {
+    try {
+      nlohmann::json m = nlohmann::json::parse(readFile(dir + "/" + manifestName));
+      return m.value(format::key::kBF16Compute, false) ? "bf16 matmuls"
+                                                        : "fp32 matmuls";
+    } catch (const std::exception &) {
+      return "";
+    }
+  }
 
 private:
   /// A `precision: bf16` spec whose artifact computes its matmuls in fp32
@@ -113,9 +124,9 @@ private:
       return;
     }
     std::fprintf(opt.progress,
-                 "note: '%s' asks for bf16 matmuls; they run in fp32, which "
-                 "stlm-compile measured to be faster on this CPU "
-                 "(docs/kernels.md)\n",
+                 "note: '%s' asks for bf16 matmuls; its artifact computes "
+                 "them in fp32 (stlm-compile found bf16 slower on this CPU, "
+                 "or was given --bf16-compute=off; docs/kernels.md)\n",
                  spec.name.c_str());
   }
 
@@ -372,7 +383,7 @@ private:
   }
 
   NativeOptions opt;
-  std::string dir;
+  std::string dir, manifestName;
 };
 
 /// Appends the mask seed of a batch (tokens, targets[, seed]) to `seeds`:
@@ -465,6 +476,9 @@ public:
                                     &ranks),
                  error);
   }
+  std::string computeSignature() const override {
+    return opener.computeSignature();
+  }
 
 private:
   /// The runtime's all-reduce hook: the ranks' in-place sum. An MPI
@@ -545,6 +559,9 @@ public:
   }
   bool joinRanks(Collective &ranks, std::string &error) override {
     return inner->joinRanks(ranks, error);
+  }
+  std::string computeSignature() const override {
+    return inner->computeSignature();
   }
 
 private:

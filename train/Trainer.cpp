@@ -399,6 +399,23 @@ int Session::run() {
   // Every rank's engine refuses alike.
   if (size > 1 && !engine.joinRanks(*ranks, error))
     return failTogether(error);
+  // Hosts compile for themselves: their artifacts must compute alike.
+  if (size > 1) {
+    std::string mine = engine.computeSignature();
+    std::vector<uint64_t> all;
+    if (!ranks->allgather(wordDigest(mine.data(), mine.size(),
+                                     0xcbf29ce484222325ull),
+                          all, error))
+      return fail(error);
+    for (int r = 1; r < size; ++r)
+      if (all[r] != all[0])
+        return failTogether(
+            "rank " + std::to_string(r) + "'s compiled model computes "
+            "otherwise than rank 0's (rank 0's: " + mine + "): stlm-compile "
+            "chose the matmul precision for each host's CPU; compile once "
+            "with --bf16-compute=on or off into an --artifact DIR every "
+            "host reads");
+  }
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
   if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
     return fail(error);

@@ -71,6 +71,10 @@ public:
   /// The loss of one batch, without updating anything.
   virtual bool evalLoss(const std::vector<ref::Tensor<float>> &args,
                         float &loss, std::string &error) = 0;
+  /// What decides this engine's arithmetic beyond the spec (after
+  /// prepare): ranks of one run must agree on it. A compiled artifact's
+  /// matmul precision, which stlm-compile chooses per CPU.
+  virtual std::string computeSignature() const { return ""; }
   /// Makes trainStep all-reduce its gradients over `ranks` (after
   /// prepare); false with `error` when this engine cannot.
   virtual bool joinRanks(Collective &ranks, std::string &error) {

@@ -218,6 +218,11 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
   j.attribute(key::kAccumulate, std::max<int64_t>(1, info.accumulate));
   j.attribute(key::kSplitStep, info.splitStep);
   j.attribute(key::kBF16Compute, info.bf16Compute);
+  if (!info.bf16Probe.empty()) {
+    j.attributeBegin(key::kBF16Probe);
+    j.rawValue(info.bf16Probe);
+    j.attributeEnd();
+  }
   j.attribute(key::kSymbol, symbolPrefix(model));
   j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);

@@ -61,6 +61,8 @@ struct ArtifactModel {
   /// The matmuls compute with bf16 inputs (precision: bf16, and on the
   /// host where stlm-compile found that they pay).
   bool bf16Compute = false;
+  /// What stlm-compile measured of the CPU's bf16 (JSON), when it did.
+  std::string bf16Probe;
 };
 
 /// The model of `module` (built from one spec: there is one).

@@ -18,6 +18,7 @@ stlm::BF16Probe probe(bool dot, double fma, double dotGflops) {
   p.cpu = "TestCPU family 6 model 207";
   p.avx512 = true;
   p.dotInstruction = dot;
+  p.missingForDot = dot ? "" : "avx512ifma";
   p.fmaGflops = fma;
   p.dotGflops = dotGflops;
   return p;
@@ -39,9 +40,12 @@ TEST(CpuBF16, PaysOnlyWhereTheDotProductIsClearlyFaster) {
   // Just below and at the margin.
   EXPECT_FALSE(stlm::bf16Pays(probe(true, 100, 149), why));
   EXPECT_TRUE(stlm::bf16Pays(probe(true, 100, 150), why));
-  // No dot instruction: the kernels would widen every input.
+  // No dot path (here: BF16 without IFMA, as on Cooper Lake): the kernels
+  // would widen every input.
   EXPECT_FALSE(stlm::bf16Pays(probe(false, 100, 0), why));
-  EXPECT_NE(why.find("no bf16 dot-product instruction"), std::string::npos)
+  EXPECT_NE(why.find("lacks avx512ifma, which the kernels' bf16 dot-product "
+                     "path (vdpbf16ps) needs"),
+            std::string::npos)
       << why;
 }
 
@@ -55,6 +59,7 @@ TEST(CpuBF16, MeasuresThisCPU) {
   // Every machine this builds on has AVX2 and FMA at least.
   EXPECT_GT(p.fmaGflops, 1.0);
   EXPECT_EQ(p.dotGflops > 0, p.dotInstruction);
+  EXPECT_EQ(p.dotInstruction, stlm::missingForBF16Dot().empty());
   std::string why;
   stlm::bf16Pays(p, why);
   EXPECT_FALSE(why.empty());

@@ -11,6 +11,7 @@
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
 #include "reference/Kernels.h"
+#include "support/CpuBF16.h"
 #include "test_mm_nn_a.h"
 #include "test_mm_nn_b.h"
 #include "test_mm_nn_c.h"
@@ -240,15 +241,8 @@ missing(std::initializer_list<std::pair<const char *, bool>> features) {
 }
 
 const char *missingForVdpbf16ps() {
-  return missing({{"avx512f", __builtin_cpu_supports("avx512f")},
-                  {"avx512cd", __builtin_cpu_supports("avx512cd")},
-                  {"avx512bw", __builtin_cpu_supports("avx512bw")},
-                  {"avx512dq", __builtin_cpu_supports("avx512dq")},
-                  {"avx512vl", __builtin_cpu_supports("avx512vl")},
-                  {"avx512ifma", __builtin_cpu_supports("avx512ifma")},
-                  {"avx512vbmi", __builtin_cpu_supports("avx512vbmi")},
-                  {"avx512vnni", __builtin_cpu_supports("avx512vnni")},
-                  {"avx512_bf16", __builtin_cpu_supports("avx512bf16")}});
+  static const std::string gap = stlm::missingForBF16Dot();
+  return gap.empty() ? nullptr : gap.c_str();
 }
 
 const char *missingForAVX512() {

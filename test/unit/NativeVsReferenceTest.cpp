@@ -155,7 +155,10 @@ protected:
 
     std::string compiler = std::string(STLM_BINARY_DIR) + "/bin/stlm-compile";
     std::string out = std::string(dir) + "/artifact";
-    llvm::StringRef argv[] = {compiler, specPath, "-o", out};
+    // bf16 specs: the bf16 kernels on any CPU (by default stlm-compile
+    // computes in fp32 where bf16 does not pay), as the reference rounds.
+    llvm::StringRef argv[] = {compiler, specPath, "-o", out,
+                              "--bf16-compute=on"};
     std::string message;
     ASSERT_EQ(llvm::sys::ExecuteAndWait(compiler, argv, std::nullopt, {}, 0,
                                         0, &message),

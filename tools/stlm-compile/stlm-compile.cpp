@@ -278,8 +278,12 @@ void applyBF16Choice(mlir::ModuleOp module, codegen::ArtifactModel &info) {
       bf16Compute == "on")
     return;
   std::string why;
-  if (bf16Compute == "auto" && stlm::bf16Pays(stlm::probeBF16(), why))
-    return;
+  if (bf16Compute == "auto") {
+    stlm::BF16Probe probe = stlm::probeBF16();
+    info.bf16Probe = stlm::probeJson(probe);
+    if (stlm::bf16Pays(probe, why))
+      return;
+  }
   auto dict = model->getAttrOfType<mlir::DictionaryAttr>("stlm.train");
   llvm::SmallVector<mlir::NamedAttribute> entries;
   mlir::Builder b(model.getContext());

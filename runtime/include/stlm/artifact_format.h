@@ -15,7 +15,8 @@
 //     format "stlm-artifact", version kManifestVersion, model, vocab,
 //     accumulate, split_step (the step is accumulate + apply, not
 //     train_step), bf16_compute (matmuls with bf16 inputs: precision bf16
-//     where the target's bf16 pays), symbol, target, weights_size,
+//     where the target's bf16 pays), bf16_probe (what stlm-compile
+//     measured to decide it), symbol, target, weights_size,
 //     arena_size,
 //     inputs   [[batch, context], [batch, context]] (+ [] for a mask seed),
 //     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
@@ -106,6 +107,7 @@ inline constexpr const char *kFormat = "format", *kVersion = "version",
                             *kAccumulate = "accumulate",
                             *kSplitStep = "split_step",
                             *kBF16Compute = "bf16_compute",
+                            *kBF16Probe = "bf16_probe",
                             *kSymbol = "symbol",
                             *kTarget = "target",
                             *kWeightsSize = "weights_size",
