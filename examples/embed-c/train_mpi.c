@@ -9,6 +9,7 @@
  */
 #include STLM_MODEL_HEADER
 #include "stlm/stlm.h"
+#include "train_common.h"
 
 #include <mpi.h>
 #include <stdio.h>
@@ -27,26 +28,6 @@ static int allreduce(float *data, size_t count, void *user) {
     done += (size_t)n;
   }
   return 0;
-}
-
-/* The whole file in memory; NULL with a message on failure. */
-static unsigned char *read_file(const char *path, long *size) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    perror(path);
-    return NULL;
-  }
-  unsigned char *bytes = NULL;
-  if (fseek(f, 0, SEEK_END) == 0 && (*size = ftell(f)) > 0 &&
-      fseek(f, 0, SEEK_SET) == 0 && (bytes = malloc(*size)) &&
-      fread(bytes, 1, *size, f) != (size_t)*size) {
-    free(bytes);
-    bytes = NULL;
-  }
-  if (!bytes)
-    fprintf(stderr, "%s: cannot read it\n", path);
-  fclose(f);
-  return bytes;
 }
 
 /* Ends every rank after a message. */
@@ -87,14 +68,7 @@ int main(int argc, char **argv) {
   /* Each rank its own stream of windows. */
   unsigned long state = 12345 + 7919UL * (unsigned long)rank;
   for (int s = 0; s < steps; ++s) {
-    for (long r = 0; r < rows; ++r) {
-      state = state * 6364136223846793005UL + 1442695040888963407UL;
-      long start = (long)((state >> 33) % (unsigned long)(size - context - 1));
-      for (long t = 0; t < context; ++t) {
-        tokens[r * context + t] = text[start + t];
-        targets[r * context + t] = text[start + t + 1];
-      }
-    }
+    draw_windows(text, size, rows, context, &state, tokens, targets);
     stlm_step_result out;
     if (stlm_train_step(m, tokens, targets, &out) != STLM_OK)
       fail(rank, stlm_error_message(m));
