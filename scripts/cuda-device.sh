@@ -5,26 +5,38 @@
 #
 #   scripts/cuda-device.sh [DIR]        (default: .device-run in the repo)
 #
-# DIR/bin        CudaVsReferenceTests and stlm-bench-model (they link only
-#                the runtime and libstdc++), cuda-matmul (cuBLASLt's
-#                algorithms at the models' shapes);
+# DIR/bin        CudaVsReferenceTests, stlm-bench-model and
+#                stlm-bench-train (they link only the runtime and
+#                libstdc++), cuda-matmul (cuBLASLt's algorithms at the
+#                models' shapes);
+# DIR/data       the text of the GPU training check (when ../shared/data
+#                has it; never committed);
 # DIR/cases      the GPU test's cases: each spec's CUDA artifact and the
 #                reference evaluator's answers (CudaVsReferenceTest.cpp);
 # DIR/bench      CUDA artifacts and initial weights of the benchmark models;
 # DIR/run.sh     on the GPU machine: the tests, then bench/cuda.sh.
+#
+# The device tool carries 64 MiB at most: when DIR is larger, it is also
+# packed as DIR.tar.xz (carry that; `tar -xJf` it there first).
 #
 # Needs a build (scripts/build.sh) and the CUDA toolkit (/usr/local/cuda).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/build/bin"
 out="${1:-$root/.device-run}"
-for f in "$bin/stlm-compile" "$bin/stlm-run" "$bin/stlm-bench-model" \
+for f in "$bin/stlm-compile" "$bin/stlm-run" "$bin/stlm-bench-model" "$bin/stlm-bench-train" \
          "$bin/stlm-record-reference" "$root/build/test/unit/CudaVsReferenceTests"; do
   [[ -x "$f" ]] || { echo "cuda-device.sh: build first ($f is missing)" >&2; exit 1; }
 done
 rm -rf "$out"
 mkdir -p "$out/bin" "$out/cases" "$out/bench"
-cp "$root/build/test/unit/CudaVsReferenceTests" "$bin/stlm-bench-model" "$out/bin/"
+cp "$root/build/test/unit/CudaVsReferenceTests" "$bin/stlm-bench-model" \
+  "$bin/stlm-bench-train" "$out/bin/"
+text="$root/../shared/data/tinyshakespeare.txt"
+if [[ -f "$text" ]]; then
+  mkdir -p "$out/data"
+  cp "$text" "$out/data/"
+fi
 cp "$root/bench/torch_gpu.py" "$root/bench/cuda.sh" "$out/"
 # cuBLASLt's algorithms at the models' matmul shapes (bench/cuda_matmul.cu).
 nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
@@ -35,7 +47,8 @@ STLM_CUDA_PREPARE="$out/cases" "$out/bin/CudaVsReferenceTests" > "$out/prepare.l
   cat "$out/prepare.log" >&2; exit 1; }
 # Benchmark models: NAME (examples/models/NAME.yaml, as shipped), NAME:tf32
 # (compiled with --tf32), NAME:bf16 (train.precision: bf16) or NAME:random
-# (as shipped, random weights drawn there: no checkpoint to carry). A
+# (as shipped, random weights drawn there: no checkpoint to carry), with
+# :bN appended for train.batch N (the model is then named NAME-bN). A
 # model's variants share its initial weights (bench/NAME.init.safetensors;
 # a checkpoint ignores the train section), and a model the GPU test has as
 # a case (char-tiny) uses that case's artifact and weights.
@@ -51,6 +64,11 @@ for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m:tf32 ref-3m:bf16 stlm-100m:ra
     continue
   fi
   flags=()
+  batch=""
+  if [[ "$variant" =~ ^((.*):)?b([0-9]+)$ ]]; then
+    variant="${BASH_REMATCH[2]}"
+    batch="${BASH_REMATCH[3]}"
+  fi
   case "$variant" in
     ""|random) ;;
     tf32) flags+=(--tf32) ;;
@@ -58,6 +76,11 @@ for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m:tf32 ref-3m:bf16 stlm-100m:ra
           spec="$out/$model-bf16.yaml" ;;
     *) echo "cuda-device.sh: unknown variant '$variant' of $model" >&2; exit 2 ;;
   esac
+  if [[ -n "$batch" ]]; then
+    sed -e "s/^  batch: .*/  batch: $batch/" -e "s/^name: .*/name: $model-b$batch/" \
+      "$spec" > "$out/$model-b$batch.yaml"
+    spec="$out/$model-b$batch.yaml"
+  fi
   "$bin/stlm-compile" --target=cuda "${flags[@]}" "$spec" -o "$dir" > /dev/null
   if [[ "$variant" != random ]]; then
     [[ -f "$out/bench/$model.init.safetensors" ]] ||
@@ -65,7 +88,7 @@ for entry in ${STLM_BENCH_MODELS:-char-tiny ref-3m:tf32 ref-3m:bf16 stlm-100m:ra
     ln -s "../$model.init.safetensors" "$dir/init.safetensors"
   fi
 done
-rm -f "$out"/*-bf16.yaml
+rm -f "$out"/*.yaml
 # Only what runs there travels (64 MiB at most): the shared libraries.
 find "$out/cases" "$out/bench" -name obj -type d -prune -exec rm -rf {} +
 find "$out/cases" "$out/bench" -name 'lib*.a' -delete
@@ -88,7 +111,22 @@ for m in "$here"/bench/char-tiny "$here"/bench/ref-3m-tf32; do
     > /dev/null 2> "$log/profile-$(basename "$m").log"
   echo "== profile $(basename "$m")"; head -14 "$log/profile-$(basename "$m").log"
 done
+# Training on the GPU: char-tiny for its spec's 2000 steps on the text,
+# validation on 600 windows (the CPU reaches 1.65 nats or less); the
+# checkpoint comes back in $OUT for stlm-run eval on the CPU.
+if [[ -f "$here/data/tinyshakespeare.txt" && -d "$here/cases/char-tiny/artifact" ]]; then
+  echo "== char-tiny trained on the GPU"
+  "$here/bin/stlm-bench-train" "$here"/cases/char-tiny/artifact/libchar-tiny.so \
+    "$here/cases/char-tiny/init.safetensors" "$here/data/tinyshakespeare.txt" \
+    --eval-windows 600 --eval-every 500 --save "$log/char-tiny-gpu.safetensors" \
+    2>&1 | tee "$log/train-char-tiny.log" | grep -v '"loss"'
+fi
 bash "$here/cuda.sh" "$here" "${@}" 2>&1 | tee "$log/bench.log"
 RUN
 chmod +x "$out/run.sh"
 du -sh "$out"
+size=$(du -sbL "$out" | cut -f1)
+if (( size > 60 * 1024 * 1024 )); then
+  tar -cJf "$out.tar.xz" -C "$(dirname "$out")" "$(basename "$out")"
+  du -h "$out.tar.xz"
+fi

@@ -21,6 +21,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 
 using namespace llvm;
@@ -535,7 +536,10 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                                "the cuda target compiles token models only");
   std::string diagnostics;
   mlir::FailureOr<CudaSource> source = collectDiagnostics(
-      module, diagnostics, [&] { return emitCuda(model, target.tf32); });
+      module, diagnostics, [&] {
+        return emitCuda(model, target.tf32,
+                        std::atoi(target.arch.c_str() + 3)); // "sm_NN"
+      });
   if (failed(source))
     return Status::unsupported("cannot compile '" + info.name +
                                "' for cuda:\n  " + diagnostics);

@@ -90,8 +90,8 @@ int threadsFor(int64_t n, int most) {
 
 class Emitter {
 public:
-  Emitter(ir::ModelOp model, bool tf32)
-      : model(model), prefix(symbolPrefix(model)), tf32(tf32) {
+  Emitter(ir::ModelOp model, bool tf32, int sm)
+      : model(model), prefix(symbolPrefix(model)), tf32(tf32), sm(sm) {
     for (Operation &op : model.getBody().front()) {
       auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
       if (!off)
@@ -208,6 +208,18 @@ private:
          ")) return false;");
   }
   void needScratch(int64_t bytes) { scratchSize = std::max(scratchSize, bytes); }
+  /// Whether attention with head width `hd` over `T` queries runs on
+  /// tensor cores (attentionTc): the matmuls already take tensor-core
+  /// operands, the chip has TF32 (sm_80 on), the head width fits wmma
+  /// tiles, and there are enough queries to fill a block (not a decode
+  /// step's one).
+  bool onTensorCores(int64_t hd, int64_t T) {
+    bool tc = (tf32 || bf16) && sm >= 80 && hd % 16 == 0 && hd <= 128 &&
+              T >= 16;
+    if (tc)
+      tensorCoreHeads.insert(hd);
+    return tc;
+  }
   static std::string grid1(int64_t n, int threads) {
     return "blocksFor(" + std::to_string(n) + ", " + std::to_string(threads) +
            ")";
@@ -240,8 +252,11 @@ private:
   std::string matmulShapes; // MatmulShape initialisers, by site
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
+  int sm = 90;       // the compute capability compiled for (sm_NN)
   int64_t inputInts = 0, outputFloats = 0;
-  std::set<int64_t> headWidths;
+  /// Head widths of the attention ops on tensor cores (their kernels'
+  /// shared memory limits are raised when the context opens).
+  std::set<int64_t> tensorCoreHeads;
   DriverLayout layout;
   /// Per emitted function: where its result is and how many floats.
   struct Result {
@@ -559,19 +574,20 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (hd > 128 || hd % 2)
           return unsupported(op, "head width " + std::to_string(hd) +
                                      " (even, at most 128)");
-        headWidths.insert(hd);
-        std::string grid = "dim3(blocksFor(" + std::to_string(T) +
-                           ", attentionRows(" + std::to_string(hd) +
-                           ", false)), " + std::to_string(H) + ", " +
+        std::string hds = std::to_string(hd);
+        bool tc = onTensorCores(hd, T);
+        std::string grid = "dim3(blocksFor(" + std::to_string(T) + ", " +
+                           (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") +
+                           "), " + std::to_string(H) + ", " +
                            std::to_string(B) + ")";
-        launch("attention<" + std::to_string(hd) + ">", grid, "128",
+        launch((tc ? "attentionTc<" : "attention<") + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +
                    std::to_string(S) + ", " + std::to_string(H) + ", " +
                    std::to_string(K) + ", " +
                    (o.getMask() == ir::MaskKind::causal ? "true" : "false") +
                    ", " + iOrNull(o.getOffset()) + ", nullptr",
-               "stlm.attention");
+               "stlm.attention", tc ? "attentionTcShared<" + hds + ">(0)" : "0");
         return success();
       })
       .Case([&](ir::AttentionGradOp o) -> LogicalResult {
@@ -583,7 +599,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (hd > 128 || hd % 2)
           return unsupported(op, "head width " + std::to_string(hd) +
                                      " (even, at most 128)");
-        headWidths.insert(hd);
+        bool tc = onTensorCores(hd, T);
         // Scratch: lse and delta [B, H, T] (the forward pass again, which
         // keeps y in registers).
         int64_t statBytes = B * H * T * 4;
@@ -599,25 +615,36 @@ LogicalResult Emitter::emitOp(Operation *op) {
                             std::to_string(K) + ", " + causal + ", " +
                             iOrNull(o.getOffset());
         auto grid = [&](int64_t n, int64_t heads, bool backward) {
-          return "dim3(blocksFor(" + std::to_string(n) + ", attentionRows(" +
-                 hds + (backward ? ", true)), " : ", false)), ") +
-                 std::to_string(heads) + ", " + std::to_string(B) + ")";
+          return "dim3(blocksFor(" + std::to_string(n) + ", " +
+                 (tc ? std::string("kTcRows")
+                     : "attentionRows(" + hds +
+                           (backward ? ", true)" : ", false)")) +
+                 "), " + std::to_string(heads) + ", " + std::to_string(B) +
+                 ")";
         };
-        launch("attention<" + hds + ">", grid(T, H, false), "128",
+        auto kernel = [&](const char *name) {
+          return std::string(name) + (tc ? "Tc<" : "<") + hds + ">";
+        };
+        auto shared = [&](int pass) {
+          return tc ? "attentionTcShared<" + hds + ">(" +
+                          std::to_string(pass) + ")"
+                    : std::string("0");
+        };
+        launch(kernel("attention"), grid(T, H, false), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) +
                    ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
                    ", " + delta,
-               "stlm.attention_grad (lse, delta)");
-        launch("attentionGradQ<" + hds + ">", grid(T, H, true), "128",
+               "stlm.attention_grad (lse, delta)", shared(0));
+        launch(kernel("attentionGradQ"), grid(T, H, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDq()) + ", " + shape,
-               "stlm.attention_grad (dq)");
-        launch("attentionGradKV<" + hds + ">", grid(S, K, true), "128",
+               "stlm.attention_grad (dq)", shared(1));
+        launch(kernel("attentionGradKV"), grid(S, K, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDk()) + ", " + f(o.getDv()) + ", " + shape,
-               "stlm.attention_grad (dk, dv)");
+               "stlm.attention_grad (dk, dv)", shared(2));
         return success();
       })
       .Case([&](ir::SwiGLUOp o) -> LogicalResult {
@@ -1004,7 +1031,13 @@ FailureOr<CudaSource> Emitter::run() {
          matmulShapes +
          "    {}};\n\n/// The scalar block's first contents: constants and tables.\n"
          "void initScalars(char *image) {\n" +
-         init + "}\n\n} // namespace\n\n";
+         init + "}\n\n";
+  out += "/// Kernel settings made once per context, outside any capture.\n"
+         "bool prepareKernels(Context &c) {\n  (void)c;\n";
+  for (int64_t hd : tensorCoreHeads)
+    out += "  if (!prepareAttentionTc<" + std::to_string(hd) +
+           ">(c)) return false;\n";
+  out += "  return true;\n}\n\n} // namespace\n\n";
   for (const char *name : {"grad", "train_step", "eval"})
     emitEntries(name, name == std::string("train_step") ? grad
                       : name == std::string("grad")     ? grad
@@ -1041,8 +1074,8 @@ std::string cString(const std::string &text) {
 
 } // namespace
 
-FailureOr<CudaSource> emitCuda(ir::ModelOp model, bool tf32) {
-  Emitter e(model, tf32);
+FailureOr<CudaSource> emitCuda(ir::ModelOp model, bool tf32, int sm) {
+  Emitter e(model, tf32, sm);
   return e.run();
 }
 
@@ -1068,6 +1101,8 @@ std::string cudaDescriptor(const std::string &symbol,
        "  Context *c = stlm_cuda::open(kWeightsSize, kArenaSize, "
        "kScratchSize, kScalarSize, image.data(), kInputInts, kOutputFloats, "
        "kMatmulSites, kMatmulShapes, why);\n"
+       "  if (c && !prepareKernels(*c)) {\n"
+       "    why = c->error;\n    stlm_cuda::close(c);\n    c = nullptr;\n  }\n"
        "  if (!c && error && size) std::snprintf(error, size, \"%s\", "
        "why.c_str());\n"
        "  return c;\n}\n"

@@ -52,12 +52,15 @@ struct CudaSource {
   DriverLayout layout;
 };
 
-/// The CUDA source of planned `model`. `tf32`: the matmuls of a
-/// `precision: fp32` model run on tensor cores with TF32 operands (about
-/// 1e-3 relative error instead of fp32 rounding). Fails with a diagnostic
-/// on the model's op that the CUDA target does not compile yet.
+/// The CUDA source of planned `model` for compute capability `sm` (90:
+/// sm_90). `tf32`: the matmuls of a `precision: fp32` model run on tensor
+/// cores with TF32 operands (about 1e-3 relative error instead of fp32
+/// rounding). Where the matmuls take tensor-core operands (`tf32`, or
+/// `precision: bf16`) and `sm` >= 80, attention does too (TF32). Fails with
+/// a diagnostic on the model's op that the CUDA target does not compile
+/// yet.
 mlir::FailureOr<CudaSource> emitCuda(mlir::stlm::ModelOp model,
-                                     bool tf32 = false);
+                                     bool tf32 = false, int sm = 90);
 
 /// The descriptor `<symbol>_artifact` holding `manifest`, to append to
 /// CudaSource::text; with `embeddedSize` > 0 it points to

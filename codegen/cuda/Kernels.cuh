@@ -31,6 +31,7 @@
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
 #include <cmath>
@@ -494,6 +495,394 @@ __global__ void __launch_bounds__(128)
 }
 
 //===----------------------------------------------------------------------===//
+// Attention on tensor cores: the same three passes as above (forward, dq,
+// dk and dv), with every product (q·kᵀ, p·v, dy·vᵀ, ds·k, dsᵀ·q, pᵀ·dy) a
+// warp-level matrix multiply with TF32 operands and fp32 accumulation
+// (wmma m16n16k8). Used where the model's matmuls already take tensor-core
+// operands (--tf32, `precision: bf16`) and the head width is a multiple of
+// 16 up to 128: fp32 models keep the kernels above, which round as the
+// reference does.
+//
+// A block is 4 warps and 64 rows (queries; keys for the dk, dv pass), 16
+// per warp; the other side is staged 64 rows at a time. Shared memory (a
+// few ×18 KiB at head width 64, up to 205 KiB at 128) is dynamic:
+// prepareAttentionTc raises each kernel's limit when the context opens.
+// The forward pass takes two sweeps over the keys: the first finds each
+// row's log-sum-exp, the second sums exactly normalised probabilities
+// times v in fragments, so no fragment is ever rescaled. A warp's 16 × 64
+// scores go through its own shared region, where two lanes per row apply
+// the mask and the exponentials.
+//===----------------------------------------------------------------------===//
+
+namespace wmma = nvcuda::wmma;
+constexpr int kTcRows = 64; // rows per block and per staged chunk
+
+template <int HD> struct TcLayout {
+  static_assert(HD % 16 == 0 && HD <= 128, "head width");
+  /// Row stride of a staged [64, HD] tile, and of a warp's [16, ·] region
+  /// (scores: 64 wide; a result: HD wide). Padding keeps wmma's 32-byte
+  /// alignment and spreads rows over the banks.
+  static constexpr int LD = HD + 8;
+  static constexpr int LDW = (HD > kTcRows ? HD : kTcRows) + 8;
+  static constexpr int tile = kTcRows * LD; // floats
+  static constexpr int region = 16 * LDW;   // floats
+};
+
+/// Dynamic shared memory of pass `which` (0 forward, 1 dq, 2 dk and dv).
+template <int HD> constexpr size_t attentionTcShared(int which) {
+  using L = TcLayout<HD>;
+  return sizeof(float) *
+         (which == 0 ? 3 * L::tile + 4 * L::region
+                     : 4 * L::tile + 8 * L::region + (which == 2 ? 2 * kTcRows : 0));
+}
+
+using TcA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32,
+                           wmma::row_major>;
+using TcBCol = wmma::fragment<wmma::matrix_b, 16, 16, 8,
+                              wmma::precision::tf32, wmma::col_major>;
+using TcBRow = wmma::fragment<wmma::matrix_b, 16, 16, 8,
+                              wmma::precision::tf32, wmma::row_major>;
+using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+
+template <typename F> __device__ __forceinline__ void toTf32(F &f) {
+#pragma unroll
+  for (int i = 0; i < f.num_elements; ++i)
+    f.x[i] = wmma::__float_to_tf32(f.x[i]);
+}
+
+/// Rows [first, first + 64) of a [rows, stride] tensor's columns
+/// [col, col + HD), times `scale`, into a staged tile; zero past `limit`.
+template <int HD>
+__device__ __forceinline__ void stageTc(float *tile, const float *src,
+                                        int64_t first, int limit,
+                                        int64_t stride, int64_t col,
+                                        float scale) {
+  constexpr int V4 = HD / 4;
+  for (int idx = threadIdx.x; idx < kTcRows * V4; idx += blockDim.x) {
+    int r = idx / V4, c = (idx % V4) * 4;
+    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (first + r < limit) {
+      x = *reinterpret_cast<const float4 *>(src + (first + r) * stride +
+                                            col + c);
+      x.x *= scale;
+      x.y *= scale;
+      x.z *= scale;
+      x.w *= scale;
+    }
+    *reinterpret_cast<float4 *>(tile + r * TcLayout<HD>::LD + c) = x;
+  }
+}
+
+/// region[16, 64] = a[16, HD] · b[64, HD]ᵀ (a and b staged rows).
+template <int HD>
+__device__ __forceinline__ void productNT(float *region, const float *a,
+                                          const float *b) {
+  using L = TcLayout<HD>;
+  TcAcc acc[4];
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+    wmma::fill_fragment(acc[n], 0.f);
+#pragma unroll
+  for (int k = 0; k < HD; k += 8) {
+    TcA fa;
+    wmma::load_matrix_sync(fa, a + k, L::LD);
+    toTf32(fa);
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+      TcBCol fb; // element (k', n') at b[(16n + n')·LD + k + k']
+      wmma::load_matrix_sync(fb, b + n * 16 * L::LD + k, L::LD);
+      toTf32(fb);
+      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    }
+  }
+#pragma unroll
+  for (int n = 0; n < 4; ++n)
+    wmma::store_matrix_sync(region + n * 16, acc[n], L::LDW,
+                            wmma::mem_row_major);
+}
+
+/// acc[16, HD] += p[16, 64] (a warp region) · b[64, HD] (staged rows).
+template <int HD>
+__device__ __forceinline__ void productNN(TcAcc (&acc)[HD / 16],
+                                          const float *p, const float *b) {
+  using L = TcLayout<HD>;
+#pragma unroll
+  for (int k = 0; k < kTcRows; k += 8) {
+    TcA fa;
+    wmma::load_matrix_sync(fa, p + k, L::LDW);
+    toTf32(fa);
+#pragma unroll
+    for (int n = 0; n < HD / 16; ++n) {
+      TcBRow fb;
+      wmma::load_matrix_sync(fb, b + k * L::LD + n * 16, L::LD);
+      toTf32(fb);
+      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    }
+  }
+}
+
+/// The warp's [16, HD] fragments into its region (row stride LDW).
+template <int HD>
+__device__ __forceinline__ void toRegion(float *region,
+                                         TcAcc (&acc)[HD / 16]) {
+  __syncwarp();
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n)
+    wmma::store_matrix_sync(region + n * 16, acc[n], TcLayout<HD>::LDW,
+                            wmma::mem_row_major);
+  __syncwarp();
+}
+
+/// Rows [0, min(rows, 16)) of a warp's region, times `scale`, to
+/// dst + rowOffset(rr).
+template <int HD, typename RowOffset>
+__device__ __forceinline__ void regionToRows(const float *region,
+                                             float *__restrict__ dst,
+                                             int rows, float scale,
+                                             RowOffset rowOffset) {
+  int lane = threadIdx.x % kWarp;
+  for (int rr = 0; rr < min(rows, 16); ++rr) {
+    int64_t at = rowOffset(rr);
+    for (int d = lane; d < HD; d += kWarp)
+      dst[at + d] = region[rr * TcLayout<HD>::LDW + d] * scale;
+  }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(128)
+    attentionTc(const float *__restrict__ q, const float *__restrict__ k,
+                const float *__restrict__ v, float *__restrict__ y, int T,
+                int S, int H, int K, bool causal, const int32_t *offsetPtr,
+                float *__restrict__ lse, const float *__restrict__ dy = nullptr,
+                float *__restrict__ delta = nullptr) {
+  using L = TcLayout<HD>;
+  extern __shared__ __align__(128) float tcShared[];
+  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  float *qs = tcShared, *ks = qs + L::tile, *vs = ks + L::tile,
+        *region = vs + L::tile + warp * L::region;
+  int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
+  int t0 = blockIdx.x * kTcRows;
+  int offset = offsetPtr ? *offsetPtr : S - T;
+  int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  const float *kb = k + (int64_t)b * S * kvStride,
+              *vb = v + (int64_t)b * S * kvStride;
+  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride,
+              (int64_t)h * HD, rsqrtf((float)HD));
+  int tLast = min(T - 1, t0 + kTcRows - 1);
+  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  // Each lane owns half (32 columns) of one of its warp's 16 rows.
+  int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
+  int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+  const float *qw = qs + warp * 16 * L::LD;
+  float *row = region + r * L::LDW + half * 32;
+  // Sweep 1: the row's running max and sum of exponentials.
+  float m = -INFINITY, l = 0.f;
+  for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
+    __syncthreads();
+    stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
+    __syncthreads();
+    productNT<HD>(region, qw, ks);
+    __syncwarp();
+    int base = u0 + half * 32;
+    float cm = -INFINITY;
+    for (int c = 0; c < 32; ++c)
+      if (base + c < mine)
+        cm = fmaxf(cm, row[c]);
+    cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 1));
+    float mNew = fmaxf(m, cm), sum = 0.f;
+    if (mNew != -INFINITY)
+      for (int c = 0; c < 32; ++c)
+        if (base + c < mine)
+          sum += __expf(row[c] - mNew);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    l = (m == -INFINITY ? 0.f : l * __expf(m - mNew)) + sum;
+    m = mNew;
+    __syncwarp();
+  }
+  float rowLse = l > 0 ? m + logf(l) : -INFINITY;
+  // Sweep 2: o = Σ exp(s − lse) v, normalised as it is summed.
+  TcAcc o[HD / 16];
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n)
+    wmma::fill_fragment(o[n], 0.f);
+  for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
+    __syncthreads();
+    stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
+    stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
+    __syncthreads();
+    productNT<HD>(region, qw, ks);
+    __syncwarp();
+    int base = u0 + half * 32;
+    for (int c = 0; c < 32; ++c)
+      row[c] = base + c < mine ? __expf(row[c] - rowLse) : 0.f;
+    __syncwarp();
+    productNN<HD>(o, region, vs);
+  }
+  int first = t0 + warp * 16, rows = T - first;
+  if (lse && t < T && half == 0)
+    lse[((int64_t)b * H + h) * T + t] = rowLse;
+  auto rowOffset = [&](int rr) {
+    return ((int64_t)b * T + first + rr) * qStride + (int64_t)h * HD;
+  };
+  toRegion<HD>(region, o);
+  if (y)
+    regionToRows<HD>(region, y, rows, 1.f, rowOffset);
+  if (delta) {
+    // delta_t = dy_t · y_t.
+    for (int rr = 0; rr < min(rows, 16); ++rr) {
+      int64_t at = rowOffset(rr);
+      float dot = 0.f;
+      for (int d = lane; d < HD; d += kWarp)
+        dot += dy[at + d] * region[rr * L::LDW + d];
+      dot = warpSum(dot);
+      if (lane == 0)
+        delta[((int64_t)b * H + h) * T + first + rr] = dot;
+    }
+  }
+}
+
+/// dq[t] = scale · Σ_u ds_tu k_u, ds_tu = p_tu (dy_t · v_u − delta_t): a
+/// block of 64 queries over chunks of 64 keys.
+template <int HD>
+__global__ void __launch_bounds__(128)
+    attentionGradQTc(const float *__restrict__ q, const float *__restrict__ k,
+                     const float *__restrict__ v, const float *__restrict__ dy,
+                     const float *__restrict__ lse,
+                     const float *__restrict__ delta, float *__restrict__ dq,
+                     int T, int S, int H, int K, bool causal,
+                     const int32_t *offsetPtr) {
+  using L = TcLayout<HD>;
+  extern __shared__ __align__(128) float tcShared[];
+  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  float *qs = tcShared, *dys = qs + L::tile, *ks = dys + L::tile,
+        *vs = ks + L::tile, *sRegion = vs + L::tile + 2 * warp * L::region,
+        *dRegion = sRegion + L::region;
+  int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
+  int t0 = blockIdx.x * kTcRows;
+  int offset = offsetPtr ? *offsetPtr : S - T;
+  const float scale = rsqrtf((float)HD);
+  int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  const float *kb = k + (int64_t)b * S * kvStride,
+              *vb = v + (int64_t)b * S * kvStride;
+  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride,
+              (int64_t)h * HD, scale);
+  stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
+              (int64_t)h * HD, 1.f);
+  int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
+  int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+  float rowLse = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f,
+        rowDelta = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
+  const float *qw = qs + warp * 16 * L::LD, *dyw = dys + warp * 16 * L::LD;
+  float *sRow = sRegion + r * L::LDW + half * 32,
+        *dRow = dRegion + r * L::LDW + half * 32;
+  TcAcc acc[HD / 16];
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n)
+    wmma::fill_fragment(acc[n], 0.f);
+  int tLast = min(T - 1, t0 + kTcRows - 1);
+  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
+    __syncthreads();
+    stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
+    stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
+    __syncthreads();
+    productNT<HD>(sRegion, qw, ks);
+    productNT<HD>(dRegion, dyw, vs);
+    __syncwarp();
+    int base = u0 + half * 32;
+    for (int c = 0; c < 32; ++c)
+      sRow[c] = base + c < mine
+                    ? __expf(sRow[c] - rowLse) * (dRow[c] - rowDelta)
+                    : 0.f;
+    __syncwarp();
+    productNN<HD>(acc, sRegion, ks);
+  }
+  int first = t0 + warp * 16;
+  toRegion<HD>(sRegion, acc);
+  regionToRows<HD>(sRegion, dq, T - first, scale, [&](int rr) {
+    return ((int64_t)b * T + first + rr) * qStride + (int64_t)h * HD;
+  });
+}
+
+/// dk[u] = Σ_{h in group, t} ds_tu (scale · q_t), dv[u] = Σ p_tu dy_t: a
+/// block of 64 keys of one kv head over chunks of 64 queries of every head
+/// that shares it (no atomics).
+template <int HD>
+__global__ void __launch_bounds__(128) attentionGradKVTc(
+    const float *__restrict__ q, const float *__restrict__ k,
+    const float *__restrict__ v, const float *__restrict__ dy,
+    const float *__restrict__ lse, const float *__restrict__ delta,
+    float *__restrict__ dk, float *__restrict__ dv, int T, int S, int H, int K,
+    bool causal, const int32_t *offsetPtr) {
+  using L = TcLayout<HD>;
+  extern __shared__ __align__(128) float tcShared[];
+  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  float *ks = tcShared, *vs = ks + L::tile, *qs = vs + L::tile,
+        *dys = qs + L::tile, *sRegion = dys + L::tile + 2 * warp * L::region,
+        *dRegion = sRegion + L::region,
+        *lses = dys + L::tile + 8 * L::region, *deltas = lses + kTcRows;
+  int b = blockIdx.z, j = blockIdx.y;
+  int u0 = blockIdx.x * kTcRows;
+  int offset = offsetPtr ? *offsetPtr : S - T;
+  int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  stageTc<HD>(ks, k + (int64_t)b * S * kvStride, u0, S, kvStride,
+              (int64_t)j * HD, 1.f);
+  stageTc<HD>(vs, v + (int64_t)b * S * kvStride, u0, S, kvStride,
+              (int64_t)j * HD, 1.f);
+  int r = lane / 2, half = lane % 2, u = u0 + warp * 16 + r;
+  const float *kw = ks + warp * 16 * L::LD, *vw = vs + warp * 16 * L::LD;
+  float *sRow = sRegion + r * L::LDW + half * 32,
+        *dRow = dRegion + r * L::LDW + half * 32;
+  TcAcc dkAcc[HD / 16], dvAcc[HD / 16];
+#pragma unroll
+  for (int n = 0; n < HD / 16; ++n) {
+    wmma::fill_fragment(dkAcc[n], 0.f);
+    wmma::fill_fragment(dvAcc[n], 0.f);
+  }
+  // The first query that sees this block's first key.
+  int tFirst = causal ? max(0, u0 - offset) : 0;
+  int group = H / K;
+  for (int hh = 0; hh < group; ++hh) {
+    int h = j * group + hh;
+    for (int t0 = tFirst; t0 < T; t0 += kTcRows) {
+      __syncthreads();
+      stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride,
+                  (int64_t)h * HD, rsqrtf((float)HD));
+      stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
+                  (int64_t)h * HD, 1.f);
+      if (threadIdx.x < kTcRows) {
+        int tt = t0 + threadIdx.x;
+        lses[threadIdx.x] = tt < T ? lse[((int64_t)b * H + h) * T + tt] : 0.f;
+        deltas[threadIdx.x] =
+            tt < T ? delta[((int64_t)b * H + h) * T + tt] : 0.f;
+      }
+      __syncthreads();
+      productNT<HD>(sRegion, kw, qs);  // sᵀ: keys × queries
+      productNT<HD>(dRegion, vw, dys); // (dy · vᵀ)ᵀ
+      __syncwarp();
+      for (int c = 0; c < 32; ++c) {
+        int col = half * 32 + c, tt = t0 + col;
+        bool visible = u < S && tt < T && (!causal || u <= tt + offset);
+        float p = visible ? __expf(sRow[c] - lses[col]) : 0.f;
+        dRow[c] = p * (dRow[c] - deltas[col]);
+        sRow[c] = p;
+      }
+      __syncwarp();
+      productNN<HD>(dvAcc, sRegion, dys);
+      productNN<HD>(dkAcc, dRegion, qs);
+    }
+  }
+  int first = u0 + warp * 16;
+  auto rowOffset = [&](int rr) {
+    return ((int64_t)b * S + first + rr) * kvStride + (int64_t)j * HD;
+  };
+  toRegion<HD>(sRegion, dkAcc);
+  regionToRows<HD>(sRegion, dk, S - first, 1.f, rowOffset);
+  toRegion<HD>(sRegion, dvAcc);
+  regionToRows<HD>(sRegion, dv, S - first, 1.f, rowOffset);
+}
+
+//===----------------------------------------------------------------------===//
 // Elementwise
 //===----------------------------------------------------------------------===//
 
@@ -819,6 +1208,27 @@ inline bool launched(Context &c, const char *what) {
     c.marks.push_back({e, what});
   }
   return check(c, cudaPeekAtLastError(), what);
+}
+
+/// Raises the three kernels' dynamic shared memory limits (once per
+/// context, outside any capture).
+template <int HD> bool prepareAttentionTc(Context &c) {
+  const char *what = "cudaFuncSetAttribute (attention shared memory)";
+  return check(c,
+               cudaFuncSetAttribute(attentionTc<HD>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)attentionTcShared<HD>(0)),
+               what) &&
+         check(c,
+               cudaFuncSetAttribute(attentionGradQTc<HD>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)attentionTcShared<HD>(1)),
+               what) &&
+         check(c,
+               cudaFuncSetAttribute(attentionGradKVTc<HD>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)attentionTcShared<HD>(2)),
+               what);
 }
 
 /// Blocks of `threads` covering n items.

@@ -63,6 +63,10 @@ struct Tolerances {
 /// tolerance allows, logits 5.3e-7 of the largest: the bounds of the CPU's
 /// NativeVsReferenceTest (kFP32) and logits to 4e-6.
 constexpr Tolerances kCuda = {1e-6, 7e-6, 1e-6, 8e-6, 1.5e-5, 40, 4e-6};
+/// TF32 matmul and attention operands (--tf32): 10 mantissa bits, so a
+/// few times finer than bf16's 7.
+constexpr Tolerances kCudaTF32 = {2e-6, 4e-3, 4e-5, 4e-3, 5e-3, 40,
+                                  0.002};
 /// bf16 matmul operands: an activation within fp32 rounding of the
 /// reference's can round to the neighbouring bfloat16 (2⁻⁸ apart) as the
 /// next matmul's input, so values agree to a fraction of a bf16 ulp.
@@ -101,7 +105,7 @@ protected:
 
   /// The case's directory: recorded and compiled here, or given.
   void prepare(const std::string &name, const std::string &yaml,
-               const std::string &model) {
+               const std::string &model, const std::string &flags = "") {
     const char *prepared = std::getenv("STLM_CUDA_PREPARE");
     if (const char *given = std::getenv("STLM_CUDA_CASES")) {
       dir = std::string(given) + "/" + name;
@@ -123,7 +127,8 @@ protected:
       std::string record = bin + "stlm-record-reference '" + dir +
                            "/spec.yaml' '" + dir + "'";
       ASSERT_EQ(std::system(record.c_str()), 0) << record;
-      std::string compile = bin + "stlm-compile --target=cuda '" + dir +
+      std::string compile = bin + "stlm-compile --target=cuda " + flags +
+                            " '" + dir +
                             "/spec.yaml' -o '" + dir + "/artifact'";
       ASSERT_EQ(std::system(compile.c_str()), 0) << compile;
     }
@@ -382,6 +387,39 @@ TEST_F(CudaVsReference, BF16MatmulsWithLoRA) {
           "        interior_keep: 1, lora_rank: 4}\n"
           "train: {batch: 3, steps: 10, warmup: 2, precision: bf16}\n",
           "bf16-tiny");
+  if (!model)
+    return;
+  compareAll(kCudaBF16, /*sameTokens=*/false);
+}
+
+TEST_F(CudaVsReference, TensorCoreAttentionTF32) {
+  // --tf32: attention on tensor cores (attentionTc) with 64-wide heads,
+  // grouped kv heads and a context that is not a multiple of the kernels'
+  // 64-row blocks (a partial block of queries and of keys).
+  prepare("tc-tf32",
+          "name: tc-tf32\n"
+          "embedder: {kind: token, vocab_size: 256}\n"
+          "core: {layers: 2, width: 128, heads: 2, kv_heads: 1, ffn: gelu,\n"
+          "       ffn_width: 256, context: 160}\n"
+          "tying: {embed_head: true}\n"
+          "train: {batch: 2, steps: 10, warmup: 2}\n",
+          "tc-tf32", "--tf32");
+  if (!model)
+    return;
+  compareAll(kCudaTF32, /*sameTokens=*/false);
+}
+
+TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
+  // precision: bf16 with 32-wide heads: bf16 matmuls, attention on tensor
+  // cores (TF32), 4 query heads over 2 kv heads, two blocks of queries.
+  prepare("tc-bf16",
+          "name: tc-bf16\n"
+          "embedder: {kind: token, vocab_size: 256}\n"
+          "core: {layers: 2, width: 128, heads: 4, kv_heads: 2, ffn: swiglu,\n"
+          "       ffn_width: 256, context: 128}\n"
+          "tying: {embed_head: true}\n"
+          "train: {batch: 2, steps: 10, warmup: 2, precision: bf16}\n",
+          "tc-bf16");
   if (!model)
     return;
   compareAll(kCudaBF16, /*sameTokens=*/false);
