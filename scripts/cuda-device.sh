@@ -101,15 +101,17 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_6
 log="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
 STLM_CUDA_CASES="$here/cases" "$here/bin/CudaVsReferenceTests" 2>&1 | tee "$log/tests.log" | grep -v "^\[ RUN\|^\[       OK" | tail -40
-"$here/bin/cuda-matmul" 2>&1 | tee "$log/matmul.log"
+# STLM_DEVICE_MATMUL=0 skips cuBLASLt's timings at the models' shapes.
+[[ "${STLM_DEVICE_MATMUL:-1}" == 0 ]] || "$here/bin/cuda-matmul" 2>&1 | tee "$log/matmul.log"
 # Where a step's device time goes (STLM_CUDA_PROFILE: eager, an event
-# after every launch), for the first models.
-for m in "$here"/bench/char-tiny "$here"/bench/ref-3m-tf32; do
+# after every launch), for the first models and the largest.
+for m in "$here"/bench/char-tiny "$here"/bench/ref-3m-tf32 "$here"/bench/stlm-100m-random:b64; do
   [[ -d "$m" ]] || continue
   init="$m/init.safetensors"; [[ -e "$init" ]] || init=random
-  STLM_CUDA_PROFILE=1 "$here/bin/stlm-bench-model" "$m"/lib*.so "$init" --steps 5 --generate 8 \
+  steps=5; [[ "$m" == *100m* ]] && steps=2
+  STLM_CUDA_PROFILE=1 "$here/bin/stlm-bench-model" "$m"/lib*.so "$init" --steps "$steps" --generate 8 \
     > /dev/null 2> "$log/profile-$(basename "$m").log"
-  echo "== profile $(basename "$m")"; head -14 "$log/profile-$(basename "$m").log"
+  echo "== profile $(basename "$m")"; head -16 "$log/profile-$(basename "$m").log"
 done
 # Training on the GPU: char-tiny for its spec's 2000 steps on the text,
 # validation on 600 windows (the CPU reaches 1.65 nats or less); the

@@ -586,6 +586,7 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   if (Status s = writeFile(cu, source->text +
                                    cudaDescriptor(symbol, ms.str(),
                                                   source->layout,
+                                                  source->splitStep,
                                                   embeddedSize));
       !s)
     return s;

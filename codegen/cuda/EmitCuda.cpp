@@ -17,6 +17,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
@@ -253,6 +254,11 @@ private:
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
   int sm = 90;       // the compute capability compiled for (sm_NN)
+  bool splitStep = false; // @accumulate and @apply instead of @train_step
+  /// Splat tensor constants used only as factors of arith.mulf.
+  llvm::DenseMap<Value, double> splats;
+  /// Zero tensor constants used only by assigns (which clear their slot).
+  llvm::DenseSet<Value> zeros;
   int64_t inputInts = 0, outputFloats = 0;
   /// Head widths of the attention ops on tensor cores (their kernels'
   /// shared memory limits are raised when the context opens).
@@ -397,8 +403,23 @@ LogicalResult Emitter::emitOp(Operation *op) {
         bool isZero = t.getElementType().isF32()
                           ? attr.getSplatValue<APFloat>().isZero()
                           : attr.getSplatValue<APInt>().isZero();
+        if (!isZero && t.getElementType().isF32() &&
+            llvm::all_of(o->getUsers(),
+                         [](Operation *u) { return isa<arith::MulFOp>(u); })) {
+          // A factor (@apply's 1 / accumulate): its products scale by it.
+          splats[o.getResult()] =
+              attr.getSplatValue<APFloat>().convertToDouble();
+          return success();
+        }
         if (!isZero)
           return unsupported(op, "only zero tensor constants are compiled");
+        if (llvm::all_of(o->getUsers(),
+                         [](Operation *u) { return isa<ir::AssignOp>(u); })) {
+          // Zeros only assigned (@apply clearing the sums): each assign
+          // clears its slot.
+          zeros.insert(o.getResult());
+          return success();
+        }
         if (failed(inArena(op, 0)))
           return failure();
         zero(f(o.getResult()),
@@ -416,8 +437,26 @@ LogicalResult Emitter::emitOp(Operation *op) {
         return success();
       })
       .Case([&](arith::MulFOp o) -> LogicalResult {
-        if (tensorType(o.getResult()).getRank() != 0)
-          return unsupported(op, "tensor products (gradient accumulation)");
+        if (tensorType(o.getResult()).getRank() != 0) {
+          // A tensor times a constant factor (@apply's mean of the sums).
+          Value x = o.getLhs();
+          auto factor = splats.find(o.getRhs());
+          if (factor == splats.end()) {
+            factor = splats.find(o.getLhs());
+            x = o.getRhs();
+          }
+          if (factor == splats.end())
+            return unsupported(op, "a tensor product other than by a "
+                                   "constant factor");
+          if (failed(inArena(op, 0)))
+            return failure();
+          int64_t n = numel(o.getResult());
+          launch("scale", grid1(n, 256), "256",
+                 f(x) + ", " + num(factor->second) + "f, " +
+                     f(o.getResult()) + ", " + std::to_string(n),
+                 "arith.mulf (scale)");
+          return success();
+        }
         places[o.getResult()] = {'S', scalarSlot(8)};
         launch("mulF32", "1", "1",
                f(o.getLhs()) + ", " + f(o.getRhs()) + ", " + f(o.getResult()),
@@ -441,8 +480,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return failure();
         int64_t V = dim(o.getDtable(), 2), D = dim(o.getDtable(), 1),
                 N = numel(o.getIds());
+        if (D > 8 * 1024)
+          return unsupported(op, "an embedding wider than 8192");
         launch("embedGrad", std::to_string(V),
-               std::to_string(threadsFor(D, 256)),
+               std::to_string(threadsFor(D, 1024)),
                i(o.getIds()) + ", " + f(o.getDy()) + ", " + f(o.getDtable()) +
                    ", " + std::to_string(N) + ", " + std::to_string(V) + ", " +
                    std::to_string(D),
@@ -689,9 +730,25 @@ LogicalResult Emitter::emitOp(Operation *op) {
         return success();
       })
       .Case([&](ir::AddOp o) -> LogicalResult {
+        int64_t n = numel(o.getLhs()), nb = numel(o.getRhs());
+        // @accumulate's `assign @s, add(state_ref @s, g)`: summed in place
+        // in the slot (the assign then copies nothing).
+        auto state = o.getLhs().getDefiningOp<ir::StateRefOp>();
+        auto assign = o->hasOneUse()
+                          ? dyn_cast<ir::AssignOp>(*o->getUsers().begin())
+                          : ir::AssignOp();
+        if (state && assign && assign.getName() == state.getName() &&
+            n == nb) {
+          places[o.getResult()] = places.lookup(o.getLhs());
+          launch("add", grid1(n, 256), "256",
+                 f(o.getLhs()) + ", " + f(o.getRhs()) + ", " +
+                     f(o.getLhs()) + ", " + std::to_string(n) + ", " +
+                     std::to_string(nb),
+                 "stlm.add (into a sum)");
+          return success();
+        }
         if (failed(inArena(op, 0)))
           return failure();
-        int64_t n = numel(o.getLhs()), nb = numel(o.getRhs());
         launch("add", grid1(n, 256), "256",
                f(o.getLhs()) + ", " + f(o.getRhs()) + ", " + f(o.getResult()) +
                    ", " + std::to_string(n) + ", " + std::to_string(nb),
@@ -772,9 +829,14 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "'@" + o.getName().str() +
                                      "' has no weights slot");
         Place dst{'W', it->second}, src = places.lookup(o.getValue());
+        auto t = tensorType(o.getValue());
+        if (zeros.count(o.getValue())) {
+          zero(ptr(dst), t.getNumElements() *
+                             (t.getElementType().getIntOrFloatBitWidth() / 8));
+          return success();
+        }
         if (src == dst)
           return success();
-        auto t = tensorType(o.getValue());
         copy(ptr(dst), ptr(src),
              t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
                                    8));
@@ -880,13 +942,14 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
       return failure();
   auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
   Result r;
-  if (name == "train_step") {
-    // loss, norm, lr: gathered into three floats for one download.
+  if (name == "train_step" || name == "apply") {
+    // loss, norm, lr (apply: norm, lr): gathered into floats for one
+    // download.
     int64_t outAt = scalarSlot(16);
     for (auto [k, v] : llvm::enumerate(ret.getOperands()))
       copy("(char *)c.scalars + " + std::to_string(outAt + 4 * k),
            ptr(places.lookup(v), "char"), 4);
-    r = {ptr({'S', outAt}), 3};
+    r = {ptr({'S', outAt}), static_cast<int64_t>(ret.getNumOperands())};
   } else {
     Value v = ret.getOperand(0);
     r = {f(v), numel(v)};
@@ -917,6 +980,8 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
   std::string entry = name == "train_step"    ? "kTrainStep"
                       : name == "grad"        ? "kGrad"
                       : name == "eval"        ? "kEval"
+                      : name == "accumulate"  ? "kAccumulate"
+                      : name == "apply"       ? "kApply"
                       : name == "logits"      ? "kLogits"
                       : name == "prefill"     ? "kPrefill"
                                               : "kDecode";
@@ -926,7 +991,17 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
   auto argCount = [&](unsigned k) {
     return std::to_string(tensorType(fn.getArgument(k)).getNumElements());
   };
-  if (name == "train_step" || name == "grad" || name == "eval") {
+  if (name == "apply") {
+    // The mean of the sums, clipping and AdamW: no inputs.
+    out += sig + ", float *out) {\n"
+                 "  Context &c = *static_cast<Context *>(context);\n"
+                 "  return run(c, " +
+           entry + ", nullptr, nullptr, 0, " + r.where + ", " +
+           std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+    return;
+  }
+  if (name == "train_step" || name == "grad" || name == "eval" ||
+      name == "accumulate") {
     // The step's @train_step takes @grad's batch.
     func::FuncOp batchFn = fn;
     unsigned n = batchFn.getNumArguments();
@@ -979,7 +1054,7 @@ FailureOr<CudaSource> Emitter::run() {
                              "first)");
   bf16 = hasBF16Matmuls(model);
   layout.weightsSize = weightsSize.getInt();
-  func::FuncOp grad, eval, step;
+  func::FuncOp grad, eval, step, accumulate, apply;
   std::vector<func::FuncOp> inference;
   for (func::FuncOp f : compiledFunctions(model)) {
     StringRef name = f.getSymName();
@@ -989,15 +1064,18 @@ FailureOr<CudaSource> Emitter::run() {
       eval = f;
     else if (name == "train_step")
       step = f;
-    else if (name == "accumulate" || name == "apply")
-      return f.emitOpError("the cuda target cannot compile gradient "
-                           "accumulation yet (train.accumulate > 1)");
+    else if (name == "accumulate")
+      accumulate = f;
+    else if (name == "apply")
+      apply = f;
     else
       inference.push_back(f);
   }
-  if (!grad || !eval || !step)
-    return model.emitOpError("needs @grad, @eval and @train_step: run "
-                             "stlm-autodiff first");
+  if (!grad || !eval || !(step || (accumulate && apply)))
+    return model.emitOpError("needs @grad, @eval and @train_step (or "
+                             "@accumulate and @apply): run stlm-autodiff "
+                             "first");
+  splitStep = !step;
   auto input = tensorType(grad.getArgument(0));
   if (!input || input.getRank() != 2)
     return model.emitOpError("the cuda target compiles token models only");
@@ -1008,7 +1086,9 @@ FailureOr<CudaSource> Emitter::run() {
          "#include \"Kernels.cuh\"\n#include \"stlm/stlm.h\"\n\n"
          "using namespace stlm_cuda;\n\nnamespace {\n\n";
   if (failed(emitFunction(grad, format::kBatchArgs)) ||
-      failed(emitFunction(step, format::kBatchArgs)) ||
+      (step && failed(emitFunction(step, format::kBatchArgs))) ||
+      (accumulate && failed(emitFunction(accumulate, format::kBatchArgs))) ||
+      (apply && failed(emitFunction(apply, 0))) ||
       failed(emitFunction(eval, format::kBatchArgs)))
     return failure();
   for (func::FuncOp f : inference) {
@@ -1038,15 +1118,20 @@ FailureOr<CudaSource> Emitter::run() {
     out += "  if (!prepareAttentionTc<" + std::to_string(hd) +
            ">(c)) return false;\n";
   out += "  return true;\n}\n\n} // namespace\n\n";
-  for (const char *name : {"grad", "train_step", "eval"})
-    emitEntries(name, name == std::string("train_step") ? grad
-                      : name == std::string("grad")     ? grad
-                                                        : eval);
+  emitEntries("grad", grad);
+  emitEntries("eval", eval);
+  if (splitStep) {
+    emitEntries("accumulate", grad);
+    emitEntries("apply", apply);
+  } else {
+    emitEntries("train_step", grad);
+  }
   for (func::FuncOp f : inference)
     emitEntries(f.getSymName().str(), f);
   CudaSource s;
   s.text = std::move(out);
   s.layout = layout;
+  s.splitStep = splitStep;
   return s;
 }
 
@@ -1081,7 +1166,8 @@ FailureOr<CudaSource> emitCuda(ir::ModelOp model, bool tf32, int sm) {
 
 std::string cudaDescriptor(const std::string &symbol,
                            const std::string &manifest,
-                           const DriverLayout &layout, int64_t embeddedSize) {
+                           const DriverLayout &layout, bool splitStep,
+                           int64_t embeddedSize) {
   std::string weights = format::embeddedWeightsSymbol(symbol);
   auto has = [&](const char *f) {
     return std::find(layout.inference.begin(), layout.inference.end(), f) !=
@@ -1133,11 +1219,15 @@ std::string cudaDescriptor(const std::string &symbol,
        format::descriptorSymbol(symbol) +
        " = {\n"
        "    STLM_ABI_VERSION, kManifest,\n    " +
-       symbol + "_train_step, " + symbol + "_grad, " + symbol + "_eval,\n    " +
+       (splitStep ? std::string("nullptr") : symbol + "_train_step") +
+       ", " + symbol + "_grad, " + symbol + "_eval,\n    " +
        (has("logits") ? symbol + "_logits" : "nullptr") + ", " +
        (has("prefill") ? symbol + "_prefill" : "nullptr") + ", " +
        (has("decode_step") ? symbol + "_decode_step" : "nullptr") +
-       ",\n    nullptr, nullptr,\n"
+       ",\n    " +
+       (splitStep ? symbol + "_accumulate, " + symbol + "_apply"
+                  : std::string("nullptr, nullptr")) +
+       ",\n"
        "    noHandler, oneThread, noHandler, noHandler,\n"
        "    &kDevice, " +
        (embeddedSize > 0 ? weights : std::string("nullptr")) + ", " +

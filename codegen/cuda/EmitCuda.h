@@ -50,6 +50,8 @@ struct CudaSource {
   /// Where the gradients are, the buffer sizes and the inference entry
   /// points, as the host driver's (for the manifest).
   DriverLayout layout;
+  /// The step is @accumulate (a micro-batch) and @apply, not @train_step.
+  bool splitStep = false;
 };
 
 /// The CUDA source of planned `model` for compute capability `sm` (90:
@@ -63,12 +65,13 @@ mlir::FailureOr<CudaSource> emitCuda(mlir::stlm::ModelOp model,
                                      bool tf32 = false, int sm = 90);
 
 /// The descriptor `<symbol>_artifact` holding `manifest`, to append to
-/// CudaSource::text; with `embeddedSize` > 0 it points to
+/// CudaSource::text (`splitStep`: CudaSource::splitStep); with
+/// `embeddedSize` > 0 it points to
 /// `<symbol>_embedded_weights`, an embedded checkpoint of that many bytes
 /// defined in another object.
 std::string cudaDescriptor(const std::string &symbol,
                            const std::string &manifest,
-                           const DriverLayout &layout,
+                           const DriverLayout &layout, bool splitStep = false,
                            int64_t embeddedSize = 0);
 
 /// The headers the generated source includes, carried by the compiler and

@@ -87,18 +87,54 @@ __global__ void embed(const float *__restrict__ table,
     y[n * D + d] = table[(int64_t)id * D + d];
 }
 
-/// dtable[V, D] = Σ_n [ids[n] = v] dy[n, :]: one block per vocab row,
-/// scanning the ids (deterministic, no atomics).
+/// dtable[V, D] = Σ_n [ids[n] = v] dy[n, :]: one block per vocab row
+/// (deterministic, no atomics). The block tests blockDim.x ids at a time,
+/// lists the positions that hold its row in shared memory (in order), and
+/// sums those rows of dy, so the sum runs over n in ascending order. D is
+/// at most 8 · blockDim.x; blockDim.x is a multiple of 32, at most 1024.
+constexpr int kEmbedGradPer = 8;
 __global__ void embedGrad(const int32_t *__restrict__ ids,
                           const float *__restrict__ dy,
                           float *__restrict__ dtable, int64_t N, int V, int D) {
-  int v = blockIdx.x;
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float acc = 0;
-    for (int64_t n = 0; n < N; ++n)
-      if (min(max(ids[n], 0), V - 1) == v)
-        acc += dy[n * D + d];
-    dtable[(int64_t)v * D + d] = acc;
+  __shared__ int hits[1024];
+  __shared__ int counts[32];
+  int v = blockIdx.x, lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  int warps = blockDim.x / kWarp;
+  float acc[kEmbedGradPer];
+#pragma unroll
+  for (int e = 0; e < kEmbedGradPer; ++e)
+    acc[e] = 0;
+  for (int64_t n0 = 0; n0 < N; n0 += blockDim.x) {
+    int64_t n = n0 + threadIdx.x;
+    bool hit = n < N && min(max(ids[n], 0), V - 1) == v;
+    unsigned mask = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0)
+      counts[warp] = __popc(mask);
+    __syncthreads();
+    int before = 0, total = 0;
+    for (int w = 0; w < warps; ++w) {
+      before += w < warp ? counts[w] : 0;
+      total += counts[w];
+    }
+    if (hit)
+      hits[before + __popc(mask & ((1u << lane) - 1))] = (int)(n - n0);
+    __syncthreads();
+    for (int h = 0; h < total; ++h) {
+      const float *row = dy + (n0 + hits[h]) * D;
+#pragma unroll
+      for (int e = 0; e < kEmbedGradPer; ++e) {
+        int d = threadIdx.x + e * blockDim.x;
+        if (d < D)
+          acc[e] += row[d];
+      }
+    }
+    __syncthreads(); // hits and counts are refilled next
+  }
+#pragma unroll
+  for (int e = 0; e < kEmbedGradPer; ++e) {
+    int d = threadIdx.x + e * blockDim.x;
+    if (d < D)
+      dtable[(int64_t)v * D + d] = acc[e];
   }
 }
 
@@ -507,11 +543,12 @@ __global__ void __launch_bounds__(128)
 // per warp; the other side is staged 64 rows at a time. Shared memory (a
 // few ×18 KiB at head width 64, up to 205 KiB at 128) is dynamic:
 // prepareAttentionTc raises each kernel's limit when the context opens.
-// The forward pass takes two sweeps over the keys: the first finds each
-// row's log-sum-exp, the second sums exactly normalised probabilities
-// times v in fragments, so no fragment is ever rescaled. A warp's 16 × 64
-// scores go through its own shared region, where two lanes per row apply
-// the mask and the exponentials.
+// Staged tiles hold TF32-rounded values. The forward pass is one sweep
+// over the keys with an online softmax: each warp keeps its 16 output rows
+// in a shared region, rescales them there as a row's running max grows,
+// and sums p·v into them on tensor cores. A warp's 16 × 64 scores go
+// through another region of its own, where two lanes per row apply the
+// mask and the exponentials.
 //===----------------------------------------------------------------------===//
 
 namespace wmma = nvcuda::wmma;
@@ -532,7 +569,7 @@ template <int HD> struct TcLayout {
 template <int HD> constexpr size_t attentionTcShared(int which) {
   using L = TcLayout<HD>;
   return sizeof(float) *
-         (which == 0 ? 3 * L::tile + 4 * L::region
+         (which == 0 ? 3 * L::tile + 8 * L::region
                      : 4 * L::tile + 8 * L::region + (which == 2 ? 2 * kTcRows : 0));
 }
 
@@ -544,14 +581,10 @@ using TcBRow = wmma::fragment<wmma::matrix_b, 16, 16, 8,
                               wmma::precision::tf32, wmma::row_major>;
 using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
 
-template <typename F> __device__ __forceinline__ void toTf32(F &f) {
-#pragma unroll
-  for (int i = 0; i < f.num_elements; ++i)
-    f.x[i] = wmma::__float_to_tf32(f.x[i]);
-}
-
 /// Rows [first, first + 64) of a [rows, stride] tensor's columns
-/// [col, col + HD), times `scale`, into a staged tile; zero past `limit`.
+/// [col, col + HD), times `scale` and rounded to TF32 (so the fragments
+/// loaded from the tile need no conversion), into a staged tile; zero past
+/// `limit`.
 template <int HD>
 __device__ __forceinline__ void stageTc(float *tile, const float *src,
                                         int64_t first, int limit,
@@ -564,10 +597,10 @@ __device__ __forceinline__ void stageTc(float *tile, const float *src,
     if (first + r < limit) {
       x = *reinterpret_cast<const float4 *>(src + (first + r) * stride +
                                             col + c);
-      x.x *= scale;
-      x.y *= scale;
-      x.z *= scale;
-      x.w *= scale;
+      x.x = wmma::__float_to_tf32(x.x * scale);
+      x.y = wmma::__float_to_tf32(x.y * scale);
+      x.z = wmma::__float_to_tf32(x.z * scale);
+      x.w = wmma::__float_to_tf32(x.w * scale);
     }
     *reinterpret_cast<float4 *>(tile + r * TcLayout<HD>::LD + c) = x;
   }
@@ -586,12 +619,10 @@ __device__ __forceinline__ void productNT(float *region, const float *a,
   for (int k = 0; k < HD; k += 8) {
     TcA fa;
     wmma::load_matrix_sync(fa, a + k, L::LD);
-    toTf32(fa);
 #pragma unroll
     for (int n = 0; n < 4; ++n) {
       TcBCol fb; // element (k', n') at b[(16n + n')·LD + k + k']
       wmma::load_matrix_sync(fb, b + n * 16 * L::LD + k, L::LD);
-      toTf32(fb);
       wmma::mma_sync(acc[n], fa, fb, acc[n]);
     }
   }
@@ -610,12 +641,10 @@ __device__ __forceinline__ void productNN(TcAcc (&acc)[HD / 16],
   for (int k = 0; k < kTcRows; k += 8) {
     TcA fa;
     wmma::load_matrix_sync(fa, p + k, L::LDW);
-    toTf32(fa);
 #pragma unroll
     for (int n = 0; n < HD / 16; ++n) {
       TcBRow fb;
       wmma::load_matrix_sync(fb, b + k * L::LD + n * 16, L::LD);
-      toTf32(fb);
       wmma::mma_sync(acc[n], fa, fb, acc[n]);
     }
   }
@@ -659,7 +688,8 @@ __global__ void __launch_bounds__(128)
   extern __shared__ __align__(128) float tcShared[];
   int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   float *qs = tcShared, *ks = qs + L::tile, *vs = ks + L::tile,
-        *region = vs + L::tile + warp * L::region;
+        *sRegion = vs + L::tile + 2 * warp * L::region,
+        *oRegion = sRegion + L::region;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int t0 = blockIdx.x * kTcRows;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -670,18 +700,24 @@ __global__ void __launch_bounds__(128)
               (int64_t)h * HD, rsqrtf((float)HD));
   int tLast = min(T - 1, t0 + kTcRows - 1);
   int horizon = causal ? min(S, tLast + offset + 1) : S;
-  // Each lane owns half (32 columns) of one of its warp's 16 rows.
+  // Each lane owns half of one of its warp's 16 rows: 32 of the chunk's
+  // scores, HD / 2 of the row's output.
   int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
   int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
   const float *qw = qs + warp * 16 * L::LD;
-  float *row = region + r * L::LDW + half * 32;
-  // Sweep 1: the row's running max and sum of exponentials.
+  float *row = sRegion + r * L::LDW + half * 32,
+        *out = oRegion + r * L::LDW + half * (HD / 2);
+  for (int d = 0; d < HD / 2; ++d)
+    out[d] = 0.f;
+  // One sweep, an online softmax: the output rows are rescaled in shared
+  // memory as the running max grows, then summed into on tensor cores.
   float m = -INFINITY, l = 0.f;
   for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
     __syncthreads();
     stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
+    stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
     __syncthreads();
-    productNT<HD>(region, qw, ks);
+    productNT<HD>(sRegion, qw, ks);
     __syncwarp();
     int base = u0 + half * 32;
     float cm = -INFINITY;
@@ -690,50 +726,45 @@ __global__ void __launch_bounds__(128)
         cm = fmaxf(cm, row[c]);
     cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 1));
     float mNew = fmaxf(m, cm), sum = 0.f;
-    if (mNew != -INFINITY)
-      for (int c = 0; c < 32; ++c)
-        if (base + c < mine)
-          sum += __expf(row[c] - mNew);
+    float corr = m == -INFINITY ? 0.f : __expf(m - mNew);
+    for (int c = 0; c < 32; ++c) {
+      float p = base + c < mine ? __expf(row[c] - mNew) : 0.f;
+      row[c] = wmma::__float_to_tf32(p);
+      sum += p;
+    }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = (m == -INFINITY ? 0.f : l * __expf(m - mNew)) + sum;
+    l = l * corr + sum;
     m = mNew;
+    for (int d = 0; d < HD / 2; ++d)
+      out[d] *= corr;
     __syncwarp();
-  }
-  float rowLse = l > 0 ? m + logf(l) : -INFINITY;
-  // Sweep 2: o = Σ exp(s − lse) v, normalised as it is summed.
-  TcAcc o[HD / 16];
+    TcAcc o[HD / 16];
 #pragma unroll
-  for (int n = 0; n < HD / 16; ++n)
-    wmma::fill_fragment(o[n], 0.f);
-  for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
-    __syncthreads();
-    stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
-    stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
-    __syncthreads();
-    productNT<HD>(region, qw, ks);
-    __syncwarp();
-    int base = u0 + half * 32;
-    for (int c = 0; c < 32; ++c)
-      row[c] = base + c < mine ? __expf(row[c] - rowLse) : 0.f;
-    __syncwarp();
-    productNN<HD>(o, region, vs);
+    for (int n = 0; n < HD / 16; ++n)
+      wmma::load_matrix_sync(o[n], oRegion + n * 16, L::LDW,
+                             wmma::mem_row_major);
+    productNN<HD>(o, sRegion, vs);
+    toRegion<HD>(oRegion, o);
   }
+  float inv = l > 0 ? 1.f / l : 0.f;
+  for (int d = 0; d < HD / 2; ++d)
+    out[d] *= inv;
+  __syncwarp();
   int first = t0 + warp * 16, rows = T - first;
   if (lse && t < T && half == 0)
-    lse[((int64_t)b * H + h) * T + t] = rowLse;
+    lse[((int64_t)b * H + h) * T + t] = l > 0 ? m + logf(l) : -INFINITY;
   auto rowOffset = [&](int rr) {
     return ((int64_t)b * T + first + rr) * qStride + (int64_t)h * HD;
   };
-  toRegion<HD>(region, o);
   if (y)
-    regionToRows<HD>(region, y, rows, 1.f, rowOffset);
+    regionToRows<HD>(oRegion, y, rows, 1.f, rowOffset);
   if (delta) {
     // delta_t = dy_t · y_t.
     for (int rr = 0; rr < min(rows, 16); ++rr) {
       int64_t at = rowOffset(rr);
       float dot = 0.f;
       for (int d = lane; d < HD; d += kWarp)
-        dot += dy[at + d] * region[rr * L::LDW + d];
+        dot += dy[at + d] * oRegion[rr * L::LDW + d];
       dot = warpSum(dot);
       if (lane == 0)
         delta[((int64_t)b * H + h) * T + first + rr] = dot;
@@ -791,9 +822,10 @@ __global__ void __launch_bounds__(128)
     __syncwarp();
     int base = u0 + half * 32;
     for (int c = 0; c < 32; ++c)
-      sRow[c] = base + c < mine
-                    ? __expf(sRow[c] - rowLse) * (dRow[c] - rowDelta)
-                    : 0.f;
+      sRow[c] = base + c < mine ? wmma::__float_to_tf32(
+                                      __expf(sRow[c] - rowLse) *
+                                      (dRow[c] - rowDelta))
+                                : 0.f;
     __syncwarp();
     productNN<HD>(acc, sRegion, ks);
   }
@@ -864,8 +896,8 @@ __global__ void __launch_bounds__(128) attentionGradKVTc(
         int col = half * 32 + c, tt = t0 + col;
         bool visible = u < S && tt < T && (!causal || u <= tt + offset);
         float p = visible ? __expf(sRow[c] - lses[col]) : 0.f;
-        dRow[c] = p * (dRow[c] - deltas[col]);
-        sRow[c] = p;
+        dRow[c] = wmma::__float_to_tf32(p * (dRow[c] - deltas[col]));
+        sRow[c] = wmma::__float_to_tf32(p);
       }
       __syncwarp();
       productNN<HD>(dvAcc, sRegion, dys);
@@ -937,6 +969,14 @@ __global__ void geluGrad(const float *__restrict__ x,
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n)
     dx[i] = geluDerivf(x[i]) * dy[i];
+}
+
+/// y = x · s.
+__global__ void scale(const float *__restrict__ x, float s,
+                      float *__restrict__ y, int64_t n) {
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n)
+    y[i] = x[i] * s;
 }
 
 /// y = a + b[i mod nb] (b broadcast over a's leading dimensions).
@@ -1158,9 +1198,23 @@ struct Matmul {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo;
   bool ready = false;
+  /// A bf16 site that hands cuBLASLt its fp32 operands to round itself
+  /// (CUBLAS_COMPUTE_32F_FAST_16BF) instead of rounding them first: chosen
+  /// per shape when the context opens, whichever is faster.
+  bool fast = false;
 };
 
-enum Entry { kTrainStep, kGrad, kEval, kLogits, kPrefill, kDecode, kEntries };
+enum Entry {
+  kTrainStep,
+  kGrad,
+  kEval,
+  kAccumulate,
+  kApply,
+  kLogits,
+  kPrefill,
+  kDecode,
+  kEntries
+};
 
 struct Context {
   cudaStream_t stream = nullptr;
@@ -1263,18 +1317,40 @@ __global__ void pattern(float *x, int64_t n) {
   }
 }
 
+/// Frees the descriptors of `mm`, if made.
+inline void destroy(Matmul &mm) {
+  if (mm.desc)
+    cublasLtMatmulDescDestroy(mm.desc);
+  if (mm.a)
+    cublasLtMatrixLayoutDestroy(mm.a);
+  if (mm.b)
+    cublasLtMatrixLayoutDestroy(mm.b);
+  if (mm.c)
+    cublasLtMatrixLayoutDestroy(mm.c);
+  mm = Matmul();
+}
+
 /// Makes the descriptors of `mm` for `s` and picks its algorithm: the
 /// fastest of cuBLASLt's first candidates, each timed on `a`, `b`, `d`
 /// (device buffers large enough) when `a` is given, else the heuristic's
 /// first. Not while a stream is being captured.
+/// `fast`: a bf16 site with fp32 operands that cuBLASLt rounds
+/// (Matmul::fast). The time of the chosen algorithm goes to `ms` when
+/// given (infinity when nothing was timed).
 inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
-                       const void *a, const void *b, float *d) {
+                       const void *a, const void *b, float *d,
+                       bool fast = false, float *ms = nullptr) {
   cublasOperation_t ta = s.transA ? CUBLAS_OP_T : CUBLAS_OP_N,
                     tb = s.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+  bool bf16 = s.operands == Operands::BF16;
+  mm.fast = bf16 && fast;
   cublasComputeType_t compute = s.operands == Operands::TF32
                                     ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                    : CUBLAS_COMPUTE_32F;
-  cudaDataType_t in = s.operands == Operands::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+                                : mm.fast ? CUBLAS_COMPUTE_32F_FAST_16BF
+                                          : CUBLAS_COMPUTE_32F;
+  cudaDataType_t in = bf16 && !mm.fast ? CUDA_R_16BF : CUDA_R_32F;
+  if (ms)
+    *ms = INFINITY;
   if (!checkLt(c, cublasLtMatmulDescCreate(&mm.desc, compute, CUDA_R_32F),
                "cublasLtMatmulDescCreate") ||
       !checkLt(c, cublasLtMatmulDescSetAttribute(
@@ -1344,6 +1420,8 @@ inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaGetLastError(); // a candidate that failed is simply not chosen
+    if (ms)
+      *ms = bestMs;
   }
   mm.algo = results[best].algo;
   mm.ready = true;
@@ -1376,16 +1454,51 @@ inline bool planMatmuls(Context &c, const MatmulShape *shapes, size_t n) {
                                s.ldb, (int)s.operands);
     auto it = seen.find(key);
     if (it != seen.end()) {
-      ok = planMatmul(c, c.matmuls[i], s, nullptr, nullptr, nullptr);
+      ok = planMatmul(c, c.matmuls[i], s, nullptr, nullptr, nullptr,
+                      c.matmuls[it->second].fast);
       c.matmuls[i].algo = c.matmuls[it->second].algo;
       continue;
     }
     seen[key] = i;
-    size_t na = (size_t)s.m * s.k;
+    size_t na = (size_t)s.m * s.k, nb = (size_t)s.k * s.n;
     bool bf16 = s.operands == Operands::BF16;
     const void *a = bf16 ? (const void *)buf16 : (const void *)buf;
     const void *b = bf16 ? (const void *)(buf16 + na) : (const void *)(buf + na);
-    ok = planMatmul(c, c.matmuls[i], s, a, b, buf + ab);
+    float ms = INFINITY;
+    ok = planMatmul(c, c.matmuls[i], s, a, b, buf + ab, false, &ms);
+    if (ok && bf16) {
+      // Rounding the operands first costs two launches more: time them,
+      // and cuBLASLt rounding fp32 operands itself, and keep the faster.
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      float convert = INFINITY;
+      for (int rep = 0; rep < 3; ++rep) {
+        cudaEventRecord(e0, c.stream);
+        toBF16<<<blocksFor(na, 256), 256, 0, c.stream>>>(buf, buf16, na);
+        toBF16<<<blocksFor(nb, 256), 256, 0, c.stream>>>(buf + na,
+                                                         buf16 + na, nb);
+        cudaEventRecord(e1, c.stream);
+        float t = INFINITY;
+        if (cudaEventSynchronize(e1) == cudaSuccess)
+          cudaEventElapsedTime(&t, e0, e1);
+        if (rep > 0)
+          convert = std::min(convert, t);
+      }
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      Matmul fast;
+      float fastMs = INFINITY;
+      if (planMatmul(c, fast, s, buf, buf + na, buf + ab, true, &fastMs) &&
+          fastMs < ms + convert) {
+        destroy(c.matmuls[i]);
+        c.matmuls[i] = fast;
+      } else {
+        destroy(fast);
+        c.error.clear(); // no FAST_16BF algorithm: round first
+        cudaGetLastError();
+      }
+    }
   }
   cudaStreamSynchronize(c.stream);
   cudaFree(buf);
@@ -1401,8 +1514,8 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
                    int n, int k, const float *A, int lda, const float *B,
                    int ldb, const float *C, float *D, float beta,
                    Operands operands = Operands::FP32) {
-  bool bf16 = operands == Operands::BF16;
   Matmul &mm = c.matmuls[site];
+  bool bf16 = operands == Operands::BF16 && !mm.fast;
   const void *a = A, *b = B;
   if (bf16) {
     int64_t na = (int64_t)m * k, nb = (int64_t)k * n;
@@ -1528,12 +1641,7 @@ inline void close(Context *c) {
     if (g)
       cudaGraphExecDestroy(g);
   for (Matmul &m : c->matmuls)
-    if (m.ready) {
-      cublasLtMatmulDescDestroy(m.desc);
-      cublasLtMatrixLayoutDestroy(m.a);
-      cublasLtMatrixLayoutDestroy(m.b);
-      cublasLtMatrixLayoutDestroy(m.c);
-    }
+    destroy(m);
   cudaFree(c->weights);
   cudaFree(c->arena);
   cudaFree(c->scratch);
@@ -1578,9 +1686,10 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
     // the later op's.
     c.marks.clear();
     launched(c, "(start)");
-    bool ok = check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
-                                       cudaMemcpyHostToDevice, c.stream),
-                    "input upload") &&
+    bool ok = (at == 0 ||
+               check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
+                                        cudaMemcpyHostToDevice, c.stream),
+                     "input upload")) &&
               body(c) &&
               (nOut == 0 ||
                check(c, cudaMemcpyAsync(c.hostOut, result, nOut * 4,
@@ -1608,9 +1717,10 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
                                          cudaStreamCaptureModeThreadLocal),
                "cudaStreamBeginCapture"))
       return -1;
-    bool ok = check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
-                                       cudaMemcpyHostToDevice, c.stream),
-                    "input upload") &&
+    bool ok = (at == 0 ||
+               check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
+                                        cudaMemcpyHostToDevice, c.stream),
+                     "input upload")) &&
               body(c) &&
               (nOut == 0 ||
                check(c, cudaMemcpyAsync(c.hostOut, result, nOut * 4,

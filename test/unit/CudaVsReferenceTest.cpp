@@ -151,8 +151,10 @@ protected:
     ASSERT_TRUE(expected) << error;
     tokens = ints("batch.tokens");
     targets = ints("batch.targets");
+    // A step's micro-batches; @grad, @eval and @logits take the first.
     ASSERT_EQ(tokens.size(),
-              static_cast<size_t>(stlm_batch(this->model) *
+              static_cast<size_t>(stlm_accumulate(this->model) *
+                                  stlm_batch(this->model) *
                                   stlm_context(this->model)));
   }
 
@@ -217,7 +219,8 @@ protected:
     EXPECT_NEAR(evalLoss, want("scalar.eval_loss")[0], tol.loss * refLoss);
 
     // Logits of the batch.
-    std::vector<float> l(tokens.size() * stlm_vocab(model)),
+    std::vector<float> l(stlm_batch(model) * stlm_context(model) *
+                         stlm_vocab(model)),
         refL = want("logits");
     ASSERT_EQ(l.size(), refL.size());
     ASSERT_EQ(stlm_logits(model, tokens.data(), l.data()), STLM_OK)
@@ -423,6 +426,24 @@ TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
   if (!model)
     return;
   compareAll(kCudaBF16, /*sameTokens=*/false);
+}
+
+TEST_F(CudaVsReference, GradientAccumulation) {
+  // train.accumulate: 3 micro-batches summed into grad_acc.* by
+  // @accumulate, then @apply (mean, clipping, AdamW, the sums cleared).
+  prepare("acc-tiny",
+          "name: acc-tiny\n"
+          "embedder: {kind: token, vocab_size: 256}\n"
+          "core: {layers: 2, width: 64, heads: 2, ffn: swiglu,\n"
+          "       ffn_width: 128, context: 32}\n"
+          "tying: {embed_head: true}\n"
+          "train: {batch: 2, accumulate: 3, steps: 10, warmup: 2,\n"
+          "        grad_clip: 0.5}\n",
+          "acc-tiny");
+  if (!model)
+    return;
+  ASSERT_EQ(stlm_accumulate(model), 3);
+  compareAll(kCuda);
 }
 
 } // namespace

@@ -115,20 +115,31 @@ int main(int argc, char **argv) {
   if (!reference.setVariable("step", Tensor::ints({}, {0}), error))
     return fail(error);
 
-  // The batch: pseudo-random bytes, targets the tokens shifted.
+  // The batch: pseudo-random bytes, targets the tokens shifted; with
+  // train.accumulate k, k micro-batches (the step's), the first of which
+  // @grad, @eval and @logits take.
   int64_t b = spec.train.batch, t = spec.core.context,
-          V = spec.embedder.vocabSize;
-  std::vector<int32_t> bytes(b * (t + 1)), tokens(b * t), targets(b * t);
+          V = spec.embedder.vocabSize,
+          k = std::max<int64_t>(1, spec.train.accumulate);
+  std::vector<int32_t> bytes(k * b * (t + 1)), tokens(k * b * t),
+      targets(k * b * t);
   uint64_t s = 12345;
   for (int32_t &x : bytes)
     x = static_cast<int32_t>(stlm::splitmix64(s++) % 256 % V);
-  for (int64_t r = 0; r < b; ++r)
+  for (int64_t r = 0; r < k * b; ++r)
     for (int64_t i = 0; i < t; ++i) {
       tokens[r * t + i] = bytes[r * (t + 1) + i];
       targets[r * t + i] = bytes[r * (t + 1) + i + 1];
     }
-  std::vector<Tensor> args = {Tensor::ints({b, t}, tokens),
-                              Tensor::ints({b, t}, targets)};
+  auto micro = [&](int64_t i) -> std::vector<Tensor> {
+    auto rows = [&](const std::vector<int32_t> &v) {
+      return std::vector<int32_t>(v.begin() + i * b * t,
+                                  v.begin() + (i + 1) * b * t);
+    };
+    return {Tensor::ints({b, t}, rows(tokens)),
+            Tensor::ints({b, t}, rows(targets))};
+  };
+  std::vector<Tensor> args = micro(0);
 
   // What goes into expected.safetensors (kept alive until written).
   std::deque<std::vector<float>> floats;
@@ -146,8 +157,8 @@ int main(int argc, char **argv) {
     out.push_back({name, stlm::DType::I32, std::move(shape),
                    ints.back().data(), ints.back().size() * 4});
   };
-  addI("batch.tokens", {b, t}, tokens);
-  addI("batch.targets", {b, t}, targets);
+  addI("batch.tokens", {k * b, t}, tokens);
+  addI("batch.targets", {k * b, t}, targets);
 
   std::vector<Tensor> results;
   if (!reference.call("grad", args, results, error))
@@ -189,12 +200,29 @@ int main(int argc, char **argv) {
          generated);
   }
 
-  // One training step from the initial weights.
-  if (!reference.call("train_step", args, results, error))
-    return fail(error);
-  addF("scalar.step_loss", {1}, {results[0].scalar()});
-  addF("scalar.step_norm", {1}, {results[1].scalar()});
-  addF("scalar.step_lr", {1}, {results[2].scalar()});
+  // One training step from the initial weights (k micro-batches: each
+  // @accumulate, then @apply; the loss is their mean).
+  float stepLoss = 0, stepNorm = 0, stepLr = 0;
+  if (k == 1) {
+    if (!reference.call("train_step", args, results, error))
+      return fail(error);
+    stepLoss = results[0].scalar();
+    stepNorm = results[1].scalar();
+    stepLr = results[2].scalar();
+  } else {
+    for (int64_t i = 0; i < k; ++i) {
+      if (!reference.call("accumulate", micro(i), results, error))
+        return fail(error);
+      stepLoss += results[0].scalar() / static_cast<float>(k);
+    }
+    if (!reference.call("apply", {}, results, error))
+      return fail(error);
+    stepNorm = results[0].scalar();
+    stepLr = results[1].scalar();
+  }
+  addF("scalar.step_loss", {1}, {stepLoss});
+  addF("scalar.step_norm", {1}, {stepNorm});
+  addF("scalar.step_lr", {1}, {stepLr});
   for (const stlm::ParamInfo &p : table.params)
     for (const std::string &n :
          {p.name, "opt.m." + p.name, "opt.v." + p.name}) {
