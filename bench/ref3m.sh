@@ -3,8 +3,11 @@
 # (loss) and KV-cached generation, as bytes/s and ratios.
 #
 #   bench/ref3m.sh [SPEC.yaml] [--threads N] [--steps N] [--rounds R]
-#                  [--plot DIR]
+#                  [--bf16] [--plot DIR]
 #
+# --bf16 sets the spec's train.precision to bf16 on both sides (stlm's
+# bf16 matmuls where stlm-compile finds them faster on this CPU; PyTorch's
+# CPU autocast to bfloat16).
 # Default spec: examples/models/ref-3m.yaml; 2 threads; 20 timed calls
 # (medians) per round; 3 rounds alternating stlm and PyTorch (medians of
 # the rounds, and each round's ratio). Needs a build (scripts/build.sh) and
@@ -24,12 +27,14 @@ threads=2
 steps=20
 rounds=3
 plot=""
+bf16=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --plot) plot="$2"; shift 2 ;;
+    --bf16) bf16=1; shift ;;
     -*) echo "ref3m.sh: unknown option $1" >&2; exit 2 ;;
     *) spec="$1"; shift ;;
   esac
@@ -42,6 +47,11 @@ done
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+if ((bf16)); then
+  grep -q '^train:$' "$spec" || { echo "ref3m.sh: --bf16 needs a train: section in $spec" >&2; exit 2; }
+  sed -e '/^  precision:/d' -e 's/^train:$/train:\n  precision: bf16/' "$spec" > "$work/spec-bf16.yaml"
+  spec="$work/spec-bf16.yaml"
+fi
 "$bin/stlm-compile" "$spec" -o "$work/art" > /dev/null
 "$bin/stlm-run" init "$spec" -o "$work/w.safetensors" > /dev/null
 manifest="$(ls "$work"/art/*.manifest.json)"
@@ -66,19 +76,25 @@ for ((r = 0; r < rounds; r++)); do
     --threads "$threads" --steps "$steps" --generate 128)")
 done
 report() {
-/usr/bin/python3 - "$fair" "$peak" "${#ours[@]}" "${ours[@]}" "${peer[@]}" <<'PY'
+/usr/bin/python3 - "$manifest" "$fair" "$peak" "${#ours[@]}" "${ours[@]}" "${peer[@]}" <<'PY'
 import json, statistics, sys
-fair, peak = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-n = int(sys.argv[3])
-ours = [json.loads(x) for x in sys.argv[4:4 + n]]
-peer = [json.loads(x) for x in sys.argv[4 + n:]]
+manifest = json.load(open(sys.argv[1]))
+fair, peak = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+n = int(sys.argv[4])
+ours = [json.loads(x) for x in sys.argv[5:5 + n]]
+peer = [json.loads(x) for x in sys.argv[5 + n:]]
 def med(runs, key):
     return statistics.median(r[key] for r in runs)
 o, p = ours[0], peer[0]
 print(f"model {o['model']}: batch {o['batch']} x context {o['context']}, "
-      f"{p['threads']} threads, peer {p['peer']} (fp32, its BLAS at "
+      f"{p['threads']} threads, precision {p.get('precision', 'fp32')}, "
+      f"peer {p['peer']} (its BLAS at "
       f"{med(peer, 'matmul_gflops'):.0f} GFLOP/s on a 1024x256x1024 matmul); "
       f"medians of {n} alternating rounds")
+if p.get("precision") == "bf16":
+    print("stlm's matmuls: " + ("bf16 kernels" if manifest.get("bf16_compute")
+                                else "fp32 kernels (bf16 measured slower on "
+                                     "this CPU: stlm-compile's note)"))
 tried = ", ".join(f"{c['OPENBLAS_CORETYPE'] or 'unset'} "
                   + (f"{c['gflops']:.0f}" if c["gflops"] else "failed")
                   for c in fair["candidates"])

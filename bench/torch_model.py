@@ -11,6 +11,7 @@ Run it through bench/ref3m.sh, which sets the environment a fair
 comparison needs (OPENBLAS_CORETYPE unset, OMP_WAIT_POLICY=passive).
 """
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -187,16 +188,27 @@ def main():
          {"params": other, "weight_decay": 0.0}],
         lr=tr.get("lr", 1e-3), betas=tuple(tr.get("betas", [0.9, 0.99])), eps=1e-8)
 
+    # train.precision: bf16 as PyTorch users run it on a CPU: autocast to
+    # bfloat16 (oneDNN's bf16 matmuls where the CPU has them), fp32 master
+    # weights and optimizer.
+    bf16 = tr.get("precision", "fp32") == "bf16"
+
+    def cast():
+        return (torch.autocast("cpu", dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+
     def train_step():
-        loss = F.cross_entropy(model(ids).view(-1, 256), tgt.view(-1))
+        with cast():
+            logits = model(ids)
+        loss = F.cross_entropy(logits.float().view(-1, 256), tgt.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tr.get("grad_clip", 1.0))
         opt.step()
 
     def forward():
-        with torch.no_grad():
-            F.cross_entropy(model(ids).view(-1, 256), tgt.view(-1))
+        with torch.no_grad(), cast():
+            F.cross_entropy(model(ids).float().view(-1, 256), tgt.view(-1))
 
     train_ms = median_ms(train_step, a.steps)
     forward_ms = median_ms(forward, a.steps)
@@ -208,7 +220,7 @@ def main():
     n = min(a.generate, t)
 
     def generate():
-        with torch.no_grad():
+        with torch.no_grad(), cast():
             caches = [(torch.zeros(1, kv, t, hd), torch.zeros(1, kv, t, hd))
                       for _ in range(c["layers"])]
             tok = torch.tensor([[10]])
@@ -224,6 +236,7 @@ def main():
     mm_ms = median_ms(lambda: x @ y, 20)
     print(json.dumps({
         "peer": "pytorch " + torch.__version__, "threads": a.threads,
+        "precision": "bf16" if bf16 else "fp32",
         "batch": b, "context": t,
         "train_ms": train_ms, "train_bytes_per_s": b * t / train_ms * 1e3,
         "forward_ms": forward_ms, "forward_bytes_per_s": b * t / forward_ms * 1e3,
