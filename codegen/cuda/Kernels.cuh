@@ -1198,10 +1198,6 @@ struct Matmul {
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo;
   bool ready = false;
-  /// A bf16 site that hands cuBLASLt its fp32 operands to round itself
-  /// (CUBLAS_COMPUTE_32F_FAST_16BF) instead of rounding them first: chosen
-  /// per shape when the context opens, whichever is faster.
-  bool fast = false;
 };
 
 enum Entry {
@@ -1334,23 +1330,18 @@ inline void destroy(Matmul &mm) {
 /// fastest of cuBLASLt's first candidates, each timed on `a`, `b`, `d`
 /// (device buffers large enough) when `a` is given, else the heuristic's
 /// first. Not while a stream is being captured.
-/// `fast`: a bf16 site with fp32 operands that cuBLASLt rounds
-/// (Matmul::fast). The time of the chosen algorithm goes to `ms` when
-/// given (infinity when nothing was timed).
+/// (The operands of a bf16 site are rounded by toBF16 first, to nearest
+/// even as the reference rounds them: cuBLASLt's FAST_16BF mode on fp32
+/// operands was timed as an alternative and rounds differently, outside
+/// the reference's bounds on the GPU test.)
 inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
-                       const void *a, const void *b, float *d,
-                       bool fast = false, float *ms = nullptr) {
+                       const void *a, const void *b, float *d) {
   cublasOperation_t ta = s.transA ? CUBLAS_OP_T : CUBLAS_OP_N,
                     tb = s.transB ? CUBLAS_OP_T : CUBLAS_OP_N;
-  bool bf16 = s.operands == Operands::BF16;
-  mm.fast = bf16 && fast;
   cublasComputeType_t compute = s.operands == Operands::TF32
                                     ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                : mm.fast ? CUBLAS_COMPUTE_32F_FAST_16BF
-                                          : CUBLAS_COMPUTE_32F;
-  cudaDataType_t in = bf16 && !mm.fast ? CUDA_R_16BF : CUDA_R_32F;
-  if (ms)
-    *ms = INFINITY;
+                                    : CUBLAS_COMPUTE_32F;
+  cudaDataType_t in = s.operands == Operands::BF16 ? CUDA_R_16BF : CUDA_R_32F;
   if (!checkLt(c, cublasLtMatmulDescCreate(&mm.desc, compute, CUDA_R_32F),
                "cublasLtMatmulDescCreate") ||
       !checkLt(c, cublasLtMatmulDescSetAttribute(
@@ -1420,8 +1411,6 @@ inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaGetLastError(); // a candidate that failed is simply not chosen
-    if (ms)
-      *ms = bestMs;
   }
   mm.algo = results[best].algo;
   mm.ready = true;
@@ -1454,51 +1443,16 @@ inline bool planMatmuls(Context &c, const MatmulShape *shapes, size_t n) {
                                s.ldb, (int)s.operands);
     auto it = seen.find(key);
     if (it != seen.end()) {
-      ok = planMatmul(c, c.matmuls[i], s, nullptr, nullptr, nullptr,
-                      c.matmuls[it->second].fast);
+      ok = planMatmul(c, c.matmuls[i], s, nullptr, nullptr, nullptr);
       c.matmuls[i].algo = c.matmuls[it->second].algo;
       continue;
     }
     seen[key] = i;
-    size_t na = (size_t)s.m * s.k, nb = (size_t)s.k * s.n;
+    size_t na = (size_t)s.m * s.k;
     bool bf16 = s.operands == Operands::BF16;
     const void *a = bf16 ? (const void *)buf16 : (const void *)buf;
     const void *b = bf16 ? (const void *)(buf16 + na) : (const void *)(buf + na);
-    float ms = INFINITY;
-    ok = planMatmul(c, c.matmuls[i], s, a, b, buf + ab, false, &ms);
-    if (ok && bf16) {
-      // Rounding the operands first costs two launches more: time them,
-      // and cuBLASLt rounding fp32 operands itself, and keep the faster.
-      cudaEvent_t e0, e1;
-      cudaEventCreate(&e0);
-      cudaEventCreate(&e1);
-      float convert = INFINITY;
-      for (int rep = 0; rep < 3; ++rep) {
-        cudaEventRecord(e0, c.stream);
-        toBF16<<<blocksFor(na, 256), 256, 0, c.stream>>>(buf, buf16, na);
-        toBF16<<<blocksFor(nb, 256), 256, 0, c.stream>>>(buf + na,
-                                                         buf16 + na, nb);
-        cudaEventRecord(e1, c.stream);
-        float t = INFINITY;
-        if (cudaEventSynchronize(e1) == cudaSuccess)
-          cudaEventElapsedTime(&t, e0, e1);
-        if (rep > 0)
-          convert = std::min(convert, t);
-      }
-      cudaEventDestroy(e0);
-      cudaEventDestroy(e1);
-      Matmul fast;
-      float fastMs = INFINITY;
-      if (planMatmul(c, fast, s, buf, buf + na, buf + ab, true, &fastMs) &&
-          fastMs < ms + convert) {
-        destroy(c.matmuls[i]);
-        c.matmuls[i] = fast;
-      } else {
-        destroy(fast);
-        c.error.clear(); // no FAST_16BF algorithm: round first
-        cudaGetLastError();
-      }
-    }
+    ok = planMatmul(c, c.matmuls[i], s, a, b, buf + ab);
   }
   cudaStreamSynchronize(c.stream);
   cudaFree(buf);
@@ -1515,7 +1469,7 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
                    int ldb, const float *C, float *D, float beta,
                    Operands operands = Operands::FP32) {
   Matmul &mm = c.matmuls[site];
-  bool bf16 = operands == Operands::BF16 && !mm.fast;
+  bool bf16 = operands == Operands::BF16;
   const void *a = A, *b = B;
   if (bf16) {
     int64_t na = (int64_t)m * k, nb = (int64_t)k * n;
