@@ -40,9 +40,8 @@ int die(stlm_model *m, const std::string &what) {
 }
 
 /// Tokens and targets ([B, T] each) from B windows of T + 1 bytes.
-void split(const std::vector<int32_t> &windows, int64_t batch,
-           int64_t context, std::vector<int32_t> &tokens,
-           std::vector<int32_t> &targets) {
+void split(const std::vector<int32_t> &windows, int64_t batch, int64_t context,
+           std::vector<int32_t> &tokens, std::vector<int32_t> &targets) {
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < context; ++t) {
       tokens[b * context + t] = windows[b * (context + 1) + t];
@@ -134,11 +133,11 @@ int main(int argc, char **argv) {
       return die(nullptr, "the loss diverged at step " + std::to_string(i));
     if ((i + 1) % 100 == 0 || i + 1 == steps) {
       auto now = Clock::now();
-      std::printf("{\"step\": %lld, \"loss\": %.6f, \"lr\": %.3e, "
-                  "\"ms\": %.1f}\n",
-                  static_cast<long long>(r.step), r.loss, r.lr,
-                  std::chrono::duration<double, std::milli>(now - last)
-                      .count());
+      std::printf(
+          "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.3e, "
+          "\"ms\": %.1f}\n",
+          static_cast<long long>(r.step), r.loss, r.lr,
+          std::chrono::duration<double, std::milli>(now - last).count());
       last = now;
     }
     if ((evalEvery > 0 && (i + 1) % evalEvery == 0) || i + 1 == steps) {
@@ -156,8 +155,8 @@ int main(int argc, char **argv) {
     return die(m, "save " + save);
   std::printf("{\"steps\": %lld, \"ms_per_step\": %.3f, \"val_loss\": %.6f, "
               "\"seconds\": %.1f}\n",
-              static_cast<long long>(steps),
-              steps > 0 ? trainMs / steps : 0.0, valLoss,
+              static_cast<long long>(steps), steps > 0 ? trainMs / steps : 0.0,
+              valLoss,
               std::chrono::duration<double>(Clock::now() - start).count());
   stlm_close(m);
   return 0;

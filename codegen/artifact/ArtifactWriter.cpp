@@ -535,8 +535,8 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
                                "' does not take [batch, context] tokens; "
                                "the cuda target compiles token models only");
   std::string diagnostics;
-  mlir::FailureOr<CudaSource> source = collectDiagnostics(
-      module, diagnostics, [&] {
+  mlir::FailureOr<CudaSource> source =
+      collectDiagnostics(module, diagnostics, [&] {
         return emitCuda(model, target.tf32,
                         std::atoi(target.arch.c_str() + 3)); // "sm_NN"
       });
@@ -583,11 +583,9 @@ Status writeCudaArtifact(mlir::ModuleOp module, const ArtifactModel &info,
   std::string cu = objDir + "/" + symbol + "_cuda.cu";
   std::string obj = objDir + "/" + symbol + "_cuda.o";
   objects.insert(objects.begin(), obj);
-  if (Status s = writeFile(cu, source->text +
-                                   cudaDescriptor(symbol, ms.str(),
-                                                  source->layout,
-                                                  source->splitStep,
-                                                  embeddedSize));
+  if (Status s = writeFile(
+          cu, source->text + cudaDescriptor(symbol, ms.str(), source->layout,
+                                            source->splitStep, embeddedSize));
       !s)
     return s;
   if (Status s = runTool(nvcc, {"-c", "-O3", "-std=c++17",

@@ -215,8 +215,8 @@ private:
   /// tiles, and there are enough queries to fill a block (not a decode
   /// step's one).
   bool onTensorCores(int64_t hd, int64_t T) {
-    bool tc = (tf32 || bf16) && sm >= 80 && hd % 16 == 0 && hd <= 128 &&
-              T >= 16;
+    bool tc =
+        (tf32 || bf16) && sm >= 80 && hd % 16 == 0 && hd <= 128 && T >= 16;
     if (tc)
       tensorCoreHeads.insert(hd);
     return tc;
@@ -452,8 +452,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
             return failure();
           int64_t n = numel(o.getResult());
           launch("scale", grid1(n, 256), "256",
-                 f(x) + ", " + num(factor->second) + "f, " +
-                     f(o.getResult()) + ", " + std::to_string(n),
+                 f(x) + ", " + num(factor->second) + "f, " + f(o.getResult()) +
+                     ", " + std::to_string(n),
                  "arith.mulf (scale)");
           return success();
         }
@@ -617,10 +617,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
                                      " (even, at most 128)");
         std::string hds = std::to_string(hd);
         bool tc = onTensorCores(hd, T);
-        std::string grid = "dim3(blocksFor(" + std::to_string(T) + ", " +
-                           (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") +
-                           "), " + std::to_string(H) + ", " +
-                           std::to_string(B) + ")";
+        std::string grid =
+            "dim3(blocksFor(" + std::to_string(T) + ", " +
+            (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") + "), " +
+            std::to_string(H) + ", " + std::to_string(B) + ")";
         launch((tc ? "attentionTc<" : "attention<") + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +
@@ -628,7 +628,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
                    std::to_string(K) + ", " +
                    (o.getMask() == ir::MaskKind::causal ? "true" : "false") +
                    ", " + iOrNull(o.getOffset()) + ", nullptr",
-               "stlm.attention", tc ? "attentionTcShared<" + hds + ">(0)" : "0");
+               "stlm.attention",
+               tc ? "attentionTcShared<" + hds + ">(0)" : "0");
         return success();
       })
       .Case([&](ir::AttentionGradOp o) -> LogicalResult {
@@ -660,15 +661,14 @@ LogicalResult Emitter::emitOp(Operation *op) {
                  (tc ? std::string("kTcRows")
                      : "attentionRows(" + hds +
                            (backward ? ", true)" : ", false)")) +
-                 "), " + std::to_string(heads) + ", " + std::to_string(B) +
-                 ")";
+                 "), " + std::to_string(heads) + ", " + std::to_string(B) + ")";
         };
         auto kernel = [&](const char *name) {
           return std::string(name) + (tc ? "Tc<" : "<") + hds + ">";
         };
         auto shared = [&](int pass) {
-          return tc ? "attentionTcShared<" + hds + ">(" +
-                          std::to_string(pass) + ")"
+          return tc ? "attentionTcShared<" + hds + ">(" + std::to_string(pass) +
+                          ")"
                     : std::string("0");
         };
         launch(kernel("attention"), grid(T, H, false), "128",
@@ -738,12 +738,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
                           ? dyn_cast<ir::AssignOp>(*o->getUsers().begin())
                           : ir::AssignOp();
         if (state && assign && assign.getName() == state.getName() &&
-            n == nb) {
+            o.getLhs().hasOneUse() && n == nb) {
           places[o.getResult()] = places.lookup(o.getLhs());
           launch("add", grid1(n, 256), "256",
-                 f(o.getLhs()) + ", " + f(o.getRhs()) + ", " +
-                     f(o.getLhs()) + ", " + std::to_string(n) + ", " +
-                     std::to_string(nb),
+                 f(o.getLhs()) + ", " + f(o.getRhs()) + ", " + f(o.getLhs()) +
+                     ", " + std::to_string(n) + ", " + std::to_string(nb),
                  "stlm.add (into a sum)");
           return success();
         }
@@ -896,9 +895,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         }
         return success();
       })
-      .Case([&](ir::AdamWOp o) -> LogicalResult {
-        return emitAdamW(o);
-      })
+      .Case([&](ir::AdamWOp o) -> LogicalResult { return emitAdamW(o); })
       .Case([&](func::CallOp c) -> LogicalResult {
         if (c.getCallee() != "grad" || gradReturns.empty())
           return unsupported(op, "only a call of @grad is compiled");
@@ -977,14 +974,14 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
 
 void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
   const Result &r = results[name];
-  std::string entry = name == "train_step"    ? "kTrainStep"
-                      : name == "grad"        ? "kGrad"
-                      : name == "eval"        ? "kEval"
-                      : name == "accumulate"  ? "kAccumulate"
-                      : name == "apply"       ? "kApply"
-                      : name == "logits"      ? "kLogits"
-                      : name == "prefill"     ? "kPrefill"
-                                              : "kDecode";
+  std::string entry = name == "train_step"   ? "kTrainStep"
+                      : name == "grad"       ? "kGrad"
+                      : name == "eval"       ? "kEval"
+                      : name == "accumulate" ? "kAccumulate"
+                      : name == "apply"      ? "kApply"
+                      : name == "logits"     ? "kLogits"
+                      : name == "prefill"    ? "kPrefill"
+                                             : "kDecode";
   std::string sig = "extern \"C\" int32_t " + prefix + "_" + name +
                     "(void *context, void *";
   std::string counts;
@@ -993,9 +990,10 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
   };
   if (name == "apply") {
     // The mean of the sums, clipping and AdamW: no inputs.
-    out += sig + ", float *out) {\n"
-                 "  Context &c = *static_cast<Context *>(context);\n"
-                 "  return run(c, " +
+    out += sig +
+           ", float *out) {\n"
+           "  Context &c = *static_cast<Context *>(context);\n"
+           "  return run(c, " +
            entry + ", nullptr, nullptr, 0, " + r.where + ", " +
            std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
     return;
@@ -1096,22 +1094,21 @@ FailureOr<CudaSource> Emitter::run() {
       return failure();
     layout.inference.push_back(f.getSymName().str());
   }
-  out += "constexpr int64_t kWeightsSize = " +
-         std::to_string(layout.weightsSize) +
-         ";\nconstexpr int64_t kArenaSize = " +
-         std::to_string(layout.arenaSize) +
-         ";\nconstexpr int64_t kScratchSize = " + std::to_string(scratchSize) +
-         ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
-         ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
-         ";\nconstexpr size_t kOutputFloats = " +
-         std::to_string(outputFloats) +
-         ";\nconstexpr size_t kMatmulSites = " + std::to_string(matmulSites) +
-         ";\n\n/// Every matmul site, planned (timed) when a context opens.\n"
-         "const MatmulShape kMatmulShapes[kMatmulSites + 1] = {\n" +
-         matmulShapes +
-         "    {}};\n\n/// The scalar block's first contents: constants and tables.\n"
-         "void initScalars(char *image) {\n" +
-         init + "}\n\n";
+  out +=
+      "constexpr int64_t kWeightsSize = " + std::to_string(layout.weightsSize) +
+      ";\nconstexpr int64_t kArenaSize = " + std::to_string(layout.arenaSize) +
+      ";\nconstexpr int64_t kScratchSize = " + std::to_string(scratchSize) +
+      ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
+      ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
+      ";\nconstexpr size_t kOutputFloats = " + std::to_string(outputFloats) +
+      ";\nconstexpr size_t kMatmulSites = " + std::to_string(matmulSites) +
+      ";\n\n/// Every matmul site, planned (timed) when a context opens.\n"
+      "const MatmulShape kMatmulShapes[kMatmulSites + 1] = {\n" +
+      matmulShapes +
+      "    {}};\n\n/// The scalar block's first contents: constants and "
+      "tables.\n"
+      "void initScalars(char *image) {\n" +
+      init + "}\n\n";
   out += "/// Kernel settings made once per context, outside any capture.\n"
          "bool prepareKernels(Context &c) {\n  (void)c;\n";
   for (int64_t hd : tensorCoreHeads)
@@ -1219,12 +1216,11 @@ std::string cudaDescriptor(const std::string &symbol,
        format::descriptorSymbol(symbol) +
        " = {\n"
        "    STLM_ABI_VERSION, kManifest,\n    " +
-       (splitStep ? std::string("nullptr") : symbol + "_train_step") +
-       ", " + symbol + "_grad, " + symbol + "_eval,\n    " +
+       (splitStep ? std::string("nullptr") : symbol + "_train_step") + ", " +
+       symbol + "_grad, " + symbol + "_eval,\n    " +
        (has("logits") ? symbol + "_logits" : "nullptr") + ", " +
        (has("prefill") ? symbol + "_prefill" : "nullptr") + ", " +
-       (has("decode_step") ? symbol + "_decode_step" : "nullptr") +
-       ",\n    " +
+       (has("decode_step") ? symbol + "_decode_step" : "nullptr") + ",\n    " +
        (splitStep ? symbol + "_accumulate, " + symbol + "_apply"
                   : std::string("nullptr, nullptr")) +
        ",\n"

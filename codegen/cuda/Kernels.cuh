@@ -568,17 +568,17 @@ template <int HD> struct TcLayout {
 /// Dynamic shared memory of pass `which` (0 forward, 1 dq, 2 dk and dv).
 template <int HD> constexpr size_t attentionTcShared(int which) {
   using L = TcLayout<HD>;
-  return sizeof(float) *
-         (which == 0 ? 3 * L::tile + 8 * L::region
-                     : 4 * L::tile + 8 * L::region + (which == 2 ? 2 * kTcRows : 0));
+  return sizeof(float) * (which == 0 ? 3 * L::tile + 8 * L::region
+                                     : 4 * L::tile + 8 * L::region +
+                                           (which == 2 ? 2 * kTcRows : 0));
 }
 
 using TcA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32,
                            wmma::row_major>;
-using TcBCol = wmma::fragment<wmma::matrix_b, 16, 16, 8,
-                              wmma::precision::tf32, wmma::col_major>;
-using TcBRow = wmma::fragment<wmma::matrix_b, 16, 16, 8,
-                              wmma::precision::tf32, wmma::row_major>;
+using TcBCol = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32,
+                              wmma::col_major>;
+using TcBRow = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32,
+                              wmma::row_major>;
 using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
 
 /// Rows [first, first + 64) of a [rows, stride] tensor's columns
@@ -586,17 +586,16 @@ using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
 /// loaded from the tile need no conversion), into a staged tile; zero past
 /// `limit`.
 template <int HD>
-__device__ __forceinline__ void stageTc(float *tile, const float *src,
-                                        int64_t first, int limit,
-                                        int64_t stride, int64_t col,
-                                        float scale) {
+__device__ __forceinline__ void
+stageTc(float *tile, const float *src, int64_t first, int limit, int64_t stride,
+        int64_t col, float scale) {
   constexpr int V4 = HD / 4;
   for (int idx = threadIdx.x; idx < kTcRows * V4; idx += blockDim.x) {
     int r = idx / V4, c = (idx % V4) * 4;
     float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
     if (first + r < limit) {
-      x = *reinterpret_cast<const float4 *>(src + (first + r) * stride +
-                                            col + c);
+      x = *reinterpret_cast<const float4 *>(src + (first + r) * stride + col +
+                                            c);
       x.x = wmma::__float_to_tf32(x.x * scale);
       x.y = wmma::__float_to_tf32(x.y * scale);
       x.z = wmma::__float_to_tf32(x.z * scale);
@@ -634,8 +633,8 @@ __device__ __forceinline__ void productNT(float *region, const float *a,
 
 /// acc[16, HD] += p[16, 64] (a warp region) · b[64, HD] (staged rows).
 template <int HD>
-__device__ __forceinline__ void productNN(TcAcc (&acc)[HD / 16],
-                                          const float *p, const float *b) {
+__device__ __forceinline__ void productNN(TcAcc (&acc)[HD / 16], const float *p,
+                                          const float *b) {
   using L = TcLayout<HD>;
 #pragma unroll
   for (int k = 0; k < kTcRows; k += 8) {
@@ -652,8 +651,7 @@ __device__ __forceinline__ void productNN(TcAcc (&acc)[HD / 16],
 
 /// The warp's [16, HD] fragments into its region (row stride LDW).
 template <int HD>
-__device__ __forceinline__ void toRegion(float *region,
-                                         TcAcc (&acc)[HD / 16]) {
+__device__ __forceinline__ void toRegion(float *region, TcAcc (&acc)[HD / 16]) {
   __syncwarp();
 #pragma unroll
   for (int n = 0; n < HD / 16; ++n)
@@ -666,9 +664,8 @@ __device__ __forceinline__ void toRegion(float *region,
 /// dst + rowOffset(rr).
 template <int HD, typename RowOffset>
 __device__ __forceinline__ void regionToRows(const float *region,
-                                             float *__restrict__ dst,
-                                             int rows, float scale,
-                                             RowOffset rowOffset) {
+                                             float *__restrict__ dst, int rows,
+                                             float scale, RowOffset rowOffset) {
   int lane = threadIdx.x % kWarp;
   for (int rr = 0; rr < min(rows, 16); ++rr) {
     int64_t at = rowOffset(rr);
@@ -696,8 +693,8 @@ __global__ void __launch_bounds__(128)
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
   const float *kb = k + (int64_t)b * S * kvStride,
               *vb = v + (int64_t)b * S * kvStride;
-  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride,
-              (int64_t)h * HD, rsqrtf((float)HD));
+  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride, (int64_t)h * HD,
+              rsqrtf((float)HD));
   int tLast = min(T - 1, t0 + kTcRows - 1);
   int horizon = causal ? min(S, tLast + offset + 1) : S;
   // Each lane owns half of one of its warp's 16 rows: 32 of the chunk's
@@ -795,8 +792,8 @@ __global__ void __launch_bounds__(128)
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
   const float *kb = k + (int64_t)b * S * kvStride,
               *vb = v + (int64_t)b * S * kvStride;
-  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride,
-              (int64_t)h * HD, scale);
+  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride, (int64_t)h * HD,
+              scale);
   stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
               (int64_t)h * HD, 1.f);
   int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
@@ -822,10 +819,10 @@ __global__ void __launch_bounds__(128)
     __syncwarp();
     int base = u0 + half * 32;
     for (int c = 0; c < 32; ++c)
-      sRow[c] = base + c < mine ? wmma::__float_to_tf32(
-                                      __expf(sRow[c] - rowLse) *
-                                      (dRow[c] - rowDelta))
-                                : 0.f;
+      sRow[c] = base + c < mine
+                    ? wmma::__float_to_tf32(__expf(sRow[c] - rowLse) *
+                                            (dRow[c] - rowDelta))
+                    : 0.f;
     __syncwarp();
     productNN<HD>(acc, sRegion, ks);
   }
@@ -840,19 +837,20 @@ __global__ void __launch_bounds__(128)
 /// block of 64 keys of one kv head over chunks of 64 queries of every head
 /// that shares it (no atomics).
 template <int HD>
-__global__ void __launch_bounds__(128) attentionGradKVTc(
-    const float *__restrict__ q, const float *__restrict__ k,
-    const float *__restrict__ v, const float *__restrict__ dy,
-    const float *__restrict__ lse, const float *__restrict__ delta,
-    float *__restrict__ dk, float *__restrict__ dv, int T, int S, int H, int K,
-    bool causal, const int32_t *offsetPtr) {
+__global__ void __launch_bounds__(128)
+    attentionGradKVTc(const float *__restrict__ q, const float *__restrict__ k,
+                      const float *__restrict__ v, const float *__restrict__ dy,
+                      const float *__restrict__ lse,
+                      const float *__restrict__ delta, float *__restrict__ dk,
+                      float *__restrict__ dv, int T, int S, int H, int K,
+                      bool causal, const int32_t *offsetPtr) {
   using L = TcLayout<HD>;
   extern __shared__ __align__(128) float tcShared[];
   int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
   float *ks = tcShared, *vs = ks + L::tile, *qs = vs + L::tile,
         *dys = qs + L::tile, *sRegion = dys + L::tile + 2 * warp * L::region,
-        *dRegion = sRegion + L::region,
-        *lses = dys + L::tile + 8 * L::region, *deltas = lses + kTcRows;
+        *dRegion = sRegion + L::region, *lses = dys + L::tile + 8 * L::region,
+        *deltas = lses + kTcRows;
   int b = blockIdx.z, j = blockIdx.y;
   int u0 = blockIdx.x * kTcRows;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1464,9 +1462,9 @@ inline bool planMatmuls(Context &c, const MatmulShape *shapes, size_t n) {
 /// into the start of the scratch buffer first). `site` names the call
 /// site, planned when the context opened (else here, the heuristic's
 /// first algorithm).
-inline bool matmul(Context &c, int site, bool transA, bool transB, int m,
-                   int n, int k, const float *A, int lda, const float *B,
-                   int ldb, const float *C, float *D, float beta,
+inline bool matmul(Context &c, int site, bool transA, bool transB, int m, int n,
+                   int k, const float *A, int lda, const float *B, int ldb,
+                   const float *C, float *D, float beta,
                    Operands operands = Operands::FP32) {
   Matmul &mm = c.matmuls[site];
   bool bf16 = operands == Operands::BF16;
@@ -1640,16 +1638,17 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
     // the later op's.
     c.marks.clear();
     launched(c, "(start)");
-    bool ok = (at == 0 ||
-               check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
-                                        cudaMemcpyHostToDevice, c.stream),
-                     "input upload")) &&
-              body(c) &&
-              (nOut == 0 ||
-               check(c, cudaMemcpyAsync(c.hostOut, result, nOut * 4,
-                                        cudaMemcpyDeviceToHost, c.stream),
-                     "result download")) &&
-              check(c, cudaStreamSynchronize(c.stream), "the step");
+    bool ok =
+        (at == 0 || check(c,
+                          cudaMemcpyAsync(c.in, c.hostIn, at * 4,
+                                          cudaMemcpyHostToDevice, c.stream),
+                          "input upload")) &&
+        body(c) &&
+        (nOut == 0 || check(c,
+                            cudaMemcpyAsync(c.hostOut, result, nOut * 4,
+                                            cudaMemcpyDeviceToHost, c.stream),
+                            "result download")) &&
+        check(c, cudaStreamSynchronize(c.stream), "the step");
     for (size_t i = 1; i < c.marks.size(); ++i) {
       float ms = 0;
       cudaEventElapsedTime(&ms, c.marks[i - 1].first, c.marks[i].first);
@@ -1671,15 +1670,16 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
                                          cudaStreamCaptureModeThreadLocal),
                "cudaStreamBeginCapture"))
       return -1;
-    bool ok = (at == 0 ||
-               check(c, cudaMemcpyAsync(c.in, c.hostIn, at * 4,
-                                        cudaMemcpyHostToDevice, c.stream),
-                     "input upload")) &&
-              body(c) &&
-              (nOut == 0 ||
-               check(c, cudaMemcpyAsync(c.hostOut, result, nOut * 4,
-                                        cudaMemcpyDeviceToHost, c.stream),
-                     "result download"));
+    bool ok =
+        (at == 0 || check(c,
+                          cudaMemcpyAsync(c.in, c.hostIn, at * 4,
+                                          cudaMemcpyHostToDevice, c.stream),
+                          "input upload")) &&
+        body(c) &&
+        (nOut == 0 || check(c,
+                            cudaMemcpyAsync(c.hostOut, result, nOut * 4,
+                                            cudaMemcpyDeviceToHost, c.stream),
+                            "result download"));
     cudaGraph_t graph = nullptr;
     cudaError_t e = cudaStreamEndCapture(c.stream, &graph);
     if (!ok) {

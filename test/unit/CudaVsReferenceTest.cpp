@@ -65,8 +65,7 @@ struct Tolerances {
 constexpr Tolerances kCuda = {1e-6, 7e-6, 1e-6, 8e-6, 1.5e-5, 40, 4e-6};
 /// TF32 matmul and attention operands (--tf32): 10 mantissa bits, so a
 /// few times finer than bf16's 7.
-constexpr Tolerances kCudaTF32 = {2e-6, 4e-3, 4e-5, 4e-3, 5e-3, 40,
-                                  0.002};
+constexpr Tolerances kCudaTF32 = {2e-6, 4e-3, 4e-5, 4e-3, 5e-3, 40, 0.002};
 /// bf16 matmul operands: an activation within fp32 rounding of the
 /// reference's can round to the neighbouring bfloat16 (2⁻⁸ apart) as the
 /// next matmul's input, so values agree to a fraction of a bf16 ulp.
@@ -127,9 +126,8 @@ protected:
       std::string record = bin + "stlm-record-reference '" + dir +
                            "/spec.yaml' '" + dir + "'";
       ASSERT_EQ(std::system(record.c_str()), 0) << record;
-      std::string compile = bin + "stlm-compile --target=cuda " + flags +
-                            " '" + dir +
-                            "/spec.yaml' -o '" + dir + "/artifact'";
+      std::string compile = bin + "stlm-compile --target=cuda " + flags + " '" +
+                            dir + "/spec.yaml' -o '" + dir + "/artifact'";
       ASSERT_EQ(std::system(compile.c_str()), 0) << compile;
     }
     std::string lib = dir + "/artifact/lib" + model + ".so";
@@ -152,10 +150,9 @@ protected:
     tokens = ints("batch.tokens");
     targets = ints("batch.targets");
     // A step's micro-batches; @grad, @eval and @logits take the first.
-    ASSERT_EQ(tokens.size(),
-              static_cast<size_t>(stlm_accumulate(this->model) *
-                                  stlm_batch(this->model) *
-                                  stlm_context(this->model)));
+    ASSERT_EQ(tokens.size(), static_cast<size_t>(stlm_accumulate(this->model) *
+                                                 stlm_batch(this->model) *
+                                                 stlm_context(this->model)));
   }
 
   std::vector<float> want(const std::string &name) {
