@@ -982,20 +982,20 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
                       : name == "logits"     ? "kLogits"
                       : name == "prefill"    ? "kPrefill"
                                              : "kDecode";
-  std::string sig = "extern \"C\" int32_t " + prefix + "_" + name +
-                    "(void *context, void *";
-  std::string counts;
+  std::string sig =
+      "extern \"C\" int32_t " + prefix + "_" + name + "(void *context, void *";
   auto argCount = [&](unsigned k) {
     return std::to_string(tensorType(fn.getArgument(k)).getNumElements());
   };
+  // Every entry point ends the same way: its graph run with `inputs`.
+  std::string call = "  Context &c = *static_cast<Context *>(context);\n"
+                     "  return run(c, " +
+                     entry + ", ";
+  std::string results = r.where + ", " + std::to_string(r.count) +
+                        ", out, body_" + name + ");\n}\n\n";
   if (name == "apply") {
     // The mean of the sums, clipping and AdamW: no inputs.
-    out += sig +
-           ", float *out) {\n"
-           "  Context &c = *static_cast<Context *>(context);\n"
-           "  return run(c, " +
-           entry + ", nullptr, nullptr, 0, " + r.where + ", " +
-           std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+    out += sig + ", float *out) {\n" + call + "nullptr, nullptr, 0, " + results;
     return;
   }
   if (name == "train_step" || name == "grad" || name == "eval" ||
@@ -1005,44 +1005,35 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
     unsigned n = batchFn.getNumArguments();
     std::string tok = argCount(0), tgt = argCount(1),
                 seed = n > 2 ? argCount(2) : "1";
-    out += sig + ", const int32_t *tokens, const int32_t *targets, const "
-                 "int32_t *seed, float *out) {\n"
-                 "  const int32_t *in[] = {tokens, targets, seed};\n"
-                 "  const size_t counts[] = {" +
-           tok + ", " + tgt + ", " + seed +
-           "};\n"
-           "  Context &c = *static_cast<Context *>(context);\n"
-           "  return run(c, " +
-           entry + ", in, counts, 3, " + r.where + ", " +
-           std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+    out += sig +
+           ", const int32_t *tokens, const int32_t *targets, const "
+           "int32_t *seed, float *out) {\n"
+           "  const int32_t *in[] = {tokens, targets, seed};\n"
+           "  const size_t counts[] = {" +
+           tok + ", " + tgt + ", " + seed + "};\n" + call + "in, counts, 3, " +
+           results;
     return;
   }
   if (name == "decode_step") {
     // The position is checked here: the cache has `context` rows.
-    out += sig + ", const int32_t *token, const int32_t *pos, float *out) "
-                 "{\n"
-                 "  if (!token || !pos) return -1;\n"
-                 "  if (*pos < 0 || *pos >= " +
+    out += sig +
+           ", const int32_t *token, const int32_t *pos, float *out) "
+           "{\n"
+           "  if (!token || !pos) return -1;\n"
+           "  if (*pos < 0 || *pos >= " +
            std::to_string(context) + ") return " +
            std::to_string(format::kPositionOutOfRange) +
            ";\n"
            "  const int32_t *in[] = {token, pos};\n"
-           "  const size_t counts[] = {1, 1};\n"
-           "  Context &c = *static_cast<Context *>(context);\n"
-           "  return run(c, " +
-           entry + ", in, counts, 2, " + r.where + ", " +
-           std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+           "  const size_t counts[] = {1, 1};\n" +
+           call + "in, counts, 2, " + results;
     return;
   }
-  out += sig + ", const int32_t *tokens, float *out) {\n"
-               "  const int32_t *in[] = {tokens};\n"
-               "  const size_t counts[] = {" +
-         argCount(0) +
-         "};\n"
-         "  Context &c = *static_cast<Context *>(context);\n"
-         "  return run(c, " +
-         entry + ", in, counts, 1, " + r.where + ", " +
-         std::to_string(r.count) + ", out, body_" + name + ");\n}\n\n";
+  out += sig +
+         ", const int32_t *tokens, float *out) {\n"
+         "  const int32_t *in[] = {tokens};\n"
+         "  const size_t counts[] = {" +
+         argCount(0) + "};\n" + call + "in, counts, 1, " + results;
 }
 
 FailureOr<CudaSource> Emitter::run() {

@@ -242,6 +242,14 @@ __host__ __device__ constexpr int attentionRows(int hd, bool backward) {
   return backward ? (hd > 64 ? 8 : 32) : (hd > 64 ? 16 : 32);
 }
 
+/// The keys query t sees are [0, visibleKeys(t)): none for a row past the
+/// T queries, keys up to t + offset when causal, else all S. Of a block's
+/// last query (t0 + rows - 1, or T - 1): the keys the block must visit.
+__device__ __forceinline__ int visibleKeys(int t, int T, int S, bool causal,
+                                           int offset) {
+  return t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+}
+
 /// Copies rows [first, first + n) of a [rows, stride] tensor's columns
 /// [col, col + HD) into tile[n][HD + 1], zero past `limit`; all threads.
 template <int HD>
@@ -284,8 +292,7 @@ __global__ void __launch_bounds__(128)
     for (int e = 0; e < PER; ++e)
       acc[i][e] = 0;
   }
-  int tLast = min(T - 1, t0 + QT - 1);
-  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  int horizon = visibleKeys(min(T - 1, t0 + QT - 1), T, S, causal, offset);
   for (int u0 = 0; u0 < horizon; u0 += kTile) {
     __syncthreads();
     int64_t kvBase = (int64_t)b * S * K * HD;
@@ -295,7 +302,7 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int i = 0; i < QW; ++i) {
       int r = warp * QW + i, t = t0 + r;
-      int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+      int mine = visibleKeys(t, T, S, causal, offset);
       if (u0 >= mine) // warp-uniform
         continue;
       int u = u0 + lane;
@@ -385,8 +392,7 @@ __global__ void __launch_bounds__(128)
     for (int e = 0; e < PER; ++e)
       acc[i][e] = 0;
   }
-  int tLast = min(T - 1, t0 + QT - 1);
-  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  int horizon = visibleKeys(min(T - 1, t0 + QT - 1), T, S, causal, offset);
   for (int u0 = 0; u0 < horizon; u0 += kTile) {
     __syncthreads();
     int64_t kvBase = (int64_t)b * S * K * HD;
@@ -396,7 +402,7 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
     for (int i = 0; i < QW; ++i) {
       int r = warp * QW + i, t = t0 + r;
-      int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+      int mine = visibleKeys(t, T, S, causal, offset);
       if (u0 >= mine)
         continue;
       int u = u0 + lane;
@@ -695,12 +701,11 @@ __global__ void __launch_bounds__(128)
               *vb = v + (int64_t)b * S * kvStride;
   stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride, (int64_t)h * HD,
               rsqrtf((float)HD));
-  int tLast = min(T - 1, t0 + kTcRows - 1);
-  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   // Each lane owns half of one of its warp's 16 rows: 32 of the chunk's
   // scores, HD / 2 of the row's output.
   int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
-  int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+  int mine = visibleKeys(t, T, S, causal, offset);
   const float *qw = qs + warp * 16 * L::LD;
   float *row = sRegion + r * L::LDW + half * 32,
         *out = oRegion + r * L::LDW + half * (HD / 2);
@@ -797,7 +802,7 @@ __global__ void __launch_bounds__(128)
   stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
               (int64_t)h * HD, 1.f);
   int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
-  int mine = t >= T ? 0 : causal ? min(S, t + offset + 1) : S;
+  int mine = visibleKeys(t, T, S, causal, offset);
   float rowLse = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f,
         rowDelta = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
   const float *qw = qs + warp * 16 * L::LD, *dyw = dys + warp * 16 * L::LD;
@@ -807,8 +812,7 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
   for (int n = 0; n < HD / 16; ++n)
     wmma::fill_fragment(acc[n], 0.f);
-  int tLast = min(T - 1, t0 + kTcRows - 1);
-  int horizon = causal ? min(S, tLast + offset + 1) : S;
+  int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
     __syncthreads();
     stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
