@@ -29,6 +29,11 @@ namespace stlm {
 /// `stlm-unroll-layers`); returns the value that replaced its result.
 Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
 
+/// Inlines every func.call in `fn` (repeatedly, through calls of calls) of
+/// functions with a body in `model`; fails with a diagnostic on a call of
+/// anything else or a recursion.
+LogicalResult inlineCalls(func::FuncOp fn, ModelOp model);
+
 } // namespace stlm
 } // namespace mlir
 

@@ -128,9 +128,10 @@ def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
     or after its position reads it.
 
     A `@logits` with calls, bidirectional attention or position offsets is
-    reported and the pass fails. Models without a `@logits` of that
-    signature (byte-pool models, whose `@logits` predicts chunks) are left
-    alone.
+    reported and the pass fails. A `@logits` of another signature
+    (byte-pool models, whose `@logits` predicts chunks) gets no decoding
+    functions; its calls are inlined and its layers unrolled, so that it
+    compiles as straight-line code.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect"];

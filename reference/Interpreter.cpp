@@ -92,8 +92,7 @@ PoolKind poolKind(ir::PoolKind k) {
   return PoolKind::Mean;
 }
 
-/// Targets and counted flags of a chunk objective (`next`: the targets are
-/// the following chunk's bytes).
+/// ref::chunkTargets over a chunks tensor [B, C, L].
 void chunkTargets(const std::vector<int32_t> &chunks,
                   const std::vector<int64_t> &shape, const int32_t *count,
                   bool next, bool maskPad, std::vector<int32_t> &targets,
@@ -101,19 +100,8 @@ void chunkTargets(const std::vector<int32_t> &chunks,
   int64_t B = shape[0], C = shape[1], L = shape[2];
   targets.assign(B * C * L, 0);
   counted.assign(B * C * L, 0);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < C; ++c) {
-      int64_t src = next ? c + 1 : c;
-      int64_t limit = count ? count[b] : C;
-      if (src >= C || src >= limit)
-        continue;
-      for (int64_t s = 0; s < L; ++s) {
-        int32_t t = chunks[(b * C + src) * L + s];
-        int64_t at = (b * C + c) * L + s;
-        targets[at] = t;
-        counted[at] = !(maskPad && t == 256);
-      }
-    }
+  ::stlm::ref::chunkTargets(chunks.data(), B, C, L, count, next, maskPad,
+                          targets.data(), counted.data());
 }
 
 } // namespace

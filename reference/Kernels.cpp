@@ -75,10 +75,11 @@ std::vector<Acc> softmax(const T *z, int64_t V, double scale) {
 /// ASCII whitespace (space, \t \n \v \f \r) or ASCII punctuation (C's
 /// ispunct in the "C" locale), spelled out so no locale is involved.
 bool isWordBoundaryByte(int32_t b) {
-  if (b == ' ' || (b >= '\t' && b <= '\r'))
-    return true;
-  return (b >= '!' && b <= '/') || (b >= ':' && b <= '@') ||
-         (b >= '[' && b <= '`') || (b >= '{' && b <= '~');
+  // MODEL_SPEC: every ASCII byte that is not a letter or digit (whitespace,
+  // punctuation, control bytes); bytes >= 128 never start a chunk.
+  bool alnum = (b >= '0' && b <= '9') || (b >= 'A' && b <= 'Z') ||
+               (b >= 'a' && b <= 'z');
+  return b >= 0 && b < 128 && !alnum;
 }
 
 /// The logistic function, stable for large |z|.
@@ -200,6 +201,41 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
     count[b] = static_cast<int32_t>(std::min(c + 1, C));
   }
   return true;
+}
+
+void chunkTargets(const int32_t *chunks, int64_t B, int64_t C, int64_t L,
+                  const int32_t *count, bool next, bool maskPad,
+                  int32_t *targets, uint8_t *counted) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < C; ++c) {
+      int64_t src = next ? c + 1 : c;
+      int64_t limit = count ? std::min<int64_t>(count[b], C) : C;
+      for (int64_t s = 0; s < L; ++s) {
+        int64_t at = (b * C + c) * L + s;
+        targets[at] = 0;
+        counted[at] = 0;
+        if (src >= limit)
+          continue;
+        const int32_t *chunk = chunks + (b * C + src) * L;
+        targets[at] = chunk[s];
+        // With maskPad: the real bytes and the end marker (the first pad
+        // after them; an all-pad chunk has none).
+        counted[at] = !maskPad || chunk[s] != kPadByte ||
+                      (s > 0 && chunk[s - 1] != kPadByte);
+      }
+    }
+}
+
+int64_t chunkRealBytes(const int32_t *chunks, int64_t B, int64_t C,
+                       int64_t L, const int32_t *count, bool next) {
+  int64_t n = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    int64_t limit = count ? std::min<int64_t>(count[b], C) : C;
+    for (int64_t c = next ? 1 : 0; c < limit; ++c)
+      for (int64_t s = 0; s < L; ++s)
+        n += chunks[(b * C + c) * L + s] != kPadByte;
+  }
+  return n;
 }
 
 template <typename T>

@@ -50,6 +50,21 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
            int64_t B, int64_t N, int64_t stride, int64_t C, int64_t L,
            int32_t *chunks, int32_t *count);
 
+/// The targets of `stlm.chunk_bytes_loss` (`next`: slot s of chunk c is
+/// predicted from chunk c − 1's output, so its target is chunks[b, c+1, s])
+/// and `stlm.reconstruction_loss` (chunks[b, c, s] itself), and which of
+/// them count: chunks before count[b] (count may be null: all C), and with
+/// `maskPad` only the real bytes and the end marker (the first pad slot
+/// after them). chunks, targets, counted: [B, C, L]; targets that do not
+/// count are 0.
+void chunkTargets(const int32_t *chunks, int64_t B, int64_t C, int64_t L,
+                  const int32_t *count, bool next, bool maskPad,
+                  int32_t *targets, uint8_t *counted);
+/// The real (non-pad) bytes among those targets: the bytes a chunk loss
+/// predicts (bits per byte divides its summed nats by this).
+int64_t chunkRealBytes(const int32_t *chunks, int64_t B, int64_t C,
+                       int64_t L, const int32_t *count, bool next);
+
 enum class PoolKind { Mean, MaskedMean, Max };
 /// x: [R, L, D], ids: [R, L] (MaskedMean only, else null) → out: [R, D].
 template <typename T>

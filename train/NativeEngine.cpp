@@ -386,17 +386,24 @@ private:
   std::string dir, manifestName;
 };
 
-/// Appends the mask seed of a batch (tokens, targets[, seed]) to `seeds`:
-/// its third tensor, or 0 for objectives that do not mask.
+/// Appends the mask seed of a batch (tokens, targets[, seed], or the bytes
+/// of a byte-pool model) to `seeds`: its third tensor, or 0 for objectives
+/// that do not mask.
 bool batchSeed(const std::vector<ref::Tensor<float>> &batch,
                std::vector<int32_t> &seeds, std::string &error) {
-  if (batch.size() > 3 || (batch.size() == 3 && batch[2].i.size() != 1)) {
-    error = "the native backend takes (tokens, targets[, mask seed]) "
-            "batches";
+  if (batch.empty() || batch.size() > 3 ||
+      (batch.size() == 3 && batch[2].i.size() != 1)) {
+    error = "the native backend takes (tokens, targets[, mask seed]) or "
+            "(bytes) batches";
     return false;
   }
   seeds.push_back(batch.size() == 3 ? batch[2].i[0] : 0);
   return true;
+}
+
+/// A batch's targets; null for a byte-pool model's (bytes) batch.
+const int32_t *targetsOf(const std::vector<ref::Tensor<float>> &batch) {
+  return batch.size() >= 2 ? batch[1].i.data() : nullptr;
 }
 
 class NativeEngine : public TrainEngine {
@@ -450,14 +457,17 @@ public:
     // seed when the objective masks.
     std::vector<int32_t> tokens, targets, seeds;
     for (const std::vector<ref::Tensor<float>> &m : micro) {
-      if (m.size() < 2 || !batchSeed(m, seeds, error))
+      if (!batchSeed(m, seeds, error))
         return false;
       tokens.insert(tokens.end(), m[0].i.begin(), m[0].i.end());
-      targets.insert(targets.end(), m[1].i.begin(), m[1].i.end());
+      if (const int32_t *t = targetsOf(m))
+        targets.insert(targets.end(), t, t + m[1].i.size());
     }
     stlm_step_result r;
-    if (!check(stlm_train_step_seeded(model, tokens.data(), targets.data(),
-                                      seeds.data(), &r),
+    if (!check(stlm_train_step_seeded(
+                   model, tokens.data(),
+                   targets.empty() ? nullptr : targets.data(), seeds.data(),
+                   &r),
                error))
       return false;
     loss = r.loss, norm = r.grad_norm, lr = r.lr;
@@ -466,8 +476,8 @@ public:
   bool evalLoss(const std::vector<ref::Tensor<float>> &args, float &loss,
                 std::string &error) override {
     std::vector<int32_t> seeds;
-    return args.size() >= 2 && batchSeed(args, seeds, error) &&
-           check(stlm_eval_seeded(model, args[0].i.data(), args[1].i.data(),
+    return batchSeed(args, seeds, error) &&
+           check(stlm_eval_seeded(model, args[0].i.data(), targetsOf(args),
                                   seeds[0], &loss),
                  error);
   }
@@ -622,7 +632,7 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
     std::vector<int32_t> seeds;
     if (!batchSeed(args, seeds, e))
       return false;
-    if (stlm_eval_seeded(m.model, args[0].i.data(), args[1].i.data(),
+    if (stlm_eval_seeded(m.model, args[0].i.data(), targetsOf(args),
                          seeds[0], &l) == STLM_OK)
       return true;
     e = stlm_error_message(m.model);

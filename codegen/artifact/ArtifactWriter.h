@@ -63,6 +63,9 @@ struct ArtifactModel {
   bool bf16Compute = false;
   /// What stlm-compile measured of the CPU's bf16 (JSON), when it did.
   std::string bf16Probe;
+  /// A byte-pool model's chunks and bytes per chunk (its @logits are
+  /// [batch, chunks, chunk_bytes, vocab]); 0 for a token model.
+  int64_t chunks = 0, chunkBytes = 0;
 };
 
 /// The model of `module` (built from one spec: there is one).

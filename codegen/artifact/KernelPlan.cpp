@@ -308,7 +308,7 @@ struct Planner {
           return {{{"stlm_sum_leading",
                     {{"rows", num(numel(o.getX()) / width)},
                      {"width", num(width)}}},
-                   {Arg::operand(o.getX(), 2), Arg::result(0, 1)}}};
+                   {Arg::operand(o.getX(), 1), Arg::result(0, 1)}}};
         })
         .Case<ir::NextTokenLossOp, ir::MaskedNextTokenLossOp,
               ir::NextTokenLossGradOp, ir::MaskedNextTokenLossGradOp>(
@@ -337,6 +337,96 @@ struct Planner {
                 c.args.push_back(Arg::scalar(o.getDloss()));
               c.args.push_back(Arg::result(0, grad ? 2 : 0));
               return {c};
+            })
+        .Case([&](ir::ChunkOp o) -> Calls {
+          std::vector<int64_t> c = shapeOf(o.getChunks());
+          KernelSpec spec{"stlm_chunk",
+                          {{"batch", num(c[0])},
+                           {"length", num(shapeOf(o.getBytes())[1])},
+                           {"chunks", num(c[1])},
+                           {"slots", num(c[2])}}};
+          switch (o.getMode()) {
+          case ir::ChunkMode::fixed:
+            spec.params.push_back({"mode", "fixed"});
+            spec.params.push_back({"stride", num(int64_t(*o.getStride()))});
+            break;
+          case ir::ChunkMode::words:
+            spec.params.push_back({"mode", "words"});
+            break;
+          case ir::ChunkMode::given:
+            return none("`given` chunking is not compiled yet (its "
+                        "boundaries are not an input of the artifact)");
+          }
+          return {{spec,
+                   {Arg::operand(o.getBytes(), 2), Arg::result(0, 3),
+                    Arg::result(1, 1)}}};
+        })
+        .Case([&](ir::PoolOp o) -> Calls {
+          std::vector<int64_t> x = shapeOf(o.getX());
+          KernelSpec spec{"stlm_pool",
+                          {{"rows", num(leading(o.getX(), 2))},
+                           {"slots", num(x[x.size() - 2])},
+                           {"width", num(x.back())}}};
+          Calls c{{spec, {Arg::operand(o.getX(), 3)}}};
+          if (o.getKind() == ir::PoolKind::masked_mean) {
+            c[0].spec.generator = "stlm_pool_masked";
+            c[0].args.push_back(Arg::operand(o.getIds(), 2));
+          } else {
+            c[0].spec.params.push_back(
+                {"kind", o.getKind() == ir::PoolKind::max ? "max" : "mean"});
+          }
+          c[0].args.push_back(Arg::result(0, 2));
+          return c;
+        })
+        .Case([&](ir::PoolGradOp o) -> Calls {
+          std::vector<int64_t> x = shapeOf(o.getX());
+          KernelSpec spec{"stlm_pool_grad",
+                          {{"rows", num(leading(o.getX(), 2))},
+                           {"slots", num(x[x.size() - 2])},
+                           {"width", num(x.back())}}};
+          if (o.getKind() == ir::PoolKind::masked_mean) {
+            spec.generator = "stlm_pool_masked_grad";
+            return {{spec,
+                     {Arg::operand(o.getIds(), 2), Arg::operand(o.getDy(), 2),
+                      Arg::result(0, 3)}}};
+          }
+          spec.params.push_back(
+              {"kind", o.getKind() == ir::PoolKind::max ? "max" : "mean"});
+          return {{spec,
+                   {Arg::operand(o.getX(), 3), Arg::operand(o.getDy(), 2),
+                    Arg::result(0, 3)}}};
+        })
+        .Case<ir::ChunkBytesLossOp, ir::ReconstructionLossOp,
+              ir::ChunkBytesLossGradOp, ir::ReconstructionLossGradOp>(
+            [&](auto o) -> Calls {
+              using OpTy = decltype(o);
+              constexpr bool next =
+                  std::is_same_v<OpTy, ir::ChunkBytesLossOp> ||
+                  std::is_same_v<OpTy, ir::ChunkBytesLossGradOp>;
+              constexpr bool grad =
+                  std::is_same_v<OpTy, ir::ChunkBytesLossGradOp> ||
+                  std::is_same_v<OpTy, ir::ReconstructionLossGradOp>;
+              if (!o.getCount())
+                return none("a chunk objective is compiled with the count "
+                            "of stlm.chunk (the frontend passes it)");
+              std::vector<int64_t> c = shapeOf(o.getChunks());
+              KernelCall call{
+                  {grad ? "stlm_chunk_cross_entropy_grad"
+                        : "stlm_chunk_cross_entropy",
+                   {{"positions", num(numel(o.getChunks()))},
+                    {"vocab", num(shapeOf(o.getLogits()).back())},
+                    {"batch", num(c[0])},
+                    {"chunks", num(c[1])},
+                    {"slots", num(c[2])},
+                    {"next", next ? "true" : "false"},
+                    {"mask_pad", o.getMaskPad() ? "true" : "false"}}},
+                  {Arg::operand(o.getLogits(), 2),
+                   Arg::operand(o.getChunks(), 1),
+                   Arg::operand(o.getCount(), 1)}};
+              if constexpr (grad)
+                call.args.push_back(Arg::scalar(o.getDloss()));
+              call.args.push_back(Arg::result(0, grad ? 2 : 0));
+              return {call};
             })
         .Case([&](ir::MaskTokensOp o) -> Calls {
           return {{{"stlm_mask_tokens",

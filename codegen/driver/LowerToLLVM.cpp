@@ -497,6 +497,12 @@ LogicalResult Lowering::lowerDriverOp(Operation *op) {
             false);
         return success();
       })
+      .Case<ir::SplitSlotsOp, ir::MergeSlotsOp>([&](Operation *) {
+        // Row-major reshapes: a view of the operand's bytes
+        // (stlm-plan-memory keeps them alive for the view's uses).
+        alias(op->getResult(0), op->getOperand(0));
+        return success();
+      })
       .Case([&](func::ReturnOp) { return success(); })
       .Default([&](Operation *) {
         return unsupported(op, "the driver has no rule for it");

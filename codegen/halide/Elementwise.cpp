@@ -175,17 +175,20 @@ public:
 class SumLeading : public Generator<SumLeading> {
 public:
   GeneratorParam<int> rows{"rows", 16}, width{"width", 64};
-  Input<Buffer<float>> x{"x", 2};
+  // Flat: the broadcast operand may have any rank ([L, D] chunk slots as
+  // well as [D] norms), so the rows of dy are `width` floats whatever its
+  // shape.
+  Input<Buffer<float>> x{"x", 1};
   Output<Buffer<float>> y{"y", 1};
   void generate() {
     RDom r(0, rows, "r");
     y(j) = 0.0f;
-    y(j) += x(j, r);
+    y(j) += x(j + r * int(width));
     rr = r.x;
   }
   void schedule() {
     stlm::halide::requireAligned(x, y);
-    stlm::halide::boundRowMajor(x, width, rows);
+    x.dim(0).set_bounds(0, int(width) * int(rows));
     y.dim(0).set_bounds(0, width);
     int vec = natural_vector_size<float>();
     Var jo("jo"), ji("ji");

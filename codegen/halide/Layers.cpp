@@ -10,6 +10,9 @@
 //   stlm_embed_grad     ids [N], dy [N, D] -> dtable [V, D] (scatter-add)
 //   stlm_cross_entropy  logits [P, V], targets [P], counted [P] -> mean loss
 //   stlm_cross_entropy_grad  ... , dloss -> dlogits [P, V]
+//   stlm_chunk_cross_entropy(_grad)  the same with P = B·C·L and the
+//                       targets and counted flags derived from chunks
+//                       [B·C·L] and count [B] (the chunk objectives)
 //   stlm_mask_tokens    ids [N], seed -> masked [N], mask [N] (u8 0/1)
 // Ids outside the table are clamped here for memory safety, not reported:
 // callers must check ids before a kernel runs (an error, not a clamp).
@@ -219,7 +222,9 @@ private:
   RVar r;
 };
 
-/// Mean cross-entropy over counted rows; shared math for loss and gradient.
+/// Mean cross-entropy over counted rows; shared math and schedules of the
+/// loss and its gradient, with targets and counted flags given as buffers
+/// (stlm_cross_entropy) or derived from chunks (stlm_chunk_cross_entropy).
 template <typename Self> class CrossEntropyBase : public Generator<Self> {
 public:
   GeneratorParam<int> positions{"positions", 64}, vocab{"vocab", 256};
@@ -231,11 +236,48 @@ protected:
     se(p) = sum(exp(logits(rv, p) - mx(p)));
     lse(p) = mx(p) + log(se(p));
     tgt(p) = clamp(targets(p), 0, int(vocab) - 1);
+    isCounted(p) = counted(p) != 0;
     RDom rp(0, positions, "rp");
-    nc() = sum(cast<int32_t>(counted(rp) != 0));
+    nc() = sum(cast<int32_t>(isCounted(rp)));
+  }
+  /// The mean loss over the counted positions (0 when none counts).
+  template <typename Out> void defineLoss(Func logits, Out &loss) {
+    rowLoss(p) = select(isCounted(p), lse(p) - logits(tgt(p), p), 0.0f);
+    RDom rp(0, positions, "rp2");
+    total() = sum(cast<double>(rowLoss(rp)));
+    loss() = select(nc() > 0, cast<float>(total() / cast<double>(nc())), 0.0f);
+  }
+  void scheduleLoss() {
+    Var po("po"), pi("pi");
+    rowLoss.compute_root()
+        .split(p, po, pi, 16, TailStrategy::GuardWithIf)
+        .parallel(po);
+    mx.compute_at(rowLoss, pi);
+    se.compute_at(rowLoss, pi);
+    nc.compute_root();
+  }
+  /// dloss · (softmax − onehot(target)) / n on the counted positions.
+  template <typename Out>
+  void defineGrad(Func logits, Expr dloss, Out &dlogits) {
+    Expr scale = dloss / cast<float>(max(nc(), 1));
+    Expr soft = exp(logits(v, p) - lse(p));
+    dlogits(v, p) = select(isCounted(p),
+                           scale * (soft - select(v == tgt(p), 1.0f, 0.0f)),
+                           0.0f);
+  }
+  template <typename Out> void scheduleGrad(Out &dlogits) {
+    stlm::halide::boundRowMajor(dlogits, vocab, positions);
+    Var po("po"), pi("pi");
+    dlogits.split(p, po, pi, 16, TailStrategy::GuardWithIf)
+        .vectorize(v, this->template natural_vector_size<float>(),
+                   TailStrategy::GuardWithIf)
+        .parallel(po);
+    lse.compute_at(dlogits, pi);
+    nc.compute_root();
   }
   Var v{"v"}, p{"p"};
-  Func mx{"mx"}, se{"se"}, lse{"lse"}, tgt{"tgt"}, nc{"nc"};
+  Func mx{"mx"}, se{"se"}, lse{"lse"}, tgt{"tgt"}, isCounted{"is_counted"},
+      nc{"nc"}, rowLoss{"row_loss"}, total{"total"};
 };
 
 class CrossEntropy : public CrossEntropyBase<CrossEntropy> {
@@ -247,27 +289,15 @@ public:
 
   void generate() {
     define(logits, targets, counted);
-    rowLoss(p) = select(counted(p) != 0, lse(p) - logits(tgt(p), p), 0.0f);
-    RDom rp(0, positions, "rp2");
-    total() = sum(cast<double>(rowLoss(rp)));
-    loss() = select(nc() > 0, cast<float>(total() / cast<double>(nc())), 0.0f);
+    defineLoss(logits, loss);
   }
   void schedule() {
     stlm::halide::requireAligned(logits, targets, counted);
     stlm::halide::boundRowMajor(logits, vocab, positions);
     targets.dim(0).set_bounds(0, positions);
     counted.dim(0).set_bounds(0, positions);
-    Var po("po"), pi("pi");
-    rowLoss.compute_root()
-        .split(p, po, pi, 16, TailStrategy::GuardWithIf)
-        .parallel(po);
-    mx.compute_at(rowLoss, pi);
-    se.compute_at(rowLoss, pi);
-    nc.compute_root();
+    scheduleLoss();
   }
-
-private:
-  Func rowLoss{"row_loss"}, total{"total"};
 };
 
 class CrossEntropyGrad : public CrossEntropyBase<CrossEntropyGrad> {
@@ -280,24 +310,96 @@ public:
 
   void generate() {
     define(logits, targets, counted);
-    Expr scale = dloss / cast<float>(max(nc(), 1));
-    Expr soft = exp(logits(v, p) - lse(p));
-    dlogits(v, p) = select(counted(p) != 0,
-                           scale * (soft - select(v == tgt(p), 1.0f, 0.0f)),
-                           0.0f);
+    defineGrad(logits, dloss, dlogits);
   }
   void schedule() {
     stlm::halide::requireAligned(logits, targets, counted, dlogits);
     stlm::halide::boundRowMajor(logits, vocab, positions);
     targets.dim(0).set_bounds(0, positions);
     counted.dim(0).set_bounds(0, positions);
-    stlm::halide::boundRowMajor(dlogits, vocab, positions);
-    Var po("po"), pi("pi");
-    dlogits.split(p, po, pi, 16, TailStrategy::GuardWithIf)
-        .vectorize(v, natural_vector_size<float>(), TailStrategy::GuardWithIf)
-        .parallel(po);
-    lse.compute_at(dlogits, pi);
-    nc.compute_root();
+    scheduleGrad(dlogits);
+  }
+};
+
+/// The chunk objectives (`stlm.chunk_bytes_loss` with `next`,
+/// `stlm.reconstruction_loss` without): position p = (b·C + c)·L + s of
+/// the logits [B·C·L, 258] predicts chunks[b, c + next, s]; it counts when
+/// that chunk lies before count[b] and, with `mask_pad`, when its byte
+/// is real or the end marker (ref::chunkTargets).
+template <typename Self>
+class ChunkCrossEntropyBase : public CrossEntropyBase<Self> {
+public:
+  GeneratorParam<int> batch{"batch", 1}, chunks{"chunks", 8},
+      slots{"slots", 8};
+  GeneratorParam<bool> next{"next", true}, maskPad{"mask_pad", false};
+
+protected:
+  void defineChunks(Func logits, Func ids, Func count) {
+    const char *name = "stlm_chunk_cross_entropy";
+    int C = chunks, L = slots, P = this->positions;
+    if (int64_t(batch) * C * L != P || batch < 1 || C < 1 || L < 1)
+      stlm::halide::fail(name, "positions must be batch · chunks · slots");
+    if (int(this->vocab) != 258)
+      stlm::halide::fail(name, "chunk objectives predict 258 classes");
+    Var p = this->p;
+    int ahead = bool(next) ? 1 : 0, shift = ahead * L;
+    Expr b = p / (C * L), c = (p / L) % C, s = p % L;
+    Expr inRange = c + ahead < min(count(b), C);
+    Expr at = clamp(p + shift, 0, P - 1);
+    Expr t = ids(at);
+    Expr keep = inRange;
+    if (bool(maskPad))
+      keep = keep && (t != kPad || (s > 0 && ids(clamp(at - 1, 0, P - 1)) !=
+                                                 kPad));
+    target(p) = select(inRange, t, 0);
+    counted(p) = keep;
+    this->define(logits, target, counted);
+  }
+  template <typename In> void boundChunks(In &ids, In &count) {
+    ids.dim(0).set_bounds(0, this->positions);
+    count.dim(0).set_bounds(0, batch);
+  }
+  static constexpr int kPad = 256;
+  Func target{"target"}, counted{"counted"};
+};
+
+class ChunkCrossEntropy : public ChunkCrossEntropyBase<ChunkCrossEntropy> {
+public:
+  Input<Buffer<float>> logits{"logits", 2};
+  Input<Buffer<int32_t>> ids{"ids", 1};
+  Input<Buffer<int32_t>> count{"count", 1};
+  Output<Buffer<float>> loss{"loss", 0};
+
+  void generate() {
+    defineChunks(logits, ids, count);
+    defineLoss(logits, loss);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(logits, ids, count);
+    stlm::halide::boundRowMajor(logits, vocab, positions);
+    boundChunks(ids, count);
+    scheduleLoss();
+  }
+};
+
+class ChunkCrossEntropyGrad
+    : public ChunkCrossEntropyBase<ChunkCrossEntropyGrad> {
+public:
+  Input<Buffer<float>> logits{"logits", 2};
+  Input<Buffer<int32_t>> ids{"ids", 1};
+  Input<Buffer<int32_t>> count{"count", 1};
+  Input<float> dloss{"dloss"};
+  Output<Buffer<float>> dlogits{"dlogits", 2};
+
+  void generate() {
+    defineChunks(logits, ids, count);
+    defineGrad(logits, dloss, dlogits);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(logits, ids, count, dlogits);
+    stlm::halide::boundRowMajor(logits, vocab, positions);
+    boundChunks(ids, count);
+    scheduleGrad(dlogits);
   }
 };
 
@@ -359,3 +461,5 @@ HALIDE_REGISTER_GENERATOR(EmbedGrad, stlm_embed_grad)
 HALIDE_REGISTER_GENERATOR(CrossEntropy, stlm_cross_entropy)
 HALIDE_REGISTER_GENERATOR(CrossEntropyGrad, stlm_cross_entropy_grad)
 HALIDE_REGISTER_GENERATOR(MaskTokens, stlm_mask_tokens)
+HALIDE_REGISTER_GENERATOR(ChunkCrossEntropy, stlm_chunk_cross_entropy)
+HALIDE_REGISTER_GENERATOR(ChunkCrossEntropyGrad, stlm_chunk_cross_entropy_grad)

@@ -214,18 +214,27 @@ struct AddDecodePass
       if (!logits || logits.isExternal())
         continue; // nothing to decode
       DecodeBuilder builder(model, logits);
-      if (!builder.tokenSignature())
-        continue; // not a token model (byte-pool @logits)
+      if (!builder.tokenSignature()) {
+        // A byte-pool @logits (encoder, core, decoder) has nothing to
+        // decode token by token; flattened, it compiles as it is.
+        if (failed(inlineCalls(logits, model)))
+          return signalPassFailure();
+        unrollAll(logits);
+        continue;
+      }
       if (failed(builder.analyse()) ||
           failed(builder.derive("prefill", contextOf(logits), false)) ||
           failed(builder.derive("decode_step", 1, true)))
         return signalPassFailure();
-      SmallVector<RepeatOp> repeats;
-      logits.walk([&](RepeatOp r) { repeats.push_back(r); });
-      IRRewriter rewriter(&getContext());
-      for (RepeatOp r : repeats)
-        unrollRepeat(r, rewriter);
+      unrollAll(logits);
     }
+  }
+  void unrollAll(func::FuncOp fn) {
+    SmallVector<RepeatOp> repeats;
+    fn.walk([&](RepeatOp r) { repeats.push_back(r); });
+    IRRewriter rewriter(&getContext());
+    for (RepeatOp r : repeats)
+      unrollRepeat(r, rewriter);
   }
   static int64_t contextOf(func::FuncOp logits) {
     return llvm::cast<RankedTensorType>(logits.getArgumentTypes()[0])

@@ -36,7 +36,6 @@ public:
   LogicalResult flatten(func::FuncOp fn);
 
 private:
-  LogicalResult inlineCalls(func::FuncOp fn);
   LogicalResult backward(Operation *op);
   /// Adds `g` to the gradient of `v`.
   void accumulate(Value v, Value g);
@@ -64,48 +63,8 @@ void Differentiator::accumulate(Value v, Value g) {
   it->second = b.create<AddOp>(g.getLoc(), v.getType(), it->second, g);
 }
 
-LogicalResult Differentiator::inlineCalls(func::FuncOp fn) {
-  // Inline until no call is left; a call chain deeper than the number of
-  // functions in the model is a recursion.
-  int64_t limit = 1;
-  for (Operation &op : model.getBody().front())
-    limit += isa<func::FuncOp>(op);
-  for (int64_t depth = 0;; ++depth) {
-    SmallVector<func::CallOp> calls;
-    fn.walk([&](func::CallOp c) { calls.push_back(c); });
-    if (calls.empty())
-      return success();
-    if (depth > limit)
-      return fn.emitOpError("calls recurse; @loss must be differentiable "
-                            "as straight-line code");
-    for (func::CallOp call : calls) {
-      auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
-          call, call.getCalleeAttr());
-      if (!callee || callee.isExternal() || callee->getParentOp() != model)
-        return call.emitOpError()
-               << "calls '@" << call.getCallee()
-               << "', which is not a function with a body in the model";
-      IRMapping map;
-      Block &entry = callee.getBody().front();
-      for (auto [arg, operand] :
-           llvm::zip(entry.getArguments(), call.getOperands()))
-        map.map(arg, operand);
-      b.setInsertionPoint(call);
-      for (Operation &op : entry) {
-        if (auto ret = dyn_cast<func::ReturnOp>(op)) {
-          for (auto [res, v] : llvm::zip(call.getResults(), ret.getOperands()))
-            res.replaceAllUsesWith(map.lookup(v));
-          continue;
-        }
-        b.clone(op, map);
-      }
-      call.erase();
-    }
-  }
-}
-
 LogicalResult Differentiator::flatten(func::FuncOp fn) {
-  if (failed(inlineCalls(fn)))
+  if (failed(inlineCalls(fn, model)))
     return failure();
   IRRewriter rewriter(b.getContext());
   SmallVector<RepeatOp> repeats;

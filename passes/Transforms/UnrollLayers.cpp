@@ -13,6 +13,47 @@ namespace mlir::stlm {
 using namespace mlir;
 using namespace mlir::stlm;
 
+LogicalResult mlir::stlm::inlineCalls(func::FuncOp fn, ModelOp model) {
+  OpBuilder b(fn.getContext());
+  // Inline until no call is left; a call chain deeper than the number of
+  // functions in the model is a recursion.
+  int64_t limit = 1;
+  for (Operation &op : model.getBody().front())
+    limit += isa<func::FuncOp>(op);
+  for (int64_t depth = 0;; ++depth) {
+    SmallVector<func::CallOp> calls;
+    fn.walk([&](func::CallOp c) { calls.push_back(c); });
+    if (calls.empty())
+      return success();
+    if (depth > limit)
+      return fn.emitOpError("calls recurse; only straight-line code is "
+                            "compiled");
+    for (func::CallOp call : calls) {
+      auto callee = SymbolTable::lookupNearestSymbolFrom<func::FuncOp>(
+          call, call.getCalleeAttr());
+      if (!callee || callee.isExternal() || callee->getParentOp() != model)
+        return call.emitOpError()
+               << "calls '@" << call.getCallee()
+               << "', which is not a function with a body in the model";
+      IRMapping map;
+      Block &entry = callee.getBody().front();
+      for (auto [arg, operand] :
+           llvm::zip(entry.getArguments(), call.getOperands()))
+        map.map(arg, operand);
+      b.setInsertionPoint(call);
+      for (Operation &op : entry) {
+        if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+          for (auto [res, v] : llvm::zip(call.getResults(), ret.getOperands()))
+            res.replaceAllUsesWith(map.lookup(v));
+          continue;
+        }
+        b.clone(op, map);
+      }
+      call.erase();
+    }
+  }
+}
+
 Value mlir::stlm::unrollRepeat(RepeatOp repeat, RewriterBase &rewriter) {
   Block &body = repeat.getBody().front();
   Location loc = repeat.getLoc();

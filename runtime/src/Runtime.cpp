@@ -168,6 +168,9 @@ struct stlm_model {
           arenaSize = 0;
   bool usesSeed = false; // a masked objective: the batch functions read it
   bool split = false;    // the step is accumulate + apply (no train_step)
+  bool chunked = false;  // a byte-pool model: the batch is [batch, context]
+                         // bytes, no targets; logits per chunk slot
+  int64_t logitsCount = 0; // floats stlm_logits writes
   // Data-parallel training (stlm_set_allreduce): the hook that sums the
   // gradient sums and loss_acc over the ranks, and the blob's range that
   // holds them (bytes [reduceBegin, reduceEnd); loss_acc at lossOffset).
@@ -286,7 +289,7 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     std::to_string(STLM_ABI_VERSION) +
                     " (recompile it with this stlm-compile)");
   if (!a->manifest || !(a->train_step || (a->accumulate && a->apply)) ||
-      !a->grad || !a->eval || !a->logits || !a->prefill || !a->decode_step ||
+      !a->grad || !a->eval || !a->logits ||
       !a->set_error_handler || !a->set_num_threads ||
       !a->set_custom_malloc || !a->set_custom_free)
     return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
@@ -315,13 +318,18 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     weightsSize = m.at(key::kWeightsSize).get<int64_t>();
     arenaSize = m.at(key::kArenaSize).get<int64_t>();
     // Tokens and targets [batch, context], then the mask seed [] of a
-    // masked objective.
+    // masked objective; or the bytes [batch, context] of a byte-pool model.
     const auto &inputs = m.at(key::kInputs);
-    if (inputs.size() < 2 || inputs.size() > 3 || inputs[0].size() != 2 ||
-        inputs[1] != inputs[0] || (inputs.size() == 3 && !inputs[2].empty()))
-      return fail(STLM_ERROR_FORMAT, "the artifact's inputs are not "
-                                     "[batch, context] tokens and targets "
-                                     "(and a mask seed)");
+    chunked = m.contains(key::kChunks);
+    if (chunked ? inputs.size() != 1 || inputs[0].size() != 2
+                : inputs.size() < 2 || inputs.size() > 3 ||
+                      inputs[0].size() != 2 || inputs[1] != inputs[0] ||
+                      (inputs.size() == 3 && !inputs[2].empty()))
+      return fail(STLM_ERROR_FORMAT,
+                  chunked ? "the artifact's inputs are not the [batch, "
+                            "context] bytes of a byte-pool model"
+                          : "the artifact's inputs are not [batch, context] "
+                            "tokens and targets (and a mask seed)");
     usesSeed = inputs.size() == 3;
     batch = inputs[0][0].get<int64_t>();
     context = inputs[0][1].get<int64_t>();
@@ -336,6 +344,27 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     if (weightsSize < 0 || arenaSize < 0)
       return fail(STLM_ERROR_FORMAT,
                   "the artifact's manifest gives a negative buffer size");
+    // Generation is compiled for token models (a byte-pool model's
+    // @logits predicts whole chunks).
+    if (!chunked && (!a->prefill || !a->decode_step))
+      return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
+    if (vocab < 1 || vocab > (int64_t(1) << 24))
+      return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives a "
+                                     "vocabulary of " +
+                                         std::to_string(vocab));
+    logitsCount = batch * context * vocab;
+    if (chunked) {
+      // Logits [batch, chunks, chunk_bytes, vocab].
+      const auto &shape = m.at(key::kChunks);
+      int64_t chunks = shape.size() == 2 ? shape[0].get<int64_t>() : 0,
+              slots = shape.size() == 2 ? shape[1].get<int64_t>() : 0;
+      if (chunks < 1 || slots < 1 || chunks > context || slots > 4096)
+        return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives " +
+                                           std::to_string(chunks) +
+                                           " chunks of " +
+                                           std::to_string(slots) + " bytes");
+      logitsCount = batch * chunks * slots * vocab;
+    }
     for (const char *section : {key::kParams, key::kState})
       for (const auto &p : m.at(section)) {
         Slot s;
@@ -445,15 +474,18 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
                                           float *),
                             const int32_t *tok, const int32_t *tgt,
                             int32_t seed, float *out, const char *what) {
-  if (!tok || !tgt || !out)
+  if (!tok || (!tgt && !chunked) || !out)
     return fail(STLM_ERROR_ARGUMENT,
                 std::string(what) + ": tokens, targets and the result must "
                                     "not be null");
+  if (chunked)
+    tgt = nullptr; // a byte-pool model has no targets: they are ignored
   if (stlm_status s = checkBatch(tok, tgt, what); s != STLM_OK)
     return s;
   size_t bytes = static_cast<size_t>(batch * context) * 4;
   std::memcpy(tokens.get(), tok, bytes);
-  std::memcpy(targets.get(), tgt, bytes);
+  if (tgt)
+    std::memcpy(targets.get(), tgt, bytes);
   if (stlm_status s = push(); s != STLM_OK)
     return s;
   halideMessage.clear();
@@ -472,6 +504,15 @@ stlm_status stlm_model::checkBatch(const int32_t *tok, const int32_t *tgt,
   // The kernels clamp ids into the table for memory safety; an id outside
   // it is the caller's error, reported here.
   int64_t n = batch * context;
+  if (chunked) {
+    for (int64_t i = 0; i < n; ++i)
+      if (tok[i] < 0 || tok[i] > 255)
+        return fail(STLM_ERROR_ARGUMENT,
+                    std::string(what) + ": " + std::to_string(tok[i]) +
+                        " at position " + std::to_string(i) +
+                        " is not a byte (a byte-pool model reads 0-255)");
+    return STLM_OK;
+  }
   for (const auto &[ids, kind] : {std::pair{tok, "token"}, {tgt, "target"}})
     for (int64_t i = 0; ids && i < n; ++i)
       if (ids[i] < 0 || ids[i] >= vocab)
@@ -497,13 +538,16 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
   } else {
     // k micro-batches into the gradient sums, then the update.
     size_t rows = static_cast<size_t>(batch * context);
-    if (!tok || !tgt)
+    if (!tok || (!tgt && !chunked))
       return fail(STLM_ERROR_ARGUMENT,
                   "train step: tokens and targets must not be null");
+    if (chunked)
+      tgt = nullptr;
     // Every micro-batch's ids are checked before any is summed, so a bad
     // one leaves the gradient sums as they were.
     for (int64_t i = 0; i < accumulate; ++i)
-      if (stlm_status s = checkBatch(tok + i * rows, tgt + i * rows,
+      if (stlm_status s = checkBatch(tok + i * rows,
+                                     tgt ? tgt + i * rows : nullptr,
                                      "train step");
           s != STLM_OK)
         return s;
@@ -512,7 +556,8 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
     for (int64_t i = 0; i < accumulate; ++i) {
       float loss = 0;
       stlm_status s = run(artifact->accumulate, tok + i * rows,
-                          tgt + i * rows, seeds ? seeds[i] : 0, &loss,
+                          tgt ? tgt + i * rows : nullptr,
+                          seeds ? seeds[i] : 0, &loss,
                           "train step (accumulate)");
       if (s != STLM_OK)
         return s;
@@ -748,6 +793,12 @@ int64_t stlm_context(const stlm_model *model) {
 }
 int64_t stlm_vocab(const stlm_model *model) {
   return model ? model->vocab : 0;
+}
+int stlm_is_byte_pool(const stlm_model *model) {
+  return model && model->chunked ? 1 : 0;
+}
+int64_t stlm_logits_size(const stlm_model *model) {
+  return model ? model->logitsCount : 0;
 }
 int64_t stlm_accumulate(const stlm_model *model) {
   return model ? model->accumulate : 1;
@@ -1144,6 +1195,11 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
     return badModel();
   if (generated)
     *generated = 0;
+  if (model->chunked)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_generate: '" + model->name +
+                           "' is a byte-pool model; generating a chunk at a "
+                           "time is not compiled yet");
   if (!prompt || prompt_len == 0)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_generate: the prompt is empty; generation needs "

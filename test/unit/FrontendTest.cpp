@@ -173,8 +173,8 @@ void expectSameSpec(const ModelSpec &a, const ModelSpec &b,
 /// behind the parser's default.
 TEST(Spec, JsonFormRoundTrips) {
   std::vector<std::pair<std::string, ModelSpec>> specs;
-  for (const char *name : {"char-tiny", "ref-3m", "stlm-10m", "byte-pool-50m",
-                           "stlm-100m"})
+  for (const char *name : {"char-tiny", "ref-3m", "stlm-10m", "byte-pool-3m",
+                           "byte-pool-50m", "stlm-100m"})
     specs.push_back({name, load(name)});
   specs.push_back({"every token field", parseOk(R"(
 name: all-token
@@ -350,6 +350,18 @@ TEST(ParamTotals, BytePool50M) {
   EXPECT_EQ(t.untiedCount(), unique); // nothing tied
   EXPECT_GT(unique, 45'000'000);
   EXPECT_LT(unique, 55'000'000);
+}
+
+TEST(ParamTotals, BytePool3M) {
+  int64_t db = 96, L = 8, d = 192, layers = 4, F = 512;
+  int64_t embedder = 258 * db + L * db + chunkBlock(db) + d * db;
+  int64_t core = layers * denseLayer(d, 4, 4, F, true) + d;
+  int64_t head = L * db * d + L * db + chunkBlock(db) + db + 258 * db;
+  int64_t unique = embedder + core + head;
+  ParamTable t = buildParamTable(load("byte-pool-3m"));
+  EXPECT_EQ(t.uniqueCount(), unique);
+  EXPECT_EQ(t.untiedCount(), unique);
+  EXPECT_EQ(unique, 2'283'552); // docs/frontend.md's table
 }
 
 TEST(ParamTotals, Stlm100M) {

@@ -85,6 +85,19 @@
 #include "test_embed_grad.h"
 #include "test_gelu.h"
 #include "test_mask.h"
+#include "test_chunk_ce_next.h"
+#include "test_chunk_ce_next_grad.h"
+#include "test_chunk_ce_self.h"
+#include "test_chunk_ce_self_grad.h"
+#include "test_chunk_ce_self_masked.h"
+#include "test_chunk_fixed.h"
+#include "test_chunk_words.h"
+#include "test_pool_masked.h"
+#include "test_pool_masked_grad.h"
+#include "test_pool_max.h"
+#include "test_pool_max_grad.h"
+#include "test_pool_mean.h"
+#include "test_pool_mean_grad.h"
 #include "test_gelu_grad.h"
 #include "test_rmsnorm.h"
 #include "test_rmsnorm_grad.h"
@@ -552,7 +565,7 @@ TEST(HalideElementwise, AddScaleAndReductions) {
   const int R = 37, W = 20;
   auto g = uniform(R * W, -1, 1, rng);
   Buffer s(W);
-  ASSERT_EQ(test_sum_leading(in(g, {W, R}), s), 0);
+  ASSERT_EQ(test_sum_leading(in(g), s), 0);
   std::vector<float> ws(W);
   stlm::ref::sumLeading(g.data(), R, W, ws.data());
   expectClose(out(s), ws, 1e-6, "sum_leading");
@@ -673,6 +686,155 @@ TEST(HalideKernels, MaskTokensMatchesTheReferenceBitForBit) {
     EXPECT_GT(hits, 240) << "seed " << seed;
     EXPECT_LT(hits, 360) << "seed " << seed;
   }
+}
+
+/// Rows of word-like bytes: letters, spaces, punctuation, a control byte
+/// and UTF-8 (bytes >= 128 never open a chunk), so chunks end at
+/// separators, are cut at L and leave pad slots.
+std::vector<int32_t> wordBytes(int n, std::mt19937 &rng) {
+  std::vector<int32_t> v(n);
+  for (int32_t &x : v) {
+    unsigned r = rng() % 100;
+    x = r < 14   ? ' '
+        : r < 17 ? ",.;"[r - 14]
+        : r < 18 ? 1 // a control byte separates too
+        : r < 24 ? 0xc3 + (r % 2) * 0x1c // UTF-8 lead/continuation-like
+        : r < 30 ? '0' + r % 10
+                 : 'a' + r % 26;
+  }
+  return v;
+}
+
+TEST(HalideChunks, ChunkingMatchesTheReference) {
+  std::mt19937 rng(21);
+  const int B = 3, N = 61;
+  using IBuf = Halide::Runtime::Buffer<int32_t>;
+  for (bool fixed : {false, true}) {
+    const int C = fixed ? 21 : 14, L = fixed ? 4 : 5;
+    for (int round = 0; round < 4; ++round) {
+      std::vector<int32_t> bytes = wordBytes(B * N, rng);
+      if (round == 3) // one long word: cut every L bytes, capacity spent
+        std::fill(bytes.begin(), bytes.begin() + N, 'x');
+      IBuf chunks(L, C, B), count(B);
+      int rc = fixed ? test_chunk_fixed(in(bytes, {N, B}), chunks, count)
+                     : test_chunk_words(in(bytes, {N, B}), chunks, count);
+      ASSERT_EQ(rc, 0);
+      std::vector<int32_t> want(B * C * L), wantCount(B);
+      ASSERT_TRUE(stlm::ref::chunk(
+          fixed ? stlm::ref::ChunkMode::Fixed : stlm::ref::ChunkMode::Words,
+          bytes.data(), nullptr, B, N, 3, C, L, want.data(),
+          wantCount.data()));
+      for (int b = 0; b < B; ++b) {
+        ASSERT_EQ(count(b), wantCount[b]) << "row " << b << " round " << round;
+        for (int c = 0; c < C; ++c)
+          for (int s = 0; s < L; ++s)
+            ASSERT_EQ(chunks(s, c, b), want[(b * C + c) * L + s])
+                << (fixed ? "fixed" : "words") << " row " << b << " chunk "
+                << c << " slot " << s << " round " << round;
+      }
+      // Not vacuous: chunks of several sizes, pads, and (words, with
+      // C < N) a row that ran out of capacity.
+      int pads = 0;
+      for (int i = 0; i < B * C * L; ++i)
+        pads += want[i] == 256;
+      EXPECT_GT(pads, 0);
+    }
+  }
+}
+
+TEST(HalideChunks, PoolingAndGradients) {
+  std::mt19937 rng(22);
+  const int R = 11, L = 6, D = 20;
+  auto x = uniform(R * L * D, -1, 1, rng), dy = uniform(R * D, -1, 1, rng);
+  // Ties: in row 0 two slots hold the same values (max picks the first).
+  std::copy(x.begin(), x.begin() + D, x.begin() + 3 * D);
+  std::vector<int32_t> ids(R * L);
+  for (int r = 0; r < R; ++r)
+    for (int s = 0; s < L; ++s) // row r holds r % (L + 1) bytes, then pad
+      ids[r * L + s] = s < r % (L + 1) ? 'a' + s : 256;
+  Buffer xb = in(x, {D, L, R}), dyb = in(dy, {D, R});
+  Halide::Runtime::Buffer<int32_t> ib = in(ids, {L, R});
+  using PoolKind = stlm::ref::PoolKind;
+  for (PoolKind kind : {PoolKind::Mean, PoolKind::Max, PoolKind::MaskedMean}) {
+    const int32_t *refIds = kind == PoolKind::MaskedMean ? ids.data() : nullptr;
+    Buffer y(D, R), dx(D, L, R);
+    int fwd = kind == PoolKind::Mean  ? test_pool_mean(xb, y)
+              : kind == PoolKind::Max ? test_pool_max(xb, y)
+                                      : test_pool_masked(xb, ib, y);
+    int bwd = kind == PoolKind::Mean  ? test_pool_mean_grad(xb, dyb, dx)
+              : kind == PoolKind::Max ? test_pool_max_grad(xb, dyb, dx)
+                                      : test_pool_masked_grad(ib, dyb, dx);
+    ASSERT_EQ(fwd, 0);
+    ASSERT_EQ(bwd, 0);
+    std::vector<float> ry(R * D), rdx(R * L * D);
+    stlm::ref::pool(kind, x.data(), refIds, R, L, D, ry.data());
+    stlm::ref::poolBackward(kind, x.data(), refIds, R, L, D, dy.data(),
+                            rdx.data());
+    const char *name = kind == PoolKind::Mean  ? "mean"
+                       : kind == PoolKind::Max ? "max"
+                                               : "masked mean";
+    expectClose(out(y), ry, 1e-6, name);
+    expectClose(out(dx), rdx, 1e-6, name);
+  }
+}
+
+TEST(HalideChunks, ChunkObjectivesMatchTheReference) {
+  // Logits [B, C, L, 258] against chunk targets (ref::chunkTargets) and the
+  // plain cross-entropy: next chunk with end markers, the chunk itself
+  // with and without pads counted; counts that stop early, one of 0.
+  std::mt19937 rng(23);
+  const int B = 2, C = 7, L = 6, V = 258, P = B * C * L;
+  auto logits = uniform(P * V, -4, 4, rng);
+  std::vector<int32_t> chunks(P, 256);
+  for (int c = 0; c < B * C; ++c)
+    for (int s = 0; s < 1 + int(rng() % L); ++s) // full chunks too
+      chunks[c * L + s] = 'a' + int(rng() % 26);
+  Buffer lb = in(logits, {V, P});
+  Halide::Runtime::Buffer<int32_t> cb = in(chunks);
+  using ChunkCE = int (*)(halide_buffer_t *, halide_buffer_t *,
+                          halide_buffer_t *, halide_buffer_t *);
+  using ChunkCEGrad = int (*)(halide_buffer_t *, halide_buffer_t *,
+                              halide_buffer_t *, float, halide_buffer_t *);
+  struct Case {
+    ChunkCE loss;
+    ChunkCEGrad grad;
+    bool next, maskPad;
+  };
+  for (const Case &k : {Case{test_chunk_ce_next, test_chunk_ce_next_grad,
+                             true, true},
+                        Case{test_chunk_ce_self, test_chunk_ce_self_grad,
+                             false, false},
+                        Case{test_chunk_ce_self_masked, nullptr, false,
+                             true}})
+    for (std::vector<int32_t> count : {std::vector<int32_t>{C, C},
+                                       std::vector<int32_t>{4, 0}}) {
+      std::vector<int32_t> targets(P);
+      std::vector<uint8_t> counted(P);
+      stlm::ref::chunkTargets(chunks.data(), B, C, L, count.data(), k.next,
+                              k.maskPad, targets.data(), counted.data());
+      std::unique_ptr<bool[]> c(new bool[P]);
+      int n = 0;
+      for (int p = 0; p < P; ++p)
+        n += c[p] = counted[p];
+      EXPECT_GT(n, 0);
+      float ref = 0;
+      ASSERT_TRUE(stlm::ref::crossEntropy(logits.data(), targets.data(),
+                                          c.get(), P, V, &ref));
+      auto loss = Halide::Runtime::Buffer<float>::make_scalar();
+      ASSERT_EQ(k.loss(lb, cb, in(count), loss), 0);
+      std::string what = std::string(k.next ? "next" : "self") +
+                         (k.maskPad ? ", pads masked" : ", pads counted") +
+                         ", count " + std::to_string(count[1]);
+      expectClose({loss()}, {ref}, 1e-6, what.c_str());
+      if (!k.grad)
+        continue;
+      std::vector<float> rd(P * V);
+      Buffer db(V, P);
+      ASSERT_EQ(k.grad(lb, cb, in(count), 0.75f, db), 0);
+      stlm::ref::crossEntropyBackward(logits.data(), targets.data(), c.get(),
+                                      P, V, 0.75f, rd.data());
+      expectClose(out(db), rd, 1e-6, (what + " grad").c_str());
+    }
 }
 
 using AttnFwd = int (*)(halide_buffer_t *, halide_buffer_t *,

@@ -212,8 +212,22 @@ protected:
       ASSERT_GT(perturbed, 0) << "no LoRA b to perturb";
     }
 
-    // A batch of pseudo-random bytes; targets are the tokens shifted.
     int64_t b = stlm_batch(native), t = stlm_context(native);
+    if (stlm_is_byte_pool(native)) {
+      // Word-like bytes (the model chunks them itself; no targets):
+      // words of a few letters, cut at chunk_bytes when long, between
+      // spaces and punctuation, and some UTF-8.
+      tokens.resize(b * t);
+      targets.clear();
+      uint64_t s = 4242;
+      for (int32_t &x : tokens) {
+        uint64_t r = stlm::splitmix64(s++) % 100;
+        x = r < 14 ? ' ' : r < 17 ? ",.\n"[r - 14] : r < 20 ? 0xc3 + r % 2 : 'a' + int(r % 26);
+      }
+      args = {Tensor::ints({b, t}, tokens)};
+      return;
+    }
+    // A batch of pseudo-random bytes; targets are the tokens shifted.
     std::vector<int32_t> bytes(b * (t + 1));
     uint64_t s = 12345;
     for (int32_t &x : bytes)
@@ -401,6 +415,38 @@ protected:
     measured.clip = std::max(measured.clip, std::fabs(clip - refClip) / refClip);
     std::printf("clip factor: native %.9f, reference %.9f\n", clip, refClip);
     compareOptimizer(tol, before, clipped, refClipped, results[2].scalar());
+  }
+
+  /// A byte-pool model's logits [B, C, L, 258] against the reference's,
+  /// and the runtime's refusals of what it does not run.
+  void compareBytePoolLogits(double tolerance = 1e-4) {
+    int64_t n = stlm_logits_size(native);
+    ASSERT_EQ(n, spec.train.batch * spec.core.context *
+                     spec.embedder.chunkBytes * 258);
+    std::vector<float> logits(n);
+    ASSERT_EQ(stlm_logits(native, tokens.data(), logits.data()), STLM_OK)
+        << stlm_error_message(native);
+    std::vector<Tensor> results;
+    std::string error;
+    ASSERT_TRUE(reference->call("logits", {args[0]}, results, error)) << error;
+    double scale = maxAbs(results[0].f);
+    EXPECT_GT(scale, 0);
+    EXPECT_LE(maxDiff(logits, results[0].f), tolerance * scale) << "logits";
+    // A value that is not a byte, and generation, are refused.
+    std::vector<int32_t> bad = tokens;
+    bad[5] = 256;
+    float loss = 0;
+    EXPECT_EQ(stlm_eval(native, bad.data(), nullptr, &loss),
+              STLM_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(stlm_error_message(native)).find("is not a byte"),
+              std::string::npos)
+        << stlm_error_message(native);
+    int32_t prompt = 'a';
+    EXPECT_EQ(stlm_generate(native, &prompt, 1, 4, nullptr, nullptr, nullptr,
+                            nullptr),
+              STLM_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(stlm_error_message(native)).find("byte-pool"),
+              std::string::npos);
   }
 
   /// Logits [n, V] of `ids` from position 0 by the reference @prefill
@@ -765,6 +811,65 @@ TEST_F(NativeVsReference, GradientAccumulation) {
   ASSERT_TRUE(reference->call("accumulate", {t2, y2}, results, error));
   ASSERT_TRUE(reference->call("apply", {}, results, error)) << error;
   EXPECT_NEAR(r.grad_norm, results[0].scalar(), 2e-2 * results[0].scalar());
+}
+
+TEST_F(NativeVsReference, BytePoolWordsMeanPoolBothObjectives) {
+  // Words of at most 6 bytes, mean pooling, the next-chunk objective with
+  // end markers and the reconstruction with every slot counted.
+  setUp("name: bp-words\n"
+        "embedder: {kind: byte_pool, chunking: words, chunk_bytes: 6,\n"
+        "           byte_width: 16, encoder_layers: 1, encoder_heads: 2,\n"
+        "           pool: mean}\n"
+        "core: {layers: 2, width: 32, heads: 2, ffn: swiglu, ffn_width: 48,\n"
+        "       context: 12}\n"
+        "head: {kind: byte_chunk, decoder_layers: 1, decoder_heads: 2}\n"
+        "objectives:\n"
+        "  - {kind: chunk_bytes, weight: 1.0, mask_pad: true}\n"
+        "  - {kind: reconstruction, weight: 0.3, mask_pad: false}\n"
+        "train: {batch: 3, steps: 10, warmup: 2}\n",
+        "bp-words");
+  ASSERT_EQ(stlm_is_byte_pool(native), 1);
+  compareGradients(kFP32);
+  compareTrainStep(kFP32);
+  compareBytePoolLogits();
+}
+
+TEST_F(NativeVsReference, BytePoolFixedMaskedMean) {
+  // Fixed chunks of 3 bytes in 4 slots (a pad slot in every chunk), pooled
+  // over the real slots.
+  setUp("name: bp-fixed\n"
+        "embedder: {kind: byte_pool, chunking: fixed, stride: 3,\n"
+        "           chunk_bytes: 4, byte_width: 16, encoder_layers: 1,\n"
+        "           encoder_heads: 2, pool: masked_mean}\n"
+        "core: {layers: 1, width: 32, heads: 2, ffn: swiglu, ffn_width: 48,\n"
+        "       context: 10}\n"
+        "head: {kind: byte_chunk, decoder_layers: 1, decoder_heads: 2}\n"
+        "objectives:\n"
+        "  - {kind: chunk_bytes, weight: 1.0, mask_pad: false}\n"
+        "train: {batch: 2, steps: 10, warmup: 2}\n",
+        "bp-fixed");
+  compareGradients(kFP32);
+  compareTrainStep(kFP32);
+  compareBytePoolLogits();
+}
+
+TEST_F(NativeVsReference, BytePoolMaxPool) {
+  // Max pooling: its gradient goes to the first maximal slot.
+  setUp("name: bp-max\n"
+        "embedder: {kind: byte_pool, chunking: words, chunk_bytes: 5,\n"
+        "           byte_width: 16, encoder_layers: 1, encoder_heads: 2,\n"
+        "           pool: max}\n"
+        "core: {layers: 1, width: 32, heads: 2, ffn: swiglu, ffn_width: 48,\n"
+        "       context: 8}\n"
+        "head: {kind: byte_chunk, decoder_layers: 1, decoder_heads: 2}\n"
+        "objectives:\n"
+        "  - {kind: chunk_bytes, weight: 1.0, mask_pad: true}\n"
+        "  - {kind: reconstruction, weight: 0.5, mask_pad: true}\n"
+        "train: {batch: 2, steps: 10, warmup: 2}\n",
+        "bp-max");
+  compareGradients(kFP32);
+  compareTrainStep(kFP32);
+  compareBytePoolLogits();
 }
 
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {

@@ -20,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -663,22 +664,62 @@ TEST(Chunk, WordsSeparatorsAndLongWords) {
   EXPECT_EQ(r.chunks, (Strings{" x##", "####"}));
 }
 
-TEST(Chunk, WordsSeparatorSetIsExactlyWhitespaceAndPunctuation) {
-  // "a" b "c": b opens a new chunk iff it is one of these 38 bytes.
-  const std::string separators =
-      " \t\n\v\f\r!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
-  ASSERT_EQ(separators.size(), 38u);
+TEST(Chunk, WordsSeparatorSetIsEveryAsciiByteButLettersAndDigits) {
+  // "a" b "c": b opens a new chunk iff it is ASCII and not a letter or
+  // digit (MODEL_SPEC): whitespace, punctuation and control bytes, 66 in
+  // all; bytes >= 128 never do, so UTF-8 characters stay whole.
+  int separators = 0;
   for (int b = 0; b < 256; ++b) {
     const int32_t bytes[3] = {'a', b, 'c'};
     int32_t chunks[3 * 4], count = -1;
     ASSERT_TRUE(chunk(ChunkMode::Words, bytes, nullptr, 1, 3, 0, 3, 4, chunks,
                       &count));
-    bool isSep = separators.find(static_cast<char>(b)) != std::string::npos;
+    bool isSep = b < 128 && !std::isalnum(b);
+    separators += isSep;
     EXPECT_EQ(count, isSep ? 2 : 1) << "byte " << b;
     if (isSep) {
       EXPECT_EQ(chunks[4], b) << "byte " << b;
     }
   }
+  EXPECT_EQ(separators, 66);
+}
+
+TEST(ChunkTargets, EndMarkersCountWithMaskedPads) {
+  // Two rows of 3 chunks of 4 slots; count 3 and 2.
+  auto row = [](const char *text) {
+    std::vector<int32_t> v;
+    for (const char *c = text; *c; ++c)
+      v.push_back(*c == '#' ? 256 : *c);
+    return v;
+  };
+  std::vector<int32_t> chunks = row("ab##" "cdef" "g###" "hi##" " jk#" "####");
+  const int32_t count[2] = {3, 2};
+  std::vector<int32_t> targets(24);
+  std::vector<uint8_t> counted(24);
+  auto flags = [&](bool next, bool maskPad) {
+    chunkTargets(chunks.data(), 2, 3, 4, count, next, maskPad, targets.data(),
+                 counted.data());
+    std::string f;
+    for (uint8_t c : counted)
+      f += c ? '1' : '0';
+    return f;
+  };
+  // Next chunk, pads masked: real bytes and the first pad after them;
+  // "cdef" is full (no marker); chunk c = count - 1 predicts nothing.
+  EXPECT_EQ(flags(true, true), "1111" "1100" "0000" "1111" "0000" "0000");
+  EXPECT_EQ(targets[0], 'c');
+  EXPECT_EQ(targets[4], 'g');
+  EXPECT_EQ(targets[5], 256);
+  EXPECT_EQ(targets[12], ' ');
+  // Every slot of the counted chunks without masking.
+  EXPECT_EQ(flags(true, false), "1111" "1111" "0000" "1111" "0000" "0000");
+  // The chunk itself: all counted chunks, the empty third of row 1 not.
+  EXPECT_EQ(flags(false, true), "1110" "1111" "1100" "1110" "1111" "0000");
+  EXPECT_EQ(flags(false, false), "1111" "1111" "1111" "1111" "1111" "0000");
+  // The bytes those objectives predict: "cdef" "g" " jk", and all but
+  // the empty chunk's.
+  EXPECT_EQ(chunkRealBytes(chunks.data(), 2, 3, 4, count, true), 8);
+  EXPECT_EQ(chunkRealBytes(chunks.data(), 2, 3, 4, count, false), 12);
 }
 
 TEST(Chunk, Fixed) {

@@ -211,6 +211,21 @@ TEST(Runtime, RefusesInputsThatAreNotABatch) {
     stlm_artifact a = artifact(manifest.c_str());
     expectRefused(a, STLM_ERROR_FORMAT, "inputs are not [batch, context]");
   }
+  // A byte-pool model (the manifest gives its chunks) takes one input,
+  // [batch, context] bytes, and its chunk shape must fit the row.
+  for (const char *inputs : {R"([[2, 4], [2, 4]])", R"([[2, 4, 1]])"}) {
+    std::string manifest = kGood;
+    manifest.replace(manifest.find("[[2, 4], [2, 4]]"), 16, inputs);
+    manifest.replace(manifest.find("\"inputs\""), 0,
+                     "\"chunks\": [2, 2], ");
+    stlm_artifact a = artifact(manifest.c_str());
+    expectRefused(a, STLM_ERROR_FORMAT, "not the [batch, context] bytes");
+  }
+  std::string pool = kGood;
+  pool.replace(pool.find("[[2, 4], [2, 4]]"), 16, "[[2, 4]]");
+  pool.replace(pool.find("\"inputs\""), 0, "\"chunks\": [5, 2], ");
+  stlm_artifact a = artifact(pool.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "gives 5 chunks of 2 bytes");
 }
 
 TEST(Runtime, PassesEachMicroBatchItsMaskSeed) {

@@ -233,6 +233,13 @@ bool readMlir(mlir::MLIRContext &context, llvm::SourceMgr &sources,
   mlir::stlm::ModelOp model = models.front();
   in.info.name = model.getSymName().str();
   in.info.vocab = vocabOf(model);
+  if (auto logits = model.lookupSymbol<mlir::func::FuncOp>("logits");
+      logits && logits.getNumResults() == 1)
+    if (auto t = dyn_cast<mlir::RankedTensorType>(logits.getResultTypes()[0]);
+        t && t.getRank() == 4) { // byte-pool: [batch, chunks, bytes, 258]
+      in.info.chunks = t.getDimSize(1);
+      in.info.chunkBytes = t.getDimSize(2);
+    }
   in.info.accumulate = mlir::stlm::TrainSettings::of(model).accumulate;
   if (in.info.vocab <= 0) {
     errs() << "stlm-compile: error: " << path << ": model '" << in.info.name
@@ -337,6 +344,10 @@ int main(int argc, char **argv) {
     in.spec = *parsed.spec;
     in.info = {in.spec->name, in.spec->embedder.vocabSize,
                in.spec->train.accumulate, stlm::specToJson(*in.spec)};
+    if (in.spec->embedder.kind == stlm::EmbedderKind::BytePool) {
+      in.info.chunks = in.spec->core.context;
+      in.info.chunkBytes = in.spec->embedder.chunkBytes;
+    }
   }
   if (printName) {
     outs() << in.info.name << "\n";

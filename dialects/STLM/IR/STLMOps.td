@@ -291,8 +291,9 @@ def STLM_ChunkOp : STLM_Op<"chunk", [Pure]> {
 
     - `fixed` (attribute `stride` = P, `1 ≤ P ≤ L`): every P bytes, so
       `C = ceil(N / P)` exactly;
-    - `words`: before every ASCII whitespace or punctuation byte (space,
-      `\t \n \v \f \r`, and ``!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~``); so a word
+    - `words`: before every ASCII byte that is not a letter or digit
+      (whitespace, punctuation and control bytes; bytes ≥ 128 never start
+      a chunk, so a UTF-8 character is never split by this rule); so a word
       keeps its leading space and long words are cut at L;
     - `given`: where `boundaries[b, i]` (`[B, N] i1`) is true, so an
       external tokenizer drives the chunks.
@@ -687,9 +688,10 @@ def STLM_ChunkBytesLossOp : STLM_Op<"chunk_bytes_loss", [Pure]> {
     `logits: [B, C, L, 258]` (the decoder output at chunk `c` predicts the
     L bytes of chunk `c+1`), `chunks: [B, C, L] i32`, optional
     `count: [B] i32` (from `stlm.chunk`) → `f32`. The counted targets are
-    `(b, c, s)` with `c + 1 < count[b]` (`c < C − 1` without `count`),
-    excluding those whose target `chunks[b, c+1, s]` is the pad byte 256
-    when `mask_pad` is set:
+    `(b, c, s)` with `c + 1 < count[b]` (`c < C − 1` without `count`);
+    with `mask_pad` set, only the targets `chunks[b, c+1, s]` that are
+    real bytes or the chunk's end marker (the first pad byte 256 after its
+    bytes, at `s > 0`; a full chunk has none) count:
     `loss = −mean over counted (b,c,s) of
     log softmax(logits[b, c, s])[chunks[b, c+1, s]]`; 0 (with gradient 0)
     if none is counted. Pass `count` so that the all-pad chunks after the
@@ -717,7 +719,7 @@ def STLM_ReconstructionLossOp : STLM_Op<"reconstruction_loss", [Pure]> {
     itself), `chunks: [B, C, L] i32`, optional `count: [B] i32` → `f32`:
     like `stlm.chunk_bytes_loss` but the target of `(b, c, s)` is
     `chunks[b, c, s]` and the counted chunks are `c < count[b]` (all `C`
-    without `count`), pad targets excluded when `mask_pad`.
+    without `count`), with `mask_pad` only real bytes and end markers.
 
     ```mlir
     %loss = stlm.reconstruction_loss %l, %c count(%n) : tensor<4x64x12x258xf32>, tensor<4x64x12xi32>, tensor<4xi32>

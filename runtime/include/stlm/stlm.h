@@ -146,8 +146,15 @@ const char *stlm_error_message(const stlm_model *model);
 /* The model. */
 const char *stlm_model_name(const stlm_model *model);
 int64_t stlm_batch(const stlm_model *model);   /* rows of a batch */
-int64_t stlm_context(const stlm_model *model); /* tokens per row */
+int64_t stlm_context(const stlm_model *model); /* tokens (bytes) per row */
 int64_t stlm_vocab(const stlm_model *model);   /* logits per position */
+/* A byte-pool model (embedder byte_pool): its batch is [batch, context]
+ * bytes that it cuts into chunks itself; it takes no targets (pass NULL)
+ * and predicts 258 classes (256 bytes, pad, end) per chunk slot. */
+int stlm_is_byte_pool(const stlm_model *model);
+/* Floats stlm_logits writes: batch · context · vocab for a token model,
+ * batch · chunks · chunk_bytes · vocab for a byte-pool one. */
+int64_t stlm_logits_size(const stlm_model *model);
 /* Micro-batches per training step (gradient accumulation; 1 without). */
 int64_t stlm_accumulate(const stlm_model *model);
 /* The spec the model was compiled from, as JSON. */
@@ -182,7 +189,8 @@ stlm_status stlm_write(stlm_model *model, const char *name,
                        const float *values, size_t count);
 
 /* Compute. tokens and targets are int32 [batch, context] ids in
- * [0, stlm_vocab) (others are STLM_ERROR_ARGUMENT), any alignment;
+ * [0, stlm_vocab) (others are STLM_ERROR_ARGUMENT), any alignment; for a
+ * byte-pool model tokens are bytes in [0, 256) and targets are ignored;
  * for stlm_train_step, [accumulate × batch, context]: the step's
  * micro-batches one after the other (its loss is their mean). */
 stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
@@ -233,7 +241,9 @@ stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
                              float *loss);
 
 /* Logits of a batch: tokens int32 [batch, context] -> logits float
- * [batch, context, vocab]. */
+ * [batch, context, vocab]; for a byte-pool model [batch, chunks,
+ * chunk_bytes, vocab], where chunk c predicts the bytes of chunk c + 1
+ * (stlm_logits_size floats either way). */
 stlm_status stlm_logits(stlm_model *model, const int32_t *tokens,
                         float *logits);
 
@@ -256,7 +266,9 @@ typedef int (*stlm_token_fn)(int32_t token, void *user);
  * as it is chosen; `*generated` (may be NULL) is the number produced. The
  * model sees the last stlm_context tokens: the prompt (or its end) is run
  * at once, then one token per step against the cache; when the context is
- * full, the cache is refilled from the last context/2 tokens. */
+ * full, the cache is refilled from the last context/2 tokens. Token models
+ * only: for a byte-pool model (a chunk at a time) it is not compiled yet
+ * and returns STLM_ERROR_ARGUMENT. */
 stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
                           size_t prompt_len, size_t max_tokens,
                           const stlm_sampling *sampling,
