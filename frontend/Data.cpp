@@ -88,6 +88,13 @@ void TextData::trainBatch(uint64_t seed, int64_t step, int64_t batch,
   }
 }
 
+void TextData::validationRow(int64_t offset, int64_t n, int32_t *out) const {
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t at = split + offset + k;
+    out[k] = at < static_cast<int64_t>(bytes.size()) ? bytes[at] : 256;
+  }
+}
+
 void TextData::validationWindow(int64_t index, int32_t *out) const {
   int64_t off = split + index * width;
   for (int64_t k = 0; k < width; ++k)

@@ -47,6 +47,9 @@ public:
   }
   /// Window `index` of the validation split into `out` (W bytes).
   void validationWindow(int64_t index, int32_t *out) const;
+  /// `n` values from validation byte `offset` into `out`, 256 (no byte)
+  /// past the split's end: a byte-pool model's contiguous windows.
+  void validationRow(int64_t offset, int64_t n, int32_t *out) const;
   /// The offset of the first byte ≥ `limit`, or -1 when there is none.
   int64_t firstByteFrom(int limit) const;
   uint8_t byteAt(int64_t offset) const { return bytes[offset]; }

@@ -69,7 +69,11 @@ def AutodiffPass : Pass<"stlm-autodiff", "::mlir::ModuleOp"> {
       decay on parameters of rank ≥ 2 only) with the moments in
       `stlm.state @opt.m.<p>` / `@opt.v.<p>`; finally `@step` += 1. All
       updates are `stlm.assign`s.
-    - `@eval(<@loss inputs>) -> loss`: the loss without an update.
+    - `@eval(<@loss inputs>) -> (loss, term_1, …, term_k)`: the loss
+      without an update, then each objective's own mean loss in the
+      order of the `stlm.weighted_sum` that @loss returns (the loss
+      itself, once, when @loss returns a single objective), so that a
+      validation loss can be pooled over counted targets per objective.
 
     With gradient accumulation (`accumulate = k > 1` in `stlm.train`),
     `@train_step` is replaced by `@accumulate(<@loss inputs>) -> loss`, which

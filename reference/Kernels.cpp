@@ -168,7 +168,7 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
   assert(mode != ChunkMode::Fixed || (stride >= 1 && stride <= L));
   assert(mode != ChunkMode::Given || boundaries);
   for (int64_t i = 0; i < B * N; ++i)
-    if (bytes[i] < 0 || bytes[i] > 255)
+    if (bytes[i] < 0 || bytes[i] > kPadByte)
       return false;
 
   std::fill(chunks, chunks + B * C * L, kPadByte);
@@ -177,6 +177,8 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
     int64_t c = -1;   // The chunk being filled.
     int64_t fill = 0; // Bytes already in chunk c.
     for (int64_t i = 0; i < N; ++i) {
+      if (row[i] == kPadByte) // no byte: the row's text ended
+        break;
       bool start = i == 0 || fill == L;
       switch (mode) {
       case ChunkMode::Fixed:

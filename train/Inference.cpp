@@ -62,15 +62,14 @@ bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
 bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
                       const Feed &feed, const TextData &data, int64_t windows,
                       const BatchLoss &loss, FILE *out, std::string &error) {
-  int64_t used = 0;
-  double value = validationLoss(loss, data, feed, windows, used, error);
-  if (std::isnan(value))
+  Validation v = validationLoss(loss, data, feed, windows, error);
+  if (std::isnan(v.loss))
     return false;
   std::fprintf(out, "%s on %s: val loss %.4f", spec.name.c_str(),
-               dataPath.c_str(), value);
-  if (lossIsPerByte(spec))
-    std::fprintf(out, " | %.3f bits/byte", value / std::log(2.0));
-  std::fprintf(out, " | %lld windows\n", static_cast<long long>(used));
+               dataPath.c_str(), v.loss);
+  if (!std::isnan(v.bitsPerByte))
+    std::fprintf(out, " | %.3f bits/byte", v.bitsPerByte);
+  std::fprintf(out, " | %lld windows\n", static_cast<long long>(v.windows));
   return true;
 }
 

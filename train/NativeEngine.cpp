@@ -406,6 +406,21 @@ const int32_t *targetsOf(const std::vector<ref::Tensor<float>> &batch) {
   return batch.size() >= 2 ? batch[1].i.data() : nullptr;
 }
 
+/// The loss of a batch and each objective's own (stlm_eval_objectives).
+bool evalObjectives(stlm_model *model,
+                    const std::vector<ref::Tensor<float>> &args,
+                    std::vector<float> &losses, std::string &error) {
+  std::vector<int32_t> seeds;
+  if (!batchSeed(args, seeds, error))
+    return false;
+  losses.assign(1 + stlm_objectives(model), 0.0f);
+  if (stlm_eval_objectives(model, args[0].i.data(), targetsOf(args),
+                           seeds[0], losses.data()) == STLM_OK)
+    return true;
+  error = stlm_error_message(model);
+  return false;
+}
+
 class NativeEngine : public TrainEngine {
 public:
   explicit NativeEngine(const NativeOptions &o) : opener(o) {}
@@ -473,13 +488,9 @@ public:
     loss = r.loss, norm = r.grad_norm, lr = r.lr;
     return true;
   }
-  bool evalLoss(const std::vector<ref::Tensor<float>> &args, float &loss,
-                std::string &error) override {
-    std::vector<int32_t> seeds;
-    return batchSeed(args, seeds, error) &&
-           check(stlm_eval_seeded(model, args[0].i.data(), targetsOf(args),
-                                  seeds[0], &loss),
-                 error);
+  bool evalLoss(const std::vector<ref::Tensor<float>> &args,
+                std::vector<float> &losses, std::string &error) override {
+    return evalObjectives(model, args, losses, error);
   }
   bool joinRanks(Collective &ranks, std::string &error) override {
     return check(stlm_set_allreduce(model, ranks.size(), &allreduceHook,
@@ -563,9 +574,9 @@ public:
                  std::string &error) override {
     return inner->trainStep(micro, loss, norm, lr, error);
   }
-  bool evalLoss(const std::vector<ref::Tensor<float>> &args, float &loss,
-                std::string &error) override {
-    return inner->evalLoss(args, loss, error);
+  bool evalLoss(const std::vector<ref::Tensor<float>> &args,
+                std::vector<float> &losses, std::string &error) override {
+    return inner->evalLoss(args, losses, error);
   }
   bool joinRanks(Collective &ranks, std::string &error) override {
     return inner->joinRanks(ranks, error);
@@ -627,16 +638,9 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
     noteFallback(options, spec, error, "evaluating");
     return evaluateWithReference(checkpoint, dataPath, windows, out, err);
   }
-  BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args, float &l,
-                       std::string &e) {
-    std::vector<int32_t> seeds;
-    if (!batchSeed(args, seeds, e))
-      return false;
-    if (stlm_eval_seeded(m.model, args[0].i.data(), targetsOf(args),
-                         seeds[0], &l) == STLM_OK)
-      return true;
-    e = stlm_error_message(m.model);
-    return false;
+  BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args,
+                       std::vector<float> &l, std::string &e) {
+    return evalObjectives(m.model, args, l, e);
   };
   if (!reportValidation(spec, dataPath, feed, data, windows, loss, out, error))
     return fail(error);

@@ -447,8 +447,10 @@ int Session::run() {
 
 
   const int64_t k = spec.train.accumulate; // micro-batches per step (rank)
-  int64_t bytesPerStep =
-      size * k * feed.batch * (feed.token ? feed.context : feed.window);
+  // Throughput counts the bytes of text the steps consumed (a byte-pool
+  // window's chunks may end before the window's bytes do); every rank is
+  // taken to consume what this one does.
+  double bytesDone = 0;
   if (progress)
     std::fprintf(progress,
                  "training '%s' (%lld parameters%s) with %s%s: steps "
@@ -472,22 +474,22 @@ int Session::run() {
                  static_cast<long long>(data.trainBytes()),
                  static_cast<long long>(data.validationBytes()));
 
-  bool perByte = lossIsPerByte(spec);
   auto runEval = [&](int64_t step) -> bool {
     if (!lead)
       return true; // rank 0 evaluates
-    int64_t windows = 0;
-    BatchLoss batchLoss = [&](const std::vector<Tensor> &args, float &l,
-                              std::string &e) {
+    BatchLoss batchLoss = [&](const std::vector<Tensor> &args,
+                              std::vector<float> &l, std::string &e) {
       return engine.evalLoss(args, l, e);
     };
-    double loss = validationLoss(batchLoss, data, feed, opt.evalWindows,
-                                 windows, error);
-    if (std::isnan(loss)) {
+    Validation v =
+        validationLoss(batchLoss, data, feed, opt.evalWindows, error);
+    if (std::isnan(v.loss)) {
       error = "evaluation at step " + std::to_string(step) + ": " + error;
       return false;
     }
-    double bpb = loss / std::log(2.0);
+    double loss = v.loss, bpb = v.bitsPerByte;
+    int64_t windows = v.windows;
+    bool perByte = !std::isnan(bpb);
     if (progress) {
       std::string perByteText;
       if (perByte) {
@@ -539,6 +541,7 @@ int Session::run() {
       int64_t i = (step * size + rank) * k + m;
       data.trainBatch(seed, i, feed.batch, windows);
       micro.push_back(feed.args(windows, batchSeed(i)));
+      bytesDone += static_cast<double>(size) * feed.consumedBytes(windows);
     }
     float loss = 0, norm = 0, lr = 0;
     if (!engine.trainStep(micro, loss, norm, lr, error))
@@ -549,7 +552,7 @@ int Session::run() {
     double elapsed =
         std::chrono::duration<double>(Clock::now() - start).count();
     int64_t done = step + 1 - startStep;
-    double rate = elapsed > 0 ? done * bytesPerStep / elapsed : 0;
+    double rate = elapsed > 0 ? bytesDone / elapsed : 0;
     double eta = done > 0 ? elapsed / done * (steps - step - 1) : 0;
     bool timeUp = opt.maxSeconds > 0 && elapsed >= opt.maxSeconds &&
                   step + 1 < steps;

@@ -68,9 +68,10 @@ public:
   virtual bool
   trainStep(const std::vector<std::vector<ref::Tensor<float>>> &micro,
             float &loss, float &norm, float &lr, std::string &error) = 0;
-  /// The loss of one batch, without updating anything.
+  /// The losses of one batch, without updating anything: the loss, then
+  /// each objective's own (see BatchLoss).
   virtual bool evalLoss(const std::vector<ref::Tensor<float>> &args,
-                        float &loss, std::string &error) = 0;
+                        std::vector<float> &losses, std::string &error) = 0;
   /// What decides this engine's arithmetic beyond the spec (after
   /// prepare): ranks of one run must agree on it. A compiled artifact's
   /// matmul precision, which stlm-compile chooses per CPU.

@@ -224,6 +224,9 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
     j.rawValue(info.bf16Probe);
     j.attributeEnd();
   }
+  if (mlir::func::FuncOp eval = function(model, "eval"))
+    j.attribute(key::kObjectives,
+                static_cast<int64_t>(eval.getNumResults()) - 1);
   if (info.chunks > 0)
     j.attributeArray(key::kChunks, [&] {
       j.value(info.chunks);
@@ -868,10 +871,13 @@ std::string artifactHeader(const ArtifactModel &info,
      << "int32_t " << prefix << "_grad(void *weights, void *arena, "
      << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
         "*seed, float *loss);\n"
-     << "/* The loss of one batch, without gradients. */\n"
+     << "/* The loss of one batch, without gradients, then each objective's "
+        "own mean\n * loss in the spec's order (" << up
+     << "_OBJECTIVES floats after the loss). */\n"
+     << "#define " << up << "_OBJECTIVES " << info.objectives << "\n"
      << "int32_t " << prefix << "_eval(void *weights, void *arena, "
      << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
-        "*seed, float *loss);\n";
+        "*seed, float *out);\n";
   if (bytePool)
     os << "/* Logits [BATCH, CHUNKS, CHUNK_BYTES, VOCAB] of a batch: chunk c "
           "predicts the\n * bytes of chunk c + 1. */\n"

@@ -63,6 +63,8 @@ struct ArtifactModel {
   bool bf16Compute = false;
   /// What stlm-compile measured of the CPU's bf16 (JSON), when it did.
   std::string bf16Probe;
+  /// The objectives whose own losses @eval returns after the loss.
+  int64_t objectives = 1;
   /// A byte-pool model's chunks and bytes per chunk (its @logits are
   /// [batch, chunks, chunk_bytes, vocab]); 0 for a token model.
   int64_t chunks = 0, chunkBytes = 0;

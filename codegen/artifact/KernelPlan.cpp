@@ -98,6 +98,9 @@ struct Planner {
   /// contexts get the blocked schedule (O(T + S) scratch per thread),
   /// which needs a head of two channels or more for its row statistics.
   static constexpr int64_t kMaterialisedBytes = int64_t(16) << 20;
+  /// Bidirectional attention over at most this many positions (the slots
+  /// of a chunk) runs stlm_chunk_attention: a chunk per vector lane.
+  static constexpr int64_t kChunkSlots = 16;
   KernelSpec attention(const char *gen, ir::MaskKind mask, Value q, Value k,
                        int64_t heads, int64_t kv, bool backward) {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
@@ -107,6 +110,16 @@ struct Planner {
     bool batchwise = heads == kv && time == keys;
     int64_t held = 2 * 4 * heads * time * keys * (batchwise ? 1 : batch);
     bool blocked = headDim >= 2 && held > kMaterialisedBytes;
+    // Inside chunks (a few slots, no mask): the chunks are the vector lanes.
+    if (mask != ir::MaskKind::causal && time == keys &&
+        time <= kChunkSlots)
+      return {backward ? "stlm_chunk_attention_grad" : "stlm_chunk_attention",
+              {{"batch", num(batch)},
+               {"time", num(time)},
+               {"keys", num(keys)},
+               {"heads", num(heads)},
+               {"kv_heads", num(kv)},
+               {"head_dim", num(headDim)}}};
     KernelSpec spec{
         gen,
         {{"batch", num(batch)},

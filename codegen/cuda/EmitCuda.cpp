@@ -939,10 +939,10 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
       return failure();
   auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
   Result r;
-  if (name == "train_step" || name == "apply") {
-    // loss, norm, lr (apply: norm, lr): gathered into floats for one
-    // download.
-    int64_t outAt = scalarSlot(16);
+  if (name == "train_step" || name == "apply" || name == "eval") {
+    // loss, norm, lr (apply: norm, lr; eval: the loss and each
+    // objective's): gathered into floats for one download.
+    int64_t outAt = scalarSlot(4 * ret.getNumOperands());
     for (auto [k, v] : llvm::enumerate(ret.getOperands()))
       copy("(char *)c.scalars + " + std::to_string(outAt + 4 * k),
            ptr(places.lookup(v), "char"), 4);

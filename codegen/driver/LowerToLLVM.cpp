@@ -530,6 +530,10 @@ LogicalResult Lowering::lowerPlanned(func::FuncOp fn, bool isGrad) {
     return failure();
   Value lossOut = current.getArgument(current.getNumArguments() - 1);
   b.create<LLVM::StoreOp>(loc, scalarOf(ret->getOperand(0)), lossOut);
+  // @eval: then each objective's own loss (stlm-autodiff).
+  for (unsigned i = 1; !isGrad && i < ret->getNumOperands(); ++i)
+    b.create<LLVM::StoreOp>(loc, scalarOf(ret->getOperand(i)),
+                            offsetPtr(lossOut, 4 * static_cast<int64_t>(i)));
   if (isGrad) {
     auto names = fn->getAttrOfType<ArrayAttr>("stlm.grad_params");
     for (auto [i, v] : llvm::enumerate(ret->getOperands().drop_front())) {

@@ -4,13 +4,14 @@
 // core's: matmuls, RMSNorm, bidirectional attention, SwiGLU). Row-major
 // tensors; in Halide coordinates dimension 0 is the last one.
 //   stlm_chunk             bytes [B, N] -> out [B, C, L], count [B]
-//                          (mode fixed with stride P, or words)
+//                          (mode fixed with stride P, or words; the value
+//                          256 ends a row)
 //   stlm_pool              x [R, L, D] -> y [R, D] (kind mean | max)
 //   stlm_pool_grad         x, dy [R, D] -> dx [R, L, D]
 //   stlm_pool_masked       x, ids [R, L] -> y (mean over the non-pad slots)
 //   stlm_pool_masked_grad  ids, dy -> dx
 // Each matches its reference twin in reference/Kernels.h (chunk, pool,
-// poolBackward). Bytes outside [0, 256) are the caller's to refuse (the
+// poolBackward). Values outside [0, 256] are the caller's to refuse (the
 // runtime checks a batch before a kernel runs).
 //
 //===----------------------------------------------------------------------===//
@@ -54,19 +55,26 @@ public:
     } else {
       stlm::halide::fail(name, "mode must be fixed or words, not '" + m + "'");
     }
-    // pos(i) = (chunk of byte i, bytes in that chunk up to and with i).
-    pos(i, b) = Tuple(0, 1);
+    // pos(i) = (chunk of byte i, bytes in that chunk up to and with i,
+    // whether the row ended at or before i: the value 256 is no byte, it
+    // and everything after it are not chunked). Only i = 0 keeps the pure
+    // definition.
+    pos(i, b) = Tuple(0, 1, cast<int32_t>(in(i, b) == kPad));
     RDom r(1, N - 1, "r");
     Expr c = pos(r - 1, b)[0], fill = pos(r - 1, b)[1];
+    Expr ended = pos(r - 1, b)[2] != 0 || in(r, b) == kPad;
     Expr start = opens(r, b) || fill == L;
-    pos(r, b) = Tuple(select(start, c + 1, c), select(start, 1, fill + 1));
+    pos(r, b) = Tuple(select(ended, c, select(start, c + 1, c)),
+                      select(ended, fill, select(start, 1, fill + 1)),
+                      cast<int32_t>(ended));
 
     out(s, k, b) = kPad;
     RDom all(0, N, "all");
     Expr chunk = pos(all, b)[0], slot = pos(all, b)[1] - 1;
     Expr cs = clamp(slot, 0, L - 1), ck = clamp(chunk, 0, C - 1);
-    out(cs, ck, b) = select(chunk < C, in(all, b), out(cs, ck, b));
-    count(b) = min(pos(N - 1, b)[0] + 1, C);
+    Expr placed = chunk < C && pos(all, b)[2] == 0;
+    out(cs, ck, b) = select(placed, in(all, b), out(cs, ck, b));
+    count(b) = select(pos(0, b)[2] != 0, 0, min(pos(N - 1, b)[0] + 1, C));
   }
   void schedule() {
     stlm::halide::requireAligned(in, out, count);

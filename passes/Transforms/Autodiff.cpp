@@ -459,6 +459,19 @@ LogicalResult buildTraining(ModelOp model, bool splitStep) {
   // the native path can compile it.
   if (failed(diff.flatten(eval)))
     return failure();
+  // Then each objective's own loss after the weighted one.
+  auto ret = cast<func::ReturnOp>(eval.getBody().front().getTerminator());
+  Value total = ret.getOperand(0);
+  SmallVector<Value> results = {total};
+  if (auto sum = total.getDefiningOp<WeightedSumOp>())
+    llvm::append_range(results, sum.getTerms());
+  else
+    results.push_back(total);
+  b.setInsertionPoint(ret);
+  b.create<func::ReturnOp>(ret.getLoc(), results);
+  ret.erase();
+  eval.setFunctionType(b.getFunctionType(
+      inputs, SmallVector<Type>(results.size(), f32)));
   return success();
 }
 

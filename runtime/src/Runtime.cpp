@@ -171,6 +171,7 @@ struct stlm_model {
   bool chunked = false;  // a byte-pool model: the batch is [batch, context]
                          // bytes, no targets; logits per chunk slot
   int64_t logitsCount = 0; // floats stlm_logits writes
+  int64_t objectives = 0;  // objectives' own losses @eval writes after it
   // Data-parallel training (stlm_set_allreduce): the hook that sums the
   // gradient sums and loss_acc over the ranks, and the blob's range that
   // holds them (bytes [reduceBegin, reduceEnd); loss_acc at lossOffset).
@@ -331,6 +332,13 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                           : "the artifact's inputs are not [batch, context] "
                             "tokens and targets (and a mask seed)");
     usesSeed = inputs.size() == 3;
+    if (m.contains(key::kObjectives)) {
+      objectives = m.at(key::kObjectives).get<int64_t>();
+      if (objectives < 1 || objectives > 64)
+        return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives " +
+                                           std::to_string(objectives) +
+                                           " objectives");
+    }
     batch = inputs[0][0].get<int64_t>();
     context = inputs[0][1].get<int64_t>();
     // A spec's batch and context are at most 2^20 each (frontend limits).
@@ -506,11 +514,12 @@ stlm_status stlm_model::checkBatch(const int32_t *tok, const int32_t *tgt,
   int64_t n = batch * context;
   if (chunked) {
     for (int64_t i = 0; i < n; ++i)
-      if (tok[i] < 0 || tok[i] > 255)
+      if (tok[i] < 0 || tok[i] > 256)
         return fail(STLM_ERROR_ARGUMENT,
                     std::string(what) + ": " + std::to_string(tok[i]) +
                         " at position " + std::to_string(i) +
-                        " is not a byte (a byte-pool model reads 0-255)");
+                        " is not a byte (a byte-pool model reads 0-255, "
+                        "and 256 where a row's text ends)");
     return STLM_OK;
   }
   for (const auto &[ids, kind] : {std::pair{tok, "token"}, {tgt, "target"}})
@@ -1150,13 +1159,40 @@ stlm_status stlm_eval(stlm_model *model, const int32_t *tokens,
   return stlm_eval_seeded(model, tokens, targets, 0, loss);
 }
 
+stlm_status stlm_eval_objectives(stlm_model *model, const int32_t *tokens,
+                                 const int32_t *targets, int32_t seed,
+                                 float *out) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!out)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "evaluation: the result must not be null");
+  // @eval writes the loss and then each objective's own.
+  float buffer[65];
+  stlm_status s = model->run(model->artifact->eval, tokens, targets, seed,
+                             buffer, "evaluation");
+  if (s == STLM_OK)
+    std::memcpy(out, buffer, sizeof(float) * (1 + model->objectives));
+  return s;
+}
+
 stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
                              const int32_t *targets, int32_t seed,
                              float *loss) {
   if (!model || !model->artifact)
     return badModel();
-  return model->run(model->artifact->eval, tokens, targets, seed, loss,
-                    "evaluation");
+  if (!loss)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "evaluation: the result must not be null");
+  float out[65];
+  stlm_status s = stlm_eval_objectives(model, tokens, targets, seed, out);
+  if (s == STLM_OK)
+    *loss = out[0];
+  return s;
+}
+
+int64_t stlm_objectives(const stlm_model *model) {
+  return model ? model->objectives : 0;
 }
 
 int stlm_uses_seed(const stlm_model *model) {

@@ -38,9 +38,12 @@
 // CHECK:         stlm.adamw %{{.*}}, %[[C]]#1, {{.*}} weight_decay = 0.000000e+00 : f64} : tensor<8xf32>
 // CHECK:         stlm.assign @step, %[[STEP]] : tensor<i32>
 // CHECK:         return %[[R]]#0, %[[NORM]], %[[LR]]
-// CHECK:       func.func @eval(%{{.*}}: tensor<2x4xi32>, %{{.*}}: tensor<2x4xi32>) -> tensor<f32>
+// One objective: @eval returns the loss, then that objective's own loss
+// (the same value).
+// CHECK:       func.func @eval(%{{.*}}: tensor<2x4xi32>, %{{.*}}: tensor<2x4xi32>) -> (tensor<f32>, tensor<f32>)
 // CHECK-NOT:     call @loss
-// CHECK:         stlm.next_token_loss
+// CHECK:         %[[EL:.*]] = stlm.next_token_loss
+// CHECK:         return %[[EL]], %[[EL]] : tensor<f32>, tensor<f32>
 stlm.model @tied attributes {stlm.train = {lr = 5.0e-3, min_lr = 0.0, warmup = 0, steps = 10, schedule = "constant", beta1 = 0.8, weight_decay = 0.25, grad_clip = 0.5}} {
   stlm.param @e : tensor<16x8xf32> = normal(0.02)
   stlm.param @g : tensor<8xf32> = ones
@@ -121,6 +124,13 @@ stlm.model @shared {
 // CHECK:         stlm.pool_grad max
 // CHECK:         stlm.sum_leading %{{.*}} : tensor<2x3x8x4xf32> -> tensor<8x4xf32>
 // CHECK:         stlm.embed_grad %[[C]], %{{.*}} : tensor<2x3x8xi32>, tensor<2x3x8x4xf32> -> tensor<258x4xf32>
+// Weighted objectives: @eval returns the weighted loss, then each
+// objective's own, in the order of the weighted sum.
+// CHECK:       func.func @eval(%{{.*}}: tensor<2x12xi32>) -> (tensor<f32>, tensor<f32>, tensor<f32>)
+// CHECK:         %[[E0:.*]] = stlm.chunk_bytes_loss
+// CHECK:         %[[E1:.*]] = stlm.reconstruction_loss
+// CHECK:         %[[EW:.*]] = stlm.weighted_sum %[[E0]], %[[E1]]
+// CHECK:         return %[[EW]], %[[E0]], %[[E1]]
 stlm.model @bytes {
   stlm.param @bytes : tensor<258x4xf32> = normal(0.02)
   stlm.param @slots : tensor<8x4xf32> = normal(0.02)

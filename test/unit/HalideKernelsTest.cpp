@@ -85,6 +85,10 @@
 #include "test_embed_grad.h"
 #include "test_gelu.h"
 #include "test_mask.h"
+#include "test_chunk_attn.h"
+#include "test_chunk_attn_grad.h"
+#include "test_chunk_attn_odd.h"
+#include "test_chunk_attn_odd_grad.h"
 #include "test_chunk_ce_next.h"
 #include "test_chunk_ce_next_grad.h"
 #include "test_chunk_ce_self.h"
@@ -715,6 +719,11 @@ TEST(HalideChunks, ChunkingMatchesTheReference) {
       std::vector<int32_t> bytes = wordBytes(B * N, rng);
       if (round == 3) // one long word: cut every L bytes, capacity spent
         std::fill(bytes.begin(), bytes.begin() + N, 'x');
+      if (round == 2) { // rows that end early (256): mid-row, and at once
+        std::fill(bytes.begin() + N + 30, bytes.begin() + 2 * N, 256);
+        bytes[N + 40] = 'q'; // after the end: not read
+        std::fill(bytes.begin() + 2 * N, bytes.end(), 256);
+      }
       IBuf chunks(L, C, B), count(B);
       int rc = fixed ? test_chunk_fixed(in(bytes, {N, B}), chunks, count)
                      : test_chunk_words(in(bytes, {N, B}), chunks, count);
@@ -921,6 +930,16 @@ TEST(HalideAttention, BidirectionalInsideChunks) {
 
 // The blocked backward (long contexts): statistics saved by the query pass,
 // probabilities recomputed per block of keys.
+TEST(HalideAttention, ChunkAttentionAcrossChunkLanes) {
+  // Attention inside chunks, a chunk per vector lane: 37 chunks (two
+  // whole blocks of 16 and a ragged one), 4 heads over 2 kv heads of
+  // width 24 (not a vector); and odd sizes (5 slots, heads of 3).
+  checkAttention(test_chunk_attn, test_chunk_attn_grad, false, 37, 8, 8, 4,
+                 2, 24, 0);
+  checkAttention(test_chunk_attn_odd, test_chunk_attn_odd_grad, false, 5, 5,
+                 5, 2, 2, 3, 0);
+}
+
 TEST(HalideAttention, BlockedBackwardRaggedGroupedHeads) {
   for (int offset : {2, 0, -5})
     checkAttention(test_attn_causal, test_attn_causal_grad_blocked, true, 2,

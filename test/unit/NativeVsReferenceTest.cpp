@@ -432,9 +432,27 @@ protected:
     double scale = maxAbs(results[0].f);
     EXPECT_GT(scale, 0);
     EXPECT_LE(maxDiff(logits, results[0].f), tolerance * scale) << "logits";
+    // Each objective's own loss (validation pools them per objective).
+    ASSERT_EQ(stlm_objectives(native),
+              static_cast<int64_t>(spec.objectives.size()));
+    std::vector<float> terms(1 + spec.objectives.size());
+    ASSERT_EQ(stlm_eval_objectives(native, tokens.data(), nullptr, 0,
+                                   terms.data()),
+              STLM_OK);
+    ASSERT_TRUE(reference->call("eval", args, results, error)) << error;
+    ASSERT_EQ(results.size(), terms.size());
+    double weighted = 0;
+    for (size_t i = 0; i < terms.size(); ++i) {
+      EXPECT_NEAR(terms[i], results[i].scalar(),
+                  1e-5 * std::fabs(results[i].scalar()))
+          << "eval result " << i;
+      if (i > 0)
+        weighted += spec.objectives[i - 1].weight * terms[i];
+    }
+    EXPECT_NEAR(terms[0], weighted, 1e-5 * weighted);
     // A value that is not a byte, and generation, are refused.
     std::vector<int32_t> bad = tokens;
-    bad[5] = 256;
+    bad[5] = 257;
     float loss = 0;
     EXPECT_EQ(stlm_eval(native, bad.data(), nullptr, &loss),
               STLM_ERROR_ARGUMENT);

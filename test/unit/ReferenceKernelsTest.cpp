@@ -722,6 +722,26 @@ TEST(ChunkTargets, EndMarkersCountWithMaskedPads) {
   EXPECT_EQ(chunkRealBytes(chunks.data(), 2, 3, 4, count, false), 12);
 }
 
+TEST(Chunk, TheValue256EndsARow) {
+  // "ab cd" then 256: the row ends; what follows is not read. A row that
+  // starts with 256 has no chunk. 257 is not a byte.
+  const int32_t bytes[2 * 8] = {'a', 'b', ' ', 'c', 'd', 256, 'x', 'y',
+                                256, 'z', 'z', 'z', 'z', 'z', 'z', 'z'};
+  int32_t chunks[2 * 3 * 4], count[2] = {-1, -1};
+  ASSERT_TRUE(chunk(ChunkMode::Words, bytes, nullptr, 2, 8, 0, 3, 4, chunks,
+                    count));
+  EXPECT_EQ(count[0], 2);
+  EXPECT_EQ(count[1], 0);
+  EXPECT_EQ(chunks[4], ' ');
+  EXPECT_EQ(chunks[6], 'd');
+  EXPECT_EQ(chunks[8], 256); // no third chunk
+  for (int i = 12; i < 24; ++i)
+    EXPECT_EQ(chunks[i], 256) << i;
+  const int32_t bad[2] = {'a', 257};
+  EXPECT_FALSE(chunk(ChunkMode::Words, bad, nullptr, 1, 2, 0, 2, 4, chunks,
+                     count));
+}
+
 TEST(Chunk, Fixed) {
   // stride 2 < L 3: "abcde" → "ab", "cd", "e", each padded to 3.
   Chunked r = chunkText(ChunkMode::Fixed, "abcde", 3, 3, 2);
@@ -783,7 +803,7 @@ TEST(Chunk, EmptyRowAndBadBytes) {
   EXPECT_EQ(count, 0);
   for (int32_t b : chunks)
     EXPECT_EQ(b, 256);
-  for (int32_t bad : {256, -1, 1000}) {
+  for (int32_t bad : {257, -1, 1000}) {
     const int32_t bytes[3] = {'a', bad, 'b'};
     EXPECT_FALSE(chunk(ChunkMode::Words, bytes, nullptr, 1, 3, 0, 2, 2,
                        chunks, &count))

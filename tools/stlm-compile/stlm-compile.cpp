@@ -447,6 +447,10 @@ int main(int argc, char **argv) {
   if (emit == Stage::Artifact) {
     codegen::ArtifactSummary summary;
     in.info.embeddedWeights = embedWeights;
+    // @eval returns the loss, then each objective's own (stlm-autodiff).
+    if (auto eval = codegen::theModel(module).lookupSymbol<mlir::func::FuncOp>(
+            "eval"))
+      in.info.objectives = static_cast<int64_t>(eval.getNumResults()) - 1;
     codegen::ArtifactTarget where{target, nvccPath, cudaArch, tf32, profile};
     if (codegen::Status s = codegen::writeArtifact(
             module, in.info, outputPath, kernelgen(argv[0]), summary, where);

@@ -281,7 +281,9 @@ def STLM_EmbedOp : STLM_Op<"embed", [Pure]> {
 def STLM_ChunkOp : STLM_Op<"chunk", [Pure]> {
   let summary = "groups a byte sequence into chunks of at most L bytes";
   let description = [{
-    `bytes: [B, N] i32` (values 0–255) → `chunks: [B, C, L] i32`,
+    `bytes: [B, N] i32` (values 0–255; the value 256 ends a row early: it
+    and every later value of the row are not chunked, so the last window
+    of a text can be shorter than N) → `chunks: [B, C, L] i32`,
     `count: [B] i32`. Each row of `bytes` is cut into consecutive chunks;
     chunk `c` of row `b` holds its bytes in slots `0 …` and the pad byte
     256 in the slots after them. `count[b]` is the number of chunks filled;

@@ -120,6 +120,9 @@ inline constexpr const char *kFormat = "format", *kVersion = "version",
 /// Of a CUDA artifact only: nvcc's -arch, and whether fp32 matmuls use
 /// TF32 operands (stlm-compile --tf32).
 inline constexpr const char *kCudaArch = "cuda_arch", *kTF32 = "tf32";
+/// How many objectives' own losses @eval writes after the loss (absent in
+/// older artifacts, whose @eval writes the loss only).
+inline constexpr const char *kObjectives = "objectives";
 /// Of a byte-pool model only: [chunks, chunk_bytes], the shape of each
 /// batch row's chunks (its logits are [batch, chunks, chunk_bytes, vocab]).
 inline constexpr const char *kChunks = "chunks";

@@ -190,7 +190,8 @@ stlm_status stlm_write(stlm_model *model, const char *name,
 
 /* Compute. tokens and targets are int32 [batch, context] ids in
  * [0, stlm_vocab) (others are STLM_ERROR_ARGUMENT), any alignment; for a
- * byte-pool model tokens are bytes in [0, 256) and targets are ignored;
+ * byte-pool model tokens are bytes in [0, 256), or 256 where a row's text
+ * ends early (the rest of the row is not read), and targets are ignored;
  * for stlm_train_step, [accumulate × batch, context]: the step's
  * micro-batches one after the other (its loss is their mean). */
 stlm_status stlm_train_step(stlm_model *model, const int32_t *tokens,
@@ -239,6 +240,17 @@ stlm_status stlm_grad_seeded(stlm_model *model, const int32_t *tokens,
 stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
                              const int32_t *targets, int32_t seed,
                              float *loss);
+
+/* Evaluation with each objective's own loss: out[0] is the loss (the
+ * spec's weighted sum), out[1 ... stlm_objectives] the mean loss of each
+ * objective in the spec's order, over its own counted targets (so that a
+ * validation loss can be pooled over targets, and bits per byte read off
+ * the next-byte objective alone). stlm_objectives is 0 for an artifact
+ * compiled before this existed (then only out[0] is written). */
+int64_t stlm_objectives(const stlm_model *model);
+stlm_status stlm_eval_objectives(stlm_model *model, const int32_t *tokens,
+                                 const int32_t *targets, int32_t seed,
+                                 float *out);
 
 /* Logits of a batch: tokens int32 [batch, context] -> logits float
  * [batch, context, vocab]; for a byte-pool model [batch, chunks,
