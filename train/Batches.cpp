@@ -85,7 +85,7 @@ int64_t Feed::consumedBytes(const std::vector<int32_t> &w) const {
 
 std::vector<int64_t> Feed::validationStarts(const TextData &data) const {
   std::vector<int64_t> starts;
-  std::vector<int32_t> row(window), chunks, count;
+  std::vector<int32_t> row(window);
   Feed one = *this;
   one.batch = 1;
   for (int64_t at = 0; at < data.validationBytes();) {
