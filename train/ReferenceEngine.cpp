@@ -105,7 +105,10 @@ struct Loaded {
   std::unique_ptr<ref::Interpreter<float>> interp;
 };
 
-bool load(const std::string &path, Loaded &m, std::string &error) {
+/// `withEval`: derive @eval too (stlm-autodiff), for evaluation; generation
+/// needs only the model's own functions.
+bool load(const std::string &path, Loaded &m, std::string &error,
+          bool withEval) {
   std::unique_ptr<SafeTensorsFile> file = openCheckpoint(path, m.spec, error);
   if (!file)
     return false;
@@ -113,18 +116,21 @@ bool load(const std::string &path, Loaded &m, std::string &error) {
   m.context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
                         mlir::arith::ArithDialect>();
   m.module = buildModel(m.context, m.spec);
-  // Through stlm-autodiff: @eval gives each objective's own loss.
-  std::string diagnostics;
-  mlir::ScopedDiagnosticHandler handler(&m.context, [&](mlir::Diagnostic &d) {
-    diagnostics += d.str() + "\n";
-    return mlir::success();
-  });
-  mlir::PassManager pm(&m.context);
-  mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Train);
-  if (mlir::failed(pm.run(*m.module))) {
-    error = "cannot derive the evaluation of '" + m.spec.name +
-            "': " + diagnostics;
-    return false;
+  if (withEval) {
+    // Through stlm-autodiff: @eval gives each objective's own loss.
+    std::string diagnostics;
+    mlir::ScopedDiagnosticHandler handler(&m.context,
+                                          [&](mlir::Diagnostic &d) {
+                                            diagnostics += d.str() + "\n";
+                                            return mlir::success();
+                                          });
+    mlir::PassManager pm(&m.context);
+    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Train);
+    if (mlir::failed(pm.run(*m.module))) {
+      error = "cannot derive the evaluation of '" + m.spec.name +
+              "': " + diagnostics;
+      return false;
+    }
   }
   mlir::stlm::ModelOp model;
   m.module->walk([&](mlir::stlm::ModelOp op) { model = op; });
@@ -161,7 +167,7 @@ int evaluateWithReference(const std::string &checkpoint,
   std::string error;
   Feed feed;
   TextData data;
-  if (!load(checkpoint, m, error) ||
+  if (!load(checkpoint, m, error, /*withEval=*/true) ||
       !loadValidation(m.spec, dataPath, feed, data, error) ||
       !reportValidation(m.spec, dataPath, feed, data, windows,
                         interpreterLoss(*m.interp), out, error))
@@ -174,7 +180,7 @@ int generateWithReference(const std::string &checkpoint,
   auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   Loaded m;
   std::string error;
-  if (!load(checkpoint, m, error))
+  if (!load(checkpoint, m, error, /*withEval=*/false))
     return fail(error);
   std::vector<int32_t> history;
   std::string problem = generationProblem(m.spec, o, history);

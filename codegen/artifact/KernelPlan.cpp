@@ -107,9 +107,6 @@ struct Planner {
     int64_t headDim = qs.back() / heads;
     int64_t batch = leading(q, 2), time = qs[qs.size() - 2],
             keys = ks[ks.size() - 2];
-    bool batchwise = heads == kv && time == keys;
-    int64_t held = 2 * 4 * heads * time * keys * (batchwise ? 1 : batch);
-    bool blocked = headDim >= 2 && held > kMaterialisedBytes;
     // Inside chunks (a few slots, no mask): the chunks are the vector lanes.
     if (mask != ir::MaskKind::causal && time == keys &&
         time <= kChunkSlots)
@@ -120,6 +117,9 @@ struct Planner {
                {"heads", num(heads)},
                {"kv_heads", num(kv)},
                {"head_dim", num(headDim)}}};
+    bool batchwise = heads == kv && time == keys;
+    int64_t held = 2 * 4 * heads * time * keys * (batchwise ? 1 : batch);
+    bool blocked = headDim >= 2 && held > kMaterialisedBytes;
     KernelSpec spec{
         gen,
         {{"batch", num(batch)},

@@ -280,6 +280,9 @@ struct stlm_model {
                          const char *what);
 };
 
+/// The most objectives a manifest may give (@eval's results after the loss).
+constexpr int64_t kMaxObjectives = 64;
+
 stlm_status stlm_model::init(const stlm_artifact *a) {
   if (!a)
     return fail(STLM_ERROR_ARGUMENT, "stlm_open: the artifact is null");
@@ -334,7 +337,7 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     usesSeed = inputs.size() == 3;
     if (m.contains(key::kObjectives)) {
       objectives = m.at(key::kObjectives).get<int64_t>();
-      if (objectives < 1 || objectives > 64)
+      if (objectives < 1 || objectives > kMaxObjectives)
         return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives " +
                                            std::to_string(objectives) +
                                            " objectives");
@@ -1164,16 +1167,10 @@ stlm_status stlm_eval_objectives(stlm_model *model, const int32_t *tokens,
                                  float *out) {
   if (!model || !model->artifact)
     return badModel();
-  if (!out)
-    return model->fail(STLM_ERROR_ARGUMENT,
-                       "evaluation: the result must not be null");
-  // @eval writes the loss and then each objective's own.
-  float buffer[65];
-  stlm_status s = model->run(model->artifact->eval, tokens, targets, seed,
-                             buffer, "evaluation");
-  if (s == STLM_OK)
-    std::memcpy(out, buffer, sizeof(float) * (1 + model->objectives));
-  return s;
+  // @eval writes the loss and then each objective's own: 1 + objectives
+  // floats (the loss alone from an artifact that predates them).
+  return model->run(model->artifact->eval, tokens, targets, seed, out,
+                    "evaluation");
 }
 
 stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
@@ -1184,7 +1181,7 @@ stlm_status stlm_eval_seeded(stlm_model *model, const int32_t *tokens,
   if (!loss)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "evaluation: the result must not be null");
-  float out[65];
+  float out[1 + kMaxObjectives];
   stlm_status s = stlm_eval_objectives(model, tokens, targets, seed, out);
   if (s == STLM_OK)
     *loss = out[0];
