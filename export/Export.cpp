@@ -2,6 +2,7 @@
 
 #include "export/Export.h"
 
+#include "support/Files.h"
 #include "support/Version.h"
 
 #include <nlohmann/json.hpp>
@@ -10,10 +11,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <sys/stat.h>
 #include <string_view>
-#include <unistd.h>
 #include <vector>
 
 namespace stlm {
@@ -98,32 +97,6 @@ bool llamaTensors(const ModelSpec &spec, const SafeTensorsFile &file,
     if (!read(file, "head", "head", d, error))
       return false;
     out.push_back(std::move(d));
-  }
-  return true;
-}
-
-/// `path` written, `pieces` one after the other, through a temporary file
-/// beside it and a rename.
-bool writeAtomically(const std::string &path,
-                     const std::vector<std::string_view> &pieces,
-                     std::string &error) {
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    for (std::string_view piece : pieces)
-      f.write(piece.data(), static_cast<std::streamsize>(piece.size()));
-    f.flush();
-    if (!f) {
-      error = "cannot write '" + tmp + "': " + std::strerror(errno);
-      std::remove(tmp.c_str());
-      return false;
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    error = "cannot rename '" + tmp + "' to '" + path +
-            "': " + std::strerror(errno);
-    std::remove(tmp.c_str());
-    return false;
   }
   return true;
 }

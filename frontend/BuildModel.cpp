@@ -371,18 +371,15 @@ void ModelBuilder::buildBytePoolFunctions() {
                .getResult());
 
   // Inputs shared by @logits and @loss.
+  // (`given`: the bytes carry the chunk starts, stlm.chunk's kStartFlag.)
   SmallVector<Type> inputs = {i32({B, N})};
-  bool given = e.chunking == Chunking::Given;
-  if (given)
-    inputs.push_back(i32({B, N}).clone(b.getI1Type()));
   auto chunk = [&](func::FuncOp fn) {
-    mlir::stlm::ChunkMode mode = e.chunking == Chunking::Fixed
-                                     ? mlir::stlm::ChunkMode::fixed
-                                 : given ? mlir::stlm::ChunkMode::given
-                                         : mlir::stlm::ChunkMode::words;
+    mlir::stlm::ChunkMode mode =
+        e.chunking == Chunking::Fixed   ? mlir::stlm::ChunkMode::fixed
+        : e.chunking == Chunking::Given ? mlir::stlm::ChunkMode::given
+                                        : mlir::stlm::ChunkMode::words;
     auto op = b.create<mlir::stlm::ChunkOp>(
         loc, chunksTy, i32({B}), mode, fn.getArgument(0),
-        given ? fn.getArgument(1) : Value(),
         e.chunking == Chunking::Fixed ? b.getI64IntegerAttr(e.stride)
                                       : IntegerAttr());
     return std::make_pair(op.getChunks(), op.getCount());

@@ -10,8 +10,9 @@
 //   byte_pool models: @encode(chunks [B,T,L] i32) -> [B,T,D]
 //                     @core(x [B,T,D]) -> [B,T,D]
 //                     @decode(x [B,T,D]) -> [B,T,L,258]
-//                     @logits(bytes [B,N] i32 [, boundaries [B,N] i1])
-//                     @loss(bytes [, boundaries]) -> f32
+//                     @logits(bytes [B,N] i32) -> [B,T,L,258]
+//                     @loss(bytes) -> f32
+//                     (`given` chunking: a byte + 512 opens a chunk)
 //
 // with B = train.batch, T = core.context, N = ModelSpec::windowBytes().
 // Consecutive layers that share the same weights form one `stlm.repeat`.

@@ -68,6 +68,109 @@ bool TextData::assign(std::vector<uint8_t> data, int64_t window,
   return true;
 }
 
+bool TextData::loadChunkStarts(const std::string &path, std::string &error) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    error = path + ": cannot open the chunk starts file: " +
+            std::strerror(errno);
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = path + ": the chunk starts file is not a regular file";
+    return false;
+  }
+  // An offset per line of at most 20 digits, and comments: a file much
+  // larger than the text it describes is not one.
+  int64_t limit = 64 * static_cast<int64_t>(bytes.size()) + (1 << 20);
+  if (st.st_size > limit) {
+    error = path + ": the chunk starts file has " +
+            std::to_string(st.st_size) + " bytes, more than " +
+            std::to_string(limit) + " for a text of " +
+            std::to_string(bytes.size()) + " bytes";
+    return false;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = path + ": cannot open the chunk starts file: " +
+            std::strerror(errno);
+    return false;
+  }
+  std::string text((std::istreambuf_iterator<char>(in)),
+                   std::istreambuf_iterator<char>());
+  if (in.bad()) {
+    error = path + ": read error";
+    return false;
+  }
+  return assignChunkStarts(text, path, error);
+}
+
+bool TextData::assignChunkStarts(const std::string &text,
+                                 const std::string &origin,
+                                 std::string &error) {
+  std::vector<uint8_t> marks(bytes.size(), 0);
+  if (!marks.empty())
+    marks[0] = 1; // offset 0 always starts a chunk
+  int64_t line = 0, previous = -1, previousLine = 0;
+  size_t at = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos)
+      end = text.size();
+    std::string entry = text.substr(at, end - at);
+    at = end + 1;
+    ++line;
+    std::string where = origin + ":" + std::to_string(line) + ": ";
+    if (size_t hash = entry.find('#'); hash != std::string::npos)
+      entry.resize(hash);
+    size_t first = entry.find_first_not_of(" \t\r");
+    if (first == std::string::npos)
+      continue; // blank or a comment
+    size_t last = entry.find_last_not_of(" \t\r");
+    entry = entry.substr(first, last - first + 1);
+    if (entry.find_first_not_of("0123456789") != std::string::npos) {
+      error = where + "'" + entry.substr(0, 40) +
+              (entry.size() > 40 ? "..." : "") +
+              "' is not a byte offset (one decimal offset per line)";
+      return false;
+    }
+    // Past the text's size the exact value does not matter.
+    int64_t offset = 0;
+    bool huge = false;
+    for (char c : entry) {
+      offset = offset * 10 + (c - '0');
+      if (offset >= static_cast<int64_t>(bytes.size())) {
+        huge = true;
+        break;
+      }
+    }
+    if (huge) {
+      error = where + "offset " + entry.substr(0, 40) +
+              " is past the data's last byte (" +
+              std::to_string(static_cast<int64_t>(bytes.size()) - 1) + ")";
+      return false;
+    }
+    if (offset <= previous) {
+      error = where + "offset " + std::to_string(offset) +
+              " is not after the previous one, " + std::to_string(previous) +
+              " (line " + std::to_string(previousLine) +
+              "): offsets ascend";
+      return false;
+    }
+    marks[offset] = 1;
+    previous = offset;
+    previousLine = line;
+  }
+  starts = std::move(marks);
+  return true;
+}
+
+int64_t TextData::chunkStartCount() const {
+  int64_t n = 0;
+  for (uint8_t m : starts)
+    n += m;
+  return n;
+}
+
 int64_t TextData::firstByteFrom(int limit) const {
   for (size_t i = 0; i < bytes.size(); ++i)
     if (bytes[i] >= limit)
@@ -84,21 +187,21 @@ void TextData::trainBatch(uint64_t seed, int64_t step, int64_t batch,
     uint64_t r = splitmix64(key + static_cast<uint64_t>(step * batch + b));
     int64_t off = static_cast<int64_t>(r % starts);
     for (int64_t k = 0; k < width; ++k)
-      out[b * width + k] = bytes[off + k];
+      out[b * width + k] = valueAt(off + k);
   }
 }
 
 void TextData::validationRow(int64_t offset, int64_t n, int32_t *out) const {
   for (int64_t k = 0; k < n; ++k) {
     int64_t at = split + offset + k;
-    out[k] = at < static_cast<int64_t>(bytes.size()) ? bytes[at] : 256;
+    out[k] = at < static_cast<int64_t>(bytes.size()) ? valueAt(at) : 256;
   }
 }
 
 void TextData::validationWindow(int64_t index, int32_t *out) const {
   int64_t off = split + index * width;
   for (int64_t k = 0; k < width; ++k)
-    out[k] = bytes[off + k];
+    out[k] = valueAt(off + k);
 }
 
 } // namespace stlm

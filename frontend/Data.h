@@ -8,6 +8,12 @@
 // validation split, in order. W is T + 1 for token models (inputs and
 // shifted targets) and the window bytes for byte_pool models.
 //
+// A byte-pool model with `given` chunking also reads chunk starts from a
+// side file (MODEL_SPEC: ascending decimal byte offsets into the data file,
+// one per line, `#` comments); once loaded, every window marks a byte that
+// opens a chunk by adding kChunkStartFlag to it, which is how the model's
+// bytes input carries them (stlm.chunk given).
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef STLM_FRONTEND_DATA_H
@@ -33,6 +39,20 @@ public:
   bool assign(std::vector<uint8_t> data, int64_t window,
               const std::string &origin, std::string &error);
 
+  /// Reads the chunk starts of this text from the side file `path`
+  /// (after load/assign). False with `error` naming the file and line of
+  /// the first bad entry: not a decimal offset, past the last byte, or not
+  /// after the previous one.
+  bool loadChunkStarts(const std::string &path, std::string &error);
+  /// The same for a side file's contents `text` (`origin` names it).
+  bool assignChunkStarts(const std::string &text, const std::string &origin,
+                         std::string &error);
+  /// Added to a window's byte where a chunk starts (stlm.chunk's flag).
+  static constexpr int32_t kChunkStartFlag = 512;
+  bool hasChunkStarts() const { return !starts.empty(); }
+  /// Chunks the side file gives (offset 0 included).
+  int64_t chunkStartCount() const;
+
   int64_t trainBytes() const { return split; }
   int64_t validationBytes() const {
     return static_cast<int64_t>(bytes.size()) - split;
@@ -57,7 +77,14 @@ public:
   const std::vector<uint8_t> &contents() const { return bytes; }
 
 private:
+  /// The window value of byte `at`: the byte, + kChunkStartFlag where a
+  /// loaded chunk start is.
+  int32_t valueAt(int64_t at) const {
+    return bytes[at] + (!starts.empty() && starts[at] ? kChunkStartFlag : 0);
+  }
+
   std::vector<uint8_t> bytes;
+  std::vector<uint8_t> starts; // 1 where a chunk starts; empty: none read
   int64_t split = 0;
   int64_t width = 0;
 };

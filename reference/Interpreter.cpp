@@ -392,18 +392,11 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         const TT &bytes = in(o.getBytes());
         std::vector<int64_t> cs = shapeOf(o.getChunks().getType());
         TT chunks = TT::ints(cs), count = TT::ints({cs[0]});
-        std::unique_ptr<bool[]> boundaries;
-        if (o.getBoundaries()) {
-          const TT &bd = in(o.getBoundaries());
-          boundaries.reset(new bool[bd.numel()]);
-          for (int64_t k = 0; k < bd.numel(); ++k)
-            boundaries[k] = bd.b[k];
-        }
         ChunkMode mode = o.getMode() == ir::ChunkMode::fixed ? ChunkMode::Fixed
                          : o.getMode() == ir::ChunkMode::words
                              ? ChunkMode::Words
                              : ChunkMode::Given;
-        if (!chunk(mode, bytes.i.data(), boundaries.get(), bytes.shape[0],
+        if (!chunk(mode, bytes.i.data(), bytes.shape[0],
                    bytes.shape[1], o.getStride().value_or(0), cs[1], cs[2],
                    chunks.i.data(), count.i.data()))
           return fail("a byte is outside [0, 256] (256 ends a row)");

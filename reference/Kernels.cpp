@@ -161,15 +161,18 @@ void embedBackward(const int32_t *ids, int64_t N, int64_t V, int64_t D,
 // Byte chunking and pooling
 //===----------------------------------------------------------------------===//
 
-bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
-           int64_t B, int64_t N, int64_t stride, int64_t C, int64_t L,
-           int32_t *chunks, int32_t *count) {
+bool chunk(ChunkMode mode, const int32_t *bytes, int64_t B, int64_t N,
+           int64_t stride, int64_t C, int64_t L, int32_t *chunks,
+           int32_t *count) {
   assert(L >= 1 && C >= 0);
   assert(mode != ChunkMode::Fixed || (stride >= 1 && stride <= L));
-  assert(mode != ChunkMode::Given || boundaries);
-  for (int64_t i = 0; i < B * N; ++i)
-    if (bytes[i] < 0 || bytes[i] > kPadByte)
+  for (int64_t i = 0; i < B * N; ++i) {
+    int32_t v = bytes[i];
+    bool flagged = mode == ChunkMode::Given && v >= kChunkStartFlag &&
+                   v < kChunkStartFlag + 256;
+    if (!flagged && (v < 0 || v > kPadByte))
       return false;
+  }
 
   std::fill(chunks, chunks + B * C * L, kPadByte);
   for (int64_t b = 0; b < B; ++b) {
@@ -179,6 +182,7 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
     for (int64_t i = 0; i < N; ++i) {
       if (row[i] == kPadByte) // no byte: the row's text ended
         break;
+      int32_t byte = row[i] & (kChunkStartFlag - 1);
       bool start = i == 0 || fill == L;
       switch (mode) {
       case ChunkMode::Fixed:
@@ -188,7 +192,7 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
         start = start || isWordBoundaryByte(row[i]);
         break;
       case ChunkMode::Given:
-        start = start || boundaries[b * N + i];
+        start = start || row[i] >= kChunkStartFlag;
         break;
       }
       if (start) {
@@ -197,7 +201,7 @@ bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
         if (c == C) // Out of capacity: the rest of the row is dropped.
           break;
       }
-      chunks[(b * C + c) * L + fill] = row[i];
+      chunks[(b * C + c) * L + fill] = byte;
       ++fill;
     }
     count[b] = static_cast<int32_t>(std::min(c + 1, C));

@@ -43,12 +43,14 @@ void embedBackward(const int32_t *ids, int64_t N, int64_t V, int64_t D,
 //===----------------------------------------------------------------------===//
 
 enum class ChunkMode { Fixed, Words, Given };
-/// bytes: [B, N] (0..255; 256 ends a row early), boundaries: [B, N] (Given
-/// only, else null) → chunks: [B, C, L] (pad 256), count: [B]. The rules of
-/// `stlm.chunk`. False if a value is outside [0, 256].
-bool chunk(ChunkMode mode, const int32_t *bytes, const bool *boundaries,
-           int64_t B, int64_t N, int64_t stride, int64_t C, int64_t L,
-           int32_t *chunks, int32_t *count);
+/// Added to a byte of Given chunking's input: a chunk starts before it.
+constexpr int32_t kChunkStartFlag = 512;
+/// bytes: [B, N] (0..255; 256 ends a row early; with Given also 512 + v,
+/// the byte v opening a chunk) → chunks: [B, C, L] (pad 256), count: [B].
+/// The rules of `stlm.chunk`. False if a value is outside those.
+bool chunk(ChunkMode mode, const int32_t *bytes, int64_t B, int64_t N,
+           int64_t stride, int64_t C, int64_t L, int32_t *chunks,
+           int32_t *count);
 
 /// The targets of `stlm.chunk_bytes_loss` (`next`: slot s of chunk c is
 /// predicted from chunk c − 1's output, so its target is chunks[b, c+1, s])

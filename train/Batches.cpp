@@ -33,10 +33,10 @@ void chunksOf(const Feed &f, const std::vector<int32_t> &bytes,
   int64_t B = f.batch, N = f.window, C = f.context, L = f.slots;
   chunks.assign(B * C * L, 0);
   count.assign(B, 0);
-  ref::chunk(f.chunking == Chunking::Fixed ? ref::ChunkMode::Fixed
-                                           : ref::ChunkMode::Words,
-             bytes.data(), nullptr, B, N, f.stride, C, L, chunks.data(),
-             count.data());
+  ref::chunk(f.chunking == Chunking::Fixed   ? ref::ChunkMode::Fixed
+             : f.chunking == Chunking::Given ? ref::ChunkMode::Given
+                                             : ref::ChunkMode::Words,
+             bytes.data(), B, N, f.stride, C, L, chunks.data(), count.data());
 }
 } // namespace
 
@@ -149,12 +149,26 @@ std::optional<std::string> unsupportedFeed(const ModelSpec &spec) {
       return std::string("objective 'distill' needs the teacher's logits for "
                          "every batch; the reference trainer does not run "
                          "teachers");
-  if (spec.embedder.kind == EmbedderKind::BytePool &&
-      spec.embedder.chunking == Chunking::Given)
-    return std::string("'given' chunking needs chunk boundaries supplied with "
-                       "the data; the reference trainer reads plain text "
-                       "only");
   return std::nullopt;
+}
+
+bool loadChunkStarts(const ModelSpec &spec, const std::string &startsPath,
+                     const std::string &dataPath, TextData &data,
+                     std::string &error) {
+  bool given = spec.embedder.kind == EmbedderKind::BytePool &&
+               spec.embedder.chunking == Chunking::Given;
+  if (given && startsPath.empty()) {
+    error = "'" + spec.name + "' chunks its bytes where a side file says " +
+            "('given' chunking): give the chunk starts of " + dataPath +
+            " with --chunk-starts FILE (stlm-run entropy writes one)";
+    return false;
+  }
+  if (!given && !startsPath.empty()) {
+    error = "--chunk-starts is for byte-pool models with 'given' chunking; "
+            "'" + spec.name + "' chunks its bytes itself";
+    return false;
+  }
+  return startsPath.empty() || data.loadChunkStarts(startsPath, error);
 }
 
 BatchLoss interpreterLoss(ref::Interpreter<float> &interp) {

@@ -69,6 +69,13 @@ std::optional<std::string> dataOutsideVocabulary(const ModelSpec &spec,
 /// Why `spec` cannot be fed from plain text, or nothing.
 std::optional<std::string> unsupportedFeed(const ModelSpec &spec);
 
+/// Reads the chunk starts file `startsPath` into `data` (loaded from
+/// `dataPath`) for a model with `given` chunking, which needs one; any
+/// other model takes none (`startsPath` empty). False with `error` set.
+bool loadChunkStarts(const ModelSpec &spec, const std::string &startsPath,
+                     const std::string &dataPath, TextData &data,
+                     std::string &error);
+
 /// The losses of one batch given its arguments: the loss, then each
 /// objective's own mean loss in the spec's order (what @eval returns);
 /// false with `error` set.

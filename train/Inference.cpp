@@ -42,14 +42,16 @@ bool checkpointSpec(const std::string &path, ModelSpec &spec,
   return openCheckpoint(path, spec, error) != nullptr;
 }
 
-bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
-                    Feed &feed, TextData &data, std::string &error) {
+bool loadValidation(const ModelSpec &spec, const EvalData &what, Feed &feed,
+                    TextData &data, std::string &error) {
+  const std::string &dataPath = what.path;
   if (std::optional<std::string> why = unsupportedFeed(spec)) {
     error = *why;
     return false;
   }
   feed = Feed::forSpec(spec);
-  if (!data.load(dataPath, feed.window, error))
+  if (!data.load(dataPath, feed.window, error) ||
+      !loadChunkStarts(spec, what.chunkStarts, dataPath, data, error))
     return false;
   if (std::optional<std::string> why =
           dataOutsideVocabulary(spec, dataPath, data)) {
@@ -59,14 +61,14 @@ bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
   return true;
 }
 
-bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
-                      const Feed &feed, const TextData &data, int64_t windows,
+bool reportValidation(const ModelSpec &spec, const EvalData &what,
+                      const Feed &feed, const TextData &data,
                       const BatchLoss &loss, FILE *out, std::string &error) {
-  Validation v = validationLoss(loss, data, feed, windows, error);
+  Validation v = validationLoss(loss, data, feed, what.windows, error);
   if (std::isnan(v.loss))
     return false;
   std::fprintf(out, "%s on %s: val loss %.4f", spec.name.c_str(),
-               dataPath.c_str(), v.loss);
+               what.path.c_str(), v.loss);
   if (!std::isnan(v.bitsPerByte))
     std::fprintf(out, " | %.3f bits/byte", v.bitsPerByte);
   std::fprintf(out, " | %lld windows\n", static_cast<long long>(v.windows));

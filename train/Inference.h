@@ -34,15 +34,22 @@ std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
 bool checkpointSpec(const std::string &path, ModelSpec &spec,
                     std::string &error);
 
-/// The validation split of `dataPath` as `spec` reads it (checked before
+/// What `stlm-run eval` validates on.
+struct EvalData {
+  std::string path;        // the text
+  std::string chunkStarts; // its chunk starts (`given` chunking), else ""
+  int64_t windows = 0;     // validation windows; 0: all
+};
+
+/// The validation split of `what.path` as `spec` reads it (checked before
 /// any model is loaded); false with `error` set.
-bool loadValidation(const ModelSpec &spec, const std::string &dataPath,
-                    Feed &feed, TextData &data, std::string &error);
-/// The mean of `loss` over the first `windows` validation windows (0: all),
+bool loadValidation(const ModelSpec &spec, const EvalData &what, Feed &feed,
+                    TextData &data, std::string &error);
+/// The mean of `loss` over the first `what.windows` validation windows,
 /// printed as `stlm-run eval`'s line; false with `error` set. Both backends
 /// evaluate through it.
-bool reportValidation(const ModelSpec &spec, const std::string &dataPath,
-                      const Feed &feed, const TextData &data, int64_t windows,
+bool reportValidation(const ModelSpec &spec, const EvalData &what,
+                      const Feed &feed, const TextData &data,
                       const BatchLoss &loss, FILE *out, std::string &error);
 
 struct GenerateOptions {

@@ -621,8 +621,8 @@ std::unique_ptr<TrainEngine> nativeEngine(const NativeOptions &options) {
 }
 
 int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
-                   const std::string &dataPath, int64_t windows,
-                   const NativeOptions &options, FILE *out, FILE *err) {
+                   const EvalData &what, const NativeOptions &options,
+                   FILE *out, FILE *err) {
   auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   std::string error;
   Feed feed;
@@ -630,21 +630,51 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
   LoadedNative m;
   bool unsupported = false;
   // The data is checked before anything is compiled.
-  if (!loadValidation(spec, dataPath, feed, data, error))
+  if (!loadValidation(spec, what, feed, data, error))
     return fail(error);
   if (!m.open(checkpoint, spec, options, error, unsupported)) {
     if (!unsupported)
       return fail(error);
     noteFallback(options, spec, error, "evaluating");
-    return evaluateWithReference(checkpoint, dataPath, windows, out, err);
+    return evaluateWithReference(checkpoint, what, out, err);
   }
   BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args,
                        std::vector<float> &l, std::string &e) {
     return evalObjectives(m.model, args, l, e);
   };
-  if (!reportValidation(spec, dataPath, feed, data, windows, loss, out, error))
+  if (!reportValidation(spec, what, feed, data, loss, out, error))
     return fail(error);
   return 0;
+}
+
+int entropyNative(const EntropyOptions &o, const ModelSpec &spec,
+                  const NativeOptions &options, FILE *out, FILE *err) {
+  auto fail = [&](const std::string &msg) { return reportError(err, msg); };
+  std::string error;
+  std::vector<uint8_t> text;
+  // The text is checked before anything is compiled.
+  if (!readEntropyText(o, spec.embedder.vocabSize, text, error))
+    return fail(error);
+  LoadedNative m;
+  bool unsupported = false;
+  if (!m.open(o.checkpoint, spec, options, error, unsupported)) {
+    if (!unsupported)
+      return fail(error);
+    noteFallback(options, spec, error, "scoring");
+    return entropyWithReference(o, out, err);
+  }
+  EntropyModel em{stlm_batch(m.model), stlm_context(m.model),
+                  stlm_vocab(m.model),
+                  [&](const std::vector<int32_t> &tokens,
+                      std::vector<float> &logits, std::string &e) {
+                    logits.resize(stlm_logits_size(m.model));
+                    if (stlm_logits(m.model, tokens.data(), logits.data()) ==
+                        STLM_OK)
+                      return true;
+                    e = stlm_error_message(m.model);
+                    return false;
+                  }};
+  return writeEntropyStarts(o, text, em, out, err);
 }
 
 int generateNative(const std::string &checkpoint, const ModelSpec &spec,

@@ -13,6 +13,7 @@
 #ifndef STLM_TRAIN_NATIVEENGINE_H
 #define STLM_TRAIN_NATIVEENGINE_H
 
+#include "train/Entropy.h"
 #include "train/Inference.h"
 #include "train/Trainer.h"
 
@@ -44,8 +45,11 @@ std::unique_ptr<TrainEngine> nativeEngine(const NativeOptions &options);
 /// train/ReferenceEngine.h (which run instead on a fallback). 0, or 1
 /// with a message.
 int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
-                   const std::string &dataPath, int64_t windows,
-                   const NativeOptions &options, FILE *out, FILE *err);
+                   const EvalData &what, const NativeOptions &options,
+                   FILE *out, FILE *err);
+/// `stlm-run entropy` with the compiled token model of `spec`.
+int entropyNative(const EntropyOptions &options, const ModelSpec &spec,
+                  const NativeOptions &native, FILE *out, FILE *err);
 int generateNative(const std::string &checkpoint, const ModelSpec &spec,
                    const GenerateOptions &options,
                    const NativeOptions &native, FILE *out, FILE *err);

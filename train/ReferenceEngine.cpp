@@ -159,8 +159,7 @@ int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
   return train(spec, options, *engine, err);
 }
 
-int evaluateWithReference(const std::string &checkpoint,
-                          const std::string &dataPath, int64_t windows,
+int evaluateWithReference(const std::string &checkpoint, const EvalData &what,
                           FILE *out, FILE *err) {
   auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   Loaded m;
@@ -168,9 +167,9 @@ int evaluateWithReference(const std::string &checkpoint,
   Feed feed;
   TextData data;
   if (!load(checkpoint, m, error, /*withEval=*/true) ||
-      !loadValidation(m.spec, dataPath, feed, data, error) ||
-      !reportValidation(m.spec, dataPath, feed, data, windows,
-                        interpreterLoss(*m.interp), out, error))
+      !loadValidation(m.spec, what, feed, data, error) ||
+      !reportValidation(m.spec, what, feed, data, interpreterLoss(*m.interp),
+                        out, error))
     return fail(error);
   return 0;
 }
@@ -212,6 +211,29 @@ int generateWithReference(const std::string &checkpoint,
   }
   printGenerated(o.tokens, start, err);
   return 0;
+}
+
+int entropyWithReference(const EntropyOptions &o, FILE *out, FILE *err) {
+  auto fail = [&](const std::string &msg) { return reportError(err, msg); };
+  Loaded m;
+  std::string error;
+  std::vector<uint8_t> text;
+  if (!load(o.checkpoint, m, error, /*withEval=*/false) ||
+      !readEntropyText(o, m.spec.embedder.vocabSize, text, error))
+    return fail(error);
+  const int64_t B = m.spec.train.batch, T = m.spec.core.context;
+  EntropyModel em{B, T, m.spec.embedder.vocabSize,
+                  [&](const std::vector<int32_t> &tokens,
+                      std::vector<float> &logits, std::string &e) {
+                    std::vector<ref::Tensor<float>> results;
+                    if (!m.interp->call(
+                            "logits", {ref::Tensor<float>::ints({B, T}, tokens)},
+                            results, e))
+                      return false;
+                    logits = std::move(results[0].f);
+                    return true;
+                  }};
+  return writeEntropyStarts(o, text, em, out, err);
 }
 
 } // namespace stlm

@@ -11,6 +11,7 @@
 #ifndef STLM_TRAIN_REFERENCEENGINE_H
 #define STLM_TRAIN_REFERENCEENGINE_H
 
+#include "train/Entropy.h"
 #include "train/Inference.h"
 #include "train/Trainer.h"
 
@@ -28,10 +29,14 @@ int trainWithReference(const ModelSpec &spec, const TrainOptions &options,
                        FILE *err);
 
 /// Prints the validation loss (and bits per byte where meaningful) of the
-/// checkpoint on `dataPath`'s validation split; 0, or 1 with a message.
-int evaluateWithReference(const std::string &checkpoint,
-                          const std::string &dataPath, int64_t windows,
+/// checkpoint on the validation split of `what.path`; 0, or 1 with a
+/// message.
+int evaluateWithReference(const std::string &checkpoint, const EvalData &what,
                           FILE *out, FILE *err);
+
+/// `stlm-run entropy` with the reference evaluator's @logits.
+int entropyWithReference(const EntropyOptions &options, FILE *out,
+                         FILE *err);
 
 /// Writes the prompt's continuation, token by token, to `out`; a summary
 /// line to `err`. The model sees the window of sampling::ContextWindow (as

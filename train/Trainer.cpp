@@ -361,7 +361,8 @@ int Session::run() {
     return fail("--steps " + std::to_string(steps) + " exceeds the step "
                 "counter's limit " + std::to_string(kMaxSteps));
 
-  if (!data.load(opt.dataPath, feed.window, error))
+  if (!data.load(opt.dataPath, feed.window, error) ||
+      !loadChunkStarts(spec, opt.chunkStartsPath, opt.dataPath, data, error))
     return fail(error);
   if (std::optional<std::string> why =
           dataOutsideVocabulary(spec, opt.dataPath, data))

@@ -28,6 +28,7 @@ namespace stlm {
 
 struct TrainOptions {
   std::string dataPath;
+  std::string chunkStartsPath; // `given` chunking's side file
   int64_t steps = -1;        // -1: the spec's train.steps
   int64_t evalEvery = 0;     // 0: only at the start and the end
   int64_t evalWindows = 256; // validation windows per evaluation; 0: all

@@ -232,6 +232,8 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
       j.value(info.chunks);
       j.value(info.chunkBytes);
     });
+  if (info.chunkStarts)
+    j.attribute(key::kChunkStarts, true);
   j.attribute(key::kSymbol, symbolPrefix(model));
   j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);
@@ -842,6 +844,11 @@ std::string artifactHeader(const ArtifactModel &info,
                         "_CHUNK_BYTES " + std::to_string(info.chunkBytes) +
                         "\n"
                   : std::string())
+     << (info.chunkStarts
+             ? "/* 'given' chunking: a byte + " + up +
+                   "_CHUNK_START in the bytes opens a chunk. */\n#define " +
+                   up + "_CHUNK_START 512\n"
+             : std::string())
      << "#define " << up << "_POSITION_OUT_OF_RANGE "
      << format::kPositionOutOfRange << "\n\n";
   os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"

@@ -68,6 +68,9 @@ struct ArtifactModel {
   /// A byte-pool model's chunks and bytes per chunk (its @logits are
   /// [batch, chunks, chunk_bytes, vocab]); 0 for a token model.
   int64_t chunks = 0, chunkBytes = 0;
+  /// A byte-pool model with `given` chunking: its bytes carry the chunk
+  /// starts (a byte + 512 opens a chunk).
+  bool chunkStarts = false;
 };
 
 /// The model of `module` (built from one spec: there is one).

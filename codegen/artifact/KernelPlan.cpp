@@ -367,8 +367,8 @@ struct Planner {
             spec.params.push_back({"mode", "words"});
             break;
           case ir::ChunkMode::given:
-            return none("`given` chunking is not compiled yet (its "
-                        "boundaries are not an input of the artifact)");
+            spec.params.push_back({"mode", "given"});
+            break;
           }
           return {{spec,
                    {Arg::operand(o.getBytes(), 2), Arg::result(0, 3),

@@ -4,8 +4,9 @@
 // core's: matmuls, RMSNorm, bidirectional attention, SwiGLU). Row-major
 // tensors; in Halide coordinates dimension 0 is the last one.
 //   stlm_chunk             bytes [B, N] -> out [B, C, L], count [B]
-//                          (mode fixed with stride P, or words; the value
-//                          256 ends a row)
+//                          (mode fixed with stride P, words, or given: a
+//                          value 512 + v is byte v opening a chunk; the
+//                          value 256 ends a row)
 //   stlm_pool              x [R, L, D] -> y [R, D] (kind mean | max)
 //   stlm_pool_grad         x, dy [R, D] -> dx [R, L, D]
 //   stlm_pool_masked       x, ids [R, L] -> y (mean over the non-pad slots)
@@ -23,8 +24,10 @@ namespace {
 using namespace Halide;
 
 constexpr int kPad = 256;
+/// Added to a byte of `given` chunking's input where a chunk starts.
+constexpr int kStartFlag = 512;
 
-/// `stlm.chunk` for the `fixed` and `words` rules: a scan along each row
+/// `stlm.chunk` for the `fixed`, `words` and `given` rules: a scan along each row
 /// keeps (chunk index, bytes in it) after every byte, then every byte is
 /// scattered to its slot; chunks past capacity C are dropped.
 class Chunk : public Generator<Chunk> {
@@ -43,6 +46,8 @@ public:
       stlm::halide::fail(name, "batch, length, chunks and slots must be >= 1");
     std::string m = mode;
     Expr x = in(i, b);
+    // The byte a value holds: `given` strips the start flag.
+    Expr byteOf = x;
     if (m == "fixed") {
       if (P < 1 || P > L)
         stlm::halide::fail(name, "fixed chunking needs 1 <= stride <= slots");
@@ -52,9 +57,14 @@ public:
       Expr alnum = (x >= '0' && x <= '9') || (x >= 'A' && x <= 'Z') ||
                    (x >= 'a' && x <= 'z');
       opens(i, b) = x >= 0 && x < 128 && !alnum;
+    } else if (m == "given") {
+      opens(i, b) = x >= kStartFlag;
+      byteOf = select(x >= kStartFlag, x - kStartFlag, x);
     } else {
-      stlm::halide::fail(name, "mode must be fixed or words, not '" + m + "'");
+      stlm::halide::fail(name, "mode must be fixed, words or given, not '" +
+                                   m + "'");
     }
+    value(i, b) = byteOf;
     // pos(i) = (chunk of byte i, bytes in that chunk up to and with i,
     // whether the row ended at or before i: the value 256 is no byte, it
     // and everything after it are not chunked). Only i = 0 keeps the pure
@@ -73,7 +83,7 @@ public:
     Expr chunk = pos(all, b)[0], slot = pos(all, b)[1] - 1;
     Expr cs = clamp(slot, 0, L - 1), ck = clamp(chunk, 0, C - 1);
     Expr placed = chunk < C && pos(all, b)[2] == 0;
-    out(cs, ck, b) = select(placed, in(all, b), out(cs, ck, b));
+    out(cs, ck, b) = select(placed, value(all, b), out(cs, ck, b));
     count(b) = select(pos(0, b)[2] != 0, 0, min(pos(N - 1, b)[0] + 1, C));
   }
   void schedule() {
@@ -93,7 +103,7 @@ public:
 
 private:
   Var i{"i"}, b{"b"}, s{"s"}, k{"k"};
-  Func opens{"opens"}, pos{"pos"};
+  Func opens{"opens"}, pos{"pos"}, value{"value"};
 };
 
 /// Shapes and schedules shared by the pooling kernels: x and dx are

@@ -170,6 +170,7 @@ struct stlm_model {
   bool split = false;    // the step is accumulate + apply (no train_step)
   bool chunked = false;  // a byte-pool model: the batch is [batch, context]
                          // bytes, no targets; logits per chunk slot
+  bool chunkStarts = false; // 'given' chunking: a byte + 512 opens a chunk
   int64_t logitsCount = 0; // floats stlm_logits writes
   int64_t objectives = 0;  // objectives' own losses @eval writes after it
   // Data-parallel training (stlm_set_allreduce): the hook that sums the
@@ -325,6 +326,13 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     // masked objective; or the bytes [batch, context] of a byte-pool model.
     const auto &inputs = m.at(key::kInputs);
     chunked = m.contains(key::kChunks);
+    if (m.contains(key::kChunkStarts)) {
+      const auto &v = m.at(key::kChunkStarts);
+      if (!v.is_boolean() || (v.get<bool>() && !chunked))
+        return fail(STLM_ERROR_FORMAT,
+                    "the artifact's manifest has a bad chunk_starts");
+      chunkStarts = v.get<bool>();
+    }
     if (chunked ? inputs.size() != 1 || inputs[0].size() != 2
                 : inputs.size() < 2 || inputs.size() > 3 ||
                       inputs[0].size() != 2 || inputs[1] != inputs[0] ||
@@ -516,13 +524,20 @@ stlm_status stlm_model::checkBatch(const int32_t *tok, const int32_t *tgt,
   // it is the caller's error, reported here.
   int64_t n = batch * context;
   if (chunked) {
-    for (int64_t i = 0; i < n; ++i)
-      if (tok[i] < 0 || tok[i] > 256)
+    for (int64_t i = 0; i < n; ++i) {
+      int32_t v = tok[i];
+      bool start = chunkStarts && v >= STLM_CHUNK_START &&
+                   v < STLM_CHUNK_START + 256;
+      if (!start && (v < 0 || v > 256))
         return fail(STLM_ERROR_ARGUMENT,
-                    std::string(what) + ": " + std::to_string(tok[i]) +
+                    std::string(what) + ": " + std::to_string(v) +
                         " at position " + std::to_string(i) +
-                        " is not a byte (a byte-pool model reads 0-255, "
+                        " is not a byte (a byte-pool model reads 0-255, " +
+                        (chunkStarts ? "512-767 for a byte that opens a "
+                                       "chunk, "
+                                     : "") +
                         "and 256 where a row's text ends)");
+    }
     return STLM_OK;
   }
   for (const auto &[ids, kind] : {std::pair{tok, "token"}, {tgt, "target"}})
@@ -808,6 +823,9 @@ int64_t stlm_vocab(const stlm_model *model) {
 }
 int stlm_is_byte_pool(const stlm_model *model) {
   return model && model->chunked ? 1 : 0;
+}
+int stlm_takes_chunk_starts(const stlm_model *model) {
+  return model && model->chunkStarts ? 1 : 0;
 }
 int64_t stlm_logits_size(const stlm_model *model) {
   return model ? model->logitsCount : 0;

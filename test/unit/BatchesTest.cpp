@@ -103,8 +103,8 @@ TEST(Batches, CountsFollowTheChunkObjectives) {
   int64_t B = feed.batch, C = 12, L = 6;
   std::vector<int32_t> chunks(B * C * L), count(B), targets(B * C * L);
   std::vector<uint8_t> counted(B * C * L);
-  ASSERT_TRUE(stlm::ref::chunk(stlm::ref::ChunkMode::Words, w.data(), nullptr,
-                               B, feed.window, 0, C, L, chunks.data(),
+  ASSERT_TRUE(stlm::ref::chunk(stlm::ref::ChunkMode::Words, w.data(), B,
+                               feed.window, 0, C, L, chunks.data(),
                                count.data()));
   EXPECT_LT(count[1], C);
   for (bool next : {true, false}) {
@@ -150,3 +150,64 @@ train: {batch: 4}
 }
 
 } // namespace
+
+TEST(Batches, GivenChunkStartsRideOnTheBytes) {
+  // Chunks start every 4 bytes (the side file's offsets), so a window of
+  // T·L = 12·6 bytes consumes 12 chunks of 4 bytes: 48 of its 72.
+  std::string yaml = kWords;
+  yaml.replace(yaml.find("chunking: words"), 15, "chunking: given");
+  stlm::Feed feed = stlm::Feed::forSpec(specOf(yaml));
+  stlm::TextData data;
+  std::string error;
+  ASSERT_TRUE(data.assign(text(2000), feed.window, "text", error)) << error;
+  std::string side = "# every 4th byte\n";
+  for (int at = 4; at < 2000; at += 4)
+    side += std::to_string(at) + (at % 8 ? "\n" : "  # a comment\n");
+  ASSERT_TRUE(data.assignChunkStarts(side, "side", error)) << error;
+  EXPECT_EQ(data.chunkStartCount(), 500);
+  std::vector<int32_t> w;
+  data.trainBatch(3, 0, feed.batch, w);
+  int flagged = 0;
+  for (int32_t x : w)
+    flagged += x >= stlm::TextData::kChunkStartFlag;
+  // Any window of 72 bytes holds 18 starts of every 4th byte.
+  EXPECT_EQ(flagged, feed.batch * feed.window / 4);
+  // Each row's first chunk runs to the next start (1-4 bytes), then 11
+  // whole chunks of 4.
+  EXPECT_GE(feed.consumedBytes(w), feed.batch * 45);
+  EXPECT_LE(feed.consumedBytes(w), feed.batch * 48);
+  std::vector<int64_t> starts = feed.validationStarts(data);
+  ASSERT_GE(starts.size(), 2u);
+  EXPECT_EQ(starts[0], 0);
+  // The validation split begins at byte 1800, a start: chunks align.
+  EXPECT_EQ(starts[1], 48);
+  // Without the side file's starts the same bytes chunk differently.
+  stlm::TextData plain;
+  ASSERT_TRUE(plain.assign(text(2000), feed.window, "text", error));
+  std::vector<int32_t> v;
+  plain.trainBatch(3, 0, feed.batch, v);
+  EXPECT_EQ(feed.consumedBytes(v), feed.batch * 72); // cut at L = 6 only
+}
+
+TEST(Batches, ChunkStartsAreCheckedLineByLine) {
+  stlm::TextData data;
+  std::string error;
+  ASSERT_TRUE(data.assign(text(200), 10, "text", error)) << error;
+  struct Case {
+    const char *side, *message;
+  } cases[] = {
+      {"3\n7\nx\n", "f:3: 'x' is not a byte offset"},
+      {"3\n\n3\n", "f:3: offset 3 is not after the previous one, 3 (line 1)"},
+      {"200\n", "f:1: offset 200 is past the data's last byte (199)"},
+      {"1 2\n", "f:1: '1 2' is not a byte offset"},
+      {"+5\n", "f:1: '+5' is not a byte offset"},
+  };
+  for (const Case &c : cases) {
+    error.clear();
+    EXPECT_FALSE(data.assignChunkStarts(c.side, "f", error)) << c.side;
+    EXPECT_EQ(error.rfind(c.message, 0), 0u) << error;
+  }
+  EXPECT_FALSE(data.hasChunkStarts()); // a refused file leaves none
+  ASSERT_TRUE(data.assignChunkStarts("0\n199 # the last byte\n", "f", error));
+  EXPECT_EQ(data.chunkStartCount(), 2);
+}

@@ -95,6 +95,7 @@
 #include "test_chunk_ce_self_grad.h"
 #include "test_chunk_ce_self_masked.h"
 #include "test_chunk_fixed.h"
+#include "test_chunk_given.h"
 #include "test_chunk_words.h"
 #include "test_pool_masked.h"
 #include "test_pool_masked_grad.h"
@@ -713,36 +714,45 @@ TEST(HalideChunks, ChunkingMatchesTheReference) {
   std::mt19937 rng(21);
   const int B = 3, N = 61;
   using IBuf = Halide::Runtime::Buffer<int32_t>;
-  for (bool fixed : {false, true}) {
+  using stlm::ref::ChunkMode;
+  for (ChunkMode mode : {ChunkMode::Words, ChunkMode::Fixed, ChunkMode::Given}) {
+    bool fixed = mode == ChunkMode::Fixed;
+    const char *name = fixed ? "fixed" : mode == ChunkMode::Words ? "words"
+                                                                  : "given";
     const int C = fixed ? 21 : 14, L = fixed ? 4 : 5;
     for (int round = 0; round < 4; ++round) {
       std::vector<int32_t> bytes = wordBytes(B * N, rng);
       if (round == 3) // one long word: cut every L bytes, capacity spent
         std::fill(bytes.begin(), bytes.begin() + N, 'x');
+      if (mode == ChunkMode::Given) // starts where an outside rule put them
+        for (int32_t &x : bytes)
+          if (rng() % 4 == 0)
+            x += stlm::ref::kChunkStartFlag;
       if (round == 2) { // rows that end early (256): mid-row, and at once
         std::fill(bytes.begin() + N + 30, bytes.begin() + 2 * N, 256);
         bytes[N + 40] = 'q'; // after the end: not read
         std::fill(bytes.begin() + 2 * N, bytes.end(), 256);
       }
       IBuf chunks(L, C, B), count(B);
-      int rc = fixed ? test_chunk_fixed(in(bytes, {N, B}), chunks, count)
-                     : test_chunk_words(in(bytes, {N, B}), chunks, count);
+      int rc = mode == ChunkMode::Fixed
+                   ? test_chunk_fixed(in(bytes, {N, B}), chunks, count)
+               : mode == ChunkMode::Words
+                   ? test_chunk_words(in(bytes, {N, B}), chunks, count)
+                   : test_chunk_given(in(bytes, {N, B}), chunks, count);
       ASSERT_EQ(rc, 0);
       std::vector<int32_t> want(B * C * L), wantCount(B);
-      ASSERT_TRUE(stlm::ref::chunk(
-          fixed ? stlm::ref::ChunkMode::Fixed : stlm::ref::ChunkMode::Words,
-          bytes.data(), nullptr, B, N, 3, C, L, want.data(),
-          wantCount.data()));
+      ASSERT_TRUE(stlm::ref::chunk(mode, bytes.data(), B, N, 3, C, L,
+                                   want.data(), wantCount.data()));
       for (int b = 0; b < B; ++b) {
         ASSERT_EQ(count(b), wantCount[b]) << "row " << b << " round " << round;
         for (int c = 0; c < C; ++c)
           for (int s = 0; s < L; ++s)
             ASSERT_EQ(chunks(s, c, b), want[(b * C + c) * L + s])
-                << (fixed ? "fixed" : "words") << " row " << b << " chunk "
-                << c << " slot " << s << " round " << round;
+                << name << " row " << b << " chunk " << c << " slot " << s
+                << " round " << round;
       }
-      // Not vacuous: chunks of several sizes, pads, and (words, with
-      // C < N) a row that ran out of capacity.
+      // Not vacuous: chunks of several sizes, pads, and (words, given,
+      // with C < N) a row that ran out of capacity.
       int pads = 0;
       for (int i = 0; i < B * C * L; ++i)
         pads += want[i] == 256;

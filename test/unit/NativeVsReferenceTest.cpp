@@ -223,6 +223,9 @@ protected:
       for (int32_t &x : tokens) {
         uint64_t r = stlm::splitmix64(s++) % 100;
         x = r < 14 ? ' ' : r < 17 ? ",.\n"[r - 14] : r < 20 ? 0xc3 + r % 2 : 'a' + int(r % 26);
+        // 'given' chunking: an outside rule's starts, about one in four.
+        if (stlm_takes_chunk_starts(native) && r % 4 == 1)
+          x += STLM_CHUNK_START;
       }
       args = {Tensor::ints({b, t}, tokens)};
       return;
@@ -463,13 +466,18 @@ protected:
     EXPECT_NEAR(terms[0], weighted, 1e-5 * weighted);
     // A value that is not a byte, and generation, are refused.
     std::vector<int32_t> bad = tokens;
-    bad[5] = 257;
     float loss = 0;
-    EXPECT_EQ(stlm_eval(native, bad.data(), nullptr, &loss),
-              STLM_ERROR_ARGUMENT);
-    EXPECT_NE(std::string(stlm_error_message(native)).find("is not a byte"),
-              std::string::npos)
-        << stlm_error_message(native);
+    for (int32_t value :
+         {257, STLM_CHUNK_START + 256,
+          stlm_takes_chunk_starts(native) ? -1 : STLM_CHUNK_START + 'a'}) {
+      bad[5] = value;
+      EXPECT_EQ(stlm_eval(native, bad.data(), nullptr, &loss),
+                STLM_ERROR_ARGUMENT)
+          << value;
+      EXPECT_NE(std::string(stlm_error_message(native)).find("is not a byte"),
+                std::string::npos)
+          << stlm_error_message(native);
+    }
     int32_t prompt = 'a';
     EXPECT_EQ(stlm_generate(native, &prompt, 1, 4, nullptr, nullptr, nullptr,
                             nullptr),
@@ -897,6 +905,37 @@ TEST_F(NativeVsReference, BytePoolMaxPool) {
   compareGradients(kFP32);
   compareTrainStep(kFP32);
   compareBytePoolLogits();
+}
+
+TEST_F(NativeVsReference, BytePoolGivenChunkStarts) {
+  // Chunks start where the bytes say (a byte + STLM_CHUNK_START), cut at
+  // L = 5 when an outside rule's chunk is longer.
+  setUp("name: bp-given\n"
+        "embedder: {kind: byte_pool, chunking: given, chunk_bytes: 5,\n"
+        "           byte_width: 16, encoder_layers: 1, encoder_heads: 2,\n"
+        "           pool: masked_mean}\n"
+        "core: {layers: 1, width: 32, heads: 2, ffn: swiglu, ffn_width: 48,\n"
+        "       context: 9}\n"
+        "head: {kind: byte_chunk, decoder_layers: 1, decoder_heads: 2}\n"
+        "objectives:\n"
+        "  - {kind: chunk_bytes, weight: 1.0, mask_pad: true}\n"
+        "train: {batch: 2, steps: 10, warmup: 2}\n",
+        "bp-given");
+  ASSERT_EQ(stlm_takes_chunk_starts(native), 1);
+  ASSERT_GT(std::count_if(tokens.begin(), tokens.end(),
+                          [](int32_t x) { return x >= STLM_CHUNK_START; }),
+            4);
+  compareGradients(kFP32);
+  compareTrainStep(kFP32);
+  compareBytePoolLogits();
+  // The starts matter: without them the loss differs.
+  std::vector<int32_t> plain = tokens;
+  for (int32_t &x : plain)
+    x &= STLM_CHUNK_START - 1;
+  float with = 0, without = 0;
+  ASSERT_EQ(stlm_eval(native, tokens.data(), nullptr, &with), STLM_OK);
+  ASSERT_EQ(stlm_eval(native, plain.data(), nullptr, &without), STLM_OK);
+  EXPECT_GT(std::fabs(with - without), 1e-4);
 }
 
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {

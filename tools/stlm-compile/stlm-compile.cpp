@@ -239,6 +239,9 @@ bool readMlir(mlir::MLIRContext &context, llvm::SourceMgr &sources,
         t && t.getRank() == 4) { // byte-pool: [batch, chunks, bytes, 258]
       in.info.chunks = t.getDimSize(1);
       in.info.chunkBytes = t.getDimSize(2);
+      logits.walk([&](mlir::stlm::ChunkOp c) {
+        in.info.chunkStarts |= c.getMode() == mlir::stlm::ChunkMode::given;
+      });
     }
   in.info.accumulate = mlir::stlm::TrainSettings::of(model).accumulate;
   if (in.info.vocab <= 0) {
@@ -347,6 +350,8 @@ int main(int argc, char **argv) {
     if (in.spec->embedder.kind == stlm::EmbedderKind::BytePool) {
       in.info.chunks = in.spec->core.context;
       in.info.chunkBytes = in.spec->embedder.chunkBytes;
+      in.info.chunkStarts =
+          in.spec->embedder.chunking == stlm::Chunking::Given;
     }
   }
   if (printName) {

@@ -1,10 +1,10 @@
 //===- stlm-run.cpp - train, evaluate, generate, initialise ---------------===//
 //
-// stlm-run COMMAND ...: init, check, train, eval, generate. Each command,
-// its options and their defaults are in kCommands below, which is also
-// what `stlm-run --help` and `stlm-run COMMAND --help` print; training is
-// described in docs/training.md. eval and generate compile the spec stored
-// in the checkpoint.
+// stlm-run COMMAND ...: init, check, train, eval, generate, entropy,
+// export. Each command, its options and their defaults are in kCommands
+// below, which is also what `stlm-run --help` and `stlm-run COMMAND
+// --help` print; training is described in docs/training.md. eval,
+// generate and entropy compile the spec stored in the checkpoint.
 //
 // Errors go to stderr as `stlm-run: error: ...`; the exit status is 1 for
 // bad input, 2 for bad usage.
@@ -89,6 +89,10 @@ const Command kCommands[] = {
      "with a seed from the first 90 %, validation on the last 10 %. Shows a "
      "progress line (step, loss, bytes/s, ETA); see docs/training.md.",
      {{"--data", "FILE", "the text to train on (required)"},
+      {"--chunk-starts", "FILE",
+       "the chunk starts of the text for a byte-pool model with 'given' "
+       "chunking (required there, refused elsewhere): ascending byte "
+       "offsets, one per line, '#' comments; stlm-run entropy writes one"},
       {"--steps", "N",
        "optimizer steps in all, counting those a --resume checkpoint has "
        "taken. Default: the spec's train.steps"},
@@ -119,6 +123,10 @@ const Command kCommands[] = {
      "the objective defines them) on the last 10 % of a text file; the "
      "model is the spec stored in the checkpoint.",
      {{"--data", "FILE", "the text (required)"},
+      {"--chunk-starts", "FILE",
+       "the chunk starts of the text for a byte-pool model with 'given' "
+       "chunking (required there, refused elsewhere): ascending byte "
+       "offsets, one per line, '#' comments; stlm-run entropy writes one"},
       {"--eval-windows", "N",
        "validation windows, whole batches. Default: 0, the whole "
        "validation split"}},
@@ -137,6 +145,30 @@ const Command kCommands[] = {
        "(0, 1]. Default: 1, all"},
       {"--seed", "N", "sampling seed: the same seed, prompt and checkpoint "
                       "give the same text. Default: 0"}},
+     true},
+    {"entropy",
+     "entropy W.safetensors --data FILE -o FILE.starts (--threshold BITS | "
+     "--mean-bytes M) [options]",
+     "Writes the chunk starts of a text for 'given' chunking (the side file "
+     "train and eval read with --chunk-starts) where a token model is "
+     "surprised: the rule of Meta's Byte Latent Transformer. A chunk starts "
+     "before each byte whose prediction's entropy (bits) is above the "
+     "threshold, or with --relative rose by more than it over the previous "
+     "byte's; a byte inside a UTF-8 character never starts one. Every "
+     "prediction sees at least half the model's context. See "
+     "docs/training.md.",
+     {{"--data", "FILE", "the text (required); the offsets are into it"},
+      {"-o", "FILE.starts",
+       "the side file to write (required), atomically; never the text or "
+       "the checkpoint"},
+      {"--threshold", "BITS", "the entropy a byte's prediction must exceed"},
+      {"--mean-bytes", "M",
+       "instead of --threshold: the global threshold whose chunks hold M "
+       "bytes on average (M > 1)"},
+      {"--relative", nullptr,
+       "start where the entropy rose by more than --threshold over the "
+       "previous byte's"},
+      {"--quiet", nullptr, "no progress line"}},
      true},
     {"export", "export W.safetensors --format gguf|hf -o OUT [options]",
      "Writes a token model's checkpoint as a llama model: one GGUF file "
@@ -509,6 +541,8 @@ int runTrain(int argc, char **argv) {
     return status;
   stlm::TrainOptions opt;
   opt.dataPath = *data;
+  if (const std::string *v = a.get("--chunk-starts"))
+    opt.chunkStartsPath = *v;
   int64_t seed = 0;
   if (!a.count("--steps", opt.steps) ||
       !a.count("--eval-every", opt.evalEvery) ||
@@ -581,8 +615,11 @@ int runEval(int argc, char **argv) {
   const std::string *data = a.get("--data");
   if (!data)
     return usage("eval needs a text file (--data FILE)");
-  int64_t windows = 0;
-  if (!a.count("--eval-windows", windows))
+  stlm::EvalData what;
+  what.path = *data;
+  if (const std::string *v = a.get("--chunk-starts"))
+    what.chunkStarts = *v;
+  if (!a.count("--eval-windows", what.windows))
     return usage(a.error);
   std::string backend;
   stlm::NativeOptions native;
@@ -592,10 +629,56 @@ int runEval(int argc, char **argv) {
     return status;
   const std::string &checkpoint = a.positional[0];
   if (backend == "reference")
-    return stlm::evaluateWithReference(checkpoint, *data, windows, stdout,
-                                       stderr);
-  return stlm::evaluateNative(checkpoint, spec, *data, windows, native,
-                              stdout, stderr);
+    return stlm::evaluateWithReference(checkpoint, what, stdout, stderr);
+  return stlm::evaluateNative(checkpoint, spec, what, native, stdout,
+                              stderr);
+}
+
+int runEntropy(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("entropy")));
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("entropy takes exactly one checkpoint");
+  stlm::EntropyOptions o;
+  o.checkpoint = a.positional[0];
+  const std::string *data = a.get("--data"), *out = a.get("-o");
+  if (!data)
+    return usage("entropy needs a text file (--data FILE)");
+  if (!out)
+    return usage("entropy needs the file to write (-o FILE)");
+  o.dataPath = *data;
+  o.outPath = *out;
+  o.relative = a.get("--relative") != nullptr;
+  if (!a.number("--threshold", o.threshold) ||
+      !a.number("--mean-bytes", o.meanBytes))
+    return usage(a.error);
+  bool threshold = a.get("--threshold") != nullptr,
+       mean = a.get("--mean-bytes") != nullptr;
+  if (threshold == mean)
+    return usage("entropy needs either --threshold BITS or --mean-bytes M");
+  if (mean && o.relative)
+    return usage("--mean-bytes chooses a global threshold; give --relative "
+                 "a --threshold");
+  if (mean && o.meanBytes <= 1)
+    return usage("--mean-bytes needs a mean above 1 byte, got '" +
+                 *a.get("--mean-bytes") + "'");
+  if (a.get("--quiet"))
+    o.progress = nullptr;
+  std::string backend;
+  stlm::NativeOptions native;
+  stlm::ModelSpec spec;
+  int status = 0;
+  if (!checkpointOptions(a, argv[0], backend, native, spec, status))
+    return status;
+  if (spec.embedder.kind != stlm::EmbedderKind::Token)
+    return fail("entropy scores bytes with a token model that predicts the "
+                "next byte; '" + spec.name + "' is a byte-pool model");
+  if (!o.progress)
+    native.progress = native.notes = nullptr;
+  if (backend == "reference")
+    return stlm::entropyWithReference(o, stdout, stderr);
+  return stlm::entropyNative(o, spec, native, stdout, stderr);
 }
 
 int runGenerate(int argc, char **argv) {
@@ -742,5 +825,7 @@ int main(int argc, char **argv) {
     return runEval(argc, argv);
   if (cmd == "export")
     return runExport(argc, argv);
+  if (cmd == "entropy")
+    return runEntropy(argc, argv);
   return runGenerate(argc, argv);
 }

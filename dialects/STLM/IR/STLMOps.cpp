@@ -465,13 +465,9 @@ LogicalResult ChunkOp::verify() {
     return emitOpError("chunks must hold at least one byte (L >= 1)");
 
   bool isFixed = getMode() == ChunkMode::fixed;
-  bool isGiven = getMode() == ChunkMode::given;
   if (isFixed != getStride().has_value())
     return emitOpError(isFixed ? "'fixed' chunking needs a 'stride'"
                                : "'stride' is only for 'fixed' chunking");
-  if (isGiven != static_cast<bool>(getBoundaries()))
-    return emitOpError(isGiven ? "'given' chunking needs a boundaries operand"
-                               : "boundaries are only for 'given' chunking");
   if (isFixed) {
     int64_t p = *getStride();
     if (p < 1 || p > l)
@@ -484,10 +480,6 @@ LogicalResult ChunkOp::verify() {
                            << expected << " chunks, but C = " << c;
     return success();
   }
-  if (isGiven && tensorTy(getBoundaries()).getShape() != bs)
-    return emitOpError() << "boundaries shape "
-                         << shapeStr(tensorTy(getBoundaries()).getShape())
-                         << " must match bytes " << shapeStr(bs);
   if (c < 1 || c > n)
     return emitOpError() << "chunk capacity C = " << c
                          << " must be in [1, N = " << n << "]";

@@ -297,8 +297,10 @@ def STLM_ChunkOp : STLM_Op<"chunk", [Pure]> {
       (whitespace, punctuation and control bytes; bytes ≥ 128 never start
       a chunk, so a UTF-8 character is never split by this rule); so a word
       keeps its leading space and long words are cut at L;
-    - `given`: where `boundaries[b, i]` (`[B, N] i1`) is true, so an
-      external tokenizer drives the chunks.
+    - `given`: before every value `512 + v` of `bytes`, which is the byte
+      `v` marked as a chunk start (`kStartFlag`), so an outside tokenizer
+      (or `stlm-run entropy`) drives the chunks through the same one input
+      as the other modes. The chunks hold `v`, never the flag.
 
     For `words` and `given`, C (≤ N) is a capacity: bytes after the C-th
     chunk are not used. Byte 257 (end of text) is never produced here.
@@ -306,16 +308,14 @@ def STLM_ChunkOp : STLM_Op<"chunk", [Pure]> {
     ```mlir
     %c, %n = stlm.chunk words %bytes : tensor<4x256xi32> -> tensor<4x64x12xi32>, tensor<4xi32>
     %c2, %n2 = stlm.chunk fixed %bytes {stride = 4 : i64} : tensor<4x256xi32> -> tensor<4x64x4xi32>, tensor<4xi32>
-    %c3, %n3 = stlm.chunk given %bytes boundaries(%starts) : tensor<4x256xi32>, tensor<4x256xi1> -> tensor<4x64x12xi32>, tensor<4xi32>
+    %c3, %n3 = stlm.chunk given %marked : tensor<4x256xi32> -> tensor<4x64x12xi32>, tensor<4xi32>
     ```
   }];
   let arguments = (ins STLM_ChunkMode:$mode, STLM_IdTensor:$bytes,
-                       Optional<STLM_MaskTensor>:$boundaries,
                        OptionalAttr<STLM_I64Attr>:$stride);
   let results = (outs STLM_IdTensor:$chunks, STLM_IdTensor:$count);
   let assemblyFormat = [{
-    $mode $bytes (`boundaries` `(` $boundaries^ `)`)? attr-dict `:`
-    type($bytes) (`,` type($boundaries)^)? `->` type($chunks) `,` type($count)
+    $mode $bytes attr-dict `:` type($bytes) `->` type($chunks) `,` type($count)
   }];
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -323,6 +323,8 @@ def STLM_ChunkOp : STLM_Op<"chunk", [Pure]> {
     static constexpr int32_t kPadByte = 256;
     /// The end-of-text byte.
     static constexpr int32_t kEndByte = 257;
+    /// Added to a byte of `given` chunking's input: a chunk starts there.
+    static constexpr int32_t kStartFlag = 512;
     /// Size of the byte vocabulary of chunked models (256 bytes, pad, end).
     static constexpr int64_t kByteVocab = 258;
   }];

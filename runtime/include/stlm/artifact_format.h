@@ -126,6 +126,9 @@ inline constexpr const char *kObjectives = "objectives";
 /// Of a byte-pool model only: [chunks, chunk_bytes], the shape of each
 /// batch row's chunks (its logits are [batch, chunks, chunk_bytes, vocab]).
 inline constexpr const char *kChunks = "chunks";
+/// Of a byte-pool model with `given` chunking only: true; its bytes input
+/// carries the chunk starts (a byte + kChunkStart opens a chunk).
+inline constexpr const char *kChunkStarts = "chunk_starts";
 /// Of a host artifact built with stlm-compile --profile: true.
 inline constexpr const char *kProfile = "profile";
 /// Of each params/state/cache slot.

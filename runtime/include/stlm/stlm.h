@@ -152,6 +152,12 @@ int64_t stlm_vocab(const stlm_model *model);   /* logits per position */
  * bytes that it cuts into chunks itself; it takes no targets (pass NULL)
  * and predicts 258 classes (256 bytes, pad, end) per chunk slot. */
 int stlm_is_byte_pool(const stlm_model *model);
+/* A byte-pool model with 'given' chunking: an outside rule (a tokenizer,
+ * `stlm-run entropy`) says where its chunks start, and the bytes carry it:
+ * a byte b that opens a chunk is passed as b + STLM_CHUNK_START (the first
+ * byte of a row always opens one). Other models refuse such values. */
+#define STLM_CHUNK_START 512
+int stlm_takes_chunk_starts(const stlm_model *model);
 /* Floats stlm_logits writes: batch · context · vocab for a token model,
  * batch · chunks · chunk_bytes · vocab for a byte-pool one. */
 int64_t stlm_logits_size(const stlm_model *model);

@@ -375,24 +375,6 @@ func.func @f(%b: tensor<2x16xi32>) {
 
 // -----
 
-// Tests that 'given' chunking needs a boundaries operand.
-func.func @f(%b: tensor<2x16xi32>) {
-  // expected-error @+1 {{'given' chunking needs a boundaries operand}}
-  %c, %n = stlm.chunk given %b : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
-  return
-}
-
-// -----
-
-// Tests that boundaries are rejected for non-'given' chunking.
-func.func @f(%b: tensor<2x16xi32>, %s: tensor<2x16xi1>) {
-  // expected-error @+1 {{boundaries are only for 'given' chunking}}
-  %c, %n = stlm.chunk words %b boundaries(%s) : tensor<2x16xi32>, tensor<2x16xi1> -> tensor<2x8x6xi32>, tensor<2xi32>
-  return
-}
-
-// -----
-
 // Tests that a 'fixed' stride must be at least 1.
 func.func @f(%b: tensor<2x16xi32>) {
   // expected-error @+1 {{stride 0 must be in [1, L = 4]}}
@@ -420,14 +402,6 @@ func.func @f(%b: tensor<2x16xi32>) {
 
 // -----
 
-// Tests that 'given' boundaries must have the bytes' shape.
-func.func @f(%b: tensor<2x16xi32>, %s: tensor<2x8xi1>) {
-  // expected-error @+1 {{boundaries shape [2, 8] must match bytes [2, 16]}}
-  %c, %n = stlm.chunk given %b boundaries(%s) : tensor<2x16xi32>, tensor<2x8xi1> -> tensor<2x8x6xi32>, tensor<2xi32>
-  return
-}
-
-// -----
 
 // Tests that the chunk capacity must be at least 1.
 func.func @f(%b: tensor<2x16xi32>) {
@@ -1336,4 +1310,13 @@ stlm.model @m attributes {stlm.train = {accumulate = 0}} {
 
 // expected-error @+1 {{stlm.train must be a dictionary, got 3 : i64}}
 stlm.model @m attributes {stlm.train = 3} {
+}
+
+// -----
+
+// Tests that 'given' chunking takes no stride (its starts are in the bytes).
+func.func @f(%b: tensor<2x16xi32>) {
+  // expected-error @+1 {{'stride' is only for 'fixed' chunking}}
+  %c, %n = stlm.chunk given %b {stride = 2} : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
+  return
 }

@@ -94,13 +94,13 @@ stlm.model @layers {
 // CHECK-LABEL: stlm.model @bytes
 stlm.model @bytes {
   // CHECK: func.func @chunks
-  func.func @chunks(%bytes: tensor<2x16xi32>, %starts: tensor<2x16xi1>) -> (tensor<2x4x4xi32>, tensor<2x8x6xi32>, tensor<2x8x6xi32>) {
+  func.func @chunks(%bytes: tensor<2x16xi32>) -> (tensor<2x4x4xi32>, tensor<2x8x6xi32>, tensor<2x8x6xi32>) {
     // CHECK: %{{.*}}, %{{.*}} = stlm.chunk fixed %{{.*}} {stride = 4 : i64} : tensor<2x16xi32> -> tensor<2x4x4xi32>, tensor<2xi32>
     %f, %nf = stlm.chunk fixed %bytes {stride = 4} : tensor<2x16xi32> -> tensor<2x4x4xi32>, tensor<2xi32>
     // CHECK: stlm.chunk words %{{.*}} : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
     %w, %nw = stlm.chunk words %bytes : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
-    // CHECK: stlm.chunk given %{{.*}} boundaries(%{{.*}}) : tensor<2x16xi32>, tensor<2x16xi1> -> tensor<2x8x6xi32>, tensor<2xi32>
-    %g, %ng = stlm.chunk given %bytes boundaries(%starts) : tensor<2x16xi32>, tensor<2x16xi1> -> tensor<2x8x6xi32>, tensor<2xi32>
+    // CHECK: stlm.chunk given %{{.*}} : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
+    %g, %ng = stlm.chunk given %bytes : tensor<2x16xi32> -> tensor<2x8x6xi32>, tensor<2xi32>
     return %f, %w, %g : tensor<2x4x4xi32>, tensor<2x8x6xi32>, tensor<2x8x6xi32>
   }
   // CHECK: func.func @encode
