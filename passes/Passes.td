@@ -131,11 +131,19 @@ def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
     real tokens is harmless: a row is always rewritten before a query at
     or after its position reads it.
 
-    A `@logits` with calls, bidirectional attention or position offsets is
-    reported and the pass fails. A `@logits` of another signature
-    (byte-pool models, whose `@logits` predicts chunks) gets no decoding
-    functions; its calls are inlined and its layers unrolled, so that it
-    compiles as straight-line code.
+    A byte-pool model (`@logits(bytes: [B, N]) -> [B, T, L, V]` through one
+    `stlm.chunk`) decodes a chunk at a time: the copies are made from
+    `@logits` with its calls inlined and the chunking replaced by the
+    chunks, `@prefill(chunks: [1, T, L]) -> [1, T, L, V]` and
+    `@decode_step(chunk: [1, 1, L], pos: i32) -> [1, 1, L, V]` (the logits
+    of the chunk after it); only the core's causal attention gets caches,
+    attention inside a chunk (`none` over `[…, L, d]`) sees its own chunk.
+
+    A `@logits` with calls, bidirectional attention between positions or
+    position offsets is reported and the pass fails. A `@logits` of
+    another signature without chunking gets no decoding functions; its
+    calls are inlined and its layers unrolled, so that it compiles as
+    straight-line code.
   }];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect"];

@@ -67,4 +67,47 @@ int32_t sample(const float *logits, int32_t vocab, const SamplingOptions &o,
   return order[keep - 1];
 }
 
+bool chunkPrompt(ChunkRule rule, int64_t stride, int64_t slots,
+                 const int32_t *values, size_t n,
+                 std::vector<int32_t> &chunks) {
+  chunks.clear();
+  int64_t fill = slots; // the current chunk is full: the first byte opens
+  for (size_t i = 0; i < n; ++i) {
+    int32_t v = values[i];
+    bool flagged = rule == ChunkRule::Given && v >= kChunkStart &&
+                   v < kChunkStart + 256;
+    int32_t byte = flagged ? v - kChunkStart : v;
+    if (byte < 0 || byte > 255)
+      return false;
+    bool alnum = (byte >= '0' && byte <= '9') || (byte >= 'A' && byte <= 'Z') ||
+                 (byte >= 'a' && byte <= 'z');
+    bool start = fill == slots || i == 0 ||
+                 (rule == ChunkRule::Fixed && stride > 0 &&
+                  static_cast<int64_t>(i) % stride == 0) ||
+                 (rule == ChunkRule::Words && byte < 128 && !alnum) || flagged;
+    if (start) {
+      chunks.insert(chunks.end(), slots, kChunkPad);
+      fill = 0;
+    }
+    chunks[chunks.size() - slots + fill++] = byte;
+  }
+  return true;
+}
+
+int64_t sampleChunk(const float *logits, int64_t slots, int64_t classes,
+                    const SamplingOptions &options, uint64_t &state,
+                    int32_t *chunk) {
+  int64_t bytes = 0;
+  std::fill(chunk, chunk + slots, kChunkPad);
+  for (int64_t s = 0; s < slots; ++s) {
+    int32_t v = sample(logits + s * classes, s == 0 ? 256 : kChunkPad + 1,
+                       options, state);
+    if (v == kChunkPad)
+      break;
+    chunk[s] = v;
+    ++bytes;
+  }
+  return bytes;
+}
+
 } // namespace stlm::sampling

@@ -3,7 +3,8 @@
 // Greedy, temperature, top-k and top-p (nucleus) sampling over one row of
 // logits, deterministic in a 64-bit generator state the caller owns (so a
 // seed reproduces a generation). No globals; thread-safe for distinct
-// states.
+// states. Byte-pool models generate a chunk at a time: their prompt is cut
+// by the model's chunking rule and each new chunk sampled slot by slot.
 //
 //===----------------------------------------------------------------------===//
 
@@ -14,6 +15,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace stlm::sampling {
 
@@ -50,6 +52,36 @@ struct ContextWindow {
     return true;
   }
 };
+
+//===----------------------------------------------------------------------===//
+// Byte-pool generation: a chunk at a time
+//===----------------------------------------------------------------------===//
+
+/// A byte-pool model's chunking (MODEL_SPEC, stlm.chunk).
+enum class ChunkRule { Fixed, Words, Given };
+/// The pad value of empty chunk slots; after a chunk's bytes it ends it.
+constexpr int32_t kChunkPad = 256;
+/// Added to a byte of a `given` model's input where a chunk starts.
+constexpr int32_t kChunkStart = 512;
+
+/// Cuts `n` prompt values into chunks of `slots` values each (its bytes,
+/// then pads), by the rules of stlm.chunk without a capacity: a chunk
+/// starts at the first byte, when the chunk holds `slots` bytes, and where
+/// `rule` says (every `stride` bytes; before an ASCII byte that is not a
+/// letter or digit; at a value 512 + b, the byte b). False when a value is
+/// not a byte the rule reads.
+bool chunkPrompt(ChunkRule rule, int64_t stride, int64_t slots,
+                 const int32_t *values, size_t n, std::vector<int32_t> &chunks);
+
+/// Samples the chunk that `logits` ([slots, classes]: 256 bytes, the pad,
+/// and more classes that are never sampled) predict, slot by slot with
+/// `options`: slot 0 among the 256 bytes (a chunk holds one at least),
+/// every later slot among the bytes and the pad, which ends the chunk.
+/// Writes the chunk (its bytes, then pads) to `chunk` ([slots]) and
+/// returns how many bytes it holds.
+int64_t sampleChunk(const float *logits, int64_t slots, int64_t classes,
+                    const SamplingOptions &options, uint64_t &state,
+                    int32_t *chunk);
 
 } // namespace stlm::sampling
 

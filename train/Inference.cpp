@@ -83,12 +83,10 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
   if (o.prompt.empty())
     return "the prompt is empty; generation needs at least one byte to "
            "continue";
-  if (spec.embedder.kind != EmbedderKind::Token)
-    return "generation from byte_pool models (a chunk at a time) is not "
-           "supported yet";
   prompt.clear();
+  bool bytes = spec.embedder.kind != EmbedderKind::Token;
   for (unsigned char c : o.prompt) {
-    if (c >= spec.embedder.vocabSize)
+    if (!bytes && c >= spec.embedder.vocabSize)
       return "the prompt has byte " + std::to_string(c) +
              ", outside the model's vocabulary of " +
              std::to_string(spec.embedder.vocabSize);

@@ -147,6 +147,56 @@ bool load(const std::string &path, Loaded &m, std::string &error,
   return true;
 }
 
+/// generateWithReference for a byte-pool model, as stlm_generate does it:
+/// the prompt cut into chunks by the model's rule, then a chunk at a time,
+/// each sampled from the logits @encode, @core and @decode give for the
+/// window of chunks (recomputed whole every time; the same window as the
+/// runtime's KV cache sees, so a seed gives the same bytes).
+int generateChunks(Loaded &m, const GenerateOptions &o,
+                   const std::vector<int32_t> &prompt, FILE *out, FILE *err) {
+  const EmbedderSpec &e = m.spec.embedder;
+  const int64_t B = m.spec.train.batch, T = m.spec.core.context,
+                L = e.chunkBytes, V = 258;
+  using namespace sampling;
+  ChunkRule rule = e.chunking == Chunking::Fixed   ? ChunkRule::Fixed
+                   : e.chunking == Chunking::Given ? ChunkRule::Given
+                                                   : ChunkRule::Words;
+  std::vector<int32_t> history;
+  if (!chunkPrompt(rule, e.stride, L, prompt.data(), prompt.size(), history))
+    return reportError(err, "the prompt is not bytes");
+  ContextWindow window{T, 0};
+  uint64_t state = o.seed;
+  std::vector<int32_t> chunk(L);
+  std::string error;
+  int64_t produced = 0;
+  auto start = std::chrono::steady_clock::now();
+  while (produced < o.tokens) {
+    window.fit(history.size() / L);
+    int64_t len = static_cast<int64_t>(history.size() / L - window.start);
+    // Row 0 holds the window; the other rows and positions are pad
+    // chunks, which earlier positions never see (causal core).
+    std::vector<int32_t> chunks(B * T * L, kChunkPad);
+    std::copy(history.begin() + window.start * L, history.end(),
+              chunks.begin());
+    std::vector<ref::Tensor<float>> x, y, logits;
+    if (!m.interp->call("encode", {ref::Tensor<float>::ints({B, T, L}, chunks)},
+                        x, error) ||
+        !m.interp->call("core", x, y, error) ||
+        !m.interp->call("decode", y, logits, error))
+      return reportError(err, error);
+    int64_t bytes = sampleChunk(logits[0].f.data() + (len - 1) * L * V, L, V,
+                                o.sampling, state, chunk.data());
+    for (int64_t i = 0; i < bytes && produced < o.tokens; ++i, ++produced) {
+      unsigned char byte = static_cast<unsigned char>(chunk[i]);
+      std::fwrite(&byte, 1, 1, out);
+    }
+    std::fflush(out);
+    history.insert(history.end(), chunk.begin(), chunk.end());
+  }
+  printGenerated(produced, start, err);
+  return 0;
+}
+
 } // namespace
 
 std::unique_ptr<TrainEngine> referenceEngine() {
@@ -185,6 +235,8 @@ int generateWithReference(const std::string &checkpoint,
   std::string problem = generationProblem(m.spec, o, history);
   if (!problem.empty())
     return fail(problem);
+  if (m.spec.embedder.kind == EmbedderKind::BytePool)
+    return generateChunks(m, o, history, out, err);
   const int64_t B = m.spec.train.batch, T = m.spec.core.context,
                 V = m.spec.embedder.vocabSize;
   sampling::ContextWindow window{T, 0};

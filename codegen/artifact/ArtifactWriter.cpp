@@ -234,6 +234,12 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
     });
   if (info.chunkStarts)
     j.attribute(key::kChunkStarts, true);
+  if (info.chunks > 0 && !info.chunkMode.empty())
+    j.attributeObject(key::kChunking, [&] {
+      j.attribute(key::kMode, info.chunkMode);
+      if (info.chunkMode == "fixed")
+        j.attribute(key::kStride, info.chunkStride);
+    });
   j.attribute(key::kSymbol, symbolPrefix(model));
   j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);
@@ -885,12 +891,25 @@ std::string artifactHeader(const ArtifactModel &info,
      << "int32_t " << prefix << "_eval(void *weights, void *arena, "
      << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
         "*seed, float *out);\n";
-  if (bytePool)
+  bool generates = std::find(layout.inference.begin(), layout.inference.end(),
+                             "decode_step") != layout.inference.end();
+  if (bytePool) {
     os << "/* Logits [BATCH, CHUNKS, CHUNK_BYTES, VOCAB] of a batch: chunk c "
           "predicts the\n * bytes of chunk c + 1. */\n"
        << "int32_t " << prefix << "_logits(void *weights, void *arena, "
        << "const int32_t *tokens,\n    float *logits);\n";
-  else if (!layout.inference.empty())
+    if (generates)
+      os << "/* Generation a chunk at a time, with the KV cache over chunk "
+            "positions (in\n * `weights`): the logits [CHUNKS, CHUNK_BYTES, "
+            "VOCAB] of one sequence of\n * CHUNKS chunks [CHUNKS, "
+            "CHUNK_BYTES] (bytes, then pads 256) from position 0,\n * "
+            "filling the cache; then the logits [CHUNK_BYTES, VOCAB] of the "
+            "chunk after\n * one more chunk at position *pos. */\n"
+         << "int32_t " << prefix << "_prefill(void *weights, void *arena, "
+         << "const int32_t *chunks,\n    float *logits);\n"
+         << "int32_t " << prefix << "_decode_step(void *weights, void *arena, "
+         << "const int32_t *chunk,\n    const int32_t *pos, float *logits);\n";
+  } else if (!layout.inference.empty())
     os << "/* Logits [BATCH, CONTEXT, VOCAB] of a batch. */\n"
        << "int32_t " << prefix << "_logits(void *weights, void *arena, "
        << "const int32_t *tokens,\n    float *logits);\n"

@@ -71,6 +71,10 @@ struct ArtifactModel {
   /// A byte-pool model with `given` chunking: its bytes carry the chunk
   /// starts (a byte + 512 opens a chunk).
   bool chunkStarts = false;
+  /// A byte-pool model's chunking ("fixed", "words", "given"; "" when
+  /// unknown) and `fixed` stride: the runtime cuts a prompt by them.
+  std::string chunkMode;
+  int64_t chunkStride = 0;
 };
 
 /// The model of `module` (built from one spec: there is one).

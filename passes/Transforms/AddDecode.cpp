@@ -3,9 +3,15 @@
 // @prefill and @decode_step are copies of @logits for one sequence: the
 // copy is flattened (layers unrolled), every activation of shape [B, T, ...]
 // is retyped to [1, N, ...] (N = T for the prefill, 1 for a step), RoPE and
-// attention get the position of the first new token as their offset, and
-// each attention reads per-layer caches of keys and values that the new
-// tokens' rows are written into first.
+// causal attention get the position of the first new token as their
+// offset, and each causal attention reads per-layer caches of keys and
+// values that the new tokens' rows are written into first.
+//
+// A byte-pool model decodes a chunk at a time: its copies take chunks
+// ([1, N, L], what stlm.chunk made of the bytes: the host cuts a prompt and
+// generated chunks are already cut) through the encoder, the core (cached
+// over chunk positions) and the decoder to the next chunk's logits
+// [1, N, L, V]; attention inside a chunk needs no cache.
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,9 +36,9 @@ public:
   DecodeBuilder(ModelOp model, func::FuncOp logits)
       : model(model), logits(logits), b(model.getContext()) {}
 
-  /// Whether @logits maps token ids [B, T] to logits [B, T, V] (reads B
-  /// and T); other models (byte-pool) have nothing to decode.
-  bool tokenSignature();
+  /// Whether the function maps a sequence, token ids [B, T] or chunks
+  /// [B, T, L], to logits [B, T, ...] (reads B and T).
+  bool sequenceSignature();
   /// Checks that @logits can be decoded; fails with a diagnostic.
   LogicalResult analyse();
   /// Adds `name` for `n` new tokens; `withPos` adds the position argument
@@ -51,7 +57,7 @@ private:
   int64_t batch = 0, context = 0;
 };
 
-bool DecodeBuilder::tokenSignature() {
+bool DecodeBuilder::sequenceSignature() {
   FunctionType ft = logits.getFunctionType();
   auto ids = ft.getNumInputs() == 1
                  ? llvm::dyn_cast<RankedTensorType>(ft.getInput(0))
@@ -59,9 +65,10 @@ bool DecodeBuilder::tokenSignature() {
   auto out = ft.getNumResults() == 1
                  ? llvm::dyn_cast<RankedTensorType>(ft.getResult(0))
                  : RankedTensorType();
-  if (!ids || ids.getRank() != 2 || !ids.getElementType().isInteger(32) ||
-      !out || out.getRank() != 3 ||
-      out.getShape().take_front(2) != ids.getShape())
+  if (!ids || (ids.getRank() != 2 && ids.getRank() != 3) ||
+      !ids.getElementType().isInteger(32) || !out ||
+      out.getRank() != ids.getRank() + 1 ||
+      out.getShape().take_front(2) != ids.getShape().take_front(2))
     return false;
   batch = ids.getDimSize(0);
   context = ids.getDimSize(1);
@@ -76,6 +83,10 @@ LogicalResult DecodeBuilder::analyse() {
       return WalkResult::interrupt();
     }
     auto a = dyn_cast<AttentionOp>(op);
+    // Attention inside a chunk ([B, T, L, d]) sees one chunk: no cache.
+    if (a && a.getMask() == MaskKind::none && !a.getOffset() &&
+        llvm::cast<RankedTensorType>(a.getQ().getType()).getRank() >= 4)
+      return WalkResult::advance();
     if (a && (a.getMask() != MaskKind::causal || a.getOffset())) {
       op->emitOpError("must be causal attention without an offset to be "
                       "decoded with a KV cache");
@@ -158,9 +169,11 @@ LogicalResult DecodeBuilder::derive(StringRef name, int64_t n, bool withPos) {
 
   // Positions and caches.
   SmallVector<Operation *> ops;
-  for (Operation &op : body)
-    if (isa<RoPEOp, AttentionOp>(op))
+  for (Operation &op : body) {
+    auto a = dyn_cast<AttentionOp>(op);
+    if (isa<RoPEOp>(op) || (a && a.getMask() == MaskKind::causal))
       ops.push_back(&op);
+  }
   int64_t layer = 0;
   for (Operation *op : ops) {
     b.setInsertionPoint(op);
@@ -203,6 +216,42 @@ LogicalResult DecodeBuilder::derive(StringRef name, int64_t n, bool withPos) {
   return success();
 }
 
+/// A byte-pool @logits (bytes [B, N] → stlm.chunk → encoder, core,
+/// decoder → [B, T, L, V]) as a function of its chunks: a flattened copy
+/// named `name` whose one argument is the chunks [B, T, L]. Null after a
+/// diagnostic when @logits is not one.
+func::FuncOp chunkLogits(ModelOp model, func::FuncOp logits, StringRef name) {
+  OpBuilder b(logits);
+  b.setInsertionPointAfter(logits);
+  auto fn = cast<func::FuncOp>(b.clone(*logits));
+  fn.setSymName(name);
+  if (failed(inlineCalls(fn, model))) {
+    fn.erase();
+    return nullptr;
+  }
+  SmallVector<ChunkOp> chunkOps;
+  fn.walk([&](ChunkOp c) { chunkOps.push_back(c); });
+  Block &body = fn.getBody().front();
+  if (chunkOps.size() != 1 || !chunkOps[0].getCount().use_empty() ||
+      body.getNumArguments() != 1 ||
+      chunkOps[0].getBytes() != body.getArgument(0) ||
+      !body.getArgument(0).hasOneUse()) {
+    logits.emitOpError("of a byte-pool model must chunk its one bytes "
+                       "argument once, and use nothing else of it, to be "
+                       "decoded a chunk at a time");
+    fn.erase();
+    return nullptr;
+  }
+  ChunkOp chunk = chunkOps[0];
+  Value chunks = body.addArgument(chunk.getChunks().getType(), chunk.getLoc());
+  chunk.getChunks().replaceAllUsesWith(chunks);
+  chunk.erase();
+  body.eraseArgument(0);
+  fn.setFunctionType(b.getFunctionType(
+      body.getArgumentTypes(), body.getTerminator()->getOperandTypes()));
+  return fn;
+}
+
 struct AddDecodePass
     : public mlir::stlm::impl::AddDecodePassBase<AddDecodePass> {
   void runOnOperation() override {
@@ -214,17 +263,39 @@ struct AddDecodePass
       if (!logits || logits.isExternal())
         continue; // nothing to decode
       DecodeBuilder builder(model, logits);
-      if (!builder.tokenSignature()) {
-        // A byte-pool @logits (encoder, core, decoder) has nothing to
-        // decode token by token; flattened, it compiles as it is.
+      if (builder.sequenceSignature()) {
+        if (failed(builder.analyse()) ||
+            failed(builder.derive("prefill", contextOf(logits), false)) ||
+            failed(builder.derive("decode_step", 1, true)))
+          return signalPassFailure();
+        unrollAll(logits);
+        continue;
+      }
+      // A byte-pool @logits: generation goes through its chunks. Other
+      // functions of other shapes have nothing to decode; flattened, they
+      // compile as they are.
+      bool chunks = false;
+      logits.walk([&](ChunkOp) { chunks = true; });
+      if (!chunks) {
         if (failed(inlineCalls(logits, model)))
           return signalPassFailure();
         unrollAll(logits);
         continue;
       }
-      if (failed(builder.analyse()) ||
-          failed(builder.derive("prefill", contextOf(logits), false)) ||
-          failed(builder.derive("decode_step", 1, true)))
+      func::FuncOp chunked = chunkLogits(model, logits, "logits.chunks");
+      if (!chunked)
+        return signalPassFailure();
+      DecodeBuilder chunkBuilder(model, chunked);
+      bool ok = chunkBuilder.sequenceSignature();
+      if (!ok)
+        chunked.emitOpError("does not map chunks [B, T, L] to logits "
+                            "[B, T, L, V]");
+      ok = ok && succeeded(chunkBuilder.analyse()) &&
+           succeeded(
+               chunkBuilder.derive("prefill", contextOf(chunked), false)) &&
+           succeeded(chunkBuilder.derive("decode_step", 1, true));
+      chunked.erase();
+      if (!ok || failed(inlineCalls(logits, model)))
         return signalPassFailure();
       unrollAll(logits);
     }

@@ -171,6 +171,10 @@ struct stlm_model {
   bool chunked = false;  // a byte-pool model: the batch is [batch, context]
                          // bytes, no targets; logits per chunk slot
   bool chunkStarts = false; // 'given' chunking: a byte + 512 opens a chunk
+  int64_t chunks = 0, chunkSlots = 0; // a byte-pool model's [C, L]
+  bool chunkRuleKnown = false;   // the manifest says how it chunks
+  stlm::sampling::ChunkRule chunkRule = stlm::sampling::ChunkRule::Words;
+  int64_t chunkStride = 0;
   int64_t logitsCount = 0; // floats stlm_logits writes
   int64_t objectives = 0;  // objectives' own losses @eval writes after it
   // Data-parallel training (stlm_set_allreduce): the hook that sums the
@@ -259,9 +263,17 @@ struct stlm_model {
   /// Logits after the token history `h` (its window `w`): a prefill of
   /// the window when `refill`, else one decode step. Points `row` at the
   /// last position's logits.
+  /// A byte-pool model's `h` is chunks of `slots` ids, `start` counts
+  /// chunks, and `row` points at the last chunk's [slots, vocab] logits.
   stlm_status nextLogits(const std::vector<int32_t> &h, size_t start,
                          bool refill, std::vector<float> &buffer,
                          const float *&row);
+  /// stlm_generate for a byte-pool model (a chunk at a time).
+  stlm_status generateChunks(const int32_t *prompt, size_t promptLen,
+                             size_t maxBytes,
+                             const stlm::sampling::SamplingOptions &options,
+                             uint64_t state, stlm_token_fn onToken,
+                             void *user, size_t *generated);
   stlm_status run(int32_t (*fn)(void *, void *, const int32_t *,
                                 const int32_t *, const int32_t *, float *),
                   const int32_t *tok, const int32_t *tgt, int32_t seed,
@@ -363,8 +375,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     if (weightsSize < 0 || arenaSize < 0)
       return fail(STLM_ERROR_FORMAT,
                   "the artifact's manifest gives a negative buffer size");
-    // Generation is compiled for token models (a byte-pool model's
-    // @logits predicts whole chunks).
+    // Generation is compiled for token models; a byte-pool model's is
+    // compiled by stlm-compile since it can (older ones have none).
     if (!chunked && (!a->prefill || !a->decode_step))
       return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
     if (vocab < 1 || vocab > (int64_t(1) << 24))
@@ -375,14 +387,35 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     if (chunked) {
       // Logits [batch, chunks, chunk_bytes, vocab].
       const auto &shape = m.at(key::kChunks);
-      int64_t chunks = shape.size() == 2 ? shape[0].get<int64_t>() : 0,
-              slots = shape.size() == 2 ? shape[1].get<int64_t>() : 0;
-      if (chunks < 1 || slots < 1 || chunks > context || slots > 4096)
+      chunks = shape.size() == 2 ? shape[0].get<int64_t>() : 0;
+      chunkSlots = shape.size() == 2 ? shape[1].get<int64_t>() : 0;
+      if (chunks < 1 || chunkSlots < 1 || chunks > context ||
+          chunkSlots > 4096)
         return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives " +
                                            std::to_string(chunks) +
                                            " chunks of " +
-                                           std::to_string(slots) + " bytes");
-      logitsCount = batch * chunks * slots * vocab;
+                                           std::to_string(chunkSlots) +
+                                           " bytes");
+      logitsCount = batch * chunks * chunkSlots * vocab;
+      if (m.contains(key::kChunking)) {
+        const auto &c = m.at(key::kChunking);
+        std::string mode = c.contains(key::kMode) && c.at(key::kMode).is_string()
+                               ? c.at(key::kMode).get<std::string>()
+                               : "";
+        using stlm::sampling::ChunkRule;
+        chunkRule = mode == "fixed"   ? ChunkRule::Fixed
+                    : mode == "given" ? ChunkRule::Given
+                                      : ChunkRule::Words;
+        chunkStride = c.contains(key::kStride) && c.at(key::kStride).is_number_integer()
+                          ? c.at(key::kStride).get<int64_t>()
+                          : 0;
+        if ((mode != "fixed" && mode != "words" && mode != "given") ||
+            (mode == "given") != chunkStarts ||
+            (mode == "fixed") != (chunkStride >= 1 && chunkStride <= chunkSlots))
+          return fail(STLM_ERROR_FORMAT,
+                      "the artifact's manifest has a bad chunking");
+        chunkRuleKnown = true;
+      }
     }
     for (const char *section : {key::kParams, key::kState})
       for (const auto &p : m.at(section)) {
@@ -456,9 +489,11 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
   weights = allocate(weightsSize);
   // A device artifact's arena is on the device only.
   arena = allocate(device ? 0 : arenaSize);
-  tokens = allocate(batch * context * 4);
+  // Generation stages a window of chunks in `tokens`, and a chunk and its
+  // position (each on its own 64-byte lines) in `step`.
+  tokens = allocate(std::max(batch * context, chunks * chunkSlots) * 4);
   targets = allocate(batch * context * 4);
-  step = allocate(128);
+  step = allocate(std::max<int64_t>(128, ((chunkSlots + 15) / 16 + 1) * 64));
   if (!weights || !arena || !tokens || !targets || !step)
     return fail(STLM_ERROR_MEMORY, "cannot allocate " +
                                        std::to_string(weightsSize + arenaSize) +
@@ -1246,11 +1281,6 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
     return badModel();
   if (generated)
     *generated = 0;
-  if (model->chunked)
-    return model->fail(STLM_ERROR_ARGUMENT,
-                       "stlm_generate: '" + model->name +
-                           "' is a byte-pool model; generating a chunk at a "
-                           "time is not compiled yet");
   if (!prompt || prompt_len == 0)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_generate: the prompt is empty; generation needs "
@@ -1268,6 +1298,9 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
   std::string bad = stlm::sampling::validate(options);
   if (!bad.empty())
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: " + bad);
+  if (model->chunked)
+    return model->generateChunks(prompt, prompt_len, max_tokens, options,
+                                 state, on_token, user, generated);
   for (size_t i = 0; i < prompt_len; ++i)
     if (prompt[i] < 0 || prompt[i] >= model->vocab)
       return model->fail(STLM_ERROR_ARGUMENT,
@@ -1306,32 +1339,87 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
                                    size_t start, bool refill,
                                    std::vector<float> &buffer,
                                    const float *&row) {
-  size_t len = h.size() - start;
+  // A position is a token, or a byte-pool model's chunk of `slots` ids.
+  const size_t unit = chunked ? static_cast<size_t>(chunkSlots) : 1;
+  const size_t positions = static_cast<size_t>(chunked ? chunks : context);
+  const size_t rowSize = unit * static_cast<size_t>(vocab);
+  size_t len = h.size() / unit - start;
   int32_t *staged = static_cast<int32_t *>(tokens.get());
   if (stlm_status s = push(); s != STLM_OK)
     return s;
   hostBehind = device != nullptr; // the KV cache is in the blob
   halideMessage.clear();
   if (refill) {
-    // The window from position 0, padded: rows past it are rewritten
-    // before any later query reads them.
-    std::fill(staged, staged + context, 0);
-    std::copy(h.begin() + start, h.end(), staged);
-    buffer.resize(static_cast<size_t>(context * vocab));
+    // The window from position 0, padded (all-pad chunks): rows past it
+    // are rewritten before any later query reads them.
+    std::fill(staged, staged + positions * unit,
+              chunked ? stlm::sampling::kChunkPad : 0);
+    std::copy(h.begin() + start * unit, h.end(), staged);
+    buffer.resize(positions * rowSize);
     stlm_status s = kernelStatus(
         artifact->prefill(weightsArg(), arenaArg(), staged, buffer.data()),
         "generation (prefill)");
-    row = buffer.data() + (len - 1) * vocab;
+    row = buffer.data() + (len - 1) * rowSize;
     return s;
   }
-  buffer.resize(static_cast<size_t>(vocab));
+  buffer.resize(rowSize);
   int32_t *io = static_cast<int32_t *>(step.get());
-  io[0] = h.back();
-  io[16] = static_cast<int32_t>(len - 1); // its own 64-byte line
+  std::copy(h.end() - unit, h.end(), io);
+  size_t at = (unit + 15) / 16 * 16; // the position on its own 64-byte line
+  io[at] = static_cast<int32_t>(len - 1);
   stlm_status s = kernelStatus(
-      artifact->decode_step(weightsArg(), arenaArg(), io, io + 16,
+      artifact->decode_step(weightsArg(), arenaArg(), io, io + at,
                             buffer.data()),
       "generation (decode step)");
   row = buffer.data();
   return s;
+}
+
+stlm_status stlm_model::generateChunks(
+    const int32_t *prompt, size_t promptLen, size_t maxBytes,
+    const stlm::sampling::SamplingOptions &options, uint64_t state,
+    stlm_token_fn onToken, void *user, size_t *generated) {
+  if (!chunkRuleKnown || !artifact->prefill || !artifact->decode_step)
+    return fail(STLM_ERROR_ARGUMENT,
+                "stlm_generate: '" + name +
+                    "' is a byte-pool model compiled without chunk "
+                    "generation; compile it again with this stlm-compile");
+  std::vector<int32_t> history;
+  if (!stlm::sampling::chunkPrompt(chunkRule, chunkStride, chunkSlots, prompt,
+                                   promptLen, history)) {
+    size_t i = 0;
+    while (i + 1 < promptLen &&
+           ((prompt[i] >= 0 && prompt[i] <= 255) ||
+            (chunkStarts && prompt[i] >= STLM_CHUNK_START &&
+             prompt[i] < STLM_CHUNK_START + 256)))
+      ++i;
+    return fail(STLM_ERROR_ARGUMENT,
+                "stlm_generate: prompt value " + std::to_string(prompt[i]) +
+                    " at " + std::to_string(i) + " is not a byte" +
+                    (chunkStarts ? " (or a byte + STLM_CHUNK_START)" : ""));
+  }
+  stlm::sampling::ContextWindow window{chunks, 0};
+  bool refill = true;
+  std::vector<float> buffer;
+  std::vector<int32_t> chunk(static_cast<size_t>(chunkSlots));
+  size_t produced = 0;
+  while (produced < maxBytes) {
+    refill |= window.fit(history.size() / chunkSlots);
+    const float *row = nullptr;
+    if (stlm_status s = nextLogits(history, window.start, refill, buffer, row);
+        s != STLM_OK)
+      return s;
+    refill = false;
+    int64_t bytes = stlm::sampling::sampleChunk(row, chunkSlots, vocab, options,
+                                                state, chunk.data());
+    for (int64_t i = 0; i < bytes && produced < maxBytes; ++i) {
+      ++produced;
+      if (generated)
+        *generated = produced;
+      if (onToken && onToken(chunk[i], user) != 0)
+        return ok();
+    }
+    history.insert(history.end(), chunk.begin(), chunk.end());
+  }
+  return ok();
 }

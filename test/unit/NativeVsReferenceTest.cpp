@@ -478,12 +478,89 @@ protected:
                 std::string::npos)
           << stlm_error_message(native);
     }
-    int32_t prompt = 'a';
-    EXPECT_EQ(stlm_generate(native, &prompt, 1, 4, nullptr, nullptr, nullptr,
-                            nullptr),
-              STLM_ERROR_ARGUMENT);
-    EXPECT_NE(std::string(stlm_error_message(native)).find("byte-pool"),
-              std::string::npos);
+    compareChunkGeneration();
+  }
+
+  /// Greedy generation a chunk at a time (stlm_generate, @prefill and
+  /// @decode_step over chunks with the KV cache): each byte the native
+  /// model chose, and each chunk end, is the most likely class (within
+  /// 1e-4) of the reference's @encode → @core → @decode logits over the
+  /// chunks the native model had generated, through a refill of the
+  /// context; the reference's own @prefill (stlm-add-decode's) agrees.
+  void compareChunkGeneration() {
+    using namespace stlm::sampling;
+    const int64_t B = spec.train.batch, T = spec.core.context,
+                  L = spec.embedder.chunkBytes, V = 258;
+    std::string text = "a cat, a hat.";
+    std::vector<int32_t> prompt(text.begin(), text.end());
+    if (stlm_takes_chunk_starts(native))
+      prompt[2] += STLM_CHUNK_START;
+    std::vector<int32_t> bytes;
+    auto collect = [](int32_t t, void *u) {
+      static_cast<std::vector<int32_t> *>(u)->push_back(t);
+      return 0;
+    };
+    stlm_sampling greedy = STLM_SAMPLING_GREEDY;
+    size_t produced = 0, wanted = static_cast<size_t>(2 * T * L);
+    ASSERT_EQ(stlm_generate(native, prompt.data(), prompt.size(), wanted,
+                            &greedy, collect, &bytes, &produced),
+              STLM_OK)
+        << stlm_error_message(native);
+    ASSERT_EQ(produced, wanted);
+    ASSERT_EQ(bytes.size(), wanted);
+
+    const stlm::EmbedderSpec &e = spec.embedder;
+    ChunkRule rule = e.chunking == stlm::Chunking::Fixed   ? ChunkRule::Fixed
+                     : e.chunking == stlm::Chunking::Given ? ChunkRule::Given
+                                                           : ChunkRule::Words;
+    std::vector<int32_t> history;
+    ASSERT_TRUE(chunkPrompt(rule, e.stride, L, prompt.data(), prompt.size(),
+                            history));
+    ContextWindow window{T, 0};
+    size_t at = 0;
+    int refills = 0;
+    std::string error;
+    while (at < bytes.size()) {
+      refills += window.fit(history.size() / L);
+      int64_t len = static_cast<int64_t>(history.size() / L - window.start);
+      std::vector<int32_t> chunks(B * T * L, kChunkPad);
+      std::copy(history.begin() + window.start * L, history.end(),
+                chunks.begin());
+      std::vector<Tensor> x, y, logits;
+      ASSERT_TRUE(reference->call("encode", {Tensor::ints({B, T, L}, chunks)},
+                                  x, error) &&
+                  reference->call("core", x, y, error) &&
+                  reference->call("decode", y, logits, error))
+          << error;
+      if (at == 0) {
+        std::vector<Tensor> derived;
+        std::vector<int32_t> one(chunks.begin(), chunks.begin() + T * L);
+        ASSERT_TRUE(reference->call("prefill", {Tensor::ints({1, T, L}, one)},
+                                    derived, error))
+            << error;
+        std::vector<float> want(logits[0].f.begin(),
+                                logits[0].f.begin() + len * L * V),
+            got(derived[0].f.begin(), derived[0].f.begin() + len * L * V);
+        EXPECT_LE(maxDiff(got, want), 1e-5 * maxAbs(want)) << "@prefill";
+      }
+      const float *row = logits[0].f.data() + (len - 1) * L * V;
+      std::vector<int32_t> chunk(L, kChunkPad);
+      for (int64_t s = 0; s < L && at < bytes.size(); ++s) {
+        const float *slot = row + s * V;
+        float best = *std::max_element(slot, slot + (s == 0 ? 256 : 257));
+        bool byteOk = slot[bytes[at]] >= best - 1e-4f;
+        bool endOk = s > 0 && slot[kChunkPad] >= best - 1e-4f;
+        if (byteOk && !(endOk && slot[kChunkPad] > slot[bytes[at]])) {
+          chunk[s] = bytes[at++];
+          continue;
+        }
+        ASSERT_TRUE(endOk) << "byte " << at << " (" << bytes[at]
+                           << ") is not the reference's choice at slot " << s;
+        break;
+      }
+      history.insert(history.end(), chunk.begin(), chunk.end());
+    }
+    EXPECT_GE(refills, 1) << "the context was never refilled";
   }
 
   /// Logits [n, V] of `ids` from position 0 by the reference @prefill

@@ -226,6 +226,22 @@ TEST(Runtime, RefusesInputsThatAreNotABatch) {
   pool.replace(pool.find("\"inputs\""), 0, "\"chunks\": [5, 2], ");
   stlm_artifact a = artifact(pool.c_str());
   expectRefused(a, STLM_ERROR_FORMAT, "gives 5 chunks of 2 bytes");
+  // How it chunks: a known mode, a stride for `fixed` only (within the
+  // slots), `given` exactly with chunk starts.
+  for (const char *chunking :
+       {R"("chunking": {"mode": "bytes"}, )",
+        R"("chunking": {"mode": "fixed"}, )",
+        R"("chunking": {"mode": "fixed", "stride": 3}, )",
+        R"("chunking": {"mode": "given"}, )",
+        R"("chunking": {"mode": "words"}, "chunk_starts": true, )",
+        R"("chunking": 7, )"}) {
+    std::string bad = kGood;
+    bad.replace(bad.find("[[2, 4], [2, 4]]"), 16, "[[2, 4]]");
+    bad.replace(bad.find("\"inputs\""), 0,
+                std::string("\"chunks\": [2, 2], ") + chunking);
+    a = artifact(bad.c_str());
+    expectRefused(a, STLM_ERROR_FORMAT, "bad chunking");
+  }
 }
 
 TEST(Runtime, PassesEachMicroBatchItsMaskSeed) {

@@ -241,6 +241,8 @@ bool readMlir(mlir::MLIRContext &context, llvm::SourceMgr &sources,
       in.info.chunkBytes = t.getDimSize(2);
       logits.walk([&](mlir::stlm::ChunkOp c) {
         in.info.chunkStarts |= c.getMode() == mlir::stlm::ChunkMode::given;
+        in.info.chunkMode = mlir::stlm::stringifyChunkMode(c.getMode()).str();
+        in.info.chunkStride = c.getStride().value_or(0);
       });
     }
   in.info.accumulate = mlir::stlm::TrainSettings::of(model).accumulate;
@@ -352,6 +354,11 @@ int main(int argc, char **argv) {
       in.info.chunkBytes = in.spec->embedder.chunkBytes;
       in.info.chunkStarts =
           in.spec->embedder.chunking == stlm::Chunking::Given;
+      in.info.chunkMode =
+          in.spec->embedder.chunking == stlm::Chunking::Fixed   ? "fixed"
+          : in.spec->embedder.chunking == stlm::Chunking::Given ? "given"
+                                                                : "words";
+      in.info.chunkStride = in.spec->embedder.stride;
     }
   }
   if (printName) {

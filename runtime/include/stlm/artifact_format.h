@@ -129,6 +129,11 @@ inline constexpr const char *kChunks = "chunks";
 /// Of a byte-pool model with `given` chunking only: true; its bytes input
 /// carries the chunk starts (a byte + kChunkStart opens a chunk).
 inline constexpr const char *kChunkStarts = "chunk_starts";
+/// Of a byte-pool model: how it chunks bytes, {"mode": "fixed" | "words"
+/// | "given", "stride": P (fixed only)}, so the runtime cuts a prompt as
+/// the compiled step would (absent in older artifacts: no generation).
+inline constexpr const char *kChunking = "chunking", *kMode = "mode",
+                            *kStride = "stride";
 /// Of a host artifact built with stlm-compile --profile: true.
 inline constexpr const char *kProfile = "profile";
 /// Of each params/state/cache slot.

@@ -284,9 +284,16 @@ typedef int (*stlm_token_fn)(int32_t token, void *user);
  * as it is chosen; `*generated` (may be NULL) is the number produced. The
  * model sees the last stlm_context tokens: the prompt (or its end) is run
  * at once, then one token per step against the cache; when the context is
- * full, the cache is refilled from the last context/2 tokens. Token models
- * only: for a byte-pool model (a chunk at a time) it is not compiled yet
- * and returns STLM_ERROR_ARGUMENT. */
+ * full, the cache is refilled from the last context/2 tokens.
+ *
+ * A byte-pool model generates a chunk at a time: the prompt's bytes (with
+ * STLM_CHUNK_START flags for 'given' chunking) are cut into chunks by the
+ * model's rule, and each step samples the next chunk slot by slot from the
+ * logits the last chunk's core output gives (the first slot among the 256
+ * bytes, each later one among the bytes and the end marker, which ends
+ * the chunk); the chunk's bytes go to `on_token` one by one and the chunk
+ * is the next step's input. Tokens are bytes: `max_tokens` counts bytes,
+ * the context counts chunks. */
 stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
                           size_t prompt_len, size_t max_tokens,
                           const stlm_sampling *sampling,
