@@ -14,6 +14,9 @@
 //                       targets and counted flags derived from chunks
 //                       [B·C·L] and count [B] (the chunk objectives)
 //   stlm_mask_tokens    ids [N], seed -> masked [N], mask [N] (u8 0/1)
+//   stlm_distill(_grad) logits, teacher [P, V], targets [P] (, dloss) ->
+//                       α τ² mean KL(softmax(teacher/τ) ‖ softmax(logits/τ))
+//                       + (1 − α) mean CE (its gradient in the logits)
 // Ids outside the table are clamped here for memory safety, not reported:
 // callers must check ids before a kernel runs (an error, not a clamp).
 //
@@ -403,6 +406,120 @@ public:
   }
 };
 
+/// `stlm.distill_loss` and its gradient, fused per row of V logits: with
+/// lse = logsumexp(logits), lse_τ = logsumexp(logits/τ) and
+/// lse_T = logsumexp(teacher/τ), p = exp(teacher/τ − lse_T),
+///   KL = Σ_v p_v (teacher_v − logits_v)/τ − lse_T + lse_τ
+/// (Σ p = 1; a p_v that underflows to 0 adds 0, as 0 · log 0 = 0), and the
+/// gradient α τ (q − p) + (1 − α)(softmax − onehot), q = softmax(logits/τ),
+/// scaled by dloss / P. Twins: ref::distill, ref::distillBackward.
+template <typename Self> class DistillBase : public Generator<Self> {
+public:
+  GeneratorParam<int> positions{"positions", 64}, vocab{"vocab", 256};
+  GeneratorParam<double> temperature{"temperature", 2.0}, alpha{"alpha", 0.5};
+
+protected:
+  void define(Func logits, Func teacher, Func targets) {
+    double tau = temperature, a = alpha;
+    if (!(tau > 0) || !(a >= 0 && a <= 1))
+      stlm::halide::fail("stlm_distill",
+                         "temperature must be > 0 and alpha in [0, 1]");
+    Expr inv = Expr(float(1.0 / tau));
+    RDom rv(0, vocab, "rv");
+    mx(p) = maximum(logits(rv, p));
+    lse(p) = mx(p) + log(sum(exp(logits(rv, p) - mx(p))));
+    lseS(p) = mx(p) * inv + log(sum(exp((logits(rv, p) - mx(p)) * inv)));
+    mxT(p) = maximum(teacher(rv, p));
+    lseT(p) = mxT(p) * inv + log(sum(exp((teacher(rv, p) - mxT(p)) * inv)));
+    tgt(p) = clamp(targets(p), 0, int(vocab) - 1);
+    Expr pt = exp(teacher(rv, p) * inv - lseT(p));
+    cross(p) = sum(pt * (teacher(rv, p) - logits(rv, p))) * inv;
+  }
+  template <typename Out> void defineLoss(Func logits, Out &loss) {
+    double tau = temperature, a = alpha;
+    Expr kl = cross(p) - lseT(p) + lseS(p);
+    Expr ce = lse(p) - logits(tgt(p), p);
+    rowLoss(p) = float(a * tau * tau) * kl + float(1 - a) * ce;
+    RDom rp(0, positions, "rp");
+    loss() = cast<float>(sum(cast<double>(rowLoss(rp))) /
+                         Expr(double(int(positions))));
+  }
+  void scheduleLoss() {
+    Var po("po"), pi("pi");
+    rowLoss.compute_root()
+        .split(p, po, pi, 16, TailStrategy::GuardWithIf)
+        .parallel(po);
+    for (Func f : {mx, lse, lseS, mxT, lseT, cross})
+      f.compute_at(rowLoss, pi);
+  }
+  template <typename Out>
+  void defineGrad(Func logits, Func teacher, Expr dloss, Out &dlogits) {
+    double tau = temperature, a = alpha;
+    Expr inv = Expr(float(1.0 / tau));
+    Expr scale = dloss / float(int(positions));
+    Expr q = exp(logits(v, p) * inv - lseS(p));
+    Expr pt = exp(teacher(v, p) * inv - lseT(p));
+    Expr soft = exp(logits(v, p) - lse(p));
+    Expr onehot = select(v == tgt(p), 1.0f, 0.0f);
+    dlogits(v, p) = scale * (float(a * tau) * (q - pt) +
+                             float(1 - a) * (soft - onehot));
+  }
+  template <typename Out> void scheduleGrad(Out &dlogits) {
+    stlm::halide::boundRowMajor(dlogits, vocab, positions);
+    Var po("po"), pi("pi");
+    dlogits.split(p, po, pi, 16, TailStrategy::GuardWithIf)
+        .vectorize(v, this->template natural_vector_size<float>(),
+                   TailStrategy::GuardWithIf)
+        .parallel(po);
+    for (Func f : {mx, lse, lseS, mxT, lseT})
+      f.compute_at(dlogits, pi);
+  }
+  template <typename In, typename Ids>
+  void bound(In &logits, In &teacher, Ids &targets) {
+    stlm::halide::boundRowMajor(logits, vocab, positions);
+    stlm::halide::boundRowMajor(teacher, vocab, positions);
+    targets.dim(0).set_bounds(0, positions);
+  }
+  Var v{"v"}, p{"p"};
+  Func mx{"mx"}, lse{"lse"}, lseS{"lse_s"}, mxT{"mx_t"}, lseT{"lse_t"},
+      tgt{"tgt"}, cross{"cross"}, rowLoss{"row_loss"};
+};
+
+class Distill : public DistillBase<Distill> {
+public:
+  Input<Buffer<float>> logits{"logits", 2}, teacher{"teacher", 2};
+  Input<Buffer<int32_t>> targets{"targets", 1};
+  Output<Buffer<float>> loss{"loss", 0};
+
+  void generate() {
+    define(logits, teacher, targets);
+    defineLoss(logits, loss);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(logits, teacher, targets);
+    bound(logits, teacher, targets);
+    scheduleLoss();
+  }
+};
+
+class DistillGrad : public DistillBase<DistillGrad> {
+public:
+  Input<Buffer<float>> logits{"logits", 2}, teacher{"teacher", 2};
+  Input<Buffer<int32_t>> targets{"targets", 1};
+  Input<float> dloss{"dloss"};
+  Output<Buffer<float>> dlogits{"dlogits", 2};
+
+  void generate() {
+    define(logits, teacher, targets);
+    defineGrad(logits, teacher, dloss, dlogits);
+  }
+  void schedule() {
+    stlm::halide::requireAligned(logits, teacher, targets, dlogits);
+    bound(logits, teacher, targets);
+    scheduleGrad(dlogits);
+  }
+};
+
 /// `stlm.mask_tokens`: position n is masked when the top 24 bits of
 /// splitmix64(seed · 2³² + n), read as u · 2²⁴, fall below prob · 2²⁴. For
 /// an integer u that is u < ⌈prob · 2²⁴⌉, so the comparison is exact in
@@ -461,5 +578,7 @@ HALIDE_REGISTER_GENERATOR(EmbedGrad, stlm_embed_grad)
 HALIDE_REGISTER_GENERATOR(CrossEntropy, stlm_cross_entropy)
 HALIDE_REGISTER_GENERATOR(CrossEntropyGrad, stlm_cross_entropy_grad)
 HALIDE_REGISTER_GENERATOR(MaskTokens, stlm_mask_tokens)
+HALIDE_REGISTER_GENERATOR(Distill, stlm_distill)
+HALIDE_REGISTER_GENERATOR(DistillGrad, stlm_distill_grad)
 HALIDE_REGISTER_GENERATOR(ChunkCrossEntropy, stlm_chunk_cross_entropy)
 HALIDE_REGISTER_GENERATOR(ChunkCrossEntropyGrad, stlm_chunk_cross_entropy_grad)

@@ -80,6 +80,8 @@
 #include "test_attn_wide.h"
 #include "test_attn_wide_grad_blocked.h"
 #include "test_ce.h"
+#include "test_distill.h"
+#include "test_distill_grad.h"
 #include "test_ce_grad.h"
 #include "test_embed.h"
 #include "test_embed_grad.h"
@@ -664,6 +666,39 @@ TEST(HalideLayers, CrossEntropyAndGradient) {
                                     V, 0.75f, rd.data());
     expectClose(out(db), rd, 1e-6, "cross-entropy grad");
   }
+}
+
+TEST(HalideLayers, DistillationAndGradient) {
+  // Teacher rows from sharp to flat, one with a logit far below the others
+  // (its probability underflows: 0 · log 0 adds nothing).
+  std::mt19937 rng(12);
+  const int P = 37, V = 100;
+  const double tau = 2.5, alpha = 0.3;
+  auto logits = uniform(P * V, -4, 4, rng);
+  auto teacher = uniform(P * V, -4, 4, rng);
+  for (int p = 0; p < P; ++p)
+    for (int v = 0; v < V; ++v)
+      teacher[p * V + v] *= 0.25f + 0.25f * (p % 8);
+  teacher[5 * V + 3] = -1e4f;
+  std::vector<int32_t> targets(P);
+  for (int32_t &t : targets)
+    t = static_cast<int32_t>(rng() % V);
+  Buffer lb = in(logits, {V, P}), tb = in(teacher, {V, P});
+  Halide::Runtime::Buffer<int32_t> yb = in(targets);
+  Halide::Runtime::Buffer<float> loss =
+      Halide::Runtime::Buffer<float>::make_scalar();
+  ASSERT_EQ(test_distill(lb, tb, yb, loss), 0);
+  float ref = 0;
+  ASSERT_TRUE(stlm::ref::distill(logits.data(), teacher.data(), targets.data(),
+                                 P, V, tau, alpha, &ref));
+  expectClose({loss()}, {ref}, 1e-6, "distillation");
+  EXPECT_GT(ref, 0.1f); // not vacuous: both terms are large
+  Buffer db(V, P);
+  ASSERT_EQ(test_distill_grad(lb, tb, yb, 0.75f, db), 0);
+  std::vector<float> rd(P * V);
+  stlm::ref::distillBackward(logits.data(), teacher.data(), targets.data(), P,
+                             V, tau, alpha, 0.75f, rd.data());
+  expectClose(out(db), rd, 1e-6, "distillation grad");
 }
 
 TEST(HalideKernels, MaskTokensMatchesTheReferenceBitForBit) {
