@@ -133,7 +133,8 @@ const Command kCommands[] = {
      true},
     {"generate", "generate W.safetensors [options]",
      "Continues a prompt with a checkpoint's model, streaming bytes to "
-     "stdout (natively with the KV cache).",
+     "stdout (natively with the KV cache); a byte-pool model generates a "
+     "chunk at a time.",
      {{"--prompt", "TEXT", "the text to continue. Default: a newline"},
       {"--tokens", "N", "bytes to generate. Default: 200"},
       {"--temperature", "T",
