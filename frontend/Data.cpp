@@ -14,6 +14,13 @@ namespace stlm {
 
 bool TextData::load(const std::string &path, int64_t window,
                     std::string &error) {
+  std::vector<uint8_t> data;
+  return readFile(path, data, error) &&
+         assign(std::move(data), window, path, error);
+}
+
+bool TextData::readFile(const std::string &path, std::vector<uint8_t> &out,
+                        std::string &error) {
   // Only a regular file of bounded size: a directory, a device or a pipe
   // (/dev/zero never ends) is refused before anything is read.
   struct stat st;
@@ -36,13 +43,13 @@ bool TextData::load(const std::string &path, int64_t window,
     error = path + ": cannot open the data file: " + std::strerror(errno);
     return false;
   }
-  std::vector<uint8_t> data(std::istreambuf_iterator<char>(in),
-                            (std::istreambuf_iterator<char>()));
+  out.assign(std::istreambuf_iterator<char>(in),
+             std::istreambuf_iterator<char>());
   if (in.bad()) {
     error = path + ": read error";
     return false;
   }
-  return assign(std::move(data), window, path, error);
+  return true;
 }
 
 bool TextData::assign(std::vector<uint8_t> data, int64_t window,

@@ -34,6 +34,10 @@ public:
   /// missing, unreadable, not a regular file, larger than kMaxBytes, or too
   /// short to give both splits a window of `window` bytes.
   bool load(const std::string &path, int64_t window, std::string &error);
+  /// Reads the whole data file `path` into `out`, with load()'s checks on
+  /// the file (not on its length); false with `error` set.
+  static bool readFile(const std::string &path, std::vector<uint8_t> &out,
+                       std::string &error);
   /// Takes `data` as the text (`origin` names it in errors), with the same
   /// checks as load() after reading.
   bool assign(std::vector<uint8_t> data, int64_t window,

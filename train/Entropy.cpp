@@ -153,10 +153,14 @@ bool readEntropyText(const EntropyOptions &o, int64_t vocab,
                         "starts to another file";
     return false;
   }
-  TextData data;
-  if (!data.load(o.dataPath, 1, error))
+  if (!TextData::readFile(o.dataPath, text, error))
     return false;
-  text = data.contents();
+  if (text.size() < 2) {
+    error = o.dataPath + ": the data file has " +
+            std::to_string(text.size()) + (text.size() == 1 ? " byte" : " bytes") +
+            "; there is nothing to predict";
+    return false;
+  }
   for (size_t i = 0; i < text.size(); ++i)
     if (text[i] >= vocab) {
       error = o.dataPath + ": byte " + std::to_string(text[i]) +

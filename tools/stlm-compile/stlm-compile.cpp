@@ -327,6 +327,9 @@ int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
   mlir::stlm::registerAllDialects(registry);
   mlir::MLIRContext context(registry);
+  // A diagnostic names its op and location; a dump of the whole model
+  // after it (MLIR's default) buries the message.
+  context.printOpOnDiagnostic(false);
   Input in;
   bool fromMlir = StringRef(specPath).ends_with(".mlir");
   // Diagnostics on a .mlir input as file:line:col with the line quoted.
