@@ -11,8 +11,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <sys/stat.h>
 #include <string_view>
+#include <sys/stat.h>
 #include <vector>
 
 namespace stlm {

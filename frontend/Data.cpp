@@ -78,8 +78,8 @@ bool TextData::assign(std::vector<uint8_t> data, int64_t window,
 bool TextData::loadChunkStarts(const std::string &path, std::string &error) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    error = path + ": cannot open the chunk starts file: " +
-            std::strerror(errno);
+    error =
+        path + ": cannot open the chunk starts file: " + std::strerror(errno);
     return false;
   }
   if (!S_ISREG(st.st_mode)) {
@@ -90,16 +90,15 @@ bool TextData::loadChunkStarts(const std::string &path, std::string &error) {
   // larger than the text it describes is not one.
   int64_t limit = 64 * static_cast<int64_t>(bytes.size()) + (1 << 20);
   if (st.st_size > limit) {
-    error = path + ": the chunk starts file has " +
-            std::to_string(st.st_size) + " bytes, more than " +
-            std::to_string(limit) + " for a text of " +
+    error = path + ": the chunk starts file has " + std::to_string(st.st_size) +
+            " bytes, more than " + std::to_string(limit) + " for a text of " +
             std::to_string(bytes.size()) + " bytes";
     return false;
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    error = path + ": cannot open the chunk starts file: " +
-            std::strerror(errno);
+    error =
+        path + ": cannot open the chunk starts file: " + std::strerror(errno);
     return false;
   }
   std::string text((std::istreambuf_iterator<char>(in)),
@@ -159,8 +158,7 @@ bool TextData::assignChunkStarts(const std::string &text,
     if (offset <= previous) {
       error = where + "offset " + std::to_string(offset) +
               " is not after the previous one, " + std::to_string(previous) +
-              " (line " + std::to_string(previousLine) +
-              "): offsets ascend";
+              " (line " + std::to_string(previousLine) + "): offsets ascend";
       return false;
     }
     marks[offset] = 1;

@@ -396,9 +396,9 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
                          : o.getMode() == ir::ChunkMode::words
                              ? ChunkMode::Words
                              : ChunkMode::Given;
-        if (!chunk(mode, bytes.i.data(), bytes.shape[0],
-                   bytes.shape[1], o.getStride().value_or(0), cs[1], cs[2],
-                   chunks.i.data(), count.i.data()))
+        if (!chunk(mode, bytes.i.data(), bytes.shape[0], bytes.shape[1],
+                   o.getStride().value_or(0), cs[1], cs[2], chunks.i.data(),
+                   count.i.data()))
           return fail("a byte is outside [0, 256] (256 ends a row)");
         set(o.getChunks(), std::move(chunks));
         set(o.getCount(), std::move(count));

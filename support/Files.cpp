@@ -1,4 +1,4 @@
-//===- Files.cpp - writing a user's file without ever half-writing it ------===//
+//===- Files.cpp - result files, written whole or not at all -------------===//
 
 #include "support/Files.h"
 

@@ -1,4 +1,5 @@
-//===- Files.h - writing a user's file without ever half-writing it -*- C++ -*-===//
+//===- Files.h - result files, written whole or not at all ----*- C++ -*-===//
+//
 //
 // What every command that writes a result file shares: the file appears
 // whole or not at all (a temporary file beside it, then a rename), so an

@@ -74,8 +74,8 @@ bool chunkPrompt(ChunkRule rule, int64_t stride, int64_t slots,
   int64_t fill = slots; // the current chunk is full: the first byte opens
   for (size_t i = 0; i < n; ++i) {
     int32_t v = values[i];
-    bool flagged = rule == ChunkRule::Given && v >= kChunkStart &&
-                   v < kChunkStart + 256;
+    bool flagged =
+        rule == ChunkRule::Given && v >= kChunkStart && v < kChunkStart + 256;
     int32_t byte = flagged ? v - kChunkStart : v;
     if (byte < 0 || byte > 255)
       return false;

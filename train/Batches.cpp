@@ -165,7 +165,8 @@ bool loadChunkStarts(const ModelSpec &spec, const std::string &startsPath,
   }
   if (!given && !startsPath.empty()) {
     error = "--chunk-starts is for byte-pool models with 'given' chunking; "
-            "'" + spec.name + "' chunks its bytes itself";
+            "'" +
+            spec.name + "' chunks its bytes itself";
     return false;
   }
   return startsPath.empty() || data.loadChunkStarts(startsPath, error);

@@ -156,16 +156,16 @@ bool readEntropyText(const EntropyOptions &o, int64_t vocab,
   if (!TextData::readFile(o.dataPath, text, error))
     return false;
   if (text.size() < 2) {
-    error = o.dataPath + ": the data file has " +
-            std::to_string(text.size()) + (text.size() == 1 ? " byte" : " bytes") +
+    error = o.dataPath + ": the data file has " + std::to_string(text.size()) +
+            (text.size() == 1 ? " byte" : " bytes") +
             "; there is nothing to predict";
     return false;
   }
   for (size_t i = 0; i < text.size(); ++i)
     if (text[i] >= vocab) {
-      error = o.dataPath + ": byte " + std::to_string(text[i]) +
-              " at offset " + std::to_string(i) +
-              " is outside the vocabulary of " + std::to_string(vocab) +
+      error = o.dataPath + ": byte " + std::to_string(text[i]) + " at offset " +
+              std::to_string(i) + " is outside the vocabulary of " +
+              std::to_string(vocab) +
               " (the model reads the text's bytes as token ids)";
       return false;
     }
@@ -173,16 +173,16 @@ bool readEntropyText(const EntropyOptions &o, int64_t vocab,
 }
 
 int writeEntropyStarts(const EntropyOptions &o,
-                       const std::vector<uint8_t> &text,
-                       const EntropyModel &m, FILE *out, FILE *err) {
+                       const std::vector<uint8_t> &text, const EntropyModel &m,
+                       FILE *out, FILE *err) {
   auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   std::string error;
   std::vector<float> entropy;
   if (!byteEntropies(text, m, entropy, error, o.progress))
     return fail(error);
-  double threshold = o.meanBytes > 0 ? thresholdForMean(entropy, text,
-                                                        o.meanBytes)
-                                     : o.threshold;
+  double threshold = o.meanBytes > 0
+                         ? thresholdForMean(entropy, text, o.meanBytes)
+                         : o.threshold;
   std::vector<int64_t> starts =
       entropyStarts(entropy, text, threshold, o.relative);
 
@@ -207,16 +207,15 @@ int writeEntropyStarts(const EntropyOptions &o,
                 static_cast<long long>(starts.size() + 1), mean,
                 static_cast<long long>(longest));
   std::string body = "# chunk starts of " + o.dataPath +
-                     " (stlm-run entropy, " + o.checkpoint + ")\n# rule: " +
-                     rule + "\n# " + summary + "\n";
+                     " (stlm-run entropy, " + o.checkpoint +
+                     ")\n# rule: " + rule + "\n# " + summary + "\n";
   body.reserve(body.size() + starts.size() * 8);
   for (int64_t s : starts)
     body += std::to_string(s) + "\n";
   if (!writeAtomically(o.outPath, {body}, error))
     return fail(error);
   std::fprintf(out, "%s: %s; rule %s; mean entropy %.3f bits/byte\n",
-               o.outPath.c_str(), summary, rule,
-               scored ? total / scored : 0.0);
+               o.outPath.c_str(), summary, rule, scored ? total / scored : 0.0);
   return 0;
 }
 

@@ -29,16 +29,16 @@ namespace stlm {
 
 /// The logits [B, T, V] of B windows of T token ids (`tokens`, [B, T]);
 /// false with `error` set.
-using WindowLogits = std::function<bool(const std::vector<int32_t> &tokens,
-                                        std::vector<float> &logits,
-                                        std::string &error)>;
+using WindowLogits =
+    std::function<bool(const std::vector<int32_t> &tokens,
+                       std::vector<float> &logits, std::string &error)>;
 
 /// What `stlm-run entropy` was asked.
 struct EntropyOptions {
   std::string checkpoint, dataPath, outPath;
-  double threshold = NAN; // bits; NaN: chosen for meanBytes
-  double meanBytes = 0;   // > 0: the global threshold giving this mean
-  bool relative = false;  // H[j] - H[j-1] > θ instead of H[j] > θ
+  double threshold = NAN;  // bits; NaN: chosen for meanBytes
+  double meanBytes = 0;    // > 0: the global threshold giving this mean
+  bool relative = false;   // H[j] - H[j-1] > θ instead of H[j] > θ
   FILE *progress = stderr; // null: quiet
 };
 
@@ -77,8 +77,8 @@ bool readEntropyText(const EntropyOptions &options, int64_t vocab,
 /// the side file (atomically: a failure leaves any old one whole) and a
 /// summary line on `out`. 0, or 1 with a message on `err`.
 int writeEntropyStarts(const EntropyOptions &options,
-                       const std::vector<uint8_t> &text,
-                       const EntropyModel &m, FILE *out, FILE *err);
+                       const std::vector<uint8_t> &text, const EntropyModel &m,
+                       FILE *out, FILE *err);
 
 } // namespace stlm
 

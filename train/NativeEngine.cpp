@@ -663,17 +663,16 @@ int entropyNative(const EntropyOptions &o, const ModelSpec &spec,
     noteFallback(options, spec, error, "scoring");
     return entropyWithReference(o, out, err);
   }
-  EntropyModel em{stlm_batch(m.model), stlm_context(m.model),
-                  stlm_vocab(m.model),
-                  [&](const std::vector<int32_t> &tokens,
-                      std::vector<float> &logits, std::string &e) {
-                    logits.resize(stlm_logits_size(m.model));
-                    if (stlm_logits(m.model, tokens.data(), logits.data()) ==
-                        STLM_OK)
-                      return true;
-                    e = stlm_error_message(m.model);
-                    return false;
-                  }};
+  EntropyModel em{
+      stlm_batch(m.model), stlm_context(m.model), stlm_vocab(m.model),
+      [&](const std::vector<int32_t> &tokens, std::vector<float> &logits,
+          std::string &e) {
+        logits.resize(stlm_logits_size(m.model));
+        if (stlm_logits(m.model, tokens.data(), logits.data()) == STLM_OK)
+          return true;
+        e = stlm_error_message(m.model);
+        return false;
+      }};
   return writeEntropyStarts(o, text, em, out, err);
 }
 

@@ -274,17 +274,18 @@ int entropyWithReference(const EntropyOptions &o, FILE *out, FILE *err) {
       !readEntropyText(o, m.spec.embedder.vocabSize, text, error))
     return fail(error);
   const int64_t B = m.spec.train.batch, T = m.spec.core.context;
-  EntropyModel em{B, T, m.spec.embedder.vocabSize,
-                  [&](const std::vector<int32_t> &tokens,
-                      std::vector<float> &logits, std::string &e) {
-                    std::vector<ref::Tensor<float>> results;
-                    if (!m.interp->call(
-                            "logits", {ref::Tensor<float>::ints({B, T}, tokens)},
-                            results, e))
-                      return false;
-                    logits = std::move(results[0].f);
-                    return true;
-                  }};
+  EntropyModel em{
+      B, T, m.spec.embedder.vocabSize,
+      [&](const std::vector<int32_t> &tokens, std::vector<float> &logits,
+          std::string &e) {
+        std::vector<ref::Tensor<float>> results;
+        if (!m.interp->call("logits",
+                            {ref::Tensor<float>::ints({B, T}, tokens)}, results,
+                            e))
+          return false;
+        logits = std::move(results[0].f);
+        return true;
+      }};
   return writeEntropyStarts(o, text, em, out, err);
 }
 

@@ -35,8 +35,7 @@ int evaluateWithReference(const std::string &checkpoint, const EvalData &what,
                           FILE *out, FILE *err);
 
 /// `stlm-run entropy` with the reference evaluator's @logits.
-int entropyWithReference(const EntropyOptions &options, FILE *out,
-                         FILE *err);
+int entropyWithReference(const EntropyOptions &options, FILE *out, FILE *err);
 
 /// Writes the prompt's continuation, token by token, to `out`; a summary
 /// line to `err`. The model sees the window of sampling::ContextWindow (as

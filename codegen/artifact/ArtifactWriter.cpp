@@ -845,10 +845,9 @@ std::string artifactHeader(const ArtifactModel &info,
      << "#define " << up << "_BATCH " << input[0] << "\n"
      << "#define " << up << "_CONTEXT " << input[1] << "\n"
      << "#define " << up << "_VOCAB " << info.vocab << "\n"
-     << (bytePool ? "#define " + up + "_CHUNKS " +
-                        std::to_string(info.chunks) + "\n#define " + up +
-                        "_CHUNK_BYTES " + std::to_string(info.chunkBytes) +
-                        "\n"
+     << (bytePool ? "#define " + up + "_CHUNKS " + std::to_string(info.chunks) +
+                        "\n#define " + up + "_CHUNK_BYTES " +
+                        std::to_string(info.chunkBytes) + "\n"
                   : std::string())
      << (info.chunkStarts
              ? "/* 'given' chunking: a byte + " + up +

@@ -27,8 +27,8 @@ constexpr int kPad = 256;
 /// Added to a byte of `given` chunking's input where a chunk starts.
 constexpr int kStartFlag = 512;
 
-/// `stlm.chunk` for the `fixed`, `words` and `given` rules: a scan along each row
-/// keeps (chunk index, bytes in it) after every byte, then every byte is
+/// `stlm.chunk` for the `fixed`, `words` and `given` rules: a scan along each
+/// row keeps (chunk index, bytes in it) after every byte, then every byte is
 /// scattered to its slot; chunks past capacity C are dropped.
 class Chunk : public Generator<Chunk> {
 public:
@@ -61,8 +61,8 @@ public:
       opens(i, b) = x >= kStartFlag;
       byteOf = select(x >= kStartFlag, x - kStartFlag, x);
     } else {
-      stlm::halide::fail(name, "mode must be fixed, words or given, not '" +
-                                   m + "'");
+      stlm::halide::fail(name,
+                         "mode must be fixed, words or given, not '" + m + "'");
     }
     value(i, b) = byteOf;
     // pos(i) = (chunk of byte i, bytes in that chunk up to and with i,

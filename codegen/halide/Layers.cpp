@@ -461,8 +461,8 @@ protected:
     Expr pt = exp(teacher(v, p) * inv - lseT(p));
     Expr soft = exp(logits(v, p) - lse(p));
     Expr onehot = select(v == tgt(p), 1.0f, 0.0f);
-    dlogits(v, p) = scale * (float(a * tau) * (q - pt) +
-                             float(1 - a) * (soft - onehot));
+    dlogits(v, p) =
+        scale * (float(a * tau) * (q - pt) + float(1 - a) * (soft - onehot));
   }
   template <typename Out> void scheduleGrad(Out &dlogits) {
     stlm::halide::boundRowMajor(dlogits, vocab, positions);

@@ -172,7 +172,7 @@ struct stlm_model {
                          // bytes, no targets; logits per chunk slot
   bool chunkStarts = false; // 'given' chunking: a byte + 512 opens a chunk
   int64_t chunks = 0, chunkSlots = 0; // a byte-pool model's [C, L]
-  bool chunkRuleKnown = false;   // the manifest says how it chunks
+  bool chunkRuleKnown = false;        // the manifest says how it chunks
   stlm::sampling::ChunkRule chunkRule = stlm::sampling::ChunkRule::Words;
   int64_t chunkStride = 0;
   int64_t logitsCount = 0; // floats stlm_logits writes
@@ -272,8 +272,8 @@ struct stlm_model {
   stlm_status generateChunks(const int32_t *prompt, size_t promptLen,
                              size_t maxBytes,
                              const stlm::sampling::SamplingOptions &options,
-                             uint64_t state, stlm_token_fn onToken,
-                             void *user, size_t *generated);
+                             uint64_t state, stlm_token_fn onToken, void *user,
+                             size_t *generated);
   stlm_status run(int32_t (*fn)(void *, void *, const int32_t *,
                                 const int32_t *, const int32_t *, float *),
                   const int32_t *tok, const int32_t *tgt, int32_t seed,
@@ -389,29 +389,29 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
       const auto &shape = m.at(key::kChunks);
       chunks = shape.size() == 2 ? shape[0].get<int64_t>() : 0;
       chunkSlots = shape.size() == 2 ? shape[1].get<int64_t>() : 0;
-      if (chunks < 1 || chunkSlots < 1 || chunks > context ||
-          chunkSlots > 4096)
-        return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives " +
-                                           std::to_string(chunks) +
-                                           " chunks of " +
-                                           std::to_string(chunkSlots) +
-                                           " bytes");
+      if (chunks < 1 || chunkSlots < 1 || chunks > context || chunkSlots > 4096)
+        return fail(STLM_ERROR_FORMAT,
+                    "the artifact's manifest gives " + std::to_string(chunks) +
+                        " chunks of " + std::to_string(chunkSlots) + " bytes");
       logitsCount = batch * chunks * chunkSlots * vocab;
       if (m.contains(key::kChunking)) {
         const auto &c = m.at(key::kChunking);
-        std::string mode = c.contains(key::kMode) && c.at(key::kMode).is_string()
-                               ? c.at(key::kMode).get<std::string>()
-                               : "";
+        std::string mode =
+            c.contains(key::kMode) && c.at(key::kMode).is_string()
+                ? c.at(key::kMode).get<std::string>()
+                : "";
         using stlm::sampling::ChunkRule;
         chunkRule = mode == "fixed"   ? ChunkRule::Fixed
                     : mode == "given" ? ChunkRule::Given
                                       : ChunkRule::Words;
-        chunkStride = c.contains(key::kStride) && c.at(key::kStride).is_number_integer()
-                          ? c.at(key::kStride).get<int64_t>()
-                          : 0;
+        chunkStride =
+            c.contains(key::kStride) && c.at(key::kStride).is_number_integer()
+                ? c.at(key::kStride).get<int64_t>()
+                : 0;
         if ((mode != "fixed" && mode != "words" && mode != "given") ||
             (mode == "given") != chunkStarts ||
-            (mode == "fixed") != (chunkStride >= 1 && chunkStride <= chunkSlots))
+            (mode == "fixed") !=
+                (chunkStride >= 1 && chunkStride <= chunkSlots))
           return fail(STLM_ERROR_FORMAT,
                       "the artifact's manifest has a bad chunking");
         chunkRuleKnown = true;
@@ -561,8 +561,8 @@ stlm_status stlm_model::checkBatch(const int32_t *tok, const int32_t *tgt,
   if (chunked) {
     for (int64_t i = 0; i < n; ++i) {
       int32_t v = tok[i];
-      bool start = chunkStarts && v >= STLM_CHUNK_START &&
-                   v < STLM_CHUNK_START + 256;
+      bool start =
+          chunkStarts && v >= STLM_CHUNK_START && v < STLM_CHUNK_START + 256;
       if (!start && (v < 0 || v > 256))
         return fail(STLM_ERROR_ARGUMENT,
                     std::string(what) + ": " + std::to_string(v) +
@@ -1299,8 +1299,8 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
   if (!bad.empty())
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: " + bad);
   if (model->chunked)
-    return model->generateChunks(prompt, prompt_len, max_tokens, options,
-                                 state, on_token, user, generated);
+    return model->generateChunks(prompt, prompt_len, max_tokens, options, state,
+                                 on_token, user, generated);
   for (size_t i = 0; i < prompt_len; ++i)
     if (prompt[i] < 0 || prompt[i] >= model->vocab)
       return model->fail(STLM_ERROR_ARGUMENT,
@@ -1367,10 +1367,10 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
   std::copy(h.end() - unit, h.end(), io);
   size_t at = (unit + 15) / 16 * 16; // the position on its own 64-byte line
   io[at] = static_cast<int32_t>(len - 1);
-  stlm_status s = kernelStatus(
-      artifact->decode_step(weightsArg(), arenaArg(), io, io + at,
-                            buffer.data()),
-      "generation (decode step)");
+  stlm_status s =
+      kernelStatus(artifact->decode_step(weightsArg(), arenaArg(), io, io + at,
+                                         buffer.data()),
+                   "generation (decode step)");
   row = buffer.data();
   return s;
 }

@@ -27,8 +27,9 @@ struct FakeModel {
   int calls = 0;
 
   stlm::EntropyModel model() {
-    return {B, T, V, [this](const std::vector<int32_t> &tokens,
-                            std::vector<float> &logits, std::string &) {
+    return {B, T, V,
+            [this](const std::vector<int32_t> &tokens,
+                   std::vector<float> &logits, std::string &) {
               ++calls;
               logits.assign(B * T * V, -1e30f);
               for (int64_t r = 0; r < B * T; ++r) {
@@ -67,8 +68,8 @@ TEST(Entropy, ShortTextsAndBadLogits) {
   FakeModel fake;
   std::vector<float> h;
   std::string error;
-  ASSERT_TRUE(stlm::byteEntropies(bytesOf("a"), fake.model(), h, error,
-                                  nullptr));
+  ASSERT_TRUE(
+      stlm::byteEntropies(bytesOf("a"), fake.model(), h, error, nullptr));
   EXPECT_EQ(h.size(), 1u);
   EXPECT_EQ(fake.calls, 0);
   stlm::EntropyModel nan = fake.model();
@@ -103,13 +104,13 @@ TEST(Entropy, GlobalRelativeAndMeanRules) {
   EXPECT_EQ(stlm::entropyStarts(h, text, t, false),
             (std::vector<int64_t>{2, 3, 7}));
   // One chunk, and every eligible byte.
-  EXPECT_TRUE(stlm::entropyStarts(
-                  h, text, stlm::thresholdForMean(h, text, 100.0), false)
+  EXPECT_TRUE(stlm::entropyStarts(h, text,
+                                  stlm::thresholdForMean(h, text, 100.0), false)
                   .empty());
-  EXPECT_EQ(stlm::entropyStarts(h, text,
-                                stlm::thresholdForMean(h, text, 1.01), false)
-                .size(),
-            6u);
+  EXPECT_EQ(
+      stlm::entropyStarts(h, text, stlm::thresholdForMean(h, text, 1.01), false)
+          .size(),
+      6u);
 }
 
 } // namespace

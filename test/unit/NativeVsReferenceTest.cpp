@@ -514,8 +514,8 @@ protected:
                      : e.chunking == stlm::Chunking::Given ? ChunkRule::Given
                                                            : ChunkRule::Words;
     std::vector<int32_t> history;
-    ASSERT_TRUE(chunkPrompt(rule, e.stride, L, prompt.data(), prompt.size(),
-                            history));
+    ASSERT_TRUE(
+        chunkPrompt(rule, e.stride, L, prompt.data(), prompt.size(), history));
     ContextWindow window{T, 0};
     size_t at = 0;
     int refills = 0;

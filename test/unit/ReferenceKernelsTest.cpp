@@ -605,14 +605,13 @@ Chunked chunkText(ChunkMode mode, const std::string &text, int64_t C,
   std::vector<int32_t> bytes(N);
   // A start is the byte plus kChunkStartFlag.
   for (int64_t i = 0; i < N; ++i)
-    bytes[i] = static_cast<unsigned char>(text[i]) +
-               (i < static_cast<int64_t>(starts.size()) && starts[i]
-                    ? kChunkStartFlag
-                    : 0);
+    bytes[i] =
+        static_cast<unsigned char>(text[i]) +
+        (i < static_cast<int64_t>(starts.size()) && starts[i] ? kChunkStartFlag
+                                                              : 0);
   std::vector<int32_t> chunks(C * L, -5);
   Chunked r;
-  r.ok = chunk(mode, bytes.data(), 1, N, stride, C, L, chunks.data(),
-               &r.count);
+  r.ok = chunk(mode, bytes.data(), 1, N, stride, C, L, chunks.data(), &r.count);
   for (int64_t c = 0; c < C; ++c) {
     std::string s;
     for (int64_t l = 0; l < L; ++l) {
@@ -672,8 +671,7 @@ TEST(Chunk, WordsSeparatorSetIsEveryAsciiByteButLettersAndDigits) {
   for (int b = 0; b < 256; ++b) {
     const int32_t bytes[3] = {'a', b, 'c'};
     int32_t chunks[3 * 4], count = -1;
-    ASSERT_TRUE(chunk(ChunkMode::Words, bytes, 1, 3, 0, 3, 4, chunks,
-                      &count));
+    ASSERT_TRUE(chunk(ChunkMode::Words, bytes, 1, 3, 0, 3, 4, chunks, &count));
     bool isSep = b < 128 && !std::isalnum(b);
     separators += isSep;
     EXPECT_EQ(count, isSep ? 2 : 1) << "byte " << b;
@@ -728,8 +726,7 @@ TEST(Chunk, TheValue256EndsARow) {
   const int32_t bytes[2 * 8] = {'a', 'b', ' ', 'c', 'd', 256, 'x', 'y',
                                 256, 'z', 'z', 'z', 'z', 'z', 'z', 'z'};
   int32_t chunks[2 * 3 * 4], count[2] = {-1, -1};
-  ASSERT_TRUE(chunk(ChunkMode::Words, bytes, 2, 8, 0, 3, 4, chunks,
-                    count));
+  ASSERT_TRUE(chunk(ChunkMode::Words, bytes, 2, 8, 0, 3, 4, chunks, count));
   EXPECT_EQ(count[0], 2);
   EXPECT_EQ(count[1], 0);
   EXPECT_EQ(chunks[4], ' ');
@@ -738,8 +735,7 @@ TEST(Chunk, TheValue256EndsARow) {
   for (int i = 12; i < 24; ++i)
     EXPECT_EQ(chunks[i], 256) << i;
   const int32_t bad[2] = {'a', 257};
-  EXPECT_FALSE(chunk(ChunkMode::Words, bad, 1, 2, 0, 2, 4, chunks,
-                     count));
+  EXPECT_FALSE(chunk(ChunkMode::Words, bad, 1, 2, 0, 2, 4, chunks, count));
 }
 
 TEST(Chunk, Fixed) {
@@ -793,8 +789,7 @@ TEST(Chunk, GivenRefusesAFlaggedEnd) {
   int32_t chunks[4], count = -1;
   for (int32_t bad : {kChunkStartFlag + 256, kChunkStartFlag + 300, 511}) {
     const int32_t bytes[2] = {'a', bad};
-    EXPECT_FALSE(
-        chunk(ChunkMode::Given, bytes, 1, 2, 0, 2, 2, chunks, &count))
+    EXPECT_FALSE(chunk(ChunkMode::Given, bytes, 1, 2, 0, 2, 2, chunks, &count))
         << bad;
   }
 }
@@ -804,8 +799,7 @@ TEST(Chunk, BatchRowsAreIndependent) {
   const int32_t bytes[2 * 5] = {'a', 'b', ' ', 'c', 'd',
                                 'x', 'y', 'z', 'z', 'y'};
   int32_t chunks[2 * 3 * 3], count[2] = {-1, -1};
-  ASSERT_TRUE(
-      chunk(ChunkMode::Words, bytes, 2, 5, 0, 3, 3, chunks, count));
+  ASSERT_TRUE(chunk(ChunkMode::Words, bytes, 2, 5, 0, 3, 3, chunks, count));
   EXPECT_EQ(count[0], 2);
   EXPECT_EQ(count[1], 2);
   const int32_t P = 256;
@@ -817,18 +811,15 @@ TEST(Chunk, BatchRowsAreIndependent) {
 
 TEST(Chunk, EmptyRowAndBadBytes) {
   int32_t chunks[2 * 2] = {0, 0, 0, 0}, count = -1;
-  ASSERT_TRUE(chunk(ChunkMode::Words, nullptr, 1, 0, 0, 2, 2, chunks,
-                    &count));
+  ASSERT_TRUE(chunk(ChunkMode::Words, nullptr, 1, 0, 0, 2, 2, chunks, &count));
   EXPECT_EQ(count, 0);
   for (int32_t b : chunks)
     EXPECT_EQ(b, 256);
   for (int32_t bad : {257, -1, 1000}) {
     const int32_t bytes[3] = {'a', bad, 'b'};
-    EXPECT_FALSE(chunk(ChunkMode::Words, bytes, 1, 3, 0, 2, 2,
-                       chunks, &count))
+    EXPECT_FALSE(chunk(ChunkMode::Words, bytes, 1, 3, 0, 2, 2, chunks, &count))
         << bad;
-    EXPECT_FALSE(chunk(ChunkMode::Fixed, bytes, 1, 3, 1, 3, 2,
-                       chunks, &count))
+    EXPECT_FALSE(chunk(ChunkMode::Fixed, bytes, 1, 3, 1, 3, 2, chunks, &count))
         << bad;
   }
 }

@@ -113,8 +113,10 @@ TEST(ChunkGeneration, PromptsAreCutAsTheModelCutsThem) {
       for (int32_t &b : bytes) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         uint32_t r = (s >> 33) % 100;
-        b = r < 15 ? ' ' : r < 20 ? ",.\n\t!"[r - 15] : r < 26 ? 0xC3 + r % 2 * 0x1D
-                                                        : 'a' + r % 26;
+        b = r < 15   ? ' '
+            : r < 20 ? ",.\n\t!"[r - 15]
+            : r < 26 ? 0xC3 + r % 2 * 0x1D
+                     : 'a' + r % 26;
         if (rule == ChunkRule::Given && (s >> 50) % 3 == 0)
           b += stlm::sampling::kChunkStart;
       }
@@ -136,12 +138,14 @@ TEST(ChunkGeneration, PromptsAreCutAsTheModelCutsThem) {
     }
   std::vector<int32_t> cut;
   const int32_t bad[2] = {'a', 300}, flagged[2] = {'a', 512 + 'b'};
-  EXPECT_FALSE(stlm::sampling::chunkPrompt(ChunkRule::Words, 0, 4, bad, 2, cut));
+  EXPECT_FALSE(
+      stlm::sampling::chunkPrompt(ChunkRule::Words, 0, 4, bad, 2, cut));
   EXPECT_FALSE(
       stlm::sampling::chunkPrompt(ChunkRule::Words, 0, 4, flagged, 2, cut));
   EXPECT_TRUE(
       stlm::sampling::chunkPrompt(ChunkRule::Given, 0, 4, flagged, 2, cut));
-  EXPECT_EQ(cut, (std::vector<int32_t>{'a', 256, 256, 256, 'b', 256, 256, 256}));
+  EXPECT_EQ(cut,
+            (std::vector<int32_t>{'a', 256, 256, 256, 'b', 256, 256, 256}));
 }
 
 /// A sampled chunk holds a byte at least and ends at the first pad; the
@@ -158,9 +162,9 @@ TEST(ChunkGeneration, ChunksEndAtThePad) {
   greedy.temperature = 0;
   uint64_t state = 1;
   int32_t chunk[L];
-  EXPECT_EQ(stlm::sampling::sampleChunk(logits.data(), L, V, greedy, state,
-                                        chunk),
-            2);
+  EXPECT_EQ(
+      stlm::sampling::sampleChunk(logits.data(), L, V, greedy, state, chunk),
+      2);
   EXPECT_EQ(chunk[0], 'q');
   EXPECT_EQ(chunk[1], 'x');
   EXPECT_EQ(chunk[2], 256);

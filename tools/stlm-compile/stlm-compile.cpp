@@ -355,8 +355,7 @@ int main(int argc, char **argv) {
     if (in.spec->embedder.kind == stlm::EmbedderKind::BytePool) {
       in.info.chunks = in.spec->core.context;
       in.info.chunkBytes = in.spec->embedder.chunkBytes;
-      in.info.chunkStarts =
-          in.spec->embedder.chunking == stlm::Chunking::Given;
+      in.info.chunkStarts = in.spec->embedder.chunking == stlm::Chunking::Given;
       in.info.chunkMode =
           in.spec->embedder.chunking == stlm::Chunking::Fixed   ? "fixed"
           : in.spec->embedder.chunking == stlm::Chunking::Given ? "given"

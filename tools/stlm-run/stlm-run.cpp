@@ -72,19 +72,22 @@ struct Command {
 };
 
 const Command kCommands[] = {
-    {"init", "init SPEC.yaml -o W.safetensors [--seed N]",
+    {"init",
+     "init SPEC.yaml -o W.safetensors [--seed N]",
      "Writes a model's initial weights (MODEL_SPEC's initialisation, "
      "deterministic in the seed) with the spec in the file's metadata.",
      {{"-o", "W.safetensors", "the checkpoint to write (required)"},
       {"--seed", "N", "initialisation seed. Default: the spec's train.seed"}},
      false},
-    {"check", "check W.safetensors [--spec SPEC.yaml]",
+    {"check",
+     "check W.safetensors [--spec SPEC.yaml]",
      "Validates a checkpoint and its tensors against a spec, listing every "
      "mismatch.",
      {{"--spec", "SPEC.yaml",
        "the spec to check against. Default: the one stored in the file"}},
      false},
-    {"train", "train SPEC.yaml --data FILE [options]",
+    {"train",
+     "train SPEC.yaml --data FILE [options]",
      "Trains a model on a text file, its bytes the tokens: windows drawn "
      "with a seed from the first 90 %, validation on the last 10 %. Shows a "
      "progress line (step, loss, bytes/s, ETA); see docs/training.md.",
@@ -118,7 +121,8 @@ const Command kCommands[] = {
        "initialisation and data-order seed. Default: the spec's train.seed"},
       {"--quiet", nullptr, "no progress line and no notes"}},
      true},
-    {"eval", "eval W.safetensors --data FILE [options]",
+    {"eval",
+     "eval W.safetensors --data FILE [options]",
      "Prints a checkpoint's validation loss (nats; with bits per byte where "
      "the objective defines them) on the last 10 % of a text file; the "
      "model is the spec stored in the checkpoint.",
@@ -131,7 +135,8 @@ const Command kCommands[] = {
        "validation windows, whole batches. Default: 0, the whole "
        "validation split"}},
      true},
-    {"generate", "generate W.safetensors [options]",
+    {"generate",
+     "generate W.safetensors [options]",
      "Continues a prompt with a checkpoint's model, streaming bytes to "
      "stdout (natively with the KV cache); a byte-pool model generates a "
      "chunk at a time.",
@@ -139,13 +144,15 @@ const Command kCommands[] = {
       {"--tokens", "N", "bytes to generate. Default: 200"},
       {"--temperature", "T",
        "sampling temperature; 0 or less: greedy. Default: 1"},
-      {"--top-k", "K", "sample among the K most likely bytes. Default: 0, "
-                       "all"},
+      {"--top-k", "K",
+       "sample among the K most likely bytes. Default: 0, "
+       "all"},
       {"--top-p", "P",
        "sample among the smallest set with probability mass >= P, in "
        "(0, 1]. Default: 1, all"},
-      {"--seed", "N", "sampling seed: the same seed, prompt and checkpoint "
-                      "give the same text. Default: 0"}},
+      {"--seed", "N",
+       "sampling seed: the same seed, prompt and checkpoint "
+       "give the same text. Default: 0"}},
      true},
     {"entropy",
      "entropy W.safetensors --data FILE -o FILE.starts (--threshold BITS | "
@@ -171,15 +178,17 @@ const Command kCommands[] = {
        "previous byte's"},
       {"--quiet", nullptr, "no progress line"}},
      true},
-    {"export", "export W.safetensors --format gguf|hf -o OUT [options]",
+    {"export",
+     "export W.safetensors --format gguf|hf -o OUT [options]",
      "Writes a token model's checkpoint as a llama model: one GGUF file "
      "for llama.cpp, or a directory (config.json, model.safetensors) that "
      "transformers' LlamaForCausalLM loads. Shared layers are written per "
      "layer; byte-pool models, GELU FFNs and (without --merge-lora) LoRA "
      "deltas are refused. See docs/export.md.",
      {{"--format", "gguf|hf", "what to write (required)"},
-      {"-o", "OUT", "the GGUF file, or the transformers directory (created "
-                    "when missing) (required)"},
+      {"-o", "OUT",
+       "the GGUF file, or the transformers directory (created "
+       "when missing) (required)"},
       {"--type", "f32|f16|q8_0",
        "gguf: the matrices' type; norms stay f32, and a matrix whose rows "
        "are not a multiple of 32 stays f32 under q8_0. Default: f32"},
@@ -631,8 +640,7 @@ int runEval(int argc, char **argv) {
   const std::string &checkpoint = a.positional[0];
   if (backend == "reference")
     return stlm::evaluateWithReference(checkpoint, what, stdout, stderr);
-  return stlm::evaluateNative(checkpoint, spec, what, native, stdout,
-                              stderr);
+  return stlm::evaluateNative(checkpoint, spec, what, native, stdout, stderr);
 }
 
 int runEntropy(int argc, char **argv) {
@@ -674,7 +682,8 @@ int runEntropy(int argc, char **argv) {
     return status;
   if (spec.embedder.kind != stlm::EmbedderKind::Token)
     return fail("entropy scores bytes with a token model that predicts the "
-                "next byte; '" + spec.name + "' is a byte-pool model");
+                "next byte; '" +
+                spec.name + "' is a byte-pool model");
   if (!o.progress)
     native.progress = native.notes = nullptr;
   if (backend == "reference")
