@@ -19,28 +19,32 @@ bool TextData::load(const std::string &path, int64_t window,
          assign(std::move(data), window, path, error);
 }
 
-bool TextData::readFile(const std::string &path, std::vector<uint8_t> &out,
-                        std::string &error) {
-  // Only a regular file of bounded size: a directory, a device or a pipe
-  // (/dev/zero never ends) is refused before anything is read.
+namespace {
+/// Reads the regular file `path` (a `what`, as errors name it) whole into
+/// `out`, unless it has more than `limit` bytes (`limitText` says which).
+/// A directory, a device or a pipe (/dev/zero never ends) is refused
+/// before anything is read.
+template <typename Bytes>
+bool readRegular(const std::string &path, const char *what, int64_t limit,
+                 const std::string &limitText, Bytes &out,
+                 std::string &error) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
-    error = path + ": cannot open the data file: " + std::strerror(errno);
+    error = path + ": cannot open the " + what + ": " + std::strerror(errno);
     return false;
   }
   if (!S_ISREG(st.st_mode)) {
-    error = path + ": the data file is not a regular file";
+    error = path + ": the " + what + " is not a regular file";
     return false;
   }
-  if (st.st_size > kMaxBytes) {
-    error = path + ": the data file has " + std::to_string(st.st_size) +
-            " bytes, more than the " + std::to_string(kMaxBytes) +
-            "-byte limit";
+  if (st.st_size > limit) {
+    error = path + ": the " + what + " has " + std::to_string(st.st_size) +
+            " bytes, more than " + limitText;
     return false;
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    error = path + ": cannot open the data file: " + std::strerror(errno);
+    error = path + ": cannot open the " + what + ": " + std::strerror(errno);
     return false;
   }
   out.assign(std::istreambuf_iterator<char>(in),
@@ -50,6 +54,14 @@ bool TextData::readFile(const std::string &path, std::vector<uint8_t> &out,
     return false;
   }
   return true;
+}
+} // namespace
+
+bool TextData::readFile(const std::string &path, std::vector<uint8_t> &out,
+                        std::string &error) {
+  return readRegular(path, "data file", kMaxBytes,
+                     "the " + std::to_string(kMaxBytes) + "-byte limit", out,
+                     error);
 }
 
 bool TextData::assign(std::vector<uint8_t> data, int64_t window,
@@ -76,38 +88,15 @@ bool TextData::assign(std::vector<uint8_t> data, int64_t window,
 }
 
 bool TextData::loadChunkStarts(const std::string &path, std::string &error) {
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    error =
-        path + ": cannot open the chunk starts file: " + std::strerror(errno);
-    return false;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    error = path + ": the chunk starts file is not a regular file";
-    return false;
-  }
   // An offset per line of at most 20 digits, and comments: a file much
   // larger than the text it describes is not one.
   int64_t limit = 64 * static_cast<int64_t>(bytes.size()) + (1 << 20);
-  if (st.st_size > limit) {
-    error = path + ": the chunk starts file has " + std::to_string(st.st_size) +
-            " bytes, more than " + std::to_string(limit) + " for a text of " +
-            std::to_string(bytes.size()) + " bytes";
-    return false;
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error =
-        path + ": cannot open the chunk starts file: " + std::strerror(errno);
-    return false;
-  }
-  std::string text((std::istreambuf_iterator<char>(in)),
-                   std::istreambuf_iterator<char>());
-  if (in.bad()) {
-    error = path + ": read error";
-    return false;
-  }
-  return assignChunkStarts(text, path, error);
+  std::string text;
+  return readRegular(path, "chunk starts file", limit,
+                     std::to_string(limit) + " for a text of " +
+                         std::to_string(bytes.size()) + " bytes",
+                     text, error) &&
+         assignChunkStarts(text, path, error);
 }
 
 bool TextData::assignChunkStarts(const std::string &text,
@@ -174,13 +163,6 @@ int64_t TextData::chunkStartCount() const {
   for (uint8_t m : starts)
     n += m;
   return n;
-}
-
-int64_t TextData::firstByteFrom(int limit) const {
-  for (size_t i = 0; i < bytes.size(); ++i)
-    if (bytes[i] >= limit)
-      return static_cast<int64_t>(i);
-  return -1;
 }
 
 void TextData::trainBatch(uint64_t seed, int64_t step, int64_t batch,

@@ -74,9 +74,6 @@ public:
   /// `n` values from validation byte `offset` into `out`, 256 (no byte)
   /// past the split's end: a byte-pool model's contiguous windows.
   void validationRow(int64_t offset, int64_t n, int32_t *out) const;
-  /// The offset of the first byte ≥ `limit`, or -1 when there is none.
-  int64_t firstByteFrom(int limit) const;
-  uint8_t byteAt(int64_t offset) const { return bytes[offset]; }
   /// The whole text, both splits.
   const std::vector<uint8_t> &contents() const { return bytes; }
 

@@ -69,7 +69,7 @@ int32_t sample(const float *logits, int32_t vocab, const SamplingOptions &o,
 
 bool chunkPrompt(ChunkRule rule, int64_t stride, int64_t slots,
                  const int32_t *values, size_t n,
-                 std::vector<int32_t> &chunks) {
+                 std::vector<int32_t> &chunks, size_t *bad) {
   chunks.clear();
   int64_t fill = slots; // the current chunk is full: the first byte opens
   for (size_t i = 0; i < n; ++i) {
@@ -77,8 +77,11 @@ bool chunkPrompt(ChunkRule rule, int64_t stride, int64_t slots,
     bool flagged =
         rule == ChunkRule::Given && v >= kChunkStart && v < kChunkStart + 256;
     int32_t byte = flagged ? v - kChunkStart : v;
-    if (byte < 0 || byte > 255)
+    if (byte < 0 || byte > 255) {
+      if (bad)
+        *bad = i;
       return false;
+    }
     bool alnum = (byte >= '0' && byte <= '9') || (byte >= 'A' && byte <= 'Z') ||
                  (byte >= 'a' && byte <= 'z');
     bool start = fill == slots || i == 0 ||

@@ -69,9 +69,10 @@ constexpr int32_t kChunkStart = 512;
 /// starts at the first byte, when the chunk holds `slots` bytes, and where
 /// `rule` says (every `stride` bytes; before an ASCII byte that is not a
 /// letter or digit; at a value 512 + b, the byte b). False when a value is
-/// not a byte the rule reads.
+/// not a byte the rule reads, with its index in `*bad` (when not null).
 bool chunkPrompt(ChunkRule rule, int64_t stride, int64_t slots,
-                 const int32_t *values, size_t n, std::vector<int32_t> &chunks);
+                 const int32_t *values, size_t n, std::vector<int32_t> &chunks,
+                 size_t *bad = nullptr);
 
 /// Samples the chunk that `logits` ([slots, classes]: 256 bytes, the pad,
 /// and more classes that are never sampled) predict, slot by slot with

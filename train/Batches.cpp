@@ -128,19 +128,18 @@ std::vector<ref::Tensor<float>> Feed::args(const std::vector<int32_t> &w,
   return a;
 }
 
-std::optional<std::string> dataOutsideVocabulary(const ModelSpec &spec,
-                                                 const std::string &path,
-                                                 const TextData &data) {
+std::optional<std::string>
+dataOutsideVocabulary(const ModelSpec &spec, const std::string &path,
+                      const std::vector<uint8_t> &text) {
   if (spec.embedder.kind != EmbedderKind::Token)
     return std::nullopt;
-  int64_t at = data.firstByteFrom(static_cast<int>(
-      std::min<int64_t>(spec.embedder.vocabSize, 256)));
-  if (at < 0)
-    return std::nullopt;
-  return path + ": byte " + std::to_string(data.byteAt(at)) + " at offset " +
-         std::to_string(at) + " is outside the vocabulary of " +
-         std::to_string(spec.embedder.vocabSize) +
-         " (a token model reads the text's bytes as token ids)";
+  for (size_t at = 0; at < text.size(); ++at)
+    if (text[at] >= spec.embedder.vocabSize)
+      return path + ": byte " + std::to_string(text[at]) + " at offset " +
+             std::to_string(at) + " is outside the vocabulary of " +
+             std::to_string(spec.embedder.vocabSize) +
+             " (a token model reads the text's bytes as token ids)";
+  return std::nullopt;
 }
 
 std::optional<std::string> unsupportedFeed(const ModelSpec &spec) {

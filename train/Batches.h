@@ -60,11 +60,11 @@ struct Feed {
   std::vector<int64_t> validationStarts(const TextData &data) const;
 };
 
-/// Why the bytes of `data` (read from `path`) cannot be the token ids of
+/// Why the bytes of `text` (read from `path`) cannot be the token ids of
 /// `spec` (a byte outside a vocabulary smaller than 256), or nothing.
-std::optional<std::string> dataOutsideVocabulary(const ModelSpec &spec,
-                                                 const std::string &path,
-                                                 const TextData &data);
+std::optional<std::string>
+dataOutsideVocabulary(const ModelSpec &spec, const std::string &path,
+                      const std::vector<uint8_t> &text);
 
 /// Why `spec` cannot be fed from plain text, or nothing.
 std::optional<std::string> unsupportedFeed(const ModelSpec &spec);

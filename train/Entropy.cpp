@@ -4,6 +4,7 @@
 
 #include "frontend/Data.h"
 #include "support/Files.h"
+#include "train/Batches.h"
 #include "train/Trainer.h"
 
 #include <algorithm>
@@ -146,7 +147,7 @@ double thresholdForMean(const std::vector<float> &entropy,
   return 0.5 * (static_cast<double>(eligible[k - 1]) + eligible[k]);
 }
 
-bool readEntropyText(const EntropyOptions &o, int64_t vocab,
+bool readEntropyText(const EntropyOptions &o, const ModelSpec &spec,
                      std::vector<uint8_t> &text, std::string &error) {
   if (sameFile(o.outPath, o.dataPath) || sameFile(o.outPath, o.checkpoint)) {
     error = o.outPath + ": is the text or the checkpoint; write the chunk "
@@ -161,14 +162,11 @@ bool readEntropyText(const EntropyOptions &o, int64_t vocab,
             "; there is nothing to predict";
     return false;
   }
-  for (size_t i = 0; i < text.size(); ++i)
-    if (text[i] >= vocab) {
-      error = o.dataPath + ": byte " + std::to_string(text[i]) + " at offset " +
-              std::to_string(i) + " is outside the vocabulary of " +
-              std::to_string(vocab) +
-              " (the model reads the text's bytes as token ids)";
-      return false;
-    }
+  if (std::optional<std::string> why =
+          dataOutsideVocabulary(spec, o.dataPath, text)) {
+    error = *why;
+    return false;
+  }
   return true;
 }
 

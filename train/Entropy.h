@@ -18,6 +18,8 @@
 #ifndef STLM_TRAIN_ENTROPY_H
 #define STLM_TRAIN_ENTROPY_H
 
+#include "frontend/Spec.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -67,10 +69,10 @@ double thresholdForMean(const std::vector<float> &entropy,
                         const std::vector<uint8_t> &text, double meanBytes);
 
 /// The text the command scores, checked before any model is compiled: a
-/// data file (TextData's checks), each byte a token id below `vocab`, and
-/// an output that is neither the text nor the checkpoint. False with
-/// `error` set.
-bool readEntropyText(const EntropyOptions &options, int64_t vocab,
+/// data file (TextData's checks) of two bytes at least, each a token id of
+/// `spec`, and an output that is neither the text nor the checkpoint.
+/// False with `error` set.
+bool readEntropyText(const EntropyOptions &options, const ModelSpec &spec,
                      std::vector<uint8_t> &text, std::string &error);
 
 /// The rest of the command once the model is open: scores `text`, writes

@@ -54,7 +54,7 @@ bool loadValidation(const ModelSpec &spec, const EvalData &what, Feed &feed,
       !loadChunkStarts(spec, what.chunkStarts, dataPath, data, error))
     return false;
   if (std::optional<std::string> why =
-          dataOutsideVocabulary(spec, dataPath, data)) {
+          dataOutsideVocabulary(spec, dataPath, data.contents())) {
     error = *why;
     return false;
   }

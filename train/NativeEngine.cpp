@@ -653,7 +653,7 @@ int entropyNative(const EntropyOptions &o, const ModelSpec &spec,
   std::string error;
   std::vector<uint8_t> text;
   // The text is checked before anything is compiled.
-  if (!readEntropyText(o, spec.embedder.vocabSize, text, error))
+  if (!readEntropyText(o, spec, text, error))
     return fail(error);
   LoadedNative m;
   bool unsupported = false;

@@ -271,7 +271,7 @@ int entropyWithReference(const EntropyOptions &o, FILE *out, FILE *err) {
   std::string error;
   std::vector<uint8_t> text;
   if (!load(o.checkpoint, m, error, /*withEval=*/false) ||
-      !readEntropyText(o, m.spec.embedder.vocabSize, text, error))
+      !readEntropyText(o, m.spec, text, error))
     return fail(error);
   const int64_t B = m.spec.train.batch, T = m.spec.core.context;
   EntropyModel em{

@@ -365,7 +365,7 @@ int Session::run() {
       !loadChunkStarts(spec, opt.chunkStartsPath, opt.dataPath, data, error))
     return fail(error);
   if (std::optional<std::string> why =
-          dataOutsideVocabulary(spec, opt.dataPath, data))
+          dataOutsideVocabulary(spec, opt.dataPath, data.contents()))
     return fail(*why);
   if (data.validationWindows() < feed.batch)
     return fail(opt.dataPath + ": the validation split (last 10 %, " +

@@ -264,41 +264,42 @@ struct AddDecodePass
         continue; // nothing to decode
       DecodeBuilder builder(model, logits);
       if (builder.sequenceSignature()) {
-        if (failed(builder.analyse()) ||
-            failed(builder.derive("prefill", contextOf(logits), false)) ||
-            failed(builder.derive("decode_step", 1, true)))
+        if (failed(deriveBoth(builder, logits)))
           return signalPassFailure();
-        unrollAll(logits);
-        continue;
-      }
-      // A byte-pool @logits: generation goes through its chunks. Other
-      // functions of other shapes have nothing to decode; flattened, they
-      // compile as they are.
-      bool chunks = false;
-      logits.walk([&](ChunkOp) { chunks = true; });
-      if (!chunks) {
-        if (failed(inlineCalls(logits, model)))
+      } else {
+        // Other shapes have nothing to decode token by token; flattened,
+        // they compile as they are. A byte-pool @logits first gives
+        // generation through its chunks.
+        bool chunks = false;
+        logits.walk([&](ChunkOp) { chunks = true; });
+        if ((chunks && failed(deriveFromChunks(model, logits))) ||
+            failed(inlineCalls(logits, model)))
           return signalPassFailure();
-        unrollAll(logits);
-        continue;
       }
-      func::FuncOp chunked = chunkLogits(model, logits, "logits.chunks");
-      if (!chunked)
-        return signalPassFailure();
-      DecodeBuilder chunkBuilder(model, chunked);
-      bool ok = chunkBuilder.sequenceSignature();
-      if (!ok)
-        chunked.emitOpError("does not map chunks [B, T, L] to logits "
-                            "[B, T, L, V]");
-      ok = ok && succeeded(chunkBuilder.analyse()) &&
-           succeeded(
-               chunkBuilder.derive("prefill", contextOf(chunked), false)) &&
-           succeeded(chunkBuilder.derive("decode_step", 1, true));
-      chunked.erase();
-      if (!ok || failed(inlineCalls(logits, model)))
-        return signalPassFailure();
       unrollAll(logits);
     }
+  }
+  /// @prefill and @decode_step from `from`, which `b` decodes.
+  static LogicalResult deriveBoth(DecodeBuilder &b, func::FuncOp from) {
+    return success(succeeded(b.analyse()) &&
+                   succeeded(b.derive("prefill", contextOf(from), false)) &&
+                   succeeded(b.derive("decode_step", 1, true)));
+  }
+  /// A byte-pool model's @prefill and @decode_step over chunks, derived
+  /// from a copy of @logits that takes the chunks.
+  static LogicalResult deriveFromChunks(ModelOp model, func::FuncOp logits) {
+    func::FuncOp chunked = chunkLogits(model, logits, "logits.chunks");
+    if (!chunked)
+      return failure();
+    DecodeBuilder builder(model, chunked);
+    LogicalResult result = failure();
+    if (builder.sequenceSignature())
+      result = deriveBoth(builder, chunked);
+    else
+      chunked.emitOpError("does not map chunks [B, T, L] to logits "
+                          "[B, T, L, V]");
+    chunked.erase();
+    return result;
   }
   void unrollAll(func::FuncOp fn) {
     SmallVector<RepeatOp> repeats;

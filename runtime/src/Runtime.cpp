@@ -1385,19 +1385,13 @@ stlm_status stlm_model::generateChunks(
                     "' is a byte-pool model compiled without chunk "
                     "generation; compile it again with this stlm-compile");
   std::vector<int32_t> history;
+  size_t bad = 0;
   if (!stlm::sampling::chunkPrompt(chunkRule, chunkStride, chunkSlots, prompt,
-                                   promptLen, history)) {
-    size_t i = 0;
-    while (i + 1 < promptLen &&
-           ((prompt[i] >= 0 && prompt[i] <= 255) ||
-            (chunkStarts && prompt[i] >= STLM_CHUNK_START &&
-             prompt[i] < STLM_CHUNK_START + 256)))
-      ++i;
+                                   promptLen, history, &bad))
     return fail(STLM_ERROR_ARGUMENT,
-                "stlm_generate: prompt value " + std::to_string(prompt[i]) +
-                    " at " + std::to_string(i) + " is not a byte" +
+                "stlm_generate: prompt value " + std::to_string(prompt[bad]) +
+                    " at " + std::to_string(bad) + " is not a byte" +
                     (chunkStarts ? " (or a byte + STLM_CHUNK_START)" : ""));
-  }
   stlm::sampling::ContextWindow window{chunks, 0};
   bool refill = true;
   std::vector<float> buffer;

@@ -508,6 +508,18 @@ protected:
         << stlm_error_message(native);
     ASSERT_EQ(produced, wanted);
     ASSERT_EQ(bytes.size(), wanted);
+    // A prompt value that is not a byte (a start flag, for a model that
+    // takes none) is refused, naming it.
+    std::vector<int32_t> bad = prompt;
+    bad[4] = stlm_takes_chunk_starts(native) ? 300 : STLM_CHUNK_START + 'x';
+    EXPECT_EQ(stlm_generate(native, bad.data(), bad.size(), 4, &greedy,
+                            nullptr, nullptr, nullptr),
+              STLM_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(stlm_error_message(native))
+                  .find("prompt value " + std::to_string(bad[4]) +
+                        " at 4 is not a byte"),
+              std::string::npos)
+        << stlm_error_message(native);
 
     const stlm::EmbedderSpec &e = spec.embedder;
     ChunkRule rule = e.chunking == stlm::Chunking::Fixed   ? ChunkRule::Fixed

@@ -138,8 +138,10 @@ TEST(ChunkGeneration, PromptsAreCutAsTheModelCutsThem) {
     }
   std::vector<int32_t> cut;
   const int32_t bad[2] = {'a', 300}, flagged[2] = {'a', 512 + 'b'};
+  size_t at = 9;
   EXPECT_FALSE(
-      stlm::sampling::chunkPrompt(ChunkRule::Words, 0, 4, bad, 2, cut));
+      stlm::sampling::chunkPrompt(ChunkRule::Words, 0, 4, bad, 2, cut, &at));
+  EXPECT_EQ(at, 1u);
   EXPECT_FALSE(
       stlm::sampling::chunkPrompt(ChunkRule::Words, 0, 4, flagged, 2, cut));
   EXPECT_TRUE(
