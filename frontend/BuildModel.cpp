@@ -56,7 +56,11 @@ private:
     return sh;
   }
 
+  /// A weight: a parameter, or (in a teacher) the frozen state holding it.
   Value param(const std::string &name) {
+    if (!frozenPrefix.empty())
+      return b.create<mlir::stlm::StateRefOp>(loc, paramType(name),
+                                              frozenPrefix + name);
     return b.create<mlir::stlm::ParamRefOp>(loc, paramType(name), name);
   }
   Value linear(Value x, Value w) {
@@ -87,7 +91,10 @@ private:
                     int64_t heads);
 
   void declareParams();
+  Value tokenLogits(Value tokens);
   void buildTokenFunctions();
+  void buildTeacher(const ModelSpec &teacher);
+  void buildFrozenLogits(mlir::stlm::ModelOp into, const std::string &fn);
   void buildBytePoolFunctions();
   func::FuncOp beginFunction(const std::string &name, ArrayRef<Type> inputs,
                              ArrayRef<Type> results);
@@ -99,6 +106,9 @@ private:
   Location loc;
   ParamTable table;
   mlir::stlm::ModelOp model;
+  /// Non-empty for a teacher: its weights are the states `<prefix><name>`,
+  /// read whole (no per-layer patterns, which only parameters have).
+  std::string frozenPrefix;
 };
 
 Value ModelBuilder::block(Value x, const BlockConfig &cfg, const Access &w,
@@ -159,7 +169,8 @@ Value ModelBuilder::layerRun(
     // A per-layer name contains ".<lo>." for the run's first layer; shared
     // names (shared.*) do not.
     size_t pos = name.find(layerTag);
-    if (name.compare(0, 7, "shared.") == 0 || pos == std::string::npos)
+    if (name.compare(0, 7, "shared.") == 0 || pos == std::string::npos ||
+        !frozenPrefix.empty())
       return param(name);
     std::string pattern = name.substr(0, pos) + ".{}." +
                           name.substr(pos + layerTag.size());
@@ -197,10 +208,12 @@ Value ModelBuilder::coreLayers(Value x) {
   auto nameOf = [&](int64_t layer, const std::string &key) {
     return coreLayerNames(s, layer).get(key);
   };
-  // Runs of layers with the same sharing pattern.
+  // Runs of layers with the same sharing pattern (a teacher's, one layer
+  // each: it reads each layer's states by name).
   for (int64_t lo = 0; lo < s.core.layers;) {
     int64_t hi = lo + 1;
-    while (hi < s.core.layers && s.sharesFfn(hi) == s.sharesFfn(lo) &&
+    while (frozenPrefix.empty() && hi < s.core.layers &&
+           s.sharesFfn(hi) == s.sharesFfn(lo) &&
            s.sharesAttnOut(hi) == s.sharesAttnOut(lo))
       ++hi;
     x = layerRun(x, lo, hi, cfg, nameOf, /*coreDeltas=*/true);
@@ -261,34 +274,65 @@ Value ModelBuilder::finishLoss(SmallVector<Value> terms,
       loc, f32({}), terms, b.getF64ArrayAttr(weights));
 }
 
+/// A token model's logits [B, T, V] of `tokens` [B, T].
+Value ModelBuilder::tokenLogits(Value tokens) {
+  int64_t B = s.train.batch, T = s.core.context, V = s.embedder.vocabSize;
+  Value x = b.create<mlir::stlm::EmbedOp>(loc, f32({B, T, s.core.width}),
+                                          param("embed.tok"), tokens);
+  Value n = coreLayers(x);
+  Value head = param(s.tying.embedHead ? "embed.tok" : "head");
+  return b.create<mlir::stlm::LogitsOp>(loc, f32({B, T, V}), n, head);
+}
+
+/// The teacher of a distill objective inside the student's model: its
+/// weights as states `teacher.<name>` (loaded from its checkpoint, never
+/// trained, not in the student's checkpoints) and @teacher_logits, its
+/// logits on the student's batch.
+void ModelBuilder::buildTeacher(const ModelSpec &teacher) {
+  ModelSpec t = teacher; // at the student's batch and context
+  t.train.batch = s.train.batch;
+  t.core.context = s.core.context;
+  ModelBuilder tb(ctx, t);
+  tb.frozenPrefix = kTeacherPrefix;
+  tb.buildFrozenLogits(model, kTeacherLogits);
+}
+
+void ModelBuilder::buildFrozenLogits(mlir::stlm::ModelOp into,
+                                     const std::string &fn) {
+  model = into;
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToEnd(&model.getBody().front());
+    for (const ParamInfo &p : table.params)
+      b.create<mlir::stlm::StateOp>(loc, b.getStringAttr(frozenPrefix + p.name),
+                                    TypeAttr::get(f32(p.shape)));
+  }
+  int64_t B = s.train.batch, T = s.core.context, V = s.embedder.vocabSize;
+  func::FuncOp f = beginFunction(fn, {i32({B, T})}, {f32({B, T, V})});
+  b.create<func::ReturnOp>(loc, tokenLogits(f.getArgument(0)));
+}
+
 void ModelBuilder::buildTokenFunctions() {
   int64_t B = s.train.batch, T = s.core.context, V = s.embedder.vocabSize;
   Type ids = i32({B, T}), logitsTy = f32({B, T, V});
 
   func::FuncOp logitsFn = beginFunction("logits", {ids}, {logitsTy});
-  Value x = b.create<mlir::stlm::EmbedOp>(loc, f32({B, T, s.core.width}),
-                                          param("embed.tok"),
-                                          logitsFn.getArgument(0));
-  Value n = coreLayers(x);
-  Value head = param(s.tying.embedHead ? "embed.tok" : "head");
-  Value logits = b.create<mlir::stlm::LogitsOp>(loc, logitsTy, n, head);
-  b.create<func::ReturnOp>(loc, logits);
+  b.create<func::ReturnOp>(loc, tokenLogits(logitsFn.getArgument(0)));
 
   SmallVector<Type> inputs = {ids, ids};
-  bool masked = false, distill = false;
+  bool masked = false;
   for (const ObjectiveSpec &o : s.objectives) {
     masked |= o.kind == ObjectiveKind::MaskedNextToken;
-    distill |= o.kind == ObjectiveKind::Distill;
+    if (o.kind == ObjectiveKind::Distill) {
+      assert(o.teacherSpec && "resolveTeachers reads the teacher's spec");
+      buildTeacher(*o.teacherSpec);
+    }
   }
   if (masked)
     inputs.push_back(i32({}));
-  if (distill)
-    inputs.push_back(logitsTy);
   func::FuncOp lossFn = beginFunction("loss", inputs, {f32({})});
   Value tokens = lossFn.getArgument(0), targets = lossFn.getArgument(1);
-  unsigned next = 2;
-  Value seed = masked ? lossFn.getArgument(next++) : Value();
-  Value teacher = distill ? lossFn.getArgument(next++) : Value();
+  Value seed = masked ? lossFn.getArgument(2) : Value();
   Value plain; // logits of the unmasked input, computed once
   auto plainLogits = [&]() {
     if (!plain)
@@ -318,8 +362,12 @@ void ModelBuilder::buildTokenFunctions() {
     }
     case ObjectiveKind::Distill:
       term = b.create<mlir::stlm::DistillLossOp>(
-          loc, f32({}), plainLogits(), teacher, targets,
-          b.getF64FloatAttr(o.temperature), b.getF64FloatAttr(o.alpha));
+          loc, f32({}), plainLogits(),
+          b.create<func::CallOp>(loc, kTeacherLogits, TypeRange{logitsTy},
+                                 ValueRange{tokens})
+              .getResult(0),
+          targets, b.getF64FloatAttr(o.temperature),
+          b.getF64FloatAttr(o.alpha));
       break;
     case ObjectiveKind::ChunkBytes:
     case ObjectiveKind::Reconstruction:

@@ -5,8 +5,10 @@
 //
 //   token models:     @logits(tokens [B,T] i32) -> [B,T,V]
 //                     @loss(tokens, targets [B,T] i32
-//                           [, seed i32]            (masked_next_token)
-//                           [, teacher [B,T,V] f32] (distill)) -> f32
+//                           [, seed i32] (masked_next_token)) -> f32
+//                     @teacher_logits(tokens) -> [B,T,V] (distill: the
+//                       teacher's forward pass, its weights the frozen
+//                       states teacher.<name>)
 //   byte_pool models: @encode(chunks [B,T,L] i32) -> [B,T,D]
 //                     @core(x [B,T,D]) -> [B,T,D]
 //                     @decode(x [B,T,D]) -> [B,T,L,258]
@@ -28,6 +30,10 @@
 #include "mlir/IR/OwningOpRef.h"
 
 namespace stlm {
+
+/// The function computing a distilling student's teacher's logits (whose
+/// weights are the states kTeacherPrefix + name, frontend/Spec.h).
+inline constexpr const char *kTeacherLogits = "teacher_logits";
 
 /// The module holding the model of `spec` (which must be valid). The
 /// stlm, func and arith dialects must be loadable in `context`.

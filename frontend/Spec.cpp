@@ -11,6 +11,7 @@
 #include "frontend/Spec.h"
 
 #include "frontend/Params.h"
+#include "support/SafeTensors.h"
 
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
@@ -425,6 +426,29 @@ void readHead(Reader &r, const YAML::Node &n, HeadSpec &h) {
   r.getInt(n, "head", "decoder_heads", h.decoderHeads, false, 1);
 }
 
+std::optional<ModelSpec> readSpecDocument(const YAML::Node &root, Reader &r);
+
+/// A stored `teacher_spec` (what specToJson writes for a distill
+/// objective): read by the same validating reader, its first problem
+/// reported at the key.
+void readTeacherSpec(Reader &r, const YAML::Node &o, const std::string &path,
+                     ObjectiveSpec &obj) {
+  YAML::Node n = o["teacher_spec"];
+  if (!n)
+    return;
+  std::string key = path + ".teacher_spec";
+  std::vector<SpecDiagnostic> inner;
+  Reader sub(r.file, inner);
+  std::optional<ModelSpec> teacher = readSpecDocument(n, sub);
+  if (!teacher) {
+    r.error(r.valueMark(n, key), key,
+            "the stored teacher spec is invalid: " +
+                (inner.empty() ? std::string("?") : inner[0].message));
+    return;
+  }
+  obj.teacherSpec = std::make_shared<const ModelSpec>(std::move(*teacher));
+}
+
 void readObjectives(Reader &r, const YAML::Node &n,
                     std::vector<ObjectiveSpec> &out) {
   if (!n.IsSequence() || n.size() == 0) {
@@ -438,7 +462,7 @@ void readObjectives(Reader &r, const YAML::Node &n,
     ObjectiveSpec obj;
     if (!r.checkMap(o, path,
                     {"kind", "weight", "mask_pad", "mask_prob", "mask_id",
-                     "teacher", "temperature", "alpha"}))
+                     "teacher", "teacher_spec", "temperature", "alpha"}))
       continue;
     if (!r.getEnum(o, path, "kind", obj.kind,
                    {ObjectiveKind::NextToken, ObjectiveKind::ChunkBytes,
@@ -451,6 +475,7 @@ void readObjectives(Reader &r, const YAML::Node &n,
     r.getDouble(o, path, "mask_prob", obj.maskProb);
     r.getInt(o, path, "mask_id", obj.maskId, false, 0);
     r.getString(o, path, "teacher", obj.teacher);
+    readTeacherSpec(r, o, path, obj);
     r.getDouble(o, path, "temperature", obj.temperature);
     r.getDouble(o, path, "alpha", obj.alpha);
     out.push_back(obj);
@@ -496,6 +521,33 @@ void readTrain(Reader &r, const YAML::Node &n, TrainSpec &t) {
 //===----------------------------------------------------------------------===//
 // Semantic pass
 //===----------------------------------------------------------------------===//
+
+/// Why `teacher` cannot teach `student`, or "": its logits must be a token
+/// model's over the student's vocabulary at the student's context (the
+/// teacher runs on the student's windows, so its own context must be at
+/// least as long), and it must have no teacher of its own.
+std::string teacherProblem(const ModelSpec &student, const ModelSpec &teacher) {
+  auto str = [](auto x) { return std::to_string(x); };
+  if (teacher.embedder.kind != EmbedderKind::Token ||
+      teacher.head.kind != HeadKind::Token)
+    return "the teacher '" + teacher.name +
+           "' is a byte-pool model; a teacher must be a token model";
+  if (teacher.embedder.vocabSize != student.embedder.vocabSize)
+    return "the teacher '" + teacher.name + "' predicts " +
+           str(teacher.embedder.vocabSize) + " tokens, the student " +
+           str(student.embedder.vocabSize) +
+           "; their vocabularies must be the same";
+  if (teacher.core.context < student.core.context)
+    return "the teacher '" + teacher.name + "' was built for a context of " +
+           str(teacher.core.context) + ", shorter than the student's " +
+           str(student.core.context);
+  for (const ObjectiveSpec &o : teacher.objectives)
+    if (o.kind == ObjectiveKind::Distill)
+      return "the teacher '" + teacher.name +
+             "' distils from a teacher of its own; train the teacher "
+             "without one";
+  return "";
+}
 
 void checkSemantics(Reader &r, ModelSpec &s) {
   auto str = [](auto x) { return std::to_string(x); };
@@ -627,6 +679,7 @@ void checkSemantics(Reader &r, ModelSpec &s) {
     onlyFor("mask_prob", masked, "masked_next_token");
     onlyFor("mask_id", masked, "masked_next_token");
     onlyFor("teacher", distill, "distill");
+    onlyFor("teacher_spec", distill, "distill");
     onlyFor("temperature", distill, "distill");
     onlyFor("alpha", distill, "distill");
     if (masked && !(o.maskProb > 0.0 && o.maskProb < 1.0))
@@ -637,6 +690,9 @@ void checkSemantics(Reader &r, ModelSpec &s) {
     if (distill && o.teacher.empty())
       r.error(r.has(p + ".teacher") ? p + ".teacher" : p + ".kind",
               "distill needs a teacher checkpoint (key 'teacher')");
+    if (distill && o.teacherSpec)
+      if (std::string why = teacherProblem(s, *o.teacherSpec); !why.empty())
+        r.error(p + ".teacher_spec", why);
     if (distill && !(o.temperature > 0.0))
       r.error(p + ".temperature", "must be > 0");
     if (distill && !(o.alpha >= 0.0 && o.alpha <= 1.0))
@@ -866,7 +922,52 @@ SpecResult readSpecFile(const std::string &path) {
   }
   std::stringstream ss;
   ss << in.rdbuf();
-  return parseSpec(ss.str(), path);
+  SpecResult result = parseSpec(ss.str(), path);
+  resolveTeachers(result, path);
+  return result;
+}
+
+void resolveTeachers(SpecResult &result, const std::string &origin) {
+  if (!result.spec)
+    return;
+  ModelSpec &s = *result.spec;
+  for (size_t i = 0; i < s.objectives.size(); ++i) {
+    ObjectiveSpec &o = s.objectives[i];
+    if (o.kind != ObjectiveKind::Distill || o.teacherSpec)
+      continue;
+    std::string key = "objectives." + std::to_string(i) + ".teacher";
+    auto fail = [&](const std::string &msg) {
+      result.diagnostics.push_back({origin, 0, 0, key + ": " + msg});
+    };
+    std::string error;
+    std::unique_ptr<SafeTensorsFile> file =
+        SafeTensorsFile::open(o.teacher, error);
+    if (!file) {
+      fail("cannot read the teacher checkpoint: " + error);
+      continue;
+    }
+    auto stored = file->metadata().find("stlm_spec");
+    if (stored == file->metadata().end()) {
+      fail(o.teacher + " holds no spec (__metadata__.stlm_spec); a teacher "
+                       "is a checkpoint that stlm-run init or train wrote");
+      continue;
+    }
+    SpecResult teacher =
+        parseSpecJson(stored->second, o.teacher + ": __metadata__.stlm_spec");
+    if (!teacher.spec) {
+      fail("the teacher's stored spec is invalid: " +
+           (teacher.diagnostics.empty() ? std::string("?")
+                                        : teacher.diagnostics[0].str()));
+      continue;
+    }
+    if (std::string why = teacherProblem(s, *teacher.spec); !why.empty()) {
+      fail(why + " (" + o.teacher + ")");
+      continue;
+    }
+    o.teacherSpec = std::make_shared<const ModelSpec>(std::move(*teacher.spec));
+  }
+  if (!result.diagnostics.empty())
+    result.spec.reset();
 }
 
 namespace {
@@ -1022,6 +1123,8 @@ std::string specToJson(const ModelSpec &s) {
       break;
     case ObjectiveKind::Distill:
       oj["teacher"] = o.teacher;
+      if (o.teacherSpec)
+        oj["teacher_spec"] = ordered_json::parse(specToJson(*o.teacherSpec));
       oj["temperature"] = o.temperature;
       oj["alpha"] = o.alpha;
       break;

@@ -15,6 +15,7 @@
 #include "support/TrainDefaults.h"
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -78,6 +79,13 @@ struct HeadSpec {
   int64_t decoderHeads = 4;
 };
 
+struct ModelSpec;
+
+/// A distilling student holds its teacher: the teacher's weights are the
+/// student's frozen states named kTeacherPrefix + the teacher's parameter
+/// name (the runtime's stlm_load_teacher fills them).
+inline constexpr const char *kTeacherPrefix = "teacher.";
+
 struct ObjectiveSpec {
   ObjectiveKind kind = ObjectiveKind::NextToken;
   double weight = 1.0;
@@ -85,6 +93,10 @@ struct ObjectiveSpec {
   double maskProb = 0.15;    // masked_next_token
   int64_t maskId = 0;        // masked_next_token: id that replaces inputs
   std::string teacher;       // distill: teacher checkpoint path
+  /// distill: the teacher's spec, read from the checkpoint's metadata
+  /// (resolveTeachers) and stored with the student's as `teacher_spec`, so
+  /// that a stored student compiles without the teacher's file.
+  std::shared_ptr<const ModelSpec> teacherSpec;
   double temperature = 2.0;  // distill
   double alpha = 0.5;        // distill
 };
@@ -157,6 +169,15 @@ SpecResult readSpecFile(const std::string &path);
 /// Parses a spec stored as JSON (the form `specToJson` writes, e.g. in a
 /// checkpoint's `__metadata__`). `origin` names it in diagnostics.
 SpecResult parseSpecJson(const std::string &json, const std::string &origin);
+
+/// Fills in the spec of every `distill` teacher that `result` (a parsed
+/// spec from `origin`) does not store yet, from the `__metadata__` of the
+/// teacher's checkpoint (its path as written, relative paths from the
+/// working directory), and checks that the teacher can teach: a token
+/// model of the student's vocabulary and at least its context, without a
+/// teacher of its own. Problems become diagnostics and clear the spec.
+/// readSpecFile does this; parseSpec and parseSpecJson do not read files.
+void resolveTeachers(SpecResult &result, const std::string &origin);
 
 /// The spec, defaults included, as compact JSON with the YAML key names.
 std::string specToJson(const ModelSpec &spec);

@@ -65,8 +65,10 @@ std::optional<SpecResult> storedSpec(const SafeTensorsFile &file,
   auto it = file.metadata().find(kSpecKey);
   if (it == file.metadata().end())
     return std::nullopt;
-  return parseSpecJson(it->second,
-                       path + ": __metadata__." + std::string(kSpecKey));
+  std::string origin = path + ": __metadata__." + std::string(kSpecKey);
+  SpecResult result = parseSpecJson(it->second, origin);
+  resolveTeachers(result, origin); // a spec stored without teacher_spec
+  return result;
 }
 
 std::vector<std::string> checkWeights(const ParamTable &table,

@@ -142,15 +142,6 @@ dataOutsideVocabulary(const ModelSpec &spec, const std::string &path,
   return std::nullopt;
 }
 
-std::optional<std::string> unsupportedFeed(const ModelSpec &spec) {
-  for (const ObjectiveSpec &o : spec.objectives)
-    if (o.kind == ObjectiveKind::Distill)
-      return std::string("objective 'distill' needs the teacher's logits for "
-                         "every batch; the reference trainer does not run "
-                         "teachers");
-  return std::nullopt;
-}
-
 bool loadChunkStarts(const ModelSpec &spec, const std::string &startsPath,
                      const std::string &dataPath, TextData &data,
                      std::string &error) {

@@ -66,9 +66,6 @@ std::optional<std::string>
 dataOutsideVocabulary(const ModelSpec &spec, const std::string &path,
                       const std::vector<uint8_t> &text);
 
-/// Why `spec` cannot be fed from plain text, or nothing.
-std::optional<std::string> unsupportedFeed(const ModelSpec &spec);
-
 /// Reads the chunk starts file `startsPath` into `data` (loaded from
 /// `dataPath`) for a model with `given` chunking, which needs one; any
 /// other model takes none (`startsPath` empty). False with `error` set.

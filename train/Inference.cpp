@@ -37,6 +37,42 @@ std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
   return file;
 }
 
+const ObjectiveSpec *teacherObjective(const ModelSpec &spec) {
+  for (const ObjectiveSpec &o : spec.objectives)
+    if (o.kind == ObjectiveKind::Distill)
+      return &o;
+  return nullptr;
+}
+
+bool loadTeacherWeights(const ModelSpec &spec, const TensorSetter &set,
+                        std::string &error) {
+  const ObjectiveSpec *o = teacherObjective(spec);
+  if (!o)
+    return true;
+  ModelSpec stored;
+  std::unique_ptr<SafeTensorsFile> file =
+      openCheckpoint(o->teacher, stored, error);
+  if (!file)
+    return false;
+  // The same model, whatever it was trained with.
+  ModelSpec expected = *o->teacherSpec;
+  expected.train = stored.train = TrainSpec();
+  if (specToJson(expected) != specToJson(stored)) {
+    error = o->teacher + " holds weights of model '" + stored.name +
+            "', not of '" + expected.name + "', the teacher of '" + spec.name +
+            "' (their specs differ)";
+    return false;
+  }
+  for (const ParamInfo &p : buildParamTable(stored).params) {
+    const TensorView *t = file->find(p.name);
+    std::vector<float> values(t->numel());
+    std::memcpy(values.data(), t->data, t->size);
+    if (!set(kTeacherPrefix + p.name, p.shape, values, error))
+      return false;
+  }
+  return true;
+}
+
 bool checkpointSpec(const std::string &path, ModelSpec &spec,
                     std::string &error) {
   return openCheckpoint(path, spec, error) != nullptr;
@@ -45,10 +81,6 @@ bool checkpointSpec(const std::string &path, ModelSpec &spec,
 bool loadValidation(const ModelSpec &spec, const EvalData &what, Feed &feed,
                     TextData &data, std::string &error) {
   const std::string &dataPath = what.path;
-  if (std::optional<std::string> why = unsupportedFeed(spec)) {
-    error = *why;
-    return false;
-  }
   feed = Feed::forSpec(spec);
   if (!data.load(dataPath, feed.window, error) ||
       !loadChunkStarts(spec, what.chunkStarts, dataPath, data, error))

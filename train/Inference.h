@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,18 @@ std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
 /// The same, for the spec alone.
 bool checkpointSpec(const std::string &path, ModelSpec &spec,
                     std::string &error);
+
+/// Sets a tensor of an engine by name; false with the error set.
+using TensorSetter =
+    std::function<bool(const std::string &name, const std::vector<int64_t> &,
+                       const std::vector<float> &, std::string &error)>;
+/// The distill objective of `spec`, whose teacher it learns from, or null.
+const ObjectiveSpec *teacherObjective(const ModelSpec &spec);
+/// Reads the teacher of a distilling `spec` from its checkpoint (which
+/// must hold the model `spec` was compiled to learn from) into the frozen
+/// states `teacher.<name>` through `set`; true at once without a teacher.
+bool loadTeacherWeights(const ModelSpec &spec, const TensorSetter &set,
+                        std::string &error);
 
 /// What `stlm-run eval` validates on.
 struct EvalData {

@@ -46,6 +46,17 @@ stlm_sampling toCSampling(const sampling::SamplingOptions &o, uint64_t seed) {
           positiveFloat(o.topP), seed};
 }
 
+/// stlm_load_teacher with the teacher of a distilling `spec` (nothing to
+/// do without one); false with `error` set.
+bool loadTeacherInto(stlm_model *model, const ModelSpec &spec,
+                     std::string &error) {
+  const ObjectiveSpec *o = teacherObjective(spec);
+  if (!o || stlm_load_teacher(model, o->teacher.c_str()) == STLM_OK)
+    return true;
+  error = stlm_error_message(model);
+  return false;
+}
+
 std::string readFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -456,6 +467,9 @@ public:
     values.resize(n);
     return check(stlm_read(model, name.c_str(), values.data(), n), error);
   }
+  bool loadTeacher(const ModelSpec &spec, std::string &error) override {
+    return loadTeacherInto(model, spec, error);
+  }
   bool setStep(int64_t step, std::string &error) override {
     return check(stlm_set_step(model, step), error);
   }
@@ -569,6 +583,9 @@ public:
   bool setStep(int64_t step, std::string &error) override {
     return inner->setStep(step, error);
   }
+  bool loadTeacher(const ModelSpec &spec, std::string &error) override {
+    return inner->loadTeacher(spec, error);
+  }
   bool trainStep(const std::vector<std::vector<ref::Tensor<float>>> &micro,
                  float &loss, float &norm, float &lr,
                  std::string &error) override {
@@ -638,6 +655,8 @@ int evaluateNative(const std::string &checkpoint, const ModelSpec &spec,
     noteFallback(options, spec, error, "evaluating");
     return evaluateWithReference(checkpoint, what, out, err);
   }
+  if (!loadTeacherInto(m.model, spec, error))
+    return fail(error);
   BatchLoss loss = [&](const std::vector<ref::Tensor<float>> &args,
                        std::vector<float> &l, std::string &e) {
     return evalObjectives(m.model, args, l, e);

@@ -144,7 +144,16 @@ bool load(const std::string &path, Loaded &m, std::string &error,
             error))
       return false;
   }
-  return true;
+  // Evaluation needs a distilling model's teacher; generation does not.
+  return !withEval ||
+         loadTeacherWeights(
+             m.spec,
+             [&](const std::string &name, const std::vector<int64_t> &shape,
+                 const std::vector<float> &values, std::string &e) {
+               return m.interp->setVariable(
+                   name, ref::Tensor<float>::floats(shape, values), e);
+             },
+             error);
 }
 
 /// generateWithReference for a byte-pool model, as stlm_generate does it:

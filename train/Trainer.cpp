@@ -4,9 +4,10 @@
 
 #include "frontend/Data.h"
 #include "frontend/Params.h"
-#include "support/SafeTensors.h"
 #include "frontend/Weights.h"
+#include "support/SafeTensors.h"
 #include "train/Batches.h"
+#include "train/Inference.h"
 
 #include <cctype>
 #include <cerrno>
@@ -20,6 +21,16 @@
 #include <nlohmann/json.hpp>
 
 namespace stlm {
+
+bool TrainEngine::loadTeacher(const ModelSpec &spec, std::string &error) {
+  return loadTeacherWeights(
+      spec,
+      [&](const std::string &name, const std::vector<int64_t> &shape,
+          const std::vector<float> &values,
+          std::string &e) { return setTensor(name, shape, values, e); },
+      error);
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -353,8 +364,6 @@ int Session::run() {
   std::string error;
   // How batches are fed.
   feed = Feed::forSpec(spec);
-  if (std::optional<std::string> why = unsupportedFeed(spec))
-    return fail(*why);
 
   int64_t steps = opt.steps >= 0 ? opt.steps : spec.train.steps;
   if (steps > kMaxSteps)
@@ -418,7 +427,8 @@ int Session::run() {
             "host reads");
   }
   seed = opt.seedGiven ? opt.seed : static_cast<uint64_t>(spec.train.seed);
-  if (!(opt.resumePath.empty() ? initialise(error) : resume(error)))
+  if (!(opt.resumePath.empty() ? initialise(error) : resume(error)) ||
+      !engine.loadTeacher(spec, error))
     return fail(error);
   if (size > 1) {
     bool ok = sameWeights(startStep,

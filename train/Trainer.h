@@ -64,6 +64,10 @@ public:
   virtual bool getTensor(const std::string &name, std::vector<float> &values,
                          std::string &error) = 0;
   virtual bool setStep(int64_t step, std::string &error) = 0;
+  /// Loads the teacher of a distilling `spec` from its checkpoint into the
+  /// frozen states `teacher.*` (after prepare); true at once without one.
+  /// This one goes through setTensor.
+  virtual bool loadTeacher(const ModelSpec &spec, std::string &error);
   /// One optimizer step over `micro` (the arguments of each micro-batch);
   /// `loss` is their mean.
   virtual bool

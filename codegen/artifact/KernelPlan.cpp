@@ -351,6 +351,23 @@ struct Planner {
               c.args.push_back(Arg::result(0, grad ? 2 : 0));
               return {c};
             })
+        .Case<ir::DistillLossOp, ir::DistillLossGradOp>([&](auto o) -> Calls {
+          constexpr bool grad =
+              std::is_same_v<decltype(o), ir::DistillLossGradOp>;
+          KernelCall c{
+              {grad ? "stlm_distill_grad" : "stlm_distill",
+               {{"positions", num(numel(o.getTargets()))},
+                {"vocab", num(shapeOf(o.getLogits()).back())},
+                {"temperature",
+                 exact(o.getTemperatureAttr().getValueAsDouble())},
+                {"alpha", exact(o.getAlphaAttr().getValueAsDouble())}}},
+              {Arg::operand(o.getLogits(), 2), Arg::operand(o.getTeacher(), 2),
+               Arg::operand(o.getTargets(), 1)}};
+          if constexpr (grad)
+            c.args.push_back(Arg::scalar(o.getDloss()));
+          c.args.push_back(Arg::result(0, grad ? 2 : 0));
+          return {c};
+        })
         .Case([&](ir::ChunkOp o) -> Calls {
           std::vector<int64_t> c = shapeOf(o.getChunks());
           KernelSpec spec{"stlm_chunk",

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
 #include <thread>
 #include <unistd.h>
@@ -158,6 +159,9 @@ Aligned allocate(size_t bytes) {
 
 /// The weights blob's step counter (I32 []), a state slot.
 static const char *const kStepName = "step";
+/// The states holding a distilling model's teacher (frontend/Spec.h's
+/// kTeacherPrefix, which stlm-compile names them with).
+static const char *const kTeacherPrefix = "teacher.";
 
 struct stlm_model {
   std::string error;
@@ -188,6 +192,11 @@ struct stlm_model {
   std::vector<std::pair<int64_t, int64_t>> cacheRanges;
   std::map<std::string, Slot> slots; // params and state
   std::vector<std::string> params;   // declaration order
+  // A distilling model's teacher: the states holding its weights
+  // (kTeacherPrefix + the teacher's name), and those written since the
+  // model opened (training needs them all).
+  std::vector<std::string> teacher;
+  std::set<std::string> teacherWritten;
   Aligned weights, arena, tokens, targets;
   Aligned step; // generation's token and position (int32 each)
   std::map<std::string, std::string> metadata;
@@ -443,6 +452,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
         std::string n = p.at(key::kName).get<std::string>();
         if (std::string(section) == key::kParams)
           params.push_back(n);
+        else if (n.rfind(kTeacherPrefix, 0) == 0)
+          teacher.push_back(n);
         slots[n] = s;
       }
     if (m.contains(key::kCache))
@@ -536,6 +547,11 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
     tgt = nullptr; // a byte-pool model has no targets: they are ignored
   if (stlm_status s = checkBatch(tok, tgt, what); s != STLM_OK)
     return s;
+  if (teacherWritten.size() < teacher.size())
+    return fail(STLM_ERROR_ARGUMENT,
+                std::string(what) + ": '" + name +
+                    "' learns from a teacher whose weights are not loaded "
+                    "(stlm_load_teacher)");
   size_t bytes = static_cast<size_t>(batch * context) * 4;
   std::memcpy(tokens.get(), tok, bytes);
   if (tgt)
@@ -1032,10 +1048,24 @@ stlm_status stlm_write(stlm_model *model, const char *name,
     return st;
   std::memcpy(model->at(s->offset), values, count * 4);
   model->wrote();
+  if (std::string(name).rfind(kTeacherPrefix, 0) == 0)
+    model->teacherWritten.insert(name);
   return model->ok();
 }
 
 namespace {
+
+/// STLM_ERROR_MISMATCH: `path` is not a checkpoint of `what`, for each of
+/// `problems`.
+stlm_status notACheckpointOf(stlm_model *model, const std::string &path,
+                             const std::string &what,
+                             const std::vector<std::string> &problems) {
+  std::string msg = path + " is not a checkpoint of " + what + " (" +
+                    std::to_string(problems.size()) + " problems):";
+  for (const std::string &p : problems)
+    msg += "\n  " + p;
+  return model->fail(STLM_ERROR_MISMATCH, msg);
+}
 
 /// stlm_load's work on an opened checkpoint, which `path` names in
 /// messages.
@@ -1105,14 +1135,9 @@ stlm_status loadCheckpoint(stlm_model *model,
                          "' is not a step count");
     step = v;
   }
-  if (!problems.empty()) {
-    std::string msg = std::string(path) + " is not a checkpoint of model '" +
-                      model->name + "' (" + std::to_string(problems.size()) +
-                      " problems):";
-    for (const std::string &p : problems)
-      msg += "\n  " + p;
-    return model->fail(STLM_ERROR_MISMATCH, msg);
-  }
+  if (!problems.empty())
+    return notACheckpointOf(model, path, "model '" + model->name + "'",
+                            problems);
   // Parameters; moments (zero when the file has none); the step.
   if (stlm_status st = model->pull(); st != STLM_OK)
     return st;
@@ -1148,6 +1173,87 @@ stlm_status stlm_load(stlm_model *model, const char *path) {
                                                : STLM_ERROR_FORMAT,
                        error);
   return loadCheckpoint(model, file.get(), path);
+}
+
+int stlm_uses_teacher(const stlm_model *model) {
+  return model && !model->teacher.empty();
+}
+
+stlm_status stlm_load_teacher(stlm_model *model, const char *path) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (!path)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_load_teacher: the path is null");
+  if (model->teacher.empty())
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "'" + model->name + "' learns from no teacher");
+  std::string error;
+  std::unique_ptr<stlm::SafeTensorsFile> file =
+      stlm::SafeTensorsFile::open(path, error);
+  if (!file)
+    return model->fail(
+        access(path, R_OK) != 0 ? STLM_ERROR_IO : STLM_ERROR_FORMAT, error);
+  // The teacher the model was compiled with: the spec stored in the
+  // student's (objective teacher_spec) against the file's, training
+  // settings aside.
+  auto stored = file->metadata().find("stlm_spec");
+  if (stored != file->metadata().end() && !model->specJson.empty()) {
+    try {
+      nlohmann::json student = nlohmann::json::parse(model->specJson),
+                     given = nlohmann::json::parse(stored->second);
+      nlohmann::json expected;
+      for (const nlohmann::json &o :
+           student.value("objectives", nlohmann::json::array()))
+        if (o.is_object() && o.contains("teacher_spec"))
+          expected = o.at("teacher_spec");
+      if (expected.is_object() && given.is_object()) {
+        expected.erase("train");
+        given.erase("train");
+        if (expected != given)
+          return model->fail(STLM_ERROR_MISMATCH,
+                             std::string(path) + " holds weights of model '" +
+                                 given.value("name", std::string("?")) +
+                                 "', not of '" +
+                                 expected.value("name", std::string("?")) +
+                                 "', the teacher of '" + model->name +
+                                 "' (their specs differ)");
+      }
+    } catch (const std::exception &e) {
+      return model->fail(
+          STLM_ERROR_FORMAT,
+          std::string(path) +
+              ": __metadata__.stlm_spec is not JSON: " + e.what());
+    }
+  }
+  // Every teacher weight, of its shape; no other parameter (the file's
+  // optimizer state is ignored).
+  std::vector<std::string> problems;
+  size_t prefix = std::strlen(kTeacherPrefix);
+  for (const std::string &n : model->teacher) {
+    const stlm::TensorView *t = file->find(n.substr(prefix));
+    if (!t)
+      problems.push_back("missing tensor '" + n.substr(prefix) + "'");
+    else if (t->dtype != stlm::DType::F32 ||
+             t->shape != model->slots.at(n).shape)
+      problems.push_back("'" + t->name + "' is " + stlm::dtypeName(t->dtype) +
+                         " of another shape than the teacher's F32 tensor");
+  }
+  for (const stlm::TensorView &t : file->tensors())
+    if (t.name.rfind("opt.", 0) != 0 && !model->find(kTeacherPrefix + t.name))
+      problems.push_back("unexpected tensor '" + t.name + "'");
+  if (!problems.empty())
+    return notACheckpointOf(model, path, "the teacher of '" + model->name + "'",
+                            problems);
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
+  for (const std::string &n : model->teacher) {
+    const stlm::TensorView *t = file->find(n.substr(prefix));
+    std::memcpy(model->at(model->slots.at(n).offset), t->data, t->size);
+    model->teacherWritten.insert(n);
+  }
+  model->wrote();
+  return model->ok();
 }
 
 stlm_status stlm_save(const stlm_model *cmodel, const char *path) {

@@ -15,7 +15,9 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <set>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace stlm;
@@ -147,6 +149,9 @@ void expectSameSpec(const ModelSpec &a, const ModelSpec &b,
     EXPECT_EQ(o.maskProb, p.maskProb);
     EXPECT_EQ(o.maskId, p.maskId);
     EXPECT_EQ(o.teacher, p.teacher);
+    ASSERT_EQ(o.teacherSpec != nullptr, p.teacherSpec != nullptr);
+    if (o.teacherSpec)
+      expectSameSpec(*o.teacherSpec, *p.teacherSpec, "teacher");
     EXPECT_EQ(o.temperature, p.temperature);
     EXPECT_EQ(o.alpha, p.alpha);
   }
@@ -187,7 +192,9 @@ objectives:
   - {kind: next_token, weight: 0.5}
   - {kind: masked_next_token, weight: 0.25, mask_prob: 0.3, mask_id: 7}
   - {kind: distill, weight: 0.125, teacher: t.safetensors, temperature: 3.0,
-     alpha: 0.75}
+     alpha: 0.75, teacher_spec: {name: t, embedder: {kind: token,
+     vocab_size: 300}, core: {layers: 2, width: 32, heads: 2, ffn: swiglu,
+     ffn_width: 48, context: 32}, train: {batch: 9}}}
 train: {batch: 5, steps: 77, lr: 1.5e-3, min_lr: 2.5e-5, warmup: 9,
         schedule: constant, betas: [0.8, 0.95], eps: 1.0e-7,
         weight_decay: 0.05, grad_clip: 0.5, accumulate: 3, seed: 4242,
@@ -209,6 +216,8 @@ objectives:
   ASSERT_EQ(tok.objectives.size(), 3u);
   EXPECT_NE(tok.train.precision, TrainSpec().precision);
   EXPECT_NE(tok.objectives[2].alpha, ObjectiveSpec().alpha);
+  ASSERT_TRUE(tok.objectives[2].teacherSpec);
+  EXPECT_EQ(tok.objectives[2].teacherSpec->train.batch, 9);
   EXPECT_NE(specs.back().second.embedder.pool, EmbedderSpec().pool);
 
   for (const auto &[name, s] : specs) {
@@ -275,6 +284,114 @@ TEST(Spec, ReportsEveryErrorWithItsPosition) {
       "bad.yaml:4:11: error: core.layers: expected an integer, got 'two'"));
   EXPECT_TRUE(messages.count("bad.yaml:7:8: error: core.ffn: unknown value "
                              "'relu' (expected swiglu | gelu)"));
+}
+
+/// A distill objective's teacher must be able to teach the student: a token
+/// model (no teacher of its own) of the student's vocabulary whose context
+/// covers the student's; the stored teacher spec is validated as a spec.
+TEST(Spec, TeacherMustFitTheStudent) {
+  auto errorOf = [](const std::string &teacher, int64_t vocab = 256) {
+    SpecResult r = parseSpec(
+        "name: s\n"
+        "embedder: {kind: token, vocab_size: " +
+            std::to_string(vocab) +
+            "}\n"
+            "core: {layers: 1, width: 16, heads: 2, ffn: gelu, ffn_width: 32,"
+            " context: 16}\n"
+            "objectives:\n"
+            "  - kind: distill\n"
+            "    teacher: t.safetensors\n"
+            "    teacher_spec: " +
+            teacher + "\n",
+        "s.yaml");
+    return r.diagnostics.empty() ? std::string() : r.diagnostics[0].str();
+  };
+  const std::string core =
+      "core: {layers: 1, width: 8, heads: 2, ffn: gelu, ffn_width: 8, ";
+  EXPECT_EQ(
+      errorOf("{name: t, embedder: {kind: token}, " + core + "context: 16}}"),
+      "");
+  EXPECT_EQ(
+      errorOf("{name: t, embedder: {kind: token}, " + core + "context: 16}}",
+              128),
+      "s.yaml:7:5: error: objectives.0.teacher_spec: the teacher 't' "
+      "predicts 256 tokens, the student 128; their vocabularies must "
+      "be the same");
+  EXPECT_EQ(
+      errorOf("{name: t, embedder: {kind: token}, " + core + "context: 8}}"),
+      "s.yaml:7:5: error: objectives.0.teacher_spec: the teacher 't' "
+      "was built for a context of 8, shorter than the student's 16");
+  EXPECT_EQ(
+      errorOf("{name: t, embedder: {kind: byte_pool, chunking: words, "
+              "chunk_bytes: 4, byte_width: 8, encoder_heads: 2}, " +
+              core + "context: 16}}"),
+      "s.yaml:7:5: error: objectives.0.teacher_spec: the teacher 't' is a "
+      "byte-pool model; a teacher must be a token model");
+  EXPECT_EQ(errorOf("{name: t, embedder: {kind: token}, " + core +
+                    "context: 16}, objectives: [{kind: distill, teacher: "
+                    "u.safetensors}]}"),
+            "s.yaml:7:5: error: objectives.0.teacher_spec: the teacher 't' "
+            "distils from a teacher of its own; train the teacher without "
+            "one");
+  EXPECT_EQ(errorOf("{embedder: {kind: token}, " + core + "context: 16}}"),
+            "s.yaml:7:19: error: objectives.0.teacher_spec: the stored "
+            "teacher spec is invalid: name: required key is missing");
+  // Only a distill objective has a teacher.
+  SpecResult r = parseSpec("name: s\n"
+                           "embedder: {kind: token}\n"
+                           "core: {layers: 1, width: 16, heads: 2, ffn: gelu,"
+                           " ffn_width: 32, context: 16}\n"
+                           "objectives:\n"
+                           "  - {kind: next_token, teacher_spec: {}}\n",
+                           "s.yaml");
+  ASSERT_FALSE(r.diagnostics.empty());
+  EXPECT_NE(r.diagnostics[0].str().find("objectives.0.teacher_spec"),
+            std::string::npos);
+}
+
+/// readSpecFile reads a teacher's spec from its checkpoint (a path from the
+/// working directory), and says why when it cannot.
+TEST(Spec, ReadsTheTeacherFromItsCheckpoint) {
+  std::string dir = "/tmp/stlm-teacher-test-" + std::to_string(getpid());
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  ModelSpec teacher = load("char-tiny");
+  std::string error, ckpt = dir + "/t.safetensors";
+  ASSERT_TRUE(writeInitialWeights(teacher, 5, ckpt, error)) << error;
+  std::string studentPath = dir + "/s.yaml";
+  auto writeStudent = [&](const std::string &teacherPath) {
+    std::ofstream(studentPath)
+        << "name: s\n"
+           "embedder: {kind: token}\n"
+           "core: {layers: 1, width: 16, heads: 2, ffn: gelu, ffn_width: 32,"
+           " context: 16}\n"
+           "objectives:\n"
+           "  - {kind: next_token}\n"
+           "  - {kind: distill, teacher: '"
+        << teacherPath << "'}\n";
+  };
+  writeStudent(ckpt);
+  SpecResult r = readSpecFile(studentPath);
+  ASSERT_TRUE(r.spec) << r.diagnostics[0].str();
+  ASSERT_TRUE(r.spec->objectives[1].teacherSpec);
+  EXPECT_EQ(specToJson(*r.spec->objectives[1].teacherSpec),
+            specToJson(teacher));
+  // Stored with the student's spec, it needs no file to be read back.
+  std::string json = specToJson(*r.spec);
+  std::remove(ckpt.c_str());
+  SpecResult back = parseSpecJson(json, "stored");
+  ASSERT_TRUE(back.spec);
+  EXPECT_EQ(specToJson(*back.spec), json);
+  // Without the file, reading the YAML says so.
+  r = readSpecFile(studentPath);
+  EXPECT_FALSE(r.spec);
+  ASSERT_EQ(r.diagnostics.size(), 1u);
+  EXPECT_NE(r.diagnostics[0].str().find(
+                "s.yaml: error: objectives.1.teacher: cannot read the teacher "
+                "checkpoint: "),
+            std::string::npos)
+      << r.diagnostics[0].str();
+  std::remove(studentPath.c_str());
+  ::rmdir(dir.c_str());
 }
 
 //===----------------------------------------------------------------------===//

@@ -49,13 +49,7 @@ std::vector<Tensor> randomInputs(mlir::func::FuncOp loss, int64_t vocab,
   for (mlir::Type t : loss.getFunctionType().getInputs()) {
     auto type = llvm::cast<mlir::RankedTensorType>(t);
     std::vector<int64_t> shape(type.getShape().begin(), type.getShape().end());
-    if (type.getElementType().isF32()) { // teacher logits
-      Tensor x = Tensor::floats(shape);
-      std::normal_distribution<double> n(0.0, 1.0);
-      for (double &v : x.f)
-        v = n(rng);
-      args.push_back(std::move(x));
-    } else if (shape.empty()) { // a seed
+    if (shape.empty()) { // a seed
       args.push_back(Tensor::ints({}, {1234}));
     } else if (shape.size() == 2 && vocab == 258) { // bytes: words of text
       Tensor x = Tensor::ints(shape);
@@ -109,6 +103,22 @@ TEST_P(GradientCheck, GradMatchesFiniteDifferences) {
     ASSERT_TRUE(interp.setVariable(w.param->name,
                                    Tensor::floats(w.param->shape, v), error))
         << error;
+  }
+
+  // A distilling model's teacher: its own initialisation, scaled up so its
+  // logits are far from uniform (frozen: no gradient to check).
+  for (const ObjectiveSpec &o : spec.objectives) {
+    if (!o.teacherSpec)
+      continue;
+    ParamTable teacher = buildParamTable(*o.teacherSpec);
+    for (const InitTensor &w : initWeights(teacher, 5)) {
+      std::vector<double> v(w.values.begin(), w.values.end());
+      for (double &x : v)
+        x = w.param->init == InitKind::Ones ? 1.0 : 20.0 * x;
+      ASSERT_TRUE(interp.setVariable(kTeacherPrefix + w.param->name,
+                                     Tensor::floats(w.param->shape, v), error))
+          << error;
+    }
   }
 
   std::vector<Tensor> args = randomInputs(loss, spec.headVocab(), rng);
@@ -209,7 +219,15 @@ embedder: {kind: token, vocab_size: 10}
 core: {layers: 1, width: 8, heads: 2, ffn: swiglu, ffn_width: 12, context: 4}
 tying: {embed_head: true}
 objectives:
-  - {kind: distill, teacher: t.safetensors, temperature: 2.0, alpha: 0.7}
+  - kind: distill
+    teacher: t.safetensors
+    temperature: 2.0
+    alpha: 0.7
+    teacher_spec:
+      name: t
+      embedder: {kind: token, vocab_size: 10}
+      core: {layers: 2, width: 12, heads: 3, kv_heads: 1, ffn: gelu,
+             ffn_width: 16, context: 8}
 train: {batch: 2}
 )"},
 };

@@ -1027,6 +1027,93 @@ TEST_F(NativeVsReference, BytePoolGivenChunkStarts) {
   EXPECT_GT(std::fabs(with - without), 1e-4);
 }
 
+TEST_F(NativeVsReference, DistillFromACompiledInTeacher) {
+  // A student learning from a teacher compiled into its artifact (another
+  // width, grouped KV, GELU, a longer context of its own): the teacher's
+  // logits computed on the fly from frozen states, KL at τ = 2 mixed with
+  // cross-entropy, plus a plain next_token objective.
+  setUp("name: distill-tiny\n"
+        "embedder: {kind: token, vocab_size: 256}\n"
+        "core: {layers: 2, width: 32, heads: 2, ffn: swiglu, ffn_width: 48,\n"
+        "       context: 16}\n"
+        "objectives:\n"
+        "  - {kind: next_token, weight: 0.5}\n"
+        "  - kind: distill\n"
+        "    teacher: teacher.safetensors\n"
+        "    temperature: 2.0\n"
+        "    alpha: 0.7\n"
+        "    teacher_spec:\n"
+        "      name: teacher\n"
+        "      embedder: {kind: token, vocab_size: 256}\n"
+        "      core: {layers: 2, width: 48, heads: 4, kv_heads: 2, ffn: gelu,\n"
+        "             ffn_width: 64, context: 32}\n"
+        "train: {batch: 4, steps: 10, warmup: 2}\n",
+        "distill-tiny");
+  ASSERT_EQ(stlm_uses_teacher(native), 1);
+  // Until the teacher's weights are in, training and evaluation refuse.
+  float loss = 0;
+  EXPECT_EQ(stlm_eval(native, tokens.data(), targets.data(), &loss),
+            STLM_ERROR_ARGUMENT);
+  EXPECT_NE(std::string(stlm_error_message(native)).find("stlm_load_teacher"),
+            std::string::npos)
+      << stlm_error_message(native);
+
+  // The teacher's own initialisation scaled up, so that its distribution
+  // is far from uniform, on both sides.
+  const stlm::ModelSpec &teacher = *spec.objectives[1].teacherSpec;
+  stlm::ParamTable teacherTable = stlm::buildParamTable(teacher);
+  std::string error;
+  for (stlm::InitTensor &w : stlm::initWeights(teacherTable, 21)) {
+    for (float &x : w.values)
+      x = w.param->init == stlm::InitKind::Ones ? 1.0f : 10.0f * x;
+    std::string name = stlm::kTeacherPrefix + w.param->name;
+    ASSERT_EQ(
+        stlm_write(native, name.c_str(), w.values.data(), w.values.size()),
+        STLM_OK)
+        << stlm_error_message(native);
+    ASSERT_TRUE(reference->setVariable(
+        name, Tensor::floats(w.param->shape, w.values), error))
+        << error;
+  }
+  std::vector<float> frozen = nativeTensor("teacher.layers.1.wk");
+  compareGradients(kFP32);
+  compareTrainStep(kFP32);
+  EXPECT_EQ(nativeTensor("teacher.layers.1.wk"), frozen); // not trained
+
+  // stlm_load_teacher takes a checkpoint of the teacher (its parameters),
+  // and refuses another model's, changing nothing.
+  llvm::SmallString<128> path;
+  ASSERT_FALSE(
+      llvm::sys::fs::createTemporaryFile("teacher", "safetensors", path));
+  ASSERT_TRUE(stlm::writeInitialWeights(teacher, 3, std::string(path), error))
+      << error;
+  ASSERT_EQ(stlm_load_teacher(native, path.c_str()), STLM_OK)
+      << stlm_error_message(native);
+  for (const stlm::InitTensor &w : stlm::initWeights(teacherTable, 3))
+    if (w.param->name == "layers.1.wk")
+      EXPECT_EQ(nativeTensor("teacher.layers.1.wk"), w.values);
+  std::vector<float> loaded = nativeTensor("teacher.layers.1.wk");
+  stlm::SpecResult other = stlm::parseSpec(
+      "name: other\nembedder: {kind: token}\n"
+      "core: {layers: 1, width: 32, heads: 2, ffn: gelu, ffn_width: 64,\n"
+      "       context: 32}\n",
+      "other.yaml");
+  ASSERT_TRUE(other.spec);
+  ASSERT_TRUE(
+      stlm::writeInitialWeights(*other.spec, 1, std::string(path), error))
+      << error;
+  EXPECT_EQ(stlm_load_teacher(native, path.c_str()), STLM_ERROR_MISMATCH);
+  EXPECT_NE(std::string(stlm_error_message(native))
+                .find("holds weights of model 'other', not of 'teacher', the "
+                      "teacher of 'distill-tiny'"),
+            std::string::npos)
+      << stlm_error_message(native);
+  EXPECT_EQ(nativeTensor("teacher.layers.1.wk"), loaded);
+  EXPECT_EQ(stlm_load_teacher(native, "/nonexistent.safetensors"),
+            STLM_ERROR_IO);
+  std::remove(path.c_str());
+}
+
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {
   setUp(readText(std::string(STLM_SOURCE_DIR) +
                  "/examples/models/char-tiny.yaml"),

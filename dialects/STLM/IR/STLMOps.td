@@ -773,8 +773,9 @@ def STLM_DistillLossOp : STLM_Op<"distill_loss", [Pure]> {
     KL(p ‖ q) = Σ_v p_v (log p_v − log q_v)      (terms with p_v = 0 are 0)
     ```
 
-    The teacher logits are an input (computed beforehand from the teacher
-    checkpoint) and receive no gradient.
+    The teacher logits receive no gradient: the frontend computes them with
+    `@teacher_logits`, the teacher's forward pass over its frozen weights
+    (the states `teacher.<name>`, loaded from its checkpoint).
 
     ```mlir
     %loss = stlm.distill_loss %l, %t, %y {temperature = 2.000000e+00 : f64, alpha = 5.000000e-01 : f64}

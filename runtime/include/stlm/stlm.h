@@ -175,6 +175,16 @@ stlm_status stlm_set_threads(stlm_model *model, int threads);
  * moments and step (plus stlm_set_metadata's entries) atomically. */
 stlm_status stlm_load(stlm_model *model, const char *path);
 stlm_status stlm_save(const stlm_model *model, const char *path);
+/* Distillation (objective `distill`): the model holds its teacher, a token
+ * model that stlm-compile compiled into it from the teacher checkpoint's
+ * spec, whose weights are frozen states named "teacher.<name>": they are
+ * not trained and not saved with the model's checkpoints. Load them from
+ * the teacher's checkpoint (its parameters; its optimizer state is
+ * ignored) before training or evaluating: until then those calls are
+ * STLM_ERROR_ARGUMENT. A checkpoint of another model is
+ * STLM_ERROR_MISMATCH; logits and generation need no teacher. */
+int stlm_uses_teacher(const stlm_model *model); /* 1 when distilling */
+stlm_status stlm_load_teacher(stlm_model *model, const char *path);
 stlm_status stlm_set_metadata(stlm_model *model, const char *key,
                               const char *value);
 int64_t stlm_step(const stlm_model *model);
