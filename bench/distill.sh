@@ -15,6 +15,10 @@
 # Defaults: ../shared/data/tinyshakespeare.txt, 2000 steps for every
 # model, τ = 2, α = 0.5, 2 threads, DIR a temporary directory (kept: the
 # specs, checkpoints and JSON logs). Needs a build (scripts/build.sh).
+#
+# Measured with the defaults (AMD Zen 5, 2 threads): teacher 2.391 bits
+# per byte at 24.7 kB/s; the student 2.559 on the text alone at 115 kB/s,
+# 2.508 distilled at 52 kB/s.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/build/bin"
