@@ -3,6 +3,7 @@
 #include "train/Inference.h"
 
 #include "frontend/Params.h"
+#include "frontend/Quantized.h"
 #include "frontend/Weights.h"
 
 #include <cmath>
@@ -26,6 +27,17 @@ std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
     return nullptr;
   }
   spec = *parsed->spec;
+  std::optional<quant::Format> quantized;
+  if (!checkpointQuantization(*file, quantized, error)) {
+    error = path + ": " + error;
+    return nullptr;
+  }
+  if (quantized) {
+    error = path + " is quantized (" + describe(*quantized) +
+            "); stlm-run runs float checkpoints only so far: give the one "
+            "it was made from";
+    return nullptr;
+  }
   std::vector<std::string> problems = checkWeights(buildParamTable(spec), *file);
   if (!problems.empty()) {
     error = path + " does not match its own spec (" +

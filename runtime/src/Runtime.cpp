@@ -1094,6 +1094,14 @@ stlm_status loadCheckpoint(stlm_model *model,
                              e.what());
     }
   }
+  // A quantized checkpoint (stlm-run quantize) is not float weights.
+  auto quantized = file->metadata().find("stlm_quantization");
+  if (quantized != file->metadata().end())
+    return model->fail(STLM_ERROR_MISMATCH,
+                       std::string(path) + " is quantized (" +
+                           quantized->second + "); '" + model->name +
+                           "' computes with float weights: load the "
+                           "checkpoint it was made from");
   // Check everything before changing anything.
   std::vector<std::string> problems;
   auto check = [&](const std::string &n, bool required) {

@@ -38,14 +38,15 @@
 #include "frontend/BuildModel.h"
 #include "frontend/Data.h"
 #include "frontend/Params.h"
+#include "frontend/Quantized.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
 #include "mlir/Pass/PassManager.h"
 #include "passes/Passes.h"
 #include "reference/Interpreter.h"
 #include "reference/Kernels.h"
-#include "support/Sampling.h"
 #include "stlm/stlm.h"
+#include "support/Sampling.h"
 #include "tools/common/InitAll.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -1138,6 +1139,27 @@ TEST_F(NativeVsReference, RefusesForeignCheckpoint) {
       << stlm_error_message(native);
   EXPECT_EQ(nativeTensor("layers.0.wq"), before); // unchanged
   EXPECT_EQ(stlm_load(native, "/nonexistent.safetensors"), STLM_ERROR_IO);
+
+  // Its own weights quantized (stlm-run quantize) are not float weights.
+  ASSERT_TRUE(stlm::writeInitialWeights(spec, 1, std::string(path), error))
+      << error;
+  llvm::SmallString<128> quantized;
+  ASSERT_FALSE(
+      llvm::sys::fs::createTemporaryFile("int8", "safetensors", quantized));
+  stlm::QuantizeReport report;
+  ASSERT_TRUE(
+      stlm::quantizeCheckpoint(std::string(path), std::string(quantized),
+                               {stlm::quant::Scheme::Int8, 32}, report, error))
+      << error;
+  EXPECT_EQ(stlm_load(native, quantized.c_str()), STLM_ERROR_MISMATCH);
+  EXPECT_NE(std::string(stlm_error_message(native))
+                .find("is quantized ({\"group\":32,\"scheme\":\"int8\"}); "
+                      "'char-tiny' computes with float weights"),
+            std::string::npos)
+      << stlm_error_message(native);
+  EXPECT_EQ(nativeTensor("layers.0.wq"), before);
+  std::remove(path.c_str());
+  std::remove(quantized.c_str());
 }
 
 } // namespace

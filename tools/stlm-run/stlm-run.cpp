@@ -13,6 +13,7 @@
 
 #include "export/Export.h"
 #include "frontend/Params.h"
+#include "frontend/Quantized.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
 #include "support/SafeTensors.h"
@@ -194,6 +195,18 @@ const Command kCommands[] = {
        "are not a multiple of 32 stays f32 under q8_0. Default: f32"},
       {"--merge-lora", nullptr,
        "write each LoRA layer's merged weights (shared + b·a)"}},
+     false},
+    {"quantize",
+     "quantize W.safetensors -o Wq.safetensors --to int8|int4 [--group N]",
+     "Writes a checkpoint with its linear layers' weights quantized to int8 "
+     "or int4, a scale per group of inputs (embeddings, the head, norms and "
+     "LoRA factors stay f32; optimizer state is dropped), and reports the "
+     "sizes and the largest relative error. See docs/formats.md.",
+     {{"-o", "Wq.safetensors", "the quantized checkpoint (required)"},
+      {"--to", "int8|int4", "the integer type (required)"},
+      {"--group", "N",
+       "inputs per scale; must divide every quantized weight's inputs. "
+       "Default: 32"}},
      false},
 };
 
@@ -469,7 +482,12 @@ int runCheck(int argc, char **argv) {
   }
 
   stlm::ParamTable table = stlm::buildParamTable(spec);
-  std::vector<std::string> problems = stlm::checkWeights(table, *file);
+  std::optional<stlm::quant::Format> quantized;
+  if (!stlm::checkpointQuantization(*file, quantized, error))
+    return fail(path + ": " + error);
+  std::vector<std::string> problems =
+      quantized ? stlm::checkQuantizedWeights(table, *file, *quantized)
+                : stlm::checkWeights(table, *file);
   if (!problems.empty()) {
     std::string msg = path + " does not match model '" + spec.name + "' (" +
                       std::to_string(problems.size()) + " problems):";
@@ -477,9 +495,46 @@ int runCheck(int argc, char **argv) {
       msg += "\n  " + p;
     return fail(msg);
   }
-  std::printf("%s: OK: %zu tensors, %lld parameters match '%s'\n",
+  std::printf("%s: OK: %zu tensors, %lld parameters match '%s'%s\n",
               path.c_str(), file->tensors().size(),
-              static_cast<long long>(table.uniqueCount()), spec.name.c_str());
+              static_cast<long long>(table.uniqueCount()), spec.name.c_str(),
+              quantized
+                  ? (" (quantized: " + stlm::describe(*quantized) + ")").c_str()
+                  : "");
+  return 0;
+}
+
+int runQuantize(int argc, char **argv) {
+  Args a = Args::parse(argc, argv, 2, optionsOf(*findCommand("quantize")));
+  if (!a.error.empty())
+    return usage(a.error);
+  if (a.positional.size() != 1)
+    return usage("quantize takes exactly one checkpoint");
+  const std::string *out = a.get("-o");
+  if (!out)
+    return usage("quantize needs an output file (-o Wq.safetensors)");
+  const std::string *to = a.get("--to");
+  if (!to)
+    return usage("quantize needs --to int8 or --to int4");
+  std::optional<stlm::quant::Scheme> scheme = stlm::quant::parseScheme(*to);
+  if (!scheme)
+    return usage("unknown --to '" + *to + "' (available: int8, int4)");
+  int64_t group = 32;
+  if (!a.count("--group", group))
+    return usage(a.error);
+  stlm::quant::Format format{*scheme, group};
+  if (group < 1 || (*scheme == stlm::quant::Scheme::Int4 && group % 2))
+    return usage("--group: " + stlm::quant::groupProblem(format, group));
+  stlm::QuantizeReport report;
+  std::string error;
+  if (!stlm::quantizeCheckpoint(a.positional[0], *out, format, report, error))
+    return fail(error);
+  std::printf("%s: %lld weights quantized (%s): %.2f MB -> %.2f MB; largest "
+              "relative RMS error %.2f %% (%s)\n",
+              out->c_str(), static_cast<long long>(report.weights),
+              stlm::describe(format).c_str(), report.bytesIn / 1e6,
+              report.bytesOut / 1e6, 100 * report.worstError,
+              report.worstTensor.c_str());
   return 0;
 }
 
@@ -837,5 +892,7 @@ int main(int argc, char **argv) {
     return runExport(argc, argv);
   if (cmd == "entropy")
     return runEntropy(argc, argv);
+  if (cmd == "quantize")
+    return runQuantize(argc, argv);
   return runGenerate(argc, argv);
 }
