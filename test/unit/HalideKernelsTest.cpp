@@ -12,6 +12,7 @@
 #include "HalideRuntime.h"
 #include "reference/Kernels.h"
 #include "support/CpuBF16.h"
+#include "support/Quantize.h"
 #include "test_adamw.h"
 #include "test_add.h"
 #include "test_attn_causal.h"
@@ -98,6 +99,9 @@
 #include "test_pool_max_grad.h"
 #include "test_pool_mean.h"
 #include "test_pool_mean_grad.h"
+#include "test_qmv_int4.h"
+#include "test_qmv_int8.h"
+#include "test_qmv_int8_channel.h"
 #include "test_rmsnorm.h"
 #include "test_rmsnorm_grad.h"
 #include "test_rope.h"
@@ -121,6 +125,7 @@
 #include <cstring>
 #include <memory>
 #include <random>
+#include <type_traits>
 
 namespace {
 
@@ -404,6 +409,83 @@ TEST(HalideAVX2, MatMulFormsEpilogueAndMatVec) {
 TEST(HalideMatVec, MatchesReferenceLinear) {
   check("nt", test_mv_a, 1, 96, 64);
   check("nt", test_mv_b, 3, 100, 203);
+}
+
+/// stlm_qmatvec_int8/int4 against support/Quantize.h's matvec, its twin:
+/// equal bit for bit (the same integer sums, the same f32 operations in the
+/// same order). Rows of `a` include exact halves after scaling (they round
+/// away from zero), a zero row, and the weights a zero group.
+template <typename Kernel>
+void checkQuantizedMatVec(Kernel kernel, stlm::quant::Scheme scheme, int M,
+                          int N, int K, int G) {
+  SCOPED_TRACE(std::string(stlm::quant::schemeName(scheme)) +
+               " m=" + std::to_string(M) + " n=" + std::to_string(N) +
+               " k=" + std::to_string(K) + " group=" + std::to_string(G));
+  std::mt19937 rng(M * 1000 + N * 10 + K);
+  Buffer wf = random(N, K, rng, -0.05f, 0.05f);
+  for (int x = 0; x < G; ++x)
+    wf(x, 1) = 0.0f; // row 1's first group
+  Buffer a = random(M, K, rng, -3.0f, 3.0f);
+  // Row 0: max 127, so s = 1 and a value of 63.5 or -0.5 is a half.
+  a(0, 0) = 127.0f;
+  a(1 % K, 0) = 63.5f;
+  a(2 % K, 0) = -0.5f;
+  if (M > 1)
+    for (int x = 0; x < K; ++x)
+      a(x, M - 1) = 0.0f; // the last row is zero
+  stlm::quant::QTensor q = stlm::quant::quantize(wf.data(), N, K, {scheme, G});
+  Buffer scale(K / G, N);
+  std::copy(q.scales.begin(), q.scales.end(), scale.data());
+  Buffer c(N, M);
+  int rc;
+  if (scheme == stlm::quant::Scheme::Int8) {
+    Halide::Runtime::Buffer<int8_t> w(K, N);
+    std::memcpy(w.data(), q.data.data(), q.data.size());
+    rc = kernel(a, w, scale, c);
+  } else {
+    Halide::Runtime::Buffer<uint8_t> w(K / 2, N);
+    std::memcpy(w.data(), q.data.data(), q.data.size());
+    rc = kernel(a, w, scale, c);
+  }
+  ASSERT_EQ(rc, 0);
+  std::vector<float> y(N);
+  int nonzero = 0;
+  for (int i = 0; i < M; ++i) {
+    stlm::quant::matvec(q, a.data() + i * K, y.data());
+    for (int j = 0; j < N; ++j) {
+      EXPECT_EQ(c(j, i), y[j]) << "row " << i << ", output " << j;
+      nonzero += y[j] != 0.0f;
+    }
+  }
+  EXPECT_GT(nonzero, N / 2); // not vacuous
+}
+
+TEST(HalideQuantized, MatVecMatchesTheIntegerReferenceBitForBit) {
+  using stlm::quant::Scheme;
+  checkQuantizedMatVec(
+      [](auto &a, auto &w, auto &s, auto &c) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>,
+                                     Halide::Runtime::Buffer<int8_t>>)
+          return test_qmv_int8(a, w, s, c);
+        return -1;
+      },
+      Scheme::Int8, 3, 40, 96, 32);
+  checkQuantizedMatVec(
+      [](auto &a, auto &w, auto &s, auto &c) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>,
+                                     Halide::Runtime::Buffer<int8_t>>)
+          return test_qmv_int8_channel(a, w, s, c);
+        return -1;
+      },
+      Scheme::Int8, 1, 17, 200, 200);
+  checkQuantizedMatVec(
+      [](auto &a, auto &w, auto &s, auto &c) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(w)>,
+                                     Halide::Runtime::Buffer<uint8_t>>)
+          return test_qmv_int4(a, w, s, c);
+        return -1;
+      },
+      Scheme::Int4, 2, 24, 64, 16);
 }
 
 std::string lastHalideError;
