@@ -42,6 +42,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -f "$data" ]] || { echo "distill.sh: no data file $data" >&2; exit 1; }
+data="$(cd "$(dirname "$data")" && pwd)/$(basename "$data")" # used after cd
 [[ -x "$bin/stlm-run" ]] || { echo "distill.sh: build first (scripts/build.sh)" >&2; exit 1; }
 out="${out:-$(mktemp -d /tmp/stlm-distill.XXXXXX)}"
 mkdir -p "$out"

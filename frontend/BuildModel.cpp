@@ -324,7 +324,9 @@ void ModelBuilder::buildTokenFunctions() {
   for (const ObjectiveSpec &o : s.objectives) {
     masked |= o.kind == ObjectiveKind::MaskedNextToken;
     if (o.kind == ObjectiveKind::Distill) {
-      assert(o.teacherSpec && "resolveTeachers reads the teacher's spec");
+      if (!o.teacherSpec) // readSpecFile and storedSpec fill it in
+        llvm::report_fatal_error("a distill objective without its teacher's "
+                                 "spec (stlm::resolveTeachers reads it)");
       buildTeacher(*o.teacherSpec);
     }
   }

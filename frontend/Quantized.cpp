@@ -158,6 +158,12 @@ bool quantizeCheckpoint(const std::string &inPath, const std::string &outPath,
     }
     std::vector<float> w(t->numel());
     std::memcpy(w.data(), t->data, t->size);
+    for (float x : w)
+      if (!std::isfinite(x)) {
+        error = inPath + ": '" + p.name + "' holds " + std::to_string(x) +
+                "; only finite weights can be quantized";
+        return false;
+      }
     quantized.push_back(
         quant::quantize(w.data(), p.shape[0], p.shape[1], format));
     const quant::QTensor &q = quantized.back();

@@ -446,6 +446,7 @@ void readTeacherSpec(Reader &r, const YAML::Node &o, const std::string &path,
                 (inner.empty() ? std::string("?") : inner[0].message));
     return;
   }
+  teacher->train = TrainSpec(); // how it trained is not the student's
   obj.teacherSpec = std::make_shared<const ModelSpec>(std::move(*teacher));
 }
 
@@ -946,6 +947,11 @@ void resolveTeachers(SpecResult &result, const std::string &origin) {
       fail("cannot read the teacher checkpoint: " + error);
       continue;
     }
+    if (file->metadata().count("stlm_quantization")) {
+      fail(o.teacher + " is quantized (stlm-run quantize); a teacher is a "
+                       "float checkpoint");
+      continue;
+    }
     auto stored = file->metadata().find("stlm_spec");
     if (stored == file->metadata().end()) {
       fail(o.teacher + " holds no spec (__metadata__.stlm_spec); a teacher "
@@ -964,6 +970,7 @@ void resolveTeachers(SpecResult &result, const std::string &origin) {
       fail(why + " (" + o.teacher + ")");
       continue;
     }
+    teacher.spec->train = TrainSpec(); // how it trained is not the student's
     o.teacherSpec = std::make_shared<const ModelSpec>(std::move(*teacher.spec));
   }
   if (!result.diagnostics.empty())

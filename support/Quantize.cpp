@@ -23,13 +23,15 @@ std::optional<Scheme> parseScheme(const std::string &name) {
 std::string groupProblem(const Format &format, int64_t in) {
   if (format.group < 1)
     return "the group must be at least 1, not " + std::to_string(format.group);
+  if (format.group > kMaxGroup)
+    return "a group of " + std::to_string(format.group) +
+           " inputs could overflow its int32 sum; at most " +
+           std::to_string(kMaxGroup);
   if (format.scheme == Scheme::Int4 && format.group % 2 != 0)
     return "an int4 group packs two inputs a byte, so it must be even, not " +
            std::to_string(format.group);
   if (in % format.group != 0)
-    return std::to_string(in) +
-           " inputs are not a whole number of groups "
-           "of " +
+    return std::to_string(in) + " inputs are not a whole number of groups of " +
            std::to_string(format.group);
   return "";
 }
@@ -46,6 +48,13 @@ int32_t QTensor::q(int64_t o, int64_t k) const {
 }
 
 namespace {
+
+/// 1/d, or 0 where that is not finite (d = 0, or so small that 1/d
+/// overflows): such a group or row quantizes to zeros.
+float inverse(float d) {
+  float inv = 1.0f / d;
+  return d > 0 && std::isfinite(inv) ? inv : 0.0f;
+}
 
 /// round(v) to nearest, halves away from zero, clamped to [lo, hi].
 int32_t roundClamp(float v, int32_t lo, int32_t hi) {
@@ -74,7 +83,7 @@ QTensor quantize(const float *w, int64_t out, int64_t in,
         amax = std::max(amax, std::fabs(row[k]));
       float d = amax / float(qmax);
       t.scales[o * t.groups() + g] = d;
-      float inv = d == 0 ? 0.0f : 1.0f / d;
+      float inv = inverse(d);
       for (int64_t k = 0; k < format.group; ++k) {
         int32_t q = roundClamp(row[k] * inv, qmin, qmax);
         int64_t at = o * in + g * format.group + k;
@@ -100,7 +109,7 @@ float quantizeRow(const float *x, int64_t n, int8_t *qx) {
   float amax = 0;
   for (int64_t k = 0; k < n; ++k)
     amax = std::max(amax, std::fabs(x[k]));
-  float s = amax / 127.0f, inv = s == 0 ? 0.0f : 1.0f / s;
+  float s = amax / 127.0f, inv = inverse(s);
   for (int64_t k = 0; k < n; ++k)
     qx[k] = static_cast<int8_t>(roundClamp(x[k] * inv, -127, 127));
   return s;

@@ -44,8 +44,13 @@ struct Format {
   int64_t group = 32; // inputs per scale
 };
 
+/// The largest group: 127 · 127 · kMaxGroup stays below 2^31, so a
+/// group's int32 sum is exact.
+inline constexpr int64_t kMaxGroup = 131072;
+
 /// Why `in` inputs cannot be quantized in `format`'s groups, or "": the
-/// group must be positive and divide `in` (and be even for int4).
+/// group must be in [1, kMaxGroup] and divide `in` (and be even for int4).
+/// Weights must be finite (quantizeCheckpoint checks).
 std::string groupProblem(const Format &format, int64_t in);
 
 /// A quantized weight [out, in].

@@ -48,16 +48,17 @@ public:
                          "m, n, k and group must be positive, the group must "
                          "divide k (and be even for int4)");
     // The row's scale and its int8 values.
+    // strict_float throughout: the twin's f32 steps, no contraction.
     RDom rk(0, K, "rk");
     amax(i) = maximum(abs(a(rk, i)));
-    Expr s = amax(i) / 127.0f;
-    inv(i) = select(s == 0.0f, 0.0f, 1.0f / s);
+    Expr s = amax(i) / 127.0f, r1 = 1.0f / s;
+    inv(i) = strict_float(select(s > 0.0f && is_finite(r1), r1, 0.0f));
     Expr v = a(x, i) * inv(i);
     // round(): halves away from zero (Halide's round is to even). v − t is
     // exact in f32 for |v| < 2^23, and v is clamped to ±127 after.
     Expr t = trunc(v);
     Expr r = select(abs(v - t) >= 0.5f, t + select(v < 0.0f, -1.0f, 1.0f), t);
-    qa(x, i) = cast<int32_t>(clamp(r, -127.0f, 127.0f));
+    qa(x, i) = cast<int32_t>(strict_float(clamp(r, -127.0f, 127.0f)));
     // The weights as int32.
     if (!Int4) {
       qw(x, j) = cast<int32_t>(w(x, j));

@@ -547,7 +547,9 @@ stlm_status stlm_model::run(int32_t (*fn)(void *, void *, const int32_t *,
     tgt = nullptr; // a byte-pool model has no targets: they are ignored
   if (stlm_status s = checkBatch(tok, tgt, what); s != STLM_OK)
     return s;
-  if (teacherWritten.size() < teacher.size())
+  if (!std::all_of(teacher.begin(), teacher.end(), [&](const std::string &n) {
+        return teacherWritten.count(n) != 0;
+      }))
     return fail(STLM_ERROR_ARGUMENT,
                 std::string(what) + ": '" + name +
                     "' learns from a teacher whose weights are not loaded "
@@ -1048,7 +1050,8 @@ stlm_status stlm_write(stlm_model *model, const char *name,
     return st;
   std::memcpy(model->at(s->offset), values, count * 4);
   model->wrote();
-  if (std::string(name).rfind(kTeacherPrefix, 0) == 0)
+  if (std::find(model->teacher.begin(), model->teacher.end(), name) !=
+      model->teacher.end())
     model->teacherWritten.insert(name);
   return model->ok();
 }
@@ -1205,7 +1208,18 @@ stlm_status stlm_load_teacher(stlm_model *model, const char *path) {
   // The teacher the model was compiled with: the spec stored in the
   // student's (objective teacher_spec) against the file's, training
   // settings aside.
+  if (file->metadata().count("stlm_quantization"))
+    return model->fail(STLM_ERROR_MISMATCH,
+                       std::string(path) + " is quantized (stlm-run "
+                                           "quantize); a teacher is a float "
+                                           "checkpoint");
   auto stored = file->metadata().find("stlm_spec");
+  if (stored == file->metadata().end() && !model->specJson.empty())
+    return model->fail(STLM_ERROR_MISMATCH,
+                       std::string(path) +
+                           " holds no spec (__metadata__.stlm_spec); a "
+                           "teacher is a checkpoint that stlm-run init or "
+                           "train wrote");
   if (stored != file->metadata().end() && !model->specJson.empty()) {
     try {
       nlohmann::json student = nlohmann::json::parse(model->specJson),
