@@ -1058,6 +1058,19 @@ stlm_status stlm_write(stlm_model *model, const char *name,
 
 namespace {
 
+/// Opens the safetensors file `path` for stlm_load and stlm_load_teacher:
+/// STLM_ERROR_IO when it cannot be read, STLM_ERROR_FORMAT when it is not
+/// safetensors.
+stlm_status openFile(stlm_model *model, const char *path,
+                     std::unique_ptr<stlm::SafeTensorsFile> &file) {
+  std::string error;
+  file = stlm::SafeTensorsFile::open(path, error);
+  if (file)
+    return STLM_OK;
+  return model->fail(
+      access(path, R_OK) != 0 ? STLM_ERROR_IO : STLM_ERROR_FORMAT, error);
+}
+
 /// STLM_ERROR_MISMATCH: `path` is not a checkpoint of `what`, for each of
 /// `problems`.
 stlm_status notACheckpointOf(stlm_model *model, const std::string &path,
@@ -1176,13 +1189,9 @@ stlm_status stlm_load(stlm_model *model, const char *path) {
     return badModel();
   if (!path)
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_load: the path is null");
-  std::string error;
-  std::unique_ptr<stlm::SafeTensorsFile> file =
-      stlm::SafeTensorsFile::open(path, error);
-  if (!file)
-    return model->fail(access(path, R_OK) != 0 ? STLM_ERROR_IO
-                                               : STLM_ERROR_FORMAT,
-                       error);
+  std::unique_ptr<stlm::SafeTensorsFile> file;
+  if (stlm_status st = openFile(model, path, file); st != STLM_OK)
+    return st;
   return loadCheckpoint(model, file.get(), path);
 }
 
@@ -1199,12 +1208,9 @@ stlm_status stlm_load_teacher(stlm_model *model, const char *path) {
   if (model->teacher.empty())
     return model->fail(STLM_ERROR_ARGUMENT,
                        "'" + model->name + "' learns from no teacher");
-  std::string error;
-  std::unique_ptr<stlm::SafeTensorsFile> file =
-      stlm::SafeTensorsFile::open(path, error);
-  if (!file)
-    return model->fail(
-        access(path, R_OK) != 0 ? STLM_ERROR_IO : STLM_ERROR_FORMAT, error);
+  std::unique_ptr<stlm::SafeTensorsFile> file;
+  if (stlm_status st = openFile(model, path, file); st != STLM_OK)
+    return st;
   // The teacher the model was compiled with: the spec stored in the
   // student's (objective teacher_spec) against the file's, training
   // settings aside.

@@ -415,9 +415,8 @@ TEST(HalideMatVec, MatchesReferenceLinear) {
 /// equal bit for bit (the same integer sums, the same f32 operations in the
 /// same order). Rows of `a` include exact halves after scaling (they round
 /// away from zero), a zero row, and the weights a zero group.
-template <typename Kernel>
-void checkQuantizedMatVec(Kernel kernel, stlm::quant::Scheme scheme, int M,
-                          int N, int K, int G) {
+template <stlm::quant::Scheme scheme, typename Kernel>
+void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
   SCOPED_TRACE(std::string(stlm::quant::schemeName(scheme)) +
                " m=" + std::to_string(M) + " n=" + std::to_string(N) +
                " k=" + std::to_string(K) + " group=" + std::to_string(G));
@@ -437,17 +436,11 @@ void checkQuantizedMatVec(Kernel kernel, stlm::quant::Scheme scheme, int M,
   Buffer scale(K / G, N);
   std::copy(q.scales.begin(), q.scales.end(), scale.data());
   Buffer c(N, M);
-  int rc;
-  if (scheme == stlm::quant::Scheme::Int8) {
-    Halide::Runtime::Buffer<int8_t> w(K, N);
-    std::memcpy(w.data(), q.data.data(), q.data.size());
-    rc = kernel(a, w, scale, c);
-  } else {
-    Halide::Runtime::Buffer<uint8_t> w(K / 2, N);
-    std::memcpy(w.data(), q.data.data(), q.data.size());
-    rc = kernel(a, w, scale, c);
-  }
-  ASSERT_EQ(rc, 0);
+  constexpr bool int8 = scheme == stlm::quant::Scheme::Int8;
+  Halide::Runtime::Buffer<std::conditional_t<int8, int8_t, uint8_t>> w(
+      int8 ? K : K / 2, N);
+  std::memcpy(w.data(), q.data.data(), q.data.size());
+  ASSERT_EQ(kernel(a, w, scale, c), 0);
   std::vector<float> y(N);
   int nonzero = 0;
   for (int i = 0; i < M; ++i) {
@@ -462,30 +455,9 @@ void checkQuantizedMatVec(Kernel kernel, stlm::quant::Scheme scheme, int M,
 
 TEST(HalideQuantized, MatVecMatchesTheIntegerReferenceBitForBit) {
   using stlm::quant::Scheme;
-  checkQuantizedMatVec(
-      [](auto &a, auto &w, auto &s, auto &c) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(w)>,
-                                     Halide::Runtime::Buffer<int8_t>>)
-          return test_qmv_int8(a, w, s, c);
-        return -1;
-      },
-      Scheme::Int8, 3, 40, 96, 32);
-  checkQuantizedMatVec(
-      [](auto &a, auto &w, auto &s, auto &c) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(w)>,
-                                     Halide::Runtime::Buffer<int8_t>>)
-          return test_qmv_int8_channel(a, w, s, c);
-        return -1;
-      },
-      Scheme::Int8, 1, 17, 200, 200);
-  checkQuantizedMatVec(
-      [](auto &a, auto &w, auto &s, auto &c) {
-        if constexpr (std::is_same_v<std::decay_t<decltype(w)>,
-                                     Halide::Runtime::Buffer<uint8_t>>)
-          return test_qmv_int4(a, w, s, c);
-        return -1;
-      },
-      Scheme::Int4, 2, 24, 64, 16);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8, 3, 40, 96, 32);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_channel, 1, 17, 200, 200);
+  checkQuantizedMatVec<Scheme::Int4>(test_qmv_int4, 2, 24, 64, 16);
 }
 
 std::string lastHalideError;
