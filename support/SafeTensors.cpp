@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -330,13 +331,50 @@ serializeSafeTensors(const std::vector<TensorToWrite> &tensors,
   return out;
 }
 
-bool canWriteSafeTensors(const std::string &path, std::string &error) {
+/// The file a write of `path` replaces: `path` itself, or the file a
+/// symbolic link names (the link is kept). False with `error` when `path`
+/// is a directory, a dangling link, or anything but a regular file: a
+/// device, FIFO or socket would otherwise be replaced by the rename.
+static bool outputFile(const std::string &path, std::string &resolved,
+                       std::string &error) {
+  resolved = path;
+  struct stat link;
+  if (::lstat(path.c_str(), &link) != 0)
+    return true; // not there yet: created by the rename
   struct stat st;
-  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+  if (::stat(path.c_str(), &st) != 0) {
+    error = path + ": is a symbolic link to a missing file (" +
+            std::strerror(errno) + "); not writing through it";
+    return false;
+  }
+  if (S_ISDIR(st.st_mode)) {
     error = path + ": is a directory, not a file to write";
     return false;
   }
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  if (!S_ISREG(st.st_mode)) {
+    error = path +
+            ": is not a regular file (a device, FIFO or socket); checkpoints "
+            "are written only to regular files";
+    return false;
+  }
+  if (S_ISLNK(link.st_mode)) {
+    char *real = ::realpath(path.c_str(), nullptr);
+    if (!real) {
+      error = path + ": cannot resolve the symbolic link: " +
+              std::strerror(errno);
+      return false;
+    }
+    resolved = real;
+    std::free(real);
+  }
+  return true;
+}
+
+bool canWriteSafeTensors(const std::string &path, std::string &error) {
+  std::string target;
+  if (!outputFile(path, target, error))
+    return false;
+  std::string tmp = target + ".tmp." + std::to_string(getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     error = path + ": cannot write there (creating " + tmp + ": " +
@@ -443,8 +481,11 @@ bool writeSafeTensors(const std::string &path,
     error = path + ": " + error;
     return false;
   }
-  removeStaleTemps(path);
-  std::string tmp = path + ".tmp." + std::to_string(getpid());
+  std::string target;
+  if (!outputFile(path, target, error))
+    return false;
+  removeStaleTemps(target);
+  std::string tmp = target + ".tmp." + std::to_string(getpid());
   // Marked before it exists and until it is renamed or removed: a
   // termination handler unlinking a name that is not there is harmless.
   markTemp(tmp);
@@ -479,7 +520,7 @@ bool writeSafeTensors(const std::string &path,
     ::unlink(tmp.c_str());
     return false;
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
     error = path + ": cannot rename " + tmp + ": " + std::strerror(errno);
     ::unlink(tmp.c_str());
     return false;

@@ -116,8 +116,9 @@ serializeSafeTensors(const std::vector<TensorToWrite> &tensors,
                      const std::map<std::string, std::string> &metadata,
                      std::string &error);
 
-/// Whether writeSafeTensors could write `path` now: it is not a directory
-/// and its temporary file can be created beside it (probed, then removed).
+/// Whether writeSafeTensors could write `path` now: it is missing or a
+/// regular file (or a link to one), and its temporary file can be created
+/// beside it (probed, then removed).
 /// False with `error` naming the problem. Long jobs check their output up
 /// front rather than after the work.
 bool canWriteSafeTensors(const std::string &path, std::string &error);
@@ -125,7 +126,9 @@ bool canWriteSafeTensors(const std::string &path, std::string &error);
 /// Writes the file atomically: to `path.tmp.<pid>`, fsync, then rename over
 /// `path`, so an existing good file is never left half-written. Temp files
 /// of `path` left by writers that died (their process is gone) are removed
-/// first.
+/// first. A symbolic link is written through (the link stays, the file it
+/// names is replaced); a directory, a dangling link, a device, FIFO or
+/// socket is refused, never replaced.
 bool writeSafeTensors(const std::string &path,
                       const std::vector<TensorToWrite> &tensors,
                       const std::map<std::string, std::string> &metadata,

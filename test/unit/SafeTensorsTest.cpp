@@ -247,12 +247,47 @@ TEST(SafeTensors, FilesAreWrittenAtomicallyAndMapped) {
   EXPECT_EQ(values[1], 4.0f);
   rmdir(tmpSlot.c_str());
 
-  // A directory in the way of the rename: the error names it.
+  // What is not a regular file is refused, never replaced: a directory, a
+  // FIFO (as a device would be), a dangling link.
   std::string blocked = std::string(dir) + "/blocked";
   ASSERT_EQ(mkdir(blocked.c_str(), 0755), 0);
   EXPECT_FALSE(writeSafeTensors(blocked, {{"x", DType::F32, {2}, x, 8}}, {},
                                 error));
-  EXPECT_NE(error.find("cannot rename"), std::string::npos) << error;
+  EXPECT_NE(error.find("is a directory"), std::string::npos) << error;
+  EXPECT_FALSE(canWriteSafeTensors(blocked, error));
+  std::string fifo = std::string(dir) + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0644), 0);
+  for (bool probe : {false, true}) {
+    EXPECT_FALSE(probe ? canWriteSafeTensors(fifo, error)
+                       : writeSafeTensors(fifo, {{"x", DType::F32, {2}, x, 8}},
+                                          {}, error));
+    EXPECT_NE(error.find("not a regular file"), std::string::npos) << error;
+    struct stat st;
+    ASSERT_EQ(lstat(fifo.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the FIFO was replaced";
+  }
+  std::string dangling = std::string(dir) + "/dangling";
+  ASSERT_EQ(symlink("missing", dangling.c_str()), 0);
+  EXPECT_FALSE(writeSafeTensors(dangling, {{"x", DType::F32, {2}, x, 8}}, {},
+                                error));
+  EXPECT_NE(error.find("symbolic link to a missing file"), std::string::npos)
+      << error;
+
+  // A link to a file is written through: the link stays a link.
+  std::string link = std::string(dir) + "/link";
+  ASSERT_EQ(symlink("w.safetensors", link.c_str()), 0);
+  ASSERT_TRUE(canWriteSafeTensors(link, error)) << error;
+  ASSERT_TRUE(writeSafeTensors(link, {{"y", DType::F32, {3}, y, 12}}, {},
+                               error))
+      << error;
+  struct stat linkStat;
+  ASSERT_EQ(lstat(link.c_str(), &linkStat), 0);
+  EXPECT_TRUE(S_ISLNK(linkStat.st_mode)) << "the link was replaced";
+  auto through = SafeTensorsFile::open(path, error);
+  ASSERT_TRUE(through) << error;
+  EXPECT_TRUE(through->find("y")) << "the linked file was not written";
+  for (const std::string &f : {fifo, dangling, link})
+    std::remove(f.c_str());
 
   // Temp files of writers that died are removed by the next write; those
   // of live processes, and other names, are left alone.
