@@ -360,8 +360,8 @@ static bool outputFile(const std::string &path, std::string &resolved,
   if (S_ISLNK(link.st_mode)) {
     char *real = ::realpath(path.c_str(), nullptr);
     if (!real) {
-      error = path + ": cannot resolve the symbolic link: " +
-              std::strerror(errno);
+      error =
+          path + ": cannot resolve the symbolic link: " + std::strerror(errno);
       return false;
     }
     resolved = real;

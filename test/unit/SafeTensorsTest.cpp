@@ -268,8 +268,8 @@ TEST(SafeTensors, FilesAreWrittenAtomicallyAndMapped) {
   }
   std::string dangling = std::string(dir) + "/dangling";
   ASSERT_EQ(symlink("missing", dangling.c_str()), 0);
-  EXPECT_FALSE(writeSafeTensors(dangling, {{"x", DType::F32, {2}, x, 8}}, {},
-                                error));
+  EXPECT_FALSE(
+      writeSafeTensors(dangling, {{"x", DType::F32, {2}, x, 8}}, {}, error));
   EXPECT_NE(error.find("symbolic link to a missing file"), std::string::npos)
       << error;
 
@@ -277,8 +277,8 @@ TEST(SafeTensors, FilesAreWrittenAtomicallyAndMapped) {
   std::string link = std::string(dir) + "/link";
   ASSERT_EQ(symlink("w.safetensors", link.c_str()), 0);
   ASSERT_TRUE(canWriteSafeTensors(link, error)) << error;
-  ASSERT_TRUE(writeSafeTensors(link, {{"y", DType::F32, {3}, y, 12}}, {},
-                               error))
+  ASSERT_TRUE(
+      writeSafeTensors(link, {{"y", DType::F32, {3}, y, 12}}, {}, error))
       << error;
   struct stat linkStat;
   ASSERT_EQ(lstat(link.c_str(), &linkStat), 0);
