@@ -149,6 +149,47 @@ def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
                            "::mlir::func::FuncDialect"];
 }
 
+def QuantizePass : Pass<"stlm-quantize", "::mlir::ModuleOp"> {
+  let summary = "Makes the inference functions run on int8 or int4 linear weights";
+  let description = [{
+    For each `stlm.model`, quantizes the weights of its linear layers as
+    `stlm-run quantize` quantizes a checkpoint (`support/Quantize.h`):
+
+    - The training functions (`@grad`, `@train_step`, `@accumulate`,
+      `@apply`) and the states only they used (`opt.*`, `grad_acc.*`) are
+      removed: a quantized model infers (`@logits`, `@prefill`,
+      `@decode_step`, `@eval`, and what they call).
+    - A parameter `W: [Out, In]` whose every read (`stlm.param_ref`, or a
+      `stlm.layer_param_ref` of its pattern) feeds only the weight operand
+      of `stlm.linear` becomes `W: [Out, In] i8` (int8) or `[Out, In / 2]
+      i8` (int4 pairs), beside a new `W.scale: [Out, In / group] f32`;
+      each such linear becomes a `stlm.qlinear`. Embeddings, heads, norms
+      and LoRA factors are read by other ops, so they stay f32: the same
+      tensors a quantized checkpoint stores as integers.
+    - The model gets `stlm.quantization = {scheme, group}`.
+
+    A quantized weight whose inputs are not whole groups (or, for int4,
+    an odd group) is reported and the pass fails. Run after
+    `stlm-add-decode` and before `stlm-decompose`: LoRA's factors, which
+    decompose into linears, stay f32.
+
+    ```mlir
+    %w = stlm.param_ref @layers.0.wq : tensor<128x128xf32>
+    %q = stlm.linear %x, %w : tensor<1x1x128xf32>, tensor<128x128xf32> -> tensor<1x1x128xf32>
+    // becomes, with scheme=int8 group=32
+    %w = stlm.param_ref @layers.0.wq : tensor<128x128xi8>
+    %s = stlm.param_ref @layers.0.wq.scale : tensor<128x4xf32>
+    %q = stlm.qlinear %x, %w, %s {group = 32 : i64, scheme = "int8"} : tensor<1x1x128xf32>, tensor<128x128xi8>, tensor<128x4xf32> -> tensor<1x1x128xf32>
+    ```
+  }];
+  let options = [
+    Option<"scheme", "scheme", "std::string", /*default=*/"\"int8\"",
+           "int8 or int4">,
+    Option<"group", "group", "int64_t", /*default=*/"32",
+           "Inputs per scale (divides every quantized weight's inputs)">
+  ];
+}
+
 def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
   let summary = "Rewrites composite ops into the ops the native kernels compute";
   let description = [{

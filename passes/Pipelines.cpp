@@ -42,6 +42,10 @@ void addStagePasses(OpPassManager &pm, Stage stage,
     return;
   case Stage::Plan:
     pm.addPass(createAddDecodePass());
+    if (choices.quantize)
+      pm.addPass(createQuantizePass(
+          {::stlm::quant::schemeName(choices.quantize->scheme),
+           choices.quantize->group}));
     pm.addPass(createDecomposePass());
     pm.addPass(createFusePass());
     pm.addPass(createPlanMemoryPass());

@@ -7,9 +7,9 @@
 //   stlm      stlm-verify-shapes (the model as built or parsed, checked)
 //   train     + stlm-autodiff (@grad, @train_step or @accumulate/@apply,
 //             @eval)
-//   plan      + stlm-add-decode, stlm-decompose, stlm-fuse,
-//             stlm-plan-memory (inference functions, kernel ops, epilogues,
-//             every tensor placed)
+//   plan      + stlm-add-decode, (stlm-quantize,) stlm-decompose,
+//             stlm-fuse, stlm-plan-memory (inference functions, kernel ops,
+//             epilogues, every tensor placed)
 //   kernels   = plan; stlm-compile then generates the planned kernels
 //   artifact  = plan; stlm-compile then writes the library, header and
 //             manifest (codegen/artifact)
@@ -24,6 +24,8 @@
 
 #ifndef STLM_PASSES_PIPELINES_H
 #define STLM_PASSES_PIPELINES_H
+
+#include "support/Quantize.h"
 
 #include "llvm/ADT/StringRef.h"
 
@@ -44,6 +46,9 @@ struct PipelineChoices {
   /// stlm-autodiff's split-step: @accumulate and @apply even without
   /// gradient accumulation (stlm-compile --data-parallel).
   bool splitStep = false;
+  /// stlm-quantize after stlm-add-decode (stlm-compile --quantize): the
+  /// inference functions on int8 or int4 linear weights, no training.
+  std::optional<::stlm::quant::Format> quantize;
 };
 
 /// Adds the passes that take a model from the end of stage `after` (or,

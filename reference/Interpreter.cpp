@@ -7,6 +7,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "reference/Kernels.h"
+#include "support/Quantize.h"
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/TypeSwitch.h"
 
@@ -46,6 +47,14 @@ Tensor<T> Tensor<T>::bools(std::vector<int64_t> shape,
   return t;
 }
 
+template <typename T>
+Tensor<T> Tensor<T>::bytes(std::vector<int64_t> shape,
+                           std::vector<uint8_t> data) {
+  Tensor t = bools(std::move(shape), std::move(data));
+  t.kind = Kind::Bytes;
+  return t;
+}
+
 namespace {
 
 std::vector<int64_t> shapeOf(Type type) {
@@ -59,6 +68,8 @@ template <typename T> typename Tensor<T>::Kind kindOf(Type type) {
     return Tensor<T>::Kind::Bool;
   if (e.isInteger(32))
     return Tensor<T>::Kind::Int;
+  if (e.isInteger(8))
+    return Tensor<T>::Kind::Bytes;
   return Tensor<T>::Kind::Float;
 }
 
@@ -69,6 +80,8 @@ template <typename T> Tensor<T> zerosOf(Type type) {
     return Tensor<T>::bools(shape);
   case Tensor<T>::Kind::Int:
     return Tensor<T>::ints(shape);
+  case Tensor<T>::Kind::Bytes:
+    return Tensor<T>::bytes(shape);
   case Tensor<T>::Kind::Float:
     break;
   }
@@ -116,7 +129,7 @@ Interpreter<T>::Interpreter(ModelOp model)
     : model(model), bf16(ir::hasBF16Matmuls(model)) {
   for (Operation &op : model.getBody().front()) {
     if (auto p = dyn_cast<ir::ParamOp>(op)) {
-      Tensor<T> t = Tensor<T>::floats(shapeOf(p.getType()));
+      Tensor<T> t = zerosOf<T>(p.getType());
       if (p.getInit() == ir::InitKind::ones)
         std::fill(t.f.begin(), t.f.end(), T(1));
       variables[p.getSymName().str()] = std::move(t);
@@ -453,6 +466,27 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         set(o.getResult(), std::move(y));
         return true;
       })
+      .Case([&](ir::QLinearOp o) {
+        // support/Quantize's arithmetic, row by row, in f32.
+        const TT &x = in(o.getX());
+        const TT &w = in(o.getWeight());
+        const TT &s = in(o.getScale());
+        quant::QTensor q;
+        q.format = {*quant::parseScheme(o.getScheme().str()), o.getGroup()};
+        q.out = w.shape[0];
+        q.in = x.shape.back();
+        q.data = w.b;
+        q.scales.assign(s.f.begin(), s.f.end());
+        TT y = out(o.getResult());
+        std::vector<float> xr(q.in), yr(q.out);
+        for (int64_t r = 0, rows = leading(x.shape, 1); r < rows; ++r) {
+          std::copy_n(x.f.begin() + r * q.in, q.in, xr.begin());
+          quant::matvec(q, xr.data(), yr.data());
+          std::copy(yr.begin(), yr.end(), y.f.begin() + r * q.out);
+        }
+        set(o.getResult(), std::move(y));
+        return true;
+      })
       .Case([&](ir::LinearFusedOp o) {
         const TT &x = in(o.getX());
         const TT &w = in(o.getWeight());
@@ -694,16 +728,17 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
                                   in(o.getMask()).b,
                                   in(o.getDloss()).scalar(), o.getDlogits());
       })
-      .template Case<ir::ChunkBytesLossOp, ir::ReconstructionLossOp>([&](auto o) {
-        std::vector<int32_t> targets;
-        std::vector<uint8_t> counted;
-        const TT &c = in(o.getChunks());
-        chunkTargets(c.i, c.shape,
-                     o.getCount() ? in(o.getCount()).i.data() : nullptr,
-                     isa<ir::ChunkBytesLossOp>(op), o.getMaskPad(), targets,
-                     counted);
-        return crossEntropyOp(o.getLogits(), targets, counted, o.getLoss());
-      })
+      .template Case<ir::ChunkBytesLossOp, ir::ReconstructionLossOp>(
+          [&](auto o) {
+            std::vector<int32_t> targets;
+            std::vector<uint8_t> counted;
+            const TT &c = in(o.getChunks());
+            chunkTargets(c.i, c.shape,
+                         o.getCount() ? in(o.getCount()).i.data() : nullptr,
+                         isa<ir::ChunkBytesLossOp>(op), o.getMaskPad(), targets,
+                         counted);
+            return crossEntropyOp(o.getLogits(), targets, counted, o.getLoss());
+          })
       .template Case<ir::ChunkBytesLossGradOp, ir::ReconstructionLossGradOp>(
           [&](auto o) {
             std::vector<int32_t> targets;
@@ -789,6 +824,8 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
       });
 }
 
+template struct Tensor<float>;
+template struct Tensor<double>;
 template class Interpreter<float>;
 template class Interpreter<double>;
 

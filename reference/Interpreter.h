@@ -26,10 +26,11 @@
 
 namespace stlm::ref {
 
-/// A runtime tensor: f32/f64 data (`f`), i32 data (`i`) or i1 data (`b`),
-/// by `kind`, row-major with `shape`.
+/// A runtime tensor: f32/f64 data (`f`), i32 data (`i`), i1 data (`b`) or
+/// the bytes of an i8 tensor (`b`: a quantized weight), by `kind`,
+/// row-major with `shape`.
 template <typename T> struct Tensor {
-  enum class Kind { Float, Int, Bool };
+  enum class Kind { Float, Int, Bool, Bytes };
   Kind kind = Kind::Float;
   std::vector<int64_t> shape;
   std::vector<T> f;
@@ -45,6 +46,8 @@ template <typename T> struct Tensor {
   static Tensor floats(std::vector<int64_t> shape, std::vector<T> data = {});
   static Tensor ints(std::vector<int64_t> shape, std::vector<int32_t> data = {});
   static Tensor bools(std::vector<int64_t> shape, std::vector<uint8_t> data = {});
+  static Tensor bytes(std::vector<int64_t> shape,
+                      std::vector<uint8_t> data = {});
   /// A 0-d value.
   T scalar() const { return f.at(0); }
 };

@@ -10,9 +10,9 @@
 
 namespace stlm {
 
-std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
-                                                ModelSpec &spec,
-                                                std::string &error) {
+std::unique_ptr<SafeTensorsFile>
+openCheckpoint(const std::string &path, ModelSpec &spec, std::string &error,
+               std::optional<quant::Format> *quantizedOut) {
   std::unique_ptr<SafeTensorsFile> file = SafeTensorsFile::open(path, error);
   if (!file)
     return nullptr;
@@ -32,13 +32,16 @@ std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
     error = path + ": " + error;
     return nullptr;
   }
-  if (quantized) {
+  if (quantized && !quantizedOut) {
     error = path + " is quantized (" + describe(*quantized) +
-            "); stlm-run runs float checkpoints only so far: give the one "
-            "it was made from";
+            "); this command runs float checkpoints only: give the one it "
+            "was made from";
     return nullptr;
   }
-  std::vector<std::string> problems = checkWeights(buildParamTable(spec), *file);
+  ParamTable table = buildParamTable(spec);
+  std::vector<std::string> problems =
+      quantized ? checkQuantizedWeights(table, *file, *quantized)
+                : checkWeights(table, *file);
   if (!problems.empty()) {
     error = path + " does not match its own spec (" +
             std::to_string(problems.size()) + " problems):";
@@ -46,6 +49,8 @@ std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
       error += "\n  " + p;
     return nullptr;
   }
+  if (quantizedOut)
+    *quantizedOut = quantized;
   return file;
 }
 
@@ -86,8 +91,9 @@ bool loadTeacherWeights(const ModelSpec &spec, const TensorSetter &set,
 }
 
 bool checkpointSpec(const std::string &path, ModelSpec &spec,
-                    std::string &error) {
-  return openCheckpoint(path, spec, error) != nullptr;
+                    std::string &error,
+                    std::optional<quant::Format> *quantized) {
+  return openCheckpoint(path, spec, error, quantized) != nullptr;
 }
 
 bool loadValidation(const ModelSpec &spec, const EvalData &what, Feed &feed,

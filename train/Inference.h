@@ -16,24 +16,31 @@
 #include "support/Sampling.h"
 #include "train/Batches.h"
 
+#include "support/Quantize.h"
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace stlm {
 
 /// The checkpoint at `path` with its stored model spec (in `spec`),
-/// checked against its own tensors; null with `error` set.
-std::unique_ptr<SafeTensorsFile> openCheckpoint(const std::string &path,
-                                                ModelSpec &spec,
-                                                std::string &error);
+/// checked against its own tensors; null with `error` set. A quantized
+/// checkpoint (frontend/Quantized.h) is accepted, with its format in
+/// `*quantized`, only where the caller passes `quantized` (it is reset to
+/// nothing for a float one); otherwise it is refused by name.
+std::unique_ptr<SafeTensorsFile>
+openCheckpoint(const std::string &path, ModelSpec &spec, std::string &error,
+               std::optional<quant::Format> *quantized = nullptr);
 /// The same, for the spec alone.
 bool checkpointSpec(const std::string &path, ModelSpec &spec,
-                    std::string &error);
+                    std::string &error,
+                    std::optional<quant::Format> *quantized = nullptr);
 
 /// Sets a tensor of an engine by name; false with the error set.
 using TensorSetter =

@@ -4,10 +4,12 @@
 
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
+#include "frontend/Quantized.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/Pass/PassManager.h"
+#include "passes/Passes.h"
 #include "passes/Pipelines.h"
 #include "reference/Interpreter.h"
 #include "support/SafeTensors.h"
@@ -106,17 +108,19 @@ struct Loaded {
 };
 
 /// `withEval`: derive @eval too (stlm-autodiff), for evaluation; generation
-/// needs only the model's own functions.
+/// needs only the model's own functions. A quantized checkpoint's model
+/// goes through stlm-quantize in its format.
 bool load(const std::string &path, Loaded &m, std::string &error,
           bool withEval) {
-  std::unique_ptr<SafeTensorsFile> file = openCheckpoint(path, m.spec, error);
+  std::optional<quant::Format> quantized;
+  std::unique_ptr<SafeTensorsFile> file =
+      openCheckpoint(path, m.spec, error, &quantized);
   if (!file)
     return false;
-  ParamTable table = buildParamTable(m.spec);
   m.context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
                         mlir::arith::ArithDialect>();
   m.module = buildModel(m.context, m.spec);
-  if (withEval) {
+  if (withEval || quantized) {
     // Through stlm-autodiff: @eval gives each objective's own loss.
     std::string diagnostics;
     mlir::ScopedDiagnosticHandler handler(&m.context,
@@ -125,23 +129,38 @@ bool load(const std::string &path, Loaded &m, std::string &error,
                                             return mlir::success();
                                           });
     mlir::PassManager pm(&m.context);
-    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Train);
+    if (withEval)
+      mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Train);
+    if (quantized)
+      pm.addPass(mlir::stlm::createQuantizePass(
+          {quant::schemeName(quantized->scheme), quantized->group}));
     if (mlir::failed(pm.run(*m.module))) {
-      error = "cannot derive the evaluation of '" + m.spec.name +
-              "': " + diagnostics;
+      error = "cannot derive the " +
+              std::string(withEval ? "evaluation" : "inference") + " of '" +
+              m.spec.name + "'" +
+              (quantized ? " quantized (" + describe(*quantized) + ")" : "") +
+              ": " + diagnostics;
       return false;
     }
   }
   mlir::stlm::ModelOp model;
   m.module->walk([&](mlir::stlm::ModelOp op) { model = op; });
   m.interp = std::make_unique<ref::Interpreter<float>>(model);
-  for (const ParamInfo &p : table.params) {
-    const TensorView *t = file->find(p.name);
-    std::vector<float> values(t->numel());
-    std::memcpy(values.data(), t->data, t->size);
-    if (!m.interp->setVariable(
-            p.name, ref::Tensor<float>::floats(t->shape, std::move(values)),
-            error))
+  // Every parameter of the model as it runs: a quantized weight's bytes
+  // (openCheckpoint checked their dtype and shape) and its scales.
+  for (const std::string &name : m.interp->paramNames()) {
+    const TensorView *t = file->find(name);
+    ref::Tensor<float> value;
+    if (m.interp->variable(name)->kind == ref::Tensor<float>::Kind::Bytes) {
+      const auto *bytes = static_cast<const uint8_t *>(t->data);
+      value = ref::Tensor<float>::bytes(
+          t->shape, std::vector<uint8_t>(bytes, bytes + t->size));
+    } else {
+      std::vector<float> values(t->numel());
+      std::memcpy(values.data(), t->data, t->size);
+      value = ref::Tensor<float>::floats(t->shape, std::move(values));
+    }
+    if (!m.interp->setVariable(name, std::move(value), error))
       return false;
   }
   // Evaluation needs a distilling model's teacher; generation does not.

@@ -2,6 +2,8 @@
 
 #include "train/Trainer.h"
 
+#include "frontend/Quantized.h"
+
 #include "frontend/Data.h"
 #include "frontend/Params.h"
 #include "frontend/Weights.h"
@@ -277,6 +279,13 @@ bool Session::resume(std::string &error) {
               "' in: " + keys;
       return false;
     }
+  }
+  std::optional<quant::Format> quantized;
+  if (checkpointQuantization(*file, quantized, error) && quantized) {
+    error = opt.resumePath + " is quantized (" + describe(*quantized) +
+            "); training resumes from float checkpoints only: give the one "
+            "it was made from";
+    return false;
   }
   std::vector<std::string> problems = checkWeights(table, *file);
   // Optimizer state is all there or all absent (a plain `init` file).

@@ -34,19 +34,20 @@
 #include "codegen/artifact/ArtifactWriter.h"
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
+#include "frontend/Quantized.h"
 #include "frontend/Spec.h"
 #include "frontend/Weights.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Diagnostics.h"
-#include "mlir/Parser/Parser.h"
-#include "support/CpuBF16.h"
-#include "support/SafeTensors.h"
-#include "support/Version.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/Verifier.h"
+#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "passes/Pipelines.h"
+#include "support/CpuBF16.h"
+#include "support/SafeTensors.h"
+#include "support/Version.h"
 #include "tools/common/InitAll.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -127,6 +128,18 @@ cl::opt<bool> dataParallel(
              "(stlm-run under mpirun, stlm_set_allreduce) can all-reduce the "
              "gradient sums between them"),
     cl::cat(options));
+cl::opt<std::string> quantize(
+    "quantize",
+    cl::desc("Run stlm-quantize: the inference functions on int8 or int4 "
+             "linear weights (in groups of --quantize-group inputs), no "
+             "training; stlm-run quantize writes the matching checkpoint. "
+             "Shown with --emit=plan; compiled artifacts come later"),
+    cl::value_desc("int8|int4"), cl::cat(options));
+cl::opt<int64_t> quantizeGroup(
+    "quantize-group",
+    cl::desc("Inputs per scale for --quantize (default 32); must divide "
+             "every quantized weight's inputs"),
+    cl::value_desc("N"), cl::init(32), cl::cat(options));
 cl::opt<std::string> bf16Compute(
     "bf16-compute",
     cl::desc("For a `precision: bf16` spec on the host target: auto (the "
@@ -261,6 +274,13 @@ bool checkEmbeddedWeights(const Input &in) {
       stlm::SafeTensorsFile::open(embedWeights, error);
   if (!file) {
     failWith(error);
+    return false;
+  }
+  std::optional<stlm::quant::Format> quantized;
+  if (stlm::checkpointQuantization(*file, quantized, error) && quantized) {
+    failWith("--embed-weights: " + embedWeights + " is quantized (" +
+             stlm::describe(*quantized) +
+             "); artifacts embed float checkpoints only so far");
     return false;
   }
   if (!in.spec)
@@ -400,6 +420,29 @@ int main(int argc, char **argv) {
     return failWith("--data-parallel is for the host target: CUDA artifacts "
                     "have no accumulate/apply split yet (GPUs will all-reduce "
                     "through NCCL)");
+  std::optional<stlm::quant::Format> quantized;
+  if (quantizeGroup.getNumOccurrences() && quantize.empty())
+    return failWith("--quantize-group is an option of --quantize");
+  if (!quantize.empty()) {
+    std::optional<stlm::quant::Scheme> scheme =
+        stlm::quant::parseScheme(quantize);
+    if (!scheme)
+      return failWith("--quantize must be int8 or int4, not '" + quantize +
+                      "'");
+    quantized = stlm::quant::Format{*scheme, quantizeGroup};
+    if (quantizeGroup <= 0 || quantizeGroup > stlm::quant::kMaxGroup ||
+        (*scheme == stlm::quant::Scheme::Int4 && quantizeGroup % 2))
+      return failWith(
+          "--quantize-group must be " +
+          std::string(*scheme == stlm::quant::Scheme::Int4 ? "even and " : "") +
+          "between 1 and " + std::to_string(stlm::quant::kMaxGroup) + ", not " +
+          std::to_string(quantizeGroup));
+    if (emit != Stage::Plan)
+      return failWith(
+          "--quantize is shown with --emit=plan for now: compiled quantized "
+          "artifacts are not built yet (stlm-run eval and generate run a "
+          "quantized checkpoint with the reference evaluator)");
+  }
   in.info.splitStep = dataParallel || in.info.accumulate > 1;
   if (bf16Compute != "auto" && bf16Compute != "on" && bf16Compute != "off")
     return failWith("--bf16-compute must be auto, on or off, not '" +
@@ -433,7 +476,7 @@ int main(int argc, char **argv) {
   mlir::PassManager stages(&context);
   // A model read from .mlir goes through every stage from the start (its
   // parse verified it); a built one has passed Stage::STLM already.
-  mlir::stlm::PipelineChoices choices{dataParallel};
+  mlir::stlm::PipelineChoices choices{dataParallel, quantized};
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else

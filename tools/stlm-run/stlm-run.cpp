@@ -584,10 +584,29 @@ bool checkpointOptions(Args &a, const char *argv0, std::string &backend,
   if (!backendOptions(a, argv0, backend, native, status))
     return false;
   std::string error;
-  if (stlm::checkpointSpec(a.positional[0], spec, error))
-    return true;
-  status = fail(error);
-  return false;
+  std::optional<stlm::quant::Format> quantized;
+  if (!stlm::checkpointSpec(a.positional[0], spec, error, &quantized)) {
+    status = fail(error);
+    return false;
+  }
+  // A quantized checkpoint runs on the reference evaluator (stlm-quantize,
+  // support/Quantize's arithmetic); the compiled path cannot load one yet.
+  if (quantized && backend != "reference") {
+    std::string why = a.positional[0] + " is quantized (" +
+                      stlm::describe(*quantized) +
+                      ") and the native path does not run quantized "
+                      "checkpoints yet";
+    if (!native.fallback) {
+      status = fail(why + ": use --backend reference");
+      return false;
+    }
+    if (native.notes)
+      std::fprintf(native.notes,
+                   "note: %s; running it with the reference evaluator\n",
+                   why.c_str());
+    backend = "reference";
+  }
+  return true;
 }
 
 int runTrain(int argc, char **argv) {

@@ -103,6 +103,9 @@ def STLM_I64Attr : TypedSignlessIntegerAttrBase<I64, "int64_t",
 
 // Activations and parameters: statically shaped f32 tensors.
 def STLM_Tensor : StaticShapeTensorOf<[F32]>;
+// Parameters: f32, or the bytes of a quantized weight (stlm-quantize:
+// int8 values, or int4 pairs packed into one byte).
+def STLM_ParamTensor : StaticShapeTensorOf<[F32, I8]>;
 // Token / byte ids.
 def STLM_IdTensor : StaticShapeTensorOf<[I32]>;
 // Boolean masks.

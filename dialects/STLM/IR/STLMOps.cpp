@@ -551,6 +551,38 @@ LogicalResult LinearOp::verify() {
                                "weight");
 }
 
+LogicalResult QLinearOp::verify() {
+  StringRef scheme = getScheme();
+  if (scheme != "int8" && scheme != "int4")
+    return emitOpError() << "scheme must be \"int8\" or \"int4\", got \""
+                         << scheme << "\"";
+  bool int4 = scheme == "int4";
+  int64_t group = getGroup();
+  ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
+  ArrayRef<int64_t> ws = tensorTy(getWeight()).getShape();
+  ArrayRef<int64_t> ss = tensorTy(getScale()).getShape();
+  if (xs.empty())
+    return emitOpError("input must have rank >= 1");
+  int64_t in = xs.back();
+  if (group <= 0 || in % group != 0 || (int4 && group % 2 != 0))
+    return emitOpError() << "group " << group << " must be "
+                         << (int4 ? "even, " : "") << "> 0 and divide the "
+                         << in << " inputs";
+  if (ws.size() != 2 || ws[1] != (int4 ? in / 2 : in))
+    return emitOpError() << scheme << " weight must be [Out, "
+                         << (int4 ? in / 2 : in) << "], got " << shapeStr(ws);
+  if (ss.size() != 2 || ss[0] != ws[0] || ss[1] != in / group)
+    return emitOpError() << "scale must be [" << ws[0] << ", " << in / group
+                         << "], got " << shapeStr(ss);
+  SmallVector<int64_t> expected(xs.drop_back());
+  expected.push_back(ws[0]);
+  ArrayRef<int64_t> rs = tensorTy(getResult()).getShape();
+  if (rs != ArrayRef<int64_t>(expected))
+    return emitOpError() << "result shape " << shapeStr(rs) << " must be "
+                         << shapeStr(expected);
+  return success();
+}
+
 LogicalResult LinearFusedOp::verify() {
   if (failed(verifyRowMajorProduct(*this, getX(), getWeight(), getResult(),
                                    "weight")))

@@ -88,9 +88,14 @@ def STLM_ParamOp : STLM_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     stlm.param @layers.0.wq : tensor<128x128xf32> = normal(2.000000e-02)
     stlm.param @norm : tensor<128xf32> = ones
     ```
+
+    After `stlm-quantize`, a quantized weight is an `i8` parameter (its
+    bytes: int8 values, or int4 pairs) beside its f32 `.scale` parameter;
+    both are declared `zeros` (a quantized model is loaded, never
+    initialised).
   }];
   let arguments = (ins SymbolNameAttr:$sym_name,
-                       TypeAttrOf<STLM_Tensor>:$type,
+                       TypeAttrOf<STLM_ParamTensor>:$type,
                        STLM_InitKind:$init,
                        OptionalAttr<F64Attr>:$std);
   let assemblyFormat = [{
@@ -121,7 +126,7 @@ def STLM_ParamRefOp : STLM_Op<"param_ref", [
     ```
   }];
   let arguments = (ins FlatSymbolRefAttr:$name);
-  let results = (outs STLM_Tensor:$result);
+  let results = (outs STLM_ParamTensor:$result);
   let assemblyFormat = "$name attr-dict `:` type($result)";
 }
 
@@ -190,7 +195,7 @@ def STLM_LayerParamRefOp : STLM_Op<"layer_param_ref", [Pure]> {
     ```
   }];
   let arguments = (ins StrAttr:$pattern, Index:$layer);
-  let results = (outs STLM_Tensor:$result);
+  let results = (outs STLM_ParamTensor:$result);
   let assemblyFormat = "$pattern `[` $layer `]` attr-dict `:` type($result)";
   let hasVerifier = 1;
   let extraClassDeclaration = [{
@@ -394,6 +399,35 @@ def STLM_LinearOp : STLM_Op<"linear", [Pure]> {
   let results = (outs STLM_Tensor:$result);
   let assemblyFormat = [{
     $x `,` $weight attr-dict `:` type($x) `,` type($weight) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_QLinearOp : STLM_Op<"qlinear", [Pure]> {
+  let summary = "linear map with a quantized weight (stlm-quantize)";
+  let description = [{
+    `x: [..., In]` (f32), `weight: [Out, In]` (`int8`) or `[Out, In / 2]`
+    (`int4`, two values a byte, the first in the low nibble, each stored
+    as `q + 8`), `scale: [Out, In / group]` (f32) → `[..., Out]` (f32).
+    With `W[o, k] = scale[o, k / group] · q[o, k]`, the result is
+    `y ≈ x · Wᵀ`, computed as `support/Quantize.h` defines it: each row of
+    `x` is quantized to int8 on the fly (one scale `s = max|x| / 127`),
+    each group's integer dot product is summed exactly in int32, and the
+    groups are added in order, `y[…, o] = Σ_g scale[o, g] · s · dot_g`.
+    The kernels compute the same integers; the reference evaluator is that
+    definition.
+
+    ```mlir
+    %q = stlm.qlinear %x, %wq, %wq_scale {scheme = "int8", group = 32} : tensor<1x1x128xf32>, tensor<128x128xi8>, tensor<128x4xf32> -> tensor<1x1x128xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$x, TensorOf<[I8]>:$weight,
+                       STLM_Tensor:$scale, StrAttr:$scheme,
+                       STLM_I64Attr:$group);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $x `,` $weight `,` $scale attr-dict `:` type($x) `,` type($weight) `,`
+    type($scale) `->` type($result)
   }];
   let hasVerifier = 1;
 }

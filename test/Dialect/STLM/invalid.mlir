@@ -511,6 +511,50 @@ func.func @f(%x: tensor<2x4x8xf32>, %w: tensor<8xf32>) {
 
 // -----
 
+// Tests that a quantized linear names its scheme.
+func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xi8>, %s: tensor<8x2xf32>) {
+  // expected-error @+1 {{scheme must be "int8" or "int4", got "int2"}}
+  %y = stlm.qlinear %x, %w, %s {scheme = "int2", group = 32} : tensor<2x64xf32>, tensor<8x64xi8>, tensor<8x2xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+// Tests that a quantized linear's groups divide its inputs.
+func.func @f(%x: tensor<2x48xf32>, %w: tensor<8x48xi8>, %s: tensor<8x1xf32>) {
+  // expected-error @+1 {{group 32 must be > 0 and divide the 48 inputs}}
+  %y = stlm.qlinear %x, %w, %s {scheme = "int8", group = 32} : tensor<2x48xf32>, tensor<8x48xi8>, tensor<8x1xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+// Tests that an int4 weight holds two values a byte.
+func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xi8>, %s: tensor<8x2xf32>) {
+  // expected-error @+1 {{int4 weight must be [Out, 32], got [8, 64]}}
+  %y = stlm.qlinear %x, %w, %s {scheme = "int4", group = 32} : tensor<2x64xf32>, tensor<8x64xi8>, tensor<8x2xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+// Tests that a quantized linear has one scale per output and group.
+func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xi8>, %s: tensor<8x4xf32>) {
+  // expected-error @+1 {{scale must be [8, 2], got [8, 4]}}
+  %y = stlm.qlinear %x, %w, %s {scheme = "int8", group = 32} : tensor<2x64xf32>, tensor<8x64xi8>, tensor<8x4xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+// Tests that a parameter is f32 or the bytes of a quantized weight.
+stlm.model @m {
+  // expected-error @+1 {{type attribute of statically shaped tensor of 32-bit float or 8-bit signless integer values}}
+  stlm.param @w : tensor<8x8xi32> = zeros
+}
+
+// -----
+
 // Tests that the linear weight's input width must match the input.
 func.func @f(%x: tensor<2x4x8xf32>, %w: tensor<16x4xf32>) {
   // expected-error @+1 {{weight input width 4 does not match the input's last dimension 8}}

@@ -1,0 +1,106 @@
+//===- QuantizedModelTest.cpp - stlm-quantize on the example models -------===//
+//
+// stlm-quantize chooses the weights to quantize from the IR (parameters
+// read only as linear weights); a quantized checkpoint stores the ones
+// frontend/Quantized's rule names. The two must be the same tensors, with
+// the same shapes, or a quantized checkpoint would not load into a
+// quantized model: checked on every example model (token, byte-pool,
+// shared layers with LoRA) and both schemes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "dialects/STLM/IR/STLMOps.h"
+#include "frontend/BuildModel.h"
+#include "frontend/Params.h"
+#include "frontend/Quantized.h"
+#include "frontend/Spec.h"
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "passes/Pipelines.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+
+using namespace mlir;
+
+namespace {
+
+/// name -> shape of every parameter of `model`, with `i8` marking the
+/// quantized ones.
+std::map<std::string, std::pair<std::vector<int64_t>, bool>>
+paramsOf(mlir::stlm::ModelOp model) {
+  std::map<std::string, std::pair<std::vector<int64_t>, bool>> out;
+  for (mlir::stlm::ParamOp p : model.getParams()) {
+    RankedTensorType t = p.getTensorType();
+    out[p.getSymName().str()] = {
+        std::vector<int64_t>(t.getShape().begin(), t.getShape().end()),
+        t.getElementType().isInteger(8)};
+  }
+  return out;
+}
+
+class QuantizedModel : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(QuantizedModel, QuantizesWhatACheckpointStoresQuantized) {
+  std::string path =
+      std::string(STLM_SOURCE_DIR) + "/examples/models/" + GetParam() + ".yaml";
+  ::stlm::SpecResult spec = ::stlm::readSpecFile(path);
+  ASSERT_TRUE(spec.spec.has_value()) << path;
+  ::stlm::ParamTable table = ::stlm::buildParamTable(*spec.spec);
+  for (::stlm::quant::Scheme scheme :
+       {::stlm::quant::Scheme::Int8, ::stlm::quant::Scheme::Int4}) {
+    ::stlm::quant::Format format{scheme, 32};
+    MLIRContext ctx;
+    ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
+                    arith::ArithDialect>();
+    OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, *spec.spec);
+    PassManager pm(&ctx);
+    mlir::stlm::PipelineChoices choices;
+    choices.quantize = format;
+    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan, std::nullopt,
+                              choices);
+    ASSERT_TRUE(succeeded(pm.run(*module)))
+        << GetParam() << " " << ::stlm::describe(format);
+    mlir::stlm::ModelOp model;
+    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+    auto params = paramsOf(model);
+    // What the checkpoint holds, param by param.
+    std::map<std::string, std::pair<std::vector<int64_t>, bool>> expected;
+    int quantized = 0;
+    for (const ::stlm::ParamInfo &p : table.params) {
+      if (!::stlm::isQuantizedWeight(p.name)) {
+        expected[p.name] = {p.shape, false};
+        continue;
+      }
+      ++quantized;
+      int64_t out = p.shape[0], in = p.shape[1];
+      expected[p.name] = {
+          {out, scheme == ::stlm::quant::Scheme::Int4 ? in / 2 : in}, true};
+      expected[p.name + ".scale"] = {{out, in / format.group}, false};
+    }
+    EXPECT_GT(quantized, 0) << GetParam();
+    EXPECT_EQ(params, expected)
+        << GetParam() << " " << ::stlm::describe(format);
+    // Inference only: no training function, no optimizer state.
+    for (auto fn : model.getBody().front().getOps<func::FuncOp>())
+      EXPECT_TRUE(fn.getSymName() != "grad" && fn.getSymName() != "train_step")
+          << fn.getSymName().str();
+    for (auto s : model.getBody().front().getOps<mlir::stlm::StateOp>())
+      EXPECT_FALSE(s.getSymName().starts_with("opt.")) << s.getSymName().str();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, QuantizedModel,
+                         ::testing::Values("char-tiny", "ref-3m", "stlm-10m",
+                                           "byte-pool-3m"),
+                         [](const auto &info) {
+                           std::string n = info.param;
+                           for (char &c : n)
+                             if (c == '-')
+                               c = '_';
+                           return n;
+                         });
+
+} // namespace
