@@ -162,7 +162,7 @@ def QuantizePass : Pass<"stlm-quantize", "::mlir::ModuleOp"> {
     - A parameter `W: [Out, In]` whose every read (`stlm.param_ref`, or a
       `stlm.layer_param_ref` of its pattern) feeds only the weight operand
       of `stlm.linear` becomes `W: [Out, In] i8` (int8) or `[Out, In / 2]
-      i8` (int4 pairs), beside a new `W.scale: [Out, In / group] f32`;
+      ui8` (int4 pairs), beside a new `W.scale: [Out, In / group] f32`;
       each such linear becomes a `stlm.qlinear`. Embeddings, heads, norms
       and LoRA factors are read by other ops, so they stay f32: the same
       tensors a quantized checkpoint stores as integers.

@@ -219,6 +219,17 @@ struct Planner {
                    {Arg::operand(x, 2), Arg::operand(w, 2),
                     Arg::result(0, 2)}}};
         })
+        .Case([&](ir::QLinearOp o) -> Calls {
+          // support/Quantize's arithmetic, bit for bit, a row at a time.
+          std::vector<int64_t> x = shapeOf(o.getX());
+          return {{{"stlm_qmatvec_" + o.getScheme().str(),
+                    {{"m", num(leading(o.getX(), 1))},
+                     {"n", num(shapeOf(o.getWeight())[0])},
+                     {"k", num(x.back())},
+                     {"group", num(o.getGroup())}}},
+                   {Arg::operand(o.getX(), 2), Arg::operand(o.getWeight(), 2),
+                    Arg::operand(o.getScale(), 2), Arg::result(0, 2)}}};
+        })
         .Case([&](ir::LinearFusedOp o) -> Calls {
           std::vector<int64_t> w = shapeOf(o.getWeight());
           int64_t rows = leading(o.getX(), 1);

@@ -66,8 +66,10 @@ public:
                int rank, int slot) override {
     assert(slot >= 0 && slot < kMaxTensors && "a descriptor slot");
     Type et = t.getElementType();
-    int code =
-        et.isF32() || et.isF64() ? kFloat : (et.isInteger(8) ? kUInt : kInt);
+    // i8 is signed (int8 weights); ui8 and i1 masks are unsigned bytes.
+    int code = et.isF32() || et.isF64() ? kFloat
+               : et.isUnsignedInteger() ? kUInt
+                                        : kInt;
     int bits = et.getIntOrFloatBitWidth();
     if (et.isInteger(1)) // masks: one byte (0 or 1) per element
       code = kUInt, bits = 8;
@@ -108,8 +110,10 @@ public:
                                  b.getI8IntegerAttr(1)),
           64);
     }
-    return tensor(b, loc, b.create<LLVM::AddressOfOp>(loc, g),
-                  RankedTensorType::get({n}, i8), 1, slot);
+    return tensor(
+        b, loc, b.create<LLVM::AddressOfOp>(loc, g),
+        RankedTensorType::get({n}, b.getIntegerType(8, /*isSigned=*/false)), 1,
+        slot);
   }
 
   Value call(OpBuilder &b, Location loc, size_t index, const KernelSpec &,

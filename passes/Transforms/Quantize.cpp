@@ -143,7 +143,8 @@ struct QuantizePass : public mlir::stlm::impl::QuantizePassBase<QuantizePass> {
     auto bytesType = [&](RankedTensorType t) {
       return RankedTensorType::get(
           {t.getDimSize(0), int4 ? t.getDimSize(1) / 2 : t.getDimSize(1)},
-          IntegerType::get(ctx, 8));
+          IntegerType::get(
+              ctx, 8, int4 ? IntegerType::Unsigned : IntegerType::Signless));
     };
     auto scaleType = [&](RankedTensorType t) {
       return RankedTensorType::get(

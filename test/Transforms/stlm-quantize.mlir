@@ -33,9 +33,9 @@
 // INT8-NOT:  func.func @train_step
 // INT8-NOT:  stlm.linear
 
-// INT4:      stlm.param @layers.0.w : tensor<8x4xi8> = zeros
+// INT4:      stlm.param @layers.0.w : tensor<8x4xui8> = zeros
 // INT4-NEXT: stlm.param @layers.0.w.scale : tensor<8x2xf32> = zeros
-// INT4:      stlm.qlinear %{{.*}}, %{{.*}}, %{{.*}} {group = 4 : i64, scheme = "int4"} : tensor<2x4x8xf32>, tensor<8x4xi8>, tensor<8x2xf32> -> tensor<2x4x8xf32>
+// INT4:      stlm.qlinear %{{.*}}, %{{.*}}, %{{.*}} {group = 4 : i64, scheme = "int4"} : tensor<2x4x8xf32>, tensor<8x4xui8>, tensor<8x2xf32> -> tensor<2x4x8xf32>
 stlm.model @m {
   stlm.param @embed.tok : tensor<16x8xf32> = normal(0.02)
   stlm.param @norm : tensor<8xf32> = ones

@@ -7,8 +7,12 @@
 // quantized model: checked on every example model (token, byte-pool,
 // shared layers with LoRA) and both schemes.
 //
+// And that every quantized linear is planned onto the quantized matvec of
+// its scheme, with the shapes and group of the op.
+//
 //===----------------------------------------------------------------------===//
 
+#include "codegen/artifact/KernelPlan.h"
 #include "dialects/STLM/IR/STLMOps.h"
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
@@ -22,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <set>
 
 using namespace mlir;
 
@@ -89,6 +94,47 @@ TEST_P(QuantizedModel, QuantizesWhatACheckpointStoresQuantized) {
           << fn.getSymName().str();
     for (auto s : model.getBody().front().getOps<mlir::stlm::StateOp>())
       EXPECT_FALSE(s.getSymName().starts_with("opt.")) << s.getSymName().str();
+  }
+}
+
+TEST(QuantizedModel, QLinearsRunOnTheQuantizedMatvec) {
+  std::string path =
+      std::string(STLM_SOURCE_DIR) + "/examples/models/char-tiny.yaml";
+  ::stlm::SpecResult spec = ::stlm::readSpecFile(path);
+  ASSERT_TRUE(spec.spec.has_value());
+  for (::stlm::quant::Scheme scheme :
+       {::stlm::quant::Scheme::Int8, ::stlm::quant::Scheme::Int4}) {
+    MLIRContext ctx;
+    ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
+                    arith::ArithDialect>();
+    OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, *spec.spec);
+    PassManager pm(&ctx);
+    mlir::stlm::PipelineChoices choices;
+    choices.quantize = ::stlm::quant::Format{scheme, 64};
+    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan, std::nullopt,
+                              choices);
+    ASSERT_TRUE(succeeded(pm.run(*module)));
+    mlir::stlm::ModelOp model;
+    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+    ::stlm::codegen::KernelPlan plan = ::stlm::codegen::planKernels(model);
+    EXPECT_TRUE(plan.unsupported.empty())
+        << plan.explainUnsupported("char-tiny");
+    std::string gen =
+        std::string("stlm_qmatvec_") + ::stlm::quant::schemeName(scheme);
+    // char-tiny: width 128, SwiGLU 512, batch 12 × 64; decode one row.
+    std::set<std::string> keys;
+    for (const ::stlm::codegen::KernelSpec &k : plan.kernels) {
+      // Only the tied head (vocab 256, f32) stays a float product.
+      if (k.generator == "stlm_matmul" || k.generator == "stlm_matvec")
+        EXPECT_NE(k.key().find(" n=256 "), std::string::npos) << k.key();
+      if (k.generator == gen)
+        keys.insert(k.key());
+    }
+    for (const char *shape :
+         {"m=1 n=128 k=128", "m=1 n=512 k=128", "m=1 n=128 k=512",
+          "m=768 n=128 k=128", "m=64 n=512 k=128"})
+      EXPECT_TRUE(keys.count(gen + " " + shape + " group=64"))
+          << gen << " " << shape;
   }
 }
 

@@ -104,8 +104,8 @@ def STLM_I64Attr : TypedSignlessIntegerAttrBase<I64, "int64_t",
 // Activations and parameters: statically shaped f32 tensors.
 def STLM_Tensor : StaticShapeTensorOf<[F32]>;
 // Parameters: f32, or the bytes of a quantized weight (stlm-quantize:
-// int8 values, or int4 pairs packed into one byte).
-def STLM_ParamTensor : StaticShapeTensorOf<[F32, I8]>;
+// int8 values as i8, int4 pairs packed into one byte as ui8).
+def STLM_ParamTensor : StaticShapeTensorOf<[F32, I8, UI8]>;
 // Token / byte ids.
 def STLM_IdTensor : StaticShapeTensorOf<[I32]>;
 // Boolean masks.

@@ -568,6 +568,10 @@ LogicalResult QLinearOp::verify() {
     return emitOpError() << "group " << group << " must be "
                          << (int4 ? "even, " : "") << "> 0 and divide the "
                          << in << " inputs";
+  Type et = tensorTy(getWeight()).getElementType();
+  if (int4 != et.isUnsignedInteger())
+    return emitOpError() << scheme << " weight must be "
+                         << (int4 ? "ui8" : "i8") << ", got " << et;
   if (ws.size() != 2 || ws[1] != (int4 ? in / 2 : in))
     return emitOpError() << scheme << " weight must be [Out, "
                          << (int4 ? in / 2 : in) << "], got " << shapeStr(ws);

@@ -89,8 +89,8 @@ def STLM_ParamOp : STLM_Op<"param", [Symbol, HasParent<"ModelOp">]> {
     stlm.param @norm : tensor<128xf32> = ones
     ```
 
-    After `stlm-quantize`, a quantized weight is an `i8` parameter (its
-    bytes: int8 values, or int4 pairs) beside its f32 `.scale` parameter;
+    After `stlm-quantize`, a quantized weight is an `i8` (int8 values) or
+    `ui8` (int4 pairs) parameter beside its f32 `.scale` parameter;
     both are declared `zeros` (a quantized model is loaded, never
     initialised).
   }];
@@ -406,9 +406,9 @@ def STLM_LinearOp : STLM_Op<"linear", [Pure]> {
 def STLM_QLinearOp : STLM_Op<"qlinear", [Pure]> {
   let summary = "linear map with a quantized weight (stlm-quantize)";
   let description = [{
-    `x: [..., In]` (f32), `weight: [Out, In]` (`int8`) or `[Out, In / 2]`
-    (`int4`, two values a byte, the first in the low nibble, each stored
-    as `q + 8`), `scale: [Out, In / group]` (f32) → `[..., Out]` (f32).
+    `x: [..., In]` (f32), `weight: [Out, In]` i8 (`int8`) or `[Out, In / 2]`
+    ui8 (`int4`, two values a byte, the first in the low nibble, each
+    stored as `q + 8`), `scale: [Out, In / group]` (f32) → `[..., Out]` (f32).
     With `W[o, k] = scale[o, k / group] · q[o, k]`, the result is
     `y ≈ x · Wᵀ`, computed as `support/Quantize.h` defines it: each row of
     `x` is quantized to int8 on the fly (one scale `s = max|x| / 127`),
@@ -421,7 +421,7 @@ def STLM_QLinearOp : STLM_Op<"qlinear", [Pure]> {
     %q = stlm.qlinear %x, %wq, %wq_scale {scheme = "int8", group = 32} : tensor<1x1x128xf32>, tensor<128x128xi8>, tensor<128x4xf32> -> tensor<1x1x128xf32>
     ```
   }];
-  let arguments = (ins STLM_Tensor:$x, TensorOf<[I8]>:$weight,
+  let arguments = (ins STLM_Tensor:$x, TensorOf<[I8, UI8]>:$weight,
                        STLM_Tensor:$scale, StrAttr:$scheme,
                        STLM_I64Attr:$group);
   let results = (outs STLM_Tensor:$result);

@@ -530,9 +530,18 @@ func.func @f(%x: tensor<2x48xf32>, %w: tensor<8x48xi8>, %s: tensor<8x1xf32>) {
 // -----
 
 // Tests that an int4 weight holds two values a byte.
-func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xi8>, %s: tensor<8x2xf32>) {
+func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xui8>, %s: tensor<8x2xf32>) {
   // expected-error @+1 {{int4 weight must be [Out, 32], got [8, 64]}}
-  %y = stlm.qlinear %x, %w, %s {scheme = "int4", group = 32} : tensor<2x64xf32>, tensor<8x64xi8>, tensor<8x2xf32> -> tensor<2x8xf32>
+  %y = stlm.qlinear %x, %w, %s {scheme = "int4", group = 32} : tensor<2x64xf32>, tensor<8x64xui8>, tensor<8x2xf32> -> tensor<2x8xf32>
+  return
+}
+
+// -----
+
+// Tests that int4 pairs are unsigned bytes and int8 values signed ones.
+func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x32xi8>, %s: tensor<8x2xf32>) {
+  // expected-error @+1 {{int4 weight must be ui8, got 'i8'}}
+  %y = stlm.qlinear %x, %w, %s {scheme = "int4", group = 32} : tensor<2x64xf32>, tensor<8x32xi8>, tensor<8x2xf32> -> tensor<2x8xf32>
   return
 }
 
@@ -549,7 +558,7 @@ func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xi8>, %s: tensor<8x4xf32>) {
 
 // Tests that a parameter is f32 or the bytes of a quantized weight.
 stlm.model @m {
-  // expected-error @+1 {{type attribute of statically shaped tensor of 32-bit float or 8-bit signless integer values}}
+  // expected-error @+1 {{type attribute of statically shaped tensor of 32-bit float or 8-bit signless integer or 8-bit unsigned integer values}}
   stlm.param @w : tensor<8x8xi32> = zeros
 }
 
