@@ -2,6 +2,8 @@
 
 #include "support/SafeTensors.h"
 
+#include "support/Files.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -331,48 +333,9 @@ serializeSafeTensors(const std::vector<TensorToWrite> &tensors,
   return out;
 }
 
-/// The file a write of `path` replaces: `path` itself, or the file a
-/// symbolic link names (the link is kept). False with `error` when `path`
-/// is a directory, a dangling link, or anything but a regular file: a
-/// device, FIFO or socket would otherwise be replaced by the rename.
-static bool outputFile(const std::string &path, std::string &resolved,
-                       std::string &error) {
-  resolved = path;
-  struct stat link;
-  if (::lstat(path.c_str(), &link) != 0)
-    return true; // not there yet: created by the rename
-  struct stat st;
-  if (::stat(path.c_str(), &st) != 0) {
-    error = path + ": is a symbolic link to a missing file (" +
-            std::strerror(errno) + "); not writing through it";
-    return false;
-  }
-  if (S_ISDIR(st.st_mode)) {
-    error = path + ": is a directory, not a file to write";
-    return false;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    error = path +
-            ": is not a regular file (a device, FIFO or socket); checkpoints "
-            "are written only to regular files";
-    return false;
-  }
-  if (S_ISLNK(link.st_mode)) {
-    char *real = ::realpath(path.c_str(), nullptr);
-    if (!real) {
-      error =
-          path + ": cannot resolve the symbolic link: " + std::strerror(errno);
-      return false;
-    }
-    resolved = real;
-    std::free(real);
-  }
-  return true;
-}
-
 bool canWriteSafeTensors(const std::string &path, std::string &error) {
   std::string target;
-  if (!outputFile(path, target, error))
+  if (!replaceableFile(path, target, error))
     return false;
   std::string tmp = target + ".tmp." + std::to_string(getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -482,7 +445,7 @@ bool writeSafeTensors(const std::string &path,
     return false;
   }
   std::string target;
-  if (!outputFile(path, target, error))
+  if (!replaceableFile(path, target, error))
     return false;
   removeStaleTemps(target);
   std::string tmp = target + ".tmp." + std::to_string(getpid());

@@ -147,11 +147,30 @@ bool load(const std::string &path, Loaded &m, std::string &error,
   m.module->walk([&](mlir::stlm::ModelOp op) { model = op; });
   m.interp = std::make_unique<ref::Interpreter<float>>(model);
   // Every parameter of the model as it runs: a quantized weight's bytes
-  // (openCheckpoint checked their dtype and shape) and its scales.
+  // and its scales. openCheckpoint checked the file against the
+  // checkpoint's rule; each tensor is checked against the model the pass
+  // made too, so the two rules can never disagree silently.
   for (const std::string &name : m.interp->paramNames()) {
     const TensorView *t = file->find(name);
+    const ref::Tensor<float> *slot = m.interp->variable(name);
+    bool bytes = slot->kind == ref::Tensor<float>::Kind::Bytes;
+    DType want = !bytes ? DType::F32
+                 : quantized && quantized->scheme == quant::Scheme::Int4
+                     ? DType::U8
+                     : DType::I8;
+    if (!t || t->dtype != want || t->shape != slot->shape ||
+        t->size != t->numel() * (bytes ? 1 : 4)) {
+      error = path + ": the model " +
+              (quantized ? "quantized (" + describe(*quantized) + ") " : "") +
+              "needs '" + name + "' as " + dtypeName(want) + " " +
+              shapeString(slot->shape) + ", and the file " +
+              (t ? "has " + std::string(dtypeName(t->dtype)) + " " +
+                       shapeString(t->shape)
+                 : std::string("lacks it"));
+      return false;
+    }
     ref::Tensor<float> value;
-    if (m.interp->variable(name)->kind == ref::Tensor<float>::Kind::Bytes) {
+    if (bytes) {
       const auto *bytes = static_cast<const uint8_t *>(t->data);
       value = ref::Tensor<float>::bytes(
           t->shape, std::vector<uint8_t>(bytes, bytes + t->size));

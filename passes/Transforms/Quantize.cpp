@@ -34,11 +34,8 @@ namespace {
 constexpr llvm::StringLiteral kTrainingFunctions[] = {"grad", "train_step",
                                                       "accumulate", "apply"};
 
-/// Whether every use of `v` is the weight operand of a stlm.linear (and
-/// there is at least one).
+/// Whether every use of `v` is the weight operand of a stlm.linear.
 bool onlyLinearWeight(Value v) {
-  if (v.use_empty())
-    return false;
   return llvm::all_of(v.getUses(), [](OpOperand &use) {
     return isa<LinearOp>(use.getOwner()) && use.getOperandNumber() == 1;
   });
@@ -98,7 +95,8 @@ struct QuantizePass : public mlir::stlm::impl::QuantizePassBase<QuantizePass> {
     std::map<std::string, SmallVector<Operation *>> readers;
     std::map<std::string, bool> onlyLinear;
     model.walk([&](Operation *op) {
-      if (!isa<ParamRefOp, LayerParamRefOp>(op))
+      // A read nothing uses decides nothing.
+      if (!isa<ParamRefOp, LayerParamRefOp>(op) || op->use_empty())
         return;
       bool linear = onlyLinearWeight(op->getResult(0));
       for (const std::string &n : namesRead(op)) {
@@ -167,6 +165,13 @@ struct QuantizePass : public mlir::stlm::impl::QuantizePassBase<QuantizePass> {
       p.removeStdAttr();
     }
 
+    // Reads nothing uses go (they would read a weight whose type changed).
+    model.walk([&](Operation *op) {
+      if (isa<ParamRefOp, LayerParamRefOp>(op) && op->use_empty() &&
+          llvm::any_of(namesRead(op),
+                       [&](const std::string &n) { return chosen.count(n); }))
+        op->erase();
+    });
     // Each reader of a chosen parameter reads its bytes and its scales;
     // its linears become qlinears.
     llvm::SmallPtrSet<Operation *, 16> done;

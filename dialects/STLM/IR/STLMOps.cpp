@@ -564,10 +564,14 @@ LogicalResult QLinearOp::verify() {
   if (xs.empty())
     return emitOpError("input must have rank >= 1");
   int64_t in = xs.back();
-  if (group <= 0 || in % group != 0 || (int4 && group % 2 != 0))
+  // At most 131072 inputs a group (support/Quantize.h's kMaxGroup): the
+  // largest whose int32 sum of int8 products is exact.
+  if (group <= 0 || group > 131072 || in % group != 0 ||
+      (int4 && group % 2 != 0))
     return emitOpError() << "group " << group << " must be "
-                         << (int4 ? "even, " : "") << "> 0 and divide the "
-                         << in << " inputs";
+                         << (int4 ? "even, " : "")
+                         << "between 1 and 131072 and divide the " << in
+                         << " inputs";
   Type et = tensorTy(getWeight()).getElementType();
   if (int4 != et.isUnsignedInteger())
     return emitOpError() << scheme << " weight must be "

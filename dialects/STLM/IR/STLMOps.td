@@ -421,7 +421,7 @@ def STLM_QLinearOp : STLM_Op<"qlinear", [Pure]> {
     %q = stlm.qlinear %x, %wq, %wq_scale {scheme = "int8", group = 32} : tensor<1x1x128xf32>, tensor<128x128xi8>, tensor<128x4xf32> -> tensor<1x1x128xf32>
     ```
   }];
-  let arguments = (ins STLM_Tensor:$x, TensorOf<[I8, UI8]>:$weight,
+  let arguments = (ins STLM_Tensor:$x, StaticShapeTensorOf<[I8, UI8]>:$weight,
                        STLM_Tensor:$scale, StrAttr:$scheme,
                        STLM_I64Attr:$group);
   let results = (outs STLM_Tensor:$result);

@@ -522,7 +522,7 @@ func.func @f(%x: tensor<2x64xf32>, %w: tensor<8x64xi8>, %s: tensor<8x2xf32>) {
 
 // Tests that a quantized linear's groups divide its inputs.
 func.func @f(%x: tensor<2x48xf32>, %w: tensor<8x48xi8>, %s: tensor<8x1xf32>) {
-  // expected-error @+1 {{group 32 must be > 0 and divide the 48 inputs}}
+  // expected-error @+1 {{group 32 must be between 1 and 131072 and divide the 48 inputs}}
   %y = stlm.qlinear %x, %w, %s {scheme = "int8", group = 32} : tensor<2x48xf32>, tensor<8x48xi8>, tensor<8x1xf32> -> tensor<2x8xf32>
   return
 }
