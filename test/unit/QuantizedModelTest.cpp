@@ -47,6 +47,28 @@ paramsOf(mlir::stlm::ModelOp model) {
   return out;
 }
 
+/// The model of `spec` through the plan stage with stlm-quantize in
+/// `format` (null, with a test failure, when the pipeline fails).
+mlir::stlm::ModelOp quantizedPlan(MLIRContext &ctx,
+                                  OwningOpRef<ModuleOp> &module,
+                                  const ::stlm::ModelSpec &spec,
+                                  const ::stlm::quant::Format &format) {
+  ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
+                  arith::ArithDialect>();
+  module = ::stlm::buildModel(ctx, spec);
+  PassManager pm(&ctx);
+  mlir::stlm::PipelineChoices choices;
+  choices.quantize = format;
+  mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan, std::nullopt, choices);
+  mlir::stlm::ModelOp model;
+  if (failed(pm.run(*module))) {
+    ADD_FAILURE() << spec.name << " " << ::stlm::describe(format);
+    return model;
+  }
+  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+  return model;
+}
+
 class QuantizedModel : public ::testing::TestWithParam<const char *> {};
 
 TEST_P(QuantizedModel, QuantizesWhatACheckpointStoresQuantized) {
@@ -59,18 +81,9 @@ TEST_P(QuantizedModel, QuantizesWhatACheckpointStoresQuantized) {
        {::stlm::quant::Scheme::Int8, ::stlm::quant::Scheme::Int4}) {
     ::stlm::quant::Format format{scheme, 32};
     MLIRContext ctx;
-    ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
-                    arith::ArithDialect>();
-    OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, *spec.spec);
-    PassManager pm(&ctx);
-    mlir::stlm::PipelineChoices choices;
-    choices.quantize = format;
-    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan, std::nullopt,
-                              choices);
-    ASSERT_TRUE(succeeded(pm.run(*module)))
-        << GetParam() << " " << ::stlm::describe(format);
-    mlir::stlm::ModelOp model;
-    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+    OwningOpRef<ModuleOp> module;
+    mlir::stlm::ModelOp model = quantizedPlan(ctx, module, *spec.spec, format);
+    ASSERT_TRUE(model) << GetParam();
     auto params = paramsOf(model);
     // What the checkpoint holds, param by param.
     std::map<std::string, std::pair<std::vector<int64_t>, bool>> expected;
@@ -106,17 +119,10 @@ TEST(QuantizedModel, QLinearsRunOnTheQuantizedMatvec) {
   for (::stlm::quant::Scheme scheme :
        {::stlm::quant::Scheme::Int8, ::stlm::quant::Scheme::Int4}) {
     MLIRContext ctx;
-    ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
-                    arith::ArithDialect>();
-    OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, *spec.spec);
-    PassManager pm(&ctx);
-    mlir::stlm::PipelineChoices choices;
-    choices.quantize = ::stlm::quant::Format{scheme, 64};
-    mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan, std::nullopt,
-                              choices);
-    ASSERT_TRUE(succeeded(pm.run(*module)));
-    mlir::stlm::ModelOp model;
-    module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+    OwningOpRef<ModuleOp> module;
+    mlir::stlm::ModelOp model = quantizedPlan(
+        ctx, module, *spec.spec, ::stlm::quant::Format{scheme, 64});
+    ASSERT_TRUE(model);
     ::stlm::codegen::KernelPlan plan = ::stlm::codegen::planKernels(model);
     EXPECT_TRUE(plan.unsupported.empty())
         << plan.explainUnsupported("char-tiny");

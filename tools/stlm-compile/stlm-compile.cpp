@@ -430,13 +430,10 @@ int main(int argc, char **argv) {
       return failWith("--quantize must be int8 or int4, not '" + quantize +
                       "'");
     quantized = stlm::quant::Format{*scheme, quantizeGroup};
-    if (quantizeGroup <= 0 || quantizeGroup > stlm::quant::kMaxGroup ||
-        (*scheme == stlm::quant::Scheme::Int4 && quantizeGroup % 2))
-      return failWith(
-          "--quantize-group must be " +
-          std::string(*scheme == stlm::quant::Scheme::Int4 ? "even and " : "") +
-          "between 1 and " + std::to_string(stlm::quant::kMaxGroup) + ", not " +
-          std::to_string(quantizeGroup));
+    // A group that fits some weight: the checks stlm-run quantize makes.
+    if (std::string why = stlm::quant::groupProblem(*quantized, quantizeGroup);
+        !why.empty())
+      return failWith("--quantize-group: " + why);
     if (emit != Stage::Plan)
       return failWith(
           "--quantize is shown with --emit=plan for now: compiled quantized "
