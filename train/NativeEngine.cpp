@@ -86,9 +86,8 @@ public:
     std::string damage;
     // stlm-compile's own notes reach stderr unless a fallback keeps them.
     bool compilerNoted = false;
-    if (!upToDate(dir, spec.name, json,
-                  opt.device == "cuda" ? "cuda" : "host", opt.dataParallel,
-                  damage)) {
+    if (!upToDate(dir, spec.name, json, opt.device == "cuda" ? "cuda" : "host",
+                  opt.dataParallel, quantizationOf(opt), damage)) {
       if (!damage.empty() && opt.progress)
         std::fprintf(opt.progress, "note: the artifact in %s is damaged (%s); "
                      "compiling it again\n", dir.c_str(), damage.c_str());
@@ -141,8 +140,17 @@ private:
                  spec.name.c_str());
   }
 
-  /// --artifact DIR, or the cache directory of (spec, compiler build),
-  /// absolute.
+  /// The manifest's `quantization` an artifact compiled for `opt` has
+  /// (null for a float one).
+  static nlohmann::json quantizationOf(const NativeOptions &opt) {
+    if (!opt.quantize)
+      return nullptr;
+    return {{format::key::kScheme, quant::schemeName(opt.quantize->scheme)},
+            {format::key::kGroup, opt.quantize->group}};
+  }
+
+  /// --artifact DIR, or the cache directory of (spec, compiler build,
+  /// quantization), absolute.
   static std::string directoryFor(const ModelSpec &spec,
                                   const std::string &json,
                                   const NativeOptions &opt) {
@@ -167,7 +175,11 @@ private:
                     static_cast<unsigned long long>(key));
       dir = base + "/stlm/" + spec.name + "-" + hex +
             (opt.device == "cuda" ? "-cuda" : "") +
-            (opt.dataParallel ? "-dp" : "");
+            (opt.dataParallel ? "-dp" : "") +
+            (opt.quantize
+                 ? std::string("-") + quant::schemeName(opt.quantize->scheme) +
+                       "g" + std::to_string(opt.quantize->group)
+                 : "");
     }
     llvm::SmallString<256> absolute(dir);
     llvm::sys::fs::make_absolute(absolute);
@@ -180,7 +192,8 @@ private:
   /// SIGBUS). `damage` says what is wrong with an artifact of this spec.
   static bool upToDate(const std::string &dir, const std::string &name,
                        const std::string &json, const std::string &target,
-                       bool dataParallel, std::string &damage) {
+                       bool dataParallel, const nlohmann::json &quantization,
+                       std::string &damage) {
     damage.clear();
     std::string manifest = dir + "/" + format::manifest(name);
     if (!llvm::sys::fs::exists(manifest))
@@ -199,6 +212,9 @@ private:
       bool split = m.value(format::key::kSplitStep,
                            m.value(format::key::kAccumulate, 1) > 1);
       if (dataParallel && !split)
+        return false;
+      // Quantized as the checkpoint is (or float for a float one).
+      if (m.value(format::key::kQuantization, nlohmann::json()) != quantization)
         return false;
     } catch (const std::exception &) {
       damage = "its manifest is not readable";
@@ -346,6 +362,14 @@ private:
       argv.push_back("--target=cuda");
     if (opt.dataParallel)
       argv.push_back("--data-parallel");
+    std::string scheme, group;
+    if (opt.quantize) {
+      scheme =
+          std::string("--quantize=") + quant::schemeName(opt.quantize->scheme);
+      group = "--quantize-group=" + std::to_string(opt.quantize->group);
+      argv.push_back(scheme);
+      argv.push_back(group);
+    }
     std::string diagnostics = tmp + ".stderr";
     std::optional<llvm::StringRef> redirects[] = {
         std::nullopt, "",

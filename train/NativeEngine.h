@@ -17,8 +17,11 @@
 #include "train/Inference.h"
 #include "train/Trainer.h"
 
+#include "support/Quantize.h"
+
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace stlm {
@@ -34,6 +37,9 @@ struct NativeOptions {
   FILE *notes = stderr;    // the fallback's note; null for quiet
   bool dataParallel = false; // stlm-compile --data-parallel (the step split
                              // into accumulate and apply), for joinRanks
+  /// stlm-compile --quantize: the format of a quantized checkpoint that
+  /// eval, generate or entropy run (an inference-only artifact).
+  std::optional<quant::Format> quantize;
 };
 
 /// The engine of a training run: the artifact's, or (with `fallback`) the

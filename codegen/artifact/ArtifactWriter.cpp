@@ -194,17 +194,35 @@ auto collectDiagnostics(mlir::ModuleOp module, std::string &diagnostics,
   return f();
 }
 
-/// The batch @grad takes: [batch, context] tokens and targets, and the mask
-/// seed of a masked objective (returns whether it takes one). `input` stays
-/// empty without @grad.
-bool batchInput(ir::ModelOp model, std::vector<int64_t> &input) {
+/// The function whose arguments are the batch: @grad, or @eval in a model
+/// that infers only (stlm-quantize removed @grad); null without either.
+mlir::func::FuncOp batchFunction(ir::ModelOp model) {
   mlir::func::FuncOp grad = function(model, "grad");
-  if (!grad)
+  return grad ? grad : function(model, "eval");
+}
+
+/// The batch the model takes: [batch, context] tokens and targets, and the
+/// mask seed of a masked objective (returns whether it takes one). `input`
+/// stays empty without a batch function.
+bool batchInput(ir::ModelOp model, std::vector<int64_t> &input) {
+  mlir::func::FuncOp batch = batchFunction(model);
+  if (!batch)
     return false;
   for (int64_t d :
-       cast<mlir::RankedTensorType>(grad.getArgumentTypes()[0]).getShape())
+       cast<mlir::RankedTensorType>(batch.getArgumentTypes()[0]).getShape())
     input.push_back(d);
-  return grad.getNumArguments() == 3;
+  return batch.getNumArguments() == 3;
+}
+
+/// A slot's manifest dtype: F32, I32, or a quantized weight's I8 / U8.
+StringRef dtypeName(mlir::Type element) {
+  if (element.isF32())
+    return "F32";
+  if (element.isUnsignedInteger(8))
+    return "U8";
+  if (element.isInteger(8))
+    return "I8";
+  return "I32";
 }
 
 /// The manifest's description of the model: layout of the weights blob and
@@ -244,9 +262,15 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
   j.attribute(key::kTarget, target);
   j.attribute(key::kWeightsSize, layout.weightsSize);
   j.attribute(key::kArenaSize, layout.arenaSize);
-  mlir::func::FuncOp grad = function(model, "grad");
+  if (auto q = model->getAttrOfType<mlir::DictionaryAttr>("stlm.quantization"))
+    j.attributeObject(key::kQuantization, [&] {
+      j.attribute(key::kScheme,
+                  cast<mlir::StringAttr>(q.get("scheme")).getValue());
+      j.attribute(key::kGroup,
+                  cast<mlir::IntegerAttr>(q.get("group")).getInt());
+    });
   j.attributeArray(key::kInputs, [&] {
-    for (mlir::Type t : grad.getArgumentTypes())
+    for (mlir::Type t : batchFunction(model).getArgumentTypes())
       j.array([&] {
         for (int64_t d : cast<mlir::RankedTensorType>(t).getShape())
           j.value(d);
@@ -259,7 +283,7 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
                   mlir::RankedTensorType t) {
     j.object([&] {
       j.attribute(key::kName, name);
-      j.attribute(key::kDType, t.getElementType().isF32() ? "F32" : "I32");
+      j.attribute(key::kDType, dtypeName(t.getElementType()));
       j.attributeArray(key::kShape, [&] {
         for (int64_t d : t.getShape())
           j.value(d);
@@ -859,7 +883,11 @@ std::string artifactHeader(const ArtifactModel &info,
   os << "struct stlm_artifact; /* runtime/include/stlm/stlm.h */\n"
      << "extern const struct stlm_artifact "
      << format::descriptorSymbol(prefix) << ";\n\n";
-  if (!info.splitStep)
+  if (!layout.training)
+    os << "/* Quantized (stlm-compile --quantize): inference only, on the "
+          "weights of a\n * checkpoint quantized the same way (stlm-run "
+          "quantize; the manifest's\n * \"quantization\"). */\n";
+  else if (!info.splitStep)
     os << "/* One optimizer step: forward, backward, clipping, AdamW; "
           "out = {loss, grad norm, lr}. */\n"
        << "int32_t " << prefix << "_train_step(void *weights, void *arena, "
@@ -878,14 +906,15 @@ std::string artifactHeader(const ArtifactModel &info,
           "*seed, float *loss);\n"
        << "int32_t " << prefix << "_apply(void *weights, void *arena, "
        << "float out[2]);\n";
-  os << "/* Loss and every parameter gradient (in the arena at the "
-        "manifest's grad_offset). */\n"
-     << "int32_t " << prefix << "_grad(void *weights, void *arena, "
-     << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "
-        "*seed, float *loss);\n"
-     << "/* The loss of one batch, without gradients, then each objective's "
-        "own mean\n * loss in the spec's order (" << up
-     << "_OBJECTIVES floats after the loss). */\n"
+  if (layout.training)
+    os << "/* Loss and every parameter gradient (in the arena at the "
+          "manifest's grad_offset). */\n"
+       << "int32_t " << prefix << "_grad(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    const int32_t *targets, const "
+          "int32_t *seed, float *loss);\n";
+  os << "/* The loss of one batch, without gradients, then each objective's "
+        "own mean\n * loss in the spec's order ("
+     << up << "_OBJECTIVES floats after the loss). */\n"
      << "#define " << up << "_OBJECTIVES " << info.objectives << "\n"
      << "int32_t " << prefix << "_eval(void *weights, void *arena, "
      << "const int32_t *tokens,\n    const int32_t *targets, const int32_t "

@@ -729,16 +729,25 @@ FailureOr<DriverLayout> Lowering::run() {
   bool accumulation = steps.size() == 2 &&
                       steps[0].getSymName() == "accumulate" &&
                       steps[1].getSymName() == "apply";
-  if (!grad || !eval || !(oneStep || accumulation))
-    return model.emitOpError("needs @grad, @eval and @train_step (or "
-                             "@accumulate and @apply): run stlm-autodiff "
-                             "first");
-  if (failed(lowerPlanned(grad, /*isGrad=*/true)))
-    return failure();
-  LLVM::LLVMFuncOp gradFn = current;
-  for (func::FuncOp f : steps)
-    if (failed(lowerStep(f, gradFn)))
+  // A quantized model (stlm-quantize) infers only: @eval and the
+  // inference functions, no training.
+  bool inferenceOnly = model->hasAttr("stlm.quantization");
+  if (inferenceOnly ? (grad || !steps.empty() || !eval)
+                    : (!grad || !eval || !(oneStep || accumulation)))
+    return model.emitOpError(
+        inferenceOnly ? "is quantized and must have @eval and no training "
+                        "functions (stlm-quantize removes them)"
+                      : "needs @grad, @eval and @train_step (or "
+                        "@accumulate and @apply): run stlm-autodiff first");
+  layout.training = !inferenceOnly;
+  if (grad) {
+    if (failed(lowerPlanned(grad, /*isGrad=*/true)))
       return failure();
+    LLVM::LLVMFuncOp gradFn = current;
+    for (func::FuncOp f : steps)
+      if (failed(lowerStep(f, gradFn)))
+        return failure();
+  }
   if (failed(lowerPlanned(eval, /*isGrad=*/false)))
     return failure();
   for (func::FuncOp f : inference)

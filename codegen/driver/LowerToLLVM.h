@@ -1,4 +1,5 @@
-//===- LowerToLLVM.h - the driver of a compiled model, in LLVM IR -*- C++ -*-===//
+//===- LowerToLLVM.h - the driver of a compiled model, in LLVM IR -*- C++
+//-*-===//
 //
 // Lowers the planned functions of a model (after stlm-autodiff and
 // stlm-plan-memory) to LLVM-dialect functions that call the model's Halide
@@ -25,11 +26,15 @@
 //                           const int32_t *token, const int32_t *pos,
 //                           float *logits)            // [V]
 //
+// A quantized model (stlm-quantize: the `stlm.quantization` attribute)
+// infers only: it has <m>_eval and the inference functions, no training.
+//
 // Each returns 0 or the first failing kernel's Halide error code
 // (negative); a decode position outside the cache returns
 // stlm::format::kPositionOutOfRange (stlm/artifact_format.h, shared with
-// the artifact writer and the runtime). Every buffer is 64-byte aligned: the weights and the
-// arena by the caller, the offsets by the plan. Kernel `i` of the plan is `<m>_k<i>`.
+// the artifact writer and the runtime). Every buffer is 64-byte aligned: the
+// weights and the arena by the caller, the offsets by the plan. Kernel `i` of
+// the plan is `<m>_k<i>`.
 //
 //===----------------------------------------------------------------------===//
 
@@ -55,6 +60,9 @@ struct DriverLayout {
   /// The inference entry points lowered ("logits", "prefill",
   /// "decode_step"), in order.
   std::vector<std::string> inference;
+  /// The model trains (@grad and a step were lowered); false for a
+  /// quantized one, which has @eval and the inference functions only.
+  bool training = true;
 };
 
 /// The C symbol prefix of `model`: its symbol name (already an identifier).

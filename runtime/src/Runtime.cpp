@@ -135,7 +135,8 @@ struct Slot {
   std::vector<int64_t> shape;
   int64_t offset = 0;
   int64_t gradOffset = -1;
-  bool isInt = false;
+  stlm::DType dtype = stlm::DType::F32; // F32, I32, or I8 / U8 (quantized)
+  bool isInt = false;                   // not F32
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape)
@@ -181,6 +182,9 @@ struct stlm_model {
   int64_t chunkStride = 0;
   int64_t logitsCount = 0; // floats stlm_logits writes
   int64_t objectives = 0;  // objectives' own losses @eval writes after it
+  // A quantized artifact's format ({"scheme", "group"} as JSON; "" for a
+  // float one): it infers only, from checkpoints quantized alike.
+  std::string quantization;
   // Data-parallel training (stlm_set_allreduce): the hook that sums the
   // gradient sums and loss_acc over the ranks, and the blob's range that
   // holds them (bytes [reduceBegin, reduceEnd); loss_acc at lossOffset).
@@ -239,6 +243,14 @@ struct stlm_model {
   }
   /// After a host write into the blob.
   void wrote() { deviceBehind = device != nullptr; }
+  /// STLM_ERROR_ARGUMENT for `what` (a training call) on a quantized
+  /// model, which infers only.
+  stlm_status refuseQuantized(const std::string &what) {
+    return fail(STLM_ERROR_ARGUMENT,
+                what + ": '" + name + "' is quantized (" + quantization +
+                    ") and infers only; train the float model and quantize "
+                    "its checkpoint (stlm-run quantize)");
+  }
   /// The entry points' `weights` and `arena` arguments.
   void *weightsArg() const { return device ? device : weights.get(); }
   void *arenaArg() const { return device ? nullptr : arena.get(); }
@@ -314,10 +326,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     std::to_string(a->abi_version) + "; this runtime reads " +
                     std::to_string(STLM_ABI_VERSION) +
                     " (recompile it with this stlm-compile)");
-  if (!a->manifest || !(a->train_step || (a->accumulate && a->apply)) ||
-      !a->grad || !a->eval || !a->logits ||
-      !a->set_error_handler || !a->set_num_threads ||
-      !a->set_custom_malloc || !a->set_custom_free)
+  if (!a->manifest || !a->eval || !a->logits || !a->set_error_handler ||
+      !a->set_num_threads || !a->set_custom_malloc || !a->set_custom_free)
     return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
   artifact = a;
   try {
@@ -328,6 +338,27 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                   std::string("the artifact's manifest is not an ") +
                       format::kFormatName + " version " +
                       std::to_string(format::kManifestVersion) + " manifest");
+    // A quantized artifact has no training entry points; any other has
+    // @grad and a step.
+    if (m.contains(key::kQuantization)) {
+      const auto &q = m.at(key::kQuantization);
+      if (!q.is_object() || !q.at(key::kScheme).is_string() ||
+          !q.at(key::kGroup).is_number_integer() ||
+          (q.at(key::kScheme) != "int8" && q.at(key::kScheme) != "int4") ||
+          q.at(key::kGroup).get<int64_t>() < 1)
+        return fail(STLM_ERROR_FORMAT,
+                    "the artifact's manifest has a bad quantization");
+      quantization = q.at(key::kScheme).get<std::string>() + ", group " +
+                     std::to_string(q.at(key::kGroup).get<int64_t>());
+    }
+    bool trains = a->grad && (a->train_step || (a->accumulate && a->apply));
+    bool none = !a->grad && !a->train_step && !a->accumulate && !a->apply;
+    if (quantization.empty() ? !trains : !none)
+      return fail(STLM_ERROR_FORMAT,
+                  quantization.empty()
+                      ? "the artifact lacks entry points"
+                      : "the artifact is quantized but has training entry "
+                        "points");
     vocab = m.at(key::kVocab).get<int64_t>();
     accumulate = m.at(key::kAccumulate).get<int64_t>();
     // Older manifests have no split_step: the step was split exactly when
@@ -335,8 +366,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     split = m.contains(key::kSplitStep) ? m.at(key::kSplitStep).get<bool>()
                                         : accumulate > 1;
     if (accumulate < 1 || (accumulate > 1 && !split) ||
-        split != (a->train_step == nullptr) ||
-        (split && !(a->accumulate && a->apply)))
+        (quantization.empty() && (split != (a->train_step == nullptr) ||
+                                  (split && !(a->accumulate && a->apply)))))
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest does not match "
                                      "its training entry points");
     name = m.at(key::kModel).get<std::string>();
@@ -431,7 +462,18 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
         Slot s;
         s.shape = p.at(key::kShape).get<std::vector<int64_t>>();
         s.offset = p.at(key::kOffset).get<int64_t>();
-        s.isInt = p.at(key::kDType) == "I32";
+        std::string dtype = p.at(key::kDType).get<std::string>();
+        bool quantizedWeight = !quantization.empty() &&
+                               std::string(section) == key::kParams &&
+                               (dtype == "I8" || dtype == "U8");
+        if (dtype != "F32" && dtype != "I32" && !quantizedWeight)
+          return fail(STLM_ERROR_FORMAT,
+                      "the artifact's manifest gives '" +
+                          p.at(key::kName).get<std::string>() + "' the dtype " +
+                          dtype);
+        s.dtype = *stlm::parseDType(dtype);
+        s.isInt = s.dtype != stlm::DType::F32;
+        int64_t elem = static_cast<int64_t>(stlm::dtypeSize(s.dtype));
         if (p.contains(key::kGradOffset))
           s.gradOffset = p.at(key::kGradOffset).get<int64_t>();
         // Each bound is checked without overflow: dimensions, element
@@ -443,7 +485,7 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     !__builtin_mul_overflow(count, d, &count) &&
                     count <= (int64_t(1) << 40);
         if (!shapeOk || s.offset < 0 || s.offset > weightsSize ||
-            4 * count > weightsSize - s.offset || s.gradOffset < -1 ||
+            elem * count > weightsSize - s.offset || s.gradOffset < -1 ||
             (s.gradOffset >= 0 && (s.gradOffset > arenaSize ||
                                    4 * count > arenaSize - s.gradOffset)))
           return fail(STLM_ERROR_FORMAT, "the artifact's manifest places '" +
@@ -473,8 +515,9 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                 std::string("the artifact's manifest is corrupt: ") + e.what());
   }
   // What loading, saving and training rely on: AdamW's two moments of
-  // every parameter, and the step counter.
-  for (const std::string &p : params)
+  // every parameter, and the step counter (a quantized model has neither).
+  for (const std::string &p :
+       quantization.empty() ? params : std::vector<std::string>{})
     for (const char *prefix : {"opt.m.", "opt.v."}) {
       const Slot *m = find(prefix + p);
       if (!m || m->isInt || m->shape != slots.at(p).shape)
@@ -482,7 +525,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     "the artifact's manifest lacks the optimizer state '" +
                         std::string(prefix) + p + "'");
     }
-  if (const Slot *s = find(kStepName); !s || !s->isInt || !s->shape.empty())
+  if (const Slot *s = find(kStepName);
+      quantization.empty() && (!s || !s->isInt || !s->shape.empty()))
     return fail(STLM_ERROR_FORMAT,
                 "the artifact's manifest lacks the step counter");
   if (a->device) {
@@ -609,6 +653,8 @@ stlm_status stlm_model::trainStep(const int32_t *tok, const int32_t *tgt,
                                   stlm_step_result *out) {
   if (!out)
     return fail(STLM_ERROR_ARGUMENT, "stlm_train_step: null result");
+  if (!quantization.empty())
+    return refuseQuantized("stlm_train_step");
   float r[3];
   if (!split) {
     stlm_status s = run(artifact->train_step, tok, tgt, seeds ? seeds[0] : 0,
@@ -880,6 +926,11 @@ int stlm_is_byte_pool(const stlm_model *model) {
 int stlm_takes_chunk_starts(const stlm_model *model) {
   return model && model->chunkStarts ? 1 : 0;
 }
+const char *stlm_quantization(const stlm_model *model) {
+  return model && model->artifact && !model->quantization.empty()
+             ? model->quantization.c_str()
+             : nullptr;
+}
 int64_t stlm_logits_size(const stlm_model *model) {
   return model ? model->logitsCount : 0;
 }
@@ -915,6 +966,8 @@ stlm_status stlm_set_allreduce(stlm_model *model, int32_t ranks,
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_set_allreduce: ranks must be at least 1, not " +
                            std::to_string(ranks));
+  if (!model->quantization.empty())
+    return model->refuseQuantized("stlm_set_allreduce");
   if (model->device)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_set_allreduce: '" + model->name + "' runs on " +
@@ -1083,6 +1136,76 @@ stlm_status notACheckpointOf(stlm_model *model, const std::string &path,
   return model->fail(STLM_ERROR_MISMATCH, msg);
 }
 
+/// "int8, group 32" of a checkpoint's stlm_quantization (JSON); "" when it
+/// is not one.
+std::string describeQuantization(const std::string &json) {
+  try {
+    nlohmann::json q = nlohmann::json::parse(json);
+    if (q.at("scheme").is_string() && q.at("group").is_number_integer())
+      return q.at("scheme").get<std::string>() + ", group " +
+             std::to_string(q.at("group").get<int64_t>());
+  } catch (const std::exception &) {
+  }
+  return "";
+}
+
+/// loadCheckpoint where the model or the checkpoint (`stored`: its
+/// stlm_quantization, null for none) is quantized: they must be quantized
+/// alike, and each tensor has the model's dtype and shape.
+stlm_status loadQuantized(stlm_model *model, const stlm::SafeTensorsFile *file,
+                          const std::string &path, const std::string *stored) {
+  if (!stored)
+    return model->fail(STLM_ERROR_MISMATCH,
+                       path + " holds float weights; '" + model->name +
+                           "' is quantized (" + model->quantization +
+                           "): quantize the checkpoint first (stlm-run "
+                           "quantize CHECKPOINT -o OUT --to SCHEME --group "
+                           "N)");
+  std::string format = describeQuantization(*stored);
+  if (format.empty())
+    return model->fail(STLM_ERROR_FORMAT,
+                       path +
+                           ": __metadata__.stlm_quantization is not a "
+                           "quantization (" +
+                           *stored + ")");
+  if (model->quantization.empty())
+    return model->fail(STLM_ERROR_MISMATCH,
+                       path + " is quantized (" + format + "); '" +
+                           model->name +
+                           "' computes with float weights: load the "
+                           "checkpoint it was made from, or compile it with "
+                           "stlm-compile --quantize");
+  if (format != model->quantization)
+    return model->fail(STLM_ERROR_MISMATCH,
+                       path + " is quantized " + format + "; '" + model->name +
+                           "' was compiled for " + model->quantization);
+  std::vector<std::string> problems;
+  for (const std::string &p : model->params) {
+    const Slot &s = model->slots.at(p);
+    const stlm::TensorView *t = file->find(p);
+    if (!t)
+      problems.push_back("missing tensor '" + p + "'");
+    else if (t->dtype != s.dtype || t->shape != s.shape)
+      problems.push_back("'" + p + "' is " + stlm::dtypeName(t->dtype) +
+                         " of another shape than the model's " +
+                         stlm::dtypeName(s.dtype) + " tensor");
+  }
+  for (const stlm::TensorView &t : file->tensors())
+    if (std::find(model->params.begin(), model->params.end(), t.name) ==
+        model->params.end())
+      problems.push_back("unexpected tensor '" + t.name + "'");
+  if (!problems.empty())
+    return notACheckpointOf(model, path, "model '" + model->name + "'",
+                            problems);
+  if (stlm_status st = model->pull(); st != STLM_OK)
+    return st;
+  model->wrote();
+  for (const std::string &p : model->params)
+    std::memcpy(model->at(model->slots.at(p).offset), file->find(p)->data,
+                file->find(p)->size);
+  return model->ok();
+}
+
 /// stlm_load's work on an opened checkpoint, which `path` names in
 /// messages.
 stlm_status loadCheckpoint(stlm_model *model,
@@ -1110,14 +1233,13 @@ stlm_status loadCheckpoint(stlm_model *model,
                              e.what());
     }
   }
-  // A quantized checkpoint (stlm-run quantize) is not float weights.
+  // A quantized checkpoint (stlm-run quantize) only in a model quantized
+  // alike, and the reverse.
   auto quantized = file->metadata().find("stlm_quantization");
-  if (quantized != file->metadata().end())
-    return model->fail(STLM_ERROR_MISMATCH,
-                       std::string(path) + " is quantized (" +
-                           quantized->second + "); '" + model->name +
-                           "' computes with float weights: load the "
-                           "checkpoint it was made from");
+  if (quantized != file->metadata().end() || !model->quantization.empty())
+    return loadQuantized(
+        model, file, path,
+        quantized == file->metadata().end() ? nullptr : &quantized->second);
   // Check everything before changing anything.
   std::vector<std::string> problems;
   auto check = [&](const std::string &n, bool required) {
@@ -1290,6 +1412,12 @@ stlm_status stlm_save(const stlm_model *cmodel, const char *path) {
     return badModel();
   if (!path)
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_save: the path is null");
+  if (!model->quantization.empty())
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_save: '" + model->name + "' is quantized (" +
+                           model->quantization +
+                           ") and infers only; its weights are the "
+                           "checkpoint it loaded");
   if (stlm_status st = model->pull(); st != STLM_OK)
     return st;
   std::vector<stlm::TensorToWrite> tensors;
@@ -1340,6 +1468,8 @@ stlm_status stlm_grad_seeded(stlm_model *model, const int32_t *tokens,
                              float *loss) {
   if (!model || !model->artifact)
     return badModel();
+  if (!model->quantization.empty())
+    return model->refuseQuantized("stlm_grad");
   return model->run(model->artifact->grad, tokens, targets, seed, loss,
                     "gradient");
 }

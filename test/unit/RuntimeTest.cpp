@@ -202,6 +202,93 @@ TEST(Runtime, RefusesCorruptManifests) {
   expectRefused(a, STLM_ERROR_FORMAT, "negative buffer size");
 }
 
+/// A quantized model's manifest: an I8 payload and its F32 scales, no
+/// optimizer state or step.
+const char *kQuantized = R"({"format": "stlm-artifact", "version": 3,
+  "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
+  "quantization": {"scheme": "int8", "group": 32},
+  "weights_size": 128, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
+  "params": [{"name": "w", "dtype": "I8", "shape": [2, 32], "offset": 0},
+             {"name": "w.scale", "dtype": "F32", "shape": [2, 1],
+              "offset": 64}],
+  "state": []})";
+
+/// Its artifact: inference entry points only.
+stlm_artifact quantizedArtifact(const char *manifest) {
+  stlm_artifact a = artifact(manifest);
+  a.train_step = nullptr;
+  a.grad = nullptr;
+  return a;
+}
+
+TEST(Runtime, OpensAQuantizedModelThatInfersOnly) {
+  stlm_artifact a = quantizedArtifact(kQuantized);
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_STREQ(stlm_quantization(m), "int8, group 32");
+  std::vector<int32_t> tokens(8, 1);
+  float loss = 0;
+  EXPECT_EQ(stlm_eval(m, tokens.data(), tokens.data(), &loss), STLM_OK);
+  auto refused = [&](stlm_status got, const char *call) {
+    EXPECT_EQ(got, STLM_ERROR_ARGUMENT) << call;
+    EXPECT_NE(std::string(stlm_error_message(m))
+                  .find(std::string(call) + ": 'fake' is quantized (int8, "
+                                            "group 32) and infers only"),
+              std::string::npos)
+        << stlm_error_message(m);
+  };
+  stlm_step_result r;
+  refused(stlm_train_step(m, tokens.data(), tokens.data(), &r),
+          "stlm_train_step");
+  refused(stlm_grad(m, tokens.data(), tokens.data(), &loss), "stlm_grad");
+  refused(stlm_set_allreduce(
+              m, 2, [](float *, size_t, void *) { return 0; }, nullptr),
+          "stlm_set_allreduce");
+  EXPECT_EQ(stlm_save(m, "/nonexistent/q.safetensors"), STLM_ERROR_ARGUMENT);
+  // Its scales are float tensors; its payload is not.
+  EXPECT_EQ(stlm_tensor_size(m, "w.scale"), 2);
+  EXPECT_EQ(stlm_tensor_size(m, "w"), -1);
+  stlm_close(m);
+  // A float model has no quantization.
+  a = artifact(kGood);
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK);
+  EXPECT_EQ(stlm_quantization(m), nullptr);
+  stlm_close(m);
+}
+
+TEST(Runtime, RefusesABadQuantizedManifest) {
+  // Training entry points in a quantized artifact, or none in a float one.
+  stlm_artifact a = artifact(kQuantized);
+  expectRefused(a, STLM_ERROR_FORMAT,
+                "quantized but has training entry points");
+  a = quantizedArtifact(kGood);
+  expectRefused(a, STLM_ERROR_FORMAT, "lacks entry points");
+  for (const char *bad : {R"({"scheme": "int3", "group": 32})",
+                          R"({"scheme": "int8", "group": 0})",
+                          R"({"scheme": "int8"})", R"("int8")"}) {
+    std::string manifest = kQuantized;
+    const std::string good = R"({"scheme": "int8", "group": 32})";
+    manifest.replace(manifest.find(good), good.size(), bad);
+    a = quantizedArtifact(manifest.c_str());
+    expectRefused(a, STLM_ERROR_FORMAT,
+                  bad == std::string(R"({"scheme": "int8"})")
+                      ? "manifest is corrupt"
+                      : "has a bad quantization");
+  }
+  // An I8 slot only as a quantized model's parameter; its bytes in the
+  // blob.
+  std::string floatI8 = kGood;
+  floatI8.replace(floatI8.find(R"("dtype": "F32", "shape": [4])"), 28,
+                  R"("dtype": "I8", "shape": [4])");
+  a = artifact(floatI8.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "gives 'w' the dtype I8");
+  std::string outside = kQuantized;
+  outside.replace(outside.find(R"("shape": [2, 32])"), 16,
+                  R"("shape": [4, 64])");
+  a = quantizedArtifact(outside.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "places 'w' outside its buffers");
+}
+
 TEST(Runtime, RefusesInputsThatAreNotABatch) {
   for (const char *inputs :
        {R"([[2, 4]])", R"([[2, 4], [2, 5]])", R"([[2, 4], [2, 4], [2]])",

@@ -130,10 +130,10 @@ cl::opt<bool> dataParallel(
     cl::cat(options));
 cl::opt<std::string> quantize(
     "quantize",
-    cl::desc("Run stlm-quantize: the inference functions on int8 or int4 "
-             "linear weights (in groups of --quantize-group inputs), no "
-             "training; stlm-run quantize writes the matching checkpoint. "
-             "Shown with --emit=plan; compiled artifacts come later"),
+    cl::desc("Run stlm-quantize: an inference-only model (eval, logits, "
+             "generation) on int8 or int4 linear weights, in groups of "
+             "--quantize-group inputs; it loads the checkpoints stlm-run "
+             "quantize writes with the same scheme and group"),
     cl::value_desc("int8|int4"), cl::cat(options));
 cl::opt<int64_t> quantizeGroup(
     "quantize-group",
@@ -267,8 +267,10 @@ bool readMlir(mlir::MLIRContext &context, llvm::SourceMgr &sources,
   return true;
 }
 
-/// A checkpoint to embed must be a valid safetensors file of this model.
-bool checkEmbeddedWeights(const Input &in) {
+/// A checkpoint to embed must be a valid safetensors file of this model,
+/// quantized as the artifact is (`quantized`; float for a float one).
+bool checkEmbeddedWeights(const Input &in,
+                          const std::optional<stlm::quant::Format> &quantized) {
   std::string error;
   std::unique_ptr<stlm::SafeTensorsFile> file =
       stlm::SafeTensorsFile::open(embedWeights, error);
@@ -276,17 +278,31 @@ bool checkEmbeddedWeights(const Input &in) {
     failWith(error);
     return false;
   }
-  std::optional<stlm::quant::Format> quantized;
-  if (stlm::checkpointQuantization(*file, quantized, error) && quantized) {
-    failWith("--embed-weights: " + embedWeights + " is quantized (" +
-             stlm::describe(*quantized) +
-             "); artifacts embed float checkpoints only so far");
+  std::optional<stlm::quant::Format> stored;
+  if (!stlm::checkpointQuantization(*file, stored, error)) {
+    failWith("--embed-weights: " + embedWeights + ": " + error);
+    return false;
+  }
+  auto name = [](const std::optional<stlm::quant::Format> &f) {
+    return f ? "quantized (" + stlm::describe(*f) + ")" : std::string("float");
+  };
+  if (stored.has_value() != quantized.has_value() ||
+      (stored && (stored->scheme != quantized->scheme ||
+                  stored->group != quantized->group))) {
+    failWith("--embed-weights: " + embedWeights + " is " + name(stored) +
+             " and the artifact is " + name(quantized) +
+             (quantized ? ": embed a checkpoint stlm-run quantize made with "
+                          "the same --to and --group"
+                        : ": compile it with the --quantize it was made "
+                          "with"));
     return false;
   }
   if (!in.spec)
     return true; // the runtime checks names and shapes when it loads it
+  stlm::ParamTable table = stlm::buildParamTable(*in.spec);
   std::vector<std::string> problems =
-      stlm::checkWeights(stlm::buildParamTable(*in.spec), *file);
+      stored ? stlm::checkQuantizedWeights(table, *file, *stored)
+             : stlm::checkWeights(table, *file);
   if (problems.empty())
     return true;
   std::string msg = "--embed-weights: " + embedWeights +
@@ -434,17 +450,18 @@ int main(int argc, char **argv) {
     if (std::string why = stlm::quant::groupProblem(*quantized, quantizeGroup);
         !why.empty())
       return failWith("--quantize-group: " + why);
-    if (emit != Stage::Plan)
-      return failWith(
-          "--quantize is shown with --emit=plan for now: compiled quantized "
-          "artifacts are not built yet (stlm-run eval and generate run a "
-          "quantized checkpoint with the reference evaluator)");
+    if (target == "cuda")
+      return failWith("--quantize builds host artifacts: the cuda target has "
+                      "no quantized kernels yet");
+    if (dataParallel)
+      return failWith("--quantize makes an inference-only model; "
+                      "--data-parallel is for training");
   }
   in.info.splitStep = dataParallel || in.info.accumulate > 1;
   if (bf16Compute != "auto" && bf16Compute != "on" && bf16Compute != "off")
     return failWith("--bf16-compute must be auto, on or off, not '" +
                     bf16Compute + "'");
-  if (!embedWeights.empty() && !checkEmbeddedWeights(in))
+  if (!embedWeights.empty() && !checkEmbeddedWeights(in, quantized))
     return 1;
   std::string error;
   std::unique_ptr<ToolOutputFile> out;

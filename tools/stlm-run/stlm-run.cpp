@@ -589,22 +589,14 @@ bool checkpointOptions(Args &a, const char *argv0, std::string &backend,
     status = fail(error);
     return false;
   }
-  // A quantized checkpoint runs on the reference evaluator (stlm-quantize,
-  // support/Quantize's arithmetic); the compiled path cannot load one yet.
-  if (quantized && backend != "reference") {
-    std::string why = a.positional[0] + " is quantized (" +
-                      stlm::describe(*quantized) +
-                      ") and the native path does not run quantized "
-                      "checkpoints yet";
-    if (!native.fallback) {
-      status = fail(why + ": use --backend reference");
-      return false;
-    }
-    if (native.notes)
-      std::fprintf(native.notes,
-                   "note: %s; running it with the reference evaluator\n",
-                   why.c_str());
-    backend = "reference";
+  // A quantized checkpoint runs on an artifact compiled with its format
+  // (stlm-compile --quantize), or on the reference evaluator.
+  native.quantize = quantized;
+  if (quantized && native.device == "cuda") {
+    status =
+        fail(a.positional[0] + " is quantized (" + stlm::describe(*quantized) +
+             "): quantized models run on the CPU (--device cpu)");
+    return false;
   }
   return true;
 }

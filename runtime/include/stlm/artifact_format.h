@@ -134,6 +134,12 @@ inline constexpr const char *kChunkStarts = "chunk_starts";
 /// the compiled step would (absent in older artifacts: no generation).
 inline constexpr const char *kChunking = "chunking", *kMode = "mode",
                             *kStride = "stride";
+/// Of a quantized artifact only (stlm-compile --quantize): {"scheme":
+/// "int8" | "int4", "group": N}, the format its checkpoints must have
+/// (stlm-run quantize's `stlm_quantization`). It infers only: the training
+/// entry points are null, params are I8 / U8 payloads and F32 scales.
+inline constexpr const char *kQuantization = "quantization",
+                            *kScheme = "scheme", *kGroup = "group";
 /// Of a host artifact built with stlm-compile --profile: true.
 inline constexpr const char *kProfile = "profile";
 /// Of each params/state/cache slot.

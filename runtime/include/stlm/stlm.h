@@ -158,6 +158,12 @@ int stlm_is_byte_pool(const stlm_model *model);
  * byte of a row always opens one). Other models refuse such values. */
 #define STLM_CHUNK_START 512
 int stlm_takes_chunk_starts(const stlm_model *model);
+/* A quantized model (stlm-compile --quantize): its format, "int8, group 32"
+ * or "int4, group 32"; NULL for a float model. A quantized model infers
+ * only (eval, logits, generation): it loads checkpoints quantized the same
+ * way (stlm-run quantize), and the training calls and stlm_save fail with
+ * STLM_ERROR_ARGUMENT. */
+const char *stlm_quantization(const stlm_model *model);
 /* Floats stlm_logits writes: batch · context · vocab for a token model,
  * batch · chunks · chunk_bytes · vocab for a byte-pool one. */
 int64_t stlm_logits_size(const stlm_model *model);
@@ -171,8 +177,11 @@ stlm_status stlm_set_threads(stlm_model *model, int threads);
 /* Weights and checkpoints (safetensors). stlm_load reads every parameter
  * (read-only mmap) and, when present, the AdamW moments (opt.m.*,
  * opt.v.*) and __metadata__.step; it refuses a file of another model and
- * leaves the model unchanged when it does. stlm_save writes parameters,
- * moments and step (plus stlm_set_metadata's entries) atomically. */
+ * leaves the model unchanged when it does. A quantized model loads a
+ * checkpoint quantized the same way (STLM_ERROR_MISMATCH otherwise: a
+ * float one, another scheme or group), and the reverse. stlm_save writes
+ * parameters, moments and step (plus stlm_set_metadata's entries)
+ * atomically. */
 stlm_status stlm_load(stlm_model *model, const char *path);
 stlm_status stlm_save(const stlm_model *model, const char *path);
 /* Distillation (objective `distill`): the model holds its teacher, a token
