@@ -156,15 +156,21 @@ private:
                                   const NativeOptions &opt) {
     std::string dir = opt.artifactDir;
     if (dir.empty()) {
-      // The cache: one directory per (spec, compiler build).
-      llvm::sys::fs::file_status st;
+      // The cache: one directory per (spec, compiler build): stlm-compile
+      // and the stlm-kernelgen beside it, which generates the kernels.
       uint64_t key = fnv1a64(json);
-      if (!llvm::sys::fs::status(opt.compiler, st))
-        key = fnv1a64(std::to_string(st.getLastModificationTime()
-                                       .time_since_epoch()
-                                       .count()) +
-                        std::to_string(st.getSize()),
-                    key);
+      std::string kernelgen =
+          (llvm::sys::path::parent_path(opt.compiler) + "/stlm-kernelgen")
+              .str();
+      for (const std::string &tool : {opt.compiler, kernelgen}) {
+        llvm::sys::fs::file_status st;
+        if (!llvm::sys::fs::status(tool, st))
+          key = fnv1a64(
+              std::to_string(
+                  st.getLastModificationTime().time_since_epoch().count()) +
+                  std::to_string(st.getSize()),
+              key);
+      }
       const char *xdg = std::getenv("XDG_CACHE_HOME");
       const char *home = std::getenv("HOME");
       std::string base = xdg && *xdg ? xdg

@@ -12,6 +12,20 @@
 // bit for bit. int4 weights are two per byte, the even input in the low
 // nibble, each stored as q + 8.
 //
+// The integer products are unsigned × signed byte dot products of four
+// (vpdpbusd where the target has VNNI, widening multiply-adds otherwise):
+//   - int8: Σ w·q = Σ |w| · (q with w's sign), |w| ≤ 127 unsigned;
+//   - int4: Σ (u − 8)·q = Σ u·q − 8 Σ q, the nibble u ≤ 15 unsigned, the
+//     row's q split into its even and odd inputs (the low and high
+//     nibbles' partners) and summed per group once per row.
+// Both are exact in int32, so any order of the integer sums gives the
+// twin's dot. A weight row is read as 4-byte lanes, whose sums stay in
+// registers until a tree of vector adds turns them into group sums; the
+// groups' terms are stored output-minor, so that the f32 sums run over
+// 16 outputs at once, group after group, in the twin's order. A group
+// must be a whole number of lanes (a multiple of 4 inputs for int8, 8 for
+// int4); other groups take a plain schedule of the same arithmetic.
+//
 //===----------------------------------------------------------------------===//
 
 #include "codegen/halide/Common.h"
@@ -58,23 +72,61 @@ public:
     // exact in f32 for |v| < 2^23, and v is clamped to ±127 after.
     Expr t = trunc(v);
     Expr r = select(abs(v - t) >= 0.5f, t + select(v < 0.0f, -1.0f, 1.0f), t);
-    qa(x, i) = cast<int32_t>(strict_float(clamp(r, -127.0f, 127.0f)));
-    // The weights as int32.
-    if (!Int4) {
-      qw(x, j) = cast<int32_t>(w(x, j));
-    } else {
-      Expr byte = cast<int32_t>(w(x / 2, j));
-      qw(x, j) = select(x % 2 == 0, byte & 15, byte >> 4) - 8;
-    }
-    // Each group's exact dot product, then the groups in order.
-    RDom rg(0, G, "rg");
-    dot(g, j, i) = sum(qw(g * G + rg, j) * qa(g * G + rg, i));
-    RDom ro(0, K / G, "ro");
-    c(j, i) = 0.0f;
-    // strict_float: no fused multiply-add, as in the twin.
-    c(j, i) = strict_float(c(j, i) + (scale(ro, j) * (amax(i) / 127.0f)) *
-                                         cast<float>(dot(ro, j, i)));
+    qa(x, i) = cast<int8_t>(strict_float(clamp(r, -127.0f, 127.0f)));
+
+    // A group's bytes of a weight row, summed as unsigned × signed byte
+    // dot products of four.
+    groupBytes = Int4 ? G / 2 : G;
     groups = K / G;
+    fast = groupBytes % 4 == 0;
+    ro = RDom(0, groups, "ro");
+    c(j, i) = 0.0f;
+    if (!fast) {
+      // The plain schedule's arithmetic: each group's exact dot product.
+      Func qw("qw");
+      if (!Int4) {
+        qw(x, j) = cast<int32_t>(w(x, j));
+      } else {
+        Expr byte = cast<int32_t>(w(x / 2, j));
+        qw(x, j) = select(x % 2 == 0, byte & 15, byte >> 4) - 8;
+      }
+      RDom rg(0, G, "rg");
+      dot(g, j, i) = sum(qw(g * G + rg, j) * cast<int32_t>(qa(g * G + rg, i)));
+    } else {
+      // part(l, j, i): the 4 products of lane l (4 bytes of the row), one
+      // unsigned × signed dot product; a group is a run of lanes.
+      r4 = RDom(0, 4, "r4");
+      Expr b = l * 4 + r4;
+      part(l, j, i) = 0;
+      if (!Int4) {
+        Expr wb = w(b, j);
+        Expr signedQ = select(wb < 0, -qa(b, i), qa(b, i));
+        part(l, j, i) += cast<int32_t>(abs(wb)) * cast<int32_t>(signedQ);
+      } else {
+        // The row's q at even and odd inputs (the low and high nibbles'
+        // partners), and each group's Σ q.
+        even(x, i) = qa(2 * x, i);
+        odd(x, i) = qa(2 * x + 1, i);
+        RDom rq(0, G, "rq");
+        qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
+        Expr wb = w(b, j);
+        part(l, j, i) +=
+            cast<int32_t>(wb & cast<uint8_t>(15)) * cast<int32_t>(even(b, i));
+        part(l, j, i) +=
+            cast<int32_t>(wb >> cast<uint8_t>(4)) * cast<int32_t>(odd(b, i));
+      }
+      rr = RDom(0, groupBytes / 4, "rl");
+      dot(g, j, i) = 0;
+      dot(g, j, i) += part(g * (groupBytes / 4) + rr, j, i);
+    }
+    Expr dotG = dot(g, j, i);
+    if (Int4 && fast)
+      dotG = dotG - 8 * qsum(g, i);
+    // Each group's term, then the terms in order; strict_float: no fused
+    // multiply-add, as in the twin.
+    term(g, j, i) =
+        strict_float((scale(g, j) * (amax(i) / 127.0f)) * cast<float>(dotG));
+    c(j, i) = strict_float(c(j, i) + term(ro, j, i));
   }
 
   void schedule() {
@@ -84,25 +136,110 @@ public:
     stlm::halide::boundRowMajor(w, Int4 ? K / 2 : K, N);
     stlm::halide::boundRowMajor(scale, groups, N);
     stlm::halide::boundRowMajor(c, N, M);
-    // The row's quantization once; outputs split across threads, each
-    // computing its groups' dots as it goes.
+    // The rows' quantization once.
     amax.compute_root();
     inv.compute_root();
-    qa.compute_root().vectorize(x, this->template natural_vector_size<float>(),
-                                TailStrategy::GuardWithIf);
+    const int vec = this->template natural_vector_size<float>();
+    qa.compute_root().vectorize(x, vec, TailStrategy::GuardWithIf);
+    if (!fast) {
+      Var jo("jo"), ji("ji");
+      const int block = std::max(1, std::min(64, N / 16));
+      c.compute_root();
+      c.update()
+          .split(j, jo, ji, block, TailStrategy::GuardWithIf)
+          .reorder(i, ji, jo)
+          .parallel(jo);
+      dot.compute_at(c, ji);
+      return;
+    }
+    auto largestDividing = [](int of, std::initializer_list<int> sizes,
+                              int limit) {
+      for (int v : sizes)
+        if (of % v == 0 && v <= limit)
+          return v;
+      return 1;
+    };
+    // Blocks of outputs across threads. For each row of `a`: each output's
+    // group sums and terms (over `groupsPerVector` groups at once), the
+    // terms stored output-minor, then the sums in group order over the
+    // block's outputs as one vector.
+    const int rowsPerBlock = largestDividing(N, {16, 8, 4}, N);
     Var jo("jo"), ji("ji");
     c.compute_root();
     c.update()
-        .split(j, jo, ji, 8, TailStrategy::GuardWithIf)
-        .reorder(ji, i, jo)
+        .split(j, jo, ji, rowsPerBlock)
+        .reorder(ji, ro.x, i, jo)
         .parallel(jo);
-    dot.compute_at(c, ji);
+    if (rowsPerBlock > 1)
+      c.update().vectorize(ji);
+    const int termVector = largestDividing(groups, {16, 8, 4}, groups);
+    term.compute_at(c, i).reorder_storage(j, g);
+    if (termVector > 1)
+      term.vectorize(g, termVector);
+    // The row's lanes in registers, `lanes` a vector (vpdpbusd where the
+    // target has VNNI); then each group's lanes summed as a tree of vector
+    // adds over `groupsPerVector` groups at once (Halide halves a vector
+    // reduction stage by stage), a long group in chunks of up to 64 lanes.
+    const int groupLanes = groupBytes / 4;
+    const int chunk = largestDividing(groupLanes, {64, 32, 16, 8, 4, 2}, 64);
+    const int groupsPerVector =
+        chunk == groupLanes
+            ? largestDividing(groups, {16, 8, 4, 2}, 64 / groupLanes)
+            : 1;
+    const int stepLanes = chunk < groupLanes ? chunk : groupsPerVector * chunk;
+    const int lanes = largestDividing(stepLanes, {16, 8, 4}, stepLanes);
+    dot.compute_at(term, j);
+    if (groupsPerVector > 1)
+      dot.vectorize(g, groupsPerVector);
+    // The lanes of one step (up to 64: a group chunk, or groupsPerVector
+    // groups) at a time, so that they stay in registers.
+    LoopLevel step;
+    {
+      Stage update = dot.update();
+      RVar inner = rr.x;
+      if (chunk < groupLanes) {
+        RVar outer("rlo");
+        inner = RVar("rli");
+        update.split(rr.x, outer, inner, chunk);
+        step = LoopLevel(dot, outer);
+      } else {
+        Var go("go"), gi("gi");
+        update.split(g, go, gi, groupsPerVector);
+        if (groupsPerVector > 1)
+          update.vectorize(gi);
+        step = LoopLevel(dot, go);
+      }
+      if (chunk > 1)
+        update.atomic().vectorize(inner);
+    }
+    Var lo("lo"), li("li");
+    part.compute_at(step)
+        .store_in(MemoryType::Register)
+        .split(l, lo, li, lanes)
+        .vectorize(li)
+        .unroll(lo);
+    for (int u = 0; u < (Int4 ? 2 : 1); ++u)
+      part.update(u)
+          .split(l, lo, li, lanes)
+          .reorder(r4.x, li, lo)
+          .atomic()
+          .vectorize(r4.x)
+          .vectorize(li)
+          .unroll(lo);
+    if (Int4) {
+      even.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
+      odd.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
+      qsum.compute_root();
+    }
   }
 
 private:
-  Var x{"x"}, i{"i"}, j{"j"}, g{"g"};
-  Func amax{"amax"}, inv{"inv"}, qa{"qa"}, qw{"qw"}, dot{"dot"};
-  int groups = 1;
+  Var x{"x"}, i{"i"}, j{"j"}, g{"g"}, l{"l"};
+  Func amax{"amax"}, inv{"inv"}, qa{"qa"}, dot{"dot"}, term{"term"},
+      part{"part"}, even{"even"}, odd{"odd"}, qsum{"qsum"};
+  RDom rr, ro, r4;
+  int groups = 1, groupBytes = 1;
+  bool fast = false;
 };
 
 } // namespace

@@ -47,6 +47,8 @@
 #include "test_avx2_mm_nt.h"
 #include "test_avx2_mm_tn.h"
 #include "test_avx2_mv.h"
+#include "test_avx2_qmv_int4.h"
+#include "test_avx2_qmv_int8.h"
 #include "test_bf16_fused.h"
 #include "test_bf16_mv.h"
 #include "test_bf16_nn.h"
@@ -100,8 +102,15 @@
 #include "test_pool_mean.h"
 #include "test_pool_mean_grad.h"
 #include "test_qmv_int4.h"
+#include "test_qmv_int4_g6.h"
+#include "test_qmv_int4_wide.h"
 #include "test_qmv_int8.h"
 #include "test_qmv_int8_channel.h"
+#include "test_qmv_int8_g24.h"
+#include "test_qmv_int8_g4.h"
+#include "test_qmv_int8_long.h"
+#include "test_qmv_int8_row.h"
+#include "test_qmv_int8_wide.h"
 #include "test_rmsnorm.h"
 #include "test_rmsnorm_grad.h"
 #include "test_rope.h"
@@ -455,9 +464,24 @@ void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
 
 TEST(HalideQuantized, MatVecMatchesTheIntegerReferenceBitForBit) {
   using stlm::quant::Scheme;
+  // The byte dot product schedule: groups of 1, 2, 8 and 32 four-byte
+  // lanes, several at once or one.
   checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8, 3, 40, 96, 32);
-  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_channel, 1, 17, 200, 200);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_wide, 3, 40, 256, 32);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_g4, 2, 20, 64, 4);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_row, 1, 17, 128, 128);
+  // Groups of 6 lanes (2 at a time) and of 128 (64 at a time).
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_g24, 2, 8, 48, 24);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_long, 1, 16, 512, 512);
   checkQuantizedMatVec<Scheme::Int4>(test_qmv_int4, 2, 24, 64, 16);
+  checkQuantizedMatVec<Scheme::Int4>(test_qmv_int4_wide, 3, 40, 512, 32);
+  // The plain schedule: a row that is no whole number of vectors, a
+  // group that is no whole number of lanes.
+  checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_channel, 1, 17, 200, 200);
+  checkQuantizedMatVec<Scheme::Int4>(test_qmv_int4_g6, 2, 10, 48, 6);
+  // Without VNNI (AVX2: no vpdpbusd).
+  checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmv_int8, 3, 40, 256, 32);
+  checkQuantizedMatVec<Scheme::Int4>(test_avx2_qmv_int4, 3, 40, 512, 32);
 }
 
 std::string lastHalideError;
