@@ -1,16 +1,23 @@
-//===- model.cpp - time a compiled model: train, forward, generate ---------===//
+//===- model.cpp - time a compiled model: train, forward, generate
+//---------===//
 //
 //   stlm-bench-model lib<name>.so WEIGHTS.safetensors|random [--steps N]
-//       [--threads T] [--generate G]
+//       [--threads T] [--generate G] [--rounds R]
 //
 // Opens the artifact through the C runtime, loads the weights (`random`:
 // every parameter drawn uniformly from ±0.02, norm gains from 1 ± 0.02, for
 // a model whose checkpoint is too big to carry to a GPU machine), and times N
-// training steps and N forward passes (stlm_eval: loss without gradients)
+// training steps and N forward passes (stlm_eval: loss without gradients;
+// --steps 0 skips both)
 // on fixed pseudo-random byte batches after 3 warm-up calls each, then
 // greedy generation (stlm_generate, KV cache) of min(G, context) tokens
-// from a one-byte prompt, 5 times after one warm-up. Prints one JSON
-// object: median milliseconds and bytes/s of each.
+// from a one-byte prompt, R times (default 5) after one warm-up. Prints
+// one JSON object: median milliseconds and bytes/s of each. Generation is
+// a prefill of the context window, then decode steps: `prefill_ms` is the
+// median time to generate one token, and `decode_bytes_per_s` the rate of
+// the tokens after it (each round's time minus that median). A quantized
+// artifact (stlm-compile --quantize) infers only: it is not trained
+// (`train_ms` is null) and needs its quantized checkpoint.
 //
 //===----------------------------------------------------------------------===//
 
@@ -42,18 +49,28 @@ int main(int argc, char **argv) {
                          "[--steps N] [--threads T] [--generate G]\n");
     return 2;
   }
-  int steps = 20, threads = 0, generate = 128;
+  int steps = 20, threads = 0, generate = 128, rounds = 5;
   for (int i = 3; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps"))
-      steps = std::max(1, std::atoi(argv[i + 1]));
+      steps = std::max(0, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--threads"))
       threads = std::max(0, std::atoi(argv[i + 1]));
     else if (!std::strcmp(argv[i], "--generate"))
-      generate = std::max(1, std::atoi(argv[i + 1]));
+      generate = std::max(2, std::atoi(argv[i + 1]));
+    else if (!std::strcmp(argv[i], "--rounds"))
+      rounds = std::max(1, std::atoi(argv[i + 1]));
   }
   stlm_model *m = nullptr;
   if (stlm_open_library(argv[1], nullptr, &m) != STLM_OK)
     return die(m, "open");
+  bool quantized = stlm_quantization(m) != nullptr;
+  if (quantized && !std::strcmp(argv[2], "random")) {
+    std::fprintf(stderr,
+                 "stlm-bench-model: error: '%s' is quantized (%s): "
+                 "give its quantized checkpoint, not random\n",
+                 stlm_model_name(m), stlm_quantization(m));
+    return 1;
+  }
   if (!std::strcmp(argv[2], "random")) {
     uint64_t state = 0x5eed;
     for (int64_t p = 0; const char *name = stlm_param_name(m, p); ++p) {
@@ -82,7 +99,7 @@ int main(int argc, char **argv) {
   }
   using Clock = std::chrono::steady_clock;
   std::vector<double> train, forward;
-  for (int i = 0; i < steps + 3; ++i) {
+  for (int i = 0; !quantized && i < steps + 3 && steps > 0; ++i) {
     stlm_step_result r;
     auto t0 = Clock::now();
     if (stlm_train_step(m, tokens.data(), targets.data(), &r) != STLM_OK)
@@ -91,7 +108,7 @@ int main(int argc, char **argv) {
       train.push_back(
           std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  for (int i = 0; i < steps + 3; ++i) {
+  for (int i = 0; steps > 0 && i < steps + 3; ++i) {
     float loss;
     auto t0 = Clock::now();
     if (stlm_eval(m, tokens.data(), targets.data(), &loss) != STLM_OK)
@@ -102,28 +119,56 @@ int main(int argc, char **argv) {
   }
   size_t tokensOut = static_cast<size_t>(
       std::min<int64_t>(generate, stlm_context(m)));
-  std::vector<double> gen;
+  std::vector<double> gen, first;
   stlm_sampling greedy = STLM_SAMPLING_GREEDY;
   int32_t prompt = 10;
-  for (int i = 0; i < 6; ++i) {
+  auto generateMs = [&](size_t count, double &ms) {
     size_t produced = 0;
     auto t0 = Clock::now();
-    if (stlm_generate(m, &prompt, 1, tokensOut, &greedy, nullptr, nullptr,
+    if (stlm_generate(m, &prompt, 1, count, &greedy, nullptr, nullptr,
                       &produced) != STLM_OK)
+      return false;
+    ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    return true;
+  };
+  for (int i = 0; i <= rounds; ++i) {
+    double one = 0, all = 0;
+    if (!generateMs(1, one) || !generateMs(tokensOut, all))
       return die(m, "generate");
-    if (i >= 1)
-      gen.push_back(
-          std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    if (i >= 1) {
+      first.push_back(one);
+      gen.push_back(all);
+    }
   }
-  double tm = median(train), fm = median(forward), gm = median(gen);
-  std::printf("{\"model\": \"%s\", \"batch\": %lld, \"context\": %lld, "
-              "\"train_ms\": %.3f, \"train_bytes_per_s\": %.1f, "
-              "\"forward_ms\": %.3f, \"forward_bytes_per_s\": %.1f, "
+  double gm = median(gen), pm = median(first);
+  std::vector<double> decode;
+  for (double g : gen)
+    decode.push_back((tokensOut - 1) / std::max(g - pm, 1e-6) * 1e3);
+  // Milliseconds and bytes/s of a timed phase, or nulls when skipped.
+  auto phase = [&](const std::vector<double> &ms, std::string &time,
+                   std::string &rate) {
+    time = rate = "null";
+    if (ms.empty())
+      return;
+    time = std::to_string(median(ms));
+    rate = std::to_string(n / median(ms) * 1e3);
+  };
+  std::string trainJson, trainRate, forwardJson, forwardRate;
+  phase(train, trainJson, trainRate);
+  phase(forward, forwardJson, forwardRate);
+  std::printf("{\"model\": \"%s\", \"quantization\": %s%s%s, "
+              "\"batch\": %lld, \"context\": %lld, "
+              "\"train_ms\": %s, \"train_bytes_per_s\": %s, "
+              "\"forward_ms\": %s, \"forward_bytes_per_s\": %s, "
               "\"generate_tokens\": %zu, \"generate_ms\": %.3f, "
-              "\"generate_bytes_per_s\": %.1f}\n",
-              stlm_model_name(m), static_cast<long long>(stlm_batch(m)),
-              static_cast<long long>(stlm_context(m)), tm, n / tm * 1e3, fm,
-              n / fm * 1e3, tokensOut, gm, tokensOut / gm * 1e3);
+              "\"generate_bytes_per_s\": %.1f, \"prefill_ms\": %.3f, "
+              "\"decode_bytes_per_s\": %.1f}\n",
+              stlm_model_name(m), quantized ? "\"" : "",
+              quantized ? stlm_quantization(m) : "null", quantized ? "\"" : "",
+              static_cast<long long>(stlm_batch(m)),
+              static_cast<long long>(stlm_context(m)), trainJson.c_str(),
+              trainRate.c_str(), forwardJson.c_str(), forwardRate.c_str(),
+              tokensOut, gm, tokensOut / gm * 1e3, pm, median(decode));
   stlm_close(m);
   return 0;
 }

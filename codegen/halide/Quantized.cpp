@@ -14,7 +14,8 @@
 //
 // The integer products are unsigned × signed byte dot products of four
 // (vpdpbusd where the target has VNNI, widening multiply-adds otherwise):
-//   - int8: Σ w·q = Σ |w| · (q with w's sign), |w| ≤ 127 unsigned;
+//   - int8: Σ q·w = Σ (q + 128)·w − 128 Σ w, q + 128 ≤ 255 unsigned, Σ w a
+//     dot product with ones;
 //   - int4: Σ (u − 8)·q = Σ u·q − 8 Σ q, the nibble u ≤ 15 unsigned, the
 //     row's q split into its even and odd inputs (the low and high
 //     nibbles' partners) and summed per group once per row.
@@ -99,9 +100,14 @@ public:
       Expr b = l * 4 + r4;
       part(l, j, i) = 0;
       if (!Int4) {
-        Expr wb = w(b, j);
-        Expr signedQ = select(wb < 0, -qa(b, i), qa(b, i));
-        part(l, j, i) += cast<int32_t>(abs(wb)) * cast<int32_t>(signedQ);
+        // (q + 128) · w, unsigned × signed, less 128 Σ w: the lane's Σ w is
+        // a dot product of w with a vector of ones (a buffer, so that it
+        // stays a dot product).
+        biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
+        ones(x) = cast<uint8_t>(1);
+        part(l, j, i) += cast<int32_t>(biased(b, i)) * cast<int32_t>(w(b, j));
+        wpart(l, j) = 0;
+        wpart(l, j) += cast<int32_t>(ones(b)) * cast<int32_t>(w(b, j));
       } else {
         // The row's q at even and odd inputs (the low and high nibbles'
         // partners), and each group's Σ q.
@@ -117,7 +123,9 @@ public:
       }
       rr = RDom(0, groupBytes / 4, "rl");
       dot(g, j, i) = 0;
-      dot(g, j, i) += part(g * (groupBytes / 4) + rr, j, i);
+      Expr lane = g * (groupBytes / 4) + rr;
+      dot(g, j, i) +=
+          Int4 ? part(lane, j, i) : part(lane, j, i) - 128 * wpart(lane, j);
     }
     Expr dotG = dot(g, j, i);
     if (Int4 && fast)
@@ -213,20 +221,27 @@ public:
         update.atomic().vectorize(inner);
     }
     Var lo("lo"), li("li");
-    part.compute_at(step)
-        .store_in(MemoryType::Register)
-        .split(l, lo, li, lanes)
-        .vectorize(li)
-        .unroll(lo);
-    for (int u = 0; u < (Int4 ? 2 : 1); ++u)
-      part.update(u)
+    auto lanesInRegisters = [&](Func f, int updates) {
+      f.compute_at(step)
+          .store_in(MemoryType::Register)
           .split(l, lo, li, lanes)
-          .reorder(r4.x, li, lo)
-          .atomic()
-          .vectorize(r4.x)
           .vectorize(li)
           .unroll(lo);
-    if (Int4) {
+      for (int u = 0; u < updates; ++u)
+        f.update(u)
+            .split(l, lo, li, lanes)
+            .reorder(r4.x, li, lo)
+            .atomic()
+            .vectorize(r4.x)
+            .vectorize(li)
+            .unroll(lo);
+    };
+    lanesInRegisters(part, Int4 ? 2 : 1);
+    if (!Int4) {
+      lanesInRegisters(wpart, 1);
+      biased.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
+      ones.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
+    } else {
       even.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
       odd.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
       qsum.compute_root();
@@ -236,7 +251,8 @@ public:
 private:
   Var x{"x"}, i{"i"}, j{"j"}, g{"g"}, l{"l"};
   Func amax{"amax"}, inv{"inv"}, qa{"qa"}, dot{"dot"}, term{"term"},
-      part{"part"}, even{"even"}, odd{"odd"}, qsum{"qsum"};
+      part{"part"}, wpart{"wpart"}, biased{"biased"}, ones{"ones"},
+      even{"even"}, odd{"odd"}, qsum{"qsum"};
   RDom rr, ro, r4;
   int groups = 1, groupBytes = 1;
   bool fast = false;
