@@ -80,9 +80,43 @@ public:
     groupBytes = Int4 ? G / 2 : G;
     groups = K / G;
     fast = groupBytes % 4 == 0;
+    // Several rows (prefill, a batch): the weights repacked for 16
+    // outputs at a time, and each group's sums for a tile of rows.
+    tiled = M % 4 == 0 && N % 16 == 0 && G % 4 == 0;
     ro = RDom(0, groups, "ro");
     c(j, i) = 0.0f;
-    if (!fast) {
+    Expr dotG;
+    if (tiled) {
+      // packed(r, jj, kk, jb): input 4·kk + r of output 16·jb + jj, as
+      // stored (int8) or as its nibble 0..15 (int4).
+      Var r("r"), jj("jj"), kk("kk"), jb("jb");
+      Expr out = jb * 16 + jj, input = kk * 4 + r;
+      if (!Int4) {
+        packed(r, jj, kk, jb) = w(input, out);
+      } else {
+        Expr byte = w(input / 2, out);
+        packed(r, jj, kk, jb) = select(input % 2 == 0, byte & cast<uint8_t>(15),
+                                       byte >> cast<uint8_t>(4));
+      }
+      rt = RDom(0, 4, 0, G / 4, "rt");
+      Expr in = g * G + rt.y * 4 + rt.x;
+      Expr weight = packed(rt.x, jj, g * (G / 4) + rt.y, jb);
+      acc(jj, i, g, jb) = 0;
+      if (!Int4) {
+        // (q + 128) · w less 128 Σ w, as in the row schedule.
+        biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
+        acc(jj, i, g, jb) +=
+            cast<int32_t>(biased(in, i)) * cast<int32_t>(weight);
+        wsum(jj, g, jb) = 0;
+        wsum(jj, g, jb) += cast<int32_t>(weight);
+        dotG = acc(j % 16, i, g, j / 16) - 128 * wsum(j % 16, g, j / 16);
+      } else {
+        RDom rq(0, G, "rq");
+        qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
+        acc(jj, i, g, jb) += cast<int32_t>(weight) * cast<int32_t>(qa(in, i));
+        dotG = acc(j % 16, i, g, j / 16) - 8 * qsum(g, i);
+      }
+    } else if (!fast) {
       // The plain schedule's arithmetic: each group's exact dot product.
       Func qw("qw");
       if (!Int4) {
@@ -127,13 +161,21 @@ public:
       dot(g, j, i) +=
           Int4 ? part(lane, j, i) : part(lane, j, i) - 128 * wpart(lane, j);
     }
-    Expr dotG = dot(g, j, i);
-    if (Int4 && fast)
-      dotG = dotG - 8 * qsum(g, i);
+    if (!tiled) {
+      dotG = dot(g, j, i);
+      if (Int4 && fast)
+        dotG = dotG - 8 * qsum(g, i);
+    }
     // Each group's term, then the terms in order; strict_float: no fused
     // multiply-add, as in the twin.
-    term(g, j, i) =
-        strict_float((scale(g, j) * (amax(i) / 127.0f)) * cast<float>(dotG));
+    // (The tiled schedule reads the scales of 16 outputs as one vector.)
+    Expr d = scale(g, j);
+    if (tiled) {
+      Var jj("jj"), jb("jb");
+      scaleT(jj, g, jb) = scale(g, jb * 16 + jj);
+      d = scaleT(j % 16, g, j / 16);
+    }
+    term(g, j, i) = strict_float((d * (amax(i) / 127.0f)) * cast<float>(dotG));
     c(j, i) = strict_float(c(j, i) + term(ro, j, i));
   }
 
@@ -149,6 +191,10 @@ public:
     inv.compute_root();
     const int vec = this->template natural_vector_size<float>();
     qa.compute_root().vectorize(x, vec, TailStrategy::GuardWithIf);
+    if (tiled) {
+      scheduleTiled(M, vec);
+      return;
+    }
     if (!fast) {
       Var jo("jo"), ji("ji");
       const int block = std::max(1, std::min(64, N / 16));
@@ -249,13 +295,51 @@ public:
   }
 
 private:
+  /// The tiled schedule: blocks of 16 outputs across threads, their
+  /// weights repacked once; for each tile of rows, group after group, the
+  /// tile's sums in registers (one 16-output vector a row), then its terms
+  /// added to the outputs in group order.
+  void scheduleTiled(int M, int vec) {
+    const int rowTile = M % 8 == 0 ? 8 : 4;
+    Var jo("jo"), ji("ji"), io("io"), ii("ii");
+    c.compute_root();
+    c.update()
+        .split(j, jo, ji, 16)
+        .split(i, io, ii, rowTile)
+        .reorder(ji, ii, ro.x, io, jo)
+        .vectorize(ji)
+        .unroll(ii)
+        .parallel(jo);
+    scaleT.compute_at(c, jo).vectorize(scaleT.args()[0]);
+    Var r = packed.args()[0], jj = packed.args()[1], rj("rj");
+    packed.compute_at(c, jo).fuse(r, jj, rj).vectorize(rj);
+    acc.compute_at(c, ro.x)
+        .store_in(MemoryType::Register)
+        .vectorize(acc.args()[0])
+        .unroll(i);
+    acc.update()
+        .reorder(rt.x, acc.args()[0], i, rt.y)
+        .atomic()
+        .vectorize(rt.x)
+        .vectorize(acc.args()[0])
+        .unroll(i);
+    if (!Int4) {
+      biased.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
+      wsum.compute_at(c, jo).vectorize(wsum.args()[0]);
+      wsum.update().vectorize(wsum.args()[0]);
+    } else {
+      qsum.compute_root();
+    }
+  }
+
   Var x{"x"}, i{"i"}, j{"j"}, g{"g"}, l{"l"};
   Func amax{"amax"}, inv{"inv"}, qa{"qa"}, dot{"dot"}, term{"term"},
       part{"part"}, wpart{"wpart"}, biased{"biased"}, ones{"ones"},
-      even{"even"}, odd{"odd"}, qsum{"qsum"};
-  RDom rr, ro, r4;
+      even{"even"}, odd{"odd"}, qsum{"qsum"}, packed{"packed"}, acc{"acc"},
+      wsum{"wsum"}, scaleT{"scaleT"};
+  RDom rr, ro, r4, rt;
   int groups = 1, groupBytes = 1;
-  bool fast = false;
+  bool fast = false, tiled = false;
 };
 
 } // namespace

@@ -47,6 +47,7 @@
 #include "test_avx2_mm_nt.h"
 #include "test_avx2_mm_tn.h"
 #include "test_avx2_mv.h"
+#include "test_avx2_qmm_int8.h"
 #include "test_avx2_qmv_int4.h"
 #include "test_avx2_qmv_int8.h"
 #include "test_bf16_fused.h"
@@ -101,6 +102,10 @@
 #include "test_pool_max_grad.h"
 #include "test_pool_mean.h"
 #include "test_pool_mean_grad.h"
+#include "test_qmm_int4.h"
+#include "test_qmm_int4_g4.h"
+#include "test_qmm_int8.h"
+#include "test_qmm_int8_rows4.h"
 #include "test_qmv_int4.h"
 #include "test_qmv_int4_g6.h"
 #include "test_qmv_int4_wide.h"
@@ -479,6 +484,12 @@ TEST(HalideQuantized, MatVecMatchesTheIntegerReferenceBitForBit) {
   // group that is no whole number of lanes.
   checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_channel, 1, 17, 200, 200);
   checkQuantizedMatVec<Scheme::Int4>(test_qmv_int4_g6, 2, 10, 48, 6);
+  // Rows in tiles of 8 or 4, the weights repacked for 16 outputs.
+  checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8, 8, 32, 256, 32);
+  checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8_rows4, 12, 48, 96, 32);
+  checkQuantizedMatVec<Scheme::Int4>(test_qmm_int4, 8, 16, 128, 16);
+  checkQuantizedMatVec<Scheme::Int4>(test_qmm_int4_g4, 4, 16, 32, 4);
+  checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmm_int8, 8, 32, 256, 32);
   // Without VNNI (AVX2: no vpdpbusd).
   checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmv_int8, 3, 40, 256, 32);
   checkQuantizedMatVec<Scheme::Int4>(test_avx2_qmv_int4, 3, 40, 512, 32);

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Batch-1 generation speed of float, int8 and int4 models against the
+# machine's limit, in one run: for each model, initial weights (speed does
+# not depend on training) quantized to int8 and int4 (`stlm-run
+# quantize`), the three artifacts compiled (`stlm-compile`, `--quantize`),
+# and stlm-bench-model's decode rate (greedy generation after a one-byte
+# prompt, the prefill timed apart) for each, in alternating rounds. The
+# limit of a decode step is reading the weights once: their bytes over the
+# read bandwidth that stlm-bench-bandwidth measures at that size (a cache
+# level's for weights that fit it, memory's otherwise).
+#
+#   bench/decode.sh [--models "ref-3m stlm-10m stlm-100m"] [--threads N]
+#                   [--tokens N] [--rounds N] [--group N] [--out DIR]
+#
+# Defaults: those three models (examples/models/NAME), 2 threads, 128
+# tokens, 3 rounds (medians), group 32, DIR a temporary directory (kept:
+# checkpoints, artifacts, raw JSON). Prints a table: weights MB, decode
+# bytes/s, the bandwidth at that size, the limit and the share of it
+# reached, the prefill's milliseconds. Needs a build (scripts/build.sh).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/build/bin"
+models="ref-3m stlm-10m stlm-100m"
+threads=2
+tokens=128
+rounds=3
+group=32
+out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --models) models="$2"; shift 2 ;;
+    --threads) threads="$2"; shift 2 ;;
+    --tokens) tokens="$2"; shift 2 ;;
+    --rounds) rounds="$2"; shift 2 ;;
+    --group) group="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "decode.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+for tool in stlm-run stlm-compile stlm-bench-model stlm-bench-bandwidth; do
+  [[ -x "$bin/$tool" ]] || { echo "decode.sh: no $bin/$tool: build first (scripts/build.sh)" >&2; exit 1; }
+done
+out="${out:-$(mktemp -d /tmp/stlm-decode.XXXXXX)}"
+mkdir -p "$out"
+echo "decode.sh: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $threads threads; files in $out" >&2
+rows=()
+for m in $models; do
+  spec="$root/examples/models/$m.yaml"
+  [[ -f "$spec" ]] || { echo "decode.sh: no model $spec" >&2; exit 1; }
+  echo "== $m: weights and artifacts" >&2
+  "$bin/stlm-run" init "$spec" -o "$out/$m.f32.safetensors" --seed 1 > /dev/null
+  for s in int8 int4; do
+    "$bin/stlm-run" quantize "$out/$m.f32.safetensors" \
+      -o "$out/$m.$s.safetensors" --to "$s" --group "$group" > /dev/null
+  done
+  "$bin/stlm-compile" "$spec" -o "$out/$m.f32" > /dev/null 2>&1
+  for s in int8 int4; do
+    "$bin/stlm-compile" "$spec" --quantize="$s" --quantize-group="$group" \
+      -o "$out/$m.$s" > /dev/null 2>&1
+  done
+  # Rounds alternate the three forms, so that the machine's drift touches
+  # each alike.
+  for ((r = 0; r < rounds; ++r)); do
+    for f in f32 int8 int4; do
+      "$bin/stlm-bench-model" "$out/$m.$f/lib$m.so" "$out/$m.$f.safetensors" \
+        --steps 0 --threads "$threads" --generate "$tokens" --rounds 1 \
+        >> "$out/$m.$f.jsonl"
+    done
+  done
+  for f in f32 int8 int4; do
+    # The bytes a decode step reads: the checkpoint's tensors.
+    bytes=$(stat -c %s "$out/$m.$f.safetensors")
+    bw="$("$bin/stlm-bench-bandwidth" "$bytes" --threads "$threads" --rounds 9)"
+    rows+=("$(python3 - "$m" "$f" "$bytes" "$bw" "$out/$m.$f.jsonl" <<'EOF'
+import json, statistics, sys
+m, f, size, bw, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5]
+runs = [json.loads(l) for l in open(path)]
+rate = statistics.median(r["decode_bytes_per_s"] for r in runs)
+prefill = statistics.median(r["prefill_ms"] for r in runs)
+limit = bw["gb_per_s"] * 1e9 / size
+print(f"| {m} | {f} | {size / 1e6:.1f} | {rate:.0f} | {bw['gb_per_s']:.1f} | {limit:.0f} | {100 * rate / limit:.0f} % | {prefill:.0f} |")
+EOF
+)")
+  done
+done
+echo
+echo "| model | weights | MB | decode bytes/s | GB/s at that size | limit bytes/s | of limit | prefill ms |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${rows[@]}"
