@@ -2,24 +2,24 @@
 # What quantization costs in accuracy and buys in size, in one run: each
 # model is trained natively on the text (its spec's steps, or --steps),
 # its checkpoint quantized to int8 and to int4 (groups of --group inputs,
-# `stlm-run quantize`), and the three evaluated by the same engine (the
-# reference evaluator: it runs quantized checkpoints, through stlm-quantize
-# and support/Quantize's integer arithmetic) on the same validation
-# windows. The table gives validation bits per byte, the change against
+# `stlm-run quantize`), and the three evaluated by the same engine on the
+# same validation windows: compiled (`stlm-compile`, and `--quantize` for
+# the quantized ones), or the reference evaluator with --backend reference. The table gives validation bits per byte, the change against
 # float, the float weights' size (without optimizer state) and the
 # quantized files' sizes.
 #
 #   bench/quantize.sh [--models "char-tiny ref-3m stlm-10m"] [--steps N]
 #                     [--group N] [--eval-windows N] [--data FILE]
-#                     [--threads N] [--out DIR]
+#                     [--threads N] [--backend native|reference]
+#                     [--out DIR]
 #
 # Defaults: char-tiny, its spec's steps, group 32, every validation
 # window, ../shared/data/tinyshakespeare.txt, 2 threads, DIR a temporary
 # directory (kept: checkpoints and logs). Models are examples/models/NAME.
 #
-# Measured with the defaults (AMD EPYC, 2 threads): char-tiny 2.391
-# bits per byte float, 2.391 int8 (+0.00 %), 2.397 int4 (+0.25 %); 4.33 MB
-# of float weights, 1.32 MB int8, 0.80 MB int4.
+# Measured with the defaults (AMD EPYC, 2 threads, the reference evaluator
+# then): char-tiny 2.391 bits per byte float, 2.391 int8 (+0.00 %), 2.397
+# int4 (+0.25 %); 4.33 MB of float weights, 1.32 MB int8, 0.80 MB int4.
 # Needs a build (scripts/build.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -30,6 +30,7 @@ steps=""
 group=32
 windows=""
 threads=2
+backend=native
 out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -39,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --eval-windows) windows="$2"; shift 2 ;;
     --data) data="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --backend) backend="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     *) echo "quantize.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -62,7 +64,8 @@ for m in $models; do
   echo "== $m: training" >&2
   "$bin/stlm-run" train "$spec" --data "$data" --threads "$threads" \
     --save "$out/$m.safetensors" --log "$out/$m.train.jsonl" --quiet
-  evalArgs=(--data "$data" --backend reference)
+  evalArgs=(--data "$data" --backend "$backend")
+  [[ $backend != reference ]] && evalArgs+=(--threads "$threads")
   [[ -n "$windows" ]] && evalArgs+=(--eval-windows "$windows")
   f=$("$bin/stlm-run" eval "$out/$m.safetensors" "${evalArgs[@]}" | bpb)
   row="| $m | $f"
@@ -78,7 +81,7 @@ for m in $models; do
   rows+=("$row |")
 done
 echo
-echo "validation bits per byte (reference evaluator, same windows), group $group; files in $out"
+echo "validation bits per byte ($backend backend, same windows), group $group; files in $out"
 echo "| model | float | weights | int8 | file | int4 | file |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"

@@ -24,7 +24,7 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.add_tool_substitutions(
     [ToolSubst(t, unresolved="fatal")
      for t in ["stlm-opt", "stlm-compile", "stlm-run", "stlm-kernelgen",
-               "stlm-bench-train"]],
+               "stlm-bench-train", "stlm-bench-model", "stlm-bench-bandwidth"]],
     [config.stlm_tools_dir])
 
 # Tests that train on real text need ../shared/data/tinyshakespeare.txt; they
