@@ -1,5 +1,4 @@
-//===- bandwidth.cpp - read bandwidth of a buffer the size of some weights
-//-===//
+//===- bandwidth.cpp - the read bandwidth at a buffer size --------------===//
 //
 //   stlm-bench-bandwidth BYTES [--threads T] [--rounds R]
 //
@@ -69,7 +68,9 @@ int main(int argc, char **argv) {
     else if (!std::strcmp(argv[i], "--rounds"))
       rounds = std::max(1, std::atoi(argv[i + 1]));
   }
-  size_t words = static_cast<size_t>(bytes) / 8 / threads * threads;
+  // Whole 64-byte lines for each thread's slice.
+  threads = std::min<long long>(threads, bytes / 64);
+  size_t words = static_cast<size_t>(bytes) / 64 / threads * threads * 8;
   auto *data = static_cast<uint64_t *>(std::aligned_alloc(64, words * 8));
   if (!data) {
     std::fprintf(stderr,

@@ -1,5 +1,4 @@
-//===- model.cpp - time a compiled model: train, forward, generate
-//---------===//
+//===- model.cpp - time a compiled model: train, forward, generate ------===//
 //
 //   stlm-bench-model lib<name>.so WEIGHTS.safetensors|random [--steps N]
 //       [--threads T] [--generate G] [--rounds R]

@@ -42,6 +42,10 @@ std::optional<Scheme> parseScheme(const std::string &name);
 struct Format {
   Scheme scheme = Scheme::Int8;
   int64_t group = 32; // inputs per scale
+  bool operator==(const Format &o) const {
+    return scheme == o.scheme && group == o.group;
+  }
+  bool operator!=(const Format &o) const { return !(*this == o); }
 };
 
 /// The largest group: 127 · 127 · kMaxGroup stays below 2^31, so a

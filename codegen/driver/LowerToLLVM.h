@@ -1,5 +1,4 @@
-//===- LowerToLLVM.h - the driver of a compiled model, in LLVM IR -*- C++
-//-*-===//
+//===- LowerToLLVM.h - a compiled model's driver in LLVM IR -*- C++ -*-===//
 //
 // Lowers the planned functions of a model (after stlm-autodiff and
 // stlm-plan-memory) to LLVM-dialect functions that call the model's Halide

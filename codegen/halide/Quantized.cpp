@@ -19,13 +19,18 @@
 //   - int4: Σ (u − 8)·q = Σ u·q − 8 Σ q, the nibble u ≤ 15 unsigned, the
 //     row's q split into its even and odd inputs (the low and high
 //     nibbles' partners) and summed per group once per row.
-// Both are exact in int32, so any order of the integer sums gives the
-// twin's dot. A weight row is read as 4-byte lanes, whose sums stay in
-// registers until a tree of vector adds turns them into group sums; the
-// groups' terms are stored output-minor, so that the f32 sums run over
-// 16 outputs at once, group after group, in the twin's order. A group
-// must be a whole number of lanes (a multiple of 4 inputs for int8, 8 for
-// int4); other groups take a plain schedule of the same arithmetic.
+// Both are exact in int32 (the tiled schedule's int8 sums for groups of
+// up to 65536 inputs), so any order of the integer sums gives the twin's
+// dot. One row (decode): a weight row is read as 4-byte lanes, whose sums
+// stay in registers until a tree of vector adds turns them into group
+// sums; the groups' terms are stored output-minor, so that the f32 sums
+// run over 16 outputs at once, group after group, in the twin's order.
+// Rows in multiples of 4: each block of 16 outputs' weights is repacked
+// once, and a tile of rows × 16 outputs is summed in registers, one
+// broadcast and one dot product a row and 4 inputs. A group must be a
+// whole number of lanes (a multiple of 4 inputs for int8, 8 for int4, 4
+// in the tiled schedule); other groups take a plain schedule of the same
+// arithmetic.
 //
 //===----------------------------------------------------------------------===//
 
@@ -82,7 +87,9 @@ public:
     fast = groupBytes % 4 == 0;
     // Several rows (prefill, a batch): the weights repacked for 16
     // outputs at a time, and each group's sums for a tile of rows.
-    tiled = M % 4 == 0 && N % 16 == 0 && G % 4 == 0;
+    // (int8 sums (q + 128)·w over a whole group there: at most
+    // 255 · 128 · G, within int32 for groups up to 65536.)
+    tiled = M % 4 == 0 && N % 16 == 0 && G % 4 == 0 && (Int4 || G <= 65536);
     ro = RDom(0, groups, "ro");
     c(j, i) = 0.0f;
     Expr dotG;

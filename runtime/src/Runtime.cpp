@@ -525,10 +525,14 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                     "the artifact's manifest lacks the optimizer state '" +
                         std::string(prefix) + p + "'");
     }
+  // (A quantized model may keep the counter; where there is one, it is an
+  // I32 scalar, which stlm_step and stlm_set_step read and write.)
   if (const Slot *s = find(kStepName);
-      quantization.empty() && (!s || !s->isInt || !s->shape.empty()))
+      s ? s->dtype != stlm::DType::I32 || !s->shape.empty()
+        : quantization.empty())
     return fail(STLM_ERROR_FORMAT,
-                "the artifact's manifest lacks the step counter");
+                "the artifact's manifest lacks the step counter (an I32 "
+                "scalar)");
   if (a->device) {
     if (!a->device->open || !a->device->close || !a->device->copy ||
         !a->device->message || !a->device->name)
@@ -1136,6 +1140,14 @@ stlm_status notACheckpointOf(stlm_model *model, const std::string &path,
   return model->fail(STLM_ERROR_MISMATCH, msg);
 }
 
+/// "[2, 32]".
+std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    text += (i ? ", " : "") + std::to_string(shape[i]);
+  return text + "]";
+}
+
 /// "int8, group 32" of a checkpoint's stlm_quantization (JSON); "" when it
 /// is not one.
 std::string describeQuantization(const std::string &json) {
@@ -1186,9 +1198,9 @@ stlm_status loadQuantized(stlm_model *model, const stlm::SafeTensorsFile *file,
     if (!t)
       problems.push_back("missing tensor '" + p + "'");
     else if (t->dtype != s.dtype || t->shape != s.shape)
-      problems.push_back("'" + p + "' is " + stlm::dtypeName(t->dtype) +
-                         " of another shape than the model's " +
-                         stlm::dtypeName(s.dtype) + " tensor");
+      problems.push_back("'" + p + "' is " + stlm::dtypeName(t->dtype) + " " +
+                         shapeText(t->shape) + ", the model's " +
+                         stlm::dtypeName(s.dtype) + " " + shapeText(s.shape));
   }
   for (const stlm::TensorView &t : file->tensors())
     if (std::find(model->params.begin(), model->params.end(), t.name) ==

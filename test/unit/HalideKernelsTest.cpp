@@ -105,6 +105,7 @@
 #include "test_qmm_int4.h"
 #include "test_qmm_int4_g4.h"
 #include "test_qmm_int8.h"
+#include "test_qmm_int8_huge.h"
 #include "test_qmm_int8_rows4.h"
 #include "test_qmv_int4.h"
 #include "test_qmv_int4_g6.h"
@@ -446,6 +447,15 @@ void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
   if (M > 1)
     for (int x = 0; x < K; ++x)
       a(x, M - 1) = 0.0f; // the last row is zero
+  // Extremes: row 2 of a is all ±127 once quantized, and weight row 2 all
+  // its group's largest magnitude, so that products of 4 reach 4·255·127
+  // (int8's q + 128) and nothing may saturate.
+  if (M > 3)
+    for (int x = 0; x < K; ++x)
+      a(x, 2) = x % 3 == 0 ? -3.0f : 3.0f;
+  if (N > 2)
+    for (int x = 0; x < K; ++x)
+      wf(x, 2) = x % 5 == 0 ? -0.05f : 0.05f;
   stlm::quant::QTensor q = stlm::quant::quantize(wf.data(), N, K, {scheme, G});
   Buffer scale(K / G, N);
   std::copy(q.scales.begin(), q.scales.end(), scale.data());
@@ -489,8 +499,18 @@ TEST(HalideQuantized, MatVecMatchesTheIntegerReferenceBitForBit) {
   checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8_rows4, 12, 48, 96, 32);
   checkQuantizedMatVec<Scheme::Int4>(test_qmm_int4, 8, 16, 128, 16);
   checkQuantizedMatVec<Scheme::Int4>(test_qmm_int4_g4, 4, 16, 32, 4);
+  // A group of 131072 inputs, past what the tiled int8 sums hold in
+  // int32, takes the row schedule.
+  checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8_huge, 4, 16, 131072, 131072);
+}
+
+TEST(HalideAVX2, QuantizedMatVec) {
+  // Without VNNI (no vpdpbusd): widening multiply-adds, which must not
+  // saturate (row 2 of the 8-row case is all ±127 against ±127 weights).
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
+    GTEST_SKIP() << "the host has no AVX2/FMA";
+  using stlm::quant::Scheme;
   checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmm_int8, 8, 32, 256, 32);
-  // Without VNNI (AVX2: no vpdpbusd).
   checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmv_int8, 3, 40, 256, 32);
   checkQuantizedMatVec<Scheme::Int4>(test_avx2_qmv_int4, 3, 40, 512, 32);
 }

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "stlm/stlm.h"
+#include "support/SafeTensors.h"
 
 #include <gtest/gtest.h>
 
@@ -287,6 +288,67 @@ TEST(Runtime, RefusesABadQuantizedManifest) {
                   R"("shape": [4, 64])");
   a = quantizedArtifact(outside.c_str());
   expectRefused(a, STLM_ERROR_FORMAT, "places 'w' outside its buffers");
+  // A step counter, where there is one, is an I32 scalar (stlm_step reads
+  // four bytes).
+  std::string byteStep = kQuantized;
+  byteStep.replace(byteStep.find(R"("state": [])"), 11,
+                   R"("state": [{"name": "step", "dtype": "F32", "shape": [0],
+                     "offset": 128}])");
+  a = quantizedArtifact(byteStep.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "lacks the step counter (an I32");
+}
+
+TEST(Runtime, LoadsOnlyACheckpointQuantizedAlike) {
+  stlm_artifact a = quantizedArtifact(kQuantized);
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  std::vector<int8_t> payload(64, 3);
+  std::vector<float> scales = {0.5f, 0.25f};
+  std::string dir = ::testing::TempDir();
+  auto write = [&](const std::string &name, stlm::DType dtype,
+                   const char *quantization) {
+    std::string path = dir + "/" + name + ".safetensors", error;
+    std::map<std::string, std::string> meta;
+    if (quantization)
+      meta["stlm_quantization"] = quantization;
+    EXPECT_TRUE(stlm::writeSafeTensors(
+        path,
+        {{"w", dtype, {2, 32}, payload.data(), payload.size()},
+         {"w.scale", stlm::DType::F32, {2, 1}, scales.data(), 8}},
+        meta, error))
+        << error;
+    return path;
+  };
+  auto load = [&](const std::string &path, stlm_status want,
+                  const std::string &says) {
+    EXPECT_EQ(stlm_load(m, path.c_str()), want) << stlm_error_message(m);
+    EXPECT_NE(std::string(stlm_error_message(m)).find(says), std::string::npos)
+        << stlm_error_message(m);
+  };
+  std::string good =
+      write("good", stlm::DType::I8, R"({"group":32,"scheme":"int8"})");
+  EXPECT_EQ(stlm_load(m, good.c_str()), STLM_OK) << stlm_error_message(m);
+  std::vector<float> read(2);
+  ASSERT_EQ(stlm_read(m, "w.scale", read.data(), 2), STLM_OK);
+  EXPECT_EQ(read, scales);
+  load(write("float", stlm::DType::I8, nullptr), STLM_ERROR_MISMATCH,
+       "holds float weights; 'fake' is quantized (int8, group 32): quantize "
+       "the checkpoint first");
+  load(write("group", stlm::DType::I8, R"({"group":16,"scheme":"int8"})"),
+       STLM_ERROR_MISMATCH,
+       "is quantized int8, group 16; 'fake' was compiled for int8, group 32");
+  load(write("bad", stlm::DType::I8, R"({"scheme":"int8"})"), STLM_ERROR_FORMAT,
+       "__metadata__.stlm_quantization is not a "
+       "quantization");
+  load(write("dtype", stlm::DType::U8, R"({"group":32,"scheme":"int8"})"),
+       STLM_ERROR_MISMATCH, "'w' is U8 [2, 32], the model's I8 [2, 32]");
+  stlm_close(m);
+  // A float model refuses a quantized checkpoint.
+  a = artifact(kGood);
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK);
+  load(good, STLM_ERROR_MISMATCH,
+       "is quantized (int8, group 32); 'fake' computes with float weights");
+  stlm_close(m);
 }
 
 TEST(Runtime, RefusesInputsThatAreNotABatch) {

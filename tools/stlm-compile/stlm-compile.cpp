@@ -286,9 +286,7 @@ bool checkEmbeddedWeights(const Input &in,
   auto name = [](const std::optional<stlm::quant::Format> &f) {
     return f ? "quantized (" + stlm::describe(*f) + ")" : std::string("float");
   };
-  if (stored.has_value() != quantized.has_value() ||
-      (stored && (stored->scheme != quantized->scheme ||
-                  stored->group != quantized->group))) {
+  if (stored != quantized) {
     failWith("--embed-weights: " + embedWeights + " is " + name(stored) +
              " and the artifact is " + name(quantized) +
              (quantized ? ": embed a checkpoint stlm-run quantize made with "

@@ -117,6 +117,19 @@ LogicalResult ModelOp::verify() {
   if (Attribute train = (*this)->getAttr("stlm.train");
       train && !isa<DictionaryAttr>(train))
     return emitOpError() << "stlm.train must be a dictionary, got " << train;
+  // stlm-quantize's record of the model's format (read by the artifact
+  // writer and the driver).
+  if (Attribute q = (*this)->getAttr("stlm.quantization")) {
+    auto dict = dyn_cast<DictionaryAttr>(q);
+    auto scheme = dict ? dict.getAs<StringAttr>("scheme") : StringAttr();
+    auto group = dict ? dict.getAs<IntegerAttr>("group") : IntegerAttr();
+    if (!scheme || !group ||
+        (scheme.getValue() != "int8" && scheme.getValue() != "int4") ||
+        group.getInt() < 1)
+      return emitOpError() << "stlm.quantization must be {scheme = \"int8\" "
+                              "| \"int4\", group = N > 0}, got "
+                           << q;
+  }
   return TrainSettings::read(*this);
 }
 

@@ -177,9 +177,10 @@ stlm_status stlm_set_threads(stlm_model *model, int threads);
 /* Weights and checkpoints (safetensors). stlm_load reads every parameter
  * (read-only mmap) and, when present, the AdamW moments (opt.m.*,
  * opt.v.*) and __metadata__.step; it refuses a file of another model and
- * leaves the model unchanged when it does. A quantized model loads a
- * checkpoint quantized the same way (STLM_ERROR_MISMATCH otherwise: a
- * float one, another scheme or group), and the reverse. stlm_save writes
+ * leaves the model unchanged when it does. A quantized model loads its
+ * parameters only, from a checkpoint quantized the same way
+ * (STLM_ERROR_MISMATCH otherwise: a float one, another scheme or group),
+ * and a float model refuses a quantized checkpoint. stlm_save writes
  * parameters, moments and step (plus stlm_set_metadata's entries)
  * atomically. */
 stlm_status stlm_load(stlm_model *model, const char *path);

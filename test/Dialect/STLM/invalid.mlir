@@ -1367,6 +1367,24 @@ stlm.model @m attributes {stlm.train = 3} {
 
 // -----
 
+// expected-error @+1 {{stlm.quantization must be {scheme = "int8" | "int4", group = N > 0}, got "int8"}}
+stlm.model @m attributes {stlm.quantization = "int8"} {
+}
+
+// -----
+
+// expected-error @+1 {{stlm.quantization must be {scheme = "int8" | "int4", group = N > 0}, got {scheme = "int3"}}}
+stlm.model @m attributes {stlm.quantization = {scheme = "int3"}} {
+}
+
+// -----
+
+// expected-error @+1 {{stlm.quantization must be {scheme = "int8" | "int4", group = N > 0}}}
+stlm.model @m attributes {stlm.quantization = {group = 0 : i64, scheme = "int4"}} {
+}
+
+// -----
+
 // Tests that 'given' chunking takes no stride (its starts are in the bytes).
 func.func @f(%b: tensor<2x16xi32>) {
   // expected-error @+1 {{'stride' is only for 'fixed' chunking}}
