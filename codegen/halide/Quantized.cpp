@@ -227,10 +227,12 @@ public:
     const int rowsPerBlock = largestDividing(N, {16, 8, 4}, N);
     Var jo("jo"), ji("ji");
     c.compute_root();
-    c.update()
-        .split(j, jo, ji, rowsPerBlock)
-        .reorder(ji, ro.x, i, jo)
-        .parallel(jo);
+    c.update().split(j, jo, ji, rowsPerBlock).reorder(ji, ro.x, i, jo);
+    // Small work runs on the calling thread: waking the pool costs more
+    // than a few microseconds of dot products save.
+    const int64_t work = int64_t(M) * N * (Int4 ? K / 2 : K);
+    if (work >= kParallelBytes)
+      c.update().parallel(jo);
     if (rowsPerBlock > 1)
       c.update().vectorize(ji);
     const int termVector = largestDividing(groups, {16, 8, 4}, groups);
@@ -345,6 +347,8 @@ private:
       even{"even"}, odd{"odd"}, qsum{"qsum"}, packed{"packed"}, acc{"acc"},
       wsum{"wsum"}, scaleT{"scaleT"};
   RDom rr, ro, r4, rt;
+  /// Weight bytes × rows below which the row schedule runs on one thread.
+  static constexpr int64_t kParallelBytes = 96 * 1024;
   int groups = 1, groupBytes = 1;
   bool fast = false, tiled = false;
 };
