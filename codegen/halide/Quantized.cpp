@@ -91,6 +91,11 @@ public:
     // 255 · 128 · G, within int32 for groups up to 65536.)
     tiled = M % 4 == 0 && N % 16 == 0 && G % 4 == 0 && (Int4 || G <= 65536);
     ro = RDom(0, groups, "ro");
+    // The row's q + 128 (unsigned, for int8's dot products) and each
+    // group's Σ q (int4's correction), for the schedules that use them.
+    biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
+    RDom rq(0, G, "rq");
+    qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
     c(j, i) = 0.0f;
     Expr dotG;
     if (tiled) {
@@ -111,15 +116,12 @@ public:
       acc(jj, i, g, jb) = 0;
       if (!Int4) {
         // (q + 128) · w less 128 Σ w, as in the row schedule.
-        biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
         acc(jj, i, g, jb) +=
             cast<int32_t>(biased(in, i)) * cast<int32_t>(weight);
         wsum(jj, g, jb) = 0;
         wsum(jj, g, jb) += cast<int32_t>(weight);
         dotG = acc(j % 16, i, g, j / 16) - 128 * wsum(j % 16, g, j / 16);
       } else {
-        RDom rq(0, G, "rq");
-        qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
         acc(jj, i, g, jb) += cast<int32_t>(weight) * cast<int32_t>(qa(in, i));
         dotG = acc(j % 16, i, g, j / 16) - 8 * qsum(g, i);
       }
@@ -144,18 +146,15 @@ public:
         // (q + 128) · w, unsigned × signed, less 128 Σ w: the lane's Σ w is
         // a dot product of w with a vector of ones (a buffer, so that it
         // stays a dot product).
-        biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
         ones(x) = cast<uint8_t>(1);
         part(l, j, i) += cast<int32_t>(biased(b, i)) * cast<int32_t>(w(b, j));
         wpart(l, j) = 0;
         wpart(l, j) += cast<int32_t>(ones(b)) * cast<int32_t>(w(b, j));
       } else {
         // The row's q at even and odd inputs (the low and high nibbles'
-        // partners), and each group's Σ q.
+        // partners).
         even(x, i) = qa(2 * x, i);
         odd(x, i) = qa(2 * x + 1, i);
-        RDom rq(0, G, "rq");
-        qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
         Expr wb = w(b, j);
         part(l, j, i) +=
             cast<int32_t>(wb & cast<uint8_t>(15)) * cast<int32_t>(even(b, i));

@@ -156,6 +156,20 @@ Aligned allocate(size_t bytes) {
   return Aligned(std::aligned_alloc(align, rounded == 0 ? align : rounded));
 }
 
+/// "int8, group 32" of a quantization, {"scheme": "int8" | "int4",
+/// "group": N > 0} (a manifest's, or a checkpoint's stlm_quantization);
+/// "" when it is not one. An object without those keys throws.
+std::string describeQuantization(const nlohmann::json &q) {
+  if (!q.is_object() || !q.at(key::kScheme).is_string() ||
+      !q.at(key::kGroup).is_number_integer())
+    return "";
+  std::string scheme = q.at(key::kScheme).get<std::string>();
+  int64_t group = q.at(key::kGroup).get<int64_t>();
+  if ((scheme != "int8" && scheme != "int4") || group < 1)
+    return "";
+  return scheme + ", group " + std::to_string(group);
+}
+
 } // namespace
 
 /// The weights blob's step counter (I32 []), a state slot.
@@ -341,15 +355,10 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     // A quantized artifact has no training entry points; any other has
     // @grad and a step.
     if (m.contains(key::kQuantization)) {
-      const auto &q = m.at(key::kQuantization);
-      if (!q.is_object() || !q.at(key::kScheme).is_string() ||
-          !q.at(key::kGroup).is_number_integer() ||
-          (q.at(key::kScheme) != "int8" && q.at(key::kScheme) != "int4") ||
-          q.at(key::kGroup).get<int64_t>() < 1)
+      quantization = describeQuantization(m.at(key::kQuantization));
+      if (quantization.empty())
         return fail(STLM_ERROR_FORMAT,
                     "the artifact's manifest has a bad quantization");
-      quantization = q.at(key::kScheme).get<std::string>() + ", group " +
-                     std::to_string(q.at(key::kGroup).get<int64_t>());
     }
     bool trains = a->grad && (a->train_step || (a->accumulate && a->apply));
     bool none = !a->grad && !a->train_step && !a->accumulate && !a->apply;
@@ -1152,10 +1161,7 @@ std::string shapeText(const std::vector<int64_t> &shape) {
 /// is not one.
 std::string describeQuantization(const std::string &json) {
   try {
-    nlohmann::json q = nlohmann::json::parse(json);
-    if (q.at("scheme").is_string() && q.at("group").is_number_integer())
-      return q.at("scheme").get<std::string>() + ", group " +
-             std::to_string(q.at("group").get<int64_t>());
+    return describeQuantization(nlohmann::json::parse(json));
   } catch (const std::exception &) {
   }
   return "";
