@@ -7,16 +7,22 @@
 # prompt, the prefill timed apart) for each, in alternating rounds. The
 # limit of a decode step is reading the weights once: their bytes over the
 # read bandwidth that stlm-bench-bandwidth measures at that size (a cache
-# level's for weights that fit it, memory's otherwise).
+# level's for weights that fit it, memory's otherwise). The artifacts are
+# compiled with --decode-batch B as well, and the same rounds time batched
+# generation of B sequences (stlm_generate_batch), whose steps read the
+# weights once for B tokens.
 #
 #   bench/decode.sh [--models "ref-3m stlm-10m stlm-100m"] [--threads N]
-#                   [--tokens N] [--rounds N] [--group N] [--out DIR]
+#                   [--tokens N] [--rounds N] [--group N] [--batch B]
+#                   [--out DIR]
 #
 # Defaults: those three models (examples/models/NAME), 2 threads, 128
-# tokens, 3 rounds (medians), group 32, DIR a temporary directory (kept:
-# checkpoints, artifacts, raw JSON). Prints a table: weights MB, decode
-# bytes/s, the bandwidth at that size, the limit and the share of it
-# reached, the prefill's milliseconds. Needs a build (scripts/build.sh).
+# tokens, 3 rounds (medians), group 32, batch 8 (0: none), DIR a temporary
+# directory (kept: checkpoints, artifacts, raw JSON). Prints a table:
+# weights MB, decode bytes/s, the bandwidth at that size, the limit and the
+# share of it reached, the prefill's milliseconds, then batch B's bytes/s
+# (all sequences together) and its ratio to batch 1. Needs a build
+# (scripts/build.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/build/bin"
@@ -25,6 +31,7 @@ threads=2
 tokens=128
 rounds=3
 group=32
+batch=8
 out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -33,6 +40,7 @@ while [[ $# -gt 0 ]]; do
     --tokens) tokens="$2"; shift 2 ;;
     --rounds) rounds="$2"; shift 2 ;;
     --group) group="$2"; shift 2 ;;
+    --batch) batch="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     *) echo "decode.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -53,10 +61,12 @@ for m in $models; do
     "$bin/stlm-run" quantize "$out/$m.f32.safetensors" \
       -o "$out/$m.$s.safetensors" --to "$s" --group "$group" > /dev/null
   done
-  "$bin/stlm-compile" "$spec" -o "$out/$m.f32" > /dev/null 2>&1
+  batched=()
+  [[ "$batch" -gt 0 ]] && batched=(--decode-batch "$batch")
+  "$bin/stlm-compile" "$spec" "${batched[@]}" -o "$out/$m.f32" > /dev/null 2>&1
   for s in int8 int4; do
-    "$bin/stlm-compile" "$spec" --quantize="$s" --quantize-group="$group" \
-      -o "$out/$m.$s" > /dev/null 2>&1
+    "$bin/stlm-compile" "$spec" "${batched[@]}" --quantize="$s" \
+      --quantize-group="$group" -o "$out/$m.$s" > /dev/null 2>&1
   done
   # Rounds alternate the three forms, so that the machine's drift touches
   # each alike.
@@ -78,12 +88,18 @@ runs = [json.loads(l) for l in open(path)]
 rate = statistics.median(r["decode_bytes_per_s"] for r in runs)
 prefill = statistics.median(r["prefill_ms"] for r in runs)
 limit = bw["gb_per_s"] * 1e9 / size
-print(f"| {m} | {f} | {size / 1e6:.1f} | {rate:.0f} | {bw['gb_per_s']:.1f} | {limit:.0f} | {100 * rate / limit:.0f} % | {prefill:.0f} |")
+batched = [r["batch_decode_bytes_per_s"] for r in runs if r.get("batch_decode_bytes_per_s")]
+if batched:
+    b = statistics.median(batched)
+    extra = f" {b:.0f} | {b / rate:.2f}x |"
+else:
+    extra = " - | - |"
+print(f"| {m} | {f} | {size / 1e6:.1f} | {rate:.0f} | {bw['gb_per_s']:.1f} | {limit:.0f} | {100 * rate / limit:.0f} % | {prefill:.0f} |{extra}")
 EOF
 )")
   done
 done
 echo
-echo "| model | weights | MB | decode bytes/s | GB/s at that size | limit bytes/s | of limit | prefill ms |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| model | weights | MB | decode bytes/s | GB/s at that size | limit bytes/s | of limit | prefill ms | batch $batch bytes/s | batch $batch / 1 |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"

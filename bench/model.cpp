@@ -14,7 +14,11 @@
 // one JSON object: median milliseconds and bytes/s of each. Generation is
 // a prefill of the context window, then decode steps: `prefill_ms` is the
 // median time to generate one token, and `decode_bytes_per_s` the rate of
-// the tokens after it (each round's time minus that median). A quantized
+// the tokens after it (each round's time minus that median). An artifact
+// compiled with --decode-batch S also has its batched generation timed the
+// same way (stlm_generate_batch, S one-byte prompts, min(G, context)
+// tokens each): `batch_prefill_ms` and `batch_decode_bytes_per_s`, the
+// bytes of all S sequences per second (nulls without). A quantized
 // artifact (stlm-compile --quantize) infers only: it is not trained
 // (`train_ms` is null) and needs its quantized checkpoint.
 //
@@ -116,33 +120,65 @@ int main(int argc, char **argv) {
       forward.push_back(
           std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
   }
-  size_t tokensOut = static_cast<size_t>(
-      std::min<int64_t>(generate, stlm_context(m)));
-  std::vector<double> gen, first;
+  size_t tokensOut =
+      static_cast<size_t>(std::min<int64_t>(generate, stlm_context(m)));
   stlm_sampling greedy = STLM_SAMPLING_GREEDY;
   int32_t prompt = 10;
-  auto generateMs = [&](size_t count, double &ms) {
+  // S one-byte prompts for batched generation (0 without).
+  const size_t seqs = static_cast<size_t>(stlm_decode_batch(m));
+  std::vector<int32_t> starts(seqs);
+  std::vector<const int32_t *> prompts(seqs);
+  std::vector<size_t> lens(seqs, 1);
+  for (size_t i = 0; i < seqs; ++i) {
+    starts[i] = static_cast<int32_t>(10 + i % 200);
+    prompts[i] = &starts[i];
+  }
+  auto generateMs = [&](bool batched, size_t count, double &ms) {
     size_t produced = 0;
     auto t0 = Clock::now();
-    if (stlm_generate(m, &prompt, 1, count, &greedy, nullptr, nullptr,
-                      &produced) != STLM_OK)
-      return false;
+    stlm_status s =
+        batched ? stlm_generate_batch(m, seqs, prompts.data(), lens.data(),
+                                      count, &greedy, nullptr, nullptr, nullptr)
+                : stlm_generate(m, &prompt, 1, count, &greedy, nullptr, nullptr,
+                                &produced);
     ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    return s == STLM_OK;
+  };
+  // Median milliseconds of the first token and of all, and the decode rate
+  // of the tokens after the first (of `width` sequences at once).
+  auto timeGeneration = [&](bool batched, double &pm, double &gm,
+                            double &rate) {
+    std::vector<double> all, first;
+    for (int i = 0; i <= rounds; ++i) {
+      double one = 0, whole = 0;
+      if (!generateMs(batched, 1, one) ||
+          !generateMs(batched, tokensOut, whole))
+        return false;
+      if (i >= 1) {
+        first.push_back(one);
+        all.push_back(whole);
+      }
+    }
+    gm = median(all);
+    pm = median(first);
+    std::vector<double> decode;
+    size_t width = batched ? seqs : 1;
+    for (double g : all)
+      decode.push_back(width * (tokensOut - 1) / std::max(g - pm, 1e-6) * 1e3);
+    rate = median(decode);
     return true;
   };
-  for (int i = 0; i <= rounds; ++i) {
-    double one = 0, all = 0;
-    if (!generateMs(1, one) || !generateMs(tokensOut, all))
-      return die(m, "generate");
-    if (i >= 1) {
-      first.push_back(one);
-      gen.push_back(all);
-    }
+  double gm = 0, pm = 0, rate = 0;
+  if (!timeGeneration(false, pm, gm, rate))
+    return die(m, "generate");
+  std::string batchPrefill = "null", batchRate = "null";
+  if (seqs > 0) {
+    double bpm = 0, bgm = 0, brate = 0;
+    if (!timeGeneration(true, bpm, bgm, brate))
+      return die(m, "batched generation");
+    batchPrefill = std::to_string(bpm);
+    batchRate = std::to_string(brate);
   }
-  double gm = median(gen), pm = median(first);
-  std::vector<double> decode;
-  for (double g : gen)
-    decode.push_back((tokensOut - 1) / std::max(g - pm, 1e-6) * 1e3);
   // Milliseconds and bytes/s of a timed phase, or nulls when skipped.
   auto phase = [&](const std::vector<double> &ms, std::string &time,
                    std::string &rate) {
@@ -161,13 +197,15 @@ int main(int argc, char **argv) {
               "\"forward_ms\": %s, \"forward_bytes_per_s\": %s, "
               "\"generate_tokens\": %zu, \"generate_ms\": %.3f, "
               "\"generate_bytes_per_s\": %.1f, \"prefill_ms\": %.3f, "
-              "\"decode_bytes_per_s\": %.1f}\n",
+              "\"decode_bytes_per_s\": %.1f, \"decode_batch\": %zu, "
+              "\"batch_prefill_ms\": %s, \"batch_decode_bytes_per_s\": %s}\n",
               stlm_model_name(m), quantized ? "\"" : "",
               quantized ? stlm_quantization(m) : "null", quantized ? "\"" : "",
               static_cast<long long>(stlm_batch(m)),
               static_cast<long long>(stlm_context(m)), trainJson.c_str(),
               trainRate.c_str(), forwardJson.c_str(), forwardRate.c_str(),
-              tokensOut, gm, tokensOut / gm * 1e3, pm, median(decode));
+              tokensOut, gm, tokensOut / gm * 1e3, pm, rate, seqs,
+              batchPrefill.c_str(), batchRate.c_str());
   stlm_close(m);
   return 0;
 }

@@ -144,7 +144,25 @@ def AddDecodePass : Pass<"stlm-add-decode", "::mlir::ModuleOp"> {
     another signature without chunking gets no decoding functions; its
     calls are inlined and its layers unrolled, so that it compiles as
     straight-line code.
+
+    With `batch=S` (S ≥ 2; `stlm-compile --decode-batch S`), a token model
+    also gets the same two functions for S sequences decoded in lockstep,
+    every sequence at the same position, with caches of their own:
+
+    - `stlm.state @kv.batch.<l>.k`, `@kv.batch.<l>.v : [S, T, K·hd]`;
+    - `@prefill_batch(ids: [S, T]) -> [S, T, V]`;
+    - `@decode_batch(ids: [S, 1], pos: i32) -> [S, 1, V]`.
+
+    Their linear layers then multiply S rows at once where a single
+    sequence multiplies one (`stlm_generate_batch` in the runtime). A
+    byte-pool model has no batched functions yet: the pass reports
+    `batch` with one.
   }];
+  let options = [
+    Option<"batch", "batch", "int64_t", /*default=*/"0",
+           "Also derive @prefill_batch and @decode_batch for this many "
+           "sequences decoded in lockstep (0: none)">
+  ];
   let dependentDialects = ["::mlir::arith::ArithDialect",
                            "::mlir::func::FuncDialect"];
 }

@@ -41,7 +41,7 @@ void addStagePasses(OpPassManager &pm, Stage stage,
     pm.addPass(createAutodiffPass({choices.splitStep}));
     return;
   case Stage::Plan:
-    pm.addPass(createAddDecodePass());
+    pm.addPass(createAddDecodePass({choices.decodeBatch}));
     if (choices.quantize)
       pm.addPass(createQuantizePass(
           {::stlm::quant::schemeName(choices.quantize->scheme),

@@ -49,6 +49,9 @@ struct PipelineChoices {
   /// stlm-quantize after stlm-add-decode (stlm-compile --quantize): the
   /// inference functions on int8 or int4 linear weights, no training.
   std::optional<::stlm::quant::Format> quantize;
+  /// stlm-add-decode's batch (stlm-compile --decode-batch): @prefill_batch
+  /// and @decode_batch for that many sequences in lockstep; 0: none.
+  int64_t decodeBatch = 0;
 };
 
 /// Adds the passes that take a model from the end of stage `after` (or,

@@ -133,6 +133,12 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
   if (o.prompt.empty())
     return "the prompt is empty; generation needs at least one byte to "
            "continue";
+  if (o.batch < 1 || o.batch > 4096)
+    return "--batch must be 1 to 4096 samples, not " + std::to_string(o.batch);
+  if (o.batch > 1 && spec.embedder.kind != EmbedderKind::Token)
+    return "--batch generates token models' samples together; '" + spec.name +
+           "' is a byte-pool model: generate its samples one at "
+           "a time";
   prompt.clear();
   bool bytes = spec.embedder.kind != EmbedderKind::Token;
   for (unsigned char c : o.prompt) {
@@ -143,6 +149,17 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
     prompt.push_back(c);
   }
   return "";
+}
+
+void printSamples(const std::vector<std::string> &samples,
+                  const GenerateOptions &o, FILE *out) {
+  for (size_t i = 0; i < samples.size(); ++i) {
+    std::fprintf(out, "=== sample %zu of %zu (seed %llu) ===\n", i + 1,
+                 samples.size(), static_cast<unsigned long long>(o.seed + i));
+    std::fwrite(samples[i].data(), 1, samples[i].size(), out);
+    std::fputc('\n', out);
+  }
+  std::fflush(out);
 }
 
 void printGenerated(int64_t bytes, std::chrono::steady_clock::time_point start,

@@ -77,15 +77,22 @@ struct GenerateOptions {
   int64_t tokens = 200;
   sampling::SamplingOptions sampling;
   uint64_t seed = 0;
+  /// Samples of the prompt (generate --batch): sample i is sampled with
+  /// seed + i; above 1 they are printed by printSamples.
+  int64_t batch = 1;
 };
 
 /// Why `spec` cannot continue `options.prompt` as asked (bad sampling
 /// options, an empty prompt, a byte outside the vocabulary, a byte-pool
-/// model), or "" with the prompt's token ids in `prompt`. Both backends
-/// check with it.
+/// model, a batch of a byte-pool model or of more than 4096), or "" with
+/// the prompt's token ids in `prompt`. Both backends check with it.
 std::string generationProblem(const ModelSpec &spec,
                               const GenerateOptions &options,
                               std::vector<int32_t> &prompt);
+/// The samples of a generation with `batch` above 1, each after a line
+/// `=== sample i of N (seed S) ===` and followed by a newline, on `out`.
+void printSamples(const std::vector<std::string> &samples,
+                  const GenerateOptions &options, FILE *out);
 /// The summary line of a generation that began at `start`, on `err`.
 void printGenerated(int64_t bytes, std::chrono::steady_clock::time_point start,
                     FILE *err);

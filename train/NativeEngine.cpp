@@ -87,7 +87,8 @@ public:
     // stlm-compile's own notes reach stderr unless a fallback keeps them.
     bool compilerNoted = false;
     if (!upToDate(dir, spec.name, json, opt.device == "cuda" ? "cuda" : "host",
-                  opt.dataParallel, quantizationOf(opt), damage)) {
+                  opt.dataParallel, quantizationOf(opt), opt.decodeBatch,
+                  damage)) {
       if (!damage.empty() && opt.progress)
         std::fprintf(opt.progress, "note: the artifact in %s is damaged (%s); "
                      "compiling it again\n", dir.c_str(), damage.c_str());
@@ -185,7 +186,8 @@ private:
             (opt.quantize
                  ? std::string("-") + quant::schemeName(opt.quantize->scheme) +
                        "g" + std::to_string(opt.quantize->group)
-                 : "");
+                 : "") +
+            (opt.decodeBatch > 0 ? "-b" + std::to_string(opt.decodeBatch) : "");
     }
     llvm::SmallString<256> absolute(dir);
     llvm::sys::fs::make_absolute(absolute);
@@ -199,7 +201,7 @@ private:
   static bool upToDate(const std::string &dir, const std::string &name,
                        const std::string &json, const std::string &target,
                        bool dataParallel, const nlohmann::json &quantization,
-                       std::string &damage) {
+                       int64_t decodeBatch, std::string &damage) {
     damage.clear();
     std::string manifest = dir + "/" + format::manifest(name);
     if (!llvm::sys::fs::exists(manifest))
@@ -221,6 +223,9 @@ private:
         return false;
       // Quantized as the checkpoint is (or float for a float one).
       if (m.value(format::key::kQuantization, nlohmann::json()) != quantization)
+        return false;
+      // With batched generation for as many sequences (or without).
+      if (m.value(format::key::kDecodeBatch, int64_t(0)) != decodeBatch)
         return false;
     } catch (const std::exception &) {
       damage = "its manifest is not readable";
@@ -368,7 +373,11 @@ private:
       argv.push_back("--target=cuda");
     if (opt.dataParallel)
       argv.push_back("--data-parallel");
-    std::string scheme, group;
+    std::string scheme, group, batched;
+    if (opt.decodeBatch > 0) {
+      batched = "--decode-batch=" + std::to_string(opt.decodeBatch);
+      argv.push_back(batched);
+    }
     if (opt.quantize) {
       scheme =
           std::string("--quantize=") + quant::schemeName(opt.quantize->scheme);
@@ -726,13 +735,20 @@ int entropyNative(const EntropyOptions &o, const ModelSpec &spec,
 }
 
 int generateNative(const std::string &checkpoint, const ModelSpec &spec,
-                   const GenerateOptions &o, const NativeOptions &options,
+                   const GenerateOptions &o, const NativeOptions &native,
                    FILE *out, FILE *err) {
   auto fail = [&](const std::string &msg) { return reportError(err, msg); };
   std::vector<int32_t> prompt;
   std::string problem = generationProblem(spec, o, prompt);
   if (!problem.empty())
     return fail(problem);
+  if (o.batch > 1 && native.device != "cpu")
+    return fail("--batch runs on the CPU (--device cpu): " + native.device +
+                " artifacts have no batched generation yet");
+  // Samples together: an artifact with batched generation of o.batch.
+  NativeOptions options = native;
+  if (o.batch > 1)
+    options.decodeBatch = o.batch;
   std::string error;
   LoadedNative m;
   bool unsupported = false;
@@ -749,8 +765,25 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
     std::fflush(static_cast<FILE *>(file));
     return 0;
   };
-  size_t produced = 0;
   auto start = std::chrono::steady_clock::now();
+  if (o.batch > 1) {
+    std::vector<std::string> samples(static_cast<size_t>(o.batch));
+    std::vector<const int32_t *> prompts(samples.size(), prompt.data());
+    std::vector<size_t> lens(samples.size(), prompt.size());
+    auto collect = [](size_t i, int32_t token, void *texts) {
+      (*static_cast<std::vector<std::string> *>(texts))[i].push_back(
+          static_cast<char>(token));
+      return 0;
+    };
+    if (stlm_generate_batch(m.model, samples.size(), prompts.data(),
+                            lens.data(), static_cast<size_t>(o.tokens),
+                            &sampling, collect, &samples, nullptr) != STLM_OK)
+      return fail(stlm_error_message(m.model));
+    printSamples(samples, o, out);
+    printGenerated(o.tokens * o.batch, start, err);
+    return 0;
+  }
+  size_t produced = 0;
   if (stlm_generate(m.model, prompt.data(), prompt.size(),
                     static_cast<size_t>(o.tokens), &sampling, write, out,
                     &produced) != STLM_OK)

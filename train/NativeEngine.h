@@ -40,6 +40,9 @@ struct NativeOptions {
   /// stlm-compile --quantize: the format of a quantized checkpoint that
   /// eval, generate or entropy run (an inference-only artifact).
   std::optional<quant::Format> quantize;
+  /// stlm-compile --decode-batch: batched generation of this many
+  /// sequences (generate --batch); 0: without.
+  int64_t decodeBatch = 0;
 };
 
 /// The engine of a training run: the artifact's, or (with `fallback`) the

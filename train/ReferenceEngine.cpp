@@ -194,6 +194,42 @@ bool load(const std::string &path, Loaded &m, std::string &error,
              error);
 }
 
+/// o.tokens tokens after `prompt` sampled with `seed` by a token model, as
+/// stlm_generate does it (the logits of the window recomputed whole every
+/// time), each written to `out` as it comes, or appended to `text`.
+bool generateTokens(Loaded &m, const GenerateOptions &o,
+                    std::vector<int32_t> history, uint64_t seed, FILE *out,
+                    std::string *text, std::string &error) {
+  const int64_t B = m.spec.train.batch, T = m.spec.core.context,
+                V = m.spec.embedder.vocabSize;
+  sampling::ContextWindow window{T, 0};
+  uint64_t state = seed;
+  for (int64_t n = 0; n < o.tokens; ++n) {
+    // Row 0 holds the window from position 0; later positions do not
+    // affect earlier ones (causal), so their content is irrelevant.
+    window.fit(history.size());
+    int64_t len = static_cast<int64_t>(history.size() - window.start);
+    std::vector<int32_t> tokens(B * T, 0);
+    std::copy(history.begin() + window.start, history.end(), tokens.begin());
+    std::vector<ref::Tensor<float>> results;
+    if (!m.interp->call("logits", {ref::Tensor<float>::ints({B, T}, tokens)},
+                        results, error))
+      return false;
+    const float *row = results[0].f.data() + (len - 1) * V;
+    int32_t next =
+        sampling::sample(row, static_cast<int32_t>(V), o.sampling, state);
+    history.push_back(next);
+    char byte = static_cast<char>(next);
+    if (text) {
+      text->push_back(byte);
+    } else {
+      std::fwrite(&byte, 1, 1, out);
+      std::fflush(out);
+    }
+  }
+  return true;
+}
+
 /// generateWithReference for a byte-pool model, as stlm_generate does it:
 /// the prompt cut into chunks by the model's rule, then a chunk at a time,
 /// each sampled from the logits @encode, @core and @decode give for the
@@ -284,31 +320,20 @@ int generateWithReference(const std::string &checkpoint,
     return fail(problem);
   if (m.spec.embedder.kind == EmbedderKind::BytePool)
     return generateChunks(m, o, history, out, err);
-  const int64_t B = m.spec.train.batch, T = m.spec.core.context,
-                V = m.spec.embedder.vocabSize;
-  sampling::ContextWindow window{T, 0};
-  uint64_t state = o.seed;
   auto start = std::chrono::steady_clock::now();
-  for (int64_t n = 0; n < o.tokens; ++n) {
-    // Row 0 holds the window from position 0; later positions do not
-    // affect earlier ones (causal), so their content is irrelevant.
-    window.fit(history.size());
-    int64_t len = static_cast<int64_t>(history.size() - window.start);
-    std::vector<int32_t> tokens(B * T, 0);
-    std::copy(history.begin() + window.start, history.end(), tokens.begin());
-    std::vector<ref::Tensor<float>> results;
-    if (!m.interp->call("logits", {ref::Tensor<float>::ints({B, T}, tokens)},
-                        results, error))
+  if (o.batch == 1) {
+    if (!generateTokens(m, o, history, o.seed, out, nullptr, error))
       return fail(error);
-    const float *row = results[0].f.data() + (len - 1) * V;
-    int32_t next = sampling::sample(row, static_cast<int32_t>(V), o.sampling,
-                                   state);
-    history.push_back(next);
-    unsigned char byte = static_cast<unsigned char>(next);
-    std::fwrite(&byte, 1, 1, out);
-    std::fflush(out);
+  } else {
+    // What stlm_generate_batch computes together, one sample at a time.
+    std::vector<std::string> samples(static_cast<size_t>(o.batch));
+    for (size_t i = 0; i < samples.size(); ++i)
+      if (!generateTokens(m, o, history, o.seed + i, nullptr, &samples[i],
+                          error))
+        return fail(error);
+    printSamples(samples, o, out);
   }
-  printGenerated(o.tokens, start, err);
+  printGenerated(o.tokens * o.batch, start, err);
   return 0;
 }
 

@@ -269,6 +269,8 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
       j.attribute(key::kGroup,
                   cast<mlir::IntegerAttr>(q.get("group")).getInt());
     });
+  if (layout.decodeBatch > 0)
+    j.attribute(key::kDecodeBatch, layout.decodeBatch);
   j.attributeArray(key::kInputs, [&] {
     for (mlir::Type t : batchFunction(model).getArgumentTypes())
       j.array([&] {
@@ -352,6 +354,7 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
       4 + format::kNumEntryPoints + format::kNumRuntimeSetters, ptr);
   fields[0] = i32;
   fields.push_back(i64);
+  fields.append(format::kNumBatchEntryPoints, ptr);
   mlir::LLVM::GlobalOp embedded;
   if (embeddedSize > 0)
     embedded = b.create<mlir::LLVM::GlobalOp>(
@@ -373,13 +376,15 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
   v = b.create<mlir::LLVM::InsertValueOp>(
       loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, str), 1);
   int64_t field = 2;
-  for (const char *fn : format::kEntryPoints) {
+  auto entry = [&](const char *fn) {
     auto f = module.lookupSymbol<mlir::LLVM::LLVMFuncOp>(symbol + "_" + fn);
     mlir::Value p =
         f ? mlir::Value(b.create<mlir::LLVM::AddressOfOp>(loc, f))
           : mlir::Value(b.create<mlir::LLVM::ZeroOp>(loc, ptr));
     v = b.create<mlir::LLVM::InsertValueOp>(loc, v, p, field++);
-  }
+  };
+  for (const char *fn : format::kEntryPoints)
+    entry(fn);
   for (mlir::LLVM::LLVMFuncOp f : setters)
     v = b.create<mlir::LLVM::InsertValueOp>(
         loc, v, b.create<mlir::LLVM::AddressOfOp>(loc, f), field++);
@@ -395,6 +400,8 @@ void addDescriptor(mlir::ModuleOp module, const std::string &symbol,
       b.create<mlir::LLVM::ConstantOp>(loc, i64,
                                        b.getI64IntegerAttr(embeddedSize)),
       field++);
+  for (const char *fn : format::kBatchEntryPoints)
+    entry(fn);
   b.create<mlir::LLVM::ReturnOp>(loc, v);
 }
 
@@ -950,6 +957,18 @@ std::string artifactHeader(const ArtifactModel &info,
        << "const int32_t *tokens,\n    float *logits);\n"
        << "int32_t " << prefix << "_decode_step(void *weights, void *arena, "
        << "const int32_t *token,\n    const int32_t *pos, float *logits);\n";
+  if (layout.decodeBatch > 0)
+    os << "/* The same for " << up
+       << "_DECODE_BATCH sequences in lockstep, "
+          "with caches of\n * their own: tokens [DECODE_BATCH, CONTEXT] -> "
+          "logits [DECODE_BATCH, CONTEXT,\n * VOCAB]; then one more token "
+          "of each [DECODE_BATCH], all at position *pos,\n * -> logits "
+          "[DECODE_BATCH, VOCAB]. */\n"
+       << "#define " << up << "_DECODE_BATCH " << layout.decodeBatch << "\n"
+       << "int32_t " << prefix << "_prefill_batch(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    float *logits);\n"
+       << "int32_t " << prefix << "_decode_batch(void *weights, void *arena, "
+       << "const int32_t *tokens,\n    const int32_t *pos, float *logits);\n";
   os << "\n"
      << "#ifdef __cplusplus\n}\n#endif\n\n#endif\n";
   return os.str();

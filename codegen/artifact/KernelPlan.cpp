@@ -527,8 +527,9 @@ std::vector<KernelSpec> kernelsFor(Operation *op, std::string &why) {
 
 std::vector<func::FuncOp> compiledFunctions(ir::ModelOp model) {
   std::vector<func::FuncOp> fns;
-  for (StringRef name : {"grad", "train_step", "accumulate", "apply", "eval",
-                         "logits", "prefill", "decode_step"})
+  for (StringRef name :
+       {"grad", "train_step", "accumulate", "apply", "eval", "logits",
+        "prefill", "decode_step", "prefill_batch", "decode_batch"})
     for (auto f : model.getBody().front().getOps<func::FuncOp>())
       if (f.getSymName() == name && !f.isExternal())
         fns.push_back(f);

@@ -1218,7 +1218,8 @@ std::string cudaDescriptor(const std::string &symbol,
        "    noHandler, oneThread, noHandler, noHandler,\n"
        "    &kDevice, " +
        (embeddedSize > 0 ? weights : std::string("nullptr")) + ", " +
-       std::to_string(embeddedSize) + "};\n";
+       std::to_string(embeddedSize) +
+       ",\n    nullptr, nullptr}; // no batched generation yet\n";
   return s;
 }
 

@@ -703,6 +703,8 @@ LogicalResult Lowering::lowerInference(func::FuncOp fn) {
       constI64(tensorType(result).getNumElements() * 4), false);
   finish();
   layout.inference.push_back(fn.getSymName().str());
+  if (fn.getSymName() == "decode_batch")
+    layout.decodeBatch = tensorType(fn.getArgument(0)).getDimSize(0);
   return success();
 }
 

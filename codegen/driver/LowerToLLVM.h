@@ -24,6 +24,9 @@
 //   int32_t <m>_decode_step(void *weights, void *arena,
 //                           const int32_t *token, const int32_t *pos,
 //                           float *logits)            // [V]
+//   <m>_prefill_batch, <m>_decode_batch: the same for S sequences in
+//                           lockstep (stlm-add-decode's batch): tokens
+//                           [S, T] and [S], logits [S, T, V] and [S, V]
 //
 // A quantized model (stlm-quantize: the `stlm.quantization` attribute)
 // infers only: it has <m>_eval and the inference functions, no training.
@@ -59,6 +62,9 @@ struct DriverLayout {
   /// The inference entry points lowered ("logits", "prefill",
   /// "decode_step"), in order.
   std::vector<std::string> inference;
+  /// The sequences of @prefill_batch and @decode_batch (stlm-add-decode's
+  /// batch); 0 without them.
+  int64_t decodeBatch = 0;
   /// The model trains (@grad and a step were lowered); false for a
   /// quantized one, which has @eval and the inference functions only.
   bool training = true;

@@ -7,6 +7,10 @@
 // offset, and each causal attention reads per-layer caches of keys and
 // values that the new tokens' rows are written into first.
 //
+// With the pass's `batch` option, the same two copies are also made for
+// that many sequences in lockstep ([S, N, ...], caches @kv.batch.*), named
+// @prefill_batch and @decode_batch.
+//
 // A byte-pool model decodes a chunk at a time: its copies take chunks
 // ([1, N, L], what stlm.chunk made of the bytes: the host cuts a prompt and
 // generated chunks are already cut) through the encoder, the core (cached
@@ -41,9 +45,11 @@ public:
   bool sequenceSignature();
   /// Checks that @logits can be decoded; fails with a diagnostic.
   LogicalResult analyse();
-  /// Adds `name` for `n` new tokens; `withPos` adds the position argument
+  /// Adds `name` for `seqs` sequences of `n` new tokens each, whose caches
+  /// are `@<caches>.<l>.k` and `.v`; `withPos` adds the position argument
   /// (otherwise the tokens start at position 0).
-  LogicalResult derive(StringRef name, int64_t n, bool withPos);
+  LogicalResult derive(StringRef name, int64_t seqs, int64_t n, bool withPos,
+                       StringRef caches);
 
 private:
   /// Declares `stlm.state @name : type` before the model's functions (or
@@ -126,7 +132,8 @@ LogicalResult DecodeBuilder::declareCache(StringRef name,
   return success();
 }
 
-LogicalResult DecodeBuilder::derive(StringRef name, int64_t n, bool withPos) {
+LogicalResult DecodeBuilder::derive(StringRef name, int64_t seqs, int64_t n,
+                                    bool withPos, StringRef caches) {
   if (SymbolTable::lookupSymbolIn(model, name))
     return model.emitOpError() << "already has '@" << name
                                << "'; stlm-add-decode adds it";
@@ -139,14 +146,14 @@ LogicalResult DecodeBuilder::derive(StringRef name, int64_t n, bool withPos) {
   for (RepeatOp r : repeats)
     unrollRepeat(r, rewriter);
 
-  // [B, T, ...] -> [1, n, ...] for the ids and every activation.
+  // [B, T, ...] -> [seqs, n, ...] for the ids and every activation.
   auto retype = [&](Value v) {
     auto t = llvm::dyn_cast<RankedTensorType>(v.getType());
     if (!t || t.getRank() < 2 || t.getDimSize(0) != batch ||
         t.getDimSize(1) != context)
       return;
     SmallVector<int64_t> shape(t.getShape());
-    shape[0] = 1;
+    shape[0] = seqs;
     shape[1] = n;
     v.setType(t.clone(shape));
   };
@@ -192,7 +199,7 @@ LogicalResult DecodeBuilder::derive(StringRef name, int64_t n, bool withPos) {
       shape[shape.size() - 2] = context;
       auto type = rows.clone(shape);
       std::string sym =
-          "kv." + std::to_string(layer) + (i == 0 ? ".k" : ".v");
+          (caches + "." + Twine(layer) + (i == 0 ? ".k" : ".v")).str();
       if (failed(declareCache(sym, type, op)))
         return failure();
       Value cache = b.create<StateRefOp>(a.getLoc(), type, sym);
@@ -252,9 +259,21 @@ func::FuncOp chunkLogits(ModelOp model, func::FuncOp logits, StringRef name) {
   return fn;
 }
 
+/// The most sequences batched generation decodes at once.
+constexpr int64_t kMaxBatch = 4096;
+
 struct AddDecodePass
     : public mlir::stlm::impl::AddDecodePassBase<AddDecodePass> {
+  using AddDecodePassBase::AddDecodePassBase;
+
   void runOnOperation() override {
+    int64_t seqs = batch;
+    if (seqs < 0 || seqs == 1 || seqs > kMaxBatch) {
+      getOperation().emitError()
+          << "stlm-add-decode: batch must be 0 (none) or 2 to " << kMaxBatch
+          << " sequences, got " << seqs;
+      return signalPassFailure();
+    }
     SmallVector<ModelOp> models;
     getOperation().walk([&](ModelOp m) { models.push_back(m); });
     for (ModelOp model : models) {
@@ -264,7 +283,7 @@ struct AddDecodePass
         continue; // nothing to decode
       DecodeBuilder builder(model, logits);
       if (builder.sequenceSignature()) {
-        if (failed(deriveBoth(builder, logits)))
+        if (failed(deriveBoth(builder, logits, seqs)))
           return signalPassFailure();
       } else {
         // Other shapes have nothing to decode token by token; flattened,
@@ -272,6 +291,12 @@ struct AddDecodePass
         // generation through its chunks.
         bool chunks = false;
         logits.walk([&](ChunkOp) { chunks = true; });
+        if (chunks && seqs != 0) {
+          model.emitOpError("is a byte-pool model: it has no batched "
+                            "generation (stlm-add-decode batch=")
+              << seqs << ") yet; decode its sequences one at a time";
+          return signalPassFailure();
+        }
         if ((chunks && failed(deriveFromChunks(model, logits))) ||
             failed(inlineCalls(logits, model)))
           return signalPassFailure();
@@ -279,11 +304,18 @@ struct AddDecodePass
       unrollAll(logits);
     }
   }
-  /// @prefill and @decode_step from `from`, which `b` decodes.
-  static LogicalResult deriveBoth(DecodeBuilder &b, func::FuncOp from) {
-    return success(succeeded(b.analyse()) &&
-                   succeeded(b.derive("prefill", contextOf(from), false)) &&
-                   succeeded(b.derive("decode_step", 1, true)));
+  /// @prefill and @decode_step from `from`, which `b` decodes, and with
+  /// `seqs` > 0 @prefill_batch and @decode_batch for that many sequences.
+  static LogicalResult deriveBoth(DecodeBuilder &b, func::FuncOp from,
+                                  int64_t seqs = 0) {
+    int64_t t = contextOf(from);
+    if (failed(b.analyse()) || failed(b.derive("prefill", 1, t, false, "kv")) ||
+        failed(b.derive("decode_step", 1, 1, true, "kv")))
+      return failure();
+    return success(
+        seqs == 0 ||
+        (succeeded(b.derive("prefill_batch", seqs, t, false, "kv.batch")) &&
+         succeeded(b.derive("decode_batch", seqs, 1, true, "kv.batch"))));
   }
   /// A byte-pool model's @prefill and @decode_step over chunks, derived
   /// from a copy of @logits that takes the chunks.

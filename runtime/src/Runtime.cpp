@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -195,6 +196,7 @@ struct stlm_model {
   stlm::sampling::ChunkRule chunkRule = stlm::sampling::ChunkRule::Words;
   int64_t chunkStride = 0;
   int64_t logitsCount = 0; // floats stlm_logits writes
+  int64_t decodeBatch = 0; // sequences of prefill_batch and decode_batch
   int64_t objectives = 0;  // objectives' own losses @eval writes after it
   // A quantized artifact's format ({"scheme", "group"} as JSON; "" for a
   // float one): it infers only, from checkpoints quantized alike.
@@ -217,6 +219,9 @@ struct stlm_model {
   std::set<std::string> teacherWritten;
   Aligned weights, arena, tokens, targets;
   Aligned step; // generation's token and position (int32 each)
+  // Batched generation's windows [decodeBatch, context] and its tokens
+  // [decodeBatch] with the position on the next 64-byte line.
+  Aligned batchTokens, batchStep;
   std::map<std::string, std::string> metadata;
   bool cacheUser = false; // counted in ScratchCache's open models
   // A device artifact (stlm_device): its context owns the weights blob
@@ -304,6 +309,13 @@ struct stlm_model {
                          bool refill, std::vector<float> &buffer,
                          const float *&row);
   /// stlm_generate for a byte-pool model (a chunk at a time).
+  /// One group of stlm_generate_batch: sequences `first` ... `first + n
+  /// - 1` of `prompts` (n <= decodeBatch) in lockstep.
+  stlm_status generateGroup(const int32_t *const *prompts, const size_t *lens,
+                            size_t first, size_t n, size_t maxTokens,
+                            const stlm::sampling::SamplingOptions &options,
+                            uint64_t seed, stlm_batch_token_fn onToken,
+                            void *user, size_t *generated);
   stlm_status generateChunks(const int32_t *prompt, size_t promptLen,
                              size_t maxBytes,
                              const stlm::sampling::SamplingOptions &options,
@@ -428,6 +440,20 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     // compiled by stlm-compile since it can (older ones have none).
     if (!chunked && (!a->prefill || !a->decode_step))
       return fail(STLM_ERROR_FORMAT, "the artifact lacks entry points");
+    // Batched generation: both entry points and their batch, or none.
+    if (m.contains(key::kDecodeBatch)) {
+      const auto &v = m.at(key::kDecodeBatch);
+      decodeBatch = v.is_number_integer() ? v.get<int64_t>() : -1;
+      if (decodeBatch < 2 || decodeBatch > 4096 || chunked)
+        return fail(STLM_ERROR_FORMAT,
+                    "the artifact's manifest has a bad decode_batch");
+    }
+    bool batched = a->prefill_batch || a->decode_batch;
+    if ((decodeBatch > 0) != batched ||
+        (batched && !(a->prefill_batch && a->decode_batch)))
+      return fail(STLM_ERROR_FORMAT,
+                  "the artifact's batched generation entry points do not "
+                  "match its manifest's decode_batch");
     if (vocab < 1 || vocab > (int64_t(1) << 24))
       return fail(STLM_ERROR_FORMAT, "the artifact's manifest gives a "
                                      "vocabulary of " +
@@ -562,7 +588,12 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
   tokens = allocate(std::max(batch * context, chunks * chunkSlots) * 4);
   targets = allocate(batch * context * 4);
   step = allocate(std::max<int64_t>(128, ((chunkSlots + 15) / 16 + 1) * 64));
-  if (!weights || !arena || !tokens || !targets || !step)
+  if (decodeBatch > 0) {
+    batchTokens = allocate(decodeBatch * context * 4);
+    batchStep = allocate(((decodeBatch + 15) / 16 + 1) * 64);
+  }
+  if (!weights || !arena || !tokens || !targets || !step ||
+      (decodeBatch > 0 && (!batchTokens || !batchStep)))
     return fail(STLM_ERROR_MEMORY, "cannot allocate " +
                                        std::to_string(weightsSize + arenaSize) +
                                        " bytes for '" + name + "'");
@@ -929,6 +960,9 @@ const char *stlm_model_name(const stlm_model *model) {
 int64_t stlm_batch(const stlm_model *model) { return model ? model->batch : 0; }
 int64_t stlm_context(const stlm_model *model) {
   return model ? model->context : 0;
+}
+int64_t stlm_decode_batch(const stlm_model *model) {
+  return model ? model->decodeBatch : 0;
 }
 int64_t stlm_vocab(const stlm_model *model) {
   return model ? model->vocab : 0;
@@ -1615,7 +1649,165 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
   return model->ok();
 }
 
+stlm_status stlm_generate_batch(stlm_model *model, size_t count,
+                                const int32_t *const *prompts,
+                                const size_t *prompt_lens, size_t max_tokens,
+                                const stlm_sampling *sampling,
+                                stlm_batch_token_fn on_token, void *user,
+                                size_t *generated) {
+  if (!model || !model->artifact)
+    return badModel();
+  if (generated && count > 0)
+    std::fill(generated, generated + count, size_t(0));
+  if (model->decodeBatch == 0)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_generate_batch: '" + model->name +
+                           "' was compiled without batched generation; "
+                           "compile it with stlm-compile --decode-batch N");
+  if (count == 0 || !prompts || !prompt_lens)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_generate_batch: give at least one prompt (and "
+                       "its length)");
+  for (size_t i = 0; i < count; ++i) {
+    std::string at = "stlm_generate_batch: prompt " + std::to_string(i);
+    if (!prompts[i] || prompt_lens[i] == 0)
+      return model->fail(STLM_ERROR_ARGUMENT,
+                         at + " is empty; generation needs at least one "
+                              "token to continue");
+    for (size_t j = 0; j < prompt_lens[i]; ++j)
+      if (prompts[i][j] < 0 || prompts[i][j] >= model->vocab)
+        return model->fail(STLM_ERROR_ARGUMENT,
+                           at + ": token " + std::to_string(prompts[i][j]) +
+                               " at " + std::to_string(j) +
+                               " is outside the vocabulary of " +
+                               std::to_string(model->vocab));
+  }
+  stlm::sampling::SamplingOptions options;
+  uint64_t seed = 0;
+  if (sampling) {
+    options.temperature = sampling->temperature;
+    options.topK = sampling->top_k;
+    options.topP = sampling->top_p;
+    seed = sampling->seed;
+  } else {
+    options.temperature = 0;
+  }
+  std::string bad = stlm::sampling::validate(options);
+  if (!bad.empty())
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate_batch: " + bad);
+  size_t width = static_cast<size_t>(model->decodeBatch);
+  for (size_t first = 0; first < count; first += width)
+    if (stlm_status s = model->generateGroup(
+            prompts, prompt_lens, first, std::min(width, count - first),
+            max_tokens, options, seed, on_token, user, generated);
+        s != STLM_OK)
+      return s;
+  return model->ok();
+}
+
 } // extern "C"
+
+stlm_status stlm_model::generateGroup(
+    const int32_t *const *prompts, const size_t *lens, size_t first, size_t n,
+    size_t maxTokens, const stlm::sampling::SamplingOptions &options,
+    uint64_t seed, stlm_batch_token_fn onToken, void *user, size_t *generated) {
+  const size_t slots = static_cast<size_t>(decodeBatch);
+  const size_t ctx = static_cast<size_t>(context);
+  const size_t v = static_cast<size_t>(vocab);
+  struct Sequence {
+    std::vector<int32_t> tokens; // the window's prompt, then what follows
+    uint64_t state = 0;
+    size_t produced = 0;
+    bool done = true; // unused slots stay done
+  };
+  std::vector<Sequence> seqs(slots);
+  // Each prompt cut as stlm_generate cuts it; the lockstep starts after
+  // the shortest, and longer prompts feed their tokens a step at a time.
+  size_t p = std::numeric_limits<size_t>::max();
+  for (size_t i = 0; i < n; ++i) {
+    const int32_t *prompt = prompts[first + i];
+    stlm::sampling::ContextWindow cut{context, 0};
+    cut.fit(lens[first + i]);
+    seqs[i].tokens.assign(prompt + cut.start, prompt + lens[first + i]);
+    seqs[i].state = seed + first + i;
+    seqs[i].done = maxTokens == 0;
+    p = std::min(p, seqs[i].tokens.size());
+  }
+  for (size_t i = n; i < slots; ++i)
+    seqs[i].tokens.assign(p, 0);
+  stlm::sampling::ContextWindow window{context, 0};
+  bool refill = true;
+  std::vector<float> buffer;
+  int32_t *staged = static_cast<int32_t *>(batchTokens.get());
+  int32_t *io = static_cast<int32_t *>(batchStep.get());
+  const size_t at = (slots + 15) / 16 * 16; // the position's 64-byte line
+  auto running = [&] {
+    return std::any_of(seqs.begin(), seqs.end(),
+                       [](const Sequence &s) { return !s.done; });
+  };
+  while (running()) {
+    // The logits of position p: tokens 0 ... p - 1 are known for all.
+    refill |= window.fit(p);
+    if (stlm_status s = push(); s != STLM_OK)
+      return s;
+    hostBehind = device != nullptr; // the KV caches are in the blob
+    halideMessage.clear();
+    size_t len = p - window.start;
+    const float *rows;
+    size_t stride;
+    if (refill) {
+      // Each window from position 0, padded; a longer prompt's tokens
+      // past p are fed again by the decode steps.
+      std::fill(staged, staged + slots * ctx, 0);
+      for (size_t i = 0; i < slots; ++i) {
+        const std::vector<int32_t> &t = seqs[i].tokens;
+        size_t end = std::min(t.size(), window.start + ctx);
+        std::copy(t.begin() + window.start, t.begin() + end, staged + i * ctx);
+      }
+      buffer.resize(slots * ctx * v);
+      if (stlm_status s =
+              kernelStatus(artifact->prefill_batch(weightsArg(), arenaArg(),
+                                                   staged, buffer.data()),
+                           "batched generation (prefill)");
+          s != STLM_OK)
+        return s;
+      rows = buffer.data() + (len - 1) * v;
+      stride = ctx * v;
+      refill = false;
+    } else {
+      for (size_t i = 0; i < slots; ++i)
+        io[i] = seqs[i].tokens[p - 1];
+      io[at] = static_cast<int32_t>(len - 1);
+      buffer.resize(slots * v);
+      if (stlm_status s =
+              kernelStatus(artifact->decode_batch(weightsArg(), arenaArg(), io,
+                                                  io + at, buffer.data()),
+                           "batched generation (decode step)");
+          s != STLM_OK)
+        return s;
+      rows = buffer.data();
+      stride = v;
+    }
+    for (size_t i = 0; i < slots; ++i) {
+      Sequence &s = seqs[i];
+      if (s.tokens.size() > p)
+        continue;       // a prompt token
+      int32_t next = 0; // what a finished sequence or an empty slot feeds
+      if (!s.done) {
+        next = stlm::sampling::sample(
+            rows + i * stride, static_cast<int32_t>(vocab), options, s.state);
+        ++s.produced;
+        if (generated)
+          generated[first + i] = s.produced;
+        bool stop = onToken && onToken(first + i, next, user) != 0;
+        s.done = stop || s.produced == maxTokens;
+      }
+      s.tokens.push_back(next);
+    }
+    ++p;
+  }
+  return ok();
+}
 
 stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
                                    size_t start, bool refill,

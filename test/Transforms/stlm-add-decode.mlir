@@ -1,5 +1,7 @@
 // RUN: stlm-opt %s -split-input-file -stlm-add-decode | FileCheck %s
 // RUN: stlm-opt %s -split-input-file -stlm-add-decode -stlm-plan-memory | FileCheck %s --check-prefix=PLAN
+// RUN: stlm-opt %s -split-input-file -stlm-add-decode=batch=4 -stlm-plan-memory | FileCheck %s --check-prefix=BATCH
+// RUN: not stlm-opt %s -split-input-file -stlm-add-decode=batch=1 2>&1 | FileCheck %s --check-prefix=ONE
 
 // Tests that a two-layer run with grouped KV heads gets one pair of caches
 // per layer ([1, T, K*hd], T = 8), a prefill over [1, T] starting at
@@ -30,6 +32,35 @@
 // CHECK:      stlm.rope %{{.*}} offset(%[[ZERO]])
 // CHECK:      stlm.write_rows %{{.*}}, %{{.*}} offset(%[[ZERO]]) : tensor<1x8x4xf32>, tensor<1x8x4xf32>
 // CHECK:      stlm.attention causal {{.*}} offset(%[[ZERO]]) {{.*}} : tensor<1x8x8xf32>, tensor<1x8x4xf32>, tensor<1x8x4xf32> -> tensor<1x8x8xf32>
+
+// With batch=4, the same two functions for 4 sequences in lockstep, with
+// caches of their own after the single sequence's: every activation
+// [4, N, ...], the position shared.
+// BATCH-LABEL: stlm.model @m
+// BATCH:       stlm.state @kv.1.v : tensor<1x8x4xf32>
+// BATCH-NEXT:  stlm.state @kv.batch.0.k : tensor<4x8x4xf32>
+// BATCH-NEXT:  stlm.state @kv.batch.0.v : tensor<4x8x4xf32>
+// BATCH-NEXT:  stlm.state @kv.batch.1.k : tensor<4x8x4xf32>
+// BATCH-NEXT:  stlm.state @kv.batch.1.v : tensor<4x8x4xf32>
+// BATCH:       func.func @logits
+// BATCH:       func.func @decode_batch(%[[ID:.*]]: tensor<4x1xi32>, %[[POS:.*]]: tensor<i32>) -> tensor<4x1x16xf32> attributes {stlm.arena_size
+// BATCH:       stlm.embed %{{.*}}[%[[ID]]] {{.*}}: tensor<16x8xf32>, tensor<4x1xi32> -> tensor<4x1x8xf32>
+// BATCH:       %[[Q:.*]] = stlm.rope %{{.*}} offset(%[[POS]]) {head_dim = 4 : i64{{.*}}} : tensor<4x1x8xf32>
+// BATCH:       %[[KC:.*]] = stlm.state_ref @kv.batch.0.k {{.*}}: tensor<4x8x4xf32>
+// BATCH:       %[[KW:.*]] = stlm.write_rows %[[KC]], %{{.*}} offset(%[[POS]]) {{.*}}: tensor<4x8x4xf32>, tensor<4x1x4xf32>
+// BATCH:       stlm.assign @kv.batch.0.k, %[[KW]]
+// BATCH:       stlm.attention causal %[[Q]], %[[KW]], %{{.*}} offset(%[[POS]]) {heads = 2 : i64, kv_heads = 1 : i64{{.*}}} : tensor<4x1x8xf32>, tensor<4x8x4xf32>, tensor<4x8x4xf32> -> tensor<4x1x8xf32>
+// BATCH:       stlm.state_ref @kv.batch.1.k
+// BATCH:       stlm.logits %{{.*}}, %{{.*}} {{.*}}: tensor<4x1x8xf32>, tensor<16x8xf32> -> tensor<4x1x16xf32>
+// BATCH:       func.func @prefill_batch(%{{.*}}: tensor<4x8xi32>) -> tensor<4x8x16xf32> attributes {stlm.arena_size
+// BATCH:       stlm.write_rows %{{.*}}, %{{.*}} offset(%{{.*}}) {{.*}}: tensor<4x8x4xf32>, tensor<4x8x4xf32>
+// BATCH:       func.func @decode_step(%{{.*}}: tensor<1x1xi32>, %{{.*}}: tensor<i32>) -> tensor<1x1x16xf32>
+// BATCH:       stlm.state_ref @kv.0.k {{.*}}: tensor<1x8x4xf32>
+// BATCH:       func.func @prefill(%{{.*}}: tensor<1x8xi32>) -> tensor<1x8x16xf32>
+
+// One sequence needs no option: every model with @logits gets @prefill
+// and @decode_step.
+// ONE: error: stlm-add-decode: batch must be 0 (none) or 2 to 4096 sequences, got 1
 
 // All three are straight-line code the memory planner places.
 // PLAN-LABEL: stlm.model @m

@@ -152,7 +152,8 @@ protected:
   /// quantized by stlm-run quantize's code.
   void setUp(const std::string &yaml, const std::string &name,
              bool perturbLoRA = false,
-             std::optional<stlm::quant::Format> quantize = std::nullopt) {
+             std::optional<stlm::quant::Format> quantize = std::nullopt,
+             int64_t decodeBatch = 0) {
     llvm::SmallString<128> dir;
     ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("stlm-native", dir));
     std::string specPath = std::string(dir) + "/" + name + ".yaml";
@@ -167,7 +168,10 @@ protected:
     // computes in fp32 where bf16 does not pay), as the reference rounds.
     std::vector<llvm::StringRef> argv = {compiler, specPath, "-o", out,
                                          "--bf16-compute=on"};
-    std::string scheme, group;
+    std::string scheme, group,
+        batched = "--decode-batch=" + std::to_string(decodeBatch);
+    if (decodeBatch > 0)
+      argv.push_back(batched);
     if (quantize) {
       scheme = std::string("--quantize=") +
                stlm::quant::schemeName(quantize->scheme);
@@ -777,6 +781,125 @@ protected:
               STLM_ERROR_ARGUMENT);
   }
 
+  /// stlm_generate_batch (an artifact compiled with --decode-batch) for
+  /// more prompts than one batch, of different lengths (one longer than
+  /// the context), through refills: sequence i samples what the reference
+  /// samples after prompt i with seed + i (`sameTokens`), or its greedy
+  /// tokens are the reference's choice within `tolerance` (of the logits,
+  /// relative to their largest magnitude). A callback stops one sequence
+  /// only, and bad prompts are refused.
+  void compareBatchedGeneration(double tolerance, bool sameTokens) {
+    const int64_t t = stlm_context(native), V = stlm_vocab(native);
+    ASSERT_GE(stlm_decode_batch(native), 2);
+    std::vector<std::vector<int32_t>> prompts;
+    for (size_t len : {size_t(1), size_t(5), size_t(9), size_t(3),
+                       static_cast<size_t>(t) + 7}) {
+      std::vector<int32_t> p;
+      for (size_t i = 0; i < len; ++i)
+        p.push_back(tokens[(prompts.size() * 7 + i) % tokens.size()]);
+      prompts.push_back(p);
+    }
+    const size_t count = prompts.size(), n = static_cast<size_t>(2 * t + 10);
+    std::vector<const int32_t *> ptrs;
+    std::vector<size_t> lens;
+    for (const auto &p : prompts) {
+      ptrs.push_back(p.data());
+      lens.push_back(p.size());
+    }
+    struct Collected {
+      std::vector<std::vector<int32_t>> seqs;
+      size_t stopSeq = SIZE_MAX, stopAfter = 0;
+    };
+    auto collect = [](size_t seq, int32_t token, void *user) {
+      auto *c = static_cast<Collected *>(user);
+      c->seqs[seq].push_back(token);
+      return seq == c->stopSeq && c->seqs[seq].size() >= c->stopAfter ? 1 : 0;
+    };
+    stlm_sampling sampling = {1.0f, 0, 1.0f, 99};
+    if (!sameTokens)
+      sampling = STLM_SAMPLING_GREEDY;
+    Collected got;
+    got.seqs.resize(count);
+    std::vector<size_t> produced(count, 0);
+    ASSERT_EQ(stlm_generate_batch(native, count, ptrs.data(), lens.data(), n,
+                                  &sampling, collect, &got, produced.data()),
+              STLM_OK)
+        << stlm_error_message(native);
+    stlm::sampling::SamplingOptions options;
+    options.temperature = sampling.temperature;
+    for (size_t s = 0; s < count; ++s) {
+      EXPECT_EQ(produced[s], n);
+      ASSERT_EQ(got.seqs[s].size(), n);
+      std::vector<int32_t> history = prompts[s];
+      stlm::sampling::ContextWindow window{t, 0};
+      uint64_t state = sampling.seed + s;
+      for (size_t i = 0; i < n; ++i) {
+        window.fit(history.size());
+        std::vector<int32_t> view(history.begin() + window.start,
+                                  history.end());
+        std::vector<float> l = referencePrefill(view);
+        ASSERT_EQ(l.size(), static_cast<size_t>(t * V));
+        const float *last = l.data() + (view.size() - 1) * V;
+        if (sameTokens) {
+          int32_t want = stlm::sampling::sample(last, static_cast<int32_t>(V),
+                                                options, state);
+          ASSERT_EQ(got.seqs[s][i], want)
+              << "sequence " << s << ", token " << i;
+        } else {
+          float best = *std::max_element(last, last + V), scale = 0;
+          for (int64_t v = 0; v < V; ++v)
+            scale = std::max(scale, std::fabs(last[v]));
+          ASSERT_GE(last[got.seqs[s][i]], best - 2 * tolerance * scale)
+              << "sequence " << s << ", greedy token " << i
+              << " is not the reference's choice";
+        }
+        history.push_back(got.seqs[s][i]);
+      }
+    }
+
+    // Stopping sequence 1 after two tokens leaves the others as they were
+    // (each row of a batched step is computed on its own).
+    Collected stopped;
+    stopped.seqs.resize(count);
+    stopped.stopSeq = 1;
+    stopped.stopAfter = 2;
+    ASSERT_EQ(stlm_generate_batch(native, count, ptrs.data(), lens.data(), 8,
+                                  &sampling, collect, &stopped,
+                                  produced.data()),
+              STLM_OK)
+        << stlm_error_message(native);
+    for (size_t s = 0; s < count; ++s) {
+      size_t want = s == 1 ? 2 : 8;
+      EXPECT_EQ(produced[s], want);
+      EXPECT_EQ(stopped.seqs[s],
+                std::vector<int32_t>(got.seqs[s].begin(),
+                                     got.seqs[s].begin() + want));
+    }
+
+    // Bad prompts are refused before anything runs.
+    int32_t bad = static_cast<int32_t>(V);
+    const int32_t *badPtrs[] = {prompts[0].data(), &bad};
+    size_t badLens[] = {prompts[0].size(), 1};
+    EXPECT_EQ(stlm_generate_batch(native, 2, badPtrs, badLens, 4, &sampling,
+                                  nullptr, nullptr, nullptr),
+              STLM_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(stlm_error_message(native))
+                  .find("prompt 1: token " + std::to_string(V) +
+                        " at 0 is outside the vocabulary"),
+              std::string::npos)
+        << stlm_error_message(native);
+    badLens[1] = 0;
+    EXPECT_EQ(stlm_generate_batch(native, 2, badPtrs, badLens, 4, &sampling,
+                                  nullptr, nullptr, nullptr),
+              STLM_ERROR_ARGUMENT);
+    EXPECT_NE(std::string(stlm_error_message(native)).find("prompt 1 is empty"),
+              std::string::npos)
+        << stlm_error_message(native);
+    EXPECT_EQ(stlm_generate_batch(native, 0, badPtrs, badLens, 4, &sampling,
+                                  nullptr, nullptr, nullptr),
+              STLM_ERROR_ARGUMENT);
+  }
+
   /// A quantized artifact's @eval loss against the reference's, its
   /// inference (logits, the reference's cache, generation with the same
   /// draws), and the calls it refuses: training, saving, a float
@@ -1290,6 +1413,29 @@ TEST_F(NativeVsReference, QuantizedInt4LoRASharedGroupedKV) {
         "train: {batch: 3, steps: 10, warmup: 2}\n",
         "lora-tiny", false, stlm::quant::Format{stlm::quant::Scheme::Int4, 16});
   compareQuantized({stlm::quant::Scheme::Int8, 16}, 1e-2);
+}
+
+/// A small model whose batched generation runs in groups of 3 and 2
+/// (count 5), whose context (24) is refilled twice.
+const char *kBatchTiny =
+    "name: batch-tiny\n"
+    "embedder: {kind: token, vocab_size: 256}\n"
+    "core: {layers: 2, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
+    "       ffn_width: 80, context: 24}\n"
+    "train: {batch: 2, steps: 10, warmup: 2}\n";
+
+TEST_F(NativeVsReference, BatchedGeneration) {
+  setUp(kBatchTiny, "batch-tiny", false, std::nullopt, /*decodeBatch=*/3);
+  EXPECT_EQ(stlm_decode_batch(native), 3);
+  compareBatchedGeneration(1e-4, /*sameTokens=*/true);
+}
+
+TEST_F(NativeVsReference, BatchedGenerationInt8) {
+  // Four rows a step: the quantized matmul's tiled schedule.
+  setUp(kBatchTiny, "batch-tiny", false,
+        stlm::quant::Format{stlm::quant::Scheme::Int8, 16},
+        /*decodeBatch=*/4);
+  compareBatchedGeneration(1e-2, /*sameTokens=*/false);
 }
 
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {

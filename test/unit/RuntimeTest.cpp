@@ -298,6 +298,56 @@ TEST(Runtime, RefusesABadQuantizedManifest) {
   expectRefused(a, STLM_ERROR_FORMAT, "lacks the step counter (an I32");
 }
 
+TEST(Runtime, RefusesABadDecodeBatch) {
+  // Batched generation: both entry points with the manifest's
+  // decode_batch, or neither.
+  auto withBatch = [](const char *value) {
+    std::string m = kGood;
+    m.insert(m.find(R"("inputs")"),
+             std::string(R"("decode_batch": )") + value + ", ");
+    return m;
+  };
+  std::string four = withBatch("4");
+  stlm_artifact a = artifact(four.c_str());
+  a.prefill_batch = infer;
+  a.decode_batch = decode;
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_decode_batch(m), 4);
+  stlm_close(m);
+  a.decode_batch = nullptr;
+  expectRefused(a, STLM_ERROR_FORMAT,
+                "batched generation entry points do not match");
+  a = artifact(kGood);
+  a.prefill_batch = infer;
+  a.decode_batch = decode;
+  expectRefused(a, STLM_ERROR_FORMAT,
+                "batched generation entry points do not match");
+  for (const char *bad : {"1", "0", "-3", "5000", "\"4\"", "2.5"}) {
+    std::string manifest = withBatch(bad);
+    a = artifact(manifest.c_str());
+    a.prefill_batch = infer;
+    a.decode_batch = decode;
+    expectRefused(a, STLM_ERROR_FORMAT, "has a bad decode_batch");
+  }
+  // Without the option, batched generation says how to get it.
+  a = artifact(kGood);
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  EXPECT_EQ(stlm_decode_batch(m), 0);
+  const int32_t prompt[] = {1, 2};
+  const int32_t *prompts[] = {prompt};
+  size_t lens[] = {2}, produced[] = {7};
+  EXPECT_EQ(stlm_generate_batch(m, 1, prompts, lens, 4, nullptr, nullptr,
+                                nullptr, produced),
+            STLM_ERROR_ARGUMENT);
+  EXPECT_EQ(produced[0], 0u);
+  EXPECT_NE(std::string(stlm_error_message(m))
+                .find("compile it with stlm-compile --decode-batch N"),
+            std::string::npos)
+      << stlm_error_message(m);
+  stlm_close(m);
+}
+
 TEST(Runtime, LoadsOnlyACheckpointQuantizedAlike) {
   stlm_artifact a = quantizedArtifact(kQuantized);
   stlm_model *m = nullptr;

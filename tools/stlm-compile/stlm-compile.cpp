@@ -140,6 +140,12 @@ cl::opt<int64_t> quantizeGroup(
     cl::desc("Inputs per scale for --quantize (default 32); must divide "
              "every quantized weight's inputs"),
     cl::value_desc("N"), cl::init(32), cl::cat(options));
+cl::opt<int64_t> decodeBatch(
+    "decode-batch",
+    cl::desc("Also compile generation for this many sequences at once "
+             "(2 to 4096; stlm_generate_batch, stlm-run generate --batch): "
+             "their KV caches take this many times the single sequence's"),
+    cl::value_desc("N"), cl::init(0), cl::cat(options));
 cl::opt<std::string> bf16Compute(
     "bf16-compute",
     cl::desc("For a `precision: bf16` spec on the host target: auto (the "
@@ -455,6 +461,16 @@ int main(int argc, char **argv) {
       return failWith("--quantize makes an inference-only model; "
                       "--data-parallel is for training");
   }
+  if (decodeBatch.getNumOccurrences()) {
+    if (decodeBatch < 2 || decodeBatch > 4096)
+      return failWith("--decode-batch must be 2 to 4096 sequences, not " +
+                      std::to_string(decodeBatch) +
+                      " (one sequence needs no option: every artifact has "
+                      "prefill and decode_step)");
+    if (target == "cuda")
+      return failWith("--decode-batch builds host artifacts: the cuda "
+                      "target has no batched generation yet");
+  }
   in.info.splitStep = dataParallel || in.info.accumulate > 1;
   if (bf16Compute != "auto" && bf16Compute != "on" && bf16Compute != "off")
     return failWith("--bf16-compute must be auto, on or off, not '" +
@@ -488,7 +504,7 @@ int main(int argc, char **argv) {
   mlir::PassManager stages(&context);
   // A model read from .mlir goes through every stage from the start (its
   // parse verified it); a built one has passed Stage::STLM already.
-  mlir::stlm::PipelineChoices choices{dataParallel, quantized};
+  mlir::stlm::PipelineChoices choices{dataParallel, quantized, decodeBatch};
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else

@@ -153,7 +153,11 @@ const Command kCommands[] = {
        "(0, 1]. Default: 1, all"},
       {"--seed", "N",
        "sampling seed: the same seed, prompt and checkpoint "
-       "give the same text. Default: 0"}},
+       "give the same text. Default: 0"},
+      {"--batch", "N",
+       "N samples of the prompt generated together (sample i with seed "
+       "+ i; token models on the CPU), printed one after another after "
+       "'=== sample i of N (seed S) ===' lines. Default: 1"}},
      true},
     {"entropy",
      "entropy W.safetensors --data FILE -o FILE.starts (--threshold BITS | "
@@ -768,7 +772,7 @@ int runGenerate(int argc, char **argv) {
     o.prompt = *v;
   int64_t seed = 0;
   if (!a.count("--tokens", o.tokens) || !a.count("--top-k", o.sampling.topK) ||
-      !a.count("--seed", seed) ||
+      !a.count("--seed", seed) || !a.count("--batch", o.batch) ||
       !a.number("--temperature", o.sampling.temperature) ||
       !a.number("--top-p", o.sampling.topP))
     return usage(a.error);

@@ -72,33 +72,41 @@ inline constexpr const char *kRuntimeSetters[] = {
     "halide_set_custom_malloc", "halide_set_custom_free"};
 inline constexpr size_t kNumRuntimeSetters =
     sizeof(kRuntimeSetters) / sizeof(kRuntimeSetters[0]);
+/// The batched generation entry points, after the embedded checkpoint's
+/// size, in field order.
+inline constexpr const char *kBatchEntryPoints[] = {"prefill_batch",
+                                                    "decode_batch"};
+inline constexpr size_t kNumBatchEntryPoints =
+    sizeof(kBatchEntryPoints) / sizeof(kBatchEntryPoints[0]);
 
 // The descriptor the writer emits is {i32, ptr, kNumEntryPoints ptrs,
 // kNumRuntimeSetters ptrs, the stlm_device ptr (null on the host), the
-// embedded checkpoint's ptr and its i64 size (null, 0 without)}: the order
-// above is stlm_artifact's.
-static_assert(offsetof(stlm_artifact, manifest) == sizeof(void *) &&
-                  offsetof(stlm_artifact, train_step) == 2 * sizeof(void *) &&
-                  offsetof(stlm_artifact, grad) == 3 * sizeof(void *) &&
-                  offsetof(stlm_artifact, eval) == 4 * sizeof(void *) &&
-                  offsetof(stlm_artifact, logits) == 5 * sizeof(void *) &&
-                  offsetof(stlm_artifact, prefill) == 6 * sizeof(void *) &&
-                  offsetof(stlm_artifact, decode_step) ==
-                      7 * sizeof(void *) &&
-                  offsetof(stlm_artifact, accumulate) == 8 * sizeof(void *) &&
-                  offsetof(stlm_artifact, apply) == 9 * sizeof(void *) &&
-                  offsetof(stlm_artifact, set_error_handler) ==
-                      (2 + kNumEntryPoints) * sizeof(void *) &&
-                  offsetof(stlm_artifact, device) ==
-                      (2 + kNumEntryPoints + kNumRuntimeSetters) *
-                          sizeof(void *) &&
-                  offsetof(stlm_artifact, weights_file) ==
-                      (3 + kNumEntryPoints + kNumRuntimeSetters) *
-                          sizeof(void *) &&
-                  sizeof(stlm_artifact) ==
-                      (5 + kNumEntryPoints + kNumRuntimeSetters) *
-                          sizeof(void *),
-              "kEntryPoints and kRuntimeSetters follow stlm_artifact");
+// embedded checkpoint's ptr and its i64 size (null, 0 without), then
+// kBatchEntryPoints ptrs}: the order above is stlm_artifact's.
+static_assert(
+    offsetof(stlm_artifact, manifest) == sizeof(void *) &&
+        offsetof(stlm_artifact, train_step) == 2 * sizeof(void *) &&
+        offsetof(stlm_artifact, grad) == 3 * sizeof(void *) &&
+        offsetof(stlm_artifact, eval) == 4 * sizeof(void *) &&
+        offsetof(stlm_artifact, logits) == 5 * sizeof(void *) &&
+        offsetof(stlm_artifact, prefill) == 6 * sizeof(void *) &&
+        offsetof(stlm_artifact, decode_step) == 7 * sizeof(void *) &&
+        offsetof(stlm_artifact, accumulate) == 8 * sizeof(void *) &&
+        offsetof(stlm_artifact, apply) == 9 * sizeof(void *) &&
+        offsetof(stlm_artifact, set_error_handler) ==
+            (2 + kNumEntryPoints) * sizeof(void *) &&
+        offsetof(stlm_artifact, device) ==
+            (2 + kNumEntryPoints + kNumRuntimeSetters) * sizeof(void *) &&
+        offsetof(stlm_artifact, weights_file) ==
+            (3 + kNumEntryPoints + kNumRuntimeSetters) * sizeof(void *) &&
+        offsetof(stlm_artifact, prefill_batch) ==
+            (5 + kNumEntryPoints + kNumRuntimeSetters) * sizeof(void *) &&
+        offsetof(stlm_artifact, decode_batch) ==
+            (6 + kNumEntryPoints + kNumRuntimeSetters) * sizeof(void *) &&
+        sizeof(stlm_artifact) ==
+            (5 + kNumEntryPoints + kNumRuntimeSetters + kNumBatchEntryPoints) *
+                sizeof(void *),
+    "kEntryPoints and kRuntimeSetters follow stlm_artifact");
 
 /// Manifest keys.
 namespace key {
@@ -140,6 +148,9 @@ inline constexpr const char *kChunking = "chunking", *kMode = "mode",
 /// entry points are null, params are I8 / U8 payloads and F32 scales.
 inline constexpr const char *kQuantization = "quantization",
                             *kScheme = "scheme", *kGroup = "group";
+/// Of an artifact built with stlm-compile --decode-batch S: S, the
+/// sequences prefill_batch and decode_batch take (absent without).
+inline constexpr const char *kDecodeBatch = "decode_batch";
 /// Of a host artifact built with stlm-compile --profile: true.
 inline constexpr const char *kProfile = "profile";
 /// Of each params/state/cache slot.

@@ -37,7 +37,7 @@
 extern "C" {
 #endif
 
-#define STLM_ABI_VERSION 5
+#define STLM_ABI_VERSION 6
 
 typedef enum stlm_status {
   STLM_OK = 0,
@@ -110,6 +110,15 @@ typedef struct stlm_artifact {
    * without one. */
   const unsigned char *weights_file;
   int64_t weights_file_size;
+  /* Generation of DECODE_BATCH sequences in lockstep (stlm-compile
+   * --decode-batch), with caches of their own: like prefill and
+   * decode_step with tokens [DECODE_BATCH, CONTEXT] and [DECODE_BATCH]
+   * and logits [DECODE_BATCH, CONTEXT, VOCAB] and [DECODE_BATCH, VOCAB],
+   * every sequence at *pos. Null without the option. */
+  int32_t (*prefill_batch)(void *weights, void *arena, const int32_t *tokens,
+                           float *logits);
+  int32_t (*decode_batch)(void *weights, void *arena, const int32_t *tokens,
+                          const int32_t *pos, float *logits);
 } stlm_artifact;
 
 typedef struct stlm_model stlm_model;
@@ -147,6 +156,9 @@ const char *stlm_error_message(const stlm_model *model);
 const char *stlm_model_name(const stlm_model *model);
 int64_t stlm_batch(const stlm_model *model);   /* rows of a batch */
 int64_t stlm_context(const stlm_model *model); /* tokens (bytes) per row */
+/* The sequences stlm_generate_batch decodes at once (stlm-compile
+ * --decode-batch N), or 0 when the artifact was compiled without. */
+int64_t stlm_decode_batch(const stlm_model *model);
 int64_t stlm_vocab(const stlm_model *model);   /* logits per position */
 /* A byte-pool model (embedder byte_pool): its batch is [batch, context]
  * bytes that it cuts into chunks itself; it takes no targets (pass NULL)
@@ -319,6 +331,28 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
                           const stlm_sampling *sampling,
                           stlm_token_fn on_token, void *user,
                           size_t *generated);
+
+/* Called with token `token` of sequence `sequence` (an index into
+ * stlm_generate_batch's prompts); return non-zero to stop that sequence. */
+typedef int (*stlm_batch_token_fn)(size_t sequence, int32_t token, void *user);
+
+/* Continues `count` prompts (token models; the artifact compiled with
+ * --decode-batch, see stlm_decode_batch), stlm_decode_batch of them at a
+ * time in lockstep: every linear layer multiplies that many rows per
+ * step where stlm_generate multiplies one. Sequence i is what
+ * stlm_generate gives for prompts[i] (prompt_lens[i] >= 1 tokens) with
+ * sampling seed `sampling->seed + i`, to the rounding of the batched sums:
+ * it is cut to the same window, and the tokens of a prompt longer than the
+ * shortest in its group are fed one step at a time. Each sequence gets up
+ * to `max_tokens` tokens; `on_token` (may be NULL) is called with each as
+ * it is chosen, the sequences of a step in order; `generated` (may be
+ * NULL) receives `count` numbers, the tokens each sequence produced. */
+stlm_status stlm_generate_batch(stlm_model *model, size_t count,
+                                const int32_t *const *prompts,
+                                const size_t *prompt_lens, size_t max_tokens,
+                                const stlm_sampling *sampling,
+                                stlm_batch_token_fn on_token, void *user,
+                                size_t *generated);
 
 #ifdef __cplusplus
 }
