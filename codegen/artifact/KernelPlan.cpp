@@ -81,7 +81,7 @@ struct Planner {
   KernelSpec matmul(const char *form, int64_t m, int64_t n, int64_t k) {
     // The few rows of generation: a matvec that streams the weights once.
     KernelSpec spec;
-    if (std::string(form) == "nt" && m < 8 && n % 4 == 0)
+    if (std::string(form) == "nt" && m <= kMatVecMaxRows && n % 4 == 0)
       spec = {"stlm_matvec", {{"m", num(m)}, {"n", num(n)}, {"k", num(k)}}};
     else
       spec = {"stlm_matmul",
@@ -233,8 +233,9 @@ struct Planner {
         .Case([&](ir::LinearFusedOp o) -> Calls {
           std::vector<int64_t> w = shapeOf(o.getWeight());
           int64_t rows = leading(o.getX(), 1);
-          if (rows < 8)
-            return none("fused epilogues are for matmuls of 8 rows or more");
+          if (rows <= kMatVecMaxRows)
+            return none("fused epilogues are for matmuls of more than "
+                        "kMatVecMaxRows (16) rows");
           KernelCall c{matmul("nt", rows, w[0], w[1]),
                        {Arg::operand(o.getX(), 2),
                         Arg::operand(o.getWeight(), 2)}};

@@ -29,6 +29,11 @@
 
 namespace stlm::codegen {
 
+/// A linear layer of at most this many rows (generation's: one per
+/// sequence decoded) runs as stlm_matvec, which streams the weights once;
+/// it takes no fused epilogue, so stlm-fuse leaves such matmuls apart.
+inline constexpr int64_t kMatVecMaxRows = 16;
+
 /// One kernel specialisation: `stlm-kernelgen -g generator key=value ...`.
 struct KernelSpec {
   std::string generator;

@@ -25,10 +25,11 @@
 // products summed into 16 fp32 lanes), twice the fp32 FMA's work per
 // instruction. Targets without avx512_sapphirerapids widen and multiply.
 //
-// stlm_matvec computes form nt for the few rows of generation (m < 8, one
-// token at a time): it is bound by reading b once, so each parallel task
-// owns a block of b's rows and, for four of them at a time, keeps vector
-// partial sums over K in registers, then reduces the lanes. With
+// stlm_matvec computes form nt for the few rows of generation (m up to 16:
+// a token of each sequence decoded): it is bound by reading b once, so
+// each parallel task owns a block of b's rows and, for four of them at a
+// time and a tile of up to four rows of a, keeps vector partial sums over
+// K in registers, then reduces the lanes. With
 // precision=bf16 it rounds both inputs to bfloat16 first (the products
 // are then exact in fp32, as in the matmul).
 //
@@ -393,15 +394,25 @@ public:
     int rowsPerTask = kBlock;
     while (rowsPerTask * 2 <= 64 && N / (rowsPerTask * 2) >= 8)
       rowsPerTask *= 2;
-    Var jt("jt"), jr("jr"), jo("jo"), ji("ji");
+    // Rows of a in tiles of 4 (or 2) where they divide m: each vector of
+    // b loaded feeds that many rows' sums, and the block's 4 rows of b
+    // stay in L1 while every tile of a passes over them.
+    const int rowTile = M % 4 == 0 ? 4 : M % 2 == 0 ? 2 : 1;
+    Var jt("jt"), jr("jr"), jo("jo"), ji("ji"), io("io"), ii("ii");
     c.split(j, jt, jr, rowsPerTask, TailStrategy::GuardWithIf)
         .split(jr, jo, ji, kBlock)
-        .reorder(ji, jo, i, jt)
+        .split(i, io, ii, rowTile)
+        .reorder(ji, ii, io, jo, jt)
         .unroll(ji)
+        .unroll(ii)
         .parallel(jt);
     if (K / vec > 0) {
-      partial.compute_at(c, jo).vectorize(lane).unroll(j);
-      partial.update().reorder(lane, j, i, rk).vectorize(lane).unroll(j);
+      partial.compute_at(c, io).vectorize(lane).unroll(j).unroll(i);
+      partial.update()
+          .reorder(lane, j, i, rk)
+          .vectorize(lane)
+          .unroll(j)
+          .unroll(i);
     }
   }
 

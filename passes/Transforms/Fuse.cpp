@@ -5,7 +5,8 @@
 // add to its register tiles instead of another pass over memory. Runs
 // after stlm-autodiff: in @grad, a GELU's input is also read by its
 // gradient, so only residual adds fuse there; inference functions fuse
-// both. Matmuls of fewer than 8 rows (generation's matvecs) stay apart.
+// both. Matmuls of at most kMatVecMaxRows (16) rows, generation's
+// matvecs, stay apart.
 // In the backward pass, the sum of a gradient reaching a value along two
 // paths becomes the addend of the linear_grad computing the second, and a
 // GELU's gradient whose incoming gradient is a linear_grad's dx becomes
@@ -14,6 +15,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
+
+#include "codegen/artifact/KernelPlan.h"
 
 namespace mlir::stlm {
 #define GEN_PASS_DEF_FUSEPASS
@@ -38,7 +41,7 @@ Operation *fusable(Value v, bool forActivation) {
   if (!def || !v.hasOneUse())
     return nullptr;
   // The few rows of generation go to a matvec, which has no epilogue.
-  if (rowsOf(v) < 8)
+  if (rowsOf(v) <= ::stlm::codegen::kMatVecMaxRows)
     return nullptr;
   if (isa<LinearOp>(def))
     return def;

@@ -96,6 +96,9 @@
 #include "test_mm_tn_chunks.h"
 #include "test_mv_a.h"
 #include "test_mv_b.h"
+#include "test_mv_rows16.h"
+#include "test_mv_rows2.h"
+#include "test_mv_rows4.h"
 #include "test_pool_masked.h"
 #include "test_pool_masked_grad.h"
 #include "test_pool_max.h"
@@ -424,6 +427,9 @@ TEST(HalideAVX2, MatMulFormsEpilogueAndMatVec) {
 TEST(HalideMatVec, MatchesReferenceLinear) {
   check("nt", test_mv_a, 1, 96, 64);
   check("nt", test_mv_b, 3, 100, 203);
+  check("nt", test_mv_rows4, 8, 100, 203);
+  check("nt", test_mv_rows2, 6, 36, 64);
+  check("nt", test_mv_rows16, 16, 68, 48);
 }
 
 /// stlm_qmatvec_int8/int4 against support/Quantize.h's matvec, its twin:
