@@ -1328,10 +1328,72 @@ inline void destroy(Matmul &mm) {
   mm = Matmul();
 }
 
+/// Milliseconds of one run of `mm` with `algo` on `a`, `b`, `d`, timed as
+/// the step's graph runs it: kRuns launches captured in one CUDA graph,
+/// best of 3 replays after a warm-up (a single launch's time is mostly
+/// launch latency, which a graph does not pay for each node, and hides
+/// which algorithm's kernel is fastest); with STLM_CUDA_MATMUL_TIMING=
+/// launch, best of 3 single launches after a warm-up instead. INFINITY
+/// when the algorithm fails.
+inline float timeMatmul(Context &c, const Matmul &mm,
+                        const cublasLtMatmulAlgo_t &algo, const void *a,
+                        const void *b, float *d, cudaEvent_t e0,
+                        cudaEvent_t e1) {
+  static const bool launches = [] {
+    const char *mode = std::getenv("STLM_CUDA_MATMUL_TIMING");
+    return mode && std::string(mode) == "launch";
+  }();
+  constexpr int kRuns = 8;
+  float alpha = 1.f, beta = 0.f;
+  auto run = [&] {
+    return cublasLtMatmul(c.lt, mm.desc, &alpha, a, mm.a, b, mm.b, &beta, d,
+                          mm.c, d, mm.c, &algo, c.workspace, c.workspaceSize,
+                          c.stream) == CUBLAS_STATUS_SUCCESS;
+  };
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  if (!launches) {
+    if (cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal) !=
+        cudaSuccess)
+      return INFINITY;
+    bool captured = true;
+    for (int i = 0; i < kRuns && captured; ++i)
+      captured = run();
+    captured = cudaStreamEndCapture(c.stream, &graph) == cudaSuccess &&
+               captured &&
+               cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess;
+    if (!captured) {
+      if (graph)
+        cudaGraphDestroy(graph);
+      return INFINITY;
+    }
+  }
+  float ms = INFINITY;
+  for (int rep = 0; rep < 4; ++rep) { // the first warms up
+    cudaEventRecord(e0, c.stream);
+    bool ok = launches ? run()
+                       : cudaGraphLaunch(exec, c.stream) == cudaSuccess;
+    cudaEventRecord(e1, c.stream);
+    if (!ok || cudaEventSynchronize(e1) != cudaSuccess) {
+      ms = INFINITY;
+      break;
+    }
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (rep > 0)
+      ms = std::min(ms, launches ? t : t / kRuns);
+  }
+  if (exec)
+    cudaGraphExecDestroy(exec);
+  if (graph)
+    cudaGraphDestroy(graph);
+  return ms;
+}
+
 /// Makes the descriptors of `mm` for `s` and picks its algorithm: the
 /// fastest of cuBLASLt's first candidates, each timed on `a`, `b`, `d`
-/// (device buffers large enough) when `a` is given, else the heuristic's
-/// first. Not while a stream is being captured.
+/// (device buffers large enough; timeMatmul) when `a` is given, else the
+/// heuristic's first. Not while a stream is being captured.
 /// (The operands of a bf16 site are rounded by toBF16 first, to nearest
 /// even as the reference rounds them: cuBLASLt's FAST_16BF mode on fp32
 /// operands was timed as an alternative and rounds differently, outside
@@ -1386,25 +1448,9 @@ inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
-    float bestMs = INFINITY, alpha = 1.f, beta = 0.f;
+    float bestMs = INFINITY;
     for (int i = 0; i < found; ++i) {
-      float ms = INFINITY;
-      for (int rep = 0; rep < 4; ++rep) { // the first warms up
-        cudaEventRecord(e0, c.stream);
-        cublasStatus_t r = cublasLtMatmul(
-            c.lt, mm.desc, &alpha, a, mm.a, b, mm.b, &beta, d, mm.c, d, mm.c,
-            &results[i].algo, c.workspace, c.workspaceSize, c.stream);
-        cudaEventRecord(e1, c.stream);
-        if (r != CUBLAS_STATUS_SUCCESS ||
-            cudaEventSynchronize(e1) != cudaSuccess) {
-          ms = INFINITY;
-          break;
-        }
-        float t = 0;
-        cudaEventElapsedTime(&t, e0, e1);
-        if (rep > 0)
-          ms = std::min(ms, t);
-      }
+      float ms = timeMatmul(c, mm, results[i].algo, a, b, d, e0, e1);
       if (ms < bestMs) {
         bestMs = ms;
         best = i;
