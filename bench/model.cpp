@@ -130,7 +130,7 @@ int main(int argc, char **argv) {
   std::vector<const int32_t *> prompts(seqs);
   std::vector<size_t> lens(seqs, 1);
   for (size_t i = 0; i < seqs; ++i) {
-    starts[i] = static_cast<int32_t>(10 + i % 200);
+    starts[i] = static_cast<int32_t>((10 + i) % stlm_vocab(m));
     prompts[i] = &starts[i];
   }
   auto generateMs = [&](bool batched, size_t count, double &ms) {

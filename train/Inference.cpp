@@ -5,6 +5,7 @@
 #include "frontend/Params.h"
 #include "frontend/Quantized.h"
 #include "frontend/Weights.h"
+#include "stlm/artifact_format.h"
 
 #include <cmath>
 
@@ -133,8 +134,9 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
   if (o.prompt.empty())
     return "the prompt is empty; generation needs at least one byte to "
            "continue";
-  if (o.batch < 1 || o.batch > 4096)
-    return "--batch must be 1 to 4096 samples, not " + std::to_string(o.batch);
+  if (o.batch < 1 || o.batch > format::kMaxDecodeBatch)
+    return "--batch must be 1 to " + std::to_string(format::kMaxDecodeBatch) +
+           " samples, not " + std::to_string(o.batch);
   if (o.batch > 1 && spec.embedder.kind != EmbedderKind::Token)
     return "--batch generates token models' samples together; '" + spec.name +
            "' is a byte-pool model: generate its samples one at "

@@ -143,8 +143,8 @@ struct Planner {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
     return ks[ks.size() - 2] - qs[qs.size() - 2];
   }
-  Calls none(const char *reason) {
-    why = reason;
+  Calls none(std::string reason) {
+    why = std::move(reason);
     return {};
   }
 
@@ -234,8 +234,8 @@ struct Planner {
           std::vector<int64_t> w = shapeOf(o.getWeight());
           int64_t rows = leading(o.getX(), 1);
           if (rows <= kMatVecMaxRows)
-            return none("fused epilogues are for matmuls of more than "
-                        "kMatVecMaxRows (16) rows");
+            return none("fused epilogues are for matmuls of more than " +
+                        std::to_string(kMatVecMaxRows) + " rows");
           KernelCall c{matmul("nt", rows, w[0], w[1]),
                        {Arg::operand(o.getX(), 2),
                         Arg::operand(o.getWeight(), 2)}};

@@ -1353,8 +1353,11 @@ inline float timeMatmul(Context &c, const Matmul &mm,
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   if (!launches) {
-    if (cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal) !=
-        cudaSuccess)
+    // One launch outside the capture first (lazy loading, a failing
+    // algorithm), then the captured ones.
+    if (!run() || cudaStreamSynchronize(c.stream) != cudaSuccess ||
+        cudaStreamBeginCapture(c.stream, cudaStreamCaptureModeThreadLocal) !=
+            cudaSuccess)
       return INFINITY;
     bool captured = true;
     for (int i = 0; i < kRuns && captured; ++i)

@@ -20,6 +20,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
+#include "stlm/artifact_format.h"
 
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/IR/SymbolTable.h"
@@ -260,7 +261,7 @@ func::FuncOp chunkLogits(ModelOp model, func::FuncOp logits, StringRef name) {
 }
 
 /// The most sequences batched generation decodes at once.
-constexpr int64_t kMaxBatch = 4096;
+constexpr int64_t kMaxBatch = ::stlm::format::kMaxDecodeBatch;
 
 struct AddDecodePass
     : public mlir::stlm::impl::AddDecodePassBase<AddDecodePass> {

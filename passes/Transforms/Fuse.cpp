@@ -5,8 +5,8 @@
 // add to its register tiles instead of another pass over memory. Runs
 // after stlm-autodiff: in @grad, a GELU's input is also read by its
 // gradient, so only residual adds fuse there; inference functions fuse
-// both. Matmuls of at most kMatVecMaxRows (16) rows, generation's
-// matvecs, stay apart.
+// both. Matmuls of at most kMatVecMaxRows rows (codegen/artifact/
+// KernelPlan.h), generation's matvecs, stay apart.
 // In the backward pass, the sum of a gradient reaching a value along two
 // paths becomes the addend of the linear_grad computing the second, and a
 // GELU's gradient whose incoming gradient is a linear_grad's dx becomes

@@ -173,6 +173,23 @@ std::string describeQuantization(const nlohmann::json &q) {
 
 } // namespace
 
+/// `sampling` (null: greedy) as the sampler's options and seed; why they
+/// are not valid, or "".
+static std::string samplingFrom(const stlm_sampling *sampling,
+                                stlm::sampling::SamplingOptions &options,
+                                uint64_t &seed) {
+  options = {};
+  options.temperature = 0;
+  seed = 0;
+  if (sampling) {
+    options.temperature = sampling->temperature;
+    options.topK = sampling->top_k;
+    options.topP = sampling->top_p;
+    seed = sampling->seed;
+  }
+  return stlm::sampling::validate(options);
+}
+
 /// The weights blob's step counter (I32 []), a state slot.
 static const char *const kStepName = "step";
 /// The states holding a distilling model's teacher (frontend/Spec.h's
@@ -222,6 +239,7 @@ struct stlm_model {
   // Batched generation's windows [decodeBatch, context] and its tokens
   // [decodeBatch] with the position on the next 64-byte line.
   Aligned batchTokens, batchStep;
+  Aligned batchLogits; // [decodeBatch, context, vocab] floats
   std::map<std::string, std::string> metadata;
   bool cacheUser = false; // counted in ScratchCache's open models
   // A device artifact (stlm_device): its context owns the weights blob
@@ -309,6 +327,16 @@ struct stlm_model {
                          bool refill, std::vector<float> &buffer,
                          const float *&row);
   /// stlm_generate for a byte-pool model (a chunk at a time).
+  /// "token X at I is outside the vocabulary of V" for the first token of
+  /// `prompt` (n ids) that is not a token id, or "".
+  std::string promptProblem(const int32_t *prompt, size_t n) const {
+    for (size_t i = 0; i < n; ++i)
+      if (prompt[i] < 0 || prompt[i] >= vocab)
+        return "token " + std::to_string(prompt[i]) + " at " +
+               std::to_string(i) + " is outside the vocabulary of " +
+               std::to_string(vocab);
+    return "";
+  }
   /// One group of stlm_generate_batch: sequences `first` ... `first + n
   /// - 1` of `prompts` (n <= decodeBatch) in lockstep.
   stlm_status generateGroup(const int32_t *const *prompts, const size_t *lens,
@@ -444,7 +472,7 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
     if (m.contains(key::kDecodeBatch)) {
       const auto &v = m.at(key::kDecodeBatch);
       decodeBatch = v.is_number_integer() ? v.get<int64_t>() : -1;
-      if (decodeBatch < 2 || decodeBatch > 4096 || chunked)
+      if (decodeBatch < 2 || decodeBatch > format::kMaxDecodeBatch || chunked)
         return fail(STLM_ERROR_FORMAT,
                     "the artifact's manifest has a bad decode_batch");
     }
@@ -591,9 +619,10 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
   if (decodeBatch > 0) {
     batchTokens = allocate(decodeBatch * context * 4);
     batchStep = allocate(((decodeBatch + 15) / 16 + 1) * 64);
+    batchLogits = allocate(decodeBatch * context * vocab * 4);
   }
   if (!weights || !arena || !tokens || !targets || !step ||
-      (decodeBatch > 0 && (!batchTokens || !batchStep)))
+      (decodeBatch > 0 && (!batchTokens || !batchStep || !batchLogits)))
     return fail(STLM_ERROR_MEMORY, "cannot allocate " +
                                        std::to_string(weightsSize + arenaSize) +
                                        " bytes for '" + name + "'");
@@ -1603,28 +1632,13 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
                        "at least one token to continue");
   stlm::sampling::SamplingOptions options;
   uint64_t state = 0;
-  if (sampling) {
-    options.temperature = sampling->temperature;
-    options.topK = sampling->top_k;
-    options.topP = sampling->top_p;
-    state = sampling->seed;
-  } else {
-    options.temperature = 0;
-  }
-  std::string bad = stlm::sampling::validate(options);
-  if (!bad.empty())
+  if (std::string bad = samplingFrom(sampling, options, state); !bad.empty())
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: " + bad);
   if (model->chunked)
     return model->generateChunks(prompt, prompt_len, max_tokens, options, state,
                                  on_token, user, generated);
-  for (size_t i = 0; i < prompt_len; ++i)
-    if (prompt[i] < 0 || prompt[i] >= model->vocab)
-      return model->fail(STLM_ERROR_ARGUMENT,
-                         "stlm_generate: prompt token " +
-                             std::to_string(prompt[i]) + " at " +
-                             std::to_string(i) +
-                             " is outside the vocabulary of " +
-                             std::to_string(model->vocab));
+  if (std::string bad = model->promptProblem(prompt, prompt_len); !bad.empty())
+    return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: prompt " + bad);
   std::vector<int32_t> history(prompt, prompt + prompt_len);
   stlm::sampling::ContextWindow window{model->context, 0};
   window.fit(history.size());
@@ -1659,6 +1673,11 @@ stlm_status stlm_generate_batch(stlm_model *model, size_t count,
     return badModel();
   if (generated && count > 0)
     std::fill(generated, generated + count, size_t(0));
+  if (model->chunked)
+    return model->fail(STLM_ERROR_ARGUMENT,
+                       "stlm_generate_batch: '" + model->name +
+                           "' is a byte-pool model; batched generation is "
+                           "for token models (use stlm_generate)");
   if (model->decodeBatch == 0)
     return model->fail(STLM_ERROR_ARGUMENT,
                        "stlm_generate_batch: '" + model->name +
@@ -1674,26 +1693,13 @@ stlm_status stlm_generate_batch(stlm_model *model, size_t count,
       return model->fail(STLM_ERROR_ARGUMENT,
                          at + " is empty; generation needs at least one "
                               "token to continue");
-    for (size_t j = 0; j < prompt_lens[i]; ++j)
-      if (prompts[i][j] < 0 || prompts[i][j] >= model->vocab)
-        return model->fail(STLM_ERROR_ARGUMENT,
-                           at + ": token " + std::to_string(prompts[i][j]) +
-                               " at " + std::to_string(j) +
-                               " is outside the vocabulary of " +
-                               std::to_string(model->vocab));
+    if (std::string bad = model->promptProblem(prompts[i], prompt_lens[i]);
+        !bad.empty())
+      return model->fail(STLM_ERROR_ARGUMENT, at + ": " + bad);
   }
   stlm::sampling::SamplingOptions options;
   uint64_t seed = 0;
-  if (sampling) {
-    options.temperature = sampling->temperature;
-    options.topK = sampling->top_k;
-    options.topP = sampling->top_p;
-    seed = sampling->seed;
-  } else {
-    options.temperature = 0;
-  }
-  std::string bad = stlm::sampling::validate(options);
-  if (!bad.empty())
+  if (std::string bad = samplingFrom(sampling, options, seed); !bad.empty())
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate_batch: " + bad);
   size_t width = static_cast<size_t>(model->decodeBatch);
   for (size_t first = 0; first < count; first += width)
@@ -1737,7 +1743,7 @@ stlm_status stlm_model::generateGroup(
     seqs[i].tokens.assign(p, 0);
   stlm::sampling::ContextWindow window{context, 0};
   bool refill = true;
-  std::vector<float> buffer;
+  float *buffer = static_cast<float *>(batchLogits.get());
   int32_t *staged = static_cast<int32_t *>(batchTokens.get());
   int32_t *io = static_cast<int32_t *>(batchStep.get());
   const size_t at = (slots + 15) / 16 * 16; // the position's 64-byte line
@@ -1764,28 +1770,25 @@ stlm_status stlm_model::generateGroup(
         size_t end = std::min(t.size(), window.start + ctx);
         std::copy(t.begin() + window.start, t.begin() + end, staged + i * ctx);
       }
-      buffer.resize(slots * ctx * v);
-      if (stlm_status s =
-              kernelStatus(artifact->prefill_batch(weightsArg(), arenaArg(),
-                                                   staged, buffer.data()),
-                           "batched generation (prefill)");
+      if (stlm_status s = kernelStatus(
+              artifact->prefill_batch(weightsArg(), arenaArg(), staged, buffer),
+              "batched generation (prefill)");
           s != STLM_OK)
         return s;
-      rows = buffer.data() + (len - 1) * v;
+      rows = buffer + (len - 1) * v;
       stride = ctx * v;
       refill = false;
     } else {
       for (size_t i = 0; i < slots; ++i)
         io[i] = seqs[i].tokens[p - 1];
       io[at] = static_cast<int32_t>(len - 1);
-      buffer.resize(slots * v);
       if (stlm_status s =
               kernelStatus(artifact->decode_batch(weightsArg(), arenaArg(), io,
-                                                  io + at, buffer.data()),
+                                                  io + at, buffer),
                            "batched generation (decode step)");
           s != STLM_OK)
         return s;
-      rows = buffer.data();
+      rows = buffer;
       stride = v;
     }
     for (size_t i = 0; i < slots; ++i) {

@@ -20,6 +20,8 @@
 #include "test_attn_causal_grad_blocked.h"
 #include "test_attn_decode.h"
 #include "test_attn_decode_grad.h"
+#include "test_attn_decode_vec.h"
+#include "test_attn_decode_vec_grad.h"
 #include "test_attn_none.h"
 #include "test_attn_none_grad.h"
 #include "test_attn_none_grad_blocked.h"
@@ -1128,6 +1130,12 @@ TEST(HalideAttention, OneQueryAgainstACache) {
   for (int offset : {0, 5, 15, 16, 39})
     checkAttention(test_attn_decode, test_attn_decode_grad, true, 1, 1, 40, 4,
                    2, 16, offset);
+  // Two queries of three sequences against a cache of whole vectors, which
+  // the causal kernels read only up to the last key a query sees: within
+  // the first vector, at its edge, past it, and the whole cache (or none).
+  for (int offset : {0, 5, 14, 15, 16, 40, 62, -2})
+    checkAttention(test_attn_decode_vec, test_attn_decode_vec_grad, true, 3, 2,
+                   64, 4, 2, 16, offset);
 }
 
 TEST(HalideAttention, BlockedBackwardBidirectional) {

@@ -783,17 +783,18 @@ protected:
 
   /// stlm_generate_batch (an artifact compiled with --decode-batch) for
   /// more prompts than one batch, of different lengths (one longer than
-  /// the context), through refills: sequence i samples what the reference
-  /// samples after prompt i with seed + i (`sameTokens`), or its greedy
-  /// tokens are the reference's choice within `tolerance` (of the logits,
-  /// relative to their largest magnitude). A callback stops one sequence
-  /// only, and bad prompts are refused.
+  /// the context, one exactly as long: its first token comes the step
+  /// before the first refill), through refills: sequence i samples what the
+  /// reference samples after prompt i with seed + i (`sameTokens`), or its
+  /// greedy tokens are the reference's choice within `tolerance` (of the
+  /// logits, relative to their largest magnitude). A callback stops one
+  /// sequence only, and bad prompts are refused.
   void compareBatchedGeneration(double tolerance, bool sameTokens) {
     const int64_t t = stlm_context(native), V = stlm_vocab(native);
     ASSERT_GE(stlm_decode_batch(native), 2);
     std::vector<std::vector<int32_t>> prompts;
     for (size_t len : {size_t(1), size_t(5), size_t(9), size_t(3),
-                       static_cast<size_t>(t) + 7}) {
+                       static_cast<size_t>(t) + 7, static_cast<size_t>(t)}) {
       std::vector<int32_t> p;
       for (size_t i = 0; i < len; ++i)
         p.push_back(tokens[(prompts.size() * 7 + i) % tokens.size()]);
@@ -874,6 +875,19 @@ protected:
       EXPECT_EQ(stopped.seqs[s],
                 std::vector<int32_t>(got.seqs[s].begin(),
                                      got.seqs[s].begin() + want));
+    }
+
+    // No tokens asked: none come, and the counts say so.
+    Collected none;
+    none.seqs.resize(count);
+    std::fill(produced.begin(), produced.end(), size_t(7));
+    ASSERT_EQ(stlm_generate_batch(native, count, ptrs.data(), lens.data(), 0,
+                                  &sampling, collect, &none, produced.data()),
+              STLM_OK)
+        << stlm_error_message(native);
+    for (size_t s = 0; s < count; ++s) {
+      EXPECT_EQ(produced[s], 0u);
+      EXPECT_TRUE(none.seqs[s].empty());
     }
 
     // Bad prompts are refused before anything runs.
@@ -1415,8 +1429,8 @@ TEST_F(NativeVsReference, QuantizedInt4LoRASharedGroupedKV) {
   compareQuantized({stlm::quant::Scheme::Int8, 16}, 1e-2);
 }
 
-/// A small model whose batched generation runs in groups of 3 and 2
-/// (count 5), whose context (24) is refilled twice.
+/// A small model whose batched generation of six prompts runs in groups of
+/// 3 (or 4 and 2), whose context (24) is refilled twice.
 const char *kBatchTiny =
     "name: batch-tiny\n"
     "embedder: {kind: token, vocab_size: 256}\n"

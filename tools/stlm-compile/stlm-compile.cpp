@@ -45,6 +45,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "passes/Pipelines.h"
+#include "stlm/artifact_format.h"
 #include "support/CpuBF16.h"
 #include "support/SafeTensors.h"
 #include "support/Version.h"
@@ -462,9 +463,10 @@ int main(int argc, char **argv) {
                       "--data-parallel is for training");
   }
   if (decodeBatch.getNumOccurrences()) {
-    if (decodeBatch < 2 || decodeBatch > 4096)
-      return failWith("--decode-batch must be 2 to 4096 sequences, not " +
-                      std::to_string(decodeBatch) +
+    if (decodeBatch < 2 || decodeBatch > stlm::format::kMaxDecodeBatch)
+      return failWith("--decode-batch must be 2 to " +
+                      std::to_string(stlm::format::kMaxDecodeBatch) +
+                      " sequences, not " + std::to_string(decodeBatch) +
                       " (one sequence needs no option: every artifact has "
                       "prefill and decode_step)");
     if (target == "cuda")

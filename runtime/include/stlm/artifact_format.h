@@ -47,6 +47,10 @@ inline constexpr int kManifestVersion = 3;
 /// The descriptor's abi_version.
 inline constexpr uint32_t kAbiVersion = STLM_ABI_VERSION;
 
+/// The most sequences batched generation decodes at once (stlm-compile
+/// --decode-batch, the manifest's decode_batch).
+inline constexpr int64_t kMaxDecodeBatch = 4096;
+
 /// Every pointer an entry point takes is aligned to this many bytes: the
 /// runtime allocates so, and stlm-plan-memory aligns every offset to it.
 inline constexpr int64_t kAlignment = 64;
@@ -149,7 +153,8 @@ inline constexpr const char *kChunking = "chunking", *kMode = "mode",
 inline constexpr const char *kQuantization = "quantization",
                             *kScheme = "scheme", *kGroup = "group";
 /// Of an artifact built with stlm-compile --decode-batch S: S, the
-/// sequences prefill_batch and decode_batch take (absent without).
+/// sequences prefill_batch and decode_batch take (absent without), from 2
+/// to kMaxDecodeBatch.
 inline constexpr const char *kDecodeBatch = "decode_batch";
 /// Of a host artifact built with stlm-compile --profile: true.
 inline constexpr const char *kProfile = "profile";

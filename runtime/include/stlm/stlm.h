@@ -336,10 +336,11 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
  * stlm_generate_batch's prompts); return non-zero to stop that sequence. */
 typedef int (*stlm_batch_token_fn)(size_t sequence, int32_t token, void *user);
 
-/* Continues `count` prompts (token models; the artifact compiled with
- * --decode-batch, see stlm_decode_batch), stlm_decode_batch of them at a
- * time in lockstep: every linear layer multiplies that many rows per
- * step where stlm_generate multiplies one. Sequence i is what
+/* Continues `count` >= 1 prompts (token models; the artifact compiled with
+ * --decode-batch, see stlm_decode_batch; else STLM_ERROR_ARGUMENT, as for
+ * an empty prompt or an id outside the vocabulary), stlm_decode_batch of
+ * them at a time in lockstep: every linear layer multiplies that many rows
+ * per step where stlm_generate multiplies one. Sequence i is what
  * stlm_generate gives for prompts[i] (prompt_lens[i] >= 1 tokens) with
  * sampling seed `sampling->seed + i`, to the rounding of the batched sums:
  * it is cut to the same window, and the tokens of a prompt longer than the
