@@ -244,8 +244,9 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     `gelu_input(%h)` (`dx = (dy · W) ⊙ GELU'(h)`). The kernel
     then applies the epilogue to its register tiles. Run after `stlm-autodiff` (the fused op
     has no gradient rule): in `@grad` a GELU's input is also read by its
-    gradient, so there only residual adds fuse. Linears of fewer than 8 rows
-    (one token of generation, computed by a matvec) are left alone.
+    gradient, so there only residual adds fuse. Linears of at most 16 rows
+    (`kMatVecMaxRows`: a token of each sequence generated, computed by a
+    matvec) are left alone.
 
     ```mlir
     %o = stlm.linear %a, %wo : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
