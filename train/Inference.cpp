@@ -8,6 +8,7 @@
 #include "stlm/artifact_format.h"
 
 #include <cmath>
+#include <fstream>
 
 namespace stlm {
 
@@ -131,26 +132,78 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
   std::string bad = sampling::validate(o.sampling);
   if (!bad.empty())
     return bad;
-  if (o.prompt.empty())
+  if (o.prompts.empty() && o.prompt.empty())
     return "the prompt is empty; generation needs at least one byte to "
            "continue";
   if (o.batch < 1 || o.batch > format::kMaxDecodeBatch)
     return "--batch must be 1 to " + std::to_string(format::kMaxDecodeBatch) +
            " samples, not " + std::to_string(o.batch);
-  if (o.batch > 1 && spec.embedder.kind != EmbedderKind::Token)
-    return "--batch generates token models' samples together; '" + spec.name +
-           "' is a byte-pool model: generate its samples one at "
-           "a time";
-  prompt.clear();
+  if ((o.batch > 1 || o.prompts.size() > 1) &&
+      spec.embedder.kind != EmbedderKind::Token)
+    return std::string(o.prompts.empty() ? "--batch" : "--prompts") +
+           " generates token models' samples together; '" + spec.name +
+           "' is a byte-pool model: generate its samples one at a time";
   bool bytes = spec.embedder.kind != EmbedderKind::Token;
-  for (unsigned char c : o.prompt) {
-    if (!bytes && c >= spec.embedder.vocabSize)
-      return "the prompt has byte " + std::to_string(c) +
-             ", outside the model's vocabulary of " +
-             std::to_string(spec.embedder.vocabSize);
-    prompt.push_back(c);
+  std::vector<std::string> texts = o.samplePrompts();
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::string which =
+        o.prompts.empty() ? "the prompt" : "prompt " + std::to_string(i + 1);
+    if (texts[i].empty())
+      return which + " is empty; generation needs at least one byte to "
+                     "continue";
+    for (unsigned char c : texts[i])
+      if (!bytes && c >= spec.embedder.vocabSize)
+        return which + " has byte " + std::to_string(c) +
+               ", outside the model's vocabulary of " +
+               std::to_string(spec.embedder.vocabSize);
   }
+  prompt.assign(texts[0].begin(), texts[0].end());
   return "";
+}
+
+bool readPrompts(const std::string &path, std::vector<std::string> &prompts,
+                 std::string &error) {
+  prompts.clear();
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = "cannot read the prompts file " + path;
+    return false;
+  }
+  in.seekg(0, std::ios::end);
+  std::streamoff size = in.tellg();
+  in.seekg(0);
+  constexpr std::streamoff kMaxBytes = std::streamoff(16) << 20;
+  if (size < 0 || size > kMaxBytes) {
+    error = "the prompts file " + path + " is larger than 16 MiB";
+    return false;
+  }
+  std::string text(static_cast<size_t>(size), '\0');
+  in.read(text.data(), size);
+  if (!in) {
+    error = "cannot read the prompts file " + path;
+    return false;
+  }
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string::npos)
+      end = text.size();
+    std::string line = text.substr(start, end - start);
+    if (!line.empty() && line.back() == '\r')
+      line.pop_back();
+    if (line.empty()) {
+      error = "the prompts file " + path + " has an empty line " +
+              std::to_string(prompts.size() + 1) + " (one prompt a line)";
+      return false;
+    }
+    prompts.push_back(std::move(line));
+    start = end + 1;
+  }
+  if (prompts.empty()) {
+    error = "the prompts file " + path + " has no prompts (one a line)";
+    return false;
+  }
+  return true;
 }
 
 void printSamples(const std::vector<std::string> &samples,

@@ -78,9 +78,25 @@ struct GenerateOptions {
   sampling::SamplingOptions sampling;
   uint64_t seed = 0;
   /// Samples of the prompt (generate --batch): sample i is sampled with
-  /// seed + i; above 1 they are printed by printSamples.
+  /// seed + i; above 1 they are printed by printSamples. With `prompts`,
+  /// how many of them are generated together.
   int64_t batch = 1;
+  /// generate --prompts FILE: one sample of each (seed + i), `prompt`
+  /// unused; printed by printSamples.
+  std::vector<std::string> prompts;
+
+  /// The prompt of each sample: `prompts`, or `batch` copies of `prompt`.
+  std::vector<std::string> samplePrompts() const {
+    return prompts.empty()
+               ? std::vector<std::string>(static_cast<size_t>(batch), prompt)
+               : prompts;
+  }
 };
+
+/// The lines of `path` (a file of at most 16 MiB), each one prompt
+/// (`generate --prompts`; the newline, and a carriage return before it,
+/// are not part of it); false with `error` set for a file that cannot be
+/// read, has no lines, or has an empty one.
 
 /// Why `spec` cannot continue `options.prompt` as asked (bad sampling
 /// options, an empty prompt, a byte outside the vocabulary, a byte-pool
@@ -89,7 +105,10 @@ struct GenerateOptions {
 std::string generationProblem(const ModelSpec &spec,
                               const GenerateOptions &options,
                               std::vector<int32_t> &prompt);
-/// The samples of a generation with `batch` above 1, each after a line
+bool readPrompts(const std::string &path, std::vector<std::string> &prompts,
+                 std::string &error);
+/// The samples of a generation with `batch` above 1 or `prompts`, each after a
+/// line
 /// `=== sample i of N (seed S) ===` and followed by a newline, on `out`.
 void printSamples(const std::vector<std::string> &samples,
                   const GenerateOptions &options, FILE *out);

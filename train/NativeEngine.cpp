@@ -766,21 +766,45 @@ int generateNative(const std::string &checkpoint, const ModelSpec &spec,
     return 0;
   };
   auto start = std::chrono::steady_clock::now();
-  if (o.batch > 1) {
-    std::vector<std::string> samples(static_cast<size_t>(o.batch));
-    std::vector<const int32_t *> prompts(samples.size(), prompt.data());
-    std::vector<size_t> lens(samples.size(), prompt.size());
-    auto collect = [](size_t i, int32_t token, void *texts) {
-      (*static_cast<std::vector<std::string> *>(texts))[i].push_back(
-          static_cast<char>(token));
-      return 0;
-    };
-    if (stlm_generate_batch(m.model, samples.size(), prompts.data(),
-                            lens.data(), static_cast<size_t>(o.tokens),
-                            &sampling, collect, &samples, nullptr) != STLM_OK)
-      return fail(stlm_error_message(m.model));
+  std::vector<std::string> texts = o.samplePrompts();
+  if (texts.size() > 1 || !o.prompts.empty()) {
+    // Each sample's prompt as ids, and its text as it comes.
+    std::vector<std::vector<int32_t>> ids;
+    for (const std::string &t : texts)
+      ids.emplace_back(t.begin(), t.end());
+    std::vector<std::string> samples(texts.size());
+    std::vector<const int32_t *> prompts;
+    std::vector<size_t> lens;
+    for (const auto &p : ids) {
+      prompts.push_back(p.data());
+      lens.push_back(p.size());
+    }
+    if (o.batch > 1) {
+      auto collect = [](size_t i, int32_t token, void *all) {
+        (*static_cast<std::vector<std::string> *>(all))[i].push_back(
+            static_cast<char>(token));
+        return 0;
+      };
+      if (stlm_generate_batch(m.model, samples.size(), prompts.data(),
+                              lens.data(), static_cast<size_t>(o.tokens),
+                              &sampling, collect, &samples, nullptr) != STLM_OK)
+        return fail(stlm_error_message(m.model));
+    } else {
+      // One at a time, seed + i each.
+      auto append = [](int32_t token, void *text) {
+        static_cast<std::string *>(text)->push_back(static_cast<char>(token));
+        return 0;
+      };
+      for (size_t i = 0; i < samples.size(); ++i) {
+        stlm_sampling each = toCSampling(o.sampling, o.seed + i);
+        if (stlm_generate(m.model, prompts[i], lens[i],
+                          static_cast<size_t>(o.tokens), &each, append,
+                          &samples[i], nullptr) != STLM_OK)
+          return fail(stlm_error_message(m.model));
+      }
+    }
     printSamples(samples, o, out);
-    printGenerated(o.tokens * o.batch, start, err);
+    printGenerated(o.tokens * static_cast<int64_t>(samples.size()), start, err);
     return 0;
   }
   size_t produced = 0;

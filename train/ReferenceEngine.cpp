@@ -321,19 +321,20 @@ int generateWithReference(const std::string &checkpoint,
   if (m.spec.embedder.kind == EmbedderKind::BytePool)
     return generateChunks(m, o, history, out, err);
   auto start = std::chrono::steady_clock::now();
-  if (o.batch == 1) {
+  std::vector<std::string> texts = o.samplePrompts();
+  if (texts.size() == 1 && o.prompts.empty()) {
     if (!generateTokens(m, o, history, o.seed, out, nullptr, error))
       return fail(error);
   } else {
     // What stlm_generate_batch computes together, one sample at a time.
-    std::vector<std::string> samples(static_cast<size_t>(o.batch));
+    std::vector<std::string> samples(texts.size());
     for (size_t i = 0; i < samples.size(); ++i)
-      if (!generateTokens(m, o, history, o.seed + i, nullptr, &samples[i],
-                          error))
+      if (!generateTokens(m, o, {texts[i].begin(), texts[i].end()}, o.seed + i,
+                          nullptr, &samples[i], error))
         return fail(error);
     printSamples(samples, o, out);
   }
-  printGenerated(o.tokens * o.batch, start, err);
+  printGenerated(o.tokens * static_cast<int64_t>(texts.size()), start, err);
   return 0;
 }
 

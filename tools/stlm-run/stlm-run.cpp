@@ -157,7 +157,13 @@ const Command kCommands[] = {
       {"--batch", "N",
        "N samples of the prompt generated together (sample i with seed "
        "+ i; token models on the CPU), printed one after another after "
-       "'=== sample i of N (seed S) ===' lines. Default: 1"}},
+       "'=== sample i of N (seed S) ===' lines; with --prompts, how many "
+       "of them run together. Default: 1 (with --prompts: their number, "
+       "at most 8)"},
+      {"--prompts", "FILE",
+       "a continuation of each line of FILE (one prompt a line), sample i "
+       "with seed + i, printed as --batch prints them. Instead of "
+       "--prompt"}},
      true},
     {"entropy",
      "entropy W.safetensors --data FILE -o FILE.starts (--threshold BITS | "
@@ -777,6 +783,15 @@ int runGenerate(int argc, char **argv) {
       !a.number("--top-p", o.sampling.topP))
     return usage(a.error);
   o.seed = static_cast<uint64_t>(seed);
+  if (const std::string *path = a.get("--prompts")) {
+    if (a.get("--prompt"))
+      return usage("give --prompt or --prompts, not both");
+    std::string error;
+    if (!stlm::readPrompts(*path, o.prompts, error))
+      return fail(error);
+    if (!a.get("--batch"))
+      o.batch = std::min<int64_t>(static_cast<int64_t>(o.prompts.size()), 8);
+  }
   std::string backend;
   stlm::NativeOptions native;
   stlm::ModelSpec spec;
