@@ -64,6 +64,13 @@ bool TextData::readFile(const std::string &path, std::vector<uint8_t> &out,
                      error);
 }
 
+bool TextData::readSmallFile(const std::string &path, const char *what,
+                             int64_t limit, std::string &out,
+                             std::string &error) {
+  return readRegular(path, what, limit, std::to_string(limit) + " bytes", out,
+                     error);
+}
+
 bool TextData::assign(std::vector<uint8_t> data, int64_t window,
                       const std::string &origin, std::string &error) {
   bytes = std::move(data);

@@ -38,6 +38,12 @@ public:
   /// the file (not on its length); false with `error` set.
   static bool readFile(const std::string &path, std::vector<uint8_t> &out,
                        std::string &error);
+  /// Reads the whole of `path`, a small text file (`what` names it in
+  /// errors), into `out`, with the same checks on the file and at most
+  /// `limit` bytes; false with `error` set.
+  static bool readSmallFile(const std::string &path, const char *what,
+                            int64_t limit, std::string &out,
+                            std::string &error);
   /// Takes `data` as the text (`origin` names it in errors), with the same
   /// checks as load() after reading.
   bool assign(std::vector<uint8_t> data, int64_t window,

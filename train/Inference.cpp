@@ -8,7 +8,6 @@
 #include "stlm/artifact_format.h"
 
 #include <cmath>
-#include <fstream>
 
 namespace stlm {
 
@@ -164,25 +163,10 @@ std::string generationProblem(const ModelSpec &spec, const GenerateOptions &o,
 bool readPrompts(const std::string &path, std::vector<std::string> &prompts,
                  std::string &error) {
   prompts.clear();
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = "cannot read the prompts file " + path;
+  std::string text;
+  if (!TextData::readSmallFile(path, "prompts file", int64_t(16) << 20, text,
+                               error))
     return false;
-  }
-  in.seekg(0, std::ios::end);
-  std::streamoff size = in.tellg();
-  in.seekg(0);
-  constexpr std::streamoff kMaxBytes = std::streamoff(16) << 20;
-  if (size < 0 || size > kMaxBytes) {
-    error = "the prompts file " + path + " is larger than 16 MiB";
-    return false;
-  }
-  std::string text(static_cast<size_t>(size), '\0');
-  in.read(text.data(), size);
-  if (!in) {
-    error = "cannot read the prompts file " + path;
-    return false;
-  }
   size_t start = 0;
   while (start < text.size()) {
     size_t end = text.find('\n', start);
