@@ -2,6 +2,7 @@
 
 #include "codegen/artifact/ArtifactWriter.h"
 
+#include "codegen/artifact/KernelPlan.h"
 #include "codegen/cuda/EmitCuda.h"
 #include "codegen/driver/KernelTarget.h"
 
@@ -11,6 +12,7 @@
 #include "mlir/IR/Diagnostics.h"
 #include "stlm/artifact_format.h"
 #include "support/Hash.h"
+#include "support/QuantTiles.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
@@ -23,6 +25,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <set>
 
 using namespace llvm;
 namespace ir = mlir::stlm;
@@ -281,6 +284,24 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
   std::map<std::string, int64_t> gradOffset;
   for (size_t i = 0; i < layout.gradParams.size(); ++i)
     gradOffset[layout.gradParams[i]] = layout.gradOffsets[i];
+  // The quantized weights kept in tiles, and their scales.
+  std::set<std::string> tiled;
+  if (auto q =
+          model->getAttrOfType<mlir::DictionaryAttr>("stlm.quantization")) {
+    StringRef scheme = cast<mlir::StringAttr>(q.get("scheme")).getValue();
+    int64_t group = cast<mlir::IntegerAttr>(q.get("group")).getInt();
+    for (mlir::Operation &op : model.getBody().front())
+      if (auto p = dyn_cast<ir::ParamOp>(op)) {
+        mlir::RankedTensorType t = p.getTensorType();
+        if (t.getElementType().isF32() || t.getRank() != 2)
+          continue;
+        int64_t in = t.getShape()[1] * (scheme == "int4" ? 2 : 1);
+        if (tiledWeight(scheme, t.getShape()[0], in, group)) {
+          tiled.insert(p.getSymName().str());
+          tiled.insert(p.getSymName().str() + ".scale");
+        }
+      }
+  }
   auto slot = [&](mlir::Operation &op, StringRef name,
                   mlir::RankedTensorType t) {
     j.object([&] {
@@ -295,6 +316,8 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
       auto g = gradOffset.find(name.str());
       if (g != gradOffset.end())
         j.attribute(key::kGradOffset, g->second);
+      if (tiled.count(name.str()))
+        j.attribute(key::kLayout, quant::kTilesLayout);
     });
   };
   j.attributeArray(key::kParams, [&] {

@@ -2,6 +2,8 @@
 
 #include "codegen/artifact/KernelPlan.h"
 
+#include "support/QuantTiles.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Matchers.h"
@@ -220,15 +222,22 @@ struct Planner {
                     Arg::result(0, 2)}}};
         })
         .Case([&](ir::QLinearOp o) -> Calls {
-          // support/Quantize's arithmetic, bit for bit, a row at a time.
-          std::vector<int64_t> x = shapeOf(o.getX());
-          return {{{"stlm_qmatvec_" + o.getScheme().str(),
-                    {{"m", num(leading(o.getX(), 1))},
-                     {"n", num(shapeOf(o.getWeight())[0])},
-                     {"k", num(x.back())},
-                     {"group", num(o.getGroup())}}},
-                   {Arg::operand(o.getX(), 2), Arg::operand(o.getWeight(), 2),
-                    Arg::operand(o.getScale(), 2), Arg::result(0, 2)}}};
+          // support/Quantize's arithmetic, bit for bit: on the weights in
+          // tiles where they tile (the runtime arranges them so, as the
+          // manifest's "layout" says), row by row otherwise.
+          int64_t out = shapeOf(o.getWeight())[0],
+                  in = shapeOf(o.getX()).back();
+          bool tiles = tiledWeight(o.getScheme(), out, in, o.getGroup());
+          return {
+              {{std::string(tiles ? "stlm_qmatvec_tiled_" : "stlm_qmatvec_") +
+                    o.getScheme().str(),
+                {{"m", num(leading(o.getX(), 1))},
+                 {"n", num(out)},
+                 {"k", num(in)},
+                 {"group", num(o.getGroup())}}},
+               {Arg::operand(o.getX(), 2),
+                Arg::operand(o.getWeight(), tiles ? 1 : 2),
+                Arg::operand(o.getScale(), tiles ? 1 : 2), Arg::result(0, 2)}}};
         })
         .Case([&](ir::LinearFusedOp o) -> Calls {
           std::vector<int64_t> w = shapeOf(o.getWeight());
@@ -511,6 +520,11 @@ struct Planner {
 };
 
 } // namespace
+
+bool tiledWeight(llvm::StringRef scheme, int64_t out, int64_t in,
+                 int64_t group) {
+  return quant::tilesFor(scheme == "int4", out, in, group);
+}
 
 std::vector<KernelCall> kernelCallsFor(Operation *op, std::string &why) {
   Planner planner;

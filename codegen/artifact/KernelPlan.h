@@ -34,6 +34,14 @@ namespace stlm::codegen {
 /// it takes no fused epilogue, so stlm-fuse leaves such matmuls apart.
 inline constexpr int64_t kMatVecMaxRows = 16;
 
+/// Whether a quantized linear weight of `out` outputs and `in` inputs
+/// (`scheme` "int8" or "int4", groups of `group` inputs) is kept in the
+/// kernels' tiles (support/QuantTiles.h): its kernel is then
+/// stlm_qmatvec_tiled_<scheme>, and the manifest gives it and its scales
+/// that "layout", which the runtime arranges when it loads them.
+bool tiledWeight(llvm::StringRef scheme, int64_t out, int64_t in,
+                 int64_t group);
+
 /// One kernel specialisation: `stlm-kernelgen -g generator key=value ...`.
 struct KernelSpec {
   std::string generator;

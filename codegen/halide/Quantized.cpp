@@ -19,18 +19,26 @@
 //   - int4: Σ (u − 8)·q = Σ u·q − 8 Σ q, the nibble u ≤ 15 unsigned, the
 //     row's q split into its even and odd inputs (the low and high
 //     nibbles' partners) and summed per group once per row.
-// Both are exact in int32 (the tiled schedule's int8 sums for groups of
-// up to 65536 inputs), so any order of the integer sums gives the twin's
-// dot. One row (decode): a weight row is read as 4-byte lanes, whose sums
-// stay in registers until a tree of vector adds turns them into group
+// Both are exact in int32, so any order of the integer sums gives the
+// twin's dot. Row by row: a weight row is read as 4-byte lanes, whose
+// sums stay in registers until a tree of vector adds turns them into group
 // sums; the groups' terms are stored output-minor, so that the f32 sums
-// run over 16 outputs at once, group after group, in the twin's order.
-// Rows in multiples of 4: each block of 16 outputs' weights is repacked
-// once, and a tile of rows × 16 outputs is summed in registers, one
-// broadcast and one dot product a row and 4 inputs. A group must be a
-// whole number of lanes (a multiple of 4 inputs for int8, 8 for int4, 4
-// in the tiled schedule); other groups take a plain schedule of the same
-// arithmetic.
+// run over 16 outputs at once, group after group, in the twin's order. A
+// group must be a whole number of lanes (a multiple of 4 inputs for int8,
+// 8 for int4); other groups take a plain schedule of the same arithmetic.
+//
+//   stlm_qmatvec_tiled_int8, stlm_qmatvec_tiled_int4
+//                      the same product, the weights and scales in the
+//                      tile layout of support/QuantTiles.h (1-d buffers),
+//                      which the runtime arranges when it loads a
+//                      checkpoint: a 64-byte load is 16 outputs × 4
+//                      inputs, so one dot product of four (vpdpbusd) with
+//                      4 input bytes broadcast adds to 16 outputs' sums,
+//                      and a group's sums of 16 outputs end in one vector
+//                      with no reduction across lanes; int8 weights are
+//                      stored + 128 (unsigned), less 128 Σ q after. For
+//                      any number of rows: tiles of up to 8 rows × 16
+//                      outputs in registers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -41,6 +49,39 @@
 using namespace Halide;
 
 namespace {
+
+/// Each row's int8 form, the arithmetic both generators share:
+/// amax(i) = max |a(·, i)|, inv(i) = 127 / amax (0 for a zero row), and
+/// qa(x, i) = clamp(round(a(x, i) · inv(i)), ±127) with halves away from
+/// zero. strict_float: the twin's f32 steps, no contraction.
+void quantizeRows(Func a, int K, Var x, Var i, Func amax, Func inv, Func qa) {
+  RDom rk(0, K, "rk");
+  amax(i) = maximum(abs(a(rk, i)));
+  Expr s = amax(i) / 127.0f, r1 = 1.0f / s;
+  inv(i) = strict_float(select(s > 0.0f && is_finite(r1), r1, 0.0f));
+  Expr v = a(x, i) * inv(i);
+  // round(): halves away from zero (Halide's round is to even). v − t is
+  // exact in f32 for |v| < 2^23, and v is clamped to ±127 after.
+  Expr t = trunc(v);
+  Expr r = select(abs(v - t) >= 0.5f, t + select(v < 0.0f, -1.0f, 1.0f), t);
+  qa(x, i) = cast<int8_t>(strict_float(clamp(r, -127.0f, 127.0f)));
+}
+
+/// A group's term and the row's sum over the groups in order, as the twin
+/// computes them: c(j, i) = Σ_g (d · (amax(i) / 127)) · dot, strict_float
+/// (no fused multiply-add).
+void sumGroups(Func c, Func term, RDom ro, Var g, Var j, Var i, Expr d,
+               Expr dot, Func amax) {
+  term(g, j, i) = strict_float((d * (amax(i) / 127.0f)) * cast<float>(dot));
+  c(j, i) = 0.0f;
+  c(j, i) = strict_float(c(j, i) + term(ro, j, i));
+}
+
+/// Weight bytes × rows below which a matvec runs on the calling thread:
+/// waking the pool costs more than a few microseconds of dot products save.
+constexpr int64_t kParallelBytes = 96 * 1024;
+/// Weight bytes × rows a task of the tiled matvec covers, about.
+constexpr int64_t kTaskBytes = 128 * 1024;
 
 template <bool Int4>
 class QuantizedMatVec : public Generator<QuantizedMatVec<Int4>> {
@@ -67,65 +108,15 @@ public:
       stlm::halide::fail(kName,
                          "m, n, k and group must be positive, the group must "
                          "divide k (and be even for int4)");
-    // The row's scale and its int8 values.
-    // strict_float throughout: the twin's f32 steps, no contraction.
-    RDom rk(0, K, "rk");
-    amax(i) = maximum(abs(a(rk, i)));
-    Expr s = amax(i) / 127.0f, r1 = 1.0f / s;
-    inv(i) = strict_float(select(s > 0.0f && is_finite(r1), r1, 0.0f));
-    Expr v = a(x, i) * inv(i);
-    // round(): halves away from zero (Halide's round is to even). v − t is
-    // exact in f32 for |v| < 2^23, and v is clamped to ±127 after.
-    Expr t = trunc(v);
-    Expr r = select(abs(v - t) >= 0.5f, t + select(v < 0.0f, -1.0f, 1.0f), t);
-    qa(x, i) = cast<int8_t>(strict_float(clamp(r, -127.0f, 127.0f)));
-
+    quantizeRows(a, K, x, i, amax, inv, qa);
     // A group's bytes of a weight row, summed as unsigned × signed byte
     // dot products of four.
     groupBytes = Int4 ? G / 2 : G;
     groups = K / G;
     fast = groupBytes % 4 == 0;
-    // Several rows (prefill, a batch): the weights repacked for 16
-    // outputs at a time, and each group's sums for a tile of rows.
-    // (int8 sums (q + 128)·w over a whole group there: at most
-    // 255 · 128 · G, within int32 for groups up to 65536.)
-    tiled = M % 4 == 0 && N % 16 == 0 && G % 4 == 0 && (Int4 || G <= 65536);
     ro = RDom(0, groups, "ro");
-    // The row's q + 128 (unsigned, for int8's dot products) and each
-    // group's Σ q (int4's correction), for the schedules that use them.
-    biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
-    RDom rq(0, G, "rq");
-    qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
-    c(j, i) = 0.0f;
     Expr dotG;
-    if (tiled) {
-      // packed(r, jj, kk, jb): input 4·kk + r of output 16·jb + jj, as
-      // stored (int8) or as its nibble 0..15 (int4).
-      Var r("r"), jj("jj"), kk("kk"), jb("jb");
-      Expr out = jb * 16 + jj, input = kk * 4 + r;
-      if (!Int4) {
-        packed(r, jj, kk, jb) = w(input, out);
-      } else {
-        Expr byte = w(input / 2, out);
-        packed(r, jj, kk, jb) = select(input % 2 == 0, byte & cast<uint8_t>(15),
-                                       byte >> cast<uint8_t>(4));
-      }
-      rt = RDom(0, 4, 0, G / 4, "rt");
-      Expr in = g * G + rt.y * 4 + rt.x;
-      Expr weight = packed(rt.x, jj, g * (G / 4) + rt.y, jb);
-      acc(jj, i, g, jb) = 0;
-      if (!Int4) {
-        // (q + 128) · w less 128 Σ w, as in the row schedule.
-        acc(jj, i, g, jb) +=
-            cast<int32_t>(biased(in, i)) * cast<int32_t>(weight);
-        wsum(jj, g, jb) = 0;
-        wsum(jj, g, jb) += cast<int32_t>(weight);
-        dotG = acc(j % 16, i, g, j / 16) - 128 * wsum(j % 16, g, j / 16);
-      } else {
-        acc(jj, i, g, jb) += cast<int32_t>(weight) * cast<int32_t>(qa(in, i));
-        dotG = acc(j % 16, i, g, j / 16) - 8 * qsum(g, i);
-      }
-    } else if (!fast) {
+    if (!fast) {
       // The plain schedule's arithmetic: each group's exact dot product.
       Func qw("qw");
       if (!Int4) {
@@ -136,6 +127,7 @@ public:
       }
       RDom rg(0, G, "rg");
       dot(g, j, i) = sum(qw(g * G + rg, j) * cast<int32_t>(qa(g * G + rg, i)));
+      dotG = dot(g, j, i);
     } else {
       // part(l, j, i): the 4 products of lane l (4 bytes of the row), one
       // unsigned × signed dot product; a group is a run of lanes.
@@ -146,6 +138,7 @@ public:
         // (q + 128) · w, unsigned × signed, less 128 Σ w: the lane's Σ w is
         // a dot product of w with a vector of ones (a buffer, so that it
         // stays a dot product).
+        biased(x, i) = cast<uint8_t>(cast<int16_t>(qa(x, i)) + 128);
         ones(x) = cast<uint8_t>(1);
         part(l, j, i) += cast<int32_t>(biased(b, i)) * cast<int32_t>(w(b, j));
         wpart(l, j) = 0;
@@ -160,29 +153,17 @@ public:
             cast<int32_t>(wb & cast<uint8_t>(15)) * cast<int32_t>(even(b, i));
         part(l, j, i) +=
             cast<int32_t>(wb >> cast<uint8_t>(4)) * cast<int32_t>(odd(b, i));
+        RDom rq(0, G, "rq");
+        qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
       }
       rr = RDom(0, groupBytes / 4, "rl");
       dot(g, j, i) = 0;
       Expr lane = g * (groupBytes / 4) + rr;
       dot(g, j, i) +=
           Int4 ? part(lane, j, i) : part(lane, j, i) - 128 * wpart(lane, j);
+      dotG = Int4 ? dot(g, j, i) - 8 * qsum(g, i) : dot(g, j, i);
     }
-    if (!tiled) {
-      dotG = dot(g, j, i);
-      if (Int4 && fast)
-        dotG = dotG - 8 * qsum(g, i);
-    }
-    // Each group's term, then the terms in order; strict_float: no fused
-    // multiply-add, as in the twin.
-    // (The tiled schedule reads the scales of 16 outputs as one vector.)
-    Expr d = scale(g, j);
-    if (tiled) {
-      Var jj("jj"), jb("jb");
-      scaleT(jj, g, jb) = scale(g, jb * 16 + jj);
-      d = scaleT(j % 16, g, j / 16);
-    }
-    term(g, j, i) = strict_float((d * (amax(i) / 127.0f)) * cast<float>(dotG));
-    c(j, i) = strict_float(c(j, i) + term(ro, j, i));
+    sumGroups(c, term, ro, g, j, i, scale(g, j), dotG, amax);
   }
 
   void schedule() {
@@ -197,10 +178,6 @@ public:
     inv.compute_root();
     const int vec = this->template natural_vector_size<float>();
     qa.compute_root().vectorize(x, vec, TailStrategy::GuardWithIf);
-    if (tiled) {
-      scheduleTiled(M, vec);
-      return;
-    }
     if (!fast) {
       Var jo("jo"), ji("ji");
       const int block = std::max(1, std::min(64, N / 16));
@@ -227,8 +204,6 @@ public:
     Var jo("jo"), ji("ji");
     c.compute_root();
     c.update().split(j, jo, ji, rowsPerBlock).reorder(ji, ro.x, i, jo);
-    // Small work runs on the calling thread: waking the pool costs more
-    // than a few microseconds of dot products save.
     const int64_t work = int64_t(M) * N * (Int4 ? K / 2 : K);
     if (work >= kParallelBytes)
       c.update().parallel(jo);
@@ -303,58 +278,150 @@ public:
   }
 
 private:
-  /// The tiled schedule: blocks of 16 outputs across threads, their
-  /// weights repacked once; for each tile of rows, group after group, the
-  /// tile's sums in registers (one 16-output vector a row), then its terms
-  /// added to the outputs in group order.
-  void scheduleTiled(int M, int vec) {
-    const int rowTile = M % 8 == 0 ? 8 : 4;
-    Var jo("jo"), ji("ji"), io("io"), ii("ii");
-    c.compute_root();
-    c.update()
-        .split(j, jo, ji, 16)
-        .split(i, io, ii, rowTile)
-        .reorder(ji, ii, ro.x, io, jo)
-        .vectorize(ji)
-        .unroll(ii)
-        .parallel(jo);
-    scaleT.compute_at(c, jo).vectorize(scaleT.args()[0]);
-    Var r = packed.args()[0], jj = packed.args()[1], rj("rj");
-    packed.compute_at(c, jo).fuse(r, jj, rj).vectorize(rj);
-    acc.compute_at(c, ro.x)
-        .store_in(MemoryType::Register)
-        .vectorize(acc.args()[0])
-        .unroll(i);
-    acc.update()
-        .reorder(rt.x, acc.args()[0], i, rt.y)
-        .atomic()
-        .vectorize(rt.x)
-        .vectorize(acc.args()[0])
-        .unroll(i);
-    if (!Int4) {
-      biased.compute_root().vectorize(x, 4 * vec, TailStrategy::GuardWithIf);
-      wsum.compute_at(c, jo).vectorize(wsum.args()[0]);
-      wsum.update().vectorize(wsum.args()[0]);
-    } else {
-      qsum.compute_root();
-    }
-  }
-
   Var x{"x"}, i{"i"}, j{"j"}, g{"g"}, l{"l"};
   Func amax{"amax"}, inv{"inv"}, qa{"qa"}, dot{"dot"}, term{"term"},
       part{"part"}, wpart{"wpart"}, biased{"biased"}, ones{"ones"},
-      even{"even"}, odd{"odd"}, qsum{"qsum"}, packed{"packed"}, acc{"acc"},
-      wsum{"wsum"}, scaleT{"scaleT"};
-  RDom rr, ro, r4, rt;
-  /// Weight bytes × rows below which the row schedule runs on one thread.
-  static constexpr int64_t kParallelBytes = 96 * 1024;
+      even{"even"}, odd{"odd"}, qsum{"qsum"};
+  RDom rr, ro, r4;
   int groups = 1, groupBytes = 1;
-  bool fast = false, tiled = false;
+  bool fast = false;
+};
+
+/// The matvec on weights and scales in the tile layout (support/
+/// QuantTiles.h; the constants below are its own).
+template <bool Int4>
+class QuantizedTiledMatVec : public Generator<QuantizedTiledMatVec<Int4>> {
+public:
+  template <typename T> using Param = GeneratorParam<T>;
+  template <typename T> using In = GeneratorInput<T>;
+  using Weight = std::conditional_t<Int4, uint8_t, int8_t>;
+  static constexpr const char *kName =
+      Int4 ? "stlm_qmatvec_tiled_int4" : "stlm_qmatvec_tiled_int8";
+  /// A block's outputs, a column's bytes and inputs.
+  static constexpr int kOutputs = 16, kColumnBytes = 64,
+                       kColumnInputs = Int4 ? 8 : 4;
+
+  Param<int> m{"m", 1};
+  Param<int> n{"n", 64};
+  Param<int> k{"k", 64};
+  Param<int> group{"group", 32};
+
+  In<Buffer<float>> a{"a", 2};              // [m, k]
+  In<Buffer<Weight>> w{"w", 1};             // the tiles: n · k (/ 2) bytes
+  In<Buffer<float>> scale{"scale", 1};      // [n / 16, k / group, 16]
+  GeneratorOutput<Buffer<float>> c{"c", 2}; // [m, n]
+
+  void generate() {
+    const int M = m, N = n, K = k, G = group;
+    if (M < 1 || N < 1 || K < 1 || G < 1 || K % G != 0 || N % kOutputs != 0 ||
+        G % kColumnInputs != 0 || (!Int4 && G > 65536))
+      stlm::halide::fail(
+          kName, "m, n, k and group must be positive, the group must divide "
+                 "k, n must be a multiple of 16 and the group of " +
+                     std::to_string(kColumnInputs) +
+                     (Int4 ? "" : " (and at most 65536)"));
+    quantizeRows(a, K, x, i, amax, inv, qa);
+    groups = K / G;
+    const int columns = K / kColumnInputs, groupColumns = G / kColumnInputs;
+    ro = RDom(0, groups, "ro");
+    RDom rq(0, G, "rq");
+    qsum(g, i) = sum(cast<int32_t>(qa(g * G + rq, i)));
+    // rt: the 4 bytes of a column's output (x), the group's columns (y),
+    // and for int4 the byte's two nibbles (z).
+    rt = Int4 ? RDom(0, 4, 0, groupColumns, 0, 2, "rt")
+              : RDom(0, 4, 0, groupColumns, "rt");
+    Expr column = g * groupColumns + rt.y;
+    Expr byte = cast<uint8_t>(w(jb * (columns * kColumnBytes) +
+                                column * kColumnBytes + jj * 4 + rt.x));
+    acc(jj, i, g, jb) = 0;
+    Expr dotG;
+    if (!Int4) {
+      // Σ (q + 128)·x less 128 Σ x.
+      acc(jj, i, g, jb) +=
+          cast<int32_t>(byte) * cast<int32_t>(qa(column * 4 + rt.x, i));
+      dotG = acc(j % kOutputs, i, g, j / kOutputs) - 128 * qsum(g, i);
+    } else {
+      // The low nibble's input is the column's 8·kk + r, the high one's
+      // 8·kk + 4 + r; Σ (q + 8)·x less 8 Σ x.
+      Expr nibble =
+          select(rt.z == 0, byte & cast<uint8_t>(15), byte >> cast<uint8_t>(4));
+      acc(jj, i, g, jb) += cast<int32_t>(nibble) *
+                           cast<int32_t>(qa(column * 8 + rt.z * 4 + rt.x, i));
+      dotG = acc(j % kOutputs, i, g, j / kOutputs) - 8 * qsum(g, i);
+    }
+    Expr d = scale((j / kOutputs) * (groups * kOutputs) + g * kOutputs +
+                   j % kOutputs);
+    sumGroups(c, term, ro, g, j, i, d, dotG, amax);
+  }
+
+  void schedule() {
+    const int M = m, N = n, K = k;
+    const int weightBytes = N * (Int4 ? K / 2 : K);
+    stlm::halide::requireAligned(a, w, scale, c);
+    stlm::halide::boundRowMajor(a, K, M);
+    w.dim(0).set_bounds(0, weightBytes);
+    scale.dim(0).set_bounds(0, N * groups);
+    stlm::halide::boundRowMajor(c, N, M);
+    amax.compute_root();
+    inv.compute_root();
+    const int vec = this->template natural_vector_size<float>();
+    qa.compute_root().vectorize(x, vec, TailStrategy::GuardWithIf);
+    qsum.compute_root();
+    // For each block of 16 outputs (across threads) and each tile of rows:
+    // group after group, the tile's sums in registers (a 16-output vector
+    // a row), each column one 64-byte load and a dot product a row, then
+    // the group's terms added to the outputs in order.
+    const int rowTile = M % 8 == 0 ? 8 : M % 4 == 0 ? 4 : M % 2 == 0 ? 2 : 1;
+    Var jo("jo"), ji("ji"), io("io"), ii("ii");
+    c.compute_root();
+    c.update()
+        .split(j, jo, ji, kOutputs)
+        .split(i, io, ii, rowTile)
+        .reorder(ji, ii, ro.x, io, jo)
+        .vectorize(ji)
+        .unroll(ii);
+    // Tasks of whole runs of blocks, about kTaskBytes of weights × rows
+    // each: a block of one row is a few microseconds' work, and a task per
+    // block spent more in the thread pool than in the dot products (a 2048
+    // × 768 int8 decode matvec streamed 19–30 GB/s so, 45–57 in tasks of
+    // 8–16 blocks).
+    const int blocks = N / kOutputs;
+    const int64_t blockWork = int64_t(M) * kOutputs * (Int4 ? K / 2 : K);
+    const int tasks = static_cast<int>(std::max<int64_t>(
+        1,
+        std::min<int64_t>(blocks, int64_t(blocks) * blockWork / kTaskBytes)));
+    const int blocksPerTask = (blocks + tasks - 1) / tasks;
+    Var jt("jt");
+    c.update().split(jo, jt, jo, blocksPerTask, TailStrategy::GuardWithIf);
+    if (int64_t(M) * weightBytes >= kParallelBytes)
+      c.update().parallel(jt);
+    acc.compute_at(c, ro.x)
+        .store_in(MemoryType::Register)
+        .vectorize(jj)
+        .unroll(i);
+    Stage update = acc.update();
+    if (Int4)
+      update.reorder(rt.x, jj, i, rt.z, rt.y).unroll(rt.z);
+    else
+      update.reorder(rt.x, jj, i, rt.y);
+    update.atomic().vectorize(rt.x).vectorize(jj).unroll(i);
+  }
+
+private:
+  Var x{"x"}, i{"i"}, j{"j"}, g{"g"}, jj{"jj"}, jb{"jb"};
+  Func amax{"amax"}, inv{"inv"}, qa{"qa"}, qsum{"qsum"}, acc{"acc"},
+      term{"term"};
+  RDom ro, rt;
+  int groups = 1;
 };
 
 } // namespace
 
 using QuantizedMatVecInt8 = QuantizedMatVec<false>;
 using QuantizedMatVecInt4 = QuantizedMatVec<true>;
+using QuantizedTiledMatVecInt8 = QuantizedTiledMatVec<false>;
+using QuantizedTiledMatVecInt4 = QuantizedTiledMatVec<true>;
 HALIDE_REGISTER_GENERATOR(QuantizedMatVecInt8, stlm_qmatvec_int8)
 HALIDE_REGISTER_GENERATOR(QuantizedMatVecInt4, stlm_qmatvec_int4)
+HALIDE_REGISTER_GENERATOR(QuantizedTiledMatVecInt8, stlm_qmatvec_tiled_int8)
+HALIDE_REGISTER_GENERATOR(QuantizedTiledMatVecInt4, stlm_qmatvec_tiled_int4)

@@ -11,6 +11,7 @@
 #include "stlm/stlm.h"
 #include "stlm/artifact_format.h"
 
+#include "support/QuantTiles.h"
 #include "support/SafeTensors.h"
 #include "support/Sampling.h"
 #include "support/Version.h"
@@ -138,6 +139,9 @@ struct Slot {
   int64_t gradOffset = -1;
   stlm::DType dtype = stlm::DType::F32; // F32, I32, or I8 / U8 (quantized)
   bool isInt = false;                   // not F32
+  // A quantized weight or its scales in the kernels' tiles
+  // (support/QuantTiles.h), arranged so when loaded.
+  bool tiles = false;
   int64_t numel() const {
     int64_t n = 1;
     for (int64_t d : shape)
@@ -218,6 +222,8 @@ struct stlm_model {
   // A quantized artifact's format ({"scheme", "group"} as JSON; "" for a
   // float one): it infers only, from checkpoints quantized alike.
   std::string quantization;
+  bool quantInt4 = false;
+  int64_t quantGroup = 0;
   // Data-parallel training (stlm_set_allreduce): the hook that sums the
   // gradient sums and loss_acc over the ranks, and the blob's range that
   // holds them (bytes [reduceBegin, reduceEnd); loss_acc at lossOffset).
@@ -399,6 +405,8 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
       if (quantization.empty())
         return fail(STLM_ERROR_FORMAT,
                     "the artifact's manifest has a bad quantization");
+      quantInt4 = m.at(key::kQuantization).at(key::kScheme) == "int4";
+      quantGroup = m.at(key::kQuantization).at(key::kGroup).get<int64_t>();
     }
     bool trains = a->grad && (a->train_step || (a->accumulate && a->apply));
     bool none = !a->grad && !a->train_step && !a->accumulate && !a->apply;
@@ -555,6 +563,28 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                                              p.at(key::kName).get<std::string>() +
                                              "' outside its buffers");
         std::string n = p.at(key::kName).get<std::string>();
+        if (p.contains(key::kLayout)) {
+          // Tiles: a quantized weight whose shape tiles, or the scales
+          // [out, groups] of one (whole blocks of outputs).
+          const auto &l = p.at(key::kLayout);
+          bool weight = quantizedWeight && (dtype == "U8") == quantInt4 &&
+                        s.shape.size() == 2;
+          bool ok = l.is_string() &&
+                    l.get<std::string>() == stlm::quant::kTilesLayout &&
+                    (weight ? stlm::quant::tilesFor(
+                                  quantInt4, s.shape[0],
+                                  s.shape[1] * (quantInt4 ? 2 : 1), quantGroup)
+                            : !quantization.empty() && dtype == "F32" &&
+                                  std::string(section) == key::kParams &&
+                                  s.shape.size() == 2 && s.shape[1] > 0 &&
+                                  s.shape[0] > 0 &&
+                                  s.shape[0] % stlm::quant::kTileOutputs == 0);
+          if (!ok)
+            return fail(STLM_ERROR_FORMAT,
+                        "the artifact's manifest gives '" + n +
+                            "' a layout it cannot have: " + l.dump());
+          s.tiles = true;
+        }
         if (std::string(section) == key::kParams)
           params.push_back(n);
         else if (n.rfind(kTeacherPrefix, 0) == 0)
@@ -1155,7 +1185,11 @@ stlm_status stlm_read(const stlm_model *cmodel, const char *name, float *out,
   const uint8_t *src =
       grad ? static_cast<uint8_t *>(model->arena.get()) + s->gradOffset
            : model->at(s->offset);
-  std::memcpy(out, src, count * 4);
+  if (!grad && s->tiles) // a quantized weight's scales, in rows again
+    stlm::quant::unpackTileScales(src, s->shape[0], s->shape[1], 4,
+                                  reinterpret_cast<uint8_t *>(out));
+  else
+    std::memcpy(out, src, count * 4);
   return model->ok();
 }
 
@@ -1177,7 +1211,12 @@ stlm_status stlm_write(stlm_model *model, const char *name,
                            std::to_string(count));
   if (stlm_status st = model->pull(); st != STLM_OK)
     return st;
-  std::memcpy(model->at(s->offset), values, count * 4);
+  if (s->tiles)
+    stlm::quant::packTileScales(reinterpret_cast<const uint8_t *>(values),
+                                s->shape[0], s->shape[1], 4,
+                                model->at(s->offset));
+  else
+    std::memcpy(model->at(s->offset), values, count * 4);
   model->wrote();
   if (std::find(model->teacher.begin(), model->teacher.end(), name) !=
       model->teacher.end())
@@ -1281,9 +1320,18 @@ stlm_status loadQuantized(stlm_model *model, const stlm::SafeTensorsFile *file,
   if (stlm_status st = model->pull(); st != STLM_OK)
     return st;
   model->wrote();
-  for (const std::string &p : model->params)
-    std::memcpy(model->at(model->slots.at(p).offset), file->find(p)->data,
-                file->find(p)->size);
+  for (const std::string &p : model->params) {
+    const Slot &s = model->slots.at(p);
+    const auto *data = static_cast<const uint8_t *>(file->find(p)->data);
+    uint8_t *to = static_cast<uint8_t *>(model->at(s.offset));
+    if (!s.tiles)
+      std::memcpy(to, data, file->find(p)->size);
+    else if (s.isInt)
+      stlm::quant::packTiles(model->quantInt4, data, s.shape[0],
+                             s.shape[1] * (model->quantInt4 ? 2 : 1), to);
+    else
+      stlm::quant::packTileScales(data, s.shape[0], s.shape[1], 4, to);
+  }
   return model->ok();
 }
 

@@ -12,6 +12,7 @@
 #include "HalideRuntime.h"
 #include "reference/Kernels.h"
 #include "support/CpuBF16.h"
+#include "support/QuantTiles.h"
 #include "support/Quantize.h"
 #include "test_adamw.h"
 #include "test_add.h"
@@ -50,6 +51,8 @@
 #include "test_avx2_mm_tn.h"
 #include "test_avx2_mv.h"
 #include "test_avx2_qmm_int8.h"
+#include "test_avx2_qmt_int4.h"
+#include "test_avx2_qmt_int8.h"
 #include "test_avx2_qmv_int4.h"
 #include "test_avx2_qmv_int8.h"
 #include "test_bf16_fused.h"
@@ -107,11 +110,20 @@
 #include "test_pool_max_grad.h"
 #include "test_pool_mean.h"
 #include "test_pool_mean_grad.h"
-#include "test_qmm_int4.h"
 #include "test_qmm_int4_g4.h"
 #include "test_qmm_int8.h"
 #include "test_qmm_int8_huge.h"
-#include "test_qmm_int8_rows4.h"
+#include "test_qmt_int4.h"
+#include "test_qmt_int4_g8.h"
+#include "test_qmt_int4_rows5.h"
+#include "test_qmt_int4_rows8.h"
+#include "test_qmt_int8.h"
+#include "test_qmt_int8_channel.h"
+#include "test_qmt_int8_max.h"
+#include "test_qmt_int8_rows2.h"
+#include "test_qmt_int8_rows3.h"
+#include "test_qmt_int8_rows4.h"
+#include "test_qmt_int8_rows8.h"
 #include "test_qmv_int4.h"
 #include "test_qmv_int4_g6.h"
 #include "test_qmv_int4_wide.h"
@@ -437,12 +449,15 @@ TEST(HalideMatVec, MatchesReferenceLinear) {
 /// stlm_qmatvec_int8/int4 against support/Quantize.h's matvec, its twin:
 /// equal bit for bit (the same integer sums, the same f32 operations in the
 /// same order). Rows of `a` include exact halves after scaling (they round
-/// away from zero), a zero row, and the weights a zero group.
-template <stlm::quant::Scheme scheme, typename Kernel>
+/// away from zero), a zero row, and the weights a zero group. `Tiled`: the
+/// stlm_qmatvec_tiled_* kernels, given the weights and scales as
+/// support/QuantTiles.h arranges them.
+template <stlm::quant::Scheme scheme, bool Tiled = false, typename Kernel>
 void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
-  SCOPED_TRACE(std::string(stlm::quant::schemeName(scheme)) +
-               " m=" + std::to_string(M) + " n=" + std::to_string(N) +
-               " k=" + std::to_string(K) + " group=" + std::to_string(G));
+  SCOPED_TRACE(std::string(Tiled ? "tiled " : "") +
+               stlm::quant::schemeName(scheme) + " m=" + std::to_string(M) +
+               " n=" + std::to_string(N) + " k=" + std::to_string(K) +
+               " group=" + std::to_string(G));
   std::mt19937 rng(M * 1000 + N * 10 + K);
   Buffer wf = random(N, K, rng, -0.05f, 0.05f);
   for (int x = 0; x < G; ++x)
@@ -465,14 +480,26 @@ void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
     for (int x = 0; x < K; ++x)
       wf(x, 2) = x % 5 == 0 ? -0.05f : 0.05f;
   stlm::quant::QTensor q = stlm::quant::quantize(wf.data(), N, K, {scheme, G});
-  Buffer scale(K / G, N);
-  std::copy(q.scales.begin(), q.scales.end(), scale.data());
   Buffer c(N, M);
   constexpr bool int8 = scheme == stlm::quant::Scheme::Int8;
-  Halide::Runtime::Buffer<std::conditional_t<int8, int8_t, uint8_t>> w(
-      int8 ? K : K / 2, N);
-  std::memcpy(w.data(), q.data.data(), q.data.size());
-  ASSERT_EQ(kernel(a, w, scale, c), 0);
+  using Weight = std::conditional_t<int8, int8_t, uint8_t>;
+  if constexpr (Tiled) {
+    ASSERT_TRUE(stlm::quant::tilesFor(!int8, N, K, G));
+    Halide::Runtime::Buffer<Weight> w(static_cast<int>(q.data.size()));
+    Halide::Runtime::Buffer<float> scale(static_cast<int>(q.scales.size()));
+    stlm::quant::packTiles(!int8, q.data.data(), N, K,
+                           reinterpret_cast<uint8_t *>(w.data()));
+    stlm::quant::packTileScales(
+        reinterpret_cast<const uint8_t *>(q.scales.data()), N, K / G, 4,
+        reinterpret_cast<uint8_t *>(scale.data()));
+    ASSERT_EQ(kernel(a, w, scale, c), 0);
+  } else {
+    Buffer scale(K / G, N);
+    std::copy(q.scales.begin(), q.scales.end(), scale.data());
+    Halide::Runtime::Buffer<Weight> w(int8 ? K : K / 2, N);
+    std::memcpy(w.data(), q.data.data(), q.data.size());
+    ASSERT_EQ(kernel(a, w, scale, c), 0);
+  }
   std::vector<float> y(N);
   int nonzero = 0;
   for (int i = 0; i < M; ++i) {
@@ -502,14 +529,74 @@ TEST(HalideQuantized, MatVecMatchesTheIntegerReferenceBitForBit) {
   // group that is no whole number of lanes.
   checkQuantizedMatVec<Scheme::Int8>(test_qmv_int8_channel, 1, 17, 200, 200);
   checkQuantizedMatVec<Scheme::Int4>(test_qmv_int4_g6, 2, 10, 48, 6);
-  // Rows in tiles of 8 or 4, the weights repacked for 16 outputs.
+  // Several rows, one after another.
   checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8, 8, 32, 256, 32);
-  checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8_rows4, 12, 48, 96, 32);
-  checkQuantizedMatVec<Scheme::Int4>(test_qmm_int4, 8, 16, 128, 16);
   checkQuantizedMatVec<Scheme::Int4>(test_qmm_int4_g4, 4, 16, 32, 4);
-  // A group of 131072 inputs, past what the tiled int8 sums hold in
-  // int32, takes the row schedule.
+  // A group of 131072 inputs, the most whose int32 sums are exact.
   checkQuantizedMatVec<Scheme::Int8>(test_qmm_int8_huge, 4, 16, 131072, 131072);
+}
+
+TEST(HalideQuantized, TiledMatVecMatchesTheIntegerReferenceBitForBit) {
+  using stlm::quant::Scheme;
+  // One row (decode), and rows in tiles of 8, 4, 2 and 1 (an odd count).
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8, 1, 48, 256, 32);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows8, 8, 32, 256, 32);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows4, 12, 48, 96, 32);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows2, 6, 16, 64, 4);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows3, 3, 32, 96, 32);
+  // A scale per output; the largest group whose (q + 128)·x sums are
+  // exact in int32.
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_channel, 1, 16, 512,
+                                           512);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_max, 4, 16, 65536,
+                                           65536);
+  checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4, 1, 32, 256, 32);
+  checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4_rows8, 8, 16, 128, 16);
+  checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4_g8, 2, 16, 64, 8);
+  checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4_rows5, 5, 48, 512, 64);
+}
+
+TEST(HalideQuantized, TilesArrangeAndRestoreTheWeights) {
+  // Each byte lands where tileOffset says, int8 + 128 and int4's inputs
+  // 8kk + b and 8kk + 4 + b in one byte; unpacking restores the rows.
+  using namespace stlm::quant;
+  std::mt19937 rng(5);
+  for (bool int4 : {false, true}) {
+    const int64_t out = 32, in = 64, bytes = out * (int4 ? in / 2 : in);
+    std::vector<uint8_t> rows(bytes), tiles(bytes), back(bytes, 0xA5);
+    for (uint8_t &b : rows)
+      b = static_cast<uint8_t>(rng());
+    packTiles(int4, rows.data(), out, in, tiles.data());
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t x = 0; x < in; ++x) {
+        int64_t kk = x / tileInputs(int4), b = x % 4;
+        uint8_t tile = tiles[tileOffset(int4, in, o, kk, b)];
+        if (!int4) {
+          EXPECT_EQ(static_cast<int>(tile),
+                    static_cast<int8_t>(rows[o * in + x]) + 128);
+          continue;
+        }
+        int nibble = (rows[o * (in / 2) + x / 2] >> (4 * (x % 2))) & 15;
+        EXPECT_EQ((tile >> (x % 8 < 4 ? 0 : 4)) & 15, nibble)
+            << "output " << o << ", input " << x;
+      }
+    unpackTiles(int4, tiles.data(), out, in, back.data());
+    EXPECT_EQ(back, rows);
+  }
+  std::vector<float> scales(48 * 3), tiled(scales.size()), again(scales.size());
+  for (size_t i = 0; i < scales.size(); ++i)
+    scales[i] = static_cast<float>(i);
+  packTileScales(reinterpret_cast<uint8_t *>(scales.data()), 48, 3, 4,
+                 reinterpret_cast<uint8_t *>(tiled.data()));
+  EXPECT_EQ(tiled[16 * 2 + 5], scales[5 * 3 + 2]);   // output 5, group 2
+  EXPECT_EQ(tiled[48 + 16 + 1], scales[17 * 3 + 1]); // output 17, group 1
+  unpackTileScales(reinterpret_cast<uint8_t *>(tiled.data()), 48, 3, 4,
+                   reinterpret_cast<uint8_t *>(again.data()));
+  EXPECT_EQ(again, scales);
+  EXPECT_TRUE(tilesFor(false, 32, 96, 4));
+  EXPECT_FALSE(tilesFor(false, 24, 96, 32));         // outputs not whole blocks
+  EXPECT_FALSE(tilesFor(true, 32, 96, 4));           // int4 columns of 8 inputs
+  EXPECT_FALSE(tilesFor(false, 16, 131072, 131072)); // int32 would overflow
 }
 
 TEST(HalideAVX2, QuantizedMatVec) {
@@ -521,6 +608,8 @@ TEST(HalideAVX2, QuantizedMatVec) {
   checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmm_int8, 8, 32, 256, 32);
   checkQuantizedMatVec<Scheme::Int8>(test_avx2_qmv_int8, 3, 40, 256, 32);
   checkQuantizedMatVec<Scheme::Int4>(test_avx2_qmv_int4, 3, 40, 512, 32);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_avx2_qmt_int8, 8, 32, 256, 32);
+  checkQuantizedMatVec<Scheme::Int4, true>(test_avx2_qmt_int4, 1, 32, 256, 32);
 }
 
 std::string lastHalideError;

@@ -126,8 +126,10 @@ TEST(QuantizedModel, QLinearsRunOnTheQuantizedMatvec) {
     ::stlm::codegen::KernelPlan plan = ::stlm::codegen::planKernels(model);
     EXPECT_TRUE(plan.unsupported.empty())
         << plan.explainUnsupported("char-tiny");
+    // Every weight of char-tiny has whole blocks of 16 outputs, so all
+    // run on the tiled matvec.
     std::string gen =
-        std::string("stlm_qmatvec_") + ::stlm::quant::schemeName(scheme);
+        std::string("stlm_qmatvec_tiled_") + ::stlm::quant::schemeName(scheme);
     // char-tiny: width 128, SwiGLU 512, batch 12 × 64; decode one row.
     std::set<std::string> keys;
     for (const ::stlm::codegen::KernelSpec &k : plan.kernels) {
@@ -136,6 +138,8 @@ TEST(QuantizedModel, QLinearsRunOnTheQuantizedMatvec) {
         EXPECT_NE(k.key().find(" n=256 "), std::string::npos) << k.key();
       if (k.generator == gen)
         keys.insert(k.key());
+      EXPECT_EQ(k.generator.rfind("stlm_qmatvec_int", 0), std::string::npos)
+          << k.key();
     }
     for (const char *shape :
          {"m=1 n=128 k=128", "m=1 n=512 k=128", "m=1 n=128 k=512",
@@ -143,6 +147,18 @@ TEST(QuantizedModel, QLinearsRunOnTheQuantizedMatvec) {
       EXPECT_TRUE(keys.count(gen + " " + shape + " group=64"))
           << gen << " " << shape;
   }
+}
+
+TEST(QuantizedModel, WeightsTileWhereTheirShapeAllows) {
+  using ::stlm::codegen::tiledWeight;
+  EXPECT_TRUE(tiledWeight("int8", 768, 2048, 32));
+  EXPECT_TRUE(tiledWeight("int4", 256, 768, 32));
+  EXPECT_TRUE(tiledWeight("int8", 16, 12, 4));
+  EXPECT_FALSE(tiledWeight("int8", 40, 128, 32));        // 40 outputs
+  EXPECT_FALSE(tiledWeight("int4", 32, 96, 12));         // int4 groups of 8
+  EXPECT_FALSE(tiledWeight("int8", 16, 96, 6));          // int8 groups of 4
+  EXPECT_FALSE(tiledWeight("int8", 16, 131072, 131072)); // int32 overflow
+  EXPECT_TRUE(tiledWeight("int4", 16, 131072, 131072));
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, QuantizedModel,

@@ -8,6 +8,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "stlm/stlm.h"
+#include "support/QuantTiles.h"
 #include "support/SafeTensors.h"
 
 #include <gtest/gtest.h>
@@ -38,7 +39,7 @@ int32_t decode(void *, void *, const int32_t *, const int32_t *, float *) {
 void *setter(void *) { return nullptr; }
 int threads(int) { return 0; }
 
-const char *kGood = R"({"format": "stlm-artifact", "version": 3,
+const char *kGood = R"({"format": "stlm-artifact", "version": 4,
   "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
   "weights_size": 64, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
   "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0}],
@@ -167,7 +168,7 @@ TEST(Runtime, RefusesCorruptManifests) {
   stlm_artifact a = artifact("{\"format\": ");
   expectRefused(a, STLM_ERROR_FORMAT, "manifest is corrupt");
   a = artifact(R"({"format": "stlm-artifact", "version": 1})");
-  expectRefused(a, STLM_ERROR_FORMAT, "version 3 manifest");
+  expectRefused(a, STLM_ERROR_FORMAT, "version 4 manifest");
   std::string outside = kGood;
   outside.replace(outside.find("\"offset\": 0"), 11, "\"offset\": 60");
   a = artifact(outside.c_str());
@@ -205,7 +206,7 @@ TEST(Runtime, RefusesCorruptManifests) {
 
 /// A quantized model's manifest: an I8 payload and its F32 scales, no
 /// optimizer state or step.
-const char *kQuantized = R"({"format": "stlm-artifact", "version": 3,
+const char *kQuantized = R"({"format": "stlm-artifact", "version": 4,
   "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
   "quantization": {"scheme": "int8", "group": 32},
   "weights_size": 128, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
@@ -401,6 +402,95 @@ TEST(Runtime, LoadsOnlyACheckpointQuantizedAlike) {
   stlm_close(m);
 }
 
+/// The weights blob @logits was last called with.
+const uint8_t *seenWeights = nullptr;
+int32_t inferSeeingWeights(void *weights, void *, const int32_t *, float *) {
+  seenWeights = static_cast<const uint8_t *>(weights);
+  return 0;
+}
+
+/// A quantized model whose weight and scales the kernels read in tiles.
+const char *kTiled = R"({"format": "stlm-artifact", "version": 4,
+  "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
+  "quantization": {"scheme": "int4", "group": 8},
+  "weights_size": 512, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
+  "params": [{"name": "w", "dtype": "U8", "shape": [32, 8], "offset": 0,
+              "layout": "tiles16"},
+             {"name": "w.scale", "dtype": "F32", "shape": [32, 2],
+              "offset": 256, "layout": "tiles16"}],
+  "state": []})";
+
+TEST(Runtime, LoadsQuantizedWeightsIntoTheKernelsTiles) {
+  stlm_artifact a = quantizedArtifact(kTiled);
+  a.logits = inferSeeingWeights;
+  stlm_model *m = nullptr;
+  ASSERT_EQ(stlm_open(&a, &m), STLM_OK) << stlm_error_message(m);
+  // Row-major int4 bytes and scales, as a quantized checkpoint has them.
+  std::vector<uint8_t> payload(32 * 8);
+  for (size_t i = 0; i < payload.size(); ++i)
+    payload[i] = static_cast<uint8_t>(i * 37 + 11);
+  std::vector<float> scales(64);
+  for (size_t i = 0; i < scales.size(); ++i)
+    scales[i] = 0.5f + static_cast<float>(i);
+  std::string path = ::testing::TempDir() + "/tiled.safetensors", error;
+  ASSERT_TRUE(stlm::writeSafeTensors(
+      path,
+      {{"w", stlm::DType::U8, {32, 8}, payload.data(), payload.size()},
+       {"w.scale", stlm::DType::F32, {32, 2}, scales.data(), 256}},
+      {{"stlm_quantization", R"({"group":8,"scheme":"int4"})"}}, error))
+      << error;
+  ASSERT_EQ(stlm_load(m, path.c_str()), STLM_OK) << stlm_error_message(m);
+  std::vector<float> logits(static_cast<size_t>(stlm_logits_size(m)));
+  std::vector<int32_t> tokens(8, 1);
+  ASSERT_EQ(stlm_logits(m, tokens.data(), logits.data()), STLM_OK);
+  ASSERT_NE(seenWeights, nullptr);
+  // The blob holds the tiles; the scales read back in rows.
+  std::vector<uint8_t> tiles(payload.size());
+  stlm::quant::packTiles(true, payload.data(), 32, 16, tiles.data());
+  EXPECT_EQ(std::vector<uint8_t>(seenWeights, seenWeights + tiles.size()),
+            tiles);
+  EXPECT_NE(tiles, payload); // not vacuous
+  std::vector<float> read(64), tiledScales(64);
+  std::memcpy(tiledScales.data(), seenWeights + 256, 256);
+  EXPECT_EQ(tiledScales[1], scales[2]); // output 1, group 0
+  ASSERT_EQ(stlm_read(m, "w.scale", read.data(), 64), STLM_OK);
+  EXPECT_EQ(read, scales);
+  // A scale written goes to its place in the tiles.
+  scales[2 * 5 + 1] = -3.0f;
+  ASSERT_EQ(stlm_write(m, "w.scale", scales.data(), 64), STLM_OK);
+  ASSERT_EQ(stlm_logits(m, tokens.data(), logits.data()), STLM_OK);
+  std::memcpy(tiledScales.data(), seenWeights + 256, 256);
+  EXPECT_EQ(tiledScales[16 + 5], -3.0f); // output 5, group 1
+  ASSERT_EQ(stlm_read(m, "w.scale", read.data(), 64), STLM_OK);
+  EXPECT_EQ(read, scales);
+  stlm_close(m);
+}
+
+TEST(Runtime, RefusesALayoutAWeightCannotHave) {
+  auto refused = [](const std::string &from, const std::string &to) {
+    std::string manifest = kTiled;
+    manifest.replace(manifest.find(from), from.size(), to);
+    stlm_artifact a = quantizedArtifact(manifest.c_str());
+    expectRefused(a, STLM_ERROR_FORMAT, "a layout it cannot have");
+  };
+  // An unknown layout; outputs that are no whole number of blocks; an
+  // int4 group of 4 (a tile column holds 8 inputs); a float model's
+  // weight.
+  refused(R"("offset": 0,
+              "layout": "tiles16")",
+          R"("offset": 0, "layout": "tiles8")");
+  refused(R"("shape": [32, 8])", R"("shape": [24, 8])");
+  refused(R"("group": 8})", R"("group": 4})");
+  refused(R"("shape": [32, 2],
+              "offset": 256, "layout": "tiles16")",
+          R"("shape": [32, 2], "offset": 256, "layout": 16)");
+  std::string manifest = kGood;
+  manifest.replace(manifest.find(R"("offset": 0})"), 12,
+                   R"("offset": 0, "layout": "tiles16"})");
+  stlm_artifact a = artifact(manifest.c_str());
+  expectRefused(a, STLM_ERROR_FORMAT, "gives 'w' a layout it cannot have");
+}
+
 TEST(Runtime, RefusesInputsThatAreNotABatch) {
   for (const char *inputs :
        {R"([[2, 4]])", R"([[2, 4], [2, 5]])", R"([[2, 4], [2, 4], [2]])",
@@ -519,7 +609,7 @@ TEST(Runtime, RefusesIdsOutsideTheVocabulary) {
 /// loss_acc right after the optimizer state. Its accumulate adds 1, 2, 3, 4
 /// to the sums and returns a loss of 2.5; its apply records the sums it
 /// finds, then clears them, as the compiled one does.
-const char *kSplit = R"({"format": "stlm-artifact", "version": 3,
+const char *kSplit = R"({"format": "stlm-artifact", "version": 4,
   "model": "fake", "vocab": 16, "accumulate": 1, "split_step": true,
   "spec": "{}", "weights_size": 128, "arena_size": 64,
   "inputs": [[2, 4], [2, 4]],
@@ -818,7 +908,7 @@ int32_t deviceStep(void *ctx, void *arena, const int32_t *, const int32_t *,
   return 0;
 }
 
-const char *kDeviceManifest = R"({"format": "stlm-artifact", "version": 3,
+const char *kDeviceManifest = R"({"format": "stlm-artifact", "version": 4,
   "model": "fake", "vocab": 16, "accumulate": 1, "spec": "{}",
   "weights_size": 64, "arena_size": 64, "inputs": [[2, 4], [2, 4]],
   "params": [{"name": "w", "dtype": "F32", "shape": [4], "offset": 0,

@@ -1,4 +1,5 @@
-//===- artifact_format.h - what writer, driver and runtime agree on -*- C++ -*-===//
+//===- artifact_format.h - what writer, driver and runtime agree on -*- C++
+//-*-===//
 //
 // The one description of a compiled stlm artifact that its three parties
 // share: the writer (codegen/artifact/ArtifactWriter, run by stlm-compile),
@@ -20,7 +21,8 @@
 //     arena_size,
 //     inputs   [[batch, context], [batch, context]] (+ [] for a mask seed),
 //     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
-//                              grad_offset (params with a gradient)}],
+//                              grad_offset (params with a gradient),
+//                              layout (tiled quantized weights)}],
 //     entry_points           the inference functions compiled,
 //     kernels                [{name, generator, params, uses}] (host),
 //     cuda_arch, tf32        (cuda: nvcc's -arch, TF32 matmul operands),
@@ -43,7 +45,7 @@ namespace stlm::format {
 
 /// The manifest's "format" and "version".
 inline constexpr const char *kFormatName = "stlm-artifact";
-inline constexpr int kManifestVersion = 3;
+inline constexpr int kManifestVersion = 4;
 /// The descriptor's abi_version.
 inline constexpr uint32_t kAbiVersion = STLM_ABI_VERSION;
 
@@ -162,6 +164,11 @@ inline constexpr const char *kProfile = "profile";
 inline constexpr const char *kName = "name", *kDType = "dtype",
                             *kShape = "shape", *kOffset = "offset",
                             *kGradOffset = "grad_offset";
+/// Of a quantized artifact's params only: "tiles16" for a weight its
+/// kernels read in tiles, and for that weight's `.scale`
+/// (support/QuantTiles.h); the runtime arranges the checkpoint's
+/// row-major tensors so when it loads them (absent: row-major).
+inline constexpr const char *kLayout = "layout";
 /// Of each entry of `files` (only in the manifest file beside the
 /// libraries, not the one compiled into them): the file's size in bytes
 /// and its FNV-1a 64 digest as 16 hex digits, checked before the shared
