@@ -37,15 +37,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   stlm_artifact a = {};
   a.abi_version = STLM_ABI_VERSION;
   a.manifest = manifest.c_str();
-  // Both forms of training: which one the manifest's `accumulate` matches
-  // decides whether it opens.
-  if (size % 2) {
-    a.accumulate = &withLoss;
-    a.apply = &apply;
-  } else {
-    a.train_step = &withLoss;
+  // Both forms of training, and (a third of the inputs) none, as a
+  // quantized model has: which one the manifest matches decides whether
+  // it opens.
+  if (size % 3 != 0) {
+    if (size % 2) {
+      a.accumulate = &withLoss;
+      a.apply = &apply;
+    } else {
+      a.train_step = &withLoss;
+    }
+    a.grad = &withLoss;
   }
-  a.grad = a.eval = &withLoss;
+  a.eval = &withLoss;
   a.logits = a.prefill = &logits;
   a.decode_step = &decode;
   a.set_error_handler = a.set_custom_malloc = a.set_custom_free = &setter;

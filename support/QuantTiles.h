@@ -1,5 +1,4 @@
-//===- QuantTiles.h - quantized weights in the kernels' tile layout -*- C++
-//-*-===//
+//===- QuantTiles.h - quantized weights in the kernels' tiles -*- C++ -*-===//
 //
 // A quantized checkpoint stores a linear layer's weight row-major
 // (support/Quantize.h): I8 [out, in] or, for int4, U8 [out, in / 2], and
@@ -43,13 +42,18 @@ inline constexpr int64_t kTileOutputs = 16, kTileBytes = 64;
 /// Inputs in a column of a block: a byte holds one int8 or two int4.
 inline constexpr int64_t tileInputs(bool int4) { return int4 ? 8 : 4; }
 
+/// The inputs of a quantized weight stored [out, `columns`] bytes.
+inline constexpr int64_t weightInputs(bool int4, int64_t columns) {
+  return int4 ? 2 * columns : columns;
+}
+
 /// Whether a weight of `out` outputs and `in` inputs, quantized in groups
 /// of `group` inputs, is kept in tiles. (An int8 tile's sums are of
 /// (q + 128)·x, exact in int32 for groups of up to 65536 inputs.)
 inline constexpr bool tilesFor(bool int4, int64_t out, int64_t in,
                                int64_t group) {
-  return out > 0 && in > 0 && group > 0 && out % kTileOutputs == 0 &&
-         in % tileInputs(int4) == 0 && group % tileInputs(int4) == 0 &&
+  return out > 0 && in > 0 && group > 0 && in % group == 0 &&
+         out % kTileOutputs == 0 && group % tileInputs(int4) == 0 &&
          (int4 || group <= 65536);
 }
 

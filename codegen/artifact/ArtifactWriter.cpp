@@ -295,7 +295,7 @@ void describeLayout(ir::ModelOp model, const ArtifactModel &info,
         mlir::RankedTensorType t = p.getTensorType();
         if (t.getElementType().isF32() || t.getRank() != 2)
           continue;
-        int64_t in = t.getShape()[1] * (scheme == "int4" ? 2 : 1);
+        int64_t in = quant::weightInputs(scheme == "int4", t.getShape()[1]);
         if (tiledWeight(scheme, t.getShape()[0], in, group)) {
           tiled.insert(p.getSymName().str());
           tiled.insert(p.getSymName().str() + ".scale");

@@ -169,7 +169,7 @@ protected:
   /// (decoding) transposes only the keys it sees, the last tile guarded:
   /// gathering them a vector of keys at a time took 80 % of a decode
   /// step's attention (stlm-100m's shape at position 511, one
-  /// sequence, 188 µs gathered, 73 in tiles; 8 sequences 980 and 466).
+  /// sequence, 192 µs gathered, 87 in tiles; 8 sequences 1093 and 694).
   /// Without a vector of keys or of channels, gathers.
   void scheduleTransposes() {
     int vec = this->template natural_vector_size<float>();

@@ -32,8 +32,9 @@
 //                      tile layout of support/QuantTiles.h (1-d buffers),
 //                      which the runtime arranges when it loads a
 //                      checkpoint: a 64-byte load is 16 outputs × 4
-//                      inputs, so one dot product of four (vpdpbusd) with
-//                      4 input bytes broadcast adds to 16 outputs' sums,
+//                      inputs (int8) or 8 (int4, a nibble each), so one
+//                      dot product of four (vpdpbusd) with 4 input bytes
+//                      broadcast adds to 16 outputs' sums,
 //                      and a group's sums of 16 outputs end in one vector
 //                      with no reduction across lanes; int8 weights are
 //                      stored + 128 (unsigned), less 128 Σ q after. For
@@ -43,6 +44,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "codegen/halide/Common.h"
+#include "support/QuantTiles.h"
 
 #include <type_traits>
 
@@ -287,8 +289,8 @@ private:
   bool fast = false;
 };
 
-/// The matvec on weights and scales in the tile layout (support/
-/// QuantTiles.h; the constants below are its own).
+/// The matvec on weights and scales in the tile layout of
+/// support/QuantTiles.h.
 template <bool Int4>
 class QuantizedTiledMatVec : public Generator<QuantizedTiledMatVec<Int4>> {
 public:
@@ -298,8 +300,9 @@ public:
   static constexpr const char *kName =
       Int4 ? "stlm_qmatvec_tiled_int4" : "stlm_qmatvec_tiled_int8";
   /// A block's outputs, a column's bytes and inputs.
-  static constexpr int kOutputs = 16, kColumnBytes = 64,
-                       kColumnInputs = Int4 ? 8 : 4;
+  static constexpr int kOutputs = stlm::quant::kTileOutputs,
+                       kColumnBytes = stlm::quant::kTileBytes,
+                       kColumnInputs = stlm::quant::tileInputs(Int4);
 
   Param<int> m{"m", 1};
   Param<int> n{"n", 64};
@@ -313,8 +316,7 @@ public:
 
   void generate() {
     const int M = m, N = n, K = k, G = group;
-    if (M < 1 || N < 1 || K < 1 || G < 1 || K % G != 0 || N % kOutputs != 0 ||
-        G % kColumnInputs != 0 || (!Int4 && G > 65536))
+    if (M < 1 || !stlm::quant::tilesFor(Int4, N, K, G))
       stlm::halide::fail(
           kName, "m, n, k and group must be positive, the group must divide "
                  "k, n must be a multiple of 16 and the group of " +
@@ -383,7 +385,7 @@ public:
     // Tasks of whole runs of blocks, about kTaskBytes of weights × rows
     // each: a block of one row is a few microseconds' work, and a task per
     // block spent more in the thread pool than in the dot products (a 2048
-    // × 768 int8 decode matvec streamed 19–30 GB/s so, 45–57 in tasks of
+    // × 768 int8 decode matvec streamed 19–30 GB/s so, 46–58 in runs of
     // 8–16 blocks).
     const int blocks = N / kOutputs;
     const int64_t blockWork = int64_t(M) * kOutputs * (Int4 ? K / 2 : K);

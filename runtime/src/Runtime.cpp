@@ -571,9 +571,10 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
                         s.shape.size() == 2;
           bool ok = l.is_string() &&
                     l.get<std::string>() == stlm::quant::kTilesLayout &&
-                    (weight ? stlm::quant::tilesFor(
-                                  quantInt4, s.shape[0],
-                                  s.shape[1] * (quantInt4 ? 2 : 1), quantGroup)
+                    (weight ? stlm::quant::tilesFor(quantInt4, s.shape[0],
+                                                    stlm::quant::weightInputs(
+                                                        quantInt4, s.shape[1]),
+                                                    quantGroup)
                             : !quantization.empty() && dtype == "F32" &&
                                   std::string(section) == key::kParams &&
                                   s.shape.size() == 2 && s.shape[1] > 0 &&
@@ -603,6 +604,33 @@ stlm_status stlm_model::init(const stlm_artifact *a) {
         int64_t at = c.at(key::kOffset).get<int64_t>();
         cacheRanges.push_back({at, at + 4 * count});
       }
+    // Tiles come in pairs: a tiled weight W and its scales W.scale,
+    // [out, in / group], and no other float tensor.
+    const std::string kScale = ".scale";
+    for (const auto &[n, s] : slots) {
+      if (!s.tiles)
+        continue;
+      bool paired;
+      if (s.isInt) {
+        auto sc = slots.find(n + kScale);
+        int64_t in = stlm::quant::weightInputs(quantInt4, s.shape[1]);
+        paired = sc != slots.end() && sc->second.tiles && !sc->second.isInt &&
+                 sc->second.shape ==
+                     std::vector<int64_t>{s.shape[0], in / quantGroup};
+      } else {
+        bool named =
+            n.size() > kScale.size() &&
+            n.compare(n.size() - kScale.size(), kScale.size(), kScale) == 0;
+        auto w = named ? slots.find(n.substr(0, n.size() - kScale.size()))
+                       : slots.end();
+        paired = w != slots.end() && w->second.tiles && w->second.isInt;
+      }
+      if (!paired)
+        return fail(STLM_ERROR_FORMAT,
+                    "the artifact's manifest tiles '" + n +
+                        "' without its pair (a quantized weight W and its "
+                        "scales W.scale [out, in / group], both tiled)");
+    }
   } catch (const std::exception &e) {
     return fail(STLM_ERROR_FORMAT,
                 std::string("the artifact's manifest is corrupt: ") + e.what());
@@ -1327,8 +1355,9 @@ stlm_status loadQuantized(stlm_model *model, const stlm::SafeTensorsFile *file,
     if (!s.tiles)
       std::memcpy(to, data, file->find(p)->size);
     else if (s.isInt)
-      stlm::quant::packTiles(model->quantInt4, data, s.shape[0],
-                             s.shape[1] * (model->quantInt4 ? 2 : 1), to);
+      stlm::quant::packTiles(
+          model->quantInt4, data, s.shape[0],
+          stlm::quant::weightInputs(model->quantInt4, s.shape[1]), to);
     else
       stlm::quant::packTileScales(data, s.shape[0], s.shape[1], 4, to);
   }

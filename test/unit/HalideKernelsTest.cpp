@@ -451,9 +451,13 @@ TEST(HalideMatVec, MatchesReferenceLinear) {
 /// same order). Rows of `a` include exact halves after scaling (they round
 /// away from zero), a zero row, and the weights a zero group. `Tiled`: the
 /// stlm_qmatvec_tiled_* kernels, given the weights and scales as
-/// support/QuantTiles.h arranges them.
+/// support/QuantTiles.h arranges them. `extreme`: row 0 of `a` and weight
+/// row 0 all their largest positive value instead (every product at its
+/// largest, so a group's sums reach their bound: int8's (q + 128)·x
+/// 255 · 127 · group).
 template <stlm::quant::Scheme scheme, bool Tiled = false, typename Kernel>
-void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
+void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G,
+                          bool extreme = false) {
   SCOPED_TRACE(std::string(Tiled ? "tiled " : "") +
                stlm::quant::schemeName(scheme) + " m=" + std::to_string(M) +
                " n=" + std::to_string(N) + " k=" + std::to_string(K) +
@@ -479,6 +483,9 @@ void checkQuantizedMatVec(Kernel kernel, int M, int N, int K, int G) {
   if (N > 2)
     for (int x = 0; x < K; ++x)
       wf(x, 2) = x % 5 == 0 ? -0.05f : 0.05f;
+  if (extreme)
+    for (int x = 0; x < K; ++x)
+      a(x, 0) = 3.0f, wf(x, 0) = 0.05f;
   stlm::quant::QTensor q = stlm::quant::quantize(wf.data(), N, K, {scheme, G});
   Buffer c(N, M);
   constexpr bool int8 = scheme == stlm::quant::Scheme::Int8;
@@ -540,6 +547,8 @@ TEST(HalideQuantized, TiledMatVecMatchesTheIntegerReferenceBitForBit) {
   using stlm::quant::Scheme;
   // One row (decode), and rows in tiles of 8, 4, 2 and 1 (an odd count).
   checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8, 1, 48, 256, 32);
+  checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8, 1, 48, 256, 32,
+                                           /*extreme=*/true);
   checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows8, 8, 32, 256, 32);
   checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows4, 12, 48, 96, 32);
   checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_rows2, 6, 16, 64, 4);
@@ -549,8 +558,10 @@ TEST(HalideQuantized, TiledMatVecMatchesTheIntegerReferenceBitForBit) {
   checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_channel, 1, 16, 512,
                                            512);
   checkQuantizedMatVec<Scheme::Int8, true>(test_qmt_int8_max, 4, 16, 65536,
-                                           65536);
+                                           65536, /*extreme=*/true);
   checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4, 1, 32, 256, 32);
+  checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4, 1, 32, 256, 32,
+                                           /*extreme=*/true);
   checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4_rows8, 8, 16, 128, 16);
   checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4_g8, 2, 16, 64, 8);
   checkQuantizedMatVec<Scheme::Int4, true>(test_qmt_int4_rows5, 5, 48, 512, 64);

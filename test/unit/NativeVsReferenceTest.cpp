@@ -1445,7 +1445,8 @@ TEST_F(NativeVsReference, BatchedGeneration) {
 }
 
 TEST_F(NativeVsReference, BatchedGenerationInt8) {
-  // Four rows a step: the quantized matmul's tiled schedule.
+  // Four rows a step: the tiled quantized matvec's row tiles, and (for
+  // batch-tiny's 24-output k and v projections) the row kernel.
   setUp(kBatchTiny, "batch-tiny", false,
         stlm::quant::Format{stlm::quant::Scheme::Int8, 16},
         /*decodeBatch=*/4);

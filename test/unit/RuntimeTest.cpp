@@ -467,28 +467,47 @@ TEST(Runtime, LoadsQuantizedWeightsIntoTheKernelsTiles) {
 }
 
 TEST(Runtime, RefusesALayoutAWeightCannotHave) {
-  auto refused = [](const std::string &from, const std::string &to) {
+  auto refused = [](const std::string &from, const std::string &to,
+                    const std::string &says) {
     std::string manifest = kTiled;
     manifest.replace(manifest.find(from), from.size(), to);
     stlm_artifact a = quantizedArtifact(manifest.c_str());
-    expectRefused(a, STLM_ERROR_FORMAT, "a layout it cannot have");
+    expectRefused(a, STLM_ERROR_FORMAT, says);
   };
+  const std::string cannot = "a layout it cannot have";
   // An unknown layout; outputs that are no whole number of blocks; an
-  // int4 group of 4 (a tile column holds 8 inputs); a float model's
-  // weight.
+  // int4 group of 4 (a tile column holds 8 inputs); a layout that is not
+  // a string; an int8 payload in an int4 model; a layout on state.
   refused(R"("offset": 0,
               "layout": "tiles16")",
-          R"("offset": 0, "layout": "tiles8")");
-  refused(R"("shape": [32, 8])", R"("shape": [24, 8])");
-  refused(R"("group": 8})", R"("group": 4})");
+          R"("offset": 0, "layout": "tiles8")", cannot);
+  refused(R"("shape": [32, 8])", R"("shape": [24, 8])", cannot);
+  refused(R"("group": 8})", R"("group": 4})", cannot);
   refused(R"("shape": [32, 2],
               "offset": 256, "layout": "tiles16")",
-          R"("shape": [32, 2], "offset": 256, "layout": 16)");
+          R"("shape": [32, 2], "offset": 256, "layout": 16)", cannot);
+  refused(R"("dtype": "U8")", R"("dtype": "I8")", cannot);
+  refused(R"("state": [])",
+          R"("state": [{"name": "s", "dtype": "F32", "shape": [16, 1],
+                        "offset": 448, "layout": "tiles16"}])",
+          cannot);
+  // Tiles in pairs: a weight's scales tiled too, and of its shape; a
+  // tiled float tensor only as a tiled weight's scales.
+  const std::string pair = "without its pair";
+  refused(R"("offset": 256, "layout": "tiles16")", R"("offset": 256)",
+          "tiles 'w' " + pair);
+  refused(R"("shape": [32, 2],
+              "offset": 256)",
+          R"("shape": [32, 1], "offset": 256)", "tiles 'w' " + pair);
+  refused(R"("offset": 0,
+              "layout": "tiles16")",
+          R"("offset": 0)", "tiles 'w.scale' " + pair);
+  refused(R"("name": "w.scale")", R"("name": "w.scales")", "tiles 'w' " + pair);
   std::string manifest = kGood;
   manifest.replace(manifest.find(R"("offset": 0})"), 12,
                    R"("offset": 0, "layout": "tiles16"})");
   stlm_artifact a = artifact(manifest.c_str());
-  expectRefused(a, STLM_ERROR_FORMAT, "gives 'w' a layout it cannot have");
+  expectRefused(a, STLM_ERROR_FORMAT, "gives 'w' " + cannot);
 }
 
 TEST(Runtime, RefusesInputsThatAreNotABatch) {

@@ -130,6 +130,27 @@ LogicalResult ModelOp::verify() {
                               "| \"int4\", group = N > 0}, got "
                            << q;
   }
+  // Every quantized linear has the model's format: the artifact writer
+  // lays out the quantized parameters by it, and the kernels read them
+  // by the ops' own.
+  auto q = (*this)->getAttrOfType<DictionaryAttr>("stlm.quantization");
+  WalkResult formats = (*this)->walk([&](QLinearOp op) {
+    if (q && op.getScheme() == q.getAs<StringAttr>("scheme").getValue() &&
+        static_cast<int64_t>(op.getGroup()) ==
+            q.getAs<IntegerAttr>("group").getInt())
+      return WalkResult::advance();
+    InFlightDiagnostic d = op.emitOpError()
+                           << "is " << op.getScheme() << " in groups of "
+                           << op.getGroup()
+                           << "; the model's stlm.quantization is ";
+    if (q)
+      d << q;
+    else
+      d << "missing";
+    return WalkResult::interrupt();
+  });
+  if (formats.wasInterrupted())
+    return failure();
   return TrainSettings::read(*this);
 }
 

@@ -1,5 +1,4 @@
-//===- artifact_format.h - what writer, driver and runtime agree on -*- C++
-//-*-===//
+//===- artifact_format.h - what writer, driver, runtime share -*- C++ -*-===//
 //
 // The one description of a compiled stlm artifact that its three parties
 // share: the writer (codegen/artifact/ArtifactWriter, run by stlm-compile),
@@ -20,9 +19,11 @@
 //     measured to decide it), symbol, target, weights_size,
 //     arena_size,
 //     inputs   [[batch, context], [batch, context]] (+ [] for a mask seed),
-//     params, state, cache   [{name, dtype "F32"|"I32", shape, offset,
-//                              grad_offset (params with a gradient),
-//                              layout (tiled quantized weights)}],
+//     params, state, cache   [{name, dtype "F32"|"I32" (params of a
+//                              quantized model: "I8"|"U8" too), shape,
+//                              offset, grad_offset (params with a
+//                              gradient), layout (params only: a tiled
+//                              quantized weight and its scales)}],
 //     entry_points           the inference functions compiled,
 //     kernels                [{name, generator, params, uses}] (host),
 //     cuda_arch, tf32        (cuda: nvcc's -arch, TF32 matmul operands),

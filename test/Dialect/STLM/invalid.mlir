@@ -1385,6 +1385,28 @@ stlm.model @m attributes {stlm.quantization = {group = 0 : i64, scheme = "int4"}
 
 // -----
 
+// Tests that a model's quantized linears have its format (the artifact
+// lays out their weights by it).
+stlm.model @m attributes {stlm.quantization = {group = 32 : i64, scheme = "int8"}} {
+  func.func @logits(%x: tensor<2x64xf32>, %w: tensor<16x64xi8>, %s: tensor<16x4xf32>) -> tensor<2x16xf32> {
+    // expected-error @+1 {{'stlm.qlinear' op is int8 in groups of 16; the model's stlm.quantization is {group = 32 : i64, scheme = "int8"}}}
+    %y = stlm.qlinear %x, %w, %s {scheme = "int8", group = 16} : tensor<2x64xf32>, tensor<16x64xi8>, tensor<16x4xf32> -> tensor<2x16xf32>
+    return %y : tensor<2x16xf32>
+  }
+}
+
+// -----
+
+stlm.model @m {
+  func.func @logits(%x: tensor<2x64xf32>, %w: tensor<16x64xi8>, %s: tensor<16x2xf32>) -> tensor<2x16xf32> {
+    // expected-error @+1 {{'stlm.qlinear' op is int8 in groups of 32; the model's stlm.quantization is missing}}
+    %y = stlm.qlinear %x, %w, %s {scheme = "int8", group = 32} : tensor<2x64xf32>, tensor<16x64xi8>, tensor<16x2xf32> -> tensor<2x16xf32>
+    return %y : tensor<2x16xf32>
+  }
+}
+
+// -----
+
 // Tests that 'given' chunking takes no stride (its starts are in the bytes).
 func.func @f(%b: tensor<2x16xi32>) {
   // expected-error @+1 {{'stride' is only for 'fixed' chunking}}
