@@ -415,7 +415,10 @@ def STLM_QLinearOp : STLM_Op<"qlinear", [Pure]> {
     each group's integer dot product is summed exactly in int32, and the
     groups are added in order, `y[…, o] = Σ_g scale[o, g] · s · dot_g`.
     The kernels compute the same integers; the reference evaluator is that
-    definition.
+    definition. Inside a `stlm.model`, `scheme` and `group` must be the
+    model's `stlm.quantization`: the compiled artifact lays out its
+    quantized parameters by that format (in the kernels' tiles where the
+    weight's shape allows, `docs/kernels.md`).
 
     ```mlir
     %q = stlm.qlinear %x, %wq, %wq_scale {scheme = "int8", group = 32} : tensor<1x1x128xf32>, tensor<128x128xi8>, tensor<128x4xf32> -> tensor<1x1x128xf32>
