@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 
 using namespace mlir;
@@ -83,6 +84,10 @@ std::string num(double x) {
 /// AdamW): 8 per multiprocessor of a 132-SM H200; the loops cover the rest
 /// on any GPU.
 constexpr int kGridStrideBlocks = 132 * 8;
+/// Streams a fork may use (Kernels.cuh's kLanes).
+constexpr size_t kLanes = 3;
+/// Shared memory of an rmsnormGrad block: a row of D floats per warp.
+constexpr int64_t kRmsNormGradShared = 48 * 1024;
 
 int threadsFor(int64_t n, int most) {
   int64_t t = (n + 31) / 32 * 32;
@@ -113,6 +118,7 @@ private:
                        : p.base == 'A' ? "c.arena"
                        : p.base == 'I' ? "(char *)c.in"
                        : p.base == 'X' ? "c.scratch"
+                       : p.base == 'K' ? "(c.scratch + kStash)"
                                        : "c.scalars";
     return "(" + type.str() + " *)(" + base + " + " + std::to_string(p.off) +
            ")";
@@ -160,6 +166,40 @@ private:
                                    8);
     };
     return pa.off < pb.off + bytes(b) && pb.off < pa.off + bytes(a);
+  }
+  /// A zeroed slot of the scalar block that a launch's blocks count
+  /// themselves on (lastBlock); the launch leaves it zero.
+  std::string counter() { return ptr({'S', scalarSlot(8)}, "unsigned"); }
+  /// The stlm.add right after `op` that is the only use of `v`, a result
+  /// of `op`, with an operand of v's shape made earlier: `op`'s kernel then
+  /// writes v + that operand into the add's place, and the add launches
+  /// nothing. None when the add's result would overlap a tensor the kernel
+  /// reads (`reads`, the other operand) or writes (`writes`), except, with
+  /// `inPlace`, a read tensor of its type in exactly its place (a kernel
+  /// that reads each element of it before writing that element alone).
+  ir::AddOp fusedAdd(Operation *op, Value v, ArrayRef<Value> reads,
+                     ArrayRef<Value> writes = {}, bool inPlace = false) {
+    auto add = dyn_cast_or_null<ir::AddOp>(op->getNextNode());
+    if (!add || !v.hasOneUse() || *v.getUsers().begin() != add.getOperation())
+      return {};
+    Value other = add.getLhs() == v ? add.getRhs() : add.getLhs();
+    if (other == v || other.getType() != v.getType() ||
+        add.getResult().getType() != v.getType() || !places.count(other) ||
+        add.getLhs().getDefiningOp<ir::StateRefOp>() || failed(inArena(add, 0)))
+      return {};
+    Value r = add.getResult();
+    if (overlaps(r, other))
+      return {};
+    for (Value t : reads)
+      if (t && overlaps(r, t) &&
+          !(inPlace && t.getType() == r.getType() &&
+            places.lookup(t) == places.lookup(r)))
+        return {};
+    for (Value t : writes)
+      if (t && overlaps(r, t))
+        return {};
+    done.insert(add);
+    return add;
   }
   LogicalResult unsupported(Operation *op, const Twine &why) {
     return op->emitOpError("the cuda target cannot compile this op yet: ")
@@ -209,6 +249,26 @@ private:
          ")) return false;");
   }
   void needScratch(int64_t bytes) { scratchSize = std::max(scratchSize, bytes); }
+  /// A stash slot of `bytes`: scratch past every launch's temporaries,
+  /// kept from one launch to a later one (a forward attention's
+  /// log-sum-exp for its backward).
+  Place stashSlot(int64_t bytes) {
+    Place p{'K', stashSize};
+    stashSize += (bytes + 255) / 256 * 256;
+    return p;
+  }
+  /// The arena bytes [first, second) of result `i` of `op`, if planned.
+  std::optional<std::pair<int64_t, int64_t>> arenaRange(Operation *op,
+                                                        unsigned i) {
+    auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
+    auto t = tensorType(op->getResult(i));
+    if (!offsets || offsets.size() <= i || offsets[i] < 0 || !t)
+      return std::nullopt;
+    int64_t bytes =
+        t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() / 8);
+    return std::make_pair(offsets[i], offsets[i] + bytes);
+  }
+  void pairAttention(func::FuncOp fn);
   /// Whether attention with head width `hd` over `T` queries runs on
   /// tensor cores (attentionTc): the matmuls already take tensor-core
   /// operands, the chip has TF32 (sm_80 on), the head width fits wmma
@@ -229,6 +289,8 @@ private:
   // --- ops ---------------------------------------------------------------------
   LogicalResult emitOp(Operation *op);
   LogicalResult emitAdamW(ir::AdamWOp first);
+  LogicalResult emitLinear(Operation *op);
+  LogicalResult emitLinears(Operation *first);
   LogicalResult emitFunction(func::FuncOp fn, unsigned inputs);
   void emitEntries(const std::string &name, func::FuncOp fn);
 
@@ -248,7 +310,22 @@ private:
   std::string body;           // the function being emitted
   std::string out;            // every function so far
   std::string init;           // fills the scalar block's image
-  int64_t scalarSize = 0, scratchSize = 0;
+  int64_t scalarSize = 0, scratchSize = 0, stashSize = 0;
+  /// Attention forwards and backwards paired by pairAttention: the
+  /// log-sum-exp's stash slot, and each backward's forward output.
+  llvm::DenseMap<Operation *, Place> keptLse;
+  llvm::DenseMap<Operation *, Value> forwardOf;
+  /// RoPE's sines and cosines for the model's context, per (theta, head
+  /// width): their stash slots, filled when a context opens.
+  std::map<std::pair<double, int64_t>, Place> ropeTables;
+  /// The stash slot of RoPE's table for `theta` and head width `hd`.
+  Place ropeTable(double theta, int64_t hd) {
+    auto key = std::make_pair(theta, hd);
+    auto it = ropeTables.find(key);
+    if (it == ropeTables.end())
+      it = ropeTables.emplace(key, stashSlot(context * (hd / 2) * 16)).first;
+    return it->second;
+  }
   int matmulSites = 0;
   std::string matmulShapes; // MatmulShape initialisers, by site
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
@@ -368,6 +445,123 @@ LogicalResult Emitter::emitAdamW(ir::AdamWOp first) {
   return success();
 }
 
+/// Pairs each stlm.attention_grad of `fn` with the stlm.attention of the
+/// same q, k, v and mask before it whose output y no op in between
+/// overwrites (y stays whole up to its last read; the planner may give
+/// its bytes away after that): that forward keeps its log-sum-exp in the
+/// stash, and the backward computes delta = dy · y from y instead of
+/// running the forward pass again.
+void Emitter::pairAttention(func::FuncOp fn) {
+  std::vector<ir::AttentionOp> forwards;
+  for (Operation &op : fn.getBody().front()) {
+    if (auto a = dyn_cast<ir::AttentionOp>(op)) {
+      forwards.push_back(a);
+      continue;
+    }
+    auto g = dyn_cast<ir::AttentionGradOp>(op);
+    if (!g)
+      continue;
+    for (ir::AttentionOp a : forwards) {
+      if (a.getQ() != g.getQ() || a.getK() != g.getK() ||
+          a.getV() != g.getV() || a.getMask() != g.getMask() ||
+          a.getOffset() != g.getOffset() || a.getHeads() != g.getHeads() ||
+          a.getKvHeads() != g.getKvHeads())
+        continue;
+      auto y = arenaRange(a, 0);
+      bool whole = y.has_value();
+      for (Operation *n = a->getNextNode(); whole && n != g.getOperation();
+           n = n->getNextNode())
+        for (unsigned i = 0; whole && i < n->getNumResults(); ++i)
+          if (auto r = arenaRange(n, i))
+            whole = r->second <= y->first || y->second <= r->first;
+      if (!whole)
+        continue;
+      Place lse =
+          stashSlot(leading(a.getQ(), 2) * a.getHeads() * dim(a.getQ(), 2) * 4);
+      keptLse[a.getOperation()] = lse;
+      keptLse[g.getOperation()] = lse;
+      forwardOf[g.getOperation()] = a.getResult();
+      break;
+    }
+  }
+}
+
+/// One stlm.linear, stlm.logits or stlm.linear_fused: its matmul (with the
+/// residual as the addend) and GELU's launch.
+LogicalResult Emitter::emitLinear(Operation *op) {
+  Value x = op->getOperand(0), w = op->getOperand(1), residual;
+  bool gelu = false;
+  if (auto fused = dyn_cast<ir::LinearFusedOp>(op)) {
+    gelu = fused.getActivation() == "gelu";
+    if (!gelu && fused.getActivation() != "none")
+      return unsupported(op,
+                         "activation '" + fused.getActivation().str() + "'");
+    residual = fused.getResidual();
+  }
+  int64_t In = dim(x, 1), Out = dim(w, 2), R = leading(x, 1);
+  Value y = op->getResult(0);
+  // y[R, Out] = x[R, In] · w[Out, In]ᵀ: column-major yᵀ = wᵀ' · xᵀ.
+  matmul(true, false, Out, R, In, f(w), In, f(x), In,
+         gelu ? "nullptr" : fOrNull(residual), f(y));
+  if (gelu)
+    launch("gelu", grid1(R * Out, 256), "256",
+           f(y) + ", " + fOrNull(residual) + ", " + f(y) + ", " +
+               std::to_string(R * Out),
+           "stlm.linear_fused gelu");
+  return success();
+}
+
+/// `first` and the linear layers right after it that read the same x (q,
+/// k and v; a gate and its up projection), side by side on their own lanes
+/// when no one's result overlaps another's operands or result (each
+/// reads only its operands and writes only its result); fp32 and TF32
+/// operands only (bf16 ones are rounded into shared scratch).
+LogicalResult Emitter::emitLinears(Operation *first) {
+  auto isLinear = [](Operation *o) {
+    return o && isa<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp>(o);
+  };
+  // The next op that launches something (weights references do not).
+  auto next = [](Operation *o) {
+    do
+      o = o->getNextNode();
+    while (o && isa<ir::ParamRefOp, ir::StateRefOp>(o));
+    return o;
+  };
+  std::vector<Operation *> group{first};
+  if (failed(inArena(first, 0)))
+    return failure();
+  for (Operation *n = next(first);
+       !bf16 && isLinear(n) && group.size() < kLanes &&
+       n->getOperand(0) == first->getOperand(0);
+       n = next(n)) {
+    if (failed(inArena(n, 0)))
+      return failure();
+    bool apart = true;
+    for (Operation *g : group)
+      for (auto [a, b] : {std::pair(g, n), std::pair(n, g)}) {
+        apart = apart && !overlaps(a->getResult(0), b->getResult(0));
+        for (Value v : b->getOperands())
+          apart = apart && !overlaps(a->getResult(0), v);
+      }
+    if (!apart)
+      break;
+    group.push_back(n);
+  }
+  if (group.size() == 1)
+    return emitLinear(first);
+  int n = static_cast<int>(group.size());
+  line("if (!fork(c, " + std::to_string(n) + ")) return false;");
+  for (int k = 0; k < n; ++k) {
+    if (k > 0)
+      line("onLane(c, " + std::to_string(k) + ");");
+    if (failed(emitLinear(group[k])))
+      return failure();
+    done.insert(group[k]);
+  }
+  line("if (!join(c, " + std::to_string(n) + ")) return false;");
+  return success();
+}
+
 LogicalResult Emitter::emitOp(Operation *op) {
   if (done.count(op))
     return success();
@@ -482,11 +676,19 @@ LogicalResult Emitter::emitOp(Operation *op) {
                 N = numel(o.getIds());
         if (D > 8 * 1024)
           return unsupported(op, "an embedding wider than 8192");
+        // A tied head's gradient added in the same launch.
+        std::string addend = "nullptr", dtable = f(o.getDtable());
+        if (ir::AddOp add =
+                fusedAdd(op, o.getDtable(), {o.getIds(), o.getDy()})) {
+          addend =
+              f(add.getLhs() == o.getDtable() ? add.getRhs() : add.getLhs());
+          dtable = f(add.getResult());
+        }
         launch("embedGrad", std::to_string(V),
                std::to_string(threadsFor(D, 1024)),
-               i(o.getIds()) + ", " + f(o.getDy()) + ", " + f(o.getDtable()) +
-                   ", " + std::to_string(N) + ", " + std::to_string(V) + ", " +
-                   std::to_string(D),
+               i(o.getIds()) + ", " + f(o.getDy()) + ", " + addend + ", " +
+                   dtable + ", " + std::to_string(N) + ", " +
+                   std::to_string(V) + ", " + std::to_string(D),
                "stlm.embed_grad");
         return success();
       })
@@ -506,51 +708,49 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(allInArena(op)))
           return failure();
         int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
-        const int rows = 16;
-        zero(f(o.getDweight()), D * 4);
-        launch("rmsnormGrad", grid1(N, rows),
-               std::to_string(threadsFor(D, 1024)),
+        // Up to 8 warps a block, as many as have a row of dweight's shares
+        // each in 48 KiB of shared memory; a row per warp, and at most 2
+        // blocks a multiprocessor (the last block sums every block's
+        // shares).
+        int64_t warps = std::min<int64_t>(8, kRmsNormGradShared / (4 * D));
+        if (warps < 1)
+          return unsupported(op, "an RMSNorm wider than " +
+                                     std::to_string(kRmsNormGradShared / 4));
+        int64_t rows = std::max<int64_t>(warps, (N + 263) / 264);
+        rows = (rows + warps - 1) / warps * warps;
+        int64_t blocks = (N + rows - 1) / rows;
+        needScratch(blocks * D * 4);
+        // The residual stream's other gradient added in the same launch.
+        std::string addend = "nullptr", dx = f(o.getDx());
+        if (ir::AddOp add = fusedAdd(op, o.getDx(), {o.getX(), o.getDy()},
+                                     {o.getDweight()}, /*inPlace=*/true)) {
+          addend = f(add.getLhs() == o.getDx() ? add.getRhs() : add.getLhs());
+          dx = f(add.getResult());
+        }
+        launch("rmsnormGrad", std::to_string(blocks),
+               std::to_string(warps * 32),
                f(o.getX()) + ", " + f(o.getWeight()) + ", " + f(o.getDy()) +
-                   ", " + f(o.getDx()) + ", " + f(o.getDweight()) + ", " +
+                   ", " + addend + ", " + dx + ", " + f(o.getDweight()) +
+                   ", (float *)c.scratch, " + counter() + ", " +
                    std::to_string(N) + ", " + std::to_string(D) + ", " +
                    num(o.getEps().convertToDouble()) + "f, " +
                    std::to_string(rows),
-               "stlm.rmsnorm_grad", std::to_string(D * 4));
+               "stlm.rmsnorm_grad", std::to_string(warps * D * 4));
         return success();
       })
-      .Case<ir::LinearOp, ir::LogitsOp>([&](auto o) -> LogicalResult {
-        if (failed(inArena(op, 0)))
-          return failure();
-        Value x = op->getOperand(0), w = op->getOperand(1);
-        int64_t In = dim(x, 1), Out = dim(w, 2), R = leading(x, 1);
-        // y[R, Out] = x[R, In] · w[Out, In]ᵀ: column-major yᵀ = wᵀ' · xᵀ.
-        matmul(true, false, Out, R, In, f(w), In, f(x), In, "nullptr",
-               f(op->getResult(0)));
-        return success();
-      })
-      .Case([&](ir::LinearFusedOp o) -> LogicalResult {
-        if (failed(inArena(op, 0)))
-          return failure();
-        int64_t In = dim(o.getX(), 1), Out = dim(o.getWeight(), 2),
-                R = leading(o.getX(), 1);
-        bool gelu = o.getActivation() == "gelu";
-        if (!gelu && o.getActivation() != "none")
-          return unsupported(op, "activation '" + o.getActivation().str() +
-                                     "'");
-        matmul(true, false, Out, R, In, f(o.getWeight()), In, f(o.getX()), In,
-               gelu ? "nullptr" : fOrNull(o.getResidual()), f(o.getResult()));
-        if (gelu)
-          launch("gelu", grid1(R * Out, 256), "256",
-                 f(o.getResult()) + ", " + fOrNull(o.getResidual()) + ", " +
-                     f(o.getResult()) + ", " + std::to_string(R * Out),
-                 "stlm.linear_fused gelu");
-        return success();
-      })
+      .Case<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp>(
+          [&](auto) { return emitLinears(op); })
       .Case([&](ir::LinearGradOp o) -> LogicalResult {
         if (failed(allInArena(op)))
           return failure();
         int64_t In = dim(o.getX(), 1), Out = dim(o.getWeight(), 2),
                 R = leading(o.getX(), 1);
+        // dx and dw side by side (two results of one op: neither overlaps
+        // the other or an operand), but for bf16 operands, whose rounded
+        // copies share scratch.
+        bool forked = !bf16;
+        if (forked)
+          line("if (!fork(c, 2)) return false;");
         // dx[R, In] = dy[R, Out] · w[Out, In] (+ addend).
         matmul(false, false, In, R, Out, f(o.getWeight()), In, f(o.getDy()),
                Out, fOrNull(o.getAddend()), f(o.getDx()));
@@ -559,9 +759,13 @@ LogicalResult Emitter::emitOp(Operation *op) {
                  f(o.getGeluInput()) + ", " + f(o.getDx()) + ", " +
                      f(o.getDx()) + ", " + std::to_string(R * In),
                  "stlm.linear_grad gelu");
+        if (forked)
+          line("onLane(c, 1);");
         // dw[Out, In] = dy[R, Out]ᵀ · x[R, In].
         matmul(false, true, In, Out, R, f(o.getX()), In, f(o.getDy()), Out,
                "nullptr", f(o.getDweight()));
+        if (forked)
+          line("if (!join(c, 2)) return false;");
         return success();
       })
       .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> LogicalResult {
@@ -595,15 +799,19 @@ LogicalResult Emitter::emitOp(Operation *op) {
           second = f(twin->getOperand(0)) + ", " + f(twin->getResult(0));
           done.insert(twin);
         }
-        launch("rope",
-               "dim3(" + grid1(rows * W / 2, 256) + (paired ? ", 2)" : ", 1)"),
-               "256",
-               f(x) + ", " + f(op->getResult(0)) + ", " + second + ", " +
-                   std::to_string(rows) + ", " + std::to_string(T) + ", " +
-                   std::to_string(W) + ", " + std::to_string(o.getHeadDim()) +
-                   ", " + num(o.getTheta().convertToDouble()) + ", " +
-                   iOrNull(o.getOffset()) + ", " + (grad ? "-1.0" : "1.0"),
-               grad ? "stlm.rope_grad" : "stlm.rope");
+        launch(
+            "rope",
+            "dim3(" + grid1(rows * W / 2, 256) + (paired ? ", 2)" : ", 1)"),
+            "256",
+            f(x) + ", " + f(op->getResult(0)) + ", " + second + ", " +
+                std::to_string(rows) + ", " + std::to_string(T) + ", " +
+                std::to_string(W) + ", " + std::to_string(o.getHeadDim()) +
+                ", " + num(o.getTheta().convertToDouble()) + ", " +
+                iOrNull(o.getOffset()) + ", " + (grad ? "-1.0" : "1.0") + ", " +
+                ptr(ropeTable(o.getTheta().convertToDouble(), o.getHeadDim()),
+                    "const double") +
+                ", " + std::to_string(context),
+            grad ? "stlm.rope_grad" : "stlm.rope");
         return success();
       })
       .Case([&](ir::AttentionOp o) -> LogicalResult {
@@ -627,7 +835,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
                    std::to_string(S) + ", " + std::to_string(H) + ", " +
                    std::to_string(K) + ", " +
                    (o.getMask() == ir::MaskKind::causal ? "true" : "false") +
-                   ", " + iOrNull(o.getOffset()) + ", nullptr",
+                   ", " + iOrNull(o.getOffset()) + ", " +
+                   (keptLse.count(op) ? ptr(keptLse.lookup(op)) : "nullptr"),
                "stlm.attention",
                tc ? "attentionTcShared<" + hds + ">(0)" : "0");
         return success();
@@ -642,13 +851,16 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "head width " + std::to_string(hd) +
                                      " (even, at most 128)");
         bool tc = onTensorCores(hd, T);
-        // Scratch: lse and delta [B, H, T] (the forward pass again, which
-        // keeps y in registers).
+        // lse and delta [B, H, T]: the forward's kept lse and delta from
+        // its y (pairAttention), or both into scratch by the forward pass
+        // run again (it keeps y in registers).
         int64_t statBytes = B * H * T * 4;
-        needScratch(2 * statBytes);
-        std::string lse = "(float *)c.scratch",
-                    delta = "(float *)(c.scratch + " +
-                            std::to_string(statBytes) + ")";
+        bool kept = keptLse.count(op);
+        needScratch(kept ? statBytes : 2 * statBytes);
+        std::string lse = kept ? ptr(keptLse.lookup(op)) : "(float *)c.scratch",
+                    delta = kept ? "(float *)c.scratch"
+                                 : "(float *)(c.scratch + " +
+                                       std::to_string(statBytes) + ")";
         std::string causal =
             o.getMask() == ir::MaskKind::causal ? "true" : "false";
         std::string hds = std::to_string(hd);
@@ -671,21 +883,33 @@ LogicalResult Emitter::emitOp(Operation *op) {
                           ")"
                     : std::string("0");
         };
-        launch(kernel("attention"), grid(T, H, false), "128",
-               f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) +
-                   ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
-                   ", " + delta,
-               "stlm.attention_grad (lse, delta)", shared(0));
+        if (kept)
+          launch("attentionDelta", grid1(B * T * H * 32, 256), "256",
+                 f(forwardOf.lookup(op)) + ", " + f(o.getDy()) + ", " + delta +
+                     ", " + std::to_string(B * T * H) + ", " +
+                     std::to_string(T) + ", " + std::to_string(H) + ", " +
+                     std::to_string(hd),
+                 "stlm.attention_grad (delta)");
+        else
+          launch(kernel("attention"), grid(T, H, false), "128",
+                 f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) +
+                     ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
+                     ", " + delta,
+                 "stlm.attention_grad (lse, delta)", shared(0));
+        // dq beside dk and dv (results of one op, reading the same).
+        line("if (!fork(c, 2)) return false;");
         launch(kernel("attentionGradQ"), grid(T, H, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDq()) + ", " + shape,
                "stlm.attention_grad (dq)", shared(1));
+        line("onLane(c, 1);");
         launch(kernel("attentionGradKV"), grid(S, K, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDk()) + ", " + f(o.getDv()) + ", " + shape,
                "stlm.attention_grad (dk, dv)", shared(2));
+        line("if (!join(c, 2)) return false;");
         return success();
       })
       .Case([&](ir::SwiGLUOp o) -> LogicalResult {
@@ -787,12 +1011,9 @@ LogicalResult Emitter::emitOp(Operation *op) {
                std::to_string(threadsFor(V, 1024)),
                f(o.getLogits()) + ", " + i(o.getTargets()) + ", " +
                    std::to_string(V) + ", (float *)c.scratch, " + dlogits +
-                   ", " + dloss + ", " + std::to_string(N),
+                   ", " + dloss + ", " + std::to_string(N) + ", " + counter() +
+                   ", " + f(o.getLoss()),
                "stlm.next_token_loss");
-        launch("meanOf", "1", "1024",
-               "(const float *)c.scratch, " + std::to_string(N) + ", " +
-                   f(o.getLoss()),
-               "stlm.next_token_loss (mean)");
         return success();
       })
       .Case([&](ir::NextTokenLossGradOp o) -> LogicalResult {
@@ -865,23 +1086,18 @@ LogicalResult Emitter::emitOp(Operation *op) {
           decay.push_back(0);
         }
         auto [at, quads] = table(rows, decay);
-        int64_t sum = scalarSlot(8), factor = scalarSlot(8);
+        int64_t factor = scalarSlot(8);
         places[o.getNorm()] = {'S', scalarSlot(8)};
-        zero(ptr({'S', sum}, "double"), 8);
-        launch("sumSquares",
-               "(unsigned)std::min<int64_t>(" + grid1(quads, 256) + ", " +
-             std::to_string(kGridStrideBlocks) + ")",
-               "256",
+        int64_t blocks =
+            std::clamp<int64_t>((quads + 255) / 256, 1, kGridStrideBlocks);
+        needScratch(blocks * 8); // each block's sum of squares
+        launch("sumSquares", std::to_string(blocks), "256",
                "(const AdamWEntry *)(c.scalars + " + std::to_string(at) +
                    "), " + std::to_string(rows.size()) + ", " +
-                   std::to_string(quads) + ", c.arena, " +
-                   ptr({'S', sum}, "double"),
-               "stlm.clip_grad_norm (sum of squares)");
-        launch("clipScale", "1", "1",
-               ptr({'S', sum}, "double") + ", " +
-                   num(o.getMaxNorm().convertToDouble()) + ", " +
-                   f(o.getNorm()) + ", " + ptr({'S', factor}),
-               "stlm.clip_grad_norm (factor)");
+                   std::to_string(quads) + ", c.arena, (double *)c.scratch, " +
+                   counter() + ", " + num(o.getMaxNorm().convertToDouble()) +
+                   ", " + f(o.getNorm()) + ", " + ptr({'S', factor}),
+               "stlm.clip_grad_norm");
         // The clipped gradients are the gradients, scaled as AdamW reads
         // them: nothing else may read them.
         for (auto [g, c] : llvm::zip(o.getGrads(), o.getClipped())) {
@@ -922,6 +1138,7 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
     at += tensorType(fn.getArgument(k)).getNumElements();
   }
   inputInts = std::max(inputInts, at);
+  pairAttention(fn);
   // Weights slots and scalar constants first: they launch nothing, and a
   // fused group (AdamW) may reach past its first op.
   for (Operation &op : fn.getBody().front()) {
@@ -1071,9 +1288,10 @@ FailureOr<CudaSource> Emitter::run() {
   batchRows = input.getDimSize(0);
   context = input.getDimSize(1);
 
-  out += "// Generated by stlm-compile --target=cuda; do not edit.\n"
-         "#include \"Kernels.cuh\"\n#include \"stlm/stlm.h\"\n\n"
-         "using namespace stlm_cuda;\n\nnamespace {\n\n";
+  std::string header =
+      "// Generated by stlm-compile --target=cuda; do not edit.\n"
+      "#include \"Kernels.cuh\"\n#include \"stlm/stlm.h\"\n\n"
+      "using namespace stlm_cuda;\n\nnamespace {\n\n";
   if (failed(emitFunction(grad, format::kBatchArgs)) ||
       (step && failed(emitFunction(step, format::kBatchArgs))) ||
       (accumulate && failed(emitFunction(accumulate, format::kBatchArgs))) ||
@@ -1085,10 +1303,16 @@ FailureOr<CudaSource> Emitter::run() {
       return failure();
     layout.inference.push_back(f.getSymName().str());
   }
+  // Scratch: every launch's temporaries, then the stash (kStash, which the
+  // bodies name).
+  int64_t stashAt = (scratchSize + 255) / 256 * 256;
+  out = header + "constexpr int64_t kStash = " + std::to_string(stashAt) +
+        ";\n\n" + out;
   out +=
       "constexpr int64_t kWeightsSize = " + std::to_string(layout.weightsSize) +
       ";\nconstexpr int64_t kArenaSize = " + std::to_string(layout.arenaSize) +
-      ";\nconstexpr int64_t kScratchSize = " + std::to_string(scratchSize) +
+      ";\nconstexpr int64_t kScratchSize = " +
+      std::to_string(stashAt + stashSize) +
       ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
       ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
       ";\nconstexpr size_t kOutputFloats = " + std::to_string(outputFloats) +
@@ -1105,6 +1329,15 @@ FailureOr<CudaSource> Emitter::run() {
   for (int64_t hd : tensorCoreHeads)
     out += "  if (!prepareAttentionTc<" + std::to_string(hd) +
            ">(c)) return false;\n";
+  for (const auto &[key, place] : ropeTables) {
+    int64_t pairs = context * (key.second / 2);
+    out += "  ropeTable<<<blocksFor(" + std::to_string(pairs) +
+           ", 256), 256, 0, c.stream>>>(" + ptr(place, "double") + ", " +
+           std::to_string(context) + ", " + std::to_string(key.second) + ", " +
+           num(key.first) +
+           ");\n  if (!check(c, cudaPeekAtLastError(), \"rope table\")) "
+           "return false;\n";
+  }
   out += "  return true;\n}\n\n} // namespace\n\n";
   emitEntries("grad", grad);
   emitEntries("eval", eval);

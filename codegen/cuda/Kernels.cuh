@@ -72,6 +72,28 @@ __device__ __forceinline__ float blockSum(float x, float *shared) {
   return warpSum(x);
 }
 
+/// Whether this block is the last of its launch to get here; every thread
+/// of a block gets the same answer. Each block calls it once, after its
+/// part of a reduction is written: the last one then reads every block's
+/// part (with __ldcg, past the L1) and sums them in block order, so the
+/// result does not depend on which blocks ran first. `counter` is a zeroed
+/// slot of the scalar block, zero again when the launch ends.
+__device__ __forceinline__ bool lastBlock(unsigned *counter) {
+  __shared__ bool last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned blocks = gridDim.x * gridDim.y * gridDim.z;
+    last = atomicAdd(counter, 1u) == blocks - 1;
+    if (last)
+      *counter = 0;
+  }
+  __syncthreads();
+  if (last)
+    __threadfence();
+  return last;
+}
+
 //===----------------------------------------------------------------------===//
 // Embedding
 //===----------------------------------------------------------------------===//
@@ -87,7 +109,8 @@ __global__ void embed(const float *__restrict__ table,
     y[n * D + d] = table[(int64_t)id * D + d];
 }
 
-/// dtable[V, D] = Σ_n [ids[n] = v] dy[n, :]: one block per vocab row
+/// dtable[V, D] = Σ_n [ids[n] = v] dy[n, :] (+ addend[V, D], a tied
+/// head's gradient, when given): one block per vocab row
 /// (deterministic, no atomics). The block tests blockDim.x ids at a time,
 /// lists the positions that hold its row in shared memory (in order), and
 /// sums those rows of dy, so the sum runs over n in ascending order. D is
@@ -95,6 +118,7 @@ __global__ void embed(const float *__restrict__ table,
 constexpr int kEmbedGradPer = 8;
 __global__ void embedGrad(const int32_t *__restrict__ ids,
                           const float *__restrict__ dy,
+                          const float *__restrict__ addend,
                           float *__restrict__ dtable, int64_t N, int V, int D) {
   __shared__ int hits[1024];
   __shared__ int counts[32];
@@ -134,7 +158,8 @@ __global__ void embedGrad(const int32_t *__restrict__ ids,
   for (int e = 0; e < kEmbedGradPer; ++e) {
     int d = threadIdx.x + e * blockDim.x;
     if (d < D)
-      dtable[(int64_t)v * D + d] = acc[e];
+      dtable[(int64_t)v * D + d] =
+          addend ? addend[(int64_t)v * D + d] + acc[e] : acc[e];
   }
 }
 
@@ -156,37 +181,62 @@ __global__ void rmsnorm(const float *__restrict__ x,
     y[r * D + d] = xr[d] * inv * g[d];
 }
 
-/// dx = s·g·dy − s³/D · x · Σ_e dy_e g_e x_e; dg += Σ_rows dy·x·s. Each
-/// block takes `rowsPerBlock` rows and adds its share of dg with one atomic
-/// per column (dg zeroed before the launch).
-__global__ void rmsnormGrad(const float *__restrict__ x,
-                            const float *__restrict__ g,
-                            const float *__restrict__ dy,
-                            float *__restrict__ dx, float *__restrict__ dg,
-                            int64_t N, int D, float eps, int rowsPerBlock) {
-  __shared__ float shared[32];
-  extern __shared__ float dgAcc[]; // [D]
-  for (int d = threadIdx.x; d < D; d += blockDim.x)
-    dgAcc[d] = 0;
-  int64_t first = (int64_t)blockIdx.x * rowsPerBlock;
-  for (int64_t r = first; r < min(N, first + rowsPerBlock); ++r) {
+/// dx = s·g·dy − s³/D · x · Σ_e dy_e g_e x_e (+ addend, the residual
+/// stream's other gradient, when given); dg = Σ_rows dy·x·s. A block of
+/// `warps` warps takes `rowsPerBlock` rows, a row per warp at a time (its
+/// sums by shuffles, no block barrier); each warp adds its rows' shares of
+/// dg into its own row of shared memory, the block sums those in warp
+/// order into partial[block, D], and the launch's last block sums the
+/// blocks' in block order: deterministic, and no zeroing launch before.
+/// dx may be x or dy (in place): a warp reads its row whole for the sums
+/// before it writes any of it, then element by element.
+__global__ void rmsnormGrad(const float *x, const float *__restrict__ g,
+                            const float *dy, const float *addend, float *dx,
+                            float *__restrict__ dg, float *__restrict__ partial,
+                            unsigned *counter, int64_t N, int D, float eps,
+                            int rowsPerBlock) {
+  extern __shared__ float dgWarp[]; // [warps][D]
+  int warps = blockDim.x / kWarp, warp = threadIdx.x / kWarp,
+      lane = threadIdx.x % kWarp;
+  float *mine = dgWarp + (int64_t)warp * D;
+  for (int d = lane; d < D; d += kWarp)
+    mine[d] = 0;
+  int64_t first = (int64_t)blockIdx.x * rowsPerBlock,
+          end = min(N, first + rowsPerBlock);
+  for (int64_t r = first + warp; r < end; r += warps) {
     const float *xr = x + r * D, *dyr = dy + r * D;
     float ss = 0, dot = 0;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      ss += xr[d] * xr[d];
-      dot += dyr[d] * g[d] * xr[d];
+    for (int d = lane; d < D; d += kWarp) {
+      float xv = xr[d];
+      ss += xv * xv;
+      dot += dyr[d] * g[d] * xv;
     }
-    ss = blockSum(ss, shared);
-    dot = blockSum(dot, shared);
+    ss = warpSum(ss);
+    dot = warpSum(dot);
     float s = rsqrtf(ss / D + eps);
     float c = s * s * s / D * dot;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      dx[r * D + d] = s * g[d] * dyr[d] - c * xr[d];
-      dgAcc[d] += dyr[d] * xr[d] * s;
+    for (int d = lane; d < D; d += kWarp) {
+      float xv = xr[d], dv = dyr[d];
+      float v = s * g[d] * dv - c * xv;
+      mine[d] += dv * xv * s;
+      dx[r * D + d] = addend ? addend[r * D + d] + v : v;
     }
   }
-  for (int d = threadIdx.x; d < D; d += blockDim.x)
-    atomicAdd(&dg[d], dgAcc[d]);
+  __syncthreads();
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0;
+    for (int w = 0; w < warps; ++w)
+      sum += dgWarp[(int64_t)w * D + d];
+    partial[(int64_t)blockIdx.x * D + d] = sum;
+  }
+  if (!lastBlock(counter))
+    return;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0;
+    for (unsigned b = 0; b < gridDim.x; ++b)
+      sum += __ldcg(partial + (int64_t)b * D + d);
+    dg[d] = sum;
+  }
 }
 
 //===----------------------------------------------------------------------===//
@@ -198,7 +248,9 @@ __global__ void rmsnormGrad(const float *__restrict__ x,
 
 __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
                      int64_t rows, int T, int W, int hd, double theta,
-                     const int32_t *offset, double sign) {
+                     const int32_t *offset, double sign,
+                     const double *__restrict__ table = nullptr,
+                     int positions = 0) {
   const float *x = blockIdx.y ? x1 : x0;
   float *y = blockIdx.y ? y1 : y0;
   int64_t pairs = rows * (W / 2);
@@ -208,13 +260,36 @@ __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
   int64_t row = i / (W / 2);
   int c = (int)(i % (W / 2)) * 2; // column of the pair's first element
   int k = (c % hd) / 2;
-  double p = (double)(row % T) + (offset ? *offset : 0);
-  double angle = sign * p * pow(theta, -2.0 * k / hd);
+  int64_t pos = row % T + (offset ? *offset : 0);
   double s, co;
-  sincos(angle, &s, &co);
+  if (table && pos >= 0 && pos < positions) {
+    // The same double angle's sine and cosine, made once (ropeTable);
+    // sign · p · f is ±(p · f) exactly, and the sine is odd.
+    const double *e = table + 2 * (pos * (hd / 2) + k);
+    co = e[0];
+    s = sign * e[1];
+  } else {
+    double angle = sign * (double)pos * pow(theta, -2.0 * k / hd);
+    sincos(angle, &s, &co);
+  }
   double a = x[row * W + c], b = x[row * W + c + 1];
   y[row * W + c] = (float)(a * co - b * s);
   y[row * W + c + 1] = (float)(a * s + b * co);
+}
+
+/// table[p, k] = (cos, sin) of p · θ^(−2k/hd) in double, for positions
+/// p < P and pairs k < hd / 2: rope's angles, computed once per context.
+__global__ void ropeTable(double *__restrict__ table, int P, int hd,
+                          double theta) {
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (int64_t)P * (hd / 2))
+    return;
+  int64_t p = i / (hd / 2);
+  int k = (int)(i % (hd / 2));
+  double s, co;
+  sincos((double)p * pow(theta, -2.0 * k / hd), &s, &co);
+  table[2 * i] = co;
+  table[2 * i + 1] = s;
 }
 
 //===----------------------------------------------------------------------===//
@@ -358,6 +433,29 @@ __global__ void __launch_bounds__(128)
       if (delta)
         delta[((int64_t)b * H + h) * T + t] = dot;
     }
+  }
+}
+
+/// delta[b, h, t] = dy_t · y_t over head h's HD columns, for every row
+/// (b, t, h) of [B·T, H·HD] tensors, a warp per row: the backward's
+/// second statistic when the forward pass kept its log-sum-exp and its y
+/// is still in place (else the forward runs again for both).
+__global__ void attentionDelta(const float *__restrict__ y,
+                               const float *__restrict__ dy,
+                               float *__restrict__ delta, int64_t rows, int T,
+                               int H, int HD) {
+  int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / kWarp;
+  int lane = threadIdx.x % kWarp;
+  if (w >= rows) // warp-uniform
+    return;
+  float dot = 0;
+  for (int d = lane; d < HD; d += kWarp)
+    dot += dy[w * HD + d] * y[w * HD + d];
+  dot = warpSum(dot);
+  if (lane == 0) {
+    int64_t bt = w / H;
+    int h = (int)(w % H), t = (int)(bt % T);
+    delta[(bt / T * H + h) * T + t] = dot;
   }
 }
 
@@ -1009,14 +1107,16 @@ __global__ void writeRows(float *__restrict__ cache,
 // Cross-entropy over V logits per position, mean over the N positions.
 // One block per position: the row's log-sum-exp, its loss term into
 // `terms`, and (when dlogits is given) the gradient
-// dloss/N · (softmax − onehot) in the same pass.
+// dloss/N · (softmax − onehot) in the same pass; with `mean`, the last
+// block also writes the mean of the terms (the loss).
 //===----------------------------------------------------------------------===//
 
 __global__ void crossEntropy(const float *__restrict__ logits,
                              const int32_t *__restrict__ targets, int V,
                              float *__restrict__ terms,
                              float *__restrict__ dlogits, const float *dloss,
-                             int64_t N) {
+                             int64_t N, unsigned *counter = nullptr,
+                             float *mean = nullptr) {
   __shared__ float shared[32];
   int64_t p = blockIdx.x;
   const float *z = logits + p * V;
@@ -1047,18 +1147,15 @@ __global__ void crossEntropy(const float *__restrict__ logits,
     for (int i = threadIdx.x; i < V; i += blockDim.x)
       dlogits[p * V + i] = f * (__expf(z[i] - lse) - (i == target ? 1.f : 0.f));
   }
-}
-
-/// out = Σ terms / N, in one block (deterministic).
-__global__ void meanOf(const float *__restrict__ terms, int64_t N,
-                       float *out) {
-  __shared__ float shared[32];
-  float s = 0;
+  if (!mean || !lastBlock(counter))
+    return;
+  // The last block: the mean of the terms, in one fixed order.
+  float sum = 0;
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x)
-    s += terms[i];
-  s = blockSum(s, shared);
+    sum += __ldcg(terms + i);
+  sum = blockSum(sum, shared);
   if (threadIdx.x == 0)
-    *out = N ? s / (float)N : 0.f;
+    *mean = sum / (float)N;
 }
 
 //===----------------------------------------------------------------------===//
@@ -1081,10 +1178,14 @@ struct Schedule {
   int cosine; // 0: constant after warmup
 };
 
-/// sumSq (a zeroed double) += Σ g² over every entry's gradient.
+/// The global norm of every entry's gradient and the clip factor
+/// min(1, maxNorm / (norm + 1e-6)) (1 when maxNorm <= 0): each block's
+/// sum of squares into partial[block] (double), the last block sums them
+/// in block order (deterministic).
 __global__ void sumSquares(const AdamWEntry *__restrict__ table, int entries,
                            int64_t quads, const char *__restrict__ A,
-                           double *sumSq) {
+                           double *__restrict__ partial, unsigned *counter,
+                           double maxNorm, float *norm, float *scale) {
   __shared__ float shared[32];
   float acc = 0;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < quads;
@@ -1105,7 +1206,15 @@ __global__ void sumSquares(const AdamWEntry *__restrict__ table, int entries,
   }
   acc = blockSum(acc, shared);
   if (threadIdx.x == 0)
-    atomicAdd(sumSq, (double)acc);
+    partial[blockIdx.x] = acc;
+  if (!lastBlock(counter) || threadIdx.x != 0)
+    return;
+  double sum = 0;
+  for (unsigned b = 0; b < gridDim.x; ++b)
+    sum += __ldcg(partial + b);
+  double n = sqrt(sum);
+  *norm = (float)n;
+  *scale = maxNorm > 0 ? (float)fmin(1.0, maxNorm / (n + 1e-6)) : 1.f;
 }
 
 /// *lr = the schedule's rate at step *step (stlm.lr_schedule's valueAt).
@@ -1124,15 +1233,6 @@ __global__ void lrSchedule(const int32_t *step, Schedule sched, float *lr) {
                           (1.0 + cos(3.14159265358979323846 * progress));
   }
   *lr = (float)v;
-}
-
-/// The global norm sqrt(*sumSq) and the clip factor
-/// min(1, maxNorm / (norm + 1e-6)) (1 when maxNorm <= 0).
-__global__ void clipScale(const double *sumSq, double maxNorm, float *norm,
-                          float *scale) {
-  double n = sqrt(*sumSq);
-  *norm = (float)n;
-  *scale = maxNorm > 0 ? (float)fmin(1.0, maxNorm / (n + 1e-6)) : 1.f;
 }
 
 /// y = x rounded to bfloat16 (to nearest, ties to even: the reference's
@@ -1214,8 +1314,15 @@ enum Entry {
   kEntries
 };
 
+/// Streams a step's independent launches run on side by side (a fork of
+/// up to this many lanes, joined before anything else runs).
+constexpr int kLanes = 3;
+
 struct Context {
-  cudaStream_t stream = nullptr;
+  cudaStream_t stream = nullptr;   // the lane launches go to now
+  cudaStream_t lanes[kLanes] = {}; // lanes[0]: the entry points' stream
+  cudaEvent_t forked = nullptr, joined[kLanes] = {};
+  void *workspaces[kLanes] = {}; // cuBLASLt's, one per lane
   cublasLtHandle_t lt = nullptr;
   char *weights = nullptr, *arena = nullptr, *scratch = nullptr;
   char *scalars = nullptr; // device scalar block
@@ -1260,6 +1367,39 @@ inline bool launched(Context &c, const char *what) {
     c.marks.push_back({e, what});
   }
   return check(c, cudaPeekAtLastError(), what);
+}
+
+/// The launches after fork(c, n) until join(c, n) go to the lanes that
+/// onLane picks, and run side by side: the emitter forks only launches
+/// that read nothing another writes and write nothing another touches
+/// (in a graph, the fork and join become edges). In the profiler's eager
+/// mode everything stays on one stream, so per-launch times stay
+/// meaningful.
+inline bool fork(Context &c, int n) {
+  if (c.profiling)
+    return true;
+  if (!check(c, cudaEventRecord(c.forked, c.lanes[0]), "fork"))
+    return false;
+  for (int i = 1; i < n; ++i)
+    if (!check(c, cudaStreamWaitEvent(c.lanes[i], c.forked, 0), "fork"))
+      return false;
+  return true;
+}
+inline void onLane(Context &c, int i) {
+  if (c.profiling)
+    return;
+  c.stream = c.lanes[i];
+  c.workspace = c.workspaces[i];
+}
+inline bool join(Context &c, int n) {
+  onLane(c, 0);
+  if (c.profiling)
+    return true;
+  for (int i = 1; i < n; ++i)
+    if (!check(c, cudaEventRecord(c.joined[i], c.lanes[i]), "join") ||
+        !check(c, cudaStreamWaitEvent(c.lanes[0], c.joined[i], 0), "join"))
+      return false;
+  return true;
 }
 
 /// Raises the three kernels' dynamic shared memory limits (once per
@@ -1580,9 +1720,16 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
   };
   if ((e = cudaSetDevice(c->device)) != cudaSuccess)
     return fail("cudaSetDevice", e);
-  if ((e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking)) !=
+  for (int i = 0; i < kLanes; ++i)
+    if ((e = cudaStreamCreateWithFlags(&c->lanes[i], cudaStreamNonBlocking)) !=
+            cudaSuccess ||
+        (e = cudaEventCreateWithFlags(&c->joined[i], cudaEventDisableTiming)) !=
+            cudaSuccess)
+      return fail("cudaStreamCreate", e);
+  if ((e = cudaEventCreateWithFlags(&c->forked, cudaEventDisableTiming)) !=
       cudaSuccess)
-    return fail("cudaStreamCreate", e);
+    return fail("cudaEventCreate", e);
+  c->stream = c->lanes[0];
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
     error = "cannot create a cuBLASLt handle";
     delete c;
@@ -1598,9 +1745,13 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
       (e = alloc((void **)&c->arena, arenaSize)) != cudaSuccess ||
       (e = alloc((void **)&c->scratch, scratchSize)) != cudaSuccess ||
       (e = alloc((void **)&c->scalars, scalarSize)) != cudaSuccess ||
-      (e = alloc(&c->workspace, c->workspaceSize)) != cudaSuccess ||
+
       (e = alloc((void **)&c->in, inCount * 4 + 64)) != cudaSuccess)
     return fail("cannot allocate device memory", e);
+  for (void *&w : c->workspaces)
+    if ((e = alloc(&w, c->workspaceSize)) != cudaSuccess)
+      return fail("cannot allocate device memory", e);
+  c->workspace = c->workspaces[0];
   if ((e = cudaMallocHost((void **)&c->hostIn, inCount * 4 + 64)) !=
           cudaSuccess ||
       (e = cudaMallocHost((void **)&c->hostOut, outCount * 4 + 64)) !=
@@ -1626,7 +1777,7 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
 inline void close(Context *c) {
   if (!c)
     return;
-  cudaStreamSynchronize(c->stream);
+  cudaDeviceSynchronize();
   if (c->profiling && !c->profile.empty()) {
     std::vector<std::pair<double, std::string>> rows;
     double total = 0;
@@ -1651,14 +1802,20 @@ inline void close(Context *c) {
   cudaFree(c->arena);
   cudaFree(c->scratch);
   cudaFree(c->scalars);
-  cudaFree(c->workspace);
+  for (int i = 0; i < kLanes; ++i) {
+    cudaFree(c->workspaces[i]);
+    if (c->joined[i])
+      cudaEventDestroy(c->joined[i]);
+    if (c->lanes[i])
+      cudaStreamDestroy(c->lanes[i]);
+  }
+  if (c->forked)
+    cudaEventDestroy(c->forked);
   cudaFree(c->in);
   cudaFreeHost(c->hostIn);
   cudaFreeHost(c->hostOut);
   if (c->lt)
     cublasLtDestroy(c->lt);
-  if (c->stream)
-    cudaStreamDestroy(c->stream);
   delete c;
 }
 
@@ -1671,6 +1828,8 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
             const size_t *counts, int nInputs, const float *result,
             size_t nOut, float *out, Body body) {
   c.error.clear();
+  c.stream = c.lanes[0]; // a body that failed may have left another lane
+  c.workspace = c.workspaces[0];
   size_t at = 0;
   for (int i = 0; i < nInputs; ++i)
     at += counts[i];
