@@ -86,8 +86,10 @@ std::string num(double x) {
 constexpr int kGridStrideBlocks = 132 * 8;
 /// Streams a fork may use (Kernels.cuh's kLanes).
 constexpr size_t kLanes = 3;
-/// Shared memory of an rmsnormGrad block: a row of D floats per warp.
-constexpr int64_t kRmsNormGradShared = 48 * 1024;
+/// Dynamic shared memory of an rmsnormGrad block (a row of D floats per
+/// warp): under the 48 KiB a launch gets without opting in, with room
+/// for the kernel's static shared memory.
+constexpr int64_t kRmsNormGradShared = 47 * 1024;
 
 int threadsFor(int64_t n, int most) {
   int64_t t = (n + 31) / 32 * 32;
@@ -462,7 +464,8 @@ void Emitter::pairAttention(func::FuncOp fn) {
     if (!g)
       continue;
     for (ir::AttentionOp a : forwards) {
-      if (a.getQ() != g.getQ() || a.getK() != g.getK() ||
+      if (keptLse.count(a.getOperation()) || // one backward per forward
+          a.getQ() != g.getQ() || a.getK() != g.getK() ||
           a.getV() != g.getV() || a.getMask() != g.getMask() ||
           a.getOffset() != g.getOffset() || a.getHeads() != g.getHeads() ||
           a.getKvHeads() != g.getKvHeads())
@@ -709,9 +712,9 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return failure();
         int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
         // Up to 8 warps a block, as many as have a row of dweight's shares
-        // each in 48 KiB of shared memory; a row per warp, and at most 2
-        // blocks a multiprocessor (the last block sums every block's
-        // shares).
+        // each in kRmsNormGradShared; a row per warp, and at most 264
+        // blocks (two per multiprocessor of an H100 or H200), since the
+        // last block sums every block's shares.
         int64_t warps = std::min<int64_t>(8, kRmsNormGradShared / (4 * D));
         if (warps < 1)
           return unsupported(op, "an RMSNorm wider than " +
@@ -722,8 +725,9 @@ LogicalResult Emitter::emitOp(Operation *op) {
         needScratch(blocks * D * 4);
         // The residual stream's other gradient added in the same launch.
         std::string addend = "nullptr", dx = f(o.getDx());
-        if (ir::AddOp add = fusedAdd(op, o.getDx(), {o.getX(), o.getDy()},
-                                     {o.getDweight()}, /*inPlace=*/true)) {
+        if (ir::AddOp add =
+                fusedAdd(op, o.getDx(), {o.getX(), o.getDy(), o.getWeight()},
+                         {o.getDweight()}, /*inPlace=*/true)) {
           addend = f(add.getLhs() == o.getDx() ? add.getRhs() : add.getLhs());
           dx = f(add.getResult());
         }

@@ -300,12 +300,13 @@ __global__ void ropeTable(double *__restrict__ table, int P, int hd,
 // warp in turn) and stages them and tiles of 32 keys in shared memory
 // (rows padded by one float: lanes reading one column each of 32 rows hit
 // 32 banks); one key per lane for the scores, one head dimension per lane
-// for the sums, an online softmax between tiles. For the backward, the
-// same pass (y null) leaves each query's log-sum-exp in `lse` and
-// delta = dy · y in `delta` instead of y; then attentionGradQ (blocks of
-// queries over key tiles) and attentionGradKV (blocks of keys over query
-// tiles of every head sharing them) recompute the probabilities, with no
-// atomics.
+// for the sums, an online softmax between tiles. A training step's
+// forward pass also leaves each query's log-sum-exp in `lse`, and the
+// backward takes delta = dy · y from y (attentionDelta); where y was
+// overwritten in between, the same pass runs again (y null) and leaves lse
+// and delta instead of y. Then attentionGradQ (blocks of queries over key
+// tiles) and attentionGradKV (blocks of keys over query tiles of every
+// head sharing them) recompute the probabilities, with no atomics.
 //===----------------------------------------------------------------------===//
 
 constexpr int kAttnWarps = 4;
@@ -1694,6 +1695,8 @@ inline bool matmul(Context &c, int site, bool transA, bool transB, int m, int n,
                  "cublasLtMatmul");
 }
 
+inline void close(Context *c);
+
 /// Opens a context: the device (STLM_CUDA_DEVICE or 0), a stream, cuBLASLt,
 /// zeroed device memory for weights, arena, scratch and scalars, the
 /// constant scalars uploaded, and every matmul site of `shapes` planned
@@ -1715,24 +1718,26 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
     c->device = std::atoi(d);
   auto fail = [&](const char *what, cudaError_t err) -> Context * {
     error = std::string(what) + ": " + cudaGetErrorString(err);
-    delete c; // memory goes with the process's context
+    close(c); // what was made so far
     return nullptr;
   };
   if ((e = cudaSetDevice(c->device)) != cudaSuccess)
     return fail("cudaSetDevice", e);
-  for (int i = 0; i < kLanes; ++i)
+  for (int i = 0; i < kLanes; ++i) {
     if ((e = cudaStreamCreateWithFlags(&c->lanes[i], cudaStreamNonBlocking)) !=
-            cudaSuccess ||
-        (e = cudaEventCreateWithFlags(&c->joined[i], cudaEventDisableTiming)) !=
-            cudaSuccess)
+        cudaSuccess)
       return fail("cudaStreamCreate", e);
+    if ((e = cudaEventCreateWithFlags(&c->joined[i], cudaEventDisableTiming)) !=
+        cudaSuccess)
+      return fail("cudaEventCreate", e);
+  }
   if ((e = cudaEventCreateWithFlags(&c->forked, cudaEventDisableTiming)) !=
       cudaSuccess)
     return fail("cudaEventCreate", e);
   c->stream = c->lanes[0];
   if (cublasLtCreate(&c->lt) != CUBLAS_STATUS_SUCCESS) {
     error = "cannot create a cuBLASLt handle";
-    delete c;
+    close(c);
     return nullptr;
   }
   auto alloc = [&](void **p, int64_t bytes) {
@@ -1766,7 +1771,7 @@ inline Context *open(int64_t weightsSize, int64_t arenaSize,
   c->matmuls.resize(matmulSites);
   if (shapes && !planMatmuls(*c, shapes, matmulSites)) {
     error = "cannot plan the matmuls: " + c->error;
-    delete c; // the device memory goes with the process's context
+    close(c);
     return nullptr;
   }
   if (const char *p = std::getenv("STLM_CUDA_PROFILE"))
@@ -1828,8 +1833,6 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
             const size_t *counts, int nInputs, const float *result,
             size_t nOut, float *out, Body body) {
   c.error.clear();
-  c.stream = c.lanes[0]; // a body that failed may have left another lane
-  c.workspace = c.workspaces[0];
   size_t at = 0;
   for (int i = 0; i < nInputs; ++i)
     at += counts[i];
@@ -1887,13 +1890,18 @@ int32_t run(Context &c, Entry entry, const int32_t *const *inputs,
                           cudaMemcpyAsync(c.in, c.hostIn, at * 4,
                                           cudaMemcpyHostToDevice, c.stream),
                           "input upload")) &&
-        body(c) &&
-        (nOut == 0 || check(c,
-                            cudaMemcpyAsync(c.hostOut, result, nOut * 4,
-                                            cudaMemcpyDeviceToHost, c.stream),
-                            "result download"));
+        body(c);
+    // A body that failed inside a fork may have left another lane: the
+    // capture ends on the stream it began on.
+    c.stream = c.lanes[0];
+    c.workspace = c.workspaces[0];
+    ok = ok &&
+         (nOut == 0 || check(c,
+                             cudaMemcpyAsync(c.hostOut, result, nOut * 4,
+                                             cudaMemcpyDeviceToHost, c.stream),
+                             "result download"));
     cudaGraph_t graph = nullptr;
-    cudaError_t e = cudaStreamEndCapture(c.stream, &graph);
+    cudaError_t e = cudaStreamEndCapture(c.lanes[0], &graph);
     if (!ok) {
       if (graph)
         cudaGraphDestroy(graph);
