@@ -58,6 +58,11 @@ RankedTensorType tensorType(Value v) {
   return llvm::dyn_cast<RankedTensorType>(v.getType());
 }
 int64_t numel(Value v) { return tensorType(v).getNumElements(); }
+/// The bytes of tensor `v`.
+int64_t bytesOf(Value v) {
+  auto t = tensorType(v);
+  return t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() / 8);
+}
 int64_t dim(Value v, int64_t fromEnd) {
   auto t = tensorType(v);
   return t.getDimSize(t.getRank() - fromEnd);
@@ -162,12 +167,7 @@ private:
     Place pa = places.lookup(a), pb = places.lookup(b);
     if (pa.base != pb.base)
       return false;
-    auto bytes = [](Value v) {
-      auto t = tensorType(v);
-      return t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
-                                   8);
-    };
-    return pa.off < pb.off + bytes(b) && pb.off < pa.off + bytes(a);
+    return pa.off < pb.off + bytesOf(b) && pb.off < pa.off + bytesOf(a);
   }
   /// A zeroed slot of the scalar block that a launch's blocks count
   /// themselves on (lastBlock); the launch leaves it zero.
@@ -179,8 +179,13 @@ private:
   /// reads (`reads`, the other operand) or writes (`writes`), except, with
   /// `inPlace`, a read tensor of its type in exactly its place (a kernel
   /// that reads each element of it before writing that element alone).
-  ir::AddOp fusedAdd(Operation *op, Value v, ArrayRef<Value> reads,
-                     ArrayRef<Value> writes = {}, bool inPlace = false) {
+  /// The add's other operand and its result, when fused.
+  struct FusedAdd {
+    Value addend, sum;
+    explicit operator bool() const { return static_cast<bool>(sum); }
+  };
+  FusedAdd fusedAdd(Operation *op, Value v, ArrayRef<Value> reads,
+                    ArrayRef<Value> writes = {}, bool inPlace = false) {
     auto add = dyn_cast_or_null<ir::AddOp>(op->getNextNode());
     if (!add || !v.hasOneUse() || *v.getUsers().begin() != add.getOperation())
       return {};
@@ -201,7 +206,7 @@ private:
       if (t && overlaps(r, t))
         return {};
     done.insert(add);
-    return add;
+    return {other, r};
   }
   LogicalResult unsupported(Operation *op, const Twine &why) {
     return op->emitOpError("the cuda target cannot compile this op yet: ")
@@ -216,6 +221,15 @@ private:
     line(kernel + "<<<" + grid + ", " + block + ", " + shared +
          ", c.stream>>>(" + args + ");");
     line("if (!launched(c, \"" + what + "\")) return false;");
+  }
+  /// The launches that follow go to lanes (Kernels.cuh's fork, onLane,
+  /// join): lane 0 until onLane(1), and so on, up to join.
+  void fork(int n) {
+    line("if (!fork(c, " + std::to_string(n) + ")) return false;");
+  }
+  void onLane(int k) { line("onLane(c, " + std::to_string(k) + ");"); }
+  void join(int n) {
+    line("if (!join(c, " + std::to_string(n) + ")) return false;");
   }
   void zero(const std::string &p, int64_t bytes) {
     line("if (!check(c, cudaMemsetAsync(" + p + ", 0, " +
@@ -263,12 +277,10 @@ private:
   std::optional<std::pair<int64_t, int64_t>> arenaRange(Operation *op,
                                                         unsigned i) {
     auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("stlm.offsets");
-    auto t = tensorType(op->getResult(i));
-    if (!offsets || offsets.size() <= i || offsets[i] < 0 || !t)
+    if (!offsets || offsets.size() <= i || offsets[i] < 0 ||
+        !tensorType(op->getResult(i)))
       return std::nullopt;
-    int64_t bytes =
-        t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() / 8);
-    return std::make_pair(offsets[i], offsets[i] + bytes);
+    return std::make_pair(offsets[i], offsets[i] + bytesOf(op->getResult(i)));
   }
   void pairAttention(func::FuncOp fn);
   /// Whether attention with head width `hd` over `T` queries runs on
@@ -553,15 +565,15 @@ LogicalResult Emitter::emitLinears(Operation *first) {
   if (group.size() == 1)
     return emitLinear(first);
   int n = static_cast<int>(group.size());
-  line("if (!fork(c, " + std::to_string(n) + ")) return false;");
+  fork(n);
   for (int k = 0; k < n; ++k) {
     if (k > 0)
-      line("onLane(c, " + std::to_string(k) + ");");
+      onLane(k);
     if (failed(emitLinear(group[k])))
       return failure();
     done.insert(group[k]);
   }
-  line("if (!join(c, " + std::to_string(n) + ")) return false;");
+  join(n);
   return success();
 }
 
@@ -619,9 +631,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         }
         if (failed(inArena(op, 0)))
           return failure();
-        zero(f(o.getResult()),
-             t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
-                                   8));
+        zero(f(o.getResult()), bytesOf(o.getResult()));
         return success();
       })
       .Case([&](arith::AddIOp o) -> LogicalResult {
@@ -681,11 +691,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "an embedding wider than 8192");
         // A tied head's gradient added in the same launch.
         std::string addend = "nullptr", dtable = f(o.getDtable());
-        if (ir::AddOp add =
+        if (FusedAdd add =
                 fusedAdd(op, o.getDtable(), {o.getIds(), o.getDy()})) {
-          addend =
-              f(add.getLhs() == o.getDtable() ? add.getRhs() : add.getLhs());
-          dtable = f(add.getResult());
+          addend = f(add.addend);
+          dtable = f(add.sum);
         }
         launch("embedGrad", std::to_string(V),
                std::to_string(threadsFor(D, 1024)),
@@ -725,11 +734,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
         needScratch(blocks * D * 4);
         // The residual stream's other gradient added in the same launch.
         std::string addend = "nullptr", dx = f(o.getDx());
-        if (ir::AddOp add =
+        if (FusedAdd add =
                 fusedAdd(op, o.getDx(), {o.getX(), o.getDy(), o.getWeight()},
                          {o.getDweight()}, /*inPlace=*/true)) {
-          addend = f(add.getLhs() == o.getDx() ? add.getRhs() : add.getLhs());
-          dx = f(add.getResult());
+          addend = f(add.addend);
+          dx = f(add.sum);
         }
         launch("rmsnormGrad", std::to_string(blocks),
                std::to_string(warps * 32),
@@ -754,7 +763,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         // copies share scratch.
         bool forked = !bf16;
         if (forked)
-          line("if (!fork(c, 2)) return false;");
+          fork(2);
         // dx[R, In] = dy[R, Out] · w[Out, In] (+ addend).
         matmul(false, false, In, R, Out, f(o.getWeight()), In, f(o.getDy()),
                Out, fOrNull(o.getAddend()), f(o.getDx()));
@@ -764,12 +773,12 @@ LogicalResult Emitter::emitOp(Operation *op) {
                      f(o.getDx()) + ", " + std::to_string(R * In),
                  "stlm.linear_grad gelu");
         if (forked)
-          line("onLane(c, 1);");
+          onLane(1);
         // dw[Out, In] = dy[R, Out]ᵀ · x[R, In].
         matmul(false, true, In, Out, R, f(o.getX()), In, f(o.getDy()), Out,
                "nullptr", f(o.getDweight()));
         if (forked)
-          line("if (!join(c, 2)) return false;");
+          join(2);
         return success();
       })
       .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> LogicalResult {
@@ -901,19 +910,19 @@ LogicalResult Emitter::emitOp(Operation *op) {
                      ", " + delta,
                  "stlm.attention_grad (lse, delta)", shared(0));
         // dq beside dk and dv (results of one op, reading the same).
-        line("if (!fork(c, 2)) return false;");
+        fork(2);
         launch(kernel("attentionGradQ"), grid(T, H, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDq()) + ", " + shape,
                "stlm.attention_grad (dq)", shared(1));
-        line("onLane(c, 1);");
+        onLane(1);
         launch(kernel("attentionGradKV"), grid(S, K, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
                    f(o.getDk()) + ", " + f(o.getDv()) + ", " + shape,
                "stlm.attention_grad (dk, dv)", shared(2));
-        line("if (!join(c, 2)) return false;");
+        join(2);
         return success();
       })
       .Case([&](ir::SwiGLUOp o) -> LogicalResult {
@@ -1053,17 +1062,13 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "'@" + o.getName().str() +
                                      "' has no weights slot");
         Place dst{'W', it->second}, src = places.lookup(o.getValue());
-        auto t = tensorType(o.getValue());
         if (zeros.count(o.getValue())) {
-          zero(ptr(dst), t.getNumElements() *
-                             (t.getElementType().getIntOrFloatBitWidth() / 8));
+          zero(ptr(dst), bytesOf(o.getValue()));
           return success();
         }
         if (src == dst)
           return success();
-        copy(ptr(dst), ptr(src),
-             t.getNumElements() * (t.getElementType().getIntOrFloatBitWidth() /
-                                   8));
+        copy(ptr(dst), ptr(src), bytesOf(o.getValue()));
         return success();
       })
       .Case([&](ir::LRScheduleOp o) -> LogicalResult {
@@ -1295,7 +1300,9 @@ FailureOr<CudaSource> Emitter::run() {
   std::string header =
       "// Generated by stlm-compile --target=cuda; do not edit.\n"
       "#include \"Kernels.cuh\"\n#include \"stlm/stlm.h\"\n\n"
-      "using namespace stlm_cuda;\n\nnamespace {\n\n";
+      "using namespace stlm_cuda;\n\nstatic_assert(kLanes >= " +
+      std::to_string(kLanes) +
+      ", \"the emitter forks this many lanes\");\n\nnamespace {\n\n";
   if (failed(emitFunction(grad, format::kBatchArgs)) ||
       (step && failed(emitFunction(step, format::kBatchArgs))) ||
       (accumulate && failed(emitFunction(accumulate, format::kBatchArgs))) ||
