@@ -7,8 +7,9 @@
 #
 # DIR/bin        CudaVsReferenceTests, stlm-bench-model and
 #                stlm-bench-train (they link only the runtime and
-#                libstdc++), cuda-matmul (cuBLASLt's algorithms at the
-#                models' shapes);
+#                libstdc++), cuda-attention-test (the attention kernels
+#                against doubles), cuda-matmul (cuBLASLt's algorithms at
+#                the models' shapes);
 # DIR/data       the text of the GPU training check (when ../shared/data
 #                has it; never committed);
 # DIR/cases      the GPU test's cases: each spec's CUDA artifact and the
@@ -42,6 +43,9 @@ cp "$root/bench/torch_gpu.py" "$root/bench/cuda.sh" "$out/"
 nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 "$nvcc" -O2 -std=c++17 -arch=sm_90 "$root/bench/cuda_matmul.cu" -lcublasLt -lcublas \
   -o "$out/bin/cuda-matmul"
+# The attention kernels against attention in double (test/unit).
+"$nvcc" -O2 -std=c++17 -arch=sm_90 -I"$root/codegen/cuda" \
+  "$root/test/unit/CudaAttentionTest.cu" -lcublasLt -o "$out/bin/cuda-attention-test"
 # The test's own cases, recorded and compiled (it skips: no GPU here).
 STLM_CUDA_PREPARE="$out/cases" "$out/bin/CudaVsReferenceTests" > "$out/prepare.log" 2>&1 || {
   cat "$out/prepare.log" >&2; exit 1; }
@@ -100,6 +104,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}"
 log="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
+"$here/bin/cuda-attention-test" 2>&1 | tee "$log/attention.log" | grep -v "^  \|^B="
 STLM_CUDA_CASES="$here/cases" "$here/bin/CudaVsReferenceTests" 2>&1 | tee "$log/tests.log" | grep -v "^\[ RUN\|^\[       OK" | tail -40
 # STLM_DEVICE_MATMUL=0 skips cuBLASLt's timings at the models' shapes.
 [[ "${STLM_DEVICE_MATMUL:-1}" == 0 ]] || "$here/bin/cuda-matmul" 2>&1 | tee "$log/matmul.log"

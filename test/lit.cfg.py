@@ -67,6 +67,7 @@ nvcc = shutil.which("nvcc") or (
     if os.access("/usr/local/cuda/bin/nvcc", os.X_OK) else None)
 if nvcc:
     config.available_features.add("nvcc")
+    config.substitutions.append(("%nvcc", nvcc))
 else:
     lit_config.note("no nvcc: tests of the cuda target are skipped")
 try:

@@ -285,7 +285,7 @@ private:
   void pairAttention(func::FuncOp fn);
   /// Whether attention with head width `hd` over `T` queries runs on
   /// tensor cores (attentionTc): the matmuls already take tensor-core
-  /// operands, the chip has TF32 (sm_80 on), the head width fits wmma
+  /// operands, the chip has TF32 (sm_80 on), the head width fits mma
   /// tiles, and there are enough queries to fill a block (not a decode
   /// step's one).
   bool onTensorCores(int64_t hd, int64_t T) {

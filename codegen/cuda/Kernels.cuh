@@ -31,7 +31,6 @@
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
-#include <mma.h>
 
 #include <algorithm>
 #include <cmath>
@@ -637,59 +636,58 @@ __global__ void __launch_bounds__(128)
 
 //===----------------------------------------------------------------------===//
 // Attention on tensor cores: the same three passes as above (forward, dq,
-// dk and dv), with every product (q·kᵀ, p·v, dy·vᵀ, ds·k, dsᵀ·q, pᵀ·dy) a
-// warp-level matrix multiply with TF32 operands and fp32 accumulation
-// (wmma m16n16k8). Used where the model's matmuls already take tensor-core
-// operands (--tf32, `precision: bf16`) and the head width is a multiple of
-// 16 up to 128: fp32 models keep the kernels above, which round as the
-// reference does.
+// dk and dv), with every product (q·kᵀ, p·v, dy·vᵀ, ds·k, k·qᵀ, v·dyᵀ,
+// pᵀ·dy, dsᵀ·q) a warp-level `mma.sync` m16n8k8 with TF32 operands and
+// fp32 accumulation, and everything between the products (mask, online
+// softmax, ds) done on the accumulators in registers. Used where the
+// model's matmuls already take tensor-core operands (--tf32, `precision:
+// bf16`) and the head width is a multiple of 16 up to 128: fp32 models keep
+// the kernels above, which round as the reference does.
 //
 // A block is 4 warps and 64 rows (queries; keys for the dk, dv pass), 16
-// per warp; the other side is staged 64 rows at a time. Shared memory (a
-// few ×18 KiB at head width 64, up to 205 KiB at 128) is dynamic:
-// prepareAttentionTc raises each kernel's limit when the context opens.
-// Staged tiles hold TF32-rounded values. The forward pass is one sweep
-// over the keys with an online softmax: each warp keeps its 16 output rows
-// in a shared region, rescales them there as a row's running max grows,
-// and sums p·v into them on tensor cores. A warp's 16 × 64 scores go
-// through another region of its own, where two lanes per row apply the
-// mask and the exponentials.
+// per warp; the other side is staged 64 rows at a time in shared memory
+// (dynamic: 3-4 tiles of 64 × (HD + 4) floats, up to 132 KiB at head width
+// 128; prepareAttentionTc raises each kernel's limit when the context
+// opens). Staged tiles hold TF32-rounded values.
+//
+// Fragments (PTX ISA, mma.m16n8k8 .tf32): lane = 4g + c; the accumulator
+// of a 16 × 8 tile holds (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1);
+// A (16 × 8) holds (g, c), (g + 8, c), (g, c + 4), (g + 8, c + 4); B (8 × 8)
+// holds (c, g), (c + 4, g). A product's scores become the next product's A
+// operand without moving between lanes: that product's reduction index is
+// permuted (A's column c stands for key 2c, column c + 4 for key 2c + 1)
+// and B's rows are read in the same order. The row stride HD + 4 puts the
+// 32 lanes of every fragment load in 32 different banks.
 //===----------------------------------------------------------------------===//
 
-namespace wmma = nvcuda::wmma;
 constexpr int kTcRows = 64; // rows per block and per staged chunk
 
 template <int HD> struct TcLayout {
   static_assert(HD % 16 == 0 && HD <= 128, "head width");
-  /// Row stride of a staged [64, HD] tile, and of a warp's [16, ·] region
-  /// (scores: 64 wide; a result: HD wide). Padding keeps wmma's 32-byte
-  /// alignment and spreads rows over the banks.
-  static constexpr int LD = HD + 8;
-  static constexpr int LDW = (HD > kTcRows ? HD : kTcRows) + 8;
+  static constexpr int LD = HD + 4;         // row stride of a staged tile
   static constexpr int tile = kTcRows * LD; // floats
-  static constexpr int region = 16 * LDW;   // floats
+  static constexpr int DT = HD / 8;         // 8-wide tiles of a head
+  static constexpr int NT = kTcRows / 8;    // 8-wide tiles of a chunk
 };
 
 /// Dynamic shared memory of pass `which` (0 forward, 1 dq, 2 dk and dv).
 template <int HD> constexpr size_t attentionTcShared(int which) {
   using L = TcLayout<HD>;
-  return sizeof(float) * (which == 0 ? 3 * L::tile + 8 * L::region
-                                     : 4 * L::tile + 8 * L::region +
-                                           (which == 2 ? 2 * kTcRows : 0));
+  return sizeof(float) * (which == 0
+                              ? 3 * L::tile
+                              : 4 * L::tile + (which == 2 ? 2 * kTcRows : 0));
 }
 
-using TcA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32,
-                           wmma::row_major>;
-using TcBCol = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32,
-                              wmma::col_major>;
-using TcBRow = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32,
-                              wmma::row_major>;
-using TcAcc = wmma::fragment<wmma::accumulator, 16, 16, 8, float>;
+/// x rounded to TF32, as an operand register.
+__device__ __forceinline__ uint32_t tf32Bits(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return r;
+}
 
 /// Rows [first, first + 64) of a [rows, stride] tensor's columns
-/// [col, col + HD), times `scale` and rounded to TF32 (so the fragments
-/// loaded from the tile need no conversion), into a staged tile; zero past
-/// `limit`.
+/// [col, col + HD), times `scale` and rounded to TF32 (so fragments load
+/// the bits as they are), into a staged tile; zero past `limit`.
 template <int HD>
 __device__ __forceinline__ void
 stageTc(float *tile, const float *src, int64_t first, int limit, int64_t stride,
@@ -701,82 +699,110 @@ stageTc(float *tile, const float *src, int64_t first, int limit, int64_t stride,
     if (first + r < limit) {
       x = *reinterpret_cast<const float4 *>(src + (first + r) * stride + col +
                                             c);
-      x.x = wmma::__float_to_tf32(x.x * scale);
-      x.y = wmma::__float_to_tf32(x.y * scale);
-      x.z = wmma::__float_to_tf32(x.z * scale);
-      x.w = wmma::__float_to_tf32(x.w * scale);
+      x.x = __uint_as_float(tf32Bits(x.x * scale));
+      x.y = __uint_as_float(tf32Bits(x.y * scale));
+      x.z = __uint_as_float(tf32Bits(x.z * scale));
+      x.w = __uint_as_float(tf32Bits(x.w * scale));
     }
     *reinterpret_cast<float4 *>(tile + r * TcLayout<HD>::LD + c) = x;
   }
 }
 
-/// region[16, 64] = a[16, HD] · b[64, HD]ᵀ (a and b staged rows).
+/// d[16 × 8] += a[16 × 8] · b[8 × 8] (fragments as above).
+__device__ __forceinline__ void mma8(float (&d)[4], const uint32_t (&a)[4],
+                                     uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// The A fragment of columns [8kk, 8kk + 8) of 16 staged rows.
 template <int HD>
-__device__ __forceinline__ void productNT(float *region, const float *a,
-                                          const float *b) {
+__device__ __forceinline__ void rowsA(uint32_t (&a)[4], const float *rows,
+                                      int kk) {
+  constexpr int LD = TcLayout<HD>::LD;
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
+  const float *p = rows + g * LD + kk * 8 + c;
+  a[0] = __float_as_uint(p[0]);
+  a[1] = __float_as_uint(p[8 * LD]);
+  a[2] = __float_as_uint(p[4]);
+  a[3] = __float_as_uint(p[8 * LD + 4]);
+}
+
+/// s[16 × 64] = a[16 × HD] · tileᵀ: a's rows against the 64 staged rows
+/// (the reduction over the head's columns).
+template <int HD>
+__device__ __forceinline__ void productNT(float (&s)[TcLayout<HD>::NT][4],
+                                          const float *a, const float *tile) {
   using L = TcLayout<HD>;
-  TcAcc acc[4];
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
 #pragma unroll
-  for (int n = 0; n < 4; ++n)
-    wmma::fill_fragment(acc[n], 0.f);
+  for (int n = 0; n < L::NT; ++n)
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
 #pragma unroll
-  for (int k = 0; k < HD; k += 8) {
-    TcA fa;
-    wmma::load_matrix_sync(fa, a + k, L::LD);
+  for (int kk = 0; kk < L::DT; ++kk) {
+    uint32_t fa[4];
+    rowsA<HD>(fa, a, kk);
 #pragma unroll
-    for (int n = 0; n < 4; ++n) {
-      TcBCol fb; // element (k', n') at b[(16n + n')·LD + k + k']
-      wmma::load_matrix_sync(fb, b + n * 16 * L::LD + k, L::LD);
-      wmma::mma_sync(acc[n], fa, fb, acc[n]);
+    for (int n = 0; n < L::NT; ++n) {
+      const float *p = tile + (n * 8 + g) * L::LD + kk * 8 + c;
+      mma8(s[n], fa, __float_as_uint(p[0]), __float_as_uint(p[4]));
     }
   }
-#pragma unroll
-  for (int n = 0; n < 4; ++n)
-    wmma::store_matrix_sync(region + n * 16, acc[n], L::LDW,
-                            wmma::mem_row_major);
 }
 
-/// acc[16, HD] += p[16, 64] (a warp region) · b[64, HD] (staged rows).
+/// acc[16 × HD] += p[16 × 64] · tile: accumulator-layout values (p) as
+/// the A operand, the reduction over the 64 staged rows in the permuted
+/// order (A's column c is row 2c of each 8, column c + 4 row 2c + 1).
 template <int HD>
-__device__ __forceinline__ void productNN(TcAcc (&acc)[HD / 16], const float *p,
-                                          const float *b) {
+__device__ __forceinline__ void productNN(float (&acc)[TcLayout<HD>::DT][4],
+                                          const float (&p)[TcLayout<HD>::NT][4],
+                                          const float *tile) {
   using L = TcLayout<HD>;
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
 #pragma unroll
-  for (int k = 0; k < kTcRows; k += 8) {
-    TcA fa;
-    wmma::load_matrix_sync(fa, p + k, L::LDW);
+  for (int kk = 0; kk < L::NT; ++kk) {
+    const uint32_t fa[4] = {tf32Bits(p[kk][0]), tf32Bits(p[kk][2]),
+                            tf32Bits(p[kk][1]), tf32Bits(p[kk][3])};
+    const float *row = tile + (kk * 8 + 2 * c) * L::LD + g;
 #pragma unroll
-    for (int n = 0; n < HD / 16; ++n) {
-      TcBRow fb;
-      wmma::load_matrix_sync(fb, b + k * L::LD + n * 16, L::LD);
-      wmma::mma_sync(acc[n], fa, fb, acc[n]);
-    }
+    for (int n = 0; n < L::DT; ++n)
+      mma8(acc[n], fa, __float_as_uint(row[n * 8]),
+           __float_as_uint(row[L::LD + n * 8]));
   }
 }
 
-/// The warp's [16, HD] fragments into its region (row stride LDW).
-template <int HD>
-__device__ __forceinline__ void toRegion(float *region, TcAcc (&acc)[HD / 16]) {
-  __syncwarp();
-#pragma unroll
-  for (int n = 0; n < HD / 16; ++n)
-    wmma::store_matrix_sync(region + n * 16, acc[n], TcLayout<HD>::LDW,
-                            wmma::mem_row_major);
-  __syncwarp();
-}
-
-/// Rows [0, min(rows, 16)) of a warp's region, times `scale`, to
-/// dst + rowOffset(rr).
+/// Row `first + g` (half 0) and `first + g + 8` (half 1) of a warp's
+/// [16, HD] accumulators, times `scale`, to dst + rowOffset(row) for rows
+/// under `limit`.
 template <int HD, typename RowOffset>
-__device__ __forceinline__ void regionToRows(const float *region,
-                                             float *__restrict__ dst, int rows,
-                                             float scale, RowOffset rowOffset) {
-  int lane = threadIdx.x % kWarp;
-  for (int rr = 0; rr < min(rows, 16); ++rr) {
-    int64_t at = rowOffset(rr);
-    for (int d = lane; d < HD; d += kWarp)
-      dst[at + d] = region[rr * TcLayout<HD>::LDW + d] * scale;
+__device__ __forceinline__ void
+storeRows(const float (&acc)[TcLayout<HD>::DT][4], float *__restrict__ dst,
+          int first, int limit, float scale, RowOffset rowOffset) {
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    int row = first + g + 8 * half;
+    if (row >= limit)
+      continue;
+    float *out = dst + rowOffset(row) + 2 * c;
+#pragma unroll
+    for (int n = 0; n < TcLayout<HD>::DT; ++n)
+      *reinterpret_cast<float2 *>(out + n * 8) =
+          make_float2(acc[n][2 * half] * scale, acc[n][2 * half + 1] * scale);
   }
+}
+
+/// A sum over the four lanes that share a fragment row.
+__device__ __forceinline__ float quadSum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+__device__ __forceinline__ float quadMax(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
 
 template <int HD>
@@ -787,13 +813,12 @@ __global__ void __launch_bounds__(128)
                 float *__restrict__ lse, const float *__restrict__ dy = nullptr,
                 float *__restrict__ delta = nullptr) {
   using L = TcLayout<HD>;
-  extern __shared__ __align__(128) float tcShared[];
-  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  float *qs = tcShared, *ks = qs + L::tile, *vs = ks + L::tile,
-        *sRegion = vs + L::tile + 2 * warp * L::region,
-        *oRegion = sRegion + L::region;
+  extern __shared__ __align__(16) float tcShared[];
+  float *qs = tcShared, *ks = qs + L::tile, *vs = ks + L::tile;
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
+      c = threadIdx.x % 4;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
-  int t0 = blockIdx.x * kTcRows;
+  int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
   const float *kb = k + (int64_t)b * S * kvStride,
@@ -801,74 +826,92 @@ __global__ void __launch_bounds__(128)
   stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride, (int64_t)h * HD,
               rsqrtf((float)HD));
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
-  // Each lane owns half of one of its warp's 16 rows: 32 of the chunk's
-  // scores, HD / 2 of the row's output.
-  int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
-  int mine = visibleKeys(t, T, S, causal, offset);
+  int warpHorizon =
+      visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
+  // This lane's two rows: r = 0 is query first + g, r = 1 is first + g + 8.
+  int mine[2] = {visibleKeys(first + g, T, S, causal, offset),
+                 visibleKeys(first + g + 8, T, S, causal, offset)};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float o[L::DT][4] = {};
   const float *qw = qs + warp * 16 * L::LD;
-  float *row = sRegion + r * L::LDW + half * 32,
-        *out = oRegion + r * L::LDW + half * (HD / 2);
-  for (int d = 0; d < HD / 2; ++d)
-    out[d] = 0.f;
-  // One sweep, an online softmax: the output rows are rescaled in shared
-  // memory as the running max grows, then summed into on tensor cores.
-  float m = -INFINITY, l = 0.f;
   for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
     __syncthreads();
     stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
     stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
     __syncthreads();
-    productNT<HD>(sRegion, qw, ks);
-    __syncwarp();
-    int base = u0 + half * 32;
-    float cm = -INFINITY;
-    for (int c = 0; c < 32; ++c)
-      if (base + c < mine)
-        cm = fmaxf(cm, row[c]);
-    cm = fmaxf(cm, __shfl_xor_sync(0xffffffffu, cm, 1));
-    float mNew = fmaxf(m, cm), sum = 0.f;
-    float corr = m == -INFINITY ? 0.f : __expf(m - mNew);
-    for (int c = 0; c < 32; ++c) {
-      float p = base + c < mine ? __expf(row[c] - mNew) : 0.f;
-      row[c] = wmma::__float_to_tf32(p);
-      sum += p;
-    }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l = l * corr + sum;
-    m = mNew;
-    for (int d = 0; d < HD / 2; ++d)
-      out[d] *= corr;
-    __syncwarp();
-    TcAcc o[HD / 16];
+    if (u0 >= warpHorizon) // warp-uniform: no key of this chunk is seen
+      continue;
+    float s[L::NT][4];
+    productNT<HD>(s, qw, ks);
+    // An online softmax: mask, the chunk's row max, rescale what came
+    // before, exponentials (p replaces s).
 #pragma unroll
-    for (int n = 0; n < HD / 16; ++n)
-      wmma::load_matrix_sync(o[n], oRegion + n * 16, L::LDW,
-                             wmma::mem_row_major);
-    productNN<HD>(o, sRegion, vs);
-    toRegion<HD>(oRegion, o);
+    for (int r = 0; r < 2; ++r) {
+      float cm = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * r + e];
+          if (u0 + n * 8 + 2 * c + e >= mine[r])
+            x = -INFINITY;
+          cm = fmaxf(cm, x);
+        }
+      float mNew = fmaxf(m[r], quadMax(cm));
+      float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
+      float corr = __expf(m[r] - base), sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * r + e];
+          x = __expf(x - base);
+          sum += x;
+        }
+      l[r] = l[r] * corr + sum; // this lane's share; summed at the end
+      m[r] = mNew;
+#pragma unroll
+      for (int n = 0; n < L::DT; ++n) {
+        o[n][2 * r] *= corr;
+        o[n][2 * r + 1] *= corr;
+      }
+    }
+    productNN<HD>(o, s, vs);
   }
-  float inv = l > 0 ? 1.f / l : 0.f;
-  for (int d = 0; d < HD / 2; ++d)
-    out[d] *= inv;
-  __syncwarp();
-  int first = t0 + warp * 16, rows = T - first;
-  if (lse && t < T && half == 0)
-    lse[((int64_t)b * H + h) * T + t] = l > 0 ? m + logf(l) : -INFINITY;
-  auto rowOffset = [&](int rr) {
-    return ((int64_t)b * T + first + rr) * qStride + (int64_t)h * HD;
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quadSum(l[r]);
+    inv[r] = l[r] > 0 ? 1.f / l[r] : 0.f;
+#pragma unroll
+    for (int n = 0; n < L::DT; ++n) {
+      o[n][2 * r] *= inv[r];
+      o[n][2 * r + 1] *= inv[r];
+    }
+  }
+  auto rowOffset = [&](int t) {
+    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
   };
   if (y)
-    regionToRows<HD>(oRegion, y, rows, 1.f, rowOffset);
-  if (delta) {
-    // delta_t = dy_t · y_t.
-    for (int rr = 0; rr < min(rows, 16); ++rr) {
-      int64_t at = rowOffset(rr);
-      float dot = 0.f;
-      for (int d = lane; d < HD; d += kWarp)
-        dot += dy[at + d] * oRegion[rr * L::LDW + d];
-      dot = warpSum(dot);
-      if (lane == 0)
-        delta[((int64_t)b * H + h) * T + first + rr] = dot;
+    storeRows<HD>(o, y, first, T, 1.f, rowOffset);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    int t = first + g + 8 * r;
+    float dot = 0.f; // delta_t = dy_t · y_t
+    if (delta && t < T) {
+      const float *d = dy + rowOffset(t) + 2 * c;
+#pragma unroll
+      for (int n = 0; n < L::DT; ++n)
+        dot += d[n * 8] * o[n][2 * r] + d[n * 8 + 1] * o[n][2 * r + 1];
+    }
+    if (delta)
+      dot = quadSum(dot);
+    if (t < T && c == 0) {
+      int64_t at = ((int64_t)b * H + h) * T + t;
+      if (lse)
+        lse[at] = l[r] > 0 ? m[r] + logf(l[r]) : -INFINITY;
+      if (delta)
+        delta[at] = dot;
     }
   }
 }
@@ -884,13 +927,13 @@ __global__ void __launch_bounds__(128)
                      int T, int S, int H, int K, bool causal,
                      const int32_t *offsetPtr) {
   using L = TcLayout<HD>;
-  extern __shared__ __align__(128) float tcShared[];
-  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  extern __shared__ __align__(16) float tcShared[];
   float *qs = tcShared, *dys = qs + L::tile, *ks = dys + L::tile,
-        *vs = ks + L::tile, *sRegion = vs + L::tile + 2 * warp * L::region,
-        *dRegion = sRegion + L::region;
+        *vs = ks + L::tile;
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
+      c = threadIdx.x % 4;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
-  int t0 = blockIdx.x * kTcRows;
+  int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
   const float scale = rsqrtf((float)HD);
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
@@ -900,45 +943,50 @@ __global__ void __launch_bounds__(128)
               scale);
   stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
               (int64_t)h * HD, 1.f);
-  int r = lane / 2, half = lane % 2, t = t0 + warp * 16 + r;
-  int mine = visibleKeys(t, T, S, causal, offset);
-  float rowLse = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f,
-        rowDelta = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
-  const float *qw = qs + warp * 16 * L::LD, *dyw = dys + warp * 16 * L::LD;
-  float *sRow = sRegion + r * L::LDW + half * 32,
-        *dRow = dRegion + r * L::LDW + half * 32;
-  TcAcc acc[HD / 16];
+  int mine[2];
+  float rowLse[2], rowDelta[2];
 #pragma unroll
-  for (int n = 0; n < HD / 16; ++n)
-    wmma::fill_fragment(acc[n], 0.f);
+  for (int r = 0; r < 2; ++r) {
+    int t = first + g + 8 * r;
+    mine[r] = visibleKeys(t, T, S, causal, offset);
+    rowLse[r] = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f;
+    rowDelta[r] = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
+  }
+  const float *qw = qs + warp * 16 * L::LD, *dyw = dys + warp * 16 * L::LD;
+  float acc[L::DT][4] = {};
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
+  int warpHorizon =
+      visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
   for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
     __syncthreads();
     stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
     stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
     __syncthreads();
-    productNT<HD>(sRegion, qw, ks);
-    productNT<HD>(dRegion, dyw, vs);
-    __syncwarp();
-    int base = u0 + half * 32;
-    for (int c = 0; c < 32; ++c)
-      sRow[c] = base + c < mine
-                    ? wmma::__float_to_tf32(__expf(sRow[c] - rowLse) *
-                                            (dRow[c] - rowDelta))
-                    : 0.f;
-    __syncwarp();
-    productNN<HD>(acc, sRegion, ks);
+    if (u0 >= warpHorizon) // warp-uniform
+      continue;
+    float s[L::NT][4], dp[L::NT][4];
+    productNT<HD>(s, qw, ks);
+    productNT<HD>(dp, dyw, vs);
+#pragma unroll
+    for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
+        s[n][i] = u < mine[r]
+                      ? __expf(s[n][i] - rowLse[r]) * (dp[n][i] - rowDelta[r])
+                      : 0.f;
+      }
+    productNN<HD>(acc, s, ks);
   }
-  int first = t0 + warp * 16;
-  toRegion<HD>(sRegion, acc);
-  regionToRows<HD>(sRegion, dq, T - first, scale, [&](int rr) {
-    return ((int64_t)b * T + first + rr) * qStride + (int64_t)h * HD;
+  storeRows<HD>(acc, dq, first, T, scale, [&](int t) {
+    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
   });
 }
 
 /// dk[u] = Σ_{h in group, t} ds_tu (scale · q_t), dv[u] = Σ p_tu dy_t: a
 /// block of 64 keys of one kv head over chunks of 64 queries of every head
-/// that shares it (no atomics).
+/// that shares it (no atomics); sᵀ and dpᵀ are computed keys × queries, so
+/// pᵀ and dsᵀ are A operands as they stand.
 template <int HD>
 __global__ void __launch_bounds__(128)
     attentionGradKVTc(const float *__restrict__ q, const float *__restrict__ k,
@@ -948,32 +996,24 @@ __global__ void __launch_bounds__(128)
                       float *__restrict__ dv, int T, int S, int H, int K,
                       bool causal, const int32_t *offsetPtr) {
   using L = TcLayout<HD>;
-  extern __shared__ __align__(128) float tcShared[];
-  int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  extern __shared__ __align__(16) float tcShared[];
   float *ks = tcShared, *vs = ks + L::tile, *qs = vs + L::tile,
-        *dys = qs + L::tile, *sRegion = dys + L::tile + 2 * warp * L::region,
-        *dRegion = sRegion + L::region, *lses = dys + L::tile + 8 * L::region,
-        *deltas = lses + kTcRows;
+        *dys = qs + L::tile, *lses = dys + L::tile, *deltas = lses + kTcRows;
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
+      c = threadIdx.x % 4;
   int b = blockIdx.z, j = blockIdx.y;
-  int u0 = blockIdx.x * kTcRows;
+  int u0 = blockIdx.x * kTcRows, first = u0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
   stageTc<HD>(ks, k + (int64_t)b * S * kvStride, u0, S, kvStride,
               (int64_t)j * HD, 1.f);
   stageTc<HD>(vs, v + (int64_t)b * S * kvStride, u0, S, kvStride,
               (int64_t)j * HD, 1.f);
-  int r = lane / 2, half = lane % 2, u = u0 + warp * 16 + r;
   const float *kw = ks + warp * 16 * L::LD, *vw = vs + warp * 16 * L::LD;
-  float *sRow = sRegion + r * L::LDW + half * 32,
-        *dRow = dRegion + r * L::LDW + half * 32;
-  TcAcc dkAcc[HD / 16], dvAcc[HD / 16];
-#pragma unroll
-  for (int n = 0; n < HD / 16; ++n) {
-    wmma::fill_fragment(dkAcc[n], 0.f);
-    wmma::fill_fragment(dvAcc[n], 0.f);
-  }
-  // The first query that sees this block's first key.
+  float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {};
+  // The first query that sees this block's (this warp's) first key.
   int tFirst = causal ? max(0, u0 - offset) : 0;
+  int warpFirst = causal ? max(0, first - offset) : 0;
   int group = H / K;
   for (int hh = 0; hh < group; ++hh) {
     int h = j * group + hh;
@@ -990,29 +1030,31 @@ __global__ void __launch_bounds__(128)
             tt < T ? delta[((int64_t)b * H + h) * T + tt] : 0.f;
       }
       __syncthreads();
-      productNT<HD>(sRegion, kw, qs);  // sᵀ: keys × queries
-      productNT<HD>(dRegion, vw, dys); // (dy · vᵀ)ᵀ
-      __syncwarp();
-      for (int c = 0; c < 32; ++c) {
-        int col = half * 32 + c, tt = t0 + col;
-        bool visible = u < S && tt < T && (!causal || u <= tt + offset);
-        float p = visible ? __expf(sRow[c] - lses[col]) : 0.f;
-        dRow[c] = wmma::__float_to_tf32(p * (dRow[c] - deltas[col]));
-        sRow[c] = wmma::__float_to_tf32(p);
-      }
-      __syncwarp();
-      productNN<HD>(dvAcc, sRegion, dys);
-      productNN<HD>(dkAcc, dRegion, qs);
+      if (first >= S || t0 + kTcRows <= warpFirst) // warp-uniform
+        continue;
+      float s[L::NT][4], dp[L::NT][4];
+      productNT<HD>(s, kw, qs);   // sᵀ: keys × queries
+      productNT<HD>(dp, vw, dys); // (dy · vᵀ)ᵀ
+#pragma unroll
+      for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          int col = n * 8 + 2 * c + i % 2, tt = t0 + col;
+          int u = first + g + 8 * (i / 2);
+          bool visible = u < S && tt < T && (!causal || u <= tt + offset);
+          float p = visible ? __expf(s[n][i] - lses[col]) : 0.f;
+          dp[n][i] = p * (dp[n][i] - deltas[col]);
+          s[n][i] = p;
+        }
+      productNN<HD>(dvAcc, s, dys);
+      productNN<HD>(dkAcc, dp, qs);
     }
   }
-  int first = u0 + warp * 16;
-  auto rowOffset = [&](int rr) {
-    return ((int64_t)b * S + first + rr) * kvStride + (int64_t)j * HD;
+  auto rowOffset = [&](int u) {
+    return ((int64_t)b * S + u) * kvStride + (int64_t)j * HD;
   };
-  toRegion<HD>(sRegion, dkAcc);
-  regionToRows<HD>(sRegion, dk, S - first, 1.f, rowOffset);
-  toRegion<HD>(sRegion, dvAcc);
-  regionToRows<HD>(sRegion, dv, S - first, 1.f, rowOffset);
+  storeRows<HD>(dkAcc, dk, first, S, 1.f, rowOffset);
+  storeRows<HD>(dvAcc, dv, first, S, 1.f, rowOffset);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1403,25 +1445,26 @@ inline bool join(Context &c, int n) {
   return true;
 }
 
-/// Raises the three kernels' dynamic shared memory limits (once per
-/// context, outside any capture).
+/// Raises the three tensor-core attention kernels' dynamic shared memory
+/// limits to what they use (once per process and head width, outside any
+/// capture).
+template <int HD> cudaError_t setAttentionTcLimits() {
+  const void *kernels[3] = {(const void *)attentionTc<HD>,
+                            (const void *)attentionGradQTc<HD>,
+                            (const void *)attentionGradKVTc<HD>};
+  for (int pass = 0; pass < 3; ++pass)
+    if (cudaError_t e = cudaFuncSetAttribute(
+            kernels[pass], cudaFuncAttributeMaxDynamicSharedMemorySize,
+            (int)attentionTcShared<HD>(pass));
+        e != cudaSuccess)
+      return e;
+  return cudaSuccess;
+}
+
+/// setAttentionTcLimits when a context opens.
 template <int HD> bool prepareAttentionTc(Context &c) {
-  const char *what = "cudaFuncSetAttribute (attention shared memory)";
-  return check(c,
-               cudaFuncSetAttribute(attentionTc<HD>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)attentionTcShared<HD>(0)),
-               what) &&
-         check(c,
-               cudaFuncSetAttribute(attentionGradQTc<HD>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)attentionTcShared<HD>(1)),
-               what) &&
-         check(c,
-               cudaFuncSetAttribute(attentionGradKVTc<HD>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)attentionTcShared<HD>(2)),
-               what);
+  return check(c, setAttentionTcLimits<HD>(),
+               "cudaFuncSetAttribute (attention shared memory)");
 }
 
 /// Blocks of `threads` covering n items.

@@ -1,0 +1,290 @@
+//===- CudaAttentionTest.cu - the CUDA attention kernels against doubles --===//
+//
+// Runs both CUDA attention families of codegen/cuda/Kernels.cuh, the
+// CUDA-core kernels (attention, attentionGradQ, attentionGradKV) and the
+// tensor-core ones (attentionTc, attentionGradQTc, attentionGradKVTc), on
+// random inputs and compares every output (y, the log-sum-exp, delta, dq,
+// dk, dv) with attention computed here in double precision. The cases
+// cover what the models' tests do not reach one by one: partial blocks of
+// queries and of keys, more keys than queries with an offset (a prefill
+// after cached tokens) given on the device as the artifacts give it,
+// grouped kv heads, no mask, every tensor-core head width.
+//
+// A plain program, built with nvcc (test/stlm-compile/cuda-attention.test
+// compiles it wherever nvcc is; it runs where a GPU is, and
+// scripts/cuda-device.sh carries it to one). With no device it says so and
+// exits 0 having checked nothing.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Kernels.cuh"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+using namespace stlm_cuda;
+
+namespace {
+
+struct Case {
+  int B, T, S, H, K, HD;
+  bool causal;
+  int offset; // -1: none given (the kernels take S - T)
+};
+
+struct Result {
+  std::vector<double> y, lse, delta, dq, dk, dv;
+};
+
+/// Attention and its gradients in double: q, dy [B, T, H·HD], k, v
+/// [B, S, K·HD]; key u is visible to query t when u <= t + offset (causal).
+Result reference(const Case &c, const std::vector<float> &q,
+                 const std::vector<float> &k, const std::vector<float> &v,
+                 const std::vector<float> &dy) {
+  int off = c.offset >= 0 ? c.offset : c.S - c.T, group = c.H / c.K;
+  double scale = 1.0 / std::sqrt((double)c.HD);
+  Result r;
+  r.y.assign(q.size(), 0);
+  r.dq.assign(q.size(), 0);
+  r.dk.assign(k.size(), 0);
+  r.dv.assign(v.size(), 0);
+  r.lse.assign((size_t)c.B * c.H * c.T, 0);
+  r.delta.assign(r.lse.size(), 0);
+  auto Q = [&](int b, int t, int h) {
+    return ((size_t)b * c.T + t) * c.H * c.HD + (size_t)h * c.HD;
+  };
+  auto KV = [&](int b, int u, int j) {
+    return ((size_t)b * c.S + u) * c.K * c.HD + (size_t)j * c.HD;
+  };
+  std::vector<double> p(c.S), dp(c.S);
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.H; ++h)
+      for (int t = 0; t < c.T; ++t) {
+        int j = h / group, seen = c.causal ? std::min(c.S, t + off + 1) : c.S;
+        double mx = -INFINITY;
+        for (int u = 0; u < seen; ++u) {
+          double s = 0;
+          for (int d = 0; d < c.HD; ++d)
+            s += (double)q[Q(b, t, h) + d] * k[KV(b, u, j) + d];
+          p[u] = s * scale;
+          mx = std::max(mx, p[u]);
+        }
+        double sum = 0;
+        for (int u = 0; u < seen; ++u)
+          sum += p[u] = std::exp(p[u] - mx);
+        r.lse[((size_t)b * c.H + h) * c.T + t] = mx + std::log(sum);
+        double delta = 0;
+        for (int d = 0; d < c.HD; ++d) {
+          double y = 0;
+          for (int u = 0; u < seen; ++u)
+            y += p[u] / sum * v[KV(b, u, j) + d];
+          r.y[Q(b, t, h) + d] = y;
+          delta += y * dy[Q(b, t, h) + d];
+        }
+        r.delta[((size_t)b * c.H + h) * c.T + t] = delta;
+        for (int u = 0; u < seen; ++u) {
+          double pu = p[u] / sum, dpu = 0;
+          for (int d = 0; d < c.HD; ++d)
+            dpu += (double)dy[Q(b, t, h) + d] * v[KV(b, u, j) + d];
+          double ds = pu * (dpu - delta) * scale;
+          for (int d = 0; d < c.HD; ++d) {
+            r.dq[Q(b, t, h) + d] += ds * k[KV(b, u, j) + d];
+            r.dk[KV(b, u, j) + d] += ds * q[Q(b, t, h) + d];
+            r.dv[KV(b, u, j) + d] += pu * dy[Q(b, t, h) + d];
+          }
+        }
+      }
+  return r;
+}
+
+bool ok(cudaError_t e, const char *what) {
+  if (e != cudaSuccess)
+    std::fprintf(stderr, "FAIL: %s: %s\n", what, cudaGetErrorString(e));
+  return e == cudaSuccess;
+}
+
+struct Buffer {
+  float *p = nullptr;
+  size_t n = 0;
+  explicit Buffer(size_t count) : n(count) {
+    if (!ok(cudaMalloc(&p, n * sizeof(float)), "cudaMalloc"))
+      std::exit(1);
+    cudaMemset(p, 0xff, n * sizeof(float)); // NaN: unwritten shows
+  }
+  Buffer(const std::vector<float> &x) : Buffer(x.size()) {
+    cudaMemcpy(p, x.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+  }
+  ~Buffer() { cudaFree(p); }
+  std::vector<float> get() const {
+    std::vector<float> x(n);
+    cudaMemcpy(x.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost);
+    return x;
+  }
+};
+
+/// max |got − want| over max |want| (or over 1 when that is smaller); a
+/// NaN counts as infinitely wrong.
+double relError(const std::vector<float> &got,
+                const std::vector<double> &want) {
+  double err = 0, mag = 1e-30;
+  for (size_t i = 0; i < want.size(); ++i) {
+    double d = std::fabs(got[i] - want[i]);
+    err = std::isnan(d) ? INFINITY : std::max(err, d);
+    mag = std::max(mag, std::fabs(want[i]));
+  }
+  return err / std::max(mag, 1e-3);
+}
+
+/// The kernels and launch shapes of one family.
+template <int HD, bool TC> struct Family {
+  static constexpr int rowsF = TC ? kTcRows : attentionRows(HD, false),
+                       rowsB = TC ? kTcRows : attentionRows(HD, true);
+  static size_t shared(int pass) {
+    if constexpr (TC)
+      return attentionTcShared<HD>(pass);
+    return 0;
+  }
+  static constexpr auto forward() {
+    if constexpr (TC)
+      return attentionTc<HD>;
+    else
+      return attention<HD>;
+  }
+  static constexpr auto gradQ() {
+    if constexpr (TC)
+      return attentionGradQTc<HD>;
+    else
+      return attentionGradQ<HD>;
+  }
+  static constexpr auto gradKV() {
+    if constexpr (TC)
+      return attentionGradKVTc<HD>;
+    else
+      return attentionGradKV<HD>;
+  }
+};
+
+/// Runs one family on one case; false (with a line per bad output) when an
+/// output is further from the reference than `tolerance`.
+template <int HD, bool TC>
+bool run(const Case &c, double tolerance, const Result &want,
+         const std::vector<float> &hq, const std::vector<float> &hk,
+         const std::vector<float> &hv, const std::vector<float> &hdy) {
+  using F = Family<HD, TC>;
+  const char *family = TC ? "tensor cores" : "cuda cores";
+  Buffer q(hq), k(hk), v(hv), dy(hdy), y(hq.size()), dq(hq.size()),
+      dk(hk.size()), dv(hk.size()), lse(want.lse.size()),
+      delta(want.lse.size()), lse2(want.lse.size()), delta2(want.lse.size());
+  int32_t *offset = nullptr;
+  if (c.offset >= 0) {
+    ok(cudaMalloc(&offset, sizeof(int32_t)), "cudaMalloc");
+    cudaMemcpy(offset, &c.offset, sizeof(int32_t), cudaMemcpyHostToDevice);
+  }
+  dim3 gridF(blocksFor(c.T, F::rowsF), c.H, c.B),
+      gridQ(blocksFor(c.T, F::rowsB), c.H, c.B),
+      gridKV(blocksFor(c.S, F::rowsB), c.K, c.B);
+  // The training step's pair: the forward keeps lse, the backward takes
+  // delta from y; then the backward's own statistics pass (no y).
+  F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, c.T, c.S, c.H,
+                                             c.K, c.causal, offset, lse.p,
+                                             nullptr, nullptr);
+  int64_t rows = (int64_t)c.B * c.T * c.H;
+  attentionDelta<<<blocksFor(rows * 32, 256), 256>>>(y.p, dy.p, delta.p, rows,
+                                                     c.T, c.H, HD);
+  F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, nullptr, c.T, c.S,
+                                             c.H, c.K, c.causal, offset, lse2.p,
+                                             dy.p, delta2.p);
+  F::gradQ()<<<gridQ, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
+                                           dq.p, c.T, c.S, c.H, c.K, c.causal,
+                                           offset);
+  F::gradKV()<<<gridKV, 128, F::shared(2)>>>(q.p, k.p, v.p, dy.p, lse.p,
+                                             delta.p, dk.p, dv.p, c.T, c.S, c.H,
+                                             c.K, c.causal, offset);
+  bool good = ok(cudaDeviceSynchronize(), "kernels");
+  cudaFree(offset);
+  if (!good)
+    return false;
+  struct {
+    const char *name;
+    const Buffer &got;
+    const std::vector<double> &want;
+  } outputs[] = {{"y", y, want.y},
+                 {"lse", lse, want.lse},
+                 {"delta", delta, want.delta},
+                 {"lse (statistics pass)", lse2, want.lse},
+                 {"delta (statistics pass)", delta2, want.delta},
+                 {"dq", dq, want.dq},
+                 {"dk", dk, want.dk},
+                 {"dv", dv, want.dv}};
+  double worst = 0;
+  for (const auto &o : outputs) {
+    double e = relError(o.got.get(), o.want);
+    worst = std::max(worst, e);
+    if (!(e <= tolerance)) {
+      std::printf("FAIL: %s: %s off by %.3g of its largest value (limit "
+                  "%.1g)\n",
+                  family, o.name, e, tolerance);
+      good = false;
+    }
+  }
+  std::printf("  %-12s worst %.2e%s\n", family, worst, good ? "" : "  FAILED");
+  return good;
+}
+
+/// Both families where the tensor-core kernels take the head width.
+template <int HD> bool runCase(const Case &c) {
+  std::mt19937 rng(c.T * 131 + c.S * 7 + c.H + HD);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  auto draw = [&](size_t n, float sd) {
+    std::vector<float> x(n);
+    for (float &e : x)
+      e = normal(rng) * sd;
+    return x;
+  };
+  size_t nq = (size_t)c.B * c.T * c.H * HD, nk = (size_t)c.B * c.S * c.K * HD;
+  // q and k wide enough that the softmax is far from uniform.
+  auto q = draw(nq, 1.5f), k = draw(nk, 1.5f), v = draw(nk, 1.f),
+       dy = draw(nq, 1.f);
+  std::printf("B=%d T=%d S=%d H=%d K=%d hd=%d %s%s\n", c.B, c.T, c.S, c.H, c.K,
+              HD, c.causal ? "causal" : "unmasked",
+              c.offset >= 0 ? " (offset on the device)" : "");
+  Result want = reference(c, q, k, v, dy);
+  // fp32 sums in another order; TF32 operands (10-bit mantissas).
+  bool good = run<HD, false>(c, 2e-5, want, q, k, v, dy);
+  if constexpr (HD % 16 == 0)
+    good = run<HD, true>(c, 4e-3, want, q, k, v, dy) && good;
+  return good;
+}
+
+} // namespace
+
+int main() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIPPED: no CUDA device, nothing checked\n");
+    return 0;
+  }
+  if (!ok(setAttentionTcLimits<16>(), "limits") ||
+      !ok(setAttentionTcLimits<32>(), "limits") ||
+      !ok(setAttentionTcLimits<64>(), "limits") ||
+      !ok(setAttentionTcLimits<128>(), "limits"))
+    return 1;
+  bool good = true;
+  // A training step's shapes (T = S), partial blocks, grouped kv heads.
+  good &= runCase<64>({2, 64, 64, 2, 2, 64, true, -1});
+  good &= runCase<64>({2, 160, 160, 4, 2, 64, true, -1});
+  good &= runCase<32>({3, 100, 100, 4, 1, 32, true, -1});
+  good &= runCase<16>({2, 77, 77, 2, 1, 16, true, -1});
+  good &= runCase<128>({1, 130, 130, 2, 1, 128, true, -1});
+  // A prefill after 30 cached tokens into a longer cache (the offset given
+  // on the device), and no mask at all.
+  good &= runCase<64>({2, 37, 80, 4, 2, 64, true, 30});
+  good &= runCase<32>({2, 70, 70, 2, 2, 32, false, -1});
+  good &= runCase<64>({1, 20, 90, 2, 1, 64, false, -1});
+  // A head width the tensor-core kernels do not take.
+  good &= runCase<24>({2, 50, 50, 3, 1, 24, true, -1});
+  std::printf(good ? "PASS\n" : "FAILED\n");
+  return good ? 0 : 1;
+}
