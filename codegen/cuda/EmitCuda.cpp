@@ -126,6 +126,7 @@ private:
                        : p.base == 'I' ? "(char *)c.in"
                        : p.base == 'X' ? "c.scratch"
                        : p.base == 'K' ? "(c.scratch + kStash)"
+                       : p.base == 'P' ? "(c.scratch + kPool)"
                                        : "c.scalars";
     return "(" + type.str() + " *)(" + base + " + " + std::to_string(p.off) +
            ")";
@@ -253,8 +254,6 @@ private:
                      : tf32 ? "Operands::TF32"
                             : "Operands::FP32") +
                     "},\n";
-    if (bf16) // the operands' bfloat16 copies, in scratch
-      needScratch(((m * k + 63) / 64 * 64 + k * n) * 2);
     line("if (!matmul(c, " + std::to_string(site) + ", " +
          (ta ? "true" : "false") + ", " + (tb ? "true" : "false") + ", " +
          std::to_string(m) + ", " + std::to_string(n) + ", " +
@@ -342,6 +341,23 @@ private:
   }
   int matmulSites = 0;
   std::string matmulShapes; // MatmulShape initialisers, by site
+  /// `precision: bf16`: a value's bfloat16 copy (toBF16) in the pool past
+  /// the stash, made before the first matmul that reads the value and kept
+  /// until the last one (in block order) has been emitted, so q, k and v
+  /// round their x once, and a backward reuses its forward's copies.
+  struct Bf16Copy {
+    int64_t off, bytes;
+    Operation *last;
+  };
+  llvm::DenseMap<Value, Bf16Copy> bf16Copies;
+  std::map<int64_t, int64_t> poolFree; // free pool bytes: offset -> size
+  int64_t poolTop = 0, poolSize = 0;
+  /// The pointer a matmul takes for `v`: its bfloat16 copy (made now if
+  /// there is none yet) for bf16 models, else v itself.
+  std::string operand(Value v);
+  /// Frees the copies whose last matmul is `op` (after `op` and anything
+  /// forked with it have been emitted: a later copy may take the bytes).
+  void releaseCopies(Operation *op);
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
   int sm = 90;       // the compute capability compiled for (sm_NN)
@@ -501,6 +517,75 @@ void Emitter::pairAttention(func::FuncOp fn) {
   }
 }
 
+static bool isMatmulOp(Operation *op) {
+  return isa<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp, ir::LinearGradOp>(
+      op);
+}
+
+std::string Emitter::operand(Value v) {
+  if (!bf16)
+    return f(v);
+  auto it = bf16Copies.find(v);
+  if (it == bf16Copies.end()) {
+    int64_t n = numel(v), bytes = (n * 2 + 255) / 256 * 256, off = -1;
+    // First fit among the freed ranges, else past the top.
+    for (auto [at, size] : poolFree)
+      if (size >= bytes) {
+        off = at;
+        poolFree.erase(at);
+        if (size > bytes)
+          poolFree[at + bytes] = size - bytes;
+        break;
+      }
+    if (off < 0) {
+      off = poolTop;
+      poolTop += bytes;
+      poolSize = std::max(poolSize, poolTop);
+    }
+    Operation *last = nullptr;
+    for (Operation *user : v.getUsers())
+      if (isMatmulOp(user) && (!last || last->isBeforeInBlock(user)))
+        last = user;
+    it = bf16Copies.insert({v, {off, bytes, last}}).first;
+    launch("toBF16",
+           "blocksFor((" + std::to_string(n) +
+               " + kBF16PerThread - 1) / kBF16PerThread, 256)",
+           "256",
+           f(v) + ", " + ptr({'P', off}, "__nv_bfloat16") + ", " +
+               std::to_string(n),
+           "bf16 operands");
+  }
+  return ptr({'P', it->second.off}, "__nv_bfloat16");
+}
+
+void Emitter::releaseCopies(Operation *op) {
+  SmallVector<Value> freed;
+  for (auto &[v, copy] : bf16Copies)
+    if (copy.last == op)
+      freed.push_back(v);
+  for (Value v : freed) {
+    Bf16Copy copy = bf16Copies.lookup(v);
+    bf16Copies.erase(v);
+    // Merge with the free neighbours on either side.
+    int64_t at = copy.off, size = copy.bytes;
+    auto next = poolFree.find(at + size);
+    if (next != poolFree.end()) {
+      size += next->second;
+      poolFree.erase(next);
+    }
+    auto prev = poolFree.lower_bound(at);
+    if (prev != poolFree.begin() && (--prev)->first + prev->second == at) {
+      at = prev->first;
+      size += prev->second;
+      poolFree.erase(prev);
+    }
+    if (at + size == poolTop)
+      poolTop = at;
+    else
+      poolFree[at] = size;
+  }
+}
+
 /// One stlm.linear, stlm.logits or stlm.linear_fused: its matmul (with the
 /// residual as the addend) and GELU's launch.
 LogicalResult Emitter::emitLinear(Operation *op) {
@@ -516,7 +601,7 @@ LogicalResult Emitter::emitLinear(Operation *op) {
   int64_t In = dim(x, 1), Out = dim(w, 2), R = leading(x, 1);
   Value y = op->getResult(0);
   // y[R, Out] = x[R, In] · w[Out, In]ᵀ: column-major yᵀ = wᵀ' · xᵀ.
-  matmul(true, false, Out, R, In, f(w), In, f(x), In,
+  matmul(true, false, Out, R, In, operand(w), In, operand(x), In,
          gelu ? "nullptr" : fOrNull(residual), f(y));
   if (gelu)
     launch("gelu", grid1(R * Out, 256), "256",
@@ -529,8 +614,8 @@ LogicalResult Emitter::emitLinear(Operation *op) {
 /// `first` and the linear layers right after it that read the same x (q,
 /// k and v; a gate and its up projection), side by side on their own lanes
 /// when no one's result overlaps another's operands or result (each
-/// reads only its operands and writes only its result); fp32 and TF32
-/// operands only (bf16 ones are rounded into shared scratch).
+/// reads only its operands and writes only its result). bf16 operands
+/// are rounded before the fork, each into its own copy.
 LogicalResult Emitter::emitLinears(Operation *first) {
   auto isLinear = [](Operation *o) {
     return o && isa<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp>(o);
@@ -545,9 +630,8 @@ LogicalResult Emitter::emitLinears(Operation *first) {
   std::vector<Operation *> group{first};
   if (failed(inArena(first, 0)))
     return failure();
-  for (Operation *n = next(first);
-       !bf16 && isLinear(n) && group.size() < kLanes &&
-       n->getOperand(0) == first->getOperand(0);
+  for (Operation *n = next(first); isLinear(n) && group.size() < kLanes &&
+                                   n->getOperand(0) == first->getOperand(0);
        n = next(n)) {
     if (failed(inArena(n, 0)))
       return failure();
@@ -565,6 +649,10 @@ LogicalResult Emitter::emitLinears(Operation *first) {
   if (group.size() == 1)
     return emitLinear(first);
   int n = static_cast<int>(group.size());
+  for (Operation *g : group) {
+    operand(g->getOperand(0));
+    operand(g->getOperand(1));
+  }
   fork(n);
   for (int k = 0; k < n; ++k) {
     if (k > 0)
@@ -759,26 +847,23 @@ LogicalResult Emitter::emitOp(Operation *op) {
         int64_t In = dim(o.getX(), 1), Out = dim(o.getWeight(), 2),
                 R = leading(o.getX(), 1);
         // dx and dw side by side (two results of one op: neither overlaps
-        // the other or an operand), but for bf16 operands, whose rounded
-        // copies share scratch.
-        bool forked = !bf16;
-        if (forked)
-          fork(2);
+        // the other or an operand), bf16 operands rounded before the fork.
+        std::string w = operand(o.getWeight()), dy = operand(o.getDy()),
+                    x = operand(o.getX());
+        fork(2);
         // dx[R, In] = dy[R, Out] · w[Out, In] (+ addend).
-        matmul(false, false, In, R, Out, f(o.getWeight()), In, f(o.getDy()),
-               Out, fOrNull(o.getAddend()), f(o.getDx()));
+        matmul(false, false, In, R, Out, w, In, dy, Out, fOrNull(o.getAddend()),
+               f(o.getDx()));
         if (o.getGeluInput())
           launch("geluGrad", grid1(R * In, 256), "256",
                  f(o.getGeluInput()) + ", " + f(o.getDx()) + ", " +
                      f(o.getDx()) + ", " + std::to_string(R * In),
                  "stlm.linear_grad gelu");
-        if (forked)
-          onLane(1);
+        onLane(1);
         // dw[Out, In] = dy[R, Out]ᵀ · x[R, In].
-        matmul(false, true, In, Out, R, f(o.getX()), In, f(o.getDy()), Out,
-               "nullptr", f(o.getDweight()));
-        if (forked)
-          join(2);
+        matmul(false, true, In, Out, R, x, In, dy, Out, "nullptr",
+               f(o.getDweight()));
+        join(2);
         return success();
       })
       .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> LogicalResult {
@@ -1160,9 +1245,15 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
       done.insert(&op);
     }
   }
-  for (Operation &op : fn.getBody().front())
+  for (Operation &op : fn.getBody().front()) {
     if (failed(emitOp(&op)))
       return failure();
+    releaseCopies(&op);
+  }
+  if (!bf16Copies.empty())
+    return fn.emitOpError("a bf16 operand copy outlived its last matmul");
+  poolFree.clear();
+  poolTop = 0;
   auto ret = cast<func::ReturnOp>(fn.getBody().front().getTerminator());
   Result r;
   if (name == "train_step" || name == "apply" || name == "eval") {
@@ -1314,16 +1405,18 @@ FailureOr<CudaSource> Emitter::run() {
       return failure();
     layout.inference.push_back(f.getSymName().str());
   }
-  // Scratch: every launch's temporaries, then the stash (kStash, which the
-  // bodies name).
-  int64_t stashAt = (scratchSize + 255) / 256 * 256;
+  // Scratch: every launch's temporaries, then the stash (kStash), then the
+  // pool of bf16 operand copies (kPool; the bodies name both).
+  int64_t stashAt = (scratchSize + 255) / 256 * 256,
+          poolAt = stashAt + stashSize;
   out = header + "constexpr int64_t kStash = " + std::to_string(stashAt) +
-        ";\n\n" + out;
+        ";\nconstexpr int64_t kPool = " + std::to_string(poolAt) + ";\n\n" +
+        out;
   out +=
       "constexpr int64_t kWeightsSize = " + std::to_string(layout.weightsSize) +
       ";\nconstexpr int64_t kArenaSize = " + std::to_string(layout.arenaSize) +
       ";\nconstexpr int64_t kScratchSize = " +
-      std::to_string(stashAt + stashSize) +
+      std::to_string(poolAt + poolSize) +
       ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
       ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
       ";\nconstexpr size_t kOutputFloats = " + std::to_string(outputFloats) +

@@ -1279,12 +1279,23 @@ __global__ void lrSchedule(const int32_t *step, Schedule sched, float *lr) {
 }
 
 /// y = x rounded to bfloat16 (to nearest, ties to even: the reference's
-/// roundBF16), the operands of a `precision: bf16` matmul.
+/// roundBF16), the operands of a `precision: bf16` matmul: four elements a
+/// thread (one 16-byte load, one 8-byte store where both are aligned).
+constexpr int kBF16PerThread = 4;
 __global__ void toBF16(const float *__restrict__ x,
                        __nv_bfloat16 *__restrict__ y, int64_t n) {
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n)
-    y[i] = __float2bfloat16_rn(x[i]);
+  int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * kBF16PerThread;
+  if (i + 3 < n && ((uintptr_t)(x + i) % 16 | (uintptr_t)(y + i) % 8) == 0) {
+    float4 v = *reinterpret_cast<const float4 *>(x + i);
+    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y),
+                   hi = __floats2bfloat162_rn(v.z, v.w);
+    uint2 packed = make_uint2(*reinterpret_cast<uint32_t *>(&lo),
+                              *reinterpret_cast<uint32_t *>(&hi));
+    *reinterpret_cast<uint2 *>(y + i) = packed;
+    return;
+  }
+  for (int64_t e = i; e < min(i + kBF16PerThread, n); ++e)
+    y[e] = __float2bfloat16_rn(x[e]);
 }
 
 __global__ void addI32(const int32_t *a, const int32_t *b, int32_t *y) {
@@ -1668,7 +1679,8 @@ inline bool planMatmuls(Context &c, const MatmulShape *shapes, size_t n) {
     return false;
   auto *buf16 = reinterpret_cast<__nv_bfloat16 *>(buf + ab + dd);
   pattern<<<blocksFor(ab, 256), 256, 0, c.stream>>>(buf, ab);
-  toBF16<<<blocksFor(ab, 256), 256, 0, c.stream>>>(buf, buf16, ab);
+  toBF16<<<blocksFor((ab + kBF16PerThread - 1) / kBF16PerThread, 256), 256, 0,
+           c.stream>>>(buf, buf16, ab);
   bool ok = true;
   // Sites of one shape share the first one's timing.
   std::map<std::tuple<bool, bool, int, int, int, int, int, int>, size_t> seen;
@@ -1695,28 +1707,15 @@ inline bool planMatmuls(Context &c, const MatmulShape *shapes, size_t n) {
 }
 
 /// D[m, n] (column-major, ldd = m) = alpha · op(A) · op(B) + beta · C, fp32
-/// out with fp32 accumulation; A and B as `operands` says (BF16: rounded
-/// into the start of the scratch buffer first). `site` names the call
-/// site, planned when the context opened (else here, the heuristic's
-/// first algorithm).
+/// out with fp32 accumulation; A and B as `operands` says (fp32 for FP32
+/// and TF32; bfloat16 for BF16, rounded by the caller's toBF16 launches).
+/// `site` names the call site, planned when the context opened (else here,
+/// the heuristic's first algorithm).
 inline bool matmul(Context &c, int site, bool transA, bool transB, int m, int n,
-                   int k, const float *A, int lda, const float *B, int ldb,
+                   int k, const void *a, int lda, const void *b, int ldb,
                    const float *C, float *D, float beta,
                    Operands operands = Operands::FP32) {
   Matmul &mm = c.matmuls[site];
-  bool bf16 = operands == Operands::BF16;
-  const void *a = A, *b = B;
-  if (bf16) {
-    int64_t na = (int64_t)m * k, nb = (int64_t)k * n;
-    auto *a16 = reinterpret_cast<__nv_bfloat16 *>(c.scratch);
-    auto *b16 = a16 + (na + 63) / 64 * 64;
-    toBF16<<<blocksFor(na, 256), 256, 0, c.stream>>>(A, a16, na);
-    toBF16<<<blocksFor(nb, 256), 256, 0, c.stream>>>(B, b16, nb);
-    if (!launched(c, "bf16 operands"))
-      return false;
-    a = a16;
-    b = b16;
-  }
   if (!mm.ready &&
       !planMatmul(c, mm, {transA, transB, m, n, k, lda, ldb, operands},
                   nullptr, nullptr, nullptr))
