@@ -355,6 +355,12 @@ private:
   /// The pointer a matmul takes for `v`: its bfloat16 copy (made now if
   /// there is none yet) for bf16 models, else v itself.
   std::string operand(Value v);
+  /// A pool range for v's copy, kept until v's last matmul.
+  int64_t newCopy(Value v);
+  /// For a kernel that can write v's bfloat16 copy as it writes v: the
+  /// copy's pointer where a matmul of a bf16 model reads v (the matmuls
+  /// then take it, with no toBF16 launch), else "nullptr".
+  std::string copyFor(Value v);
   /// Frees the copies whose last matmul is `op` (after `op` and anything
   /// forked with it have been emitted: a later copy may take the bytes).
   void releaseCopies(Operation *op);
@@ -522,40 +528,49 @@ static bool isMatmulOp(Operation *op) {
       op);
 }
 
+int64_t Emitter::newCopy(Value v) {
+  int64_t bytes = (numel(v) * 2 + 255) / 256 * 256, off = -1;
+  // First fit among the freed ranges, else past the top.
+  for (auto [at, size] : poolFree)
+    if (size >= bytes) {
+      off = at;
+      poolFree.erase(at);
+      if (size > bytes)
+        poolFree[at + bytes] = size - bytes;
+      break;
+    }
+  if (off < 0) {
+    off = poolTop;
+    poolTop += bytes;
+    poolSize = std::max(poolSize, poolTop);
+  }
+  Operation *last = nullptr;
+  for (Operation *user : v.getUsers())
+    if (isMatmulOp(user) && (!last || last->isBeforeInBlock(user)))
+      last = user;
+  bf16Copies[v] = {off, bytes, last};
+  return off;
+}
+
 std::string Emitter::operand(Value v) {
   if (!bf16)
     return f(v);
   auto it = bf16Copies.find(v);
-  if (it == bf16Copies.end()) {
-    int64_t n = numel(v), bytes = (n * 2 + 255) / 256 * 256, off = -1;
-    // First fit among the freed ranges, else past the top.
-    for (auto [at, size] : poolFree)
-      if (size >= bytes) {
-        off = at;
-        poolFree.erase(at);
-        if (size > bytes)
-          poolFree[at + bytes] = size - bytes;
-        break;
-      }
-    if (off < 0) {
-      off = poolTop;
-      poolTop += bytes;
-      poolSize = std::max(poolSize, poolTop);
-    }
-    Operation *last = nullptr;
-    for (Operation *user : v.getUsers())
-      if (isMatmulOp(user) && (!last || last->isBeforeInBlock(user)))
-        last = user;
-    it = bf16Copies.insert({v, {off, bytes, last}}).first;
-    launch("toBF16",
-           "blocksFor((" + std::to_string(n) +
-               " + kBF16PerThread - 1) / kBF16PerThread, 256)",
-           "256",
-           f(v) + ", " + ptr({'P', off}, "__nv_bfloat16") + ", " +
-               std::to_string(n),
-           "bf16 operands");
-  }
-  return ptr({'P', it->second.off}, "__nv_bfloat16");
+  if (it != bf16Copies.end())
+    return ptr({'P', it->second.off}, "__nv_bfloat16");
+  std::string copy = ptr({'P', newCopy(v)}, "__nv_bfloat16");
+  int64_t n = numel(v);
+  launch("toBF16",
+         "blocksFor((" + std::to_string(n) +
+             " + kBF16PerThread - 1) / kBF16PerThread, 256)",
+         "256", f(v) + ", " + copy + ", " + std::to_string(n), "bf16 operands");
+  return copy;
+}
+
+std::string Emitter::copyFor(Value v) {
+  if (!bf16 || bf16Copies.count(v) || llvm::none_of(v.getUsers(), isMatmulOp))
+    return "nullptr";
+  return ptr({'P', newCopy(v)}, "__nv_bfloat16");
 }
 
 void Emitter::releaseCopies(Operation *op) {
@@ -798,9 +813,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
         int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
         launch("rmsnorm", std::to_string(N),
                std::to_string(threadsFor(D, 1024)),
-               f(o.getX()) + ", " + f(o.getWeight()) + ", " +
-                   f(o.getResult()) + ", " + std::to_string(D) + ", " +
-                   num(o.getEps().convertToDouble()) + "f",
+               f(o.getX()) + ", " + f(o.getWeight()) + ", " + f(o.getResult()) +
+                   ", " + std::to_string(D) + ", " +
+                   num(o.getEps().convertToDouble()) + "f, " +
+                   copyFor(o.getResult()),
                "stlm.rmsnorm");
         return success();
       })
@@ -1016,7 +1032,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         int64_t n = numel(o.getGate());
         launch("swiglu", grid1(n, 256), "256",
                f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getResult()) +
-                   ", " + std::to_string(n),
+                   ", " + std::to_string(n) + ", " + copyFor(o.getResult()),
                "stlm.swiglu");
         return success();
       })
@@ -1027,7 +1043,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
         launch("swigluGrad", grid1(n, 256), "256",
                f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getDy()) +
                    ", " + f(o.getDgate()) + ", " + f(o.getDup()) + ", " +
-                   std::to_string(n),
+                   std::to_string(n) + ", " + copyFor(o.getDgate()) + ", " +
+                   copyFor(o.getDup()),
                "stlm.swiglu_grad");
         return success();
       })

@@ -166,9 +166,12 @@ __global__ void embedGrad(const int32_t *__restrict__ ids,
 // RMSNorm: y = x · (mean(x²) + eps)^(-1/2) · g, one block per row
 //===----------------------------------------------------------------------===//
 
+/// y = x / rms(x) · g, a block per row; y16 (where given) gets y rounded
+/// to bfloat16, the operand of the matmuls that read y (`precision: bf16`).
 __global__ void rmsnorm(const float *__restrict__ x,
                         const float *__restrict__ g, float *__restrict__ y,
-                        int D, float eps) {
+                        int D, float eps,
+                        __nv_bfloat16 *__restrict__ y16 = nullptr) {
   __shared__ float shared[32];
   int64_t r = blockIdx.x;
   const float *xr = x + r * D;
@@ -176,8 +179,12 @@ __global__ void rmsnorm(const float *__restrict__ x,
   for (int d = threadIdx.x; d < D; d += blockDim.x)
     ss += xr[d] * xr[d];
   float inv = rsqrtf(blockSum(ss, shared) / D + eps);
-  for (int d = threadIdx.x; d < D; d += blockDim.x)
-    y[r * D + d] = xr[d] * inv * g[d];
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float v = xr[d] * inv * g[d];
+    y[r * D + d] = v;
+    if (y16)
+      y16[r * D + d] = __float2bfloat16_rn(v);
+  }
 }
 
 /// dx = s·g·dy − s³/D · x · Σ_e dy_e g_e x_e (+ addend, the residual
@@ -540,7 +547,7 @@ __global__ void __launch_bounds__(128)
   }
 }
 
-/// dk[u] = scale · Σ_{h in group, t} ds_tu q_t, dv[u] = Σ p_tu dy_t: a
+/// dk[u] = Σ_{h in group, t} ds_tu (scale · q_t), dv[u] = Σ p_tu dy_t: a
 /// block of keys of one kv head over tiles of queries of every head that
 /// shares it, one query per lane (no atomics).
 template <int HD>
@@ -645,10 +652,15 @@ __global__ void __launch_bounds__(128)
 // the kernels above, which round as the reference does.
 //
 // A block is 4 warps and 64 rows (queries; keys for the dk, dv pass), 16
-// per warp; the other side is staged 64 rows at a time in shared memory
-// (dynamic: 3-4 tiles of 64 × (HD + 4) floats, up to 132 KiB at head width
-// 128; prepareAttentionTc raises each kernel's limit when the context
-// opens). Staged tiles hold TF32-rounded values.
+// per warp; the other side streams through shared memory 64 rows at a
+// time, double-buffered: the next chunk's cp.async copies are in flight
+// while the warps multiply the current one (dynamic shared memory: 4-6
+// tiles of 64 × (HD + 4) floats, up to 199 KiB at head width 128;
+// prepareAttentionTc raises each kernel's limit when the context opens).
+// The block's own rows are staged once, scaled and rounded to TF32; the
+// streamed chunks arrive as they are, and their fragments are scaled (q by
+// 1/√hd) and rounded to TF32 as they are loaded (cvt.rna): every product
+// sees the operands it saw when the chunks were rounded at staging.
 //
 // Fragments (PTX ISA, mma.m16n8k8 .tf32): lane = 4g + c; the accumulator
 // of a 16 × 8 tile holds (g, 2c), (g, 2c + 1), (g + 8, 2c), (g + 8, 2c + 1);
@@ -670,12 +682,15 @@ template <int HD> struct TcLayout {
   static constexpr int NT = kTcRows / 8;    // 8-wide tiles of a chunk
 };
 
-/// Dynamic shared memory of pass `which` (0 forward, 1 dq, 2 dk and dv).
+/// Dynamic shared memory of pass `which` (0 forward, 1 dq, 2 dk and dv):
+/// two buffers of the streamed chunk (k and v; q, dy and their lse and
+/// delta for the dk, dv pass), and the block's own rows (the forward keeps
+/// q in registers, staged first in the second buffer).
 template <int HD> constexpr size_t attentionTcShared(int which) {
   using L = TcLayout<HD>;
-  return sizeof(float) * (which == 0
-                              ? 3 * L::tile
-                              : 4 * L::tile + (which == 2 ? 2 * kTcRows : 0));
+  return sizeof(float) * (which == 0   ? 4 * L::tile
+                          : which == 1 ? 6 * L::tile
+                                       : 6 * L::tile + 4 * kTcRows);
 }
 
 /// x rounded to TF32, as an operand register.
@@ -718,6 +733,47 @@ __device__ __forceinline__ void mma8(float (&d)[4], const uint32_t (&a)[4],
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+/// Starts copying rows [first, first + 64) of a [rows, stride] tensor's
+/// columns [col, col + HD) into a staged tile as they are (cp.async, 16
+/// bytes a copy; zeros past `limit`). Waited for with asyncWait.
+template <int HD>
+__device__ __forceinline__ void stageAsync(float *tile, const float *src,
+                                           int64_t first, int limit,
+                                           int64_t stride, int64_t col) {
+  constexpr int V4 = HD / 4;
+  for (int idx = threadIdx.x; idx < kTcRows * V4; idx += blockDim.x) {
+    int r = idx / V4, c = (idx % V4) * 4;
+    bool valid = first + r < limit;
+    const float *from = src + (valid ? first + r : 0) * stride + col + c;
+    unsigned to =
+        (unsigned)__cvta_generic_to_shared(tile + r * TcLayout<HD>::LD + c);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(to),
+                 "l"(from), "r"(valid ? 16 : 0)
+                 : "memory");
+  }
+}
+
+/// Starts copying x[first, first + 64) into `to` (zeros past `limit`).
+__device__ __forceinline__ void stageRowAsync(float *to, const float *x,
+                                              int64_t first, int limit) {
+  if (threadIdx.x < kTcRows) {
+    bool valid = first + threadIdx.x < limit;
+    unsigned at = (unsigned)__cvta_generic_to_shared(to + threadIdx.x);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(at),
+                 "l"(x + (valid ? first + threadIdx.x : 0)), "r"(valid ? 4 : 0)
+                 : "memory");
+  }
+}
+
+/// Closes the group of copies started since the last commit.
+__device__ __forceinline__ void asyncCommit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+/// Waits until at most `Pending` of this thread's groups are in flight.
+template <int Pending> __device__ __forceinline__ void asyncWait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");
+}
+
 /// The A fragment of columns [8kk, 8kk + 8) of 16 staged rows.
 template <int HD>
 __device__ __forceinline__ void rowsA(uint32_t (&a)[4], const float *rows,
@@ -731,11 +787,14 @@ __device__ __forceinline__ void rowsA(uint32_t (&a)[4], const float *rows,
   a[3] = __float_as_uint(p[8 * LD + 4]);
 }
 
-/// s[16 × 64] = a[16 × HD] · tileᵀ: a's rows against the 64 staged rows
-/// (the reduction over the head's columns).
-template <int HD>
-__device__ __forceinline__ void productNT(float (&s)[TcLayout<HD>::NT][4],
-                                          const float *a, const float *tile) {
+/// s[16 × 64] = a[16 × HD] · (bScale · tile)ᵀ: a's rows against the 64
+/// staged rows (the reduction over the head's columns); `a(fa, kk)` gives
+/// the A fragment of columns [8kk, 8kk + 8). The tile's values are scaled,
+/// then rounded to TF32, as they are loaded.
+template <int HD, typename AFragment>
+__device__ __forceinline__ void productNTWith(float (&s)[TcLayout<HD>::NT][4],
+                                              AFragment a, const float *tile,
+                                              float bScale = 1.f) {
   using L = TcLayout<HD>;
   int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
 #pragma unroll
@@ -744,22 +803,33 @@ __device__ __forceinline__ void productNT(float (&s)[TcLayout<HD>::NT][4],
 #pragma unroll
   for (int kk = 0; kk < L::DT; ++kk) {
     uint32_t fa[4];
-    rowsA<HD>(fa, a, kk);
+    a(fa, kk);
 #pragma unroll
     for (int n = 0; n < L::NT; ++n) {
       const float *p = tile + (n * 8 + g) * L::LD + kk * 8 + c;
-      mma8(s[n], fa, __float_as_uint(p[0]), __float_as_uint(p[4]));
+      mma8(s[n], fa, tf32Bits(p[0] * bScale), tf32Bits(p[4] * bScale));
     }
   }
 }
 
-/// acc[16 × HD] += p[16 × 64] · tile: accumulator-layout values (p) as
-/// the A operand, the reduction over the 64 staged rows in the permuted
-/// order (A's column c is row 2c of each 8, column c + 4 row 2c + 1).
+/// productNTWith a's 16 rows staged (rounded) in shared memory.
+template <int HD>
+__device__ __forceinline__ void productNT(float (&s)[TcLayout<HD>::NT][4],
+                                          const float *a, const float *tile,
+                                          float bScale = 1.f) {
+  productNTWith<HD>(
+      s, [a](uint32_t(&fa)[4], int kk) { rowsA<HD>(fa, a, kk); }, tile, bScale);
+}
+
+/// acc[16 × HD] += p[16 × 64] · (bScale · tile): accumulator-layout
+/// values (p) as the A operand, the reduction over the 64 staged rows in
+/// the permuted order (A's column c is row 2c of each 8, column c + 4 row
+/// 2c + 1); the tile's values scaled, then rounded, as they are loaded.
 template <int HD>
 __device__ __forceinline__ void productNN(float (&acc)[TcLayout<HD>::DT][4],
                                           const float (&p)[TcLayout<HD>::NT][4],
-                                          const float *tile) {
+                                          const float *tile,
+                                          float bScale = 1.f) {
   using L = TcLayout<HD>;
   int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
 #pragma unroll
@@ -769,8 +839,8 @@ __device__ __forceinline__ void productNN(float (&acc)[TcLayout<HD>::DT][4],
     const float *row = tile + (kk * 8 + 2 * c) * L::LD + g;
 #pragma unroll
     for (int n = 0; n < L::DT; ++n)
-      mma8(acc[n], fa, __float_as_uint(row[n * 8]),
-           __float_as_uint(row[L::LD + n * 8]));
+      mma8(acc[n], fa, tf32Bits(row[n * 8] * bScale),
+           tf32Bits(row[L::LD + n * 8] * bScale));
   }
 }
 
@@ -814,18 +884,37 @@ __global__ void __launch_bounds__(128)
                 float *__restrict__ delta = nullptr) {
   using L = TcLayout<HD>;
   extern __shared__ __align__(16) float tcShared[];
-  float *qs = tcShared, *ks = qs + L::tile, *vs = ks + L::tile;
+  // Two buffers of k and v (buffer i: k at 2i tiles, v after it); q is
+  // staged in the second before the first chunk arrives there.
+  auto ks = [&](int i) { return tcShared + 2 * i * L::tile; };
+  auto vs = [&](int i) { return tcShared + (2 * i + 1) * L::tile; };
   int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
       c = threadIdx.x % 4;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
-  const float *kb = k + (int64_t)b * S * kvStride,
-              *vb = v + (int64_t)b * S * kvStride;
-  stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride, (int64_t)h * HD,
-              rsqrtf((float)HD));
+  const float *kb = k + (int64_t)b * S * kvStride + (int64_t)j * HD,
+              *vb = v + (int64_t)b * S * kvStride + (int64_t)j * HD;
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
+  int chunks = (horizon + kTcRows - 1) / kTcRows;
+  auto issue = [&](int ci) {
+    stageAsync<HD>(ks(ci & 1), kb, (int64_t)ci * kTcRows, S, kvStride, 0);
+    stageAsync<HD>(vs(ci & 1), vb, (int64_t)ci * kTcRows, S, kvStride, 0);
+    asyncCommit();
+  };
+  if (chunks > 0)
+    issue(0);
+  // q rows, scaled and rounded, into registers (through the second k
+  // buffer, free until chunk 1 is issued after the barrier below).
+  stageTc<HD>(ks(1), q + (int64_t)b * T * qStride, t0, T, qStride,
+              (int64_t)h * HD, rsqrtf((float)HD));
+  __syncthreads();
+  uint32_t qf[L::DT][4];
+#pragma unroll
+  for (int kk = 0; kk < L::DT; ++kk)
+    rowsA<HD>(qf[kk], ks(1) + warp * 16 * L::LD, kk);
+  __syncthreads();
   int warpHorizon =
       visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
   // This lane's two rows: r = 0 is query first + g, r = 1 is first + g + 8.
@@ -833,50 +922,62 @@ __global__ void __launch_bounds__(128)
                  visibleKeys(first + g + 8, T, S, causal, offset)};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[L::DT][4] = {};
-  const float *qw = qs + warp * 16 * L::LD;
-  for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
-    __syncthreads();
-    stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
-    stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
-    __syncthreads();
-    if (u0 >= warpHorizon) // warp-uniform: no key of this chunk is seen
-      continue;
-    float s[L::NT][4];
-    productNT<HD>(s, qw, ks);
-    // An online softmax: mask, the chunk's row max, rescale what came
-    // before, exponentials (p replaces s).
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float cm = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float &x = s[n][2 * r + e];
-          if (u0 + n * 8 + 2 * c + e >= mine[r])
-            x = -INFINITY;
-          cm = fmaxf(cm, x);
-        }
-      float mNew = fmaxf(m[r], quadMax(cm));
-      float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
-      float corr = __expf(m[r] - base), sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float &x = s[n][2 * r + e];
-          x = __expf(x - base);
-          sum += x;
-        }
-      l[r] = l[r] * corr + sum; // this lane's share; summed at the end
-      m[r] = mNew;
-#pragma unroll
-      for (int n = 0; n < L::DT; ++n) {
-        o[n][2 * r] *= corr;
-        o[n][2 * r + 1] *= corr;
-      }
+  for (int ci = 0; ci < chunks; ++ci) {
+    if (ci + 1 < chunks) {
+      issue(ci + 1);
+      asyncWait<1>();
+    } else {
+      asyncWait<0>();
     }
-    productNN<HD>(o, s, vs);
+    __syncthreads();
+    int u0 = ci * kTcRows;
+    if (u0 < warpHorizon) { // warp-uniform: a key of this chunk is seen
+      float s[L::NT][4];
+      productNTWith<HD>(
+          s,
+          [&](uint32_t(&fa)[4], int kk) {
+            fa[0] = qf[kk][0];
+            fa[1] = qf[kk][1];
+            fa[2] = qf[kk][2];
+            fa[3] = qf[kk][3];
+          },
+          ks(ci & 1));
+      // An online softmax: mask, the chunk's row max, rescale what came
+      // before, exponentials (p replaces s).
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float cm = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float &x = s[n][2 * r + e];
+            if (u0 + n * 8 + 2 * c + e >= mine[r])
+              x = -INFINITY;
+            cm = fmaxf(cm, x);
+          }
+        float mNew = fmaxf(m[r], quadMax(cm));
+        float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
+        float corr = __expf(m[r] - base), sum = 0.f;
+#pragma unroll
+        for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float &x = s[n][2 * r + e];
+            x = __expf(x - base);
+            sum += x;
+          }
+        l[r] = l[r] * corr + sum; // this lane's share; summed at the end
+        m[r] = mNew;
+#pragma unroll
+        for (int n = 0; n < L::DT; ++n) {
+          o[n][2 * r] *= corr;
+          o[n][2 * r + 1] *= corr;
+        }
+      }
+      productNN<HD>(o, s, vs(ci & 1));
+    }
+    __syncthreads(); // this buffer is the one chunk ci + 2 fills
   }
   float inv[2];
 #pragma unroll
@@ -928,8 +1029,9 @@ __global__ void __launch_bounds__(128)
                      const int32_t *offsetPtr) {
   using L = TcLayout<HD>;
   extern __shared__ __align__(16) float tcShared[];
-  float *qs = tcShared, *dys = qs + L::tile, *ks = dys + L::tile,
-        *vs = ks + L::tile;
+  auto ks = [&](int i) { return tcShared + 2 * i * L::tile; };
+  auto vs = [&](int i) { return tcShared + (2 * i + 1) * L::tile; };
+  float *qs = tcShared + 4 * L::tile, *dys = qs + L::tile;
   int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
       c = threadIdx.x % 4;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
@@ -937,8 +1039,17 @@ __global__ void __launch_bounds__(128)
   int offset = offsetPtr ? *offsetPtr : S - T;
   const float scale = rsqrtf((float)HD);
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
-  const float *kb = k + (int64_t)b * S * kvStride,
-              *vb = v + (int64_t)b * S * kvStride;
+  const float *kb = k + (int64_t)b * S * kvStride + (int64_t)j * HD,
+              *vb = v + (int64_t)b * S * kvStride + (int64_t)j * HD;
+  int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
+  int chunks = (horizon + kTcRows - 1) / kTcRows;
+  auto issue = [&](int ci) {
+    stageAsync<HD>(ks(ci & 1), kb, (int64_t)ci * kTcRows, S, kvStride, 0);
+    stageAsync<HD>(vs(ci & 1), vb, (int64_t)ci * kTcRows, S, kvStride, 0);
+    asyncCommit();
+  };
+  if (chunks > 0)
+    issue(0);
   stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride, (int64_t)h * HD,
               scale);
   stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
@@ -954,29 +1065,33 @@ __global__ void __launch_bounds__(128)
   }
   const float *qw = qs + warp * 16 * L::LD, *dyw = dys + warp * 16 * L::LD;
   float acc[L::DT][4] = {};
-  int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   int warpHorizon =
       visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
-  for (int u0 = 0; u0 < horizon; u0 += kTcRows) {
+  for (int ci = 0; ci < chunks; ++ci) {
+    if (ci + 1 < chunks) {
+      issue(ci + 1);
+      asyncWait<1>();
+    } else {
+      asyncWait<0>();
+    }
     __syncthreads();
-    stageTc<HD>(ks, kb, u0, S, kvStride, (int64_t)j * HD, 1.f);
-    stageTc<HD>(vs, vb, u0, S, kvStride, (int64_t)j * HD, 1.f);
-    __syncthreads();
-    if (u0 >= warpHorizon) // warp-uniform
-      continue;
-    float s[L::NT][4], dp[L::NT][4];
-    productNT<HD>(s, qw, ks);
-    productNT<HD>(dp, dyw, vs);
+    int u0 = ci * kTcRows;
+    if (u0 < warpHorizon) { // warp-uniform
+      float s[L::NT][4], dp[L::NT][4];
+      productNT<HD>(s, qw, ks(ci & 1));
+      productNT<HD>(dp, dyw, vs(ci & 1));
 #pragma unroll
-    for (int n = 0; n < L::NT; ++n)
+      for (int n = 0; n < L::NT; ++n)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
-        s[n][i] = u < mine[r]
-                      ? __expf(s[n][i] - rowLse[r]) * (dp[n][i] - rowDelta[r])
-                      : 0.f;
-      }
-    productNN<HD>(acc, s, ks);
+        for (int i = 0; i < 4; ++i) {
+          int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
+          s[n][i] = u < mine[r]
+                        ? __expf(s[n][i] - rowLse[r]) * (dp[n][i] - rowDelta[r])
+                        : 0.f;
+        }
+      productNN<HD>(acc, s, ks(ci & 1));
+    }
+    __syncthreads(); // this buffer is the one chunk ci + 2 fills
   }
   storeRows<HD>(acc, dq, first, T, scale, [&](int t) {
     return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
@@ -997,44 +1112,58 @@ __global__ void __launch_bounds__(128)
                       bool causal, const int32_t *offsetPtr) {
   using L = TcLayout<HD>;
   extern __shared__ __align__(16) float tcShared[];
-  float *ks = tcShared, *vs = ks + L::tile, *qs = vs + L::tile,
-        *dys = qs + L::tile, *lses = dys + L::tile, *deltas = lses + kTcRows;
+  float *ks = tcShared + 4 * L::tile, *vs = ks + L::tile;
+  auto qs = [&](int i) { return tcShared + 2 * i * L::tile; };
+  auto dys = [&](int i) { return tcShared + (2 * i + 1) * L::tile; };
+  auto lses = [&](int i) { return vs + L::tile + 2 * i * kTcRows; };
+  auto deltas = [&](int i) { return vs + L::tile + (2 * i + 1) * kTcRows; };
   int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
       c = threadIdx.x % 4;
   int b = blockIdx.z, j = blockIdx.y;
   int u0 = blockIdx.x * kTcRows, first = u0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
+  const float scale = rsqrtf((float)HD);
   int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  // The chunks: every head of the group, each over the queries from the
+  // first that sees this block's first key.
+  int tFirst = causal ? max(0, u0 - offset) : 0;
+  int perHead = T > tFirst ? (T - tFirst + kTcRows - 1) / kTcRows : 0;
+  int group = H / K, chunks = group * perHead;
+  auto issue = [&](int ci) {
+    int h = j * group + ci / perHead, t0 = tFirst + ci % perHead * kTcRows;
+    const float *qh = q + (int64_t)b * T * qStride + (int64_t)h * HD,
+                *dyh = dy + (int64_t)b * T * qStride + (int64_t)h * HD;
+    stageAsync<HD>(qs(ci & 1), qh, t0, T, qStride, 0);
+    stageAsync<HD>(dys(ci & 1), dyh, t0, T, qStride, 0);
+    stageRowAsync(lses(ci & 1), lse + ((int64_t)b * H + h) * T, t0, T);
+    stageRowAsync(deltas(ci & 1), delta + ((int64_t)b * H + h) * T, t0, T);
+    asyncCommit();
+  };
+  if (chunks > 0)
+    issue(0);
   stageTc<HD>(ks, k + (int64_t)b * S * kvStride, u0, S, kvStride,
               (int64_t)j * HD, 1.f);
   stageTc<HD>(vs, v + (int64_t)b * S * kvStride, u0, S, kvStride,
               (int64_t)j * HD, 1.f);
   const float *kw = ks + warp * 16 * L::LD, *vw = vs + warp * 16 * L::LD;
   float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {};
-  // The first query that sees this block's (this warp's) first key.
-  int tFirst = causal ? max(0, u0 - offset) : 0;
+  // The first query that sees this warp's first key.
   int warpFirst = causal ? max(0, first - offset) : 0;
-  int group = H / K;
-  for (int hh = 0; hh < group; ++hh) {
-    int h = j * group + hh;
-    for (int t0 = tFirst; t0 < T; t0 += kTcRows) {
-      __syncthreads();
-      stageTc<HD>(qs, q + (int64_t)b * T * qStride, t0, T, qStride,
-                  (int64_t)h * HD, rsqrtf((float)HD));
-      stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
-                  (int64_t)h * HD, 1.f);
-      if (threadIdx.x < kTcRows) {
-        int tt = t0 + threadIdx.x;
-        lses[threadIdx.x] = tt < T ? lse[((int64_t)b * H + h) * T + tt] : 0.f;
-        deltas[threadIdx.x] =
-            tt < T ? delta[((int64_t)b * H + h) * T + tt] : 0.f;
-      }
-      __syncthreads();
-      if (first >= S || t0 + kTcRows <= warpFirst) // warp-uniform
-        continue;
+  for (int ci = 0; ci < chunks; ++ci) {
+    if (ci + 1 < chunks) {
+      issue(ci + 1);
+      asyncWait<1>();
+    } else {
+      asyncWait<0>();
+    }
+    __syncthreads();
+    int t0 = tFirst + ci % perHead * kTcRows;
+    const float *qc = qs(ci & 1), *dyc = dys(ci & 1), *lc = lses(ci & 1),
+                *dc = deltas(ci & 1);
+    if (first < S && t0 + kTcRows > warpFirst) { // warp-uniform
       float s[L::NT][4], dp[L::NT][4];
-      productNT<HD>(s, kw, qs);   // sᵀ: keys × queries
-      productNT<HD>(dp, vw, dys); // (dy · vᵀ)ᵀ
+      productNT<HD>(s, kw, qc, scale); // sᵀ: keys × queries
+      productNT<HD>(dp, vw, dyc);      // (dy · vᵀ)ᵀ
 #pragma unroll
       for (int n = 0; n < L::NT; ++n)
 #pragma unroll
@@ -1042,13 +1171,14 @@ __global__ void __launch_bounds__(128)
           int col = n * 8 + 2 * c + i % 2, tt = t0 + col;
           int u = first + g + 8 * (i / 2);
           bool visible = u < S && tt < T && (!causal || u <= tt + offset);
-          float p = visible ? __expf(s[n][i] - lses[col]) : 0.f;
-          dp[n][i] = p * (dp[n][i] - deltas[col]);
+          float p = visible ? __expf(s[n][i] - lc[col]) : 0.f;
+          dp[n][i] = p * (dp[n][i] - dc[col]);
           s[n][i] = p;
         }
-      productNN<HD>(dvAcc, s, dys);
-      productNN<HD>(dkAcc, dp, qs);
+      productNN<HD>(dvAcc, s, dyc);
+      productNN<HD>(dkAcc, dp, qc, scale);
     }
+    __syncthreads(); // this buffer is the one chunk ci + 2 fills
   }
   auto rowOffset = [&](int u) {
     return ((int64_t)b * S + u) * kvStride + (int64_t)j * HD;
@@ -1065,18 +1195,25 @@ __device__ __forceinline__ float sigmoidf(float z) {
   return 1.f / (1.f + __expf(-z));
 }
 
+/// y = silu(g) · u; y16 (where given) y rounded to bfloat16, as rmsnorm's.
 __global__ void swiglu(const float *__restrict__ g, const float *__restrict__ u,
-                       float *__restrict__ y, int64_t n) {
+                       float *__restrict__ y, int64_t n,
+                       __nv_bfloat16 *__restrict__ y16 = nullptr) {
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n)
-    y[i] = g[i] * sigmoidf(g[i]) * u[i];
+  if (i >= n)
+    return;
+  float v = g[i] * sigmoidf(g[i]) * u[i];
+  y[i] = v;
+  if (y16)
+    y16[i] = __float2bfloat16_rn(v);
 }
 
 __global__ void swigluGrad(const float *__restrict__ g,
                            const float *__restrict__ u,
-                           const float *__restrict__ dy,
-                           float *__restrict__ dg, float *__restrict__ du,
-                           int64_t n) {
+                           const float *__restrict__ dy, float *__restrict__ dg,
+                           float *__restrict__ du, int64_t n,
+                           __nv_bfloat16 *__restrict__ dg16 = nullptr,
+                           __nv_bfloat16 *__restrict__ du16 = nullptr) {
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n)
     return;
@@ -1085,6 +1222,10 @@ __global__ void swigluGrad(const float *__restrict__ g,
   float dui = d * z * s;
   dg[i] = dgi; // dg may alias g, du may alias u: read before writing
   du[i] = dui;
+  if (dg16) // bfloat16 copies for the matmuls that read dg and du
+    dg16[i] = __float2bfloat16_rn(dgi);
+  if (du16)
+    du16[i] = __float2bfloat16_rn(dui);
 }
 
 __device__ __forceinline__ float geluf(float z) {

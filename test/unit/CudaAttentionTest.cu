@@ -10,6 +10,9 @@
 // after cached tokens) given on the device as the artifacts give it,
 // grouped kv heads, no mask, every tensor-core head width.
 //
+// `--time` instead times the tensor-core kernels at the benchmark models'
+// shapes (median of 20 launches each, with its TFLOP/s) and checks nothing.
+//
 // A plain program, built with nvcc (test/stlm-compile/cuda-attention.test
 // compiles it wherever nvcc is; it runs where a GPU is, and
 // scripts/cuda-device.sh carries it to one). With no device it says so and
@@ -19,9 +22,11 @@
 
 #include "Kernels.cuh"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace stlm_cuda;
@@ -258,9 +263,65 @@ template <int HD> bool runCase(const Case &c) {
   return good;
 }
 
+/// Median µs of `launch` over 20 runs after 3 warm-ups.
+template <typename Launch> double medianUs(Launch launch) {
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  std::vector<float> ms;
+  for (int i = 0; i < 23; ++i) {
+    cudaEventRecord(a);
+    launch();
+    cudaEventRecord(b);
+    cudaEventSynchronize(b);
+    float t = 0;
+    cudaEventElapsedTime(&t, a, b);
+    if (i >= 3)
+      ms.push_back(t);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2] * 1e3;
+}
+
+/// The three tensor-core kernels at a causal training shape (T = S).
+template <int HD> void timeShape(const char *name, int B, int T, int H, int K) {
+  size_t n = (size_t)B * T * H * HD, nkv = (size_t)B * T * K * HD,
+         stats = (size_t)B * H * T;
+  Buffer q(n), k(nkv), v(nkv), dy(n), y(n), dq(n), dk(nkv), dv(nkv), lse(stats),
+      delta(stats);
+  for (Buffer *x : {&q, &k, &v, &dy})
+    cudaMemset(x->p, 0, x->n * sizeof(float));
+  cudaMemset(lse.p, 0, stats * sizeof(float));
+  cudaMemset(delta.p, 0, stats * sizeof(float));
+  dim3 grid(blocksFor(T, kTcRows), H, B), gridKV(blocksFor(T, kTcRows), K, B);
+  double f = medianUs([&] {
+    attentionTc<HD><<<grid, 128, attentionTcShared<HD>(0)>>>(
+        q.p, k.p, v.p, y.p, T, T, H, K, true, nullptr, lse.p, nullptr, nullptr);
+  });
+  double gq = medianUs([&] {
+    attentionGradQTc<HD><<<grid, 128, attentionTcShared<HD>(1)>>>(
+        q.p, k.p, v.p, dy.p, lse.p, delta.p, dq.p, T, T, H, K, true, nullptr);
+  });
+  double gkv = medianUs([&] {
+    attentionGradKVTc<HD><<<gridKV, 128, attentionTcShared<HD>(2)>>>(
+        q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dv.p, T, T, H, K, true,
+        nullptr);
+  });
+  // Causal: half of the T × T scores; 2 products forward, 3 for dq (s,
+  // dp, ds·k), 4 for dk and dv.
+  double flop = 2.0 * B * H * (double)T * T / 2 * HD;
+  std::printf("%s (B=%d T=%d H=%d K=%d hd=%d): forward %.1f us (%.0f TFLOP/s), "
+              "dq %.1f us (%.0f), dk/dv %.1f us (%.0f)\n",
+              name, B, T, H, K, HD, f, 2 * flop / f * 1e-6, gq,
+              3 * flop / gq * 1e-6, gkv, 4 * flop / gkv * 1e-6);
+  ok(cudaDeviceSynchronize(), "timing");
+}
+
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   int devices = 0;
   if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
     std::printf("SKIPPED: no CUDA device, nothing checked\n");
@@ -271,6 +332,12 @@ int main() {
       !ok(setAttentionTcLimits<64>(), "limits") ||
       !ok(setAttentionTcLimits<128>(), "limits"))
     return 1;
+  if (argc > 1 && std::string(argv[1]) == "--time") {
+    timeShape<64>("stlm-100m", 64, 512, 12, 4);
+    timeShape<64>("ref-3m", 16, 256, 4, 4);
+    timeShape<32>("char-tiny", 12, 64, 4, 4);
+    return 0;
+  }
   bool good = true;
   // A training step's shapes (T = S), partial blocks, grouped kv heads.
   good &= runCase<64>({2, 64, 64, 2, 2, 64, true, -1});
