@@ -546,7 +546,8 @@ int64_t Emitter::newCopy(Value v) {
   }
   Operation *last = nullptr;
   for (Operation *user : v.getUsers())
-    if (isMatmulOp(user) && (!last || last->isBeforeInBlock(user)))
+    if (isMatmulOp(user) && user->getBlock() == v.getParentBlock() &&
+        (!last || last->isBeforeInBlock(user)))
       last = user;
   bf16Copies[v] = {off, bytes, last};
   return off;
@@ -589,10 +590,13 @@ void Emitter::releaseCopies(Operation *op) {
       poolFree.erase(next);
     }
     auto prev = poolFree.lower_bound(at);
-    if (prev != poolFree.begin() && (--prev)->first + prev->second == at) {
-      at = prev->first;
-      size += prev->second;
-      poolFree.erase(prev);
+    if (prev != poolFree.begin()) {
+      --prev;
+      if (prev->first + prev->second == at) {
+        at = prev->first;
+        size += prev->second;
+        poolFree.erase(prev);
+      }
     }
     if (at + size == poolTop)
       poolTop = at;
@@ -615,8 +619,11 @@ LogicalResult Emitter::emitLinear(Operation *op) {
   }
   int64_t In = dim(x, 1), Out = dim(w, 2), R = leading(x, 1);
   Value y = op->getResult(0);
-  // y[R, Out] = x[R, In] · w[Out, In]ᵀ: column-major yᵀ = wᵀ' · xᵀ.
-  matmul(true, false, Out, R, In, operand(w), In, operand(x), In,
+  // y[R, Out] = x[R, In] · w[Out, In]ᵀ: column-major yᵀ = wᵀ' · xᵀ (the
+  // weight's copy made first, so the source does not depend on the order
+  // in which a host compiler evaluates arguments).
+  std::string a = operand(w), b = operand(x);
+  matmul(true, false, Out, R, In, a, In, b, In,
          gelu ? "nullptr" : fOrNull(residual), f(y));
   if (gelu)
     launch("gelu", grid1(R * Out, 256), "256",
