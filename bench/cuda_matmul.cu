@@ -15,15 +15,7 @@
 #include <cuda_runtime.h>
 #include <vector>
 
-#define CHECK(x)                                                               \
-  do {                                                                         \
-    auto e = (x);                                                              \
-    if ((int)e != 0) {                                                         \
-      std::fprintf(stderr, "%s:%d: %s failed (%d)\n", __FILE__, __LINE__, #x,   \
-                   (int)e);                                                    \
-      std::exit(1);                                                            \
-    }                                                                          \
-  } while (0)
+#include "cuda_check.h"
 
 struct Shape {
   const char *what;

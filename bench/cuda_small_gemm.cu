@@ -24,15 +24,7 @@
 #include <string>
 #include <vector>
 
-#define CHECK(x)                                                               \
-  do {                                                                         \
-    auto e = (x);                                                              \
-    if ((int)e != 0) {                                                         \
-      std::fprintf(stderr, "%s:%d: %s failed (%d)\n", __FILE__, __LINE__, #x,   \
-                   (int)e);                                                    \
-      std::exit(1);                                                            \
-    }                                                                          \
-  } while (0)
+#include "cuda_check.h"
 
 /// C[M][N] = A(m, k) · B(k, n): A(m, k) at A[m·lda + k] when aRows (k
 /// contiguous) else A[k·lda + m]; B(k, n) at B[n·ldb + k] when bCols else

@@ -774,6 +774,37 @@ template <int Pending> __device__ __forceinline__ void asyncWait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(Pending) : "memory");
 }
 
+/// Starts copying chunk ci of the keys (rows [64ci, 64ci + 64) of k and v
+/// from kb and vb, a head's columns) into kTile and vTile, one group.
+template <int HD>
+__device__ __forceinline__ void stageKeysAsync(float *kTile, float *vTile,
+                                               const float *kb, const float *vb,
+                                               int ci, int S, int64_t stride) {
+  stageAsync<HD>(kTile, kb, (int64_t)ci * kTcRows, S, stride, 0);
+  stageAsync<HD>(vTile, vb, (int64_t)ci * kTcRows, S, stride, 0);
+  asyncCommit();
+}
+
+/// Chunks [0, chunks) through two buffers: issue(ci) starts copying chunk
+/// ci into buffer ci & 1 (the caller issues chunk 0 itself, then stages
+/// its own rows); body(ci) runs once chunk ci has arrived for the whole
+/// block, while chunk ci + 1's copies are in flight, and the block leaves
+/// buffer ci & 1 before chunk ci + 2 is issued into it.
+template <typename Issue, typename Body>
+__device__ __forceinline__ void overChunks(int chunks, Issue issue, Body body) {
+  for (int ci = 0; ci < chunks; ++ci) {
+    if (ci + 1 < chunks) {
+      issue(ci + 1);
+      asyncWait<1>();
+    } else {
+      asyncWait<0>();
+    }
+    __syncthreads();
+    body(ci);
+    __syncthreads();
+  }
+}
+
 /// The A fragment of columns [8kk, 8kk + 8) of 16 staged rows.
 template <int HD>
 __device__ __forceinline__ void rowsA(uint32_t (&a)[4], const float *rows,
@@ -899,9 +930,7 @@ __global__ void __launch_bounds__(128)
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   int chunks = (horizon + kTcRows - 1) / kTcRows;
   auto issue = [&](int ci) {
-    stageAsync<HD>(ks(ci & 1), kb, (int64_t)ci * kTcRows, S, kvStride, 0);
-    stageAsync<HD>(vs(ci & 1), vb, (int64_t)ci * kTcRows, S, kvStride, 0);
-    asyncCommit();
+    stageKeysAsync<HD>(ks(ci & 1), vs(ci & 1), kb, vb, ci, S, kvStride);
   };
   if (chunks > 0)
     issue(0);
@@ -922,14 +951,7 @@ __global__ void __launch_bounds__(128)
                  visibleKeys(first + g + 8, T, S, causal, offset)};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   float o[L::DT][4] = {};
-  for (int ci = 0; ci < chunks; ++ci) {
-    if (ci + 1 < chunks) {
-      issue(ci + 1);
-      asyncWait<1>();
-    } else {
-      asyncWait<0>();
-    }
-    __syncthreads();
+  overChunks(chunks, issue, [&](int ci) {
     int u0 = ci * kTcRows;
     if (u0 < warpHorizon) { // warp-uniform: a key of this chunk is seen
       float s[L::NT][4];
@@ -977,8 +999,7 @@ __global__ void __launch_bounds__(128)
       }
       productNN<HD>(o, s, vs(ci & 1));
     }
-    __syncthreads(); // this buffer is the one chunk ci + 2 fills
-  }
+  });
   float inv[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -1044,9 +1065,7 @@ __global__ void __launch_bounds__(128)
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   int chunks = (horizon + kTcRows - 1) / kTcRows;
   auto issue = [&](int ci) {
-    stageAsync<HD>(ks(ci & 1), kb, (int64_t)ci * kTcRows, S, kvStride, 0);
-    stageAsync<HD>(vs(ci & 1), vb, (int64_t)ci * kTcRows, S, kvStride, 0);
-    asyncCommit();
+    stageKeysAsync<HD>(ks(ci & 1), vs(ci & 1), kb, vb, ci, S, kvStride);
   };
   if (chunks > 0)
     issue(0);
@@ -1067,14 +1086,7 @@ __global__ void __launch_bounds__(128)
   float acc[L::DT][4] = {};
   int warpHorizon =
       visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
-  for (int ci = 0; ci < chunks; ++ci) {
-    if (ci + 1 < chunks) {
-      issue(ci + 1);
-      asyncWait<1>();
-    } else {
-      asyncWait<0>();
-    }
-    __syncthreads();
+  overChunks(chunks, issue, [&](int ci) {
     int u0 = ci * kTcRows;
     if (u0 < warpHorizon) { // warp-uniform
       float s[L::NT][4], dp[L::NT][4];
@@ -1091,8 +1103,7 @@ __global__ void __launch_bounds__(128)
         }
       productNN<HD>(acc, s, ks(ci & 1));
     }
-    __syncthreads(); // this buffer is the one chunk ci + 2 fills
-  }
+  });
   storeRows<HD>(acc, dq, first, T, scale, [&](int t) {
     return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
   });
@@ -1149,14 +1160,7 @@ __global__ void __launch_bounds__(128)
   float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {};
   // The first query that sees this warp's first key.
   int warpFirst = causal ? max(0, first - offset) : 0;
-  for (int ci = 0; ci < chunks; ++ci) {
-    if (ci + 1 < chunks) {
-      issue(ci + 1);
-      asyncWait<1>();
-    } else {
-      asyncWait<0>();
-    }
-    __syncthreads();
+  overChunks(chunks, issue, [&](int ci) {
     int t0 = tFirst + ci % perHead * kTcRows;
     const float *qc = qs(ci & 1), *dyc = dys(ci & 1), *lc = lses(ci & 1),
                 *dc = deltas(ci & 1);
@@ -1178,8 +1182,7 @@ __global__ void __launch_bounds__(128)
       productNN<HD>(dvAcc, s, dyc);
       productNN<HD>(dkAcc, dp, qc, scale);
     }
-    __syncthreads(); // this buffer is the one chunk ci + 2 fills
-  }
+  });
   auto rowOffset = [&](int u) {
     return ((int64_t)b * S + u) * kvStride + (int64_t)j * HD;
   };
