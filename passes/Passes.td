@@ -218,6 +218,23 @@ def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
       `stlm.linear_grad %h, %b, %dy` gives `dh` and `db` and
       `stlm.linear_grad %x, %a, %dh` gives `dx` and `da`.
 
+    - Where a delta corrects a linear of many rows, the two are one matmul
+      on the merged weight instead: `stlm.add (stlm.linear %x, %w),
+      (stlm.lowrank %x, %a, %b)` becomes `stlm.linear %x,
+      (stlm.lowrank_merge %w, %a, %b)` (`w + b · a`, computed once), and in
+      the backward the pair `stlm.linear_grad %x, %w, %dy`,
+      `stlm.lowrank_grad %x, %a, %b, %dy` becomes `stlm.linear_grad %x,
+      %merged, %dy` (its `dx` already holds the delta's part, so the
+      `stlm.add` that summed the two goes) and `stlm.lowrank_merge_grad`
+      of its `dweight`: `da = bᵀ · dweight`, `db = dweight · aᵀ`, while
+      `dweight` stays the shared weight's gradient. This replaces matmuls
+      with only R (the rank) columns or terms, which stream the
+      activations for little arithmetic, by a few of weight size.
+      `merge=auto` merges when `rows · (In + Out) ≥ In · Out` (the delta's
+      multiply-adds outnumber the merge's): training and evaluation
+      batches, not the few rows of generation. `always` and `never`
+      decide for every delta (tests, and a user who measures).
+
     The results are the same math (up to float rounding: `lowrank` is
     already computed through `h`). Run before `stlm-plan-memory`; part of
     the native pipeline.
@@ -229,6 +246,10 @@ def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
     %d = stlm.linear %h, %b : tensor<2x4x2xf32>, tensor<6x2xf32> -> tensor<2x4x6xf32>
     ```
   }];
+  let options = [
+    Option<"merge", "merge", "std::string", /*default=*/"\"auto\"",
+           "auto, always or never: merge deltas into their weights">
+  ];
 }
 
 def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {

@@ -46,7 +46,7 @@ void addStagePasses(OpPassManager &pm, Stage stage,
       pm.addPass(createQuantizePass(
           {::stlm::quant::schemeName(choices.quantize->scheme),
            choices.quantize->group}));
-    pm.addPass(createDecomposePass());
+    pm.addPass(createDecomposePass({choices.loraMerge}));
     pm.addPass(createFusePass());
     pm.addPass(createPlanMemoryPass());
     return;

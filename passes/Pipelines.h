@@ -30,6 +30,7 @@
 #include "llvm/ADT/StringRef.h"
 
 #include <optional>
+#include <string>
 
 namespace mlir {
 class OpPassManager;
@@ -52,6 +53,9 @@ struct PipelineChoices {
   /// stlm-add-decode's batch (stlm-compile --decode-batch): @prefill_batch
   /// and @decode_batch for that many sequences in lockstep; 0: none.
   int64_t decodeBatch = 0;
+  /// stlm-decompose's merge (stlm-compile --lora-merge): auto, always or
+  /// never merge a LoRA delta into its weight.
+  std::string loraMerge = "auto";
 };
 
 /// Adds the passes that take a model from the end of stage `after` (or,

@@ -547,6 +547,24 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         set(o.getResult(), std::move(y));
         return true;
       })
+      .Case([&](ir::LowRankMergeOp o) {
+        const TT &w = in(o.getWeight()), &a = in(o.getA()), &b = in(o.getB());
+        TT y = out(o.getResult());
+        lowrankMerge(w.f.data(), matmulInput(a, r1), matmulInput(b, r2),
+                     w.shape[0], w.shape[1], a.shape[0], y.f.data());
+        set(o.getResult(), std::move(y));
+        return true;
+      })
+      .Case([&](ir::LowRankMergeGradOp o) {
+        const TT &g = in(o.getDmerged()), &a = in(o.getA()), &b = in(o.getB());
+        TT da = out(o.getDa()), db = out(o.getDb());
+        lowrankMergeBackward(matmulInput(g, r0), matmulInput(a, r1),
+                             matmulInput(b, r2), g.shape[0], g.shape[1],
+                             a.shape[0], da.f.data(), db.f.data());
+        set(o.getDa(), std::move(da));
+        set(o.getDb(), std::move(db));
+        return true;
+      })
       .Case([&](ir::LowRankGradOp o) {
         const TT &x = in(o.getX()), &a = in(o.getA()), &b = in(o.getB());
         TT dx = out(o.getDx()), da = out(o.getDa()), db = out(o.getDb());

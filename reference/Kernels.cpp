@@ -427,6 +427,37 @@ void lowrankBackward(const T *x, const T *a, const T *b, int64_t R,
   linearBackward(x, a, R, In, K, dh.data(), dx, da);
 }
 
+template <typename T>
+void lowrankMerge(const T *w, const T *a, const T *b, int64_t Out, int64_t In,
+                  int64_t K, T *y) {
+  for (int64_t o = 0; o < Out; ++o)
+    for (int64_t i = 0; i < In; ++i) {
+      Acc sum = 0;
+      for (int64_t k = 0; k < K; ++k)
+        sum += static_cast<Acc>(b[o * K + k]) * a[k * In + i];
+      y[o * In + i] = static_cast<T>(w[o * In + i] + sum);
+    }
+}
+
+template <typename T>
+void lowrankMergeBackward(const T *g, const T *a, const T *b, int64_t Out,
+                          int64_t In, int64_t K, T *da, T *db) {
+  for (int64_t k = 0; k < K; ++k)
+    for (int64_t i = 0; i < In; ++i) {
+      Acc sum = 0; // Σ_o b[o, k] · g[o, i]
+      for (int64_t o = 0; o < Out; ++o)
+        sum += static_cast<Acc>(b[o * K + k]) * g[o * In + i];
+      da[k * In + i] = static_cast<T>(sum);
+    }
+  for (int64_t o = 0; o < Out; ++o)
+    for (int64_t k = 0; k < K; ++k) {
+      Acc sum = 0; // Σ_i g[o, i] · a[k, i]
+      for (int64_t i = 0; i < In; ++i)
+        sum += static_cast<Acc>(g[o * In + i]) * a[k * In + i];
+      db[o * K + k] = static_cast<T>(sum);
+    }
+}
+
 /// Rotates each adjacent pair (2i, 2i+1) of every head of every row by
 /// sign · p · θ_i, p the row's absolute position: RoPE for sign = +1, its
 /// transpose (the gradient) for sign = −1.
@@ -774,6 +805,10 @@ void adamw(T *param, const T *grad, T *m, T *v, int64_t n, double lr,
   template void lowrankBackward<T>(const T *, const T *, const T *, int64_t,   \
                                    int64_t, int64_t, int64_t, const T *, T *,  \
                                    T *, T *);                                  \
+  template void lowrankMerge<T>(const T *, const T *, const T *, int64_t,      \
+                                int64_t, int64_t, T *);                        \
+  template void lowrankMergeBackward<T>(const T *, const T *, const T *,       \
+                                        int64_t, int64_t, int64_t, T *, T *);  \
   template void rope<T>(const T *, int64_t, int64_t, int64_t, int64_t, double, \
                         int64_t, T *);                                         \
   template void ropeBackward<T>(const T *, int64_t, int64_t, int64_t, int64_t, \
@@ -781,10 +816,9 @@ void adamw(T *param, const T *grad, T *m, T *v, int64_t n, double lr,
   template void attention<T>(bool, const T *, const T *, const T *, int64_t,   \
                              int64_t, int64_t, int64_t, int64_t, int64_t,      \
                              int64_t, T *);                                    \
-  template void attentionBackward<T>(bool, const T *, const T *, const T *,    \
-                                     int64_t, int64_t, int64_t, int64_t,       \
-                                     int64_t, int64_t, int64_t, const T *,     \
-                                     T *, T *, T *);                           \
+  template void attentionBackward<T>(                                          \
+      bool, const T *, const T *, const T *, int64_t, int64_t, int64_t,        \
+      int64_t, int64_t, int64_t, int64_t, const T *, T *, T *, T *);           \
   template void swiglu<T>(const T *, const T *, int64_t, T *);                 \
   template void swigluBackward<T>(const T *, const T *, int64_t, const T *,    \
                                   T *, T *);                                   \
@@ -793,9 +827,8 @@ void adamw(T *param, const T *grad, T *m, T *v, int64_t n, double lr,
   template void sumLeading<T>(const T *, int64_t, int64_t, T *);               \
   template bool crossEntropy<T>(const T *, const int32_t *, const bool *,      \
                                 int64_t, int64_t, T *, int64_t *);             \
-  template void crossEntropyBackward<T>(const T *, const int32_t *,            \
-                                        const bool *, int64_t, int64_t, T,     \
-                                        T *);                                  \
+  template void crossEntropyBackward<T>(                                       \
+      const T *, const int32_t *, const bool *, int64_t, int64_t, T, T *);     \
   template bool distill<T>(const T *, const T *, const int32_t *, int64_t,     \
                            int64_t, double, double, T *, int64_t *);           \
   template void distillBackward<T>(const T *, const T *, const int32_t *,      \

@@ -112,6 +112,17 @@ void lowrankBackward(const T *x, const T *a, const T *b, int64_t R,
                      int64_t In, int64_t K, int64_t Out, const T *dy, T *dx,
                      T *da, T *db);
 
+/// A delta merged into its weight: y = w + b · a. w, y: [Out, In], a: [K,
+/// In], b: [Out, K].
+template <typename T>
+void lowrankMerge(const T *w, const T *a, const T *b, int64_t Out, int64_t In,
+                  int64_t K, T *y);
+/// Its gradient with respect to a and b, from g = the merged weight's:
+/// da = bᵀ · g ([K, In]), db = g · aᵀ ([Out, K]).
+template <typename T>
+void lowrankMergeBackward(const T *g, const T *a, const T *b, int64_t Out,
+                          int64_t In, int64_t K, T *da, T *db);
+
 /// RoPE on x: [Bt, Tn, W] (W = heads · hd, hd even), absolute position of
 /// row t = t + offset; adjacent pairs (2i, 2i+1), θ_i = theta^(-2i/hd).
 /// Angles are computed in double.

@@ -276,6 +276,26 @@ struct Planner {
                          Arg::result(1, 2)}};
           return {dx, dw};
         })
+        .Case([&](ir::LowRankMergeOp o) -> Calls {
+          // w + b · a (nn: b [Out, R] times a [R, In], w the residual).
+          std::vector<int64_t> w = shapeOf(o.getWeight());
+          KernelCall c{matmul("nn", w[0], w[1], shapeOf(o.getA())[0]),
+                       {Arg::operand(o.getB(), 2), Arg::operand(o.getA(), 2),
+                        Arg::operand(o.getWeight(), 2), Arg::result(0, 2)}};
+          c.spec.generator = "stlm_matmul_residual";
+          return {c};
+        })
+        .Case([&](ir::LowRankMergeGradOp o) -> Calls {
+          // da = bᵀ · g (tn); db = g · aᵀ (nt).
+          std::vector<int64_t> g = shapeOf(o.getDmerged()); // [Out, In]
+          int64_t r = shapeOf(o.getA())[0];
+          return {{matmul("tn", r, g[1], g[0]),
+                   {Arg::operand(o.getB(), 2), Arg::operand(o.getDmerged(), 2),
+                    Arg::result(0, 2)}},
+                  {matmul("nt", g[0], r, g[1]),
+                   {Arg::operand(o.getDmerged(), 2), Arg::operand(o.getA(), 2),
+                    Arg::result(1, 2)}}};
+        })
         .Case<ir::RoPEOp, ir::RoPEGradOp>([&](auto o) -> Calls {
           Value x = op->getOperand(0);
           std::vector<int64_t> s = shapeOf(x);

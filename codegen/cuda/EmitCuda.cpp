@@ -524,8 +524,8 @@ void Emitter::pairAttention(func::FuncOp fn) {
 }
 
 static bool isMatmulOp(Operation *op) {
-  return isa<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp, ir::LinearGradOp>(
-      op);
+  return isa<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp, ir::LinearGradOp,
+             ir::LowRankMergeOp, ir::LowRankMergeGradOp>(op);
 }
 
 int64_t Emitter::newCopy(Value v) {
@@ -886,6 +886,33 @@ LogicalResult Emitter::emitOp(Operation *op) {
         // dw[Out, In] = dy[R, Out]ᵀ · x[R, In].
         matmul(false, true, In, Out, R, x, In, dy, Out, "nullptr",
                f(o.getDweight()));
+        join(2);
+        return success();
+      })
+      .Case([&](ir::LowRankMergeOp o) -> LogicalResult {
+        if (failed(allInArena(op)))
+          return failure();
+        int64_t Out = dim(o.getWeight(), 2), In = dim(o.getWeight(), 1),
+                R = dim(o.getA(), 2);
+        // merged[Out, In] = b[Out, R] · a[R, In] + weight.
+        std::string a = operand(o.getA()), b = operand(o.getB());
+        matmul(false, false, In, Out, R, a, In, b, R, f(o.getWeight()),
+               f(o.getResult()));
+        return success();
+      })
+      .Case([&](ir::LowRankMergeGradOp o) -> LogicalResult {
+        if (failed(allInArena(op)))
+          return failure();
+        int64_t Out = dim(o.getDmerged(), 2), In = dim(o.getDmerged(), 1),
+                R = dim(o.getA(), 2);
+        std::string g = operand(o.getDmerged()), a = operand(o.getA()),
+                    b = operand(o.getB());
+        fork(2);
+        // da[R, In] = b[Out, R]ᵀ · g[Out, In].
+        matmul(false, true, In, R, Out, g, In, b, R, "nullptr", f(o.getDa()));
+        onLane(1);
+        // db[Out, R] = g[Out, In] · a[R, In]ᵀ.
+        matmul(true, false, R, Out, In, a, In, g, In, "nullptr", f(o.getDb()));
         join(2);
         return success();
       })

@@ -4,10 +4,15 @@
 // recomputes the bottleneck and is two matmul gradients. Rewriting them
 // before memory planning gives the bottleneck an arena slot like any
 // other value, and the native path needs no kernel of its own for them.
+// Over many rows the delta is merged into the weight it corrects instead:
+// one matmul on w + b·a, whose gradient gives da and db from the weight's
+// gradient with a few matmuls of weight size.
 //
 //===----------------------------------------------------------------------===//
 
 #include "passes/Passes.h"
+
+#include "llvm/ADT/StringSwitch.h"
 
 namespace mlir::stlm {
 #define GEN_PASS_DEF_DECOMPOSEPASS
@@ -27,15 +32,166 @@ Value linear(OpBuilder &b, Location loc, Value x, Value w) {
   return b.create<LinearOp>(loc, xt.clone(shape), x, w);
 }
 
+enum class Merge { Auto, Always, Never };
+
+/// Whether merging a delta of a linear [In -> Out] over `rows` rows pays:
+/// its two matmuls cost rows·R·(In + Out) multiply-adds, the merge
+/// Out·In·R once (and in a backward five matmuls of rows·R·(3·In + 2·Out)
+/// give way to two of Out·In·R), the ones it replaces running far below
+/// the machine's peak (R columns or terms).
+bool mergePays(int64_t rows, int64_t in, int64_t out) {
+  return rows * (in + out) >= in * out;
+}
+
+/// The delta `d` and the linear it corrects, `sum = linear(x, w) + d`,
+/// with the two gradients a backward has of them, if any.
+struct MergeSite {
+  LowRankOp d;
+  LinearOp lin;
+  AddOp sum;
+  LowRankGradOp grad;   // the delta's gradient, or null
+  LinearGradOp linGrad; // the linear's gradient (with the same dy), or null
+  SmallVector<AddOp> dxSums; // every use of grad's dx: a sum to undo
+};
+
+/// The site of `d` if it can be merged: `d` only feeds a sum with a linear
+/// of the same input that feeds nothing else, and either neither has a
+/// gradient or both have, with the same dy, after the sum in its block,
+/// the delta's dx only summed with other gradients (which already include
+/// the linear's dx, through which the merged weight passes the delta's).
+std::optional<MergeSite> mergeSite(LowRankOp d) {
+  MergeSite s;
+  s.d = d;
+  if (!d->hasOneUse())
+    return std::nullopt;
+  s.sum = dyn_cast<AddOp>(*d->user_begin());
+  if (!s.sum || s.sum.getLhs().getType() != s.sum.getRhs().getType() ||
+      s.sum.getLhs() == s.sum.getRhs())
+    return std::nullopt;
+  Value other =
+      s.sum.getLhs() == d.getResult() ? s.sum.getRhs() : s.sum.getLhs();
+  s.lin = other.getDefiningOp<LinearOp>();
+  if (!s.lin || !s.lin->hasOneUse() || s.lin.getX() != d.getX() ||
+      s.lin->getBlock() != d->getBlock())
+    return std::nullopt;
+  Value x = d.getX();
+  for (Operation *user : x.getUsers())
+    if (auto g = dyn_cast<LowRankGradOp>(user);
+        g && g.getX() == x && g.getA() == d.getA() && g.getB() == d.getB()) {
+      if (s.grad)
+        return std::nullopt; // two gradients of one delta: leave them
+      s.grad = g;
+    }
+  for (Operation *user : x.getUsers())
+    if (auto g = dyn_cast<LinearGradOp>(user);
+        g && g.getX() == x && g.getWeight() == s.lin.getWeight() &&
+        (!s.grad || g.getDy() == s.grad.getDy())) {
+      if (s.linGrad || g.getAddend() || g.getGeluInput())
+        return std::nullopt;
+      s.linGrad = g;
+    }
+  if (static_cast<bool>(s.grad) != static_cast<bool>(s.linGrad))
+    return std::nullopt;
+  if (!s.grad)
+    return s;
+  for (Operation *g : {s.grad.getOperation(), s.linGrad.getOperation()})
+    if (g->getBlock() != s.sum->getBlock() || !s.sum->isBeforeInBlock(g))
+      return std::nullopt;
+  Value dx = s.grad.getDx();
+  for (OpOperand &use : dx.getUses()) {
+    auto add = dyn_cast<AddOp>(use.getOwner());
+    if (!add || add.getLhs() == add.getRhs() ||
+        add.getLhs().getType() != add.getRhs().getType())
+      return std::nullopt;
+    s.dxSums.push_back(add);
+  }
+  return s;
+}
+
+/// Rewrites a site: y = x · (w + b·a)ᵀ; in the backward, the linear's
+/// gradient on the merged weight (dx whole), da and db from its dweight,
+/// and the sums that added the delta's dx pass their other operand on.
+void merge(OpBuilder &b, MergeSite &s) {
+  Location loc = s.d.getLoc();
+  Value x = s.d.getX(), a = s.d.getA(), bm = s.d.getB(), w = s.lin.getWeight();
+  b.setInsertionPoint(s.sum);
+  Value merged = b.create<LowRankMergeOp>(loc, w.getType(), w, a, bm);
+  Value y = b.create<LinearOp>(loc, s.sum.getType(), x, merged);
+  s.sum.replaceAllUsesWith(y);
+  s.sum.erase();
+  s.d.erase();
+  s.lin.erase();
+  if (!s.grad)
+    return;
+  // At the earlier of the two gradients (dy, x and the merged weight are
+  // all defined before it).
+  Operation *first =
+      s.grad->isBeforeInBlock(s.linGrad) ? s.grad.getOperation() : s.linGrad;
+  b.setInsertionPoint(first);
+  auto lg = b.create<LinearGradOp>(loc, x.getType(), merged.getType(), x,
+                                   merged, s.grad.getDy(), /*addend=*/Value(),
+                                   /*gelu_input=*/Value());
+  auto mg = b.create<LowRankMergeGradOp>(loc, a.getType(), bm.getType(),
+                                         lg.getDweight(), a, bm);
+  s.linGrad.getDx().replaceAllUsesWith(lg.getDx());
+  s.linGrad.getDweight().replaceAllUsesWith(lg.getDweight());
+  s.linGrad.erase();
+  Value dx = s.grad.getDx();
+  for (AddOp add : s.dxSums) {
+    add.replaceAllUsesWith(add.getLhs() == dx ? add.getRhs() : add.getLhs());
+    add.erase();
+  }
+  s.grad.getDa().replaceAllUsesWith(mg.getDa());
+  s.grad.getDb().replaceAllUsesWith(mg.getDb());
+  s.grad.erase();
+}
+
+/// Product of all but the last dimension.
+int64_t rowsOf(Value x) {
+  ArrayRef<int64_t> shape =
+      llvm::cast<RankedTensorType>(x.getType()).getShape();
+  int64_t rows = 1;
+  for (int64_t d : shape.drop_back())
+    rows *= d;
+  return rows;
+}
+
 struct DecomposePass
     : public mlir::stlm::impl::DecomposePassBase<DecomposePass> {
+  using DecomposePassBase::DecomposePassBase;
+
   void runOnOperation() override {
+    std::optional<Merge> mode = llvm::StringSwitch<std::optional<Merge>>(merge)
+                                    .Case("auto", Merge::Auto)
+                                    .Case("always", Merge::Always)
+                                    .Case("never", Merge::Never)
+                                    .Default(std::nullopt);
+    if (!mode) {
+      getOperation().emitError()
+          << "stlm-decompose: merge must be auto, always or never, got '"
+          << merge << "'";
+      return signalPassFailure();
+    }
+    OpBuilder b(&getContext());
+    if (*mode != Merge::Never) {
+      SmallVector<LowRankOp> deltas;
+      getOperation().walk([&](LowRankOp d) { deltas.push_back(d); });
+      for (LowRankOp d : deltas) {
+        int64_t
+            in = llvm::cast<RankedTensorType>(d.getA().getType()).getDimSize(1),
+            out =
+                llvm::cast<RankedTensorType>(d.getB().getType()).getDimSize(0);
+        if (*mode == Merge::Auto && !mergePays(rowsOf(d.getX()), in, out))
+          continue;
+        if (std::optional<MergeSite> site = mergeSite(d))
+          ::merge(b, *site);
+      }
+    }
     SmallVector<Operation *> ops;
     getOperation().walk([&](Operation *op) {
       if (isa<LowRankOp, LowRankGradOp>(op))
         ops.push_back(op);
     });
-    OpBuilder b(&getContext());
     for (Operation *op : ops) {
       b.setInsertionPoint(op);
       Location loc = op->getLoc();

@@ -116,6 +116,15 @@ constexpr Tolerances kFP32 = {1e-6, 7e-6, 1e-6, 2e-7, 8e-6, 1.5e-5, 40};
 /// opt.m 2.97e-3, opt.v 3.39e-3, weights 7.7 ulps; bounds about 4-8x.
 constexpr Tolerances kBF16 = {5e-6, 1.2e-2, 1e-4, 1e-4, 1.2e-2, 1.4e-2, 40};
 
+/// bf16 matmuls with LoRA deltas merged into their weights: the native
+/// side rounds w + b·a as one matmul input where the reference rounds w
+/// and the delta's operands apart, so every shared weight's bfloat16
+/// differs too. Measured (BF16MergedLoRA): loss 7.7e-7, gradients 6.2e-3,
+/// norm and clip factor 3.1e-5, opt.m 6.2e-3, opt.v 7.9e-3, weights 8.0
+/// ulps; bounds about 4x.
+constexpr Tolerances kBF16Merged = {5e-6,   2.5e-2, 1.5e-4, 1.5e-4,
+                                    2.5e-2, 3e-2,   40};
+
 struct Measured {
   double loss = 0, grad = 0, norm = 0, clip = 0, m = 0, v = 0, ulps = 0;
   std::string gradOf;
@@ -141,6 +150,8 @@ protected:
 
   /// The mask seed of the batch (models with a masked objective).
   int32_t seed = 0;
+  /// stlm-compile --lora-merge.
+  std::string loraMerge = "auto";
 
   /// Compiles `yaml` into a fresh artifact and prepares both sides with the
   /// spec's initial weights.
@@ -169,7 +180,9 @@ protected:
     std::vector<llvm::StringRef> argv = {compiler, specPath, "-o", out,
                                          "--bf16-compute=on"};
     std::string scheme, group,
-        batched = "--decode-batch=" + std::to_string(decodeBatch);
+        batched = "--decode-batch=" + std::to_string(decodeBatch),
+        merge = "--lora-merge=" + loraMerge;
+    argv.push_back(merge);
     if (decodeBatch > 0)
       argv.push_back(batched);
     if (quantize) {
@@ -1044,26 +1057,42 @@ TEST_F(NativeVsReference, LongContextBlockedAttentionBackward) {
   compareTrainStep(kFP32);
 }
 
+/// stlm-10m's structure, small: interior layers share the FFN and the
+/// attention output and add their own rank-4 deltas, odd widths off the
+/// matmul tile grid.
+constexpr const char *kLoRATiny =
+    "name: lora-tiny\n"
+    "embedder: {kind: token, vocab_size: 256}\n"
+    "core: {layers: 4, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
+    "       ffn_width: 72, context: 24}\n"
+    "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
+    "        interior_keep: 1, lora_rank: 4}\n"
+    "train: {batch: 3, steps: 10, warmup: 2}\n";
+
 TEST_F(NativeVsReference, LoRADeltasOnSharedInterior) {
-  // stlm-10m's structure, small: interior layers share the FFN and the
-  // attention output and add their own rank-4 deltas (stlm.lowrank,
-  // decomposed into two matmuls by stlm-decompose), odd widths off the
-  // matmul tile grid.
-  setUp("name: lora-tiny\n"
-        "embedder: {kind: token, vocab_size: 256}\n"
-        "core: {layers: 4, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
-        "       ffn_width: 72, context: 24}\n"
-        "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
-        "        interior_keep: 1, lora_rank: 4}\n"
-        "train: {batch: 3, steps: 10, warmup: 2}\n",
-        "lora-tiny", /*perturbLoRA=*/true);
+  // --lora-merge=auto: over the batch's 72 rows each delta is merged into
+  // its shared weight (stlm.lowrank_merge; da and db from the merged
+  // weight's gradient), while generation's few rows keep it as two
+  // matmuls (stlm-decompose).
+  setUp(kLoRATiny, "lora-tiny", /*perturbLoRA=*/true);
   // LoRA b perturbed: the deltas, their input gradients and every da are
   // nonzero and compared (a zero reference gradient fails). Measured:
-  // gradients 8.2e-7 (layers.3.w2), clip 1.2e-8, opt.m 9.7e-7, opt.v
-  // 2.3e-6, weights 9.0 ulps; loss and norm to the bit.
+  // gradients 8.2e-7 (layers.3.w2), clip 1.2e-8, opt.m 8.2e-7, opt.v
+  // 2.5e-6, weights 8.0 ulps; loss and norm to the bit.
   compareGradients(kFP32);
   compareTrainStep(kFP32);
   compareInference();
+}
+
+TEST_F(NativeVsReference, LoRADeltasUnmerged) {
+  // --lora-merge=never: every delta is two matmuls through the rank-4
+  // bottleneck and its gradient five (the bottleneck recomputed).
+  loraMerge = "never";
+  setUp(kLoRATiny, "lora-tiny", /*perturbLoRA=*/true);
+  // Measured: gradients 8.2e-7 (layers.3.w2), clip 1.2e-8, opt.m 9.7e-7,
+  // opt.v 2.3e-6, weights 9.0 ulps; loss and norm to the bit.
+  compareGradients(kFP32);
+  compareTrainStep(kFP32);
 }
 
 TEST_F(NativeVsReference, MaskedObjective) {
@@ -1109,18 +1138,32 @@ TEST_F(NativeVsReference, MaskedObjective) {
   compareTrainStep(kFP32);
 }
 
+/// A small bf16 model with LoRA deltas on shared interior layers.
+constexpr const char *kBF16Tiny =
+    "name: bf16-tiny\n"
+    "embedder: {kind: token, vocab_size: 256}\n"
+    "core: {layers: 3, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
+    "       ffn_width: 72, context: 24}\n"
+    "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
+    "        interior_keep: 1, lora_rank: 4}\n"
+    "train: {batch: 3, steps: 10, warmup: 2, precision: bf16}\n";
+
+TEST_F(NativeVsReference, BF16MergedLoRA) {
+  // As below, with each delta merged into its weight where the rows pay
+  // (--lora-merge=auto, the default): the merged weight is the rounded
+  // matmul input.
+  setUp(kBF16Tiny, "bf16-tiny", /*perturbLoRA=*/true);
+  compareGradients(kBF16Merged);
+  compareTrainStep(kBF16Merged);
+}
+
 TEST_F(NativeVsReference, BF16MatmulsWithLoRA) {
   // train.precision: bf16: every matmul rounds its inputs to bfloat16 on
   // both sides (the reference rounds the same operands, LoRA deltas as the
-  // two matmuls stlm-decompose makes of them); sums stay fp32.
-  setUp("name: bf16-tiny\n"
-        "embedder: {kind: token, vocab_size: 256}\n"
-        "core: {layers: 3, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
-        "       ffn_width: 72, context: 24}\n"
-        "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
-        "        interior_keep: 1, lora_rank: 4}\n"
-        "train: {batch: 3, steps: 10, warmup: 2, precision: bf16}\n",
-        "bf16-tiny", /*perturbLoRA=*/true);
+  // two matmuls stlm-decompose makes of them with --lora-merge=never);
+  // sums stay fp32.
+  loraMerge = "never";
+  setUp(kBF16Tiny, "bf16-tiny", /*perturbLoRA=*/true);
   // LoRA b perturbed, as above; the figures measured are kBF16's.
   compareGradients(kBF16);
   compareTrainStep(kBF16);

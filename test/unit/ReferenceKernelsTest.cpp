@@ -361,6 +361,63 @@ TEST(GradCheck, LowRank) {
   expectGradient("lowrank db", f, in, 2, db);
 }
 
+TEST(GradCheck, LowRankMerge) {
+  // y = w + b·a: dw is the incoming gradient itself, da and db come from
+  // lowrankMergeBackward.
+  Rng rng(16);
+  const int64_t In = 5, K = 2, Out = 4;
+  Inputs in = {rng.vec(Out * In), rng.vec(K * In), rng.vec(Out * K)};
+  Vec c = rng.vec(Out * In);
+  auto f = projected(
+      [&](const Inputs &x) {
+        Vec y(Out * In);
+        lowrankMerge(x[0].data(), x[1].data(), x[2].data(), Out, In, K,
+                     y.data());
+        return y;
+      },
+      c);
+  Vec da(K * In, 99.0), db(Out * K, 99.0);
+  lowrankMergeBackward(c.data(), in[1].data(), in[2].data(), Out, In, K,
+                       da.data(), db.data());
+  expectGradient("lowrank_merge dw", f, in, 0, c);
+  expectGradient("lowrank_merge da", f, in, 1, da);
+  expectGradient("lowrank_merge db", f, in, 2, db);
+}
+
+TEST(Layers, MergedDeltaIsTheLinearPlusTheDelta) {
+  // x · (w + b·a)ᵀ = x · wᵀ + (x · aᵀ) · bᵀ, what stlm-decompose's merge
+  // relies on, and the merged weight's gradient gives lowrank's da, db.
+  Rng rng(17);
+  const int64_t R = 3, In = 5, K = 2, Out = 4;
+  Vec x = rng.vec(R * In), w = rng.vec(Out * In), a = rng.vec(K * In),
+      b = rng.vec(Out * K), dy = rng.vec(R * Out);
+  Vec merged(Out * In), y(R * Out), y0(R * Out), d(R * Out);
+  lowrankMerge(w.data(), a.data(), b.data(), Out, In, K, merged.data());
+  linear(x.data(), merged.data(), R, In, Out, y.data());
+  linear(x.data(), w.data(), R, In, Out, y0.data());
+  lowrank(x.data(), a.data(), b.data(), R, In, K, Out, d.data());
+  for (int64_t i = 0; i < R * Out; ++i)
+    EXPECT_NEAR(y[i], y0[i] + d[i], 1e-12) << i;
+  Vec dx(R * In), g(Out * In), da(K * In), db(Out * K);
+  linearBackward(x.data(), merged.data(), R, In, Out, dy.data(), dx.data(),
+                 g.data());
+  lowrankMergeBackward(g.data(), a.data(), b.data(), Out, In, K, da.data(),
+                       db.data());
+  Vec dx1(R * In), dw(Out * In), dx2(R * In), da2(K * In), db2(Out * K);
+  linearBackward(x.data(), w.data(), R, In, Out, dy.data(), dx1.data(),
+                 dw.data());
+  lowrankBackward(x.data(), a.data(), b.data(), R, In, K, Out, dy.data(),
+                  dx2.data(), da2.data(), db2.data());
+  for (int64_t i = 0; i < R * In; ++i)
+    EXPECT_NEAR(dx[i], dx1[i] + dx2[i], 1e-12) << i;
+  for (int64_t i = 0; i < Out * In; ++i)
+    EXPECT_NEAR(g[i], dw[i], 1e-12) << i;
+  for (int64_t i = 0; i < K * In; ++i)
+    EXPECT_NEAR(da[i], da2[i], 1e-12) << i;
+  for (int64_t i = 0; i < Out * K; ++i)
+    EXPECT_NEAR(db[i], db2[i], 1e-12) << i;
+}
+
 TEST(GradCheck, RoPE) {
   Rng rng(7);
   const int64_t Bt = 2, Tn = 3, hd = 4, W = 2 * hd;

@@ -154,6 +154,13 @@ cl::opt<std::string> bf16Compute(
              "product is measured to pay and fp32 matmuls elsewhere, with a "
              "note; on always compiles bf16 ones; off fp32 ones"),
     cl::value_desc("auto|on|off"), cl::init("auto"), cl::cat(options));
+cl::opt<std::string> loraMerge(
+    "lora-merge",
+    cl::desc("LoRA deltas of shared weights: auto (the default) merges a "
+             "delta into its weight (one matmul on w + b·a, computed once a "
+             "call) where the call's rows make that cheaper, as in training "
+             "batches; always or never decide for every delta"),
+    cl::value_desc("auto|always|never"), cl::init("auto"), cl::cat(options));
 cl::opt<bool> profile(
     "profile",
     cl::desc("Build the host kernels with Halide's sampling profiler: a "
@@ -477,6 +484,9 @@ int main(int argc, char **argv) {
   if (bf16Compute != "auto" && bf16Compute != "on" && bf16Compute != "off")
     return failWith("--bf16-compute must be auto, on or off, not '" +
                     bf16Compute + "'");
+  if (loraMerge != "auto" && loraMerge != "always" && loraMerge != "never")
+    return failWith("--lora-merge must be auto, always or never, not '" +
+                    loraMerge + "'");
   if (!embedWeights.empty() && !checkEmbeddedWeights(in, quantized))
     return 1;
   std::string error;
@@ -506,7 +516,8 @@ int main(int argc, char **argv) {
   mlir::PassManager stages(&context);
   // A model read from .mlir goes through every stage from the start (its
   // parse verified it); a built one has passed Stage::STLM already.
-  mlir::stlm::PipelineChoices choices{dataParallel, quantized, decodeBatch};
+  mlir::stlm::PipelineChoices choices{dataParallel, quantized, decodeBatch,
+                                      loraMerge};
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else

@@ -682,6 +682,32 @@ LogicalResult LowRankGradOp::verify() {
   return verifyLowRank(*this, getX(), getA(), getB(), getDy());
 }
 
+/// `weight: [Out, In]`, `a: [R, In]`, `b: [Out, R]`.
+static LogicalResult verifyMerge(Operation *op, Value weight, Value a,
+                                 Value b) {
+  ArrayRef<int64_t> ws = tensorTy(weight).getShape();
+  ArrayRef<int64_t> as = tensorTy(a).getShape();
+  ArrayRef<int64_t> bs = tensorTy(b).getShape();
+  if (ws.size() != 2)
+    return op->emitOpError()
+           << "weight must be [Out, In], got " << shapeStr(ws);
+  if (as.size() != 2 || as[1] != ws[1])
+    return op->emitOpError()
+           << "a must be [R, " << ws[1] << "], got " << shapeStr(as);
+  if (bs.size() != 2 || bs[0] != ws[0] || bs[1] != as[0])
+    return op->emitOpError() << "b must be [" << ws[0] << ", " << as[0]
+                             << "], got " << shapeStr(bs);
+  return success();
+}
+
+LogicalResult LowRankMergeOp::verify() {
+  return verifyMerge(*this, getWeight(), getA(), getB());
+}
+
+LogicalResult LowRankMergeGradOp::verify() {
+  return verifyMerge(*this, getDmerged(), getA(), getB());
+}
+
 LogicalResult RoPEOp::verify() {
   ArrayRef<int64_t> xs = tensorTy(getX()).getShape();
   int64_t hd = getHeadDim();

@@ -482,6 +482,28 @@ def STLM_LowRankOp : STLM_Op<"lowrank", [Pure]> {
   let hasVerifier = 1;
 }
 
+def STLM_LowRankMergeOp : STLM_Op<"lowrank_merge", [
+    Pure, AllTypesMatch<["weight", "result"]>]> {
+  let summary = "a shared weight with a LoRA delta merged in";
+  let description = [{
+    `weight: [Out, In]`, `a: [R, In]`, `b: [Out, R]` → `[Out, In]`:
+    `weight + b · a`, so that `x · (weight + b · a)ᵀ` is
+    `x · weightᵀ + stlm.lowrank(x, a, b)` as one matmul. Made by
+    `stlm-decompose` where the rows of `x` outnumber what the merge costs
+    (the gradient rule is `stlm.lowrank_merge_grad`'s, applied there too).
+
+    ```mlir
+    %w1 = stlm.lowrank_merge %w, %a, %b : tensor<512x128xf32>, tensor<8x128xf32>, tensor<512x8xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$weight, STLM_Tensor:$a, STLM_Tensor:$b);
+  let results = (outs STLM_Tensor:$result);
+  let assemblyFormat = [{
+    $weight `,` $a `,` $b attr-dict `:` type($weight) `,` type($a) `,` type($b)
+  }];
+  let hasVerifier = 1;
+}
+
 def STLM_RoPEOp : STLM_Op<"rope", [Pure, AllTypesMatch<["x", "result"]>]> {
   let summary = "rotary position embedding on adjacent pairs";
   let description = [{
@@ -1051,6 +1073,28 @@ def STLM_LowRankGradOp : STLM_Op<"lowrank_grad", [
   let assemblyFormat = [{
     $x `,` $a `,` $b `,` $dy attr-dict `:` type($x) `,` type($a) `,` type($b)
     `,` type($dy)
+  }];
+  let hasVerifier = 1;
+}
+
+def STLM_LowRankMergeGradOp : STLM_Op<"lowrank_merge_grad", [
+    Pure, AllTypesMatch<["a", "da"]>, AllTypesMatch<["b", "db"]>]> {
+  let summary = "gradient of `stlm.lowrank_merge` with respect to a and b";
+  let description = [{
+    `dmerged: [Out, In]` (the gradient of the merged weight, `Σ_rows dyᵀ ·
+    x` of its linear), `a: [R, In]`, `b: [Out, R]` → `da = bᵀ · dmerged`
+    (`[R, In]`) and `db = dmerged · aᵀ` (`[Out, R]`); the shared weight's
+    gradient is `dmerged` itself.
+
+    ```mlir
+    %da, %db = stlm.lowrank_merge_grad %dw, %a, %b : tensor<512x128xf32>, tensor<8x128xf32>, tensor<512x8xf32>
+    ```
+  }];
+  let arguments = (ins STLM_Tensor:$dmerged, STLM_Tensor:$a, STLM_Tensor:$b);
+  let results = (outs STLM_Tensor:$da, STLM_Tensor:$db);
+  let assemblyFormat = [{
+    $dmerged `,` $a `,` $b attr-dict `:` type($dmerged) `,` type($a) `,`
+    type($b)
   }];
   let hasVerifier = 1;
 }

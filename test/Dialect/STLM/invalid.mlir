@@ -636,6 +636,42 @@ func.func @f(%x: tensor<2x4x8xf32>, %a: tensor<2x8xf32>, %b: tensor<16x2xf32>) {
 
 // -----
 
+// Tests that a merged weight must be [Out, In].
+func.func @f(%w: tensor<2x6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>) {
+  // expected-error @+1 {{weight must be [Out, In], got [2, 6, 8]}}
+  %m = stlm.lowrank_merge %w, %a, %b : tensor<2x6x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>
+  return
+}
+
+// -----
+
+// Tests that the merged delta's 'a' must be [R, In].
+func.func @f(%w: tensor<6x8xf32>, %a: tensor<2x6xf32>, %b: tensor<6x2xf32>) {
+  // expected-error @+1 {{a must be [R, 8], got [2, 6]}}
+  %m = stlm.lowrank_merge %w, %a, %b : tensor<6x8xf32>, tensor<2x6xf32>, tensor<6x2xf32>
+  return
+}
+
+// -----
+
+// Tests that the merged delta's 'b' must be [Out, R].
+func.func @f(%w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<8x2xf32>) {
+  // expected-error @+1 {{b must be [6, 2], got [8, 2]}}
+  %m = stlm.lowrank_merge %w, %a, %b : tensor<6x8xf32>, tensor<2x8xf32>, tensor<8x2xf32>
+  return
+}
+
+// -----
+
+// Tests that the merge's gradient checks the same shapes.
+func.func @f(%g: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x3xf32>) {
+  // expected-error @+1 {{b must be [6, 2], got [6, 3]}}
+  %da, %db = stlm.lowrank_merge_grad %g, %a, %b : tensor<6x8xf32>, tensor<2x8xf32>, tensor<6x3xf32>
+  return
+}
+
+// -----
+
 // Tests that rope needs an input of rank >= 2.
 func.func @f(%x: tensor<8xf32>) {
   // expected-error @+1 {{input must be [..., T, H*hd], got [8]}}

@@ -211,6 +211,10 @@ stlm.model @gradients {
     %dx2, %dw = stlm.linear_grad %x, %w, %dy8 : tensor<2x3x4xf32>, tensor<8x4xf32>, tensor<2x3x8xf32>
     // CHECK: stlm.lowrank_grad %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} : tensor<2x3x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>, tensor<2x3x8xf32>
     %dx3, %da, %db = stlm.lowrank_grad %x, %a, %b, %dy8 : tensor<2x3x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>, tensor<2x3x8xf32>
+    // CHECK: stlm.lowrank_merge %{{.*}}, %{{.*}}, %{{.*}} : tensor<8x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>
+    %wm = stlm.lowrank_merge %w, %a, %b : tensor<8x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>
+    // CHECK: stlm.lowrank_merge_grad %{{.*}}, %{{.*}}, %{{.*}} : tensor<8x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>
+    %dam, %dbm = stlm.lowrank_merge_grad %dw, %a, %b : tensor<8x4xf32>, tensor<2x4xf32>, tensor<8x2xf32>
     // CHECK: stlm.rope_grad %{{.*}} offset(%{{.*}}) {head_dim = 2 : i64} : tensor<2x3x4xf32>
     %dr = stlm.rope_grad %x offset(%pos) {head_dim = 2} : tensor<2x3x4xf32>
     // CHECK: stlm.attention_grad causal %{{.*}}, %{{.*}}, %{{.*}}, %{{.*}} {heads = 2 : i64, kv_heads = 1 : i64} : tensor<2x3x4xf32>, tensor<2x3x2xf32>, tensor<2x3x2xf32>, tensor<2x3x4xf32>
