@@ -217,7 +217,6 @@ def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
     - `stlm.lowrank_grad %x, %a, %b, %dy` recomputes `h`, then
       `stlm.linear_grad %h, %b, %dy` gives `dh` and `db` and
       `stlm.linear_grad %x, %a, %dh` gives `dx` and `da`.
-
     - Where a delta corrects a linear of many rows, the two are one matmul
       on the merged weight instead: `stlm.add (stlm.linear %x, %w),
       (stlm.lowrank %x, %a, %b)` becomes `stlm.linear %x,
@@ -230,14 +229,22 @@ def DecomposePass : Pass<"stlm-decompose", "::mlir::ModuleOp"> {
       `dweight` stays the shared weight's gradient. This replaces matmuls
       with only R (the rank) columns or terms, which stream the
       activations for little arithmetic, by a few of weight size.
-      `merge=auto` merges when `rows · (In + Out) ≥ In · Out` (the delta's
-      multiply-adds outnumber the merge's): training and evaluation
-      batches, not the few rows of generation. `always` and `never`
-      decide for every delta (tests, and a user who measures).
+      A site merges when the delta only feeds that `stlm.add`, the linear
+      (of the same `%x`) only feeds it too, and either neither has a
+      gradient or both have, with the same `dy`, later in the block, their
+      two `dx` flowing through single-use `stlm.add`s into the same sum.
+      `merge=auto` merges such a site when `rows · (In + Out) ≥ In · Out`
+      (the delta's multiply-adds outnumber the merge's) and the model's
+      matmuls do not round to bfloat16 (which would round `w + b · a` as
+      one value, losing a delta under half an ulp of `w`): training and
+      evaluation batches and long prompts, not the few rows of a decode
+      step. `always` merges every such site, `never` none (tests, and a
+      user who measures).
 
-    The results are the same math (up to float rounding: `lowrank` is
-    already computed through `h`). Run before `stlm-plan-memory`; part of
-    the native pipeline.
+    The results are the same math up to float rounding (`lowrank` is
+    already computed through `h`; a merged weight sums before its
+    products). Run before `stlm-plan-memory`; part of the native
+    pipeline.
 
     ```mlir
     %d = stlm.lowrank %x, %a, %b : tensor<2x4x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<2x4x6xf32>

@@ -29,6 +29,7 @@
 // ALWAYS:      stlm.lowrank_merge %
 // ALWAYS-LABEL: func.func @linear_used_twice
 // ALWAYS-NOT:  stlm.lowrank_merge
+// ALWAYS-LABEL: func.func @swapped
 func.func @merged(%x: tensor<4x32x8xf32>, %w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>, %dy: tensor<4x32x6xf32>, %g: tensor<4x32x8xf32>)
     -> (tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<6x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>) {
   %y0 = stlm.linear %x, %w : tensor<4x32x8xf32>, tensor<6x8xf32> -> tensor<4x32x6xf32>
@@ -67,4 +68,85 @@ func.func @linear_used_twice(%x: tensor<4x32x8xf32>, %w: tensor<6x8xf32>, %a: te
   %d = stlm.lowrank %x, %a, %b : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<4x32x6xf32>
   %y = stlm.add %y0, %d : tensor<4x32x6xf32>, tensor<4x32x6xf32>
   return %y, %y0 : tensor<4x32x6xf32>, tensor<4x32x6xf32>
+}
+
+// -----
+
+// Tests the other orders autodiff may give: the delta on the left of the
+// sum, the linear's gradient before the delta's, and the delta's dx
+// entering the sum first; the merge goes right after its operands.
+// CHECK-LABEL: func.func @swapped
+// CHECK:       %[[M:.*]] = stlm.lowrank_merge
+// CHECK-NEXT:  stlm.rmsnorm
+// CHECK:       %[[Y:.*]] = stlm.linear %{{.*}}, %[[M]]
+// CHECK-NEXT:  %[[DX:.*]], %[[DW:.*]] = stlm.linear_grad %{{.*}}, %[[M]]
+// CHECK-NEXT:  %[[DA:.*]], %[[DB:.*]] = stlm.lowrank_merge_grad %[[DW]]
+// CHECK-NEXT:  %[[S:.*]] = stlm.add %[[DX]], %{{.*}}
+// CHECK-NEXT:  return %[[Y]], %[[S]], %[[DW]], %[[DA]], %[[DB]]
+func.func @swapped(%x0: tensor<4x32x8xf32>, %g0: tensor<8xf32>, %w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>, %dy: tensor<4x32x6xf32>, %g: tensor<4x32x8xf32>)
+    -> (tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<6x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>) {
+  %x = stlm.rmsnorm %x0, %g0 : tensor<4x32x8xf32>, tensor<8xf32>
+  %d = stlm.lowrank %x, %a, %b : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<4x32x6xf32>
+  %y0 = stlm.linear %x, %w : tensor<4x32x8xf32>, tensor<6x8xf32> -> tensor<4x32x6xf32>
+  %y = stlm.add %d, %y0 : tensor<4x32x6xf32>, tensor<4x32x6xf32>
+  %dx1, %dw = stlm.linear_grad %x, %w, %dy : tensor<4x32x8xf32>, tensor<6x8xf32>, tensor<4x32x6xf32>
+  %dx2, %da, %db = stlm.lowrank_grad %x, %a, %b, %dy : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>, tensor<4x32x6xf32>
+  %s1 = stlm.add %dx2, %g : tensor<4x32x8xf32>, tensor<4x32x8xf32>
+  %s2 = stlm.add %dx1, %s1 : tensor<4x32x8xf32>, tensor<4x32x8xf32>
+  return %y, %s2, %dw, %da, %db : tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<6x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>
+}
+
+// -----
+
+// Tests that a forward alone (an evaluation batch) merges.
+// CHECK-LABEL: func.func @forward_only
+// CHECK:       %[[M:.*]] = stlm.lowrank_merge
+// CHECK-NEXT:  %[[Y:.*]] = stlm.linear %{{.*}}, %[[M]]
+// CHECK-NEXT:  return %[[Y]]
+func.func @forward_only(%x: tensor<4x32x8xf32>, %w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>) -> tensor<4x32x6xf32> {
+  %y0 = stlm.linear %x, %w : tensor<4x32x8xf32>, tensor<6x8xf32> -> tensor<4x32x6xf32>
+  %d = stlm.lowrank %x, %a, %b : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<4x32x6xf32>
+  %y = stlm.add %y0, %d : tensor<4x32x6xf32>, tensor<4x32x6xf32>
+  return %y : tensor<4x32x6xf32>
+}
+
+// -----
+
+// Tests that a site is left alone when the delta's dx is read apart from
+// the sum with the linear's (the merged dx could not drop it), when the
+// two dx reach different sums, and when only the delta has a gradient.
+// CHECK-LABEL: func.func @dx_read_elsewhere
+// CHECK-NOT:   stlm.lowrank_merge
+// CHECK-LABEL: func.func @dx_apart
+// CHECK-NOT:   stlm.lowrank_merge
+// CHECK-LABEL: func.func @one_gradient
+// CHECK-NOT:   stlm.lowrank_merge
+func.func @dx_read_elsewhere(%x: tensor<4x32x8xf32>, %w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>, %dy: tensor<4x32x6xf32>)
+    -> (tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<4x32x8xf32>) {
+  %y0 = stlm.linear %x, %w : tensor<4x32x8xf32>, tensor<6x8xf32> -> tensor<4x32x6xf32>
+  %d = stlm.lowrank %x, %a, %b : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<4x32x6xf32>
+  %y = stlm.add %y0, %d : tensor<4x32x6xf32>, tensor<4x32x6xf32>
+  %dx2, %da, %db = stlm.lowrank_grad %x, %a, %b, %dy : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>, tensor<4x32x6xf32>
+  %dx1, %dw = stlm.linear_grad %x, %w, %dy : tensor<4x32x8xf32>, tensor<6x8xf32>, tensor<4x32x6xf32>
+  %s = stlm.add %dx1, %dx2 : tensor<4x32x8xf32>, tensor<4x32x8xf32>
+  return %y, %s, %dx2 : tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<4x32x8xf32>
+}
+func.func @dx_apart(%x: tensor<4x32x8xf32>, %w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>, %dy: tensor<4x32x6xf32>, %g: tensor<4x32x8xf32>)
+    -> (tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<4x32x8xf32>) {
+  %y0 = stlm.linear %x, %w : tensor<4x32x8xf32>, tensor<6x8xf32> -> tensor<4x32x6xf32>
+  %d = stlm.lowrank %x, %a, %b : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<4x32x6xf32>
+  %y = stlm.add %y0, %d : tensor<4x32x6xf32>, tensor<4x32x6xf32>
+  %dx2, %da, %db = stlm.lowrank_grad %x, %a, %b, %dy : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>, tensor<4x32x6xf32>
+  %dx1, %dw = stlm.linear_grad %x, %w, %dy : tensor<4x32x8xf32>, tensor<6x8xf32>, tensor<4x32x6xf32>
+  %s1 = stlm.add %dx1, %g : tensor<4x32x8xf32>, tensor<4x32x8xf32>
+  %s2 = stlm.add %dx2, %g : tensor<4x32x8xf32>, tensor<4x32x8xf32>
+  return %y, %s1, %s2 : tensor<4x32x6xf32>, tensor<4x32x8xf32>, tensor<4x32x8xf32>
+}
+func.func @one_gradient(%x: tensor<4x32x8xf32>, %w: tensor<6x8xf32>, %a: tensor<2x8xf32>, %b: tensor<6x2xf32>, %dy: tensor<4x32x6xf32>)
+    -> (tensor<4x32x6xf32>, tensor<4x32x8xf32>) {
+  %y0 = stlm.linear %x, %w : tensor<4x32x8xf32>, tensor<6x8xf32> -> tensor<4x32x6xf32>
+  %d = stlm.lowrank %x, %a, %b : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32> -> tensor<4x32x6xf32>
+  %y = stlm.add %y0, %d : tensor<4x32x6xf32>, tensor<4x32x6xf32>
+  %dx2, %da, %db = stlm.lowrank_grad %x, %a, %b, %dy : tensor<4x32x8xf32>, tensor<2x8xf32>, tensor<6x2xf32>, tensor<4x32x6xf32>
+  return %y, %dx2 : tensor<4x32x6xf32>, tensor<4x32x8xf32>
 }

@@ -372,6 +372,26 @@ TEST_F(CudaVsReference, LoRADeltasOnSharedInterior) {
           "lora-tiny");
   if (!model)
     return;
+  // --lora-merge=auto: @grad, @eval and @logits merge each delta into its
+  // shared weight (stlm.lowrank_merge and its gradient, LoRA b perturbed
+  // by stlm-record-reference so that both are compared); a decode step
+  // keeps the two matmuls.
+  compareAll(kCuda);
+}
+
+TEST_F(CudaVsReference, LoRADeltasUnmerged) {
+  // --lora-merge=never: every delta is two matmuls, its gradient five.
+  prepare("lora-never",
+          "name: lora-never\n"
+          "embedder: {kind: token, vocab_size: 256}\n"
+          "core: {layers: 4, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
+          "       ffn_width: 72, context: 24}\n"
+          "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
+          "        interior_keep: 1, lora_rank: 4}\n"
+          "train: {batch: 3, steps: 10, warmup: 2}\n",
+          "lora-never", "--lora-merge=never");
+  if (!model)
+    return;
   compareAll(kCuda);
 }
 

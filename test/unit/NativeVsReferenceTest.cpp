@@ -1149,9 +1149,10 @@ constexpr const char *kBF16Tiny =
     "train: {batch: 3, steps: 10, warmup: 2, precision: bf16}\n";
 
 TEST_F(NativeVsReference, BF16MergedLoRA) {
-  // As below, with each delta merged into its weight where the rows pay
-  // (--lora-merge=auto, the default): the merged weight is the rounded
-  // matmul input.
+  // As below, with each delta merged into its weight (--lora-merge=always;
+  // auto leaves bf16 models' deltas apart): the merged weight is the
+  // rounded matmul input.
+  loraMerge = "always";
   setUp(kBF16Tiny, "bf16-tiny", /*perturbLoRA=*/true);
   compareGradients(kBF16Merged);
   compareTrainStep(kBF16Merged);
@@ -1160,9 +1161,8 @@ TEST_F(NativeVsReference, BF16MergedLoRA) {
 TEST_F(NativeVsReference, BF16MatmulsWithLoRA) {
   // train.precision: bf16: every matmul rounds its inputs to bfloat16 on
   // both sides (the reference rounds the same operands, LoRA deltas as the
-  // two matmuls stlm-decompose makes of them with --lora-merge=never);
-  // sums stay fp32.
-  loraMerge = "never";
+  // two matmuls stlm-decompose makes of them: --lora-merge=auto leaves a
+  // bf16 model's deltas apart); sums stay fp32.
   setUp(kBF16Tiny, "bf16-tiny", /*perturbLoRA=*/true);
   // LoRA b perturbed, as above; the figures measured are kBF16's.
   compareGradients(kBF16);

@@ -159,7 +159,8 @@ cl::opt<std::string> loraMerge(
     cl::desc("LoRA deltas of shared weights: auto (the default) merges a "
              "delta into its weight (one matmul on w + b·a, computed once a "
              "call) where the call's rows make that cheaper, as in training "
-             "batches; always or never decide for every delta"),
+             "batches, unless the matmuls round their inputs (bf16, --tf32); "
+             "always merges wherever the IR allows, never nowhere"),
     cl::value_desc("auto|always|never"), cl::init("auto"), cl::cat(options));
 cl::opt<bool> profile(
     "profile",
@@ -516,8 +517,12 @@ int main(int argc, char **argv) {
   mlir::PassManager stages(&context);
   // A model read from .mlir goes through every stage from the start (its
   // parse verified it); a built one has passed Stage::STLM already.
-  mlir::stlm::PipelineChoices choices{dataParallel, quantized, decodeBatch,
-                                      loraMerge};
+  // TF32 operands would round w + b·a as one value (a small delta lost
+  // against w), as bf16 ones do (stlm-decompose's auto leaves those).
+  mlir::stlm::PipelineChoices choices{
+      dataParallel, quantized, decodeBatch,
+      loraMerge == "auto" && target == "cuda" && tf32 ? "never"
+                                                      : loraMerge.getValue()};
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else

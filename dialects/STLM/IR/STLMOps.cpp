@@ -682,15 +682,15 @@ LogicalResult LowRankGradOp::verify() {
   return verifyLowRank(*this, getX(), getA(), getB(), getDy());
 }
 
-/// `weight: [Out, In]`, `a: [R, In]`, `b: [Out, R]`.
-static LogicalResult verifyMerge(Operation *op, Value weight, Value a,
-                                 Value b) {
+/// `weight: [Out, In]` (named `name`), `a: [R, In]`, `b: [Out, R]`.
+static LogicalResult verifyMerge(Operation *op, StringRef name, Value weight,
+                                 Value a, Value b) {
   ArrayRef<int64_t> ws = tensorTy(weight).getShape();
   ArrayRef<int64_t> as = tensorTy(a).getShape();
   ArrayRef<int64_t> bs = tensorTy(b).getShape();
   if (ws.size() != 2)
     return op->emitOpError()
-           << "weight must be [Out, In], got " << shapeStr(ws);
+           << name << " must be [Out, In], got " << shapeStr(ws);
   if (as.size() != 2 || as[1] != ws[1])
     return op->emitOpError()
            << "a must be [R, " << ws[1] << "], got " << shapeStr(as);
@@ -701,11 +701,11 @@ static LogicalResult verifyMerge(Operation *op, Value weight, Value a,
 }
 
 LogicalResult LowRankMergeOp::verify() {
-  return verifyMerge(*this, getWeight(), getA(), getB());
+  return verifyMerge(*this, "weight", getWeight(), getA(), getB());
 }
 
 LogicalResult LowRankMergeGradOp::verify() {
-  return verifyMerge(*this, getDmerged(), getA(), getB());
+  return verifyMerge(*this, "dmerged", getDmerged(), getA(), getB());
 }
 
 LogicalResult RoPEOp::verify() {

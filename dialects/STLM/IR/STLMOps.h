@@ -50,8 +50,8 @@ private:
 
 /// Whether the matmuls of `op`'s model take bfloat16 inputs (fp32
 /// accumulation): its `stlm.train` dictionary says `precision = "bf16"`.
-/// Applies to stlm.linear, linear_fused, logits, linear_grad and lowrank
-/// (and their gradients); everything else computes in fp32.
+/// Applies to stlm.linear, linear_fused, logits, linear_grad, lowrank and
+/// lowrank_merge (and their gradients); everything else computes in fp32.
 bool hasBF16Matmuls(Operation *op);
 
 } // namespace mlir::stlm

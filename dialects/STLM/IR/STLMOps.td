@@ -489,8 +489,10 @@ def STLM_LowRankMergeOp : STLM_Op<"lowrank_merge", [
     `weight: [Out, In]`, `a: [R, In]`, `b: [Out, R]` → `[Out, In]`:
     `weight + b · a`, so that `x · (weight + b · a)ᵀ` is
     `x · weightᵀ + stlm.lowrank(x, a, b)` as one matmul. Made by
-    `stlm-decompose` where the rows of `x` outnumber what the merge costs
-    (the gradient rule is `stlm.lowrank_merge_grad`'s, applied there too).
+    `stlm-decompose` where the rows of `x` outnumber what the merge costs,
+    which also rewrites the backward with `stlm.lowrank_merge_grad` (the op
+    itself has no gradient rule). With `precision: bf16` both products
+    round the merged weight, not `weight` and the delta's operands apart.
 
     ```mlir
     %w1 = stlm.lowrank_merge %w, %a, %b : tensor<512x128xf32>, tensor<8x128xf32>, tensor<512x8xf32>
