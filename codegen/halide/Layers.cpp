@@ -126,25 +126,23 @@ public:
     int hd = headDim;
     if (hd < 2 || hd % 2 || int(width) % hd)
       stlm::halide::fail("stlm_rope", "head_dim must be even and divide width");
-    // Angles in double, as the reference computes them.
-    Expr p = cast<double>(t + offset);
-    Expr freq = pow(Expr(double(theta)),
-                    Expr(-2.0) * cast<double>(i) / Expr(double(hd)));
-    Expr angle = p * freq * Expr(bool(inverse) ? -1.0 : 1.0);
-    cs(i, t) = cast<float>(cos(angle));
-    sn(i, t) = cast<float>(sin(angle));
-    // w = 2 * pair + k inside each head; pair index i = (w % hd) / 2. The
-    // angles per column (csw, snw) make every load along w dense; the
-    // partner of w is its right neighbour when w is even, its left one
-    // when odd (clamped reads, never selected past the edges).
-    Expr pair = (w % hd) / 2;
-    csw(w, t) = cs(pair, t);
-    snw(w, t) = sn(pair, t);
-    int W = width;
-    Expr a = x(w, t, b), right = x(min(w + 1, W - 1), t, b),
-         left = x(max(w - 1, 0), t, b);
-    y(w, t, b) = select(w % 2 == 0, a * csw(w, t) - right * snw(w, t),
-                        left * snw(w, t) + a * csw(w, t));
+    // Angles in double, as the reference computes them: one power per
+    // pair, one cosine and sine per pair and position.
+    freq(i) = pow(Expr(double(theta)),
+                  Expr(-2.0) * cast<double>(i) / Expr(double(hd)));
+    Expr angle =
+        cast<double>(t + offset) * freq(i) * Expr(bool(inverse) ? -1.0 : 1.0);
+    cs(i, t) = Tuple(cast<float>(cos(angle)), cast<float>(sin(angle)));
+    // Per pair of the whole width (p = w / 2), so that y reads them densely.
+    csp(p, t) = cs(p % (hd / 2), t);
+    // Pair p is (x(2p), x(2p + 1)) rotated: y(2p) = x0·c − x1·s,
+    // y(2p + 1) = x0·s + x1·c. The schedule computes the even and odd
+    // results of a vector of pairs apart (stride-2 loads and stores, which
+    // Halide turns into dense ones and shuffles).
+    Expr pw = w / 2;
+    Expr x0 = x(2 * pw, t, b), x1 = x(2 * pw + 1, t, b);
+    Expr c = csp(pw, t)[0], sn = csp(pw, t)[1];
+    y(w, t, b) = select(w % 2 == 0, x0 * c - x1 * sn, x0 * sn + x1 * c);
   }
   void schedule() {
     stlm::halide::requireAligned(x, y);
@@ -153,16 +151,25 @@ public:
     y.dim(0).set_bounds(0, width).dim(1).set_bounds(0, time)
         .dim(2).set_bounds(0, batch);
     int vec = natural_vector_size<float>();
-    cs.compute_root();
-    sn.compute_root();
-    for (Func f : {csw, snw})
-      f.compute_root().vectorize(w, vec, TailStrategy::GuardWithIf);
-    y.vectorize(w, vec, TailStrategy::GuardWithIf).parallel(b);
+    freq.compute_root();
+    cs.compute_root().parallel(t);
+    // w = 2·(vec·po + pi) + parity: for each vector of pairs, the even and
+    // the odd results side by side (two stride-2 stores Halide merges into
+    // dense ones). Positions in parallel, each one's angles spread over the
+    // width once (a row's worth, on the stack) for every batch element.
+    Var pair("pair"), parity("parity"), po("po"), pi("pi");
+    y.split(w, pair, parity, 2)
+        .split(pair, po, pi, vec, TailStrategy::GuardWithIf)
+        .reorder(pi, parity, po, b, t)
+        .vectorize(pi)
+        .unroll(parity)
+        .parallel(t);
+    csp.compute_at(y, t);
   }
 
 private:
-  Var w{"w"}, t{"t"}, b{"b"}, i{"i"};
-  Func cs{"cs"}, sn{"sn"}, csw{"csw"}, snw{"snw"};
+  Var w{"w"}, t{"t"}, b{"b"}, i{"i"}, p{"p"};
+  Func freq{"freq"}, cs{"cs"}, csp{"csp"};
 };
 
 class Embed : public Generator<Embed> {
