@@ -1,8 +1,9 @@
 //===- attention.cpp - attention backward: materialised against blocked --===//
 //
 // Times the two attention backward schedules (docs/kernels.md) on the
-// ref-3m training shape (16 × 256 tokens, 4 heads of 64, causal) and on a
-// long context (1 × 4096 tokens, same heads), with the forward pass as the
+// ref-3m training shape (16 × 256 tokens, 4 heads of 64, causal), on
+// stlm-10m's (the same tokens, 6 query heads over 2 kv heads) and on a
+// long context (1 × 4096 tokens, 4 heads), with the forward pass as the
 // yardstick, and reports each call's peak Halide heap: the materialised
 // schedule holds 2·B·H·T·S probabilities, the blocked one a block × T or S
 // per thread. Checks that both schedules give the same gradients.
@@ -12,6 +13,9 @@
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
 #include "bench_attn_fwd.h"
+#include "bench_attn_gqa_fwd.h"
+#include "bench_attn_gqa_grad.h"
+#include "bench_attn_gqa_grad_blocked.h"
 #include "bench_attn_grad.h"
 #include "bench_attn_grad_blocked.h"
 #include "bench_attn_long_fwd.h"
@@ -50,10 +54,10 @@ double maxDiff(const Buffer &a, const Buffer &b) {
   return d;
 }
 
-bool run(const char *name, Fwd fwd, Bwd materialised, Bwd blocked, int B,
-         int T, int H, int hd, int reps) {
-  int W = H * hd;
-  Buffer q(W, T, B), k(W, T, B), v(W, T, B), dy(W, T, B), y(W, T, B);
+bool run(const char *name, Fwd fwd, Bwd materialised, Bwd blocked, int B, int T,
+         int H, int KV, int hd, int reps) {
+  int W = H * hd, WK = KV * hd;
+  Buffer q(W, T, B), k(WK, T, B), v(WK, T, B), dy(W, T, B), y(W, T, B);
   uint32_t state = 777;
   for (Buffer *x : {&q, &k, &v, &dy})
     x->for_each_value([&](float &f) {
@@ -61,14 +65,15 @@ bool run(const char *name, Fwd fwd, Bwd materialised, Bwd blocked, int B,
       f = (state >> 8) * (1.0f / 16777216.0f) - 0.5f;
     });
   Buffer dq[2] = {Buffer(W, T, B), Buffer(W, T, B)},
-         dk[2] = {Buffer(W, T, B), Buffer(W, T, B)},
-         dv[2] = {Buffer(W, T, B), Buffer(W, T, B)};
+         dk[2] = {Buffer(WK, T, B), Buffer(WK, T, B)},
+         dv[2] = {Buffer(WK, T, B), Buffer(WK, T, B)};
   Bwd bwd[2] = {materialised, blocked};
   int offset = 0;
   fwd(q, k, v, offset, y); // warm-up
   double tf = median(reps, [&] { fwd(q, k, v, offset, y); });
-  std::printf("%s: B=%d T=S=%d heads=%d head_dim=%d, causal (median of %d)\n",
-              name, B, T, H, hd, reps);
+  std::printf("%s: B=%d T=S=%d heads=%d kv_heads=%d head_dim=%d, causal "
+              "(median of %d)\n",
+              name, B, T, H, KV, hd, reps);
   std::printf("  forward                %9.2f ms\n", tf * 1e3);
   const char *label[2] = {"backward, materialised", "backward, blocked     "};
   for (int i = 0; i < 2; ++i) {
@@ -89,8 +94,10 @@ bool run(const char *name, Fwd fwd, Bwd materialised, Bwd blocked, int B,
 int main() {
   stlm::bench::useScratchHeap();
   bool ok = run("ref-3m", bench_attn_fwd, bench_attn_grad,
-                bench_attn_grad_blocked, 16, 256, 4, 64, 11);
+                bench_attn_grad_blocked, 16, 256, 4, 4, 64, 11);
+  ok &= run("stlm-10m", bench_attn_gqa_fwd, bench_attn_gqa_grad,
+            bench_attn_gqa_grad_blocked, 16, 256, 6, 2, 64, 11);
   ok &= run("long context", bench_attn_long_fwd, bench_attn_long_grad,
-            bench_attn_long_grad_blocked, 1, 4096, 4, 64, 3);
+            bench_attn_long_grad_blocked, 1, 4096, 4, 4, 64, 3);
   return ok ? 0 : 1;
 }

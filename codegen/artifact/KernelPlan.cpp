@@ -94,9 +94,10 @@ struct Planner {
   }
   /// The backward materialises the probabilities and their gradient while
   /// those it holds at once take at most kMaterialisedBytes: 2·H·T·S
-  /// floats when it runs one batch element at a time (a kv head per query
-  /// head, as many keys as queries), 2·B·H·T·S otherwise. That is about a
-  /// quarter faster on ref-3m's shape (bench/attention.cpp). Longer
+  /// floats when it runs one batch element at a time (as many keys as
+  /// queries), 2·B·H·T·S otherwise. That is a fifth faster than the
+  /// blocked schedule on ref-3m's shape and a seventh on stlm-10m's
+  /// grouped heads (bench/attention.cpp). Longer
   /// contexts get the blocked schedule (O(T + S) scratch per thread),
   /// which needs a head of two channels or more for its row statistics.
   static constexpr int64_t kMaterialisedBytes = int64_t(16) << 20;
@@ -119,7 +120,7 @@ struct Planner {
                {"heads", num(heads)},
                {"kv_heads", num(kv)},
                {"head_dim", num(headDim)}}};
-    bool batchwise = heads == kv && time == keys;
+    bool batchwise = time == keys;
     int64_t held = 2 * 4 * heads * time * keys * (batchwise ? 1 : batch);
     bool blocked = headDim >= 2 && held > kMaterialisedBytes;
     KernelSpec spec{

@@ -18,9 +18,10 @@
 //  - materialised (short contexts): the probabilities and their gradient
 //    ([H, T, S] scratch each, per block of 16 queries), then dq, dk and dv
 //    reduced from them in register tiles. One batch element at a time
-//    (in parallel, so the scratch stays in cache) when dq, dk and dv share
-//    coordinates (a kv head per query head, T = S); otherwise for the
-//    whole batch ([B, H, T, S]);
+//    (in parallel, so the scratch stays in cache) when queries and keys
+//    are as many (T = S): per kv head, the dq tiles of its query heads and
+//    its own dk and dv tiles in one loop; otherwise for the whole batch
+//    ([B, H, T, S]);
 //  - blocked (long contexts; never more than a block × T or S per thread):
 //    pass 1, parallel over blocks of 16 queries, recomputes the block's
 //    probabilities and their gradient into a 16 × S scratch, forms dq
@@ -402,11 +403,16 @@ public:
       dk(w, u, b) = kside(w % hd, w / hd, u, b)[0];
       dv(w, u, b) = kside(w % hd, w / hd, u, b)[1];
     } else if (perBatch()) {
-      bside(c, h, t, b) =
-          Tuple(dq4(c, h, t, b), dk4(c, h, t, b), dv4(c, h, t, b));
-      dq(w, t, b) = bside(w % hd, w / hd, t, b)[0];
-      dk(w, u, b) = bside(w % hd, w / hd, u, b)[1];
-      dv(w, u, b) = bside(w % hd, w / hd, u, b)[2];
+      // One loop nest for the three: per kv head j, its group's query
+      // heads j·group + g (dq) and j itself (dk, dv; the same tile for
+      // every g, computed once per j). Rows are queries for dq and keys
+      // for dk and dv (as many).
+      int G = group;
+      bside(c, g, j, t, b) =
+          Tuple(dq4(c, j * G + g, t, b), dk4(c, j, t, b), dv4(c, j, t, b));
+      dq(w, t, b) = bside(w % hd, (w / hd) % G, (w / hd) / G, t, b)[0];
+      dk(w, u, b) = bside(w % hd, 0, w / hd, u, b)[1];
+      dv(w, u, b) = bside(w % hd, 0, w / hd, u, b)[2];
     } else {
       dq(w, t, b) = dq4(w % hd, w / hd, t, b);
       dk(w, u, b) = dk4(w % hd, w / hd, u, b);
@@ -414,13 +420,9 @@ public:
     }
   }
   /// The materialised backward one batch element at a time (its
-  /// probabilities stay in cache for dq, dk and dv): when a query head is
-  /// its own kv head and queries and keys are as many, so that dq, dk and
-  /// dv share their coordinates.
-  bool perBatch() {
-    return !bool(blocked) && int(heads) == int(kvHeads) &&
-           int(time) == int(keys);
-  }
+  /// probabilities stay in cache for dq, dk and dv): when queries and keys
+  /// are as many, so that dq's rows and dk's and dv's share a loop.
+  bool perBatch() { return !bool(blocked) && int(time) == int(keys); }
 
   /// Pass 2's probabilities pK and their gradient dsK, recomputed from
   /// pass 1's row statistics.
@@ -532,13 +534,14 @@ private:
       // block of R rows (queries for dq, keys for dk and dv) and head the
       // three register tiles.
       Var ro("ro"), ri("ri");
-      bside.split(t, ro, ri, tileRows(), TailStrategy::GuardWithIf)
-          .reorder(c, ri, h, ro, b)
+      bside.bound(g, 0, group)
+          .split(t, ro, ri, tileRows(), TailStrategy::GuardWithIf)
+          .reorder(c, ri, g, j, ro, b)
           .vectorize(c, tileLanes(), TailStrategy::GuardWithIf)
           .parallel(b);
-      tileAccumulator(dq4, t, {ru.x}, bside, h);
-      tileAccumulator(dk4, u, {rg.x, rg.y}, bside, h);
-      tileAccumulator(dv4, u, {rg.x, rg.y}, bside, h);
+      tileAccumulator(dq4, t, {ru.x}, bside, g);
+      tileAccumulator(dk4, u, {rg.x, rg.y}, bside, j);
+      tileAccumulator(dv4, u, {rg.x, rg.y}, bside, j);
       copyOut(dq);
       copyOut(dk);
       copyOut(dv);
@@ -637,7 +640,7 @@ private:
   Func bside{"bside"}, qside{"qside"}, kside{"kside"}, sAccK{"sAccK"}, sK{"sK"}, pK{"pK"},
       dpAccK{"dpAccK"}, dpK{"dpK"}, dsK{"dsK"};
   Func kview, vview;
-  Var j{"j"};
+  Var j{"j"}, g{"g"};
   RDom rg;
 };
 

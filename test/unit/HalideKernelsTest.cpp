@@ -29,6 +29,8 @@
 #include "test_attn_ragged.h"
 #include "test_attn_ragged_grad_blocked.h"
 #include "test_attn_square.h"
+#include "test_attn_square_gqa.h"
+#include "test_attn_square_gqa_grad.h"
 #include "test_attn_square_grad.h"
 #include "test_attn_tiled.h"
 #include "test_attn_tiled_grad.h"
@@ -38,6 +40,7 @@
 #include "test_avx2_attn.h"
 #include "test_avx2_attn_grad.h"
 #include "test_avx2_attn_grad_blocked.h"
+#include "test_avx2_attn_square_gqa_grad.h"
 #include "test_avx2_attn_square_grad.h"
 #include "test_avx2_bf16_fused.h"
 #include "test_avx2_bf16_nn.h"
@@ -1185,6 +1188,18 @@ TEST(HalideAttention, BatchwiseBackward) {
     for (int offset : {0, 5})
       checkAttention(test_attn_square, test_avx2_attn_square_grad, true, 2, 48,
                      48, 2, 2, 32, offset);
+}
+
+TEST(HalideAttention, BatchwiseBackwardGroupedHeads) {
+  // Three query heads per kv head (stlm-10m's grouping and head width):
+  // per kv head, its group's dq tiles and its own dk and dv in one loop.
+  for (int offset : {0, 5, -3})
+    checkAttention(test_attn_square_gqa, test_attn_square_gqa_grad, true, 2, 48,
+                   48, 6, 2, 64, offset);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    for (int offset : {0, 5})
+      checkAttention(test_attn_square_gqa, test_avx2_attn_square_gqa_grad, true,
+                     2, 48, 48, 6, 2, 64, offset);
 }
 
 TEST(HalideAttention, BidirectionalInsideChunks) {

@@ -84,11 +84,12 @@ TEST(KernelPlan, LongContextsBlockTheBackward) {
   EXPECT_EQ(backwardSchedules(2048, 2), std::vector<std::string>{"true"});
 }
 
-TEST(KernelPlan, GroupedKvHeadsCountTheWholeBatch) {
-  // 2 kv heads: the whole batch's probabilities at once, 4 × 256 × 256 ×
-  // 2 floats per sequence: 4 sequences = 8 MiB, 16 = 32 MiB.
+TEST(KernelPlan, GroupedKvHeadsCountOneBatchElement) {
+  // 2 kv heads, still one sequence at a time: 4 × 256 × 256 × 2 floats =
+  // 2 MiB whatever the batch; 4 × 1024 × 1024 × 2 = 32 MiB blocks.
   EXPECT_EQ(backwardSchedules(256, 4, 2), std::vector<std::string>{"false"});
-  EXPECT_EQ(backwardSchedules(256, 16, 2), std::vector<std::string>{"true"});
+  EXPECT_EQ(backwardSchedules(256, 16, 2), std::vector<std::string>{"false"});
+  EXPECT_EQ(backwardSchedules(1024, 1, 2), std::vector<std::string>{"true"});
 }
 
 /// The kernels the plan of `spec` lists, and those its lowered driver
