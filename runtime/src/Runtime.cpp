@@ -32,6 +32,7 @@
 #include <new>
 #include <set>
 #include <string>
+#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -155,10 +156,21 @@ struct AlignedFree {
 };
 using Aligned = std::unique_ptr<void, AlignedFree>;
 
+/// Buffers of at least this size (the arena, the weights) sit on 2 MiB
+/// pages where the kernel offers them (transparent huge pages, asked for
+/// with madvise): a training step streams its whole arena, and on 4 KiB
+/// pages the streaming kernels' page walks cost more than the memory.
+constexpr size_t kHugePage = size_t(2) << 20;
+
 Aligned allocate(size_t bytes) {
-  constexpr size_t align = stlm::format::kAlignment;
+  size_t align = bytes >= 2 * kHugePage ? kHugePage : stlm::format::kAlignment;
   size_t rounded = (bytes + align - 1) / align * align;
-  return Aligned(std::aligned_alloc(align, rounded == 0 ? align : rounded));
+  void *p = std::aligned_alloc(align, rounded == 0 ? align : rounded);
+#ifdef MADV_HUGEPAGE
+  if (p && align == kHugePage)
+    madvise(p, rounded, MADV_HUGEPAGE); // advice only: 4 KiB pages if refused
+#endif
+  return Aligned(p);
 }
 
 /// "int8, group 32" of a quantization, {"scheme": "int8" | "int4",
