@@ -14,9 +14,12 @@
 // owns a block of rows; for every panel it keeps an 8 × P tile of C in
 // registers (16 accumulators on avx512) and runs over K doing, per k, two
 // vector loads of the panel, eight broadcasts of A and sixteen FMAs. Row
-// blocks run in parallel. Shapes off the 8 × P grid run the same tiles:
-// reads past the edge are clamped to the last row or column, and the
-// stores of the last tiles are guarded.
+// blocks run in parallel. When packed B is larger than L2 keeps, the panels
+// are the outer loop of a task (each panel read from L1 by every tile of
+// the task's rows, whose block of A is sized to stay in L2); otherwise the
+// tiles of 8 rows are (B read from L2 for each). Shapes off the 8 × P grid run
+// the same tiles: reads past the edge are clamped to the last row or column,
+// and the stores of the last tiles are guarded.
 //
 // precision=bf16 (train.precision: bf16): A and B are rounded to bfloat16
 // (nearest even) as they are packed, B's panels and A's row blocks in pairs
@@ -227,6 +230,19 @@ public:
     int rowsPerTask = kTileRows;
     while (rowsPerTask * 2 <= 256 && M / (rowsPerTask * 2) >= 8)
       rowsPerTask *= 2;
+    // Loop order within a task. Packed B that stays in L2 (at most
+    // kCachedB): per tile of 8 rows, every panel (B read from L2, the 8
+    // rows of A from L1). Larger B would come from L3 for every 8 rows:
+    // then per panel (from L1), every tile of the task's rows, whose A
+    // block (at most kCachedA, from L2) the panels share; the task's rows
+    // shrink to fit it.
+    const int64_t elem = bf16 ? 2 : 4;
+    // (The tn form's chunks read their products from memory: no B.)
+    panelsOuter = chunks == 1 && int64_t(N) * K * elem > kCachedB;
+    if (panelsOuter)
+      while (rowsPerTask > kTileRows &&
+             int64_t(rowsPerTask) * K * elem > kCachedA)
+        rowsPerTask -= kTileRows;
 
     // Ragged shapes: the last tiles are guarded (nothing is stored past
     // the edge) but computed whole.
@@ -236,7 +252,7 @@ public:
     c.split(i, io, ii, rowsPerTask, tail)
         .split(ii, it, iti, kTileRows, tail)
         .split(j, cjo, ji, panel, tail)
-        .reorder(ji, iti, cjo, it, io)
+        .reorder(ji, iti, panelsOuter ? it : cjo, panelsOuter ? cjo : it, io)
         .vectorize(ji, vec, tail)
         .unroll(iti)
         .parallel(io);
@@ -244,7 +260,10 @@ public:
     // The 8 × P accumulator tile lives in registers for one panel.
     if (ragged)
       prod.bound_extent(jj, panel).bound_extent(i, kTileRows);
-    prod.compute_at(c, cjo).vectorize(jj, vec).unroll(jj).unroll(i);
+    prod.compute_at(c, panelsOuter ? it : cjo)
+        .vectorize(jj, vec)
+        .unroll(jj)
+        .unroll(i);
     if (bf16) {
       // Each k step is a pair of k: 2 × P bf16 products summed pairwise
       // into P fp32 lanes (vdpbf16ps). A is packed per row block.
@@ -312,11 +331,7 @@ public:
     }
 
     // Pack B once, in parallel over panels.
-    packed.compute_root()
-        .reorder(jj, kk, jo)
-        .vectorize(jj, vec)
-        .parallel(jo);
-    (void)K;
+    packed.compute_root().reorder(jj, kk, jo).vectorize(jj, vec).parallel(jo);
   }
 
 private:
@@ -329,6 +344,10 @@ private:
   RVar rk, rck, rt;
   bool bf16 = false;
   static constexpr int kChunk = 512;
+  // Bytes of packed B and of a task's block of A that stay in L2 (a
+  // quarter to a third of Zen 5's 1 MiB; Intel's is 2 MiB).
+  static constexpr int64_t kCachedB = 256 << 10, kCachedA = 320 << 10;
+  bool panelsOuter = false;
   int chunks = 1;
   int vec = 16, panel = 32;
   bool ragged = false;

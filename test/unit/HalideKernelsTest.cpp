@@ -61,6 +61,7 @@
 #include "test_bf16_fused.h"
 #include "test_bf16_mv.h"
 #include "test_bf16_nn.h"
+#include "test_bf16_nn_wide.h"
 #include "test_bf16_nt.h"
 #include "test_bf16_tn.h"
 #include "test_bf16_tn_ragged.h"
@@ -91,17 +92,22 @@
 #include "test_gelu_grad.h"
 #include "test_mask.h"
 #include "test_mm_fused.h"
+#include "test_mm_fused_wide.h"
 #include "test_mm_gelu_grad.h"
 #include "test_mm_nn_a.h"
 #include "test_mm_nn_b.h"
 #include "test_mm_nn_c.h"
+#include "test_mm_nn_deep.h"
+#include "test_mm_nn_wide.h"
 #include "test_mm_nt_a.h"
 #include "test_mm_nt_b.h"
 #include "test_mm_nt_c.h"
+#include "test_mm_nt_wide.h"
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
 #include "test_mm_tn_chunks.h"
+#include "test_mm_tn_wide.h"
 #include "test_mv_a.h"
 #include "test_mv_b.h"
 #include "test_mv_rows16.h"
@@ -245,12 +251,25 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_chunks, 64, 96, 2048); // K in parallel chunks
 }
 
+TEST(HalideMatMul, PanelsOuterWhenPackedBLeavesL2) {
+  // Packed B over 256 KiB (100 × 700 floats, or 100 × 1400 bfloat16):
+  // per task, each panel against every tile of its rows, off the tile grid
+  // and with two tiles of 8 rows per task; then a K so long that the
+  // task's block of A (16 rows) would not stay in L2 and the task
+  // shrinks to 8 rows.
+  check("nt", test_mm_nt_wide, 203, 100, 700);
+  check("nn", test_mm_nn_wide, 203, 100, 700);
+  check("tn", test_mm_tn_wide, 203, 100, 700);
+  check("nn", test_mm_nn_deep, 136, 40, 5200);
+  check("nn", test_bf16_nn_wide, 203, 100, 1400, /*bf16=*/true);
+}
+
 using FusedKernel = int (*)(halide_buffer_t *, halide_buffer_t *,
                             halide_buffer_t *, halide_buffer_t *);
 
 /// c = gelu(a · bᵀ) + r, off the tile grid (guarded edge tiles).
-void checkFused(FusedKernel kernel, bool bf16 = false) {
-  const int M = 21, N = 50, K = 37;
+void checkFused(FusedKernel kernel, bool bf16 = false, int M = 21, int N = 50,
+                int K = 37) {
   std::mt19937 rng(5);
   Buffer a = random(M, K, rng), b = random(N, K, rng), r = random(M, N, rng);
   Buffer c(N, M);
@@ -273,6 +292,7 @@ void checkFused(FusedKernel kernel, bool bf16 = false) {
 
 TEST(HalideMatMul, FusedGeluAndResidualEpilogue) {
   checkFused(test_mm_fused);
+  checkFused(test_mm_fused_wide, false, 203, 100, 700); // panels outer
 }
 
 // The bf16 matmul has two code paths, chosen when the kernel is generated
