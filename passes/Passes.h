@@ -34,6 +34,16 @@ Value unrollRepeat(RepeatOp repeat, RewriterBase &rewriter);
 /// anything else or a recursion.
 LogicalResult inlineCalls(func::FuncOp fn, ModelOp model);
 
+/// Rows of a row-major ranked tensor: the product of every dimension but
+/// the last (the rows a matmul on it runs).
+inline int64_t rowsOf(Value v) {
+  int64_t rows = 1;
+  for (int64_t d :
+       llvm::cast<RankedTensorType>(v.getType()).getShape().drop_back())
+    rows *= d;
+  return rows;
+}
+
 } // namespace stlm
 } // namespace mlir
 

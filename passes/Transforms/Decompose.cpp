@@ -180,16 +180,6 @@ void merge(OpBuilder &b, MergeSite &s) {
   s.grad.erase();
 }
 
-/// Product of all but the last dimension.
-int64_t rowsOf(Value x) {
-  ArrayRef<int64_t> shape =
-      llvm::cast<RankedTensorType>(x.getType()).getShape();
-  int64_t rows = 1;
-  for (int64_t d : shape.drop_back())
-    rows *= d;
-  return rows;
-}
-
 struct DecomposePass
     : public mlir::stlm::impl::DecomposePassBase<DecomposePass> {
   using DecomposePassBase::DecomposePassBase;

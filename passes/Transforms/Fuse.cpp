@@ -28,12 +28,6 @@ using namespace mlir::stlm;
 
 namespace {
 
-/// Rows of a row-major tensor (every dimension but the last).
-int64_t rowsOf(Value v) {
-  auto t = llvm::cast<RankedTensorType>(v.getType());
-  return t.getNumElements() / t.getShape().back();
-}
-
 /// The matmul a fusion can extend: a plain linear, or a fused one with no
 /// residual yet; null otherwise or when `v` has another use.
 Operation *fusable(Value v, bool forActivation) {
