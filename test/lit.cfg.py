@@ -38,6 +38,16 @@ else:
     lit_config.note("%s not found: tests that train on it are skipped"
                     % tinyshakespeare)
 
+# bench/perf_profile.py's run needs `perf` and leave to sample (root, or
+# kernel.perf_event_paranoid low enough); tests that sample declare
+# `REQUIRES: perf`.
+import shutil as _shutil
+import subprocess as _subprocess
+if _shutil.which("perf") and _subprocess.run(
+        ["perf", "stat", "-e", "task-clock", "true"],
+        stdout=_subprocess.DEVNULL, stderr=_subprocess.DEVNULL).returncode == 0:
+    config.available_features.add("perf")
+
 # A sanitized build (STLM_SANITIZE): leaks in the uninstrumented LLVM and
 # MLIR libraries are not ours to report; every other finding aborts. A
 # process under ASan reserves terabytes of address space, so tests that cap
