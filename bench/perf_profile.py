@@ -1,3 +1,4 @@
+#!/usr/bin/python3
 """Where a compiled model's time goes, from perf's samples, kernel by kernel.
 
     bench/perf_profile.py DIR/<name>.manifest.json [--top N] -- COMMAND...
@@ -9,7 +10,9 @@ e.g.
         --data ../shared/data/tinyshakespeare.txt --artifact /tmp/a \\
         --steps 10 --eval-windows 16 --threads 2 --quiet
 
-runs COMMAND under `perf record` (every thread, 999 samples a second) and
+runs COMMAND under `perf record` (every thread, 999 samples a second of
+CPU time: the cpu-clock event, which virtual machines without a PMU have
+too, and one section on hybrid CPUs; COMMAND's stdout is discarded) and
 sums the samples of each kernel `<symbol>_k<i>` (its closures included:
 `_k8_par_for_...`) and of each generator, with the manifest's shapes. The
 artifact need not be built with --profile: perf reads the plain one, so
@@ -40,6 +43,9 @@ import tempfile
 
 def main():
     argv = sys.argv[1:]
+    if argv and argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
     if "--" not in argv:
         sys.exit("usage: perf_profile.py MANIFEST [--top N] -- COMMAND...")
     cut = argv.index("--")
@@ -55,6 +61,8 @@ def main():
             manifest = json.load(f)
         symbol = manifest["symbol"]
         kernels = manifest["kernels"]
+        if not isinstance(symbol, str) or not isinstance(kernels, list):
+            raise TypeError("'symbol' must be a string and 'kernels' a list")
         for k in kernels:
             k["generator"]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -67,8 +75,8 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
-        run = subprocess.run([perf, "record", "-F", "999", "-o", data,
-                              "--"] + command,
+        run = subprocess.run([perf, "record", "-e", "cpu-clock", "-F", "999",
+                              "-o", data, "--"] + command,
                              stdout=subprocess.DEVNULL)
         if run.returncode != 0:
             sys.exit(f"perf_profile.py: the command (or perf) failed with "
@@ -85,7 +93,7 @@ def main():
     by_generator = collections.Counter()
     outside = collections.Counter()
     for line in report.stdout.splitlines():
-        m = re.match(r"\s*([0-9.]+)%\s+\[[^\]]*\]\s+(\S+)", line)
+        m = re.match(r"\s*([0-9.]+)%\s+\[[^\]]*\]\s+(.+?)\s*$", line)
         if not m:
             continue
         share, name = float(m.group(1)), m.group(2)

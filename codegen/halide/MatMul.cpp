@@ -14,10 +14,11 @@
 // owns a block of rows; for every panel it keeps an 8 × P tile of C in
 // registers (16 accumulators on avx512) and runs over K doing, per k, two
 // vector loads of the panel, eight broadcasts of A and sixteen FMAs. Row
-// blocks run in parallel. When packed B is larger than L2 keeps, the panels
-// are the outer loop of a task (each panel read from L1 by every tile of
-// the task's rows, whose block of A is sized to stay in L2); otherwise the
-// tiles of 8 rows are (B read from L2 for each). Shapes off the 8 × P grid run
+// blocks run in parallel. When packed B is larger than L2 keeps and K is
+// at least 384, the panels are the outer loop of a task (each panel read
+// from L1 or L2 by every tile of the task's rows, whose block of A is sized
+// to stay in L2); otherwise the tiles of 8 rows are (B read from L2, or L3,
+// for each). Shapes off the 8 × P grid run
 // the same tiles: reads past the edge are clamped to the last row or column,
 // and the stores of the last tiles are guarded.
 //
@@ -233,7 +234,8 @@ public:
     // Loop order within a task. Packed B that stays in L2 (at most
     // kCachedB): per tile of 8 rows, every panel (B read from L2, the 8
     // rows of A from L1). Larger B would come from L3 for every 8 rows:
-    // then per panel (from L1), every tile of the task's rows, whose A
+    // then per panel (K × P floats, from L1 or L2), every tile of the
+    // task's rows, whose A
     // block (at most kCachedA, from L2) the panels share; the task's rows
     // shrink to fit it. That walks C (and a residual) down columns, a
     // row a page apart, which costs more than B's reloads when the tiles

@@ -156,14 +156,14 @@ struct AlignedFree {
 };
 using Aligned = std::unique_ptr<void, AlignedFree>;
 
-/// Buffers of at least this size (the arena, the weights) sit on 2 MiB
-/// pages where the kernel offers them (transparent huge pages, asked for
-/// with madvise): a training step streams its whole arena, and on 4 KiB
-/// pages the streaming kernels' page walks cost more than the memory.
-constexpr size_t kHugePage = size_t(2) << 20;
+/// Buffers of kHugeMin bytes or more (the arena, the weights) sit on
+/// 2 MiB pages where the kernel offers them (transparent huge pages, asked
+/// for with madvise): a training step streams its whole arena, and on
+/// 4 KiB pages its kernels walk the page tables for every 4 KiB.
+constexpr size_t kHugePage = size_t(2) << 20, kHugeMin = 2 * kHugePage;
 
 Aligned allocate(size_t bytes) {
-  size_t align = bytes >= 2 * kHugePage ? kHugePage : stlm::format::kAlignment;
+  size_t align = bytes >= kHugeMin ? kHugePage : stlm::format::kAlignment;
   size_t rounded = (bytes + align - 1) / align * align;
   void *p = std::aligned_alloc(align, rounded == 0 ? align : rounded);
 #ifdef MADV_HUGEPAGE

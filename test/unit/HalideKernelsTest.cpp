@@ -27,6 +27,8 @@
 #include "test_attn_none_grad.h"
 #include "test_attn_none_grad_blocked.h"
 #include "test_attn_ragged.h"
+#include "test_attn_ragged_gqa.h"
+#include "test_attn_ragged_gqa_grad.h"
 #include "test_attn_ragged_grad_blocked.h"
 #include "test_attn_square.h"
 #include "test_attn_square_gqa.h"
@@ -63,6 +65,7 @@
 #include "test_bf16_nn.h"
 #include "test_bf16_nn_wide.h"
 #include "test_bf16_nt.h"
+#include "test_bf16_nt_shrunk.h"
 #include "test_bf16_tn.h"
 #include "test_bf16_tn_ragged.h"
 #include "test_ce.h"
@@ -102,11 +105,13 @@
 #include "test_mm_nt_a.h"
 #include "test_mm_nt_b.h"
 #include "test_mm_nt_c.h"
+#include "test_mm_nt_shrunk.h"
 #include "test_mm_nt_wide.h"
 #include "test_mm_tn_a.h"
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
 #include "test_mm_tn_chunks.h"
+#include "test_mm_tn_shrunk.h"
 #include "test_mm_tn_wide.h"
 #include "test_mv_a.h"
 #include "test_mv_b.h"
@@ -262,6 +267,12 @@ TEST(HalideMatMul, PanelsOuterWhenPackedBLeavesL2) {
   check("tn", test_mm_tn_wide, 203, 100, 700);
   check("nn", test_mm_nn_deep, 136, 40, 5200);
   check("nn", test_bf16_nn_wide, 203, 100, 1400, /*bf16=*/true);
+  // On the tile grid, the task shrunk from 32 rows to 24, which do not
+  // divide 256: the last task is shifted inwards over its neighbour's
+  // rows (tn repacks that block of A).
+  check("nt", test_mm_nt_shrunk, 256, 64, 3000);
+  check("tn", test_mm_tn_shrunk, 256, 64, 3000);
+  check("nt", test_bf16_nt_shrunk, 256, 64, 6000, /*bf16=*/true);
 }
 
 using FusedKernel = int (*)(halide_buffer_t *, halide_buffer_t *,
@@ -1198,7 +1209,7 @@ TEST(HalideAVX2, AttentionRegisterTiles) {
 }
 
 TEST(HalideAttention, BatchwiseBackward) {
-  // As many queries as keys and a kv head per query head: the materialised
+  // As many queries as keys, a kv head per query head: the materialised
   // backward one batch element at a time (training's shape), with the
   // plain offset and a partly visible one.
   for (int offset : {0, 5, -3})
@@ -1212,10 +1223,14 @@ TEST(HalideAttention, BatchwiseBackward) {
 
 TEST(HalideAttention, BatchwiseBackwardGroupedHeads) {
   // Three query heads per kv head (stlm-10m's grouping and head width):
-  // per kv head, its group's dq tiles and its own dk and dv in one loop.
+  // per kv head, its group's dq tiles and its own dk and dv in one loop;
+  // and 21 queries and keys (off the blocks of 16 and the row tiles).
   for (int offset : {0, 5, -3})
     checkAttention(test_attn_square_gqa, test_attn_square_gqa_grad, true, 2, 48,
                    48, 6, 2, 64, offset);
+  for (int offset : {0, 4})
+    checkAttention(test_attn_ragged_gqa, test_attn_ragged_gqa_grad, true, 2, 21,
+                   21, 6, 2, 16, offset);
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
     for (int offset : {0, 5})
       checkAttention(test_attn_square_gqa, test_avx2_attn_square_gqa_grad, true,
