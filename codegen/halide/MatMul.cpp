@@ -18,9 +18,9 @@
 // at least 384, the panels are the outer loop of a task (each panel read
 // from L1 or L2 by every tile of the task's rows, whose block of A is sized
 // to stay in L2); otherwise the tiles of 8 rows are (B read from L2, or L3,
-// for each). Shapes off the 8 × P grid run
-// the same tiles: reads past the edge are clamped to the last row or column,
-// and the stores of the last tiles are guarded.
+// for each). Shapes off the 8 × P grid run the same tiles: reads past the
+// edge are clamped to the last row or column, and the stores of the last
+// tiles are guarded.
 //
 // precision=bf16 (train.precision: bf16): A and B are rounded to bfloat16
 // (nearest even) as they are packed, B's panels and A's row blocks in pairs
@@ -235,12 +235,12 @@ public:
     // kCachedB): per tile of 8 rows, every panel (B read from L2, the 8
     // rows of A from L1). Larger B would come from L3 for every 8 rows:
     // then per panel (K × P floats, from L1 or L2), every tile of the
-    // task's rows, whose A
-    // block (at most kCachedA, from L2) the panels share; the task's rows
-    // shrink to fit it. That walks C (and a residual) down columns, a
-    // row a page apart, which costs more than B's reloads when the tiles
-    // are short (K below kPanelsOuterK: 4096 × 1024 × 256, 358 against
-    // 348 GFLOP/s; at K = 384 and 1024, panels outer gained 3-6 %).
+    // task's rows, whose block of A (at most kCachedA, from L2) the panels
+    // share; the task's rows shrink to fit it. That walks C (and a
+    // residual) down columns, a row a page apart, which costs more than
+    // B's reloads when the tiles are short (K below kPanelsOuterK: 4096 ×
+    // 1024 × 256, 358 against 348 GFLOP/s; at K = 384 and 1024, panels
+    // outer gained 3-6 %).
     const int64_t elem = bf16 ? 2 : 4;
     // (The tn form's chunks read their products from memory: no B.)
     panelsOuter =
