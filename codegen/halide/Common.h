@@ -12,6 +12,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 namespace stlm::halide {
@@ -80,18 +81,21 @@ inline Halide::Expr sigmoid(Halide::Expr x) {
 }
 
 /// Schedules a 1-D elementwise output of `n` elements: vectors, and
-/// parallel chunks when there is enough work.
-inline void scheduleElementwise(Halide::Func f, Halide::Var i, int n,
-                                int vec) {
+/// parallel chunks when there is enough work. Returns the variable of the
+/// loop over the chunks (another output of the same n can be computed with
+/// f there), or nothing when there are none.
+inline std::optional<Halide::Var>
+scheduleElementwise(Halide::Func f, Halide::Var i, int n, int vec) {
   using namespace Halide;
   Var io("io"), ii("ii");
   if (n >= 8 * 4096) {
     f.split(i, io, ii, 4096, TailStrategy::GuardWithIf)
         .vectorize(ii, vec, TailStrategy::GuardWithIf)
         .parallel(io);
-  } else {
-    f.vectorize(i, vec, TailStrategy::GuardWithIf);
+    return io;
   }
+  f.vectorize(i, vec, TailStrategy::GuardWithIf);
+  return std::nullopt;
 }
 
 } // namespace stlm::halide

@@ -60,12 +60,12 @@ public:
   }
   void schedule() {
     bound(gate), bound(up), bound(dy), bound(dgate), bound(dup);
-    scheduleElementwise(dgate, i, n, vec());
+    std::optional<Var> chunk = scheduleElementwise(dgate, i, n, vec());
     scheduleElementwise(dup, i, n, vec());
-    // Both outputs per block of 4096 (one pass over memory; the second
-    // reads gate and dy from L1).
-    if (int(n) >= 8 * 4096)
-      dup.compute_with(dgate, Var("io"));
+    // Both outputs per chunk (one pass over memory; the second reads gate
+    // and dy from L1).
+    if (chunk)
+      dup.compute_with(dgate, *chunk);
   }
 };
 
