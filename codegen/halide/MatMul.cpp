@@ -332,9 +332,16 @@ public:
           .unroll(i);
       packedA.compute_at(part, q).reorder(pi, pk, po).vectorize(pi,
                                                                 kTileRows);
-    } else if (f == "tn") {
-      packedA.compute_at(c, io).reorder(pi, pk, po).vectorize(pi, kTileRows);
+      // B packed where it is used: a panel of the chunk just before its
+      // tiles (panels outer), else the chunk's whole slice, so packed B
+      // stays in cache instead of being written and read back whole.
+      packed.compute_at(part, panelsOuter ? jo : q)
+          .reorder(jj, kk, jo)
+          .vectorize(jj, vec);
+      return;
     }
+    if (f == "tn")
+      packedA.compute_at(c, io).reorder(pi, pk, po).vectorize(pi, kTileRows);
 
     // Pack B once, in parallel over panels.
     packed.compute_root().reorder(jj, kk, jo).vectorize(jj, vec).parallel(jo);

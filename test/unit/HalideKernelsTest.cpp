@@ -111,6 +111,7 @@
 #include "test_mm_tn_b.h"
 #include "test_mm_tn_c.h"
 #include "test_mm_tn_chunks.h"
+#include "test_mm_tn_chunks_rows.h"
 #include "test_mm_tn_shrunk.h"
 #include "test_mm_tn_wide.h"
 #include "test_mv_a.h"
@@ -253,7 +254,9 @@ TEST(HalideMatMul, TNMatchesReferenceWeightGradient) {
   check("tn", test_mm_tn_a, 64, 64, 40);
   check("tn", test_mm_tn_b, 24, 96, 203);
   check("tn", test_mm_tn_c, 21, 50, 37); // off the tile grid
-  check("tn", test_mm_tn_chunks, 64, 96, 2048); // K in parallel chunks
+  // K in parallel chunks: B packed per panel (M <= N), per chunk (M > N).
+  check("tn", test_mm_tn_chunks, 64, 96, 2048);
+  check("tn", test_mm_tn_chunks_rows, 96, 64, 1024);
 }
 
 TEST(HalideMatMul, PanelsOuterWhenPackedBLeavesL2) {
