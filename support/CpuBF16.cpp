@@ -136,6 +136,12 @@ std::string missingForBF16Dot() {
                        {"avx512_bf16", __builtin_cpu_supports("avx512bf16")}});
 }
 
+bool hasAvxVnni() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  // CPUID.(EAX=7, ECX=1):EAX bit 4.
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1);
+}
+
 BF16Probe probeBF16() {
   BF16Probe p;
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
@@ -185,6 +191,12 @@ BF16Probe probeBF16() {
 #else // not x86: no probe, no bf16 kernels
 
 std::string missingForBF16Dot() { return "x86"; }
+
+bool hasAvxVnni() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  // CPUID.(EAX=7, ECX=1):EAX bit 4.
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1);
+}
 
 BF16Probe probeBF16() {
   BF16Probe p;

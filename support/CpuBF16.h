@@ -37,6 +37,12 @@ struct BF16Probe {
 /// avx512_sapphirerapids) needs that this CPU lacks; "" when it has all.
 std::string missingForBF16Dot();
 
+/// Whether this CPU has AVX-VNNI (the VEX-encoded vpdpbusd on 128- and
+/// 256-bit vectors). Halide 14's avx512_sapphirerapids target compiles for
+/// Sapphire Rapids, which has it, and LLVM then encodes short vpdpbusd in
+/// VEX: an illegal instruction on CPUs with AVX512-VNNI alone (AMD Zen 4).
+bool hasAvxVnni();
+
 /// Measures this CPU (about 15 ms).
 BF16Probe probeBF16();
 
