@@ -128,11 +128,25 @@ public:
       stlm::halide::fail("stlm_rope", "head_dim must be even and divide width");
     // Angles in double, as the reference computes them: one power per
     // pair, one cosine and sine per pair and position.
+    double sign = bool(inverse) ? -1.0 : 1.0;
     freq(i) = pow(Expr(double(theta)),
                   Expr(-2.0) * cast<double>(i) / Expr(double(hd)));
-    Expr angle =
-        cast<double>(t + offset) * freq(i) * Expr(bool(inverse) ? -1.0 : 1.0);
-    cs(i, t) = Tuple(cast<float>(cos(angle)), cast<float>(sin(angle)));
+    Expr angle = cast<double>(t + offset) * freq(i) * Expr(sign);
+    // From offset 0 (every training call, a prefill of a fresh cache) the
+    // positions are 0 … time − 1: their cosines and sines, the same double
+    // arithmetic done here once, are a constant of the kernel (the
+    // schedule specialises on offset == 0, so no call computes them).
+    Buffer<float> table(hd / 2, int(time), 2, "rope_table");
+    for (int pt = 0; pt < int(time); ++pt)
+      for (int pi = 0; pi < hd / 2; ++pi) {
+        double a = double(pt) * std::pow(double(theta), -2.0 * pi / hd) * sign;
+        table(pi, pt, 0) = float(std::cos(a));
+        table(pi, pt, 1) = float(std::sin(a));
+      }
+    Expr tt = clamp(t, 0, int(time) - 1);
+    cs(i, t) =
+        Tuple(select(offset == 0, table(i, tt, 0), cast<float>(cos(angle))),
+              select(offset == 0, table(i, tt, 1), cast<float>(sin(angle))));
     // Per pair of the whole width (p = w / 2), so that y reads them densely.
     csp(p, t) = cs(p % (hd / 2), t);
     // Pair p is (x(2p), x(2p + 1)) rotated: y(2p) = x0·c − x1·s,
@@ -152,7 +166,7 @@ public:
         .dim(2).set_bounds(0, batch);
     int vec = natural_vector_size<float>();
     freq.compute_root();
-    cs.compute_root().parallel(t);
+    cs.compute_root().parallel(t).specialize(offset == 0);
     // w = 2·(vec·po + pi) + parity: for each vector of pairs, the even and
     // the odd results side by side (two stride-2 stores Halide merges into
     // dense ones). Positions in parallel, each one's angles spread over the

@@ -863,6 +863,27 @@ TEST(HalideLayers, RoPEAndInverseAtOffsets) {
     stlm::ref::ropeBackward(x.data(), B, T, W, hd, 10000.0, offset,
                             rdx.data());
     expectClose(out(dx), rdx, 1e-6, "rope inverse");
+    if (offset == 3) {
+      // Offset 0 takes its angles from the kernel's table, other offsets
+      // compute them: the same positions (3 + t here, t there) must give
+      // the same bits, given the same inputs.
+      std::vector<float> shifted(x.size());
+      for (int b = 0; b < B; ++b)
+        for (int t = 0; t + 3 < T; ++t)
+          for (int w = 0; w < W; ++w)
+            shifted[(b * T + t + 3) * W + w] = x[(b * T + t) * W + w];
+      Buffer ys(W, T, B), dxs(W, T, B);
+      ASSERT_EQ(test_rope(in(shifted, {W, T, B}), 0, ys), 0);
+      ASSERT_EQ(test_rope_grad(in(shifted, {W, T, B}), 0, dxs), 0);
+      std::vector<float> a = out(y), ad = out(dx), s = out(ys), sd = out(dxs);
+      for (int b = 0; b < B; ++b)
+        for (int t = 0; t + 3 < T; ++t)
+          for (int w = 0; w < W; ++w) {
+            int i = (b * T + t) * W + w, j = (b * T + t + 3) * W + w;
+            ASSERT_EQ(a[i], s[j]) << "rope at position " << t + 3;
+            ASSERT_EQ(ad[i], sd[j]) << "rope inverse at position " << t + 3;
+          }
+    }
   }
   // Whole vectors of columns (no tail), several heads.
   const int W2 = 64, hd2 = 16;
