@@ -7,9 +7,10 @@
 #
 # DIR/bin        CudaVsReferenceTests, stlm-bench-model and
 #                stlm-bench-train (they link only the runtime and
-#                libstdc++), cuda-attention-test (the attention kernels
-#                against doubles), cuda-matmul (cuBLASLt's algorithms at
-#                the models' shapes);
+#                libstdc++), cuda-attention-test and cuda-kernels-test
+#                (the attention, RMSNorm and SwiGLU kernels against
+#                doubles), cuda-matmul (cuBLASLt's algorithms at the
+#                models' shapes);
 # DIR/data       the text of the GPU training check (when ../shared/data
 #                has it; never committed);
 # DIR/cases      the GPU test's cases: each spec's CUDA artifact and the
@@ -46,6 +47,8 @@ nvcc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
 # The attention kernels against attention in double (test/unit).
 "$nvcc" -O2 -std=c++17 -arch=sm_90 -I"$root/codegen/cuda" \
   "$root/test/unit/CudaAttentionTest.cu" -lcublasLt -o "$out/bin/cuda-attention-test"
+"$nvcc" -O2 -std=c++20 -arch=sm_90 -I"$root/codegen/cuda" \
+  "$root/test/unit/CudaKernelsTest.cu" -o "$out/bin/cuda-kernels-test"
 # The test's own cases, recorded and compiled (it skips: no GPU here).
 STLM_CUDA_PREPARE="$out/cases" "$out/bin/CudaVsReferenceTests" > "$out/prepare.log" 2>&1 || {
   cat "$out/prepare.log" >&2; exit 1; }
@@ -105,6 +108,7 @@ export LD_LIBRARY_PATH="/usr/local/cuda/lib64:/usr/local/cuda-13.0/targets/x86_6
 log="${OUT:-/tmp}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,memory.used --format=csv,noheader
 "$here/bin/cuda-attention-test" 2>&1 | tee "$log/attention.log" | grep -v "^  \|^B="
+"$here/bin/cuda-kernels-test" 2>&1 | tee "$log/kernels.log" | grep -v "^ok"
 STLM_CUDA_CASES="$here/cases" "$here/bin/CudaVsReferenceTests" 2>&1 | tee "$log/tests.log" | grep -v "^\[ RUN\|^\[       OK" | tail -40
 # STLM_DEVICE_MATMUL=0 skips cuBLASLt's timings at the models' shapes.
 [[ "${STLM_DEVICE_MATMUL:-1}" == 0 ]] || "$here/bin/cuda-matmul" 2>&1 | tee "$log/matmul.log"

@@ -95,6 +95,17 @@ constexpr size_t kLanes = 3;
 /// warp): under the 48 KiB a launch gets without opting in, with room
 /// for the kernel's static shared memory.
 constexpr int64_t kRmsNormGradShared = 47 * 1024;
+/// Kernels.cuh's kRowVecMax: rows of up to 4·32·8 floats held in registers.
+constexpr int64_t kRowVecMax = 8;
+
+/// The float4s a lane holds of a row of D floats in the register-resident
+/// row kernels (rmsnormRows, rmsnormGradRows), or 0 where they do not
+/// apply (D not a multiple of 4, or wider than 128·kRowVecMax).
+int rowVectors(int64_t D) {
+  if (D % 4 != 0 || D > 128 * kRowVecMax)
+    return 0;
+  return static_cast<int>((D + 127) / 128);
+}
 
 int threadsFor(int64_t n, int most) {
   int64_t t = (n + 31) / 32 * 32;
@@ -361,6 +372,10 @@ private:
   /// copy's pointer where a matmul of a bf16 model reads v (the matmuls
   /// then take it, with no toBF16 launch), else "nullptr".
   std::string copyFor(Value v);
+  /// The pointer a kernel that calls copyFor(v) writes v itself to:
+  /// "nullptr" where v's copy is all that is read (every reader a matmul
+  /// taking the copy), so the fp32 values are not written at all.
+  std::string resultBeside(Value v, const std::string &copy);
   /// Frees the copies whose last matmul is `op` (after `op` and anything
   /// forked with it have been emitted: a later copy may take the bytes).
   void releaseCopies(Operation *op);
@@ -572,6 +587,31 @@ std::string Emitter::copyFor(Value v) {
   if (!bf16 || bf16Copies.count(v) || llvm::none_of(v.getUsers(), isMatmulOp))
     return "nullptr";
   return ptr({'P', newCopy(v)}, "__nv_bfloat16");
+}
+
+/// Whether `use` is a matmul operand that the emitter takes through
+/// operand() (a bf16 model's copy), not an fp32 addend, residual or
+/// weight to merge into.
+static bool readsCopy(OpOperand &use) {
+  Operation *op = use.getOwner();
+  unsigned i = use.getOperandNumber();
+  if (isa<ir::LinearOp, ir::LogitsOp, ir::LowRankMergeGradOp>(op))
+    return true;
+  if (isa<ir::LinearFusedOp>(op))
+    return i < 2; // x and the weight, not the residual
+  if (isa<ir::LinearGradOp>(op))
+    return i < 3; // x, the weight and dy, not the addend or GELU's input
+  if (isa<ir::LowRankMergeOp>(op))
+    return i > 0; // a and b, not the weight they are merged into
+  return false;
+}
+
+std::string Emitter::resultBeside(Value v, const std::string &copy) {
+  bool onlyCopy =
+      copy != "nullptr" && llvm::all_of(v.getUses(), [&](OpOperand &u) {
+        return readsCopy(u) && u.getOwner()->getBlock() == v.getParentBlock();
+      });
+  return onlyCopy ? "nullptr" : f(v);
 }
 
 void Emitter::releaseCopies(Operation *op) {
@@ -818,12 +858,23 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(inArena(op, 0)))
           return failure();
         int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
+        std::string eps = num(o.getEps().convertToDouble()) + "f",
+                    copy = copyFor(o.getResult());
+        if (int v = rowVectors(D)) {
+          // A warp per row, 8 rows a block.
+          launch("rmsnormRows<" + std::to_string(v) + ">",
+                 std::to_string((N + 7) / 8), "256",
+                 f(o.getX()) + ", " + f(o.getWeight()) + ", " +
+                     resultBeside(o.getResult(), copy) + ", " +
+                     std::to_string(N) + ", " + std::to_string(D) + ", " + eps +
+                     ", " + copy,
+                 "stlm.rmsnorm");
+          return success();
+        }
         launch("rmsnorm", std::to_string(N),
                std::to_string(threadsFor(D, 1024)),
                f(o.getX()) + ", " + f(o.getWeight()) + ", " + f(o.getResult()) +
-                   ", " + std::to_string(D) + ", " +
-                   num(o.getEps().convertToDouble()) + "f, " +
-                   copyFor(o.getResult()),
+                   ", " + std::to_string(D) + ", " + eps + ", " + copy,
                "stlm.rmsnorm");
         return success();
       })
@@ -831,6 +882,35 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(allInArena(op)))
           return failure();
         int64_t D = dim(o.getX(), 1), N = leading(o.getX(), 1);
+        // The residual stream's other gradient added in the same launch.
+        std::string addend = "nullptr", dx = f(o.getDx());
+        Value written = o.getDx();
+        if (FusedAdd add =
+                fusedAdd(op, o.getDx(), {o.getX(), o.getDy(), o.getWeight()},
+                         {o.getDweight()}, /*inPlace=*/true)) {
+          addend = f(add.addend);
+          dx = f(add.sum);
+          written = add.sum;
+        }
+        // The bfloat16 copy of what dx holds, for the matmuls that read it.
+        std::string eps = num(o.getEps().convertToDouble()) + "f",
+                    dx16 = copyFor(written);
+        if (int v = rowVectors(D)) {
+          // 8 warps a block, rows and dweight's shares in registers; at
+          // most 264 blocks (two per multiprocessor of an H100 or H200),
+          // since the last block sums every block's shares.
+          int64_t blocks = std::min<int64_t>(264, (N + 7) / 8);
+          needScratch(blocks * D * 4);
+          launch("rmsnormGradRows<" + std::to_string(v) + ">",
+                 std::to_string(blocks), "256",
+                 f(o.getX()) + ", " + f(o.getWeight()) + ", " + f(o.getDy()) +
+                     ", " + addend + ", " + dx + ", " + f(o.getDweight()) +
+                     ", (float *)c.scratch, " + counter() + ", " +
+                     std::to_string(N) + ", " + std::to_string(D) + ", " + eps +
+                     ", " + dx16,
+                 "stlm.rmsnorm_grad", std::to_string(D * 4));
+          return success();
+        }
         // Up to 8 warps a block, as many as have a row of dweight's shares
         // each in kRmsNormGradShared; a row per warp, and at most 264
         // blocks (two per multiprocessor of an H100 or H200), since the
@@ -843,22 +923,13 @@ LogicalResult Emitter::emitOp(Operation *op) {
         rows = (rows + warps - 1) / warps * warps;
         int64_t blocks = (N + rows - 1) / rows;
         needScratch(blocks * D * 4);
-        // The residual stream's other gradient added in the same launch.
-        std::string addend = "nullptr", dx = f(o.getDx());
-        if (FusedAdd add =
-                fusedAdd(op, o.getDx(), {o.getX(), o.getDy(), o.getWeight()},
-                         {o.getDweight()}, /*inPlace=*/true)) {
-          addend = f(add.addend);
-          dx = f(add.sum);
-        }
         launch("rmsnormGrad", std::to_string(blocks),
                std::to_string(warps * 32),
                f(o.getX()) + ", " + f(o.getWeight()) + ", " + f(o.getDy()) +
                    ", " + addend + ", " + dx + ", " + f(o.getDweight()) +
                    ", (float *)c.scratch, " + counter() + ", " +
-                   std::to_string(N) + ", " + std::to_string(D) + ", " +
-                   num(o.getEps().convertToDouble()) + "f, " +
-                   std::to_string(rows),
+                   std::to_string(N) + ", " + std::to_string(D) + ", " + eps +
+                   ", " + std::to_string(rows) + ", " + dx16,
                "stlm.rmsnorm_grad", std::to_string(warps * D * 4));
         return success();
       })
@@ -943,22 +1014,28 @@ LogicalResult Emitter::emitOp(Operation *op) {
           paired = !overlaps(rb, a) && !overlaps(rb, ra) &&
                    !overlaps(ra, b);
         }
+        // bf16 models: the copies the matmuls read (a gradient's
+        // linear_grad), the fp32 result dropped where only they read it.
+        std::string copy0 = copyFor(op->getResult(0)), copy1 = "nullptr";
+        std::string y0 = resultBeside(op->getResult(0), copy0);
         if (paired) {
-          second = f(twin->getOperand(0)) + ", " + f(twin->getResult(0));
+          copy1 = copyFor(twin->getResult(0));
+          second = f(twin->getOperand(0)) + ", " +
+                   resultBeside(twin->getResult(0), copy1);
           done.insert(twin);
         }
         launch(
             "rope",
             "dim3(" + grid1(rows * W / 2, 256) + (paired ? ", 2)" : ", 1)"),
             "256",
-            f(x) + ", " + f(op->getResult(0)) + ", " + second + ", " +
-                std::to_string(rows) + ", " + std::to_string(T) + ", " +
-                std::to_string(W) + ", " + std::to_string(o.getHeadDim()) +
-                ", " + num(o.getTheta().convertToDouble()) + ", " +
+            f(x) + ", " + y0 + ", " + second + ", " + std::to_string(rows) +
+                ", " + std::to_string(T) + ", " + std::to_string(W) + ", " +
+                std::to_string(o.getHeadDim()) + ", " +
+                num(o.getTheta().convertToDouble()) + ", " +
                 iOrNull(o.getOffset()) + ", " + (grad ? "-1.0" : "1.0") + ", " +
                 ptr(ropeTable(o.getTheta().convertToDouble(), o.getHeadDim()),
                     "const double") +
-                ", " + std::to_string(context),
+                ", " + std::to_string(context) + ", " + copy0 + ", " + copy1,
             grad ? "stlm.rope_grad" : "stlm.rope");
         return success();
       })
@@ -977,6 +1054,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
             "dim3(blocksFor(" + std::to_string(T) + ", " +
             (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") + "), " +
             std::to_string(H) + ", " + std::to_string(B) + ")";
+        // The tensor-core kernel writes a bf16 model's copy of y (for the
+        // output projection) as it writes y.
+        std::string copy = tc ? ", nullptr, nullptr, " + copyFor(o.getResult())
+                              : std::string();
         launch((tc ? "attentionTc<" : "attention<") + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +
@@ -984,7 +1065,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
                    std::to_string(K) + ", " +
                    (o.getMask() == ir::MaskKind::causal ? "true" : "false") +
                    ", " + iOrNull(o.getOffset()) + ", " +
-                   (keptLse.count(op) ? ptr(keptLse.lookup(op)) : "nullptr"),
+                   (keptLse.count(op) ? ptr(keptLse.lookup(op)) : "nullptr") +
+                   copy,
                "stlm.attention",
                tc ? "attentionTcShared<" + hds + ">(0)" : "0");
         return success();
@@ -1044,7 +1126,12 @@ LogicalResult Emitter::emitOp(Operation *op) {
                      ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
                      ", " + delta,
                  "stlm.attention_grad (lse, delta)", shared(0));
-        // dq beside dk and dv (results of one op, reading the same).
+        // dq beside dk and dv (results of one op, reading the same). The
+        // tensor-core dk/dv kernel writes a bf16 model's copy of dv (for
+        // the value projection's gradient), dv itself only where read.
+        std::string dv16 = tc ? copyFor(o.getDv()) : "nullptr",
+                    dv = resultBeside(o.getDv(), dv16),
+                    dv16Arg = tc ? ", " + dv16 : std::string();
         fork(2);
         launch(kernel("attentionGradQ"), grid(T, H, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
@@ -1055,7 +1142,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         launch(kernel("attentionGradKV"), grid(S, K, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getDy()) + ", " + lse + ", " + delta + ", " +
-                   f(o.getDk()) + ", " + f(o.getDv()) + ", " + shape,
+                   f(o.getDk()) + ", " + dv + ", " + shape + dv16Arg,
                "stlm.attention_grad (dk, dv)", shared(2));
         join(2);
         return success();
@@ -1064,9 +1151,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(inArena(op, 0)))
           return failure();
         int64_t n = numel(o.getGate());
-        launch("swiglu", grid1(n, 256), "256",
-               f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getResult()) +
-                   ", " + std::to_string(n) + ", " + copyFor(o.getResult()),
+        std::string copy = copyFor(o.getResult());
+        launch("swiglu", grid1((n + 3) / 4, 256), "256",
+               f(o.getGate()) + ", " + f(o.getUp()) + ", " +
+                   resultBeside(o.getResult(), copy) + ", " +
+                   std::to_string(n) + ", " + copy,
                "stlm.swiglu");
         return success();
       })
@@ -1074,11 +1163,12 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(allInArena(op)))
           return failure();
         int64_t n = numel(o.getGate());
-        launch("swigluGrad", grid1(n, 256), "256",
+        std::string dg16 = copyFor(o.getDgate()), du16 = copyFor(o.getDup());
+        launch("swigluGrad", grid1((n + 3) / 4, 256), "256",
                f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getDy()) +
-                   ", " + f(o.getDgate()) + ", " + f(o.getDup()) + ", " +
-                   std::to_string(n) + ", " + copyFor(o.getDgate()) + ", " +
-                   copyFor(o.getDup()),
+                   ", " + resultBeside(o.getDgate(), dg16) + ", " +
+                   resultBeside(o.getDup(), du16) + ", " + std::to_string(n) +
+                   ", " + dg16 + ", " + du16,
                "stlm.swiglu_grad");
         return success();
       })

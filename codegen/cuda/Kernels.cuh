@@ -163,11 +163,12 @@ __global__ void embedGrad(const int32_t *__restrict__ ids,
 }
 
 //===----------------------------------------------------------------------===//
-// RMSNorm: y = x · (mean(x²) + eps)^(-1/2) · g, one block per row
+// RMSNorm: y = x · (mean(x²) + eps)^(-1/2) · g
 //===----------------------------------------------------------------------===//
 
-/// y = x / rms(x) · g, a block per row; y16 (where given) gets y rounded
-/// to bfloat16, the operand of the matmuls that read y (`precision: bf16`).
+/// y = x / rms(x) · g, a block per row (any D); y16 (where given) gets y
+/// rounded to bfloat16, the operand of the matmuls that read y
+/// (`precision: bf16`).
 __global__ void rmsnorm(const float *__restrict__ x,
                         const float *__restrict__ g, float *__restrict__ y,
                         int D, float eps,
@@ -187,20 +188,80 @@ __global__ void rmsnorm(const float *__restrict__ x,
   }
 }
 
+/// Rows of D = 4·k ≤ 4·32·kRowVecMax floats (16-byte aligned, as every
+/// arena and blob offset is) are held in registers, V float4 a lane: the
+/// kernels below read each row once and need no block barrier per row.
+constexpr int kRowVecMax = 8;
+
+__device__ __forceinline__ float4 load4(const float *p) {
+  return *reinterpret_cast<const float4 *>(p);
+}
+__device__ __forceinline__ void store4(float *p, float4 v) {
+  *reinterpret_cast<float4 *>(p) = v;
+}
+/// Four floats rounded to bfloat16, stored as one 8-byte word.
+__device__ __forceinline__ void store4(__nv_bfloat16 *p, float4 v) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y),
+                 hi = __floats2bfloat162_rn(v.z, v.w);
+  *reinterpret_cast<uint2 *>(p) = make_uint2(
+      *reinterpret_cast<uint32_t *>(&lo), *reinterpret_cast<uint32_t *>(&hi));
+}
+
+/// rmsnorm for D % 4 == 0, D ≤ 128·V: a warp per row, `blockDim.x / 32`
+/// rows a block, lane l holding float4s l, l + 32, … of its row. y may be
+/// null when only the bfloat16 copy y16 is read (every reader a bf16
+/// matmul).
+template <int V>
+__global__ void rmsnormRows(const float *__restrict__ x,
+                            const float *__restrict__ g, float *__restrict__ y,
+                            int64_t N, int D, float eps,
+                            __nv_bfloat16 *__restrict__ y16) {
+  int lane = threadIdx.x % kWarp;
+  int64_t r = (int64_t)blockIdx.x * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (r >= N)
+    return;
+  const float *xr = x + r * D;
+  float4 v[V];
+  float ss = 0;
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    int d = 4 * (lane + kWarp * i);
+    v[i] = d < D ? load4(xr + d) : make_float4(0, 0, 0, 0);
+    ss += v[i].x * v[i].x + v[i].y * v[i].y + v[i].z * v[i].z + v[i].w * v[i].w;
+  }
+  float inv = rsqrtf(warpSum(ss) / D + eps);
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    int d = 4 * (lane + kWarp * i);
+    if (d >= D)
+      break;
+    float4 w = load4(g + d);
+    float4 o = make_float4(v[i].x * inv * w.x, v[i].y * inv * w.y,
+                           v[i].z * inv * w.z, v[i].w * inv * w.w);
+    if (y)
+      store4(y + r * D + d, o);
+    if (y16)
+      store4(y16 + r * D + d, o);
+  }
+}
+
 /// dx = s·g·dy − s³/D · x · Σ_e dy_e g_e x_e (+ addend, the residual
-/// stream's other gradient, when given); dg = Σ_rows dy·x·s. A block of
+/// stream's other gradient, when given), and dx16 (where given) its
+/// bfloat16 copy for the matmuls that read dx; dg = Σ_rows dy·x·s. A block of
 /// `warps` warps takes `rowsPerBlock` rows, a row per warp at a time (its
 /// sums by shuffles, no block barrier); each warp adds its rows' shares of
 /// dg into its own row of shared memory, the block sums those in warp
 /// order into partial[block, D], and the launch's last block sums the
 /// blocks' in block order: deterministic, and no zeroing launch before.
 /// dx may be x or dy (in place): a warp reads its row whole for the sums
-/// before it writes any of it, then element by element.
+/// before it writes any of it, then element by element. Any D up to
+/// kRmsNormGradShared / 4; rmsnormGradRows below is the fast case.
 __global__ void rmsnormGrad(const float *x, const float *__restrict__ g,
                             const float *dy, const float *addend, float *dx,
                             float *__restrict__ dg, float *__restrict__ partial,
                             unsigned *counter, int64_t N, int D, float eps,
-                            int rowsPerBlock) {
+                            int rowsPerBlock,
+                            __nv_bfloat16 *__restrict__ dx16 = nullptr) {
   extern __shared__ float dgWarp[]; // [warps][D]
   int warps = blockDim.x / kWarp, warp = threadIdx.x / kWarp,
       lane = threadIdx.x % kWarp;
@@ -225,7 +286,11 @@ __global__ void rmsnormGrad(const float *x, const float *__restrict__ g,
       float xv = xr[d], dv = dyr[d];
       float v = s * g[d] * dv - c * xv;
       mine[d] += dv * xv * s;
-      dx[r * D + d] = addend ? addend[r * D + d] + v : v;
+      if (addend)
+        v += addend[r * D + d];
+      dx[r * D + d] = v;
+      if (dx16)
+        dx16[r * D + d] = __float2bfloat16_rn(v);
     }
   }
   __syncthreads();
@@ -245,20 +310,144 @@ __global__ void rmsnormGrad(const float *x, const float *__restrict__ g,
   }
 }
 
+/// Adds each warp's V float4s per lane (`acc`, a row of D split as in
+/// rmsnormRows) into `row` (D floats of shared memory, zeroed here) in warp
+/// order, so the sum does not depend on timing; every thread then sees the
+/// block's sum in `row`.
+template <int V>
+__device__ __forceinline__ void warpsInOrder(const float4 (&acc)[V], float *row,
+                                             int D) {
+  int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+  for (int d = threadIdx.x; d < D; d += blockDim.x)
+    row[d] = 0;
+  __syncthreads();
+  for (int w = 0; w < (int)blockDim.x / kWarp; ++w) {
+    if (warp == w) {
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        int d = 4 * (lane + kWarp * i);
+        if (d < D) {
+          float4 s = load4(row + d);
+          store4(row + d, make_float4(s.x + acc[i].x, s.y + acc[i].y,
+                                      s.z + acc[i].z, s.w + acc[i].w));
+        }
+      }
+    }
+    __syncthreads();
+  }
+}
+
+/// rmsnormGrad for D % 4 == 0, D ≤ 128·V: a warp per row at a time (rows
+/// warp, warp + warps·blocks, …), its row of x and dy and its share of dg
+/// in registers, so x and dy are read once; the block's warps add their
+/// shares in warp order, and the launch's last block sums the blocks'
+/// partial rows in block order (each of its warps a contiguous range of
+/// blocks, then the warps in order): deterministic. dx may be x or dy.
+template <int V>
+__global__ void __launch_bounds__(256)
+    rmsnormGradRows(const float *x, const float *__restrict__ g,
+                    const float *dy, const float *addend, float *dx,
+                    float *__restrict__ dg, float *__restrict__ partial,
+                    unsigned *counter, int64_t N, int D, float eps,
+                    __nv_bfloat16 *__restrict__ dx16 = nullptr) {
+  extern __shared__ float4 rowShared[]; // D floats, 16-byte aligned
+  float *row = reinterpret_cast<float *>(rowShared);
+  int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp,
+      warps = blockDim.x / kWarp;
+  float4 gv[V], acc[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    int d = 4 * (lane + kWarp * i);
+    gv[i] = d < D ? load4(g + d) : make_float4(0, 0, 0, 0);
+    acc[i] = make_float4(0, 0, 0, 0);
+  }
+  for (int64_t r = (int64_t)blockIdx.x * warps + warp; r < N;
+       r += (int64_t)gridDim.x * warps) {
+    float4 xv[V], dv[V];
+    float ss = 0, dot = 0;
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      int d = 4 * (lane + kWarp * i);
+      xv[i] = d < D ? load4(x + r * D + d) : make_float4(0, 0, 0, 0);
+      dv[i] = d < D ? load4(dy + r * D + d) : make_float4(0, 0, 0, 0);
+      ss += xv[i].x * xv[i].x + xv[i].y * xv[i].y + xv[i].z * xv[i].z +
+            xv[i].w * xv[i].w;
+      dot += dv[i].x * gv[i].x * xv[i].x + dv[i].y * gv[i].y * xv[i].y +
+             dv[i].z * gv[i].z * xv[i].z + dv[i].w * gv[i].w * xv[i].w;
+    }
+    float s = rsqrtf(warpSum(ss) / D + eps);
+    float c = s * s * s / D * warpSum(dot);
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      int d = 4 * (lane + kWarp * i);
+      if (d >= D)
+        break;
+      float4 o = make_float4(s * gv[i].x * dv[i].x - c * xv[i].x,
+                             s * gv[i].y * dv[i].y - c * xv[i].y,
+                             s * gv[i].z * dv[i].z - c * xv[i].z,
+                             s * gv[i].w * dv[i].w - c * xv[i].w);
+      acc[i].x += dv[i].x * xv[i].x * s;
+      acc[i].y += dv[i].y * xv[i].y * s;
+      acc[i].z += dv[i].z * xv[i].z * s;
+      acc[i].w += dv[i].w * xv[i].w * s;
+      if (addend) {
+        float4 a = load4(addend + r * D + d);
+        o = make_float4(a.x + o.x, a.y + o.y, a.z + o.z, a.w + o.w);
+      }
+      store4(dx + r * D + d, o);
+      if (dx16)
+        store4(dx16 + r * D + d, o);
+    }
+  }
+  warpsInOrder(acc, row, D);
+  for (int d = threadIdx.x; d < D; d += blockDim.x)
+    partial[(int64_t)blockIdx.x * D + d] = row[d];
+  if (!lastBlock(counter))
+    return;
+  // Warp w sums blocks [w·per, (w+1)·per) in order.
+  unsigned per = (gridDim.x + warps - 1) / warps, b0 = warp * per,
+           b1 = min(gridDim.x, b0 + per);
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    acc[i] = make_float4(0, 0, 0, 0);
+#pragma unroll 4 // several blocks' loads in flight
+  for (unsigned b = b0; b < b1; ++b) {
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      int d = 4 * (lane + kWarp * i);
+      if (d < D) {
+        float4 p = __ldcg(
+            reinterpret_cast<const float4 *>(partial + (int64_t)b * D + d));
+        acc[i].x += p.x;
+        acc[i].y += p.y;
+        acc[i].z += p.z;
+        acc[i].w += p.w;
+      }
+    }
+  }
+  warpsInOrder(acc, row, D);
+  for (int d = threadIdx.x; d < D; d += blockDim.x)
+    dg[d] = row[d];
+}
+
 //===----------------------------------------------------------------------===//
 // RoPE: each pair (2i, 2i+1) of every head rotated by sign · p · θ^(−2i/hd),
 // p = t + offset (offset: a device scalar, or none). Angles in double, as
 // the reference. Two tensors of one shape per launch (q and k; their
-// gradients): blockIdx.y picks (x0, y0) or (x1, y1).
+// gradients): blockIdx.y picks (x0, y0) or (x1, y1). c0 and c1 (where
+// given) get y0's and y1's bfloat16 copies for a bf16 model's matmuls (the
+// gradients' linear_grad), and y0 or y1 is null when only its copy is read.
 //===----------------------------------------------------------------------===//
 
 __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
                      int64_t rows, int T, int W, int hd, double theta,
                      const int32_t *offset, double sign,
                      const double *__restrict__ table = nullptr,
-                     int positions = 0) {
+                     int positions = 0, __nv_bfloat16 *c0 = nullptr,
+                     __nv_bfloat16 *c1 = nullptr) {
   const float *x = blockIdx.y ? x1 : x0;
   float *y = blockIdx.y ? y1 : y0;
+  __nv_bfloat16 *y16 = blockIdx.y ? c1 : c0;
   int64_t pairs = rows * (W / 2);
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= pairs)
@@ -279,8 +468,14 @@ __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
     sincos(angle, &s, &co);
   }
   double a = x[row * W + c], b = x[row * W + c + 1];
-  y[row * W + c] = (float)(a * co - b * s);
-  y[row * W + c + 1] = (float)(a * s + b * co);
+  float lo = (float)(a * co - b * s), hi = (float)(a * s + b * co);
+  if (y) {
+    y[row * W + c] = lo;
+    y[row * W + c + 1] = hi;
+  }
+  if (y16)
+    *reinterpret_cast<__nv_bfloat162 *>(y16 + row * W + c) =
+        __floats2bfloat162_rn(lo, hi);
 }
 
 /// table[p, k] = (cos, sin) of p · θ^(−2k/hd) in double, for positions
@@ -875,12 +1070,20 @@ __device__ __forceinline__ void productNN(float (&acc)[TcLayout<HD>::DT][4],
   }
 }
 
+/// Two adjacent values of a row, as one store.
+__device__ __forceinline__ void storePair(float *p, float a, float b) {
+  *reinterpret_cast<float2 *>(p) = make_float2(a, b);
+}
+__device__ __forceinline__ void storePair(__nv_bfloat16 *p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162 *>(p) = __floats2bfloat162_rn(a, b);
+}
+
 /// Row `first + g` (half 0) and `first + g + 8` (half 1) of a warp's
 /// [16, HD] accumulators, times `scale`, to dst + rowOffset(row) for rows
-/// under `limit`.
-template <int HD, typename RowOffset>
+/// under `limit` (fp32, or rounded to bfloat16).
+template <int HD, typename RowOffset, typename Out>
 __device__ __forceinline__ void
-storeRows(const float (&acc)[TcLayout<HD>::DT][4], float *__restrict__ dst,
+storeRows(const float (&acc)[TcLayout<HD>::DT][4], Out *__restrict__ dst,
           int first, int limit, float scale, RowOffset rowOffset) {
   int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
 #pragma unroll
@@ -888,11 +1091,11 @@ storeRows(const float (&acc)[TcLayout<HD>::DT][4], float *__restrict__ dst,
     int row = first + g + 8 * half;
     if (row >= limit)
       continue;
-    float *out = dst + rowOffset(row) + 2 * c;
+    Out *out = dst + rowOffset(row) + 2 * c;
 #pragma unroll
     for (int n = 0; n < TcLayout<HD>::DT; ++n)
-      *reinterpret_cast<float2 *>(out + n * 8) =
-          make_float2(acc[n][2 * half] * scale, acc[n][2 * half + 1] * scale);
+      storePair(out + n * 8, acc[n][2 * half] * scale,
+                acc[n][2 * half + 1] * scale);
   }
 }
 
@@ -912,7 +1115,8 @@ __global__ void __launch_bounds__(128)
                 const float *__restrict__ v, float *__restrict__ y, int T,
                 int S, int H, int K, bool causal, const int32_t *offsetPtr,
                 float *__restrict__ lse, const float *__restrict__ dy = nullptr,
-                float *__restrict__ delta = nullptr) {
+                float *__restrict__ delta = nullptr,
+                __nv_bfloat16 *__restrict__ y16 = nullptr) {
   using L = TcLayout<HD>;
   extern __shared__ __align__(16) float tcShared[];
   // Two buffers of k and v (buffer i: k at 2i tiles, v after it); q is
@@ -1016,6 +1220,8 @@ __global__ void __launch_bounds__(128)
   };
   if (y)
     storeRows<HD>(o, y, first, T, 1.f, rowOffset);
+  if (y16) // a bf16 model's copy of y for the matmuls that read it
+    storeRows<HD>(o, y16, first, T, 1.f, rowOffset);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     int t = first + g + 8 * r;
@@ -1120,7 +1326,8 @@ __global__ void __launch_bounds__(128)
                       const float *__restrict__ lse,
                       const float *__restrict__ delta, float *__restrict__ dk,
                       float *__restrict__ dv, int T, int S, int H, int K,
-                      bool causal, const int32_t *offsetPtr) {
+                      bool causal, const int32_t *offsetPtr,
+                      __nv_bfloat16 *__restrict__ dv16 = nullptr) {
   using L = TcLayout<HD>;
   extern __shared__ __align__(16) float tcShared[];
   float *ks = tcShared + 4 * L::tile, *vs = ks + L::tile;
@@ -1187,7 +1394,10 @@ __global__ void __launch_bounds__(128)
     return ((int64_t)b * S + u) * kvStride + (int64_t)j * HD;
   };
   storeRows<HD>(dkAcc, dk, first, S, 1.f, rowOffset);
-  storeRows<HD>(dvAcc, dv, first, S, 1.f, rowOffset);
+  if (dv) // null when only a bf16 model's copy dv16 is read
+    storeRows<HD>(dvAcc, dv, first, S, 1.f, rowOffset);
+  if (dv16)
+    storeRows<HD>(dvAcc, dv16, first, S, 1.f, rowOffset);
 }
 
 //===----------------------------------------------------------------------===//
@@ -1198,37 +1408,96 @@ __device__ __forceinline__ float sigmoidf(float z) {
   return 1.f / (1.f + __expf(-z));
 }
 
-/// y = silu(g) · u; y16 (where given) y rounded to bfloat16, as rmsnorm's.
+/// y = silu(g) · u, four elements a thread (a 16-byte load of each input
+/// where aligned, as arena offsets are); y16 (where given) y rounded to
+/// bfloat16, as rmsnorm's, and y null when only y16 is read.
+constexpr int kSwiGLUPerThread = 4;
+__device__ __forceinline__ float swigluf(float g, float u) {
+  return g * sigmoidf(g) * u;
+}
 __global__ void swiglu(const float *__restrict__ g, const float *__restrict__ u,
                        float *__restrict__ y, int64_t n,
                        __nv_bfloat16 *__restrict__ y16 = nullptr) {
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n)
+  int64_t i =
+      ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * kSwiGLUPerThread;
+  if (i + 3 < n &&
+      ((uintptr_t)(g + i) | (uintptr_t)(u + i) |
+       (uintptr_t)(y ? y + i : nullptr)) %
+              16 ==
+          0 &&
+      (uintptr_t)(y16 ? y16 + i : nullptr) % 8 == 0) {
+    float4 gv = load4(g + i), uv = load4(u + i);
+    float4 o = make_float4(swigluf(gv.x, uv.x), swigluf(gv.y, uv.y),
+                           swigluf(gv.z, uv.z), swigluf(gv.w, uv.w));
+    if (y)
+      store4(y + i, o);
+    if (y16)
+      store4(y16 + i, o);
     return;
-  float v = g[i] * sigmoidf(g[i]) * u[i];
-  y[i] = v;
-  if (y16)
-    y16[i] = __float2bfloat16_rn(v);
+  }
+  for (int64_t e = i; e < min(i + kSwiGLUPerThread, n); ++e) {
+    float v = swigluf(g[e], u[e]);
+    if (y)
+      y[e] = v;
+    if (y16)
+      y16[e] = __float2bfloat16_rn(v);
+  }
 }
 
-__global__ void swigluGrad(const float *__restrict__ g,
-                           const float *__restrict__ u,
-                           const float *__restrict__ dy, float *__restrict__ dg,
-                           float *__restrict__ du, int64_t n,
+/// dg = dy · u · σ(g) (1 + g (1 − σ(g))), du = dy · g σ(g), four elements
+/// a thread as swiglu; dg may alias g and du u (each element is read before
+/// it is written). dg16 and du16 (where given) get bfloat16 copies for the
+/// matmuls that read dg and du, and dg or du is null when only its copy is
+/// read.
+__device__ __forceinline__ void swigluGradf(float z, float u, float d,
+                                            float &dg, float &du) {
+  float s = sigmoidf(z);
+  dg = d * u * s * (1 + z * (1 - s));
+  du = d * z * s;
+}
+__global__ void swigluGrad(const float *g, const float *u, const float *dy,
+                           float *dg, float *du, int64_t n,
                            __nv_bfloat16 *__restrict__ dg16 = nullptr,
                            __nv_bfloat16 *__restrict__ du16 = nullptr) {
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n)
+  int64_t i =
+      ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * kSwiGLUPerThread;
+  if (i + 3 < n &&
+      ((uintptr_t)(g + i) | (uintptr_t)(u + i) | (uintptr_t)(dy + i) |
+       (uintptr_t)(dg ? dg + i : nullptr) |
+       (uintptr_t)(du ? du + i : nullptr)) %
+              16 ==
+          0 &&
+      ((uintptr_t)(dg16 ? dg16 + i : nullptr) |
+       (uintptr_t)(du16 ? du16 + i : nullptr)) %
+              8 ==
+          0) {
+    float4 gv = load4(g + i), uv = load4(u + i), dv = load4(dy + i), a, b;
+    swigluGradf(gv.x, uv.x, dv.x, a.x, b.x);
+    swigluGradf(gv.y, uv.y, dv.y, a.y, b.y);
+    swigluGradf(gv.z, uv.z, dv.z, a.z, b.z);
+    swigluGradf(gv.w, uv.w, dv.w, a.w, b.w);
+    if (dg)
+      store4(dg + i, a);
+    if (du)
+      store4(du + i, b);
+    if (dg16)
+      store4(dg16 + i, a);
+    if (du16)
+      store4(du16 + i, b);
     return;
-  float z = g[i], s = sigmoidf(z), d = dy[i];
-  float dgi = d * u[i] * s * (1 + z * (1 - s));
-  float dui = d * z * s;
-  dg[i] = dgi; // dg may alias g, du may alias u: read before writing
-  du[i] = dui;
-  if (dg16) // bfloat16 copies for the matmuls that read dg and du
-    dg16[i] = __float2bfloat16_rn(dgi);
-  if (du16)
-    du16[i] = __float2bfloat16_rn(dui);
+  }
+  for (int64_t e = i; e < min(i + kSwiGLUPerThread, n); ++e) {
+    float a, b;
+    swigluGradf(g[e], u[e], dy[e], a, b);
+    if (dg)
+      dg[e] = a;
+    if (du)
+      du[e] = b;
+    if (dg16)
+      dg16[e] = __float2bfloat16_rn(a);
+    if (du16)
+      du16[e] = __float2bfloat16_rn(b);
+  }
 }
 
 __device__ __forceinline__ float geluf(float z) {

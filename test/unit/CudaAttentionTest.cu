@@ -20,6 +20,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaCheck.cuh"
 #include "Kernels.cuh"
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using namespace stlm_cuda;
@@ -104,44 +106,6 @@ Result reference(const Case &c, const std::vector<float> &q,
   return r;
 }
 
-bool ok(cudaError_t e, const char *what) {
-  if (e != cudaSuccess)
-    std::fprintf(stderr, "FAIL: %s: %s\n", what, cudaGetErrorString(e));
-  return e == cudaSuccess;
-}
-
-struct Buffer {
-  float *p = nullptr;
-  size_t n = 0;
-  explicit Buffer(size_t count) : n(count) {
-    if (!ok(cudaMalloc(&p, n * sizeof(float)), "cudaMalloc"))
-      std::exit(1);
-    cudaMemset(p, 0xff, n * sizeof(float)); // NaN: unwritten shows
-  }
-  Buffer(const std::vector<float> &x) : Buffer(x.size()) {
-    cudaMemcpy(p, x.data(), n * sizeof(float), cudaMemcpyHostToDevice);
-  }
-  ~Buffer() { cudaFree(p); }
-  std::vector<float> get() const {
-    std::vector<float> x(n);
-    cudaMemcpy(x.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost);
-    return x;
-  }
-};
-
-/// max |got − want| over max |want| (or over 1 when that is smaller); a
-/// NaN counts as infinitely wrong.
-double relError(const std::vector<float> &got,
-                const std::vector<double> &want) {
-  double err = 0, mag = 1e-30;
-  for (size_t i = 0; i < want.size(); ++i) {
-    double d = std::fabs(got[i] - want[i]);
-    err = std::isnan(d) ? INFINITY : std::max(err, d);
-    mag = std::max(mag, std::fabs(want[i]));
-  }
-  return err / std::max(mag, 1e-3);
-}
-
 /// The kernels and launch shapes of one family.
 template <int HD, bool TC> struct Family {
   static constexpr int rowsF = TC ? kTcRows : attentionRows(HD, false),
@@ -190,27 +154,66 @@ bool run(const Case &c, double tolerance, const Result &want,
   dim3 gridF(blocksFor(c.T, F::rowsF), c.H, c.B),
       gridQ(blocksFor(c.T, F::rowsB), c.H, c.B),
       gridKV(blocksFor(c.S, F::rowsB), c.K, c.B);
+  // The forward and dk/dv launches; the tensor-core kernels also take a
+  // bf16 model's copy of y or dv (null: none).
+  auto forward = [&](float *yp, float *lsep, const float *dyp, float *deltap,
+                     __nv_bfloat16 *y16p) {
+    if constexpr (TC)
+      F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, yp, c.T, c.S,
+                                                 c.H, c.K, c.causal, offset,
+                                                 lsep, dyp, deltap, y16p);
+    else
+      F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, yp, c.T, c.S,
+                                                 c.H, c.K, c.causal, offset,
+                                                 lsep, dyp, deltap);
+  };
+  auto gradKV = [&](float *dvp, __nv_bfloat16 *dv16p) {
+    if constexpr (TC)
+      F::gradKV()<<<gridKV, 128, F::shared(2)>>>(
+          q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dvp, c.T, c.S, c.H, c.K,
+          c.causal, offset, dv16p);
+    else
+      F::gradKV()<<<gridKV, 128, F::shared(2)>>>(q.p, k.p, v.p, dy.p, lse.p,
+                                                 delta.p, dk.p, dvp, c.T, c.S,
+                                                 c.H, c.K, c.causal, offset);
+  };
   // The training step's pair: the forward keeps lse, the backward takes
   // delta from y; then the backward's own statistics pass (no y).
-  F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, c.T, c.S, c.H,
-                                             c.K, c.causal, offset, lse.p,
-                                             nullptr, nullptr);
+  forward(y.p, lse.p, nullptr, nullptr, nullptr);
   int64_t rows = (int64_t)c.B * c.T * c.H;
   attentionDelta<<<blocksFor(rows * 32, 256), 256>>>(y.p, dy.p, delta.p, rows,
                                                      c.T, c.H, HD);
-  F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, nullptr, c.T, c.S,
-                                             c.H, c.K, c.causal, offset, lse2.p,
-                                             dy.p, delta2.p);
+  forward(nullptr, lse2.p, dy.p, delta2.p, nullptr);
   F::gradQ()<<<gridQ, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
                                            dq.p, c.T, c.S, c.H, c.K, c.causal,
                                            offset);
-  F::gradKV()<<<gridKV, 128, F::shared(2)>>>(q.p, k.p, v.p, dy.p, lse.p,
-                                             delta.p, dk.p, dv.p, c.T, c.S, c.H,
-                                             c.K, c.causal, offset);
+  gradKV(dv.p, nullptr);
+  // The tensor-core kernels again, writing a bf16 model's copies: y's
+  // beside y, dv's instead of dv. The same sums, so each copy must be its
+  // fp32 value rounded.
+  Bf16Buffer y16(hq.size()), dv16(hk.size());
+  if constexpr (TC) {
+    forward(y.p, lse.p, nullptr, nullptr, y16.p);
+    gradKV(nullptr, dv16.p);
+  }
   bool good = ok(cudaDeviceSynchronize(), "kernels");
   cudaFree(offset);
   if (!good)
     return false;
+  if constexpr (TC) {
+    for (auto [name, copy, full] :
+         {std::tuple{"y16", &y16, &y}, std::tuple{"dv16", &dv16, &dv}}) {
+      std::vector<float> got = copy->get(), value = full->get();
+      std::vector<double> rounded(value.size());
+      for (size_t i = 0; i < value.size(); ++i)
+        rounded[i] = __bfloat162float(__float2bfloat16_rn(value[i]));
+      if (relError(got, rounded) != 0) {
+        std::printf("FAIL: %s: %s is not its fp32 value rounded\n", family,
+                    name);
+        good = false;
+      }
+    }
+  }
   struct {
     const char *name;
     const Buffer &got;
@@ -263,28 +266,6 @@ template <int HD> bool runCase(const Case &c) {
   return good;
 }
 
-/// Median µs of `launch` over 20 runs after 3 warm-ups.
-template <typename Launch> double medianUs(Launch launch) {
-  cudaEvent_t a, b;
-  cudaEventCreate(&a);
-  cudaEventCreate(&b);
-  std::vector<float> ms;
-  for (int i = 0; i < 23; ++i) {
-    cudaEventRecord(a);
-    launch();
-    cudaEventRecord(b);
-    cudaEventSynchronize(b);
-    float t = 0;
-    cudaEventElapsedTime(&t, a, b);
-    if (i >= 3)
-      ms.push_back(t);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e3;
-}
-
 /// The three tensor-core kernels at a causal training shape (T = S).
 template <int HD> void timeShape(const char *name, int B, int T, int H, int K) {
   size_t n = (size_t)B * T * H * HD, nkv = (size_t)B * T * K * HD,
@@ -322,11 +303,8 @@ template <int HD> void timeShape(const char *name, int B, int T, int H, int K) {
 } // namespace
 
 int main(int argc, char **argv) {
-  int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
-    std::printf("SKIPPED: no CUDA device, nothing checked\n");
+  if (!deviceOrSkip())
     return 0;
-  }
   if (!ok(setAttentionTcLimits<16>(), "limits") ||
       !ok(setAttentionTcLimits<32>(), "limits") ||
       !ok(setAttentionTcLimits<64>(), "limits") ||
