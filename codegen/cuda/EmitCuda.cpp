@@ -1547,12 +1547,14 @@ FailureOr<CudaSource> Emitter::run() {
     layout.inference.push_back(f.getSymName().str());
   }
   // Scratch: every launch's temporaries, then the stash (kStash), then the
-  // pool of bf16 operand copies (kPool; the bodies name both).
+  // pool of bf16 operand copies (kPool; the bodies name both, where they
+  // have any: fp32 models have no pool).
   int64_t stashAt = (scratchSize + 255) / 256 * 256,
           poolAt = stashAt + stashSize;
-  out = header + "constexpr int64_t kStash = " + std::to_string(stashAt) +
-        ";\nconstexpr int64_t kPool = " + std::to_string(poolAt) + ";\n\n" +
-        out;
+  out = header + "[[maybe_unused]] constexpr int64_t kStash = " +
+        std::to_string(stashAt) +
+        ";\n[[maybe_unused]] constexpr int64_t kPool = " +
+        std::to_string(poolAt) + ";\n\n" + out;
   out +=
       "constexpr int64_t kWeightsSize = " + std::to_string(layout.weightsSize) +
       ";\nconstexpr int64_t kArenaSize = " + std::to_string(layout.arenaSize) +
