@@ -192,11 +192,7 @@ BF16Probe probeBF16() {
 
 std::string missingForBF16Dot() { return "x86"; }
 
-bool hasAvxVnni() {
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  // CPUID.(EAX=7, ECX=1):EAX bit 4.
-  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1);
-}
+bool hasAvxVnni() { return false; }
 
 BF16Probe probeBF16() {
   BF16Probe p;

@@ -538,9 +538,21 @@ void Emitter::pairAttention(func::FuncOp fn) {
   }
 }
 
-static bool isMatmulOp(Operation *op) {
-  return isa<ir::LinearOp, ir::LogitsOp, ir::LinearFusedOp, ir::LinearGradOp,
-             ir::LowRankMergeOp, ir::LowRankMergeGradOp>(op);
+/// Whether `use` is a matmul operand that the emitter takes through
+/// operand() (a bf16 model's copy), not an fp32 addend, residual or
+/// weight to merge into.
+static bool readsCopy(OpOperand &use) {
+  Operation *op = use.getOwner();
+  unsigned i = use.getOperandNumber();
+  if (isa<ir::LinearOp, ir::LogitsOp, ir::LowRankMergeGradOp>(op))
+    return true;
+  if (isa<ir::LinearFusedOp>(op))
+    return i < 2; // x and the weight, not the residual
+  if (isa<ir::LinearGradOp>(op))
+    return i < 3; // x, the weight and dy, not the addend or GELU's input
+  if (isa<ir::LowRankMergeOp>(op))
+    return i > 0; // a and b, not the weight they are merged into
+  return false;
 }
 
 int64_t Emitter::newCopy(Value v) {
@@ -560,10 +572,12 @@ int64_t Emitter::newCopy(Value v) {
     poolSize = std::max(poolSize, poolTop);
   }
   Operation *last = nullptr;
-  for (Operation *user : v.getUsers())
-    if (isMatmulOp(user) && user->getBlock() == v.getParentBlock() &&
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if (readsCopy(use) && user->getBlock() == v.getParentBlock() &&
         (!last || last->isBeforeInBlock(user)))
       last = user;
+  }
   bf16Copies[v] = {off, bytes, last};
   return off;
 }
@@ -584,26 +598,9 @@ std::string Emitter::operand(Value v) {
 }
 
 std::string Emitter::copyFor(Value v) {
-  if (!bf16 || bf16Copies.count(v) || llvm::none_of(v.getUsers(), isMatmulOp))
+  if (!bf16 || bf16Copies.count(v) || llvm::none_of(v.getUses(), readsCopy))
     return "nullptr";
   return ptr({'P', newCopy(v)}, "__nv_bfloat16");
-}
-
-/// Whether `use` is a matmul operand that the emitter takes through
-/// operand() (a bf16 model's copy), not an fp32 addend, residual or
-/// weight to merge into.
-static bool readsCopy(OpOperand &use) {
-  Operation *op = use.getOwner();
-  unsigned i = use.getOperandNumber();
-  if (isa<ir::LinearOp, ir::LogitsOp, ir::LowRankMergeGradOp>(op))
-    return true;
-  if (isa<ir::LinearFusedOp>(op))
-    return i < 2; // x and the weight, not the residual
-  if (isa<ir::LinearGradOp>(op))
-    return i < 3; // x, the weight and dy, not the addend or GELU's input
-  if (isa<ir::LowRankMergeOp>(op))
-    return i > 0; // a and b, not the weight they are merged into
-  return false;
 }
 
 std::string Emitter::resultBeside(Value v, const std::string &copy) {

@@ -5,8 +5,9 @@
 // Halide's own main lacks: --version, --help naming our generators, an
 // output directory created when missing, and Halide's errors reported as
 // `stlm-kernelgen: error: ...` with exit status 1 instead of an uncaught
-// exception; and for the host target, the quantized matvecs built without
-// avx512_sapphirerapids on CPUs that lack AVX-VNNI (targetFor).
+// exception (a malformed target included); and for the host target, the
+// row-by-row quantized matvecs built without avx512_sapphirerapids on
+// CPUs that lack AVX-VNNI (targetFor).
 //
 //===----------------------------------------------------------------------===//
 
@@ -51,18 +52,23 @@ bool makeDirectories(const std::string &path, std::string &error) {
   return true;
 }
 
-/// The target for `-g generator` given `target=value` (without the key):
-/// the quantized matvecs' byte dot products compile to vpdpbusd, and for
-/// Halide's avx512_sapphirerapids LLVM encodes the 128- and 256-bit ones
-/// in VEX (AVX-VNNI), which a CPU with AVX512-VNNI alone (AMD Zen 4)
-/// faults on. So for the host such a CPU gets them without that feature
-/// (widening multiply-adds); every other kernel keeps the host target
-/// (the bf16 matmuls' vdpbf16ps has no VEX form).
+/// The target for `-g generator` given `target=value` (without the key),
+/// parsed here so that a malformed one is our error (Halide throws). The
+/// row-by-row quantized matvecs' byte dot products compile to vpdpbusd,
+/// and for Halide's avx512_sapphirerapids LLVM encodes the 256-bit ones in
+/// VEX (AVX-VNNI), which a CPU with AVX512-VNNI alone (AMD Zen 4) faults
+/// on. So for the host such a CPU gets those two without that feature
+/// (widening multiply-adds). Every other kernel keeps the host target: the
+/// tiled matvecs' vpdpbusd are 512-bit (EVEX), and the bf16 matmuls'
+/// vdpbf16ps has no VEX form.
 std::string targetFor(const std::string &generator, const std::string &value) {
-  if (generator.rfind("stlm_qmatvec", 0) != 0 || value.rfind("host", 0) != 0)
-    return value;
+  if (value.find(',') != std::string::npos)
+    return value; // several targets: Halide's main parses the list
   Halide::Target t(value);
-  if (!t.has_feature(Halide::Target::AVX512_SapphireRapids) ||
+  bool rowByRow =
+      generator == "stlm_qmatvec_int8" || generator == "stlm_qmatvec_int4";
+  if (!rowByRow || value.rfind("host", 0) != 0 ||
+      !t.has_feature(Halide::Target::AVX512_SapphireRapids) ||
       stlm::hasAvxVnni())
     return value;
   return t.without_feature(Halide::Target::AVX512_SapphireRapids).to_string();
@@ -98,19 +104,20 @@ int main(int argc, char **argv) {
       }
     }
   }
-  std::string generator;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "-g")
-      generator = argv[i + 1];
-  std::vector<std::string> args(argv, argv + argc);
-  for (std::string &arg : args)
-    if (arg.rfind("target=", 0) == 0)
-      arg = "target=" + targetFor(generator, arg.substr(7));
-  std::vector<char *> argp;
-  for (std::string &arg : args)
-    argp.push_back(arg.data());
-  argp.push_back(nullptr);
   try {
+    // targetFor parses the target (Halide throws on a malformed one).
+    std::string generator;
+    for (int i = 1; i + 1 < argc; ++i)
+      if (std::string(argv[i]) == "-g")
+        generator = argv[i + 1];
+    std::vector<std::string> args(argv, argv + argc);
+    for (std::string &arg : args)
+      if (arg.rfind("target=", 0) == 0)
+        arg = "target=" + targetFor(generator, arg.substr(7));
+    std::vector<char *> argp;
+    for (std::string &arg : args)
+      argp.push_back(arg.data());
+    argp.push_back(nullptr);
     return Halide::Internal::generate_filter_main(argc, argp.data(), std::cerr);
   } catch (const std::exception &e) {
     std::cerr << "stlm-kernelgen: error: " << e.what() << "\n";
