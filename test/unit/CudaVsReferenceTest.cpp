@@ -28,6 +28,7 @@
 
 #include "stlm/stlm.h"
 #include "support/SafeTensors.h"
+#include "test/unit/TestSpecs.h"
 
 #include <gtest/gtest.h>
 
@@ -362,19 +363,8 @@ TEST_F(CudaVsReference, TiedSharedGroupedKV) {
 
 /// A tiny spec named `name` whose interior layers share their FFN and
 /// attention output, each with a rank-4 LoRA delta.
-std::string loraSpec(const std::string &name) {
-  return "name: " + name +
-         "\n"
-         "embedder: {kind: token, vocab_size: 256}\n"
-         "core: {layers: 4, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
-         "       ffn_width: 72, context: 24}\n"
-         "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
-         "        interior_keep: 1, lora_rank: 4}\n"
-         "train: {batch: 3, steps: 10, warmup: 2}\n";
-}
-
 TEST_F(CudaVsReference, LoRADeltasOnSharedInterior) {
-  prepare("lora-tiny", loraSpec("lora-tiny"), "lora-tiny");
+  prepare("lora-tiny", stlm::test::loraTinySpec("lora-tiny"), "lora-tiny");
   if (!model)
     return;
   // --lora-merge=auto: @grad, @eval and @logits merge each delta into its
@@ -386,7 +376,7 @@ TEST_F(CudaVsReference, LoRADeltasOnSharedInterior) {
 
 TEST_F(CudaVsReference, LoRADeltasUnmerged) {
   // --lora-merge=never: every delta is two matmuls, its gradient five.
-  prepare("lora-never", loraSpec("lora-never"), "lora-never",
+  prepare("lora-never", stlm::test::loraTinySpec("lora-never"), "lora-never",
           "--lora-merge=never");
   if (!model)
     return;

@@ -48,6 +48,7 @@
 #include "stlm/stlm.h"
 #include "support/SafeTensors.h"
 #include "support/Sampling.h"
+#include "test/unit/TestSpecs.h"
 #include "tools/common/InitAll.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -1060,21 +1061,12 @@ TEST_F(NativeVsReference, LongContextBlockedAttentionBackward) {
 /// stlm-10m's structure, small: interior layers share the FFN and the
 /// attention output and add their own rank-4 deltas, odd widths off the
 /// matmul tile grid.
-constexpr const char *kLoRATiny =
-    "name: lora-tiny\n"
-    "embedder: {kind: token, vocab_size: 256}\n"
-    "core: {layers: 4, width: 48, heads: 2, kv_heads: 1, ffn: swiglu,\n"
-    "       ffn_width: 72, context: 24}\n"
-    "tying: {embed_head: true, ffn: interior, attn_out: interior,\n"
-    "        interior_keep: 1, lora_rank: 4}\n"
-    "train: {batch: 3, steps: 10, warmup: 2}\n";
-
 TEST_F(NativeVsReference, LoRADeltasOnSharedInterior) {
   // --lora-merge=auto: over the batch's 72 rows each delta is merged into
   // its shared weight (stlm.lowrank_merge; da and db from the merged
   // weight's gradient), while generation's few rows keep it as two
   // matmuls (stlm-decompose).
-  setUp(kLoRATiny, "lora-tiny", /*perturbLoRA=*/true);
+  setUp(stlm::test::loraTinySpec(), "lora-tiny", /*perturbLoRA=*/true);
   // LoRA b perturbed: the deltas, their input gradients and every da are
   // nonzero and compared (a zero reference gradient fails). Measured:
   // gradients 8.2e-7 (layers.3.w2), clip 1.2e-8, opt.m 8.2e-7, opt.v
@@ -1088,7 +1080,7 @@ TEST_F(NativeVsReference, LoRADeltasUnmerged) {
   // --lora-merge=never: every delta is two matmuls through the rank-4
   // bottleneck and its gradient five (the bottleneck recomputed).
   loraMerge = "never";
-  setUp(kLoRATiny, "lora-tiny", /*perturbLoRA=*/true);
+  setUp(stlm::test::loraTinySpec(), "lora-tiny", /*perturbLoRA=*/true);
   // Measured: gradients 8.2e-7 (layers.3.w2), clip 1.2e-8, opt.m 9.7e-7,
   // opt.v 2.3e-6, weights 9.0 ulps; loss and norm to the bit.
   compareGradients(kFP32);
