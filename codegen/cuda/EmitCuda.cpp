@@ -309,6 +309,13 @@ private:
     return "blocksFor(" + std::to_string(n) + ", " + std::to_string(threads) +
            ")";
   }
+  /// grid1 for a kernel whose threads take `perThread` (a Kernels.cuh
+  /// constant) of the n elements each.
+  static std::string grid1Per(int64_t n, const std::string &perThread,
+                              int threads) {
+    return "blocksFor((" + std::to_string(n) + " + " + perThread + " - 1) / " +
+           perThread + ", " + std::to_string(threads) + ")";
+  }
 
   // --- ops ---------------------------------------------------------------------
   LogicalResult emitOp(Operation *op);
@@ -590,10 +597,8 @@ std::string Emitter::operand(Value v) {
     return ptr({'P', it->second.off}, "__nv_bfloat16");
   std::string copy = ptr({'P', newCopy(v)}, "__nv_bfloat16");
   int64_t n = numel(v);
-  launch("toBF16",
-         "blocksFor((" + std::to_string(n) +
-             " + kBF16PerThread - 1) / kBF16PerThread, 256)",
-         "256", f(v) + ", " + copy + ", " + std::to_string(n), "bf16 operands");
+  launch("toBF16", grid1Per(n, "kBF16PerThread", 256), "256",
+         f(v) + ", " + copy + ", " + std::to_string(n), "bf16 operands");
   return copy;
 }
 
@@ -1149,7 +1154,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return failure();
         int64_t n = numel(o.getGate());
         std::string copy = copyFor(o.getResult());
-        launch("swiglu", grid1((n + 3) / 4, 256), "256",
+        launch("swiglu", grid1Per(n, "kSwiGLUPerThread", 256), "256",
                f(o.getGate()) + ", " + f(o.getUp()) + ", " +
                    resultBeside(o.getResult(), copy) + ", " +
                    std::to_string(n) + ", " + copy,
@@ -1161,7 +1166,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return failure();
         int64_t n = numel(o.getGate());
         std::string dg16 = copyFor(o.getDgate()), du16 = copyFor(o.getDup());
-        launch("swigluGrad", grid1((n + 3) / 4, 256), "256",
+        launch("swigluGrad", grid1Per(n, "kSwiGLUPerThread", 256), "256",
                f(o.getGate()) + ", " + f(o.getUp()) + ", " + f(o.getDy()) +
                    ", " + resultBeside(o.getDgate(), dg16) + ", " +
                    resultBeside(o.getDup(), du16) + ", " + std::to_string(n) +

@@ -1699,12 +1699,7 @@ __global__ void toBF16(const float *__restrict__ x,
                        __nv_bfloat16 *__restrict__ y, int64_t n) {
   int64_t i = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) * kBF16PerThread;
   if (i + 3 < n && ((uintptr_t)(x + i) % 16 | (uintptr_t)(y + i) % 8) == 0) {
-    float4 v = *reinterpret_cast<const float4 *>(x + i);
-    __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y),
-                   hi = __floats2bfloat162_rn(v.z, v.w);
-    uint2 packed = make_uint2(*reinterpret_cast<uint32_t *>(&lo),
-                              *reinterpret_cast<uint32_t *>(&hi));
-    *reinterpret_cast<uint2 *>(y + i) = packed;
+    store4(y + i, load4(x + i));
     return;
   }
   for (int64_t e = i; e < min(i + kBF16PerThread, n); ++e)

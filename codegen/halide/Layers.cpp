@@ -137,12 +137,14 @@ public:
     // arithmetic done here once, are a constant of the kernel (the
     // schedule specialises on offset == 0, so no call computes them).
     Buffer<float> table(hd / 2, int(time), 2, "rope_table");
-    for (int pt = 0; pt < int(time); ++pt)
-      for (int pi = 0; pi < hd / 2; ++pi) {
-        double a = double(pt) * std::pow(double(theta), -2.0 * pi / hd) * sign;
+    for (int pi = 0; pi < hd / 2; ++pi) {
+      double f = std::pow(double(theta), -2.0 * pi / hd);
+      for (int pt = 0; pt < int(time); ++pt) {
+        double a = double(pt) * f * sign;
         table(pi, pt, 0) = float(std::cos(a));
         table(pi, pt, 1) = float(std::sin(a));
       }
+    }
     Expr tt = clamp(t, 0, int(time) - 1);
     cs(i, t) =
         Tuple(select(offset == 0, table(i, tt, 0), cast<float>(cos(angle))),

@@ -221,7 +221,8 @@ bool swigluCase(int64_t n, std::mt19937 &rng) {
     du[i] = dy[i] * g[i] * s;
   }
   std::string name = "swiglu n=" + std::to_string(n);
-  unsigned blocks = blocksFor((n + 3) / 4, 256);
+  unsigned blocks =
+      blocksFor((n + kSwiGLUPerThread - 1) / kSwiGLUPerThread, 256);
   bool good = true;
   Buffer bg(g), bu(u), bdy(dy), by(n), bdg(n), bdu(n);
   Bf16Buffer y16(n), dg16(n), du16(n);
@@ -295,7 +296,8 @@ void timeKernels() {
   Bf16Buffer a16(n), b16(n);
   for (Buffer *p : {&a, &b, &c})
     cudaMemset(p->p, 0, p->n * 4);
-  unsigned blocks = blocksFor((n + 3) / 4, 256);
+  unsigned blocks =
+      blocksFor((n + kSwiGLUPerThread - 1) / kSwiGLUPerThread, 256);
   double elt = (double)n * 4;
   line("swiglu, y and y16",
        medianUs([&] { swiglu<<<blocks, 256>>>(a.p, b.p, d.p, n, a16.p); }),
