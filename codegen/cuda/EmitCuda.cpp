@@ -97,6 +97,8 @@ constexpr size_t kLanes = 3;
 constexpr int64_t kRmsNormGradShared = 47 * 1024;
 /// Kernels.cuh's kRowVecMax: rows of up to 4·32·8 floats held in registers.
 constexpr int64_t kRowVecMax = 8;
+/// Kernels.cuh's kBfMaxHead: the widest head of the bf16 attention kernels.
+constexpr int64_t kBfMaxHead = 64;
 
 /// The float4s a lane holds of a row of D floats in the register-resident
 /// row kernels (rmsnormRows, rmsnormGradRows), or 0 where they do not
@@ -302,8 +304,14 @@ private:
     bool tc =
         (tf32 || bf16) && sm >= 80 && hd % 16 == 0 && hd <= 128 && T >= 16;
     if (tc)
-      tensorCoreHeads.insert(hd);
+      tensorCoreHeads.insert({tcFamily(hd), hd});
     return tc;
+  }
+  /// The tensor-core attention kernels' family: bf16 operands (attentionBf
+  /// ...) for a bf16 model's heads up to kBfMaxHead wide, TF32 (attentionTc
+  /// ...) otherwise.
+  std::string tcFamily(int64_t hd) const {
+    return bf16 && hd <= kBfMaxHead ? "Bf" : "Tc";
   }
   static std::string grid1(int64_t n, int threads) {
     return "blocksFor(" + std::to_string(n) + ", " + std::to_string(threads) +
@@ -397,7 +405,7 @@ private:
   int64_t inputInts = 0, outputFloats = 0;
   /// Head widths of the attention ops on tensor cores (their kernels'
   /// shared memory limits are raised when the context opens).
-  std::set<int64_t> tensorCoreHeads;
+  std::set<std::pair<std::string, int64_t>> tensorCoreHeads;
   DriverLayout layout;
   /// Per emitted function: where its result is and how many floats.
   struct Result {
@@ -1052,6 +1060,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
                                      " (even, at most 128)");
         std::string hds = std::to_string(hd);
         bool tc = onTensorCores(hd, T);
+        std::string family = tc ? tcFamily(hd) : "";
         std::string grid =
             "dim3(blocksFor(" + std::to_string(T) + ", " +
             (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") + "), " +
@@ -1060,7 +1069,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
         // output projection) as it writes y.
         std::string copy = tc ? ", nullptr, nullptr, " + copyFor(o.getResult())
                               : std::string();
-        launch((tc ? "attentionTc<" : "attention<") + hds + ">", grid, "128",
+        launch("attention" + family + "<" + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +
                    std::to_string(S) + ", " + std::to_string(H) + ", " +
@@ -1070,7 +1079,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
                    (keptLse.count(op) ? ptr(keptLse.lookup(op)) : "nullptr") +
                    copy,
                "stlm.attention",
-               tc ? "attentionTcShared<" + hds + ">(0)" : "0");
+               tc ? "attention" + family + "Shared<" + hds + ">(0)" : "0");
         return success();
       })
       .Case([&](ir::AttentionGradOp o) -> LogicalResult {
@@ -1107,12 +1116,13 @@ LogicalResult Emitter::emitOp(Operation *op) {
                            (backward ? ", true)" : ", false)")) +
                  "), " + std::to_string(heads) + ", " + std::to_string(B) + ")";
         };
+        std::string family = tc ? tcFamily(hd) : "";
         auto kernel = [&](const char *name) {
-          return std::string(name) + (tc ? "Tc<" : "<") + hds + ">";
+          return std::string(name) + family + "<" + hds + ">";
         };
         auto shared = [&](int pass) {
-          return tc ? "attentionTcShared<" + hds + ">(" + std::to_string(pass) +
-                          ")"
+          return tc ? "attention" + family + "Shared<" + hds + ">(" +
+                          std::to_string(pass) + ")"
                     : std::string("0");
         };
         if (kept)
@@ -1575,8 +1585,8 @@ FailureOr<CudaSource> Emitter::run() {
       init + "}\n\n";
   out += "/// Kernel settings made once per context, outside any capture.\n"
          "bool prepareKernels(Context &c) {\n  (void)c;\n";
-  for (int64_t hd : tensorCoreHeads)
-    out += "  if (!prepareAttentionTc<" + std::to_string(hd) +
+  for (const auto &[family, hd] : tensorCoreHeads)
+    out += "  if (!prepareAttention" + family + "<" + std::to_string(hd) +
            ">(c)) return false;\n";
   for (const auto &[key, place] : ropeTables) {
     int64_t pairs = context * (key.second / 2);

@@ -843,8 +843,9 @@ __global__ void __launch_bounds__(128)
 // fp32 accumulation, and everything between the products (mask, online
 // softmax, ds) done on the accumulators in registers. Used where the
 // model's matmuls already take tensor-core operands (--tf32, `precision:
-// bf16`) and the head width is a multiple of 16 up to 128: fp32 models keep
-// the kernels above, which round as the reference does.
+// bf16`) and the head width is a multiple of 16 up to 128, except for bf16
+// models with heads up to 64 wide (the bf16 kernels below): fp32 models
+// keep the kernels above, which round as the reference does.
 //
 // A block is 4 warps and 64 rows (queries; keys for the dk, dv pass), 16
 // per warp; the other side streams through shared memory 64 rows at a
@@ -1401,6 +1402,539 @@ __global__ void __launch_bounds__(128)
 }
 
 //===----------------------------------------------------------------------===//
+// Attention on tensor cores with bfloat16 operands: the three passes of the
+// TF32 kernels above, for `precision: bf16` models with heads up to 64
+// wide, as mma.sync m16n8k16 with bf16 operands and fp32 accumulation
+// (twice the work of an m16n8k8 TF32 instruction, at twice its rate). The
+// probabilities (and ds) are rounded to bfloat16 as the next product's A
+// operand, as PyTorch's bf16 attention does; the softmax, its statistics
+// and every accumulator stay fp32.
+//
+// The same blocks (4 warps, 64 rows, 16 a warp) and chunks of 64 rows, but
+// staged as bfloat16 in shared memory, rows of HD + 8 (a row's 16-byte
+// pieces of 8 consecutive rows fall in different banks, as ldmatrix reads
+// them). The inputs stay fp32 in global memory, so the next chunk is
+// loaded into registers while the warps multiply the current one, then
+// rounded (q scaled by 1/√hd first) and stored into the other buffer.
+//
+// Fragments (PTX ISA, mma.m16n8k16 .bf16, two values to a register, the
+// lower column in the low half): A (16 × 16) holds (g, 2c..2c+1),
+// (g + 8, 2c..), (g, 2c + 8..), (g + 8, 2c + 8..); B (16 × 8) holds
+// (2c..2c+1, g), (2c + 8.., g); the accumulator as above. So two adjacent
+// 16 × 8 score tiles, packed in pairs, are the next product's A fragment
+// as they stand. ldmatrix.x4 loads a 16 × 16 A fragment, or the B
+// fragments of two 8-wide tiles: as stored for products against a tile's
+// rows (q·kᵀ), transposed (.trans) for products along them (p·v).
+//===----------------------------------------------------------------------===//
+
+/// The widest head the bf16 kernels take (a thread holds its share of the
+/// next chunk, HD / 4 float4s of k and v, in registers).
+constexpr int kBfMaxHead = 64;
+
+template <int HD> struct BfLayout {
+  static_assert(HD % 16 == 0 && HD <= kBfMaxHead, "head width");
+  static constexpr int LD = HD + 8;         // bf16 values a staged row
+  static constexpr int tile = kTcRows * LD; // bf16 values a staged tile
+  static constexpr int KT = HD / 16;        // 16-wide steps along a head
+  static constexpr int DT = HD / 8;         // 8-wide tiles of a head
+  static constexpr int NT = kTcRows / 8;    // 8-wide tiles of a chunk
+  /// float4 pieces of a tile each of the block's 128 threads loads.
+  static constexpr int pieces = kTcRows * HD / 4 / 128;
+};
+
+/// Dynamic shared memory of pass `which` (as attentionTcShared): two
+/// buffers of two streamed tiles, the dq and dk/dv passes' own two tiles,
+/// and the dk/dv pass's two buffers of lse and delta.
+template <int HD> constexpr size_t attentionBfShared(int which) {
+  using L = BfLayout<HD>;
+  return sizeof(__nv_bfloat16) * (which == 0 ? 4 : 6) * L::tile +
+         (which == 2 ? sizeof(float) * 4 * kTcRows : 0);
+}
+
+/// Rows [first, first + 64) of a [rows, stride] tensor's HD columns from
+/// `src` (zeros past `limit`), held in registers between load and store:
+/// thread i's pieces are float4s i, i + 128, ... of the tile.
+template <int HD> struct ChunkLoad {
+  using L = BfLayout<HD>;
+  float4 piece[L::pieces];
+
+  __device__ __forceinline__ void load(const float *src, int64_t first,
+                                       int limit, int64_t stride) {
+#pragma unroll
+    for (int i = 0; i < L::pieces; ++i) {
+      int idx = threadIdx.x + 128 * i, r = idx / (HD / 4),
+          c = idx % (HD / 4) * 4;
+      piece[i] = first + r < limit ? __ldg(reinterpret_cast<const float4 *>(
+                                         src + (first + r) * stride + c))
+                                   : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+  }
+  /// The pieces times `scale`, rounded to bfloat16, into a staged tile.
+  __device__ __forceinline__ void store(__nv_bfloat16 *tile,
+                                        float scale) const {
+#pragma unroll
+    for (int i = 0; i < L::pieces; ++i) {
+      int idx = threadIdx.x + 128 * i, r = idx / (HD / 4),
+          c = idx % (HD / 4) * 4;
+      __nv_bfloat162 lo = __floats2bfloat162_rn(piece[i].x * scale,
+                                                piece[i].y * scale),
+                     hi = __floats2bfloat162_rn(piece[i].z * scale,
+                                                piece[i].w * scale);
+      uint2 bits = make_uint2(*reinterpret_cast<uint32_t *>(&lo),
+                              *reinterpret_cast<uint32_t *>(&hi));
+      *reinterpret_cast<uint2 *>(tile + r * L::LD + c) = bits;
+    }
+  }
+};
+
+/// Chunks [0, chunks) through two buffers, loaded through registers: the
+/// caller has stored chunk 0 into buffer 0 and synchronised; fetch(ci)
+/// starts loading chunk ci, put(ci) stores it into buffer ci & 1, body(ci)
+/// multiplies chunk ci while chunk ci + 1's loads are in flight.
+template <typename Fetch, typename Put, typename Body>
+__device__ __forceinline__ void overChunksBf(int chunks, Fetch fetch, Put put,
+                                             Body body) {
+  for (int ci = 0; ci < chunks; ++ci) {
+    bool next = ci + 1 < chunks;
+    if (next)
+      fetch(ci + 1);
+    body(ci);
+    if (next)
+      put(ci + 1); // the other buffer: left by every warp at the last barrier
+    __syncthreads();
+  }
+}
+
+__device__ __forceinline__ void ldmatrix4(uint32_t (&r)[4],
+                                          const __nv_bfloat16 *p) {
+  unsigned at = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, "
+               "[%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(at));
+}
+__device__ __forceinline__ void ldmatrix4Trans(uint32_t (&r)[4],
+                                               const __nv_bfloat16 *p) {
+  unsigned at = (unsigned)__cvta_generic_to_shared(p);
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 "
+               "{%0, %1, %2, %3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(at));
+}
+
+/// d[16 × 8] += a[16 × 16] · b[16 × 8] (bf16 fragments as above).
+__device__ __forceinline__ void mma16(float (&d)[4], const uint32_t (&a)[4],
+                                      uint32_t b0, uint32_t b1) {
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+               "{%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// Two fp32 values as a bf16 pair (a in the low half).
+__device__ __forceinline__ uint32_t packBf(float a, float b) {
+  __nv_bfloat162 x = __floats2bfloat162_rn(a, b);
+  return *reinterpret_cast<uint32_t *>(&x);
+}
+
+/// The A fragment of columns [16kk, 16kk + 16) of 16 staged rows.
+template <int HD>
+__device__ __forceinline__ void rowsBf(uint32_t (&a)[4],
+                                       const __nv_bfloat16 *rows, int kk) {
+  int lane = threadIdx.x % kWarp;
+  ldmatrix4(a, rows + (lane % 16) * BfLayout<HD>::LD + kk * 16 + lane / 16 * 8);
+}
+
+/// s[16 × 64] = a[16 × HD] · tileᵀ: 16 rows against the 64 rows of a
+/// staged tile (the reduction over the head's columns); `a(fa, kk)` gives
+/// the A fragment of columns [16kk, 16kk + 16).
+template <int HD, typename AFragment>
+__device__ __forceinline__ void productNTBfWith(float (&s)[BfLayout<HD>::NT][4],
+                                                AFragment a,
+                                                const __nv_bfloat16 *tile) {
+  using L = BfLayout<HD>;
+  int lane = threadIdx.x % kWarp;
+#pragma unroll
+  for (int n = 0; n < L::NT; ++n)
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  // Lane l addresses row l % 8 (+ 8 for lanes 16-31) and column 8 for
+  // lanes 8-15 and 24-31: matrices (n, k), (n, k + 8), (n + 8, k),
+  // (n + 8, k + 8), the two B registers of tiles n and n + 1.
+  const __nv_bfloat16 *b =
+      tile + (lane % 8 + lane / 16 * 8) * L::LD + lane / 8 % 2 * 8;
+#pragma unroll
+  for (int kk = 0; kk < L::KT; ++kk) {
+    uint32_t fa[4];
+    a(fa, kk);
+#pragma unroll
+    for (int n = 0; n < L::NT; n += 2) {
+      uint32_t fb[4];
+      ldmatrix4(fb, b + n * 8 * L::LD + kk * 16);
+      mma16(s[n], fa, fb[0], fb[1]);
+      mma16(s[n + 1], fa, fb[2], fb[3]);
+    }
+  }
+}
+
+/// productNTBfWith a's 16 rows staged in shared memory.
+template <int HD>
+__device__ __forceinline__ void productNTBf(float (&s)[BfLayout<HD>::NT][4],
+                                            const __nv_bfloat16 *a,
+                                            const __nv_bfloat16 *tile) {
+  productNTBfWith<HD>(
+      s, [a](uint32_t(&fa)[4], int kk) { rowsBf<HD>(fa, a, kk); }, tile);
+}
+
+/// acc[16 × HD] += p[16 × 64] · tile: accumulator-layout values (p),
+/// rounded to bf16, as the A operand, the reduction over the tile's 64
+/// rows.
+template <int HD>
+__device__ __forceinline__ void
+productNNBf(float (&acc)[BfLayout<HD>::DT][4],
+            const float (&p)[BfLayout<HD>::NT][4], const __nv_bfloat16 *tile) {
+  using L = BfLayout<HD>;
+  int lane = threadIdx.x % kWarp;
+  // Lane l addresses row l % 8 (+ 8 for lanes 8-15 and 24-31) and column
+  // 8 for lanes 16-31: transposed, matrices (k, n), (k + 8, n), (k, n + 8),
+  // (k + 8, n + 8) are the two B registers of tiles n and n + 1.
+  const __nv_bfloat16 *b =
+      tile + (lane % 8 + lane / 8 % 2 * 8) * L::LD + lane / 16 * 8;
+#pragma unroll
+  for (int kk = 0; kk < L::NT / 2; ++kk) {
+    const uint32_t fa[4] = {packBf(p[2 * kk][0], p[2 * kk][1]),
+                            packBf(p[2 * kk][2], p[2 * kk][3]),
+                            packBf(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                            packBf(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+#pragma unroll
+    for (int n = 0; n < L::DT; n += 2) {
+      uint32_t fb[4];
+      ldmatrix4Trans(fb, b + kk * 16 * L::LD + n * 8);
+      mma16(acc[n], fa, fb[0], fb[1]);
+      mma16(acc[n + 1], fa, fb[2], fb[3]);
+    }
+  }
+}
+
+/// attentionTc with bf16 operands (the same arguments and results).
+template <int HD>
+__global__ void __launch_bounds__(128)
+    attentionBf(const float *__restrict__ q, const float *__restrict__ k,
+                const float *__restrict__ v, float *__restrict__ y, int T,
+                int S, int H, int K, bool causal, const int32_t *offsetPtr,
+                float *__restrict__ lse, const float *__restrict__ dy = nullptr,
+                float *__restrict__ delta = nullptr,
+                __nv_bfloat16 *__restrict__ y16 = nullptr) {
+  using L = BfLayout<HD>;
+  extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
+  auto ks = [&](int i) { return bfShared + 2 * i * L::tile; };
+  auto vs = [&](int i) { return bfShared + (2 * i + 1) * L::tile; };
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
+      c = threadIdx.x % 4;
+  int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
+  int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
+  int offset = offsetPtr ? *offsetPtr : S - T;
+  int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  const float *kb = k + (int64_t)b * S * kvStride + (int64_t)j * HD,
+              *vb = v + (int64_t)b * S * kvStride + (int64_t)j * HD;
+  int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
+  int chunks = (horizon + kTcRows - 1) / kTcRows;
+  ChunkLoad<HD> kl, vl;
+  auto fetch = [&](int ci) {
+    kl.load(kb, (int64_t)ci * kTcRows, S, kvStride);
+    vl.load(vb, (int64_t)ci * kTcRows, S, kvStride);
+  };
+  auto put = [&](int ci) {
+    kl.store(ks(ci & 1), 1.f);
+    vl.store(vs(ci & 1), 1.f);
+  };
+  if (chunks > 0)
+    fetch(0);
+  {
+    // q rows, scaled and rounded, into registers (through the second k
+    // buffer, free until chunk 1 is stored after the barrier below).
+    ChunkLoad<HD> ql;
+    ql.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+    ql.store(ks(1), rsqrtf((float)HD));
+  }
+  if (chunks > 0)
+    put(0);
+  __syncthreads();
+  uint32_t qf[L::KT][4];
+#pragma unroll
+  for (int kk = 0; kk < L::KT; ++kk)
+    rowsBf<HD>(qf[kk], ks(1) + warp * 16 * L::LD, kk);
+  __syncthreads();
+  int warpHorizon =
+      visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
+  int mine[2] = {visibleKeys(first + g, T, S, causal, offset),
+                 visibleKeys(first + g + 8, T, S, causal, offset)};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  float o[L::DT][4] = {};
+  overChunksBf(chunks, fetch, put, [&](int ci) {
+    int u0 = ci * kTcRows;
+    if (u0 >= warpHorizon) // warp-uniform: no key of this chunk is seen
+      return;
+    float s[L::NT][4];
+    productNTBfWith<HD>(
+        s,
+        [&](uint32_t(&fa)[4], int kk) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            fa[i] = qf[kk][i];
+        },
+        ks(ci & 1));
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float cm = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * r + e];
+          if (u0 + n * 8 + 2 * c + e >= mine[r])
+            x = -INFINITY;
+          cm = fmaxf(cm, x);
+        }
+      float mNew = fmaxf(m[r], quadMax(cm));
+      float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
+      float corr = __expf(m[r] - base), sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * r + e];
+          x = __expf(x - base);
+          sum += x;
+        }
+      l[r] = l[r] * corr + sum; // this lane's share; summed at the end
+      m[r] = mNew;
+#pragma unroll
+      for (int n = 0; n < L::DT; ++n) {
+        o[n][2 * r] *= corr;
+        o[n][2 * r + 1] *= corr;
+      }
+    }
+    productNNBf<HD>(o, s, vs(ci & 1));
+  });
+  float inv[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quadSum(l[r]);
+    inv[r] = l[r] > 0 ? 1.f / l[r] : 0.f;
+#pragma unroll
+    for (int n = 0; n < L::DT; ++n) {
+      o[n][2 * r] *= inv[r];
+      o[n][2 * r + 1] *= inv[r];
+    }
+  }
+  auto rowOffset = [&](int t) {
+    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
+  };
+  if (y)
+    storeRows<HD>(o, y, first, T, 1.f, rowOffset);
+  if (y16)
+    storeRows<HD>(o, y16, first, T, 1.f, rowOffset);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    int t = first + g + 8 * r;
+    float dot = 0.f; // delta_t = dy_t · y_t
+    if (delta && t < T) {
+      const float *d = dy + rowOffset(t) + 2 * c;
+#pragma unroll
+      for (int n = 0; n < L::DT; ++n)
+        dot += d[n * 8] * o[n][2 * r] + d[n * 8 + 1] * o[n][2 * r + 1];
+    }
+    if (delta)
+      dot = quadSum(dot);
+    if (t < T && c == 0) {
+      int64_t at = ((int64_t)b * H + h) * T + t;
+      if (lse)
+        lse[at] = l[r] > 0 ? m[r] + logf(l[r]) : -INFINITY;
+      if (delta)
+        delta[at] = dot;
+    }
+  }
+}
+
+/// attentionGradQTc with bf16 operands.
+template <int HD>
+__global__ void __launch_bounds__(128)
+    attentionGradQBf(const float *__restrict__ q, const float *__restrict__ k,
+                     const float *__restrict__ v, const float *__restrict__ dy,
+                     const float *__restrict__ lse,
+                     const float *__restrict__ delta, float *__restrict__ dq,
+                     int T, int S, int H, int K, bool causal,
+                     const int32_t *offsetPtr) {
+  using L = BfLayout<HD>;
+  extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
+  auto ks = [&](int i) { return bfShared + 2 * i * L::tile; };
+  auto vs = [&](int i) { return bfShared + (2 * i + 1) * L::tile; };
+  __nv_bfloat16 *qs = bfShared + 4 * L::tile, *dys = qs + L::tile;
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
+      c = threadIdx.x % 4;
+  int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
+  int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
+  int offset = offsetPtr ? *offsetPtr : S - T;
+  const float scale = rsqrtf((float)HD);
+  int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  const float *kb = k + (int64_t)b * S * kvStride + (int64_t)j * HD,
+              *vb = v + (int64_t)b * S * kvStride + (int64_t)j * HD;
+  int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
+  int chunks = (horizon + kTcRows - 1) / kTcRows;
+  ChunkLoad<HD> kl, vl;
+  auto fetch = [&](int ci) {
+    kl.load(kb, (int64_t)ci * kTcRows, S, kvStride);
+    vl.load(vb, (int64_t)ci * kTcRows, S, kvStride);
+  };
+  auto put = [&](int ci) {
+    kl.store(ks(ci & 1), 1.f);
+    vl.store(vs(ci & 1), 1.f);
+  };
+  if (chunks > 0)
+    fetch(0);
+  {
+    ChunkLoad<HD> own;
+    own.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+    own.store(qs, scale);
+    own.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+    own.store(dys, 1.f);
+  }
+  if (chunks > 0)
+    put(0);
+  __syncthreads();
+  int mine[2];
+  float rowLse[2], rowDelta[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    int t = first + g + 8 * r;
+    mine[r] = visibleKeys(t, T, S, causal, offset);
+    rowLse[r] = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f;
+    rowDelta[r] = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
+  }
+  const __nv_bfloat16 *qw = qs + warp * 16 * L::LD,
+                      *dyw = dys + warp * 16 * L::LD;
+  float acc[L::DT][4] = {};
+  int warpHorizon =
+      visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
+  overChunksBf(chunks, fetch, put, [&](int ci) {
+    int u0 = ci * kTcRows;
+    if (u0 >= warpHorizon) // warp-uniform
+      return;
+    float s[L::NT][4], dp[L::NT][4];
+    productNTBf<HD>(s, qw, ks(ci & 1));
+    productNTBf<HD>(dp, dyw, vs(ci & 1));
+#pragma unroll
+    for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
+        s[n][i] = u < mine[r]
+                      ? __expf(s[n][i] - rowLse[r]) * (dp[n][i] - rowDelta[r])
+                      : 0.f;
+      }
+    productNNBf<HD>(acc, s, ks(ci & 1));
+  });
+  storeRows<HD>(acc, dq, first, T, scale, [&](int t) {
+    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
+  });
+}
+
+/// attentionGradKVTc with bf16 operands: the queries are staged scaled by
+/// 1/√hd, for both sᵀ = k · (scale q)ᵀ and dk = dsᵀ · (scale q).
+template <int HD>
+__global__ void __launch_bounds__(128)
+    attentionGradKVBf(const float *__restrict__ q, const float *__restrict__ k,
+                      const float *__restrict__ v, const float *__restrict__ dy,
+                      const float *__restrict__ lse,
+                      const float *__restrict__ delta, float *__restrict__ dk,
+                      float *__restrict__ dv, int T, int S, int H, int K,
+                      bool causal, const int32_t *offsetPtr,
+                      __nv_bfloat16 *__restrict__ dv16 = nullptr) {
+  using L = BfLayout<HD>;
+  extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
+  auto qs = [&](int i) { return bfShared + 2 * i * L::tile; };
+  auto dys = [&](int i) { return bfShared + (2 * i + 1) * L::tile; };
+  __nv_bfloat16 *ks = bfShared + 4 * L::tile, *vs = ks + L::tile;
+  float *stats = reinterpret_cast<float *>(vs + L::tile);
+  auto lses = [&](int i) { return stats + 2 * i * kTcRows; };
+  auto deltas = [&](int i) { return stats + (2 * i + 1) * kTcRows; };
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
+      c = threadIdx.x % 4;
+  int b = blockIdx.z, j = blockIdx.y;
+  int u0 = blockIdx.x * kTcRows, first = u0 + warp * 16;
+  int offset = offsetPtr ? *offsetPtr : S - T;
+  const float scale = rsqrtf((float)HD);
+  int64_t qStride = (int64_t)H * HD, kvStride = (int64_t)K * HD;
+  int tFirst = causal ? max(0, u0 - offset) : 0;
+  int perHead = T > tFirst ? (T - tFirst + kTcRows - 1) / kTcRows : 0;
+  int group = H / K, chunks = group * perHead;
+  ChunkLoad<HD> ql, dyl;
+  float stat = 0.f; // lse (threads 0-63) or delta (64-127) of one query
+  auto fetch = [&](int ci) {
+    int h = j * group + ci / perHead, t0 = tFirst + ci % perHead * kTcRows;
+    ql.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+    dyl.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+    int t = t0 + threadIdx.x % kTcRows;
+    const float *from = threadIdx.x < kTcRows ? lse : delta;
+    stat = t < T ? from[((int64_t)b * H + h) * T + t] : 0.f;
+  };
+  auto put = [&](int ci) {
+    ql.store(qs(ci & 1), scale);
+    dyl.store(dys(ci & 1), 1.f);
+    (threadIdx.x < kTcRows ? lses(ci & 1)
+                           : deltas(ci & 1))[threadIdx.x % kTcRows] = stat;
+  };
+  if (chunks > 0)
+    fetch(0);
+  {
+    ChunkLoad<HD> own;
+    own.load(k + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
+    own.store(ks, 1.f);
+    own.load(v + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
+    own.store(vs, 1.f);
+  }
+  if (chunks > 0)
+    put(0);
+  __syncthreads();
+  const __nv_bfloat16 *kw = ks + warp * 16 * L::LD,
+                      *vw = vs + warp * 16 * L::LD;
+  float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {};
+  int warpFirst = causal ? max(0, first - offset) : 0;
+  overChunksBf(chunks, fetch, put, [&](int ci) {
+    int t0 = tFirst + ci % perHead * kTcRows;
+    const __nv_bfloat16 *qc = qs(ci & 1), *dyc = dys(ci & 1);
+    const float *lc = lses(ci & 1), *dc = deltas(ci & 1);
+    if (first >= S || t0 + kTcRows <= warpFirst) // warp-uniform
+      return;
+    float s[L::NT][4], dp[L::NT][4];
+    productNTBf<HD>(s, kw, qc);   // sᵀ: keys × queries
+    productNTBf<HD>(dp, vw, dyc); // (dy · vᵀ)ᵀ
+#pragma unroll
+    for (int n = 0; n < L::NT; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int col = n * 8 + 2 * c + i % 2, tt = t0 + col;
+        int u = first + g + 8 * (i / 2);
+        bool visible = u < S && tt < T && (!causal || u <= tt + offset);
+        float p = visible ? __expf(s[n][i] - lc[col]) : 0.f;
+        dp[n][i] = p * (dp[n][i] - dc[col]);
+        s[n][i] = p;
+      }
+    productNNBf<HD>(dvAcc, s, dyc);
+    productNNBf<HD>(dkAcc, dp, qc);
+  });
+  auto rowOffset = [&](int u) {
+    return ((int64_t)b * S + u) * kvStride + (int64_t)j * HD;
+  };
+  storeRows<HD>(dkAcc, dk, first, S, 1.f, rowOffset);
+  if (dv)
+    storeRows<HD>(dvAcc, dv, first, S, 1.f, rowOffset);
+  if (dv16)
+    storeRows<HD>(dvAcc, dv16, first, S, 1.f, rowOffset);
+}
+
+//===----------------------------------------------------------------------===//
 // Elementwise
 //===----------------------------------------------------------------------===//
 
@@ -1864,25 +2398,41 @@ inline bool join(Context &c, int n) {
   return true;
 }
 
-/// Raises the three tensor-core attention kernels' dynamic shared memory
-/// limits to what they use (once per process and head width, outside any
+/// Raises a family's three attention kernels' dynamic shared memory limits
+/// to what they use (once per process and head width, outside any
 /// capture).
-template <int HD> cudaError_t setAttentionTcLimits() {
-  const void *kernels[3] = {(const void *)attentionTc<HD>,
-                            (const void *)attentionGradQTc<HD>,
-                            (const void *)attentionGradKVTc<HD>};
+inline cudaError_t setSharedLimits(const void *const (&kernels)[3],
+                                   const size_t (&bytes)[3]) {
   for (int pass = 0; pass < 3; ++pass)
     if (cudaError_t e = cudaFuncSetAttribute(
             kernels[pass], cudaFuncAttributeMaxDynamicSharedMemorySize,
-            (int)attentionTcShared<HD>(pass));
+            (int)bytes[pass]);
         e != cudaSuccess)
       return e;
   return cudaSuccess;
 }
+template <int HD> cudaError_t setAttentionTcLimits() {
+  return setSharedLimits({(const void *)attentionTc<HD>,
+                          (const void *)attentionGradQTc<HD>,
+                          (const void *)attentionGradKVTc<HD>},
+                         {attentionTcShared<HD>(0), attentionTcShared<HD>(1),
+                          attentionTcShared<HD>(2)});
+}
+template <int HD> cudaError_t setAttentionBfLimits() {
+  return setSharedLimits({(const void *)attentionBf<HD>,
+                          (const void *)attentionGradQBf<HD>,
+                          (const void *)attentionGradKVBf<HD>},
+                         {attentionBfShared<HD>(0), attentionBfShared<HD>(1),
+                          attentionBfShared<HD>(2)});
+}
 
-/// setAttentionTcLimits when a context opens.
+/// The limits when a context opens, for the family the model uses.
 template <int HD> bool prepareAttentionTc(Context &c) {
   return check(c, setAttentionTcLimits<HD>(),
+               "cudaFuncSetAttribute (attention shared memory)");
+}
+template <int HD> bool prepareAttentionBf(Context &c) {
+  return check(c, setAttentionBfLimits<HD>(),
                "cudaFuncSetAttribute (attention shared memory)");
 }
 

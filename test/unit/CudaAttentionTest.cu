@@ -1,8 +1,9 @@
 //===- CudaAttentionTest.cu - the CUDA attention kernels against doubles --===//
 //
-// Runs both CUDA attention families of codegen/cuda/Kernels.cuh, the
-// CUDA-core kernels (attention, attentionGradQ, attentionGradKV) and the
-// tensor-core ones (attentionTc, attentionGradQTc, attentionGradKVTc), on
+// Runs the three CUDA attention families of codegen/cuda/Kernels.cuh, the
+// CUDA-core kernels (attention, attentionGradQ, attentionGradKV), the
+// tensor-core ones with TF32 operands (attentionTc, attentionGradQTc,
+// attentionGradKVTc) and those with bf16 operands (attentionBf, ...), on
 // random inputs and compares every output (y, the log-sum-exp, delta, dq,
 // dk, dv) with attention computed here in double precision. The cases
 // cover what the models' tests do not reach one by one: partial blocks of
@@ -10,7 +11,7 @@
 // after cached tokens) given on the device as the artifacts give it,
 // grouped kv heads, no mask, every tensor-core head width.
 //
-// `--time` instead times the tensor-core kernels at the benchmark models'
+// `--time` instead times both tensor-core families at the benchmark models'
 // shapes (median of 20 launches each, with its TFLOP/s) and checks nothing.
 //
 // A plain program, built with nvcc (test/stlm-compile/cuda-attention.test
@@ -106,30 +107,44 @@ Result reference(const Case &c, const std::vector<float> &q,
   return r;
 }
 
+enum class Kind { CudaCores, TF32, BF16 };
+
 /// The kernels and launch shapes of one family.
-template <int HD, bool TC> struct Family {
+template <int HD, Kind KIND> struct Family {
+  static constexpr bool TC = KIND != Kind::CudaCores;
+  static constexpr const char *name = KIND == Kind::CudaCores ? "cuda cores"
+                                      : KIND == Kind::TF32    ? "tf32"
+                                                              : "bf16";
   static constexpr int rowsF = TC ? kTcRows : attentionRows(HD, false),
                        rowsB = TC ? kTcRows : attentionRows(HD, true);
   static size_t shared(int pass) {
-    if constexpr (TC)
+    if constexpr (KIND == Kind::TF32)
       return attentionTcShared<HD>(pass);
+    else if constexpr (KIND == Kind::BF16)
+      return attentionBfShared<HD>(pass);
     return 0;
   }
   static constexpr auto forward() {
-    if constexpr (TC)
+    if constexpr (KIND == Kind::TF32)
       return attentionTc<HD>;
+    else if constexpr (KIND == Kind::BF16)
+      return attentionBf<HD>;
     else
       return attention<HD>;
   }
   static constexpr auto gradQ() {
-    if constexpr (TC)
+    if constexpr (KIND == Kind::TF32)
       return attentionGradQTc<HD>;
+    else if constexpr (KIND == Kind::BF16)
+      return attentionGradQBf<HD>;
     else
       return attentionGradQ<HD>;
   }
   static constexpr auto gradKV() {
-    if constexpr (TC)
+    if constexpr (KIND == Kind::TF32)
       return attentionGradKVTc<HD>;
+    else if constexpr (KIND == Kind::BF16)
+      return attentionGradKVBf<HD>;
     else
       return attentionGradKV<HD>;
   }
@@ -137,12 +152,13 @@ template <int HD, bool TC> struct Family {
 
 /// Runs one family on one case; false (with a line per bad output) when an
 /// output is further from the reference than `tolerance`.
-template <int HD, bool TC>
+template <int HD, Kind KIND>
 bool run(const Case &c, double tolerance, const Result &want,
          const std::vector<float> &hq, const std::vector<float> &hk,
          const std::vector<float> &hv, const std::vector<float> &hdy) {
-  using F = Family<HD, TC>;
-  const char *family = TC ? "tensor cores" : "cuda cores";
+  using F = Family<HD, KIND>;
+  constexpr bool TC = F::TC;
+  const char *family = F::name;
   Buffer q(hq), k(hk), v(hv), dy(hdy), y(hq.size()), dq(hq.size()),
       dk(hk.size()), dv(hk.size()), lse(want.lse.size()),
       delta(want.lse.size()), lse2(want.lse.size()), delta2(want.lse.size());
@@ -259,15 +275,21 @@ template <int HD> bool runCase(const Case &c) {
               HD, c.causal ? "causal" : "unmasked",
               c.offset >= 0 ? " (offset on the device)" : "");
   Result want = reference(c, q, k, v, dy);
-  // fp32 sums in another order; TF32 operands (10-bit mantissas).
-  bool good = run<HD, false>(c, 2e-5, want, q, k, v, dy);
+  // fp32 sums in another order; TF32 operands (10-bit mantissas); bf16
+  // operands (7-bit mantissas) and probabilities rounded to bf16.
+  bool good = run<HD, Kind::CudaCores>(c, 2e-5, want, q, k, v, dy);
   if constexpr (HD % 16 == 0)
-    good = run<HD, true>(c, 4e-3, want, q, k, v, dy) && good;
+    good = run<HD, Kind::TF32>(c, 4e-3, want, q, k, v, dy) && good;
+  if constexpr (HD % 16 == 0 && HD <= kBfMaxHead)
+    good = run<HD, Kind::BF16>(c, 3e-2, want, q, k, v, dy) && good;
   return good;
 }
 
-/// The three tensor-core kernels at a causal training shape (T = S).
-template <int HD> void timeShape(const char *name, int B, int T, int H, int K) {
+/// The three kernels of a tensor-core family at a causal training shape
+/// (T = S).
+template <int HD, Kind KIND>
+void timeShape(const char *name, int B, int T, int H, int K) {
+  using F = Family<HD, KIND>;
   size_t n = (size_t)B * T * H * HD, nkv = (size_t)B * T * K * HD,
          stats = (size_t)B * H * T;
   Buffer q(n), k(nkv), v(nkv), dy(n), y(n), dq(n), dk(nkv), dv(nkv), lse(stats),
@@ -278,26 +300,32 @@ template <int HD> void timeShape(const char *name, int B, int T, int H, int K) {
   cudaMemset(delta.p, 0, stats * sizeof(float));
   dim3 grid(blocksFor(T, kTcRows), H, B), gridKV(blocksFor(T, kTcRows), K, B);
   double f = medianUs([&] {
-    attentionTc<HD><<<grid, 128, attentionTcShared<HD>(0)>>>(
-        q.p, k.p, v.p, y.p, T, T, H, K, true, nullptr, lse.p, nullptr, nullptr);
+    F::forward()<<<grid, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, T, T, H, K,
+                                              true, nullptr, lse.p, nullptr,
+                                              nullptr, nullptr);
   });
   double gq = medianUs([&] {
-    attentionGradQTc<HD><<<grid, 128, attentionTcShared<HD>(1)>>>(
-        q.p, k.p, v.p, dy.p, lse.p, delta.p, dq.p, T, T, H, K, true, nullptr);
+    F::gradQ()<<<grid, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
+                                            dq.p, T, T, H, K, true, nullptr);
   });
   double gkv = medianUs([&] {
-    attentionGradKVTc<HD><<<gridKV, 128, attentionTcShared<HD>(2)>>>(
-        q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dv.p, T, T, H, K, true,
-        nullptr);
+    F::gradKV()<<<gridKV, 128, F::shared(2)>>>(q.p, k.p, v.p, dy.p, lse.p,
+                                               delta.p, dk.p, dv.p, T, T, H, K,
+                                               true, nullptr, nullptr);
   });
   // Causal: half of the T × T scores; 2 products forward, 3 for dq (s,
   // dp, ds·k), 4 for dk and dv.
   double flop = 2.0 * B * H * (double)T * T / 2 * HD;
-  std::printf("%s (B=%d T=%d H=%d K=%d hd=%d): forward %.1f us (%.0f TFLOP/s), "
-              "dq %.1f us (%.0f), dk/dv %.1f us (%.0f)\n",
-              name, B, T, H, K, HD, f, 2 * flop / f * 1e-6, gq,
+  std::printf("%s %s (B=%d T=%d H=%d K=%d hd=%d): forward %.1f us (%.0f "
+              "TFLOP/s), dq %.1f us (%.0f), dk/dv %.1f us (%.0f)\n",
+              name, F::name, B, T, H, K, HD, f, 2 * flop / f * 1e-6, gq,
               3 * flop / gq * 1e-6, gkv, 4 * flop / gkv * 1e-6);
   ok(cudaDeviceSynchronize(), "timing");
+}
+
+template <int HD> void timeBoth(const char *name, int B, int T, int H, int K) {
+  timeShape<HD, Kind::TF32>(name, B, T, H, K);
+  timeShape<HD, Kind::BF16>(name, B, T, H, K);
 }
 
 } // namespace
@@ -308,12 +336,15 @@ int main(int argc, char **argv) {
   if (!ok(setAttentionTcLimits<16>(), "limits") ||
       !ok(setAttentionTcLimits<32>(), "limits") ||
       !ok(setAttentionTcLimits<64>(), "limits") ||
-      !ok(setAttentionTcLimits<128>(), "limits"))
+      !ok(setAttentionTcLimits<128>(), "limits") ||
+      !ok(setAttentionBfLimits<16>(), "limits") ||
+      !ok(setAttentionBfLimits<32>(), "limits") ||
+      !ok(setAttentionBfLimits<64>(), "limits"))
     return 1;
   if (argc > 1 && std::string(argv[1]) == "--time") {
-    timeShape<64>("stlm-100m", 64, 512, 12, 4);
-    timeShape<64>("ref-3m", 16, 256, 4, 4);
-    timeShape<32>("char-tiny", 12, 64, 4, 4);
+    timeBoth<64>("stlm-100m", 64, 512, 12, 4);
+    timeBoth<64>("ref-3m", 16, 256, 4, 4);
+    timeBoth<32>("char-tiny", 12, 64, 4, 4);
     return 0;
   }
   bool good = true;
