@@ -1487,20 +1487,28 @@ template <int HD> struct ChunkLoad {
   }
 };
 
-/// Chunks [0, chunks) through two buffers, loaded through registers: the
-/// caller has stored chunk 0 into buffer 0 and synchronised; fetch(ci)
-/// starts loading chunk ci, put(ci) stores it into buffer ci & 1, body(ci)
-/// multiplies chunk ci while chunk ci + 1's loads are in flight.
-template <typename Fetch, typename Put, typename Body>
-__device__ __forceinline__ void overChunksBf(int chunks, Fetch fetch, Put put,
-                                             Body body) {
+/// Chunks [0, chunks) of two tiles each through two buffers, loaded
+/// through one ChunkLoad a tile at a time: load(ci, part) starts loading
+/// tile `part` of chunk ci, store(ci, part) stores it into buffer ci & 1.
+/// The caller has stored chunk 0 and synchronised; then first(ci) runs
+/// while tile 0 of chunk ci + 1 is in flight, second(ci) while its tile 1
+/// is. Stores go to the other buffer, which every warp left at the last
+/// barrier.
+template <typename Load, typename Store, typename First, typename Second>
+__device__ __forceinline__ void overChunksBf(int chunks, Load load, Store store,
+                                             First first, Second second) {
   for (int ci = 0; ci < chunks; ++ci) {
     bool next = ci + 1 < chunks;
     if (next)
-      fetch(ci + 1);
-    body(ci);
+      load(ci + 1, 0);
+    first(ci);
+    if (next) {
+      store(ci + 1, 0);
+      load(ci + 1, 1);
+    }
+    second(ci);
     if (next)
-      put(ci + 1); // the other buffer: left by every warp at the last barrier
+      store(ci + 1, 1);
     __syncthreads();
   }
 }
@@ -1639,26 +1647,21 @@ __global__ void __launch_bounds__(128)
               *vb = v + (int64_t)b * S * kvStride + (int64_t)j * HD;
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   int chunks = (horizon + kTcRows - 1) / kTcRows;
-  ChunkLoad<HD> kl, vl;
-  auto fetch = [&](int ci) {
-    kl.load(kb, (int64_t)ci * kTcRows, S, kvStride);
-    vl.load(vb, (int64_t)ci * kTcRows, S, kvStride);
+  ChunkLoad<HD> next; // k (part 0) or v (part 1) of a chunk
+  auto load = [&](int ci, int part) {
+    next.load(part ? vb : kb, (int64_t)ci * kTcRows, S, kvStride);
   };
-  auto put = [&](int ci) {
-    kl.store(ks(ci & 1), 1.f);
-    vl.store(vs(ci & 1), 1.f);
+  auto store = [&](int ci, int part) {
+    next.store(part ? vs(ci & 1) : ks(ci & 1), 1.f);
   };
-  if (chunks > 0)
-    fetch(0);
-  {
-    // q rows, scaled and rounded, into registers (through the second k
-    // buffer, free until chunk 1 is stored after the barrier below).
-    ChunkLoad<HD> ql;
-    ql.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
-    ql.store(ks(1), rsqrtf((float)HD));
+  // q rows, scaled and rounded, into registers (through the second k
+  // buffer, free until chunk 1 is stored after the barrier below).
+  next.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+  next.store(ks(1), rsqrtf((float)HD));
+  for (int part = 0; part < 2 && chunks > 0; ++part) {
+    load(0, part);
+    store(0, part);
   }
-  if (chunks > 0)
-    put(0);
   __syncthreads();
   uint32_t qf[L::KT][4];
 #pragma unroll
@@ -1670,20 +1673,24 @@ __global__ void __launch_bounds__(128)
   int mine[2] = {visibleKeys(first + g, T, S, causal, offset),
                  visibleKeys(first + g + 8, T, S, causal, offset)};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  float o[L::DT][4] = {};
-  overChunksBf(chunks, fetch, put, [&](int ci) {
-    int u0 = ci * kTcRows;
-    if (u0 >= warpHorizon) // warp-uniform: no key of this chunk is seen
-      return;
-    float s[L::NT][4];
-    productNTBfWith<HD>(
-        s,
-        [&](uint32_t(&fa)[4], int kk) {
+  float o[L::DT][4] = {}, s[L::NT][4];
+  // Whether the warp sees a key of chunk ci (warp-uniform).
+  auto seen = [&](int ci) { return ci * kTcRows < warpHorizon; };
+  auto scores = [&](int ci) {
+    if (seen(ci))
+      productNTBfWith<HD>(
+          s,
+          [&](uint32_t(&fa)[4], int kk) {
 #pragma unroll
-          for (int i = 0; i < 4; ++i)
-            fa[i] = qf[kk][i];
-        },
-        ks(ci & 1));
+            for (int i = 0; i < 4; ++i)
+              fa[i] = qf[kk][i];
+          },
+          ks(ci & 1));
+  };
+  overChunksBf(chunks, load, store, scores, [&](int ci) {
+    if (!seen(ci))
+      return;
+    int u0 = ci * kTcRows;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float cm = -INFINITY;
@@ -1782,26 +1789,21 @@ __global__ void __launch_bounds__(128)
               *vb = v + (int64_t)b * S * kvStride + (int64_t)j * HD;
   int horizon = visibleKeys(min(T - 1, t0 + kTcRows - 1), T, S, causal, offset);
   int chunks = (horizon + kTcRows - 1) / kTcRows;
-  ChunkLoad<HD> kl, vl;
-  auto fetch = [&](int ci) {
-    kl.load(kb, (int64_t)ci * kTcRows, S, kvStride);
-    vl.load(vb, (int64_t)ci * kTcRows, S, kvStride);
+  ChunkLoad<HD> next; // k (part 0) or v (part 1) of a chunk
+  auto load = [&](int ci, int part) {
+    next.load(part ? vb : kb, (int64_t)ci * kTcRows, S, kvStride);
   };
-  auto put = [&](int ci) {
-    kl.store(ks(ci & 1), 1.f);
-    vl.store(vs(ci & 1), 1.f);
+  auto store = [&](int ci, int part) {
+    next.store(part ? vs(ci & 1) : ks(ci & 1), 1.f);
   };
-  if (chunks > 0)
-    fetch(0);
-  {
-    ChunkLoad<HD> own;
-    own.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
-    own.store(qs, scale);
-    own.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
-    own.store(dys, 1.f);
+  next.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+  next.store(qs, scale);
+  next.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+  next.store(dys, 1.f);
+  for (int part = 0; part < 2 && chunks > 0; ++part) {
+    load(0, part);
+    store(0, part);
   }
-  if (chunks > 0)
-    put(0);
   __syncthreads();
   int mine[2];
   float rowLse[2], rowDelta[2];
@@ -1814,15 +1816,19 @@ __global__ void __launch_bounds__(128)
   }
   const __nv_bfloat16 *qw = qs + warp * 16 * L::LD,
                       *dyw = dys + warp * 16 * L::LD;
-  float acc[L::DT][4] = {};
+  float acc[L::DT][4] = {}, s[L::NT][4];
   int warpHorizon =
       visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
-  overChunksBf(chunks, fetch, put, [&](int ci) {
-    int u0 = ci * kTcRows;
-    if (u0 >= warpHorizon) // warp-uniform
+  auto seen = [&](int ci) { return ci * kTcRows < warpHorizon; };
+  auto scores = [&](int ci) {
+    if (seen(ci))
+      productNTBf<HD>(s, qw, ks(ci & 1));
+  };
+  overChunksBf(chunks, load, store, scores, [&](int ci) {
+    if (!seen(ci))
       return;
-    float s[L::NT][4], dp[L::NT][4];
-    productNTBf<HD>(s, qw, ks(ci & 1));
+    int u0 = ci * kTcRows;
+    float dp[L::NT][4];
     productNTBf<HD>(dp, dyw, vs(ci & 1));
 #pragma unroll
     for (int n = 0; n < L::NT; ++n)
@@ -1869,46 +1875,52 @@ __global__ void __launch_bounds__(128)
   int tFirst = causal ? max(0, u0 - offset) : 0;
   int perHead = T > tFirst ? (T - tFirst + kTcRows - 1) / kTcRows : 0;
   int group = H / K, chunks = group * perHead;
-  ChunkLoad<HD> ql, dyl;
-  float stat = 0.f; // lse (threads 0-63) or delta (64-127) of one query
-  auto fetch = [&](int ci) {
+  ChunkLoad<HD> next; // q (part 0) or dy (part 1) of a chunk
+  float stat = 0.f;   // with dy: lse (threads 0-63) or delta (64-127)
+  auto load = [&](int ci, int part) {
     int h = j * group + ci / perHead, t0 = tFirst + ci % perHead * kTcRows;
-    ql.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
-    dyl.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
-    int t = t0 + threadIdx.x % kTcRows;
-    const float *from = threadIdx.x < kTcRows ? lse : delta;
-    stat = t < T ? from[((int64_t)b * H + h) * T + t] : 0.f;
+    next.load((part ? dy : q) + (int64_t)b * T * qStride + (int64_t)h * HD, t0,
+              T, qStride);
+    if (part) {
+      int t = t0 + threadIdx.x % kTcRows;
+      const float *from = threadIdx.x < kTcRows ? lse : delta;
+      stat = t < T ? from[((int64_t)b * H + h) * T + t] : 0.f;
+    }
   };
-  auto put = [&](int ci) {
-    ql.store(qs(ci & 1), scale);
-    dyl.store(dys(ci & 1), 1.f);
-    (threadIdx.x < kTcRows ? lses(ci & 1)
-                           : deltas(ci & 1))[threadIdx.x % kTcRows] = stat;
+  auto store = [&](int ci, int part) {
+    next.store(part ? dys(ci & 1) : qs(ci & 1), part ? 1.f : scale);
+    if (part)
+      (threadIdx.x < kTcRows ? lses(ci & 1)
+                             : deltas(ci & 1))[threadIdx.x % kTcRows] = stat;
   };
-  if (chunks > 0)
-    fetch(0);
-  {
-    ChunkLoad<HD> own;
-    own.load(k + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
-    own.store(ks, 1.f);
-    own.load(v + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
-    own.store(vs, 1.f);
+  next.load(k + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
+  next.store(ks, 1.f);
+  next.load(v + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
+  next.store(vs, 1.f);
+  for (int part = 0; part < 2 && chunks > 0; ++part) {
+    load(0, part);
+    store(0, part);
   }
-  if (chunks > 0)
-    put(0);
   __syncthreads();
   const __nv_bfloat16 *kw = ks + warp * 16 * L::LD,
                       *vw = vs + warp * 16 * L::LD;
-  float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {};
+  float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {}, s[L::NT][4];
   int warpFirst = causal ? max(0, first - offset) : 0;
-  overChunksBf(chunks, fetch, put, [&](int ci) {
+  // Whether a query of chunk ci sees a key of the warp's (warp-uniform).
+  auto seen = [&](int ci) {
+    return first < S && tFirst + ci % perHead * kTcRows + kTcRows > warpFirst;
+  };
+  auto scores = [&](int ci) {
+    if (seen(ci))
+      productNTBf<HD>(s, kw, qs(ci & 1)); // sᵀ: keys × queries
+  };
+  overChunksBf(chunks, load, store, scores, [&](int ci) {
+    if (!seen(ci))
+      return;
     int t0 = tFirst + ci % perHead * kTcRows;
     const __nv_bfloat16 *qc = qs(ci & 1), *dyc = dys(ci & 1);
     const float *lc = lses(ci & 1), *dc = deltas(ci & 1);
-    if (first >= S || t0 + kTcRows <= warpFirst) // warp-uniform
-      return;
-    float s[L::NT][4], dp[L::NT][4];
-    productNTBf<HD>(s, kw, qc);   // sᵀ: keys × queries
+    float dp[L::NT][4];
     productNTBf<HD>(dp, vw, dyc); // (dy · vᵀ)ᵀ
 #pragma unroll
     for (int n = 0; n < L::NT; ++n)
