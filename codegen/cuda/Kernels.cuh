@@ -1110,6 +1110,101 @@ __device__ __forceinline__ float quadMax(float x) {
   return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
 }
 
+/// One chunk of a warp's online softmax (the forward passes), in the
+/// accumulator layout (r = 0: query first + g, r = 1: first + g + 8): the
+/// scores of keys u0 + ... past each row's `mine` masked, the chunk's row
+/// max, what came before (o, and this lane's share of l) rescaled, then the
+/// exponentials (p replaces s).
+template <int HD>
+__device__ __forceinline__ void
+onlineSoftmax(float (&s)[kTcRows / 8][4], float (&o)[HD / 8][4], float (&m)[2],
+              float (&l)[2], const int (&mine)[2], int u0) {
+  int c = threadIdx.x % 4;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float cm = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float &x = s[n][2 * r + e];
+        if (u0 + n * 8 + 2 * c + e >= mine[r])
+          x = -INFINITY;
+        cm = fmaxf(cm, x);
+      }
+    float mNew = fmaxf(m[r], quadMax(cm));
+    float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
+    float corr = __expf(m[r] - base), sum = 0.f;
+#pragma unroll
+    for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        float &x = s[n][2 * r + e];
+        x = __expf(x - base);
+        sum += x;
+      }
+    l[r] = l[r] * corr + sum; // this lane's share; summed at the end
+    m[r] = mNew;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      o[n][2 * r] *= corr;
+      o[n][2 * r + 1] *= corr;
+    }
+  }
+}
+
+/// The end of a warp's forward pass over rows [first, first + 16) of head
+/// h of batch b: o divided by the row sums and stored to y and to a bf16
+/// model's copy y16 (each where given: the copy for the matmuls that read
+/// it), and per row under T its log-sum-exp and delta = dy · y (where
+/// given) at [b, h, t].
+template <int HD>
+__device__ __forceinline__ void
+finishForward(float (&o)[HD / 8][4], float (&m)[2], float (&l)[2],
+              float *__restrict__ y, __nv_bfloat16 *__restrict__ y16,
+              const float *__restrict__ dy, float *__restrict__ delta,
+              float *__restrict__ lse, int first, int T, int b, int h, int H) {
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
+  int64_t qStride = (int64_t)H * HD;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] = quadSum(l[r]);
+    float inv = l[r] > 0 ? 1.f / l[r] : 0.f;
+#pragma unroll
+    for (int n = 0; n < HD / 8; ++n) {
+      o[n][2 * r] *= inv;
+      o[n][2 * r + 1] *= inv;
+    }
+  }
+  auto rowOffset = [&](int t) {
+    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
+  };
+  if (y)
+    storeRows<HD>(o, y, first, T, 1.f, rowOffset);
+  if (y16)
+    storeRows<HD>(o, y16, first, T, 1.f, rowOffset);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    int t = first + g + 8 * r;
+    float dot = 0.f; // delta_t = dy_t · y_t
+    if (delta && t < T) {
+      const float *d = dy + rowOffset(t) + 2 * c;
+#pragma unroll
+      for (int n = 0; n < HD / 8; ++n)
+        dot += d[n * 8] * o[n][2 * r] + d[n * 8 + 1] * o[n][2 * r + 1];
+    }
+    if (delta)
+      dot = quadSum(dot);
+    if (t < T && c == 0) {
+      int64_t at = ((int64_t)b * H + h) * T + t;
+      if (lse)
+        lse[at] = l[r] > 0 ? m[r] + logf(l[r]) : -INFINITY;
+      if (delta)
+        delta[at] = dot;
+    }
+  }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(128)
     attentionTc(const float *__restrict__ q, const float *__restrict__ k,
@@ -1124,8 +1219,7 @@ __global__ void __launch_bounds__(128)
   // staged in the second before the first chunk arrives there.
   auto ks = [&](int i) { return tcShared + 2 * i * L::tile; };
   auto vs = [&](int i) { return tcShared + (2 * i + 1) * L::tile; };
-  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
-      c = threadIdx.x % 4;
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1169,80 +1263,11 @@ __global__ void __launch_bounds__(128)
             fa[3] = qf[kk][3];
           },
           ks(ci & 1));
-      // An online softmax: mask, the chunk's row max, rescale what came
-      // before, exponentials (p replaces s).
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        float cm = -INFINITY;
-#pragma unroll
-        for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float &x = s[n][2 * r + e];
-            if (u0 + n * 8 + 2 * c + e >= mine[r])
-              x = -INFINITY;
-            cm = fmaxf(cm, x);
-          }
-        float mNew = fmaxf(m[r], quadMax(cm));
-        float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
-        float corr = __expf(m[r] - base), sum = 0.f;
-#pragma unroll
-        for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float &x = s[n][2 * r + e];
-            x = __expf(x - base);
-            sum += x;
-          }
-        l[r] = l[r] * corr + sum; // this lane's share; summed at the end
-        m[r] = mNew;
-#pragma unroll
-        for (int n = 0; n < L::DT; ++n) {
-          o[n][2 * r] *= corr;
-          o[n][2 * r + 1] *= corr;
-        }
-      }
+      onlineSoftmax<HD>(s, o, m, l, mine, u0);
       productNN<HD>(o, s, vs(ci & 1));
     }
   });
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] = quadSum(l[r]);
-    inv[r] = l[r] > 0 ? 1.f / l[r] : 0.f;
-#pragma unroll
-    for (int n = 0; n < L::DT; ++n) {
-      o[n][2 * r] *= inv[r];
-      o[n][2 * r + 1] *= inv[r];
-    }
-  }
-  auto rowOffset = [&](int t) {
-    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
-  };
-  if (y)
-    storeRows<HD>(o, y, first, T, 1.f, rowOffset);
-  if (y16) // a bf16 model's copy of y for the matmuls that read it
-    storeRows<HD>(o, y16, first, T, 1.f, rowOffset);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    int t = first + g + 8 * r;
-    float dot = 0.f; // delta_t = dy_t · y_t
-    if (delta && t < T) {
-      const float *d = dy + rowOffset(t) + 2 * c;
-#pragma unroll
-      for (int n = 0; n < L::DT; ++n)
-        dot += d[n * 8] * o[n][2 * r] + d[n * 8 + 1] * o[n][2 * r + 1];
-    }
-    if (delta)
-      dot = quadSum(dot);
-    if (t < T && c == 0) {
-      int64_t at = ((int64_t)b * H + h) * T + t;
-      if (lse)
-        lse[at] = l[r] > 0 ? m[r] + logf(l[r]) : -INFINITY;
-      if (delta)
-        delta[at] = dot;
-    }
-  }
+  finishForward<HD>(o, m, l, y, y16, dy, delta, lse, first, T, b, h, H);
 }
 
 /// dq[t] = scale · Σ_u ds_tu k_u, ds_tu = p_tu (dy_t · v_u − delta_t): a
@@ -1637,8 +1662,7 @@ __global__ void __launch_bounds__(128)
   extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
   auto ks = [&](int i) { return bfShared + 2 * i * L::tile; };
   auto vs = [&](int i) { return bfShared + (2 * i + 1) * L::tile; };
-  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
-      c = threadIdx.x % 4;
+  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1690,78 +1714,10 @@ __global__ void __launch_bounds__(128)
   overChunksBf(chunks, load, store, scores, [&](int ci) {
     if (!seen(ci))
       return;
-    int u0 = ci * kTcRows;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float cm = -INFINITY;
-#pragma unroll
-      for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float &x = s[n][2 * r + e];
-          if (u0 + n * 8 + 2 * c + e >= mine[r])
-            x = -INFINITY;
-          cm = fmaxf(cm, x);
-        }
-      float mNew = fmaxf(m[r], quadMax(cm));
-      float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
-      float corr = __expf(m[r] - base), sum = 0.f;
-#pragma unroll
-      for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          float &x = s[n][2 * r + e];
-          x = __expf(x - base);
-          sum += x;
-        }
-      l[r] = l[r] * corr + sum; // this lane's share; summed at the end
-      m[r] = mNew;
-#pragma unroll
-      for (int n = 0; n < L::DT; ++n) {
-        o[n][2 * r] *= corr;
-        o[n][2 * r + 1] *= corr;
-      }
-    }
+    onlineSoftmax<HD>(s, o, m, l, mine, ci * kTcRows);
     productNNBf<HD>(o, s, vs(ci & 1));
   });
-  float inv[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] = quadSum(l[r]);
-    inv[r] = l[r] > 0 ? 1.f / l[r] : 0.f;
-#pragma unroll
-    for (int n = 0; n < L::DT; ++n) {
-      o[n][2 * r] *= inv[r];
-      o[n][2 * r + 1] *= inv[r];
-    }
-  }
-  auto rowOffset = [&](int t) {
-    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
-  };
-  if (y)
-    storeRows<HD>(o, y, first, T, 1.f, rowOffset);
-  if (y16)
-    storeRows<HD>(o, y16, first, T, 1.f, rowOffset);
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    int t = first + g + 8 * r;
-    float dot = 0.f; // delta_t = dy_t · y_t
-    if (delta && t < T) {
-      const float *d = dy + rowOffset(t) + 2 * c;
-#pragma unroll
-      for (int n = 0; n < L::DT; ++n)
-        dot += d[n * 8] * o[n][2 * r] + d[n * 8 + 1] * o[n][2 * r + 1];
-    }
-    if (delta)
-      dot = quadSum(dot);
-    if (t < T && c == 0) {
-      int64_t at = ((int64_t)b * H + h) * T + t;
-      if (lse)
-        lse[at] = l[r] > 0 ? m[r] + logf(l[r]) : -INFINITY;
-      if (delta)
-        delta[at] = dot;
-    }
-  }
+  finishForward<HD>(o, m, l, y, y16, dy, delta, lse, first, T, b, h, H);
 }
 
 /// attentionGradQTc with bf16 operands.
