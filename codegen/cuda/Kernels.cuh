@@ -1205,6 +1205,64 @@ finishForward(float (&o)[HD / 8][4], float (&m)[2], float (&l)[2],
   }
 }
 
+/// A warp's two rows in a dq pass (r = 0: query first + g, r = 1:
+/// first + g + 8): the keys each sees, and its log-sum-exp and delta from
+/// the forward pass (at `at` + t of lse and delta).
+struct QueryRows {
+  int mine[2];
+  float lse[2], delta[2];
+  __device__ __forceinline__ QueryRows(int first, int T, int S, bool causal,
+                                       int offset, const float *lseAt,
+                                       const float *deltaAt, int64_t at) {
+    int g = threadIdx.x % kWarp / 4;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      int t = first + g + 8 * r;
+      mine[r] = visibleKeys(t, T, S, causal, offset);
+      lse[r] = t < T ? lseAt[at + t] : 0.f;
+      delta[r] = t < T ? deltaAt[at + t] : 0.f;
+    }
+  }
+  /// ds = p (dp − delta) over keys u0 + ... in the accumulator layout (s
+  /// holds the scores, and then ds; zero where a row does not see a key).
+  __device__ __forceinline__ void ds(float (&s)[kTcRows / 8][4],
+                                     const float (&dp)[kTcRows / 8][4],
+                                     int u0) const {
+    int c = threadIdx.x % 4;
+#pragma unroll
+    for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
+        s[n][i] = u < mine[r] ? __expf(s[n][i] - lse[r]) * (dp[n][i] - delta[r])
+                              : 0.f;
+      }
+  }
+};
+
+/// In a dk/dv pass, keys × queries (a warp's keys from `first`, the chunk's
+/// queries from t0, their log-sum-exp and delta in lc and dc): p replaces
+/// the scores sᵀ and ds = p (dp − delta) replaces dpᵀ; both zero where a
+/// key is not seen.
+__device__ __forceinline__ void keyRowsPDs(float (&s)[kTcRows / 8][4],
+                                           float (&dp)[kTcRows / 8][4],
+                                           const float *lc, const float *dc,
+                                           int first, int t0, int S, int T,
+                                           bool causal, int offset) {
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
+#pragma unroll
+  for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      int col = n * 8 + 2 * c + i % 2, tt = t0 + col;
+      int u = first + g + 8 * (i / 2);
+      bool visible = u < S && tt < T && (!causal || u <= tt + offset);
+      float p = visible ? __expf(s[n][i] - lc[col]) : 0.f;
+      dp[n][i] = p * (dp[n][i] - dc[col]);
+      s[n][i] = p;
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(128)
     attentionTc(const float *__restrict__ q, const float *__restrict__ k,
@@ -1285,8 +1343,7 @@ __global__ void __launch_bounds__(128)
   auto ks = [&](int i) { return tcShared + 2 * i * L::tile; };
   auto vs = [&](int i) { return tcShared + (2 * i + 1) * L::tile; };
   float *qs = tcShared + 4 * L::tile, *dys = qs + L::tile;
-  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
-      c = threadIdx.x % 4;
+  int warp = threadIdx.x / kWarp;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1305,15 +1362,8 @@ __global__ void __launch_bounds__(128)
               scale);
   stageTc<HD>(dys, dy + (int64_t)b * T * qStride, t0, T, qStride,
               (int64_t)h * HD, 1.f);
-  int mine[2];
-  float rowLse[2], rowDelta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    int t = first + g + 8 * r;
-    mine[r] = visibleKeys(t, T, S, causal, offset);
-    rowLse[r] = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f;
-    rowDelta[r] = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
-  }
+  QueryRows rows(first, T, S, causal, offset, lse, delta,
+                 ((int64_t)b * H + h) * T);
   const float *qw = qs + warp * 16 * L::LD, *dyw = dys + warp * 16 * L::LD;
   float acc[L::DT][4] = {};
   int warpHorizon =
@@ -1324,15 +1374,7 @@ __global__ void __launch_bounds__(128)
       float s[L::NT][4], dp[L::NT][4];
       productNT<HD>(s, qw, ks(ci & 1));
       productNT<HD>(dp, dyw, vs(ci & 1));
-#pragma unroll
-      for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
-          s[n][i] = u < mine[r]
-                        ? __expf(s[n][i] - rowLse[r]) * (dp[n][i] - rowDelta[r])
-                        : 0.f;
-        }
+      rows.ds(s, dp, u0);
       productNN<HD>(acc, s, ks(ci & 1));
     }
   });
@@ -1361,8 +1403,7 @@ __global__ void __launch_bounds__(128)
   auto dys = [&](int i) { return tcShared + (2 * i + 1) * L::tile; };
   auto lses = [&](int i) { return vs + L::tile + 2 * i * kTcRows; };
   auto deltas = [&](int i) { return vs + L::tile + (2 * i + 1) * kTcRows; };
-  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
-      c = threadIdx.x % 4;
+  int warp = threadIdx.x / kWarp;
   int b = blockIdx.z, j = blockIdx.y;
   int u0 = blockIdx.x * kTcRows, first = u0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1401,17 +1442,7 @@ __global__ void __launch_bounds__(128)
       float s[L::NT][4], dp[L::NT][4];
       productNT<HD>(s, kw, qc, scale); // sᵀ: keys × queries
       productNT<HD>(dp, vw, dyc);      // (dy · vᵀ)ᵀ
-#pragma unroll
-      for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          int col = n * 8 + 2 * c + i % 2, tt = t0 + col;
-          int u = first + g + 8 * (i / 2);
-          bool visible = u < S && tt < T && (!causal || u <= tt + offset);
-          float p = visible ? __expf(s[n][i] - lc[col]) : 0.f;
-          dp[n][i] = p * (dp[n][i] - dc[col]);
-          s[n][i] = p;
-        }
+      keyRowsPDs(s, dp, lc, dc, first, t0, S, T, causal, offset);
       productNN<HD>(dvAcc, s, dyc);
       productNN<HD>(dkAcc, dp, qc, scale);
     }
@@ -1734,8 +1765,7 @@ __global__ void __launch_bounds__(128)
   auto ks = [&](int i) { return bfShared + 2 * i * L::tile; };
   auto vs = [&](int i) { return bfShared + (2 * i + 1) * L::tile; };
   __nv_bfloat16 *qs = bfShared + 4 * L::tile, *dys = qs + L::tile;
-  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
-      c = threadIdx.x % 4;
+  int warp = threadIdx.x / kWarp;
   int b = blockIdx.z, h = blockIdx.y, j = h / (H / K);
   int t0 = blockIdx.x * kTcRows, first = t0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1761,15 +1791,8 @@ __global__ void __launch_bounds__(128)
     store(0, part);
   }
   __syncthreads();
-  int mine[2];
-  float rowLse[2], rowDelta[2];
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    int t = first + g + 8 * r;
-    mine[r] = visibleKeys(t, T, S, causal, offset);
-    rowLse[r] = t < T ? lse[((int64_t)b * H + h) * T + t] : 0.f;
-    rowDelta[r] = t < T ? delta[((int64_t)b * H + h) * T + t] : 0.f;
-  }
+  QueryRows rows(first, T, S, causal, offset, lse, delta,
+                 ((int64_t)b * H + h) * T);
   const __nv_bfloat16 *qw = qs + warp * 16 * L::LD,
                       *dyw = dys + warp * 16 * L::LD;
   float acc[L::DT][4] = {}, s[L::NT][4];
@@ -1786,15 +1809,7 @@ __global__ void __launch_bounds__(128)
     int u0 = ci * kTcRows;
     float dp[L::NT][4];
     productNTBf<HD>(dp, dyw, vs(ci & 1));
-#pragma unroll
-    for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        int r = i / 2, u = u0 + n * 8 + 2 * c + i % 2;
-        s[n][i] = u < mine[r]
-                      ? __expf(s[n][i] - rowLse[r]) * (dp[n][i] - rowDelta[r])
-                      : 0.f;
-      }
+    rows.ds(s, dp, u0);
     productNNBf<HD>(acc, s, ks(ci & 1));
   });
   storeRows<HD>(acc, dq, first, T, scale, [&](int t) {
@@ -1821,8 +1836,7 @@ __global__ void __launch_bounds__(128)
   float *stats = reinterpret_cast<float *>(vs + L::tile);
   auto lses = [&](int i) { return stats + 2 * i * kTcRows; };
   auto deltas = [&](int i) { return stats + (2 * i + 1) * kTcRows; };
-  int warp = threadIdx.x / kWarp, g = threadIdx.x % kWarp / 4,
-      c = threadIdx.x % 4;
+  int warp = threadIdx.x / kWarp;
   int b = blockIdx.z, j = blockIdx.y;
   int u0 = blockIdx.x * kTcRows, first = u0 + warp * 16;
   int offset = offsetPtr ? *offsetPtr : S - T;
@@ -1878,17 +1892,7 @@ __global__ void __launch_bounds__(128)
     const float *lc = lses(ci & 1), *dc = deltas(ci & 1);
     float dp[L::NT][4];
     productNTBf<HD>(dp, vw, dyc); // (dy · vᵀ)ᵀ
-#pragma unroll
-    for (int n = 0; n < L::NT; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        int col = n * 8 + 2 * c + i % 2, tt = t0 + col;
-        int u = first + g + 8 * (i / 2);
-        bool visible = u < S && tt < T && (!causal || u <= tt + offset);
-        float p = visible ? __expf(s[n][i] - lc[col]) : 0.f;
-        dp[n][i] = p * (dp[n][i] - dc[col]);
-        s[n][i] = p;
-      }
+    keyRowsPDs(s, dp, lc, dc, first, t0, S, T, causal, offset);
     productNNBf<HD>(dvAcc, s, dyc);
     productNNBf<HD>(dkAcc, dp, qc);
   });
