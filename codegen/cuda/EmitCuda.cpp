@@ -407,8 +407,9 @@ private:
   /// Zero tensor constants used only by assigns (which clear their slot).
   llvm::DenseSet<Value> zeros;
   int64_t inputInts = 0, outputFloats = 0;
-  /// Head widths of the attention ops on tensor cores (their kernels'
-  /// shared memory limits are raised when the context opens).
+  /// The family (tcFamily) and head width of each attention on tensor
+  /// cores (their kernels' shared memory limits are raised when the
+  /// context opens).
   std::set<std::pair<std::string, int64_t>> tensorCoreHeads;
   DriverLayout layout;
   /// Per emitted function: where its result is and how many floats.

@@ -843,9 +843,10 @@ __global__ void __launch_bounds__(128)
 // fp32 accumulation, and everything between the products (mask, online
 // softmax, ds) done on the accumulators in registers. Used where the
 // model's matmuls already take tensor-core operands (--tf32, `precision:
-// bf16`) and the head width is a multiple of 16 up to 128, except for bf16
-// models with heads up to 64 wide (the bf16 kernels below): fp32 models
-// keep the kernels above, which round as the reference does.
+// bf16`) and the head width is a multiple of 16 up to 128 (the bf16
+// kernels below are for bf16 models with heads up to 64 wide, once the
+// emitter chooses them: kBf16Attention in EmitCuda.cpp): fp32 models keep
+// the kernels above, which round as the reference does.
 //
 // A block is 4 warps and 64 rows (queries; keys for the dk, dv pass), 16
 // per warp; the other side streams through shared memory 64 rows at a
@@ -1484,7 +1485,7 @@ __global__ void __launch_bounds__(128)
 //===----------------------------------------------------------------------===//
 
 /// The widest head the bf16 kernels take (a thread holds its share of the
-/// next chunk, HD / 4 float4s of k and v, in registers).
+/// next chunk's tile, HD / 8 float4s, in registers).
 constexpr int kBfMaxHead = 64;
 
 template <int HD> struct BfLayout {
@@ -1546,13 +1547,18 @@ template <int HD> struct ChunkLoad {
 /// Chunks [0, chunks) of two tiles each through two buffers, loaded
 /// through one ChunkLoad a tile at a time: load(ci, part) starts loading
 /// tile `part` of chunk ci, store(ci, part) stores it into buffer ci & 1.
-/// The caller has stored chunk 0 and synchronised; then first(ci) runs
-/// while tile 0 of chunk ci + 1 is in flight, second(ci) while its tile 1
-/// is. Stores go to the other buffer, which every warp left at the last
-/// barrier.
+/// Chunk 0 is stored first (buffer 0: the caller may still read buffer 1
+/// until the barrier after it); then first(ci) runs while tile 0 of chunk
+/// ci + 1 is in flight, second(ci) while its tile 1 is. Stores go to the
+/// other buffer, which every warp left at the last barrier.
 template <typename Load, typename Store, typename First, typename Second>
 __device__ __forceinline__ void overChunksBf(int chunks, Load load, Store store,
                                              First first, Second second) {
+  for (int part = 0; part < 2 && chunks > 0; ++part) {
+    load(0, part);
+    store(0, part);
+  }
+  __syncthreads();
   for (int ci = 0; ci < chunks; ++ci) {
     bool next = ci + 1 < chunks;
     if (next)
@@ -1710,19 +1716,15 @@ __global__ void __launch_bounds__(128)
     next.store(part ? vs(ci & 1) : ks(ci & 1), 1.f);
   };
   // q rows, scaled and rounded, into registers (through the second k
-  // buffer, free until chunk 1 is stored after the barrier below).
+  // buffer, free until chunk 1 is stored, after overChunksBf's first
+  // barrier).
   next.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
   next.store(ks(1), rsqrtf((float)HD));
-  for (int part = 0; part < 2 && chunks > 0; ++part) {
-    load(0, part);
-    store(0, part);
-  }
   __syncthreads();
   uint32_t qf[L::KT][4];
 #pragma unroll
   for (int kk = 0; kk < L::KT; ++kk)
     rowsBf<HD>(qf[kk], ks(1) + warp * 16 * L::LD, kk);
-  __syncthreads();
   int warpHorizon =
       visibleKeys(min(T - 1, first + 15), T, S, causal, offset) * (first < T);
   int mine[2] = {visibleKeys(first + g, T, S, causal, offset),
@@ -1786,11 +1788,6 @@ __global__ void __launch_bounds__(128)
   next.store(qs, scale);
   next.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
   next.store(dys, 1.f);
-  for (int part = 0; part < 2 && chunks > 0; ++part) {
-    load(0, part);
-    store(0, part);
-  }
-  __syncthreads();
   QueryRows rows(first, T, S, causal, offset, lse, delta,
                  ((int64_t)b * H + h) * T);
   const __nv_bfloat16 *qw = qs + warp * 16 * L::LD,
@@ -1867,11 +1864,6 @@ __global__ void __launch_bounds__(128)
   next.store(ks, 1.f);
   next.load(v + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
   next.store(vs, 1.f);
-  for (int part = 0; part < 2 && chunks > 0; ++part) {
-    load(0, part);
-    store(0, part);
-  }
-  __syncthreads();
   const __nv_bfloat16 *kw = ks + warp * 16 * L::LD,
                       *vw = vs + warp * 16 * L::LD;
   float dkAcc[L::DT][4] = {}, dvAcc[L::DT][4] = {}, s[L::NT][4];
