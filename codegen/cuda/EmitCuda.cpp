@@ -99,8 +99,6 @@ constexpr int64_t kRmsNormGradShared = 47 * 1024;
 constexpr int64_t kRowVecMax = 8;
 /// Kernels.cuh's kBfMaxHead: the widest head of the bf16 attention kernels.
 constexpr int64_t kBfMaxHead = 64;
-/// Whether bf16 models' attention takes the bf16 kernels (tcFamily).
-constexpr bool kBf16Attention = false;
 
 /// The float4s a lane holds of a row of D floats in the register-resident
 /// row kernels (rmsnormRows, rmsnormGradRows), or 0 where they do not
@@ -309,13 +307,11 @@ private:
       tensorCoreHeads.insert({tcFamily(hd), hd});
     return tc;
   }
-  /// The tensor-core attention kernels' family: TF32 operands (attentionTc
-  /// ...). The bf16 family (attentionBf ..., for a bf16 model's heads up to
-  /// kBfMaxHead wide) is chosen only once it has passed its kernel test on
-  /// a GPU (test/unit/CudaAttentionTest.cu); until then kBf16Attention is
-  /// false.
+  /// The tensor-core attention kernels' family: bf16 operands (attentionBf
+  /// ...) for a bf16 model's heads up to kBfMaxHead wide, TF32 operands
+  /// (attentionTc ...) otherwise: --tf32, and bf16 heads wider than that.
   std::string tcFamily(int64_t hd) const {
-    return kBf16Attention && bf16 && hd <= kBfMaxHead ? "Bf" : "Tc";
+    return bf16 && hd <= kBfMaxHead ? "Bf" : "Tc";
   }
   static std::string grid1(int64_t n, int threads) {
     return "blocksFor(" + std::to_string(n) + ", " + std::to_string(threads) +

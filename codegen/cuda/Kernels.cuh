@@ -843,10 +843,9 @@ __global__ void __launch_bounds__(128)
 // fp32 accumulation, and everything between the products (mask, online
 // softmax, ds) done on the accumulators in registers. Used where the
 // model's matmuls already take tensor-core operands (--tf32, `precision:
-// bf16`) and the head width is a multiple of 16 up to 128 (the bf16
-// kernels below are for bf16 models with heads up to 64 wide, once the
-// emitter chooses them: kBf16Attention in EmitCuda.cpp): fp32 models keep
-// the kernels above, which round as the reference does.
+// bf16`) and the head width is a multiple of 16 up to 128 (bf16 models
+// with heads up to 64 wide take the bf16 kernels below instead): fp32
+// models keep the kernels above, which round as the reference does.
 //
 // A block is 4 warps and 64 rows (queries; keys for the dk, dv pass), 16
 // per warp; the other side streams through shared memory 64 rows at a

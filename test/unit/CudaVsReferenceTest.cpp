@@ -75,6 +75,13 @@ constexpr Tolerances kCudaTF32 = {2e-6, 4e-3, 4e-5, 4e-3, 5e-3, 40, 0.002};
 /// CPU's kBF16 and logits to 2⁻⁷.
 constexpr Tolerances kCudaBF16 = {5e-6, 1.2e-2, 1e-4, 1.2e-2, 1.4e-2, 40,
                                   0.0078125};
+/// bf16 attention as well (attentionBf ...): q, k, v, the probabilities
+/// and ds rounded to bfloat16 as the products' operands, where the
+/// reference keeps fp32. Measured on an H100 (2026-12-07): loss 5.1e-6,
+/// gradients 5.8e-3, norm 1.9e-5, opt.m 5.8e-3, opt.v 8.6e-3, weights 1.9
+/// ulps, logits 1.15e-3; the bounds are about 5× those.
+constexpr Tolerances kCudaBF16Attention = {2.5e-5, 3e-2, 1e-4,     3e-2,
+                                           4e-2,   40,   0.0078125};
 
 std::string readText(const std::string &path) {
   std::ifstream in(path);
@@ -419,7 +426,8 @@ TEST_F(CudaVsReference, TensorCoreAttentionTF32) {
 
 TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
   // precision: bf16 with 32-wide heads: bf16 matmuls, attention on tensor
-  // cores (TF32), 4 query heads over 2 kv heads, two blocks of queries.
+  // cores with bf16 operands (attentionBf), 4 query heads over 2 kv heads,
+  // two blocks of queries.
   prepare("tc-bf16",
           "name: tc-bf16\n"
           "embedder: {kind: token, vocab_size: 256}\n"
@@ -430,7 +438,7 @@ TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
           "tc-bf16");
   if (!model)
     return;
-  compareAll(kCudaBF16, /*sameTokens=*/false);
+  compareAll(kCudaBF16Attention, /*sameTokens=*/false);
 }
 
 TEST_F(CudaVsReference, GradientAccumulation) {
