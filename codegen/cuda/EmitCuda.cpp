@@ -18,6 +18,7 @@
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/raw_ostream.h"
@@ -122,9 +123,10 @@ public:
       auto off = op.getAttrOfType<IntegerAttr>("stlm.offset");
       if (!off)
         continue;
-      if (auto p = dyn_cast<ir::ParamOp>(op))
+      if (auto p = dyn_cast<ir::ParamOp>(op)) {
         slots[p.getSymName().str()] = off.getInt();
-      else if (auto s = dyn_cast<ir::StateOp>(op))
+        params.insert(p.getSymName());
+      } else if (auto s = dyn_cast<ir::StateOp>(op))
         slots[s.getSymName().str()] = off.getInt();
     }
   }
@@ -140,6 +142,7 @@ private:
                        : p.base == 'X' ? "c.scratch"
                        : p.base == 'K' ? "(c.scratch + kStash)"
                        : p.base == 'P' ? "(c.scratch + kPool)"
+                       : p.base == 'H' ? "(c.scratch + kShadow)"
                                        : "c.scalars";
     return "(" + type.str() + " *)(" + base + " + " + std::to_string(p.off) +
            ")";
@@ -394,6 +397,17 @@ private:
   /// Frees the copies whose last matmul is `op` (after `op` and anything
   /// forked with it have been emitted: a later copy may take the bytes).
   void releaseCopies(Operation *op);
+  /// A bf16 model's weights that the function's matmuls read, rounded by
+  /// one toBF16 launch at its start into the shadow (kShadow: a weight at
+  /// byte `off` of the weights has its copy at byte off / 2), instead of a
+  /// launch before each weight's first matmul. Only where the function
+  /// reads at least two weights and writes none (AdamW and assignments to
+  /// parameters; a KV cache's state may be written), and only weights whose
+  /// copy is 256-byte aligned, as the pool's are (cuBLASLt's plans assume it).
+  void shadowWeights(func::FuncOp fn);
+  llvm::DenseSet<Value> shadowed;
+  int64_t shadowSize = 0;
+  llvm::StringSet<> params; // the model's parameters' names
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
   int sm = 90;       // the compute capability compiled for (sm_NN)
@@ -601,6 +615,8 @@ int64_t Emitter::newCopy(Value v) {
 std::string Emitter::operand(Value v) {
   if (!bf16)
     return f(v);
+  if (shadowed.count(v))
+    return ptr({'H', places.lookup(v).off / 2}, "__nv_bfloat16");
   auto it = bf16Copies.find(v);
   if (it != bf16Copies.end())
     return ptr({'P', it->second.off}, "__nv_bfloat16");
@@ -623,6 +639,38 @@ std::string Emitter::resultBeside(Value v, const std::string &copy) {
         return readsCopy(u) && u.getOwner()->getBlock() == v.getParentBlock();
       });
   return onlyCopy ? "nullptr" : f(v);
+}
+
+void Emitter::shadowWeights(func::FuncOp fn) {
+  shadowed.clear();
+  if (!bf16)
+    return;
+  bool writes = false;
+  SmallVector<Value> read;
+  fn.walk([&](Operation *op) {
+    auto assign = dyn_cast<ir::AssignOp>(op);
+    writes = writes || isa<ir::AdamWOp>(op) ||
+             (assign && params.contains(assign.getName()));
+    if (auto p = dyn_cast<ir::ParamRefOp>(op))
+      if (places.lookup(p.getResult()).off % 512 == 0 &&
+          llvm::any_of(p.getResult().getUses(), readsCopy))
+        read.push_back(p.getResult());
+  });
+  if (writes || read.size() < 2)
+    return;
+  int64_t lo = INT64_MAX, hi = 0;
+  for (Value v : read) {
+    int64_t off = places.lookup(v).off;
+    lo = std::min(lo, off);
+    hi = std::max(hi, off + numel(v) * 4);
+    shadowed.insert(v);
+  }
+  shadowSize = std::max(shadowSize, (hi / 2 + 255) / 256 * 256);
+  int64_t n = (hi - lo) / 4;
+  launch("toBF16", grid1Per(n, "kBF16PerThread", 256), "256",
+         ptr({'W', lo}) + ", " + ptr({'H', lo / 2}, "__nv_bfloat16") + ", " +
+             std::to_string(n),
+         "bf16 weights");
 }
 
 void Emitter::releaseCopies(Operation *op) {
@@ -676,11 +724,13 @@ LogicalResult Emitter::emitLinear(Operation *op) {
   std::string a = operand(w), b = operand(x);
   matmul(true, false, Out, R, In, a, In, b, In,
          gelu ? "nullptr" : fOrNull(residual), f(y));
-  if (gelu)
+  if (gelu) {
+    std::string copy = copyFor(y);
     launch("gelu", grid1(R * Out, 256), "256",
-           f(y) + ", " + fOrNull(residual) + ", " + f(y) + ", " +
-               std::to_string(R * Out),
+           f(y) + ", " + fOrNull(residual) + ", " + resultBeside(y, copy) +
+               ", " + std::to_string(R * Out) + ", " + copy,
            "stlm.linear_fused gelu");
+  }
   return success();
 }
 
@@ -959,11 +1009,15 @@ LogicalResult Emitter::emitOp(Operation *op) {
         // dx[R, In] = dy[R, Out] · w[Out, In] (+ addend).
         matmul(false, false, In, R, Out, w, In, dy, Out, fOrNull(o.getAddend()),
                f(o.getDx()));
-        if (o.getGeluInput())
+        if (o.getGeluInput()) {
+          // GELU's gradient over the matmul's dx, with dx's copy.
+          std::string dx16 = copyFor(o.getDx());
           launch("geluGrad", grid1(R * In, 256), "256",
                  f(o.getGeluInput()) + ", " + f(o.getDx()) + ", " +
-                     f(o.getDx()) + ", " + std::to_string(R * In),
+                     resultBeside(o.getDx(), dx16) + ", " +
+                     std::to_string(R * In) + ", " + dx16,
                  "stlm.linear_grad gelu");
+        }
         onLane(1);
         // dw[Out, In] = dy[R, Out]ᵀ · x[R, In].
         matmul(false, true, In, Out, R, x, In, dy, Out, "nullptr",
@@ -1189,9 +1243,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(inArena(op, 0)))
           return failure();
         int64_t n = numel(o.getX());
+        std::string copy = copyFor(o.getResult());
         launch("gelu", grid1(n, 256), "256",
-               f(o.getX()) + ", nullptr, " + f(o.getResult()) + ", " +
-                   std::to_string(n),
+               f(o.getX()) + ", nullptr, " + resultBeside(o.getResult(), copy) +
+                   ", " + std::to_string(n) + ", " + copy,
                "stlm.gelu");
         return success();
       })
@@ -1199,9 +1254,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(inArena(op, 0)))
           return failure();
         int64_t n = numel(o.getX());
+        std::string copy = copyFor(o.getDx());
         launch("geluGrad", grid1(n, 256), "256",
-               f(o.getX()) + ", " + f(o.getDy()) + ", " + f(o.getDx()) + ", " +
-                   std::to_string(n),
+               f(o.getX()) + ", " + f(o.getDy()) + ", " +
+                   resultBeside(o.getDx(), copy) + ", " + std::to_string(n) +
+                   ", " + copy,
                "stlm.gelu_grad");
         return success();
       })
@@ -1247,7 +1304,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
           if (!isa<arith::ConstantOp>(n))
             break;
         }
-        std::string dlogits = "nullptr", dloss = "nullptr";
+        std::string dlogits = "nullptr", dloss = "nullptr",
+                    dlogits16 = "nullptr";
         if (grad) {
           for (Operation *n = op->getNextNode(); n != grad;
                n = n->getNextNode())
@@ -1255,7 +1313,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
               return failure();
           if (failed(inArena(grad, 0)))
             return failure();
-          dlogits = f(grad.getDlogits());
+          dlogits16 = copyFor(grad.getDlogits());
+          dlogits = resultBeside(grad.getDlogits(), dlogits16);
           dloss = f(grad.getDloss());
           done.insert(grad);
         }
@@ -1264,7 +1323,7 @@ LogicalResult Emitter::emitOp(Operation *op) {
                f(o.getLogits()) + ", " + i(o.getTargets()) + ", " +
                    std::to_string(V) + ", (float *)c.scratch, " + dlogits +
                    ", " + dloss + ", " + std::to_string(N) + ", " + counter() +
-                   ", " + f(o.getLoss()),
+                   ", " + f(o.getLoss()) + ", " + dlogits16,
                "stlm.next_token_loss");
         return success();
       })
@@ -1272,11 +1331,13 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (failed(inArena(op, 0)))
           return failure();
         int64_t V = dim(o.getLogits(), 1), N = leading(o.getLogits(), 1);
+        std::string copy = copyFor(o.getDlogits());
         launch("crossEntropy", std::to_string(N),
                std::to_string(threadsFor(V, 1024)),
                f(o.getLogits()) + ", " + i(o.getTargets()) + ", " +
-                   std::to_string(V) + ", nullptr, " + f(o.getDlogits()) +
-                   ", " + f(o.getDloss()) + ", " + std::to_string(N),
+                   std::to_string(V) + ", nullptr, " +
+                   resultBeside(o.getDlogits(), copy) + ", " + f(o.getDloss()) +
+                   ", " + std::to_string(N) + ", nullptr, nullptr, " + copy,
                "stlm.next_token_loss_grad");
         return success();
       })
@@ -1399,6 +1460,7 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
       done.insert(&op);
     }
   }
+  shadowWeights(fn);
   for (Operation &op : fn.getBody().front()) {
     if (failed(emitOp(&op)))
       return failure();
@@ -1560,19 +1622,23 @@ FailureOr<CudaSource> Emitter::run() {
     layout.inference.push_back(f.getSymName().str());
   }
   // Scratch: every launch's temporaries, then the stash (kStash), then the
-  // pool of bf16 operand copies (kPool; the bodies name both, where they
-  // have any: fp32 models have no pool).
+  // pool of bf16 operand copies (kPool), then the weights' shadow (kShadow;
+  // the bodies name each where they have any: fp32 models have neither
+  // pool nor shadow).
   int64_t stashAt = (scratchSize + 255) / 256 * 256,
-          poolAt = stashAt + stashSize;
+          poolAt = stashAt + stashSize,
+          shadowAt = (poolAt + poolSize + 255) / 256 * 256;
   out = header + "[[maybe_unused]] constexpr int64_t kStash = " +
         std::to_string(stashAt) +
         ";\n[[maybe_unused]] constexpr int64_t kPool = " +
-        std::to_string(poolAt) + ";\n\n" + out;
+        std::to_string(poolAt) +
+        ";\n[[maybe_unused]] constexpr int64_t kShadow = " +
+        std::to_string(shadowAt) + ";\n\n" + out;
   out +=
       "constexpr int64_t kWeightsSize = " + std::to_string(layout.weightsSize) +
       ";\nconstexpr int64_t kArenaSize = " + std::to_string(layout.arenaSize) +
       ";\nconstexpr int64_t kScratchSize = " +
-      std::to_string(poolAt + poolSize) +
+      std::to_string(shadowAt + shadowSize) +
       ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
       ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
       ";\nconstexpr size_t kOutputFloats = " + std::to_string(outputFloats) +

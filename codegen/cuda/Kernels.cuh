@@ -2006,22 +2006,35 @@ __device__ __forceinline__ float geluDerivf(float z) {
          z * 0.39894228040143268f * __expf(-0.5f * z * z);
 }
 
-/// y = gelu(x) (+ residual when given).
-__global__ void gelu(const float *__restrict__ x,
-                     const float *__restrict__ residual, float *__restrict__ y,
-                     int64_t n) {
+/// y = gelu(x) (+ residual when given), and its bfloat16 copy y16 for a
+/// bf16 model's matmuls (each of y and y16 written where given). y may
+/// alias x.
+__global__ void gelu(const float *x, const float *__restrict__ residual,
+                     float *y, int64_t n,
+                     __nv_bfloat16 *__restrict__ y16 = nullptr) {
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n)
-    y[i] = geluf(x[i]) + (residual ? residual[i] : 0.f);
+  if (i >= n)
+    return;
+  float v = geluf(x[i]) + (residual ? residual[i] : 0.f);
+  if (y)
+    y[i] = v;
+  if (y16)
+    y16[i] = __float2bfloat16_rn(v);
 }
 
-/// dx = gelu'(x) · dy.
-__global__ void geluGrad(const float *__restrict__ x,
-                         const float *__restrict__ dy, float *__restrict__ dx,
-                         int64_t n) {
+/// dx = gelu'(x) · dy, and its bfloat16 copy dx16 (each written where
+/// given). dx may alias dy.
+__global__ void geluGrad(const float *__restrict__ x, const float *dy,
+                         float *dx, int64_t n,
+                         __nv_bfloat16 *__restrict__ dx16 = nullptr) {
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i < n)
-    dx[i] = geluDerivf(x[i]) * dy[i];
+  if (i >= n)
+    return;
+  float v = geluDerivf(x[i]) * dy[i];
+  if (dx)
+    dx[i] = v;
+  if (dx16)
+    dx16[i] = __float2bfloat16_rn(v);
 }
 
 /// y = x · s.
@@ -2059,9 +2072,9 @@ __global__ void writeRows(float *__restrict__ cache,
 //===----------------------------------------------------------------------===//
 // Cross-entropy over V logits per position, mean over the N positions.
 // One block per position: the row's log-sum-exp, its loss term into
-// `terms`, and (when dlogits is given) the gradient
-// dloss/N · (softmax − onehot) in the same pass; with `mean`, the last
-// block also writes the mean of the terms (the loss).
+// `terms`, and (when dlogits or its bfloat16 copy dlogits16 is given)
+// the gradient dloss/N · (softmax − onehot) in the same pass; with `mean`,
+// the last block also writes the mean of the terms (the loss).
 //===----------------------------------------------------------------------===//
 
 __global__ void crossEntropy(const float *__restrict__ logits,
@@ -2069,7 +2082,8 @@ __global__ void crossEntropy(const float *__restrict__ logits,
                              float *__restrict__ terms,
                              float *__restrict__ dlogits, const float *dloss,
                              int64_t N, unsigned *counter = nullptr,
-                             float *mean = nullptr) {
+                             float *mean = nullptr,
+                             __nv_bfloat16 *__restrict__ dlogits16 = nullptr) {
   __shared__ float shared[32];
   int64_t p = blockIdx.x;
   const float *z = logits + p * V;
@@ -2095,10 +2109,15 @@ __global__ void crossEntropy(const float *__restrict__ logits,
   int target = min(max(targets[p], 0), V - 1);
   if (threadIdx.x == 0 && terms)
     terms[p] = lse - z[target];
-  if (dlogits) {
+  if (dlogits || dlogits16) {
     float f = *dloss / (float)N;
-    for (int i = threadIdx.x; i < V; i += blockDim.x)
-      dlogits[p * V + i] = f * (__expf(z[i] - lse) - (i == target ? 1.f : 0.f));
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+      float g = f * (__expf(z[i] - lse) - (i == target ? 1.f : 0.f));
+      if (dlogits)
+        dlogits[p * V + i] = g;
+      if (dlogits16)
+        dlogits16[p * V + i] = __float2bfloat16_rn(g);
+    }
   }
   if (!mean || !lastBlock(counter))
     return;

@@ -1,15 +1,16 @@
 //===- CudaKernelsTest.cu - the CUDA row and elementwise kernels ----------===//
 //
-// Runs the RMSNorm and SwiGLU kernels of codegen/cuda/Kernels.cuh, with the
-// launch shapes the emitter (codegen/cuda/EmitCuda.cpp) gives them, on
+// Runs the RMSNorm, SwiGLU and GELU kernels of codegen/cuda/Kernels.cuh, with
+// the launch shapes the emitter (codegen/cuda/EmitCuda.cpp) gives them, on
 // random inputs and compares every output with the same math in double:
 // both RMSNorm families (a block per row for any width; a warp per row
 // with the row in registers for widths that are a multiple of 4 up to
 // 1024), their gradients (the weight gradient's deterministic block sum,
 // the residual addend, dx in place of dy and its bfloat16 copy), SwiGLU and its
 // gradient (the four-a-thread path and its scalar tail, outputs in place of
-// inputs), and the bfloat16 copies they write for bf16 matmuls, with or without
-// the fp32 result beside them. The models' tests reach only their own widths.
+// inputs), GELU and its gradient (the residual, in place), and the bfloat16
+// copies they write for bf16 matmuls, with or without the fp32 result
+// beside them. The models' tests reach only their own widths.
 //
 // `--time` instead times the kernels at stlm-100m's shapes (64 × 512 rows
 // of 768; SwiGLU 2048 wide) with the bytes each moves, and checks nothing.
@@ -256,6 +257,64 @@ bool swigluCase(int64_t n, std::mt19937 &rng) {
   return good;
 }
 
+/// GELU (erf form) with the residual, over x, and copy only; its gradient
+/// with the copy, over dy, and copy only: each against double, each copy
+/// exactly its fp32 value rounded.
+bool geluCase(int64_t n, std::mt19937 &rng) {
+  auto x = randomVector(n, rng, -4, 4), r = randomVector(n, rng),
+       dy = randomVector(n, rng);
+  std::vector<double> y(n), yr(n), dx(n);
+  for (int64_t i = 0; i < n; ++i) {
+    double z = x[i], cdf = 0.5 * (1 + std::erf(z / std::sqrt(2.0)));
+    y[i] = z * cdf;
+    yr[i] = y[i] + r[i];
+    dx[i] = dy[i] * (cdf + z * std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI));
+  }
+  auto rounded = [](const std::vector<float> &v) {
+    std::vector<double> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i)
+      out[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
+    return out;
+  };
+  std::string name = "gelu n=" + std::to_string(n);
+  unsigned blocks = blocksFor(n, 256);
+  bool good = true;
+  Buffer bx(x), br(r), bdy(dy), by(n), bdx(n);
+  Bf16Buffer y16(n), dx16(n);
+  gelu<<<blocks, 256>>>(bx.p, br.p, by.p, n, y16.p);
+  good &= ok(cudaDeviceSynchronize(), "gelu");
+  std::vector<float> got = by.get();
+  good &= report(name + " y + residual", relError(got, yr), 2e-6);
+  good &=
+      report(name + " y16 = y rounded", relError(y16.get(), rounded(got)), 0);
+  Buffer over(x);
+  Bf16Buffer only(n);
+  gelu<<<blocks, 256>>>(over.p, nullptr, over.p, n);
+  good &= ok(cudaDeviceSynchronize(), "gelu over x");
+  got = over.get();
+  good &= report(name + " y over x", relError(got, y), 2e-6);
+  gelu<<<blocks, 256>>>(bx.p, nullptr, nullptr, n, only.p);
+  good &= ok(cudaDeviceSynchronize(), "gelu, copy only");
+  good &= report(name + " y16 alone = y rounded",
+                 relError(only.get(), rounded(got)), 0);
+  geluGrad<<<blocks, 256>>>(bx.p, bdy.p, bdx.p, n, dx16.p);
+  good &= ok(cudaDeviceSynchronize(), "geluGrad");
+  got = bdx.get();
+  good &= report(name + " dx", relError(got, dx), 2e-6);
+  good &= report(name + " dx16 = dx rounded",
+                 relError(dx16.get(), rounded(got)), 0);
+  Buffer inPlace(dy);
+  Bf16Buffer c1(n);
+  geluGrad<<<blocks, 256>>>(bx.p, inPlace.p, inPlace.p, n);
+  good &= ok(cudaDeviceSynchronize(), "geluGrad over dy");
+  good &= report(name + " dx over dy", relError(inPlace.get(), dx), 2e-6);
+  geluGrad<<<blocks, 256>>>(bx.p, bdy.p, nullptr, n, c1.p);
+  good &= ok(cudaDeviceSynchronize(), "geluGrad, copy only");
+  good &= report(name + " dx16 alone = dx rounded",
+                 relError(c1.get(), rounded(got)), 0);
+  return good;
+}
+
 /// stlm-100m's shapes: RMSNorm over 64 × 512 rows of 768, SwiGLU 2048
 /// wide; each kernel's median µs and the bytes it moves per µs.
 void timeKernels() {
@@ -343,6 +402,9 @@ int main(int argc, char **argv) {
   good &= swigluCase(3 * 4096 + 2, rng);
   good &= swigluCase(4096, rng);
   good &= swigluCase(3, rng);
+  // GELU over a partial block and over a few thousand.
+  good &= geluCase(1000, rng);
+  good &= geluCase(5 * 4096 + 3, rng);
   std::printf(good ? "PASS\n" : "FAILED\n");
   return good ? 0 : 1;
 }

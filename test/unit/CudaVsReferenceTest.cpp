@@ -77,11 +77,12 @@ constexpr Tolerances kCudaBF16 = {5e-6, 1.2e-2, 1e-4, 1.2e-2, 1.4e-2, 40,
                                   0.0078125};
 /// bf16 attention as well (attentionBf ...): q, k, v, the probabilities
 /// and ds rounded to bfloat16 as the products' operands, where the
-/// reference keeps fp32. Measured on an H100 (2026-12-07): loss 5.1e-6,
-/// gradients 5.8e-3, norm 1.9e-5, opt.m 5.8e-3, opt.v 8.6e-3, weights 1.9
-/// ulps, logits 1.15e-3; the bounds are about 5× those.
-constexpr Tolerances kCudaBF16Attention = {2.5e-5, 3e-2, 1e-4,     3e-2,
-                                           4e-2,   40,   0.0078125};
+/// reference keeps fp32. Measured on an H100 (2026-12-07, three runs, the
+/// same figures each time): loss 7.9e-6, gradients 6.8e-3, norm 3.6e-5,
+/// opt.m 6.8e-3, opt.v 8.6e-3, weights 1.4 ulps, logits 1.5e-3; the bounds
+/// are about 5× those.
+constexpr Tolerances kCudaBF16Attention = {4e-5, 3e-2, 2e-4,     3e-2,
+                                           4e-2, 40,   0.0078125};
 
 std::string readText(const std::string &path) {
   std::ifstream in(path);
@@ -425,13 +426,14 @@ TEST_F(CudaVsReference, TensorCoreAttentionTF32) {
 }
 
 TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
-  // precision: bf16 with 32-wide heads: bf16 matmuls, attention on tensor
-  // cores with bf16 operands (attentionBf), 4 query heads over 2 kv heads,
-  // two blocks of queries.
+  // precision: bf16 with 32-wide heads: bf16 matmuls (the weights read
+  // from their shadow, GELU and its gradient writing only their copies),
+  // attention on tensor cores with bf16 operands (attentionBf), 4 query
+  // heads over 2 kv heads, two blocks of queries.
   prepare("tc-bf16",
           "name: tc-bf16\n"
           "embedder: {kind: token, vocab_size: 256}\n"
-          "core: {layers: 2, width: 128, heads: 4, kv_heads: 2, ffn: swiglu,\n"
+          "core: {layers: 2, width: 128, heads: 4, kv_heads: 2, ffn: gelu,\n"
           "       ffn_width: 256, context: 128}\n"
           "tying: {embed_head: true}\n"
           "train: {batch: 2, steps: 10, warmup: 2, precision: bf16}\n",
