@@ -1058,12 +1058,15 @@ LogicalResult Emitter::emitOp(Operation *op) {
         Value x = op->getOperand(0);
         int64_t W = dim(x, 1), T = dim(x, 2), rows = leading(x, 1);
         bool grad = isa<ir::RoPEGradOp>(op);
-        // The next op, when it rotates another tensor the same way (k after
-        // q), shares the launch.
+        // The next op, when it rotates another tensor of the same rows the
+        // same way (k after q), shares the launch.
         std::string second = "nullptr, nullptr";
         auto twin = dyn_cast_or_null<std::remove_pointer_t<decltype(o)>>(
             op->getNextNode());
-        bool paired = twin && twin->getOperand(0).getType() == x.getType() &&
+        int64_t W1 = 0;
+        bool paired = twin && tensorType(twin->getOperand(0)) &&
+                      leading(twin->getOperand(0), 1) == rows &&
+                      dim(twin->getOperand(0), 2) == T &&
                       twin.getHeadDim() == o.getHeadDim() &&
                       twin.getTheta() == o.getTheta() &&
                       twin.getOffset() == o.getOffset() &&
@@ -1071,13 +1074,19 @@ LogicalResult Emitter::emitOp(Operation *op) {
         if (paired) {
           if (failed(inArena(twin, 0)))
             return failure();
-          // One launch reads both inputs while writing both outputs: no
-          // output may overlap the other pair's tensors (the planner may
-          // reuse q's space for k's rotation once q is dead).
+          // One launch reads both inputs while writing both outputs. Of
+          // one width, a thread reads both pairs before writing either, so
+          // an output may be exactly the other's input (the planner reuses
+          // dk's space for dq's rotation) but no other overlap; of two
+          // widths, no output may share bytes with the other's tensors.
           Value a = op->getOperand(0), ra = op->getResult(0),
                 b = twin->getOperand(0), rb = twin->getResult(0);
-          paired = !overlaps(rb, a) && !overlaps(rb, ra) &&
-                   !overlaps(ra, b);
+          W1 = dim(b, 1);
+          auto same = [&](Value u, Value v) {
+            return W1 == W && places.lookup(u) == places.lookup(v);
+          };
+          paired = (!overlaps(rb, a) || same(rb, a)) && !overlaps(rb, ra) &&
+                   (!overlaps(ra, b) || same(ra, b));
         }
         // bf16 models: the copies the matmuls read (a gradient's
         // linear_grad), the fp32 result dropped where only they read it.
@@ -1089,9 +1098,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
                    resultBeside(twin->getResult(0), copy1);
           done.insert(twin);
         }
+        bool split = paired && W1 != W; // blockIdx.y picks the tensor
         launch(
             "rope",
-            "dim3(" + grid1(rows * W / 2, 256) + (paired ? ", 2)" : ", 1)"),
+            "dim3(" + grid1(rows * std::max(W, paired ? W1 : W) / 2, 256) +
+                (split ? ", 2)" : ", 1)"),
             "256",
             f(x) + ", " + y0 + ", " + second + ", " + std::to_string(rows) +
                 ", " + std::to_string(T) + ", " + std::to_string(W) + ", " +
@@ -1100,7 +1111,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
                 iOrNull(o.getOffset()) + ", " + (grad ? "-1.0" : "1.0") + ", " +
                 ptr(ropeTable(o.getTheta().convertToDouble(), o.getHeadDim()),
                     "const double") +
-                ", " + std::to_string(context) + ", " + copy0 + ", " + copy1,
+                ", " + std::to_string(context) + ", " + copy0 + ", " + copy1 +
+                ", " + std::to_string(paired ? W1 : 0),
             grad ? "stlm.rope_grad" : "stlm.rope");
         return success();
       })

@@ -433,27 +433,48 @@ __global__ void __launch_bounds__(256)
 //===----------------------------------------------------------------------===//
 // RoPE: each pair (2i, 2i+1) of every head rotated by sign · p · θ^(−2i/hd),
 // p = t + offset (offset: a device scalar, or none). Angles in double, as
-// the reference. Two tensors of one shape per launch (q and k; their
-// gradients): blockIdx.y picks (x0, y0) or (x1, y1). c0 and c1 (where
-// given) get y0's and y1's bfloat16 copies for a bf16 model's matmuls (the
-// gradients' linear_grad), and y0 or y1 is null when only its copy is read.
+// the reference. Up to two tensors per launch (q and k; their gradients),
+// x0 of width W and x1 (when given) of width W1:
+//  - of one width (W1 == W, grid.y 1), a thread rotates the same pair of
+//    both with one angle, reading both before writing either, so an output
+//    may be exactly the other tensor's input (the planner reuses dk's
+//    space for dq's rotation);
+//  - of two widths (grid.y 2: q and grouped k), blockIdx.y picks (x0, y0)
+//    or (x1, y1), and no output may share bytes with another tensor.
+// c0 and c1 (where given) get y0's and y1's bfloat16 copies for a bf16
+// model's matmuls (the gradients' linear_grad), and y0 or y1 is null when
+// only its copy is read.
 //===----------------------------------------------------------------------===//
+
+/// The pair (a, b) at `at` rotated by the angle whose cosine and sine are
+/// co and s: y and y16 written where given.
+__device__ __forceinline__ void ropeStore(float *y, __nv_bfloat16 *y16,
+                                          int64_t at, double co, double s,
+                                          double a, double b) {
+  float lo = (float)(a * co - b * s), hi = (float)(a * s + b * co);
+  if (y) {
+    y[at] = lo;
+    y[at + 1] = hi;
+  }
+  if (y16)
+    *reinterpret_cast<__nv_bfloat162 *>(y16 + at) =
+        __floats2bfloat162_rn(lo, hi);
+}
 
 __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
                      int64_t rows, int T, int W, int hd, double theta,
                      const int32_t *offset, double sign,
                      const double *__restrict__ table = nullptr,
                      int positions = 0, __nv_bfloat16 *c0 = nullptr,
-                     __nv_bfloat16 *c1 = nullptr) {
-  const float *x = blockIdx.y ? x1 : x0;
-  float *y = blockIdx.y ? y1 : y0;
-  __nv_bfloat16 *y16 = blockIdx.y ? c1 : c0;
-  int64_t pairs = rows * (W / 2);
+                     __nv_bfloat16 *c1 = nullptr, int W1 = 0) {
+  bool second = blockIdx.y == 1;
+  int width = second ? W1 : W;
+  int64_t pairs = rows * (width / 2);
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= pairs)
     return;
-  int64_t row = i / (W / 2);
-  int c = (int)(i % (W / 2)) * 2; // column of the pair's first element
+  int64_t row = i / (width / 2);
+  int c = (int)(i % (width / 2)) * 2; // column of the pair's first element
   int k = (c % hd) / 2;
   int64_t pos = row % T + (offset ? *offset : 0);
   double s, co;
@@ -467,15 +488,20 @@ __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
     double angle = sign * (double)pos * pow(theta, -2.0 * k / hd);
     sincos(angle, &s, &co);
   }
-  double a = x[row * W + c], b = x[row * W + c + 1];
-  float lo = (float)(a * co - b * s), hi = (float)(a * s + b * co);
-  if (y) {
-    y[row * W + c] = lo;
-    y[row * W + c + 1] = hi;
+  int64_t at = row * width + c;
+  if (second) {
+    ropeStore(y1, c1, at, co, s, x1[at], x1[at + 1]);
+    return;
   }
-  if (y16)
-    *reinterpret_cast<__nv_bfloat162 *>(y16 + row * W + c) =
-        __floats2bfloat162_rn(lo, hi);
+  double a = x0[at], b = x0[at + 1];
+  if (x1 && gridDim.y == 1) {
+    // Both tensors, one width: every read before any write.
+    double a1 = x1[at], b1 = x1[at + 1];
+    ropeStore(y0, c0, at, co, s, a, b);
+    ropeStore(y1, c1, at, co, s, a1, b1);
+    return;
+  }
+  ropeStore(y0, c0, at, co, s, a, b);
 }
 
 /// table[p, k] = (cos, sin) of p · θ^(−2k/hd) in double, for positions

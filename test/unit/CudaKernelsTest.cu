@@ -1,16 +1,18 @@
 //===- CudaKernelsTest.cu - the CUDA row and elementwise kernels ----------===//
 //
-// Runs the RMSNorm, SwiGLU and GELU kernels of codegen/cuda/Kernels.cuh, with
-// the launch shapes the emitter (codegen/cuda/EmitCuda.cpp) gives them, on
-// random inputs and compares every output with the same math in double:
-// both RMSNorm families (a block per row for any width; a warp per row
-// with the row in registers for widths that are a multiple of 4 up to
-// 1024), their gradients (the weight gradient's deterministic block sum,
-// the residual addend, dx in place of dy and its bfloat16 copy), SwiGLU and its
-// gradient (the four-a-thread path and its scalar tail, outputs in place of
-// inputs), GELU and its gradient (the residual, in place), and the bfloat16
-// copies they write for bf16 matmuls, with or without the fp32 result
-// beside them. The models' tests reach only their own widths.
+// Runs the RMSNorm, SwiGLU, GELU and RoPE kernels of
+// codegen/cuda/Kernels.cuh, with the launch shapes the emitter
+// (codegen/cuda/EmitCuda.cpp) gives them, on random inputs and compares
+// every output with the same math in double: both RMSNorm families (a block
+// per row for any width; a warp per row with the row in registers for
+// widths that are a multiple of 4 up to 1024), their gradients (the weight
+// gradient's deterministic block sum, the residual addend, dx in place of
+// dy and its bfloat16 copy), SwiGLU and its gradient (the four-a-thread
+// path and its scalar tail, outputs in place of inputs), GELU and its
+// gradient (the residual, in place), RoPE alone and in pairs (one width,
+// with a gradient's output over the other's input; two widths), and the
+// bfloat16 copies they write for bf16 matmuls, with or without the fp32
+// result beside them. The models' tests reach only their own widths.
 //
 // `--time` instead times the kernels at stlm-100m's shapes (64 × 512 rows
 // of 768; SwiGLU 2048 wide) with the bytes each moves, and checks nothing.
@@ -315,6 +317,74 @@ bool geluCase(int64_t n, std::mt19937 &rng) {
   return good;
 }
 
+/// RoPE (the angles from ropeTable, as the emitter launches it) against
+/// double, rows of T positions: x0 alone; x0 and x1 of one width (a
+/// thread rotates both), with the copies, and as the planner places a
+/// gradient pair (dq's rotation written over dk, dk's elsewhere); x0 and x1
+/// of two widths (q and grouped k: blockIdx.y picks the tensor).
+bool ropeCase(int64_t rows, int T, int W, int W1, int hd, std::mt19937 &rng) {
+  const double theta = 10000;
+  auto x0 = randomVector(rows * W, rng), x1 = randomVector(rows * W1, rng);
+  auto want = [&](const std::vector<float> &x, int width, double sign) {
+    std::vector<double> y(x.size());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int c = 0; c < width; c += 2) {
+        double angle = sign * (double)(r % T) *
+                       std::pow(theta, -2.0 * ((c % hd) / 2) / hd);
+        double a = x[r * width + c], b = x[r * width + c + 1];
+        y[r * width + c] = a * std::cos(angle) - b * std::sin(angle);
+        y[r * width + c + 1] = a * std::sin(angle) + b * std::cos(angle);
+      }
+    return y;
+  };
+  auto rounded = [](const std::vector<float> &v) {
+    std::vector<double> out(v.size());
+    for (size_t i = 0; i < v.size(); ++i)
+      out[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
+    return out;
+  };
+  std::vector<double> y0 = want(x0, W, 1), y1 = want(x1, W1, 1);
+  double *table = nullptr;
+  if (!ok(cudaMalloc(&table, sizeof(double) * T * hd), "cudaMalloc"))
+    return false;
+  ropeTable<<<blocksFor((int64_t)T * (hd / 2), 256), 256>>>(table, T, hd,
+                                                            theta);
+  std::string name = "rope rows=" + std::to_string(rows) +
+                     " W=" + std::to_string(W) + "," + std::to_string(W1);
+  unsigned blocks = blocksFor(rows * std::max(W, W1) / 2, 256);
+  dim3 grid(blocks, W1 == W ? 1 : 2);
+  bool good = true;
+  Buffer bx0(x0), bx1(x1), by0(x0.size()), by1(x1.size());
+  rope<<<blocks, 256>>>(bx0.p, by0.p, nullptr, nullptr, rows, T, W, hd, theta,
+                        nullptr, 1.0, table, T);
+  good &= ok(cudaDeviceSynchronize(), "rope alone");
+  good &= report(name + " x0 alone", relError(by0.get(), y0), 1e-6);
+  Bf16Buffer c0(x0.size()), c1(x1.size());
+  rope<<<grid, 256>>>(bx0.p, by0.p, bx1.p, by1.p, rows, T, W, hd, theta,
+                      nullptr, 1.0, table, T, c0.p, c1.p, W1);
+  good &= ok(cudaDeviceSynchronize(), "rope pair");
+  std::vector<float> got0 = by0.get(), got1 = by1.get();
+  good &= report(name + " pair y0", relError(got0, y0), 1e-6);
+  good &= report(name + " pair y1", relError(got1, y1), 1e-6);
+  good &=
+      report(name + " c0 = y0 rounded", relError(c0.get(), rounded(got0)), 0);
+  good &=
+      report(name + " c1 = y1 rounded", relError(c1.get(), rounded(got1)), 0);
+  if (W1 == W) {
+    // The gradient pair as planned: (dk → elsewhere), (dq → over dk).
+    Buffer dk(x0), dq(x1), out(x0.size());
+    rope<<<grid, 256>>>(dk.p, out.p, dq.p, dk.p, rows, T, W, hd, theta, nullptr,
+                        -1.0, table, T, nullptr, nullptr, W1);
+    good &= ok(cudaDeviceSynchronize(), "rope gradient pair");
+    good &= report(name + " grad of dk", relError(out.get(), want(x0, W, -1)),
+                   1e-6);
+    good &= report(name + " grad of dq over dk",
+                   relError(dk.get(), want(x1, W, -1)), 1e-6);
+  }
+  cudaFree(table);
+  return good;
+}
+
 /// stlm-100m's shapes: RMSNorm over 64 × 512 rows of 768, SwiGLU 2048
 /// wide; each kernel's median µs and the bytes it moves per µs.
 void timeKernels() {
@@ -405,6 +475,11 @@ int main(int argc, char **argv) {
   // GELU over a partial block and over a few thousand.
   good &= geluCase(1000, rng);
   good &= geluCase(5 * 4096 + 3, rng);
+  // RoPE: char-tiny's heads (one width), stlm-100m's q and grouped k (two
+  // widths), a row count that leaves a partial block.
+  good &= ropeCase(2 * 64, 64, 128, 128, 32, rng);
+  good &= ropeCase(3 * 40, 40, 768, 256, 64, rng);
+  good &= ropeCase(7, 7, 64, 64, 64, rng);
   std::printf(good ? "PASS\n" : "FAILED\n");
   return good ? 0 : 1;
 }
