@@ -2593,12 +2593,19 @@ inline bool planMatmul(Context &c, Matmul &mm, const MatmulShape &s,
   cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c.workspaceSize,
       sizeof c.workspaceSize);
-  constexpr int kCandidates = 8;
-  cublasLtMatmulHeuristicResult_t results[kCandidates];
+  // How many of the heuristic's candidates are timed: 8, or
+  // STLM_CUDA_MATMUL_CANDIDATES (1 to 64).
+  constexpr int kMostCandidates = 64;
+  static const int candidates = [] {
+    const char *v = std::getenv("STLM_CUDA_MATMUL_CANDIDATES");
+    int n = v ? std::atoi(v) : 8;
+    return n >= 1 && n <= kMostCandidates ? n : 8;
+  }();
+  cublasLtMatmulHeuristicResult_t results[kMostCandidates];
   int found = 0;
-  cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
-      c.lt, mm.desc, mm.a, mm.b, mm.c, mm.c, pref, a ? kCandidates : 1,
-      results, &found);
+  cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(c.lt, mm.desc, mm.a, mm.b, mm.c, mm.c,
+                                     pref, a ? candidates : 1, results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (!checkLt(c, st, "cublasLtMatmulAlgoGetHeuristic"))
     return false;
