@@ -333,7 +333,10 @@ private:
   LogicalResult emitAdamW(ir::AdamWOp first);
   LogicalResult emitLinear(Operation *op);
   LogicalResult emitLinears(Operation *first);
-  LogicalResult emitFunction(func::FuncOp fn, unsigned inputs);
+  /// `hoisted`: an inference function, whose entry point makes the
+  /// weights' shadow (shadowWeights).
+  LogicalResult emitFunction(func::FuncOp fn, unsigned inputs,
+                             bool hoisted = false);
   void emitEntries(const std::string &name, func::FuncOp fn);
 
   /// The AdamW table entries of `ops` (in the scalar block), returning its
@@ -397,17 +400,30 @@ private:
   /// Frees the copies whose last matmul is `op` (after `op` and anything
   /// forked with it have been emitted: a later copy may take the bytes).
   void releaseCopies(Operation *op);
-  /// A bf16 model's weights that the function's matmuls read, rounded by
-  /// one toBF16 launch at its start into the shadow (kShadow: a weight at
-  /// byte `off` of the weights has its copy at byte off / 2), instead of a
-  /// launch before each weight's first matmul. Only where the function
-  /// reads at least two weights and writes none (AdamW and assignments to
-  /// parameters; a KV cache's state may be written), and only weights whose
-  /// copy is 256-byte aligned, as the pool's are (cuBLASLt's plans assume it).
-  void shadowWeights(func::FuncOp fn);
+  /// A bf16 model's weights that matmuls read, rounded into their shadow
+  /// (kShadow: the weight at byte `off` of the weights has its copy at
+  /// byte off / 2) by one toBF16 launch over [shadowLo, shadowHi) of the
+  /// weights, instead of a launch before each weight's first matmul. Only
+  /// weights whose copy is 256-byte aligned, as the pool's are (cuBLASLt's
+  /// plans assume it), and only where the model's matmuls read at least
+  /// two (planShadow).
+  void planShadow();
+  /// Whether `p` reads a weight that the shadow holds.
+  bool inShadow(ir::ParamRefOp p);
+  /// A function that updates no weights (AdamW, assignments to parameters;
+  /// a KV cache's state may be written) reads its weights from the shadow:
+  /// a training function rounds them at its start (they changed since the
+  /// last step), an inference function (`hoisted`) leaves that to its
+  /// entry point, which rounds them only when they have changed since the
+  /// shadow was last made (refreshShadow).
+  void shadowWeights(func::FuncOp fn, bool hoisted);
+  /// The shadow's launch, as a statement list.
+  std::string shadowLaunch();
   llvm::DenseSet<Value> shadowed;
-  int64_t shadowSize = 0;
-  llvm::StringSet<> params; // the model's parameters' names
+  int64_t shadowLo = 0, shadowHi = 0; // bytes of the weights; none: equal
+  std::set<std::string> refreshes;    // inference entries that refresh it
+  std::set<std::string> shadowMakers; // functions that make it in their body
+  llvm::StringSet<> params;           // the model's parameters' names
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
   int sm = 90;       // the compute capability compiled for (sm_NN)
@@ -641,9 +657,42 @@ std::string Emitter::resultBeside(Value v, const std::string &copy) {
   return onlyCopy ? "nullptr" : f(v);
 }
 
-void Emitter::shadowWeights(func::FuncOp fn) {
-  shadowed.clear();
+bool Emitter::inShadow(ir::ParamRefOp p) {
+  auto it = slots.find(p.getName().str());
+  return it != slots.end() && it->second % 512 == 0 &&
+         llvm::any_of(p.getResult().getUses(), readsCopy);
+}
+
+void Emitter::planShadow() {
   if (!bf16)
+    return;
+  std::set<int64_t> read;
+  int64_t lo = INT64_MAX, hi = 0;
+  model.walk([&](ir::ParamRefOp p) {
+    if (!inShadow(p))
+      return;
+    int64_t off = slots.find(p.getName().str())->second;
+    read.insert(off);
+    lo = std::min(lo, off);
+    hi = std::max(hi, off + numel(p.getResult()) * 4);
+  });
+  if (read.size() < 2)
+    return;
+  shadowLo = lo;
+  shadowHi = hi;
+}
+
+std::string Emitter::shadowLaunch() {
+  int64_t n = (shadowHi - shadowLo) / 4;
+  return "toBF16<<<" + grid1Per(n, "kBF16PerThread", 256) +
+         ", 256, 0, c.stream>>>(" + ptr({'W', shadowLo}) + ", " +
+         ptr({'H', shadowLo / 2}, "__nv_bfloat16") + ", " + std::to_string(n) +
+         ");\n";
+}
+
+void Emitter::shadowWeights(func::FuncOp fn, bool hoisted) {
+  shadowed.clear();
+  if (shadowHi == shadowLo)
     return;
   bool writes = false;
   SmallVector<Value> read;
@@ -652,23 +701,21 @@ void Emitter::shadowWeights(func::FuncOp fn) {
     writes = writes || isa<ir::AdamWOp>(op) ||
              (assign && params.contains(assign.getName()));
     if (auto p = dyn_cast<ir::ParamRefOp>(op))
-      if (places.lookup(p.getResult()).off % 512 == 0 &&
-          llvm::any_of(p.getResult().getUses(), readsCopy))
+      if (inShadow(p))
         read.push_back(p.getResult());
   });
-  if (writes || read.size() < 2)
+  if (writes || read.empty())
     return;
-  int64_t lo = INT64_MAX, hi = 0;
-  for (Value v : read) {
-    int64_t off = places.lookup(v).off;
-    lo = std::min(lo, off);
-    hi = std::max(hi, off + numel(v) * 4);
-    shadowed.insert(v);
+  shadowed.insert(read.begin(), read.end());
+  if (hoisted) {
+    refreshes.insert(fn.getSymName().str());
+    return;
   }
-  shadowSize = std::max(shadowSize, (hi / 2 + 255) / 256 * 256);
-  int64_t n = (hi - lo) / 4;
+  shadowMakers.insert(fn.getSymName().str());
+  int64_t n = (shadowHi - shadowLo) / 4;
   launch("toBF16", grid1Per(n, "kBF16PerThread", 256), "256",
-         ptr({'W', lo}) + ", " + ptr({'H', lo / 2}, "__nv_bfloat16") + ", " +
+         ptr({'W', shadowLo}) + ", " +
+             ptr({'H', shadowLo / 2}, "__nv_bfloat16") + ", " +
              std::to_string(n),
          "bf16 weights");
 }
@@ -1447,7 +1494,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
       });
 }
 
-LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
+LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs,
+                                    bool hoisted) {
   std::string name = fn.getSymName().str();
   body.clear();
   if (auto a = fn->getAttrOfType<IntegerAttr>("stlm.arena_size"))
@@ -1472,7 +1520,7 @@ LogicalResult Emitter::emitFunction(func::FuncOp fn, unsigned inputs) {
       done.insert(&op);
     }
   }
-  shadowWeights(fn);
+  shadowWeights(fn, hoisted);
   for (Operation &op : fn.getBody().front()) {
     if (failed(emitOp(&op)))
       return failure();
@@ -1533,11 +1581,22 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
     return std::to_string(tensorType(fn.getArgument(k)).getNumElements());
   };
   // Every entry point ends the same way: its graph run with `inputs`.
-  std::string call = "  Context &c = *static_cast<Context *>(context);\n"
-                     "  return run(c, " +
-                     entry + ", ";
-  std::string results = r.where + ", " + std::to_string(r.count) +
-                        ", out, body_" + name + ");\n}\n\n";
+  // The weights' shadow: an inference entry makes it first where it is
+  // stale; a training entry's body makes it (fresh after it succeeds) or
+  // updates the weights (stale after it runs).
+  std::string call = "  Context &c = *static_cast<Context *>(context);\n";
+  if (refreshes.count(name))
+    call += "  if (!refreshShadow(c)) return -1;\n";
+  std::string after;
+  if (shadowHi > shadowLo && (name == "train_step" || name == "apply"))
+    after = "  c.shadowFresh = false;\n";
+  else if (shadowMakers.count(name))
+    after = "  if (rc == 0) c.shadowFresh = true;\n";
+  call += after.empty() ? "  return run(c, " : "  int32_t rc = run(c, ";
+  call += entry + ", ";
+  std::string results =
+      r.where + ", " + std::to_string(r.count) + ", out, body_" + name +
+      ");\n" + (after.empty() ? "" : after + "  return rc;\n") + "}\n\n";
   if (name == "apply") {
     // The mean of the sums, clipping and AdamW: no inputs.
     out += sig + ", float *out) {\n" + call + "nullptr, nullptr, 0, " + results;
@@ -1587,6 +1646,7 @@ FailureOr<CudaSource> Emitter::run() {
     return model.emitOpError("has no weights layout (run stlm-plan-memory "
                              "first)");
   bf16 = hasBF16Matmuls(model);
+  planShadow();
   layout.weightsSize = weightsSize.getInt();
   func::FuncOp grad, eval, step, accumulate, apply;
   std::vector<func::FuncOp> inference;
@@ -1629,7 +1689,7 @@ FailureOr<CudaSource> Emitter::run() {
       failed(emitFunction(eval, format::kBatchArgs)))
     return failure();
   for (func::FuncOp f : inference) {
-    if (failed(emitFunction(f, f.getNumArguments())))
+    if (failed(emitFunction(f, f.getNumArguments(), /*hoisted=*/true)))
       return failure();
     layout.inference.push_back(f.getSymName().str());
   }
@@ -1650,7 +1710,7 @@ FailureOr<CudaSource> Emitter::run() {
       "constexpr int64_t kWeightsSize = " + std::to_string(layout.weightsSize) +
       ";\nconstexpr int64_t kArenaSize = " + std::to_string(layout.arenaSize) +
       ";\nconstexpr int64_t kScratchSize = " +
-      std::to_string(shadowAt + shadowSize) +
+      std::to_string(shadowAt + (shadowHi / 2 + 255) / 256 * 256) +
       ";\nconstexpr int64_t kScalarSize = " + std::to_string(scalarSize) +
       ";\nconstexpr size_t kInputInts = " + std::to_string(inputInts) +
       ";\nconstexpr size_t kOutputFloats = " + std::to_string(outputFloats) +
@@ -1676,7 +1736,16 @@ FailureOr<CudaSource> Emitter::run() {
            ");\n  if (!check(c, cudaPeekAtLastError(), \"rope table\")) "
            "return false;\n";
   }
-  out += "  return true;\n}\n\n} // namespace\n\n";
+  out += "  return true;\n}\n\n";
+  if (!refreshes.empty())
+    out += "/// The weights' bf16 shadow made again where the weights have "
+           "changed\n/// since it was last made (an inference entry's "
+           "graph reads it).\nbool refreshShadow(Context &c) {\n"
+           "  if (c.shadowFresh) return true;\n  c.error.clear();\n  " +
+           shadowLaunch() +
+           "  if (!check(c, cudaGetLastError(), \"bf16 weights\")) return "
+           "false;\n  c.shadowFresh = true;\n  return true;\n}\n\n";
+  out += "} // namespace\n\n";
   emitEntries("grad", grad);
   emitEntries("eval", eval);
   if (splitStep) {
@@ -1763,6 +1832,7 @@ std::string cudaDescriptor(const std::string &symbol,
        "    c.error = \"a copy outside the device buffers\";\n"
        "    return -1;\n  }\n"
        "  char *dev = (buffer == 0 ? c.weights : c.arena) + offset;\n"
+       "  if (toDevice && buffer == 0) c.shadowFresh = false;\n"
        "  cudaError_t e = toDevice ? cudaMemcpy(dev, host, bytes, "
        "cudaMemcpyHostToDevice) : cudaMemcpy(host, dev, bytes, "
        "cudaMemcpyDeviceToHost);\n"

@@ -2337,6 +2337,10 @@ struct Context {
   float *hostOut = nullptr;  // pinned staging of the results
   size_t inCount = 0, outCount = 0;
   cudaGraphExec_t graphs[kEntries] = {};
+  // A bf16 model's weights' shadow (their bfloat16 copies, kShadow) holds
+  // the weights as they are now: set by an entry that makes it, cleared by
+  // one that updates the weights and by a copy into them.
+  bool shadowFresh = false;
   std::vector<Matmul> matmuls;
   std::string error;
   int device = 0;

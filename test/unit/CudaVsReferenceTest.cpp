@@ -32,6 +32,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -93,10 +94,14 @@ std::string readText(const std::string &path) {
 
 struct Measured {
   double loss = 0, grad = 0, norm = 0, m = 0, v = 0, ulps = 0, logits = 0;
+  // After the step: the logits' cross-entropy against @eval's loss, and
+  // how far the step moved that loss (both relative).
+  double after = 0, moved = 0;
   void print(const char *test) const {
     std::printf("measured %s: loss %.2e, grad %.2e, norm %.2e, m %.2e, "
-                "v %.2e, weights %.1f ulps, logits %.2e\n",
-                test, loss, grad, norm, m, v, ulps, logits);
+                "v %.2e, weights %.1f ulps, logits %.2e, after the step "
+                "%.2e (moved %.2e)\n",
+                test, loss, grad, norm, m, v, ulps, logits, after, moved);
   }
 };
 
@@ -199,7 +204,11 @@ protected:
 
   /// `sameTokens`: generation must sample the reference's tokens (not
   /// with bf16 matmuls: rounding may move a draw across a boundary).
-  void compareAll(const Tolerances &tol, bool sameTokens = true) {
+  /// `shadow`: a bf16 model, whose matmuls read the weights' bfloat16
+  /// shadow (made again after the step, before the logits that follow it).
+  void compareAll(const Tolerances &tol, bool sameTokens = true,
+                  bool shadow = false) {
+    shadowed = shadow;
     // @grad and @eval.
     float loss = 0;
     ASSERT_EQ(stlm_grad(model, tokens.data(), targets.data(), &loss), STLM_OK)
@@ -316,6 +325,38 @@ protected:
       EXPECT_LE(worst, tol.ulps) << "updated " << p;
       measured.ulps = std::max(measured.ulps, worst);
     }
+    // After the step, the batch's logits first (a bf16 model's weights'
+    // shadow made again from the updated weights), then @eval on the same
+    // weights: the logits' cross-entropy is eval's loss, which the step
+    // has moved.
+    std::vector<float> l(stlm_batch(model) * stlm_context(model) *
+                         stlm_vocab(model));
+    ASSERT_EQ(stlm_logits(model, tokens.data(), l.data()), STLM_OK)
+        << stlm_error_message(model);
+    float after = 0;
+    ASSERT_EQ(stlm_eval(model, tokens.data(), targets.data(), &after), STLM_OK)
+        << stlm_error_message(model);
+    // (One batch: an accumulating model's first micro-batch.)
+    size_t V = stlm_vocab(model), rows = l.size() / V;
+    ASSERT_LE(rows, targets.size());
+    double ce = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      const float *z = l.data() + r * V;
+      double top = *std::max_element(z, z + V), sum = 0;
+      for (size_t i = 0; i < V; ++i)
+        sum += std::exp(double(z[i]) - top);
+      ce += top + std::log(sum) - z[targets[r]];
+    }
+    ce /= double(rows);
+    measured.after = std::fabs(ce - after) / after;
+    measured.moved = std::fabs(after - refStepLoss) / refStepLoss;
+    EXPECT_NEAR(ce, after, 1e-5 * after)
+        << "the logits after a step against @eval's loss";
+    // Where the model has a shadow, the step must move the loss well past
+    // that bound, or stale copies would pass unseen.
+    if (shadowed)
+      EXPECT_GT(std::fabs(after - refStepLoss), 1e-4 * refStepLoss)
+          << "the step did not move the loss";
   }
 
   std::string dir;
@@ -323,6 +364,7 @@ protected:
   stlm_model *model = nullptr;
   std::unique_ptr<stlm::SafeTensorsFile> expected;
   std::vector<int32_t> tokens, targets;
+  bool shadowed = false; // compareAll's `shadow`
   Measured measured;
 };
 
@@ -405,7 +447,7 @@ TEST_F(CudaVsReference, BF16MatmulsWithLoRA) {
           "bf16-tiny");
   if (!model)
     return;
-  compareAll(kCudaBF16, /*sameTokens=*/false);
+  compareAll(kCudaBF16, /*sameTokens=*/false, /*shadow=*/true);
 }
 
 TEST_F(CudaVsReference, TensorCoreAttentionTF32) {
@@ -440,7 +482,7 @@ TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
           "tc-bf16");
   if (!model)
     return;
-  compareAll(kCudaBF16Attention, /*sameTokens=*/false);
+  compareAll(kCudaBF16Attention, /*sameTokens=*/false, /*shadow=*/true);
 }
 
 TEST_F(CudaVsReference, GradientAccumulation) {
