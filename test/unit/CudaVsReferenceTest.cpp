@@ -7,7 +7,9 @@
 // generation (prefill and KV-cached decode steps on the GPU against a
 // recompute of every window, the same sampler and seed: the same tokens),
 // and one training step (loss, norm, lr, every weight and moment: the
-// moments carry the clip factor).
+// moments carry the clip factor); after it, the logits of the batch
+// against @eval's loss on the updated weights (a bf16 model's weights'
+// shadow made again).
 //
 // Two ways to run it:
 //   - here (and in CI): each case records the reference and compiles the
