@@ -1179,10 +1179,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
             "dim3(blocksFor(" + std::to_string(T) + ", " +
             (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") + "), " +
             std::to_string(H) + ", " + std::to_string(B) + ")";
-        // The tensor-core kernel writes a bf16 model's copy of y (for the
-        // output projection) as it writes y.
-        std::string copy = tc ? ", nullptr, nullptr, " + copyFor(o.getResult())
-                              : std::string();
+        // The kernel writes a bf16 model's copy of y (for the output
+        // projection) as it writes y.
+        std::string y16 = copyFor(o.getResult());
+        std::string copy =
+            tc || y16 != "nullptr" ? ", nullptr, nullptr, " + y16 : "";
         launch("attention" + family + "<" + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +

@@ -572,10 +572,11 @@ __device__ __forceinline__ void stage(float (*tile)[HD + 1], int n,
 template <int HD>
 __global__ void __launch_bounds__(128)
     attention(const float *__restrict__ q, const float *__restrict__ k,
-              const float *__restrict__ v, float *__restrict__ y, int T,
-              int S, int H, int K, bool causal, const int32_t *offsetPtr,
+              const float *__restrict__ v, float *__restrict__ y, int T, int S,
+              int H, int K, bool causal, const int32_t *offsetPtr,
               float *__restrict__ lse, const float *__restrict__ dy = nullptr,
-              float *__restrict__ delta = nullptr) {
+              float *__restrict__ delta = nullptr,
+              __nv_bfloat16 *__restrict__ y16 = nullptr) {
   static_assert(HD % 2 == 0 && HD <= 128, "head width");
   constexpr int PER = (HD + kWarp - 1) / kWarp; // dims per lane
   constexpr int QT = attentionRows(HD, false), QW = QT / kAttnWarps;
@@ -646,10 +647,13 @@ __global__ void __launch_bounds__(128)
     for (int e = 0; e < PER; ++e) {
       int d = lane + e * kWarp;
       if (d < HD) {
+        float o = acc[i][e] * inv;
         if (y)
-          y[row + d] = acc[i][e] * inv;
+          y[row + d] = o;
+        if (y16)
+          y16[row + d] = __float2bfloat16_rn(o);
         if (delta)
-          dot += dy[row + d] * acc[i][e] * inv;
+          dot += dy[row + d] * o;
       }
     }
     if (delta)
