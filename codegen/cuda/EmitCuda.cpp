@@ -423,6 +423,7 @@ private:
   int64_t shadowLo = 0, shadowHi = 0; // bytes of the weights; none: equal
   std::set<std::string> refreshes;    // inference entries that refresh it
   std::set<std::string> shadowMakers; // functions that make it in their body
+  std::set<std::string> shadowWriters; // functions that update the weights
   llvm::StringSet<> params;           // the model's parameters' names
   bool bf16 = false; // `precision: bf16`: matmul operands rounded
   bool tf32 = false; // fp32 matmuls on tensor cores (TF32 operands)
@@ -704,6 +705,8 @@ void Emitter::shadowWeights(func::FuncOp fn, bool hoisted) {
       if (inShadow(p))
         read.push_back(p.getResult());
   });
+  if (writes)
+    shadowWriters.insert(fn.getSymName().str());
   if (writes || read.empty())
     return;
   shadowed.insert(read.begin(), read.end());
@@ -1583,15 +1586,17 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
   };
   // Every entry point ends the same way: its graph run with `inputs`.
   // The weights' shadow: an inference entry makes it first where it is
-  // stale; a training entry's body makes it (fresh after it succeeds) or
-  // updates the weights (stale after it runs).
+  // stale; a training entry whose body makes it (@grad, @eval, and
+  // @accumulate through @grad's body) leaves it fresh when it succeeds,
+  // one that updates the weights leaves it stale however it ends.
   std::string call = "  Context &c = *static_cast<Context *>(context);\n";
   if (refreshes.count(name))
     call += "  if (!refreshShadow(c)) return -1;\n";
   std::string after;
-  if (shadowHi > shadowLo && (name == "train_step" || name == "apply"))
+  if (shadowWriters.count(name))
     after = "  c.shadowFresh = false;\n";
-  else if (shadowMakers.count(name))
+  else if (shadowMakers.count(name) ||
+           (name == "accumulate" && shadowMakers.count("grad")))
     after = "  if (rc == 0) c.shadowFresh = true;\n";
   call += after.empty() ? "  return run(c, " : "  int32_t rc = run(c, ";
   call += entry + ", ";

@@ -360,6 +360,7 @@ bool ropeCase(int64_t rows, int T, int W, int W1, int hd, std::mt19937 &rng) {
   good &= ok(cudaDeviceSynchronize(), "rope alone");
   good &= report(name + " x0 alone", relError(by0.get(), y0), 1e-6);
   Bf16Buffer c0(x0.size()), c1(x1.size());
+  cudaMemset(by0.p, 0xff, by0.n * sizeof(float)); // NaN until written again
   rope<<<grid, 256>>>(bx0.p, by0.p, bx1.p, by1.p, rows, T, W, hd, theta,
                       nullptr, 1.0, table, T, c0.p, c1.p, W1);
   good &= ok(cudaDeviceSynchronize(), "rope pair");
