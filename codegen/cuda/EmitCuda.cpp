@@ -417,8 +417,8 @@ private:
   /// entry point, which rounds them only when they have changed since the
   /// shadow was last made (refreshShadow).
   void shadowWeights(func::FuncOp fn, bool hoisted);
-  /// The shadow's launch, as a statement list.
-  std::string shadowLaunch();
+  /// The shadow's toBF16 launch: its grid and its arguments.
+  std::pair<std::string, std::string> shadowLaunch();
   llvm::DenseSet<Value> shadowed;
   int64_t shadowLo = 0, shadowHi = 0; // bytes of the weights; none: equal
   std::set<std::string> refreshes;    // inference entries that refresh it
@@ -683,44 +683,45 @@ void Emitter::planShadow() {
   shadowHi = hi;
 }
 
-std::string Emitter::shadowLaunch() {
+std::pair<std::string, std::string> Emitter::shadowLaunch() {
   int64_t n = (shadowHi - shadowLo) / 4;
-  return "toBF16<<<" + grid1Per(n, "kBF16PerThread", 256) +
-         ", 256, 0, c.stream>>>(" + ptr({'W', shadowLo}) + ", " +
-         ptr({'H', shadowLo / 2}, "__nv_bfloat16") + ", " + std::to_string(n) +
-         ");\n";
+  return {grid1Per(n, "kBF16PerThread", 256),
+          ptr({'W', shadowLo}) + ", " +
+              ptr({'H', shadowLo / 2}, "__nv_bfloat16") + ", " +
+              std::to_string(n)};
 }
 
 void Emitter::shadowWeights(func::FuncOp fn, bool hoisted) {
   shadowed.clear();
   if (shadowHi == shadowLo)
     return;
-  bool writes = false;
+  bool writes = false, callsMaker = false;
   SmallVector<Value> read;
   fn.walk([&](Operation *op) {
     auto assign = dyn_cast<ir::AssignOp>(op);
     writes = writes || isa<ir::AdamWOp>(op) ||
              (assign && params.contains(assign.getName()));
+    if (auto call = dyn_cast<func::CallOp>(op))
+      callsMaker = callsMaker || shadowMakers.count(call.getCallee().str());
     if (auto p = dyn_cast<ir::ParamRefOp>(op))
       if (inShadow(p))
         read.push_back(p.getResult());
   });
+  std::string name = fn.getSymName().str();
   if (writes)
-    shadowWriters.insert(fn.getSymName().str());
+    shadowWriters.insert(name);
+  else if (callsMaker && !hoisted)
+    shadowMakers.insert(name); // @accumulate: @grad's body makes it
   if (writes || read.empty())
     return;
   shadowed.insert(read.begin(), read.end());
   if (hoisted) {
-    refreshes.insert(fn.getSymName().str());
+    refreshes.insert(name);
     return;
   }
-  shadowMakers.insert(fn.getSymName().str());
-  int64_t n = (shadowHi - shadowLo) / 4;
-  launch("toBF16", grid1Per(n, "kBF16PerThread", 256), "256",
-         ptr({'W', shadowLo}) + ", " +
-             ptr({'H', shadowLo / 2}, "__nv_bfloat16") + ", " +
-             std::to_string(n),
-         "bf16 weights");
+  shadowMakers.insert(name);
+  auto [grid, args] = shadowLaunch();
+  launch("toBF16", grid, "256", args, "bf16 weights");
 }
 
 void Emitter::releaseCopies(Operation *op) {
@@ -1595,8 +1596,7 @@ void Emitter::emitEntries(const std::string &name, func::FuncOp fn) {
   std::string after;
   if (shadowWriters.count(name))
     after = "  c.shadowFresh = false;\n";
-  else if (shadowMakers.count(name) ||
-           (name == "accumulate" && shadowMakers.count("grad")))
+  else if (shadowMakers.count(name))
     after = "  if (rc == 0) c.shadowFresh = true;\n";
   call += after.empty() ? "  return run(c, " : "  int32_t rc = run(c, ";
   call += entry + ", ";
@@ -1743,14 +1743,17 @@ FailureOr<CudaSource> Emitter::run() {
            "return false;\n";
   }
   out += "  return true;\n}\n\n";
-  if (!refreshes.empty())
+  if (!refreshes.empty()) {
+    auto [grid, args] = shadowLaunch();
     out += "/// The weights' bf16 shadow made again where the weights have "
            "changed\n/// since it was last made (an inference entry's "
            "graph reads it).\nbool refreshShadow(Context &c) {\n"
-           "  if (c.shadowFresh) return true;\n  c.error.clear();\n  " +
-           shadowLaunch() +
-           "  if (!check(c, cudaGetLastError(), \"bf16 weights\")) return "
-           "false;\n  c.shadowFresh = true;\n  return true;\n}\n\n";
+           "  if (c.shadowFresh) return true;\n  c.error.clear();\n"
+           "  toBF16<<<" +
+           grid + ", 256, 0, c.stream>>>(" + args +
+           ");\n  if (!check(c, cudaGetLastError(), \"bf16 weights\")) "
+           "return false;\n  c.shadowFresh = true;\n  return true;\n}\n\n";
+  }
   out += "} // namespace\n\n";
   emitEntries("grad", grad);
   emitEntries("eval", eval);

@@ -89,6 +89,15 @@ double relError(const std::vector<float> &got,
   return err / std::max(mag, 1e-3);
 }
 
+/// Each value rounded to bfloat16 (to nearest even), as the kernels round
+/// a bf16 model's copies: a copy must equal its fp32 value's.
+std::vector<double> roundedToBF16(const std::vector<float> &v) {
+  std::vector<double> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    out[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
+  return out;
+}
+
 /// Median µs of `launch` over 20 runs after 3 warm-ups.
 template <typename Launch> double medianUs(Launch launch) {
   cudaEvent_t a, b;

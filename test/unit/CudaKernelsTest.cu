@@ -169,14 +169,11 @@ bool rmsnormCase(int N, int D, std::mt19937 &rng) {
   // fp32 result and its bfloat16 copy; the copy alone (row kernels).
   launchRmsnorm(bx.p, bg.p, by.p, N, D, eps, y16.p);
   good &= ok(cudaDeviceSynchronize(), "rmsnorm");
-  std::vector<float> gotY = by.get(), gotY16 = y16.get(), rounded(gotY.size());
-  for (size_t i = 0; i < gotY.size(); ++i)
-    rounded[i] = __bfloat162float(__float2bfloat16_rn(gotY[i]));
+  std::vector<float> gotY = by.get();
   good &= report(name + (rows ? " (rows)" : " (block)") + " y",
                  relError(gotY, y), 2e-6);
-  good &= report(
-      name + " y16 = y rounded",
-      relError(gotY16, std::vector<double>(rounded.begin(), rounded.end())), 0);
+  good &= report(name + " y16 = y rounded",
+                 relError(y16.get(), roundedToBF16(gotY)), 0);
   if (rows) {
     Bf16Buffer only(x.size());
     launchRmsnorm(bx.p, bg.p, nullptr, N, D, eps, only.p);
@@ -199,14 +196,11 @@ bool rmsnormCase(int N, int D, std::mt19937 &rng) {
     launchRmsnormGrad(bx.p, bg.p, inPlace.p, badd.p, inPlace.p, bdg.p,
                       partial.p, counter.p, N, D, eps, generic, dx16.p);
     good &= ok(cudaDeviceSynchronize(), "rmsnormGrad in place");
-    std::vector<float> got = inPlace.get(), copy = dx16.get();
+    std::vector<float> got = inPlace.get();
     good &= report(fam + " dx + addend, over dy", relError(got, dxAdd), 2e-5);
     good &= report(fam + " dg again", relError(bdg.get(), dg), 2e-5);
-    for (size_t i = 0; i < got.size(); ++i)
-      rounded[i] = __bfloat162float(__float2bfloat16_rn(got[i]));
-    good &= report(
-        fam + " dx16 = dx rounded",
-        relError(copy, std::vector<double>(rounded.begin(), rounded.end())), 0);
+    good &= report(fam + " dx16 = dx rounded",
+                   relError(dx16.get(), roundedToBF16(got)), 0);
   }
   return good;
 }
@@ -272,12 +266,6 @@ bool geluCase(int64_t n, std::mt19937 &rng) {
     yr[i] = y[i] + r[i];
     dx[i] = dy[i] * (cdf + z * std::exp(-0.5 * z * z) / std::sqrt(2 * M_PI));
   }
-  auto rounded = [](const std::vector<float> &v) {
-    std::vector<double> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i)
-      out[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
-    return out;
-  };
   std::string name = "gelu n=" + std::to_string(n);
   unsigned blocks = blocksFor(n, 256);
   bool good = true;
@@ -287,8 +275,8 @@ bool geluCase(int64_t n, std::mt19937 &rng) {
   good &= ok(cudaDeviceSynchronize(), "gelu");
   std::vector<float> got = by.get();
   good &= report(name + " y + residual", relError(got, yr), 2e-6);
-  good &=
-      report(name + " y16 = y rounded", relError(y16.get(), rounded(got)), 0);
+  good &= report(name + " y16 = y rounded",
+                 relError(y16.get(), roundedToBF16(got)), 0);
   Buffer over(x);
   Bf16Buffer only(n);
   gelu<<<blocks, 256>>>(over.p, nullptr, over.p, n);
@@ -298,13 +286,13 @@ bool geluCase(int64_t n, std::mt19937 &rng) {
   gelu<<<blocks, 256>>>(bx.p, nullptr, nullptr, n, only.p);
   good &= ok(cudaDeviceSynchronize(), "gelu, copy only");
   good &= report(name + " y16 alone = y rounded",
-                 relError(only.get(), rounded(got)), 0);
+                 relError(only.get(), roundedToBF16(got)), 0);
   geluGrad<<<blocks, 256>>>(bx.p, bdy.p, bdx.p, n, dx16.p);
   good &= ok(cudaDeviceSynchronize(), "geluGrad");
   got = bdx.get();
   good &= report(name + " dx", relError(got, dx), 2e-6);
   good &= report(name + " dx16 = dx rounded",
-                 relError(dx16.get(), rounded(got)), 0);
+                 relError(dx16.get(), roundedToBF16(got)), 0);
   Buffer inPlace(dy);
   Bf16Buffer c1(n);
   geluGrad<<<blocks, 256>>>(bx.p, inPlace.p, inPlace.p, n);
@@ -313,7 +301,7 @@ bool geluCase(int64_t n, std::mt19937 &rng) {
   geluGrad<<<blocks, 256>>>(bx.p, bdy.p, nullptr, n, c1.p);
   good &= ok(cudaDeviceSynchronize(), "geluGrad, copy only");
   good &= report(name + " dx16 alone = dx rounded",
-                 relError(c1.get(), rounded(got)), 0);
+                 relError(c1.get(), roundedToBF16(got)), 0);
   return good;
 }
 
@@ -336,12 +324,6 @@ bool ropeCase(int64_t rows, int T, int W, int W1, int hd, std::mt19937 &rng) {
         y[r * width + c + 1] = a * std::sin(angle) + b * std::cos(angle);
       }
     return y;
-  };
-  auto rounded = [](const std::vector<float> &v) {
-    std::vector<double> out(v.size());
-    for (size_t i = 0; i < v.size(); ++i)
-      out[i] = __bfloat162float(__float2bfloat16_rn(v[i]));
-    return out;
   };
   std::vector<double> y0 = want(x0, W, 1), y1 = want(x1, W1, 1);
   double *table = nullptr;
@@ -367,10 +349,10 @@ bool ropeCase(int64_t rows, int T, int W, int W1, int hd, std::mt19937 &rng) {
   std::vector<float> got0 = by0.get(), got1 = by1.get();
   good &= report(name + " pair y0", relError(got0, y0), 1e-6);
   good &= report(name + " pair y1", relError(got1, y1), 1e-6);
-  good &=
-      report(name + " c0 = y0 rounded", relError(c0.get(), rounded(got0)), 0);
-  good &=
-      report(name + " c1 = y1 rounded", relError(c1.get(), rounded(got1)), 0);
+  good &= report(name + " c0 = y0 rounded",
+                 relError(c0.get(), roundedToBF16(got0)), 0);
+  good &= report(name + " c1 = y1 rounded",
+                 relError(c1.get(), roundedToBF16(got1)), 0);
   if (W1 == W) {
     // The gradient pair as planned: (dk → elsewhere), (dq → over dk).
     Buffer dk(x0), dq(x1), out(x0.size());
