@@ -134,7 +134,7 @@ Value ModelBuilder::block(Value x, const BlockConfig &cfg, const Access &w,
   }
   Value a = b.create<mlir::stlm::AttentionOp>(
       loc, q.getType(), cfg.mask, q, k, v, /*offset=*/Value(), cfg.heads,
-      cfg.kvHeads);
+      cfg.kvHeads, /*rope_theta=*/mlir::FloatAttr());
   Value x1 = add(x, proj(a, "wo"));
   // x += ffn(rmsnorm(x))
   Value n2 = rmsnorm(x1, w("ffn_norm"));

@@ -282,7 +282,32 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     // becomes
     %y = stlm.linear_fused %a, %wo residual(%x : tensor<2x4x8xf32>) : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
     ```
+
+    With `rope-into-attention` (the CUDA target asks for it on sm_80 and
+    later), a `stlm.rope` pair without offsets whose results only an
+    attention and its gradient read, as q and k, is folded into them: they
+    take the unrotated q and k with `rope_theta`, and the `stlm.rope_grad`
+    of their `dq` and `dk` (their only uses) go, since the fused gradient
+    is already the unrotated one's. Only where the CUDA target runs that
+    attention on tensor cores with bf16 operands (a `precision: bf16`
+    model, heads a multiple of 16 up to 64 wide, at least 16 queries),
+    whose kernels rotate rows as they load them: the rotated q and k never
+    go through memory, and a training step loses two passes a layer.
+
+    ```mlir
+    %qr = stlm.rope %q {head_dim = 64 : i64, theta = 1.000000e+04 : f64} : tensor<2x64x128xf32>
+    %kr = stlm.rope %k {head_dim = 64 : i64, theta = 1.000000e+04 : f64} : tensor<2x64x128xf32>
+    %y = stlm.attention causal %qr, %kr, %v {heads = 2 : i64, kv_heads = 2 : i64} : ...
+    // becomes
+    %y = stlm.attention causal %q, %k, %v {heads = 2 : i64, kv_heads = 2 : i64, rope_theta = 1.000000e+04 : f64} : ...
+    ```
   }];
+  let options = [
+    Option<"ropeIntoAttention", "rope-into-attention", "bool",
+           /*default=*/"false",
+           "Fold RoPE into the bf16 tensor-core attention that reads it "
+           "(the CUDA target)">
+  ];
 }
 
 def PlanMemoryPass : Pass<"stlm-plan-memory", "::mlir::ModuleOp"> {

@@ -247,6 +247,19 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
   auto offsetOr = [&](Value offset, int64_t dflt) -> int64_t {
     return offset ? in(offset).i[0] : dflt;
   };
+  // An attention's q or k: as is, or (rope_theta) rotated into `copy` at
+  // positions from 0, as stlm.rope rotates it.
+  auto rotated = [&](const TT &x, int64_t hd,
+                     std::optional<llvm::APFloat> theta,
+                     TT &copy) -> const TT & {
+    if (!theta)
+      return x;
+    copy = x;
+    size_t n = x.shape.size();
+    rope(x.f.data(), leading(x.shape, 2), x.shape[n - 2], x.shape[n - 1], hd,
+         theta->convertToDouble(), 0, copy.f.data());
+    return copy;
+  };
   // Cross-entropy over logits [P..., V] with per-position targets and
   // counted flags (empty = all counted).
   auto toBools = [](const std::vector<uint8_t> &flags) {
@@ -615,10 +628,14 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         return true;
       })
       .Case([&](ir::AttentionOp o) {
-        const TT &q = in(o.getQ()), &k = in(o.getK()), &v = in(o.getV());
-        size_t r = q.shape.size();
-        int64_t Tq = q.shape[r - 2], S = k.shape[r - 2], H = o.getHeads();
-        int64_t hd = q.shape[r - 1] / H;
+        const TT &q0 = in(o.getQ()), &k0 = in(o.getK()), &v = in(o.getV());
+        size_t r = q0.shape.size();
+        int64_t Tq = q0.shape[r - 2], S = k0.shape[r - 2], H = o.getHeads();
+        int64_t hd = q0.shape[r - 1] / H;
+        // rope_theta: q and k rotated first, as stlm.rope rotates them.
+        TT qr, kr;
+        const TT &q = rotated(q0, hd, o.getRopeTheta(), qr),
+                 &k = rotated(k0, hd, o.getRopeTheta(), kr);
         TT y = out(o.getResult());
         attention(o.getMask() == ir::MaskKind::causal, q.f.data(),
                   k.f.data(), v.f.data(), leading(q.shape, 2), Tq, S, H,
@@ -628,10 +645,13 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         return true;
       })
       .Case([&](ir::AttentionGradOp o) {
-        const TT &q = in(o.getQ()), &k = in(o.getK()), &v = in(o.getV());
-        size_t r = q.shape.size();
-        int64_t Tq = q.shape[r - 2], S = k.shape[r - 2], H = o.getHeads();
-        int64_t hd = q.shape[r - 1] / H;
+        const TT &q0 = in(o.getQ()), &k0 = in(o.getK()), &v = in(o.getV());
+        size_t r = q0.shape.size();
+        int64_t Tq = q0.shape[r - 2], S = k0.shape[r - 2], H = o.getHeads();
+        int64_t hd = q0.shape[r - 1] / H;
+        TT qr, kr;
+        const TT &q = rotated(q0, hd, o.getRopeTheta(), qr),
+                 &k = rotated(k0, hd, o.getRopeTheta(), kr);
         TT dq = out(o.getDq()), dk = out(o.getDk()), dv = out(o.getDv());
         attentionBackward(o.getMask() == ir::MaskKind::causal, q.f.data(),
                           k.f.data(), v.f.data(), leading(q.shape, 2), Tq, S,
@@ -639,6 +659,16 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
                           offsetOr(o.getOffset(), S - Tq),
                           in(o.getDy()).f.data(), dq.f.data(), dk.f.data(),
                           dv.f.data());
+        // The gradients of the rotated q and k rotated back (rope_grad).
+        if (auto theta = o.getRopeTheta())
+          for (TT *g : {&dq, &dk}) {
+            std::vector<T> back(g->f.size());
+            size_t n = g->shape.size();
+            ropeBackward(g->f.data(), leading(g->shape, 2), g->shape[n - 2],
+                         g->shape[n - 1], hd, theta->convertToDouble(), 0,
+                         back.data());
+            g->f = std::move(back);
+          }
         set(o.getDq(), std::move(dq));
         set(o.getDk(), std::move(dk));
         set(o.getDv(), std::move(dv));

@@ -146,6 +146,11 @@ struct Planner {
     std::vector<int64_t> qs = shapeOf(q), ks = shapeOf(k);
     return ks[ks.size() - 2] - qs[qs.size() - 2];
   }
+  /// Why an attention with RoPE folded in (stlm-fuse's rope-into-attention,
+  /// which only the CUDA target asks for) has no host kernel.
+  static constexpr const char *kRopeInside =
+      "RoPE folded into the attention (rope_theta) is the CUDA target's "
+      "fusion; the host kernels take stlm.rope and stlm.attention apart";
   Calls none(std::string reason) {
     why = std::move(reason);
     return {};
@@ -312,6 +317,8 @@ struct Planner {
                     Arg::result(0, 3)}}};
         })
         .Case([&](ir::AttentionOp o) -> Calls {
+          if (o.getRopeTheta())
+            return none(kRopeInside);
           return {{attention("stlm_attention", o.getMask(), o.getQ(), o.getK(),
                              o.getHeads(), o.getKvHeads(),
                              /*backward=*/false),
@@ -321,6 +328,8 @@ struct Planner {
                     Arg::result(0, 3)}}};
         })
         .Case([&](ir::AttentionGradOp o) -> Calls {
+          if (o.getRopeTheta())
+            return none(kRopeInside);
           return {{attention("stlm_attention_grad", o.getMask(), o.getQ(),
                              o.getK(), o.getHeads(), o.getKvHeads(),
                              /*backward=*/true),

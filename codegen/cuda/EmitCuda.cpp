@@ -98,8 +98,6 @@ constexpr size_t kLanes = 3;
 constexpr int64_t kRmsNormGradShared = 47 * 1024;
 /// Kernels.cuh's kRowVecMax: rows of up to 4·32·8 floats held in registers.
 constexpr int64_t kRowVecMax = 8;
-/// Kernels.cuh's kBfMaxHead: the widest head of the bf16 attention kernels.
-constexpr int64_t kBfMaxHead = 64;
 
 /// The float4s a lane holds of a row of D floats in the register-resident
 /// row kernels (rmsnormRows, rmsnormGradRows), or 0 where they do not
@@ -298,6 +296,30 @@ private:
     return std::make_pair(offsets[i], offsets[i] + bytesOf(op->getResult(i)));
   }
   void pairAttention(func::FuncOp fn);
+  /// The rope table argument of an attention whose q and k are rotated as
+  /// they load (`theta`: its rope_theta; stlm-fuse folds RoPE in only where
+  /// the bf16 kernels run it, bf16TensorCoreAttention), "" without one;
+  /// fails on `op` when the kernel `family` cannot rotate, or when the
+  /// table (the context's positions) is shorter than `positions`.
+  FailureOr<std::string> foldedRope(Operation *op,
+                                    std::optional<llvm::APFloat> theta,
+                                    const std::string &family, int64_t hd,
+                                    int64_t positions) {
+    if (!theta)
+      return std::string();
+    if (family != "Bf")
+      return unsupported(op, "RoPE folded into an attention that is not the "
+                             "bf16 tensor-core kernels' (bf16 model, sm_80 "
+                             "on, heads a multiple of 16 up to " +
+                                 std::to_string(kBfMaxHead) +
+                                 " wide, 16 queries or more)");
+    if (positions > context)
+      return unsupported(op, "RoPE folded into an attention over " +
+                                 std::to_string(positions) +
+                                 " positions, past the context of " +
+                                 std::to_string(context));
+    return ptr(ropeTable(theta->convertToDouble(), hd), "const double");
+  }
   /// Whether attention with head width `hd` over `T` queries runs on
   /// tensor cores (attentionTc): the matmuls already take tensor-core
   /// operands, the chip has TF32 (sm_80 on), the head width fits mma
@@ -564,7 +586,8 @@ void Emitter::pairAttention(func::FuncOp fn) {
           a.getQ() != g.getQ() || a.getK() != g.getK() ||
           a.getV() != g.getV() || a.getMask() != g.getMask() ||
           a.getOffset() != g.getOffset() || a.getHeads() != g.getHeads() ||
-          a.getKvHeads() != g.getKvHeads())
+          a.getKvHeads() != g.getKvHeads() ||
+          a.getRopeThetaAttr() != g.getRopeThetaAttr())
         continue;
       auto y = arenaRange(a, 0);
       bool whole = y.has_value();
@@ -1179,6 +1202,10 @@ LogicalResult Emitter::emitOp(Operation *op) {
         std::string hds = std::to_string(hd);
         bool tc = onTensorCores(hd, T);
         std::string family = tc ? tcFamily(hd) : "";
+        FailureOr<std::string> rope =
+            foldedRope(op, o.getRopeTheta(), family, hd, std::max(T, S));
+        if (failed(rope))
+          return failure();
         std::string grid =
             "dim3(blocksFor(" + std::to_string(T) + ", " +
             (tc ? "kTcRows" : "attentionRows(" + hds + ", false)") + "), " +
@@ -1188,6 +1215,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
         std::string y16 = copyFor(o.getResult());
         std::string copy =
             tc || y16 != "nullptr" ? ", nullptr, nullptr, " + y16 : "";
+        if (!rope->empty())
+          copy += ", " + *rope;
         launch("attention" + family + "<" + hds + ">", grid, "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
                    f(o.getResult()) + ", " + std::to_string(T) + ", " +
@@ -1211,6 +1240,11 @@ LogicalResult Emitter::emitOp(Operation *op) {
           return unsupported(op, "head width " + std::to_string(hd) +
                                      " (even, at most 128)");
         bool tc = onTensorCores(hd, T);
+        std::string family = tc ? tcFamily(hd) : "";
+        FailureOr<std::string> rope =
+            foldedRope(op, o.getRopeTheta(), family, hd, std::max(T, S));
+        if (failed(rope))
+          return failure();
         // lse and delta [B, H, T]: the forward's kept lse and delta from
         // its y (pairAttention), or both into scratch by the forward pass
         // run again (it keeps y in registers).
@@ -1235,7 +1269,6 @@ LogicalResult Emitter::emitOp(Operation *op) {
                            (backward ? ", true)" : ", false)")) +
                  "), " + std::to_string(heads) + ", " + std::to_string(B) + ")";
         };
-        std::string family = tc ? tcFamily(hd) : "";
         auto kernel = [&](const char *name) {
           return std::string(name) + family + "<" + hds + ">";
         };
@@ -1255,25 +1288,35 @@ LogicalResult Emitter::emitOp(Operation *op) {
           launch(kernel("attention"), grid(T, H, false), "128",
                  f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) +
                      ", nullptr, " + shape + ", " + lse + ", " + f(o.getDy()) +
-                     ", " + delta,
+                     ", " + delta +
+                     (rope->empty() ? "" : ", nullptr, " + *rope),
                  "stlm.attention_grad (lse, delta)", shared(0));
         // dq beside dk and dv (results of one op, reading the same). The
         // tensor-core dk/dv kernel writes a bf16 model's copy of dv (for
-        // the value projection's gradient), dv itself only where read.
+        // the value projection's gradient), dv itself only where read;
+        // the bf16 kernels write dq's and dk's copies too (read by the
+        // projections' gradients where RoPE is folded in).
+        bool bf = family == "Bf";
         std::string dv16 = tc ? copyFor(o.getDv()) : "nullptr",
                     dv = resultBeside(o.getDv(), dv16),
                     dv16Arg = tc ? ", " + dv16 : std::string();
+        std::string dq16 = bf ? copyFor(o.getDq()) : "nullptr",
+                    dk16 = bf ? copyFor(o.getDk()) : "nullptr";
+        std::string dq = resultBeside(o.getDq(), dq16),
+                    dk = resultBeside(o.getDk(), dk16);
+        std::string ropeArg = rope->empty() ? "nullptr" : *rope;
         fork(2);
         launch(kernel("attentionGradQ"), grid(T, H, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
-                   f(o.getDy()) + ", " + lse + ", " + delta + ", " +
-                   f(o.getDq()) + ", " + shape,
+                   f(o.getDy()) + ", " + lse + ", " + delta + ", " + dq + ", " +
+                   shape + (bf ? ", " + ropeArg + ", " + dq16 : std::string()),
                "stlm.attention_grad (dq)", shared(1));
         onLane(1);
         launch(kernel("attentionGradKV"), grid(S, K, true), "128",
                f(o.getQ()) + ", " + f(o.getK()) + ", " + f(o.getV()) + ", " +
-                   f(o.getDy()) + ", " + lse + ", " + delta + ", " +
-                   f(o.getDk()) + ", " + dv + ", " + shape + dv16Arg,
+                   f(o.getDy()) + ", " + lse + ", " + delta + ", " + dk + ", " +
+                   dv + ", " + shape + dv16Arg +
+                   (bf ? ", " + ropeArg + ", " + dk16 : std::string()),
                "stlm.attention_grad (dk, dv)", shared(2));
         join(2);
         return success();

@@ -43,6 +43,19 @@
 
 namespace stlm::codegen {
 
+/// The widest head of the bf16 tensor-core attention kernels
+/// (Kernels.cuh's kBfMaxHead).
+constexpr int64_t kBfMaxHead = 64;
+
+/// Whether a bf16 model's attention with heads `hd` wide over `queries`
+/// queries runs on tensor cores with bf16 operands (attentionBf ..., on
+/// sm_80 and later): the attention into which stlm-fuse's
+/// rope-into-attention folds RoPE, since only those kernels rotate q and k
+/// as they load them.
+inline bool bf16TensorCoreAttention(int64_t hd, int64_t queries) {
+  return hd % 16 == 0 && hd <= kBfMaxHead && queries >= 16;
+}
+
 /// What emitCuda wrote.
 struct CudaSource {
   /// The CUDA C++ file, less its descriptor (cudaDescriptor()).

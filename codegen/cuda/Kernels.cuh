@@ -1555,6 +1555,29 @@ template <int HD> struct ChunkLoad {
                                    : make_float4(0.f, 0.f, 0.f, 0.f);
     }
   }
+  /// RoPE folded into attention: rotates the loaded rows [first, first +
+  /// 64) (at positions first + r) by the angles of ropeTable's `table` (of
+  /// heads HD wide), as the rope kernel rotates them, in double; rows past
+  /// `limit` are zeros and stay so.
+  __device__ __forceinline__ void rotate(const double *__restrict__ table,
+                                         int64_t first, int limit) {
+#pragma unroll
+    for (int i = 0; i < L::pieces; ++i) {
+      int idx = threadIdx.x + 128 * i, r = idx / (HD / 4),
+          c = idx % (HD / 4) * 4;
+      if (first + r >= limit)
+        continue;
+      // Pairs c / 2 and c / 2 + 1: (cos, sin) of each, 32 aligned bytes.
+      const double2 *e = reinterpret_cast<const double2 *>(
+          table + 2 * ((first + r) * (HD / 2) + c / 2));
+      double2 e0 = e[0], e1 = e[1];
+      float4 &x = piece[i];
+      x = make_float4((float)((double)x.x * e0.x - (double)x.y * e0.y),
+                      (float)((double)x.x * e0.y + (double)x.y * e0.x),
+                      (float)((double)x.z * e1.x - (double)x.w * e1.y),
+                      (float)((double)x.z * e1.y + (double)x.w * e1.x));
+    }
+  }
   /// The pieces times `scale`, rounded to bfloat16, into a staged tile.
   __device__ __forceinline__ void store(__nv_bfloat16 *tile,
                                         float scale) const {
@@ -1715,7 +1738,49 @@ productNNBf(float (&acc)[BfLayout<HD>::DT][4],
   }
 }
 
-/// attentionTc with bf16 operands (the same arguments and results).
+/// A gradient pass's result rows (storeRows' layout, times `scale`) to
+/// fp32 `dst` and to its bf16 copy `dst16` (each where given); with `rope`
+/// (RoPE folded into the attention) rotated back first, by the negative
+/// angle of each row's position and pair, as the rope gradient does: the
+/// gradient of the unrotated q or k.
+template <int HD, typename RowOffset>
+__device__ __forceinline__ void
+storeGradRows(const float (&acc)[BfLayout<HD>::DT][4], float *__restrict__ dst,
+              __nv_bfloat16 *__restrict__ dst16, int first, int limit,
+              float scale, RowOffset rowOffset,
+              const double *__restrict__ rope) {
+  if (!rope) {
+    if (dst)
+      storeRows<HD>(acc, dst, first, limit, scale, rowOffset);
+    if (dst16)
+      storeRows<HD>(acc, dst16, first, limit, scale, rowOffset);
+    return;
+  }
+  int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    int row = first + g + 8 * half;
+    if (row >= limit)
+      continue;
+    int64_t at = rowOffset(row) + 2 * c;
+#pragma unroll
+    for (int n = 0; n < BfLayout<HD>::DT; ++n) {
+      // The fp32 values the unfused pass would store, then rotated.
+      double a = acc[n][2 * half] * scale, b = acc[n][2 * half + 1] * scale;
+      double2 e = *reinterpret_cast<const double2 *>(
+          rope + 2 * ((int64_t)row * (HD / 2) + n * 4 + c));
+      float lo = (float)(a * e.x + b * e.y), hi = (float)(b * e.x - a * e.y);
+      if (dst)
+        storePair(dst + at + n * 8, lo, hi);
+      if (dst16)
+        storePair(dst16 + at + n * 8, lo, hi);
+    }
+  }
+}
+
+/// attentionTc with bf16 operands (the same arguments and results); with
+/// `rope` (ropeTable's angles for heads HD wide), q and k are rotated as
+/// they are loaded (RoPE folded into the attention).
 template <int HD>
 __global__ void __launch_bounds__(128)
     attentionBf(const float *__restrict__ q, const float *__restrict__ k,
@@ -1723,7 +1788,8 @@ __global__ void __launch_bounds__(128)
                 int S, int H, int K, bool causal, const int32_t *offsetPtr,
                 float *__restrict__ lse, const float *__restrict__ dy = nullptr,
                 float *__restrict__ delta = nullptr,
-                __nv_bfloat16 *__restrict__ y16 = nullptr) {
+                __nv_bfloat16 *__restrict__ y16 = nullptr,
+                const double *__restrict__ rope = nullptr) {
   using L = BfLayout<HD>;
   extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
   auto ks = [&](int i) { return bfShared + 2 * i * L::tile; };
@@ -1742,12 +1808,16 @@ __global__ void __launch_bounds__(128)
     next.load(part ? vb : kb, (int64_t)ci * kTcRows, S, kvStride);
   };
   auto store = [&](int ci, int part) {
+    if (rope && !part)
+      next.rotate(rope, (int64_t)ci * kTcRows, S);
     next.store(part ? vs(ci & 1) : ks(ci & 1), 1.f);
   };
   // q rows, scaled and rounded, into registers (through the second k
   // buffer, free until chunk 1 is stored, after overChunksBf's first
   // barrier).
   next.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+  if (rope)
+    next.rotate(rope, t0, T);
   next.store(ks(1), rsqrtf((float)HD));
   __syncthreads();
   uint32_t qf[L::KT][4];
@@ -1790,7 +1860,9 @@ __global__ void __launch_bounds__(128)
                      const float *__restrict__ lse,
                      const float *__restrict__ delta, float *__restrict__ dq,
                      int T, int S, int H, int K, bool causal,
-                     const int32_t *offsetPtr) {
+                     const int32_t *offsetPtr,
+                     const double *__restrict__ rope = nullptr,
+                     __nv_bfloat16 *__restrict__ dq16 = nullptr) {
   using L = BfLayout<HD>;
   extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
   auto ks = [&](int i) { return bfShared + 2 * i * L::tile; };
@@ -1811,9 +1883,13 @@ __global__ void __launch_bounds__(128)
     next.load(part ? vb : kb, (int64_t)ci * kTcRows, S, kvStride);
   };
   auto store = [&](int ci, int part) {
+    if (rope && !part)
+      next.rotate(rope, (int64_t)ci * kTcRows, S);
     next.store(part ? vs(ci & 1) : ks(ci & 1), 1.f);
   };
   next.load(q + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
+  if (rope)
+    next.rotate(rope, t0, T);
   next.store(qs, scale);
   next.load(dy + (int64_t)b * T * qStride + (int64_t)h * HD, t0, T, qStride);
   next.store(dys, 1.f);
@@ -1838,9 +1914,10 @@ __global__ void __launch_bounds__(128)
     rows.ds(s, dp, u0);
     productNNBf<HD>(acc, s, ks(ci & 1));
   });
-  storeRows<HD>(acc, dq, first, T, scale, [&](int t) {
-    return ((int64_t)b * T + t) * qStride + (int64_t)h * HD;
-  });
+  storeGradRows<HD>(
+      acc, dq, dq16, first, T, scale,
+      [&](int t) { return ((int64_t)b * T + t) * qStride + (int64_t)h * HD; },
+      rope);
 }
 
 /// attentionGradKVTc with bf16 operands: the queries are staged scaled by
@@ -1853,7 +1930,9 @@ __global__ void __launch_bounds__(128)
                       const float *__restrict__ delta, float *__restrict__ dk,
                       float *__restrict__ dv, int T, int S, int H, int K,
                       bool causal, const int32_t *offsetPtr,
-                      __nv_bfloat16 *__restrict__ dv16 = nullptr) {
+                      __nv_bfloat16 *__restrict__ dv16 = nullptr,
+                      const double *__restrict__ rope = nullptr,
+                      __nv_bfloat16 *__restrict__ dk16 = nullptr) {
   using L = BfLayout<HD>;
   extern __shared__ __align__(16) __nv_bfloat16 bfShared[];
   auto qs = [&](int i) { return bfShared + 2 * i * L::tile; };
@@ -1884,12 +1963,16 @@ __global__ void __launch_bounds__(128)
     }
   };
   auto store = [&](int ci, int part) {
+    if (rope && !part)
+      next.rotate(rope, tFirst + ci % perHead * kTcRows, T);
     next.store(part ? dys(ci & 1) : qs(ci & 1), part ? 1.f : scale);
     if (part)
       (threadIdx.x < kTcRows ? lses(ci & 1)
                              : deltas(ci & 1))[threadIdx.x % kTcRows] = stat;
   };
   next.load(k + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
+  if (rope)
+    next.rotate(rope, u0, S);
   next.store(ks, 1.f);
   next.load(v + (int64_t)b * S * kvStride + (int64_t)j * HD, u0, S, kvStride);
   next.store(vs, 1.f);
@@ -1920,11 +2003,8 @@ __global__ void __launch_bounds__(128)
   auto rowOffset = [&](int u) {
     return ((int64_t)b * S + u) * kvStride + (int64_t)j * HD;
   };
-  storeRows<HD>(dkAcc, dk, first, S, 1.f, rowOffset);
-  if (dv)
-    storeRows<HD>(dvAcc, dv, first, S, 1.f, rowOffset);
-  if (dv16)
-    storeRows<HD>(dvAcc, dv16, first, S, 1.f, rowOffset);
+  storeGradRows<HD>(dkAcc, dk, dk16, first, S, 1.f, rowOffset, rope);
+  storeGradRows<HD>(dvAcc, dv, dv16, first, S, 1.f, rowOffset, nullptr);
 }
 
 //===----------------------------------------------------------------------===//

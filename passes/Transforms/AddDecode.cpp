@@ -94,6 +94,11 @@ LogicalResult DecodeBuilder::analyse() {
     if (a && a.getMask() == MaskKind::none && !a.getOffset() &&
         llvm::cast<RankedTensorType>(a.getQ().getType()).getRank() >= 4)
       return WalkResult::advance();
+    if (a && a.getRopeTheta()) {
+      op->emitOpError("rotates q and k inside the attention (rope_theta); "
+                      "run stlm-add-decode before stlm-fuse folds RoPE in");
+      return WalkResult::interrupt();
+    }
     if (a && (a.getMask() != MaskKind::causal || a.getOffset())) {
       op->emitOpError("must be causal attention without an offset to be "
                       "decoded with a KV cache");
@@ -209,9 +214,10 @@ LogicalResult DecodeBuilder::derive(StringRef name, int64_t seqs, int64_t n,
       b.create<AssignOp>(a.getLoc(), sym, written);
       kv[i] = written;
     }
-    auto attn = b.create<AttentionOp>(a.getLoc(), a.getType(), a.getMask(),
-                                      a.getQ(), kv[0], kv[1], pos,
-                                      a.getHeads(), a.getKvHeads());
+    auto attn =
+        b.create<AttentionOp>(a.getLoc(), a.getType(), a.getMask(), a.getQ(),
+                              kv[0], kv[1], pos, a.getHeads(), a.getKvHeads(),
+                              /*rope_theta=*/FloatAttr());
     a.replaceAllUsesWith(attn.getResult());
     a.erase();
     ++layer;

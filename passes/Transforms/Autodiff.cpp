@@ -143,7 +143,7 @@ LogicalResult Differentiator::backward(Operation *op) {
         auto g = b.create<AttentionGradOp>(
             loc, o.getQ().getType(), o.getK().getType(), o.getV().getType(),
             o.getMaskAttr(), o.getQ(), o.getK(), o.getV(), dy, o.getOffset(),
-            o.getHeadsAttr(), o.getKvHeadsAttr());
+            o.getHeadsAttr(), o.getKvHeadsAttr(), o.getRopeThetaAttr());
         accumulate(o.getQ(), g.getDq());
         accumulate(o.getK(), g.getDk());
         accumulate(o.getV(), g.getDv());

@@ -17,6 +17,7 @@
 #include "passes/Passes.h"
 
 #include "codegen/artifact/KernelPlan.h"
+#include "codegen/cuda/EmitCuda.h"
 
 namespace mlir::stlm {
 #define GEN_PASS_DEF_FUSEPASS
@@ -45,8 +46,82 @@ Operation *fusable(Value v, bool forActivation) {
   return nullptr;
 }
 
+/// Whether every use of `v` reads it as operand `index` (0: q, 1: k) of an
+/// attention or its gradient without an offset or rotation of its own,
+/// reading `k` as keys; the gradients' result `index` (dq or dk) then only
+/// feeds stlm.rope_grad ops like `rope`'s, gathered into `backs`.
+bool onlyAttentionReads(Value v, unsigned index, Value k, RoPEOp rope,
+                        SmallVectorImpl<RoPEGradOp> &backs) {
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    if (use.getOperandNumber() != index)
+      return false;
+    if (auto a = dyn_cast<AttentionOp>(user)) {
+      if (a.getOffset() || a.getRopeTheta() || a.getK() != k)
+        return false;
+      continue;
+    }
+    auto g = dyn_cast<AttentionGradOp>(user);
+    if (!g || g.getOffset() || g.getRopeTheta() || g.getK() != k)
+      return false;
+    for (Operation *back : g->getResult(index).getUsers()) {
+      auto r = dyn_cast<RoPEGradOp>(back);
+      if (!r || r.getOffset() || r.getHeadDim() != rope.getHeadDim() ||
+          r.getTheta() != rope.getTheta())
+        return false;
+      backs.push_back(r);
+    }
+  }
+  return true;
+}
+
+/// Folds the RoPE of attention `a`'s q and k into it and its gradient
+/// (FusePass's rope-into-attention), where the pattern holds.
+void foldRope(AttentionOp a) {
+  auto rq = a.getQ().getDefiningOp<RoPEOp>(),
+       rk = a.getK().getDefiningOp<RoPEOp>();
+  if (!rq || !rk || rq == rk || rq.getOffset() || rk.getOffset() ||
+      a.getOffset() || a.getRopeTheta() || rq.getTheta() != rk.getTheta() ||
+      !hasBF16Matmuls(a))
+    return;
+  auto q = llvm::cast<RankedTensorType>(a.getQ().getType());
+  int64_t hd = q.getShape().back() / a.getHeads();
+  if (rq.getHeadDim() != hd || rk.getHeadDim() != hd ||
+      !::stlm::codegen::bf16TensorCoreAttention(hd, q.getShape().end()[-2]))
+    return;
+  SmallVector<RoPEGradOp> backs;
+  if (!onlyAttentionReads(rq.getResult(), 0, rk.getResult(), rq, backs) ||
+      !onlyAttentionReads(rk.getResult(), 1, rk.getResult(), rk, backs))
+    return;
+  auto theta = FloatAttr::get(Float64Type::get(a.getContext()),
+                              rq.getTheta().convertToDouble());
+  for (Value rotated : {rq.getResult(), rk.getResult()})
+    for (Operation *user : rotated.getUsers()) {
+      if (auto f = dyn_cast<AttentionOp>(user))
+        f.setRopeThetaAttr(theta);
+      else
+        cast<AttentionGradOp>(user).setRopeThetaAttr(theta);
+    }
+  // The fused gradients are the unrotated q's and k's already.
+  for (RoPEGradOp r : backs) {
+    r.getDx().replaceAllUsesWith(r.getDy());
+    r.erase();
+  }
+  rq.getResult().replaceAllUsesWith(rq.getX());
+  rk.getResult().replaceAllUsesWith(rk.getX());
+  rq.erase();
+  rk.erase();
+}
+
 struct FusePass : public mlir::stlm::impl::FusePassBase<FusePass> {
+  using FusePassBase::FusePassBase;
   void runOnOperation() override {
+    if (ropeIntoAttention) {
+      SmallVector<AttentionOp> attentions;
+      getOperation().walk([&](AttentionOp a) { attentions.push_back(a); });
+      for (AttentionOp a : attentions)
+        foldRope(a);
+    }
     OpBuilder b(&getContext());
     auto fused = [&](Operation *at, Operation *mm, Value residual,
                      StringRef activation) {

@@ -28,3 +28,19 @@ stlm.model @m {
     return %l : tensor<1x4x16xf32>
   }
 }
+
+// -----
+
+// Tests that @logits whose attention has RoPE folded in (stlm-fuse ran
+// first) is refused: a decode step rotates k before its cache.
+stlm.model @m {
+  stlm.param @embed.tok : tensor<16x8xf32> = normal(0.02)
+  func.func @logits(%ids: tensor<1x4xi32>) -> tensor<1x4x16xf32> {
+    %e = stlm.param_ref @embed.tok : tensor<16x8xf32>
+    %x = stlm.embed %e[%ids] : tensor<16x8xf32>, tensor<1x4xi32> -> tensor<1x4x8xf32>
+    // expected-error @+1 {{rotates q and k inside the attention (rope_theta); run stlm-add-decode before stlm-fuse folds RoPE in}}
+    %a = stlm.attention causal %x, %x, %x {heads = 2, kv_heads = 2, rope_theta = 1.0e4 : f64} : tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32> -> tensor<1x4x8xf32>
+    %l = stlm.logits %a, %e : tensor<1x4x8xf32>, tensor<16x8xf32> -> tensor<1x4x16xf32>
+    return %l : tensor<1x4x16xf32>
+  }
+}

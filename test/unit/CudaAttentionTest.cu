@@ -11,7 +11,9 @@
 // cover what the models' tests do not reach one by one: partial blocks of
 // queries and of keys, more keys than queries with an offset (a prefill
 // after cached tokens) given on the device as the artifacts give it,
-// grouped kv heads, no mask, every tensor-core head width.
+// grouped kv heads, no mask, every tensor-core head width, and the bf16
+// kernels with RoPE folded in (q and k rotated as they load, dq and dk
+// rotated back as they are stored).
 //
 // `--time` instead times both tensor-core families at the benchmark models'
 // shapes (median of 20 launches each, with its TFLOP/s) and checks nothing.
@@ -177,12 +179,21 @@ bool run(const Case &c, double tolerance, const Result &want,
   // none).
   auto forward = [&](float *yp, float *lsep, const float *dyp, float *deltap,
                      __nv_bfloat16 *y16p) {
-    F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, yp, c.T, c.S, c.H,
-                                               c.K, c.causal, offset, lsep, dyp,
-                                               deltap, y16p);
+    if constexpr (KIND == Kind::BF16) // no RoPE folded in (runRope)
+      F::forward()<<<gridF, 128, F::shared(0)>>>(
+          q.p, k.p, v.p, yp, c.T, c.S, c.H, c.K, c.causal, offset, lsep, dyp,
+          deltap, y16p, nullptr);
+    else
+      F::forward()<<<gridF, 128, F::shared(0)>>>(q.p, k.p, v.p, yp, c.T, c.S,
+                                                 c.H, c.K, c.causal, offset,
+                                                 lsep, dyp, deltap, y16p);
   };
   auto gradKV = [&](float *dvp, __nv_bfloat16 *dv16p) {
-    if constexpr (TC)
+    if constexpr (KIND == Kind::BF16)
+      F::gradKV()<<<gridKV, 128, F::shared(2)>>>(
+          q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dvp, c.T, c.S, c.H, c.K,
+          c.causal, offset, dv16p, nullptr, nullptr);
+    else if constexpr (TC)
       F::gradKV()<<<gridKV, 128, F::shared(2)>>>(
           q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dvp, c.T, c.S, c.H, c.K,
           c.causal, offset, dv16p);
@@ -198,9 +209,14 @@ bool run(const Case &c, double tolerance, const Result &want,
   attentionDelta<<<blocksFor(rows * 32, 256), 256>>>(y.p, dy.p, delta.p, rows,
                                                      c.T, c.H, HD);
   forward(nullptr, lse2.p, dy.p, delta2.p, nullptr);
-  F::gradQ()<<<gridQ, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
-                                           dq.p, c.T, c.S, c.H, c.K, c.causal,
-                                           offset);
+  if constexpr (KIND == Kind::BF16)
+    F::gradQ()<<<gridQ, 128, F::shared(1)>>>(
+        q.p, k.p, v.p, dy.p, lse.p, delta.p, dq.p, c.T, c.S, c.H, c.K, c.causal,
+        offset, nullptr, nullptr);
+  else
+    F::gradQ()<<<gridQ, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p,
+                                             delta.p, dq.p, c.T, c.S, c.H, c.K,
+                                             c.causal, offset);
   gradKV(dv.p, nullptr);
   // The kernels again, writing a bf16 model's copies: y's beside y, and
   // (tensor cores) dv's instead of dv. The same sums, so each copy must be
@@ -279,10 +295,113 @@ template <int HD> bool runCase(const Case &c) {
   return good;
 }
 
+/// x [rows, width] (heads HD wide; row r at position r % T) with every pair
+/// rotated by sign · p · θ_i in double, as the rope kernel and the
+/// reference evaluator rotate it.
+template <typename X>
+std::vector<X> rotatedPairs(const std::vector<X> &x, int T, int width, int HD,
+                            double theta, double sign) {
+  std::vector<X> y(x.size());
+  for (size_t r = 0; r < x.size() / width; ++r)
+    for (int c = 0; c < width; c += 2) {
+      double angle = sign * (double)(r % T) *
+                     std::pow(theta, -2.0 * (c % HD / 2) / HD),
+             co = std::cos(angle), si = std::sin(angle), a = x[r * width + c],
+             b = x[r * width + c + 1];
+      y[r * width + c] = (X)(a * co - b * si);
+      y[r * width + c + 1] = (X)(a * si + b * co);
+    }
+  return y;
+}
+
+/// The bf16 kernels with RoPE folded in (a training step's shape, T = S,
+/// no offset): given unrotated q and k and ropeTable's angles, every
+/// output must match attention in double on q and k rotated first, with
+/// dq and dk rotated back; the copies of dq and dk their fp32 values
+/// rounded.
+template <int HD> bool runRope(const Case &c) {
+  using F = Family<HD, Kind::BF16>;
+  const double theta = 10000.0;
+  std::mt19937 rng(c.T * 17 + c.H + HD);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  auto draw = [&](size_t n, float sd) {
+    std::vector<float> x(n);
+    for (float &e : x)
+      e = normal(rng) * sd;
+    return x;
+  };
+  size_t nq = (size_t)c.B * c.T * c.H * HD, nk = (size_t)c.B * c.S * c.K * HD;
+  auto hq = draw(nq, 1.5f), hk = draw(nk, 1.5f), hv = draw(nk, 1.f),
+       hdy = draw(nq, 1.f);
+  std::printf("B=%d T=%d H=%d K=%d hd=%d causal, RoPE folded in\n", c.B, c.T,
+              c.H, c.K, HD);
+  Result want =
+      reference(c, rotatedPairs(hq, c.T, c.H * HD, HD, theta, 1.0),
+                rotatedPairs(hk, c.S, c.K * HD, HD, theta, 1.0), hv, hdy);
+  want.dq = rotatedPairs(want.dq, c.T, c.H * HD, HD, theta, -1.0);
+  want.dk = rotatedPairs(want.dk, c.S, c.K * HD, HD, theta, -1.0);
+  int positions = std::max(c.T, c.S);
+  double *table = nullptr;
+  if (!ok(cudaMalloc(&table, sizeof(double) * positions * HD), "cudaMalloc"))
+    return false;
+  ropeTable<<<blocksFor(positions * (HD / 2), 256), 256>>>(table, positions, HD,
+                                                           theta);
+  Buffer q(hq), k(hk), v(hv), dy(hdy), y(nq), dq(nq), dk(nk), dv(nk),
+      lse(want.lse.size()), delta(want.lse.size());
+  Bf16Buffer dq16(nq), dk16(nk);
+  dim3 grid(blocksFor(c.T, kTcRows), c.H, c.B),
+      gridKV(blocksFor(c.S, kTcRows), c.K, c.B);
+  F::forward()<<<grid, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, c.T, c.S, c.H,
+                                            c.K, true, nullptr, lse.p, nullptr,
+                                            nullptr, nullptr, table);
+  int64_t rows = (int64_t)c.B * c.T * c.H;
+  attentionDelta<<<blocksFor(rows * 32, 256), 256>>>(y.p, dy.p, delta.p, rows,
+                                                     c.T, c.H, HD);
+  F::gradQ()<<<grid, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
+                                          dq.p, c.T, c.S, c.H, c.K, true,
+                                          nullptr, table, dq16.p);
+  F::gradKV()<<<gridKV, 128, F::shared(2)>>>(
+      q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dv.p, c.T, c.S, c.H, c.K, true,
+      nullptr, nullptr, table, dk16.p);
+  bool good = ok(cudaDeviceSynchronize(), "kernels");
+  cudaFree(table);
+  if (!good)
+    return false;
+  for (auto [name, copy, full] :
+       {std::tuple{"dq16", &dq16, &dq}, std::tuple{"dk16", &dk16, &dk}})
+    if (relError(copy->get(), roundedToBF16(full->get())) != 0) {
+      std::printf("FAIL: bf16 + RoPE: %s is not its fp32 value rounded\n",
+                  name);
+      good = false;
+    }
+  struct {
+    const char *name;
+    const Buffer &got;
+    const std::vector<double> &want;
+  } outputs[] = {
+      {"y", y, want.y},    {"lse", lse, want.lse}, {"delta", delta, want.delta},
+      {"dq", dq, want.dq}, {"dk", dk, want.dk},    {"dv", dv, want.dv}};
+  double worst = 0;
+  for (const auto &o : outputs) {
+    double e = relError(o.got.get(), o.want);
+    worst = std::max(worst, e);
+    if (!(e <= 3e-2)) {
+      std::printf("FAIL: bf16 + RoPE: %s off by %.3g of its largest value "
+                  "(limit 3e-2)\n",
+                  o.name, e);
+      good = false;
+    }
+  }
+  std::printf("  %-12s worst %.2e%s\n", "bf16 + RoPE", worst,
+              good ? "" : "  FAILED");
+  return good;
+}
+
 /// The three kernels of a tensor-core family at a causal training shape
 /// (T = S).
 template <int HD, Kind KIND>
-void timeShape(const char *name, int B, int T, int H, int K) {
+void timeShape(const char *name, int B, int T, int H, int K,
+               const double *rope = nullptr) {
   using F = Family<HD, KIND>;
   size_t n = (size_t)B * T * H * HD, nkv = (size_t)B * T * K * HD,
          stats = (size_t)B * H * T;
@@ -293,33 +412,56 @@ void timeShape(const char *name, int B, int T, int H, int K) {
   cudaMemset(lse.p, 0, stats * sizeof(float));
   cudaMemset(delta.p, 0, stats * sizeof(float));
   dim3 grid(blocksFor(T, kTcRows), H, B), gridKV(blocksFor(T, kTcRows), K, B);
+  // The bf16 kernels with RoPE folded in where `rope` is given.
   double f = medianUs([&] {
-    F::forward()<<<grid, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, T, T, H, K,
-                                              true, nullptr, lse.p, nullptr,
-                                              nullptr, nullptr);
+    if constexpr (KIND == Kind::BF16)
+      F::forward()<<<grid, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, T, T, H, K,
+                                                true, nullptr, lse.p, nullptr,
+                                                nullptr, nullptr, rope);
+    else
+      F::forward()<<<grid, 128, F::shared(0)>>>(q.p, k.p, v.p, y.p, T, T, H, K,
+                                                true, nullptr, lse.p, nullptr,
+                                                nullptr, nullptr);
   });
   double gq = medianUs([&] {
-    F::gradQ()<<<grid, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
-                                            dq.p, T, T, H, K, true, nullptr);
+    if constexpr (KIND == Kind::BF16)
+      F::gradQ()<<<grid, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p,
+                                              delta.p, dq.p, T, T, H, K, true,
+                                              nullptr, rope, nullptr);
+    else
+      F::gradQ()<<<grid, 128, F::shared(1)>>>(
+          q.p, k.p, v.p, dy.p, lse.p, delta.p, dq.p, T, T, H, K, true, nullptr);
   });
   double gkv = medianUs([&] {
-    F::gradKV()<<<gridKV, 128, F::shared(2)>>>(q.p, k.p, v.p, dy.p, lse.p,
-                                               delta.p, dk.p, dv.p, T, T, H, K,
-                                               true, nullptr, nullptr);
+    if constexpr (KIND == Kind::BF16)
+      F::gradKV()<<<gridKV, 128, F::shared(2)>>>(
+          q.p, k.p, v.p, dy.p, lse.p, delta.p, dk.p, dv.p, T, T, H, K, true,
+          nullptr, nullptr, rope, nullptr);
+    else
+      F::gradKV()<<<gridKV, 128, F::shared(2)>>>(q.p, k.p, v.p, dy.p, lse.p,
+                                                 delta.p, dk.p, dv.p, T, T, H,
+                                                 K, true, nullptr, nullptr);
   });
   // Causal: half of the T × T scores; 2 products forward, 3 for dq (s,
   // dp, ds·k), 4 for dk and dv.
   double flop = 2.0 * B * H * (double)T * T / 2 * HD;
-  std::printf("%s %s (B=%d T=%d H=%d K=%d hd=%d): forward %.1f us (%.0f "
+  std::printf("%s %s%s (B=%d T=%d H=%d K=%d hd=%d): forward %.1f us (%.0f "
               "TFLOP/s), dq %.1f us (%.0f), dk/dv %.1f us (%.0f)\n",
-              name, F::name, B, T, H, K, HD, f, 2 * flop / f * 1e-6, gq,
-              3 * flop / gq * 1e-6, gkv, 4 * flop / gkv * 1e-6);
+              name, F::name, rope ? " + RoPE" : "", B, T, H, K, HD, f,
+              2 * flop / f * 1e-6, gq, 3 * flop / gq * 1e-6, gkv,
+              4 * flop / gkv * 1e-6);
   ok(cudaDeviceSynchronize(), "timing");
 }
 
 template <int HD> void timeBoth(const char *name, int B, int T, int H, int K) {
   timeShape<HD, Kind::TF32>(name, B, T, H, K);
   timeShape<HD, Kind::BF16>(name, B, T, H, K);
+  double *table = nullptr;
+  if (!ok(cudaMalloc(&table, sizeof(double) * T * HD), "cudaMalloc"))
+    return;
+  ropeTable<<<blocksFor(T * (HD / 2), 256), 256>>>(table, T, HD, 10000.0);
+  timeShape<HD, Kind::BF16>(name, B, T, H, K, table);
+  cudaFree(table);
 }
 
 } // namespace
@@ -355,6 +497,10 @@ int main(int argc, char **argv) {
   good &= runCase<64>({1, 20, 90, 2, 1, 64, false, -1});
   // A head width the tensor-core kernels do not take.
   good &= runCase<24>({2, 50, 50, 3, 1, 24, true, -1});
+  // RoPE folded into the bf16 kernels: partial blocks, grouped kv heads.
+  good &= runRope<64>({2, 160, 160, 4, 2, 64, true, -1});
+  good &= runRope<32>({3, 100, 100, 4, 1, 32, true, -1});
+  good &= runRope<16>({2, 77, 77, 2, 1, 16, true, -1});
   std::printf(good ? "PASS\n" : "FAILED\n");
   return good ? 0 : 1;
 }

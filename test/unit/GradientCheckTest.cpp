@@ -317,6 +317,65 @@ core: {layers: 1, width: 8, heads: 2, ffn: swiglu, ffn_width: 12, context: 4}
   EXPECT_EQ(parts->variable("grad_acc.norm")->f[0], 0.0) << "sums cleared";
 }
 
+/// How many ops of `module` have RoPE folded in.
+int foldedAttentions(mlir::ModuleOp module) {
+  int n = 0;
+  module->walk([&](mlir::Operation *op) {
+    if (op->hasAttr("rope_theta"))
+      ++n;
+  });
+  return n;
+}
+
+TEST(RopeIntoAttention, FoldedStepEqualsTheRopeOps) {
+  // bf16, heads 16 wide, 16 queries: what stlm-fuse folds RoPE into; theta
+  // away from the default, grouped kv heads, two layers.
+  const char *yaml = R"(
+name: folded
+embedder: {kind: token, vocab_size: 16}
+core: {layers: 2, width: 32, heads: 2, kv_heads: 1, ffn: swiglu,
+       ffn_width: 24, context: 16, rope_theta: 500.0}
+train: {batch: 2, warmup: 0, precision: bf16}
+)";
+  mlir::MLIRContext context;
+  context.loadDialect<mlir::stlm::STLMDialect, mlir::func::FuncDialect,
+                      mlir::arith::ArithDialect>();
+  mlir::OwningOpRef<mlir::ModuleOp> plain, folded;
+  auto a = trainable(context, yaml, plain);
+  auto b = trainable(context, yaml, folded);
+  mlir::PassManager pm(&context);
+  pm.addPass(mlir::stlm::createFusePass({/*ropeIntoAttention=*/true}));
+  ASSERT_TRUE(mlir::succeeded(pm.run(*folded)));
+  // @grad's 2 attentions and 2 gradients, @eval's 2 attentions, and the
+  // one in the body of @logits' stlm.repeat over the layers.
+  EXPECT_EQ(foldedAttentions(*plain), 0);
+  EXPECT_EQ(foldedAttentions(*folded), 7);
+  std::mt19937 rng(9);
+  std::vector<int32_t> tokens(32), targets(32);
+  for (int i = 0; i < 32; ++i)
+    tokens[i] = rng() % 16, targets[i] = rng() % 16;
+  std::vector<Tensor> ra, rb;
+  std::string error;
+  for (const char *fn : {"grad", "logits"}) {
+    std::vector<Tensor> args = {Tensor::ints({2, 16}, tokens)};
+    if (std::string(fn) == "grad")
+      args.push_back(Tensor::ints({2, 16}, targets));
+    ASSERT_TRUE(a->call(fn, args, ra, error)) << error;
+    ASSERT_TRUE(b->call(fn, args, rb, error)) << error;
+    ASSERT_EQ(ra.size(), rb.size());
+    // The same operations in the same order: equal to fp64 rounding.
+    for (size_t r = 0; r < ra.size(); ++r) {
+      double worst = 0, largest = 0;
+      for (size_t i = 0; i < ra[r].f.size(); ++i) {
+        worst = std::max(worst, std::abs(ra[r].f[i] - rb[r].f[i]));
+        largest = std::max(largest, std::abs(ra[r].f[i]));
+      }
+      EXPECT_GT(largest, 0.0) << fn << " result " << r;
+      EXPECT_LE(worst, 1e-12 * (1 + largest)) << fn << " result " << r;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(
     Families, GradientCheck, ::testing::ValuesIn(kFamilies),
     [](const ::testing::TestParamInfo<Family> &info) {

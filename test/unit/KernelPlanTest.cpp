@@ -157,4 +157,31 @@ TEST(KernelPlan, TheDriverCallsExactlyThePlannedKernels) {
   expectDriverCallsThePlan(example("stlm-10m"));
 }
 
+TEST(KernelPlan, RopeFoldedIntoAttentionIsRefusedByName) {
+  // The CUDA target's fusion (stlm-fuse's rope-into-attention): the host
+  // kernels take RoPE and attention apart, so a plan of the fused IR says
+  // why instead of planning a kernel that would not rotate.
+  ::stlm::ModelSpec spec = example("char-tiny");
+  spec.train.precision = ::stlm::Precision::BF16;
+  MLIRContext ctx;
+  ctx.loadDialect<mlir::stlm::STLMDialect, func::FuncDialect,
+                  arith::ArithDialect>();
+  OwningOpRef<ModuleOp> module = ::stlm::buildModel(ctx, spec);
+  PassManager pm(&ctx);
+  mlir::stlm::PipelineChoices choices;
+  choices.ropeIntoAttention = true;
+  mlir::stlm::buildPipeline(pm, mlir::stlm::Stage::Plan, std::nullopt, choices);
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+  mlir::stlm::ModelOp model;
+  module->walk([&](mlir::stlm::ModelOp m) { model = m; });
+  ::stlm::codegen::KernelPlan plan = ::stlm::codegen::planKernels(model);
+  std::string why = "RoPE folded into the attention (rope_theta) is the CUDA "
+                    "target's fusion; the host kernels take stlm.rope and "
+                    "stlm.attention apart";
+  // @grad's 4 attentions and @eval's, @logits' 4; @grad's 4 gradients.
+  EXPECT_EQ(plan.unsupported["stlm.attention: " + why], 12);
+  EXPECT_EQ(plan.unsupported["stlm.attention_grad: " + why], 4);
+  EXPECT_NE(plan.explainUnsupported("char-tiny").find(why), std::string::npos);
+}
+
 } // namespace

@@ -523,6 +523,12 @@ int main(int argc, char **argv) {
       dataParallel, quantized, decodeBatch,
       loraMerge == "auto" && target == "cuda" && tf32 ? "never"
                                                       : loraMerge.getValue()};
+  // RoPE folded into attention: only the CUDA target's tensor-core
+  // attention (sm_80 on) rotates q and k as it loads them.
+  unsigned sm = 0;
+  choices.ropeIntoAttention =
+      target == "cuda" && !StringRef(cudaArch).substr(3).getAsInteger(10, sm) &&
+      sm >= 80;
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else

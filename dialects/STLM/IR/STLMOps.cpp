@@ -728,9 +728,16 @@ LogicalResult RoPEOp::verify() {
 
 /// The shape and attribute rules of attention; `result` is the forward
 /// result (or the gradient flowing into it).
+static std::optional<double> asDouble(std::optional<llvm::APFloat> x) {
+  if (!x)
+    return std::nullopt;
+  return x->convertToDouble();
+}
+
 static LogicalResult verifyAttention(Operation *op, MaskKind mask, Value q,
-                                     Value k, Value v, Value offset,
-                                     int64_t h, int64_t kv, Value result) {
+                                     Value k, Value v, Value offset, int64_t h,
+                                     int64_t kv, Value result,
+                                     std::optional<double> ropeTheta) {
   ArrayRef<int64_t> qs = tensorTy(q).getShape();
   ArrayRef<int64_t> ks = tensorTy(k).getShape();
   ArrayRef<int64_t> vs = tensorTy(v).getShape();
@@ -767,17 +774,32 @@ static LogicalResult verifyAttention(Operation *op, MaskKind mask, Value q,
   if (tensorTy(result) != tensorTy(q))
     return op->emitOpError() << "result type " << result.getType()
                              << " must equal q's type " << q.getType();
+  if (ropeTheta) {
+    if (offset)
+      return op->emitOpError("rotates q and k at positions from 0 "
+                             "(rope_theta): it takes no offset");
+    if (hd % 2)
+      return op->emitOpError()
+             << "rope_theta rotates pairs, but the head width " << hd
+             << " is odd";
+    if (!(*ropeTheta > 1.0) || !std::isfinite(*ropeTheta))
+      return op->emitOpError()
+             << "rope_theta must be finite and > 1 (as stlm.rope's theta), got "
+             << *ropeTheta;
+  }
   return success();
 }
 
 LogicalResult AttentionOp::verify() {
-  return verifyAttention(*this, getMask(), getQ(), getK(), getV(),
-                         getOffset(), getHeads(), getKvHeads(), getResult());
+  return verifyAttention(*this, getMask(), getQ(), getK(), getV(), getOffset(),
+                         getHeads(), getKvHeads(), getResult(),
+                         asDouble(getRopeTheta()));
 }
 
 LogicalResult AttentionGradOp::verify() {
-  return verifyAttention(*this, getMask(), getQ(), getK(), getV(),
-                         getOffset(), getHeads(), getKvHeads(), getDy());
+  return verifyAttention(*this, getMask(), getQ(), getK(), getV(), getOffset(),
+                         getHeads(), getKvHeads(), getDy(),
+                         asDouble(getRopeTheta()));
 }
 
 LogicalResult AddOp::verify() {

@@ -557,6 +557,13 @@ def STLM_AttentionOp : STLM_Op<"attention", [Pure]> {
     `mask = none`: `m = 0` (bidirectional, used inside chunks); takes no
     `offset`.
 
+    With `rope_theta` (set by `stlm-fuse` for the CUDA target), `q` and `k`
+    are rotated first, as `stlm.rope` without an offset and with that
+    `theta` and `head_dim = hd` rotates them: queries at positions
+    `0 … T−1`, keys at `0 … S−1`. The kernel rotates the rows as it loads
+    them, so the rotated tensors never go through memory. It takes no
+    `offset` and needs an even `hd`.
+
     ```mlir
     %o = stlm.attention causal %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
         : tensor<12x64x128xf32>, tensor<12x64x64xf32>, tensor<12x64x64xf32> -> tensor<12x64x128xf32>
@@ -567,7 +574,8 @@ def STLM_AttentionOp : STLM_Op<"attention", [Pure]> {
   }];
   let arguments = (ins STLM_MaskKind:$mask, STLM_Tensor:$q, STLM_Tensor:$k,
                        STLM_Tensor:$v, Optional<STLM_IntScalar>:$offset,
-                       STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads);
+                       STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads,
+                       OptionalAttr<F64Attr>:$rope_theta);
   let results = (outs STLM_Tensor:$result);
   let assemblyFormat = [{
     $mask $q `,` $k `,` $v (`offset` `(` $offset^ `)`)? attr-dict `:`
@@ -1126,11 +1134,15 @@ def STLM_AttentionGradOp : STLM_Op<"attention_grad", [
     `ds = P ⊙ (dP − Σ_u P ⊙ dP)`, `dq_h[t] = Σ_u ds[t,u] k_j[u] / sqrt(hd)`,
     `dk_j[u] += Σ_t ds[t,u] q_h[t] / sqrt(hd)`, summed over the query heads
     h that share kv head j. Same mask, heads and offset as the forward op.
+    With `rope_theta`, as the forward op's: `q` and `k` are rotated first,
+    and `dq` and `dk` are the gradients of the unrotated ones (the results
+    above rotated back, as `stlm.rope_grad` does).
   }];
   let arguments = (ins STLM_MaskKind:$mask, STLM_Tensor:$q, STLM_Tensor:$k,
                        STLM_Tensor:$v, STLM_Tensor:$dy,
                        Optional<STLM_IntScalar>:$offset,
-                       STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads);
+                       STLM_I64Attr:$heads, STLM_I64Attr:$kv_heads,
+                       OptionalAttr<F64Attr>:$rope_theta);
   let results = (outs STLM_Tensor:$dq, STLM_Tensor:$dk, STLM_Tensor:$dv);
   let assemblyFormat = [{
     $mask $q `,` $k `,` $v `,` $dy (`offset` `(` $offset^ `)`)? attr-dict `:`

@@ -799,6 +799,34 @@ func.func @f(%q: tensor<2x4x8xf32>, %k: tensor<2x3x8xf32>) {
 
 // -----
 
+// Tests that attention with RoPE folded in takes no offset (its positions
+// start at 0).
+func.func @f(%q: tensor<1x4x8xf32>, %p: tensor<i32>) {
+  // expected-error @+1 {{rotates q and k at positions from 0 (rope_theta): it takes no offset}}
+  %o = stlm.attention causal %q, %q, %q offset(%p) {heads = 2, kv_heads = 2, rope_theta = 1.0e4 : f64} : tensor<1x4x8xf32>, tensor<1x4x8xf32>, tensor<1x4x8xf32> -> tensor<1x4x8xf32>
+  return
+}
+
+// -----
+
+// Tests that RoPE folded into attention needs heads of an even width.
+func.func @f(%q: tensor<2x4x6xf32>) {
+  // expected-error @+1 {{rope_theta rotates pairs, but the head width 3 is odd}}
+  %o = stlm.attention causal %q, %q, %q {heads = 2, kv_heads = 2, rope_theta = 1.0e4 : f64} : tensor<2x4x6xf32>, tensor<2x4x6xf32>, tensor<2x4x6xf32> -> tensor<2x4x6xf32>
+  return
+}
+
+// -----
+
+// Tests that the gradient's rope_theta is checked as stlm.rope's theta.
+func.func @f(%q: tensor<2x4x8xf32>) {
+  // expected-error @+1 {{rope_theta must be finite and > 1 (as stlm.rope's theta), got 5.000000e-01}}
+  %dq, %dk, %dv = stlm.attention_grad causal %q, %q, %q, %q {heads = 2, kv_heads = 2, rope_theta = 0.5 : f64} : tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>, tensor<2x4x8xf32>
+  return
+}
+
+// -----
+
 // Tests that the attention result must have q's type.
 func.func @f(%q: tensor<2x4x8xf32>) {
   // expected-error @+1 {{result type 'tensor<2x4x4xf32>' must equal q's type 'tensor<2x4x8xf32>'}}
