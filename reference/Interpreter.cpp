@@ -247,18 +247,33 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
   auto offsetOr = [&](Value offset, int64_t dflt) -> int64_t {
     return offset ? in(offset).i[0] : dflt;
   };
-  // An attention's q or k: as is, or (rope_theta) rotated into `copy` at
-  // positions from 0, as stlm.rope rotates it.
-  auto rotated = [&](const TT &x, int64_t hd,
-                     std::optional<llvm::APFloat> theta,
-                     TT &copy) -> const TT & {
+  // An attention's (or its gradient's) q and k, as given or (rope_theta)
+  // rotated into copies at positions from 0 as stlm.rope rotates them, and
+  // its queries, keys and head width.
+  struct Attending {
+    TT qr, kr; // the rotated copies, where made
+    const TT *q = nullptr, *k = nullptr;
+    int64_t queries = 0, keys = 0, hd = 0;
+  };
+  auto attending = [&](auto o, Attending &a) {
+    const TT &q = in(o.getQ()), &k = in(o.getK());
+    size_t n = q.shape.size();
+    a.queries = q.shape[n - 2];
+    a.keys = k.shape[n - 2];
+    a.hd = q.shape[n - 1] / o.getHeads();
+    a.q = &q;
+    a.k = &k;
+    std::optional<llvm::APFloat> theta = o.getRopeTheta();
     if (!theta)
-      return x;
-    copy = x;
-    size_t n = x.shape.size();
-    rope(x.f.data(), leading(x.shape, 2), x.shape[n - 2], x.shape[n - 1], hd,
-         theta->convertToDouble(), 0, copy.f.data());
-    return copy;
+      return;
+    for (auto [x, copy] : {std::pair(&a.q, &a.qr), std::pair(&a.k, &a.kr)}) {
+      const TT &from = **x;
+      *copy = from;
+      rope(from.f.data(), leading(from.shape, 2), from.shape[n - 2],
+           from.shape[n - 1], a.hd, theta->convertToDouble(), 0,
+           copy->f.data());
+      *x = copy;
+    }
   };
   // Cross-entropy over logits [P..., V] with per-position targets and
   // counted flags (empty = all counted).
@@ -628,37 +643,27 @@ bool Interpreter<T>::runOp(Operation &op, Frame &frame, std::string &error) {
         return true;
       })
       .Case([&](ir::AttentionOp o) {
-        const TT &q0 = in(o.getQ()), &k0 = in(o.getK()), &v = in(o.getV());
-        size_t r = q0.shape.size();
-        int64_t Tq = q0.shape[r - 2], S = k0.shape[r - 2], H = o.getHeads();
-        int64_t hd = q0.shape[r - 1] / H;
-        // rope_theta: q and k rotated first, as stlm.rope rotates them.
-        TT qr, kr;
-        const TT &q = rotated(q0, hd, o.getRopeTheta(), qr),
-                 &k = rotated(k0, hd, o.getRopeTheta(), kr);
+        Attending a;
+        attending(o, a);
         TT y = out(o.getResult());
-        attention(o.getMask() == ir::MaskKind::causal, q.f.data(),
-                  k.f.data(), v.f.data(), leading(q.shape, 2), Tq, S, H,
-                  o.getKvHeads(), hd, offsetOr(o.getOffset(), S - Tq),
-                  y.f.data());
+        attention(o.getMask() == ir::MaskKind::causal, a.q->f.data(),
+                  a.k->f.data(), in(o.getV()).f.data(), leading(a.q->shape, 2),
+                  a.queries, a.keys, o.getHeads(), o.getKvHeads(), a.hd,
+                  offsetOr(o.getOffset(), a.keys - a.queries), y.f.data());
         set(o.getResult(), std::move(y));
         return true;
       })
       .Case([&](ir::AttentionGradOp o) {
-        const TT &q0 = in(o.getQ()), &k0 = in(o.getK()), &v = in(o.getV());
-        size_t r = q0.shape.size();
-        int64_t Tq = q0.shape[r - 2], S = k0.shape[r - 2], H = o.getHeads();
-        int64_t hd = q0.shape[r - 1] / H;
-        TT qr, kr;
-        const TT &q = rotated(q0, hd, o.getRopeTheta(), qr),
-                 &k = rotated(k0, hd, o.getRopeTheta(), kr);
+        Attending a;
+        attending(o, a);
+        int64_t hd = a.hd;
         TT dq = out(o.getDq()), dk = out(o.getDk()), dv = out(o.getDv());
-        attentionBackward(o.getMask() == ir::MaskKind::causal, q.f.data(),
-                          k.f.data(), v.f.data(), leading(q.shape, 2), Tq, S,
-                          H, o.getKvHeads(), hd,
-                          offsetOr(o.getOffset(), S - Tq),
-                          in(o.getDy()).f.data(), dq.f.data(), dk.f.data(),
-                          dv.f.data());
+        attentionBackward(
+            o.getMask() == ir::MaskKind::causal, a.q->f.data(), a.k->f.data(),
+            in(o.getV()).f.data(), leading(a.q->shape, 2), a.queries, a.keys,
+            o.getHeads(), o.getKvHeads(), hd,
+            offsetOr(o.getOffset(), a.keys - a.queries), in(o.getDy()).f.data(),
+            dq.f.data(), dk.f.data(), dv.f.data());
         // The gradients of the rotated q and k rotated back (rope_grad).
         if (auto theta = o.getRopeTheta())
           for (TT *g : {&dq, &dk}) {

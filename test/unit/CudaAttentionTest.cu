@@ -111,6 +111,15 @@ Result reference(const Case &c, const std::vector<float> &q,
   return r;
 }
 
+/// n values drawn from a normal distribution of standard deviation sd.
+std::vector<float> normalValues(std::mt19937 &rng, size_t n, float sd) {
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(n);
+  for (float &e : x)
+    e = normal(rng) * sd;
+  return x;
+}
+
 enum class Kind { CudaCores, TF32, BF16 };
 
 /// The kernels and launch shapes of one family.
@@ -268,13 +277,7 @@ bool run(const Case &c, double tolerance, const Result &want,
 /// Both families where the tensor-core kernels take the head width.
 template <int HD> bool runCase(const Case &c) {
   std::mt19937 rng(c.T * 131 + c.S * 7 + c.H + HD);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  auto draw = [&](size_t n, float sd) {
-    std::vector<float> x(n);
-    for (float &e : x)
-      e = normal(rng) * sd;
-    return x;
-  };
+  auto draw = [&](size_t n, float sd) { return normalValues(rng, n, sd); };
   size_t nq = (size_t)c.B * c.T * c.H * HD, nk = (size_t)c.B * c.S * c.K * HD;
   // q and k wide enough that the softmax is far from uniform.
   auto q = draw(nq, 1.5f), k = draw(nk, 1.5f), v = draw(nk, 1.f),
@@ -323,13 +326,7 @@ template <int HD> bool runRope(const Case &c) {
   using F = Family<HD, Kind::BF16>;
   const double theta = 10000.0;
   std::mt19937 rng(c.T * 17 + c.H + HD);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  auto draw = [&](size_t n, float sd) {
-    std::vector<float> x(n);
-    for (float &e : x)
-      e = normal(rng) * sd;
-    return x;
-  };
+  auto draw = [&](size_t n, float sd) { return normalValues(rng, n, sd); };
   size_t nq = (size_t)c.B * c.T * c.H * HD, nk = (size_t)c.B * c.S * c.K * HD;
   auto hq = draw(nq, 1.5f), hk = draw(nk, 1.5f), hv = draw(nk, 1.f),
        hdy = draw(nq, 1.f);
