@@ -487,6 +487,24 @@ TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
   compareAll(kCudaBF16Attention, /*sameTokens=*/false, /*shadow=*/true);
 }
 
+TEST_F(CudaVsReference, RopeFoldedIntoAttentionBF16) {
+  // tc-bf16 compiled with --fold-rope: the bf16 attention kernels rotate q
+  // and k as they load them and rotate dq and dk back as they store them
+  // (stlm-fuse's rope-into-attention), against the reference's separate
+  // RoPE ops.
+  prepare("rope-bf16",
+          "name: rope-bf16\n"
+          "embedder: {kind: token, vocab_size: 256}\n"
+          "core: {layers: 2, width: 128, heads: 4, kv_heads: 2, ffn: gelu,\n"
+          "       ffn_width: 256, context: 128, rope_theta: 500.0}\n"
+          "tying: {embed_head: true}\n"
+          "train: {batch: 2, steps: 10, warmup: 2, precision: bf16}\n",
+          "rope-bf16", "--fold-rope");
+  if (!model)
+    return;
+  compareAll(kCudaBF16Attention, /*sameTokens=*/false, /*shadow=*/true);
+}
+
 TEST_F(CudaVsReference, GradientAccumulation) {
   // train.accumulate: 3 micro-batches summed into grad_acc.* by
   // @accumulate, then @apply (mean, clipping, AdamW, the sums cleared).

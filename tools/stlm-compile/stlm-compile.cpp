@@ -122,6 +122,12 @@ cl::opt<bool> tf32("tf32",
                             "fp32` model on tensor cores with TF32 operands "
                             "(faster; about 1e-3 relative error)"),
                    cl::cat(options));
+cl::opt<bool> foldRope(
+    "fold-rope",
+    cl::desc("--target=cuda: fold RoPE into the bf16 tensor-core attention "
+             "(stlm-fuse's rope-into-attention; sm_80 on). Off by default "
+             "until the kernels have run on a GPU"),
+    cl::cat(options));
 cl::opt<bool> dataParallel(
     "data-parallel",
     cl::desc("Split the training step into accumulate and apply even "
@@ -441,6 +447,8 @@ int main(int argc, char **argv) {
                     "give -o DIR (and no --emit, or --emit=artifact)");
   if (tf32 && target != "cuda")
     return failWith("--tf32 is an option of --target=cuda");
+  if (foldRope && target != "cuda")
+    return failWith("--fold-rope is an option of --target=cuda");
   if (profile && (target != "host" || emit != Stage::Artifact))
     return failWith("--profile builds a host artifact's kernels with "
                     "Halide's profiler: give -o DIR (no --target=cuda; "
@@ -527,8 +535,8 @@ int main(int argc, char **argv) {
   // attention (sm_80 on) rotates q and k as it loads them.
   unsigned sm = 0;
   choices.ropeIntoAttention =
-      target == "cuda" && !StringRef(cudaArch).substr(3).getAsInteger(10, sm) &&
-      sm >= 80;
+      foldRope && target == "cuda" &&
+      !StringRef(cudaArch).substr(3).getAsInteger(10, sm) && sm >= 80;
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else
