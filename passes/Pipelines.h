@@ -56,8 +56,9 @@ struct PipelineChoices {
   /// stlm-decompose's merge (stlm-compile --lora-merge): auto, always or
   /// never merge a LoRA delta into its weight.
   std::string loraMerge = "auto";
-  /// stlm-fuse's rope-into-attention (stlm-compile --target=cuda on sm_80
-  /// and later): RoPE folded into the bf16 tensor-core attention.
+  /// stlm-fuse's rope-into-attention (stlm-compile --target=cuda
+  /// --fold-rope, sm_80 and later): RoPE folded into the bf16 tensor-core
+  /// attention.
   bool ropeIntoAttention = false;
 };
 

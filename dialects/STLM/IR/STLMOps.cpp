@@ -726,14 +726,15 @@ LogicalResult RoPEOp::verify() {
   return success();
 }
 
-/// The shape and attribute rules of attention; `result` is the forward
-/// result (or the gradient flowing into it).
+/// An optional f64 attribute's value.
 static std::optional<double> asDouble(std::optional<llvm::APFloat> x) {
   if (!x)
     return std::nullopt;
   return x->convertToDouble();
 }
 
+/// The shape and attribute rules of attention; `result` is the forward
+/// result (or the gradient flowing into it), `ropeTheta` its rope_theta.
 static LogicalResult verifyAttention(Operation *op, MaskKind mask, Value q,
                                      Value k, Value v, Value offset, int64_t h,
                                      int64_t kv, Value result,

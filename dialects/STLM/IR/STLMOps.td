@@ -557,12 +557,13 @@ def STLM_AttentionOp : STLM_Op<"attention", [Pure]> {
     `mask = none`: `m = 0` (bidirectional, used inside chunks); takes no
     `offset`.
 
-    With `rope_theta` (set by `stlm-fuse` for the CUDA target), `q` and `k`
-    are rotated first, as `stlm.rope` without an offset and with that
-    `theta` and `head_dim = hd` rotates them: queries at positions
-    `0 … T−1`, keys at `0 … S−1`. The kernel rotates the rows as it loads
-    them, so the rotated tensors never go through memory. It takes no
-    `offset` and needs an even `hd`.
+    With `rope_theta` (set by `stlm-fuse` for the CUDA target's bf16
+    attention, `stlm-compile --fold-rope`), `q` and `k` are rotated first,
+    as `stlm.rope` without an offset and with that `theta` and
+    `head_dim = hd` rotates them: queries at positions `0 … T−1`, keys at
+    `0 … S−1`. The kernel rotates the rows as it loads them, so the rotated
+    tensors never go through memory. It takes no `offset` and needs an even
+    `hd`.
 
     ```mlir
     %o = stlm.attention causal %q, %k, %v {heads = 4 : i64, kv_heads = 2 : i64}
