@@ -446,19 +446,27 @@ __global__ void __launch_bounds__(256)
 // only its copy is read.
 //===----------------------------------------------------------------------===//
 
+/// The pair (a, b) rotated by the angle whose cosine and sine are co and
+/// s, in double, rounded to float: RoPE's one rotation (the rope kernel,
+/// and the attention kernels that fold it in).
+__device__ __forceinline__ float2 rotatePair(double a, double b, double co,
+                                             double s) {
+  return make_float2((float)(a * co - b * s), (float)(a * s + b * co));
+}
+
 /// The pair (a, b) at `at` rotated by the angle whose cosine and sine are
 /// co and s: y and y16 written where given.
 __device__ __forceinline__ void ropeStore(float *y, __nv_bfloat16 *y16,
                                           int64_t at, double co, double s,
                                           double a, double b) {
-  float lo = (float)(a * co - b * s), hi = (float)(a * s + b * co);
+  float2 r = rotatePair(a, b, co, s);
   if (y) {
-    y[at] = lo;
-    y[at + 1] = hi;
+    y[at] = r.x;
+    y[at + 1] = r.y;
   }
   if (y16)
     *reinterpret_cast<__nv_bfloat162 *>(y16 + at) =
-        __floats2bfloat162_rn(lo, hi);
+        __floats2bfloat162_rn(r.x, r.y);
 }
 
 __global__ void rope(const float *x0, float *y0, const float *x1, float *y1,
@@ -1572,10 +1580,9 @@ template <int HD> struct ChunkLoad {
           table + 2 * ((first + r) * (HD / 2) + c / 2));
       double2 e0 = e[0], e1 = e[1];
       float4 &x = piece[i];
-      x = make_float4((float)((double)x.x * e0.x - (double)x.y * e0.y),
-                      (float)((double)x.x * e0.y + (double)x.y * e0.x),
-                      (float)((double)x.z * e1.x - (double)x.w * e1.y),
-                      (float)((double)x.z * e1.y + (double)x.w * e1.x));
+      float2 lo = rotatePair(x.x, x.y, e0.x, e0.y),
+             hi = rotatePair(x.z, x.w, e1.x, e1.y);
+      x = make_float4(lo.x, lo.y, hi.x, hi.y);
     }
   }
   /// The pieces times `scale`, rounded to bfloat16, into a staged tile.
@@ -1769,11 +1776,11 @@ storeGradRows(const float (&acc)[BfLayout<HD>::DT][4], float *__restrict__ dst,
       double a = acc[n][2 * half] * scale, b = acc[n][2 * half + 1] * scale;
       double2 e = *reinterpret_cast<const double2 *>(
           rope + 2 * ((int64_t)row * (HD / 2) + n * 4 + c));
-      float lo = (float)(a * e.x + b * e.y), hi = (float)(b * e.x - a * e.y);
+      float2 r = rotatePair(a, b, e.x, -e.y); // the negative angle
       if (dst)
-        storePair(dst + at + n * 8, lo, hi);
+        storePair(dst + at + n * 8, r.x, r.y);
       if (dst16)
-        storePair(dst16 + at + n * 8, lo, hi);
+        storePair(dst16 + at + n * 8, r.x, r.y);
     }
   }
 }
