@@ -12,6 +12,8 @@
 
 #include "HalideBuffer.h"
 #include "HalideRuntime.h"
+#include "bench_attn_decode_100m.h"
+#include "bench_attn_decode_3m.h"
 #include "bench_attn_fwd.h"
 #include "bench_attn_gqa_fwd.h"
 #include "bench_attn_gqa_grad.h"
@@ -27,6 +29,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <initializer_list>
+#include <string>
 #include <vector>
 
 namespace {
@@ -89,15 +93,42 @@ bool run(const char *name, Fwd fwd, Bwd materialised, Bwd blocked, int B, int T,
   return d < 1e-4;
 }
 
+/// A decode step's attention (one query against a cache of S keys) at
+/// positions `at`: microseconds a call, medians of `reps`.
+void decode(const char *name, Fwd fwd, int S, int H, int KV, int hd,
+            std::initializer_list<int> at, int reps) {
+  int W = H * hd, WK = KV * hd;
+  Buffer q(W, 1, 1), k(WK, S, 1), v(WK, S, 1), y(W, 1, 1);
+  uint32_t state = 99;
+  for (Buffer *x : {&q, &k, &v})
+    x->for_each_value([&](float &f) {
+      state = state * 1664525u + 1013904223u;
+      f = (state >> 8) * (1.0f / 16777216.0f) - 0.5f;
+    });
+  std::printf("%s decode step: S=%d heads=%d kv_heads=%d head_dim=%d "
+              "(median of %d)\n",
+              name, S, H, KV, hd, reps);
+  for (int position : at) {
+    fwd(q, k, v, position, y); // warm-up
+    double t = median(reps, [&] { fwd(q, k, v, position, y); });
+    std::printf("  position %4d %9.2f us\n", position, t * 1e6);
+  }
+}
+
 } // namespace
 
-int main() {
+int main(int argc, char **argv) {
   stlm::bench::useScratchHeap();
-  bool ok = run("ref-3m", bench_attn_fwd, bench_attn_grad,
-                bench_attn_grad_blocked, 16, 256, 4, 4, 64, 11);
-  ok &= run("stlm-10m", bench_attn_gqa_fwd, bench_attn_gqa_grad,
-            bench_attn_gqa_grad_blocked, 16, 256, 6, 2, 64, 11);
-  ok &= run("long context", bench_attn_long_fwd, bench_attn_long_grad,
+  bool onlyDecode = argc > 1 && std::string(argv[1]) == "--decode";
+  bool ok = onlyDecode || run("ref-3m", bench_attn_fwd, bench_attn_grad,
+                              bench_attn_grad_blocked, 16, 256, 4, 4, 64, 11);
+  ok &= onlyDecode || run("stlm-10m", bench_attn_gqa_fwd, bench_attn_gqa_grad,
+                          bench_attn_gqa_grad_blocked, 16, 256, 6, 2, 64, 11);
+  ok &= onlyDecode ||
+        run("long context", bench_attn_long_fwd, bench_attn_long_grad,
             bench_attn_long_grad_blocked, 1, 4096, 4, 4, 64, 3);
+  decode("ref-3m", bench_attn_decode_3m, 256, 4, 4, 64, {15, 127, 255}, 201);
+  decode("stlm-100m", bench_attn_decode_100m, 512, 12, 4, 64, {15, 255, 511},
+         201);
   return ok ? 0 : 1;
 }

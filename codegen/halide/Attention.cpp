@@ -12,7 +12,9 @@
 // Forward schedule: parallel over (batch, block of 16 queries); per head,
 // the scores of the block against the keys it sees are computed into a
 // 16 × S scratch (never the whole T × S), then max, exponentials, the row
-// sums and the weighted sum of values.
+// sums and the weighted sum of values. A step of fewer queries than a
+// vector (decoding) transposes nothing: each score is a vector of partial
+// dot products over the head's channels, then its lanes summed.
 //
 // Backward, two schedules (generator parameter `blocked`):
 //  - materialised (short contexts): the probabilities and their gradient
@@ -42,6 +44,12 @@ namespace {
 
 using namespace Halide;
 
+/// Keys × channels of all heads from which a decode step's heads run in
+/// parallel (at ref-3m's shape, 4 heads of 64, one thread was faster up to
+/// position 127 and two from 255: 5.6 → 3.7 µs; at stlm-100m's, 12 heads,
+/// two from position 255: 16.5 → 9.5 µs; Zen 4, 2 threads).
+constexpr int kParallelKeyChannels = 64 * 1024;
+
 template <typename Self> class AttentionBase : public Generator<Self> {
 public:
   GeneratorParam<int> batch{"batch", 1}, time{"time", 8}, keys{"keys", 8},
@@ -50,15 +58,31 @@ public:
 
 protected:
   /// Scores, masking and softmax statistics shared by both directions.
-  void defineSoftmax(Func q, Func k, Expr offset) {
+  /// With `lanes`, each score is a vector of partial dot products over a
+  /// head's channels (k's rows read as they are), then its lanes summed
+  /// (sLanes, then sAcc over rl): for steps of a few queries, which read
+  /// each key once and so gain nothing from transposing it first.
+  void defineSoftmax(Func q, Func k, Expr offset, bool lanes = false) {
     int H = heads, K = kvHeads, hd = headDim;
     if (H < 1 || K < 1 || H % K)
       stlm::halide::fail("stlm_attention", "kv_heads must divide heads");
     group = H / K;
     scale = 1.0f / std::sqrt(float(hd));
     rc = RDom(0, hd, "rc");
-    sAcc(u, t, h, b) = 0.0f;
-    sAcc(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
+    if (lanes) {
+      int vec = this->template natural_vector_size<float>();
+      RDom ro(0, hd / vec, "ro");
+      rl = RDom(0, vec, "rl");
+      Expr c = ro * vec + lane;
+      sLanes(lane, u, t, h, b) = 0.0f;
+      sLanes(lane, u, t, h, b) +=
+          q(h * hd + c, t, b) * k((h / group) * hd + c, u, b);
+      sAcc(u, t, h, b) = 0.0f;
+      sAcc(u, t, h, b) += sLanes(rl, u, t, h, b);
+    } else {
+      sAcc(u, t, h, b) = 0.0f;
+      sAcc(u, t, h, b) += q(h * hd + rc, t, b) * k((h / group) * hd + rc, u, b);
+    }
     s(u, t, h, b) = sAcc(u, t, h, b);
     this->offset = offset;
     valid = sees(u);
@@ -167,11 +191,9 @@ protected:
   /// parallel over the batch and blocks of keys. Every key is transposed
   /// (whole tiles, the last one shifted back over its neighbour, keep the
   /// staged rows a constant size, on the stack). A step of a few queries
-  /// (decoding) transposes only the keys it sees, the last tile guarded:
-  /// gathering them a vector of keys at a time took 80 % of a decode
-  /// step's attention (stlm-100m's shape at position 511, one
-  /// sequence, 192 µs gathered, 87 in tiles; 8 sequences 1093 and 694).
-  /// Without a vector of keys or of channels, gathers.
+  /// transposes only the keys it sees, the last tile guarded (the forward
+  /// of such a step transposes nothing when its heads are whole vectors:
+  /// fewQueries). Without a vector of keys or of channels, gathers.
   void scheduleTransposes() {
     int vec = this->template natural_vector_size<float>();
     bool tiled = int(keys) >= vec && int(kvHeads) * int(headDim) >= vec;
@@ -225,7 +247,8 @@ protected:
   }
 
   Var c{"c"}, h{"h"}, t{"t"}, u{"u"}, b{"b"}, w{"w"};
-  Func s{"s"}, sAcc{"sAcc"}, mx{"mx"}, e{"e"}, l{"l"};
+  Func s{"s"}, sAcc{"sAcc"}, sLanes{"sLanes"}, mx{"mx"}, e{"e"}, l{"l"};
+  RDom rl;    // sLanes' lanes (defineSoftmax with `lanes`)
   Expr valid; // key u visible from query t
   Expr offset;
   Var lane{"lane"};
@@ -244,7 +267,10 @@ public:
 
   void generate() {
     int hd = headDim;
-    defineSoftmax(q, keysInner(k, kt), offset);
+    if (fewQueries())
+      defineSoftmax(q, k, offset, /*lanes=*/true);
+    else
+      defineSoftmax(q, keysInner(k, kt), offset);
     // Up to the last key a register tile of R queries sees (e is 0 past
     // a query's own last key); the clamp shows bounds inference the trim.
     int R = std::max(1, valueTileRows());
@@ -272,12 +298,16 @@ public:
     int block = std::min(16, int(time));
     bool whole = int(time) % block == 0;
     Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb");
-    y.split(w, hh, cc, hd)
-        .split(t, to, ti, block, TailStrategy::GuardWithIf)
-        .reorder(cc, ti, hh, to, b)
-        .fuse(to, b, tb)
-        .vectorize(cc, std::min(vec, hd), TailStrategy::GuardWithIf)
-        .parallel(tb);
+    y.split(w, hh, cc, hd).split(t, to, ti, block, TailStrategy::GuardWithIf);
+    if (fewQueries()) {
+      // Sequences in parallel, and their heads once a step sees enough
+      // keys to pay for waking the pool (kParallelKeyChannels: below it
+      // the second thread made short steps slower).
+      y.reorder(cc, ti, to, hh, b).parallel(b);
+    } else {
+      y.reorder(cc, ti, hh, to, b).fuse(to, b, tb).parallel(tb);
+    }
+    y.vectorize(cc, std::min(vec, hd), TailStrategy::GuardWithIf);
     // Keys transposed once per call; per head and block of queries the
     // scores against the keys it sees (register tiles), the softmax, then
     // per 4 queries the weighted sum of values in registers (4 × hd/vec
@@ -285,9 +315,18 @@ public:
     scheduleTransposes();
     s.compute_at(y, hh);
     bool tiled = whole && block % 8 == 0 && keysTile();
-    if (tiled) // the block's queries exactly (the select bounds are loose)
-      s.bound_extent(t, block);
-    tileDots(s, sAcc, tiled);
+    if (fewQueries()) {
+      // Per key, hd / vec multiply-adds into one vector, then its lanes
+      // summed in registers.
+      sAcc.compute_at(s, u);
+      sAcc.update().atomic().vectorize(rl);
+      sLanes.compute_at(s, u).vectorize(lane);
+      sLanes.update().vectorize(lane);
+    } else {
+      if (tiled) // the block's queries exactly (the select bounds are loose)
+        s.bound_extent(t, block);
+      tileDots(s, sAcc, tiled);
+    }
     mx.compute_at(y, hh);
     schedulePartials(y, hh, 0, 2); // mx, l
     e.compute_at(y, hh).vectorize(u, vec, TailStrategy::GuardWithIf);
@@ -307,9 +346,19 @@ public:
       acc.update().reorder(c, rk, t).vectorize(c, lanes,
                                               TailStrategy::GuardWithIf);
     }
+    // Last: a specialization copies the schedule as it stands.
+    if (fewQueries())
+      y.specialize((Expr(offset) + 1) * int(heads) * hd >= kParallelKeyChannels)
+          .parallel(hh);
   }
 
 private:
+  /// A step of fewer queries than a vector (decoding), whose heads are
+  /// whole vectors: scores as sums of lanes (defineSoftmax's `lanes`).
+  bool fewQueries() {
+    int vec = natural_vector_size<float>();
+    return int(time) < vec && int(headDim) % vec == 0;
+  }
   /// Queries per register tile of the weighted sum of values: 4 (4 ×
   /// hd/vec vectors) when the blocks are whole and a head is at most 4
   /// vectors; 0 for no tiles.

@@ -23,6 +23,8 @@
 #include "test_attn_decode_grad.h"
 #include "test_attn_decode_vec.h"
 #include "test_attn_decode_vec_grad.h"
+#include "test_attn_decode_wide.h"
+#include "test_attn_decode_wide_grad.h"
 #include "test_attn_none.h"
 #include "test_attn_none_grad.h"
 #include "test_attn_none_grad_blocked.h"
@@ -40,6 +42,8 @@
 #include "test_attn_wide.h"
 #include "test_attn_wide_grad_blocked.h"
 #include "test_avx2_attn.h"
+#include "test_avx2_attn_decode.h"
+#include "test_avx2_attn_decode_grad.h"
 #include "test_avx2_attn_grad.h"
 #include "test_avx2_attn_grad_blocked.h"
 #include "test_avx2_attn_square_gqa_grad.h"
@@ -1230,6 +1234,10 @@ TEST(HalideAVX2, AttentionRegisterTiles) {
   for (int offset : {32, 7, 0})
     checkAttention(test_avx2_attn, test_avx2_attn_grad_blocked, true, 2, 32,
                    64, 2, 1, 32, offset);
+  // A decode step on 8-float vectors: heads of two.
+  for (int offset : {0, 7, 8, 39})
+    checkAttention(test_avx2_attn_decode, test_avx2_attn_decode_grad, true, 2,
+                   1, 40, 4, 2, 16, offset);
 }
 
 TEST(HalideAttention, BatchwiseBackward) {
@@ -1310,6 +1318,13 @@ TEST(HalideAttention, OneQueryAgainstACache) {
   for (int offset : {0, 5, 14, 15, 16, 40, 62, -2})
     checkAttention(test_attn_decode_vec, test_attn_decode_vec_grad, true, 3, 2,
                    64, 4, 2, 16, offset);
+  // Heads of 4 vectors (each score a vector of partial sums over 64
+  // channels, then its lanes), three query heads to a kv head, three
+  // queries; from offset 170 (171 keys × 384 channels) the heads run in
+  // parallel.
+  for (int offset : {0, 13, 169, 170, 197})
+    checkAttention(test_attn_decode_wide, test_attn_decode_wide_grad, true, 2,
+                   3, 200, 6, 2, 64, offset);
 }
 
 TEST(HalideAttention, BlockedBackwardBidirectional) {
