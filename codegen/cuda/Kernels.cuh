@@ -1158,18 +1158,27 @@ __device__ __forceinline__ void
 onlineSoftmax(float (&s)[kTcRows / 8][4], float (&o)[HD / 8][4], float (&m)[2],
               float (&l)[2], const int (&mine)[2], int u0) {
   int c = threadIdx.x % 4;
+  // A chunk whose every key both rows see (all but the causal diagonal's
+  // chunks and a partial last one) skips the mask.
+  bool whole = u0 + kTcRows <= min(mine[0], mine[1]);
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float cm = -INFINITY;
+    if (whole) {
 #pragma unroll
-    for (int n = 0; n < kTcRows / 8; ++n)
+      for (int n = 0; n < kTcRows / 8; ++n)
+        cm = fmaxf(cm, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+    } else {
 #pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        float &x = s[n][2 * r + e];
-        if (u0 + n * 8 + 2 * c + e >= mine[r])
-          x = -INFINITY;
-        cm = fmaxf(cm, x);
-      }
+      for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float &x = s[n][2 * r + e];
+          if (u0 + n * 8 + 2 * c + e >= mine[r])
+            x = -INFINITY;
+          cm = fmaxf(cm, x);
+        }
+    }
     float mNew = fmaxf(m[r], quadMax(cm));
     float base = mNew == -INFINITY ? 0.f : mNew; // a row with no key yet
     float corr = __expf(m[r] - base), sum = 0.f;
@@ -1267,6 +1276,14 @@ struct QueryRows {
                                      const float (&dp)[kTcRows / 8][4],
                                      int u0) const {
     int c = threadIdx.x % 4;
+    if (u0 + kTcRows <= min(mine[0], mine[1])) { // every key seen
+#pragma unroll
+      for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          s[n][i] = __expf(s[n][i] - lse[i / 2]) * (dp[n][i] - delta[i / 2]);
+      return;
+    }
 #pragma unroll
     for (int n = 0; n < kTcRows / 8; ++n)
 #pragma unroll
@@ -1288,6 +1305,21 @@ __device__ __forceinline__ void keyRowsPDs(float (&s)[kTcRows / 8][4],
                                            int first, int t0, int S, int T,
                                            bool causal, int offset) {
   int g = threadIdx.x % kWarp / 4, c = threadIdx.x % 4;
+  // Every query of the chunk sees every key of the warp's (warp-uniform):
+  // no mask (all but the causal diagonal's chunks and partial ones).
+  if (first + 16 <= S && t0 + kTcRows <= T &&
+      (!causal || first + 15 <= t0 + offset)) {
+#pragma unroll
+    for (int n = 0; n < kTcRows / 8; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        int col = n * 8 + 2 * c + i % 2;
+        float p = __expf(s[n][i] - lc[col]);
+        dp[n][i] = p * (dp[n][i] - dc[col]);
+        s[n][i] = p;
+      }
+    return;
+  }
 #pragma unroll
   for (int n = 0; n < kTcRows / 8; ++n)
 #pragma unroll
