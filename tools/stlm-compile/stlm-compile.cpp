@@ -125,8 +125,8 @@ cl::opt<bool> tf32("tf32",
 cl::opt<bool> foldRope(
     "fold-rope",
     cl::desc("--target=cuda: fold RoPE into the bf16 tensor-core attention "
-             "(stlm-fuse's rope-into-attention; sm_80 on). Off by default "
-             "until the kernels have run on a GPU"),
+             "(stlm-fuse's rope-into-attention; sm_80 on). Off by default: "
+             "it pays only for contexts of up to 64 (docs/cuda.md)"),
     cl::cat(options));
 cl::opt<bool> dataParallel(
     "data-parallel",
