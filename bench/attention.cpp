@@ -1,4 +1,4 @@
-//===- attention.cpp - attention backward: materialised against blocked --===//
+//===- attention.cpp - attention backward schedules; decode steps ---------===//
 //
 // Times the two attention backward schedules (docs/kernels.md) on the
 // ref-3m training shape (16 × 256 tokens, 4 heads of 64, causal), on
@@ -6,7 +6,10 @@
 // long context (1 × 4096 tokens, 4 heads), with the forward pass as the
 // yardstick, and reports each call's peak Halide heap: the materialised
 // schedule holds 2·B·H·T·S probabilities, the blocked one a block × T or S
-// per thread. Checks that both schedules give the same gradients.
+// per thread. Checks that both schedules give the same gradients. Then
+// times a decode step's attention (one query against the cache) at
+// ref-3m's and stlm-100m's shapes and a few positions; `--decode` times
+// only that.
 //
 //===----------------------------------------------------------------------===//
 
