@@ -298,8 +298,9 @@ public:
     int block = std::min(16, int(time));
     bool whole = int(time) % block == 0;
     Var hh("hh"), cc("cc"), to("to"), ti("ti"), tb("tb");
+    bool few = fewQueries();
     y.split(w, hh, cc, hd).split(t, to, ti, block, TailStrategy::GuardWithIf);
-    if (fewQueries()) {
+    if (few) {
       // Sequences in parallel, and their heads once a step sees enough
       // keys to pay for waking the pool (kParallelKeyChannels: below it
       // the second thread made short steps slower).
@@ -308,14 +309,14 @@ public:
       y.reorder(cc, ti, hh, to, b).fuse(to, b, tb).parallel(tb);
     }
     y.vectorize(cc, std::min(vec, hd), TailStrategy::GuardWithIf);
-    // Keys transposed once per call; per head and block of queries the
-    // scores against the keys it sees (register tiles), the softmax, then
-    // per 4 queries the weighted sum of values in registers (4 × hd/vec
-    // vectors, one broadcast of e per query and key).
+    // Keys transposed once per call (not for a step of few queries); per
+    // head and block of queries the scores against the keys it sees
+    // (register tiles), the softmax, then per 4 queries the weighted sum of
+    // values in registers (4 × hd/vec vectors, one broadcast of e per query
+    // and key).
     scheduleTransposes();
     s.compute_at(y, hh);
-    bool tiled = whole && block % 8 == 0 && keysTile();
-    if (fewQueries()) {
+    if (few) {
       // Per key, hd / vec multiply-adds into one vector, then its lanes
       // summed in registers.
       sAcc.compute_at(s, u);
@@ -323,6 +324,7 @@ public:
       sLanes.compute_at(s, u).vectorize(lane);
       sLanes.update().vectorize(lane);
     } else {
+      bool tiled = whole && block % 8 == 0 && keysTile();
       if (tiled) // the block's queries exactly (the select bounds are loose)
         s.bound_extent(t, block);
       tileDots(s, sAcc, tiled);
@@ -347,7 +349,7 @@ public:
                                               TailStrategy::GuardWithIf);
     }
     // Last: a specialization copies the schedule as it stands.
-    if (fewQueries())
+    if (few)
       y.specialize((Expr(offset) + 1) * int(heads) * hd >= kParallelKeyChannels)
           .parallel(hh);
   }
