@@ -284,8 +284,9 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     ```
 
     With `rope-into-attention` (`stlm-compile --target=cuda --fold-rope`
-    asks for it on sm_80 and later), a `stlm.rope` pair without offsets whose results only an
-    attention and its gradient read, as q and k, is folded into them: they
+    asks for it on sm_80 and later), a `stlm.rope` pair without offsets
+    whose results only an attention and its gradient read, as q and k, is
+    folded into them: they
     take the unrotated q and k with `rope_theta`, and the `stlm.rope_grad`
     of their `dq` and `dk` (their only uses) go, since the fused gradient
     is already the unrotated one's. Only where the CUDA target runs that

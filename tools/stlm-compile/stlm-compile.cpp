@@ -532,11 +532,12 @@ int main(int argc, char **argv) {
       loraMerge == "auto" && target == "cuda" && tf32 ? "never"
                                                       : loraMerge.getValue()};
   // RoPE folded into attention: only the CUDA target's tensor-core
-  // attention (sm_80 on) rotates q and k as it loads them.
+  // attention (sm_80 on) rotates q and k as it loads them (--fold-rope was
+  // refused above for any other target).
   unsigned sm = 0;
   choices.ropeIntoAttention =
-      foldRope && target == "cuda" &&
-      !StringRef(cudaArch).substr(3).getAsInteger(10, sm) && sm >= 80;
+      foldRope && !StringRef(cudaArch).substr(3).getAsInteger(10, sm) &&
+      sm >= 80;
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else
