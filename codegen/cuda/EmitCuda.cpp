@@ -608,6 +608,15 @@ void Emitter::pairAttention(func::FuncOp fn) {
   }
 }
 
+/// Lanes a row of attentionDelta for heads `hd` wide (Kernels.cuh's
+/// attentionDeltaLanes): a float4 each, a power of two, at most a warp.
+static int64_t deltaLanes(int64_t hd) {
+  int64_t lanes = 1;
+  while (lanes < 32 && 4 * lanes < hd)
+    lanes *= 2;
+  return lanes;
+}
+
 /// Whether `use` is a matmul operand that the emitter takes through
 /// operand() (a bf16 model's copy), not an fp32 addend, residual or
 /// weight to merge into.
@@ -1278,7 +1287,8 @@ LogicalResult Emitter::emitOp(Operation *op) {
                     : std::string("0");
         };
         if (kept)
-          launch("attentionDelta", grid1(B * T * H * 32, 256), "256",
+          launch("attentionDelta<" + std::to_string(deltaLanes(hd)) + ">",
+                 grid1(B * T * H * deltaLanes(hd), 256), "256",
                  f(forwardOf.lookup(op)) + ", " + f(o.getDy()) + ", " + delta +
                      ", " + std::to_string(B * T * H) + ", " +
                      std::to_string(T) + ", " + std::to_string(H) + ", " +

@@ -676,23 +676,43 @@ __global__ void __launch_bounds__(128)
   }
 }
 
+/// Lanes a row of attentionDelta for heads `hd` wide: a float4 each, a
+/// power of two, at most a warp (EmitCuda.cpp's deltaLanes mirrors it).
+constexpr int attentionDeltaLanes(int hd) {
+  int lanes = 1;
+  while (lanes < kWarp && 4 * lanes < hd)
+    lanes *= 2;
+  return lanes;
+}
+
 /// delta[b, h, t] = dy_t · y_t over head h's HD columns, for every row
-/// (b, t, h) of [B·T, H·HD] tensors, a warp per row: the backward's
-/// second statistic when the forward pass kept its log-sum-exp and its y
-/// is still in place (else the forward runs again for both).
-__global__ void attentionDelta(const float *__restrict__ y,
-                               const float *__restrict__ dy,
-                               float *__restrict__ delta, int64_t rows, int T,
-                               int H, int HD) {
-  int64_t w = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / kWarp;
-  int lane = threadIdx.x % kWarp;
-  if (w >= rows) // warp-uniform
-    return;
+/// (b, t, h) of [B·T, H·HD] tensors, L lanes a row (attentionDeltaLanes:
+/// float4s where HD is a multiple of 4), a grid of rows · L threads: the
+/// backward's second statistic when the forward pass kept its log-sum-exp
+/// and its y is still in place (else the forward runs again for both).
+template <int L>
+__global__ void
+attentionDelta(const float *__restrict__ y, const float *__restrict__ dy,
+               float *__restrict__ delta, int64_t rows, int T, int H, int HD) {
+  static_assert(L > 0 && L <= kWarp && (L & (L - 1)) == 0, "lanes a row");
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, w = i / L;
+  int c = (int)(i % L);
   float dot = 0;
-  for (int d = lane; d < HD; d += kWarp)
-    dot += dy[w * HD + d] * y[w * HD + d];
-  dot = warpSum(dot);
-  if (lane == 0) {
+  if (w < rows) { // every lane stays for the shuffles below
+    const float *a = dy + w * HD, *b = y + w * HD;
+    if (HD % 4 == 0)
+      for (int d = 4 * c; d < HD; d += 4 * L) {
+        float4 x = load4(a + d), z = load4(b + d);
+        dot += x.x * z.x + x.y * z.y + x.z * z.z + x.w * z.w;
+      }
+    else
+      for (int d = c; d < HD; d += L)
+        dot += a[d] * b[d];
+  }
+#pragma unroll
+  for (int o = L / 2; o > 0; o /= 2)
+    dot += __shfl_xor_sync(0xffffffffu, dot, o);
+  if (w < rows && c == 0) {
     int64_t bt = w / H;
     int h = (int)(w % H), t = (int)(bt % T);
     delta[(bt / T * H + h) * T + t] = dot;

@@ -215,8 +215,9 @@ bool run(const Case &c, double tolerance, const Result &want,
   // delta from y; then the backward's own statistics pass (no y).
   forward(y.p, lse.p, nullptr, nullptr, nullptr);
   int64_t rows = (int64_t)c.B * c.T * c.H;
-  attentionDelta<<<blocksFor(rows * 32, 256), 256>>>(y.p, dy.p, delta.p, rows,
-                                                     c.T, c.H, HD);
+  constexpr int lanes = attentionDeltaLanes(HD);
+  attentionDelta<lanes><<<blocksFor(rows * lanes, 256), 256>>>(
+      y.p, dy.p, delta.p, rows, c.T, c.H, HD);
   forward(nullptr, lse2.p, dy.p, delta2.p, nullptr);
   if constexpr (KIND == Kind::BF16)
     F::gradQ()<<<gridQ, 128, F::shared(1)>>>(
@@ -352,8 +353,9 @@ template <int HD> bool runRope(const Case &c) {
                                             c.K, true, nullptr, lse.p, nullptr,
                                             nullptr, nullptr, table);
   int64_t rows = (int64_t)c.B * c.T * c.H;
-  attentionDelta<<<blocksFor(rows * 32, 256), 256>>>(y.p, dy.p, delta.p, rows,
-                                                     c.T, c.H, HD);
+  constexpr int lanes = attentionDeltaLanes(HD);
+  attentionDelta<lanes><<<blocksFor(rows * lanes, 256), 256>>>(
+      y.p, dy.p, delta.p, rows, c.T, c.H, HD);
   F::gradQ()<<<grid, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
                                           dq.p, c.T, c.S, c.H, c.K, true,
                                           nullptr, table, dq16.p);
@@ -439,14 +441,22 @@ void timeShape(const char *name, int B, int T, int H, int K,
                                                  delta.p, dk.p, dv.p, T, T, H,
                                                  K, true, nullptr, nullptr);
   });
+  // The backward's statistic from y (both families take it).
+  int64_t rows = (int64_t)B * T * H;
+  constexpr int lanes = attentionDeltaLanes(HD);
+  double dl = medianUs([&] {
+    attentionDelta<lanes><<<blocksFor(rows * lanes, 256), 256>>>(
+        y.p, dy.p, delta.p, rows, T, H, HD);
+  });
   // Causal: half of the T × T scores; 2 products forward, 3 for dq (s,
   // dp, ds·k), 4 for dk and dv.
   double flop = 2.0 * B * H * (double)T * T / 2 * HD;
   std::printf("%s %s%s (B=%d T=%d H=%d K=%d hd=%d): forward %.1f us (%.0f "
-              "TFLOP/s), dq %.1f us (%.0f), dk/dv %.1f us (%.0f)\n",
+              "TFLOP/s), dq %.1f us (%.0f), dk/dv %.1f us (%.0f), delta %.1f "
+              "us (%.1f TB/s)\n",
               name, F::name, rope ? " + RoPE" : "", B, T, H, K, HD, f,
               2 * flop / f * 1e-6, gq, 3 * flop / gq * 1e-6, gkv,
-              4 * flop / gkv * 1e-6);
+              4 * flop / gkv * 1e-6, dl, 2.0 * n * sizeof(float) / dl * 1e-6);
   ok(cudaDeviceSynchronize(), "timing");
 }
 
