@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
@@ -51,14 +52,17 @@ extern "C" void stlmHalideError(void *, const char *msg) {
     halideMessage.pop_back();
 }
 
-/// Kernel scratch: Halide frees a kernel's large temporaries at the end of
-/// each call and the next call asks for the same sizes again, so freed
-/// blocks of kMinCached bytes or more are kept (up to kMaxCached in all)
-/// and handed out again; smaller ones go straight to the C heap, without
-/// a lock (kernels allocate small blocks from every thread). Each block
-/// starts with a header holding its size. Shared by every open model
-/// (Halide's allocator hook is process-wide), emptied when the last one
-/// closes.
+/// Kernel scratch: Halide frees a kernel's temporaries at the end of each
+/// call and the next call asks for the same sizes again, so freed blocks
+/// are kept and handed out again, and a generation step calls the C heap
+/// for none. Blocks over kSmallMax wait in one list (up to kMaxCached bytes
+/// in all), best fit; smaller ones (kernels allocate them from every worker
+/// thread, in any thread the pool picks) in one list per power-of-two size
+/// (up to kSmallCached bytes in all), each under its own lock, so a block
+/// freed on one thread serves the next call on any; a list found empty is
+/// filled with a few blocks for each hardware thread. Each block starts with
+/// a header holding its size. Shared by every open model (Halide's
+/// allocator hook is process-wide), emptied when the last one closes.
 class ScratchCache {
 public:
   static ScratchCache &get() {
@@ -67,7 +71,33 @@ public:
   }
   void *allocate(size_t size) {
     size = (size + kAlign - 1) / kAlign * kAlign;
-    if (size >= kMinCached) {
+    if (size <= kSmallMax) {
+      Small &small = smalls[sizeClass(size)];
+      size = small.size;
+      std::lock_guard<std::mutex> lock(small.mutex);
+      if (small.blocks.empty()) {
+        // A size asked for first, or by more threads at once than ever:
+        // blocks for every thread of a parallel loop (a few each), so
+        // that later calls find them whatever the threads' timing.
+        size_t more = std::min<size_t>(kSmallBlocks, 4 * refillThreads);
+        while (small.blocks.size() < more &&
+               smallCached + size <= kSmallCached) {
+          auto *extra =
+              static_cast<char *>(std::aligned_alloc(kAlign, size + kAlign));
+          if (!extra)
+            break;
+          *reinterpret_cast<size_t *>(extra) = size;
+          small.blocks.push_back(extra);
+          smallCached += size;
+        }
+      }
+      if (!small.blocks.empty()) {
+        char *base = small.blocks.back();
+        small.blocks.pop_back();
+        smallCached -= size;
+        return base + kAlign;
+      }
+    } else {
       std::lock_guard<std::mutex> lock(mutex);
       // The smallest free block that fits without wasting half of it.
       auto best = free.end();
@@ -93,7 +123,17 @@ public:
       return;
     char *base = static_cast<char *>(p) - kAlign;
     size_t size = *reinterpret_cast<size_t *>(base);
-    if (size >= kMinCached) {
+    if (size <= kSmallMax) {
+      Small &small = smalls[sizeClass(size)];
+      std::lock_guard<std::mutex> lock(small.mutex);
+      // Room reserved at start: the push allocates nothing.
+      if (small.blocks.size() < small.blocks.capacity() &&
+          smallCached + size <= kSmallCached) {
+        small.blocks.push_back(base);
+        smallCached += size;
+        return;
+      }
+    } else {
       std::lock_guard<std::mutex> lock(mutex);
       if (cached + size <= kMaxCached) {
         free.push_back({base, size});
@@ -115,16 +155,52 @@ public:
       std::free(base);
     free.clear();
     cached = 0;
+    for (Small &small : smalls) {
+      std::lock_guard<std::mutex> smallLock(small.mutex);
+      for (char *base : small.blocks)
+        std::free(base);
+      smallCached -= small.size * small.blocks.size();
+      small.blocks.clear();
+    }
   }
 
 private:
   static constexpr size_t kAlign = 128; // >= halide_malloc_alignment()
-  static constexpr size_t kMinCached = 256 << 10;
+  static constexpr int kClasses = 11;   // kAlign << 0 ... kAlign << 10
+  static constexpr size_t kSmallMax = kAlign << (kClasses - 1); // 128 KiB
+  static constexpr size_t kSmallBlocks = 1024; // a size's list at most
+  static constexpr size_t kSmallCached = size_t(64) << 20;
   static constexpr size_t kMaxCached = size_t(1) << 30;
+
+  /// Freed blocks of one power-of-two size.
+  struct Small {
+    std::mutex mutex;
+    size_t size = 0;
+    std::vector<char *> blocks;
+  };
+  ScratchCache() {
+    refillThreads = std::max(1u, std::thread::hardware_concurrency());
+    for (int cls = 0; cls < kClasses; ++cls) {
+      smalls[cls].size = kAlign << cls;
+      smalls[cls].blocks.reserve(kSmallBlocks);
+    }
+  }
+  /// The smallest class of at least `size` bytes (a multiple of kAlign,
+  /// at most kSmallMax).
+  static int sizeClass(size_t size) {
+    int cls = 0;
+    while ((kAlign << cls) < size)
+      ++cls;
+    return cls;
+  }
+
   std::mutex mutex;
   std::vector<std::pair<char *, size_t>> free; // (block, payload size)
   size_t cached = 0;
   int64_t models = 0;
+  Small smalls[kClasses];
+  std::atomic<size_t> smallCached{0};
+  size_t refillThreads = 1; // the machine's hardware threads
 };
 
 extern "C" void *stlmHalideMalloc(void *, size_t size) {
@@ -1728,13 +1804,20 @@ stlm_status stlm_generate(stlm_model *model, const int32_t *prompt,
                                  on_token, user, generated);
   if (std::string bad = model->promptProblem(prompt, prompt_len); !bad.empty())
     return model->fail(STLM_ERROR_ARGUMENT, "stlm_generate: prompt " + bad);
-  std::vector<int32_t> history(prompt, prompt + prompt_len);
+  // The window's tokens and what follows them: the tokens before the
+  // window are dropped when it moves (nothing reads them again), so the
+  // history never outgrows this room and a step calls the heap for nothing.
+  std::vector<int32_t> history;
+  history.reserve(
+      std::max(prompt_len, static_cast<size_t>(model->context) + 1));
+  history.assign(prompt, prompt + prompt_len);
   stlm::sampling::ContextWindow window{model->context, 0};
-  window.fit(history.size());
   bool refill = true;
   std::vector<float> buffer;
   for (size_t n = 0; n < max_tokens; ++n) {
     refill |= window.fit(history.size());
+    history.erase(history.begin(), history.begin() + window.start);
+    window.start = 0;
     const float *row = nullptr;
     stlm_status s =
         model->nextLogits(history, window.start, refill, buffer, row);
@@ -1816,6 +1899,10 @@ stlm_status stlm_model::generateGroup(
     bool done = true; // unused slots stay done
   };
   std::vector<Sequence> seqs(slots);
+  // Room for a window and a step: the tokens before the window are
+  // dropped when it moves, so a step calls the heap for nothing.
+  for (Sequence &s : seqs)
+    s.tokens.reserve(ctx + 1);
   // Each prompt cut as stlm_generate cuts it; the lockstep starts after
   // the shortest, and longer prompts feed their tokens a step at a time.
   size_t p = std::numeric_limits<size_t>::max();
@@ -1843,6 +1930,10 @@ stlm_status stlm_model::generateGroup(
   while (running()) {
     // The logits of position p: tokens 0 ... p - 1 are known for all.
     refill |= window.fit(p);
+    for (Sequence &s : seqs) // nothing reads the tokens before the window
+      s.tokens.erase(s.tokens.begin(), s.tokens.begin() + window.start);
+    p -= window.start;
+    window.start = 0;
     if (stlm_status s = push(); s != STLM_OK)
       return s;
     hostBehind = device != nullptr; // the KV caches are in the blob

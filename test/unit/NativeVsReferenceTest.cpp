@@ -56,11 +56,58 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
 #include <optional>
 #include <sstream>
+
+// The process's heap calls, counted while gCountHeap is set: this binary's
+// malloc, calloc, realloc and aligned allocations take the place of the C
+// library's for every library it loads (a compiled model's too) and pass
+// each call on to glibc's own.
+static std::atomic<bool> gCountHeap{false};
+static std::atomic<long> gHeapCalls{0};
+extern "C" {
+void *__libc_malloc(size_t);
+void *__libc_calloc(size_t, size_t);
+void *__libc_realloc(void *, size_t);
+void *__libc_memalign(size_t, size_t);
+static void noteHeapCall() {
+  if (gCountHeap.load(std::memory_order_relaxed))
+    gHeapCalls.fetch_add(1, std::memory_order_relaxed);
+}
+void *malloc(size_t n) {
+  noteHeapCall();
+  return __libc_malloc(n);
+}
+void *calloc(size_t count, size_t n) {
+  noteHeapCall();
+  return __libc_calloc(count, n);
+}
+void *realloc(void *p, size_t n) {
+  noteHeapCall();
+  return __libc_realloc(p, n);
+}
+void *memalign(size_t align, size_t n) {
+  noteHeapCall();
+  return __libc_memalign(align, n);
+}
+void *aligned_alloc(size_t align, size_t n) {
+  noteHeapCall();
+  return __libc_memalign(align, n);
+}
+int posix_memalign(void **p, size_t align, size_t n) {
+  noteHeapCall();
+  void *q = __libc_memalign(align, n);
+  if (!q)
+    return ENOMEM;
+  *p = q;
+  return 0;
+}
+}
 
 namespace {
 
@@ -1486,6 +1533,86 @@ TEST_F(NativeVsReference, BatchedGenerationInt8) {
         stlm::quant::Format{stlm::quant::Scheme::Int8, 16},
         /*decodeBatch=*/4);
   compareBatchedGeneration(1e-2, /*sameTokens=*/false);
+}
+
+/// The process's heap calls during greedy generation of `n` bytes after a
+/// short prompt, from the `from`th byte on (the callback only stores into
+/// reserved room).
+long heapCallsWhileGenerating(stlm_model *model, size_t n, size_t from) {
+  std::string text = "a cat, a hat.";
+  std::vector<int32_t> prompt(text.begin(), text.end()), bytes;
+  bytes.reserve(n);
+  struct Window {
+    std::vector<int32_t> *bytes;
+    size_t from;
+  } window{&bytes, from};
+  auto collect = [](int32_t t, void *u) {
+    auto *w = static_cast<Window *>(u);
+    w->bytes->push_back(t);
+    if (w->bytes->size() == w->from)
+      gCountHeap = true;
+    return 0;
+  };
+  stlm_sampling greedy = STLM_SAMPLING_GREEDY;
+  size_t produced = 0;
+  gHeapCalls = 0;
+  gCountHeap = from == 0;
+  int status = stlm_generate(model, prompt.data(), prompt.size(), n, &greedy,
+                             collect, &window, &produced);
+  gCountHeap = false;
+  EXPECT_EQ(status, STLM_OK) << stlm_error_message(model);
+  EXPECT_EQ(produced, n);
+  return gHeapCalls;
+}
+
+// 64-wide heads (the decode step's attention without transposes, whose
+// scores over the cache are scratch sized by the position) and a context
+// longer than a vector of keys.
+constexpr const char *kDecodeHeap =
+    "name: decode-heap\n"
+    "embedder: {kind: token, vocab_size: 256}\n"
+    "core: {layers: 2, width: 128, heads: 2, ffn: gelu, ffn_width: 256,\n"
+    "       context: 96}\n"
+    "train: {batch: 1, steps: 10, warmup: 2}\n";
+
+TEST_F(NativeVsReference, GenerationCallsTheHeapForNothingPerToken) {
+  setUp(kDecodeHeap, "decode-heap");
+  long first = heapCallsWhileGenerating(native, 240, 8);
+  EXPECT_EQ(heapCallsWhileGenerating(native, 240, 1), 0) << first;
+}
+
+TEST_F(NativeVsReference, QuantizedGenerationCallsTheHeapForNothingPerToken) {
+  setUp(kDecodeHeap, "decode-heap", false,
+        stlm::quant::Format{stlm::quant::Scheme::Int8, 32});
+  long first = heapCallsWhileGenerating(native, 240, 8);
+  EXPECT_EQ(heapCallsWhileGenerating(native, 240, 1), 0) << first;
+}
+
+TEST_F(NativeVsReference, BatchedGenerationCallsTheHeapForNothingPerToken) {
+  setUp(kDecodeHeap, "decode-heap", false, std::nullopt, /*decodeBatch=*/2);
+  std::string a = "a cat, a hat.", b = "the rat";
+  std::vector<int32_t> pa(a.begin(), a.end()), pb(b.begin(), b.end());
+  const int32_t *prompts[] = {pa.data(), pb.data()};
+  size_t lens[] = {pa.size(), pb.size()}, generated[2] = {0, 0};
+  auto count = [](size_t, int32_t, void *) {
+    gCountHeap = true; // from the first token on
+    return 0;
+  };
+  stlm_sampling greedy = STLM_SAMPLING_GREEDY;
+  long first = 0;
+  for (int run = 0; run < 2; ++run) {
+    gHeapCalls = 0;
+    ASSERT_EQ(stlm_generate_batch(native, 2, prompts, lens, 240, &greedy, count,
+                                  nullptr, generated),
+              STLM_OK)
+        << stlm_error_message(native);
+    gCountHeap = false;
+    EXPECT_EQ(generated[0], 240u);
+    EXPECT_EQ(generated[1], 240u);
+    if (run == 0)
+      first = gHeapCalls;
+  }
+  EXPECT_EQ(gHeapCalls, 0) << first;
 }
 
 TEST_F(NativeVsReference, RefusesForeignCheckpoint) {
