@@ -293,7 +293,12 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     attention on tensor cores with bf16 operands (a `precision: bf16`
     model, heads a multiple of 16 up to 64 wide, at least 16 queries),
     whose kernels rotate rows as they load them: the rotated q and k never
-    go through memory, and a training step loses two passes a layer.
+    go through memory, and a training step loses two passes a layer. Those
+    kernels rotate a k row once for every block of 64 queries that sees it
+    (and the gradients' a q row once for every block of 64 keys), so
+    `rope-fold-max-keys=64` (what `stlm-compile --target=cuda` asks for by
+    default) folds only attention over at most 64 keys, where each row is
+    rotated once.
 
     ```mlir
     %qr = stlm.rope %q {head_dim = 64 : i64, theta = 1.000000e+04 : f64} : tensor<2x64x128xf32>
@@ -307,7 +312,11 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     Option<"ropeIntoAttention", "rope-into-attention", "bool",
            /*default=*/"false",
            "Fold RoPE into the bf16 tensor-core attention that reads it "
-           "(the CUDA target)">
+           "(the CUDA target)">,
+    Option<"ropeFoldMaxKeys", "rope-fold-max-keys", "int64_t",
+           /*default=*/"0",
+           "With rope-into-attention: fold only attention over at most "
+           "this many keys (0: any)">
   ];
 }
 

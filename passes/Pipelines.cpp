@@ -47,7 +47,8 @@ void addStagePasses(OpPassManager &pm, Stage stage,
           {::stlm::quant::schemeName(choices.quantize->scheme),
            choices.quantize->group}));
     pm.addPass(createDecomposePass({choices.loraMerge}));
-    pm.addPass(createFusePass({choices.ropeIntoAttention}));
+    pm.addPass(
+        createFusePass({choices.ropeIntoAttention, choices.ropeFoldMaxKeys}));
     pm.addPass(createPlanMemoryPass());
     return;
   case Stage::LLVM:

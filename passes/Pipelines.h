@@ -58,8 +58,9 @@ struct PipelineChoices {
   std::string loraMerge = "auto";
   /// stlm-fuse's rope-into-attention (stlm-compile --target=cuda
   /// --fold-rope, sm_80 and later): RoPE folded into the bf16 tensor-core
-  /// attention.
+  /// attention, only over at most ropeFoldMaxKeys keys where that is not 0.
   bool ropeIntoAttention = false;
+  int64_t ropeFoldMaxKeys = 0;
 };
 
 /// Adds the passes that take a model from the end of stage `after` (or,

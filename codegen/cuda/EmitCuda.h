@@ -56,6 +56,12 @@ inline bool bf16TensorCoreAttention(int64_t hd, int64_t queries) {
   return hd % 16 == 0 && hd <= kBfMaxHead && queries >= 16;
 }
 
+/// The queries (keys) of a block of the tensor-core attention kernels
+/// (Kernels.cuh's kTcRows). With RoPE folded in, each such block rotates
+/// every k (q) row it reads, so the fold pays only where the attention has
+/// at most this many keys (stlm-compile --fold-rope=auto).
+constexpr int64_t kTcBlockRows = 64;
+
 /// What emitCuda wrote.
 struct CudaSource {
   /// The CUDA C++ file, less its descriptor (cudaDescriptor()).

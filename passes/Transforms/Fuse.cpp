@@ -76,8 +76,9 @@ bool onlyAttentionReads(Value v, unsigned index, Value k, RoPEOp rope,
 }
 
 /// Folds the RoPE of attention `a`'s q and k into it and its gradient
-/// (FusePass's rope-into-attention), where the pattern holds.
-void foldRope(AttentionOp a) {
+/// (FusePass's rope-into-attention), where the pattern holds and the
+/// attention has at most `maxKeys` keys (any number where it is 0).
+void foldRope(AttentionOp a, int64_t maxKeys) {
   auto rq = a.getQ().getDefiningOp<RoPEOp>(),
        rk = a.getK().getDefiningOp<RoPEOp>();
   if (!rq || !rk || rq == rk || rq.getOffset() || rk.getOffset() ||
@@ -86,8 +87,11 @@ void foldRope(AttentionOp a) {
     return;
   auto q = llvm::cast<RankedTensorType>(a.getQ().getType());
   int64_t hd = q.getShape().back() / a.getHeads();
+  int64_t keys =
+      llvm::cast<RankedTensorType>(a.getK().getType()).getShape().end()[-2];
   if (rq.getHeadDim() != hd || rk.getHeadDim() != hd ||
-      !::stlm::codegen::bf16TensorCoreAttention(hd, q.getShape().end()[-2]))
+      !::stlm::codegen::bf16TensorCoreAttention(hd, q.getShape().end()[-2]) ||
+      (maxKeys > 0 && keys > maxKeys))
     return;
   SmallVector<RoPEGradOp> backs;
   if (!onlyAttentionReads(rq.getResult(), 0, rk.getResult(), rq, backs) ||
@@ -120,7 +124,7 @@ struct FusePass : public mlir::stlm::impl::FusePassBase<FusePass> {
       SmallVector<AttentionOp> attentions;
       getOperation().walk([&](AttentionOp a) { attentions.push_back(a); });
       for (AttentionOp a : attentions)
-        foldRope(a);
+        foldRope(a, ropeFoldMaxKeys);
     }
     OpBuilder b(&getContext());
     auto fused = [&](Operation *at, Operation *mm, Value residual,

@@ -1,11 +1,14 @@
 // RUN: stlm-opt %s -split-input-file -stlm-fuse=rope-into-attention=true | FileCheck %s
 // RUN: stlm-opt %s -split-input-file -stlm-fuse | FileCheck %s --check-prefix=OFF
+// RUN: stlm-opt %s -split-input-file -stlm-fuse="rope-into-attention=true rope-fold-max-keys=64" | FileCheck %s
+// RUN: stlm-opt %s -split-input-file -stlm-fuse="rope-into-attention=true rope-fold-max-keys=63" | FileCheck %s --check-prefix=OFF
 
 // Tests that a bf16 model's RoPE pair whose results only an attention and
 // its gradient read (grouped kv heads, the model's theta) is folded into
 // both: they take the unrotated q and k with rope_theta, and the rope_grad
 // of dq and dk go (the fused gradients are the unrotated ones'). Without
-// the option nothing is folded.
+// the option nothing is folded, nor with rope-fold-max-keys under the 64
+// keys.
 // CHECK-LABEL: func.func @step
 // CHECK-SAME:  (%[[Q:.*]]: tensor<2x64x128xf32>, %[[K:.*]]: tensor<2x64x64xf32>, %[[V:.*]]: tensor<2x64x64xf32>, %[[DY:.*]]: tensor<2x64x128xf32>)
 // CHECK-NOT:   stlm.rope

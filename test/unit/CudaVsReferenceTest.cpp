@@ -487,7 +487,8 @@ TEST_F(CudaVsReference, TensorCoreAttentionBF16) {
 }
 
 TEST_F(CudaVsReference, RopeFoldedIntoAttentionBF16) {
-  // tc-bf16 compiled with --fold-rope: the bf16 attention kernels rotate q
+  // tc-bf16 compiled with --fold-rope=on (its 128 keys are past what the
+  // default folds): the bf16 attention kernels rotate q
   // and k as they load them and rotate dq and dk back as they store them
   // (stlm-fuse's rope-into-attention), against the reference's separate
   // RoPE ops.
@@ -498,7 +499,7 @@ TEST_F(CudaVsReference, RopeFoldedIntoAttentionBF16) {
           "       ffn_width: 256, context: 128, rope_theta: 500.0}\n"
           "tying: {embed_head: true}\n"
           "train: {batch: 2, steps: 10, warmup: 2, precision: bf16}\n",
-          "rope-bf16", "--fold-rope");
+          "rope-bf16", "--fold-rope=on");
   if (!model)
     return;
   compareAll(kCudaBF16Attention, /*sameTokens=*/false, /*shadow=*/true);

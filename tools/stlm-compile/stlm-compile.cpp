@@ -32,6 +32,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "codegen/artifact/ArtifactWriter.h"
+#include "codegen/cuda/EmitCuda.h"
 #include "frontend/BuildModel.h"
 #include "frontend/Params.h"
 #include "frontend/Quantized.h"
@@ -122,11 +123,13 @@ cl::opt<bool> tf32("tf32",
                             "fp32` model on tensor cores with TF32 operands "
                             "(faster; about 1e-3 relative error)"),
                    cl::cat(options));
-cl::opt<bool> foldRope(
-    "fold-rope",
+cl::opt<std::string> foldRope(
+    "fold-rope", cl::value_desc("auto|on|off"), cl::init("auto"),
     cl::desc("--target=cuda: fold RoPE into the bf16 tensor-core attention "
-             "(stlm-fuse's rope-into-attention; sm_80 on). Off by default: "
-             "it pays only for contexts of up to 64 (docs/cuda.md)"),
+             "(stlm-fuse's rope-into-attention; sm_80 on): auto (the "
+             "default) where the attention has at most 64 keys, the only "
+             "contexts where it pays (docs/cuda.md); on wherever it can; off "
+             "nowhere"),
     cl::cat(options));
 cl::opt<bool> dataParallel(
     "data-parallel",
@@ -447,7 +450,10 @@ int main(int argc, char **argv) {
                     "give -o DIR (and no --emit, or --emit=artifact)");
   if (tf32 && target != "cuda")
     return failWith("--tf32 is an option of --target=cuda");
-  if (foldRope && target != "cuda")
+  if (foldRope != "auto" && foldRope != "on" && foldRope != "off")
+    return failWith("--fold-rope must be auto, on or off, not '" + foldRope +
+                    "'");
+  if (foldRope.getNumOccurrences() && target != "cuda")
     return failWith("--fold-rope is an option of --target=cuda");
   if (profile && (target != "host" || emit != Stage::Artifact))
     return failWith("--profile builds a host artifact's kernels with "
@@ -532,12 +538,15 @@ int main(int argc, char **argv) {
       loraMerge == "auto" && target == "cuda" && tf32 ? "never"
                                                       : loraMerge.getValue()};
   // RoPE folded into attention: only the CUDA target's tensor-core
-  // attention (sm_80 on) rotates q and k as it loads them (--fold-rope was
-  // refused above for any other target).
+  // attention (sm_80 on) rotates q and k as it loads them. Its kernels
+  // rotate a row once per block of queries (or keys) that reads it, so by
+  // default only attention over at most one block of keys folds it.
   unsigned sm = 0;
   choices.ropeIntoAttention =
-      foldRope && !StringRef(cudaArch).substr(3).getAsInteger(10, sm) &&
-      sm >= 80;
+      target == "cuda" && foldRope != "off" &&
+      !StringRef(cudaArch).substr(3).getAsInteger(10, sm) && sm >= 80;
+  choices.ropeFoldMaxKeys =
+      foldRope == "auto" ? ::stlm::codegen::kTcBlockRows : 0;
   if (fromMlir)
     mlir::stlm::buildPipeline(stages, emit, std::nullopt, choices);
   else
