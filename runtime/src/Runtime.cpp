@@ -79,7 +79,8 @@ public:
         // A size asked for first, or by more threads at once than ever:
         // blocks for every thread of a parallel loop (a few each), so
         // that later calls find them whatever the threads' timing.
-        size_t more = std::min<size_t>(kSmallBlocks, 4 * refillThreads);
+        size_t more = std::min<size_t>(
+            {kSmallBlocks, 4 * refillThreads, std::max(kRefill / size, 1ul)});
         while (small.blocks.size() < more &&
                smallCached + size <= kSmallCached) {
           auto *extra =
@@ -170,6 +171,7 @@ private:
   static constexpr size_t kSmallMax = kAlign << (kClasses - 1); // 128 KiB
   static constexpr size_t kSmallBlocks = 1024; // a size's list at most
   static constexpr size_t kSmallCached = size_t(64) << 20;
+  static constexpr size_t kRefill = size_t(4) << 20; // bytes a refill at most
   static constexpr size_t kMaxCached = size_t(1) << 30;
 
   /// Freed blocks of one power-of-two size.
