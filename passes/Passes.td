@@ -283,8 +283,9 @@ def FusePass : Pass<"stlm-fuse", "::mlir::ModuleOp"> {
     %y = stlm.linear_fused %a, %wo residual(%x : tensor<2x4x8xf32>) : tensor<2x4x8xf32>, tensor<8x8xf32> -> tensor<2x4x8xf32>
     ```
 
-    With `rope-into-attention` (`stlm-compile --target=cuda --fold-rope`
-    asks for it on sm_80 and later), a `stlm.rope` pair without offsets
+    With `rope-into-attention` (`stlm-compile --target=cuda` asks for it
+    on sm_80 and later unless `--fold-rope=off`), a `stlm.rope` pair
+    without offsets
     whose results only an attention and its gradient read, as q and k, is
     folded into them: they
     take the unrotated q and k with `rope_theta`, and the `stlm.rope_grad`

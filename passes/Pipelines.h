@@ -56,9 +56,10 @@ struct PipelineChoices {
   /// stlm-decompose's merge (stlm-compile --lora-merge): auto, always or
   /// never merge a LoRA delta into its weight.
   std::string loraMerge = "auto";
-  /// stlm-fuse's rope-into-attention (stlm-compile --target=cuda
-  /// --fold-rope, sm_80 and later): RoPE folded into the bf16 tensor-core
-  /// attention, only over at most ropeFoldMaxKeys keys where that is not 0.
+  /// stlm-fuse's rope-into-attention (stlm-compile --target=cuda, sm_80
+  /// and later, --fold-rope=auto or on): RoPE folded into the bf16
+  /// tensor-core attention, only over at most ropeFoldMaxKeys keys where
+  /// that is not 0 (auto: 64).
   bool ropeIntoAttention = false;
   int64_t ropeFoldMaxKeys = 0;
 };

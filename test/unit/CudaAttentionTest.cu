@@ -165,6 +165,16 @@ template <int HD, Kind KIND> struct Family {
 
 /// Runs one family on one case; false (with a line per bad output) when an
 /// output is further from the reference than `tolerance`.
+/// delta = dy · y a row (attentionDelta) with its lanes for heads HD wide,
+/// as the emitted training step launches it.
+template <int HD>
+void launchDelta(const float *y, const float *dy, float *delta, int64_t rows,
+                 int T, int H) {
+  constexpr int lanes = attentionDeltaLanes(HD);
+  attentionDelta<lanes>
+      <<<blocksFor(rows * lanes, 256), 256>>>(y, dy, delta, rows, T, H, HD);
+}
+
 template <int HD, Kind KIND>
 bool run(const Case &c, double tolerance, const Result &want,
          const std::vector<float> &hq, const std::vector<float> &hk,
@@ -215,9 +225,7 @@ bool run(const Case &c, double tolerance, const Result &want,
   // delta from y; then the backward's own statistics pass (no y).
   forward(y.p, lse.p, nullptr, nullptr, nullptr);
   int64_t rows = (int64_t)c.B * c.T * c.H;
-  constexpr int lanes = attentionDeltaLanes(HD);
-  attentionDelta<lanes><<<blocksFor(rows * lanes, 256), 256>>>(
-      y.p, dy.p, delta.p, rows, c.T, c.H, HD);
+  launchDelta<HD>(y.p, dy.p, delta.p, rows, c.T, c.H);
   forward(nullptr, lse2.p, dy.p, delta2.p, nullptr);
   if constexpr (KIND == Kind::BF16)
     F::gradQ()<<<gridQ, 128, F::shared(1)>>>(
@@ -353,9 +361,7 @@ template <int HD> bool runRope(const Case &c) {
                                             c.K, true, nullptr, lse.p, nullptr,
                                             nullptr, nullptr, table);
   int64_t rows = (int64_t)c.B * c.T * c.H;
-  constexpr int lanes = attentionDeltaLanes(HD);
-  attentionDelta<lanes><<<blocksFor(rows * lanes, 256), 256>>>(
-      y.p, dy.p, delta.p, rows, c.T, c.H, HD);
+  launchDelta<HD>(y.p, dy.p, delta.p, rows, c.T, c.H);
   F::gradQ()<<<grid, 128, F::shared(1)>>>(q.p, k.p, v.p, dy.p, lse.p, delta.p,
                                           dq.p, c.T, c.S, c.H, c.K, true,
                                           nullptr, table, dq16.p);
@@ -443,11 +449,8 @@ void timeShape(const char *name, int B, int T, int H, int K,
   });
   // The backward's statistic from y (both families take it).
   int64_t rows = (int64_t)B * T * H;
-  constexpr int lanes = attentionDeltaLanes(HD);
-  double dl = medianUs([&] {
-    attentionDelta<lanes><<<blocksFor(rows * lanes, 256), 256>>>(
-        y.p, dy.p, delta.p, rows, T, H, HD);
-  });
+  double dl =
+      medianUs([&] { launchDelta<HD>(y.p, dy.p, delta.p, rows, T, H); });
   // Causal: half of the T × T scores; 2 products forward, 3 for dq (s,
   // dp, ds·k), 4 for dk and dv.
   double flop = 2.0 * B * H * (double)T * T / 2 * HD;

@@ -558,7 +558,8 @@ def STLM_AttentionOp : STLM_Op<"attention", [Pure]> {
     `offset`.
 
     With `rope_theta` (set by `stlm-fuse` for the CUDA target's bf16
-    attention, `stlm-compile --fold-rope`), `q` and `k` are rotated first,
+    attention, `stlm-compile --fold-rope`: by default over at most 64
+    keys), `q` and `k` are rotated first,
     as `stlm.rope` without an offset and with that `theta` and
     `head_dim = hd` rotates them: queries at positions `0 … T−1`, keys at
     `0 … S−1`. The kernel rotates the rows as it loads them, so the rotated
