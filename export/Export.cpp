@@ -110,9 +110,15 @@ bool llamaTensors(const ModelSpec &spec, const SafeTensorsFile &file,
 enum GgufValue : uint32_t {
   kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8, kArray = 9
 };
-enum GgmlType : uint32_t { kGgmlF32 = 0, kGgmlF16 = 1, kGgmlQ8_0 = 8 };
+enum GgmlType : uint32_t {
+  kGgmlF32 = 0,
+  kGgmlF16 = 1,
+  kGgmlQ4_0 = 2,
+  kGgmlQ8_0 = 8
+};
 constexpr uint64_t kAlignment = 32;
-constexpr int64_t kQ8Block = 32;
+/// Q8_0's and Q4_0's block: 32 consecutive values of a row.
+constexpr int64_t kQBlock = 32;
 
 struct Gguf {
   std::string data;
@@ -199,17 +205,45 @@ struct Gguf {
 /// d = max|x| / 127 and 32 int8 q = round(x / d); x ≈ d·q.
 std::string quantizeQ8(const std::vector<float> &x) {
   std::string out;
-  out.reserve(x.size() / kQ8Block * 34);
-  for (size_t b = 0; b < x.size(); b += kQ8Block) {
+  out.reserve(x.size() / kQBlock * 34);
+  for (size_t b = 0; b < x.size(); b += kQBlock) {
     float amax = 0;
-    for (int64_t i = 0; i < kQ8Block; ++i)
+    for (int64_t i = 0; i < kQBlock; ++i)
       amax = std::max(amax, std::fabs(x[b + i]));
     float d = amax / 127.0f;
     float inv = d != 0 ? 1.0f / d : 0.0f;
     Gguf::put<uint16_t>(out, toHalf(d));
-    for (int64_t i = 0; i < kQ8Block; ++i)
+    for (int64_t i = 0; i < kQBlock; ++i)
       out.push_back(static_cast<char>(
           static_cast<int8_t>(std::lround(x[b + i] * inv))));
+  }
+  return out;
+}
+
+/// Q4_0: each block of 32 values along a row is an fp16 scale d = m / −8,
+/// where m is the block's value of largest magnitude (its sign kept), and
+/// 32 four-bit q = min(15, ⌊x / d + 8.5⌋), values 0–15 in the low nibbles
+/// of the 16 bytes and 16–31 in the high ones; x ≈ d·(q − 8). The value of
+/// largest magnitude maps to −8 exactly; one of the other sign as large
+/// clamps to 7, d away.
+std::string quantizeQ4(const std::vector<float> &x) {
+  constexpr int64_t kHalf = kQBlock / 2;
+  std::string out;
+  out.reserve(x.size() / kQBlock * (2 + kHalf));
+  for (size_t b = 0; b < x.size(); b += kQBlock) {
+    float m = 0;
+    for (int64_t i = 0; i < kQBlock; ++i)
+      if (std::fabs(x[b + i]) > std::fabs(m))
+        m = x[b + i];
+    float d = m / -8.0f;
+    float inv = d != 0 ? 1.0f / d : 0.0f;
+    auto level = [&](int64_t i) {
+      // x / d ≥ −8 when |x| ≤ |m|, so the floor is of a positive value.
+      return std::min(15, static_cast<int>(x[b + i] * inv + 8.5f));
+    };
+    Gguf::put<uint16_t>(out, toHalf(d));
+    for (int64_t i = 0; i < kHalf; ++i)
+      out.push_back(static_cast<char>(level(i) | level(i + kHalf) << 4));
   }
   return out;
 }
@@ -258,9 +292,11 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
   g.string("general.source.stlm", std::string("stlm ") + version() +
                                        ", commit " + commit());
   g.u32("general.alignment", kAlignment);
+  // llama.cpp's llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0.
   g.u32("general.file_type", options.type == GgufType::F32    ? 0
-                             : options.type == GgufType::F16 ? 1
-                                                             : 7);
+                             : options.type == GgufType::F16  ? 1
+                             : options.type == GgufType::Q4_0 ? 2
+                                                              : 7);
   g.u32("llama.context_length", c.context);
   g.u32("llama.embedding_length", c.width);
   g.u32("llama.block_count", c.layers);
@@ -295,6 +331,8 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
   g.boolean("tokenizer.ggml.add_eos_token", false);
   g.boolean("tokenizer.ggml.add_space_prefix", false);
 
+  bool quantized =
+      options.type == GgufType::Q8_0 || options.type == GgufType::Q4_0;
   int64_t f32Kept = 0;
   for (const Dense &t : tensors) {
     std::string bytes;
@@ -304,10 +342,10 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
       type = kGgmlF16;
       for (float v : t.data)
         Gguf::put<uint16_t>(bytes, toHalf(v));
-    } else if (matrix && options.type == GgufType::Q8_0 &&
-               t.shape[1] % kQ8Block == 0) {
-      type = kGgmlQ8_0;
-      bytes = quantizeQ8(t.data);
+    } else if (matrix && quantized && t.shape[1] % kQBlock == 0) {
+      type = options.type == GgufType::Q8_0 ? kGgmlQ8_0 : kGgmlQ4_0;
+      bytes = options.type == GgufType::Q8_0 ? quantizeQ8(t.data)
+                                             : quantizeQ4(t.data);
     } else {
       f32Kept += matrix;
       bytes.assign(reinterpret_cast<const char *>(t.data.data()),
@@ -318,16 +356,17 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
   std::string head = g.head();
   if (!writeAtomically(options.out, {head, g.data}, error))
     return false;
-  summary = options.out + ": GGUF v3, llama, " +
-            std::to_string(g.tensorCount) + " tensors (" +
-            (options.type == GgufType::F32   ? "f32"
-             : options.type == GgufType::F16 ? "f16 matrices, f32 norms"
-                                             : "q8_0 matrices, f32 norms") +
-            (f32Kept && options.type == GgufType::Q8_0
-                 ? ", " + std::to_string(f32Kept) +
-                       " matrices f32: rows not a multiple of 32"
-                 : std::string()) +
-            "), " + std::to_string(head.size() + g.data.size()) + " bytes";
+  summary =
+      options.out + ": GGUF v3, llama, " + std::to_string(g.tensorCount) +
+      " tensors (" +
+      (options.type == GgufType::F32    ? "f32"
+       : options.type == GgufType::F16  ? "f16 matrices, f32 norms"
+       : options.type == GgufType::Q8_0 ? "q8_0 matrices, f32 norms"
+                                        : "q4_0 matrices, f32 norms") +
+      (f32Kept && quantized ? ", " + std::to_string(f32Kept) +
+                                  " matrices f32: rows not a multiple of 32"
+                            : std::string()) +
+      "), " + std::to_string(head.size() + g.data.size()) + " bytes";
   return true;
 }
 

@@ -1,11 +1,12 @@
-//===- Export.h - checkpoints to llama.cpp's GGUF and transformers' format -===//
+//===- Export.h - checkpoints to llama.cpp's GGUF and transformers' format
+//-===//
 //
 // `stlm-run export W.safetensors --format gguf|hf -o OUT` writes a token
 // model's checkpoint as a llama-architecture model other tools load:
 //
 //   gguf  one GGUF v3 file for llama.cpp: general.architecture "llama",
 //         the hyperparameters, a byte vocabulary (token i is byte i), and
-//         the tensors as F32, F16 or Q8_0 (norms stay F32). llama.cpp's
+//         the tensors as F32, F16, Q8_0 or Q4_0 (norms stay F32). llama.cpp's
 //         llama rotates adjacent pairs, as MODEL_SPEC's RoPE does, so q
 //         and k are written as they are.
 //   hf    a directory with config.json and model.safetensors that
@@ -34,7 +35,7 @@ namespace stlm {
 
 enum class ExportFormat { GGUF, HF };
 /// GGUF tensor types (ggml's numbering is the file's, not this enum's).
-enum class GgufType { F32, F16, Q8_0 };
+enum class GgufType { F32, F16, Q8_0, Q4_0 };
 
 struct ExportOptions {
   ExportFormat format = ExportFormat::GGUF;

@@ -105,18 +105,30 @@ for module, feature, what in [("numpy", "numpy", "the export checks"),
         lit_config.note("no %s for %s: %s are skipped"
                         % (module, debian_python, what))
 
-# llama.cpp's llama-simple (greedy generation), when the machine has one
-# (STLM_LLAMA_SIMPLE=PATH, or on PATH): the GGUF export is then also run by
-# llama.cpp itself (stlm-run/export-llama-cpp.test). It is not a Debian
-# package, so the suite does not need it.
+# llama.cpp, when the machine has it: its llama-simple example (greedy
+# generation; STLM_LLAMA_SIMPLE=PATH, or on PATH), or else the prebuilt
+# libraries of the npm package node-llama-cpp that scripts/install-deps.sh
+# --llama-cpp installs (scripts/test.sh asks for them), run by
+# scripts/llama-cpp.mjs. The GGUF export is then also run by llama.cpp
+# itself (stlm-run/export-llama-cpp.test). It is not a Debian package, so the
+# suite does not need it.
 llama_simple = os.environ.get("STLM_LLAMA_SIMPLE") or shutil.which(
     "llama-simple")
+llama_cpp_dir = os.environ.get("STLM_LLAMA_CPP_DIR") or os.path.join(
+    config.stlm_src_root, "build", "llama-cpp")
+llama_cpp_node = os.path.join(llama_cpp_dir, "node_modules", "node-llama-cpp")
 if llama_simple and os.access(llama_simple, os.X_OK):
     config.available_features.add("llama-cpp")
     config.substitutions.append(("%llama_simple", llama_simple))
+elif shutil.which("node") and os.path.isdir(llama_cpp_node):
+    config.available_features.add("llama-cpp")
+    config.substitutions.append(
+        ("%llama_simple", "env STLM_LLAMA_CPP_DIR=%s node %s generate"
+         % (llama_cpp_dir,
+            os.path.join(config.stlm_src_root, "scripts", "llama-cpp.mjs"))))
 else:
-    lit_config.note("no llama-simple (STLM_LLAMA_SIMPLE): the GGUF export "
-                    "is not run by llama.cpp")
+    lit_config.note("no llama.cpp (STLM_LLAMA_SIMPLE, or scripts/install-deps.sh "
+                    "--llama-cpp): the GGUF export is not run by llama.cpp")
 
 # Data-parallel training (stlm-run under mpirun, `REQUIRES: mpi`): needs an
 # stlm-run built with MPI and OpenMPI's mpirun (scripts/install-deps.sh

@@ -200,9 +200,10 @@ const Command kCommands[] = {
       {"-o", "OUT",
        "the GGUF file, or the transformers directory (created "
        "when missing) (required)"},
-      {"--type", "f32|f16|q8_0",
-       "gguf: the matrices' type; norms stay f32, and a matrix whose rows "
-       "are not a multiple of 32 stays f32 under q8_0. Default: f32"},
+      {"--type", "f32|f16|q8_0|q4_0",
+       "gguf: the matrices' type (q8_0 and q4_0 in llama.cpp's blocks of "
+       "32); norms stay f32, and a matrix whose rows are not a multiple of "
+       "32 stays f32 under q8_0 and q4_0. Default: f32"},
       {"--merge-lora", nullptr,
        "write each LoRA layer's merged weights (shared + b·a)"}},
      false},
@@ -839,9 +840,11 @@ int runExport(int argc, char **argv) {
       o.type = stlm::GgufType::F16;
     else if (*type == "q8_0")
       o.type = stlm::GgufType::Q8_0;
+    else if (*type == "q4_0")
+      o.type = stlm::GgufType::Q4_0;
     else
       return usage("unknown GGUF type '" + *type +
-                   "' (available: f32, f16, q8_0)");
+                   "' (available: f32, f16, q8_0, q4_0)");
   }
   o.mergeLora = a.get("--merge-lora") != nullptr;
   const std::string &path = a.positional[0];

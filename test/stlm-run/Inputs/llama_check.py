@@ -12,6 +12,9 @@ exported weights are checked by what the formats mean, not by our code.
                                              tensor of two GGUF files, relative
                                              to that tensor's largest value;
                                              exit 1 above LIMIT
+  llama_check.py q4-check Q4_FILE F32_FILE   every Q4_0 tensor of Q4_FILE is
+                                             F32_FILE's quantized by ggml's
+                                             Q4_0 rule, value for value
 """
 import json
 import struct
@@ -79,6 +82,13 @@ def read_gguf(path):
             d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
             q = blocks[:, 2:].copy().view(np.int8).astype(np.float32)
             x = (d * q).reshape(-1)
+        elif t == 2:  # Q4_0: f16 d, 16 bytes: values 0-15 low, 16-31 high
+            blocks = np.frombuffer(data, np.uint8, n // 32 * 18, at)
+            blocks = blocks.reshape(-1, 18)
+            d = blocks[:, :2].copy().view(np.float16).astype(np.float32)
+            qs = blocks[:, 2:]
+            q = np.concatenate([qs & 15, qs >> 4], axis=1).astype(np.float32)
+            x = (d * (q - 8)).reshape(-1)
         else:
             raise SystemExit("unknown ggml type %d of %s" % (t, name))
         tensors[name] = (x.reshape(shape).astype(np.float64), t)
@@ -232,6 +242,33 @@ def main():
         print("largest relative difference %.2e" % worst)
         if worst > float(sys.argv[4]):
             raise SystemExit("above the limit %s" % sys.argv[4])
+    elif cmd == "q4-check":
+        # Q4_0 per block of 32, in float32 as ggml computes it: m the value
+        # of largest magnitude (the first such), d = m / -8, q = min(15,
+        # trunc(x / d + 8.5)), stored d as f16; value = d16 * (q - 8).
+        _, q4 = read_gguf(sys.argv[2])
+        _, f32 = read_gguf(sys.argv[3])
+        checked = 0
+        for name, (x, ty) in q4.items():
+            if ty != 2:
+                continue
+            w = f32[name][0].astype(np.float32).reshape(-1, 32)
+            m = w[np.arange(len(w)), np.abs(w).argmax(axis=1)]
+            d = m / np.float32(-8)
+            inv = np.where(d != 0, np.float32(1) / np.where(d != 0, d, 1),
+                           np.float32(0)).astype(np.float32)
+            q = np.minimum(15, (w * inv[:, None] + np.float32(8.5))
+                           .astype(np.int32))
+            want = (d.astype(np.float16).astype(np.float32)[:, None] *
+                    (q - 8).astype(np.float32))
+            got = x.reshape(-1, 32)
+            if not np.array_equal(want.astype(np.float64), got):
+                bad = np.argwhere(want != got)[0]
+                raise SystemExit("%s: block %d value %d is %r, Q4_0 gives %r"
+                                 % (name, bad[0], bad[1], got[tuple(bad)],
+                                    want[tuple(bad)]))
+            checked += 1
+        print("%d Q4_0 tensors as ggml's rule gives" % checked)
     else:
         raise SystemExit("unknown command " + cmd)
 
