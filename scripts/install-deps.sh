@@ -32,7 +32,7 @@ if [[ "${1:-}" == "--llama-cpp" ]]; then
   # are 700 MB. Install scripts stay off (the package's would try to build
   # from source when its prebuilt libraries do not fit).
   [[ -f "$dir/package.json" ]] || echo '{"private": true}' > "$dir/package.json"
-  timeout 600 npm install --prefix "$dir" --save-exact --omit=optional --ignore-scripts \
+  timeout 300 npm install --prefix "$dir" --save-exact --omit=optional --ignore-scripts \
     --no-audit --no-fund --loglevel=error \
     "node-llama-cpp@$version" "@node-llama-cpp/linux-x64@$version" >&2
   touch "$stamp"
