@@ -401,18 +401,34 @@ public:
       b_(x, y) = b(x, y);
     }
     vec = natural_vector_size<float>();
-    const int chunks = K / vec, tail = K - chunks * vec;
+    // One row of a (a batch-1 decode step): each weight row is read front
+    // to back in runs of kWide vectors, a sum for each, so that the whole
+    // matrix streams in address order on kWide independent FMA chains
+    // (several rows read side by side are short interleaved streams, which
+    // one thread's prefetch follows badly from memory).
+    wide = M == 1 && K >= kWide * vec;
+    const int width = wide ? kWide * vec : vec;
+    const int chunks = K / width, tail = K - chunks * width;
     Expr sumAll = 0.0f;
     if (chunks > 0) {
       RDom rv(0, chunks, "rv");
       partial(lane, j, i) = 0.0f;
-      partial(lane, j, i) += a_(rv * vec + lane, i) * b_(rv * vec + lane, j);
+      partial(lane, j, i) +=
+          a_(rv * width + lane, i) * b_(rv * width + lane, j);
       rk = rv.x;
+      Func lanes = partial;
+      if (wide) {
+        Expr folded = partial(lane, j, i);
+        for (int w = 1; w < kWide; ++w)
+          folded += partial(lane + w * vec, j, i);
+        fold(lane, j, i) = folded;
+        lanes = fold;
+      }
       RDom rl(0, vec, "rl");
-      sumAll = sum(partial(rl, j, i));
+      sumAll = sum(lanes(rl, j, i));
     }
     if (tail > 0) {
-      RDom rt(chunks * vec, tail, "rt");
+      RDom rt(chunks * width, tail, "rt");
       sumAll += sum(a_(rt, i) * b_(rt, j));
     }
     c(j, i) = sumAll;
@@ -439,7 +455,16 @@ public:
         .unroll(ji)
         .unroll(ii)
         .parallel(jt);
-    if (K / vec > 0) {
+    if (wide) {
+      Var lo("lo"), li("li");
+      partial.compute_at(c, io).vectorize(lane, vec).unroll(j);
+      partial.update()
+          .split(lane, lo, li, vec)
+          .reorder(li, lo, rk, j, i)
+          .vectorize(li)
+          .unroll(lo);
+      fold.compute_at(c, io).vectorize(lane).unroll(j);
+    } else if (K / vec > 0) {
       partial.compute_at(c, io).vectorize(lane).unroll(j).unroll(i);
       partial.update()
           .reorder(lane, j, i, rk)
@@ -451,10 +476,12 @@ public:
 
 private:
   static constexpr int kBlock = 4;
+  static constexpr int kWide = 4; // vectors a row's runs take at one row of a
   Var i{"i"}, j{"j"}, lane{"lane"};
-  Func partial{"partial"};
+  Func partial{"partial"}, fold{"fold"};
   RVar rk;
   int vec = 16;
+  bool wide = false;
 };
 
 } // namespace

@@ -123,6 +123,7 @@
 #include "test_mv_rows16.h"
 #include "test_mv_rows2.h"
 #include "test_mv_rows4.h"
+#include "test_mv_wide.h"
 #include "test_pool_masked.h"
 #include "test_pool_masked_grad.h"
 #include "test_pool_max.h"
@@ -481,6 +482,7 @@ TEST(HalideAVX2, MatMulFormsEpilogueAndMatVec) {
 
 TEST(HalideMatVec, MatchesReferenceLinear) {
   check("nt", test_mv_a, 1, 96, 64);
+  check("nt", test_mv_wide, 1, 100, 203); // one row: runs of 4 vectors, a tail
   check("nt", test_mv_b, 3, 100, 203);
   check("nt", test_mv_rows4, 8, 100, 203);
   check("nt", test_mv_rows2, 6, 36, 64);
