@@ -116,11 +116,13 @@ llama_simple = os.environ.get("STLM_LLAMA_SIMPLE") or shutil.which(
     "llama-simple")
 llama_cpp_dir = os.environ.get("STLM_LLAMA_CPP_DIR") or os.path.join(
     config.stlm_src_root, "build", "llama-cpp")
-llama_cpp_node = os.path.join(llama_cpp_dir, "node_modules", "node-llama-cpp")
+# install-deps.sh leaves installed-VERSION when npm has finished.
+llama_cpp_installed = os.path.isdir(llama_cpp_dir) and any(
+    f.startswith("installed-") for f in os.listdir(llama_cpp_dir))
 if llama_simple and os.access(llama_simple, os.X_OK):
     config.available_features.add("llama-cpp")
     config.substitutions.append(("%llama_simple", llama_simple))
-elif shutil.which("node") and os.path.isdir(llama_cpp_node):
+elif shutil.which("node") and llama_cpp_installed:
     config.available_features.add("llama-cpp")
     config.substitutions.append(
         ("%llama_simple", "env STLM_LLAMA_CPP_DIR=%s node %s generate"
