@@ -405,8 +405,10 @@ public:
     // to back in runs of kWide vectors, a sum for each, so that the whole
     // matrix streams in address order on kWide independent FMA chains
     // (several rows read side by side are short interleaved streams, which
-    // one thread's prefetch follows badly from memory).
-    wide = M == 1 && K >= kWide * vec;
+    // one thread's prefetch follows badly from memory). Weights that stay
+    // in L2 keep the rows side by side.
+    wide = M == 1 && K >= kWide * vec &&
+           int64_t(N) * K * int64_t(sizeof(float)) >= kWideBytes;
     const int width = wide ? kWide * vec : vec;
     const int chunks = K / width, tail = K - chunks * width;
     Expr sumAll = 0.0f;
@@ -453,8 +455,11 @@ public:
         .split(i, io, ii, rowTile)
         .reorder(ji, ii, io, jo, jt)
         .unroll(ji)
-        .unroll(ii)
-        .parallel(jt);
+        .unroll(ii);
+    // Always across the pool, even for LoRA factors of 24 KB: on one thread
+    // they left the pool asleep between the step's larger kernels, and
+    // waking it cost more (stlm-10m int8 decode 14 % slower at 2 threads).
+    c.parallel(jt);
     if (wide) {
       Var lo("lo"), li("li");
       partial.compute_at(c, io).vectorize(lane, vec).unroll(j);
@@ -477,6 +482,7 @@ public:
 private:
   static constexpr int kBlock = 4;
   static constexpr int kWide = 4; // vectors a row's runs take at one row of a
+  static constexpr int64_t kWideBytes = 256 * 1024; // weights that stream
   Var i{"i"}, j{"j"}, lane{"lane"};
   Func partial{"partial"}, fold{"fold"};
   RVar rk;
