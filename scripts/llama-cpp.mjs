@@ -106,13 +106,11 @@ async function greedy(model, context, prompt, n) {
   return {input, out, prefill_s: Number(start - t0) / 1e9, decode_s: Number(end - start) / 1e9};
 }
 
-// llama_perf_context_print's lines, e.g. "eval time = 80.20 ms / 199 runs".
-function perfCounters(text) {
-  const grab = (label) => {
-    const m = text.match(new RegExp(label + "\\s*=\\s*([0-9.]+) ms /\\s*([0-9]+)"));
-    return m ? {ms: Number(m[1]), count: Number(m[2])} : null;
-  };
-  return {prompt: grab("prompt eval time"), eval: grab("[^t] eval time")};
+// The decode line of llama_perf_context_print, "eval time = 80.20 ms /
+// 199 runs" (not its "prompt eval time" line).
+function decodeCounters(text) {
+  const m = text.match(/[^t] eval time\s*=\s*([0-9.]+) ms \/\s*([0-9]+)/);
+  return m ? {ms: Number(m[1]), count: Number(m[2])} : null;
 }
 
 const o = parse(process.argv.slice(2));
@@ -129,8 +127,15 @@ try {
   process.stderr.write(logs.join("\n") + "\n");
   fail(`llama.cpp could not load '${o.model}': ${e.message}`);
 }
+// Token i is byte i in stlm's GGUF vocabulary (docs/export.md): the
+// prompt's UTF-8 bytes are its tokens.
+const needed = Buffer.byteLength(o.prompt, "utf8") + o.tokens;
+if (needed > model.trainContextSize)
+  fail(`the prompt and ${o.tokens} tokens need ${needed} positions, more than the ` +
+       `model's context of ${model.trainContextSize} (llama.cpp does not move a ` +
+       `window as stlm-run generate does)`);
 const context = await model.createContext({
-  contextSize: Math.max(o.prompt.length + o.tokens + 1, 32),
+  contextSize: Math.max(needed + 1, 32),
   threads: {ideal: o.threads, min: o.threads},
   performanceTracking: true,
   // Dispatch each token at once rather than on the next event-loop turn.
@@ -140,7 +145,6 @@ const context = await model.createContext({
 if (o.command === "generate") {
   const {out} = await greedy(model, context, o.prompt, o.tokens);
   process.stderr.write(logs.join("\n") + "\n");
-  // Token i is byte i in stlm's GGUF vocabulary (docs/export.md).
   process.stdout.write(Buffer.concat([Buffer.from(o.prompt, "utf8"), Buffer.from(out)]));
 } else {
   // The CPU kernels ggml chose for this machine: the library it mapped.
@@ -149,12 +153,12 @@ if (o.command === "generate") {
     const {input, out, prefill_s, decode_s} = await greedy(model, context, o.prompt, o.tokens);
     const mark = logs.length;
     await context.printTimings();  // prints llama.cpp's counters, then resets them
-    const perf = perfCounters(logs.slice(mark).join("\n"));
-    if (!perf.eval) fail("llama.cpp printed no decode timings");
+    const decoded = decodeCounters(logs.slice(mark).join("\n"));
+    if (!decoded) fail("llama.cpp printed no decode timings");
     process.stdout.write(JSON.stringify({
       model: o.model, threads: o.threads, prompt_tokens: input.length,
       tokens: out.length, prefill_ms: 1000 * prefill_s,
-      decode_tokens_per_s: perf.eval.count / (perf.eval.ms / 1000),
+      decode_tokens_per_s: decoded.count / (decoded.ms / 1000),
       wall_decode_tokens_per_s: (out.length - 1) / decode_s,
       ggml_cpu_library: maps ? maps[0] : null,
     }) + "\n");
