@@ -119,15 +119,18 @@ llama_cpp_dir = os.environ.get("STLM_LLAMA_CPP_DIR") or os.path.join(
 # install-deps.sh leaves installed-VERSION when npm has finished.
 llama_cpp_installed = os.path.isdir(llama_cpp_dir) and any(
     f.startswith("installed-") for f in os.listdir(llama_cpp_dir))
+llama_cpp_node = bool(shutil.which("node")) and llama_cpp_installed
+llama_cpp_mjs = "env STLM_LLAMA_CPP_DIR=%s node %s" % (
+    llama_cpp_dir, os.path.join(config.stlm_src_root, "scripts", "llama-cpp.mjs"))
+if llama_cpp_node:  # scripts/llama-cpp.mjs itself (stlm-run/llama-cpp-script.test)
+    config.available_features.add("llama-cpp-node")
+    config.substitutions.append(("%llama_cpp_mjs", llama_cpp_mjs))
 if llama_simple and os.access(llama_simple, os.X_OK):
     config.available_features.add("llama-cpp")
     config.substitutions.append(("%llama_simple", llama_simple))
-elif shutil.which("node") and llama_cpp_installed:
+elif llama_cpp_node:
     config.available_features.add("llama-cpp")
-    config.substitutions.append(
-        ("%llama_simple", "env STLM_LLAMA_CPP_DIR=%s node %s generate"
-         % (llama_cpp_dir,
-            os.path.join(config.stlm_src_root, "scripts", "llama-cpp.mjs"))))
+    config.substitutions.append(("%llama_simple", llama_cpp_mjs + " generate"))
 else:
     lit_config.note("no llama.cpp (STLM_LLAMA_SIMPLE, or scripts/install-deps.sh "
                     "--llama-cpp): the GGUF export is not run by llama.cpp")
