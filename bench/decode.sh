@@ -4,7 +4,7 @@
 # not depend on training) quantized to int8 and int4 (`stlm-run
 # quantize`), the three artifacts compiled (`stlm-compile`, `--quantize`),
 # and stlm-bench-model's decode rate (greedy generation after a one-byte
-# prompt, the prefill timed apart) for each, in alternating rounds. The
+# prompt, the first token timed apart) for each, in alternating rounds. The
 # limit of a decode step is reading the weights once: their bytes over the
 # read bandwidth that stlm-bench-bandwidth measures at that size (a cache
 # level's for weights that fit it, memory's otherwise). The artifacts are
@@ -30,7 +30,8 @@
 # tokens, 3 rounds (medians), group 32, batch 8 (0: none), DIR a temporary
 # directory (kept: checkpoints, artifacts, raw JSON). Prints a table:
 # weights MB, decode bytes/s, the bandwidth at that size, the limit and the
-# share of it reached, the prefill's milliseconds, then batch B's bytes/s
+# share of it reached, the first token's milliseconds (after a one-byte
+# prompt generation runs one decode step, not a prefill), then batch B's bytes/s
 # (all sequences together) and its ratio to batch 1, then llama.cpp's
 # tokens/s (a token is a byte) with the threads it had, and ours over its.
 # Needs a build (scripts/build.sh).
@@ -149,6 +150,6 @@ EOF
   done
 done
 echo
-echo "| model | weights | MB | decode bytes/s | GB/s at that size | limit bytes/s | of limit | prefill ms | batch $batch bytes/s | batch $batch / 1 | llama.cpp tokens/s | ours / llama.cpp |"
+echo "| model | weights | MB | decode bytes/s | GB/s at that size | limit bytes/s | of limit | first token ms | batch $batch bytes/s | batch $batch / 1 | llama.cpp tokens/s | ours / llama.cpp |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${rows[@]}"

@@ -11,10 +11,12 @@
 // on fixed pseudo-random byte batches after 3 warm-up calls each, then
 // greedy generation (stlm_generate, KV cache) of min(G, context) tokens
 // from a one-byte prompt, R times (default 5) after one warm-up. Prints
-// one JSON object: median milliseconds and bytes/s of each. Generation is
-// a prefill of the context window, then decode steps: `prefill_ms` is the
-// median time to generate one token, and `decode_bytes_per_s` the rate of
-// the tokens after it (each round's time minus that median). An artifact
+// one JSON object: median milliseconds and bytes/s of each. Generation
+// fills the cache for the prompt (for one byte a decode step, on the CPU;
+// a prefill of the context window for longer prompts), then runs decode
+// steps: `prefill_ms` is the median time to generate one token, and
+// `decode_bytes_per_s` the rate of the tokens after it (each round's time
+// minus that median). An artifact
 // compiled with --decode-batch S also has its batched generation timed the
 // same way (stlm_generate_batch, S one-byte prompts, min(G, context)
 // tokens each): `batch_prefill_ms` and `batch_decode_bytes_per_s`, the
