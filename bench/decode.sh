@@ -64,7 +64,7 @@ for tool in stlm-run stlm-compile stlm-bench-model stlm-bench-bandwidth; do
 done
 llama_cpp=(node "$root/scripts/llama-cpp.mjs" bench)
 if [[ $llama == 1 ]] && ! { command -v node > /dev/null &&
-    [[ -d "${STLM_LLAMA_CPP_DIR:-$root/build/llama-cpp}/node_modules/node-llama-cpp" ]]; }; then
+    compgen -G "${STLM_LLAMA_CPP_DIR:-$root/build/llama-cpp}/installed-*" > /dev/null; }; then
   echo "decode.sh: llama.cpp is not installed (scripts/install-deps.sh --llama-cpp): no llama.cpp columns" >&2
   llama=0
 fi

@@ -1,5 +1,4 @@
-//===- Export.h - checkpoints to llama.cpp's GGUF and transformers' format
-//-===//
+//===- Export.h - checkpoints to GGUF and transformers' formats -*- C++ -*-===//
 //
 // `stlm-run export W.safetensors --format gguf|hf -o OUT` writes a token
 // model's checkpoint as a llama-architecture model other tools load:

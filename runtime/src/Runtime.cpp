@@ -2015,7 +2015,9 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
     return s;
   hostBehind = device != nullptr; // the KV cache is in the blob
   halideMessage.clear();
-  buffer.resize(std::max(rowSize, refill ? positions * rowSize : 0));
+  // A short window is filled by decode steps (see shortWindow()).
+  const bool steps = refill && !chunked && !device && len <= shortWindow();
+  buffer.resize(refill && !steps ? positions * rowSize : rowSize);
   int32_t *io = static_cast<int32_t *>(step.get());
   size_t at = (unit + 15) / 16 * 16; // the position on its own 64-byte line
   // One decode step at window position `pos` for token `id`.
@@ -2026,7 +2028,7 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
                                               io + at, buffer.data()),
                         "generation (decode step)");
   };
-  if (refill && !chunked && !device && len <= shortWindow()) {
+  if (steps) {
     // A short window costs a few decode steps where the prefill computes
     // every position of the context (a one-token prompt: stlm-10m int8 47
     // ms against 0.8 on 2 cores).
