@@ -282,9 +282,34 @@ std::string exportedName(const std::string &name, bool gguf) {
   return name;
 }
 
+/// What each --type writes, in GgufType's order: its name, llama.cpp's
+/// llama_ftype for the file (general.file_type: ALL_F32, MOSTLY_F16,
+/// MOSTLY_Q8_0, MOSTLY_Q4_0), the ggml type of its matrices, and the
+/// summary's words.
+struct GgufTypeInfo {
+  GgufType type;
+  const char *name;
+  uint32_t fileType;
+  GgmlType matrices;
+  const char *summary;
+};
+constexpr GgufTypeInfo kGgufTypes[] = {
+    {GgufType::F32, "f32", 0, kGgmlF32, "f32"},
+    {GgufType::F16, "f16", 1, kGgmlF16, "f16 matrices, f32 norms"},
+    {GgufType::Q8_0, "q8_0", 7, kGgmlQ8_0, "q8_0 matrices, f32 norms"},
+    {GgufType::Q4_0, "q4_0", 2, kGgmlQ4_0, "q4_0 matrices, f32 norms"}};
+constexpr bool inGgufTypeOrder() {
+  for (size_t i = 0; i < std::size(kGgufTypes); ++i)
+    if (kGgufTypes[i].type != static_cast<GgufType>(i))
+      return false;
+  return true;
+}
+static_assert(inGgufTypeOrder(), "kGgufTypes is indexed by GgufType");
+
 bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
                const ExportOptions &options, std::string &summary,
                std::string &error) {
+  const GgufTypeInfo &info = kGgufTypes[static_cast<size_t>(options.type)];
   const CoreSpec &c = spec.core;
   Gguf g;
   g.string("general.architecture", "llama");
@@ -292,11 +317,7 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
   g.string("general.source.stlm", std::string("stlm ") + version() +
                                        ", commit " + commit());
   g.u32("general.alignment", kAlignment);
-  // llama.cpp's llama_ftype: ALL_F32, MOSTLY_F16, MOSTLY_Q4_0, MOSTLY_Q8_0.
-  g.u32("general.file_type", options.type == GgufType::F32    ? 0
-                             : options.type == GgufType::F16  ? 1
-                             : options.type == GgufType::Q4_0 ? 2
-                                                              : 7);
+  g.u32("general.file_type", info.fileType);
   g.u32("llama.context_length", c.context);
   g.u32("llama.embedding_length", c.width);
   g.u32("llama.block_count", c.layers);
@@ -343,7 +364,17 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
       for (float v : t.data)
         Gguf::put<uint16_t>(bytes, toHalf(v));
     } else if (matrix && quantized && t.shape[1] % kQBlock == 0) {
-      type = options.type == GgufType::Q8_0 ? kGgmlQ8_0 : kGgmlQ4_0;
+      // A NaN or infinity has no place on a block's grid (and would make
+      // its scale meaningless): refused, not written.
+      for (size_t i = 0; i < t.data.size(); ++i)
+        if (!std::isfinite(t.data[i])) {
+          error = "cannot export " + t.name + " as " + info.name +
+                  ": it holds " + std::to_string(t.data[i]) + " at index " +
+                  std::to_string(i) + " (quantized blocks hold finite " +
+                  "values only)";
+          return false;
+        }
+      type = info.matrices;
       bytes = options.type == GgufType::Q8_0 ? quantizeQ8(t.data)
                                              : quantizeQ4(t.data);
     } else {
@@ -358,11 +389,7 @@ bool writeGguf(const ModelSpec &spec, const std::vector<Dense> &tensors,
     return false;
   summary =
       options.out + ": GGUF v3, llama, " + std::to_string(g.tensorCount) +
-      " tensors (" +
-      (options.type == GgufType::F32    ? "f32"
-       : options.type == GgufType::F16  ? "f16 matrices, f32 norms"
-       : options.type == GgufType::Q8_0 ? "q8_0 matrices, f32 norms"
-                                        : "q4_0 matrices, f32 norms") +
+      " tensors (" + info.summary +
       (f32Kept && quantized ? ", " + std::to_string(f32Kept) +
                                   " matrices f32: rows not a multiple of 32"
                             : std::string()) +
