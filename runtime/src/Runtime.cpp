@@ -1950,7 +1950,26 @@ stlm_status stlm_model::generateGroup(
     size_t len = p - window.start;
     const float *rows;
     size_t stride;
-    if (refill) {
+    // One batched decode step: each slot's token at window position `pos`.
+    auto step = [&](size_t pos) {
+      for (size_t i = 0; i < slots; ++i)
+        io[i] = seqs[i].tokens[window.start + pos];
+      io[at] = static_cast<int32_t>(pos);
+      return kernelStatus(
+          artifact->decode_batch(weightsArg(), arenaArg(), io, io + at, buffer),
+          "batched generation (decode step)");
+    };
+    if (refill && !device && len <= shortWindow()) {
+      // A short window by decode steps, as nextLogits fills one (the
+      // batched prefill computes every position of the context for every
+      // slot).
+      for (size_t pos = 0; pos < len; ++pos)
+        if (stlm_status s = step(pos); s != STLM_OK)
+          return s;
+      rows = buffer;
+      stride = v;
+      refill = false;
+    } else if (refill) {
       // Each window from position 0, padded; a longer prompt's tokens
       // past p are fed again by the decode steps.
       std::fill(staged, staged + slots * ctx, 0);
@@ -1968,14 +1987,7 @@ stlm_status stlm_model::generateGroup(
       stride = ctx * v;
       refill = false;
     } else {
-      for (size_t i = 0; i < slots; ++i)
-        io[i] = seqs[i].tokens[p - 1];
-      io[at] = static_cast<int32_t>(len - 1);
-      if (stlm_status s =
-              kernelStatus(artifact->decode_batch(weightsArg(), arenaArg(), io,
-                                                  io + at, buffer),
-                           "batched generation (decode step)");
-          s != STLM_OK)
+      if (stlm_status s = step(len - 1); s != STLM_OK)
         return s;
       rows = buffer;
       stride = v;

@@ -852,8 +852,11 @@ protected:
   /// reference samples after prompt i with seed + i (`sameTokens`), or its
   /// greedy tokens are the reference's choice within `tolerance` (of the
   /// logits, relative to their largest magnitude). A callback stops one
-  /// sequence only, and bad prompts are refused.
-  void compareBatchedGeneration(double tolerance, bool sameTokens) {
+  /// sequence only, and bad prompts are refused. `each`: how many tokens
+  /// each sequence generates (0: twice the context and 10, through
+  /// refills).
+  void compareBatchedGeneration(double tolerance, bool sameTokens,
+                                size_t each = 0) {
     const int64_t t = stlm_context(native), V = stlm_vocab(native);
     ASSERT_GE(stlm_decode_batch(native), 2);
     std::vector<std::vector<int32_t>> prompts;
@@ -864,7 +867,8 @@ protected:
         p.push_back(tokens[(prompts.size() * 7 + i) % tokens.size()]);
       prompts.push_back(p);
     }
-    const size_t count = prompts.size(), n = static_cast<size_t>(2 * t + 10);
+    const size_t count = prompts.size(),
+                 n = each ? each : static_cast<size_t>(2 * t + 10);
     std::vector<const int32_t *> ptrs;
     std::vector<size_t> lens;
     for (const auto &p : prompts) {
@@ -928,13 +932,14 @@ protected:
     stopped.seqs.resize(count);
     stopped.stopSeq = 1;
     stopped.stopAfter = 2;
-    ASSERT_EQ(stlm_generate_batch(native, count, ptrs.data(), lens.data(), 8,
+    const size_t few = std::min<size_t>(n, 8);
+    ASSERT_EQ(stlm_generate_batch(native, count, ptrs.data(), lens.data(), few,
                                   &sampling, collect, &stopped,
                                   produced.data()),
               STLM_OK)
         << stlm_error_message(native);
     for (size_t s = 0; s < count; ++s) {
-      size_t want = s == 1 ? 2 : 8;
+      size_t want = s == 1 ? 2 : few;
       EXPECT_EQ(produced[s], want);
       EXPECT_EQ(stopped.seqs[s],
                 std::vector<int32_t>(got.seqs[s].begin(),
@@ -1529,6 +1534,17 @@ TEST_F(NativeVsReference, BatchedGeneration) {
   setUp(kBatchTiny, "batch-tiny", false, std::nullopt, /*decodeBatch=*/3);
   EXPECT_EQ(stlm_decode_batch(native), 3);
   compareBatchedGeneration(1e-4, /*sameTokens=*/true);
+}
+
+TEST_F(NativeVsReference, BatchedGenerationShortWindows) {
+  // Context 48: a window of up to 3 tokens is filled by batched decode
+  // steps (the group of prompts 3, 55 and 48 tokens long starts its
+  // lockstep after 3), longer ones by the batched prefill. A few tokens
+  // each, past the short window and short of a refill.
+  std::string spec = kBatchTiny;
+  spec.replace(spec.find("context: 24"), 11, "context: 48");
+  setUp(spec, "batch-tiny", false, std::nullopt, /*decodeBatch=*/3);
+  compareBatchedGeneration(1e-4, /*sameTokens=*/true, /*each=*/6);
 }
 
 TEST_F(NativeVsReference, BatchedGenerationInt8) {
