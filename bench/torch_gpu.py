@@ -17,7 +17,16 @@ around each round); then batch-1 greedy generation with a KV cache (eager,
 one token per step, from a 1-token prompt). Prints one JSON object.
 
     python3 bench/torch_gpu.py SPEC.json [--steps 30] [--generate 256]
-        [--forms eager,compile,graph] [--fp32]
+        [--forms eager,compile,graph] [--fp32] [--profile] [--attention]
+
+--profile adds, for each form, where its step's device time goes
+(torch.profiler over --steps steps: the GPU kernels grouped as matmul,
+attention, Triton-fused, elementwise and the rest, ms a step, and the ten
+longest kernels) under "<form>_profile". --attention adds PyTorch's
+scaled_dot_product_attention alone at the model's training shape (bf16,
+causal, grouped kv heads as the model has them): forward and forward +
+backward, median µs a layer (CUDA events, fresh random inputs), under
+"sdpa".
 
 SPEC.json is the spec as JSON (an artifact's manifest holds it under
 "spec"; bench/cuda.sh passes that).
@@ -127,6 +136,89 @@ def rounds_ms(fn, steps, rounds=3):
     return statistics.median(out)
 
 
+def kernel_kind(name):
+    """The group a profiled GPU kernel's time is counted under."""
+    n = name.lower()
+    if any(w in n for w in ("flash", "fmha", "attention", "sdpa", "cudnn")):
+        return "attention"
+    if any(w in n for w in ("gemm", "cutlass", "sm90_xmma", "cublas", "matmul",
+                            "xmma", "nvjet", "wgmma")):
+        return "matmul"
+    if n.startswith("triton") or "triton_" in n:
+        return "triton"
+    if any(w in n for w in ("elementwise", "vectorized", "reduce", "foreach",
+                            "adam", "unrolled")):
+        return "elementwise"
+    return "other"
+
+
+def profile_step(fn, steps):
+    """Device time of `fn` (one step) by kernel group and its longest
+    kernels, ms a step, over `steps` steps after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    groups, kernels = {}, {}
+    for e in prof.events():
+        if e.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        us = e.device_time if hasattr(e, "device_time") else e.cuda_time
+        k = kernel_kind(e.name)
+        groups[k] = groups.get(k, 0.0) + us
+        kernels[e.name] = kernels.get(e.name, 0.0) + us
+    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:10]
+    return {"ms_per_step": {k: round(v / steps / 1e3, 3) for k, v in groups.items()},
+            "top": [[name[:90], round(us / steps / 1e3, 3)] for name, us in top]}
+
+
+def time_sdpa(spec, b, rounds=20):
+    """F.scaled_dot_product_attention alone at a training shape (bf16,
+    causal): median µs of the forward and of forward + backward."""
+    c = spec["core"]
+    h, kv, t = c["heads"], c.get("kv_heads", c["heads"]), c["context"]
+    hd = c["width"] // h
+    dev = torch.device("cuda")
+
+    def inputs():
+        q = torch.randn(b, h, t, hd, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn(b, kv, t, hd, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        v = torch.randn(b, kv, t, hd, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        return q, k, v, torch.randn(b, h, t, hd, device=dev, dtype=torch.bfloat16)
+
+    def median_us(body):
+        times = []
+        for i in range(rounds + 3):
+            q, k, v, dy = inputs()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            body(q, k, v, dy)
+            end.record()
+            torch.cuda.synchronize()
+            if i >= 3:
+                times.append(start.elapsed_time(end) * 1e3)
+        return statistics.median(times)
+
+    def fwd(q, k, v, dy):
+        with torch.no_grad():
+            F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h)
+
+    def fwd_bwd(q, k, v, dy):
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=kv != h)
+        y.backward(dy)
+
+    f, fb = median_us(fwd), median_us(fwd_bwd)
+    flop = 2.0 * b * h * t * t / 2 * hd  # one causal product
+    return {"shape": [b, t, h, kv, hd], "forward_us": round(f, 1),
+            "forward_tflops": round(2 * flop / f * 1e-6, 1),
+            "forward_backward_us": round(fb, 1),
+            "backward_tflops": round(5 * flop / (fb - f) * 1e-6, 1)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("spec")
@@ -135,6 +227,10 @@ def main():
     ap.add_argument("--forms", default="eager,compile,graph")
     ap.add_argument("--fp32", action="store_true",
                     help="no bf16 autocast (fp32 matmuls, tf32 off)")
+    ap.add_argument("--profile", action="store_true",
+                    help="each form's device time by kernel group")
+    ap.add_argument("--attention", action="store_true",
+                    help="time scaled_dot_product_attention alone")
     a = ap.parse_args()
     spec = json.load(open(a.spec))
     if isinstance(spec, dict) and "spec" in spec and isinstance(spec["spec"], str):
@@ -188,7 +284,12 @@ def main():
         result[form + "_ms"] = ms
         result[form + "_tokens_per_s"] = b * t / ms * 1e3
         result[form + "_setup_s"] = time.perf_counter() - t0
+        if a.profile:
+            result[form + "_profile"] = profile_step(fn, a.steps)
         torch.cuda.empty_cache()
+
+    if a.attention:
+        result["sdpa"] = time_sdpa(spec, b)
 
     # Batch-1 greedy generation with a KV cache, eager (bf16 autocast).
     model = Model(spec).to(dev).eval()
