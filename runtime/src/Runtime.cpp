@@ -429,6 +429,12 @@ struct stlm_model {
   size_t shortWindow() const {
     return static_cast<size_t>(std::max<int64_t>(1, context / 16));
   }
+  /// Whether a window of `len` tokens is filled by decode steps
+  /// (shortWindow(); token models on the CPU), by stlm_generate and by
+  /// stlm_generate_batch alike.
+  bool fillsByDecodeSteps(size_t len) const {
+    return !chunked && !device && len <= shortWindow();
+  }
   /// stlm_generate for a byte-pool model (a chunk at a time).
   /// "token X at I is outside the vocabulary of V" for the first token of
   /// `prompt` (n ids) that is not a token id, or "".
@@ -1959,17 +1965,16 @@ stlm_status stlm_model::generateGroup(
           artifact->decode_batch(weightsArg(), arenaArg(), io, io + at, buffer),
           "batched generation (decode step)");
     };
-    if (refill && !device && len <= shortWindow()) {
+    if (refill && fillsByDecodeSteps(len)) {
       // A short window by decode steps, as nextLogits fills one (the
       // batched prefill computes every position of the context for every
-      // slot).
-      for (size_t pos = 0; pos < len; ++pos)
+      // slot): all but its last position here, the last below.
+      for (size_t pos = 0; pos + 1 < len; ++pos)
         if (stlm_status s = step(pos); s != STLM_OK)
           return s;
-      rows = buffer;
-      stride = v;
       refill = false;
-    } else if (refill) {
+    }
+    if (refill) {
       // Each window from position 0, padded; a longer prompt's tokens
       // past p are fed again by the decode steps.
       std::fill(staged, staged + slots * ctx, 0);
@@ -2028,7 +2033,7 @@ stlm_status stlm_model::nextLogits(const std::vector<int32_t> &h,
   hostBehind = device != nullptr; // the KV cache is in the blob
   halideMessage.clear();
   // A short window is filled by decode steps (see shortWindow()).
-  const bool steps = refill && !chunked && !device && len <= shortWindow();
+  const bool steps = refill && fillsByDecodeSteps(len);
   buffer.resize(refill && !steps ? positions * rowSize : rowSize);
   int32_t *io = static_cast<int32_t *>(step.get());
   size_t at = (unit + 15) / 16 * 16; // the position on its own 64-byte line
